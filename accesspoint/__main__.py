@@ -1,0 +1,5 @@
+"""``python -m accesspoint``: the CLI."""
+
+from accesspoint.cli import run
+
+run()

@@ -1,0 +1,335 @@
+"""SOAP with Attachments: a streaming multipart/related writer and a push parser (sans-I/O, like h11).
+
+The parser is fed bytes as they arrive and returns events; part bodies come out in chunks, so a payload
+of any size passes through without being held in memory.
+"""
+
+from __future__ import annotations
+
+import binascii
+import re
+import secrets
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Final
+
+from accesspoint.core.errors import EbmsError, ErrorCode
+
+CRLF: Final = b"\r\n"
+MAX_PART_HEADER_BYTES: Final = 16 * 1024
+MAX_PARTS: Final = 10_000
+
+_PARAM = re.compile(r';\s*([^=\s;]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
+_TOKEN_SAFE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+@dataclass(frozen=True, slots=True)
+class ContentType:
+    """A parsed Content-Type: lower-cased media type and parameters (names lower-cased)."""
+
+    media_type: str
+    params: dict[str, str] = field(default_factory=dict)
+
+    def param(self, name: str) -> str | None:
+        """A parameter's value, unquoted, or None."""
+        return self.params.get(name.lower())
+
+
+def parse_content_type(value: str) -> ContentType:
+    """Parse a Content-Type header value (RFC 2045 parameters, quoted strings allowed)."""
+    media, _, rest = value.partition(";")
+    params: dict[str, str] = {}
+    for match in _PARAM.finditer(";" + rest):
+        raw = match.group(2).strip()
+        if raw.startswith('"') and raw.endswith('"') and len(raw) >= 2:
+            raw = re.sub(r"\\(.)", r"\1", raw[1:-1])
+        params[match.group(1).lower()] = raw
+    return ContentType(media.strip().lower(), params)
+
+
+def format_content_type(media_type: str, params: dict[str, str]) -> str:
+    """Format a Content-Type, quoting parameter values that are not tokens."""
+    out = [media_type]
+    for name, value in params.items():
+        _check_header_value(value)
+        out.append(f"{name}={value}" if _TOKEN_SAFE.match(value) else f'{name}="{value}"')
+    return "; ".join(out)
+
+
+def _check_header_value(value: str) -> None:
+    if "\r" in value or "\n" in value or '"' in value:
+        raise ValueError(f"header value {value!r} may not contain CR, LF or a double quote")
+
+
+def content_id_of(header_value: str) -> str:
+    """The Content-ID without angle brackets."""
+    value = header_value.strip()
+    if value.startswith("<") and value.endswith(">"):
+        value = value[1:-1]
+    return value.strip()
+
+
+# ---------------------------------------------------------------------------------------------- writing
+
+
+@dataclass(frozen=True, slots=True)
+class MimePart:
+    """A part to write: its headers and its body as an iterable of byte chunks."""
+
+    content_type: str
+    content_id: str | None
+    chunks: Iterable[bytes]
+    extra_headers: tuple[tuple[str, str], ...] = ()
+
+
+def new_boundary() -> str:
+    """A fresh random MIME boundary (128 bits: it cannot occur in content by chance)."""
+    return f"----=_Part_{secrets.token_hex(16)}"
+
+
+def write_multipart(parts: Iterable[MimePart], boundary: str) -> Iterator[bytes]:
+    """Yield a multipart body: each part's headers, then its chunks as they come, then the close delimiter."""
+    _check_header_value(boundary)
+    delimiter = b"--" + boundary.encode("ascii")
+    first = True
+    for part in parts:
+        head = [(b"" if first else CRLF) + delimiter]
+        first = False
+        headers = [("Content-Type", part.content_type), ("Content-Transfer-Encoding", "binary")]
+        if part.content_id is not None:
+            headers.append(("Content-ID", f"<{part.content_id}>"))
+        headers.extend(part.extra_headers)
+        for name, value in headers:
+            if "\r" in value or "\n" in value:
+                raise ValueError(f"header {name} may not contain CR or LF")
+            head.append(f"{name}: {value}".encode())
+        yield CRLF.join(head) + CRLF + CRLF
+        for chunk in part.chunks:
+            if chunk:
+                yield chunk
+    yield CRLF + delimiter + b"--" + CRLF
+
+
+# ---------------------------------------------------------------------------------------------- parsing
+
+
+@dataclass(frozen=True, slots=True)
+class PartStart:
+    """A part begins; its headers (names lower-cased, in order)."""
+
+    headers: tuple[tuple[str, str], ...]
+
+    def header(self, name: str) -> str | None:
+        """The first header of that name, or None."""
+        wanted = name.lower()
+        for key, value in self.headers:
+            if key == wanted:
+                return value
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class PartData:
+    """A chunk of the current part's body, transfer-decoded."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PartEnd:
+    """The current part is complete."""
+
+
+@dataclass(frozen=True, slots=True)
+class MultipartEnd:
+    """The close delimiter was seen."""
+
+
+MimeEvent = PartStart | PartData | PartEnd | MultipartEnd
+
+_PREAMBLE, _HEADERS, _BODY, _AFTER_DELIMITER, _EPILOGUE = range(5)
+
+
+class _Base64Decoder:
+    """Streaming base64: decodes whole quanta, keeps the remainder for the next chunk."""
+
+    def __init__(self) -> None:
+        self._pending = b""
+
+    def decode(self, data: bytes) -> bytes:
+        joined = self._pending + b"".join(data.split())
+        usable = len(joined) - len(joined) % 4
+        self._pending = joined[usable:]
+        try:
+            return binascii.a2b_base64(joined[:usable], strict_mode=False)
+        except binascii.Error as exc:
+            raise EbmsError(ErrorCode.MIME_INCONSISTENCY, f"invalid base64 part body: {exc}") from None
+
+    def finish(self) -> bytes:
+        if self._pending.strip(b"="):
+            raise EbmsError(ErrorCode.MIME_INCONSISTENCY, "base64 part body ends in a partial quantum")
+        return b""
+
+
+class _QuotedPrintableDecoder:
+    """Streaming quoted-printable: decodes complete lines only (a soft break may span chunks)."""
+
+    def __init__(self) -> None:
+        self._pending = b""
+
+    def decode(self, data: bytes) -> bytes:
+        joined = self._pending + data
+        cut = joined.rfind(b"\n") + 1
+        self._pending = joined[cut:]
+        return binascii.a2b_qp(joined[:cut])
+
+    def finish(self) -> bytes:
+        rest, self._pending = self._pending, b""
+        return binascii.a2b_qp(rest)
+
+
+class _Identity:
+    def decode(self, data: bytes) -> bytes:
+        return data
+
+    def finish(self) -> bytes:
+        return b""
+
+
+_Decoder = _Base64Decoder | _QuotedPrintableDecoder | _Identity
+
+
+def _decoder_for(encoding: str | None) -> _Decoder:
+    value = (encoding or "binary").strip().lower()
+    if value in ("binary", "8bit", "7bit"):
+        return _Identity()
+    if value == "base64":
+        return _Base64Decoder()
+    if value == "quoted-printable":
+        return _QuotedPrintableDecoder()
+    raise EbmsError(ErrorCode.FEATURE_NOT_SUPPORTED_UNPACKAGING, f"Content-Transfer-Encoding {value!r}")
+
+
+class MultipartParser:
+    """Push parser for a multipart body: ``feed`` bytes, get events; ``close`` checks the body was complete.
+
+    Delimiters are found on LF as well as CRLF line ends (some peers and dumps use bare LF).
+    """
+
+    def __init__(self, boundary: str, *, max_parts: int = MAX_PARTS) -> None:
+        if not boundary or len(boundary) > 200:
+            raise EbmsError(ErrorCode.MIME_INCONSISTENCY, "multipart boundary is missing or too long")
+        self._delimiter = b"\n--" + boundary.encode("latin-1")
+        # The first delimiter may open the body without a preceding line break.
+        self._buffer = b"\n"
+        self._state = _PREAMBLE
+        self._decoder: _Decoder = _Identity()
+        self._parts = 0
+        self._max_parts = max_parts
+
+    @property
+    def complete(self) -> bool:
+        """True once the close delimiter has been seen."""
+        return self._state == _EPILOGUE
+
+    def feed(self, data: bytes) -> list[MimeEvent]:
+        """Consume bytes and return the events they complete."""
+        if self._state == _EPILOGUE:
+            return []
+        self._buffer += data
+        events: list[MimeEvent] = []
+        while True:
+            if self._state == _PREAMBLE:
+                index = self._buffer.find(self._delimiter)
+                if index < 0:
+                    self._buffer = self._buffer[-len(self._delimiter) :]
+                    return events
+                self._buffer = self._buffer[index + len(self._delimiter) :]
+                self._state = _AFTER_DELIMITER
+            elif self._state == _AFTER_DELIMITER:
+                if len(self._buffer) < 2:
+                    return events
+                if self._buffer.startswith(b"--"):
+                    if self._parts == 0:
+                        raise EbmsError(ErrorCode.MIME_INCONSISTENCY, "multipart body has no parts")
+                    self._state = _EPILOGUE
+                    self._buffer = b""
+                    events.append(MultipartEnd())
+                    return events
+                line_end = self._buffer.find(b"\n")
+                if line_end < 0:
+                    if len(self._buffer) > 256:
+                        raise EbmsError(ErrorCode.MIME_INCONSISTENCY, "garbage after a multipart delimiter")
+                    return events
+                if self._buffer[:line_end].strip(b" \t\r"):
+                    raise EbmsError(ErrorCode.MIME_INCONSISTENCY, "garbage after a multipart delimiter")
+                self._buffer = self._buffer[line_end + 1 :]
+                self._state = _HEADERS
+            elif self._state == _HEADERS:
+                start = self._parse_headers()
+                if start is None:
+                    return events
+                events.append(start)
+                self._state = _BODY
+            else:  # _BODY
+                index = self._buffer.find(self._delimiter)
+                if index < 0:
+                    keep = len(self._delimiter)
+                    if len(self._buffer) > keep:
+                        chunk = self._decoder.decode(self._buffer[:-keep])
+                        self._buffer = self._buffer[-keep:]
+                        if chunk:
+                            events.append(PartData(chunk))
+                    return events
+                body = self._buffer[:index]
+                if body.endswith(b"\r"):
+                    body = body[:-1]
+                chunk = self._decoder.decode(body) + self._decoder.finish()
+                if chunk:
+                    events.append(PartData(chunk))
+                events.append(PartEnd())
+                self._buffer = self._buffer[index + len(self._delimiter) :]
+                self._state = _AFTER_DELIMITER
+
+    def _parse_headers(self) -> PartStart | None:
+        crlf = self._buffer.find(b"\r\n\r\n")
+        lf = self._buffer.find(b"\n\n")
+        if self._buffer.startswith(b"\r\n"):
+            end, skip = 0, 2
+        elif self._buffer.startswith(b"\n"):
+            end, skip = 0, 1
+        elif crlf >= 0 and (lf < 0 or crlf < lf):
+            end, skip = crlf, 4
+        elif lf >= 0:
+            end, skip = lf, 2
+        else:
+            if len(self._buffer) > MAX_PART_HEADER_BYTES:
+                raise EbmsError(ErrorCode.MIME_INCONSISTENCY, "MIME part headers are too long")
+            return None
+        if end > MAX_PART_HEADER_BYTES:
+            raise EbmsError(ErrorCode.MIME_INCONSISTENCY, "MIME part headers are too long")
+        raw = self._buffer[:end].decode("latin-1")
+        self._buffer = self._buffer[end + skip :]
+        headers: list[tuple[str, str]] = []
+        for line in raw.replace("\r\n", "\n").split("\n"):
+            if not line:
+                continue
+            if line[0] in " \t" and headers:  # folded continuation
+                name, value = headers[-1]
+                headers[-1] = (name, value + " " + line.strip())
+                continue
+            name, sep, value = line.partition(":")
+            if not sep or not name.strip():
+                raise EbmsError(ErrorCode.MIME_INCONSISTENCY, f"malformed MIME part header {line[:80]!r}")
+            headers.append((name.strip().lower(), value.strip()))
+        self._parts += 1
+        if self._parts > self._max_parts:
+            raise EbmsError(ErrorCode.MIME_INCONSISTENCY, f"more than {self._max_parts} MIME parts")
+        start = PartStart(tuple(headers))
+        self._decoder = _decoder_for(start.header("content-transfer-encoding"))
+        return start
+
+    def close(self) -> None:
+        """Check that the body ended with the close delimiter (EBMS:0007 otherwise)."""
+        if self._state != _EPILOGUE:
+            raise EbmsError(ErrorCode.MIME_INCONSISTENCY, "multipart body is truncated (no close delimiter)")

@@ -1,0 +1,1 @@
+"""FaR, the Swedish routing register for digital post (built in the digital-post issue)."""

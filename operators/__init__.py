@@ -1,0 +1,1 @@
+"""Adapters for Swedish mailbox operators (built in the digital-post issue)."""

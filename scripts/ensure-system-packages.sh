@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the test suite runs for real (e.g. the xmlsec1 verifier), where missing.
+# Idempotent and quiet when everything is there; `make test` and `.ci/run` call it.
+set -euo pipefail
+needed=()
+while read -r command package; do
+  command -v "$command" >/dev/null 2>&1 || needed+=("$package")
+done <<'LIST'
+openssl openssl
+LIST
+if [ ${#needed[@]} -gt 0 ]; then
+  echo "installing Debian packages: ${needed[*]}" >&2
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${needed[@]}" >/dev/null
+fi

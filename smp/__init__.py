@@ -1,0 +1,1 @@
+"""Dynamic discovery: SMP server and client, BDXL (built in the discovery issue)."""
