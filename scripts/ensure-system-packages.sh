@@ -7,6 +7,7 @@ while read -r command package; do
   command -v "$command" >/dev/null 2>&1 || needed+=("$package")
 done <<'LIST'
 openssl openssl
+xmlsec1 xmlsec1
 LIST
 if [ ${#needed[@]} -gt 0 ]; then
   echo "installing Debian packages: ${needed[*]}" >&2

@@ -1,0 +1,119 @@
+"""Throw-away PKI for tests: a CA and access-point certificates for every key type the profiles use."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa, x25519
+from cryptography.x509.oid import NameOID
+
+from accesspoint.security.keys import KeyPair, PrivateKey
+
+KeyType = Literal["rsa", "ed25519", "x25519", "p256", "p384", "p521", "brainpool"]
+NOT_BEFORE = datetime(2020, 1, 1, tzinfo=UTC)
+NOT_AFTER = datetime(2045, 1, 1, tzinfo=UTC)
+
+_CURVES: dict[str, ec.EllipticCurve] = {
+    "p256": ec.SECP256R1(),
+    "p384": ec.SECP384R1(),
+    "p521": ec.SECP521R1(),
+    "brainpool": ec.BrainpoolP256R1(),
+}
+
+
+def new_key(kind: KeyType) -> PrivateKey:
+    """A fresh private key of that kind."""
+    if kind == "rsa":
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    if kind == "ed25519":
+        return ed25519.Ed25519PrivateKey.generate()
+    if kind == "x25519":
+        return x25519.X25519PrivateKey.generate()
+    return ec.generate_private_key(_CURVES[kind])
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.COUNTRY_NAME, "SE"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Test Federation"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+
+
+def _signing_hash(key: PrivateKey) -> hashes.HashAlgorithm | None:
+    return None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
+
+
+def make_ca(common_name: str = "Test CA", kind: KeyType = "rsa") -> KeyPair:
+    """A self-signed CA."""
+    key = new_key(kind)
+    name = _name(common_name)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())  # type: ignore[arg-type]
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOT_BEFORE)
+        .not_valid_after(NOT_AFTER)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)  # type: ignore[arg-type]
+        .sign(key, _signing_hash(key))  # type: ignore[arg-type]
+    )
+    return KeyPair(key, certificate)
+
+
+def issue(
+    ca: KeyPair,
+    common_name: str,
+    kind: KeyType = "rsa",
+    *,
+    not_before: datetime = NOT_BEFORE,
+    not_after: datetime = NOT_AFTER,
+    ski: bool = True,
+) -> KeyPair:
+    """An end-entity certificate signed by ``ca`` (digitalSignature, key encipherment or agreement)."""
+    key = new_key(kind)
+    agreement = kind in ("x25519",) or kind in _CURVES
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(common_name))
+        .issuer_name(ca.certificate.subject)
+        .public_key(key.public_key())  # type: ignore[arg-type]
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=kind != "x25519",
+                content_commitment=False,
+                key_encipherment=kind == "rsa",
+                data_encipherment=False,
+                key_agreement=agreement,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+    )
+    if ski:
+        builder = builder.add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(key.public_key()),  # type: ignore[arg-type]
+            critical=False,
+        )
+    certificate = builder.sign(ca.private_key, _signing_hash(ca.private_key))  # type: ignore[arg-type]
+    return KeyPair(key, certificate, (ca.certificate,))
+
+
+def later(days: int) -> datetime:
+    """A moment ``days`` after the fixed validity start (for ``at=`` arguments)."""
+    return NOT_BEFORE + timedelta(days=days)
