@@ -68,7 +68,7 @@ def demo_user_message() -> None:
     wire = packed.to_bytes()
     _say("1. A user message from an agency (0007:2021005448) to a mailbox operator, for personnummer 198112289874")
     _say(
-        f"   packed as {packed.content_type.split(';')[0]}: {len(wire)} bytes on the wire, SOAP header {len(envelope)} B"
+        f"   packed as {packed.content_type.split(';')[0]}: {len(wire)} B on the wire, SOAP header {len(envelope)} B"
     )
     received = read_message(packed.content_type, [wire[i : i + 1000] for i in range(0, len(wire), 1000)])
     assert received.parsed.header == message
@@ -91,7 +91,7 @@ def demo_user_message() -> None:
         signal = build_error_signal([error], message_id="error-1@operator.example", now=now)
         info = signal.errors[0]
         _say(
-            f"3. A malformed message is answered with {info.error_code} {info.short_description}: {error.detail[:70]}..."
+            f"3. A malformed message is answered with {info.error_code} {info.short_description}: {error.detail[:64]}..."
         )
 
 
