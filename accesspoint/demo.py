@@ -91,7 +91,7 @@ def demo_user_message() -> None:
         signal = build_error_signal([error], message_id="error-1@operator.example", now=now)
         info = signal.errors[0]
         _say(
-            f"3. A malformed message is answered with {info.error_code} {info.short_description}: {error.detail[:64]}..."
+            f"3. A malformed message gets {info.error_code} {info.short_description}: {error.detail[:64]}..."
         )
 
 
