@@ -113,7 +113,7 @@ def test_unsigned_receipt_is_invalid_when_signed_receipts_are_required(
 ) -> None:
     """An unsigned receipt is EBMS:0302 under the default policy, and accepted when the policy allows it."""
     sender, receiver, _ = parties
-    message, sent, _ = _exchange(sender, receiver)
+    message, _sent, _ = _exchange(sender, receiver)
     unsigned = serialize(build_envelope(build_receipt(message, (), message_id="r-2@receiver", now=NOW)))
     call = lambda: verify_receipt(  # noqa: E731
         parse_envelope(unsigned),
