@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from accesspoint.core.errors import EbmsError, ErrorCode
@@ -59,6 +60,22 @@ def split_http_dump(data: bytes) -> HttpMessage:
 def guess_bare_content_type(body: bytes) -> str:
     """For a headerless XML file: the SOAP media type its envelope namespace implies."""
     head = body[:4096]
+    # The namespace the Envelope start tag binds its own prefix to decides: a SOAP 1.1 envelope may also declare
+    # the SOAP 1.2 namespace for its header blocks (ph-as4 receipts do).
+    tag = _ENVELOPE_START.search(head)
+    if tag is not None:
+        prefix = tag.group(1)
+        attribute = re.escape(b"xmlns:" + prefix if prefix else b"xmlns")
+        declared = re.search(attribute + rb"""\s*=\s*["']([^"']*)["']""", tag.group(0))
+        if declared is not None and declared.group(1) in _SOAP_MEDIA_TYPES:
+            return _SOAP_MEDIA_TYPES[declared.group(1)]
     if b"http://schemas.xmlsoap.org/soap/envelope/" in head and b"http://www.w3.org/2003/05/soap-envelope" not in head:
         return "text/xml"
     return "application/soap+xml"
+
+
+_ENVELOPE_START = re.compile(rb"<(?:([A-Za-z_][\w.-]*):)?Envelope\b[^>]*")
+_SOAP_MEDIA_TYPES = {
+    b"http://schemas.xmlsoap.org/soap/envelope/": "text/xml",
+    b"http://www.w3.org/2003/05/soap-envelope": "application/soap+xml",
+}
