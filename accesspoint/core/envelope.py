@@ -253,8 +253,8 @@ def parse_envelope_tree(root: etree._Element, *, validate: bool = True) -> Parse
         raise EbmsError(ErrorCode.INVALID_HEADER, f"root element {root.tag!r} is not a SOAP envelope")
     soap_version = SoapVersion(namespace)
     soap = f"{{{namespace}}}"
-    soap_header = root.find(f"{soap}Header")
-    body = root.find(f"{soap}Body")
+    soap_header = _child(root, f"{soap}Header")
+    body = _child(root, f"{soap}Body")
     if body is None:
         raise EbmsError(ErrorCode.INVALID_HEADER, "SOAP envelope has no Body")
     # A receipt may carry a copy of the received message, eb:Messaging included (ph-as4 does so); every
@@ -271,12 +271,12 @@ def parse_envelope_tree(root: etree._Element, *, validate: bool = True) -> Parse
     if validate:
         validate_messaging(messaging)
     if (
-        messaging.find(f"{{{NS.EBINT}}}MessageFragment") is not None
+        _child(messaging, f"{{{NS.EBINT}}}MessageFragment") is not None
         or root.find(f".//{{{NS.EBINT}}}MessageFragment") is not None
     ):
         raise EbmsError(ErrorCode.FEATURE_NOT_SUPPORTED, "ebMS 3 Part 2 split and join is not supported")
-    users = messaging.findall(f"{EB}UserMessage")
-    signals = messaging.findall(f"{EB}SignalMessage")
+    users = _children(messaging, f"{EB}UserMessage")
+    signals = _children(messaging, f"{EB}SignalMessage")
     if not users and not signals:
         raise EbmsError(ErrorCode.INVALID_HEADER, "eb:Messaging holds neither a UserMessage nor a SignalMessage")
     if len(users) + len(signals) > 1:
@@ -321,6 +321,19 @@ def _check_body_parts(message: UserMessage, body: etree._Element, ids: dict[str,
         raise EbmsError(ErrorCode.VALUE_INCONSISTENT, "two PartInfo elements share an href")
 
 
+def _child(parent: etree._Element, tag: str) -> etree._Element | None:
+    """``parent.find(tag)`` for a plain ``{ns}name`` tag: the first such child, without ElementPath's overhead."""
+    for child in parent:
+        if child.tag == tag:
+            return child
+    return None
+
+
+def _children(parent: etree._Element, tag: str) -> list[etree._Element]:
+    """``parent.findall(tag)`` for a plain ``{ns}name`` tag: those children in document order."""
+    return [child for child in parent if child.tag == tag]
+
+
 def _value(element: etree._Element | None, what: str) -> str:
     """Whitespace-stripped text of a required element (pretty-printing peers pad values with newlines)."""
     if element is None:
@@ -338,12 +351,12 @@ def _attr(element: etree._Element, name: str) -> str | None:
 
 def read_message_info(parent: etree._Element, where: str) -> MessageInfo:
     """Read eb:MessageInfo (Timestamp, MessageId, RefToMessageId)."""
-    info = parent.find(f"{EB}MessageInfo")
+    info = _child(parent, f"{EB}MessageInfo")
     if info is None:
         raise EbmsError(ErrorCode.INVALID_HEADER, f"{where} has no eb:MessageInfo")
-    timestamp_text = _value(info.find(f"{EB}Timestamp"), f"{where}/MessageInfo/Timestamp")
-    message_id = _value(info.find(f"{EB}MessageId"), f"{where}/MessageInfo/MessageId")
-    ref = info.find(f"{EB}RefToMessageId")
+    timestamp_text = _value(_child(info, f"{EB}Timestamp"), f"{where}/MessageInfo/Timestamp")
+    message_id = _value(_child(info, f"{EB}MessageId"), f"{where}/MessageInfo/MessageId")
+    ref = _child(info, f"{EB}RefToMessageId")
     return MessageInfo(
         message_id=message_id,
         timestamp=parse_timestamp(timestamp_text),
@@ -353,22 +366,22 @@ def read_message_info(parent: etree._Element, where: str) -> MessageInfo:
 
 
 def _read_party(parent: etree._Element, tag: str) -> Party:
-    element = parent.find(f"{EB}{tag}")
+    element = _child(parent, f"{EB}{tag}")
     if element is None:
         raise EbmsError(ErrorCode.INVALID_HEADER, f"eb:PartyInfo has no eb:{tag}")
     party_ids = tuple(
-        PartyId(_value(item, f"{tag}/PartyId"), _attr(item, "type")) for item in element.findall(f"{EB}PartyId")
+        PartyId(_value(item, f"{tag}/PartyId"), _attr(item, "type")) for item in _children(element, f"{EB}PartyId")
     )
     if not party_ids:
         raise EbmsError(ErrorCode.INVALID_HEADER, f"eb:{tag} has no eb:PartyId")
-    return Party(party_ids=party_ids, role=_value(element.find(f"{EB}Role"), f"{tag}/Role"))
+    return Party(party_ids=party_ids, role=_value(_child(element, f"{EB}Role"), f"{tag}/Role"))
 
 
 def _read_properties(container: etree._Element | None, where: str) -> tuple[Property, ...]:
     if container is None:
         return ()
     properties = []
-    for item in container.findall(f"{EB}Property"):
+    for item in _children(container, f"{EB}Property"):
         name = _attr(item, "name")
         if not name:
             raise EbmsError(ErrorCode.INVALID_HEADER, f"a {where} Property has no name")
@@ -387,27 +400,27 @@ def _read_description(element: etree._Element | None) -> Description | None:
 def read_user_message(user: etree._Element) -> UserMessage:
     """Read eb:UserMessage into the model."""
     message_info = read_message_info(user, "eb:UserMessage")
-    party_info = user.find(f"{EB}PartyInfo")
+    party_info = _child(user, f"{EB}PartyInfo")
     if party_info is None:
         raise EbmsError(ErrorCode.INVALID_HEADER, "eb:UserMessage has no eb:PartyInfo")
-    collab = user.find(f"{EB}CollaborationInfo")
+    collab = _child(user, f"{EB}CollaborationInfo")
     if collab is None:
         raise EbmsError(ErrorCode.INVALID_HEADER, "eb:UserMessage has no eb:CollaborationInfo")
-    agreement = collab.find(f"{EB}AgreementRef")
-    service = collab.find(f"{EB}Service")
+    agreement = _child(collab, f"{EB}AgreementRef")
+    service = _child(collab, f"{EB}Service")
     parts = []
-    payload_info = user.find(f"{EB}PayloadInfo")
+    payload_info = _child(user, f"{EB}PayloadInfo")
     if payload_info is not None:
-        for part in payload_info.findall(f"{EB}PartInfo"):
-            schema = part.find(f"{EB}Schema")
+        for part in _children(payload_info, f"{EB}PartInfo"):
+            schema = _child(part, f"{EB}Schema")
             parts.append(
                 PartInfo(
                     href=_attr(part, "href") or None,
-                    properties=_read_properties(part.find(f"{EB}PartProperties"), "PartProperties"),
+                    properties=_read_properties(_child(part, f"{EB}PartProperties"), "PartProperties"),
                     schema=None
                     if schema is None
                     else PartSchema(schema.get("location", ""), schema.get("version"), schema.get("namespace")),
-                    description=_read_description(part.find(f"{EB}Description")),
+                    description=_read_description(_child(part, f"{EB}Description")),
                 )
             )
     return UserMessage(
@@ -417,13 +430,13 @@ def read_user_message(user: etree._Element) -> UserMessage:
             service=Service(
                 _value(service, "CollaborationInfo/Service"), None if service is None else _attr(service, "type")
             ),
-            action=_value(collab.find(f"{EB}Action"), "CollaborationInfo/Action"),
-            conversation_id=_value(collab.find(f"{EB}ConversationId"), "CollaborationInfo/ConversationId"),
+            action=_value(_child(collab, f"{EB}Action"), "CollaborationInfo/Action"),
+            conversation_id=_value(_child(collab, f"{EB}ConversationId"), "CollaborationInfo/ConversationId"),
             agreement_ref=None
             if agreement is None
             else AgreementRef(_value(agreement, "AgreementRef"), _attr(agreement, "type"), _attr(agreement, "pmode")),
         ),
-        message_properties=_read_properties(user.find(f"{EB}MessageProperties"), "MessageProperties"),
+        message_properties=_read_properties(_child(user, f"{EB}MessageProperties"), "MessageProperties"),
         payload_info=tuple(parts),
         mpc=_attr(user, "mpc") or None,
     )
@@ -452,9 +465,9 @@ def read_reference(reference: etree._Element) -> ReferenceEcho:
 def read_signal_message(signal: etree._Element) -> SignalMessage:
     """Read eb:SignalMessage (receipt, errors or pull request) into the model."""
     message_info = read_message_info(signal, "eb:SignalMessage")
-    receipt_element = signal.find(f"{EB}Receipt")
-    pull = signal.find(f"{EB}PullRequest")
-    errors = tuple(_read_error(item) for item in signal.findall(f"{EB}Error"))
+    receipt_element = _child(signal, f"{EB}Receipt")
+    pull = _child(signal, f"{EB}PullRequest")
+    errors = tuple(_read_error(item) for item in _children(signal, f"{EB}Error"))
     receipt = None
     if receipt_element is not None:
         references = tuple(
@@ -482,7 +495,7 @@ def read_signal_message(signal: etree._Element) -> SignalMessage:
 
 
 def _read_error(element: etree._Element) -> ErrorInfo:
-    detail = element.find(f"{EB}ErrorDetail")
+    detail = _child(element, f"{EB}ErrorDetail")
     return ErrorInfo(
         error_code=_attr(element, "errorCode") or "",
         severity=_attr(element, "severity") or "",
@@ -490,6 +503,6 @@ def _read_error(element: etree._Element) -> ErrorInfo:
         short_description=_attr(element, "shortDescription"),
         ref_to_message_in_error=_attr(element, "refToMessageInError") or None,
         origin=_attr(element, "origin"),
-        description=_read_description(element.find(f"{EB}Description")),
+        description=_read_description(_child(element, f"{EB}Description")),
         detail=None if detail is None else (detail.text or "").strip() or None,
     )

@@ -11,7 +11,7 @@ import io
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
-from urllib.parse import unquote
+from urllib.parse import quote
 
 from accesspoint.core.compression import check_compression_type
 from accesspoint.core.envelope import ParsedEnvelope, parse_envelope
@@ -61,6 +61,9 @@ class PackedMessage:
         return b"".join(self.body)
 
 
+_CID_URL_SAFE = "!$&'()*+,;=:@/"
+
+
 def payload_part_info(
     content_id: str,
     mime_type: str,
@@ -76,7 +79,8 @@ def payload_part_info(
     if compressed:
         properties.append(Property(PartProperty.COMPRESSION_TYPE.value, GZIP))
     properties.extend(extra)
-    return PartInfo(href=f"cid:{content_id}", properties=tuple(properties))
+    # RFC 2392: a cid: URL percent-encodes what a URL may not carry ('%' included) of the Content-ID.
+    return PartInfo(href=f"cid:{quote(content_id, safe=_CID_URL_SAFE)}", properties=tuple(properties))
 
 
 def pack_bare(envelope: bytes, soap_version: SoapVersion = SoapVersion.V12) -> PackedMessage:
@@ -250,7 +254,8 @@ class MessageReader:
         if root_media not in SOAP_MEDIA_TYPES:
             raise EbmsError(ErrorCode.MIME_INCONSISTENCY, f"the root part is {root_media!r}, not a SOAP envelope")
         attachments = []
-        seen: set[str] = set()
+        # The root's Content-ID counts too: an attachment reusing it is a duplicate, not a payload.
+        seen: set[str] = set() if root.content_id is None else {root.content_id}
         for index, (part, buffer) in enumerate(self._parts):
             if index == root_index:
                 continue
@@ -291,8 +296,7 @@ _NULL_SINK = _NullSink()
 
 def href_content_id(part: PartInfo) -> str | None:
     """The Content-ID a ``cid:`` href names, percent-decoded (RFC 2392)."""
-    content_id = part.content_id
-    return None if content_id is None else unquote(content_id)
+    return part.content_id
 
 
 def reconcile_payloads(message: UserMessage, received: ReceivedMessage) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from urllib.parse import unquote
 
 from accesspoint.core.errors import Category, ErrorCode, Severity
 from accesspoint.core.namespaces import DEFAULT_MPC, MessageProperty, PartProperty, SoapVersion
@@ -104,9 +105,9 @@ class PartInfo:
 
     @property
     def content_id(self) -> str | None:
-        """The Content-ID the href points at (without ``cid:``), or None for a non-``cid:`` href."""
+        """The Content-ID a ``cid:`` href points at (percent-decoded, RFC 2392), or None for another href."""
         if self.href is not None and self.href.lower().startswith("cid:"):
-            return self.href[4:]
+            return unquote(self.href[4:])
         return None
 
     @property

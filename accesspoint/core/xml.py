@@ -59,10 +59,12 @@ def check_unique_ids(root: etree._Element) -> dict[str, etree._Element]:
     """Map every Id in the document to its element; a duplicated Id (a signature-wrapping sign) is EBMS:0009."""
     seen: dict[str, etree._Element] = {}
     for element in root.iter():
-        if not isinstance(element.tag, str):
+        # One keys() call per element; most elements of a header carry no attribute at all.
+        names = element.keys()
+        if not names or not isinstance(element.tag, str):
             continue
         for name in ID_ATTRIBUTES:
-            value = element.get(name)
+            value = element.get(name) if name in names else None
             if value is None:
                 continue
             if value in seen:
