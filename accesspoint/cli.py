@@ -11,6 +11,7 @@ Exit codes (all commands):
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -45,7 +46,8 @@ def _emit(document: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
 
 
-def _failure(code: str, reason: str, **extra: Any) -> dict[str, Any]:
+def failure(code: str, reason: str, **extra: Any) -> dict[str, Any]:
+    """The JSON document of a failed command: ``{"ok": false, "error": {"code", "reason"}, ...}``."""
     return {"ok": False, "error": {"code": code, "reason": reason}, **extra}
 
 
@@ -191,13 +193,17 @@ def cmd_inspect(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
         received = read_message(content_type, body)
     except EbmsError as exc:
         log.info("inspect %s: %s", args.file, exc)
-        return EXIT_MALFORMED, _failure(exc.code, exc.detail, file=args.file)
+        return EXIT_MALFORMED, failure(exc.code, exc.detail, file=args.file)
     return EXIT_OK, summarize(received)
 
 
 # ------------------------------------------------------------------------------------------------- main
 
 Command = Callable[[argparse.Namespace], tuple[int, dict[str, Any]]]
+
+# Each module adds its subcommands through ``register(commands)`` (an argparse subparsers action) and sets
+# ``handler`` to a Command; imported lazily so that ``inspect`` does not pay for the server's imports.
+COMMAND_MODULES: tuple[str, ...] = ()
 
 
 def build_parser() -> _ArgumentParser:
@@ -209,6 +215,8 @@ def build_parser() -> _ArgumentParser:
     inspect.add_argument("file", help="raw HTTP body (with --content-type) or an HTTP dump")
     inspect.add_argument("--content-type", help="the HTTP Content-Type of a raw body (wins over a dump's)")
     inspect.set_defaults(handler=cmd_inspect)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(commands)
     return parser
 
 
@@ -222,9 +230,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler: Command = args.handler
         code, document = handler(args)
     except UsageError as exc:
-        code, document = EXIT_USAGE, _failure("usage", str(exc))
+        code, document = EXIT_USAGE, failure("usage", str(exc))
     except EbmsError as exc:
-        code, document = EXIT_MALFORMED, _failure(exc.code, exc.detail)
+        code, document = EXIT_MALFORMED, failure(exc.code, exc.detail)
     _emit(document)
     return code
 
