@@ -314,6 +314,7 @@ def verify_signature(
     *,
     candidates: Iterable[x509.Certificate] = (),
     skip_attachments: frozenset[str] = frozenset(),
+    require_coverage: bool = True,
 ) -> VerifiedSignature:
     """Verify the message's signature: algorithms allowed, every reference digest, the signature value.
 
@@ -321,7 +322,8 @@ def verify_signature(
     digest, a wrong signature value, references to elements other than the parsed eb:Messaging and Body, or
     an unresolvable key. ``skip_attachments`` names attachments whose bytes are not available (encrypted
     without a key): their references come back in ``unchecked``.
-    Trust in the signer's certificate is checked separately (``trust``).
+    Trust in the signer's certificate is checked separately (``trust``). ``require_coverage=False`` leaves the
+    coverage rule to the caller (``coverage_gaps``): a diagnostic tool reports a gap that an MSH refuses.
     """
     signature = find_signature(parsed)
     if signature is None:
@@ -369,7 +371,10 @@ def verify_signature(
         else:
             unchecked.append(outcome)
     result = VerifiedSignature(signer, method, c14n, tuple(verified), tuple(unchecked))
-    _require_coverage(result, parsed, attachments, skip_attachments)
+    if require_coverage:
+        gaps = coverage_gaps(result, parsed, attachments, skip_attachments)
+        if gaps:
+            raise _policy(gaps[0])
     return result
 
 
@@ -429,19 +434,21 @@ def _verify_reference(
     return VerifiedReference(echo, kind)
 
 
-def _require_coverage(
+def coverage_gaps(
     result: VerifiedSignature,
     parsed: ParsedEnvelope,
     attachments: Mapping[str, AttachmentSource],
-    skip_attachments: frozenset[str],
-) -> None:
+    skip_attachments: frozenset[str] = frozenset(),
+) -> list[str]:
+    """What AS4 requires signed but this signature leaves out: eb:Messaging, a Body payload, each attachment."""
+    gaps = []
     if not result.covers("messaging"):
-        raise _policy("eb:Messaging is not covered by the signature")
-    body_signed = result.covers("body")
-    if parsed.body_payload is not None and not body_signed:
-        raise _policy("the SOAP Body carries a payload that is not signed")
-    for content_id in attachments:
-        if content_id in skip_attachments:
-            continue
-        if not result.covers(f"attachment:{content_id}"):
-            raise _policy(f"attachment {content_id!r} is not covered by the signature")
+        gaps.append("eb:Messaging is not covered by the signature")
+    if parsed.body_payload is not None and not result.covers("body"):
+        gaps.append("the SOAP Body carries a payload that is not signed")
+    gaps.extend(
+        f"attachment {content_id!r} is not covered by the signature"
+        for content_id in attachments
+        if content_id not in skip_attachments and not result.covers(f"attachment:{content_id}")
+    )
+    return gaps
