@@ -8,6 +8,7 @@ while read -r command package; do
 done <<'LIST'
 openssl openssl
 xmlsec1 xmlsec1
+dnsmasq dnsmasq
 LIST
 if [ ${#needed[@]} -gt 0 ]; then
   echo "installing Debian packages: ${needed[*]}" >&2
