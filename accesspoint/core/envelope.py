@@ -334,6 +334,31 @@ def _children(parent: etree._Element, tag: str) -> list[etree._Element]:
     return [child for child in parent if child.tag == tag]
 
 
+_NO_CHILDREN: Final[list[etree._Element]] = []
+
+
+def _by_tag(parent: etree._Element) -> dict[object, list[etree._Element]]:
+    """The children of ``parent`` grouped by tag, each group in document order, in one pass.
+
+    Each ``child.tag`` builds a new ``{ns}name`` string and each child a new proxy, so scanning the children
+    once per wanted tag (as ``_child`` does) costs a header's reader several times what one pass does.
+    """
+    groups: dict[object, list[etree._Element]] = {}
+    for child in parent:
+        group = groups.get(child.tag)
+        if group is None:
+            groups[child.tag] = [child]
+        else:
+            group.append(child)
+    return groups
+
+
+def _first(groups: dict[object, list[etree._Element]], tag: str) -> etree._Element | None:
+    """The first child with that tag, from ``_by_tag``'s groups."""
+    group = groups.get(tag)
+    return None if group is None else group[0]
+
+
 def _value(element: etree._Element | None, what: str) -> str:
     """Whitespace-stripped text of a required element (pretty-printing peers pad values with newlines)."""
     if element is None:
@@ -349,14 +374,40 @@ def _attr(element: etree._Element, name: str) -> str | None:
     return None if value is None else value.strip()
 
 
+# The tags the readers look for, built once (an f-string per lookup is measurable on a small header).
+_MESSAGE_INFO: Final = f"{EB}MessageInfo"
+_TIMESTAMP: Final = f"{EB}Timestamp"
+_MESSAGE_ID: Final = f"{EB}MessageId"
+_REF_TO_MESSAGE_ID: Final = f"{EB}RefToMessageId"
+_PARTY_INFO: Final = f"{EB}PartyInfo"
+_PARTY_ID: Final = f"{EB}PartyId"
+_ROLE: Final = f"{EB}Role"
+_COLLABORATION_INFO: Final = f"{EB}CollaborationInfo"
+_AGREEMENT_REF: Final = f"{EB}AgreementRef"
+_SERVICE: Final = f"{EB}Service"
+_ACTION: Final = f"{EB}Action"
+_CONVERSATION_ID: Final = f"{EB}ConversationId"
+_MESSAGE_PROPERTIES: Final = f"{EB}MessageProperties"
+_PROPERTY: Final = f"{EB}Property"
+_PAYLOAD_INFO: Final = f"{EB}PayloadInfo"
+_PART_INFO: Final = f"{EB}PartInfo"
+_SCHEMA: Final = f"{EB}Schema"
+_PART_PROPERTIES: Final = f"{EB}PartProperties"
+_DESCRIPTION: Final = f"{EB}Description"
+
+
 def read_message_info(parent: etree._Element, where: str) -> MessageInfo:
     """Read eb:MessageInfo (Timestamp, MessageId, RefToMessageId)."""
-    info = _child(parent, f"{EB}MessageInfo")
+    return _read_message_info(_child(parent, _MESSAGE_INFO), where)
+
+
+def _read_message_info(info: etree._Element | None, where: str) -> MessageInfo:
     if info is None:
         raise EbmsError(ErrorCode.INVALID_HEADER, f"{where} has no eb:MessageInfo")
-    timestamp_text = _value(_child(info, f"{EB}Timestamp"), f"{where}/MessageInfo/Timestamp")
-    message_id = _value(_child(info, f"{EB}MessageId"), f"{where}/MessageInfo/MessageId")
-    ref = _child(info, f"{EB}RefToMessageId")
+    children = _by_tag(info)
+    timestamp_text = _value(_first(children, _TIMESTAMP), f"{where}/MessageInfo/Timestamp")
+    message_id = _value(_first(children, _MESSAGE_ID), f"{where}/MessageInfo/MessageId")
+    ref = _first(children, _REF_TO_MESSAGE_ID)
     return MessageInfo(
         message_id=message_id,
         timestamp=parse_timestamp(timestamp_text),
@@ -365,23 +416,27 @@ def read_message_info(parent: etree._Element, where: str) -> MessageInfo:
     )
 
 
-def _read_party(parent: etree._Element, tag: str) -> Party:
-    element = _child(parent, f"{EB}{tag}")
+def _read_party(party_info: dict[object, list[etree._Element]], tag: str) -> Party:
+    element = _first(party_info, f"{EB}{tag}")
     if element is None:
         raise EbmsError(ErrorCode.INVALID_HEADER, f"eb:PartyInfo has no eb:{tag}")
+    children = _by_tag(element)
+    where = f"{tag}/PartyId"
     party_ids = tuple(
-        PartyId(_value(item, f"{tag}/PartyId"), _attr(item, "type")) for item in _children(element, f"{EB}PartyId")
+        PartyId(_value(item, where), _attr(item, "type")) for item in children.get(_PARTY_ID, _NO_CHILDREN)
     )
     if not party_ids:
         raise EbmsError(ErrorCode.INVALID_HEADER, f"eb:{tag} has no eb:PartyId")
-    return Party(party_ids=party_ids, role=_value(_child(element, f"{EB}Role"), f"{tag}/Role"))
+    return Party(party_ids=party_ids, role=_value(_first(children, _ROLE), f"{tag}/Role"))
 
 
 def _read_properties(container: etree._Element | None, where: str) -> tuple[Property, ...]:
     if container is None:
         return ()
     properties = []
-    for item in _children(container, f"{EB}Property"):
+    for item in container:
+        if item.tag != _PROPERTY:
+            continue
         name = _attr(item, "name")
         if not name:
             raise EbmsError(ErrorCode.INVALID_HEADER, f"a {where} Property has no name")
@@ -397,47 +452,54 @@ def _read_description(element: etree._Element | None) -> Description | None:
     return Description((element.text or "").strip(), element.get(XML_LANG) or "en")
 
 
+def _read_part_info(part: etree._Element) -> PartInfo:
+    children = _by_tag(part)
+    schema = _first(children, _SCHEMA)
+    return PartInfo(
+        href=_attr(part, "href") or None,
+        properties=_read_properties(_first(children, _PART_PROPERTIES), "PartProperties"),
+        schema=None
+        if schema is None
+        else PartSchema(schema.get("location", ""), schema.get("version"), schema.get("namespace")),
+        description=_read_description(_first(children, _DESCRIPTION)),
+    )
+
+
 def read_user_message(user: etree._Element) -> UserMessage:
     """Read eb:UserMessage into the model."""
-    message_info = read_message_info(user, "eb:UserMessage")
-    party_info = _child(user, f"{EB}PartyInfo")
+    # Every lookup below reads one pass over a parent's children (``_by_tag``); the checks and the order in
+    # which they fail are those of one ``find`` per element.
+    children = _by_tag(user)
+    message_info = _read_message_info(_first(children, _MESSAGE_INFO), "eb:UserMessage")
+    party_info = _first(children, _PARTY_INFO)
     if party_info is None:
         raise EbmsError(ErrorCode.INVALID_HEADER, "eb:UserMessage has no eb:PartyInfo")
-    collab = _child(user, f"{EB}CollaborationInfo")
-    if collab is None:
+    collab_element = _first(children, _COLLABORATION_INFO)
+    if collab_element is None:
         raise EbmsError(ErrorCode.INVALID_HEADER, "eb:UserMessage has no eb:CollaborationInfo")
-    agreement = _child(collab, f"{EB}AgreementRef")
-    service = _child(collab, f"{EB}Service")
-    parts = []
-    payload_info = _child(user, f"{EB}PayloadInfo")
+    collab = _by_tag(collab_element)
+    agreement = _first(collab, _AGREEMENT_REF)
+    service = _first(collab, _SERVICE)
+    payload_info = _first(children, _PAYLOAD_INFO)
+    parts: tuple[PartInfo, ...] = ()
     if payload_info is not None:
-        for part in _children(payload_info, f"{EB}PartInfo"):
-            schema = _child(part, f"{EB}Schema")
-            parts.append(
-                PartInfo(
-                    href=_attr(part, "href") or None,
-                    properties=_read_properties(_child(part, f"{EB}PartProperties"), "PartProperties"),
-                    schema=None
-                    if schema is None
-                    else PartSchema(schema.get("location", ""), schema.get("version"), schema.get("namespace")),
-                    description=_read_description(_child(part, f"{EB}Description")),
-                )
-            )
+        parts = tuple(_read_part_info(part) for part in payload_info if part.tag == _PART_INFO)
+    parties = _by_tag(party_info)
     return UserMessage(
         message_info=message_info,
-        party_info=PartyInfo(sender=_read_party(party_info, "From"), receiver=_read_party(party_info, "To")),
+        party_info=PartyInfo(sender=_read_party(parties, "From"), receiver=_read_party(parties, "To")),
         collaboration_info=CollaborationInfo(
             service=Service(
                 _value(service, "CollaborationInfo/Service"), None if service is None else _attr(service, "type")
             ),
-            action=_value(_child(collab, f"{EB}Action"), "CollaborationInfo/Action"),
-            conversation_id=_value(_child(collab, f"{EB}ConversationId"), "CollaborationInfo/ConversationId"),
+            action=_value(_first(collab, _ACTION), "CollaborationInfo/Action"),
+            conversation_id=_value(_first(collab, _CONVERSATION_ID), "CollaborationInfo/ConversationId"),
             agreement_ref=None
             if agreement is None
             else AgreementRef(_value(agreement, "AgreementRef"), _attr(agreement, "type"), _attr(agreement, "pmode")),
         ),
-        message_properties=_read_properties(_child(user, f"{EB}MessageProperties"), "MessageProperties"),
-        payload_info=tuple(parts),
+        message_properties=_read_properties(_first(children, _MESSAGE_PROPERTIES), "MessageProperties"),
+        payload_info=parts,
         mpc=_attr(user, "mpc") or None,
     )
 
