@@ -17,9 +17,8 @@ from smp.model import CertPubUsage, Flavour, PublishedCertificate, Redirect, Ser
 from smp.signature import SmpAlgorithm, verify_document
 from smp.store import metadata_from_json, metadata_to_json
 from tests.conftest import interop_path
-from tests.test_smp_support import DOCUMENT, PARTICIPANT, TOKEN, metadata, pki, running_server
+from tests.test_smp_support import AUTH, DOCUMENT, PARTICIPANT, metadata, pki, running_server
 
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 P = Identifier.parse(PARTICIPANT)
 D = Identifier.parse(DOCUMENT)
 DS = "{http://www.w3.org/2000/09/xmldsig#}"
@@ -79,7 +78,11 @@ async def test_management_api_requires_a_bearer_token(tmp_path: Path) -> None:
     """PUT and DELETE without a token, or with a wrong one, are 401 and change nothing; GET needs none."""
     async with running_server(tmp_path) as base, aiohttp.ClientSession() as session:
         url = f"{base}/{P.url_segment()}"
-        for headers in ({}, {"Authorization": "Bearer wrong-token-0000000000"}, {"Authorization": f"Basic {TOKEN}"}):
+        for headers in (
+            {},
+            {"Authorization": "Bearer wrong-token-0000000000"},
+            {"Authorization": AUTH["Authorization"].replace("Bearer", "Basic")},
+        ):
             async with session.put(url, headers=headers) as response:
                 assert response.status == 401
                 assert response.headers["WWW-Authenticate"] == "Bearer"

@@ -9,9 +9,12 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+import aiohttp
 from cryptography.hazmat.primitives import serialization
+from lxml import etree
 
 from accesspoint.security.keys import KeyPair
+from smp.documents import render_service_metadata
 from smp.identifiers import Identifier
 from smp.model import EndpointInfo, Flavour, ProcessInfo, ServiceMetadata, TransportProfile
 from smp.server import Listener, SmpSettings, serve
@@ -32,6 +35,7 @@ class Pki:
     smp: KeyPair
     ap: KeyPair
     rogue: KeyPair
+    other_smp: KeyPair
 
 
 @cache
@@ -39,7 +43,13 @@ def pki() -> Pki:
     """One PKI per test session (RSA key generation is the slow part)."""
     ca = make_ca("SMP Test CA")
     rogue_ca = make_ca("Rogue CA")
-    return Pki(ca, issue(ca, "SMP Test Signer"), issue(ca, "AP0040-SDK-TEST"), issue(rogue_ca, "Rogue Signer"))
+    return Pki(
+        ca,
+        issue(ca, "SMP Test Signer"),
+        issue(ca, "AP0040-SDK-TEST"),
+        issue(rogue_ca, "Rogue Signer"),
+        issue(ca, "Other SMP Signer"),
+    )
 
 
 def pem(keys: KeyPair) -> bytes:
@@ -141,3 +151,18 @@ async def running_server(folder: Path, signer: KeyPair | None = None) -> AsyncIt
         for runner in runners:
             await runner.cleanup()
         await store.close()
+
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+async def publish(base: str, model: ServiceMetadata, flavour: Flavour = Flavour.OASIS1) -> None:
+    """Create the service group and put ``model`` through the management API (a body of ``flavour``)."""
+    participant = model.participant.url_segment()
+    async with aiohttp.ClientSession() as session:
+        async with session.put(f"{base}/{participant}", headers=AUTH) as response:
+            assert response.status in (200, 201)
+        body = etree.tostring(render_service_metadata(model, flavour))
+        url = f"{base}/{participant}/services/{model.document.url_segment()}"
+        async with session.put(url, headers=AUTH, data=body) as response:
+            assert response.status in (200, 201), await response.text()

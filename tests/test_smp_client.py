@@ -1,0 +1,215 @@
+"""The discovery client against real DNS (dnsmasq on a loopback port) and the project's SMP server over HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from smp.bdxl import BdxlScheme
+from smp.client import DiscoveryClient, DiscoveryError, DiscoverySettings, NotRegistered, SmpSignatureError
+from smp.identifiers import Identifier, bdxl_naptr_name, peppol_cname_name, peppol_naptr_name
+from smp.model import Flavour, Redirect, ServiceMetadata, TransportProfile
+from tests.dnsserver import DnsServer, dns_server
+from tests.test_smp_support import DOCUMENT, PARTICIPANT, PROCESS, ZONE, metadata, pki, publish, running_server
+
+P = Identifier.parse(PARTICIPANT)
+D = Identifier.parse(DOCUMENT)
+AP_URL = "https://ap.example.se/as4"
+
+
+@pytest.fixture
+def dns(tmp_path: Path) -> Iterator[DnsServer]:
+    """A dnsmasq for ZONE, not yet started (tests add records, then start it)."""
+    yield from dns_server(tmp_path, ZONE)
+
+
+class Clock:
+    """A monotonic clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _settings(dns: DnsServer, **overrides: object) -> DiscoverySettings:
+    options: dict[str, object] = {"zone": ZONE, "nameserver": dns.address, "smp_trust": (pki().ca.certificate,)}
+    options.update(overrides)
+    return DiscoverySettings(**options)  # type: ignore[arg-type]
+
+
+async def test_naptr_smp_signature_endpoint(tmp_path: Path, dns: DnsServer) -> None:
+    """Peppol U-NAPTR -> the Peppol SMP -> a verified signature -> the SDK endpoint with its certificate."""
+    async with running_server(tmp_path) as base:
+        await publish(base, metadata(AP_URL, profiles=(TransportProfile.PEPPOL_AS4, TransportProfile.SDK_AS4)))
+        dns.add_naptr(peppol_naptr_name(P, ZONE), base + "/")
+        dns.start()
+        async with DiscoveryClient(_settings(dns)) as client:
+            endpoint = await client.discover(PARTICIPANT, DOCUMENT, transport_profile=TransportProfile.SDK_AS4)
+            assert endpoint.url == AP_URL
+            assert endpoint.transport_profile == TransportProfile.SDK_AS4
+            assert endpoint.certificate == pki().ap.certificate
+            assert endpoint.signature_verified
+            assert endpoint.signer == pki().smp.certificate
+            assert endpoint.smp_url == f"{base}/{P.url_segment()}/services/{D.url_segment()}"
+            assert endpoint.process == Identifier.parse(PROCESS)
+            # The caller's order of profiles decides between two endpoints.
+            first = await client.discover(PARTICIPANT, DOCUMENT, transport_profile=["peppol-transport-as4-v2_0"])
+            assert first.transport_profile == TransportProfile.PEPPOL_AS4
+            with pytest.raises(NotRegistered, match="no active endpoint"):
+                await client.discover(PARTICIPANT, DOCUMENT, transport_profile=TransportProfile.EDELIVERY_AS4_2_0)
+            with pytest.raises(NotRegistered, match="no active endpoint"):
+                await client.discover(PARTICIPANT, DOCUMENT, process="cenbii-procid-ubl::other")
+
+
+async def test_smp2_naptr_service_reads_the_smp2_binding(tmp_path: Path, dns: DnsServer) -> None:
+    """A NAPTR with service oasis-bdxr-smp-2 makes the client read /bdxr-smp-2/... (OASIS SMP 2.0, C14N 1.1)."""
+    async with running_server(tmp_path) as base:
+        await publish(base, metadata(AP_URL, process=None), Flavour.OASIS2)
+        dns.add_naptr(peppol_naptr_name(P, ZONE), base, service="oasis-bdxr-smp-2")
+        dns.start()
+        async with DiscoveryClient(_settings(dns)) as client:
+            endpoint = await client.discover(PARTICIPANT, DOCUMENT, process=PROCESS)
+        assert "/bdxr-smp-2/" in endpoint.smp_url
+        assert endpoint.url == AP_URL
+        assert endpoint.process is None
+
+
+async def test_bdxl_scheme_reaches_the_oasis_smp(tmp_path: Path, dns: DnsServer) -> None:
+    """eDelivery BDXL 1.6 naming (value hashed as given) leads to the OASIS 1.0 base path."""
+    async with running_server(tmp_path) as base:
+        await publish(base, metadata(AP_URL))
+        dns.add_naptr(bdxl_naptr_name(P, ZONE), f"{base}/oasis")
+        dns.start()
+        async with DiscoveryClient(_settings(dns, scheme=BdxlScheme.BDXL)) as client:
+            endpoint = await client.discover(PARTICIPANT, DOCUMENT)
+        assert endpoint.smp_url.startswith(f"{base}/oasis/")
+        assert endpoint.url == AP_URL
+
+
+async def test_legacy_cname_when_there_is_no_naptr(tmp_path: Path, dns: DnsServer) -> None:
+    """No NAPTR, but a B-<md5> CNAME: the SMP is http://<target>/ at the root (port set for the test)."""
+    async with running_server(tmp_path) as base:
+        await publish(base, metadata(AP_URL))
+        dns.add_cname(peppol_cname_name(P, ZONE), "localhost")
+        dns.start()
+        port = int(base.rsplit(":", 1)[1])
+        async with DiscoveryClient(_settings(dns, legacy_port=port)) as client:
+            endpoint = await client.discover(PARTICIPANT, DOCUMENT)
+        assert endpoint.smp_url.startswith(f"http://localhost:{port}/")
+        assert endpoint.url == AP_URL
+
+
+async def test_not_registered_in_dns_or_smp(tmp_path: Path, dns: DnsServer) -> None:
+    """No DNS record, an SMP that knows no such participant, and one without the document type: NotRegistered."""
+    unknown = Identifier.parse("iso6523-actorid-upis::0007:5555555555")
+    async with running_server(tmp_path) as base:
+        await publish(base, metadata(AP_URL))
+        dns.add_naptr(peppol_naptr_name(unknown, ZONE), base)
+        dns.add_naptr(peppol_naptr_name(P, ZONE), base)
+        dns.start()
+        async with DiscoveryClient(_settings(dns)) as client:
+            with pytest.raises(NotRegistered, match="no CNAME"):
+                await client.discover("iso6523-actorid-upis::0007:9999999999", DOCUMENT)
+            with pytest.raises(NotRegistered, match="knows no such"):
+                await client.discover(unknown, DOCUMENT)
+            with pytest.raises(NotRegistered, match="knows no such"):
+                await client.discover(PARTICIPANT, "busdox-docid-qns::urn:other::doc")
+
+
+async def test_untrusted_or_missing_trust_is_refused(tmp_path: Path, dns: DnsServer) -> None:
+    """An SMP signing with a certificate outside the truststore is refused; no truststore means no trust."""
+    async with running_server(tmp_path, signer=pki().rogue) as base:
+        await publish(base, metadata(AP_URL))
+        dns.add_naptr(peppol_naptr_name(P, ZONE), base)
+        dns.start()
+        async with DiscoveryClient(_settings(dns)) as client:
+            with pytest.raises(SmpSignatureError, match="not trusted"):
+                await client.discover(PARTICIPANT, DOCUMENT)
+        async with DiscoveryClient(_settings(dns, smp_trust=())) as client:
+            with pytest.raises(SmpSignatureError, match="no SMP truststore"):
+                await client.discover(PARTICIPANT, DOCUMENT)
+        async with DiscoveryClient(_settings(dns, smp_trust=(), require_trust=False)) as client:
+            endpoint = await client.discover(PARTICIPANT, DOCUMENT)
+            assert not endpoint.signature_verified
+
+
+async def test_one_redirect_is_followed_and_a_second_is_not(tmp_path: Path, dns: DnsServer) -> None:
+    """A Redirect to another SMP signed by the named certificate is followed once; a redirect chain fails."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    other = pki().other_smp
+    async with running_server(tmp_path / "a") as a, running_server(tmp_path / "b", signer=other) as b:
+        target = f"{b}/{P.url_segment()}/services/{D.url_segment()}"
+        redirect = Redirect(target, certificate_uid=other.certificate.subject.rfc4514_string())
+        await publish(a, ServiceMetadata(P, D, redirect=redirect))
+        await publish(b, metadata(AP_URL))
+        dns.add_naptr(peppol_naptr_name(P, ZONE), a)
+        dns.start()
+        async with DiscoveryClient(_settings(dns)) as client:
+            endpoint = await client.discover(PARTICIPANT, DOCUMENT)
+            assert endpoint.redirected
+            assert endpoint.smp_url == target
+            assert endpoint.signer == other.certificate
+        # The Redirect names another signer than the one that signs the target: refused.
+        wrong = Redirect(target, certificate_uid="CN=Somebody Else")
+        await publish(a, ServiceMetadata(P, D, redirect=wrong))
+        async with DiscoveryClient(_settings(dns)) as client:
+            with pytest.raises(SmpSignatureError, match="CertificateUID"):
+                await client.discover(PARTICIPANT, DOCUMENT)
+        # B redirects onwards: the client stops after one Redirect.
+        await publish(a, ServiceMetadata(P, D, redirect=redirect))
+        await publish(b, ServiceMetadata(P, D, redirect=Redirect(f"{a}/x", certificate_uid="CN=x")))
+        async with DiscoveryClient(_settings(dns)) as client:
+            with pytest.raises(DiscoveryError, match="only one Redirect"):
+                await client.discover(PARTICIPANT, DOCUMENT)
+
+
+async def test_cache_answers_without_dns_or_smp_until_the_ttl(tmp_path: Path, dns: DnsServer) -> None:
+    """A repeated lookup is served from the cache while DNS and SMP are down, and fails after the TTL."""
+    clock = Clock()
+    async with running_server(tmp_path) as base:
+        await publish(base, metadata(AP_URL))
+        dns.add_naptr(peppol_naptr_name(P, ZONE), base)
+        dns.start()
+        client = DiscoveryClient(_settings(dns, timeout=0.3), clock=clock)
+        first = await client.discover(PARTICIPANT, DOCUMENT)
+    dns.stop()
+    try:
+        clock.now += 59  # the server's max-age is 60 s, the DNS TTL 60 s
+        assert await client.discover(PARTICIPANT, DOCUMENT) is first
+        clock.now += 2
+        with pytest.raises(DiscoveryError):
+            await client.discover(PARTICIPANT, DOCUMENT)
+    finally:
+        await client.close()
+
+
+async def test_negative_answers_are_cached_briefly(tmp_path: Path, dns: DnsServer) -> None:
+    """A participant registered after a failed lookup is found once the bounded negative TTL has passed."""
+    clock = Clock()
+    async with running_server(tmp_path) as base:
+        dns.start()
+        async with DiscoveryClient(_settings(dns, negative_ttl=5.0), clock=clock) as client:
+            with pytest.raises(NotRegistered):
+                await client.discover(PARTICIPANT, DOCUMENT)
+            await publish(base, metadata(AP_URL))
+            dns.add_naptr(peppol_naptr_name(P, ZONE), base)
+            dns.restart()
+            clock.now += 4
+            with pytest.raises(NotRegistered):
+                await client.discover(PARTICIPANT, DOCUMENT)
+            clock.now += 2
+            assert (await client.discover(PARTICIPANT, DOCUMENT)).url == AP_URL
+
+
+async def test_malformed_naptr_is_a_failure_not_a_refusal(tmp_path: Path, dns: DnsServer) -> None:
+    """A NAPTR whose regexp yields no http(s) URL is a DiscoveryError, not NotRegistered."""
+    dns.add_naptr(peppol_naptr_name(P, ZONE), "ftp://smp.example/")
+    dns.start()
+    async with DiscoveryClient(_settings(dns)) as client:
+        with pytest.raises(DiscoveryError, match="not an http"):
+            await client.discover(PARTICIPANT, DOCUMENT)
