@@ -1,0 +1,28 @@
+"""Peppol AS4: one-way push of an SBDH, PartyIds of type ``urn:fdc:peppol.eu:2017:identifiers:ap`` bound to the CN."""
+
+from __future__ import annotations
+
+from accesspoint.core.namespaces import PartyIdType
+from accesspoint.security.policy import RevocationMode
+from pmode.model import PayloadFormat, PayloadLimits, PMode
+from pmode.profiles import Finding
+from pmode.profiles.four_corner import four_corner_profile, require_four_corner
+
+NAME = "peppol"
+TRANSPORT_PROFILE = "peppol-transport-as4-v2_0"
+
+
+def validate(pmode: PMode) -> list[Finding]:
+    """Peppol's rules: one-way push, AP PartyIds, SBDH payloads, the four-corner properties, CN binding."""
+    return require_four_corner(pmode, PROFILE)
+
+
+PROFILE = four_corner_profile(
+    NAME,
+    transport_profile=TRANSPORT_PROFILE,
+    party_id_type=PartyIdType.PEPPOL_AP.value,
+    # Peppol certificates are checked against OpenPeppol's CA and OCSP; an unknown status refuses.
+    revocation=RevocationMode.HARD_FAIL,
+    payload=PayloadLimits(format=PayloadFormat.SBDH),
+    validator=validate,
+)
