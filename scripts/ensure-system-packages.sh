@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the test suite runs for real (e.g. the xmlsec1 verifier), where missing.
+# Installs the Debian packages the test suite runs for real (e.g. the xmlsec1 verifier, redis-server), where missing.
 # Idempotent and quiet when everything is there; `make test` and `.ci/run` call it.
 set -euo pipefail
 needed=()
@@ -9,6 +9,7 @@ done <<'LIST'
 openssl openssl
 xmlsec1 xmlsec1
 dnsmasq dnsmasq
+redis-server redis-server
 LIST
 if [ ${#needed[@]} -gt 0 ]; then
   echo "installing Debian packages: ${needed[*]}" >&2

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+
+from accesspoint.store import sqlite_url, upgrade_to_head
+from tests import services
 
 REPO = Path(__file__).resolve().parent.parent
 INTEROP = REPO.parent / "shared" / "interop"
@@ -28,3 +34,95 @@ def interop() -> Path:
     """The interop folder (skips or fails as ``interop_path`` does)."""
     interop_path(".")
     return INTEROP
+
+
+# --- real PostgreSQL and Redis, started once per session (tests/services.py) ---
+
+
+def _unavailable(reason: str) -> None:
+    """Skip where a server is not installed, but fail under CI=true, where it must be."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[services.PostgresServer]:
+    """A PostgreSQL 15 server on a free loopback port for the whole session."""
+    reason = services.missing_postgres()
+    if reason is not None:
+        _unavailable(reason)
+    with services.postgres_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[services.RedisServer]:
+    """A redis-server on a free loopback port, without persistence, for the whole session."""
+    reason = services.missing_redis()
+    if reason is not None:
+        _unavailable(reason)
+    with services.redis_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def database_templates() -> dict[str, str]:
+    """Migrated databases made once per session: backend name -> SQLite file to copy, or PostgreSQL database."""
+    return {}
+
+
+@contextlib.asynccontextmanager
+async def _database(request: pytest.FixtureRequest, tmp_path: Path, *, migrated: bool) -> AsyncIterator[str]:
+    templates: dict[str, str] = request.getfixturevalue("database_templates")
+    if request.param == "sqlite":
+        path = tmp_path / "store.db"
+        if migrated:
+            if "sqlite" not in templates:
+                template = request.getfixturevalue("tmp_path_factory").mktemp("template") / "store.db"
+                await upgrade_to_head(sqlite_url(template))
+                templates["sqlite"] = str(template)
+            shutil.copyfile(templates["sqlite"], path)
+        yield sqlite_url(path)
+        return
+    server: services.PostgresServer = request.getfixturevalue("postgres_server")
+    if migrated:
+        # One migrated database per session, emptied for each test: creating a database costs 100-250 ms.
+        if "postgresql" not in templates:
+            templates["postgresql"] = await services.create_postgres_database(server)
+            await upgrade_to_head(server.url(templates["postgresql"]))
+        await services.empty_postgres_database(server, templates["postgresql"])
+        yield server.url(templates["postgresql"])
+        return
+    name = await services.create_postgres_database(server)
+    try:
+        yield server.url(name)
+    finally:
+        await services.drop_postgres_database(server, name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """The URL of a new, empty database: a SQLite file, or a database of its own on the session's PostgreSQL."""
+    async with _database(request, tmp_path, migrated=False) as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def migrated_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A database at the newest schema with no rows: a copied SQLite file, or the session's PostgreSQL one emptied."""
+    async with _database(request, tmp_path, migrated=True) as url:
+        yield url
+
+
+@pytest.fixture
+def redis_url(redis_server: services.RedisServer) -> str:
+    """The URL of the session's Redis, emptied for this test."""
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url())
+    try:
+        client.flushall()
+    finally:
+        client.close()
+    return redis_server.url()

@@ -1,0 +1,56 @@
+"""Persistence and work sharing: the message store, its file store, migrations and the send queues.
+
+``RedisSendQueue`` lives in ``accesspoint.store.redis_queue`` so that Redis stays an optional dependency.
+"""
+
+from accesspoint.store.clock import Clock, ManualClock, SystemClock
+from accesspoint.store.db import create_engine, sqlite_url, upgrade_to_head
+from accesspoint.store.files import FileStore, FileTooLarge, StoredFile
+from accesspoint.store.messages import DuplicateMessage, MessageStore
+from accesspoint.store.queue import MemorySendQueue, QueueItem, SendQueue, claim_next
+from accesspoint.store.records import (
+    Evidence,
+    EvidenceKind,
+    MessageInfo,
+    NewPayload,
+    PurgeReport,
+    Reception,
+    Retention,
+    StoredMessage,
+    StoredPayload,
+    Transition,
+)
+from accesspoint.store.states import TRANSITIONS, Direction, IllegalTransition, MessageState, check_transition
+
+__all__ = [
+    "TRANSITIONS",
+    "Clock",
+    "Direction",
+    "DuplicateMessage",
+    "Evidence",
+    "EvidenceKind",
+    "FileStore",
+    "FileTooLarge",
+    "IllegalTransition",
+    "ManualClock",
+    "MemorySendQueue",
+    "MessageInfo",
+    "MessageState",
+    "MessageStore",
+    "NewPayload",
+    "PurgeReport",
+    "QueueItem",
+    "Reception",
+    "Retention",
+    "SendQueue",
+    "StoredFile",
+    "StoredMessage",
+    "StoredPayload",
+    "SystemClock",
+    "Transition",
+    "check_transition",
+    "claim_next",
+    "create_engine",
+    "sqlite_url",
+    "upgrade_to_head",
+]

@@ -1,0 +1,96 @@
+"""A file store for payloads and evidence: streamed in and out, never whole in memory, durable on return."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+READ_CHUNK = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFile:
+    """Where a stream landed (relative to the store's root), how long it was and its SHA-256 (hex)."""
+
+    path: str
+    size: int
+    sha256: str
+
+
+class FileTooLarge(Exception):
+    """A stream went past the limit given to ``FileStore.write``; nothing was kept."""
+
+
+class FileStore:
+    """Files under one root: ``tmp/`` for writes in progress, ``ab/cd/<uuid>`` once complete."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._tmp = root / "tmp"
+        self._tmp.mkdir(parents=True, exist_ok=True)
+
+    async def write(self, chunks: AsyncIterable[bytes], *, limit: int | None = None) -> StoredFile:
+        """Stream chunks to a temporary file, fsync, rename into place; hashes and counts on the way."""
+        name = uuid.uuid4().hex
+        temp = self._tmp / f"{name}.part"
+        final = self.root / name[:2] / name[2:4] / name
+        digest = hashlib.sha256()
+        size = 0
+        handle = await asyncio.to_thread(temp.open, "wb")
+        try:
+            async for chunk in chunks:
+                size += len(chunk)
+                if limit is not None and size > limit:
+                    raise FileTooLarge(f"stream longer than {limit} bytes")
+                digest.update(chunk)
+                await asyncio.to_thread(handle.write, chunk)
+            await asyncio.to_thread(_finish, handle, temp, final)
+        except BaseException:
+            await asyncio.to_thread(_discard, handle, temp)
+            raise
+        return StoredFile(path=final.relative_to(self.root).as_posix(), size=size, sha256=digest.hexdigest())
+
+    async def read(self, path: str) -> AsyncIterator[bytes]:
+        """Yield the file's bytes in chunks."""
+        handle = await asyncio.to_thread(self._resolve(path).open, "rb")
+        try:
+            while chunk := await asyncio.to_thread(handle.read, READ_CHUNK):
+                yield chunk
+        finally:
+            await asyncio.to_thread(handle.close)
+
+    async def delete(self, path: str) -> None:
+        """Remove a file; one already gone is fine, since purges may be repeated after a crash."""
+        await asyncio.to_thread(self._resolve(path).unlink, missing_ok=True)
+
+    def _resolve(self, path: str) -> Path:
+        resolved = (self.root / path).resolve()
+        # Paths come from our own database, but a path outside the root is never worth following.
+        if not resolved.is_relative_to(self.root.resolve()):
+            raise ValueError(f"path {path!r} is outside the file store")
+        return resolved
+
+
+def _finish(handle: BinaryIO, temp: Path, final: Path) -> None:
+    """Make the temporary file durable, then give it its final name and make the rename durable too."""
+    handle.flush()
+    os.fsync(handle.fileno())
+    handle.close()
+    final.parent.mkdir(parents=True, exist_ok=True)
+    temp.replace(final)
+    directory = os.open(final.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def _discard(handle: BinaryIO, temp: Path) -> None:
+    handle.close()
+    temp.unlink(missing_ok=True)

@@ -1,0 +1,499 @@
+"""The durable state of the MSH: messages, payloads, evidence and the audit, moved only by compare-and-set.
+
+Recovery rules (what a restart, or another instance, does with what a crash left behind):
+
+- A message row and its payload rows are inserted in one transaction, after the payload files are durable;
+  a crash before the commit leaves only orphan files, never a row without its payload.
+- ``submitted``: never picked up, or picked up by a worker that died before committing its claim. It is
+  due at once; ``recoverable`` lists it and any worker may ``claim`` it.
+- ``sending`` with ``lease_until`` in the past: its worker died (or stalled) mid-send. ``claim`` takes it
+  over (``sending -> sending``, attempts + 1). The partner may thus get the message twice; its duplicate
+  elimination on MessageId answers with the same receipt, so it is still delivered once.
+- ``awaiting_receipt`` with ``next_attempt_at`` in the past: reception awareness retries it.
+- Every transition is ``UPDATE ... WHERE id = ? AND state = ? AND version = ?``; the loser of a race, and a
+  worker whose lease was taken over, matches no row and gets ``None``, so it must not act.
+- Incoming duplicates are found by the unique (direction, message_id) constraint, whoever inserts first;
+  the second gets ``Reception(duplicate=True)`` with the receipt stored for the first, if any. If the first
+  crashed before storing its receipt, ``receipt`` is None and the caller builds and stores a new one.
+- Purges delete rows first and files after the commit: a crash in between leaves orphan files, never a row
+  that points at a missing file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import ColumnElement, Row, Table, and_, delete, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from accesspoint.store import schema
+from accesspoint.store.db import create_engine, upgrade_to_head
+from accesspoint.store.files import FileStore, StoredFile
+from accesspoint.store.records import (
+    Evidence,
+    EvidenceKind,
+    MessageInfo,
+    NewPayload,
+    PurgeReport,
+    Reception,
+    Retention,
+    StoredMessage,
+    StoredPayload,
+    Transition,
+)
+from accesspoint.store.states import FINAL, INITIAL, Direction, MessageState, check_transition
+
+M = schema.messages
+P = schema.payloads
+E = schema.evidence
+T = schema.transitions
+
+# Rows handled per statement by purges, so one purge never holds a long transaction.
+PURGE_BATCH = 500
+
+
+class DuplicateMessage(Exception):
+    """An outgoing message with that MessageId is already stored."""
+
+
+class MessageStore:
+    """Messages, payloads and evidence in one database and one file store."""
+
+    def __init__(self, engine: AsyncEngine, files: FileStore, *, instance: str = "local") -> None:
+        self.engine = engine
+        self.files = files
+        self.instance = instance
+
+    @classmethod
+    async def open(cls, url: str, file_root: Path, *, instance: str = "local", migrate: bool = True) -> MessageStore:
+        """Connect to url (running the migrations first unless told not to) with files under file_root."""
+        if migrate:
+            await upgrade_to_head(url)
+        return cls(create_engine(url), FileStore(file_root), instance=instance)
+
+    async def close(self) -> None:
+        """Close the database connections."""
+        await self.engine.dispose()
+
+    # --- inserting ---------------------------------------------------------------------------------------
+
+    async def submit(self, info: MessageInfo, payloads: Sequence[NewPayload], *, now: datetime) -> StoredMessage:
+        """Store an outgoing message as ``submitted``; DuplicateMessage if its MessageId is taken."""
+        if await self.get(Direction.OUT, info.message_id) is not None:
+            raise DuplicateMessage(info.message_id)
+        try:
+            return await self._insert(Direction.OUT, info, payloads, now=now)
+        except IntegrityError as error:
+            raise DuplicateMessage(info.message_id) from error
+
+    async def receive(self, info: MessageInfo, payloads: Sequence[NewPayload], *, now: datetime) -> Reception:
+        """Store an incoming message as ``received``, or report it as a duplicate with its stored receipt."""
+        existing = await self.get(Direction.IN, info.message_id)
+        if existing is None:
+            try:
+                return Reception(await self._insert(Direction.IN, info, payloads, now=now), duplicate=False)
+            except IntegrityError:
+                # Another instance stored the same MessageId between our look-up and our insert.
+                existing = await self.get(Direction.IN, info.message_id)
+                if existing is None:
+                    raise
+        receipts = await self.evidence(Direction.IN, info.message_id, EvidenceKind.OUR_RECEIPT)
+        return Reception(existing, duplicate=True, receipt=receipts[-1] if receipts else None)
+
+    async def _insert(
+        self, direction: Direction, info: MessageInfo, payloads: Sequence[NewPayload], *, now: datetime
+    ) -> StoredMessage:
+        stored: list[StoredFile] = []
+        try:
+            for payload in payloads:
+                stored.append(await self.files.write(payload.chunks))
+            async with self.engine.begin() as connection:
+                row = await _insert_row(
+                    connection,
+                    M,
+                    direction=direction.value,
+                    state=INITIAL[direction].value,
+                    version=1,
+                    attempts=0,
+                    payload_bytes=sum(file.size for file in stored),
+                    created_at=now,
+                    updated_at=now,
+                    **_info_values(info),
+                )
+                if payloads:
+                    await connection.execute(
+                        insert(P),
+                        [
+                            {
+                                "message": row.id,
+                                "content_id": payload.content_id,
+                                "mime_type": payload.mime_type,
+                                "properties": dict(payload.properties),
+                                "size": file.size,
+                                "sha256": file.sha256,
+                                "path": file.path,
+                            }
+                            for payload, file in zip(payloads, stored, strict=True)
+                        ],
+                    )
+                await self._audit(connection, row.id, None, INITIAL[direction], now=now, detail=None)
+        except BaseException:
+            for file in stored:
+                await self.files.delete(file.path)
+            raise
+        return _message(row)
+
+    # --- reading -----------------------------------------------------------------------------------------
+
+    async def get(self, direction: Direction, message_id: str) -> StoredMessage | None:
+        """The message with that MessageId in that direction, if stored."""
+        async with self.engine.connect() as connection:
+            row = (
+                await connection.execute(
+                    select(M).where(M.c.direction == direction.value, M.c.message_id == message_id)
+                )
+            ).one_or_none()
+        return None if row is None else _message(row)
+
+    async def search(
+        self,
+        *,
+        direction: Direction | None = None,
+        state: MessageState | None = None,
+        pmode_id: str | None = None,
+        conversation_id: str | None = None,
+        ref_to_message_id: str | None = None,
+        after_pk: int = 0,
+        limit: int = 100,
+    ) -> list[StoredMessage]:
+        """Messages matching every filter given, oldest first, for pages of at most limit rows."""
+        conditions: list[ColumnElement[bool]] = [M.c.id > after_pk]
+        for column, value in (
+            (M.c.direction, direction),
+            (M.c.state, state),
+            (M.c.pmode_id, pmode_id),
+            (M.c.conversation_id, conversation_id),
+            (M.c.ref_to_message_id, ref_to_message_id),
+        ):
+            if value is not None:
+                conditions.append(column == value)
+        async with self.engine.connect() as connection:
+            rows = (await connection.execute(select(M).where(*conditions).order_by(M.c.id).limit(limit))).all()
+        return [_message(row) for row in rows]
+
+    async def payloads(self, message: StoredMessage) -> list[StoredPayload]:
+        """The payloads of a message in the order they were submitted (empty once purged)."""
+        async with self.engine.connect() as connection:
+            rows = (await connection.execute(select(P).where(P.c.message == message.pk).order_by(P.c.id))).all()
+        return [
+            StoredPayload(
+                pk=row.id,
+                content_id=row.content_id,
+                mime_type=row.mime_type,
+                properties=dict(row.properties),
+                size=row.size,
+                sha256=row.sha256,
+                path=row.path,
+            )
+            for row in rows
+        ]
+
+    def read(self, item: StoredPayload | Evidence) -> AsyncIterator[bytes]:
+        """The bytes of a payload or of evidence, in chunks."""
+        return self.files.read(item.path)
+
+    async def history(self, message: StoredMessage) -> list[Transition]:
+        """The audit trail of a message, oldest first."""
+        async with self.engine.connect() as connection:
+            rows = (await connection.execute(select(T).where(T.c.message == message.pk).order_by(T.c.id))).all()
+        return [
+            Transition(
+                source=None if row.from_state is None else MessageState(row.from_state),
+                target=MessageState(row.to_state),
+                at=row.at,
+                actor=row.actor,
+                detail=row.detail,
+            )
+            for row in rows
+        ]
+
+    # --- moving ------------------------------------------------------------------------------------------
+
+    async def transition(
+        self,
+        message: StoredMessage,
+        target: MessageState,
+        *,
+        now: datetime,
+        next_attempt_at: datetime | None = None,
+        error: tuple[str, str] | None = None,
+        detail: str | None = None,
+    ) -> StoredMessage | None:
+        """Move message to target if it is still as read; None if another writer moved it first.
+
+        IllegalTransition for a move the table does not allow. Moving to ``sending`` is ``claim``'s job,
+        since it also takes the lease. ``error`` is an (ebMS code, detail) pair kept as the last error.
+        """
+        check_transition(message.direction, message.state, target)
+        if target is MessageState.SENDING:
+            raise ValueError("use claim() to move a message to sending: it takes the lease")
+        values: dict[str, Any] = {"next_attempt_at": next_attempt_at, "lease_owner": None, "lease_until": None}
+        if error is not None:
+            values["last_error_code"], values["last_error_detail"] = error
+            detail = detail or error[0]
+        return await self._move(message, target, values, now=now, detail=detail)
+
+    async def claim(self, message_id: str, *, now: datetime, lease: timedelta) -> StoredMessage | None:
+        """Take an outgoing message for sending (attempts + 1, leased until now + lease) if it is due.
+
+        Due means: ``submitted``; ``awaiting_receipt`` whose next attempt has come; or ``sending`` whose
+        lease has run out. None when it is not due, unknown, or another worker claimed it first.
+        """
+        message = await self.get(Direction.OUT, message_id)
+        if message is None or not _due(message, now):
+            return None
+        detail = None
+        if message.state is MessageState.SENDING:
+            detail = f"lease of {message.lease_owner} expired at {message.lease_until}"
+        values = {
+            "attempts": M.c.attempts + 1,
+            "lease_owner": self.instance,
+            "lease_until": now + lease,
+            "next_attempt_at": None,
+        }
+        return await self._move(message, MessageState.SENDING, values, now=now, detail=detail)
+
+    async def recoverable(self, *, now: datetime, limit: int = 1000) -> list[str]:
+        """MessageIds of outgoing messages that are due and that some worker should claim (see the module)."""
+        async with self.engine.connect() as connection:
+            rows = (
+                await connection.execute(
+                    select(M.c.message_id)
+                    .where(M.c.direction == Direction.OUT.value, _due_clause(now))
+                    .order_by(M.c.id)
+                    .limit(limit)
+                )
+            ).all()
+        return [row.message_id for row in rows]
+
+    async def _move(
+        self, message: StoredMessage, target: MessageState, values: dict[str, Any], *, now: datetime, detail: str | None
+    ) -> StoredMessage | None:
+        check_transition(message.direction, message.state, target)
+        async with self.engine.begin() as connection:
+            row = (
+                await connection.execute(
+                    update(M)
+                    .where(M.c.id == message.pk, M.c.state == message.state.value, M.c.version == message.version)
+                    .values(state=target.value, version=M.c.version + 1, updated_at=now, **values)
+                    .returning(*M.c)
+                )
+            ).one_or_none()
+            if row is None:
+                return None
+            await self._audit(connection, message.pk, message.state, target, now=now, detail=detail)
+        return _message(row)
+
+    async def _audit(
+        self,
+        connection: AsyncConnection,
+        pk: int,
+        source: MessageState | None,
+        target: MessageState,
+        *,
+        now: datetime,
+        detail: str | None,
+    ) -> None:
+        await connection.execute(
+            insert(T).values(
+                message=pk,
+                from_state=None if source is None else source.value,
+                to_state=target.value,
+                at=now,
+                actor=self.instance,
+                detail=detail,
+            )
+        )
+
+    # --- evidence ----------------------------------------------------------------------------------------
+
+    async def add_evidence(
+        self,
+        direction: Direction,
+        message_id: str,
+        kind: EvidenceKind,
+        chunks: AsyncIterable[bytes],
+        *,
+        now: datetime,
+        retain_for: timedelta,
+    ) -> Evidence:
+        """Stream evidence to the file store and record it; it is kept until now + retain_for."""
+        file = await self.files.write(chunks)
+        try:
+            async with self.engine.begin() as connection:
+                row = await _insert_row(
+                    connection,
+                    E,
+                    direction=direction.value,
+                    message_id=message_id,
+                    kind=kind.value,
+                    size=file.size,
+                    sha256=file.sha256,
+                    path=file.path,
+                    created_at=now,
+                    retain_until=now + retain_for,
+                )
+        except BaseException:
+            await self.files.delete(file.path)
+            raise
+        return _evidence(row)
+
+    async def evidence(
+        self, direction: Direction, message_id: str, kind: EvidenceKind | None = None
+    ) -> list[Evidence]:
+        """The evidence kept for a message, oldest first, optionally of one kind."""
+        query = select(E).where(E.c.direction == direction.value, E.c.message_id == message_id)
+        if kind is not None:
+            query = query.where(E.c.kind == kind.value)
+        async with self.engine.connect() as connection:
+            rows = (await connection.execute(query.order_by(E.c.id))).all()
+        return [_evidence(row) for row in rows]
+
+    # --- retention ---------------------------------------------------------------------------------------
+
+    async def purge(
+        self, *, now: datetime, retention: Mapping[str, Retention], default: Retention | None = None
+    ) -> PurgeReport:
+        """Delete payloads, then whole messages, that reached a final state longer ago than their P-Mode keeps.
+
+        ``retention`` maps P-Mode ids to their durations; ``default`` covers the others. Evidence is not
+        touched: ``purge_evidence`` runs on its own schedule. Messages not in a final state are never purged.
+        """
+        payloads = messages = 0
+        policies: list[tuple[ColumnElement[bool], Retention]] = [
+            (M.c.pmode_id == pmode_id, policy) for pmode_id, policy in retention.items()
+        ]
+        if default is not None:
+            others = or_(M.c.pmode_id.is_(None), M.c.pmode_id.not_in(list(retention)))
+            policies.append((others, default))
+        final = or_(
+            *(
+                and_(M.c.direction == direction.value, M.c.state.in_([state.value for state in states]))
+                for direction, states in FINAL.items()
+            )
+        )
+        for which, policy in policies:
+            if policy.payloads is not None:
+                old = and_(which, final, M.c.updated_at <= now - policy.payloads, M.c.payloads_purged_at.is_(None))
+                payloads += await self._in_batches(M.c.id, old, _drop_payloads(now))
+            if policy.messages is not None:
+                old = and_(which, final, M.c.updated_at <= now - policy.messages)
+                messages += await self._in_batches(M.c.id, old, _drop_messages)
+        return PurgeReport(payloads=payloads, messages=messages)
+
+    async def purge_evidence(self, *, now: datetime) -> PurgeReport:
+        """Delete the evidence whose own retention has run out, whatever became of its message."""
+        return PurgeReport(evidence=await self._in_batches(E.c.id, E.c.retain_until <= now, _drop_evidence))
+
+    async def _in_batches(self, key: ColumnElement[int], which: ColumnElement[bool], drop: _Drop) -> int:
+        """Drop the rows which selects, a batch per transaction, deleting their files after each commit."""
+        count = 0
+        while True:
+            async with self.engine.begin() as connection:
+                ids = list((await connection.execute(select(key).where(which).limit(PURGE_BATCH))).scalars())
+                if not ids:
+                    return count
+                paths = await drop(connection, ids)
+            count += len(ids)
+            for path in paths:
+                await self.files.delete(path)
+
+
+# Deletes the rows with the given ids and returns the file paths they released.
+_Drop = Callable[[AsyncConnection, list[int]], Awaitable[Sequence[str]]]
+
+
+async def _delete_payloads(connection: AsyncConnection, message_ids: list[int]) -> Sequence[str]:
+    result = await connection.execute(delete(P).where(P.c.message.in_(message_ids)).returning(P.c.path))
+    return result.scalars().all()
+
+
+def _drop_payloads(now: datetime) -> _Drop:
+    async def drop(connection: AsyncConnection, message_ids: list[int]) -> Sequence[str]:
+        paths = await _delete_payloads(connection, message_ids)
+        await connection.execute(update(M).where(M.c.id.in_(message_ids)).values(payloads_purged_at=now))
+        return paths
+
+    return drop
+
+
+async def _drop_messages(connection: AsyncConnection, message_ids: list[int]) -> Sequence[str]:
+    paths = await _delete_payloads(connection, message_ids)
+    # Transitions go with their message through ON DELETE CASCADE.
+    await connection.execute(delete(M).where(M.c.id.in_(message_ids)))
+    return paths
+
+
+async def _drop_evidence(connection: AsyncConnection, ids: list[int]) -> Sequence[str]:
+    result = await connection.execute(delete(E).where(E.c.id.in_(ids)).returning(E.c.path))
+    return result.scalars().all()
+
+
+async def _insert_row(connection: AsyncConnection, table: Table, **values: Any) -> Row[Any]:
+    return (await connection.execute(insert(table).values(**values).returning(*table.c))).one()
+
+
+def _info_values(info: MessageInfo) -> dict[str, Any]:
+    return {
+        "message_id": info.message_id,
+        "ref_to_message_id": info.ref_to_message_id,
+        "conversation_id": info.conversation_id,
+        "pmode_id": info.pmode_id,
+        "leg": info.leg,
+        "mpc": info.mpc,
+        "from_party": info.from_party,
+        "to_party": info.to_party,
+        "service": info.service,
+        "action": info.action,
+    }
+
+
+def _due(message: StoredMessage, now: datetime) -> bool:
+    """Whether claim may take the message now (the Python twin of _due_clause)."""
+    if message.direction is not Direction.OUT:
+        return False
+    if message.state is MessageState.SUBMITTED:
+        return True
+    if message.state is MessageState.AWAITING_RECEIPT:
+        return message.next_attempt_at is not None and message.next_attempt_at <= now
+    if message.state is MessageState.SENDING:
+        return message.lease_until is None or message.lease_until < now
+    return False
+
+
+def _due_clause(now: datetime) -> ColumnElement[bool]:
+    return or_(
+        M.c.state == MessageState.SUBMITTED.value,
+        and_(M.c.state == MessageState.AWAITING_RECEIPT.value, M.c.next_attempt_at <= now),
+        and_(M.c.state == MessageState.SENDING.value, or_(M.c.lease_until.is_(None), M.c.lease_until < now)),
+    )
+
+
+def _message(row: Row[Any]) -> StoredMessage:
+    values = dict(row._mapping)
+    values["pk"] = values.pop("id")
+    values["direction"] = Direction(values["direction"])
+    values["state"] = MessageState(values["state"])
+    return StoredMessage(**values)
+
+
+def _evidence(row: Row[Any]) -> Evidence:
+    values = dict(row._mapping)
+    values["pk"] = values.pop("id")
+    values["direction"] = Direction(values["direction"])
+    values["kind"] = EvidenceKind(values["kind"])
+    return Evidence(**values)

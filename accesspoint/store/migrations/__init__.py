@@ -1,0 +1,1 @@
+"""Alembic migrations of the message store, run by ``accesspoint.store.upgrade_to_head``."""

@@ -1,0 +1,140 @@
+"""What goes into the store and what comes out of it: frozen records, no database types."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from accesspoint.store.states import Direction, MessageState
+
+
+class EvidenceKind(StrEnum):
+    """Non-repudiation evidence kept per message, each with its own retention."""
+
+    RAW_MESSAGE = "raw-message"
+    OUR_RECEIPT = "our-receipt"
+    PARTNER_RECEIPT = "partner-receipt"
+    ERROR_SIGNAL = "error-signal"
+
+
+@dataclass(frozen=True, slots=True)
+class MessageInfo:
+    """The header facts of a message that the store indexes (the rest lives in the raw evidence)."""
+
+    message_id: str
+    ref_to_message_id: str | None = None
+    conversation_id: str | None = None
+    pmode_id: str | None = None
+    leg: int | None = None
+    mpc: str | None = None
+    from_party: str | None = None
+    to_party: str | None = None
+    service: str | None = None
+    action: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewPayload:
+    """A payload to store: its bytes arrive as a stream of chunks."""
+
+    content_id: str
+    mime_type: str
+    chunks: AsyncIterable[bytes]
+    properties: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """A message row as read; ``version`` is what a compare-and-set compares against."""
+
+    pk: int
+    direction: Direction
+    message_id: str
+    ref_to_message_id: str | None
+    conversation_id: str | None
+    pmode_id: str | None
+    leg: int | None
+    mpc: str | None
+    from_party: str | None
+    to_party: str | None
+    service: str | None
+    action: str | None
+    state: MessageState
+    version: int
+    attempts: int
+    next_attempt_at: datetime | None
+    lease_owner: str | None
+    lease_until: datetime | None
+    last_error_code: str | None
+    last_error_detail: str | None
+    payload_bytes: int
+    payloads_purged_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPayload:
+    """A payload's metadata; its bytes are read with ``MessageStore.read``."""
+
+    pk: int
+    content_id: str
+    mime_type: str
+    properties: dict[str, str]
+    size: int
+    sha256: str
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """One piece of stored evidence; its bytes are read with ``MessageStore.read``."""
+
+    pk: int
+    direction: Direction
+    message_id: str
+    kind: EvidenceKind
+    size: int
+    sha256: str
+    path: str
+    created_at: datetime
+    retain_until: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """One line of a message's audit trail (``source`` is None for the insert)."""
+
+    source: MessageState | None
+    target: MessageState
+    at: datetime
+    actor: str | None
+    detail: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Reception:
+    """The outcome of storing an incoming message: new, or a duplicate with the receipt already given."""
+
+    message: StoredMessage
+    duplicate: bool
+    receipt: Evidence | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How long a P-Mode keeps things after a message reaches a final state (None: forever)."""
+
+    payloads: timedelta | None = None
+    messages: timedelta | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeReport:
+    """What one purge removed: messages that lost their payloads, whole messages, pieces of evidence."""
+
+    payloads: int = 0
+    messages: int = 0
+    evidence: int = 0

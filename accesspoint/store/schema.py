@@ -1,0 +1,137 @@
+"""The tables of the message store (SQLAlchemy Core); migrations/ creates them, this module names them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.types import TypeDecorator
+
+# SQLite keeps only INTEGER PRIMARY KEY as the auto-increment rowid alias.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, stored naive in UTC on every backend."""
+
+    impl = DateTime(timezone=False)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Refuse naive datetimes so no local time ever lands in the store."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("the store takes timezone-aware datetimes only")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        """Give back the stored UTC time as an aware datetime."""
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC)
+
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("direction", String(3), nullable=False),
+    Column("message_id", String(255), nullable=False),
+    Column("ref_to_message_id", String(255)),
+    Column("conversation_id", String(255)),
+    Column("pmode_id", String(255)),
+    Column("leg", Integer),
+    Column("mpc", String(255)),
+    Column("from_party", String(255)),
+    Column("to_party", String(255)),
+    Column("service", String(255)),
+    Column("action", String(255)),
+    Column("state", String(32), nullable=False),
+    # Bumped by every transition: the compare-and-set also fences a worker that read an older row.
+    Column("version", Integer, nullable=False, default=1),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UtcDateTime()),
+    Column("lease_owner", String(255)),
+    Column("lease_until", UtcDateTime()),
+    Column("last_error_code", String(32)),
+    Column("last_error_detail", Text),
+    Column("payload_bytes", BigInteger, nullable=False, default=0),
+    Column("payloads_purged_at", UtcDateTime()),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    # Duplicate elimination: a MessageId is stored once per direction, whoever inserts first wins.
+    UniqueConstraint("direction", "message_id", name="uq_messages_direction_message_id"),
+    Index("ix_messages_state_next_attempt_at", "state", "next_attempt_at"),
+    Index("ix_messages_ref_to_message_id", "ref_to_message_id"),
+    Index("ix_messages_updated_at", "updated_at"),
+)
+
+payloads = Table(
+    "payloads",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("message", BigId, ForeignKey("messages.id", ondelete="CASCADE"), nullable=False),
+    Column("content_id", String(255), nullable=False),
+    Column("mime_type", String(255), nullable=False),
+    Column("properties", JSON, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("path", String(255), nullable=False),
+    UniqueConstraint("message", "content_id", name="uq_payloads_message_content_id"),
+)
+
+# No foreign key to messages on purpose: evidence outlives the message rows and their payloads.
+evidence = Table(
+    "evidence",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("direction", String(3), nullable=False),
+    Column("message_id", String(255), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("path", String(255), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("retain_until", UtcDateTime(), nullable=False),
+    Index("ix_evidence_message_id", "message_id"),
+    Index("ix_evidence_retain_until", "retain_until"),
+)
+
+transitions = Table(
+    "transitions",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("message", BigId, ForeignKey("messages.id", ondelete="CASCADE"), nullable=False),
+    Column("from_state", String(32)),
+    Column("to_state", String(32), nullable=False),
+    Column("at", UtcDateTime(), nullable=False),
+    Column("actor", String(255)),
+    Column("detail", Text),
+    Index("ix_transitions_message", "message"),
+)

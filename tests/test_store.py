@@ -1,0 +1,393 @@
+"""The message store on SQLite and on a real PostgreSQL: lifecycles, compare-and-set, duplicates, retention."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import Connection, inspect
+
+from accesspoint.store import (
+    TRANSITIONS,
+    Direction,
+    DuplicateMessage,
+    EvidenceKind,
+    FileStore,
+    FileTooLarge,
+    IllegalTransition,
+    MessageInfo,
+    MessageState,
+    MessageStore,
+    NewPayload,
+    Retention,
+    StoredMessage,
+    check_transition,
+    create_engine,
+    upgrade_to_head,
+)
+from accesspoint.store.schema import metadata
+from accesspoint.store.states import FINAL, INITIAL, states_of
+
+S = MessageState
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+LEASE = timedelta(seconds=30)
+KEEP = timedelta(days=3650)
+
+
+async def chunks(*parts: bytes) -> AsyncIterator[bytes]:
+    """Yield the parts as a stream, the way the server hands over a request body."""
+    for part in parts:
+        yield part
+
+
+async def collect(stream: AsyncIterator[bytes]) -> bytes:
+    """Read a stream to the end (test data only: small)."""
+    return b"".join([chunk async for chunk in stream])
+
+
+def payload(content_id: str = "cid:part-1", data: bytes = b"<doc/>") -> NewPayload:
+    """One XML payload with a part property."""
+    return NewPayload(content_id, "application/xml", chunks(data), {"MimeType": "application/xml"})
+
+
+@pytest.fixture
+async def store(migrated_database_url: str, tmp_path: Path) -> AsyncIterator[MessageStore]:
+    """A store on a migrated database of each backend, files under tmp_path."""
+    opened = await MessageStore.open(migrated_database_url, tmp_path / "files", instance="a")
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+async def other(store: MessageStore, migrated_database_url: str) -> AsyncIterator[MessageStore]:
+    """A second instance over the same database and file store, with its own connections."""
+    opened = await MessageStore.open(migrated_database_url, store.files.root, instance="b", migrate=False)
+    yield opened
+    await opened.close()
+
+
+# --- migrations ------------------------------------------------------------------------------------------
+
+
+def _schema_differences(connection: Connection) -> list[object]:
+    return list(compare_metadata(MigrationContext.configure(connection), metadata))
+
+
+def _tables(connection: Connection) -> set[str]:
+    return set(inspect(connection).get_table_names())
+
+
+async def test_migrations_build_the_schema_on_an_empty_database(database_url: str) -> None:
+    """upgrade_to_head on an empty database creates exactly the declared schema, and a second run changes nothing."""
+    await upgrade_to_head(database_url)
+    await upgrade_to_head(database_url)
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as connection:
+            assert await connection.run_sync(_tables) == {
+                "alembic_version",
+                "messages",
+                "payloads",
+                "evidence",
+                "transitions",
+            }
+            assert await connection.run_sync(_schema_differences) == []
+    finally:
+        await engine.dispose()
+
+
+async def test_sqlite_connections_use_wal_foreign_keys_and_busy_timeout(tmp_path: Path) -> None:
+    """Every SQLite connection of the store runs in WAL mode with foreign keys and a busy timeout."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    try:
+        async with engine.connect() as connection:
+            pragmas = [
+                (await connection.exec_driver_sql(f"PRAGMA {name}")).scalar()
+                for name in ("journal_mode", "foreign_keys", "busy_timeout")
+            ]
+        assert pragmas == ["wal", 1, 10_000]
+    finally:
+        await engine.dispose()
+
+
+# --- the transition table --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("direction", list(Direction))
+def test_every_pair_outside_the_table_is_illegal(direction: Direction) -> None:
+    """check_transition accepts exactly the pairs in TRANSITIONS and raises IllegalTransition for all others."""
+    states = list(MessageState)
+    for source in states:
+        for target in states:
+            if (source, target) in TRANSITIONS[direction]:
+                check_transition(direction, source, target)
+            else:
+                with pytest.raises(IllegalTransition):
+                    check_transition(direction, source, target)
+
+
+@pytest.mark.parametrize("direction", list(Direction))
+def test_every_state_is_reachable_and_final_states_are_final(direction: Direction) -> None:
+    """From the initial state every state of the direction is reachable, and nothing leaves a final state."""
+    reached, frontier = {INITIAL[direction]}, [INITIAL[direction]]
+    while frontier:
+        source = frontier.pop()
+        for start, target in TRANSITIONS[direction]:
+            if start == source and target not in reached:
+                reached.add(target)
+                frontier.append(target)
+    assert reached == states_of(direction)
+    assert not [pair for pair in TRANSITIONS[direction] if pair[0] in FINAL[direction]]
+
+
+# --- lifecycles ------------------------------------------------------------------------------------------
+
+
+async def test_outgoing_message_walks_submitted_sending_awaiting_receipt_delivered(store: MessageStore) -> None:
+    """An outgoing message is retried from awaiting_receipt only when due and every step lands in the audit."""
+    info = MessageInfo("out-1@ap", conversation_id="c1", pmode_id="p1", leg=1, service="s", action="a")
+    submitted = await store.submit(info, [payload()], now=T0)
+    assert (submitted.state, submitted.attempts, submitted.payload_bytes) == (S.SUBMITTED, 0, 6)
+
+    sending = await store.claim("out-1@ap", now=T0, lease=LEASE)
+    assert sending is not None and sending.lease_owner == "a" and sending.attempts == 1
+    retry_at = T0 + timedelta(minutes=1)
+    waiting = await store.transition(
+        sending, S.AWAITING_RECEIPT, now=T0, next_attempt_at=retry_at, error=("EBMS:0005", "connection refused")
+    )
+    assert waiting is not None and waiting.lease_owner is None and waiting.last_error_code == "EBMS:0005"
+    assert await store.claim("out-1@ap", now=retry_at - timedelta(seconds=1), lease=LEASE) is None
+
+    again = await store.claim("out-1@ap", now=retry_at, lease=LEASE)
+    assert again is not None and again.attempts == 2
+    delivered = await store.transition(again, S.DELIVERED, now=retry_at)
+    assert delivered is not None and delivered.state is S.DELIVERED
+
+    history = await store.history(delivered)
+    assert [(step.source, step.target) for step in history] == [
+        (None, S.SUBMITTED),
+        (S.SUBMITTED, S.SENDING),
+        (S.SENDING, S.AWAITING_RECEIPT),
+        (S.AWAITING_RECEIPT, S.SENDING),
+        (S.SENDING, S.DELIVERED),
+    ]
+    assert history[2].detail == "EBMS:0005"
+    [stored] = await store.payloads(delivered)
+    assert stored.properties == {"MimeType": "application/xml"}
+    assert stored.sha256 == hashlib.sha256(b"<doc/>").hexdigest()
+    assert await collect(store.read(stored)) == b"<doc/>"
+
+
+async def test_incoming_message_walks_received_delivered_acknowledged(store: MessageStore) -> None:
+    """An incoming message goes received -> delivered_to_backend -> acknowledged and may not skip a step."""
+    reception = await store.receive(MessageInfo("in-1@partner", pmode_id="p1"), [payload()], now=T0)
+    assert not reception.duplicate and reception.message.state is S.RECEIVED
+    with pytest.raises(IllegalTransition):
+        await store.transition(reception.message, S.ACKNOWLEDGED, now=T0)
+    delivered = await store.transition(reception.message, S.DELIVERED_TO_BACKEND, now=T0)
+    assert delivered is not None
+    acknowledged = await store.transition(delivered, S.ACKNOWLEDGED, now=T0)
+    assert acknowledged is not None and acknowledged.version == 3
+
+
+async def test_illegal_transition_raises_and_changes_nothing(store: MessageStore) -> None:
+    """A move outside the table raises IllegalTransition before any write, and sending is reached only by claim."""
+    message = await store.submit(MessageInfo("out-2@ap"), [], now=T0)
+    with pytest.raises(IllegalTransition):
+        await store.transition(message, S.DELIVERED, now=T0)
+    with pytest.raises(IllegalTransition):
+        await store.transition(message, S.RECEIVED, now=T0)
+    with pytest.raises(ValueError, match="claim"):
+        await store.transition(message, S.SENDING, now=T0)
+    assert await store.get(Direction.OUT, "out-2@ap") == message
+
+
+# --- compare-and-set -------------------------------------------------------------------------------------
+
+
+async def test_two_instances_claiming_the_same_messages_never_both_win(
+    store: MessageStore, other: MessageStore
+) -> None:
+    """Two instances racing to claim each of 10 messages: every message is won by exactly one of them."""
+    ids = [f"race-{n}@ap" for n in range(10)]
+    for message_id in ids:
+        await store.submit(MessageInfo(message_id), [], now=T0)
+    results = await asyncio.gather(
+        *(node.claim(message_id, now=T0, lease=LEASE) for message_id in ids for node in (store, other))
+    )
+    winners = [result for result in results if result is not None]
+    assert sorted(winner.message_id for winner in winners) == sorted(ids)
+    for message_id in ids:
+        history = await store.history(await _get_out(store, message_id))
+        assert [step.target for step in history] == [S.SUBMITTED, S.SENDING]
+
+
+async def test_a_stale_snapshot_moves_nothing(store: MessageStore, other: MessageStore) -> None:
+    """A transition from a row someone else has moved since it was read returns None and writes nothing."""
+    await store.submit(MessageInfo("stale@ap"), [], now=T0)
+    sending = await store.claim("stale@ap", now=T0, lease=LEASE)
+    assert sending is not None
+    delivered = await other.transition(sending, S.DELIVERED, now=T0)
+    assert delivered is not None
+    assert await store.transition(sending, S.FAILED, now=T0, error=("EBMS:0301", "late")) is None
+    assert (await _get_out(store, "stale@ap")).state is S.DELIVERED
+
+
+async def test_an_expired_lease_is_taken_over_and_fences_the_old_worker(
+    store: MessageStore, other: MessageStore
+) -> None:
+    """A message left in sending is reclaimed only after its lease, and the crashed worker can no longer move it."""
+    await store.submit(MessageInfo("crash@ap"), [], now=T0)
+    abandoned = await store.claim("crash@ap", now=T0, lease=LEASE)
+    assert abandoned is not None
+    early = T0 + LEASE - timedelta(seconds=1)
+    assert await other.claim("crash@ap", now=early, lease=LEASE) is None
+    assert await other.recoverable(now=early) == []
+
+    late = T0 + LEASE + timedelta(seconds=1)
+    assert await other.recoverable(now=late) == ["crash@ap"]
+    taken = await other.claim("crash@ap", now=late, lease=LEASE)
+    assert taken is not None and taken.lease_owner == "b" and taken.attempts == 2
+    assert await store.transition(abandoned, S.DELIVERED, now=late) is None
+    history = await other.history(taken)
+    assert (history[-1].source, history[-1].target, history[-1].actor) == (S.SENDING, S.SENDING, "b")
+    assert history[-1].detail is not None and "lease of a expired" in history[-1].detail
+
+
+async def test_recoverable_lists_what_a_restart_must_enqueue(store: MessageStore) -> None:
+    """After a restart, submitted messages and due retries are listed; pending retries and final ones are not."""
+    for message_id in ("fresh@ap", "retry-due@ap", "retry-later@ap", "done@ap"):
+        await store.submit(MessageInfo(message_id), [], now=T0)
+    for message_id, retry in (("retry-due@ap", T0), ("retry-later@ap", T0 + timedelta(hours=1))):
+        claimed = await store.claim(message_id, now=T0, lease=LEASE)
+        assert claimed is not None
+        assert await store.transition(claimed, S.AWAITING_RECEIPT, now=T0, next_attempt_at=retry)
+    done = await store.claim("done@ap", now=T0, lease=LEASE)
+    assert done is not None and await store.transition(done, S.DELIVERED, now=T0)
+    assert sorted(await store.recoverable(now=T0)) == ["fresh@ap", "retry-due@ap"]
+
+
+# --- duplicates ------------------------------------------------------------------------------------------
+
+
+async def test_a_repeated_incoming_message_id_gets_the_stored_receipt(store: MessageStore) -> None:
+    """The second reception of a MessageId is a duplicate answered with the receipt stored for the first."""
+    first = await store.receive(MessageInfo("dup@partner"), [payload()], now=T0)
+    receipt = await store.add_evidence(
+        Direction.IN, "dup@partner", EvidenceKind.OUR_RECEIPT, chunks(b"<receipt/>"), now=T0, retain_for=KEEP
+    )
+    files_before = _files(store.files)
+    second = await store.receive(MessageInfo("dup@partner"), [payload(data=b"other")], now=T0)
+    assert second.duplicate and second.message == first.message and second.receipt == receipt
+    assert second.receipt is not None and await collect(store.read(second.receipt)) == b"<receipt/>"
+    assert _files(store.files) == files_before
+
+
+async def test_a_message_id_raced_by_two_instances_is_stored_once(store: MessageStore, other: MessageStore) -> None:
+    """Two instances receiving the same MessageId at once: one stores it, the other reports a duplicate."""
+    results = await asyncio.gather(
+        *(node.receive(MessageInfo("twice@partner"), [payload()], now=T0) for node in (store, other))
+    )
+    assert sorted(result.duplicate for result in results) == [False, True]
+    assert len(_files(store.files)) == 1
+
+
+async def test_a_repeated_outgoing_message_id_is_refused(store: MessageStore) -> None:
+    """Submitting an outgoing MessageId twice raises DuplicateMessage; the same id incoming is a different message."""
+    await store.submit(MessageInfo("same@ap"), [], now=T0)
+    with pytest.raises(DuplicateMessage):
+        await store.submit(MessageInfo("same@ap"), [payload()], now=T0)
+    assert not (await store.receive(MessageInfo("same@ap"), [], now=T0)).duplicate
+
+
+# --- retention -------------------------------------------------------------------------------------------
+
+
+async def test_payload_purge_keeps_evidence_and_follows_each_pmode(store: MessageStore) -> None:
+    """Purges follow each P-Mode's durations, spare unfinished messages and leave evidence to its own schedule."""
+    for message_id, pmode in (("short@ap", "p-short"), ("long@ap", "p-long"), ("open@ap", "p-short")):
+        await store.submit(MessageInfo(message_id, pmode_id=pmode), [payload()], now=T0)
+        await store.add_evidence(
+            Direction.OUT, message_id, EvidenceKind.RAW_MESSAGE, chunks(b"raw"), now=T0, retain_for=timedelta(days=90)
+        )
+    for message_id in ("short@ap", "long@ap"):
+        claimed = await store.claim(message_id, now=T0, lease=LEASE)
+        assert claimed is not None and await store.transition(claimed, S.DELIVERED, now=T0)
+    retention = {
+        "p-short": Retention(payloads=timedelta(days=1), messages=timedelta(days=30)),
+        "p-long": Retention(payloads=timedelta(days=10)),
+    }
+
+    report = await store.purge(now=T0 + timedelta(days=2), retention=retention)
+    assert (report.payloads, report.messages) == (1, 0)
+    short = await _get_out(store, "short@ap")
+    assert await store.payloads(short) == [] and short.payloads_purged_at == T0 + timedelta(days=2)
+    assert len(await store.payloads(await _get_out(store, "long@ap"))) == 1
+    assert len(await store.payloads(await _get_out(store, "open@ap"))) == 1
+    assert len(_files(store.files)) == 2 + 3  # two payloads left, three pieces of evidence
+
+    report = await store.purge(now=T0 + timedelta(days=31), retention=retention)
+    assert (report.payloads, report.messages) == (1, 1)
+    assert await store.get(Direction.OUT, "short@ap") is None
+    [evidence] = await store.evidence(Direction.OUT, "short@ap")
+    assert await collect(store.read(evidence)) == b"raw"
+
+    assert (await store.purge_evidence(now=T0 + timedelta(days=89))).evidence == 0
+    assert (await store.purge_evidence(now=T0 + timedelta(days=90))).evidence == 3
+    assert await store.evidence(Direction.OUT, "short@ap") == []
+    assert len(_files(store.files)) == 1  # the unfinished message's payload
+
+
+async def test_default_retention_covers_pmodes_without_their_own(store: MessageStore) -> None:
+    """The default retention applies to messages of unlisted P-Modes and of none."""
+    for message_id, pmode in (("a@ap", None), ("b@ap", "unlisted"), ("c@ap", "listed")):
+        await store.submit(MessageInfo(message_id, pmode_id=pmode), [payload()], now=T0)
+        claimed = await store.claim(message_id, now=T0, lease=LEASE)
+        assert claimed is not None and await store.transition(claimed, S.FAILED, now=T0)
+    report = await store.purge(
+        now=T0 + timedelta(days=2), retention={"listed": Retention()}, default=Retention(messages=timedelta(days=1))
+    )
+    assert report.messages == 2
+    assert [m.message_id for m in await store.search(direction=Direction.OUT)] == ["c@ap"]
+
+
+# --- the file store --------------------------------------------------------------------------------------
+
+
+async def test_file_store_streams_hashes_and_refuses_past_the_limit(tmp_path: Path) -> None:
+    """Writes stream chunk by chunk with size and SHA-256, and a stream past its limit or failing leaves no file."""
+    files = FileStore(tmp_path)
+    block = bytes(range(256)) * 256
+    stored = await files.write(chunks(*([block] * 64)))
+    assert stored.size == 64 * len(block)
+    assert stored.sha256 == hashlib.sha256(block * 64).hexdigest()
+    assert [len(chunk) async for chunk in files.read(stored.path)] == [256 * 1024] * 16
+
+    with pytest.raises(FileTooLarge):
+        await files.write(chunks(block, block), limit=len(block))
+
+    async def broken() -> AsyncIterator[bytes]:
+        yield block
+        raise ConnectionResetError
+
+    with pytest.raises(ConnectionResetError):
+        await files.write(broken())
+    assert _files(files) == [stored.path]
+    with pytest.raises(ValueError, match="outside"):
+        await collect(files.read("../../etc/passwd"))
+
+
+def _files(files: FileStore) -> list[str]:
+    return sorted(path.relative_to(files.root).as_posix() for path in files.root.rglob("*") if path.is_file())
+
+
+async def _get_out(store: MessageStore, message_id: str) -> StoredMessage:
+    message = await store.get(Direction.OUT, message_id)
+    assert message is not None
+    return message
