@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import copy
 import gzip
 import io
+import tracemalloc
 from collections.abc import Callable, Iterable, Iterator
 
 import pytest
@@ -348,6 +350,19 @@ def test_encryption_is_lazy_and_chunked_with_a_fresh_iv_per_opening(rsa_recipien
     assert b"".join(plain["big@test"].open()) == b"x" * 65536 * 64
 
 
+def test_a_large_attachment_streams_through_encryption_and_decryption_in_bounded_memory() -> None:
+    """64 MiB in 1 MiB chunks are encrypted and decrypted with at most a few MiB allocated at any moment."""
+    key, chunk = bytes(16), bytes(1 << 20)
+    tracemalloc.start()
+    try:
+        total = sum(len(c) for c in decrypt_stream(key, encrypt_stream(key, (chunk for _ in range(64)))))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert total == 64 << 20
+    assert peak < 6 << 20
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     data=st.binary(max_size=3000),
@@ -523,6 +538,33 @@ def test_disallowed_or_unsupported_algorithms_are_policy_noncompliance(
     assert _code(lambda: _decrypt(received, [], policy)) == "EBMS:0103"
 
 
+def _duplicate_first_encrypted_data(root: etree._Element) -> None:
+    first = root.find(f".//{XENC}EncryptedData")
+    assert first is not None
+    twin = copy.deepcopy(first)
+    twin.set("Id", "twin")
+    first.addnext(twin)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        _set_attribute(f".//{XENC}CipherReference", "URI", "cid:absent@test"),
+        _set_attribute(f".//{XENC}EncryptedData//{WSSE}Reference", "URI", "#nowhere"),
+        _duplicate_first_encrypted_data,
+    ],
+    ids=["absent-part", "dangling-key-reference", "two-for-one-part"],
+)
+def test_inconsistent_encryption_headers_are_failed_decryption(
+    rsa_recipient: KeyPair, edit: Callable[[etree._Element], None]
+) -> None:
+    """An EncryptedData naming no part, no EncryptedKey, or a part already named is EBMS:0102."""
+    policy = SecurityPolicy.edelivery_1_15()
+    envelope, ciphertexts = _encrypt(policy, rsa_recipient)
+    received = _wire(_edit_envelope(envelope, edit), ciphertexts)
+    assert _code(lambda: _decrypt(received, [rsa_recipient], policy)) == "EBMS:0102"
+
+
 def test_rsa_oaep_mgf1p_is_refused_unless_listed_as_legacy(rsa_recipient: KeyPair) -> None:
     """rsa-oaep-mgf1p (SHA-1 MGF) is EBMS:0103 by default and decrypts when the policy's legacy list names it."""
     legacy = SecurityPolicy.edelivery_1_15(
@@ -605,10 +647,8 @@ def test_harmony_mgf1p_key_is_refused_without_the_legacy_listing() -> None:
     ["bst_x509v3", "bst_X509PKIPathv1", "is", "ski"],
 )
 def test_domibus_key_reference_styles_all_lead_to_red_gw(name: str) -> None:
-    """Domibus' four reference styles (BST X509v3, BST PKIPath, IssuerSerial, SKI) resolve to red_gw and unwrap.
-
-    The unwrapped key is cross-checked with plain cryptography (OAEP parameters read from the XML).
-    """
+    """Domibus' four reference styles (BST X509v3, BST PKIPath, IssuerSerial, SKI) resolve to red_gw and unwrap."""
+    # The unwrapped key is cross-checked with plain cryptography (OAEP parameters read from the XML).
     key, ids = _encrypted_key(f"domibus/messages/{name}_incoming_message.xml")
     red = _gateway_key("red_gw")
     ours = unwrap_key(key, ids, [_gateway_key("blue_gw"), red], LEGACY)

@@ -1,23 +1,23 @@
-"""WS-Security payload encryption for AS4 (SwA): AES-GCM attachments, RSA-OAEP (1.15) or X25519/ECDH-ES (2.0).
+"""WS-Security payload encryption for AS4 (SwA): AES-GCM attachments, RSA-OAEP (1.15) or X25519/ECDH-ES (2.0)."""
 
-Sans-I/O: pure functions over lxml trees, bytes and chunk iterators. One random content-encryption key
-(CEK) per message encrypts every attachment; an ``xenc:EncryptedKey`` carries it to the recipient, either
-RSA-OAEP encrypted (eDelivery AS4 1.15) or wrapped with ``kw-aes128`` under a key agreed by ephemeral-static
-X25519 or ECDH-ES and HKDF (eDelivery AS4 2.0). Each attachment gets an ``xenc:EncryptedData`` of type
-Attachment-Content-Only whose ``CipherReference`` names the MIME part; the part itself becomes
-IV ‖ ciphertext ‖ tag (XML Encryption 1.1 §5.2.4), produced and consumed as a stream.
-
-Streaming and the GCM tag: a decrypting stream yields plaintext before the tag, which ends the part, has
-been read. The tag is checked when the stream is exhausted and a mismatch raises EBMS:0102 there, so a
-consumer must treat the bytes as untrusted until iteration has finished without an exception (write them to
-a temporary sink, commit only afterwards). The signature check, which hashes every plaintext byte, does
-exactly that.
-"""
+# Sans-I/O: pure functions over lxml trees, bytes and chunk iterators. One random content-encryption key
+# (CEK) per message encrypts every attachment; an ``xenc:EncryptedKey`` carries it to the recipient, either
+# RSA-OAEP encrypted (eDelivery AS4 1.15) or wrapped with ``kw-aes128`` under a key agreed by ephemeral-static
+# X25519 or ECDH-ES and HKDF (eDelivery AS4 2.0). Each attachment gets an ``xenc:EncryptedData`` of type
+# Attachment-Content-Only whose ``CipherReference`` names the MIME part; the part itself becomes
+# IV ‖ ciphertext ‖ tag (XML Encryption 1.1 §5.2.4), produced and consumed as a stream.
+#
+# Streaming and the GCM tag: a decrypting stream yields plaintext before the tag, which ends the part, has
+# been read. The tag is checked when the stream is exhausted and a mismatch raises EBMS:0102 there, so a
+# consumer must treat the bytes as untrusted until iteration has finished without an exception (write them to
+# a temporary sink, commit only afterwards). The signature check, which hashes every plaintext byte, does
+# exactly that.
 
 from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -103,10 +103,9 @@ _CID_URL_SAFE = "!$&'()*+,;=:@/"
 
 
 class DecryptionKeyMissing(Exception):
-    """None of our decryption keys is the one the message's EncryptedKey addresses (not an ebMS error).
+    """None of our decryption keys is the one the message's EncryptedKey addresses (not an ebMS error)."""
 
-    The caller decides: answer EBMS:0102 to the partner, or (CLI) report the listed parts as unchecked.
-    """
+    # The caller decides: answer EBMS:0102 to the partner, or (CLI) report the listed parts as unchecked.
 
     def __init__(self, detail: str, content_ids: frozenset[str]) -> None:
         self.detail = detail
@@ -149,10 +148,8 @@ def encrypt_stream(key: bytes, chunks: Iterable[bytes]) -> Iterator[bytes]:
 
 
 def decrypt_stream(key: bytes, chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """Decrypt IV ‖ ciphertext ‖ tag chunk by chunk; EBMS:0102 at the end when the tag does not match.
-
-    Plaintext comes out before the tag is checked: trust it only once the iterator finished without error.
-    """
+    """Decrypt IV ‖ ciphertext ‖ tag chunk by chunk; EBMS:0102 at the end when the tag does not match."""
+    # Plaintext comes out before the tag is checked: trust it only once the iterator finished without error.
     iterator = iter(chunks)
     head = b""
     for chunk in iterator:
@@ -163,23 +160,23 @@ def decrypt_stream(key: bytes, chunks: Iterable[bytes]) -> Iterator[bytes]:
         raise _failed("ciphertext part shorter than the GCM IV")
     decryptor = Cipher(algorithms.AES(key), modes.GCM(head[:IV_SIZE])).decryptor()
     # The last TAG_SIZE bytes seen so far may be the tag: hold them back until the next chunk arrives.
-    pending = head[IV_SIZE:]
-    for chunk in iterator:
-        if len(chunk) >= TAG_SIZE:
+    # Memoryviews spare a copy of large chunks (a part read from its sink in one piece, for instance).
+    pending = b""
+    rest: Iterable[bytes | memoryview] = itertools.chain((memoryview(head)[IV_SIZE:],), iterator)
+    for piece in rest:
+        if len(piece) >= TAG_SIZE:
             if pending:
                 yield decryptor.update(pending)
-            yield decryptor.update(memoryview(chunk)[:-TAG_SIZE])
-            pending = chunk[-TAG_SIZE:]
-        elif chunk:
-            pending += chunk
+            if len(piece) > TAG_SIZE:
+                yield decryptor.update(memoryview(piece)[:-TAG_SIZE])
+            pending = bytes(piece[-TAG_SIZE:])
+        elif piece:
+            pending += bytes(piece)
             if len(pending) > TAG_SIZE:
                 yield decryptor.update(pending[:-TAG_SIZE])
                 pending = pending[-TAG_SIZE:]
     if len(pending) < TAG_SIZE:
         raise _failed("ciphertext part shorter than the GCM IV and tag")
-    if len(pending) > TAG_SIZE:
-        yield decryptor.update(pending[:-TAG_SIZE])
-        pending = pending[-TAG_SIZE:]
     try:
         final = decryptor.finalize_with_tag(pending)
     except InvalidTag:
@@ -342,12 +339,10 @@ def encrypt_attachments(
     *,
     new_id: Callable[[], str],
 ) -> tuple[AttachmentSource, ...]:
-    """Encrypt every attachment for ``recipient``; add EncryptedKey and EncryptedData to wsse:Security.
-
-    The elements go before ds:Signature when the envelope is already signed (AS4: compress, sign, encrypt),
-    so a receiver processing the header in order decrypts first. Returns the ciphertext parts, computed
-    lazily in chunks whenever a source is opened.
-    """
+    """Encrypt every attachment for ``recipient`` into wsse:Security; return the lazy ciphertext parts."""
+    # The elements go before ds:Signature when the envelope is already signed (AS4: compress, sign, encrypt),
+    # so a receiver processing the header in order decrypts first. Ciphertext is computed chunk by chunk
+    # whenever a returned source is opened.
     if not attachments:
         return ()
     security = security_header(envelope)
@@ -596,11 +591,9 @@ def unwrap_key(
     keys: Sequence[KeyPair],
     policy: SecurityPolicy,
 ) -> bytes:
-    """The content key an xenc:EncryptedKey carries, with whichever of ``keys`` it addresses.
-
-    EBMS:0103 for a disallowed algorithm (before any crypto), EBMS:0102 when the key does not unwrap,
-    ``DecryptionKeyMissing`` when it addresses none of ``keys``.
-    """
+    """The content key an xenc:EncryptedKey carries, unwrapped with whichever of ``keys`` it addresses."""
+    # EBMS:0103 for a disallowed algorithm (before any crypto), EBMS:0102 when the key does not unwrap,
+    # DecryptionKeyMissing when it addresses none of ``keys``.
     check_key_algorithms(encrypted_key, policy)
     if _algorithm(encrypted_key.find(f"{XENC}EncryptionMethod")) in _KEK_SIZES:
         cek = _unwrap_agreed(encrypted_key, ids, keys)
@@ -670,12 +663,10 @@ def decrypt_attachments(
     *,
     open_part: Callable[[ReceivedPart], Iterable[bytes]],
 ) -> dict[str, AttachmentSource]:
-    """The encrypted attachments as plaintext sources (original MIME type, re-openable, decrypted lazily).
-
-    All algorithms are checked first (EBMS:0103), then every content key is unwrapped (EBMS:0102 on failure,
-    ``DecryptionKeyMissing`` when addressed to none of ``keys``). The returned streams raise EBMS:0102 at
-    their end when a part's GCM tag does not match: trust their bytes only once fully read.
-    """
+    """The encrypted attachments as plaintext sources (original MIME type, re-openable, decrypted lazily)."""
+    # All algorithms are checked first (EBMS:0103), then every content key is unwrapped (EBMS:0102 on failure,
+    # DecryptionKeyMissing when addressed to none of ``keys``). The returned streams raise EBMS:0102 at
+    # their end when a part's GCM tag does not match: trust their bytes only once fully read.
     targets = _targets(received.parsed, policy)
     keys_by_element: dict[int, bytes] = {}
     for target in targets:
