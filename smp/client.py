@@ -289,7 +289,7 @@ class DiscoveryClient:
                 f"the SMP answered about {metadata.participant} / {metadata.document}, not {who} / {what}"
             )
         trusted = self._trusted(verified)
-        chosen = _choose(metadata, how, profiles, self._now())
+        chosen = choose_endpoint(metadata, how, profiles, self._now())
         if chosen is None:
             raise NotRegistered(f"{who} has no active endpoint for {what} with transport profile {', '.join(profiles)}")
         process, info = chosen
@@ -401,9 +401,10 @@ def _check_redirect_signer(redirect: Redirect, verified: VerifiedDocument) -> No
         raise SmpSignatureError("the redirected SMP's signer does not match the Redirect's CertificateUID")
 
 
-def _choose(
+def choose_endpoint(
     metadata: ServiceMetadata, process: Identifier | None, profiles: Sequence[str], now: datetime
 ) -> tuple[Identifier | None, EndpointInfo] | None:
+    """The first endpoint, in order of ``profiles``, of a matching process that is active at ``now``."""
     candidates = []
     for entry in metadata.processes:
         # A process-less entry (SMP 2.0) or bdx:noprocess (SDK, Peppol) serves any process.

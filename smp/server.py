@@ -7,7 +7,8 @@ phoss-smp's REST API on the same paths with a bearer token: ``PUT``/``DELETE {pa
 ``PUT``/``DELETE {participant}/services/{doc}`` with a ServiceMetadata document of any flavour as body
 (the phoss rest-files in ../shared/interop/smp/phoss/rest-files are valid bodies); 201 created, 200 replaced.
 
-Signed responses are cached per store generation: signing costs an RSA operation, a lookup should not.
+Signed responses are cached per store generation (and for at most ``max_age`` seconds, since another process
+may write to the same database): signing costs an RSA operation, a lookup should not.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import time
 import tomllib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -43,6 +45,7 @@ from smp.store import SmpStore
 log = logging.getLogger(__name__)
 
 SMP2_SEGMENT = "bdxr-smp-2"
+MAX_CACHED = 10_000  # signed answers kept in memory; the cache is emptied when full
 MAX_BODY = 1024 * 1024  # a ServiceMetadata with a few endpoints and certificates is a few KB
 _FLAVOURS = {"peppol": Flavour.PEPPOL, "oasis1": Flavour.OASIS1, "oasis2": Flavour.OASIS2}
 
@@ -199,42 +202,55 @@ class _Routes:
     def _base_url(self, request: web.Request) -> str:
         return f"{request.url.origin()}{self.listener.prefix}"
 
-    async def get_group(self, request: web.Request) -> web.Response:
-        participant = _identifier(request.match_info["participant"], "participant", participant=True)
+    async def _answer(
+        self, request: web.Request, key: tuple[object, ...], build: Callable[[], Awaitable[etree._Element | None]]
+    ) -> web.Response:
+        """A cached signed body, or ``build()`` rendered and signed now; 404 when ``build`` finds nothing."""
         store = request.app[STORE]
         cache = request.app[_CACHE]
-        key = (store.generation, self.listener.flavour, self._base_url(request), "group", participant.key())
-        body = cache.get(key)
-        if body is None:
-            group = await store.get_group(participant)
+        settings = request.app[SETTINGS]
+        full_key = (store.generation, self.listener.flavour, self._base_url(request), *key)
+        now = time.monotonic()
+        cached = cache.get(full_key)
+        # Another process may write to the same database; a cached answer lives at most max_age seconds.
+        if cached is None or now - cached[0] > settings.max_age:
+            root = await build()
+            if root is None:
+                return _not_found(str(key[0]))
+            sign_document(root, settings.signing, self.listener.flavour)
+            if len(cache) >= MAX_CACHED:
+                cache.clear()
+            cached = cache[full_key] = (now, etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
+        return _xml_response(request, cached[1], settings.max_age)
+
+    async def get_group(self, request: web.Request) -> web.Response:
+        participant = _identifier(request.match_info["participant"], "participant", participant=True)
+
+        async def build() -> etree._Element | None:
+            group = await request.app[STORE].get_group(participant)
+            if group is None:
+                return None
+            return render_service_group(group, self.listener.flavour, self._base_url(request))
+
+        if self.listener.flavour is not Flavour.OASIS2:
+            # SMP 1.0 ServiceGroups are not signed; only SMP 2.0 has ds:Signature (0..n) in its ServiceGroup.
+            group = await build()
             if group is None:
                 return _not_found("participant")
-            root = render_service_group(group, self.listener.flavour, self._base_url(request))
-            if self.listener.flavour is Flavour.OASIS2:
-                # SMP 2.0 signs the ServiceGroup too (ds:Signature 0..n at its end); SMP 1.0 does not.
-                sign_document(root, request.app[SETTINGS].signing, Flavour.OASIS2)
-            body = etree.tostring(root, xml_declaration=True, encoding="UTF-8")
-            cache[key] = body
-        return _xml_response(request, body, request.app[SETTINGS].max_age)
+            return _xml_response(
+                request, etree.tostring(group, xml_declaration=True, encoding="UTF-8"), request.app[SETTINGS].max_age
+            )
+        return await self._answer(request, ("participant", participant.key()), build)
 
     async def get_metadata(self, request: web.Request) -> web.Response:
         participant = _identifier(request.match_info["participant"], "participant", participant=True)
         document = _identifier(request.match_info["document"], "document type")
-        store = request.app[STORE]
-        cache = request.app[_CACHE]
-        key = (store.generation, self.listener.flavour, "metadata", participant.key(), str(document))
-        body = cache.get(key)
-        if body is None:
-            metadata = await store.get_metadata(participant, document)
-            if metadata is None:
-                return _not_found("service metadata")
-            root = render_service_metadata(metadata, self.listener.flavour)
-            sign_document(root, request.app[SETTINGS].signing, self.listener.flavour)
-            body = etree.tostring(root, xml_declaration=True, encoding="UTF-8")
-            if len(cache) > 10_000:
-                cache.clear()
-            cache[key] = body
-        return _xml_response(request, body, request.app[SETTINGS].max_age)
+
+        async def build() -> etree._Element | None:
+            metadata = await request.app[STORE].get_metadata(participant, document)
+            return None if metadata is None else render_service_metadata(metadata, self.listener.flavour)
+
+        return await self._answer(request, ("service metadata", participant.key(), str(document)), build)
 
     async def put_group(self, request: web.Request) -> web.Response:
         _require_token(request)

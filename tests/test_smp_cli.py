@@ -34,6 +34,15 @@ def _cli(*args: str, timeout: float = 60) -> tuple[int, dict[str, Any]]:
     return done.returncode, json.loads(done.stdout)
 
 
+def _serve(config: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "accesspoint", "smp", "serve", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
 def _wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -64,12 +73,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     folder = tmp_path_factory.mktemp("smp-cli")
     port = free_port()
     config = write_config(folder, port)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "accesspoint", "smp", "serve", "--config", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    process = _serve(config)
     dns = DnsServer(folder, (ZONE,))
     try:
         _wait_for_port(port, process)
@@ -153,11 +157,7 @@ def test_serve_bad_config_and_clean_stop(tmp_path: Path) -> None:
     assert out["error"]["code"] == "config"
     port = free_port()
     config = write_config(tmp_path, port)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "accesspoint", "smp", "serve", "--config", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    process = _serve(config)
     try:
         _wait_for_port(port, process)
         process.send_signal(signal.SIGTERM)

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from smp.bdxl import BdxlScheme
-from smp.client import DiscoveryClient, DiscoveryError, DiscoverySettings, NotRegistered, SmpSignatureError
+from smp.bdxl import BdxlError, BdxlScheme, apply_naptr_regexp
+from smp.client import (
+    DiscoveryClient,
+    DiscoveryError,
+    DiscoverySettings,
+    NotRegistered,
+    SmpSignatureError,
+    choose_endpoint,
+)
 from smp.identifiers import Identifier, bdxl_naptr_name, peppol_cname_name, peppol_naptr_name
-from smp.model import Flavour, Redirect, ServiceMetadata, TransportProfile
+from smp.model import EndpointInfo, Flavour, ProcessInfo, Redirect, ServiceMetadata, TransportProfile
 from tests.dnsserver import DnsServer, dns_server
 from tests.test_smp_support import DOCUMENT, PARTICIPANT, PROCESS, ZONE, metadata, pki, publish, running_server
 
@@ -213,3 +222,56 @@ async def test_malformed_naptr_is_a_failure_not_a_refusal(tmp_path: Path, dns: D
     async with DiscoveryClient(_settings(dns)) as client:
         with pytest.raises(DiscoveryError, match="not an http"):
             await client.discover(PARTICIPANT, DOCUMENT)
+
+
+async def test_expired_answers_are_revalidated_with_the_etag(tmp_path: Path, dns: DnsServer) -> None:
+    """After max-age the client asks again with If-None-Match; a 304 reuses the verified document unparsed."""
+    clock = Clock()
+    async with running_server(tmp_path) as base:
+        await publish(base, metadata(AP_URL))
+        dns.add_naptr(peppol_naptr_name(P, ZONE), base)
+        dns.start()
+        async with DiscoveryClient(_settings(dns), clock=clock) as client:
+            reads = []
+            original = client.read_document
+
+            def counting(body: bytes) -> Any:
+                reads.append(len(body))
+                return original(body)
+
+            client.read_document = counting  # type: ignore[method-assign]
+            await client.discover(PARTICIPANT, DOCUMENT)
+            clock.now += 61
+            endpoint = await client.discover(PARTICIPANT, DOCUMENT)
+            assert endpoint.url == AP_URL
+            assert len(reads) == 1
+            await publish(base, metadata("https://new.example.se/as4"))
+            clock.now += 61
+            assert (await client.discover(PARTICIPANT, DOCUMENT)).url == "https://new.example.se/as4"
+            assert len(reads) == 2
+
+
+def test_naptr_regexp_substitution() -> None:
+    """RFC 3402 regexps: delimiter of choice, backreferences, the i flag; malformed ones are BdxlError."""
+    assert apply_naptr_regexp("!^.*$!https://smp.example/!", "abc.zone") == "https://smp.example/"
+    assert apply_naptr_regexp("#^([a-z]+)\\.zone$#https://\\1.smp.example#", "abc.zone") == "https://abc.smp.example"
+    assert apply_naptr_regexp("!^ABC!https://x!i", "abc") == "https://x"
+    for bad in ("!x", "!^.*$!https://x!g", "!(!x!", "!^nomatch$!x!"):
+        with pytest.raises(BdxlError):
+            apply_naptr_regexp(bad, "abc.zone")
+
+
+def test_endpoints_outside_their_activation_window_are_skipped() -> None:
+    """An endpoint not yet active or already expired is never chosen; the next profile's endpoint is."""
+    now = datetime(2026, 6, 1, tzinfo=UTC)
+    der = b"x"
+    late = EndpointInfo("a", "https://late", der, activation=now + timedelta(days=1))
+    gone = EndpointInfo("a", "https://gone", der, expiration=now - timedelta(seconds=1))
+    fine = EndpointInfo(
+        "b", "https://fine", der, activation=now - timedelta(days=1), expiration=now + timedelta(days=1)
+    )
+    model = ServiceMetadata(P, D, (ProcessInfo(None, (late, gone, fine)),))
+    chosen = choose_endpoint(model, None, ("a", "b"), now)
+    assert chosen is not None
+    assert chosen[1].url == "https://fine"
+    assert choose_endpoint(model, None, ("a",), now) is None
