@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, x25519
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from cryptography.hazmat.primitives.keywrap import aes_key_unwrap
+from cryptography.hazmat.primitives.keywrap import aes_key_unwrap, aes_key_wrap
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from lxml import etree
@@ -321,6 +321,38 @@ def test_plain_cryptography_decrypts_what_we_encrypt(kind: KeyType) -> None:
     for source in ciphertexts:
         blob = b"".join(source.open())
         assert AESGCM(cek).decrypt(blob[:12], blob[12:], None) == PAYLOADS[source.content_id][1]
+
+
+@pytest.mark.parametrize("encoding", ["base64", "hex"])
+def test_a_peer_s_non_empty_hkdf_info_is_read_as_base64_or_hex(x25519_recipient: KeyPair, encoding: str) -> None:
+    """A key re-wrapped by a peer with a non-empty Info (base64 per RFC 9231bis, hex as Santuario reads it) decrypts."""
+    policy = SecurityPolicy.edelivery_2_0()
+    envelope, ciphertexts = _encrypt(policy, x25519_recipient, dict(list(PAYLOADS.items())[:2]))
+    root = _tree(envelope)
+    cek = _independent_cek(root, x25519_recipient)
+    # The peer's side, in plain cryptography: a new ephemeral key, salt and info, the same content key. The
+    # info's hex form (32 characters) is valid base64 too, so both readings have to be tried.
+    ephemeral, salt, info = x25519.X25519PrivateKey.generate(), b"s" * 32, b"eDelivery-AS4-20"
+    public = x25519_recipient.certificate.public_key()
+    assert isinstance(public, x25519.X25519PublicKey)
+    kek = HKDF(algorithm=hashes.SHA256(), length=16, salt=salt, info=info).derive(ephemeral.exchange(public))
+    more, dsig11 = f"{{{NS.DSIG_MORE}}}", f"{{{NS.DSIG11}}}"
+    texts = {
+        f".//{more}Salt": base64.b64encode(salt).decode(),
+        f".//{more}Info": info.hex() if encoding == "hex" else base64.b64encode(info).decode(),
+        f".//{dsig11}DEREncodedKeyValue": base64.b64encode(
+            ephemeral.public_key().public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        ).decode(),
+        f".//{XENC}EncryptedKey/{XENC}CipherData/{XENC}CipherValue": base64.b64encode(aes_key_wrap(kek, cek)).decode(),
+    }
+    for path, text in texts.items():
+        element = root.find(path)
+        assert element is not None
+        element.text = text
+    received = _wire(etree.tostring(root), ciphertexts)
+    assert _decrypt(received, [x25519_recipient], policy) == dict(list(PAYLOADS.items())[:2])
 
 
 # ------------------------------------------------------------------------------------------------ streams

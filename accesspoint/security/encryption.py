@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import itertools
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -548,17 +549,30 @@ def _originator_key(agreement: etree._Element) -> object:
     raise _failed("OriginatorKeyInfo holds neither DEREncodedKeyValue nor ECKeyValue")
 
 
-def _hkdf_parameters(agreement: etree._Element, kek_size: int) -> tuple[str, bytes, bytes]:
+def _info_readings(text: str | None) -> list[bytes]:
+    """Every reading of an HKDF Info value: base64 (RFC 9231bis) and hex (what Santuario decodes)."""
+    compact = "".join((text or "").split())
+    readings = []
+    with contextlib.suppress(binascii.Error, ValueError):
+        readings.append(base64.b64decode(compact, validate=True))
+    with contextlib.suppress(ValueError):
+        readings.append(bytes.fromhex(compact))
+    if not readings:
+        raise _failed("HKDF Info is neither base64 nor hex")
+    return list(dict.fromkeys(readings))
+
+
+def _hkdf_parameters(agreement: etree._Element, kek_size: int) -> tuple[str, bytes, list[bytes]]:
     prf = _algorithm(_hkdf_param(agreement, "PRF"))
     salt_element, info_element = _hkdf_param(agreement, "Salt"), _hkdf_param(agreement, "Info")
     salt = b"" if salt_element is None else _unb64(salt_element.text, "HKDF Salt")
-    info = b"" if info_element is None else _unb64(info_element.text, "HKDF Info")
+    infos = [b""] if info_element is None else _info_readings(info_element.text)
     length_element = _hkdf_param(agreement, "KeyLength")
     length_text = "" if length_element is None else (length_element.text or "").strip()
     # Bytes per the profile; a length in bits for the same key is read the same (HKDF output is a prefix).
     if length_text and length_text not in (str(kek_size), str(8 * kek_size)):
         raise _failed(f"HKDF KeyLength {length_text[:20]!r} does not fit the key wrap algorithm")
-    return prf, salt, info
+    return prf, salt, infos
 
 
 def _unwrap_agreed(
@@ -573,10 +587,11 @@ def _unwrap_agreed(
     if not candidates:
         return None
     kek_size = _KEK_SIZES[_algorithm(encrypted_key.find(f"{XENC}EncryptionMethod"))]
-    prf, salt, info = _hkdf_parameters(agreement, kek_size)
+    prf, salt, infos = _hkdf_parameters(agreement, kek_size)
     originator = _originator_key(agreement)
     wrapped = _unb64(encrypted_key.findtext(f"{XENC}CipherData/{XENC}CipherValue"), "EncryptedKey CipherValue")
-    for candidate in candidates:
+    # Trying each key and each reading of Info is safe: the key wrap's integrity check accepts only the right one.
+    for candidate, info in itertools.product(candidates, infos):
         kek = hkdf_derive(_agree(candidate.private_key, originator), prf, salt, info, kek_size)
         try:
             return aes_key_unwrap(kek, wrapped)
