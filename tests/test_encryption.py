@@ -266,13 +266,36 @@ def test_2_0_wire_structure_follows_the_profile(x25519_recipient: KeyPair) -> No
 
 @pytest.mark.parametrize("kind", list(CURVES))
 def test_ecdh_es_originator_key_names_its_curve(kind: KeyType) -> None:
-    """ECDH-ES carries the ephemeral key as dsig11:ECKeyValue with the NamedCurve URI of the policy's curve."""
+    """ECDH-ES carries the ephemeral key as ds:KeyValue/dsig11:ECKeyValue naming the policy's curve."""
     recipient = issue(make_ca(kind="ed25519"), "PTE000002-decrypt", kind)
     root = _tree(_encrypt(_ecdh_policy(kind), recipient)[0])
     agreement = root.find(f".//{XENC}AgreementMethod")
     assert agreement is not None and agreement.get("Algorithm") == "http://www.w3.org/2009/xmlenc11#ECDH-ES"
-    curve = agreement.find(f"{XENC}OriginatorKeyInfo/{{{NS.DSIG11}}}ECKeyValue/{{{NS.DSIG11}}}NamedCurve")
+    curve = agreement.find(f"{XENC}OriginatorKeyInfo/{DS}KeyValue/{{{NS.DSIG11}}}ECKeyValue/{{{NS.DSIG11}}}NamedCurve")
     assert curve is not None and curve.get("URI") == CURVES[kind].value
+
+
+@pytest.mark.parametrize("form", ["bare-ECKeyValue", "DEREncodedKeyValue"])
+def test_ecdh_es_originator_key_is_also_read_in_other_forms(form: str) -> None:
+    """An ECDH-ES originator key given as a bare dsig11:ECKeyValue or as DER SPKI decrypts as well."""
+    recipient = issue(make_ca(kind="ed25519"), "PTE000002-decrypt", "p256")
+    policy = _ecdh_policy("p256")
+    payloads = dict(list(PAYLOADS.items())[:2])
+    envelope, ciphertexts = _encrypt(policy, recipient, payloads)
+    root = _tree(envelope)
+    wrapper = root.find(f".//{XENC}OriginatorKeyInfo/{DS}KeyValue")
+    assert wrapper is not None
+    originator, (key_value,) = wrapper.getparent(), list(wrapper)
+    assert originator is not None
+    originator.remove(wrapper)
+    if form == "bare-ECKeyValue":
+        originator.append(key_value)
+    else:
+        point = base64.b64decode(key_value.findtext(f"{{{NS.DSIG11}}}PublicKey") or "")
+        public = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point)
+        der = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        etree.SubElement(originator, f"{{{NS.DSIG11}}}DEREncodedKeyValue").text = base64.b64encode(der).decode()
+    assert _decrypt(_wire(etree.tostring(root), ciphertexts), [recipient], policy) == payloads
 
 
 # ------------------------------------------------------------------------ independent decryption (oracle)

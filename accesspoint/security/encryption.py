@@ -253,7 +253,9 @@ def _originator_key_info(
         etree.SubElement(originator, f"{DSIG11}DEREncodedKeyValue", nsmap={"dsig11": NS.DSIG11.value}).text = _b64(der)
         return
     curve_uri = next(uri for uri, curve in _CURVES.items() if curve.name == public.curve.name)
-    key_value = etree.SubElement(originator, f"{DSIG11}ECKeyValue", nsmap={"dsig11": NS.DSIG11.value})
+    # XML Signature 1.1 §4.5.2.3: dsig11:ECKeyValue is a ds:KeyValue child (as in XML Encryption 1.1's example).
+    wrapper = etree.SubElement(originator, f"{DS}KeyValue")
+    key_value = etree.SubElement(wrapper, f"{DSIG11}ECKeyValue", nsmap={"dsig11": NS.DSIG11.value})
     etree.SubElement(key_value, f"{DSIG11}NamedCurve").set("URI", curve_uri)
     point = public.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
     etree.SubElement(key_value, f"{DSIG11}PublicKey").text = _b64(point)
@@ -536,7 +538,9 @@ def _originator_key(agreement: etree._Element) -> object:
     try:
         if der is not None:
             return serialization.load_der_public_key(_unb64(der.text, "DEREncodedKeyValue"))
-        key_value = originator.find(f"{DSIG11}ECKeyValue")
+        # Inside ds:KeyValue as XML Signature 1.1 has it, or bare as some profile texts show it.
+        key_value = originator.find(f"{DS}KeyValue/{DSIG11}ECKeyValue")
+        key_value = originator.find(f"{DSIG11}ECKeyValue") if key_value is None else key_value
         if key_value is not None:
             curve_uri = key_value.find(f"{DSIG11}NamedCurve")
             curve = _CURVES.get("" if curve_uri is None else curve_uri.get("URI", ""))
