@@ -1,0 +1,357 @@
+"""FaR over HTTP: the REST JSON API and the Recipient v3 SOAP endpoint, thin shells over FarService.
+
+REST (bearer token; ``read`` scope for GET and the queries, ``write`` for changes); errors are RFC 9457 problem
+documents (``application/problem+json``: type, title, status, detail, and the offending field where known):
+
+=======  =========================================  ==========================================================
+POST     /api/v1/reachable                          ``{"sender", "recipients": [...]}`` → ``{"results": [...]}``
+POST     /api/v1/registered                         ``{"recipients": [...]}`` → ``{"results": [...]}``
+GET      /api/v1/recipients/{id}                    the recipient (an eIDAS id's ``/`` percent-encoded)
+PUT      /api/v1/recipients/{id}                    ``{"status", "pending", "operator", "last_registration"}``
+DELETE   /api/v1/recipients/{id}
+GET      /api/v1/recipients/{id}/refusals           the senders it refuses
+PUT      /api/v1/recipients/{id}/refusals/{orgnr}   refuse a sender
+DELETE   /api/v1/recipients/{id}/refusals/{orgnr}   accept it again
+GET      /api/v1/audit/{entity_id}                  the latest changes to a recipient, operator or refusal
+GET      /api/v1/operators                          all operators
+GET      /api/v1/operators/{orgnr}
+PUT      /api/v1/operators/{orgnr}                  ``{"name", "party_id", "endpoint" (URL or "discovery"), …}``
+DELETE   /api/v1/operators/{orgnr}                  409 while recipients use it
+=======  =========================================  ==========================================================
+
+SOAP: ``POST /Recipient/v3`` (also ``/soap/Recipient/v3``), see :mod:`far.soap`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp import web
+from sqlalchemy.exc import SQLAlchemyError
+
+from far import soap
+from far.model import AccountStatus, create_engine, create_tables
+from far.service import DISCOVERY, FarError, FarService, InvalidInput, Operator
+from far.settings import FarSettings, Token
+
+log = logging.getLogger("far")
+
+SETTINGS = web.AppKey("settings", FarSettings)
+SERVICE = web.AppKey("service", FarService)
+CALLER = web.RequestKey("caller", Token)
+PROBLEM = "application/problem+json"
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def problem(status: int, title: str, detail: str, *, field: str | None = None, **headers: str) -> web.Response:
+    """An RFC 9457 problem response."""
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status, "detail": detail}
+    if field is not None:
+        body["field"] = field
+    return web.Response(status=status, text=json.dumps(body), content_type=PROBLEM, headers=headers)
+
+
+def _token_for(settings: FarSettings, header: str) -> Token | None:
+    scheme, _, secret = header.partition(" ")
+    if scheme.lower() != "bearer" or not secret:
+        return None
+    found = None
+    # Compare with every token in constant time, so the answer's timing says nothing about near misses.
+    for token in settings.tokens:
+        if secrets.compare_digest(token.token.encode(), secret.strip().encode()):
+            found = token
+    return found
+
+
+@web.middleware
+async def _problems(request: web.Request, handler: _Handler) -> web.StreamResponse:
+    """Bearer authentication on /api/, and every failure as a problem document."""
+    if request.path.startswith("/api/"):
+        token = _token_for(request.app[SETTINGS], request.headers.get("Authorization", ""))
+        if token is None:
+            return problem(401, "Unauthorized", "a valid bearer token is required", **{"WWW-Authenticate": "Bearer"})
+        scope = (
+            "read"
+            if request.method in {"GET", "HEAD"} or request.path.endswith(("/reachable", "/registered"))
+            else "write"
+        )
+        if scope not in token.scopes:
+            return problem(403, "Forbidden", f"this token lacks the {scope} scope")
+        request[CALLER] = token
+    try:
+        return await handler(request)
+    except FarError as exc:
+        return problem(exc.status, type(exc).__name__, exc.detail, field=exc.field)
+    except web.HTTPException as exc:
+        if not request.path.startswith("/api/") or exc.status < 400:
+            raise
+        return problem(exc.status, exc.reason, exc.text or exc.reason)
+    except SQLAlchemyError:
+        log.exception("database failure on %s %s", request.method, request.path)
+        return problem(503, "Service Unavailable", "the register's database failed; retry later")
+
+
+async def _json(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json(loads=json.loads)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise InvalidInput("the body is not JSON") from None
+    if not isinstance(body, dict):
+        raise InvalidInput("the body must be a JSON object")
+    return body
+
+
+def _field(body: dict[str, Any], name: str, kind: type | tuple[type, ...], *, required: bool = True) -> Any:
+    if name not in body or body[name] is None:
+        if required:
+            raise InvalidInput(f"{name} is required", field=name)
+        return None
+    value = body[name]
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise InvalidInput(f"{name} has the wrong type", field=name)
+    return value
+
+
+def _ids(body: dict[str, Any]) -> list[str]:
+    ids = _field(body, "recipients", list)
+    if not all(isinstance(item, str) for item in ids):
+        raise InvalidInput("recipients must be strings", field="recipients")
+    return [str(item) for item in ids]
+
+
+def _actor(request: web.Request) -> str:
+    return request[CALLER].name
+
+
+# ----------------------------------------------------------------------------------------------- queries
+
+
+async def reachable(request: web.Request) -> web.Response:
+    """POST /api/v1/reachable."""
+    body = await _json(request)
+    results = await request.app[SERVICE].is_reachable(_field(body, "sender", str), _ids(body))
+    return web.json_response({"results": [r.to_json() for r in results]})
+
+
+async def registered(request: web.Request) -> web.Response:
+    """POST /api/v1/registered."""
+    results = await request.app[SERVICE].is_registered(_ids(await _json(request)))
+    return web.json_response(
+        {
+            "results": [
+                {
+                    "recipient": r.recipient,
+                    "status": r.status.value,
+                    "pending": r.pending,
+                    "operator": None if r.operator is None else r.operator.id,
+                    "last_registration": None if r.last_registration is None else r.last_registration.isoformat(),
+                    "reason": None if r.reason is None else r.reason.value,
+                }
+                for r in results
+            ]
+        }
+    )
+
+
+# -------------------------------------------------------------------------------------------- recipients
+
+
+async def get_recipient(request: web.Request) -> web.Response:
+    """GET /api/v1/recipients/{id}."""
+    found = await request.app[SERVICE].get_recipient(request.match_info["id"])
+    return web.json_response(found.to_json())
+
+
+async def put_recipient(request: web.Request) -> web.Response:
+    """PUT /api/v1/recipients/{id}."""
+    body = await _json(request)
+    unknown = set(body) - {"status", "pending", "operator", "last_registration"}
+    if unknown:
+        raise InvalidInput(f"unknown field {sorted(unknown)[0]}", field=sorted(unknown)[0])
+    status_text = _field(body, "status", str)
+    try:
+        status = AccountStatus(status_text)
+    except ValueError:
+        raise InvalidInput("status is secure, anonymous or none", field="status") from None
+    last = _field(body, "last_registration", str, required=False)
+    try:
+        last_registration = None if last is None else datetime.fromisoformat(last)
+    except ValueError:
+        raise InvalidInput("last_registration is an ISO 8601 date-time", field="last_registration") from None
+    stored, created = await request.app[SERVICE].put_recipient(
+        request.match_info["id"],
+        status=status,
+        pending=bool(_field(body, "pending", bool, required=False)),
+        operator_id=_field(body, "operator", str, required=False),
+        last_registration=last_registration,
+        actor=_actor(request),
+    )
+    return web.json_response(stored.to_json(), status=201 if created else 200)
+
+
+async def delete_recipient(request: web.Request) -> web.Response:
+    """DELETE /api/v1/recipients/{id}."""
+    await request.app[SERVICE].delete_recipient(request.match_info["id"], actor=_actor(request))
+    return web.Response(status=204)
+
+
+async def list_refusals(request: web.Request) -> web.Response:
+    """GET /api/v1/recipients/{id}/refusals."""
+    service = request.app[SERVICE]
+    recipient = request.match_info["id"]
+    await service.get_recipient(recipient)
+    return web.json_response({"recipient": recipient, "refused": await service.list_refusals(recipient)})
+
+
+async def put_refusal(request: web.Request) -> web.Response:
+    """PUT /api/v1/recipients/{id}/refusals/{orgnr}."""
+    created = await request.app[SERVICE].refuse_sender(
+        request.match_info["id"], request.match_info["orgnr"], actor=_actor(request)
+    )
+    return web.json_response({"refused": True}, status=201 if created else 200)
+
+
+async def delete_refusal(request: web.Request) -> web.Response:
+    """DELETE /api/v1/recipients/{id}/refusals/{orgnr}."""
+    await request.app[SERVICE].accept_sender(
+        request.match_info["id"], request.match_info["orgnr"], actor=_actor(request)
+    )
+    return web.Response(status=204)
+
+
+async def get_audit(request: web.Request) -> web.Response:
+    """GET /api/v1/audit/{entity_id}."""
+    entity_id = request.match_info["entity_id"]
+    return web.json_response({"entity_id": entity_id, "changes": await request.app[SERVICE].audit_trail(entity_id)})
+
+
+# --------------------------------------------------------------------------------------------- operators
+
+
+async def list_operators(request: web.Request) -> web.Response:
+    """GET /api/v1/operators."""
+    return web.json_response({"operators": [o.to_json() for o in await request.app[SERVICE].list_operators()]})
+
+
+async def get_operator(request: web.Request) -> web.Response:
+    """GET /api/v1/operators/{orgnr}."""
+    return web.json_response((await request.app[SERVICE].get_operator(request.match_info["orgnr"])).to_json())
+
+
+def _url(body: dict[str, Any], name: str, *, required: bool = False) -> str | None:
+    value = _field(body, name, str, required=required)
+    if value is None or (name == "endpoint" and value == DISCOVERY):
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.netloc or len(value) > 2048:
+        raise InvalidInput(f"{name} must be an http(s) URL", field=name)
+    return str(value)
+
+
+async def put_operator(request: web.Request) -> web.Response:
+    """PUT /api/v1/operators/{orgnr}."""
+    body = await _json(request)
+    unknown = set(body) - {"name", "party_id", "endpoint", "service_address", "ui_address"}
+    if unknown:
+        raise InvalidInput(f"unknown field {sorted(unknown)[0]}", field=sorted(unknown)[0])
+    operator = Operator(
+        id=request.match_info["orgnr"],
+        name=_field(body, "name", str),
+        party_id=_field(body, "party_id", str),
+        endpoint=_url(body, "endpoint", required=True),
+        service_address=_url(body, "service_address"),
+        ui_address=_url(body, "ui_address"),
+    )
+    service = request.app[SERVICE]
+    created = await service.put_operator(operator, actor=_actor(request))
+    stored = await service.get_operator(operator.id)
+    return web.json_response(stored.to_json(), status=201 if created else 200)
+
+
+async def delete_operator(request: web.Request) -> web.Response:
+    """DELETE /api/v1/operators/{orgnr}."""
+    await request.app[SERVICE].delete_operator(request.match_info["orgnr"], actor=_actor(request))
+    return web.Response(status=204)
+
+
+# -------------------------------------------------------------------------------------------------- SOAP
+
+
+async def soap_endpoint(request: web.Request) -> web.Response:
+    """POST /Recipient/v3: isReachable and isRegistered; faults with HTTP 500, as SOAP 1.1 over HTTP wants."""
+    call_id = uuid.uuid4().hex
+    service = request.app[SERVICE]
+    try:
+        body = await request.content.read(soap.MAX_REQUEST_BYTES + 1)
+        parsed = soap.parse_request(body)
+        if isinstance(parsed, soap.IsReachable):
+            answer = soap.is_reachable_response(await service.is_reachable(parsed.sender_orgnr, parsed.recipients))
+        else:
+            answer = soap.is_registered_response(await service.is_registered(parsed.recipients))
+    except soap.SoapFault as fault:
+        log.info("SOAP fault %s (call %s): %s", int(fault.code), call_id, fault.description)
+        return _soap(soap.fault_response(fault, call_id), 500)
+    except FarError as exc:
+        invalid = soap.SoapFault(soap.FaultCode.INVALID_REQUEST, exc.detail)
+        return _soap(soap.fault_response(invalid, call_id), 500)
+    except SQLAlchemyError:
+        log.exception("database failure (call %s)", call_id)
+        failed = soap.SoapFault(soap.FaultCode.INTERNAL, "the register's database failed; retry later")
+        return _soap(soap.fault_response(failed, call_id), 500)
+    return _soap(answer, 200)
+
+
+def _soap(body: bytes, status: int) -> web.Response:
+    return web.Response(body=body, status=status, headers={"Content-Type": soap.CONTENT_TYPE})
+
+
+async def health(_request: web.Request) -> web.Response:
+    """GET /health."""
+    return web.json_response({"ok": True})
+
+
+# ---------------------------------------------------------------------------------------------- the app
+
+
+def create_app(settings: FarSettings, *, service: FarService | None = None) -> web.Application:
+    """The FaR web application; it opens (and at cleanup disposes) its engine unless ``service`` is given."""
+    app = web.Application(middlewares=[_problems], client_max_size=2 * 1024 * 1024)
+    app[SETTINGS] = settings
+
+    async def database(app: web.Application) -> AsyncIterator[None]:
+        if service is not None:
+            app[SERVICE] = service
+            yield
+            return
+        engine = create_engine(settings.database)
+        await create_tables(engine)
+        app[SERVICE] = FarService(engine, policy=settings.policy)
+        yield
+        await engine.dispose()
+
+    app.cleanup_ctx.append(database)
+    recipient = "/api/v1/recipients/{id}"
+    app.router.add_post("/api/v1/reachable", reachable)
+    app.router.add_post("/api/v1/registered", registered)
+    app.router.add_get(recipient, get_recipient)
+    app.router.add_put(recipient, put_recipient)
+    app.router.add_delete(recipient, delete_recipient)
+    app.router.add_get(recipient + "/refusals", list_refusals)
+    app.router.add_put(recipient + "/refusals/{orgnr}", put_refusal)
+    app.router.add_delete(recipient + "/refusals/{orgnr}", delete_refusal)
+    app.router.add_get("/api/v1/audit/{entity_id}", get_audit)
+    app.router.add_get("/api/v1/operators", list_operators)
+    app.router.add_get("/api/v1/operators/{orgnr}", get_operator)
+    app.router.add_put("/api/v1/operators/{orgnr}", put_operator)
+    app.router.add_delete("/api/v1/operators/{orgnr}", delete_operator)
+    app.router.add_post("/Recipient/v3", soap_endpoint)
+    app.router.add_post("/soap/Recipient/v3", soap_endpoint)
+    app.router.add_get("/health", health)
+    return app

@@ -1,0 +1,75 @@
+"""A client of FaR's REST API with the same ``is_reachable`` as FarService, for a FaR in another process."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any, Protocol
+
+import aiohttp
+
+from far.service import InvalidInput, Reachability
+
+
+class ReachabilityLookup(Protocol):
+    """What the access point's router needs from FaR: FarService in-process, FarClient over HTTP."""
+
+    async def is_reachable(self, sender_orgnr: str, recipients: Sequence[str]) -> list[Reachability]:
+        """One Reachability per recipient, in order."""
+        ...
+
+
+class FarUnavailable(Exception):
+    """FaR could not be reached or failed (connection refused, timeout, 5xx, an answer that is not FaR's)."""
+
+
+class FarClient:
+    """``async with FarClient(url, token) as far: await far.is_reachable(sender, recipients)``."""
+
+    def __init__(self, base_url: str, token: str | None = None, *, timeout: float = 10.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> FarClient:
+        headers = {} if self.token is None else {"Authorization": f"Bearer {self.token}"}
+        self._session = aiohttp.ClientSession(timeout=self.timeout, headers=headers)
+        return self
+
+    async def __aexit__(
+        self, _type: type[BaseException] | None, _value: BaseException | None, _tb: TracebackType | None
+    ) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def is_reachable(self, sender_orgnr: str, recipients: Sequence[str]) -> list[Reachability]:
+        """Ask FaR; InvalidInput when FaR refuses the request (4xx), FarUnavailable when it cannot answer."""
+        answer = await self._post("/api/v1/reachable", {"sender": sender_orgnr, "recipients": list(recipients)})
+        try:
+            return [Reachability.from_json(item) for item in answer["results"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise FarUnavailable(f"FaR's answer is malformed: {exc}") from None
+
+    async def _post(self, path: str, body: dict[str, Any]) -> Any:
+        if self._session is None:
+            raise RuntimeError("use FarClient as an async context manager")
+        try:
+            async with self._session.post(self.base_url + path, json=body) as response:
+                text = await response.text()
+                status = response.status
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise FarUnavailable(f"FaR at {self.base_url} cannot be reached: {exc or type(exc).__name__}") from None
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError:
+            raise FarUnavailable(f"FaR answered HTTP {status} without JSON") from None
+        if 400 <= status < 500:
+            detail = document.get("detail", "") if isinstance(document, dict) else ""
+            field = document.get("field") if isinstance(document, dict) else None
+            raise InvalidInput(f"FaR refused the request (HTTP {status}): {detail}", field=field)
+        if status != 200 or not isinstance(document, dict):
+            raise FarUnavailable(f"FaR answered HTTP {status}")
+        return document
