@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from urllib.parse import unquote
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from smp.identifiers import (
     Identifier,
@@ -72,3 +75,18 @@ def test_identifier_url_segment_is_percent_encoded() -> None:
     assert doc.url_segment() == "busdox-docid-qns%3A%3Aurn%3Ax%3A%3AInvoice%23%23v1%3A%3A2.1"
     with pytest.raises(IdentifierError):
         Identifier.parse("0088:123")
+
+
+@given(
+    scheme=st.text(st.characters(codec="ascii", exclude_characters=":"), min_size=1, max_size=30),
+    value=st.text(min_size=1, max_size=60),
+)
+def test_identifier_round_trips_through_its_url_segment(scheme: str, value: str) -> None:
+    """Any scheme::value survives percent-encoding; a Peppol label is 52 lower-case base32 characters."""
+    identifier = Identifier(scheme, value)
+    assert "/" not in identifier.url_segment() and "#" not in identifier.url_segment()
+    assert Identifier.parse(unquote(identifier.url_segment())) == identifier
+    label = peppol_sha256_label(value)
+    assert len(label) == 52
+    assert set(label) <= set("abcdefghijklmnopqrstuvwxyz234567")
+    assert peppol_sha256_label(value.lower()) == label  # the Peppol rule lowercases before hashing
