@@ -175,6 +175,8 @@ class _Loader(Context):
         super().__init__(file=file, base=base)
         self.require_certificates = require_certificates
         self.files: list[Path] = []
+        # Parties whose certificate file failed: what depends on it is not reported again.
+        self.broken: set[str] = set()
 
     def certificates(self, fields: Fields, key: str) -> tuple[x509.Certificate, ...]:
         """Every certificate in the files a key names (one path or a list)."""
@@ -236,12 +238,17 @@ def _parties(ctx: _Loader, table: Fields) -> dict[str, PartyDefinition]:
                 ctx.error(fields.at("endpoint"), f"expected an http(s) URL or 'dynamic', found {endpoint!r}")
         if not party_ids and not dynamic:
             ctx.error(fields.at("party_ids"), "is required (only a dynamic party may leave its PartyIds to discovery)")
+        before = len(ctx.problems)
+        signing = ctx.certificate(fields, "signing_certificate")
+        encryption = ctx.certificate(fields, "encryption_certificate")
+        if len(ctx.problems) > before:
+            ctx.broken.add(str(name))
         parties[str(name)] = PartyDefinition(
             name=str(name),
             party_ids=party_ids,
             role=fields.text("role"),
-            signing_certificate=ctx.certificate(fields, "signing_certificate"),
-            encryption_certificate=ctx.certificate(fields, "encryption_certificate"),
+            signing_certificate=signing,
+            encryption_certificate=encryption,
             endpoint=None if dynamic else endpoint,
             dynamic=dynamic,
         )
@@ -523,7 +530,7 @@ def _legacy(ctx: _Loader, fields: Fields) -> frozenset[str]:
 def _trust(ctx: _Loader, fields: Fields, default: TrustSettings, partner: PartyDefinition) -> TrustSettings:
     pinned = ctx.certificates(fields, "pinned")
     if fields.flag("pin_partner", False):
-        if partner.signing_certificate is None and ctx.require_certificates:
+        if partner.signing_certificate is None and ctx.require_certificates and partner.name not in ctx.broken:
             ctx.error(fields.at("pin_partner"), f"party {partner.name!r} has no signing_certificate to pin")
         elif partner.signing_certificate is not None:
             pinned += (partner.signing_certificate,)
@@ -546,7 +553,7 @@ def _require_trust_material(
     direction: Direction,
     partner: PartyDefinition,
 ) -> None:
-    if not ctx.require_certificates:
+    if not ctx.require_certificates or partner.name in ctx.broken:
         return
     encrypts = direction is Direction.OUTGOING and values["encrypt"] and not partner.dynamic
     if encrypts and partner.certificate_for_encryption is None:
@@ -554,6 +561,8 @@ def _require_trust_material(
         ctx.error(fields.at("encrypt"), message)
     # Signed messages and signed receipts both come from the partner: we need something to trust them by.
     verifies = values["sign"] if direction is Direction.INCOMING else values["require_signed_receipts"]
-    if verifies and not (trust.anchors or trust.pinned):
+    table = fields.data.get("trust")
+    pinning = isinstance(table, dict) and table.get("pin_partner") is True  # a failed pin is reported already
+    if verifies and not (trust.anchors or trust.pinned or pinning):
         message = "nothing to verify the partner's signatures with: give anchors, pinned or pin_partner"
         ctx.error(fields.at("trust"), message)

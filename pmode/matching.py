@@ -126,7 +126,8 @@ Filter = tuple[str, Callable[[Route], bool]]
 
 
 def _narrow(routes: Sequence[Route], filters: Sequence[Filter]) -> Match:
-    # Criteria apply in order, so "none" names the first one no agreement satisfies.
+    # Criteria apply in order (collaboration, parties, agreement, MPC), so "none" names the first one that
+    # no P-Mode satisfies; parties come before the agreement because they identify the partner best.
     for description, keep in filters:
         kept = [route for route in routes if keep(route)]
         if not kept:
@@ -203,19 +204,19 @@ class PModeSet:
                 lambda r: r.leg.service == collab.service and r.leg.action == collab.action,
             ),
             (
-                f"agreement {wanted_agreement!r}",
-                lambda r: (
-                    wanted_agreement
-                    == (None if r.pmode.agreement is None else (r.pmode.agreement.value, r.pmode.agreement.type))
-                ),
-            ),
-            (
                 f"From {_ids(sender.party_ids)} in role {sender.role!r}",
                 lambda r: r.sender.party.matches(sender.party_ids) and r.sender.role == sender.role,
             ),
             (
                 f"To {_ids(receiver.party_ids)} in role {receiver.role!r}",
                 lambda r: r.receiver.party.matches(receiver.party_ids) and r.receiver.role == receiver.role,
+            ),
+            (
+                f"agreement {wanted_agreement!r}",
+                lambda r: (
+                    wanted_agreement
+                    == (None if r.pmode.agreement is None else (r.pmode.agreement.value, r.pmode.agreement.type))
+                ),
             ),
             (f"MPC {message.effective_mpc!r}", lambda r: r.leg.mpc == message.effective_mpc),
         ]

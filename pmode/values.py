@@ -226,7 +226,8 @@ class Fields:
         if value is None:
             return
         if not isinstance(value, list):
-            value = [value]
+            yield self.at(key), value
+            return
         for index, item in enumerate(value):
             yield f"{self.at(key)}[{index}]", item
 

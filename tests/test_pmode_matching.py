@@ -1,0 +1,227 @@
+"""P-Mode matching: incoming user messages to a leg (or EBMS:0001 / EBMS:0004), submissions to a route."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from accesspoint.core.errors import ErrorCode
+from accesspoint.core.model import (
+    AgreementRef,
+    CollaborationInfo,
+    MessageInfo,
+    Party,
+    PartyId,
+    PartyInfo,
+    Service,
+    UserMessage,
+)
+from accesspoint.core.namespaces import DEFAULT_MPC
+from accesspoint.security.keys import load_certificates
+from accesspoint.security.policy import Profile
+from pmode import Direction, MatchStatus, PModeSet, load_pmodes
+from pmode.document import dump_yaml
+from pmode.model import INITIATOR_ROLE, RESPONDER_ROLE
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "pmode" / "examples"
+UNREGISTERED = "urn:oasis:names:tc:ebcore:partyid-type:unregistered"
+LETTERS = Service("urn:example:service:letters", "urn:example:service-type")
+AGREEMENT = AgreementRef("urn:example:agreement:se-be", "urn:example:agreement-type")
+
+
+@pytest.fixture(scope="module")
+def pmodes() -> PModeSet:
+    """The example P-Modes (1.15 and 2.0 partners)."""
+    return load_pmodes(EXAMPLES / "pmodes.yaml")
+
+
+def message(
+    *,
+    sender: str = "AP-BE-0115",
+    receiver: str = "AP-SE-0001",
+    sender_role: str = INITIATOR_ROLE,
+    receiver_role: str = RESPONDER_ROLE,
+    service: Service = LETTERS,
+    action: str = "Deliver",
+    agreement: AgreementRef | None = AGREEMENT,
+    mpc: str | None = None,
+) -> UserMessage:
+    """A received user message header with the given collaboration and parties."""
+    return UserMessage(
+        message_info=MessageInfo("m1@example", datetime(2026, 1, 1, tzinfo=UTC)),
+        party_info=PartyInfo(
+            sender=Party((PartyId(sender, UNREGISTERED),), sender_role),
+            receiver=Party((PartyId(receiver, UNREGISTERED),), receiver_role),
+        ),
+        collaboration_info=CollaborationInfo(service, action, "conv-1", agreement),
+        mpc=mpc,
+    )
+
+
+def test_incoming_message_finds_its_leg_and_security_policy(pmodes: PModeSet) -> None:
+    """A message from the 1.15 partner matches be-to-se leg 1, whose policy pins that partner's certificate."""
+    match = pmodes.match_incoming(message())
+    assert match.status is MatchStatus.MATCHED and match.error_code is None and match.ebms_error() is None
+    route = match.route
+    assert route is not None and route.name == "be-to-se/1"
+    assert route.leg.direction is Direction.INCOMING
+    assert route.security.profile is Profile.EDELIVERY_1_15
+    assert route.security.trust.pinned == tuple(load_certificates(EXAMPLES / "certs" / "partner-115.pem"))
+    assert route.partner.name == "partner-115"
+
+
+def test_reply_of_two_way_exchange_matches_second_leg(pmodes: PModeSet) -> None:
+    """The 2.0 partner's Reply (responder to initiator) matches leg 2 of the push-and-push P-Mode."""
+    reply = message(
+        sender="AP-NO-0200",
+        sender_role=RESPONDER_ROLE,
+        receiver_role=INITIATOR_ROLE,
+        service=Service("urn:example:service:lookup", "urn:example:service-type"),
+        action="Reply",
+        agreement=None,
+    )
+    route = pmodes.match_incoming(reply).route
+    assert route is not None and route.name == "se-no-request-reply/2"
+    assert route.security.profile is Profile.EDELIVERY_2_0
+
+
+@pytest.mark.parametrize(
+    ("changes", "criterion"),
+    [
+        ({"action": "Unknown"}, "action 'Unknown'"),
+        ({"service": Service("urn:example:service:letters")}, "service"),
+        ({"agreement": None}, "agreement None"),
+        ({"agreement": AgreementRef("urn:example:other", "urn:example:agreement-type")}, "agreement"),
+        ({"sender": "AP-XX-9999"}, "From 'AP-XX-9999'"),
+        ({"sender_role": RESPONDER_ROLE}, "From 'AP-BE-0115'"),
+        ({"receiver": "AP-SE-9999"}, "To 'AP-SE-9999'"),
+        ({"mpc": "urn:example:other-mpc"}, "MPC 'urn:example:other-mpc'"),
+    ],
+)
+def test_unmatched_message_gives_ebms_0001_naming_the_criterion(
+    pmodes: PModeSet, changes: dict[str, Any], criterion: str
+) -> None:
+    """When no P-Mode agrees, the result is EBMS:0001 and its reason names the first criterion that failed."""
+    match = pmodes.match_incoming(message(**changes))
+    assert match.status is MatchStatus.NONE and match.route is None
+    assert match.error_code is ErrorCode.VALUE_NOT_RECOGNIZED
+    assert criterion in match.reason
+    error = match.ebms_error(ref_to_message_id="m1@example")
+    assert error is not None and error.code == "EBMS:0001" and error.ref_to_message_id == "m1@example"
+    assert error.log_detail == match.reason
+
+
+def test_explicit_default_mpc_matches_like_an_absent_one(pmodes: PModeSet) -> None:
+    """eb:UserMessage/@mpc naming the default MPC matches a leg on the default MPC."""
+    assert pmodes.match_incoming(message(mpc=DEFAULT_MPC)).status is MatchStatus.MATCHED
+
+
+def test_agreement_pmode_attribute_narrows_the_search(pmodes: PModeSet) -> None:
+    """AgreementRef/@pmode naming a P-Mode restricts matching to it: naming another one then matches nothing."""
+    named = AgreementRef(AGREEMENT.value, AGREEMENT.type, pmode="be-to-se")
+    assert pmodes.match_incoming(message(agreement=named)).status is MatchStatus.MATCHED
+    wrong = AgreementRef(AGREEMENT.value, AGREEMENT.type, pmode="no-to-se")
+    assert pmodes.match_incoming(message(agreement=wrong)).status is MatchStatus.NONE
+    unknown = AgreementRef(AGREEMENT.value, AGREEMENT.type, pmode="not-a-pmode")
+    assert pmodes.match_incoming(message(agreement=unknown)).status is MatchStatus.MATCHED
+
+
+def test_overlapping_pmodes_are_ambiguous_and_give_ebms_0004(tmp_path: Path) -> None:
+    """Two P-Modes accepting the same message make the match ambiguous (our configuration's fault: EBMS:0004)."""
+    shutil.copytree(EXAMPLES / "certs", tmp_path / "certs")
+    document = yaml.safe_load((EXAMPLES / "pmodes.yaml").read_text())
+    twin = dict(next(p for p in document["pmodes"] if p["id"] == "be-to-se"), id="be-to-se-twin")
+    document["pmodes"].append(twin)
+    (tmp_path / "pmodes.yaml").write_text(dump_yaml(document))
+    match = load_pmodes(tmp_path / "pmodes.yaml").match_incoming(message())
+    assert match.status is MatchStatus.AMBIGUOUS
+    assert match.candidates == ("be-to-se/1", "be-to-se-twin/1")
+    assert match.error_code is ErrorCode.OTHER
+    error = match.ebms_error()
+    assert error is not None and error.code == "EBMS:0004"
+
+
+def test_submission_to_partner_gives_endpoint_certificate_and_header(pmodes: PModeSet) -> None:
+    """A submission to the 1.15 partner's PartyId gives the route with endpoint, certificate and eb:From/To."""
+    match = pmodes.match_submission(to_party="AP-BE-0115", action="Deliver")
+    route = match.route
+    assert route is not None and route.name == "se-to-be/1"
+    assert route.endpoint == "https://ap-be.example/as4"
+    assert route.partner_encryption_certificate == load_certificates(EXAMPLES / "certs" / "partner-115.pem")[0]
+    assert route.from_party == Party((PartyId("AP-SE-0001", UNREGISTERED),), INITIATOR_ROLE)
+    assert route.to_party == Party((PartyId("AP-BE-0115", UNREGISTERED),), RESPONDER_ROLE)
+    assert route.agreement_ref == AgreementRef(AGREEMENT.value, AGREEMENT.type)
+    assert not route.dynamic
+
+
+def test_submission_by_pmode_id_and_2_0_encryption_certificate(pmodes: PModeSet) -> None:
+    """Naming the P-Mode selects its outgoing leg; for 2.0 the separate X25519 certificate is the one to encrypt to."""
+    route = pmodes.match_submission(pmode_id="se-no-request-reply").route
+    assert route is not None and route.name == "se-no-request-reply/1" and route.leg.action == "Request"
+    assert route.partner_encryption_certificate == load_certificates(EXAMPLES / "certs" / "partner-20-enc.pem")[0]
+    assert route.partner_signing_certificate == load_certificates(EXAMPLES / "certs" / "partner-20-sign.pem")[0]
+    assert route.agreement_ref is None
+
+
+def test_submission_criteria_that_match_nothing_or_several(pmodes: PModeSet) -> None:
+    """An unknown recipient matches nothing; an action shared by two partners alone is ambiguous."""
+    none = pmodes.match_submission(to_party="AP-XX-0000", action="Deliver")
+    assert none.status is MatchStatus.NONE and "To 'AP-XX-0000'" in none.reason
+    assert pmodes.match_submission(action="Request").status is MatchStatus.MATCHED
+    typed = pmodes.match_submission(service=LETTERS, to_party=PartyId("AP-BE-0115", UNREGISTERED))
+    assert typed.status is MatchStatus.MATCHED
+    several = pmodes.match_submission(service="urn:example:service:letters")
+    assert several.status is MatchStatus.MATCHED  # only se-to-be sends letters; the other letters legs are incoming
+    assert pmodes.match_submission().status is MatchStatus.AMBIGUOUS
+
+
+def test_dynamic_partner_has_no_static_endpoint() -> None:
+    """A Peppol submission to any PartyId matches the dynamic P-Mode, whose endpoint comes from discovery."""
+    pmodes = load_pmodes(EXAMPLES / "peppol.yaml")
+    route = pmodes.match_submission(to_party=PartyId("POP000999", "urn:fdc:peppol.eu:2017:identifiers:ap")).route
+    assert route is not None and route.pmode.id == "peppol-invoice-out"
+    assert route.dynamic and route.endpoint is None and route.partner_encryption_certificate is None
+    incoming = message(
+        sender="POP000999",
+        receiver="POP000123",
+        service=route.leg.service,
+        action=route.leg.action,
+        agreement=None,
+    )
+    # Our own PartyId must match exactly (type included), so a message of the wrong type is refused.
+    assert pmodes.match_incoming(incoming).status is MatchStatus.NONE
+
+
+def test_pull_legs(tmp_path: Path) -> None:
+    """In a One-Way/Pull P-Mode where we respond, the responder's message is ours to serve on the leg's MPC."""
+    shutil.copytree(EXAMPLES / "certs", tmp_path / "certs")
+    document = yaml.safe_load((EXAMPLES / "pmodes.yaml").read_text())
+    mpc = "urn:example:mpc:be"
+    pull = {
+        "id": "be-pulls",
+        "network": "edelivery-1.15",
+        "binding": "pull",
+        "initiator": {"party": "partner-115"},
+        "responder": {"party": "ap-sweden"},
+        "legs": [
+            {
+                "service": {"value": "urn:example:service:letters", "type": "urn:example:service-type"},
+                "action": "Collect",
+                "mpc": mpc,
+                "security": {"trust": {"pin_partner": True}},
+            }
+        ],
+    }
+    document["pmodes"].append(pull)
+    (tmp_path / "pmodes.yaml").write_text(dump_yaml(document))
+    pmodes = load_pmodes(tmp_path / "pmodes.yaml")
+    (served,) = pmodes.pull_requests_to_serve(mpc)
+    assert served.name == "be-pulls/1" and served.leg.direction is Direction.OUTGOING
+    assert served.endpoint is None  # pulled, never pushed
+    assert pmodes.pull_requests_to_serve(DEFAULT_MPC) == []
+    assert pmodes.pull_requests_to_send() == []
