@@ -47,6 +47,13 @@ DEFAULT_MESSAGING_ID: Final = "_ebmsMessaging"
 DEFAULT_BODY_ID: Final = "_soapBody"
 
 _SOAP_PREFIX = {SoapVersion.V12: "env", SoapVersion.V11: "soapenv"}
+_SOAP12_ENVELOPE: Final = f"{{{NS.SOAP12}}}Envelope"
+_SOAP11_ENVELOPE: Final = f"{{{NS.SOAP11}}}Envelope"
+_MESSAGING: Final = f"{EB}Messaging"
+_USER_MESSAGE: Final = f"{EB}UserMessage"
+_SIGNAL_MESSAGE: Final = f"{EB}SignalMessage"
+_RECEIPT: Final = f"{EB}Receipt"
+_MESSAGE_FRAGMENT: Final = f"{{{NS.EBINT}}}MessageFragment"
 
 
 # --------------------------------------------------------------------------------------------- building
@@ -248,18 +255,23 @@ def parse_envelope(data: bytes, *, validate: bool = True) -> ParsedEnvelope:
 
 def parse_envelope_tree(root: etree._Element, *, validate: bool = True) -> ParsedEnvelope:
     """Like ``parse_envelope``, over an already (safely) parsed tree."""
-    namespace = etree.QName(root).namespace
-    if etree.QName(root).localname != "Envelope" or namespace not in (NS.SOAP12, NS.SOAP11):
+    tag = root.tag
+    if tag == _SOAP12_ENVELOPE:
+        soap_version = SoapVersion.V12
+    elif tag == _SOAP11_ENVELOPE:
+        soap_version = SoapVersion.V11
+    else:
+        etree.QName(root)  # a node that is no element fails here, as it always has
         raise EbmsError(ErrorCode.INVALID_HEADER, f"root element {root.tag!r} is not a SOAP envelope")
-    soap_version = SoapVersion(namespace)
-    soap = f"{{{namespace}}}"
-    soap_header = _child(root, f"{soap}Header")
-    body = _child(root, f"{soap}Body")
+    soap = f"{{{soap_version.value}}}"
+    parts = _by_tag(root)
+    soap_header = _first(parts, f"{soap}Header")
+    body = _first(parts, f"{soap}Body")
     if body is None:
         raise EbmsError(ErrorCode.INVALID_HEADER, "SOAP envelope has no Body")
     # A receipt may carry a copy of the received message, eb:Messaging included (ph-as4 does so); every
     # other eb:Messaging than the one Header child is a signature-wrapping sign.
-    messagings = [m for m in root.iter(f"{EB}Messaging") if not _inside_receipt(m)]
+    messagings = [m for m in root.iter(_MESSAGING) if not _inside_receipt(m)]
     if not messagings:
         raise EbmsError(ErrorCode.INVALID_HEADER, "SOAP header has no eb:Messaging")
     if len(messagings) > 1:
@@ -270,13 +282,13 @@ def parse_envelope_tree(root: etree._Element, *, validate: bool = True) -> Parse
     ids = check_unique_ids(root)
     if validate:
         validate_messaging(messaging)
-    if (
-        _child(messaging, f"{{{NS.EBINT}}}MessageFragment") is not None
-        or root.find(f".//{{{NS.EBINT}}}MessageFragment") is not None
-    ):
+    # A MessageFragment anywhere below the Envelope (a Header block, or inside eb:Messaging) is Part 2; the
+    # root itself is the Envelope, so iterating from it finds exactly the descendants (in C, no ElementPath).
+    if next(root.iter(_MESSAGE_FRAGMENT), None) is not None:
         raise EbmsError(ErrorCode.FEATURE_NOT_SUPPORTED, "ebMS 3 Part 2 split and join is not supported")
-    users = _children(messaging, f"{EB}UserMessage")
-    signals = _children(messaging, f"{EB}SignalMessage")
+    messages = _by_tag(messaging)
+    users = messages.get(_USER_MESSAGE, _NO_CHILDREN)
+    signals = messages.get(_SIGNAL_MESSAGE, _NO_CHILDREN)
     if not users and not signals:
         raise EbmsError(ErrorCode.INVALID_HEADER, "eb:Messaging holds neither a UserMessage nor a SignalMessage")
     if len(users) + len(signals) > 1:
@@ -297,7 +309,7 @@ def parse_envelope_tree(root: etree._Element, *, validate: bool = True) -> Parse
 
 
 def _inside_receipt(element: etree._Element) -> bool:
-    return any(ancestor.tag == f"{EB}Receipt" for ancestor in element.iterancestors())
+    return next(element.iterancestors(_RECEIPT), None) is not None
 
 
 def _check_body_parts(message: UserMessage, body: etree._Element, ids: dict[str, etree._Element]) -> None:

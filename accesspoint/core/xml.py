@@ -19,6 +19,7 @@ _WSU_ID = f"{{{NS.WSU}}}Id"
 _XML_ID = f"{{{NS.XML}}}id"
 # Attributes that XML-DSig same-document references resolve: wsu:Id (WSS), xml:id, and plain Id/id.
 ID_ATTRIBUTES = (_WSU_ID, _XML_ID, "Id", "id", "ID")
+_ID_NAMES = frozenset(ID_ATTRIBUTES)
 
 
 def _hardened_parser() -> etree.XMLParser:
@@ -59,9 +60,10 @@ def check_unique_ids(root: etree._Element) -> dict[str, etree._Element]:
     """Map every Id in the document to its element; a duplicated Id (a signature-wrapping sign) is EBMS:0009."""
     seen: dict[str, etree._Element] = {}
     for element in root.iter():
-        # One keys() call per element; most elements of a header carry no attribute at all.
+        # One keys() call per element; most elements of a header carry no attribute at all, and most of the
+        # others no Id (a set test in C); only those are looked at name by name, in ID_ATTRIBUTES order.
         names = element.keys()
-        if not names or not isinstance(element.tag, str):
+        if not names or _ID_NAMES.isdisjoint(names) or not isinstance(element.tag, str):
             continue
         for name in ID_ATTRIBUTES:
             value = element.get(name) if name in names else None
