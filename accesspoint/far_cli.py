@@ -1,0 +1,157 @@
+"""``accesspoint far serve | import | reachable``: run FaR, bulk-import recipients, ask FaR about recipients.
+
+``far reachable --far URL --sender ORGNR RECIPIENT...`` prints a JSON array, one object per recipient
+(``recipient``, ``reachable``, ``reason``, ``operator``, ``endpoint``, ``sender_accepted``) and exits 0 when FaR
+answered, 2 on bad input (a sender that is not 10 digits, a recipient that is not 12, or a request FaR refused),
+1 when FaR cannot be reached. The bearer token comes from ``--token`` or the ``FAR_TOKEN`` environment variable.
+
+``far import FILE`` exits 0 when every row was stored, 2 when any row was bad (then nothing is stored; each bad
+row is listed with its line), 64 for an unreadable file or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from accesspoint.cli import EXIT_MALFORMED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, failure
+
+_CLI_KEYS = ("recipient", "reachable", "reason", "operator", "endpoint", "sender_accepted")
+
+
+def register(commands: Any) -> None:
+    """Add ``far serve``, ``far import`` and ``far reachable``."""
+    far = commands.add_parser("far", help="FaR, the routing register of Swedish digital post")
+    far_commands = far.add_subparsers(dest="far_command", required=True, parser_class=type(far))
+    serve = far_commands.add_parser("serve", help="run FaR: REST API and the Recipient v3 SOAP endpoint")
+    serve.add_argument("--config", required=True, help="TOML file with a [far] table")
+    serve.set_defaults(handler=cmd_serve)
+
+    load = far_commands.add_parser("import", help="bulk-import recipients from CSV (header row) or JSON lines")
+    load.add_argument("file", help="a .csv file, or .jsonl / .ndjson (columns: see far/README.md)")
+    load.add_argument("--config", help="TOML file with a [far] table (default: far.db in this folder)")
+    load.add_argument("--batch", type=int, default=20_000, help="rows per batched insert")
+    load.set_defaults(handler=cmd_import)
+
+    reachable = far_commands.add_parser("reachable", help="ask a FaR whether recipients can get digital post")
+    reachable.add_argument("--far", required=True, help="FaR's base URL, e.g. http://127.0.0.1:8470")
+    reachable.add_argument("--sender", required=True, help="the sender's organisationsnummer, 10 digits")
+    reachable.add_argument("--token", help="bearer token (default: $FAR_TOKEN)")
+    reachable.add_argument("--timeout", type=float, default=10.0, help="seconds before FaR counts as unreachable")
+    reachable.add_argument("recipients", nargs="+", metavar="RECIPIENT", help="12 digits each")
+    reachable.set_defaults(handler=cmd_reachable)
+
+
+def _settings(config: str | None) -> Any:
+    from far.settings import FarSettings, load_settings
+
+    return FarSettings() if config is None else load_settings(Path(config))
+
+
+def cmd_serve(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
+    """Run FaR until SIGINT or SIGTERM."""
+    from aiohttp import web
+
+    from far.app import create_app
+    from far.settings import SettingsError
+
+    try:
+        settings = _settings(args.config)
+    except SettingsError as exc:
+        return EXIT_USAGE, failure("config", str(exc), problems=exc.problems)
+
+    async def _run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        runner = web.AppRunner(create_app(settings), access_log=None)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, settings.host, settings.port).start()
+            sys.stderr.write(f"far: listening on http://{settings.host}:{settings.port}\n")
+            sys.stderr.flush()
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+
+    try:
+        asyncio.run(_run())
+    except OSError as exc:
+        return EXIT_MALFORMED, failure("listen", f"cannot listen: {exc}", config=args.config)
+    return EXIT_OK, {"ok": True, "stopped": True, "url": f"http://{settings.host}:{settings.port}"}
+
+
+def cmd_import(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
+    """Import recipients in one transaction, with a progress bar on stderr."""
+    from far.importer import Progress, import_file
+    from far.model import create_engine, create_tables
+    from far.settings import SettingsError
+
+    try:
+        settings = _settings(args.config)
+    except SettingsError as exc:
+        return EXIT_USAGE, failure("config", str(exc), problems=exc.problems)
+    path = Path(args.file)
+    if not path.is_file():
+        return EXIT_USAGE, failure("usage", f"cannot read {args.file}")
+    if args.batch < 1:
+        return EXIT_USAGE, failure("usage", "--batch must be at least 1")
+
+    async def _run() -> Any:
+        engine = create_engine(settings.database)
+        try:
+            await create_tables(engine)
+            progress = Progress(path.stat().st_size)
+            return await import_file(
+                engine,
+                path,
+                policy=settings.policy,
+                actor=f"import:{path.name}",
+                progress=progress,
+                batch_size=args.batch,
+            )
+        finally:
+            await engine.dispose()
+
+    try:
+        report = asyncio.run(_run())
+    except UnicodeDecodeError as exc:
+        return EXIT_MALFORMED, failure("encoding", f"{args.file} is not UTF-8: {exc.reason}")
+    except OSError as exc:
+        return EXIT_USAGE, failure("usage", f"cannot read {args.file}: {exc.strerror}")
+    document = {"file": args.file, **report.to_json()}
+    if not report.ok:
+        return EXIT_MALFORMED, {**document, "error": {"code": "bad-rows", "reason": f"{report.bad_rows} bad row(s)"}}
+    return EXIT_OK, document
+
+
+def cmd_reachable(args: argparse.Namespace) -> tuple[int, dict[str, Any] | list[dict[str, Any]]]:
+    """Ask FaR; print one object per recipient."""
+    from far.client import FarClient, FarUnavailable
+    from far.service import FarError
+
+    if not re.fullmatch(r"\d{10}", args.sender):
+        return EXIT_MALFORMED, failure("bad-input", f"--sender must be 10 digits, not {args.sender[:32]!r}")
+    bad = [r for r in args.recipients if not re.fullmatch(r"\d{12}", r)]
+    if bad:
+        return EXIT_MALFORMED, failure("bad-input", f"a recipient is 12 digits: {bad[0][:32]!r}", recipients=bad)
+    token = args.token or os.environ.get("FAR_TOKEN")
+
+    async def _ask() -> list[dict[str, Any]]:
+        async with FarClient(args.far, token, timeout=args.timeout) as far:
+            results = await far.is_reachable(args.sender, args.recipients)
+        return [{key: item.to_json()[key] for key in _CLI_KEYS} for item in results]
+
+    try:
+        return EXIT_OK, asyncio.run(_ask())
+    except FarUnavailable as exc:
+        return EXIT_REFUSED, failure("far-unreachable", str(exc))
+    except FarError as exc:
+        return EXIT_MALFORMED, failure("bad-input", exc.detail)

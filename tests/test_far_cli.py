@@ -1,0 +1,168 @@
+"""``accesspoint far serve | import | reachable`` as real processes: exit codes and JSON output."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.test_far_support import BILLO, KIVRA, SENDER
+
+TOKEN = "cli-test-token-0123456789"
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, Any, str]:
+    """Run ``accesspoint ARGS``; return the exit code, the parsed stdout and stderr."""
+    done = subprocess.run(
+        [sys.executable, "-m", "accesspoint", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+    return done.returncode, json.loads(done.stdout), done.stderr
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def call(url: str, method: str, body: dict[str, Any]) -> int:
+    """An authenticated JSON request to the FaR server; the HTTP status."""
+    data = json.dumps(body).encode()
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    request = urllib.request.Request(url, data, headers, method=method)  # noqa: S310 - http to our own server
+    with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
+        status: int = answer.status
+    return status
+
+
+@pytest.fixture(scope="module")
+def far_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """A FaR server process with Kivra and Billo, and its config file."""
+    folder = tmp_path_factory.mktemp("far")
+    port = free_port()
+    config = folder / "far.toml"
+    config.write_text(
+        f'[far]\ndatabase = "sqlite+aiosqlite:///far.db"\nport = {port}\n'
+        f'[[far.tokens]]\nname = "cli"\ntoken = "{TOKEN}"\n'
+    )
+    server = subprocess.Popen(
+        [sys.executable, "-m", "accesspoint", "far", "serve", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                with urllib.request.urlopen(url + "/health", timeout=1):  # noqa: S310 - loopback, http
+                    break
+            except OSError:
+                assert server.poll() is None, server.stderr.read() if server.stderr else ""
+                time.sleep(0.05)
+        for operator in (KIVRA, BILLO):
+            body = {"name": operator.name, "party_id": operator.party_id, "endpoint": operator.endpoint or "discovery"}
+            assert call(f"{url}/api/v1/operators/{operator.id}", "PUT", body) == 201
+        yield url, config
+    finally:
+        server.terminate()
+        out, _ = server.communicate(timeout=20)
+    assert server.returncode == 0
+    assert json.loads(out)["stopped"] is True
+
+
+def test_import_then_reachable(far_server: tuple[str, Path], tmp_path: Path) -> None:
+    """Recipients imported by the CLI are answered by the running server through ``far reachable``."""
+    url, config = far_server
+    people = tmp_path / "people.csv"
+    people.write_text(
+        "recipient,status,operator,refused_senders\n"
+        f"197802022389,secure,{KIVRA.id},\n198112189876,secure,{BILLO.id},{SENDER}\n194004048569,none,,\n"
+    )
+    code, report, stderr = run("far", "import", str(people), "--config", str(config))
+    assert (code, report["ok"], report["stored"]) == (0, True, 3)
+    assert "100.0%" in stderr
+    code, answer, _ = run(
+        "far",
+        "reachable",
+        "--far",
+        url,
+        "--sender",
+        SENDER,
+        "197802022389",
+        "198112189876",
+        "194004048569",
+        "191001012382",
+        env={"FAR_TOKEN": TOKEN},
+    )
+    assert code == 0
+    assert [tuple(a) for a in answer] == [
+        ("recipient", "reachable", "reason", "operator", "endpoint", "sender_accepted")
+    ] * 4
+    assert [(a["recipient"], a["reachable"], a["reason"]) for a in answer] == [
+        ("197802022389", True, None),
+        ("198112189876", False, "sender-refused"),
+        ("194004048569", False, "no-mailbox"),
+        ("191001012382", False, "no-mailbox"),
+    ]
+    assert answer[0]["endpoint"] == KIVRA.endpoint and answer[0]["operator"]["name"] == "Kivra"
+    assert answer[0]["sender_accepted"] is True
+
+
+def test_import_with_bad_rows_exits_2_and_stores_nothing(far_server: tuple[str, Path], tmp_path: Path) -> None:
+    """A bad row makes the import exit 2 with each bad line listed; the good rows are not stored."""
+    url, config = far_server
+    people = tmp_path / "people.jsonl"
+    people.write_text('{"recipient": "201112192396", "operator": "5568402266"}\n{"recipient": "201112192397"}\n')
+    code, report, _ = run("far", "import", str(people), "--config", str(config))
+    assert code == 2 and report["ok"] is False and report["stored"] == 0
+    assert [e["line"] for e in report["errors"]] == [2]
+    _, answer, _ = run("far", "reachable", "--far", url, "--sender", SENDER, "201112192396", "--token", TOKEN)
+    assert answer[0]["reason"] == "no-mailbox"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--sender", "202100544", "197802022389"),  # nine digits
+        ("--sender", "2021005448", "19780202238"),  # eleven digits
+        ("--sender", "2021005449", "197802022389"),  # FaR refuses the check digit
+    ],
+)
+def test_reachable_bad_input_exits_2(far_server: tuple[str, Path], args: tuple[str, ...]) -> None:
+    """Bad input, whether caught by the CLI or refused by FaR, exits 2 with a JSON error."""
+    url, _ = far_server
+    code, answer, _ = run("far", "reachable", "--far", url, "--token", TOKEN, *args)
+    assert code == 2 and answer["ok"] is False
+
+
+def test_reachable_exits_1_when_far_cannot_be_reached() -> None:
+    """Nobody listening at --far: exit 1."""
+    url = f"http://127.0.0.1:{free_port()}"
+    code, answer, _ = run("far", "reachable", "--far", url, "--sender", SENDER, "197802022389")
+    assert code == 1 and answer["error"]["code"] == "far-unreachable"
+
+
+def test_serve_with_a_bad_config_exits_64(tmp_path: Path) -> None:
+    """Every problem of a bad config is reported, with the field path."""
+    config = tmp_path / "far.toml"
+    config.write_text('[far]\nport = "x"\ncolour = 1\n[[far.tokens]]\nname = "a"\ntoken = "short"\n')
+    code, answer, _ = run("far", "serve", "--config", str(config))
+    assert code == 64
+    assert len(answer["problems"]) == 3
+    assert any("far.tokens[0].token" in p for p in answer["problems"])
