@@ -33,7 +33,7 @@ def _paths(base: str) -> dict[Flavour, str]:
 
 
 @cache
-def _schemas() -> dict[str, etree.XMLSchema]:
+def _schemas() -> dict[Flavour, etree.XMLSchema]:
     """Each flavour's XSD, with the namespace-only imports mapped as ../shared/interop/smp/README.md says."""
     xsd = interop_path("smp/xsd")
     deps = [
@@ -47,18 +47,19 @@ def _schemas() -> dict[str, etree.XMLSchema]:
         ("http://uri.etsi.org/01903/v1.3.2#", xsd / "deps/XAdES01903v132-201601.xsd"),
         ("http://uri.etsi.org/01903/v1.4.1#", xsd / "deps/XAdES01903v141-201601.xsd"),
     ]
+    smp2 = "http://docs.oasis-open.org/bdxr/ns/SMP/2"
     mains = {
-        "peppol": ("http://busdox.org/serviceMetadata/publishing/1.0/", xsd / "peppol/peppol-smp-types-v1-ext.xsd"),
-        "oasis1": ("http://docs.oasis-open.org/bdxr/ns/SMP/2016/05", xsd / "bdxr-smp1/bdx-smp-201605.xsd"),
-        "oasis2": (
-            "http://docs.oasis-open.org/bdxr/ns/SMP/2/ServiceMetadata",
-            xsd / "bdxr-smp2/ServiceMetadata-2.0.xsd",
-        ),
+        Flavour.PEPPOL: [(Flavour.PEPPOL.value, xsd / "peppol/peppol-smp-types-v1-ext.xsd")],
+        Flavour.OASIS1: [(Flavour.OASIS1.value, xsd / "bdxr-smp1/bdx-smp-201605.xsd")],
+        Flavour.OASIS2: [
+            (f"{smp2}/ServiceMetadata", xsd / "bdxr-smp2/ServiceMetadata-2.0.xsd"),
+            (f"{smp2}/ServiceGroup", xsd / "bdxr-smp2/ServiceGroup-2.0.xsd"),
+        ],
     }
     schemas = {}
     for name, main in mains.items():
         imports = "".join(
-            f'<xs:import namespace="{ns}" schemaLocation="{path.as_uri()}"/>' for ns, path in [*deps, main]
+            f'<xs:import namespace="{ns}" schemaLocation="{path.as_uri()}"/>' for ns, path in [*deps, *main]
         )
         wrapper = f'<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema">{imports}</xs:schema>'
         schemas[name] = etree.XMLSchema(etree.fromstring(wrapper.encode(), base_url=str(xsd) + "/"))
@@ -116,17 +117,18 @@ async def test_one_store_serves_three_flavours_each_signed_as_it_expects(tmp_pat
             assert verified.algorithms == {c14n, SmpAlgorithm.RSA_SHA256, SmpAlgorithm.SHA256, SmpAlgorithm.ENVELOPED}
             assert root.find(f"{DS}Signature/{DS}KeyInfo/{DS}X509Data/{DS}X509SubjectName") is not None
             assert parse_service_metadata(root) == model
-            schema = _schemas()[{Flavour.PEPPOL: "peppol", Flavour.OASIS1: "oasis1", Flavour.OASIS2: "oasis2"}[flavour]]
+            schema = _schemas()[flavour]
             assert schema.validate(root), schema.error_log
 
 
 async def test_service_group_references_resolve(tmp_path: Path) -> None:
-    """The SMP 1.0 ServiceGroup lists absolute hrefs that answer; SMP 2.0 lists the document id and is signed."""
+    """ServiceGroups validate; SMP 1.0 lists absolute hrefs that answer, SMP 2.0 the document id, signed."""
     async with running_server(tmp_path) as base, aiohttp.ClientSession() as session:
         await _populate(session, base, metadata("https://ap.example/as4"))
         for flavour, prefix in _paths(base).items():
             async with session.get(f"{prefix}/{P.url_segment()}") as response:
                 root = parse_xml(await response.read(), what="group")
+            assert _schemas()[flavour].validate(root), _schemas()[flavour].error_log
             participant, refs = parse_service_group(root)
             assert participant.key() == P.key()
             if flavour is Flavour.OASIS2:
