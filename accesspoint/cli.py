@@ -203,7 +203,12 @@ Command = Callable[[argparse.Namespace], tuple[int, dict[str, Any]]]
 
 # Each module adds its subcommands through ``register(commands)`` (an argparse subparsers action) and sets
 # ``handler`` to a Command; imported lazily so that ``inspect`` does not pay for the server's imports.
-COMMAND_MODULES: tuple[str, ...] = ("accesspoint.pmode_cli", "accesspoint.smp_cli", "accesspoint.far_cli")
+COMMAND_MODULES: tuple[str, ...] = (
+    "accesspoint.verify_cli",
+    "accesspoint.pmode_cli",
+    "accesspoint.smp_cli",
+    "accesspoint.far_cli",
+)
 
 
 def build_parser() -> _ArgumentParser:

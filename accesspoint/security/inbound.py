@@ -1,0 +1,215 @@
+"""Opening a received message: decrypt, verify the signature, trust the signer, decompress (AS4's order).
+
+``open_message`` is the whole receiving side of WS-Security in one pure function. It raises the EbmsError
+the MSH answers with (0101 signature or trust, 0102 decryption, 0103 policy, 0303 decompression), or returns
+an ``OpenedMessage`` that says exactly what was proven. An encrypted attachment for which no key is at hand
+is not an error here: its signature reference stays unchecked and the result is ``complete=False`` (a
+diagnostic tool reports it; an MSH configured with its own keys never meets it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from cryptography import x509
+from lxml import etree
+
+from accesspoint.core.compression import DEFAULT_DECOMPRESSION_LIMIT, decompress_stream
+from accesspoint.core.envelope import ParsedEnvelope
+from accesspoint.core.errors import EbmsError, ErrorCode
+from accesspoint.core.message import ReceivedMessage, ReceivedPart
+from accesspoint.core.model import PartInfo, UserMessage
+from accesspoint.core.namespaces import GZIP
+from accesspoint.security.encryption import DecryptionKeyMissing, decrypt_attachments, encrypted_content_ids
+from accesspoint.security.keys import KeyPair
+from accesspoint.security.policy import SecurityPolicy
+from accesspoint.security.revocation import RevocationChecker
+from accesspoint.security.signing import (
+    AttachmentSource,
+    VerifiedSignature,
+    coverage_gaps,
+    find_signature,
+    verify_signature,
+)
+from accesspoint.security.trust import CertificateUsage, TrustResult, validate_certificate
+
+PartReader = Callable[[ReceivedPart], Iterable[bytes]]
+
+
+def read_memory_part(part: ReceivedPart) -> Iterable[bytes]:
+    """The bytes of an attachment received into a memory sink (``memory_sink``)."""
+    sink = part.sink
+    if not isinstance(sink, io.BytesIO):
+        raise TypeError("read_memory_part needs attachments received into BytesIO sinks")
+    return (sink.getvalue(),)
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedPayload:
+    """A payload as the backend gets it: after decryption and decompression, with its size and SHA-256."""
+
+    content_id: str | None  # None for a payload in the SOAP Body
+    mime_type: str | None
+    size: int
+    sha256: str
+    encrypted: bool
+    compressed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedMessage:
+    """What receiving proved about a message: its signature, its signer's trust path and its payloads."""
+
+    received: ReceivedMessage
+    signature: VerifiedSignature | None  # None only when the policy does not require signing and none is there
+    trust: TrustResult | None
+    payloads: tuple[OpenedPayload, ...]
+    encrypted: frozenset[str]  # Content-IDs that arrived encrypted
+    undecrypted: frozenset[str]  # ... of which no key was at hand
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def complete(self) -> bool:
+        """True when every part was decrypted and every signature reference checked."""
+        unchecked = () if self.signature is None else self.signature.unchecked
+        return not self.undecrypted and not unchecked
+
+
+def payload_sources(
+    received: ReceivedMessage,
+    keys: Sequence[KeyPair],
+    policy: SecurityPolicy,
+    *,
+    read_part: PartReader = read_memory_part,
+) -> tuple[dict[str, AttachmentSource], frozenset[str], frozenset[str]]:
+    """Each attachment as a re-openable plaintext stream, the encrypted Content-IDs and those left undecrypted."""
+    encrypted = encrypted_content_ids(received.parsed)
+    sources: dict[str, AttachmentSource] = {}
+    undecrypted: frozenset[str] = frozenset()
+    if encrypted:
+        try:
+            sources.update(decrypt_attachments(received, keys, policy, open_part=read_part))
+        except DecryptionKeyMissing:
+            undecrypted = encrypted
+    for part in received.attachments:
+        if part.content_id is None or part.content_id in encrypted:
+            continue
+        sources[part.content_id] = AttachmentSource(part.content_id, part.content_type, _reopen(read_part, part))
+    return sources, encrypted, undecrypted
+
+
+def _reopen(read_part: PartReader, part: ReceivedPart) -> Callable[[], Iterable[bytes]]:
+    return lambda: read_part(part)
+
+
+def open_message(
+    received: ReceivedMessage,
+    policy: SecurityPolicy,
+    *,
+    at: datetime,
+    keys: Sequence[KeyPair] = (),
+    revocation: RevocationChecker | None = None,
+    partner_certificates: Iterable[x509.Certificate] = (),
+    read_part: PartReader = read_memory_part,
+    decompression_limit: int = DEFAULT_DECOMPRESSION_LIMIT,
+    check_trust: bool = True,
+    strict_coverage: bool = True,
+) -> OpenedMessage:
+    """Decrypt, verify, validate the signer's certificate and decompress; raise the EbmsError to answer with.
+
+    ``strict_coverage=False`` turns AS4's coverage rule (Messaging, Body payload, every attachment signed)
+    into warnings for signals, for a diagnostic tool; user messages are always held to it.
+    """
+    parsed = received.parsed
+    sources, encrypted, undecrypted = payload_sources(received, keys, policy, read_part=read_part)
+    if policy.encrypt and _user(parsed) is not None:
+        plain = [cid for cid in sources if cid not in encrypted]
+        if plain:
+            raise EbmsError(ErrorCode.POLICY_NONCOMPLIANCE, f"attachment {plain[0]!r} is not encrypted")
+
+    signature: VerifiedSignature | None = None
+    warnings: list[str] = []
+    trust: TrustResult | None = None
+    signed = find_signature(parsed) is not None
+    if signed or policy.sign:
+        lenient = not strict_coverage and _user(parsed) is None
+        signature = verify_signature(
+            parsed,
+            sources,
+            policy,
+            candidates=partner_certificates,
+            skip_attachments=undecrypted,
+            require_coverage=not lenient,
+        )
+        if lenient:
+            warnings.extend(coverage_gaps(signature, parsed, sources, undecrypted))
+        if check_trust:
+            trust = validate_certificate(
+                signature.signer.certificate,
+                signature.signer.chain,
+                policy.trust,
+                at=at,
+                usage=CertificateUsage.SIGNATURE,
+                revocation=revocation,
+                party_id=_sender_party_id(received),
+            )
+            warnings.extend(trust.warnings)
+
+    payloads = tuple(_open_payloads(received, sources, encrypted, undecrypted, decompression_limit))
+    return OpenedMessage(received, signature, trust, payloads, encrypted, undecrypted, tuple(dict.fromkeys(warnings)))
+
+
+def _user(parsed: ParsedEnvelope) -> UserMessage | None:
+    message = parsed.messaging.message
+    return message if isinstance(message, UserMessage) else None
+
+
+def _sender_party_id(received: ReceivedMessage) -> str | None:
+    user = _user(received.parsed)
+    if user is None or not user.party_info.sender.party_ids:
+        return None
+    return user.party_info.sender.party_ids[0].value
+
+
+def _open_payloads(
+    received: ReceivedMessage,
+    sources: dict[str, AttachmentSource],
+    encrypted: frozenset[str],
+    undecrypted: frozenset[str],
+    limit: int,
+) -> Iterator[OpenedPayload]:
+    user = _user(received.parsed)
+    if user is None:
+        return
+    for part in user.payload_info:
+        content_id = part.content_id
+        if content_id is None:
+            yield _body_payload(received, part)
+            continue
+        if content_id in undecrypted:
+            continue
+        source = sources.get(content_id)
+        if source is None:
+            raise EbmsError(ErrorCode.MIME_INCONSISTENCY, f"no attachment for {part.href!r}")
+        compressed = part.compression_type == GZIP
+        chunks: Iterable[bytes] = source.open()
+        if compressed:
+            chunks = decompress_stream(chunks, limit=limit)
+        digest = hashlib.sha256()
+        size = 0
+        for chunk in chunks:
+            digest.update(chunk)
+            size += len(chunk)
+        yield OpenedPayload(content_id, part.mime_type, size, digest.hexdigest(), content_id in encrypted, compressed)
+
+
+def _body_payload(received: ReceivedMessage, part: PartInfo) -> OpenedPayload:
+    element = received.parsed.body_payload
+    data = b"" if element is None else etree.tostring(element)
+    return OpenedPayload(
+        None, part.mime_type or "application/xml", len(data), hashlib.sha256(data).hexdigest(), False, False
+    )

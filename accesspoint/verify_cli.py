@@ -1,0 +1,271 @@
+"""``accesspoint verify``: check a message or signal's signature, decrypt it where a key is given, trust its signer.
+
+Exit codes: 0 valid; 1 refused (EBMS:0101 signature or trust, 0102 decryption, 0103 policy, 0303 decompression);
+2 malformed; 3 the signature holds but some references could not be checked (no key for an encrypted part).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from accesspoint.cli import (
+    EXIT_INCOMPLETE,
+    EXIT_MALFORMED,
+    EXIT_OK,
+    EXIT_REFUSED,
+    UsageError,
+    failure,
+    load_message,
+)
+from accesspoint.core.errors import EbmsError, ErrorCode
+from accesspoint.core.message import ReceivedMessage, memory_sink, read_message
+from accesspoint.core.namespaces import NS
+from accesspoint.core.timestamps import parse_timestamp
+from accesspoint.security.algorithms import SHA1_BASED
+from accesspoint.security.fetch import UrlFetcher
+from accesspoint.security.inbound import OpenedMessage, open_message
+from accesspoint.security.keys import KeyLoadError, KeyPair, certificate_sha256, load_key_pair, load_private_key
+from accesspoint.security.policy import (
+    ALLOWED_1_15,
+    ALLOWED_2_0,
+    Profile,
+    RevocationMode,
+    SecurityPolicy,
+    TrustSettings,
+)
+from accesspoint.security.revocation import RevocationChecker
+from accesspoint.security.tokens import read_binary_security_token
+from accesspoint.security.trust import TrustError, load_truststore
+
+log = logging.getLogger("accesspoint.verify")
+
+# Refusals a well-formed message earns: security (signature, trust, decryption, policy) and decompression bombs.
+_REFUSALS = {
+    ErrorCode.FAILED_AUTHENTICATION.code,
+    ErrorCode.FAILED_DECRYPTION.code,
+    ErrorCode.POLICY_NONCOMPLIANCE.code,
+    ErrorCode.DECOMPRESSION_FAILURE.code,
+}
+
+
+def register(commands: Any) -> None:
+    """Add ``verify`` to the CLI."""
+    verify = commands.add_parser("verify", help="verify (and decrypt) an AS4 message or signal; print a JSON report")
+    verify.add_argument("file", help="raw HTTP body (with --content-type) or an HTTP dump")
+    verify.add_argument("--content-type", help="the HTTP Content-Type of a raw body (wins over a dump's)")
+    verify.add_argument(
+        "--trust",
+        action="extend",
+        nargs="+",
+        required=True,
+        metavar="FILE",
+        help="CA certificates (anchors) or pinned partner certificates: PEM, DER or PKCS#12",
+    )
+    verify.add_argument("--trust-password", help="password of PKCS#12 trust files")
+    verify.add_argument("--key", help="private key to decrypt with: PKCS#12, or PEM (with its certificate inside)")
+    verify.add_argument("--password", help="password of the --key file")
+    verify.add_argument("--at", help="validate certificates as of this ISO-8601 time (default: now)")
+    verify.add_argument("--no-revocation", action="store_true", help="do not look up CRLs or OCSP")
+    verify.add_argument(
+        "--legacy", action="store_true", help="accept SHA-1 based algorithms (e.g. rsa-oaep-mgf1p) on input"
+    )
+    verify.set_defaults(handler=cmd_verify)
+
+
+def cmd_verify(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
+    """Verify a message file and report signer, algorithms, references and payloads."""
+    content_type, body = load_message(args.file, args.content_type)
+    at = _moment(args.at)
+    trust = _trust_settings(args)
+    try:
+        received = read_message(content_type, body, sink_factory=memory_sink)
+    except EbmsError as exc:
+        return EXIT_MALFORMED, failure(exc.code, exc.detail, file=args.file)
+    keys = _keys(args, received, trust)
+    policy = SecurityPolicy(
+        profile=Profile.EDELIVERY_1_15,
+        sign=True,
+        encrypt=False,
+        allowed_algorithms=ALLOWED_1_15 | ALLOWED_2_0,
+        legacy_algorithms=SHA1_BASED if args.legacy else frozenset(),
+        trust=trust,
+    )
+    revocation = None if args.no_revocation else RevocationChecker(UrlFetcher())
+    summary = _header(received)
+    try:
+        opened = open_message(
+            received,
+            policy,
+            at=at,
+            keys=keys,
+            revocation=revocation,
+            partner_certificates=trust.pinned,
+            strict_coverage=False,
+        )
+    except TrustError as exc:
+        log.warning("verify %s: %s", args.file, exc.reason)
+        return EXIT_REFUSED, failure(exc.code, exc.reason, trust_failure=str(exc.failure), **summary)
+    except EbmsError as exc:
+        log.warning("verify %s: %s", args.file, exc.log_detail or exc.detail)
+        code = EXIT_REFUSED if exc.code in _REFUSALS else EXIT_MALFORMED
+        return code, failure(exc.code, exc.log_detail or exc.detail, **summary)
+    report = {**summary, **_report(opened)}
+    return (EXIT_OK if opened.complete else EXIT_INCOMPLETE), report
+
+
+def _moment(text: str | None) -> datetime:
+    if text is None:
+        return datetime.now(UTC)
+    try:
+        moment = parse_timestamp(text)
+    except EbmsError:
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            raise UsageError(f"--at {text!r} is not an ISO-8601 time") from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _is_ca(certificate: x509.Certificate) -> bool:
+    try:
+        return bool(certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        # An old-style self-signed root without extensions is an anchor; a leaf without them is pinned.
+        return certificate.issuer == certificate.subject
+
+
+def _trust_settings(args: argparse.Namespace) -> TrustSettings:
+    try:
+        certificates = load_truststore(args.trust, args.trust_password)
+    except KeyLoadError as exc:
+        raise UsageError(str(exc)) from None
+    if not certificates:
+        raise UsageError("the --trust files hold no certificate")
+    anchors = tuple(c for c in certificates if _is_ca(c))
+    pinned = tuple(c for c in certificates if not _is_ca(c))
+    mode = RevocationMode.OFF if args.no_revocation else RevocationMode.SOFT_FAIL
+    return TrustSettings(anchors=anchors, pinned=pinned, revocation=mode)
+
+
+def _keys(args: argparse.Namespace, received: ReceivedMessage, trust: TrustSettings) -> tuple[KeyPair, ...]:
+    if args.key is None:
+        return ()
+    password = None if args.password is None else args.password.encode()
+    try:
+        return (load_key_pair(args.key, password),)
+    except KeyLoadError as first:
+        # A bare PEM key: its certificate is the one the message encrypted to (a BST) or one of the --trust files.
+        try:
+            key = load_private_key(args.key, password)
+        except KeyLoadError:
+            raise UsageError(str(first)) from None
+        wanted = key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        for certificate in (*_message_certificates(received), *trust.pinned, *trust.anchors):
+            spki = certificate.public_key().public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+            if spki == wanted:
+                return (KeyPair(key, certificate),)
+        raise UsageError(f"{args.key}: no certificate for this key in the message or the --trust files") from None
+
+
+def _message_certificates(received: ReceivedMessage) -> list[x509.Certificate]:
+    header = received.parsed.security_header
+    if header is None:
+        return []
+    found: list[x509.Certificate] = []
+    for token in header.iter(f"{{{NS.WSSE}}}BinarySecurityToken"):
+        try:
+            resolved = read_binary_security_token(token)
+        except EbmsError:
+            continue
+        found.extend((resolved.certificate, *resolved.chain))
+    return found
+
+
+def _header(received: ReceivedMessage) -> dict[str, Any]:
+    messaging = received.parsed.messaging
+    info = messaging.message.message_info
+    return {"kind": messaging.kind, "message_id": info.message_id, "ref_to_message_id": info.ref_to_message_id}
+
+
+def _certificate(certificate: x509.Certificate) -> dict[str, Any]:
+    return {
+        "subject": certificate.subject.rfc4514_string(),
+        "issuer": certificate.issuer.rfc4514_string(),
+        "serial": format(certificate.serial_number, "x"),
+        "sha256": certificate_sha256(certificate),
+        "not_before": certificate.not_valid_before_utc.isoformat(),
+        "not_after": certificate.not_valid_after_utc.isoformat(),
+    }
+
+
+def _encryption_algorithms(received: ReceivedMessage) -> list[str]:
+    header = received.parsed.security_header
+    if header is None:
+        return []
+    names = ("EncryptionMethod", "AgreementMethod", "KeyDerivationMethod")
+    found = [
+        element.get("Algorithm", "")
+        for element in header.iter()
+        if isinstance(element.tag, str) and element.tag.rpartition("}")[2] in names
+    ]
+    return list(dict.fromkeys(a for a in found if a))
+
+
+def _report(opened: OpenedMessage) -> dict[str, Any]:
+    signature = opened.signature
+    out: dict[str, Any] = {"ok": True, "complete": opened.complete}
+    if signature is not None:
+        out["signer"] = {
+            **_certificate(signature.signer.certificate),
+            "token_reference": str(signature.signer.reference),
+        }
+        digests = sorted(
+            {ref.echo.digest_method for ref in signature.references} | {e.digest_method for e in signature.unchecked}
+        )
+        out["algorithms"] = {
+            "signature": signature.signature_algorithm,
+            "canonicalization": signature.canonicalization,
+            "digests": digests,
+            "encryption": _encryption_algorithms(opened.received),
+        }
+        references: list[dict[str, str | None]] = [
+            {"uri": r.echo.uri, "target": r.target, "result": "valid"} for r in signature.references
+        ]
+        references += [
+            {"uri": e.uri, "target": None, "result": "unchecked (encrypted, no key)"} for e in signature.unchecked
+        ]
+        out["references"] = references
+    else:
+        out["signer"] = None
+    if opened.trust is not None:
+        out["trust"] = {
+            "pinned": opened.trust.pinned,
+            "path": [c.subject.rfc4514_string() for c in opened.trust.path],
+            "revocation": [
+                {"status": str(r.status), "detail": r.detail, "source": r.source} for r in opened.trust.revocation
+            ],
+        }
+    out["payloads"] = [
+        {
+            "content_id": p.content_id,
+            "mime_type": p.mime_type,
+            "size": p.size,
+            "sha256": p.sha256,
+            "encrypted": p.encrypted,
+            "compressed": p.compressed,
+        }
+        for p in opened.payloads
+    ]
+    out["undecrypted"] = sorted(opened.undecrypted)
+    out["warnings"] = list(opened.warnings)
+    return out
