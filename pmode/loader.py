@@ -151,10 +151,8 @@ class Reload:
 
 
 def load_if_changed(path: str | Path, previous: PModeSet | None) -> Reload:
-    """Reload when the file or a file it names changed; a bad file keeps the previous set (and reports why).
-
-    With no previous set a bad file raises PModeError: an access point must not start without agreements.
-    """
+    """Reload when the file or a file it names changed; a bad file keeps the previous set and says why."""
+    # With no previous set a bad file raises PModeError: an access point must not start without agreements.
     path = Path(path)
     if previous is not None and previous.source == path and previous.snapshot:
         files = tuple(entry[0] for entry in previous.snapshot[1:])
@@ -280,8 +278,7 @@ def _pmode(ctx: _Loader, item: object, path: str, parties: dict[str, PartyDefini
     fields = Fields(ctx, item, path)
     pmode_id = fields.text("id", required=True)
     if pmode_id is None:
-        fields.finish()
-        return None
+        return None  # without an id (or a network, below) the rest cannot be read meaningfully
     ctx.pmode = pmode_id
     # Inside a P-Mode, fields are named relative to it: the message already says which P-Mode.
     fields.path = ""
@@ -291,7 +288,6 @@ def _pmode(ctx: _Loader, item: object, path: str, parties: dict[str, PartyDefini
     if network_name is not None and profile is None:
         ctx.error("network", f"{network_name!r} is not one of: {', '.join(profiles)}")
     if profile is None:
-        fields.finish()
         return None
     transport_profile = fields.text("transport_profile", profile.transport_profile) or profile.transport_profile
     agreement = _agreement(ctx, fields)

@@ -65,10 +65,11 @@ class Route:
 
     @property
     def endpoint(self) -> str | None:
-        """Where to POST an outgoing pushed message; None when the partner is discovered or pulls it."""
-        if self.pmode.binding is Binding.PULL:
-            return None
-        return self.receiver.party.endpoint
+        """Where this access point POSTs for the leg (None when discovery supplies it or we POST nothing)."""
+        # We POST our pushed user message, or our PullRequest for a message the partner offers on pull.
+        pulled = self.pmode.binding is Binding.PULL
+        we_post = (self.leg.direction is Direction.OUTGOING) != pulled
+        return self.partner.endpoint if we_post else None
 
     @property
     def dynamic(self) -> bool:

@@ -561,3 +561,11 @@ def test_reload_keeps_old_set_when_file_vanishes(folder: Path) -> None:
     result = load_if_changed(path, first)
     assert result.pmodes is first and result.error is not None
     assert "cannot read" in result.error.problems[0].message
+
+
+def test_unknown_network_reports_only_the_network(folder: Path) -> None:
+    """A P-Mode whose network is unknown is reported once, not with every other key flagged as unknown."""
+    document = example()
+    pmode(document, "se-to-be")["network"] = "edelivery-9"
+    problems = problems_of(folder, document)
+    assert [(p.pmode, p.field) for p in problems] == [("se-to-be", "network")]

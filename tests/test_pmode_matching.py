@@ -198,7 +198,7 @@ def test_dynamic_partner_has_no_static_endpoint() -> None:
 
 
 def test_pull_legs(tmp_path: Path) -> None:
-    """In a One-Way/Pull P-Mode where we respond, the responder's message is ours to serve on the leg's MPC."""
+    """One-Way/Pull: as responder we serve the message on the leg's MPC; as initiator we pull from the partner."""
     shutil.copytree(EXAMPLES / "certs", tmp_path / "certs")
     document = yaml.safe_load((EXAMPLES / "pmodes.yaml").read_text())
     mpc = "urn:example:mpc:be"
@@ -217,11 +217,21 @@ def test_pull_legs(tmp_path: Path) -> None:
             }
         ],
     }
-    document["pmodes"].append(pull)
+    we_pull = {
+        **pull,
+        "id": "se-pulls",
+        "initiator": {"party": "ap-sweden"},
+        "responder": {"party": "partner-115"},
+        "legs": [{**pull["legs"][0], "mpc": "urn:example:mpc:se"}],  # type: ignore[index]
+    }
+    document["pmodes"] += [pull, we_pull]
     (tmp_path / "pmodes.yaml").write_text(dump_yaml(document))
     pmodes = load_pmodes(tmp_path / "pmodes.yaml")
     (served,) = pmodes.pull_requests_to_serve(mpc)
     assert served.name == "be-pulls/1" and served.leg.direction is Direction.OUTGOING
-    assert served.endpoint is None  # pulled, never pushed
+    assert served.endpoint is None  # the partner pulls it: we never POST it
     assert pmodes.pull_requests_to_serve(DEFAULT_MPC) == []
-    assert pmodes.pull_requests_to_send() == []
+    (pulling,) = pmodes.pull_requests_to_send()
+    assert pulling.name == "se-pulls/1" and pulling.leg.direction is Direction.INCOMING
+    assert pulling.endpoint == "https://ap-be.example/as4"  # where our PullRequest goes
+    assert pulling.leg.mpc == "urn:example:mpc:se"
