@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import shutil
+import tomllib
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -12,6 +13,8 @@ from typing import Any
 import pytest
 import yaml
 from cryptography import x509
+from hypothesis import given
+from hypothesis import strategies as st
 
 from accesspoint.core.namespaces import DEFAULT_MPC, PartyIdType
 from accesspoint.security.algorithms import KeyAgreement, SignatureAlgorithm
@@ -569,3 +572,22 @@ def test_unknown_network_reports_only_the_network(folder: Path) -> None:
     pmode(document, "se-to-be")["network"] = "edelivery-9"
     problems = problems_of(folder, document)
     assert [(p.pmode, p.field) for p in problems] == [("se-to-be", "network")]
+
+
+_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
+_SCALARS = st.one_of(
+    _TEXT, st.booleans(), st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=False), st.lists(_TEXT, max_size=3)
+)
+_TABLES = st.recursive(
+    st.dictionaries(_TEXT, _SCALARS, max_size=4),
+    lambda inner: st.dictionaries(
+        _TEXT, st.one_of(_SCALARS, inner, st.lists(inner, min_size=1, max_size=2)), max_size=4
+    ),
+    max_leaves=12,
+)
+
+
+@given(_TABLES)
+def test_toml_writer_round_trips_any_document(document: Document) -> None:
+    """Whatever the keys and scalars, tables and arrays of tables, dump_toml gives TOML that reads back equal."""
+    assert tomllib.loads(dump_toml(document)) == document
