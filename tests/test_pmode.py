@@ -132,7 +132,7 @@ def test_yaml_and_toml_examples_load_to_the_same_model() -> None:
     assert from_yaml.parties == from_toml.parties
 
 
-@pytest.mark.parametrize("name", ["pmodes.yaml", "peppol.yaml", "sdk.yaml"])
+@pytest.mark.parametrize("name", ["pmodes.yaml", "partner.yaml", "peppol.yaml", "sdk.yaml"])
 def test_every_example_survives_a_toml_round_trip(folder: Path, name: str) -> None:
     """Writing an example as TOML and as YAML again loads to the same model."""
     original = load_pmodes(EXAMPLES / name)

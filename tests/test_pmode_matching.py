@@ -24,7 +24,7 @@ from accesspoint.core.model import (
 from accesspoint.core.namespaces import DEFAULT_MPC
 from accesspoint.security.keys import load_certificates
 from accesspoint.security.policy import Profile
-from pmode import Direction, MatchStatus, PModeSet, load_pmodes
+from pmode import Direction, MatchStatus, PModeSet, Route, load_pmodes
 from pmode.document import dump_yaml
 from pmode.model import INITIATOR_ROLE, RESPONDER_ROLE
 
@@ -235,3 +235,31 @@ def test_pull_legs(tmp_path: Path) -> None:
     assert pulling.name == "se-pulls/1" and pulling.leg.direction is Direction.INCOMING
     assert pulling.endpoint == "https://ap-be.example/as4"  # where our PullRequest goes
     assert pulling.leg.mpc == "urn:example:mpc:se"
+
+
+def _sent(route: Route) -> UserMessage:
+    """The header an MSH builds from an outgoing route."""
+    collaboration = CollaborationInfo(route.leg.service, route.leg.action, "conv-1", route.agreement_ref)
+    return UserMessage(
+        message_info=MessageInfo("m2@example", datetime(2026, 1, 1, tzinfo=UTC)),
+        party_info=PartyInfo(route.from_party, route.to_party),
+        collaboration_info=collaboration,
+        mpc=None if route.leg.mpc == DEFAULT_MPC else route.leg.mpc,
+    )
+
+
+@pytest.mark.parametrize(("sender", "receiver"), [("pmodes.yaml", "partner.yaml"), ("partner.yaml", "pmodes.yaml")])
+def test_every_message_one_peer_sends_matches_the_other_peers_leg(sender: str, receiver: str) -> None:
+    """Each outgoing route's header, received by the example peer, matches the same P-Mode leg with equal security."""
+    ours, theirs = load_pmodes(EXAMPLES / sender), load_pmodes(EXAMPLES / receiver)
+    routes = ours.routes(Direction.OUTGOING)
+    assert len(routes) in (2, 3)  # ours: se-to-be and the request; theirs: be-to-se, no-to-se and the reply
+    for route in routes:
+        match = theirs.match_incoming(_sent(route))
+        assert match.route is not None, match.reason
+        assert (match.route.pmode.id, match.route.leg.index) == (route.pmode.id, route.leg.index)
+        mine, peer = route.security, match.route.security
+        agreed = ("profile", "signature_algorithm", "digest_algorithm", "data_encryption", "token_reference")
+        assert all(getattr(mine, name) == getattr(peer, name) for name in agreed), route.name
+        agreement_key = "key_transport" if mine.profile is Profile.EDELIVERY_1_15 else "key_agreement"
+        assert getattr(mine, agreement_key) == getattr(peer, agreement_key)
