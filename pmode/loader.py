@@ -290,7 +290,7 @@ def _pmode(ctx: _Loader, item: object, path: str, parties: dict[str, PartyDefini
     if profile is None:
         return None
     transport_profile = fields.text("transport_profile", profile.transport_profile) or profile.transport_profile
-    agreement = _agreement(ctx, fields)
+    agreement = _agreement(ctx, fields) if fields.has("agreement") else profile.agreement
     mep = fields.choice("mep", Mep, profile.mep) or profile.mep
     binding = fields.choice("binding", Binding, profile.binding) or profile.binding
     if (mep is Mep.TWO_WAY) != (binding is Binding.PUSH_AND_PUSH):

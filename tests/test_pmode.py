@@ -591,3 +591,14 @@ _TABLES = st.recursive(
 def test_toml_writer_round_trips_any_document(document: Document) -> None:
     """Whatever the keys and scalars, tables and arrays of tables, dump_toml gives TOML that reads back equal."""
     assert tomllib.loads(dump_toml(document)) == document
+
+
+def test_peppol_agreement_is_the_tia(folder: Path) -> None:
+    """Peppol P-Modes carry the TIA AgreementRef by default, and another agreement is refused."""
+    out = load_pmodes(EXAMPLES / "peppol.yaml").get("peppol-invoice-out")
+    assert out is not None and out.agreement is not None
+    assert out.agreement.value == "urn:fdc:peppol.eu:2017:agreements:tia:ap_provider" and out.agreement.type is None
+    document = example("peppol.yaml")
+    document["pmodes"][0]["agreement"] = "urn:example:other"
+    problems = problems_of(folder, document)
+    assert [(p.pmode, p.field) for p in problems] == [("peppol-invoice-out", "agreement")]

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from accesspoint.core.namespaces import DEFAULT_MPC
 from accesspoint.security.policy import Profile, SecurityPolicy
-from pmode.model import Binding, Leg, Mep, PayloadLimits, PMode, ReceptionAwareness, Retention
+from pmode.model import Agreement, Binding, Leg, Mep, PayloadLimits, PMode, ReceptionAwareness, Retention
 
 # (dotted field relative to the P-Mode, message)
 Finding = tuple[str, str]
@@ -35,6 +35,7 @@ class NetworkProfile:
     retention: Retention = field(default_factory=Retention)
     required_properties: tuple[str, ...] = ()
     party_id_type: str | None = None  # the PartyId type the network prescribes, if any
+    agreement: Agreement | None = None  # the AgreementRef every P-Mode of the network carries, if any
     validator: Validator = _no_checks
 
     def validate(self, pmode: PMode) -> list[Finding]:

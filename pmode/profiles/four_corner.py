@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from accesspoint.core.namespaces import MessageProperty
 from accesspoint.security.policy import Profile, RevocationMode, SecurityPolicy, TrustSettings
-from pmode.model import PayloadLimits, PMode
+from pmode.model import Agreement, PayloadLimits, PMode
 from pmode.profiles import (
     Finding,
     NetworkProfile,
@@ -25,6 +25,8 @@ def require_four_corner(pmode: PMode, profile: NetworkProfile) -> list[Finding]:
     name = profile.name
     found = require_one_way_push(pmode, name) + require_party_id_type(pmode, name, profile.party_id_type or "")
     found += require_leg_settings(pmode, name)
+    if profile.agreement is not None and pmode.agreement != profile.agreement:
+        found.append(("agreement", f"profile {name} uses the agreement {profile.agreement.value!r}"))
     for path, leg in each_leg(pmode):
         missing = [key for key in REQUIRED_PROPERTIES if key not in leg.required_properties]
         if missing:
@@ -43,6 +45,7 @@ def four_corner_profile(
     revocation: RevocationMode,
     payload: PayloadLimits,
     validator: Validator,
+    agreement: Agreement | None = None,
 ) -> NetworkProfile:
     """A four-corner network profile on eDelivery AS4 1.15 whose AP certificate CN is the PartyId."""
     return NetworkProfile(
@@ -57,4 +60,5 @@ def four_corner_profile(
         required_properties=REQUIRED_PROPERTIES,
         party_id_type=party_id_type,
         validator=validator,
+        agreement=agreement,
     )

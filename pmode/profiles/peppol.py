@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from accesspoint.core.namespaces import PartyIdType
 from accesspoint.security.policy import RevocationMode
-from pmode.model import PayloadFormat, PayloadLimits, PMode
+from pmode.model import Agreement, PayloadFormat, PayloadLimits, PMode
 from pmode.profiles import Finding
 from pmode.profiles.four_corner import four_corner_profile, require_four_corner
 
@@ -25,4 +25,6 @@ PROFILE = four_corner_profile(
     revocation=RevocationMode.HARD_FAIL,
     payload=PayloadLimits(format=PayloadFormat.SBDH),
     validator=validate,
+    # Peppol AS4 2.x: every message carries the Transport Infrastructure Agreement as its AgreementRef.
+    agreement=Agreement("urn:fdc:peppol.eu:2017:agreements:tia:ap_provider"),
 )
