@@ -9,6 +9,7 @@ from accesspoint.security.policy import Profile, SecurityPolicy
 from pmode.model import Direction, PMode
 from pmode.profiles import Finding, NetworkProfile, each_leg
 
+# Unconfirmed: no stored source names 2.0's SMP transport profile id; a P-Mode's transport_profile overrides it.
 TRANSPORT_PROFILE = "eDelivery-AS4-v2.0"
 
 
