@@ -57,6 +57,204 @@ _MESSAGE_FRAGMENT: Final = f"{{{NS.EBINT}}}MessageFragment"
 
 
 # --------------------------------------------------------------------------------------------- building
+#
+# The envelope's structure is written once, by the ``_write_*`` functions, against a writer with two
+# implementations. ``_TreeWriter`` makes the tree with lxml calls (SubElement, text, set) in the order the
+# structure gives. ``_TextWriter`` writes the same elements as XML text, which lxml parses into the same tree
+# several times faster than the API builds it (one C parse instead of a Python call per element, text and
+# attribute). The text writer takes no risk with the values: it inserts them unescaped, and it is used only
+# when none of them holds a markup character (& < > "), whitespace the parser would normalise (tab, CR, LF),
+# or a character lxml refuses; any other value, an empty text, a value that is not a string or any surprise
+# sends the whole envelope to the tree writer, which behaves (and fails) exactly as the API does.
+
+# A name as the two writers need it: Clark notation for lxml, the prefixed name for text.
+_Name = tuple[str, str]
+# An attribute: its name, whether it is left out when its value is None, and the value.
+_Attribute = tuple[_Name, bool, str | None]
+
+
+def _eb(local: str) -> _Name:
+    return f"{EB}{local}", f"eb:{local}"
+
+
+def _ds(local: str) -> _Name:
+    return f"{DS}{local}", f"ds:{local}"
+
+
+def _plain(name: str) -> _Name:
+    return name, name
+
+
+_MESSAGE_INFO_NAME: Final = _eb("MessageInfo")
+_TIMESTAMP_NAME: Final = _eb("Timestamp")
+_MESSAGE_ID_NAME: Final = _eb("MessageId")
+_REF_TO_MESSAGE_ID_NAME: Final = _eb("RefToMessageId")
+_PARTY_ID_NAME: Final = _eb("PartyId")
+_ROLE_NAME: Final = _eb("Role")
+_PROPERTY_NAME: Final = _eb("Property")
+_USER_MESSAGE_NAME: Final = _eb("UserMessage")
+_PARTY_INFO_NAME: Final = _eb("PartyInfo")
+_COLLABORATION_INFO_NAME: Final = _eb("CollaborationInfo")
+_AGREEMENT_REF_NAME: Final = _eb("AgreementRef")
+_SERVICE_NAME: Final = _eb("Service")
+_ACTION_NAME: Final = _eb("Action")
+_CONVERSATION_ID_NAME: Final = _eb("ConversationId")
+_MESSAGE_PROPERTIES_NAME: Final = _eb("MessageProperties")
+_PAYLOAD_INFO_NAME: Final = _eb("PayloadInfo")
+_PART_INFO_NAME: Final = _eb("PartInfo")
+_SCHEMA_NAME: Final = _eb("Schema")
+_DESCRIPTION_NAME: Final = _eb("Description")
+_PART_PROPERTIES_NAME: Final = _eb("PartProperties")
+_SIGNAL_MESSAGE_NAME: Final = _eb("SignalMessage")
+_PULL_REQUEST_NAME: Final = _eb("PullRequest")
+_RECEIPT_NAME: Final = _eb("Receipt")
+_ERROR_NAME: Final = _eb("Error")
+_ERROR_DETAIL_NAME: Final = _eb("ErrorDetail")
+_MESSAGING_NAME: Final = _eb("Messaging")
+_NRI_NAME: Final = f"{EBBP}NonRepudiationInformation", "ebbp:NonRepudiationInformation"
+_PART_NRI_NAME: Final = f"{EBBP}MessagePartNRInformation", "ebbp:MessagePartNRInformation"
+_REFERENCE_NAME: Final = _ds("Reference")
+_TRANSFORMS_NAME: Final = _ds("Transforms")
+_TRANSFORM_NAME: Final = _ds("Transform")
+_DIGEST_METHOD_NAME: Final = _ds("DigestMethod")
+_DIGEST_VALUE_NAME: Final = _ds("DigestValue")
+_INCLUSIVE_NAME: Final = EC_INCLUSIVE, "ec:InclusiveNamespaces"
+_WSU_ID_NAME: Final = WSU_ID, "wsu:Id"
+_XML_LANG_NAME: Final = XML_LANG, "xml:lang"
+_TYPE_ATTRIBUTE: Final = _plain("type")
+_NAME_ATTRIBUTE: Final = _plain("name")
+_MPC_ATTRIBUTE: Final = _plain("mpc")
+_PMODE_ATTRIBUTE: Final = _plain("pmode")
+_HREF_ATTRIBUTE: Final = _plain("href")
+_LOCATION_ATTRIBUTE: Final = _plain("location")
+_VERSION_ATTRIBUTE: Final = _plain("version")
+_NAMESPACE_ATTRIBUTE: Final = _plain("namespace")
+_URI_ATTRIBUTE: Final = _plain("URI")
+_ALGORITHM_ATTRIBUTE: Final = _plain("Algorithm")
+_PREFIX_LIST_ATTRIBUTE: Final = _plain("PrefixList")
+_CATEGORY_ATTRIBUTE: Final = _plain("category")
+_REF_TO_MESSAGE_IN_ERROR_ATTRIBUTE: Final = _plain("refToMessageInError")
+_ERROR_CODE_ATTRIBUTE: Final = _plain("errorCode")
+_ORIGIN_ATTRIBUTE: Final = _plain("origin")
+_SEVERITY_ATTRIBUTE: Final = _plain("severity")
+_SHORT_DESCRIPTION_ATTRIBUTE: Final = _plain("shortDescription")
+_DS_NSMAP: Final = {"ds": NS.DS.value}
+_EBBP_NSMAP: Final = {"ebbp": NS.EBBP.value}
+_EC_NSMAP: Final = {"ec": NS.EC.value}
+
+
+class _TreeWriter:
+    """Builds the tree with lxml's API, element by element."""
+
+    def __init__(self, tag: str, nsmap: dict[str, str]) -> None:
+        self.root = etree.Element(tag, nsmap=nsmap)
+        self._open = [self.root]
+
+    def start(self, name: _Name, attributes: Sequence[_Attribute] = (), nsmap: dict[str, str] | None = None) -> None:
+        self._open.append(self._element(name, None, attributes, nsmap))
+
+    def end(self) -> None:
+        self._open.pop()
+
+    def leaf(self, name: _Name, text: str | None, attributes: Sequence[_Attribute] = ()) -> None:
+        self._element(name, text, attributes, None)
+
+    def empty(self, name: _Name, attributes: Sequence[_Attribute], nsmap: dict[str, str] | None = None) -> None:
+        self._element(name, None, attributes, nsmap)
+
+    def _element(
+        self, name: _Name, text: str | None, attributes: Sequence[_Attribute], nsmap: dict[str, str] | None
+    ) -> etree._Element:
+        element = etree.SubElement(self._open[-1], name[0], nsmap=nsmap)
+        if text is not None:
+            element.text = text
+        for (attribute, _), optional, value in attributes:
+            if value is not None or not optional:
+                element.set(attribute, value)  # type: ignore[arg-type]  # None: lxml's TypeError, as ever
+        return element
+
+
+# Bytes that make a value unfit for the text writer (see above): markup, C0 controls (among them the tab, CR
+# and LF the parser normalises in attributes). Surrogates fail to encode; U+FFFE and U+FFFF are checked apart.
+_NOT_PLAIN_BYTES = bytes(range(0x20)) + b'&<>"'
+_NON_CHARACTERS = ("\ufffe".encode(), "\uffff".encode())
+
+
+def _plain_text(text: str) -> bool:
+    """True when ``text`` holds no character that the text writer may not insert as it is."""
+    try:
+        data = text.encode()
+    except UnicodeEncodeError:  # a lone surrogate
+        return False
+    if len(data.translate(None, _NOT_PLAIN_BYTES)) != len(data):
+        return False
+    return text.isascii() or not any(character in data for character in _NON_CHARACTERS)
+
+
+# The text writer's output is this module's own, but it goes through the same safe settings all the same.
+_TEXT_PARSER = etree.XMLParser(
+    resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False, collect_ids=False
+)
+
+
+class _TextWriter:
+    """Writes the elements as XML text, keeping every value aside for the check that it is plain."""
+
+    def __init__(self, tag: str, nsmap: dict[str, str]) -> None:
+        self._out = [f"<{tag}", *(f' xmlns:{prefix}="{uri}"' for prefix, uri in nsmap.items()), ">"]
+        self._close = [f"</{tag}>"]
+        self._values: list[str | None] = []
+        self._empty_text = False
+
+    def start(self, name: _Name, attributes: Sequence[_Attribute] = (), nsmap: dict[str, str] | None = None) -> None:
+        tag = name[1]
+        self._out.append(f"<{tag}{self._attributes(attributes, nsmap)}>" if attributes or nsmap else f"<{tag}>")
+        self._close.append(f"</{tag}>")
+
+    def end(self) -> None:
+        self._out.append(self._close.pop())
+
+    def leaf(self, name: _Name, text: str | None, attributes: Sequence[_Attribute] = ()) -> None:
+        if not text:
+            self._empty_text = True  # "" is an empty text node for lxml, and no text at all once parsed
+        self._values.append(text)
+        tag = name[1]
+        if attributes:
+            self._out.append(f"<{tag}{self._attributes(attributes, None)}>{text}</{tag}>")
+        else:
+            self._out.append(f"<{tag}>{text}</{tag}>")
+
+    def empty(self, name: _Name, attributes: Sequence[_Attribute], nsmap: dict[str, str] | None = None) -> None:
+        self._out.append(f"<{name[1]}{self._attributes(attributes, nsmap)}/>")
+
+    def _attributes(self, attributes: Sequence[_Attribute], nsmap: dict[str, str] | None) -> str:
+        # Only ds, ebbp and ec are declared below the Envelope, each where no ancestor declares it (lxml adds a
+        # declaration only then), so the parsed tree declares them where the API does.
+        text = "".join([f' xmlns:{prefix}="{uri}"' for prefix, uri in nsmap.items()]) if nsmap else ""
+        for (_, attribute), optional, value in attributes:
+            if value is not None or not optional:
+                self._values.append(value)
+                text += f' {attribute}="{value}"'
+        return text
+
+    def finish(self) -> etree._Element | None:
+        """The parsed tree, or None when a value is not plain (the caller then uses the tree writer)."""
+        if self._empty_text:
+            return None
+        try:
+            values = "".join(self._values)  # type: ignore[arg-type]  # a None or non-string: TypeError
+        except TypeError:
+            return None
+        if not _plain_text(values):
+            return None
+        self._out.extend(reversed(self._close))
+        try:
+            return etree.fromstring("".join(self._out).encode(), _TEXT_PARSER)
+        except etree.XMLSyntaxError:  # pragma: no cover - plain values always parse; the API path decides
+            return None
+
+
+_Writer = _TreeWriter | _TextWriter
 
 
 def build_envelope(
@@ -72,20 +270,20 @@ def build_envelope(
     The Body is empty unless ``body_payload`` is given (AS4 puts payloads in MIME parts).
     """
     soap = f"{{{soap_version.value}}}"
-    nsmap = {_SOAP_PREFIX[soap_version]: soap_version.value, "eb": NS.EBMS.value, "wsu": NS.WSU.value}
-    envelope = etree.Element(f"{soap}Envelope", nsmap=nsmap)
-    soap_header = etree.SubElement(envelope, f"{soap}Header")
-    messaging = etree.SubElement(soap_header, f"{EB}Messaging")
-    messaging.set(f"{soap}mustUnderstand", "true" if soap_version is SoapVersion.V12 else "1")
-    messaging.set(WSU_ID, messaging_id)
-    if isinstance(header, UserMessage):
-        _add_user_message(messaging, header)
-    else:
-        _add_signal_message(messaging, header)
-    body = etree.SubElement(envelope, f"{soap}Body")
-    body.set(WSU_ID, body_id)
+    prefix = _SOAP_PREFIX[soap_version]
+    nsmap = {prefix: soap_version.value, "eb": NS.EBMS.value, "wsu": NS.WSU.value}
+    text = _TextWriter(f"{prefix}:Envelope", nsmap)
+    try:
+        _write_envelope(text, header, soap_version, messaging_id, body_id)
+        envelope = text.finish()
+    except Exception:  # any surprise (a bad model, a naive timestamp) is the API path's to raise
+        envelope = None
+    if envelope is None:
+        tree = _TreeWriter(f"{soap}Envelope", nsmap)
+        _write_envelope(tree, header, soap_version, messaging_id, body_id)
+        envelope = tree.root
     if body_payload is not None:
-        body.append(body_payload)
+        envelope[-1].append(body_payload)  # the Body is the Envelope's last child
     return envelope
 
 
@@ -94,115 +292,155 @@ def serialize(envelope: etree._Element) -> bytes:
     return etree.tostring(envelope, xml_declaration=True, encoding="UTF-8")
 
 
-def _text(parent: etree._Element, tag: str, text: str) -> etree._Element:
-    element = etree.SubElement(parent, tag)
-    element.text = text
-    return element
+def _write_envelope(
+    writer: _Writer, header: AS4Header, soap_version: SoapVersion, messaging_id: str, body_id: str
+) -> None:
+    prefix = _SOAP_PREFIX[soap_version]
+    soap = f"{{{soap_version.value}}}"
+    writer.start((f"{soap}Header", f"{prefix}:Header"))
+    writer.start(
+        _MESSAGING_NAME,
+        (
+            (
+                (f"{soap}mustUnderstand", f"{prefix}:mustUnderstand"),
+                False,
+                "true" if soap_version is SoapVersion.V12 else "1",
+            ),
+            (_WSU_ID_NAME, False, messaging_id),
+        ),
+    )
+    if isinstance(header, UserMessage):
+        _write_user_message(writer, header)
+    else:
+        _write_signal_message(writer, header)
+    writer.end()
+    writer.end()
+    writer.empty((f"{soap}Body", f"{prefix}:Body"), ((_WSU_ID_NAME, False, body_id),))
 
 
-def _opt(element: etree._Element, name: str, value: str | None) -> None:
-    if value is not None:
-        element.set(name, value)
-
-
-def _add_message_info(parent: etree._Element, info: MessageInfo) -> None:
-    message_info = etree.SubElement(parent, f"{EB}MessageInfo")
-    _text(message_info, f"{EB}Timestamp", format_timestamp(info.timestamp))
-    _text(message_info, f"{EB}MessageId", info.message_id)
+def _write_message_info(writer: _Writer, info: MessageInfo) -> None:
+    writer.start(_MESSAGE_INFO_NAME)
+    writer.leaf(_TIMESTAMP_NAME, format_timestamp(info.timestamp))
+    writer.leaf(_MESSAGE_ID_NAME, info.message_id)
     if info.ref_to_message_id is not None:
-        _text(message_info, f"{EB}RefToMessageId", info.ref_to_message_id)
+        writer.leaf(_REF_TO_MESSAGE_ID_NAME, info.ref_to_message_id)
+    writer.end()
 
 
-def _add_party(parent: etree._Element, tag: str, party: Party) -> None:
-    element = etree.SubElement(parent, f"{EB}{tag}")
+def _write_party(writer: _Writer, tag: str, party: Party) -> None:
+    writer.start(_eb(tag))
     for party_id in party.party_ids:
-        _opt(_text(element, f"{EB}PartyId", party_id.value), "type", party_id.type)
-    _text(element, f"{EB}Role", party.role)
+        writer.leaf(_PARTY_ID_NAME, party_id.value, ((_TYPE_ATTRIBUTE, True, party_id.type),))
+    writer.leaf(_ROLE_NAME, party.role)
+    writer.end()
 
 
-def _add_properties(parent: etree._Element, tag: str, properties: Sequence[Property]) -> None:
+def _write_properties(writer: _Writer, name: _Name, properties: Sequence[Property]) -> None:
     if not properties:
         return
-    container = etree.SubElement(parent, f"{EB}{tag}")
+    writer.start(name)
     for prop in properties:
-        element = _text(container, f"{EB}Property", prop.value)
-        element.set("name", prop.name)
-        _opt(element, "type", prop.type)
+        writer.leaf(
+            _PROPERTY_NAME, prop.value, ((_NAME_ATTRIBUTE, False, prop.name), (_TYPE_ATTRIBUTE, True, prop.type))
+        )
+    writer.end()
 
 
-def _add_user_message(messaging: etree._Element, message: UserMessage) -> None:
-    user = etree.SubElement(messaging, f"{EB}UserMessage")
-    _opt(user, "mpc", message.mpc)
-    _add_message_info(user, message.message_info)
-    party_info = etree.SubElement(user, f"{EB}PartyInfo")
-    _add_party(party_info, "From", message.party_info.sender)
-    _add_party(party_info, "To", message.party_info.receiver)
+def _write_user_message(writer: _Writer, message: UserMessage) -> None:
+    writer.start(_USER_MESSAGE_NAME, ((_MPC_ATTRIBUTE, True, message.mpc),))
+    _write_message_info(writer, message.message_info)
+    writer.start(_PARTY_INFO_NAME)
+    _write_party(writer, "From", message.party_info.sender)
+    _write_party(writer, "To", message.party_info.receiver)
+    writer.end()
     collaboration = message.collaboration_info
-    collab = etree.SubElement(user, f"{EB}CollaborationInfo")
-    if collaboration.agreement_ref is not None:
-        agreement = _text(collab, f"{EB}AgreementRef", collaboration.agreement_ref.value)
-        _opt(agreement, "type", collaboration.agreement_ref.type)
-        _opt(agreement, "pmode", collaboration.agreement_ref.pmode)
-    _opt(_text(collab, f"{EB}Service", collaboration.service.value), "type", collaboration.service.type)
-    _text(collab, f"{EB}Action", collaboration.action)
-    _text(collab, f"{EB}ConversationId", collaboration.conversation_id)
-    _add_properties(user, "MessageProperties", message.message_properties)
+    writer.start(_COLLABORATION_INFO_NAME)
+    agreement = collaboration.agreement_ref
+    if agreement is not None:
+        writer.leaf(
+            _AGREEMENT_REF_NAME,
+            agreement.value,
+            ((_TYPE_ATTRIBUTE, True, agreement.type), (_PMODE_ATTRIBUTE, True, agreement.pmode)),
+        )
+    writer.leaf(_SERVICE_NAME, collaboration.service.value, ((_TYPE_ATTRIBUTE, True, collaboration.service.type),))
+    writer.leaf(_ACTION_NAME, collaboration.action)
+    writer.leaf(_CONVERSATION_ID_NAME, collaboration.conversation_id)
+    writer.end()
+    _write_properties(writer, _MESSAGE_PROPERTIES_NAME, message.message_properties)
     if message.payload_info:
-        payload_info = etree.SubElement(user, f"{EB}PayloadInfo")
+        writer.start(_PAYLOAD_INFO_NAME)
         for part in message.payload_info:
-            part_info = etree.SubElement(payload_info, f"{EB}PartInfo")
-            _opt(part_info, "href", part.href)
+            writer.start(_PART_INFO_NAME, ((_HREF_ATTRIBUTE, True, part.href),))
             if part.schema is not None:
-                schema = etree.SubElement(part_info, f"{EB}Schema")
-                schema.set("location", part.schema.location)
-                _opt(schema, "version", part.schema.version)
-                _opt(schema, "namespace", part.schema.namespace)
+                schema = part.schema
+                writer.empty(
+                    _SCHEMA_NAME,
+                    (
+                        (_LOCATION_ATTRIBUTE, False, schema.location),
+                        (_VERSION_ATTRIBUTE, True, schema.version),
+                        (_NAMESPACE_ATTRIBUTE, True, schema.namespace),
+                    ),
+                )
             if part.description is not None:
-                _text(part_info, f"{EB}Description", part.description.text).set(XML_LANG, part.description.lang)
-            _add_properties(part_info, "PartProperties", part.properties)
+                writer.leaf(_DESCRIPTION_NAME, part.description.text, ((_XML_LANG_NAME, False, part.description.lang),))
+            _write_properties(writer, _PART_PROPERTIES_NAME, part.properties)
+            writer.end()
+        writer.end()
+    writer.end()
 
 
-def _add_reference(parent: etree._Element, reference: ReferenceEcho) -> None:
-    element = etree.SubElement(parent, f"{DS}Reference", nsmap={"ds": NS.DS.value})
-    element.set("URI", reference.uri)
+def _write_reference(writer: _Writer, reference: ReferenceEcho) -> None:
+    writer.start(_REFERENCE_NAME, ((_URI_ATTRIBUTE, False, reference.uri),), _DS_NSMAP)
     if reference.transforms:
-        transforms = etree.SubElement(element, f"{DS}Transforms")
+        writer.start(_TRANSFORMS_NAME)
         for transform in reference.transforms:
-            item = etree.SubElement(transforms, f"{DS}Transform")
-            item.set("Algorithm", transform.algorithm)
+            writer.start(_TRANSFORM_NAME, ((_ALGORITHM_ATTRIBUTE, False, transform.algorithm),))
             if transform.inclusive_prefixes is not None:
-                inclusive = etree.SubElement(item, EC_INCLUSIVE, nsmap={"ec": NS.EC.value})
-                inclusive.set("PrefixList", " ".join(transform.inclusive_prefixes))
-    etree.SubElement(element, f"{DS}DigestMethod").set("Algorithm", reference.digest_method)
-    _text(element, f"{DS}DigestValue", reference.digest_value)
+                prefixes = " ".join(transform.inclusive_prefixes)
+                writer.empty(_INCLUSIVE_NAME, ((_PREFIX_LIST_ATTRIBUTE, False, prefixes),), _EC_NSMAP)
+            writer.end()
+        writer.end()
+    writer.empty(_DIGEST_METHOD_NAME, ((_ALGORITHM_ATTRIBUTE, False, reference.digest_method),))
+    writer.leaf(_DIGEST_VALUE_NAME, reference.digest_value)
+    writer.end()
 
 
-def _add_signal_message(messaging: etree._Element, signal: SignalMessage) -> None:
-    element = etree.SubElement(messaging, f"{EB}SignalMessage")
-    _add_message_info(element, signal.message_info)
+def _write_signal_message(writer: _Writer, signal: SignalMessage) -> None:
+    writer.start(_SIGNAL_MESSAGE_NAME)
+    _write_message_info(writer, signal.message_info)
     if signal.pull_request is not None:
-        etree.SubElement(element, f"{EB}PullRequest").set("mpc", signal.pull_request.mpc)
+        writer.empty(_PULL_REQUEST_NAME, ((_MPC_ATTRIBUTE, False, signal.pull_request.mpc),))
     if signal.receipt is not None:
-        receipt = etree.SubElement(element, f"{EB}Receipt")
+        writer.start(_RECEIPT_NAME)
         if signal.receipt.references:
-            nri = etree.SubElement(receipt, f"{EBBP}NonRepudiationInformation", nsmap={"ebbp": NS.EBBP.value})
+            writer.start(_NRI_NAME, (), _EBBP_NSMAP)
             for reference in signal.receipt.references:
-                _add_reference(etree.SubElement(nri, f"{EBBP}MessagePartNRInformation"), reference)
+                writer.start(_PART_NRI_NAME)
+                _write_reference(writer, reference)
+                writer.end()
+            writer.end()
         elif signal.receipt.user_message is not None:
             # AS4 section 5.1.8: the receipt of an unsigned message carries a copy of its eb:UserMessage.
-            _add_user_message(receipt, signal.receipt.user_message)
+            _write_user_message(writer, signal.receipt.user_message)
+        writer.end()
     for error in signal.errors:
-        item = etree.SubElement(element, f"{EB}Error")
-        _opt(item, "category", error.category)
-        _opt(item, "refToMessageInError", error.ref_to_message_in_error)
-        item.set("errorCode", error.error_code)
-        _opt(item, "origin", error.origin)
-        item.set("severity", error.severity)
-        _opt(item, "shortDescription", error.short_description)
+        writer.start(
+            _ERROR_NAME,
+            (
+                (_CATEGORY_ATTRIBUTE, True, error.category),
+                (_REF_TO_MESSAGE_IN_ERROR_ATTRIBUTE, True, error.ref_to_message_in_error),
+                (_ERROR_CODE_ATTRIBUTE, False, error.error_code),
+                (_ORIGIN_ATTRIBUTE, True, error.origin),
+                (_SEVERITY_ATTRIBUTE, False, error.severity),
+                (_SHORT_DESCRIPTION_ATTRIBUTE, True, error.short_description),
+            ),
+        )
         if error.description is not None:
-            _text(item, f"{EB}Description", error.description.text).set(XML_LANG, error.description.lang)
+            writer.leaf(_DESCRIPTION_NAME, error.description.text, ((_XML_LANG_NAME, False, error.description.lang),))
         if error.detail is not None:
-            _text(item, f"{EB}ErrorDetail", error.detail)
+            writer.leaf(_ERROR_DETAIL_NAME, error.detail)
+        writer.end()
+    writer.end()
 
 
 # ---------------------------------------------------------------------------------------------- parsing
