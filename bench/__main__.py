@@ -15,6 +15,7 @@ from typing import Any
 
 from lxml import etree
 
+from bench import far as far_bench
 from bench import small
 from bench import smp as smp_bench
 from bench.fixtures import GIB, MIB
@@ -158,7 +159,7 @@ def _print_stream(results: list[dict[str, Any]]) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Run the benchmarks."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--only", choices=("small", "stream", "smp"), help="run one benchmark only")
+    parser.add_argument("--only", choices=("small", "stream", "smp", "far"), help="run one benchmark only")
     parser.add_argument("--quick", action="store_true", help="short rounds and small payloads (a smoke test)")
     parser.add_argument("--seconds", type=float, default=2.0, help="seconds per round of the 4 KB case")
     parser.add_argument("--repeats", type=int, default=5, help="rounds of the 4 KB case (the median is reported)")
@@ -198,6 +199,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.only in (None, "smp"):
         report["smp"] = smp_bench.run(quick=args.quick)
         smp_bench.print_result(report["smp"])
+        _say()
+    if args.only in (None, "far"):
+        report["far"] = far_bench.run(quick=args.quick)
+        far_bench.print_result(report["far"])
         _say()
     report["seconds"] = time.time() - started
     RESULTS.mkdir(exist_ok=True)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import select
+from sqlalchemy.pool import StaticPool
 
 from far.identifiers import Policy
-from far.model import AccountStatus, audit
+from far.model import AccountStatus, audit, create_engine
 from far.service import DISCOVERY, Conflict, FarService, InvalidInput, NotFound, Reason
 from tests.test_far_support import BILLO, KIVRA, NOW, OTHER_SENDER, SENDER, make_service, seed_people
 
@@ -91,16 +91,17 @@ async def test_no_operator_reason_for_inconsistent_data(far: FarService) -> None
 async def test_answers_keep_request_order_and_duplicates_in_one_query(far: FarService) -> None:
     """1,000 recipients (known, unknown, invalid, repeated) are answered in order with one SELECT."""
     ids = ["197802022389", "bogus", "191001012382", "197802022389"] * 250
+    # One connection only, so that SQLite's trace sees every statement the lookup runs.
+    engine = create_engine(str(far.engine.url), poolclass=StaticPool)
     statements: list[str] = []
-
-    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        statements.append(statement)
-
-    event.listen(far.engine.sync_engine, "before_cursor_execute", count)
     try:
-        answers = await far.is_reachable(SENDER, ids)
+        async with engine.connect() as conn:
+            driver = (await conn.get_raw_connection()).driver_connection
+            assert driver is not None
+            await driver.set_trace_callback(statements.append)
+        answers = await FarService(engine).is_reachable(SENDER, ids)
     finally:
-        event.remove(far.engine.sync_engine, "before_cursor_execute", count)
+        await engine.dispose()
     assert [a.recipient for a in answers] == ids
     assert [a.reason for a in answers[:4]] == [None, Reason.INVALID_IDENTIFIER, Reason.NO_MAILBOX, None]
     assert len([s for s in statements if s.lstrip().upper().startswith("SELECT")]) == 1
