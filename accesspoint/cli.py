@@ -205,6 +205,7 @@ Command = Callable[[argparse.Namespace], tuple[int, dict[str, Any]]]
 # ``handler`` to a Command; imported lazily so that ``inspect`` does not pay for the server's imports.
 COMMAND_MODULES: tuple[str, ...] = (
     "accesspoint.verify_cli",
+    "accesspoint.msh_cli",
     "accesspoint.pmode_cli",
     "accesspoint.smp_cli",
     "accesspoint.far_cli",

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from cryptography import x509
@@ -26,7 +27,7 @@ from accesspoint.core.model import PartInfo, UserMessage
 from accesspoint.core.namespaces import GZIP
 from accesspoint.security.encryption import DecryptionKeyMissing, decrypt_attachments, encrypted_content_ids
 from accesspoint.security.keys import KeyPair
-from accesspoint.security.policy import SecurityPolicy
+from accesspoint.security.policy import RevocationMode, SecurityPolicy, TrustSettings
 from accesspoint.security.revocation import RevocationChecker
 from accesspoint.security.signing import (
     AttachmentSource,
@@ -71,6 +72,8 @@ class OpenedMessage:
     encrypted: frozenset[str]  # Content-IDs that arrived encrypted
     undecrypted: frozenset[str]  # ... of which no key was at hand
     warnings: tuple[str, ...] = ()
+    # Each attachment as a re-openable plaintext stream (decrypted, still compressed): what the MSH stores.
+    sources: Mapping[str, AttachmentSource] = field(default_factory=dict, compare=False)
 
     @property
     def complete(self) -> bool:
@@ -148,7 +151,7 @@ def open_message(
         if lenient:
             warnings.extend(coverage_gaps(signature, parsed, sources, undecrypted))
         if check_trust:
-            trust = validate_certificate(
+            trust = _validate_signer(
                 signature.signer.certificate,
                 signature.signer.chain,
                 policy.trust,
@@ -160,7 +163,52 @@ def open_message(
             warnings.extend(trust.warnings)
 
     payloads = tuple(_open_payloads(received, sources, encrypted, undecrypted, decompression_limit))
-    return OpenedMessage(received, signature, trust, payloads, encrypted, undecrypted, tuple(dict.fromkeys(warnings)))
+    return OpenedMessage(
+        received, signature, trust, payloads, encrypted, undecrypted, tuple(dict.fromkeys(warnings)), sources
+    )
+
+
+# Trust decisions about signers, reused while nothing but the clock could change them. With revocation off,
+# validate_certificate depends on the certificate and its chain, the trust settings, the usage, the PartyId
+# (when bound) and the moment; a path that held once holds at any moment inside the validity period of every
+# certificate on it, and that is checked again on each reuse. Never cached: failures, and any decision with
+# revocation on (a revocation must count at once; the checker keeps its own cache). Keys are identities:
+# signing.resolve_token decodes a partner's token once, so its certificates are the same objects in every
+# message; an entry holds its objects, so no id is reused while it lives.
+_TRUST_CACHE_SIZE = 256
+_trusted: dict[tuple[object, ...], tuple[tuple[object, ...], TrustResult]] = {}
+_trusted_lock = threading.Lock()
+
+
+def _validate_signer(
+    certificate: x509.Certificate,
+    chain: Sequence[x509.Certificate],
+    trust: TrustSettings,
+    *,
+    at: datetime,
+    usage: CertificateUsage,
+    revocation: RevocationChecker | None,
+    party_id: str | None,
+) -> TrustResult:
+    """``validate_certificate``, its positive decisions reused within the validity of the path (see above)."""
+    if trust.revocation is not RevocationMode.OFF or at.tzinfo is None:
+        return validate_certificate(
+            certificate, chain, trust, at=at, usage=usage, revocation=revocation, party_id=party_id
+        )
+    held = (certificate, *chain, trust)
+    key = (*map(id, held), usage, party_id if trust.bind_cn_to_party_id else None)
+    entry = _trusted.get(key)
+    if entry is not None:
+        objects, result = entry
+        same = len(objects) == len(held) and all(a is b for a, b in zip(objects, held, strict=True))
+        if same and all(c.not_valid_before_utc <= at <= c.not_valid_after_utc for c in result.path):
+            return result
+    result = validate_certificate(certificate, chain, trust, at=at, usage=usage, revocation=None, party_id=party_id)
+    with _trusted_lock:
+        while len(_trusted) >= _TRUST_CACHE_SIZE:
+            del _trusted[next(iter(_trusted))]
+        _trusted[key] = (held, result)
+    return result
 
 
 def _user(parsed: ParsedEnvelope) -> UserMessage | None:

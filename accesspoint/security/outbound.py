@@ -18,7 +18,7 @@ from accesspoint.core.compression import compress_stream
 from accesspoint.core.envelope import build_envelope, serialize
 from accesspoint.core.message import Attachment, PackedMessage, pack_message, payload_part_info
 from accesspoint.core.model import Property, ReferenceEcho, UserMessage
-from accesspoint.core.namespaces import SoapVersion
+from accesspoint.core.namespaces import GZIP, SoapVersion
 from accesspoint.security.encryption import encrypt_attachments
 from accesspoint.security.keys import KeyPair
 from accesspoint.security.policy import SecurityPolicy
@@ -76,7 +76,13 @@ def secure_message(
     )
     message = dataclasses.replace(user_message, payload_info=part_infos)
     envelope = build_envelope(message, soap_version=soap_version)
-    sources = [AttachmentSource(p.content_id, p.mime_type, _gzip(p.open) if p.compress else p.open) for p in payloads]
+    # A compressed part travels as application/gzip (AS4 3.1); PartInfo's MimeType keeps the original type.
+    sources = [
+        AttachmentSource(p.content_id, GZIP, _gzip(p.open))
+        if p.compress
+        else AttachmentSource(p.content_id, p.mime_type, p.open)
+        for p in payloads
+    ]
     references: tuple[ReferenceEcho, ...] = ()
     if policy.sign:
         if signing_key is None:

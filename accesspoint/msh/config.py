@@ -1,0 +1,173 @@
+"""The server's settings: one YAML or TOML file, typed and validated on load (errors name the file and field)."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+from accesspoint.security.algorithms import SignatureAlgorithm
+from accesspoint.security.keys import KeyLoadError, KeyPair, load_key_pair
+from accesspoint.security.policy import SecurityPolicy
+
+
+class ConfigError(ValueError):
+    """A settings file that cannot be used; the message names the file and the field."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRing:
+    """This access point's keys: signing keys per algorithm family (1.15 RSA, 2.0 Ed25519) and decryption keys."""
+
+    signing: tuple[KeyPair, ...]
+    decryption: tuple[KeyPair, ...] = ()
+
+    def signing_key(self, policy: SecurityPolicy | None = None) -> KeyPair:
+        """The signing key that suits the policy's signature algorithm (the first one when no policy is given)."""
+        if policy is None:
+            return self.signing[0]
+        for pair in self.signing:
+            if _suits(pair, policy.signature_algorithm):
+                return pair
+        raise ConfigError(f"no signing key for {policy.signature_algorithm.value}")
+
+    def decryption_keys(self) -> tuple[KeyPair, ...]:
+        """Every key that may decrypt: the decryption keys, then the RSA signing keys (1.15 uses one for both)."""
+        return self.decryption + tuple(p for p in self.signing if isinstance(p.private_key, rsa.RSAPrivateKey))
+
+
+def _suits(pair: KeyPair, algorithm: SignatureAlgorithm) -> bool:
+    key = pair.private_key
+    if algorithm is SignatureAlgorithm.ED25519:
+        return isinstance(key, ed25519.Ed25519PrivateKey)
+    if "ecdsa" in algorithm.value:
+        return isinstance(key, ec.EllipticCurvePrivateKey)
+    return isinstance(key, rsa.RSAPrivateKey)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """Everything ``accesspoint serve`` needs; paths are resolved relative to the settings file."""
+
+    file: Path
+    host: str
+    port: int
+    pmodes: Path
+    database_url: str
+    storage: Path
+    keys: KeyRing
+    api_tokens: tuple[str, ...]
+    instance: str = "ap"
+    redis_url: str | None = None
+    send_workers: int = 4
+    send_timeout: timedelta = timedelta(seconds=30)
+    lease: timedelta = timedelta(minutes=2)
+    max_message_size: int = 2 * 1024**3
+    revocation: bool = True
+    evidence_retention: timedelta = timedelta(days=3650)
+
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(value: object, where: str) -> timedelta:
+    if isinstance(value, int | float):
+        return timedelta(seconds=value)
+    match = _DURATION.match(str(value).strip())
+    if match is None:
+        raise ConfigError(f"{where}: {value!r} is not a duration like 30s, 5m, 2h or 7d")
+    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text("utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        data = tomllib.loads(text) if path.suffix.lower() == ".toml" else yaml.safe_load(text)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: not valid {'TOML' if path.suffix == '.toml' else 'YAML'}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    return data
+
+
+def _key_pair(base: Path, entry: object, where: str) -> KeyPair:
+    if not isinstance(entry, dict) or "key" not in entry:
+        raise ConfigError(f"{where}: expected {{key: FILE, certificate: FILE, password: ...}}")
+    password = entry.get("password")
+    certificate = entry.get("certificate")
+    try:
+        return load_key_pair(
+            base / str(entry["key"]),
+            None if password is None else str(password).encode(),
+            certificate=None if certificate is None else base / str(certificate),
+        )
+    except KeyLoadError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def load_config(path: str | Path) -> ServerConfig:
+    """Read and validate a settings file; ConfigError names the file and field of the first mistake."""
+    file = Path(path).resolve()
+    data = _read(file)
+    base = file.parent
+    known = {
+        "listen", "pmodes", "database", "storage", "keys", "api_tokens", "instance", "redis", "send",
+        "max_message_size", "revocation", "evidence_retention",
+    }  # fmt: skip
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{file}: field {unknown[0]}: unknown setting (known: {', '.join(sorted(known))})")
+    listen = data.get("listen") or {}
+    if not isinstance(listen, dict):
+        raise ConfigError(f"{file}: field listen: expected {{host, port}}")
+    port = listen.get("port", 8080)
+    if not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ConfigError(f"{file}: field listen.port: {port!r} is not a TCP port")
+    if "pmodes" not in data:
+        raise ConfigError(f"{file}: field pmodes: required (the P-Mode file)")
+    keys = data.get("keys")
+    if not isinstance(keys, dict) or "signing" not in keys:
+        raise ConfigError(f"{file}: field keys.signing: required")
+    entries = keys["signing"] if isinstance(keys["signing"], list) else [keys["signing"]]
+    signing = tuple(_key_pair(base, entry, f"{file}: field keys.signing[{i}]") for i, entry in enumerate(entries))
+    decryption = tuple(
+        _key_pair(base, entry, f"{file}: field keys.decryption[{i}]")
+        for i, entry in enumerate(keys.get("decryption", []))
+    )
+    storage = base / str(data.get("storage", "data"))
+    database = str(data.get("database") or f"sqlite:///{storage / 'accesspoint.db'}")
+    tokens = data.get("api_tokens", [])
+    if not isinstance(tokens, list) or not all(isinstance(t, str) and len(t) >= 16 for t in tokens):
+        raise ConfigError(f"{file}: field api_tokens: a list of secrets, each at least 16 characters")
+    send = data.get("send") or {}
+    workers = send.get("workers", 4)
+    if not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"{file}: field send.workers: a positive integer")
+    return ServerConfig(
+        file=file,
+        host=str(listen.get("host", "127.0.0.1")),
+        port=port,
+        pmodes=base / str(data["pmodes"]),
+        database_url=database,
+        storage=storage,
+        keys=KeyRing(signing, decryption),
+        api_tokens=tuple(tokens),
+        instance=str(data.get("instance", "ap")),
+        redis_url=data.get("redis"),
+        send_workers=workers,
+        send_timeout=_duration(send.get("timeout", "30s"), f"{file}: field send.timeout"),
+        lease=_duration(send.get("lease", "2m"), f"{file}: field send.lease"),
+        max_message_size=int(data.get("max_message_size", 2 * 1024**3)),
+        revocation=bool(data.get("revocation", True)),
+        evidence_retention=_duration(data.get("evidence_retention", "3650d"), f"{file}: field evidence_retention"),
+    )

@@ -1,0 +1,116 @@
+"""The OpenAPI 3 document of the backend REST API (served at /api/v1/openapi.json)."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+_PROBLEM: Final = {
+    "description": "problem",
+    "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+}
+_ID: Final = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+OPENAPI: Final[dict[str, Any]] = {
+    "openapi": "3.0.3",
+    "info": {"title": "accesspoint backend API", "version": "1"},
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "schemas": {
+            "Problem": {
+                "type": "object",
+                "properties": {
+                    "type": {"type": "string"},
+                    "title": {"type": "string"},
+                    "status": {"type": "integer"},
+                    "detail": {"type": "string"},
+                },
+            },
+            "Submission": {
+                "type": "object",
+                "required": ["payloads"],
+                "properties": {
+                    "pmode": {"type": "string"},
+                    "service": {"type": "string"},
+                    "action": {"type": "string"},
+                    "to": {"type": "string", "description": "receiver PartyId"},
+                    "message_id": {"type": "string"},
+                    "conversation_id": {"type": "string"},
+                    "properties": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "payloads": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["data"],
+                            "properties": {
+                                "content_id": {"type": "string"},
+                                "mime_type": {"type": "string"},
+                                "data": {"type": "string", "format": "byte"},
+                            },
+                        },
+                    },
+                },
+            },
+            "Message": {
+                "type": "object",
+                "properties": {
+                    "message_id": {"type": "string"},
+                    "direction": {"type": "string", "enum": ["in", "out"]},
+                    "state": {"type": "string"},
+                    "attempts": {"type": "integer"},
+                    "last_error": {"type": "object", "nullable": True},
+                },
+            },
+        },
+    },
+    "security": [{"bearer": []}],
+    "paths": {
+        "/api/v1/messages": {
+            "post": {
+                "summary": "submit a message",
+                "requestBody": {
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Submission"}}}
+                },
+                "responses": {
+                    "202": {"description": "stored and queued"},
+                    "401": _PROBLEM,
+                    "409": _PROBLEM,
+                    "422": _PROBLEM,
+                },
+            },
+            "get": {
+                "summary": "search messages",
+                "parameters": [
+                    {"name": n, "in": "query", "schema": {"type": "string"}}
+                    for n in ("direction", "state", "conversation_id", "limit")
+                ],
+                "responses": {"200": {"description": "messages"}, "400": _PROBLEM, "401": _PROBLEM},
+            },
+        },
+        "/api/v1/messages/{id}": {
+            "get": {
+                "summary": "a message's state, payloads, history and evidence",
+                "parameters": [_ID],
+                "responses": {"200": {"description": "the message"}, "401": _PROBLEM, "404": _PROBLEM},
+            }
+        },
+        "/api/v1/messages/{id}/payloads/{cid}": {
+            "get": {
+                "summary": "download a payload",
+                "parameters": [_ID, {"name": "cid", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "the payload bytes"}, "401": _PROBLEM, "404": _PROBLEM},
+            }
+        },
+        "/api/v1/messages/{id}/ack": {
+            "post": {
+                "summary": "acknowledge a received message",
+                "parameters": [_ID],
+                "responses": {
+                    "200": {"description": "acknowledged"},
+                    "401": _PROBLEM,
+                    "404": _PROBLEM,
+                    "409": _PROBLEM,
+                },
+            }
+        },
+    },
+}

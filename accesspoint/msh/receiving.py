@@ -1,0 +1,127 @@
+"""What the MSH decides about a received user message, without I/O: P-Mode, security, receipt or error.
+
+The aiohttp shell reads the body, calls ``accept_user_message``, stores what it returns and sends back the
+signed receipt; any EbmsError becomes a signed error signal through ``error_response``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from accesspoint.core.errors import EbmsError, ErrorCode
+from accesspoint.core.message import ReceivedMessage
+from accesspoint.core.model import SignalMessage, UserMessage
+from accesspoint.core.namespaces import SoapVersion
+from accesspoint.core.signals import build_error_signal, build_receipt
+from accesspoint.security.algorithms import SignatureAlgorithm
+from accesspoint.security.inbound import OpenedMessage, PartReader, open_message
+from accesspoint.security.keys import KeyPair
+from accesspoint.security.policy import SecurityPolicy
+from accesspoint.security.receipts import sign_signal
+from accesspoint.security.revocation import RevocationChecker
+from pmode import PModeSet, Route
+
+
+def new_message_id(domain: str = "accesspoint") -> str:
+    """A fresh ebMS MessageId (RFC 2822 msg-id shape, as ebMS 3 5.2.2.1 asks)."""
+    return f"{uuid.uuid4()}@{domain}"
+
+
+def _signal_id() -> str:
+    return f"_{uuid.uuid4().hex}"
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptedMessage:
+    """A user message that passed P-Mode matching and security, with the receipt to answer it with."""
+
+    route: Route
+    user_message: UserMessage
+    opened: OpenedMessage
+    receipt: SignalMessage
+
+
+def accept_user_message(
+    received: ReceivedMessage,
+    pmodes: PModeSet,
+    *,
+    keys: Sequence[KeyPair],
+    at: datetime,
+    revocation: RevocationChecker | None,
+    read_part: PartReader,
+) -> AcceptedMessage:
+    """Match the P-Mode leg, open the message under its policy, check its properties; build the receipt."""
+    user = received.parsed.messaging.message
+    if not isinstance(user, UserMessage):
+        raise EbmsError(ErrorCode.PROCESSING_MODE_MISMATCH, "expected a user message")
+    match = pmodes.match_incoming(user)
+    problem = match.ebms_error(user.message_id)
+    if problem is not None or match.route is None:
+        raise problem or EbmsError(ErrorCode.VALUE_NOT_RECOGNIZED, "no P-Mode", ref_to_message_id=user.message_id)
+    route = match.route
+    partner = [c for c in (route.partner_signing_certificate,) if c is not None]
+    try:
+        opened = open_message(
+            received,
+            route.security,
+            at=at,
+            keys=keys,
+            revocation=revocation,
+            partner_certificates=partner,
+            read_part=read_part,
+            decompression_limit=route.leg.payload.decompression_limit,
+        )
+    except EbmsError as exc:
+        exc.ref_to_message_id = exc.ref_to_message_id or user.message_id
+        raise
+    if not opened.complete:
+        # Our own keys did not open it: to the sender that is a decryption failure, kept generic.
+        raise EbmsError(
+            ErrorCode.FAILED_DECRYPTION,
+            "the message could not be decrypted",
+            ref_to_message_id=user.message_id,
+            log_detail=f"no decryption key for {sorted(opened.undecrypted)}",
+        )
+    names = {p.name for p in user.message_properties}
+    missing = [name for name in route.leg.required_properties if name not in names]
+    if missing:
+        raise EbmsError(
+            ErrorCode.VALUE_INCONSISTENT,
+            f"MessageProperties lack {', '.join(missing)}",
+            ref_to_message_id=user.message_id,
+        )
+    if len(user.payload_info) > route.leg.payload.max_parts:
+        raise EbmsError(ErrorCode.POLICY_NONCOMPLIANCE, "too many payload parts", ref_to_message_id=user.message_id)
+    echoes = () if opened.signature is None else opened.signature.echoes
+    receipt = build_receipt(user, echoes, message_id=new_message_id(), now=at)
+    return AcceptedMessage(route, user, opened, receipt)
+
+
+def signed_signal(signal: SignalMessage, keys: KeyPair, policy: SecurityPolicy, soap_version: SoapVersion) -> bytes:
+    """A receipt or error as signed bare SOAP in the request's SOAP version."""
+    return sign_signal(signal, keys, policy, soap_version=soap_version, new_id=_signal_id)
+
+
+def policy_for_key(keys: KeyPair) -> SecurityPolicy:
+    """The signing policy for a signal when no P-Mode is known: 1.15 for RSA keys, 2.0 for Ed25519."""
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    if isinstance(keys.private_key, ed25519.Ed25519PrivateKey):
+        return SecurityPolicy.edelivery_2_0(encrypt=False)
+    return SecurityPolicy.edelivery_1_15(signature_algorithm=SignatureAlgorithm.RSA_SHA256, encrypt=False)
+
+
+def error_response(
+    error: EbmsError,
+    *,
+    keys: KeyPair,
+    policy: SecurityPolicy | None,
+    soap_version: SoapVersion,
+    at: datetime,
+) -> bytes:
+    """The signed ebMS error signal answering a message that failed (wire detail only, never log detail)."""
+    signal = build_error_signal([error], message_id=new_message_id(), now=at, ref_to_message_id=error.ref_to_message_id)
+    return signed_signal(signal, keys, policy or policy_for_key(keys), soap_version)

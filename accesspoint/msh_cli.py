@@ -1,0 +1,139 @@
+"""``accesspoint serve | send | status``: run the access point, and talk to a running one through its REST API.
+
+Exit codes: 0 success; 1 refused (the server said no: unknown message, no P-Mode, duplicate); 2 bad input
+(a settings file that does not validate); 3 the server could not be reached; 64 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import mimetypes
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from accesspoint.cli import EXIT_MALFORMED, EXIT_OK, EXIT_REFUSED, UsageError, failure
+
+EXIT_UNREACHABLE = 3
+
+
+def register(commands: Any) -> None:
+    """Add ``serve``, ``send`` and ``status`` to the CLI."""
+    serve = commands.add_parser("serve", help="run the access point (AS4 endpoint, backend API, senders)")
+    serve.add_argument("--config", required=True, help="the server settings file (YAML or TOML)")
+    serve.set_defaults(handler=cmd_serve)
+
+    send = commands.add_parser("send", help="submit a message to a running access point")
+    send.add_argument("files", nargs="+", help="payload files")
+    send.add_argument("--api", required=True, help="the access point's base URL, e.g. http://127.0.0.1:8080")
+    send.add_argument("--token", required=True, help="an API token")
+    send.add_argument("--pmode", help="the P-Mode id to send under")
+    send.add_argument("--service")
+    send.add_argument("--action")
+    send.add_argument("--to", help="the receiver's PartyId")
+    send.add_argument("--message-id")
+    send.add_argument("--conversation-id")
+    send.add_argument("--property", action="append", default=[], metavar="NAME=VALUE", help="a MessageProperty")
+    send.add_argument("--mime-type", help="MIME type of every payload (default: guessed from the file name)")
+    send.set_defaults(handler=cmd_send)
+
+    status = commands.add_parser("status", help="show a message's state, history and evidence")
+    status.add_argument("message_id")
+    status.add_argument("--api", required=True)
+    status.add_argument("--token", required=True)
+    status.add_argument("--direction", choices=["in", "out"])
+    status.set_defaults(handler=cmd_status)
+
+
+def cmd_serve(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
+    """Validate the settings and P-Modes, then serve until interrupted."""
+    from accesspoint.msh.config import ConfigError, load_config
+    from accesspoint.msh.server import run_server
+    from pmode import PModeError
+
+    try:
+        config = load_config(args.config)
+        run_server(config)
+    except ConfigError as exc:
+        return EXIT_MALFORMED, failure("invalid-config", str(exc))
+    except PModeError as exc:
+        return EXIT_MALFORMED, failure("invalid-pmode", str(exc), problems=[p.to_json() for p in exc.problems])
+    return EXIT_OK, {"ok": True, "stopped": True}
+
+
+def _call(method: str, url: str, token: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
+    if not url.startswith(("http://", "https://")):
+        raise UsageError(f"--api {url!r} is not an http(s) URL")
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 (scheme checked above)
+    request.add_header("Authorization", f"Bearer {token}")
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        try:
+            problem = json.loads(exc.read() or b"{}")
+        except ValueError:
+            problem = {"title": exc.reason}
+        return exc.code, problem
+
+
+def _answer(status: int, document: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    if 200 <= status < 300:
+        return EXIT_OK, {"ok": True, **document}
+    detail = document.get("detail") or document.get("title") or f"HTTP {status}"
+    return EXIT_REFUSED, failure(str(document.get("title", status)), str(detail), status=status)
+
+
+def cmd_send(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
+    """Submit the files as one message through the REST API."""
+    payloads = []
+    for index, name in enumerate(args.files):
+        try:
+            data = Path(name).read_bytes()
+        except OSError as exc:
+            raise UsageError(f"cannot read {name}: {exc.strerror}") from None
+        mime = args.mime_type or mimetypes.guess_type(name)[0] or "application/octet-stream"
+        payloads.append(
+            {"content_id": f"payload-{index + 1}", "mime_type": mime, "data": base64.b64encode(data).decode()}
+        )
+    properties = {}
+    for item in args.property:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise UsageError(f"--property {item!r} is not NAME=VALUE")
+        properties[name] = value
+    body = {
+        key: value
+        for key, value in {
+            "pmode": args.pmode,
+            "service": args.service,
+            "action": args.action,
+            "to": args.to,
+            "message_id": args.message_id,
+            "conversation_id": args.conversation_id,
+            "properties": properties,
+            "payloads": payloads,
+        }.items()
+        if value is not None
+    }
+    try:
+        return _answer(*_call("POST", f"{args.api.rstrip('/')}/api/v1/messages", args.token, body))
+    except (urllib.error.URLError, OSError) as exc:
+        return EXIT_UNREACHABLE, failure("unreachable", f"{args.api}: {exc}")
+
+
+def cmd_status(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
+    """Print a message's state as the access point knows it."""
+    query = f"?direction={args.direction}" if args.direction else ""
+    url = f"{args.api.rstrip('/')}/api/v1/messages/{urllib.parse.quote(args.message_id, safe='')}{query}"
+    try:
+        return _answer(*_call("GET", url, args.token))
+    except (urllib.error.URLError, OSError) as exc:
+        return EXIT_UNREACHABLE, failure("unreachable", f"{args.api}: {exc}")
