@@ -83,7 +83,7 @@ class AccessPointProcess:
             "instance": name,
             "revocation": False,
             "api_tokens": [TOKEN],
-            "send": {"workers": 2, "timeout": "5s", "lease": "10s"},
+            "send": {"workers": int(os.environ.get("AP_TEST_WORKERS", "2")), "timeout": "5s", "lease": "10s"},
             "keys": {
                 "signing": {"key": str(CERTS / f"{own_key}.key.pem"), "certificate": str(CERTS / f"{own_key}.pem")}
             },
