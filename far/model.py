@@ -32,6 +32,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 metadata = MetaData()
 
 
+def sqlite_text(moment: datetime | None) -> str | None:
+    """How UtcDateTime stores a moment on SQLite: UTC, ISO 8601, always with microseconds (naive = UTC)."""
+    if moment is None:
+        return None
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return moment.isoformat(timespec="microseconds")
+
+
 class UtcDateTime(TypeDecorator[datetime]):
     """An aware UTC datetime: native on PostgreSQL, a fixed-width ISO 8601 string on SQLite.
 
@@ -53,8 +61,9 @@ class UtcDateTime(TypeDecorator[datetime]):
         """Aware UTC in; naive values are taken as UTC."""
         if value is None:
             return None
-        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-        return value.isoformat(timespec="microseconds") if dialect.name == "sqlite" else value
+        if dialect.name == "sqlite":
+            return sqlite_text(value)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         """An aware datetime out."""

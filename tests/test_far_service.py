@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.pool import StaticPool
 
 from far.identifiers import Policy
+from far.importer import import_file
 from far.model import AccountStatus, audit, create_engine
 from far.service import DISCOVERY, Conflict, FarService, InvalidInput, NotFound, Reason
 from tests.test_far_support import BILLO, KIVRA, NOW, OTHER_SENDER, SENDER, make_service, seed_people
@@ -169,3 +170,36 @@ async def test_recipient_with_mailbox_needs_a_known_operator(far: FarService) ->
         await far.put_recipient("191001012382", status=AccountStatus.SECURE, actor="t")
     with pytest.raises(InvalidInput):
         await far.put_recipient("191001012382", status=AccountStatus.SECURE, operator_id="2021005448", actor="t")
+
+
+async def test_sqlite_and_postgresql_answer_alike(database_url: str, tmp_path: Path) -> None:
+    """The same register on SQLite and PostgreSQL: every reason, isRegistered, an import and a replay of it."""
+    far = await make_service(database_url)
+    try:
+        await seed_people(far)
+        ids = ["197802022389", "198112189876", "194004048569", "195806142377", "196408233234", "199001302380"]
+        answers = await far.is_reachable(SENDER, [*ids, "191001012382", "x"])
+        assert [a.reason for a in answers] == [
+            None,
+            None,
+            Reason.ANONYMOUS,
+            Reason.PENDING,
+            Reason.NO_MAILBOX,
+            Reason.SENDER_REFUSED,
+            Reason.NO_MAILBOX,
+            Reason.INVALID_IDENTIFIER,
+        ]
+        assert answers[0].last_registration == NOW and answers[1].endpoint == DISCOVERY
+        assert [a.status for a in await far.is_registered(ids[:2])] == [AccountStatus.SECURE] * 2
+        path = tmp_path / "people.csv"
+        path.write_text(
+            f"recipient,operator,refused_senders\n191001012382,{KIVRA.id},{SENDER}\n197802022389,{KIVRA.id},\n"
+        )
+        for _ in range(2):
+            report = await import_file(far.engine, path, batch_size=1)
+            assert report.ok and report.refusals == 1
+        answers = await far.is_reachable(SENDER, ["191001012382", "197802022389"])
+        assert [a.reason for a in answers] == [Reason.SENDER_REFUSED, None]
+        assert len(await far.audit_trail("191001012382")) == 2
+    finally:
+        await far.engine.dispose()

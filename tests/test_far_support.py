@@ -27,9 +27,9 @@ BILLO = Operator("5567807507", "Billo", "urn:oasis:names:tc:ebcore:partyid-type:
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
 
-async def make_service(path: Path, *, policy: Policy | None = None) -> FarService:
-    """A FarService on a fresh SQLite file with Kivra and Billo as operators."""
-    engine = create_engine(f"sqlite+aiosqlite:///{path}")
+async def make_service(path: Path | str, *, policy: Policy | None = None) -> FarService:
+    """A FarService on a fresh SQLite file (or database URL) with Kivra and Billo as operators."""
+    engine = create_engine(path if isinstance(path, str) else f"sqlite+aiosqlite:///{path}")
     await create_tables(engine)
     service = FarService(engine, policy=policy or Policy(), now=lambda: NOW)
     for operator in (KIVRA, BILLO):
