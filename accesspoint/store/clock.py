@@ -14,8 +14,8 @@ class Clock(Protocol):
         """The current time, timezone-aware UTC."""
         ...
 
-    async def sleep(self, seconds: float) -> None:
-        """Return once that much time has passed on this clock."""
+    async def sleep_until(self, when: datetime) -> None:
+        """Return once this clock has reached when (at once if it already has)."""
         ...
 
 
@@ -26,9 +26,9 @@ class SystemClock:
         """The current time, timezone-aware UTC."""
         return datetime.now(UTC)
 
-    async def sleep(self, seconds: float) -> None:
+    async def sleep_until(self, when: datetime) -> None:
         """Sleep for real."""
-        await asyncio.sleep(max(seconds, 0.0))
+        await asyncio.sleep(max((when - self.now()).total_seconds(), 0.0))
 
 
 class ManualClock:
@@ -42,11 +42,10 @@ class ManualClock:
         """The time this clock was last set to."""
         return self._now
 
-    async def sleep(self, seconds: float) -> None:
-        """Wait until the clock has been advanced past now + seconds."""
-        until = self._now + timedelta(seconds=seconds)
+    async def sleep_until(self, when: datetime) -> None:
+        """Wait until the clock has been advanced to when or past it."""
         async with self._moved:
-            await self._moved.wait_for(lambda: self._now >= until)
+            await self._moved.wait_for(lambda: self._now >= when)
 
     async def advance(self, delta: timedelta) -> None:
         """Move the clock forward and wake whoever is sleeping past the new time."""

@@ -21,10 +21,11 @@ Recovery rules (what a restart, or another instance, does with what a crash left
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+import functools
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import ColumnElement, Row, Table, and_, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -45,6 +46,7 @@ from accesspoint.store.records import (
     StoredPayload,
     Transition,
 )
+from accesspoint.store.shield import Shield
 from accesspoint.store.states import FINAL, INITIAL, Direction, MessageState, check_transition
 
 M = schema.messages
@@ -54,6 +56,22 @@ T = schema.transitions
 
 # Rows handled per statement by purges, so one purge never holds a long transaction.
 PURGE_BATCH = 500
+
+
+_Args = ParamSpec("_Args")
+_Result = TypeVar("_Result")
+
+
+def _shielded(
+    method: Callable[Concatenate[MessageStore, _Args], Coroutine[Any, Any, _Result]],
+) -> Callable[Concatenate[MessageStore, _Args], Coroutine[Any, Any, _Result]]:
+    """Run a database operation to its end even if the caller is cancelled (see Shield for why)."""
+
+    @functools.wraps(method)
+    async def run(store: MessageStore, /, *args: _Args.args, **kwargs: _Args.kwargs) -> _Result:
+        return await store._shield.run(method(store, *args, **kwargs))
+
+    return run
 
 
 class DuplicateMessage(Exception):
@@ -67,6 +85,7 @@ class MessageStore:
         self.engine = engine
         self.files = files
         self.instance = instance
+        self._shield = Shield()
 
     @classmethod
     async def open(cls, url: str, file_root: Path, *, instance: str = "local", migrate: bool = True) -> MessageStore:
@@ -76,7 +95,8 @@ class MessageStore:
         return cls(create_engine(url), FileStore(file_root), instance=instance)
 
     async def close(self) -> None:
-        """Close the database connections."""
+        """Let the operations still running finish, then close the database connections."""
+        await self._shield.drain()
         await self.engine.dispose()
 
     # --- inserting ---------------------------------------------------------------------------------------
@@ -104,6 +124,7 @@ class MessageStore:
         receipts = await self.evidence(Direction.IN, info.message_id, EvidenceKind.OUR_RECEIPT)
         return Reception(existing, duplicate=True, receipt=receipts[-1] if receipts else None)
 
+    @_shielded
     async def _insert(
         self, direction: Direction, info: MessageInfo, payloads: Sequence[NewPayload], *, now: datetime
     ) -> StoredMessage:
@@ -149,6 +170,7 @@ class MessageStore:
 
     # --- reading -----------------------------------------------------------------------------------------
 
+    @_shielded
     async def get(self, direction: Direction, message_id: str) -> StoredMessage | None:
         """The message with that MessageId in that direction, if stored."""
         async with self.engine.connect() as connection:
@@ -159,6 +181,7 @@ class MessageStore:
             ).one_or_none()
         return None if row is None else _message(row)
 
+    @_shielded
     async def search(
         self,
         *,
@@ -185,6 +208,7 @@ class MessageStore:
             rows = (await connection.execute(select(M).where(*conditions).order_by(M.c.id).limit(limit))).all()
         return [_message(row) for row in rows]
 
+    @_shielded
     async def payloads(self, message: StoredMessage) -> list[StoredPayload]:
         """The payloads of a message in the order they were submitted (empty once purged)."""
         async with self.engine.connect() as connection:
@@ -206,6 +230,7 @@ class MessageStore:
         """The bytes of a payload or of evidence, in chunks."""
         return self.files.read(item.path)
 
+    @_shielded
     async def history(self, message: StoredMessage) -> list[Transition]:
         """The audit trail of a message, oldest first."""
         async with self.engine.connect() as connection:
@@ -247,6 +272,7 @@ class MessageStore:
             detail = detail or error[0]
         return await self._move(message, target, values, now=now, detail=detail)
 
+    @_shielded
     async def claim(self, message_id: str, *, now: datetime, lease: timedelta) -> StoredMessage | None:
         """Take an outgoing message for sending (attempts + 1, leased until now + lease) if it is due.
 
@@ -267,6 +293,7 @@ class MessageStore:
         }
         return await self._move(message, MessageState.SENDING, values, now=now, detail=detail)
 
+    @_shielded
     async def recoverable(self, *, now: datetime, limit: int = 1000) -> list[str]:
         """MessageIds of outgoing messages that are due and that some worker should claim (see the module)."""
         async with self.engine.connect() as connection:
@@ -280,6 +307,7 @@ class MessageStore:
             ).all()
         return [row.message_id for row in rows]
 
+    @_shielded
     async def _move(
         self, message: StoredMessage, target: MessageState, values: dict[str, Any], *, now: datetime, detail: str | None
     ) -> StoredMessage | None:
@@ -321,6 +349,7 @@ class MessageStore:
 
     # --- evidence ----------------------------------------------------------------------------------------
 
+    @_shielded
     async def add_evidence(
         self,
         direction: Direction,
@@ -352,6 +381,7 @@ class MessageStore:
             raise
         return _evidence(row)
 
+    @_shielded
     async def evidence(
         self, direction: Direction, message_id: str, kind: EvidenceKind | None = None
     ) -> list[Evidence]:
@@ -365,6 +395,7 @@ class MessageStore:
 
     # --- retention ---------------------------------------------------------------------------------------
 
+    @_shielded
     async def purge(
         self, *, now: datetime, retention: Mapping[str, Retention], default: Retention | None = None
     ) -> PurgeReport:
@@ -395,6 +426,7 @@ class MessageStore:
                 messages += await self._in_batches(M.c.id, old, _drop_messages)
         return PurgeReport(payloads=payloads, messages=messages)
 
+    @_shielded
     async def purge_evidence(self, *, now: datetime) -> PurgeReport:
         """Delete the evidence whose own retention has run out, whatever became of its message."""
         return PurgeReport(evidence=await self._in_batches(E.c.id, E.c.retain_until <= now, _drop_evidence))

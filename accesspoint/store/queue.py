@@ -80,12 +80,11 @@ class MemorySendQueue:
             self._changed.clear()
             if self._heap:
                 when, order, message_id = self._heap[0]
-                delay = (when - self._clock.now()).total_seconds()
-                if delay <= 0:
+                if when <= self._clock.now():
                     heapq.heappop(self._heap)
                     del self._due[message_id]
                     return QueueItem(message_id, str(order))
-                await _first(self._changed.wait(), self._clock.sleep(delay))
+                await _first(self._changed.wait(), self._clock.sleep_until(when))
             else:
                 await self._changed.wait()
 

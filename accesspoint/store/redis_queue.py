@@ -20,6 +20,7 @@ from redis.exceptions import ResponseError
 
 from accesspoint.store.clock import Clock
 from accesspoint.store.queue import QueueItem
+from accesspoint.store.shield import Shield
 
 # KEYS[1] scheduled set, KEYS[2] stream; ARGV[1] now (epoch seconds), ARGV[2] how many at most.
 _PROMOTE = """
@@ -62,6 +63,7 @@ class RedisSendQueue:
         self._promote = redis.register_script(_PROMOTE)
         self._claim_cursor = "0-0"
         self._ready = False
+        self._shield = Shield()
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisSendQueue:
@@ -72,7 +74,7 @@ class RedisSendQueue:
         if self._ready:
             return
         try:
-            await self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+            await self._shield.run(self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True))
         except ResponseError as error:
             # Another instance created it first: exactly what we wanted.
             if "BUSYGROUP" not in str(error):
@@ -83,9 +85,9 @@ class RedisSendQueue:
         """Stream message_id now, or schedule it; a member scheduled twice keeps the earlier time."""
         if due is None or due <= self._clock.now():
             await self._ensure_group()
-            await self.redis.xadd(self.stream, {FIELD: message_id})
+            await self._shield.run(self.redis.xadd(self.stream, {FIELD: message_id}))
         else:
-            await self.redis.zadd(self.scheduled, {message_id: due.timestamp()}, lt=True)
+            await self._shield.run(self.redis.zadd(self.scheduled, {message_id: due.timestamp()}, lt=True))
 
     async def get(self) -> QueueItem:
         """The next entry for this consumer: a reclaimed stuck one first, else a new one (waits for it)."""
@@ -96,8 +98,9 @@ class RedisSendQueue:
             if item is not None:
                 return item
             # redis-py types replies loosely; this one is [[stream, [(entry id, {field: value})]]] or None.
-            answer: Any = await self.redis.xreadgroup(
-                self.group, self.consumer, {self.stream: ">"}, count=1, block=self._poll_ms
+            # An entry read by a get() whose caller was cancelled stays pending and is reclaimed after claim_idle.
+            answer: Any = await self._shield.run(
+                self.redis.xreadgroup(self.group, self.consumer, {self.stream: ">"}, count=1, block=self._poll_ms)
             )
             for _stream, entries in answer or ():
                 for entry_id, fields in entries:
@@ -105,14 +108,16 @@ class RedisSendQueue:
 
     async def promote_due(self) -> int:
         """Move the scheduled entries that are due to the stream; how many were moved."""
-        moved = await self._promote(
-            keys=[self.scheduled, self.stream], args=[self._clock.now().timestamp(), self._promote_batch]
+        moved = await self._shield.run(
+            self._promote(keys=[self.scheduled, self.stream], args=[self._clock.now().timestamp(), self._promote_batch])
         )
         return int(moved)
 
     async def _reclaim(self) -> QueueItem | None:
-        cursor, entries, *_deleted = await self.redis.xautoclaim(
-            self.stream, self.group, self.consumer, self._claim_idle_ms, start_id=self._claim_cursor, count=1
+        cursor, entries, *_deleted = await self._shield.run(
+            self.redis.xautoclaim(
+                self.stream, self.group, self.consumer, self._claim_idle_ms, start_id=self._claim_cursor, count=1
+            )
         )
         # XAUTOCLAIM walks the pending list in pages; the cursor comes back to 0-0 after the last one.
         self._claim_cursor = _text(cursor)
@@ -123,18 +128,22 @@ class RedisSendQueue:
 
     async def ack(self, item: QueueItem) -> None:
         """Acknowledge and delete the entry."""
+        await self._shield.run(self._ack(item.token))
+
+    async def _ack(self, token: str) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xack(self.stream, self.group, item.token)
-            pipe.xdel(self.stream, item.token)
+            pipe.xack(self.stream, self.group, token)
+            pipe.xdel(self.stream, token)
             await pipe.execute()
 
     async def pending(self) -> int:
         """How many entries were handed out and not yet acknowledged (all consumers)."""
-        summary = await self.redis.xpending(self.stream, self.group)
+        summary = await self._shield.run(self.redis.xpending(self.stream, self.group))
         return int(summary["pending"])
 
     async def close(self) -> None:
-        """Close the connection pool."""
+        """Wait for the commands of cancelled callers, then close the connection pool."""
+        await self._shield.drain()
         await self.redis.aclose()
 
 
