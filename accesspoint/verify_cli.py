@@ -105,7 +105,9 @@ def cmd_verify(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
             at=at,
             keys=keys,
             revocation=revocation,
-            partner_certificates=trust.pinned,
+            # Every --trust certificate may be the one an SKI or IssuerSerial reference names: a self-signed
+            # partner certificate marked CA (Domibus' blue_gw / red_gw) is an anchor here, not a pinned leaf.
+            partner_certificates=(*trust.pinned, *trust.anchors),
             strict_coverage=False,
         )
     except TrustError as exc:

@@ -41,7 +41,8 @@ def _by_path(path: str) -> dict[str, Any]:
 
 OUTCOMES = {"parses", "refused", "not-as4"}
 KINDS = {"user-message", "receipt", "error", "pull-request"}
-COMMON_KEYS = {"path", "origin", "outcome", "note", "preprocess", "unprocessed_code"}
+# `verify` (what accesspoint verify answers) is checked by tests/test_interop_verify.py.
+COMMON_KEYS = {"path", "origin", "outcome", "note", "preprocess", "unprocessed_code", "verify"}
 FAILURE_KEYS = {"code", "detail_contains"}
 HEADER_KEYS = {"kind", "soap_version", "signed", "message_id", "timestamp", "timestamp_utc", "ref_to_message_id"}
 PARSES_ONLY_KEYS = {"mime", "root_part_equals"}
