@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from accesspoint.cli import main
 from tests.test_far_support import BILLO, KIVRA, SENDER
 
 TOKEN = "cli-test-token-0123456789"
@@ -141,14 +142,19 @@ def test_import_with_bad_rows_exits_2_and_stores_nothing(far_server: tuple[str, 
     [
         ("--sender", "202100544", "197802022389"),  # nine digits
         ("--sender", "2021005448", "19780202238"),  # eleven digits
-        ("--sender", "2021005449", "197802022389"),  # FaR refuses the check digit
     ],
 )
-def test_reachable_bad_input_exits_2(far_server: tuple[str, Path], args: tuple[str, ...]) -> None:
-    """Bad input, whether caught by the CLI or refused by FaR, exits 2 with a JSON error."""
+def test_reachable_bad_input_exits_2_before_asking(args: tuple[str, ...], capsys: pytest.CaptureFixture[str]) -> None:
+    """A sender that is not 10 digits or a recipient that is not 12 exits 2 without asking FaR."""
+    code = main(["far", "reachable", "--far", "http://127.0.0.1:9", *args])
+    assert code == 2 and json.loads(capsys.readouterr().out)["error"]["code"] == "bad-input"
+
+
+def test_reachable_exits_2_when_far_refuses_the_request(far_server: tuple[str, Path]) -> None:
+    """A request FaR refuses (here a sender with a wrong check digit) exits 2 with FaR's reason."""
     url, _ = far_server
-    code, answer, _ = run("far", "reachable", "--far", url, "--token", TOKEN, *args)
-    assert code == 2 and answer["ok"] is False
+    code, answer, _ = run("far", "reachable", "--far", url, "--token", TOKEN, "--sender", "2021005449", "197802022389")
+    assert code == 2 and "check digit" in answer["error"]["reason"]
 
 
 def test_reachable_exits_1_when_far_cannot_be_reached() -> None:
@@ -158,11 +164,11 @@ def test_reachable_exits_1_when_far_cannot_be_reached() -> None:
     assert code == 1 and answer["error"]["code"] == "far-unreachable"
 
 
-def test_serve_with_a_bad_config_exits_64(tmp_path: Path) -> None:
+def test_serve_with_a_bad_config_exits_64(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Every problem of a bad config is reported, with the field path."""
     config = tmp_path / "far.toml"
     config.write_text('[far]\nport = "x"\ncolour = 1\n[[far.tokens]]\nname = "a"\ntoken = "short"\n')
-    code, answer, _ = run("far", "serve", "--config", str(config))
-    assert code == 64
-    assert len(answer["problems"]) == 3
-    assert any("far.tokens[0].token" in p for p in answer["problems"])
+    assert main(["far", "serve", "--config", str(config)]) == 64
+    problems = json.loads(capsys.readouterr().out)["problems"]
+    assert len(problems) == 3
+    assert any("far.tokens[0].token" in p for p in problems)
