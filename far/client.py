@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from far.service import InvalidInput, Reachability
+from far.service import FarService, InvalidInput, Reachability
 
 
 class ReachabilityLookup(Protocol):
@@ -73,3 +73,8 @@ class FarClient:
         if status != 200 or not isinstance(document, dict):
             raise FarUnavailable(f"FaR answered HTTP {status}")
         return document
+
+
+def _lookups(service: FarService, client: FarClient) -> list[ReachabilityLookup]:
+    """Never called: mypy checks here that both the in-process service and the client fit the router's protocol."""
+    return [service, client]
