@@ -35,7 +35,21 @@ OPENAPI: Final[dict[str, Any]] = {
                     "to": {"type": "string", "description": "receiver PartyId"},
                     "message_id": {"type": "string"},
                     "conversation_id": {"type": "string"},
-                    "properties": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "properties": {
+                        "type": "object",
+                        "description": "eb:MessageProperties: name to value, or to {value, type} for a typed one",
+                        "additionalProperties": {
+                            "oneOf": [
+                                {"type": "string"},
+                                {
+                                    "type": "object",
+                                    "required": ["value"],
+                                    "properties": {"value": {"type": "string"}, "type": {"type": "string"}},
+                                    "additionalProperties": False,
+                                },
+                            ]
+                        },
+                    },
                     "payloads": {
                         "type": "array",
                         "items": {

@@ -205,7 +205,7 @@ class AccessPoint:
         message_id = str(document.get("message_id") or new_message_id())
         properties = document.get("properties") or {}
         if not isinstance(properties, dict):
-            raise ValueError("properties: a JSON object of name to value")
+            raise ValueError("properties: a JSON object of name to value or to {value, type}")
         now = self.clock.now()
         header = UserMessage(
             message_info=HeaderInfo(message_id=message_id, timestamp=now),
@@ -216,7 +216,7 @@ class AccessPoint:
                 conversation_id=str(document.get("conversation_id") or message_id),
                 agreement_ref=route.agreement_ref,
             ),
-            message_properties=tuple(Property(str(k), str(v)) for k, v in properties.items()),
+            message_properties=tuple(_property(str(k), v) for k, v in properties.items()),
             mpc=route.leg.mpc,
         )
         new_payloads = []
@@ -556,6 +556,17 @@ def _file_source(path: Path) -> Any:
                 yield chunk
 
     return open_file
+
+
+def _property(name: str, given: object) -> Property:
+    """A submitted message property: a plain value, or {value, type} where the network wants the type (Peppol
+    AS4 2.0: originalSender and finalRecipient carry their identifier scheme, e.g. iso6523-actorid-upis)."""
+    if not isinstance(given, dict):
+        return Property(name, str(given))
+    value, kind = given.get("value"), given.get("type")
+    if not isinstance(value, str) or not (kind is None or isinstance(kind, str)) or set(given) - {"value", "type"}:
+        raise ValueError(f"properties.{name}: expected a string or {{value: string, type: string}}")
+    return Property(name, value, kind or None)
 
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:
