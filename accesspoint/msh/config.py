@@ -6,6 +6,7 @@ import re
 import tomllib
 from dataclasses import dataclass
 from datetime import timedelta
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,35 @@ def _suits(pair: KeyPair, algorithm: SignatureAlgorithm) -> bool:
     return isinstance(key, rsa.RSAPrivateKey)
 
 
+class WebhookEvent(StrEnum):
+    """What a webhook can be told about."""
+
+    MESSAGE_RECEIVED = "message-received"
+    RECEIPT = "receipt"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    """A backend URL that gets a JSON event, signed with HMAC-SHA256 under its secret, for each chosen event."""
+
+    url: str
+    events: frozenset[WebhookEvent]
+    secret: str
+    backoff: timedelta = timedelta(seconds=5)  # first retry; doubles up to backoff_max
+    backoff_max: timedelta = timedelta(minutes=10)
+    max_attempts: int = 50
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """The server's TLS certificate and key; with client_ca, clients must present a certificate it issued."""
+
+    certificate: Path
+    key: Path
+    client_ca: Path | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
     """Everything ``accesspoint serve`` needs; paths are resolved relative to the settings file."""
@@ -71,6 +101,12 @@ class ServerConfig:
     max_message_size: int = 2 * 1024**3
     revocation: bool = True
     evidence_retention: timedelta = timedelta(days=3650)
+    pull_interval: timedelta = timedelta(seconds=5)
+    webhooks: tuple[Webhook, ...] = ()
+    tls: TlsConfig | None = None
+    tls_trust: Path | None = None  # CA bundle the sender trusts for HTTPS (else the system's)
+    tls_client: TlsConfig | None = None  # certificate the sender presents (else tls's, when configured)
+    purge_interval: timedelta = timedelta(hours=1)
 
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
@@ -122,7 +158,8 @@ def load_config(path: str | Path) -> ServerConfig:
     base = file.parent
     known = {
         "listen", "pmodes", "database", "storage", "keys", "api_tokens", "instance", "redis", "send",
-        "max_message_size", "revocation", "evidence_retention",
+        "max_message_size", "revocation", "evidence_retention", "pull", "webhooks", "tls", "tls_trust",
+        "tls_client", "retention",
     }  # fmt: skip
     unknown = sorted(set(data) - known)
     if unknown:
@@ -153,6 +190,9 @@ def load_config(path: str | Path) -> ServerConfig:
     workers = send.get("workers", 4)
     if not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"{file}: field send.workers: a positive integer")
+    pull = _mapping(data.get("pull"), f"{file}: field pull")
+    retention = _mapping(data.get("retention"), f"{file}: field retention")
+    tls_trust = data.get("tls_trust")
     return ServerConfig(
         file=file,
         host=str(listen.get("host", "127.0.0.1")),
@@ -170,4 +210,67 @@ def load_config(path: str | Path) -> ServerConfig:
         max_message_size=int(data.get("max_message_size", 2 * 1024**3)),
         revocation=bool(data.get("revocation", True)),
         evidence_retention=_duration(data.get("evidence_retention", "3650d"), f"{file}: field evidence_retention"),
+        pull_interval=_duration(pull.get("interval", "5s"), f"{file}: field pull.interval"),
+        webhooks=_webhooks(data.get("webhooks"), f"{file}: field webhooks"),
+        tls=_tls(base, data.get("tls"), f"{file}: field tls"),
+        tls_trust=None if tls_trust is None else base / str(tls_trust),
+        tls_client=_tls(base, data.get("tls_client"), f"{file}: field tls_client"),
+        purge_interval=_duration(retention.get("interval", "1h"), f"{file}: field retention.interval"),
     )
+
+
+def _mapping(value: object, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a mapping")
+    return value
+
+
+def _webhooks(value: object, where: str) -> tuple[Webhook, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ConfigError(f"{where}: expected a list of {{url, events, secret}}")
+    hooks = []
+    for index, entry in enumerate(value):
+        at = f"{where}[{index}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("url"), str):
+            raise ConfigError(f"{at}.url: required")
+        if not entry["url"].startswith(("http://", "https://")):
+            raise ConfigError(f"{at}.url: {entry['url']!r} is not an http(s) URL")
+        secret = entry.get("secret")
+        if not isinstance(secret, str) or len(secret) < 16:
+            raise ConfigError(f"{at}.secret: a secret of at least 16 characters")
+        events = entry.get("events", [e.value for e in WebhookEvent])
+        try:
+            chosen = frozenset(WebhookEvent(e) for e in events)
+        except (TypeError, ValueError):
+            known = ", ".join(e.value for e in WebhookEvent)
+            raise ConfigError(f"{at}.events: {events!r} (known: {known})") from None
+        attempts = entry.get("max_attempts", 50)
+        if not isinstance(attempts, int) or attempts < 1:
+            raise ConfigError(f"{at}.max_attempts: a positive integer")
+        hooks.append(
+            Webhook(
+                url=entry["url"],
+                events=chosen,
+                secret=secret,
+                backoff=_duration(entry.get("backoff", "5s"), f"{at}.backoff"),
+                backoff_max=_duration(entry.get("backoff_max", "10m"), f"{at}.backoff_max"),
+                max_attempts=attempts,
+            )
+        )
+    return tuple(hooks)
+
+
+def _tls(base: Path, value: object, where: str) -> TlsConfig | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or "certificate" not in value or "key" not in value:
+        raise ConfigError(f"{where}: expected {{certificate: FILE, key: FILE, client_ca: FILE}}")
+    paths = {name: base / str(value[name]) for name in ("certificate", "key", "client_ca") if value.get(name)}
+    for name, path in paths.items():
+        if not path.is_file():
+            raise ConfigError(f"{where}.{name}: {path} is not a file")
+    return TlsConfig(paths["certificate"], paths["key"], paths.get("client_ca"))

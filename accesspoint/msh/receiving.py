@@ -11,9 +11,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from cryptography.hazmat.primitives import serialization
+
 from accesspoint.core.errors import EbmsError, ErrorCode
 from accesspoint.core.message import ReceivedMessage
-from accesspoint.core.model import SignalMessage, UserMessage
+from accesspoint.core.model import MessageInfo, PullRequest, SignalMessage, UserMessage
 from accesspoint.core.namespaces import SoapVersion
 from accesspoint.core.signals import build_error_signal, build_receipt
 from accesspoint.security.algorithms import SignatureAlgorithm
@@ -22,6 +24,7 @@ from accesspoint.security.keys import KeyPair
 from accesspoint.security.policy import SecurityPolicy
 from accesspoint.security.receipts import sign_signal
 from accesspoint.security.revocation import RevocationChecker
+from accesspoint.security.signing import VerifiedSignature
 from pmode import PModeSet, Route
 
 
@@ -125,3 +128,37 @@ def error_response(
     """The signed ebMS error signal answering a message that failed (wire detail only, never log detail)."""
     signal = build_error_signal([error], message_id=new_message_id(), now=at, ref_to_message_id=error.ref_to_message_id)
     return signed_signal(signal, keys, policy or policy_for_key(keys), soap_version)
+
+
+def pull_request(mpc: str, *, at: datetime) -> SignalMessage:
+    """An eb:PullRequest signal for one MPC (ebMS 3 5.2.3.1), ready to sign."""
+    return SignalMessage(MessageInfo(message_id=new_message_id(), timestamp=at), pull_request=PullRequest(mpc))
+
+
+def verify_signal(
+    received: ReceivedMessage,
+    route: Route,
+    *,
+    at: datetime,
+    revocation: RevocationChecker | None,
+) -> VerifiedSignature | None:
+    """Check a signal's signature under the route's policy and that its signer is the route's partner.
+
+    EBMS:0101 (generic on the wire) when it does not verify, its signer is not trusted or is another party
+    than the one the P-Mode names; None only when the policy does not sign and the signal is unsigned.
+    """
+    partner = [c for c in (route.partner_signing_certificate,) if c is not None]
+    opened = open_message(received, route.security, at=at, revocation=revocation, partner_certificates=partner)
+    signature = opened.signature
+    if signature is None:
+        return None
+    if partner:
+        signer = signature.signer.certificate
+        der = signer.public_bytes(serialization.Encoding.DER)
+        if all(c.public_bytes(serialization.Encoding.DER) != der for c in partner):
+            raise EbmsError(
+                ErrorCode.FAILED_AUTHENTICATION,
+                "the signal is not signed by the partner",
+                log_detail=f"signer {signer.subject.rfc4514_string()} is not {route.partner.name}",
+            )
+    return signature

@@ -1,8 +1,11 @@
 """The running access point: the aiohttp shell around the sans-I/O core, the store and the send workers.
 
-POST /as4 receives AS4 (user messages answered with a synchronous signed receipt or error signal); the backend
-REST API under /api/v1 submits, lists, reads, downloads and acknowledges; workers send what was submitted,
-with reception awareness (retries, MissingReceipt) driven by each leg's P-Mode.
+POST /as4 receives AS4: user messages are answered with a synchronous signed receipt or error signal,
+PullRequests with the oldest message waiting on their MPC (or EBMS:0006), receipts and errors for messages we
+sent are matched by RefToMessageId and settle them. The backend REST API under /api/v1 submits (JSON or
+multipart), lists, reads, downloads and acknowledges; workers push what was submitted, with reception awareness
+(retries, MissingReceipt) driven by each leg's P-Mode, pull from partners whose legs are pull, purge per P-Mode
+retention, and tell the backend's webhooks what happened.
 """
 
 from __future__ import annotations
@@ -15,8 +18,8 @@ import json
 import logging
 import random
 import tempfile
-from collections.abc import AsyncIterator, Iterable, Iterator
-from datetime import datetime
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,17 +35,29 @@ from accesspoint.core.model import (
     CollaborationInfo,
     PartyInfo,
     Property,
+    ReferenceEcho,
+    SignalMessage,
     UserMessage,
 )
 from accesspoint.core.model import (
     MessageInfo as HeaderInfo,
 )
 from accesspoint.core.namespaces import GZIP, SoapVersion
-from accesspoint.msh.config import ServerConfig
+from accesspoint.core.signals import signed_references
+from accesspoint.msh.config import ServerConfig, WebhookEvent
 from accesspoint.msh.openapi import OPENAPI
-from accesspoint.msh.receiving import accept_user_message, error_response, new_message_id, signed_signal
+from accesspoint.msh.receiving import (
+    accept_user_message,
+    error_response,
+    new_message_id,
+    pull_request,
+    signed_signal,
+    verify_signal,
+)
+from accesspoint.msh.tls import client_context, server_context
+from accesspoint.msh.webhooks import WebhookNotifier
 from accesspoint.security.fetch import UrlFetcher
-from accesspoint.security.outbound import Payload, secure_message
+from accesspoint.security.outbound import Payload, SecuredMessage, secure_message
 from accesspoint.security.receipts import verify_receipt
 from accesspoint.security.revocation import RevocationChecker
 from accesspoint.store import (
@@ -53,18 +68,21 @@ from accesspoint.store import (
     MessageState,
     MessageStore,
     NewPayload,
+    PurgeReport,
     StoredMessage,
     SystemClock,
     claim_next,
 )
+from accesspoint.store import Retention as StoreRetention
 from accesspoint.store.clock import Clock
 from accesspoint.store.queue import SendQueue
-from pmode import MatchStatus, PModeSet, Route, load_if_changed, load_pmodes
+from pmode import Binding, MatchStatus, PModeSet, Route, load_if_changed, load_pmodes
 
 log = logging.getLogger("accesspoint.msh")
 
 READ_CHUNK = 64 * 1024
 SPOOL_IN_MEMORY = 1024 * 1024
+FOREVER = timedelta(days=100 * 366)  # a P-Mode retention of "forever", as a retain_until the database can hold
 
 
 class AccessPoint:
@@ -78,6 +96,7 @@ class AccessPoint:
         self.queue: SendQueue = MemorySendQueue(self.clock)
         self.revocation = RevocationChecker(UrlFetcher()) if config.revocation else None
         self.session: aiohttp.ClientSession | None = None
+        self.webhooks = WebhookNotifier(config.webhooks, clock=self.clock)
         self._tasks: list[asyncio.Task[None]] = []
 
     # ------------------------------------------------------------------------------------------ lifecycle
@@ -93,17 +112,26 @@ class AccessPoint:
 
             self.queue = RedisSendQueue.from_url(self.config.redis_url, consumer=self.config.instance, clock=self.clock)
         timeout = aiohttp.ClientTimeout(total=self.config.send_timeout.total_seconds())
-        self.session = aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=64))
+        tls = client_context(self.config.tls_trust, self.config.tls_client or self.config.tls)
+        self.session = aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=64, ssl=tls))
         for message_id in await self.store.recoverable(now=self.clock.now()):
+            message = await self.store.get(Direction.OUT, message_id)
+            route = None if message is None else self._route(message)
+            if route is not None and route.pmode.binding is Binding.PULL:
+                continue  # the partner pulls it; no worker pushes it
             await self.queue.put(message_id)
+        self.webhooks.start(self.session)
         self._tasks = [asyncio.create_task(self._send_worker(i)) for i in range(self.config.send_workers)]
         self._tasks.append(asyncio.create_task(self._watch_pmodes()))
+        self._tasks.append(asyncio.create_task(self._pull_loop()))
+        self._tasks.append(asyncio.create_task(self._purge_loop()))
 
     async def stop(self) -> None:
         """Stop the workers, then close the client, the queue and the store."""
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.webhooks.close()
         if self.session is not None:
             await self.session.close()
         await self.queue.close()
@@ -125,56 +153,320 @@ class AccessPoint:
         assert self.store is not None, "AccessPoint.start() first"
         return self.store
 
+    def _route(self, message: StoredMessage) -> Route | None:
+        """The P-Mode leg a stored message travels on (None when its P-Mode is gone)."""
+        pmode = self.pmodes.get(message.pmode_id or "")
+        index = message.leg or 0
+        if pmode is None or index >= len(pmode.legs):
+            return None
+        return Route(pmode, pmode.legs[index])
+
+    def _evidence_retention(self, route: Route | None) -> timedelta:
+        """How long evidence is kept: the P-Mode's evidence retention, else the server's setting."""
+        if route is None:
+            return self.config.evidence_retention
+        kept = route.pmode.retention.evidence
+        return FOREVER if kept is None else kept
+
     # ---------------------------------------------------------------------------------------- receiving
 
     async def handle_as4(self, request: web.Request) -> web.Response:
-        """POST /as4: read, check, store, answer with a signed receipt or error signal (HTTP 200)."""
+        """POST /as4: answer a user message, a PullRequest, a receipt or an error signal (see the module)."""
         content_type = request.headers.get("Content-Type", "")
         soap_version = SoapVersion.V11 if "text/xml" in content_type.lower() else SoapVersion.V12
+        try:
+            return await self._answer_as4(request, content_type, soap_version)
+        except Exception:
+            # AS4 answers with a signed ebMS error signal wherever one can be built; this is what is left (a bug,
+            # the store or a key unusable): a SOAP Fault with HTTP 500, which senders treat as transient.
+            log.exception("internal error while answering an AS4 request")
+            return _soap_fault(soap_version)
+
+    async def _answer_as4(self, request: web.Request, content_type: str, soap_version: SoapVersion) -> web.Response:
         now = self.clock.now()
-        signing = self.config.keys.signing_key()
         try:
             received = await self._read(request, content_type)
             soap_version = received.parsed.messaging.soap_version
-            if not isinstance(received.parsed.messaging.message, UserMessage):
-                raise EbmsError(
-                    ErrorCode.FEATURE_NOT_SUPPORTED,
-                    "this endpoint takes user messages (signals ride on HTTP responses)",
-                )
-            accepted = accept_user_message(
-                received,
-                self.pmodes,
-                keys=self.config.keys.decryption_keys(),
-                at=now,
-                revocation=self.revocation,
-                read_part=_read_spooled,
-            )
+            message = received.parsed.messaging.message
+            if isinstance(message, SignalMessage):
+                return await self._handle_signal(received, message, now)
+            receipt = await self._accept(received, now)
         except EbmsError as error:
-            log.warning("refused an incoming message: %s", error)
+            log.warning("refused an incoming message: %s (%s)", error, error.log_detail)
+            signing = self.config.keys.signing_key()
             body = error_response(error, keys=signing, policy=None, soap_version=soap_version, at=now)
             return _soap(body, soap_version)
-        policy = accepted.route.security
+        return _soap(receipt, soap_version)
+
+    async def _accept(self, received: ReceivedMessage, now: datetime) -> bytes:
+        """Check, store and acknowledge a user message, pushed to us or pulled: the signed receipt to send back.
+
+        EbmsError when it is refused; then nothing is stored. A repeated MessageId gets the stored receipt.
+        """
+        soap_version = received.parsed.messaging.soap_version
+        accepted = accept_user_message(
+            received,
+            self.pmodes,
+            keys=self.config.keys.decryption_keys(),
+            at=now,
+            revocation=self.revocation,
+            read_part=_read_spooled,
+        )
+        route, user = accepted.route, accepted.user_message
+        await self._check_reply(route, user)
+        policy = route.security
         receipt_bytes = signed_signal(accepted.receipt, self.config.keys.signing_key(policy), policy, soap_version)
-        user = accepted.user_message
-        reception = await self._store.receive(_info(user, accepted.route), list(_new_payloads(accepted)), now=now)
+        reception = await self._store.receive(_info(user, route), list(_new_payloads(accepted)), now=now)
         if reception.duplicate:
             log.info("duplicate %s: answering with the stored receipt", user.message_id)
             if reception.receipt is not None:
-                return _soap(b"".join([c async for c in self._store.read(reception.receipt)]), soap_version)
-            return _soap(receipt_bytes, soap_version)
-        retention = self.config.evidence_retention
+                return b"".join([c async for c in self._store.read(reception.receipt)])
+            return receipt_bytes
+        retention = self._evidence_retention(route)
         await self._store.add_evidence(
-            Direction.IN,
-            user.message_id,
-            EvidenceKind.RAW_MESSAGE,
-            _once(received.envelope_bytes),
-            now=now,
-            retain_for=retention,
-        )
+            Direction.IN, user.message_id, EvidenceKind.RAW_MESSAGE, _once(received.envelope_bytes),
+            now=now, retain_for=retention,
+        )  # fmt: skip
         await self._store.add_evidence(
             Direction.IN, user.message_id, EvidenceKind.OUR_RECEIPT, _once(receipt_bytes), now=now, retain_for=retention
         )
-        return _soap(receipt_bytes, soap_version)
+        self.webhooks.notify(WebhookEvent.MESSAGE_RECEIVED, _message_json(reception.message))
+        return receipt_bytes
+
+    async def _check_reply(self, route: Route, user: UserMessage) -> None:
+        """Two-way push-and-push: the reply (leg 2) must refer to a request this access point sent (ebMS 3 2.2.3)."""
+        if route.pmode.binding is not Binding.PUSH_AND_PUSH or route.leg.index != 1:
+            return
+        ref = user.message_info.ref_to_message_id
+        if ref is None or await self._store.get(Direction.OUT, ref) is None:
+            raise EbmsError(
+                ErrorCode.VALUE_INCONSISTENT,
+                "the reply does not refer to a request sent to this partner",
+                ref_to_message_id=user.message_id,
+                log_detail=f"RefToMessageId {ref!r} names no message we sent",
+            )
+
+    async def _handle_signal(self, received: ReceivedMessage, signal: SignalMessage, now: datetime) -> web.Response:
+        """A PullRequest gets a user message or EBMS:0006; a receipt or error settles the message it refers to."""
+        if signal.pull_request is not None:
+            return await self._serve_pull(received, signal, now)
+        ref = signal.message_info.ref_to_message_id or next(
+            (e.ref_to_message_in_error for e in signal.errors if e.ref_to_message_in_error), None
+        )
+        message = None if ref is None else await self._store.get(Direction.OUT, ref)
+        route = None if message is None else self._route(message)
+        if message is None or route is None:
+            raise EbmsError(
+                ErrorCode.VALUE_INCONSISTENT,
+                "the signal refers to no message sent from here",
+                ref_to_message_id=signal.message_id,
+                log_detail=f"{signal.kind} {signal.message_id} refers to {ref!r}",
+            )
+        try:
+            if signal.errors:
+                verify_signal(received, route, at=now, revocation=self.revocation)
+                await self._error_signal(message, route, signal, received.envelope_bytes, now)
+            else:
+                references = await self._sent_references(message)
+                partner = [c for c in (route.partner_signing_certificate,) if c is not None]
+                verify_receipt(
+                    received.parsed,
+                    route.security,
+                    sent_message_id=message.message_id,
+                    sent_references=references,
+                    partner_certificates=partner,
+                )
+                await self._delivered(message, route, received.envelope_bytes, now, "asynchronous receipt")
+        except EbmsError as error:
+            error.ref_to_message_id = signal.message_id
+            raise
+        # The signal was taken; there is nothing to answer it with (ebMS 3: signals are not acknowledged).
+        return web.Response(status=200)
+
+    async def _keep(self, message: StoredMessage, route: Route, kind: EvidenceKind, data: bytes, now: datetime) -> None:
+        """Keep evidence about an outgoing message for as long as its P-Mode says."""
+        await self._store.add_evidence(
+            Direction.OUT, message.message_id, kind, _once(data), now=now, retain_for=self._evidence_retention(route)
+        )
+
+    async def _error_signal(
+        self, message: StoredMessage, route: Route, signal: SignalMessage, envelope: bytes, now: datetime
+    ) -> None:
+        await self._keep(message, route, EvidenceKind.ERROR_SIGNAL, envelope, now)
+        failures = [e for e in signal.errors if e.severity.lower() == "failure"]
+        if not failures:
+            log.info("%s: warning signal %s", message.message_id, [e.error_code for e in signal.errors])
+            return
+        first = failures[0]
+        if message.state not in (MessageState.SENDING, MessageState.AWAITING_RECEIPT):
+            log.info(
+                "%s: error %s arrived while %s; kept as evidence", message.message_id, first.error_code, message.state
+            )
+            return
+        detail = first.detail or first.short_description or "error signal from the partner"
+        await self._record_failure(message, first.error_code, detail)
+
+    async def _sent_references(self, message: StoredMessage) -> tuple[ReferenceEcho, ...]:
+        """The references we signed in the last copy sent of a message (kept when its receipt comes later)."""
+        kept = await self._store.evidence(Direction.OUT, message.message_id, EvidenceKind.RAW_MESSAGE)
+        if len(kept) < 2:  # the first is the header as submitted, unsigned
+            return ()
+        envelope = b"".join([c async for c in self._store.read(kept[-1])])
+        return signed_references(parse_envelope(envelope))
+
+    async def _remember_sent(self, message: StoredMessage, route: Route, secured: SecuredMessage, body: bytes) -> None:
+        """Keep the signed envelope as sent: an asynchronous receipt must echo its references."""
+        envelope = read_message(secured.packed.content_type, body, sink_factory=_discard).envelope_bytes
+        await self._keep(message, route, EvidenceKind.RAW_MESSAGE, envelope, self.clock.now())
+
+    async def _delivered(self, message: StoredMessage, route: Route, receipt: bytes, now: datetime, how: str) -> None:
+        await self._keep(message, route, EvidenceKind.PARTNER_RECEIPT, receipt, now)
+        if message.state not in (MessageState.SENDING, MessageState.AWAITING_RECEIPT):
+            log.info("%s: %s arrived while %s; kept as evidence", message.message_id, how, message.state)
+            return
+        moved = await self._store.transition(message, MessageState.DELIVERED, now=now, detail=how)
+        if moved is not None:
+            self.webhooks.notify(WebhookEvent.RECEIPT, _message_json(moved))
+
+    # ------------------------------------------------------------------------------------------------ pull
+
+    async def _serve_pull(self, received: ReceivedMessage, signal: SignalMessage, now: datetime) -> web.Response:
+        """Answer an authorised PullRequest with the oldest message waiting on its MPC (ebMS 3 3.4, AS4 2.1)."""
+        assert signal.pull_request is not None
+        mpc = signal.pull_request.mpc
+        refused = EbmsError(
+            ErrorCode.FAILED_AUTHENTICATION,
+            "the PullRequest is not authorised",
+            ref_to_message_id=signal.message_id,
+            log_detail=f"no P-Mode serves pulls on {mpc!r}",
+        )
+        authorised: list[Route] = []
+        for route in self.pmodes.pull_requests_to_serve(mpc):
+            try:
+                verify_signal(received, route, at=now, revocation=self.revocation)
+            except EbmsError as exc:
+                refused.log_detail = f"{route.name}: {exc.log_detail}"
+                continue
+            authorised.append(route)
+        if not authorised:
+            raise refused
+        claimed = await self._claim_pullable(authorised, now)
+        if claimed is None:
+            raise EbmsError(ErrorCode.EMPTY_MPC, f"nothing waits on {mpc}", ref_to_message_id=signal.message_id)
+        message, route = claimed
+        secured = await self._secure(message, route, received.parsed.messaging.soap_version)
+        body = b"".join(secured.packed.body)
+        await self._remember_sent(message, route, secured, body)
+        awareness = route.leg.reception_awareness
+        due = None
+        if awareness.enabled:
+            # Offered again to the next PullRequest after the retry delay unless its receipt came meanwhile.
+            due = now + awareness.retry_delay(message.attempts - 1, random.random())  # noqa: S311 (jitter)
+        await self._store.transition(
+            message, MessageState.AWAITING_RECEIPT, now=now, next_attempt_at=due, detail=f"pulled on {mpc}"
+        )
+        log.info("%s pulled on %s (attempt %d)", message.message_id, mpc, message.attempts)
+        return web.Response(body=body, status=200, headers={"Content-Type": secured.packed.content_type})
+
+    async def _claim_pullable(self, routes: Sequence[Route], now: datetime) -> tuple[StoredMessage, Route] | None:
+        """Claim the oldest message of these legs that is due: submitted, offered before without receipt, stale."""
+        legs = {(r.pmode.id, r.leg.index): r for r in routes}
+        candidates: list[StoredMessage] = []
+        for pmode_id in {r.pmode.id for r in routes}:
+            for state in (MessageState.SUBMITTED, MessageState.AWAITING_RECEIPT, MessageState.SENDING):
+                found = await self._store.search(direction=Direction.OUT, state=state, pmode_id=pmode_id, limit=50)
+                candidates.extend(found)
+        for candidate in sorted(candidates, key=lambda m: m.pk):
+            route = legs.get((candidate.pmode_id or "", candidate.leg or 0))
+            if route is None:
+                continue
+            message = await self._store.claim(candidate.message_id, now=now, lease=self.config.lease)
+            if message is None:
+                continue
+            awareness = route.leg.reception_awareness
+            if awareness.enabled and message.attempts > awareness.retries + 1:
+                reason = f"no receipt after {message.attempts - 1} pulls"
+                await self._fail(message, EbmsError(ErrorCode.MISSING_RECEIPT, reason))
+                continue
+            return message, route
+        return None
+
+    async def _pull_loop(self) -> None:
+        """Pull from every partner whose legs are pull; drain while messages come, else wait the interval."""
+        while True:
+            pulled = False
+            for route in self.pmodes.pull_requests_to_send():
+                try:
+                    pulled = await self.pull_once(route) or pulled
+                except Exception:
+                    log.exception("pulling %s failed", route.name)
+            if not pulled:
+                await asyncio.sleep(self.config.pull_interval.total_seconds())
+
+    async def pull_once(self, route: Route) -> bool:
+        """Send one signed PullRequest for the leg's MPC; take the message it returns and POST our receipt back.
+
+        True when a user message came (accepted or refused), False for EBMS:0006 or a failure to reach the partner.
+        """
+        endpoint = route.endpoint
+        if endpoint is None:
+            return False
+        policy = route.security
+        now = self.clock.now()
+        request = signed_signal(
+            pull_request(route.leg.mpc, at=now), self.config.keys.signing_key(policy), policy, SoapVersion.V12
+        )
+        assert self.session is not None
+        headers = {"Content-Type": f"{SoapVersion.V12.content_type}; charset=UTF-8"}
+        try:
+            async with self.session.post(endpoint, data=request, headers=headers) as response:
+                if response.status != 200:
+                    log.warning("PullRequest to %s: HTTP %d", endpoint, response.status)
+                    return False
+                reader = MessageReader(response.headers.get("Content-Type", ""), sink_factory=_spool)
+                size = 0
+                async for chunk in response.content.iter_chunked(READ_CHUNK):
+                    size += len(chunk)
+                    if size > self.config.max_message_size:
+                        raise EbmsError(ErrorCode.POLICY_NONCOMPLIANCE, "the pulled message is too large")
+                    reader.feed(chunk)
+                received = reader.finish()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("PullRequest to %s failed: %s", endpoint, exc)
+            return False
+        except EbmsError as exc:
+            log.warning("PullRequest to %s: unreadable answer: %s", endpoint, exc)
+            return False
+        message = received.parsed.messaging.message
+        if isinstance(message, SignalMessage):
+            codes = [e.error_code for e in message.errors]
+            if codes != [ErrorCode.EMPTY_MPC.code]:
+                log.warning("PullRequest to %s answered with %s", endpoint, codes or message.kind)
+            return False
+        soap_version = received.parsed.messaging.soap_version
+        now = self.clock.now()
+        try:
+            answer = await self._accept(received, now)
+        except EbmsError as error:
+            log.warning("refused a pulled message: %s (%s)", error, error.log_detail)
+            answer = error_response(
+                error, keys=self.config.keys.signing_key(), policy=None, soap_version=soap_version, at=now
+            )
+        await self._post_signal(endpoint, answer, soap_version)
+        return True
+
+    async def _post_signal(self, endpoint: str, signal: bytes, soap_version: SoapVersion) -> None:
+        """POST a receipt or error for a pulled message; if it is lost, the partner offers the message again and
+        the duplicate gets the stored receipt."""
+        assert self.session is not None
+        headers = {"Content-Type": f"{soap_version.content_type}; charset=UTF-8"}
+        try:
+            async with self.session.post(endpoint, data=signal, headers=headers) as response:
+                await response.read()
+                if response.status != 200:
+                    log.warning("signal to %s: HTTP %d", endpoint, response.status)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("signal to %s failed: %s", endpoint, exc)
 
     async def _read(self, request: web.Request, content_type: str) -> ReceivedMessage:
         reader = MessageReader(content_type, sink_factory=_spool)
@@ -188,10 +480,26 @@ class AccessPoint:
 
     # ------------------------------------------------------------------------------------------ sending
 
-    async def submit(self, document: dict[str, Any]) -> StoredMessage:
-        """Store a backend submission as ``submitted`` and queue it; ValueError for a bad submission."""
+    async def submit(self, document: dict[str, Any], files: Sequence[NewPayload] | None = None) -> StoredMessage:
+        """Store a backend submission as ``submitted`` and queue it; ValueError for a bad submission.
+
+        The payloads are ``files`` (a multipart submission, streamed) or the base64 ``payloads`` of the document.
+        A reply names the received request in ``ref_to_message_id``: it takes the request's conversation and,
+        unless the document names one, its two-way P-Mode.
+        """
+        ref = document.get("ref_to_message_id")
+        request = None
+        if ref is not None:
+            request = await self._store.get(Direction.IN, str(ref))
+            if request is None:
+                raise ValueError(f"ref_to_message_id: no received message {ref!r}")
+        pmode_id = document.get("pmode")
+        if pmode_id is None and request is not None:
+            two_way = self.pmodes.get(request.pmode_id or "")
+            if two_way is not None and two_way.binding is Binding.PUSH_AND_PUSH:
+                pmode_id = two_way.id
         match = self.pmodes.match_submission(
-            pmode_id=document.get("pmode"),
+            pmode_id=pmode_id,
             service=document.get("service"),
             action=document.get("action"),
             to_party=document.get("to"),
@@ -199,28 +507,33 @@ class AccessPoint:
         if match.status is not MatchStatus.MATCHED or match.route is None:
             raise ValueError(f"no single outgoing P-Mode leg fits ({match.status}): {match.reason}")
         route = match.route
+        if route.pmode.binding is Binding.PUSH_AND_PUSH and route.leg.index == 1 and request is None:
+            raise ValueError("ref_to_message_id: a reply on a two-way P-Mode names the request it answers")
         payloads = document.get("payloads") or []
-        if not isinstance(payloads, list) or not payloads:
+        if files is None and (not isinstance(payloads, list) or not payloads):
             raise ValueError("payloads: at least one payload is required")
         message_id = str(document.get("message_id") or new_message_id())
         properties = document.get("properties") or {}
         if not isinstance(properties, dict):
             raise ValueError("properties: a JSON object of name to value or to {value, type}")
         now = self.clock.now()
+        conversation = document.get("conversation_id") or (request and request.conversation_id) or message_id
         header = UserMessage(
-            message_info=HeaderInfo(message_id=message_id, timestamp=now),
+            message_info=HeaderInfo(
+                message_id=message_id, timestamp=now, ref_to_message_id=None if ref is None else str(ref)
+            ),
             party_info=PartyInfo(sender=route.from_party, receiver=route.to_party),
             collaboration_info=CollaborationInfo(
                 service=route.leg.service,
                 action=route.leg.action,
-                conversation_id=str(document.get("conversation_id") or message_id),
+                conversation_id=str(conversation),
                 agreement_ref=route.agreement_ref,
             ),
             message_properties=tuple(_property(str(k), v) for k, v in properties.items()),
             mpc=route.leg.mpc,
         )
-        new_payloads = []
-        for index, item in enumerate(payloads):
+        new_payloads = list(files or ())
+        for index, item in enumerate(() if files is not None else payloads):
             if not isinstance(item, dict) or "data" not in item:
                 raise ValueError(f"payloads[{index}]: expected {{content_id, mime_type, data (base64)}}")
             try:
@@ -230,13 +543,16 @@ class AccessPoint:
             content_id = str(item.get("content_id") or f"part{index + 1}@{message_id.split('@')[-1]}")
             mime = str(item.get("mime_type") or "application/octet-stream")
             new_payloads.append(NewPayload(content_id, mime, _once(data)))
+        if not new_payloads:
+            raise ValueError("payloads: at least one payload is required")
         stored = await self._store.submit(_info(header, route), new_payloads, now=now)
         # The header as submitted: what the sender rebuilds the message from on every attempt.
         await self._store.add_evidence(
             Direction.OUT, message_id, EvidenceKind.RAW_MESSAGE, _once(serialize(build_envelope(header))),
-            now=now, retain_for=self.config.evidence_retention,
+            now=now, retain_for=self._evidence_retention(route),
         )  # fmt: skip
-        await self.queue.put(message_id)
+        if route.pmode.binding is not Binding.PULL:  # on pull it waits for the partner's PullRequest
+            await self.queue.put(message_id)
         return stored
 
     async def _send_worker(self, number: int) -> None:
@@ -253,32 +569,29 @@ class AccessPoint:
 
     async def _send(self, message: StoredMessage) -> None:
         store = self._store
-        pmode = self.pmodes.get(message.pmode_id or "")
-        if pmode is None:
+        route = self._route(message)
+        if route is None:
             await self._fail(
                 message, EbmsError(ErrorCode.PROCESSING_MODE_MISMATCH, f"P-Mode {message.pmode_id!r} is gone")
             )
             return
-        route = Route(pmode, pmode.legs[message.leg or 0])
-        header_evidence = (await store.evidence(Direction.OUT, message.message_id, EvidenceKind.RAW_MESSAGE))[0]
-        header_bytes = b"".join([c async for c in store.read(header_evidence)])
-        user = parse_envelope(header_bytes).messaging.message
-        assert isinstance(user, UserMessage)
-        payloads = [
-            Payload(p.content_id, p.mime_type, _file_source(store.files.root / p.path), compress=route.leg.compression)
-            for p in await store.payloads(message)
-        ]
+        awareness = route.leg.reception_awareness
+        if awareness.enabled and message.attempts > awareness.retries + 1:
+            # The wait after the last attempt (an asynchronous receipt, see _retry_or_fail) has run out.
+            reason = f"no receipt after {message.attempts - 1} attempts"
+            await self._fail(message, EbmsError(ErrorCode.MISSING_RECEIPT, reason))
+            return
+        if route.pmode.binding is Binding.PULL:
+            # Claimed by a worker after a restart or a P-Mode change: it waits for the partner's PullRequest.
+            await store.transition(
+                message, MessageState.AWAITING_RECEIPT, now=self.clock.now(), detail="waits for pull"
+            )
+            return
         endpoint = route.endpoint
         if endpoint is None:
             await self._fail(message, EbmsError(ErrorCode.PROCESSING_MODE_MISMATCH, "the P-Mode names no endpoint"))
             return
-        secured = secure_message(
-            user,
-            payloads,
-            route.security,
-            signing_key=self.config.keys.signing_key(route.security),
-            recipient_certificate=route.partner_encryption_certificate,
-        )
+        secured = await self._secure(message, route)
         body = b"".join(secured.packed.body)
         assert self.session is not None
         try:
@@ -292,11 +605,24 @@ class AccessPoint:
             await self._retry_or_fail(message, route, f"{type(exc).__name__}: {exc}")
             return
         now = self.clock.now()
-        if status >= 500 and not answer.lstrip().startswith(b"<"):
-            await self._retry_or_fail(message, route, f"HTTP {status}")
+        if 200 <= status < 300 and not answer.strip():
+            # No synchronous receipt: it comes later as a signal to /as4 and must echo what we signed.
+            await self._remember_sent(message, route, secured, body)
+            await self._retry_or_fail(message, route, "no synchronous receipt", expected=True)
             return
         try:
             parsed = read_message(answer_type, answer).parsed
+        except EbmsError as error:
+            if status >= 500:  # a SOAP Fault or an error page: the partner could not process it now
+                await self._retry_or_fail(message, route, f"HTTP {status}")
+            else:
+                await self._unusable_answer(message, route, answer, error, now)
+            return
+        header = parsed.messaging.message
+        if isinstance(header, SignalMessage) and header.errors:
+            await self._error_signal(message, route, header, answer, now)
+            return
+        try:
             partner = [c for c in (route.partner_signing_certificate,) if c is not None]
             verify_receipt(
                 parsed,
@@ -306,31 +632,49 @@ class AccessPoint:
                 partner_certificates=partner,
             )
         except EbmsError as error:
-            kind = EvidenceKind.ERROR_SIGNAL
-            await store.add_evidence(
-                Direction.OUT,
-                message.message_id,
-                kind,
-                _once(answer),
-                now=now,
-                retain_for=self.config.evidence_retention,
-            )
-            await self._fail(message, error)
+            await self._unusable_answer(message, route, answer, error, now)
             return
-        await store.add_evidence(
-            Direction.OUT,
-            message.message_id,
-            EvidenceKind.PARTNER_RECEIPT,
-            _once(answer),
-            now=now,
-            retain_for=self.config.evidence_retention,
-        )
-        await store.transition(message, MessageState.DELIVERED, now=now, detail=f"receipt from {endpoint}")
+        await self._delivered(message, route, answer, now, f"receipt from {endpoint}")
 
-    async def _retry_or_fail(self, message: StoredMessage, route: Route, reason: str) -> None:
+    async def _unusable_answer(
+        self, message: StoredMessage, route: Route, answer: bytes, error: EbmsError, now: datetime
+    ) -> None:
+        await self._keep(message, route, EvidenceKind.ERROR_SIGNAL, answer, now)
+        await self._fail(message, error)
+
+    async def _secure(
+        self, message: StoredMessage, route: Route, soap_version: SoapVersion = SoapVersion.V12
+    ) -> SecuredMessage:
+        """Rebuild a stored message from its header as submitted and its payloads: compressed, signed, encrypted."""
+        store = self._store
+        header_evidence = (await store.evidence(Direction.OUT, message.message_id, EvidenceKind.RAW_MESSAGE))[0]
+        header_bytes = b"".join([c async for c in store.read(header_evidence)])
+        user = parse_envelope(header_bytes).messaging.message
+        assert isinstance(user, UserMessage)
+        payloads = [
+            Payload(p.content_id, p.mime_type, _file_source(store.files.root / p.path), compress=route.leg.compression)
+            for p in await store.payloads(message)
+        ]
+        return secure_message(
+            user,
+            payloads,
+            route.security,
+            signing_key=self.config.keys.signing_key(route.security),
+            recipient_certificate=route.partner_encryption_certificate,
+            soap_version=soap_version,
+        )
+
+    async def _retry_or_fail(
+        self, message: StoredMessage, route: Route, reason: str, *, expected: bool = False
+    ) -> None:
+        """Schedule the next attempt, or fail with MissingReceipt after the last.
+
+        ``expected``: the partner took the message and its receipt comes asynchronously, so even after the last
+        attempt the receipt gets one more delay to arrive (the worker fails it when it comes due again).
+        """
         awareness = route.leg.reception_awareness
         now = self.clock.now()
-        if awareness.enabled and message.attempts <= awareness.retries:
+        if awareness.enabled and (message.attempts <= awareness.retries or expected):
             due = now + awareness.retry_delay(message.attempts - 1, random.random())  # noqa: S311 (jitter)
             moved = await self._store.transition(
                 message, MessageState.AWAITING_RECEIPT, now=now, next_attempt_at=due, detail=f"retry: {reason}"
@@ -344,10 +688,38 @@ class AccessPoint:
         )
 
     async def _fail(self, message: StoredMessage, error: EbmsError) -> None:
-        log.warning("%s failed: %s", message.message_id, error)
-        await self._store.transition(
-            message, MessageState.FAILED, now=self.clock.now(), error=(error.code, error.log_detail[:500])
+        await self._record_failure(message, error.code, error.log_detail)
+
+    async def _record_failure(self, message: StoredMessage, code: str, detail: str) -> None:
+        log.warning("%s failed: %s %s", message.message_id, code, detail)
+        moved = await self._store.transition(
+            message, MessageState.FAILED, now=self.clock.now(), error=(code, detail[:500])
         )
+        if moved is not None:
+            self.webhooks.notify(WebhookEvent.ERROR, _message_json(moved))
+
+    # ------------------------------------------------------------------------------------------- retention
+
+    async def _purge_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.purge_interval.total_seconds())
+            try:
+                await self.purge()
+            except Exception:
+                log.exception("retention purge failed")
+
+    async def purge(self, now: datetime | None = None) -> PurgeReport:
+        """Delete what each P-Mode's retention no longer keeps: payloads, then messages, then evidence."""
+        now = now or self.clock.now()
+        retention = {
+            p.id: StoreRetention(payloads=p.retention.payloads, messages=p.retention.messages) for p in self.pmodes
+        }
+        purged = await self._store.purge(now=now, retention=retention)
+        evidence = await self._store.purge_evidence(now=now)
+        report = PurgeReport(payloads=purged.payloads, messages=purged.messages, evidence=evidence.evidence)
+        if report != PurgeReport():
+            log.info("retention: purged %s", report)
+        return report
 
     # -------------------------------------------------------------------------------------- backend API
 
@@ -404,7 +776,7 @@ class AccessPoint:
         )
 
     async def api_search(self, request: web.Request) -> web.Response:
-        """GET /api/v1/messages?direction=&state=&conversation_id=: list messages."""
+        """GET /api/v1/messages?direction=&state=&pmode=&conversation_id=&ref_to_message_id=: list messages."""
         self._authorised(request)
         query = request.query
         try:
@@ -414,7 +786,12 @@ class AccessPoint:
         except ValueError as exc:
             raise _problem(400, "invalid-query", str(exc)) from None
         rows = await self._store.search(
-            direction=direction, state=state, conversation_id=query.get("conversation_id"), limit=limit
+            direction=direction,
+            state=state,
+            pmode_id=query.get("pmode"),
+            conversation_id=query.get("conversation_id"),
+            ref_to_message_id=query.get("ref_to_message_id"),
+            limit=limit,
         )
         return web.json_response({"messages": [_message_json(m) for m in rows]})
 
@@ -441,11 +818,17 @@ class AccessPoint:
         self._authorised(request)
         message = await self._find(request, Direction.IN)
         now = self.clock.now()
-        if message.state is MessageState.RECEIVED:
-            moved = await self._store.transition(message, MessageState.DELIVERED_TO_BACKEND, now=now)
-            message = moved or message
-        if message.state is MessageState.DELIVERED_TO_BACKEND:
-            message = await self._store.transition(message, MessageState.ACKNOWLEDGED, now=now) or message
+        # A download that just finished may move the message to delivered_to_backend under our feet: then the
+        # transition loses the race and the message is read again.
+        for _ in range(3):
+            if message.state is MessageState.RECEIVED:
+                moved = await self._store.transition(message, MessageState.DELIVERED_TO_BACKEND, now=now)
+                message = moved or await self._find(request, Direction.IN)
+            if message.state is MessageState.DELIVERED_TO_BACKEND:
+                moved = await self._store.transition(message, MessageState.ACKNOWLEDGED, now=now)
+                message = moved or await self._find(request, Direction.IN)
+            if message.state is MessageState.ACKNOWLEDGED:
+                break
         if message.state is not MessageState.ACKNOWLEDGED:
             raise _problem(409, "conflict", f"message is {message.state}")
         return web.json_response(_message_json(message))
@@ -535,6 +918,33 @@ def _problem_any(status: int, reason: str) -> web.HTTPException:
 
 def _soap(body: bytes, version: SoapVersion) -> web.Response:
     return web.Response(body=body, status=200, headers={"Content-Type": f"{version.content_type}; charset=UTF-8"})
+
+
+def _soap_fault(version: SoapVersion) -> web.Response:
+    """A SOAP Fault (Receiver / Server) with HTTP 500, saying nothing about the cause."""
+    if version is SoapVersion.V11:
+        fault = b"<faultcode>soap:Server</faultcode><faultstring>internal error</faultstring>"
+    else:
+        fault = (
+            b"<soap:Code><soap:Value>soap:Receiver</soap:Value></soap:Code>"
+            b'<soap:Reason><soap:Text xml:lang="en">internal error</soap:Text></soap:Reason>'
+        )
+    body = (
+        b'<?xml version="1.0" encoding="UTF-8"?><soap:Envelope xmlns:soap="' + version.value.encode() + b'">'
+        b"<soap:Body><soap:Fault>" + fault + b"</soap:Fault></soap:Body></soap:Envelope>"
+    )
+    return web.Response(body=body, status=500, headers={"Content-Type": f"{version.content_type}; charset=UTF-8"})
+
+
+class _Discard:
+    """A sink that drops an attachment's bytes (only the envelope of a message we built is wanted)."""
+
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+
+def _discard(_start: PartStart) -> Any:
+    return _Discard()
 
 
 def _spool(_start: PartStart) -> tempfile.SpooledTemporaryFile[bytes]:
@@ -643,5 +1053,13 @@ def _message_json(message: StoredMessage) -> dict[str, Any]:
 def run_server(config: ServerConfig) -> None:
     """Serve until interrupted (``accesspoint serve``)."""
     access_point = AccessPoint(config)
+    tls = None if config.tls is None else server_context(config.tls)
     with contextlib.suppress(KeyboardInterrupt):
-        web.run_app(access_point.application(), host=config.host, port=config.port, print=None, access_log=None)
+        web.run_app(
+            access_point.application(),
+            host=config.host,
+            port=config.port,
+            print=None,
+            access_log=None,
+            ssl_context=tls,
+        )

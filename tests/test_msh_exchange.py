@@ -1,0 +1,116 @@
+"""Two real access point processes: two-way push-and-push, pull (serving and pulling), asynchronous signals."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+from accesspoint.core.errors import EbmsError, ErrorCode
+from accesspoint.core.message import read_message
+from accesspoint.core.model import UserMessage
+from accesspoint.core.namespaces import SoapVersion
+from accesspoint.core.signals import build_error_signal
+from accesspoint.msh.receiving import policy_for_key, pull_request, signed_signal
+from accesspoint.security.keys import KeyPair, load_key_pair
+from tests.test_msh import CERTS
+from tests.test_msh_support import PULL_MPC, Peer, error_codes, pair, running, submission
+
+SOAP12 = f"{SoapVersion.V12.content_type}; charset=UTF-8"
+
+
+def _keys(name: str) -> KeyPair:
+    return load_key_pair(CERTS / f"{name}.key.pem", None, certificate=CERTS / f"{name}.pem")
+
+
+def _pull(peer: Peer, keys: KeyPair, mpc: str = PULL_MPC) -> tuple[int, str, bytes]:
+    """POST a PullRequest signed with keys to the peer."""
+    request = pull_request(mpc, at=datetime.now(UTC))
+    return peer.post_as4(signed_signal(request, keys, policy_for_key(keys), SoapVersion.V12), SOAP12)
+
+
+def _error_signal(keys: KeyPair, ref: str, code: ErrorCode) -> bytes:
+    error = EbmsError(code, "refused by the test partner", ref_to_message_id=ref)
+    signal = build_error_signal([error], message_id=f"{uuid.uuid4()}@be", now=datetime.now(UTC), ref_to_message_id=ref)
+    return signed_signal(signal, keys, policy_for_key(keys), SoapVersion.V12)
+
+
+def test_two_way_push_and_push_reply_is_correlated_with_its_request(tmp_path: Path) -> None:
+    """Belgium answers Sweden's request through the API with ref_to_message_id; Sweden finds the reply by it."""
+    sweden, belgium = pair(tmp_path)
+    with running(belgium, sweden):
+        status, sent = sweden.api(
+            "POST", "/api/v1/messages", submission("se-be-request-reply", b"<q/>", "req@se", conversation_id="c-1")
+        )
+        assert status == 202, sent
+        assert sweden.wait_state("req@se", {"delivered", "failed"})["state"] == "delivered"
+        request = belgium.wait_state("req@se", {"received"}, direction="in")
+        assert request["action"] == "Request" and request["conversation_id"] == "c-1"
+
+        status, problem = belgium.api("POST", "/api/v1/messages", submission("se-be-request-reply", b"<a/>", "x@be"))
+        assert status == 422 and "ref_to_message_id" in problem["detail"]
+
+        reply = submission("se-be-request-reply", b"<a/>", "rep@be", ref_to_message_id="req@se")
+        del reply["pmode"]  # the request's two-way P-Mode is taken
+        status, queued = belgium.api("POST", "/api/v1/messages", reply)
+        assert status == 202, queued
+        assert queued["ref_to_message_id"] == "req@se" and queued["conversation_id"] == "c-1"
+        assert belgium.wait_state("rep@be", {"delivered", "failed"})["state"] == "delivered"
+
+        (found,) = sweden.messages(ref_to_message_id="req@se", direction="in")
+        assert (found["message_id"], found["action"], found["conversation_id"]) == ("rep@be", "Reply", "c-1")
+        assert [m["message_id"] for m in sweden.messages(conversation_id="c-1")] == ["req@se", "rep@be"]
+
+
+def test_pull_serves_the_waiting_message_and_the_receipt_comes_back_asynchronously(tmp_path: Path) -> None:
+    """Sweden keeps a pull-leg message until Belgium's signed PullRequest takes it; Belgium's receipt delivers it."""
+    sweden, belgium = pair(tmp_path)
+    with running(sweden):
+        payload = b"<for-belgium/>" * 100
+        status, sent = sweden.api("POST", "/api/v1/messages", submission("be-pulls-from-se", payload, "p1@se"))
+        assert status == 202, sent
+        # Nobody pushes it; a puller that is not the P-Mode's partner, or pulls another MPC, is refused.
+        assert error_codes(*_pull(sweden, _keys("ap-sweden-sign"))[1:]) == [ErrorCode.FAILED_AUTHENTICATION.code]
+        status, kind, body = _pull(sweden, _keys("partner-115"), mpc="urn:example:mpc:nobody")
+        assert status == 200 and error_codes(kind, body) == [ErrorCode.FAILED_AUTHENTICATION.code]
+        assert sweden.api("GET", "/api/v1/messages/p1@se")[1]["state"] == "submitted"
+        with running(belgium):
+            delivered = sweden.wait_state("p1@se", {"delivered", "failed"})
+            assert delivered["state"] == "delivered", delivered
+            assert "partner-receipt" in {e["kind"] for e in delivered["evidence"]}
+            assert any((h["detail"] or "").startswith("pulled on") for h in delivered["history"])
+            received = belgium.wait_state("p1@se", {"received"}, direction="in")
+            assert received["payloads"][0]["sha256"] == hashlib.sha256(payload).hexdigest()
+            assert {"raw-message", "our-receipt"} <= {e["kind"] for e in received["evidence"]}
+            status, kind, body = _pull(sweden, _keys("partner-115"))
+            assert status == 200 and error_codes(kind, body) == [ErrorCode.EMPTY_MPC.code]
+
+
+def test_error_signal_for_a_sent_message_fails_it_with_its_code_and_forged_signals_are_refused(
+    tmp_path: Path,
+) -> None:
+    """An error signal signed by the partner fails the message it refers to; other signers get EBMS:0101."""
+    sweden, _belgium = pair(tmp_path)
+    with running(sweden):
+        assert sweden.api("POST", "/api/v1/messages", submission("be-pulls-from-se", b"<x/>", "e1@se"))[0] == 202
+        status, kind, body = _pull(sweden, _keys("partner-115"))
+        pulled = read_message(kind, body).parsed.messaging.message
+        assert status == 200 and isinstance(pulled, UserMessage) and pulled.message_id == "e1@se"
+        assert sweden.api("GET", "/api/v1/messages/e1@se")[1]["state"] == "awaiting_receipt"
+
+        forged = _error_signal(_keys("ap-sweden-sign"), "e1@se", ErrorCode.DECOMPRESSION_FAILURE)
+        status, kind, answer = sweden.post_as4(forged, SOAP12)
+        assert status == 200 and error_codes(kind, answer) == [ErrorCode.FAILED_AUTHENTICATION.code]
+        assert sweden.api("GET", "/api/v1/messages/e1@se")[1]["state"] == "awaiting_receipt"
+
+        unknown = _error_signal(_keys("partner-115"), "never-sent@se", ErrorCode.DECOMPRESSION_FAILURE)
+        status, kind, answer = sweden.post_as4(unknown, SOAP12)
+        assert status == 200 and error_codes(kind, answer) == [ErrorCode.VALUE_INCONSISTENT.code]
+
+        genuine = _error_signal(_keys("partner-115"), "e1@se", ErrorCode.DECOMPRESSION_FAILURE)
+        status, _kind, answer = sweden.post_as4(genuine, SOAP12)
+        assert (status, answer) == (200, b"")
+        failed = sweden.api("GET", "/api/v1/messages/e1@se")[1]
+        assert failed["state"] == "failed" and failed["last_error"]["code"] == ErrorCode.DECOMPRESSION_FAILURE.code
+        assert "error-signal" in {e["kind"] for e in failed["evidence"]}
