@@ -10,6 +10,7 @@ import argparse
 import logging
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -23,8 +24,11 @@ from accesspoint.cli import (
     failure,
     load_message,
 )
+from accesspoint.core.envelope import parse_envelope
 from accesspoint.core.errors import EbmsError, ErrorCode
 from accesspoint.core.message import ReceivedMessage, memory_sink, read_message
+from accesspoint.core.mime import parse_content_type
+from accesspoint.core.model import UserMessage
 from accesspoint.core.namespaces import NS
 from accesspoint.core.timestamps import parse_timestamp
 from accesspoint.security.algorithms import SHA1_BASED
@@ -83,10 +87,16 @@ def cmd_verify(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     content_type, body = load_message(args.file, args.content_type)
     at = _moment(args.at)
     trust = _trust_settings(args)
+    unavailable: frozenset[str] = frozenset()
     try:
         received = read_message(content_type, body, sink_factory=memory_sink)
     except EbmsError as exc:
-        return EXIT_MALFORMED, failure(exc.code, exc.detail, file=args.file)
+        soap_alone = (
+            _soap_part_alone(content_type, body) if exc.error_code is ErrorCode.EXTERNAL_PAYLOAD_ERROR else None
+        )
+        if soap_alone is None:
+            return EXIT_MALFORMED, failure(exc.code, exc.detail, file=args.file)
+        received, unavailable = soap_alone
     keys = _keys(args, received, trust)
     policy = SecurityPolicy(
         profile=Profile.EDELIVERY_1_15,
@@ -109,6 +119,7 @@ def cmd_verify(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
             # partner certificate marked CA (Domibus' blue_gw / red_gw) is an anchor here, not a pinned leaf.
             partner_certificates=(*trust.pinned, *trust.anchors),
             strict_coverage=False,
+            unavailable=unavailable,
         )
     except TrustError as exc:
         log.warning("verify %s: %s", args.file, exc.reason)
@@ -119,6 +130,21 @@ def cmd_verify(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
         return code, failure(exc.code, exc.log_detail or exc.detail, **summary)
     report = {**summary, **_report(opened)}
     return (EXIT_OK if opened.complete else EXIT_INCOMPLETE), report
+
+
+def _soap_part_alone(content_type: str, body: bytes) -> tuple[ReceivedMessage, frozenset[str]] | None:
+    """A bare SOAP envelope whose PartInfo names cid: parts the file lacks (a saved root part): verify what is there."""
+    media = parse_content_type(content_type)
+    if media.media_type.startswith("multipart/"):
+        return None
+    parsed = parse_envelope(body)
+    user = parsed.header
+    if not isinstance(user, UserMessage):
+        return None
+    named = frozenset(cid for cid in (part.content_id for part in user.payload_info) if cid is not None)
+    if not named:
+        return None
+    return ReceivedMessage(parsed, body, (), media, is_mime=False), named
 
 
 def _moment(text: str | None) -> datetime:
@@ -223,6 +249,12 @@ def _encryption_algorithms(received: ReceivedMessage) -> list[str]:
     return list(dict.fromkeys(a for a in found if a))
 
 
+def _unchecked_reason(uri: str, opened: OpenedMessage) -> str:
+    if uri.startswith("cid:") and unquote(uri[4:]) in opened.unavailable:
+        return "unchecked (attachment not in the file)"
+    return "unchecked (encrypted, no key)"
+
+
 def _report(opened: OpenedMessage) -> dict[str, Any]:
     signature = opened.signature
     out: dict[str, Any] = {"ok": True, "complete": opened.complete}
@@ -244,7 +276,7 @@ def _report(opened: OpenedMessage) -> dict[str, Any]:
             {"uri": r.echo.uri, "target": r.target, "result": "valid"} for r in signature.references
         ]
         references += [
-            {"uri": e.uri, "target": None, "result": "unchecked (encrypted, no key)"} for e in signature.unchecked
+            {"uri": e.uri, "target": None, "result": _unchecked_reason(e.uri, opened)} for e in signature.unchecked
         ]
         out["references"] = references
     else:
@@ -269,5 +301,6 @@ def _report(opened: OpenedMessage) -> dict[str, Any]:
         for p in opened.payloads
     ]
     out["undecrypted"] = sorted(opened.undecrypted)
+    out["unavailable"] = sorted(opened.unavailable)
     out["warnings"] = list(opened.warnings)
     return out

@@ -74,12 +74,14 @@ class OpenedMessage:
     warnings: tuple[str, ...] = ()
     # Each attachment as a re-openable plaintext stream (decrypted, still compressed): what the MSH stores.
     sources: Mapping[str, AttachmentSource] = field(default_factory=dict, compare=False)
+    # Parts the PartInfo names that were not in the file at all (a SOAP part saved without its attachments).
+    unavailable: frozenset[str] = frozenset()
 
     @property
     def complete(self) -> bool:
         """True when every part was decrypted and every signature reference checked."""
         unchecked = () if self.signature is None else self.signature.unchecked
-        return not self.undecrypted and not unchecked
+        return not self.undecrypted and not self.unavailable and not unchecked
 
 
 def payload_sources(
@@ -88,12 +90,14 @@ def payload_sources(
     policy: SecurityPolicy,
     *,
     read_part: PartReader = read_memory_part,
+    unavailable: frozenset[str] = frozenset(),
 ) -> tuple[dict[str, AttachmentSource], frozenset[str], frozenset[str]]:
     """Each attachment as a re-openable plaintext stream, the encrypted Content-IDs and those left undecrypted."""
     encrypted = encrypted_content_ids(received.parsed)
     sources: dict[str, AttachmentSource] = {}
     undecrypted: frozenset[str] = frozenset()
-    if encrypted:
+    # Parts that are not there at all need no key; what remains to decrypt is decrypted as one message.
+    if encrypted - unavailable:
         try:
             sources.update(decrypt_attachments(received, keys, policy, open_part=read_part))
         except DecryptionKeyMissing:
@@ -121,14 +125,19 @@ def open_message(
     decompression_limit: int = DEFAULT_DECOMPRESSION_LIMIT,
     check_trust: bool = True,
     strict_coverage: bool = True,
+    unavailable: frozenset[str] = frozenset(),
 ) -> OpenedMessage:
     """Decrypt, verify, validate the signer's certificate and decompress; raise the EbmsError to answer with.
 
     ``strict_coverage=False`` turns AS4's coverage rule (Messaging, Body payload, every attachment signed)
-    into warnings for signals, for a diagnostic tool; user messages are always held to it.
+    into warnings for signals, for a diagnostic tool; user messages are always held to it. ``unavailable``
+    names attachments that are not there at all (a diagnostic tool reading a SOAP part alone): their
+    references stay unchecked, as for an attachment without its key.
     """
     parsed = received.parsed
-    sources, encrypted, undecrypted = payload_sources(received, keys, policy, read_part=read_part)
+    sources, encrypted, undecrypted = payload_sources(
+        received, keys, policy, read_part=read_part, unavailable=unavailable
+    )
     if policy.encrypt and _user(parsed) is not None:
         plain = [cid for cid in sources if cid not in encrypted]
         if plain:
@@ -145,11 +154,11 @@ def open_message(
             sources,
             policy,
             candidates=partner_certificates,
-            skip_attachments=undecrypted,
+            skip_attachments=undecrypted | unavailable,
             require_coverage=not lenient,
         )
         if lenient:
-            warnings.extend(coverage_gaps(signature, parsed, sources, undecrypted))
+            warnings.extend(coverage_gaps(signature, parsed, sources, undecrypted | unavailable))
         if check_trust:
             trust = _validate_signer(
                 signature.signer.certificate,
@@ -162,9 +171,17 @@ def open_message(
             )
             warnings.extend(trust.warnings)
 
-    payloads = tuple(_open_payloads(received, sources, encrypted, undecrypted, decompression_limit))
+    payloads = tuple(_open_payloads(received, sources, encrypted, undecrypted | unavailable, decompression_limit))
     return OpenedMessage(
-        received, signature, trust, payloads, encrypted, undecrypted, tuple(dict.fromkeys(warnings)), sources
+        received,
+        signature,
+        trust,
+        payloads,
+        encrypted,
+        undecrypted,
+        tuple(dict.fromkeys(warnings)),
+        sources,
+        unavailable,
     )
 
 
