@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -196,3 +197,36 @@ async def test_a_scheduled_retry_reaches_the_stream_once_when_due(consumers: lis
     results = await asyncio.gather(first.get(), nothing_within(second, 0.3))
     assert results[0].message_id == "retry@ap" and results[1] is True
     assert await first.redis.zcard(first.scheduled) == 0
+
+
+async def test_a_consumer_cancelled_mid_command_stops_and_the_queue_goes_on(redis_url: str) -> None:
+    """Cancelling a consumer while it blocks in Redis ends it promptly; every entry is still handed out."""
+    chooser = random.Random(3)
+    queue = RedisSendQueue.from_url(redis_url, clock=ManualClock(T0), consumer="a", **FAST)
+    seen: list[str] = []
+
+    async def work() -> None:
+        while True:
+            item = await queue.get()
+            seen.append(item.message_id)
+            await queue.ack(item)
+
+    try:
+        for n in range(40):
+            await queue.put(f"m{n}")
+            worker = asyncio.create_task(work())
+            await asyncio.sleep(chooser.random() * 0.03)
+            worker.cancel()
+            done, _ = await asyncio.wait([worker], timeout=3)
+            assert done, f"round {n}: the cancelled consumer is still running"
+        rest = RedisSendQueue.from_url(redis_url, clock=ManualClock(T0), consumer="b", claim_idle=timedelta(0), **FAST)
+        try:
+            while len(set(seen)) < 40:
+                item = await asyncio.wait_for(rest.get(), 2)
+                seen.append(item.message_id)
+                await rest.ack(item)
+        finally:
+            await rest.close()
+    finally:
+        await queue.close()
+    assert set(seen) == {f"m{n}" for n in range(40)}

@@ -81,3 +81,13 @@ def check_transition(direction: Direction, source: MessageState, target: Message
 def states_of(direction: Direction) -> frozenset[MessageState]:
     """Every state a message of that direction can reach."""
     return frozenset(state for pair in TRANSITIONS[direction] for state in pair) | {INITIAL[direction]}
+
+
+def diagram(direction: Direction) -> str:
+    """The lifecycle of one direction as a Mermaid state diagram, generated from the table for the docs."""
+    order = list(MessageState)
+    pairs = sorted(TRANSITIONS[direction], key=lambda pair: (order.index(pair[0]), order.index(pair[1])))
+    lines = ["stateDiagram-v2", f"    [*] --> {INITIAL[direction].value}"]
+    lines += [f"    {source.value} --> {target.value}" for source, target in pairs]
+    lines += [f"    {state.value} --> [*]" for state in order if state in FINAL[direction]]
+    return "\n".join(lines) + "\n"
