@@ -89,7 +89,7 @@ def test_sbd_round_trip() -> None:
 
 def test_sbd_without_required_element_is_refused_by_the_schema() -> None:
     """A header without DocumentIdentification/Type fails XSD validation."""
-    data = build_sbd(HEADER, INVOICE).replace(b"<Type>Invoice</Type>", b"")
+    data = build_sbd(HEADER, INVOICE).replace(b"<sh:Type>Invoice</sh:Type>", b"")
     with pytest.raises(EnvelopeError) as caught:
         parse_sbd(data)
     assert caught.value.rules[0] == "XSD"

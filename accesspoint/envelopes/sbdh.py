@@ -285,7 +285,10 @@ def build_sbd(header: Sbdh, document: etree._Element | bytes) -> bytes:
 
 
 def _detached(element: etree._Element) -> etree._Element:
-    return etree.fromstring(etree.tostring(element))
+    # A copy of its own, without the namespace declarations it inherited from the SBD and does not use.
+    copy = etree.fromstring(etree.tostring(element))
+    etree.cleanup_namespaces(copy)
+    return copy
 
 
 def _partner(element: etree._Element, what: str) -> Partner:
