@@ -26,6 +26,7 @@ from accesspoint.core.mime import (
     PartStart,
     content_id_of,
     format_content_type,
+    media_type_of,
     new_boundary,
     parse_content_type,
     write_multipart,
@@ -170,6 +171,9 @@ class MessageReader:
         self._sink_factory = sink_factory
         self._max_envelope = max_envelope_bytes
         self._validate = validate
+        # The root part's Content-ID, as ``start`` names it (read once, not once per part).
+        self._start = self._content_type.param("start")
+        self._start_id = content_id_of(self._start) if self._start else None
         media = self._content_type.media_type
         self._bare: bytearray | None = None
         self._parser: MultipartParser | None = None
@@ -214,8 +218,7 @@ class MessageReader:
             )
             # Until the root is known, a part that may be the root is buffered (bounded): the first part
             # when ``start`` is absent, or the part whose Content-ID is ``start``.
-            start = self._content_type.param("start")
-            maybe_root = content_id_of(start) == part.content_id if start else not self._parts
+            maybe_root = self._start_id == part.content_id if self._start else not self._parts
             if maybe_root:
                 self._current = (part, bytearray())
             else:
@@ -250,7 +253,7 @@ class MessageReader:
         root, root_bytes = self._parts[root_index]
         if root_bytes is None:  # pragma: no cover - the root is always buffered
             raise EbmsError(ErrorCode.MIME_INCONSISTENCY, "the root part was not kept")
-        root_media = parse_content_type(root.content_type).media_type
+        root_media = media_type_of(root.content_type)
         if root_media not in SOAP_MEDIA_TYPES:
             raise EbmsError(ErrorCode.MIME_INCONSISTENCY, f"the root part is {root_media!r}, not a SOAP envelope")
         attachments = []
@@ -276,10 +279,9 @@ class MessageReader:
         return received
 
     def _root_index(self) -> int:
-        start = self._content_type.param("start")
-        if not start:
+        if not self._start:
             return 0
-        wanted = content_id_of(start)
+        wanted = self._start_id
         for index, (part, _) in enumerate(self._parts):
             if part.content_id == wanted:
                 return index

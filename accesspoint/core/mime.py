@@ -41,14 +41,19 @@ def parse_content_type(value: str) -> ContentType:
     """Parse a Content-Type header value (RFC 2045 parameters, quoted strings allowed)."""
     media, _, rest = value.partition(";")
     params: dict[str, str] = {}
-    for match in _PARAM.finditer(";" + rest):
-        raw = match.group(2).strip()
+    for name, value in _PARAM.findall(";" + rest):
+        raw = value.strip()
         if raw.startswith('"') and raw.endswith('"') and len(raw) >= 2:
             raw = raw[1:-1]
             if "\\" in raw:
                 raw = re.sub(r"\\(.)", r"\1", raw)
-        params[match.group(1).lower()] = raw
+        params[name.lower()] = raw
     return ContentType(media.strip().lower(), params)
+
+
+def media_type_of(value: str) -> str:
+    """``parse_content_type(value).media_type`` without parsing the parameters."""
+    return value.partition(";")[0].strip().lower()
 
 
 def format_content_type(media_type: str, params: dict[str, str]) -> str:
@@ -214,6 +219,32 @@ def _decoder_for(encoding: str | None) -> _Decoder:
     raise EbmsError(ErrorCode.FEATURE_NOT_SUPPORTED_UNPACKAGING, f"Content-Transfer-Encoding {value!r}")
 
 
+_CR: Final = ord("\r")
+
+
+def _headers_end(buffer: bytes, pos: int) -> tuple[int, int] | None:
+    """Where the part headers from ``pos`` end and how long the blank line is; None while it has not come."""
+    if buffer.startswith(b"\r\n", pos):
+        return pos, 2
+    if buffer.startswith(b"\n", pos):
+        return pos, 1
+    crlf = buffer.find(b"\r\n\r\n", pos)
+    # A bare-LF blank line counts only before the first CRLF one, so it is looked for that far only: searching
+    # for the two-byte needle through a whole binary part body costs more than the rest of the parse.
+    lf = buffer.find(b"\n\n", pos, len(buffer) if crlf < 0 else crlf + 1)
+    if lf >= 0:
+        end, skip = lf, 2
+    elif crlf >= 0:
+        end, skip = crlf, 4
+    else:
+        if len(buffer) - pos > MAX_PART_HEADER_BYTES:
+            raise EbmsError(ErrorCode.MIME_INCONSISTENCY, "MIME part headers are too long")
+        return None
+    if end - pos > MAX_PART_HEADER_BYTES:
+        raise EbmsError(ErrorCode.MIME_INCONSISTENCY, "MIME part headers are too long")
+    return end, skip
+
+
 class MultipartParser:
     """Push parser for a multipart body: ``feed`` bytes, get events; ``close`` checks the body was complete.
 
@@ -240,80 +271,71 @@ class MultipartParser:
         """Consume bytes and return the events they complete."""
         if self._state == _EPILOGUE:
             return []
-        self._buffer += data
+        # The bytes not yet consumed plus ``data``, read through an offset: each step moves ``pos`` instead of
+        # copying the rest of the buffer, and what is left is kept once, when the call returns (or raises).
+        buffer = self._buffer + data
+        pos = 0
+        delimiter = self._delimiter
         events: list[MimeEvent] = []
-        while True:
-            if self._state == _PREAMBLE:
-                index = self._buffer.find(self._delimiter)
-                if index < 0:
-                    self._buffer = self._buffer[-len(self._delimiter) :]
-                    return events
-                self._buffer = self._buffer[index + len(self._delimiter) :]
-                self._state = _AFTER_DELIMITER
-            elif self._state == _AFTER_DELIMITER:
-                if len(self._buffer) < 2:
-                    return events
-                if self._buffer.startswith(b"--"):
-                    if self._parts == 0:
-                        raise EbmsError(ErrorCode.MIME_INCONSISTENCY, "multipart body has no parts")
-                    self._state = _EPILOGUE
-                    self._buffer = b""
-                    events.append(MultipartEnd())
-                    return events
-                line_end = self._buffer.find(b"\n")
-                if line_end < 0:
-                    if len(self._buffer) > 256:
+        try:
+            while True:
+                if self._state == _PREAMBLE:
+                    index = buffer.find(delimiter, pos)
+                    if index < 0:
+                        pos = max(pos, len(buffer) - len(delimiter))
+                        return events
+                    pos = index + len(delimiter)
+                    self._state = _AFTER_DELIMITER
+                elif self._state == _AFTER_DELIMITER:
+                    if len(buffer) - pos < 2:
+                        return events
+                    if buffer.startswith(b"--", pos):
+                        if self._parts == 0:
+                            raise EbmsError(ErrorCode.MIME_INCONSISTENCY, "multipart body has no parts")
+                        self._state = _EPILOGUE
+                        pos = len(buffer)
+                        events.append(MultipartEnd())
+                        return events
+                    line_end = buffer.find(b"\n", pos)
+                    if line_end < 0:
+                        if len(buffer) - pos > 256:
+                            raise EbmsError(ErrorCode.MIME_INCONSISTENCY, "garbage after a multipart delimiter")
+                        return events
+                    if buffer[pos:line_end].strip(b" \t\r"):
                         raise EbmsError(ErrorCode.MIME_INCONSISTENCY, "garbage after a multipart delimiter")
-                    return events
-                if self._buffer[:line_end].strip(b" \t\r"):
-                    raise EbmsError(ErrorCode.MIME_INCONSISTENCY, "garbage after a multipart delimiter")
-                self._buffer = self._buffer[line_end + 1 :]
-                self._state = _HEADERS
-            elif self._state == _HEADERS:
-                start = self._parse_headers()
-                if start is None:
-                    return events
-                events.append(start)
-                self._state = _BODY
-            else:  # _BODY
-                index = self._buffer.find(self._delimiter)
-                if index < 0:
-                    keep = len(self._delimiter)
-                    if len(self._buffer) > keep:
-                        chunk = self._decoder.decode(self._buffer[:-keep])
-                        self._buffer = self._buffer[-keep:]
-                        if chunk:
-                            events.append(PartData(chunk))
-                    return events
-                body = self._buffer[:index]
-                if body.endswith(b"\r"):
-                    body = body[:-1]
-                chunk = self._decoder.decode(body) + self._decoder.finish()
-                if chunk:
-                    events.append(PartData(chunk))
-                events.append(PartEnd())
-                self._buffer = self._buffer[index + len(self._delimiter) :]
-                self._state = _AFTER_DELIMITER
+                    pos = line_end + 1
+                    self._state = _HEADERS
+                elif self._state == _HEADERS:
+                    found = _headers_end(buffer, pos)
+                    if found is None:
+                        return events
+                    end, skip = found
+                    raw = buffer[pos:end].decode("latin-1")
+                    pos = end + skip
+                    events.append(self._start_part(raw))
+                    self._state = _BODY
+                else:  # _BODY
+                    index = buffer.find(delimiter, pos)
+                    if index < 0:
+                        keep = len(delimiter)
+                        if len(buffer) - pos > keep:
+                            chunk = self._decoder.decode(buffer[pos : len(buffer) - keep])
+                            pos = len(buffer) - keep
+                            if chunk:
+                                events.append(PartData(chunk))
+                        return events
+                    end = index - 1 if index > pos and buffer[index - 1] == _CR else index
+                    chunk = self._decoder.decode(buffer[pos:end]) + self._decoder.finish()
+                    if chunk:
+                        events.append(PartData(chunk))
+                    events.append(PartEnd())
+                    pos = index + len(delimiter)
+                    self._state = _AFTER_DELIMITER
+        finally:
+            self._buffer = buffer[pos:]
 
-    def _parse_headers(self) -> PartStart | None:
-        crlf = self._buffer.find(b"\r\n\r\n")
-        lf = self._buffer.find(b"\n\n")
-        if self._buffer.startswith(b"\r\n"):
-            end, skip = 0, 2
-        elif self._buffer.startswith(b"\n"):
-            end, skip = 0, 1
-        elif crlf >= 0 and (lf < 0 or crlf < lf):
-            end, skip = crlf, 4
-        elif lf >= 0:
-            end, skip = lf, 2
-        else:
-            if len(self._buffer) > MAX_PART_HEADER_BYTES:
-                raise EbmsError(ErrorCode.MIME_INCONSISTENCY, "MIME part headers are too long")
-            return None
-        if end > MAX_PART_HEADER_BYTES:
-            raise EbmsError(ErrorCode.MIME_INCONSISTENCY, "MIME part headers are too long")
-        raw = self._buffer[:end].decode("latin-1")
-        self._buffer = self._buffer[end + skip :]
+    def _start_part(self, raw: str) -> PartStart:
+        """The PartStart for a part's raw header block; the decoder for its body is chosen here."""
         headers: list[tuple[str, str]] = []
         for line in raw.replace("\r\n", "\n").split("\n"):
             if not line:
