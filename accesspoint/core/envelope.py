@@ -502,9 +502,9 @@ def parse_envelope_tree(root: etree._Element, *, validate: bool = True) -> Parse
         etree.QName(root)  # a node that is no element fails here, as it always has
         raise EbmsError(ErrorCode.INVALID_HEADER, f"root element {root.tag!r} is not a SOAP envelope")
     soap = f"{{{soap_version.value}}}"
-    parts = _by_tag(root)
-    soap_header = _first(parts, f"{soap}Header")
-    body = _first(parts, f"{soap}Body")
+    parts = _first_children(root)
+    soap_header = parts.get(f"{soap}Header")
+    body = parts.get(f"{soap}Body")
     if body is None:
         raise EbmsError(ErrorCode.INVALID_HEADER, "SOAP envelope has no Body")
     # A receipt may carry a copy of the received message, eb:Messaging included (ph-as4 does so); every
@@ -524,9 +524,8 @@ def parse_envelope_tree(root: etree._Element, *, validate: bool = True) -> Parse
     # root itself is the Envelope, so iterating from it finds exactly the descendants (in C, no ElementPath).
     if next(root.iter(_MESSAGE_FRAGMENT), None) is not None:
         raise EbmsError(ErrorCode.FEATURE_NOT_SUPPORTED, "ebMS 3 Part 2 split and join is not supported")
-    messages = _by_tag(messaging)
-    users = messages.get(_USER_MESSAGE, _NO_CHILDREN)
-    signals = messages.get(_SIGNAL_MESSAGE, _NO_CHILDREN)
+    users = _children(messaging, _USER_MESSAGE)
+    signals = _children(messaging, _SIGNAL_MESSAGE)
     if not users and not signals:
         raise EbmsError(ErrorCode.INVALID_HEADER, "eb:Messaging holds neither a UserMessage nor a SignalMessage")
     if len(users) + len(signals) > 1:
@@ -584,38 +583,28 @@ def _children(parent: etree._Element, tag: str) -> list[etree._Element]:
     return [child for child in parent if child.tag == tag]
 
 
-_NO_CHILDREN: Final[list[etree._Element]] = []
-
-
-def _by_tag(parent: etree._Element) -> dict[object, list[etree._Element]]:
-    """The children of ``parent`` grouped by tag, each group in document order, in one pass.
+def _first_children(parent: etree._Element) -> dict[object, etree._Element]:
+    """The first child of each tag (what ``_child`` finds), for all tags in one pass over the children.
 
     Each ``child.tag`` builds a new ``{ns}name`` string and each child a new proxy, so scanning the children
-    once per wanted tag (as ``_child`` does) costs a header's reader several times what one pass does.
+    once per wanted tag costs a header's reader several times what one pass does.
     """
-    groups: dict[object, list[etree._Element]] = {}
+    first: dict[object, etree._Element] = {}
     for child in parent:
-        group = groups.get(child.tag)
-        if group is None:
-            groups[child.tag] = [child]
-        else:
-            group.append(child)
-    return groups
+        first.setdefault(child.tag, child)
+    return first
 
 
-def _first(groups: dict[object, list[etree._Element]], tag: str) -> etree._Element | None:
-    """The first child with that tag, from ``_by_tag``'s groups."""
-    group = groups.get(tag)
-    return None if group is None else group[0]
+def _value(element: etree._Element | None, what: str, detail: str = "") -> str:
+    """Whitespace-stripped text of a required element (pretty-printing peers pad values with newlines).
 
-
-def _value(element: etree._Element | None, what: str) -> str:
-    """Whitespace-stripped text of a required element (pretty-printing peers pad values with newlines)."""
+    ``what`` and ``detail`` name it in the error, concatenated only when there is one.
+    """
     if element is None:
-        raise EbmsError(ErrorCode.INVALID_HEADER, f"{what} is missing")
+        raise EbmsError(ErrorCode.INVALID_HEADER, f"{what}{detail} is missing")
     text = (element.text or "").strip()
     if not text:
-        raise EbmsError(ErrorCode.INVALID_HEADER, f"{what} is empty")
+        raise EbmsError(ErrorCode.INVALID_HEADER, f"{what}{detail} is empty")
     return text
 
 
@@ -630,6 +619,8 @@ _TIMESTAMP: Final = f"{EB}Timestamp"
 _MESSAGE_ID: Final = f"{EB}MessageId"
 _REF_TO_MESSAGE_ID: Final = f"{EB}RefToMessageId"
 _PARTY_INFO: Final = f"{EB}PartyInfo"
+_FROM: Final = f"{EB}From"
+_TO: Final = f"{EB}To"
 _PARTY_ID: Final = f"{EB}PartyId"
 _ROLE: Final = f"{EB}Role"
 _COLLABORATION_INFO: Final = f"{EB}CollaborationInfo"
@@ -654,30 +645,34 @@ def read_message_info(parent: etree._Element, where: str) -> MessageInfo:
 def _read_message_info(info: etree._Element | None, where: str) -> MessageInfo:
     if info is None:
         raise EbmsError(ErrorCode.INVALID_HEADER, f"{where} has no eb:MessageInfo")
-    children = _by_tag(info)
-    timestamp_text = _value(_first(children, _TIMESTAMP), f"{where}/MessageInfo/Timestamp")
-    message_id = _value(_first(children, _MESSAGE_ID), f"{where}/MessageInfo/MessageId")
-    ref = _first(children, _REF_TO_MESSAGE_ID)
+    children = _first_children(info)
+    timestamp_text = _value(children.get(_TIMESTAMP), where, "/MessageInfo/Timestamp")
+    message_id = _value(children.get(_MESSAGE_ID), where, "/MessageInfo/MessageId")
+    ref = children.get(_REF_TO_MESSAGE_ID)
     return MessageInfo(
         message_id=message_id,
         timestamp=parse_timestamp(timestamp_text),
-        ref_to_message_id=None if ref is None else _value(ref, f"{where}/MessageInfo/RefToMessageId"),
+        ref_to_message_id=None if ref is None else _value(ref, where, "/MessageInfo/RefToMessageId"),
         timestamp_text=timestamp_text,
     )
 
 
-def _read_party(party_info: dict[object, list[etree._Element]], tag: str) -> Party:
-    element = _first(party_info, f"{EB}{tag}")
+def _read_party(party_info: dict[object, etree._Element], tag: str, name: str) -> Party:
+    element = party_info.get(name)
     if element is None:
         raise EbmsError(ErrorCode.INVALID_HEADER, f"eb:PartyInfo has no eb:{tag}")
-    children = _by_tag(element)
-    where = f"{tag}/PartyId"
-    party_ids = tuple(
-        PartyId(_value(item, where), _attr(item, "type")) for item in children.get(_PARTY_ID, _NO_CHILDREN)
-    )
+    items = []
+    role = None
+    for child in element:
+        child_tag = child.tag
+        if child_tag == _PARTY_ID:
+            items.append(child)
+        elif child_tag == _ROLE and role is None:
+            role = child
+    party_ids = tuple([PartyId(_value(item, tag, "/PartyId"), _attr(item, "type")) for item in items])
     if not party_ids:
         raise EbmsError(ErrorCode.INVALID_HEADER, f"eb:{tag} has no eb:PartyId")
-    return Party(party_ids=party_ids, role=_value(_first(children, _ROLE), f"{tag}/Role"))
+    return Party(party_ids=party_ids, role=_value(role, tag, "/Role"))
 
 
 def _read_properties(container: etree._Element | None, where: str) -> tuple[Property, ...]:
@@ -690,9 +685,10 @@ def _read_properties(container: etree._Element | None, where: str) -> tuple[Prop
         name = _attr(item, "name")
         if not name:
             raise EbmsError(ErrorCode.INVALID_HEADER, f"a {where} Property has no name")
-        properties.append(
-            Property(name=name, value=_value(item, f"{where} Property {name!r}"), type=_attr(item, "type"))
-        )
+        value = (item.text or "").strip()
+        if not value:
+            raise EbmsError(ErrorCode.INVALID_HEADER, f"{where} Property {name!r} is empty")
+        properties.append(Property(name=name, value=value, type=_attr(item, "type")))
     return tuple(properties)
 
 
@@ -703,52 +699,52 @@ def _read_description(element: etree._Element | None) -> Description | None:
 
 
 def _read_part_info(part: etree._Element) -> PartInfo:
-    children = _by_tag(part)
-    schema = _first(children, _SCHEMA)
+    children = _first_children(part)
+    schema = children.get(_SCHEMA)
     return PartInfo(
         href=_attr(part, "href") or None,
-        properties=_read_properties(_first(children, _PART_PROPERTIES), "PartProperties"),
+        properties=_read_properties(children.get(_PART_PROPERTIES), "PartProperties"),
         schema=None
         if schema is None
         else PartSchema(schema.get("location", ""), schema.get("version"), schema.get("namespace")),
-        description=_read_description(_first(children, _DESCRIPTION)),
+        description=_read_description(children.get(_DESCRIPTION)),
     )
 
 
 def read_user_message(user: etree._Element) -> UserMessage:
     """Read eb:UserMessage into the model."""
-    # Every lookup below reads one pass over a parent's children (``_by_tag``); the checks and the order in
-    # which they fail are those of one ``find`` per element.
-    children = _by_tag(user)
-    message_info = _read_message_info(_first(children, _MESSAGE_INFO), "eb:UserMessage")
-    party_info = _first(children, _PARTY_INFO)
+    # Each parent's children are read in one pass (``_first_children``); the checks and the order in which
+    # they fail are those of one ``find`` per element.
+    children = _first_children(user)
+    message_info = _read_message_info(children.get(_MESSAGE_INFO), "eb:UserMessage")
+    party_info = children.get(_PARTY_INFO)
     if party_info is None:
         raise EbmsError(ErrorCode.INVALID_HEADER, "eb:UserMessage has no eb:PartyInfo")
-    collab_element = _first(children, _COLLABORATION_INFO)
+    collab_element = children.get(_COLLABORATION_INFO)
     if collab_element is None:
         raise EbmsError(ErrorCode.INVALID_HEADER, "eb:UserMessage has no eb:CollaborationInfo")
-    collab = _by_tag(collab_element)
-    agreement = _first(collab, _AGREEMENT_REF)
-    service = _first(collab, _SERVICE)
-    payload_info = _first(children, _PAYLOAD_INFO)
+    collab = _first_children(collab_element)
+    agreement = collab.get(_AGREEMENT_REF)
+    service = collab.get(_SERVICE)
+    payload_info = children.get(_PAYLOAD_INFO)
     parts: tuple[PartInfo, ...] = ()
     if payload_info is not None:
-        parts = tuple(_read_part_info(part) for part in payload_info if part.tag == _PART_INFO)
-    parties = _by_tag(party_info)
+        parts = tuple([_read_part_info(part) for part in payload_info if part.tag == _PART_INFO])
+    parties = _first_children(party_info)
     return UserMessage(
         message_info=message_info,
-        party_info=PartyInfo(sender=_read_party(parties, "From"), receiver=_read_party(parties, "To")),
+        party_info=PartyInfo(sender=_read_party(parties, "From", _FROM), receiver=_read_party(parties, "To", _TO)),
         collaboration_info=CollaborationInfo(
             service=Service(
                 _value(service, "CollaborationInfo/Service"), None if service is None else _attr(service, "type")
             ),
-            action=_value(_first(collab, _ACTION), "CollaborationInfo/Action"),
-            conversation_id=_value(_first(collab, _CONVERSATION_ID), "CollaborationInfo/ConversationId"),
+            action=_value(collab.get(_ACTION), "CollaborationInfo/Action"),
+            conversation_id=_value(collab.get(_CONVERSATION_ID), "CollaborationInfo/ConversationId"),
             agreement_ref=None
             if agreement is None
             else AgreementRef(_value(agreement, "AgreementRef"), _attr(agreement, "type"), _attr(agreement, "pmode")),
         ),
-        message_properties=_read_properties(_first(children, _MESSAGE_PROPERTIES), "MessageProperties"),
+        message_properties=_read_properties(children.get(_MESSAGE_PROPERTIES), "MessageProperties"),
         payload_info=parts,
         mpc=_attr(user, "mpc") or None,
     )
