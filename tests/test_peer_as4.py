@@ -7,7 +7,8 @@ hard-fail revocation against a CRL this module serves):
 * our access point sends to ``tests/peers/as4_receiver.py`` (as4's parse + receipt behind a stdlib HTTP server),
   which accepts the message and answers with a signed receipt that our sender verifies;
 * ``tests/peers/as4_sender.py`` (as4's build + receipt check) posts to our ``/as4``; we store the payload and answer
-  with a signed receipt, which as4 verifies (signature, signer, non-repudiation references) or exits non-zero.
+  with a signed receipt, which as4 verifies (signature, signer, non-repudiation references) or exits non-zero;
+* revocation both ways: we neither encrypt to nor accept from an AP whose certificate the CRL lists.
 
 What as4 0.2.0 demands of a partner is in ``../shared/notes/python-peers-and-verifiers.md`` (section 2.4).
 """
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from accesspoint.core.namespaces import PartyIdType
@@ -39,6 +41,7 @@ from tests.trustpki import CA_USAGE, SIGN_AND_ENCRYPT, certificate, crl
 
 AS4 = "as4==0.2.0"
 OUR_SEAT, PEER_SEAT = "POP000001", "POP000002"  # Peppol seat ids: the PartyIds and the certificates' CNs
+REVOKED_SEAT = "POP000003"  # an AP whose certificate the CA has revoked
 PEPPOL_AP = PartyIdType.PEPPOL_AP.value
 BILLING = {"value": "urn:fdc:peppol.eu:2017:poacc:billing:01:1.0", "type": "cenbii-procid-ubl"}
 INVOICE = (
@@ -65,6 +68,7 @@ class Pki:
     ca: Path
     ours: tuple[Path, Path]  # key, certificate
     peer: tuple[Path, Path]
+    revoked: tuple[Path, Path]
 
 
 def _write(folder: Path, stem: str, pair: KeyPair) -> tuple[Path, Path]:
@@ -100,13 +104,16 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pki]:
     ca = certificate("Peppol Test AP CA", "rsa", ca=True, key_usage=CA_USAGE)
     ours = certificate(OUR_SEAT, "rsa", issuer=ca, key_usage=SIGN_AND_ENCRYPT, crl_url=url)
     peer = certificate(PEER_SEAT, "rsa", issuer=ca, key_usage=SIGN_AND_ENCRYPT, crl_url=url)
+    revoked = certificate(REVOKED_SEAT, "rsa", issuer=ca, key_usage=SIGN_AND_ENCRYPT, crl_url=url)
     now = datetime.now(UTC)
-    crl_der.append(crl(ca, last_update=now - timedelta(hours=1)).public_bytes(serialization.Encoding.DER))
+    entries = [(revoked.certificate.serial_number, now - timedelta(hours=2), x509.ReasonFlags.key_compromise)]
+    crl_der.append(crl(ca, entries, last_update=now - timedelta(hours=1)).public_bytes(serialization.Encoding.DER))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     (folder / "ca.pem").write_bytes(ca.certificate.public_bytes(serialization.Encoding.PEM))
     try:
-        yield Pki(folder, folder / "ca.pem", _write(folder, "ours", ours), _write(folder, "peer", peer))
+        pairs = _write(folder, "ours", ours), _write(folder, "peer", peer), _write(folder, "revoked", revoked)
+        yield Pki(folder, folder / "ca.pem", *pairs)
     finally:
         server.shutdown()
         server.server_close()
@@ -156,31 +163,30 @@ def _party(seat: str, endpoint: str, certificate: Path | None = None) -> dict[st
 
 
 def _peppol_pmodes(pki: Pki, our_port: int, peer_endpoint: str) -> dict[str, Any]:
-    """Our P-Modes with the as4 peer, both ways; everything not written here is the peppol profile's default."""
+    """Our P-Modes with the as4 peer (and with a revoked AP at the same address), both ways; everything not
+    written here is the peppol profile's default."""
     leg = {"service": BILLING, "action": ACTION, "security": {"trust": {"anchors": [str(pki.ca)]}}}
+    pmodes = []
+    for partner, suffix in (("as4-peer", "as4"), ("revoked-ap", "revoked")):
+        for initiator, responder, direction in (("our-ap", partner, "to"), (partner, "our-ap", "from")):
+            pmodes.append(
+                {
+                    "id": f"{direction}-{suffix}",
+                    "network": "peppol",
+                    "initiator": {"party": initiator},
+                    "responder": {"party": responder},
+                    "legs": [leg],
+                }
+            )
     return {
         "version": 1,
         "self": "our-ap",
         "parties": {
             "our-ap": _party(OUR_SEAT, f"http://127.0.0.1:{our_port}/as4"),
             "as4-peer": _party(PEER_SEAT, peer_endpoint, pki.peer[1]),
+            "revoked-ap": _party(REVOKED_SEAT, peer_endpoint, pki.revoked[1]),
         },
-        "pmodes": [
-            {
-                "id": "to-as4",
-                "network": "peppol",
-                "initiator": {"party": "our-ap"},
-                "responder": {"party": "as4-peer"},
-                "legs": [leg],
-            },
-            {
-                "id": "from-as4",
-                "network": "peppol",
-                "initiator": {"party": "as4-peer"},
-                "responder": {"party": "our-ap"},
-                "legs": [leg],
-            },
-        ],
+        "pmodes": pmodes,
     }
 
 
@@ -233,21 +239,14 @@ def _sbd(sender: str, receiver: str, invoice_id: str) -> bytes:
 """.encode()
 
 
-# --- the exchanges -------------------------------------------------------------------------------------------
-
-
-@pytest.mark.timeout(900)
-def test_as4_accepts_our_signed_encrypted_message_and_we_verify_its_receipt(
-    our_ap: AccessPointProcess, receiver: Receiver
-) -> None:
-    """as4 verifies, decrypts and accepts our Peppol message; its signed receipt makes the message delivered."""
-    document = _sbd(C1, C4, "INV-TO-AS4")
+def _submit(our_ap: AccessPointProcess, pmode: str, document: bytes) -> str:
+    """Hand an SBD to our access point for ``pmode``; its message id."""
     message_id = f"{uuid.uuid4()}@pop000001.test"
     status, stored = our_ap.api(
         "POST",
         "/api/v1/messages",
         {
-            "pmode": "to-as4",
+            "pmode": pmode,
             "message_id": message_id,
             "properties": {
                 "originalSender": {"value": C1, "type": PARTICIPANTS},
@@ -263,6 +262,19 @@ def test_as4_accepts_our_signed_encrypted_message_and_we_verify_its_receipt(
         },
     )
     assert status == 202, stored
+    return message_id
+
+
+# --- the exchanges -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(900)
+def test_as4_accepts_our_signed_encrypted_message_and_we_verify_its_receipt(
+    our_ap: AccessPointProcess, receiver: Receiver
+) -> None:
+    """as4 verifies, decrypts and accepts our Peppol message; its signed receipt makes the message delivered."""
+    document = _sbd(C1, C4, "INV-TO-AS4")
+    message_id = _submit(our_ap, "to-as4", document)
     sent = our_ap.wait_state(message_id, {"delivered", "failed"})
     records = sorted(receiver.out.glob("*.json"))
     seen = [json.loads(p.read_text()) for p in records]
@@ -274,17 +286,19 @@ def test_as4_accepts_our_signed_encrypted_message_and_we_verify_its_receipt(
     assert (payload["sha256"], payload["size"]) == (hashlib.sha256(document).hexdigest(), len(document))
 
 
-def _as4_send(as4_python: Path, pki: Pki, our_ap: AccessPointProcess, folder: Path, *, expect: Path) -> Any:
-    """Run tests/peers/as4_sender.py as POP000002 against our /as4, expecting a receipt signed by ``expect``."""
+def _as4_send(
+    as4_python: Path, pki: Pki, our_ap: AccessPointProcess, folder: Path, *, expect: Path, seat: str = PEER_SEAT
+) -> Any:
+    """Run tests/peers/as4_sender.py as ``seat`` against our /as4, expecting a receipt signed by ``expect``."""
     invoice = folder / "invoice.xml"
     invoice.write_bytes(
         b'<Invoice xmlns="urn:oasis:names:specification:ubl:schema:xsd:Invoice-2"><ID>INV-FROM-AS4</ID></Invoice>'
     )
-    key, cert = pki.peer
+    key, cert = pki.peer if seat == PEER_SEAT else pki.revoked
     url = f"http://127.0.0.1:{our_ap.port}/as4"
     script = str(PEERS / "as4_sender.py")
     return subprocess.run(
-        [str(as4_python), script, url, PEER_SEAT, str(key), str(cert), OUR_SEAT, str(expect), str(invoice), C4, C1],
+        [str(as4_python), script, url, seat, str(key), str(cert), OUR_SEAT, str(expect), str(invoice), C4, C1],
         capture_output=True,
         text=True,
         timeout=120,
@@ -328,3 +342,27 @@ def test_submission_properties_take_a_type_or_are_refused(our_ap: AccessPointPro
     document = {"pmode": "to-as4", "properties": {"originalSender": bad}, "payloads": [{"data": "PGEvPg=="}]}
     status, problem = our_ap.api("POST", "/api/v1/messages", document)
     assert status == 422 and "properties.originalSender" in problem["detail"]
+
+
+@pytest.mark.timeout(900)
+def test_we_do_not_send_to_an_ap_whose_certificate_is_revoked(our_ap: AccessPointProcess, receiver: Receiver) -> None:
+    """Hard-fail revocation holds on the sending side too: nothing is encrypted to a revoked AP's certificate."""
+    message_id = _submit(our_ap, "to-revoked", _sbd(C1, C4, "INV-TO-REVOKED"))
+    failed = our_ap.wait_state(message_id, {"delivered", "failed"})
+    assert failed["state"] == "failed", failed
+    assert failed["last_error"]["code"] == "EBMS:0101" and "revoked" in failed["last_error"]["detail"]
+    seen = [json.loads(p.read_text()).get("message_id") for p in receiver.out.glob("*.json")]
+    assert message_id not in seen
+
+
+@pytest.mark.timeout(900)
+def test_we_refuse_an_as4_sender_whose_certificate_is_revoked(
+    as4_python: Path, pki: Pki, our_ap: AccessPointProcess, tmp_path: Path
+) -> None:
+    """A revoked AP's message gets our signed EBMS:0101 error, which as4 verifies and reports; nothing is stored."""
+    run = _as4_send(as4_python, pki, our_ap, tmp_path, expect=pki.ours[1], seat=REVOKED_SEAT)
+    assert run.returncode == 1, (run.stdout, run.stderr)
+    report = json.loads(run.stdout)
+    assert report["ebms_error"]["code"] == "EBMS:0101" and report["receipt_verified"] is False
+    status, _problem = our_ap.api("GET", f"/api/v1/messages/{report['message_id']}?direction=in")
+    assert status == 404

@@ -58,8 +58,10 @@ from accesspoint.msh.tls import client_context, server_context
 from accesspoint.msh.webhooks import WebhookNotifier
 from accesspoint.security.fetch import UrlFetcher
 from accesspoint.security.outbound import Payload, SecuredMessage, secure_message
+from accesspoint.security.policy import RevocationMode
 from accesspoint.security.receipts import verify_receipt
 from accesspoint.security.revocation import RevocationChecker
+from accesspoint.security.trust import CertificateUsage, TrustError, TrustFailure, validate_certificate
 from accesspoint.store import (
     Direction,
     EvidenceKind,
@@ -567,6 +569,42 @@ class AccessPoint:
             finally:
                 await self.queue.ack(item)
 
+    async def _partner_refused(self, route: Route) -> TrustError | None:
+        """Why the partner's configured certificates must not be used now, or None.
+
+        With revocation checking on, the leg's trust settings (path to an anchor, CN bound to the PartyId,
+        revocation) hold for the certificate we encrypt to and the one its receipts are signed with, as they do
+        for the partner's own messages: a Peppol AP does not send to a revoked AP. With it off, the configured
+        certificates are used as configured.
+        """
+        trust = route.security.trust
+        if trust.revocation is RevocationMode.OFF:
+            return None
+        party_ids = route.partner.party_ids
+        party_id = party_ids[0].value if party_ids else None
+        checks = [(route.partner_signing_certificate, CertificateUsage.SIGNATURE)]
+        if route.security.encrypt:
+            checks.append((route.partner_encryption_certificate, CertificateUsage.ENCRYPTION))
+        at = self.clock.now()
+        for certificate, usage in checks:
+            if certificate is None:
+                continue
+            try:
+                # In a thread: CRL and OCSP fetches block.
+                await asyncio.to_thread(
+                    validate_certificate,
+                    certificate,
+                    (),
+                    trust,
+                    at=at,
+                    usage=usage,
+                    revocation=self.revocation,
+                    party_id=party_id,
+                )
+            except TrustError as exc:
+                return exc
+        return None
+
     async def _send(self, message: StoredMessage) -> None:
         store = self._store
         route = self._route(message)
@@ -590,6 +628,14 @@ class AccessPoint:
         endpoint = route.endpoint
         if endpoint is None:
             await self._fail(message, EbmsError(ErrorCode.PROCESSING_MODE_MISMATCH, "the P-Mode names no endpoint"))
+            return
+        refused = await self._partner_refused(route)
+        if refused is not None:
+            reason = f"the partner's certificate is not trusted: {refused.reason}"
+            if refused.failure is TrustFailure.REVOCATION_UNKNOWN:  # a responder that is down may answer later
+                await self._retry_or_fail(message, route, reason)
+            else:
+                await self._fail(message, EbmsError(ErrorCode.FAILED_AUTHENTICATION, reason))
             return
         secured = await self._secure(message, route)
         body = b"".join(secured.packed.body)
