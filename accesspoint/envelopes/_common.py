@@ -17,6 +17,9 @@ from accesspoint.core.xml import parse_xml
 # Envelopes carry whole business documents (an XHE may hold a 100 MB payload in SDK), so their bound is larger
 # than the SOAP header's; the caller may pass a tighter one.
 MAX_DOCUMENT_BYTES = 128 * 1024 * 1024
+# Peppol Policy for use of Identifiers: the participant identifier scheme (SBDH Authority, XHE schemeID, UBL
+# EndpointID@schemeID).
+ISO6523_ACTORID = "iso6523-actorid-upis"
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from typing import Any
 from lxml import etree
 
 from accesspoint.envelopes._common import (
+    ISO6523_ACTORID,
     EnvelopeError,
     Finding,
     b64decode,
@@ -39,8 +40,6 @@ from accesspoint.envelopes._common import (
 SBDH_NS = "http://www.unece.org/cefact/namespaces/StandardBusinessDocumentHeader"
 INNBYGGERPOST_NS = "http://digdir.no/dpi/innbyggerpost"
 _H = f"{{{SBDH_NS}}}"
-# Peppol Policy for use of Identifiers: the participant identifier scheme, written as the SBDH Authority.
-ISO6523_ACTORID = "iso6523-actorid-upis"
 
 
 class ScopeType(StrEnum):
