@@ -27,14 +27,17 @@ OPENAPI: Final[dict[str, Any]] = {
             },
             "Submission": {
                 "type": "object",
-                "required": ["payloads"],
                 "properties": {
                     "pmode": {"type": "string"},
                     "service": {"type": "string"},
                     "action": {"type": "string"},
                     "to": {"type": "string", "description": "receiver PartyId"},
                     "message_id": {"type": "string"},
-                    "conversation_id": {"type": "string"},
+                    "conversation_id": {"type": "string", "description": "a reply takes its request's by default"},
+                    "ref_to_message_id": {
+                        "type": "string",
+                        "description": "the received request this message answers (two-way: its P-Mode by default)",
+                    },
                     "properties": {
                         "type": "object",
                         "description": "eb:MessageProperties: name to value, or to {value, type} for a typed one",
@@ -54,11 +57,13 @@ OPENAPI: Final[dict[str, Any]] = {
                         "type": "array",
                         "items": {
                             "type": "object",
-                            "required": ["data"],
+                            "description": "JSON: data is required; multipart: part names the file part described",
                             "properties": {
                                 "content_id": {"type": "string"},
                                 "mime_type": {"type": "string"},
                                 "data": {"type": "string", "format": "byte"},
+                                "part": {"type": "string"},
+                                "properties": {"type": "object", "additionalProperties": {"type": "string"}},
                             },
                         },
                     },
@@ -82,7 +87,23 @@ OPENAPI: Final[dict[str, Any]] = {
             "post": {
                 "summary": "submit a message",
                 "requestBody": {
-                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Submission"}}}
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Submission"}},
+                        "multipart/form-data": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["metadata"],
+                                "description": (
+                                    "a 'metadata' part first (a Submission without data: payloads[i].part names a"
+                                    " file part and gives its content_id, mime_type, properties), then one file"
+                                    " part per payload; a part's form name is its Content-ID unless metadata says"
+                                ),
+                                "properties": {"metadata": {"$ref": "#/components/schemas/Submission"}},
+                                "additionalProperties": {"type": "string", "format": "binary"},
+                            },
+                            "encoding": {"metadata": {"contentType": "application/json"}},
+                        },
+                    }
                 },
                 "responses": {
                     "202": {"description": "stored and queued"},
@@ -95,7 +116,7 @@ OPENAPI: Final[dict[str, Any]] = {
                 "summary": "search messages",
                 "parameters": [
                     {"name": n, "in": "query", "schema": {"type": "string"}}
-                    for n in ("direction", "state", "conversation_id", "limit")
+                    for n in ("direction", "state", "pmode", "conversation_id", "ref_to_message_id", "limit")
                 ],
                 "responses": {"200": {"description": "messages"}, "400": _PROBLEM, "401": _PROBLEM},
             },

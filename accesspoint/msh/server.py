@@ -16,6 +16,7 @@ import contextlib
 import hmac
 import json
 import logging
+import os
 import random
 import tempfile
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
@@ -84,6 +85,7 @@ log = logging.getLogger("accesspoint.msh")
 
 READ_CHUNK = 64 * 1024
 SPOOL_IN_MEMORY = 1024 * 1024
+METADATA_LIMIT = 1024 * 1024
 FOREVER = timedelta(days=100 * 366)  # a P-Mode retention of "forever", as a retain_until the database can hold
 
 
@@ -776,23 +778,79 @@ class AccessPoint:
             raise _problem(401, "unauthorised", "a valid Bearer token is required")
 
     async def api_submit(self, request: web.Request) -> web.Response:
-        """POST /api/v1/messages: submit a message (JSON with base64 payloads)."""
+        """POST /api/v1/messages: submit a message (JSON with base64 payloads, or multipart/form-data)."""
         self._authorised(request)
+        spooled: list[Path] = []
         try:
-            document = await request.json()
-        except ValueError:
-            raise _problem(400, "invalid-json", "the body is not JSON") from None
-        if not isinstance(document, dict):
-            raise _problem(400, "invalid-submission", "expected a JSON object")
-        try:
-            stored = await self.submit(document)
+            if request.content_type == "multipart/form-data":
+                document, files = await self._read_multipart(request, spooled)
+            else:
+                document, files = await _json_submission(request), None
+            stored = await self.submit(document, files)
         except ValueError as exc:
             raise _problem(422, "invalid-submission", str(exc)) from None
         except Exception as exc:  # DuplicateMessage and friends
             if type(exc).__name__ == "DuplicateMessage":
                 raise _problem(409, "duplicate", f"message id {exc} was already submitted") from None
             raise
+        finally:
+            for path in spooled:
+                path.unlink(missing_ok=True)
         return web.json_response(_message_json(stored), status=202)
+
+    async def _read_multipart(
+        self, request: web.Request, spooled: list[Path]
+    ) -> tuple[dict[str, Any], list[NewPayload]]:
+        """A ``metadata`` JSON part, then one file part per payload, each streamed to a file as it arrives.
+
+        The part's form name is the payload's Content-ID (or ``metadata.payloads[i].part`` names it and gives
+        content_id, mime_type and properties); its Content-Type is the payload's MIME type unless metadata says.
+        """
+        reader = await request.multipart()
+        document: dict[str, Any] | None = None
+        files: list[NewPayload] = []
+        folder = self.config.storage / "submissions"
+        folder.mkdir(parents=True, exist_ok=True)
+        total = 0
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, aiohttp.BodyPartReader):
+                raise _problem(400, "invalid-submission", "nested multipart is not supported")
+            if document is None:
+                if part.name != "metadata":
+                    raise _problem(400, "invalid-submission", "the first part must be 'metadata' (JSON)")
+                raw = await part.read()
+                if len(raw) > METADATA_LIMIT:
+                    raise _problem(400, "invalid-submission", "the metadata part is too large")
+                document = _object(raw)
+                continue
+            name = part.name or part.filename or f"part{len(files) + 1}"
+            described = _described(document, name)
+            handle, path_text = tempfile.mkstemp(dir=folder, prefix="upload-")
+            path = Path(path_text)
+            spooled.append(path)
+            with os.fdopen(handle, "wb") as sink:
+                while chunk := await part.read_chunk(READ_CHUNK):
+                    total += len(chunk)
+                    if total > self.config.max_message_size:
+                        raise _problem(
+                            400, "invalid-submission", "the payloads are larger than this access point takes"
+                        )
+                    await asyncio.to_thread(sink.write, chunk)
+            mime = str(described.get("mime_type") or part.headers.get("Content-Type") or "application/octet-stream")
+            properties = described.get("properties") or {}
+            files.append(
+                NewPayload(
+                    str(described.get("content_id") or name),
+                    mime,
+                    _read_file(path),
+                    {str(k): str(v) for k, v in properties.items()} if isinstance(properties, dict) else {},
+                )
+            )
+        if document is None:
+            raise _problem(400, "invalid-submission", "no 'metadata' part")
+        if not files:
+            raise ValueError("payloads: at least one file part is required")
+        return document, files
 
     async def api_get(self, request: web.Request) -> web.Response:
         """GET /api/v1/messages/{id}: a message's state, payloads and history."""
@@ -964,6 +1022,35 @@ def _problem_any(status: int, reason: str) -> web.HTTPException:
 
 def _soap(body: bytes, version: SoapVersion) -> web.Response:
     return web.Response(body=body, status=200, headers={"Content-Type": f"{version.content_type}; charset=UTF-8"})
+
+
+async def _json_submission(request: web.Request) -> dict[str, Any]:
+    try:
+        return _object(await request.read())
+    except ValueError:
+        raise _problem(400, "invalid-json", "the body is not a JSON object") from None
+
+
+def _object(raw: bytes) -> dict[str, Any]:
+    """A JSON object (ValueError for anything else)."""
+    document = json.loads(raw)
+    if not isinstance(document, dict):
+        raise ValueError("expected a JSON object")
+    return document
+
+
+def _described(document: dict[str, Any], name: str) -> dict[str, Any]:
+    """What the metadata says about the file part with that form name (empty when it says nothing)."""
+    for item in document.get("payloads") or ():
+        if isinstance(item, dict) and item.get("part") == name:
+            return item
+    return {}
+
+
+async def _read_file(path: Path) -> AsyncIterator[bytes]:
+    with path.open("rb") as handle:
+        while chunk := await asyncio.to_thread(handle.read, READ_CHUNK):
+            yield chunk
 
 
 def _soap_fault(version: SoapVersion) -> web.Response:
