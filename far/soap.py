@@ -33,7 +33,7 @@ from accesspoint.core.errors import EbmsError
 from accesspoint.core.xml import parse_xml
 from far.identifiers import RECIPIENT_ID_PATTERN
 from far.model import AccountStatus
-from far.service import MAX_RECIPIENTS, Reachability
+from far.service import MAX_RECIPIENTS, Operator, Reachability
 
 SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
 RECIPIENT_V3 = "http://minameddelanden.gov.se/schema/Recipient/v3"
@@ -150,7 +150,19 @@ def _datetime(moment: datetime) -> str:
     return moment.isoformat(timespec="milliseconds")
 
 
-def _account_status(result: Reachability) -> str:
+def _supplier(operator: Operator) -> str:
+    # ServiceAdress is the operator's Service v3 address where it has one, else its AS4 endpoint; the schema
+    # wants an anyURI, and an empty one (as InternalServiceAdress is in the recorded samples) is one.
+    address = operator.service_address or operator.endpoint or ""
+    return (
+        f"<r:ServiceSupplier><r:Id>16{operator.id}</r:Id><r:Name>{escape(operator.name)}</r:Name>"
+        f"<r:ServiceAdress>{escape(address)}</r:ServiceAdress>"
+        + ("" if operator.ui_address is None else f"<r:UIAdress>{escape(operator.ui_address)}</r:UIAdress>")
+        + "<r:InternalServiceAdress/></r:ServiceSupplier>"
+    )
+
+
+def _account_status(result: Reachability, suppliers: dict[int, str]) -> str:
     parts = [
         f"<r:RecipientId>{escape(result.recipient)}</r:RecipientId>",
         f"<r:Type>{_TYPE[result.status]}</r:Type>",
@@ -158,15 +170,12 @@ def _account_status(result: Reachability) -> str:
     ]
     operator = result.operator
     if operator is not None and result.status is not AccountStatus.NONE:
-        # ServiceAdress is the operator's Service v3 address where it has one, else its AS4 endpoint; the
-        # schema wants an anyURI, and an empty one (as InternalServiceAdress is in the recorded samples) is one.
-        address = operator.service_address or operator.endpoint or ""
-        parts.append(
-            f"<r:ServiceSupplier><r:Id>16{operator.id}</r:Id><r:Name>{escape(operator.name)}</r:Name>"
-            f"<r:ServiceAdress>{escape(address)}</r:ServiceAdress>"
-            + ("" if operator.ui_address is None else f"<r:UIAdress>{escape(operator.ui_address)}</r:UIAdress>")
-            + "<r:InternalServiceAdress/></r:ServiceSupplier>"
-        )
+        # A handful of operators serve a thousand recipients: each one's element is written once per answer
+        # (keyed by identity: the service hands out one Operator object per operator and answer).
+        supplier = suppliers.get(id(operator))
+        if supplier is None:
+            supplier = suppliers[id(operator)] = _supplier(operator)
+        parts.append(supplier)
     if result.last_registration is not None:
         parts.append(f"<r:LastRegistration>{_datetime(result.last_registration)}</r:LastRegistration>")
     return "".join(parts)
@@ -175,10 +184,11 @@ def _account_status(result: Reachability) -> str:
 def is_reachable_response(results: Sequence[Reachability]) -> bytes:
     """The isReachableResponse envelope: one ReachabilityStatus per recipient, in request order."""
     items = []
+    suppliers: dict[int, str] = {}
     for result in results:
         change = result.sender_refused_at
         items.append(
-            f"<v3:return><r:AccountStatus>{_account_status(result)}</r:AccountStatus>"
+            f"<v3:return><r:AccountStatus>{_account_status(result, suppliers)}</r:AccountStatus>"
             f"<r:SenderAccepted>{'true' if result.sender_accepted else 'false'}</r:SenderAccepted>"
             + ("" if change is None else f"<r:LastSenderAcceptChange>{_datetime(change)}</r:LastSenderAcceptChange>")
             + "</v3:return>"
@@ -189,7 +199,8 @@ def is_reachable_response(results: Sequence[Reachability]) -> bytes:
 
 def is_registered_response(results: Sequence[Reachability]) -> bytes:
     """The isRegisteredResponse envelope: one AccountStatus per recipient, in request order."""
-    items = "".join(f"<v3:return>{_account_status(result)}</v3:return>" for result in results)
+    suppliers: dict[int, str] = {}
+    items = "".join(f"<v3:return>{_account_status(result, suppliers)}</v3:return>" for result in results)
     body = f'<v3:isRegisteredResponse xmlns:v3="{RECIPIENT_V3}" xmlns:r="{RECIPIENT_V1}">{items}'
     return (_ENVELOPE_START + body + "</v3:isRegisteredResponse>" + _ENVELOPE_END).encode()
 
