@@ -209,6 +209,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "accesspoint.pmode_cli",
     "accesspoint.smp_cli",
     "accesspoint.far_cli",
+    "accesspoint.keys_cli",
 )
 
 
