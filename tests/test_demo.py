@@ -1,0 +1,51 @@
+"""``make demo`` (``python -m accesspoint.demo``): two real access points exchange 1.15 and 2.0 messages."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.timeout(150)
+def test_demo_delivers_both_profiles_with_verified_receipts_and_stops_its_servers() -> None:
+    """The demo exits 0 having delivered under 1.15 and 2.0 with verified receipts, and no server outlives it."""
+    done = subprocess.run(
+        [sys.executable, "-m", "accesspoint.demo"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = [line.strip() for line in done.stdout.splitlines()]
+    for profile in ("1.15", "2.0"):
+        assert f"OK eDelivery AS4 {profile}: delivered, receipt verified, payload SHA-256 equal on both sides" in lines
+    text = " ".join(done.stdout.split())  # wrapped lines joined
+    for expected in (
+        "signed by CN=AP-SE-0001 with rsa-sha256",
+        "signed by CN=AP-NO-0002 with rsa-sha256",
+        "signed by CN=AP-SE-0001 with eddsa-ed25519",
+        "signed by CN=AP-NO-0002 with eddsa-ed25519",
+        "key agreed by x25519",
+        "receipt verified",
+        "stopped cleanly",
+    ):
+        assert expected in text, done.stdout
+    pids = [int(pid) for pid in re.findall(r"\bpid (\d+)\b", done.stdout)]
+    assert len(pids) == 2
+    assert not [pid for pid in pids if _alive(pid)]
