@@ -19,6 +19,7 @@ from accesspoint.store import (
     TRANSITIONS,
     Direction,
     DuplicateMessage,
+    Durability,
     EvidenceKind,
     FileStore,
     FileTooLarge,
@@ -104,16 +105,19 @@ async def test_migrations_build_the_schema_on_an_empty_database(database_url: st
         await engine.dispose()
 
 
-async def test_sqlite_connections_use_wal_foreign_keys_and_busy_timeout(tmp_path: Path) -> None:
-    """Every SQLite connection of the store runs in WAL mode with foreign keys and a busy timeout."""
-    engine = create_engine(f"sqlite:///{tmp_path / 'x.db'}")
+@pytest.mark.parametrize(("durability", "synchronous"), [(Durability.POWER_LOSS, 2), (Durability.PROCESS_CRASH, 1)])
+async def test_sqlite_connections_use_wal_foreign_keys_busy_timeout_and_the_durability(
+    tmp_path: Path, durability: Durability, synchronous: int
+) -> None:
+    """Every SQLite connection runs in WAL mode with foreign keys, a busy timeout and FULL or NORMAL syncing."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'x.db'}", durability=durability)
     try:
         async with engine.connect() as connection:
             pragmas = [
                 (await connection.exec_driver_sql(f"PRAGMA {name}")).scalar()
-                for name in ("journal_mode", "foreign_keys", "busy_timeout")
+                for name in ("journal_mode", "foreign_keys", "busy_timeout", "synchronous")
             ]
-        assert pragmas == ["wal", 1, 10_000]
+        assert pragmas == ["wal", 1, 10_000, synchronous]
     finally:
         await engine.dispose()
 

@@ -4,7 +4,7 @@
 """
 
 from accesspoint.store.clock import Clock, ManualClock, SystemClock
-from accesspoint.store.db import create_engine, sqlite_url, upgrade_to_head
+from accesspoint.store.db import Durability, create_engine, sqlite_url, upgrade_to_head
 from accesspoint.store.files import FileStore, FileTooLarge, StoredFile
 from accesspoint.store.messages import DuplicateMessage, MessageStore
 from accesspoint.store.queue import MemorySendQueue, QueueItem, SendQueue, claim_next
@@ -27,6 +27,7 @@ __all__ = [
     "Clock",
     "Direction",
     "DuplicateMessage",
+    "Durability",
     "Evidence",
     "EvidenceKind",
     "FileStore",

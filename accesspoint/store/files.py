@@ -30,8 +30,10 @@ class FileTooLarge(Exception):
 class FileStore:
     """Files under one root: ``tmp/`` for writes in progress, ``ab/cd/<uuid>`` once complete."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, fsync: bool = True) -> None:
         self.root = root
+        # Without fsync a file survives the death of the process (the kernel has it) but not a power cut.
+        self.fsync = fsync
         self._tmp = root / "tmp"
         self._tmp.mkdir(parents=True, exist_ok=True)
 
@@ -50,7 +52,7 @@ class FileStore:
                     raise FileTooLarge(f"stream longer than {limit} bytes")
                 digest.update(chunk)
                 await asyncio.to_thread(handle.write, chunk)
-            await asyncio.to_thread(_finish, handle, temp, final)
+            await asyncio.to_thread(_finish, handle, temp, final, self.fsync)
         except BaseException:
             await asyncio.to_thread(_discard, handle, temp)
             raise
@@ -77,13 +79,16 @@ class FileStore:
         return resolved
 
 
-def _finish(handle: BinaryIO, temp: Path, final: Path) -> None:
+def _finish(handle: BinaryIO, temp: Path, final: Path, fsync: bool) -> None:
     """Make the temporary file durable, then give it its final name and make the rename durable too."""
     handle.flush()
-    os.fsync(handle.fileno())
+    if fsync:
+        os.fsync(handle.fileno())
     handle.close()
     final.parent.mkdir(parents=True, exist_ok=True)
     temp.replace(final)
+    if not fsync:
+        return
     directory = os.open(final.parent, os.O_RDONLY)
     try:
         os.fsync(directory)

@@ -32,7 +32,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from accesspoint.store import schema
-from accesspoint.store.db import create_engine, upgrade_to_head
+from accesspoint.store.db import Durability, create_engine, upgrade_to_head
 from accesspoint.store.files import FileStore, StoredFile
 from accesspoint.store.records import (
     Evidence,
@@ -88,11 +88,20 @@ class MessageStore:
         self._shield = Shield()
 
     @classmethod
-    async def open(cls, url: str, file_root: Path, *, instance: str = "local", migrate: bool = True) -> MessageStore:
+    async def open(
+        cls,
+        url: str,
+        file_root: Path,
+        *,
+        instance: str = "local",
+        migrate: bool = True,
+        durability: Durability = Durability.POWER_LOSS,
+    ) -> MessageStore:
         """Connect to url (running the migrations first unless told not to) with files under file_root."""
         if migrate:
             await upgrade_to_head(url)
-        return cls(create_engine(url), FileStore(file_root), instance=instance)
+        files = FileStore(file_root, fsync=durability is Durability.POWER_LOSS)
+        return cls(create_engine(url, durability=durability), files, instance=instance)
 
     async def close(self) -> None:
         """Let the operations still running finish, then close the database connections."""
@@ -103,8 +112,7 @@ class MessageStore:
 
     async def submit(self, info: MessageInfo, payloads: Sequence[NewPayload], *, now: datetime) -> StoredMessage:
         """Store an outgoing message as ``submitted``; DuplicateMessage if its MessageId is taken."""
-        if await self.get(Direction.OUT, info.message_id) is not None:
-            raise DuplicateMessage(info.message_id)
+        # No look-up first: duplicates are a backend's mistake, so the unique constraint alone catches them.
         try:
             return await self._insert(Direction.OUT, info, payloads, now=now)
         except IntegrityError as error:
@@ -248,6 +256,7 @@ class MessageStore:
 
     # --- moving ------------------------------------------------------------------------------------------
 
+    @_shielded
     async def transition(
         self,
         message: StoredMessage,
@@ -270,7 +279,8 @@ class MessageStore:
         if error is not None:
             values["last_error_code"], values["last_error_detail"] = error
             detail = detail or error[0]
-        return await self._move(message, target, values, now=now, detail=detail)
+        async with self.engine.begin() as connection:
+            return await self._cas(connection, message, target, values, now=now, detail=detail)
 
     @_shielded
     async def claim(self, message_id: str, *, now: datetime, lease: timedelta) -> StoredMessage | None:
@@ -279,19 +289,24 @@ class MessageStore:
         Due means: ``submitted``; ``awaiting_receipt`` whose next attempt has come; or ``sending`` whose
         lease has run out. None when it is not due, unknown, or another worker claimed it first.
         """
-        message = await self.get(Direction.OUT, message_id)
-        if message is None or not _due(message, now):
-            return None
-        detail = None
-        if message.state is MessageState.SENDING:
-            detail = f"lease of {message.lease_owner} expired at {message.lease_until}"
-        values = {
-            "attempts": M.c.attempts + 1,
-            "lease_owner": self.instance,
-            "lease_until": now + lease,
-            "next_attempt_at": None,
-        }
-        return await self._move(message, MessageState.SENDING, values, now=now, detail=detail)
+        due = select(M).where(M.c.direction == Direction.OUT.value, M.c.message_id == message_id, _due_clause(now))
+        # One connection and one transaction for the look-up and the move: each round trip to the driver's
+        # thread costs more than the statements themselves.
+        async with self.engine.begin() as connection:
+            row = (await connection.execute(due)).one_or_none()
+            if row is None:
+                return None
+            message = _message(row)
+            detail = None
+            if message.state is MessageState.SENDING:
+                detail = f"lease of {message.lease_owner} expired at {message.lease_until}"
+            values = {
+                "attempts": M.c.attempts + 1,
+                "lease_owner": self.instance,
+                "lease_until": now + lease,
+                "next_attempt_at": None,
+            }
+            return await self._cas(connection, message, MessageState.SENDING, values, now=now, detail=detail)
 
     @_shielded
     async def recoverable(self, *, now: datetime, limit: int = 1000) -> list[str]:
@@ -307,23 +322,29 @@ class MessageStore:
             ).all()
         return [row.message_id for row in rows]
 
-    @_shielded
-    async def _move(
-        self, message: StoredMessage, target: MessageState, values: dict[str, Any], *, now: datetime, detail: str | None
+    async def _cas(
+        self,
+        connection: AsyncConnection,
+        message: StoredMessage,
+        target: MessageState,
+        values: dict[str, Any],
+        *,
+        now: datetime,
+        detail: str | None,
     ) -> StoredMessage | None:
+        """The compare-and-set: move the row only if it is still as read, and audit the move."""
         check_transition(message.direction, message.state, target)
-        async with self.engine.begin() as connection:
-            row = (
-                await connection.execute(
-                    update(M)
-                    .where(M.c.id == message.pk, M.c.state == message.state.value, M.c.version == message.version)
-                    .values(state=target.value, version=M.c.version + 1, updated_at=now, **values)
-                    .returning(*M.c)
-                )
-            ).one_or_none()
-            if row is None:
-                return None
-            await self._audit(connection, message.pk, message.state, target, now=now, detail=detail)
+        row = (
+            await connection.execute(
+                update(M)
+                .where(M.c.id == message.pk, M.c.state == message.state.value, M.c.version == message.version)
+                .values(state=target.value, version=M.c.version + 1, updated_at=now, **values)
+                .returning(*M.c)
+            )
+        ).one_or_none()
+        if row is None:
+            return None
+        await self._audit(connection, message.pk, message.state, target, now=now, detail=detail)
         return _message(row)
 
     async def _audit(
@@ -494,20 +515,8 @@ def _info_values(info: MessageInfo) -> dict[str, Any]:
     }
 
 
-def _due(message: StoredMessage, now: datetime) -> bool:
-    """Whether claim may take the message now (the Python twin of _due_clause)."""
-    if message.direction is not Direction.OUT:
-        return False
-    if message.state is MessageState.SUBMITTED:
-        return True
-    if message.state is MessageState.AWAITING_RECEIPT:
-        return message.next_attempt_at is not None and message.next_attempt_at <= now
-    if message.state is MessageState.SENDING:
-        return message.lease_until is None or message.lease_until < now
-    return False
-
-
 def _due_clause(now: datetime) -> ColumnElement[bool]:
+    """The outgoing messages a worker may claim at now (see the module's recovery rules)."""
     return or_(
         M.c.state == MessageState.SUBMITTED.value,
         and_(M.c.state == MessageState.AWAITING_RECEIPT.value, M.c.next_attempt_at <= now),
