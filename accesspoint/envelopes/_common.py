@@ -6,7 +6,7 @@ import base64
 import binascii
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from lxml import etree
@@ -148,6 +148,14 @@ def parse_datetime(value: str, what: str) -> datetime:
     if parsed.tzinfo is None:
         raise EnvelopeError(f"{what} has no time zone: {value!r}", "FORMAT")
     return parsed
+
+
+def parse_date(value: str, what: str) -> date:
+    """An xs:date (an optional time zone suffix is ignored: the day is what the formats record)."""
+    try:
+        return date.fromisoformat(value.strip()[:10])
+    except ValueError:
+        raise EnvelopeError(f"{what} is not an xs:date: {value!r}", "FORMAT") from None
 
 
 def schema_findings(schema: etree.XMLSchema, root: etree._Element) -> tuple[Finding, ...]:

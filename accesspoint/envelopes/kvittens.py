@@ -27,6 +27,7 @@ from accesspoint.envelopes._common import (
     need,
     need_text,
     optional_text,
+    parse_date,
     parse_document,
     schema_findings,
     serialize,
@@ -244,13 +245,6 @@ def _time(value: str) -> time:
         raise EnvelopeError(f"IssueTime is not an xs:time: {value!r}", "FORMAT") from None
 
 
-def _date(value: str) -> date:
-    try:
-        return date.fromisoformat(value.strip())
-    except ValueError:
-        raise EnvelopeError(f"IssueDate is not an xs:date: {value!r}", "FORMAT") from None
-
-
 def parse_application_response(
     data: bytes | etree._Element, *, schema: etree.XMLSchema | None = None
 ) -> ApplicationResponse:
@@ -274,7 +268,7 @@ def parse_application_response(
     receiver = need(root, f"{_A}ReceiverParty/{_B}EndpointID", "ReceiverParty/EndpointID")
     return ApplicationResponse(
         id=need_text(root, f"{_B}ID", "ID"),
-        issue_date=_date(need_text(root, f"{_B}IssueDate", "IssueDate")),
+        issue_date=parse_date(need_text(root, f"{_B}IssueDate", "IssueDate"), "IssueDate"),
         issue_time=_time(need_text(root, f"{_B}IssueTime", "IssueTime")),
         sender=text(sender),
         receiver=text(receiver),

@@ -41,6 +41,7 @@ from accesspoint.envelopes._common import (
     need,
     need_text,
     optional_text,
+    parse_date,
     parse_document,
     require_valid,
     serialize,
@@ -391,10 +392,7 @@ def verify_sealed_delivery(
     signed = need(root, SIGNED_DELIVERY, "SignedDelivery")
     verified = verify_signed_delivery(signed, sender=sender, allowed=allowed)
     seal_element = need(root, f"{_M3}Seal", "Seal")
-    try:
-        received = date.fromisoformat(need_text(seal_element, f"{_M1}ReceivedTime", "Seal/ReceivedTime")[:10])
-    except ValueError:
-        raise EnvelopeError("Seal/ReceivedTime is not a date") from None
+    received = parse_date(need_text(seal_element, f"{_M1}ReceivedTime", "Seal/ReceivedTime"), "Seal/ReceivedTime")
     seal = Seal(received, need_text(seal_element, f"{_M1}SignaturesOK", "Seal/SignaturesOK") in ("true", "1"))
     if not seal.signatures_ok:
         raise EnvelopeError(Finding("SEAL", "the intermediary's seal says the sender's signature did not verify"))
@@ -469,10 +467,7 @@ def verify_delivery_receipt(
     expect_root(root, RECEIPT, "a Receipt")
     signature = verify_enveloped(root, expected=operator, allowed=allowed)
     _validate(root, schema)
-    try:
-        acknowledged = date.fromisoformat(need_text(root, f"{_R}AcknowledgedTime", "AcknowledgedTime")[:10])
-    except ValueError:
-        raise EnvelopeError("AcknowledgedTime is not a date") from None
+    acknowledged = parse_date(need_text(root, f"{_R}AcknowledgedTime", "AcknowledgedTime"), "AcknowledgedTime")
     receipt = DeliveryReceipt(
         need_text(root, f"{_R}MessageId", "MessageId"),
         need_text(root, f"{_R}ReceiptRecipient", "ReceiptRecipient"),
