@@ -29,6 +29,7 @@ from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, x25519
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 from lxml import etree
@@ -53,8 +54,8 @@ from accesspoint.security.algorithms import (
 )
 from accesspoint.security.keys import KeyPair
 from accesspoint.security.policy import Profile, SecurityPolicy
-from accesspoint.security.signing import AttachmentSource, security_header
-from accesspoint.security.tokens import add_security_token, resolve_token_reference
+from accesspoint.security.signing import AttachmentSource, resolve_token, security_header
+from accesspoint.security.tokens import add_security_token
 
 XENC = f"{{{NS.XENC}}}"
 XENC11 = f"{{{NS.XENC11}}}"
@@ -70,6 +71,9 @@ TAG_SIZE = 16
 # The ciphertext part's MIME type: SwA 1.1 §5.5.2 replaces the part's content, its type says nothing more.
 CIPHERTEXT_CONTENT_TYPE = "application/octet-stream"
 SALT_SIZE = 32
+# A ciphertext part that arrives in one piece up to this size is decrypted in one AEAD call (AESGCM takes
+# at most 2**31 - 1 bytes); larger or chunked parts stream.
+ONE_SHOT_MAX = 16 * 1024 * 1024
 
 _CEK_SIZES: dict[str, int] = {
     DataEncryption.AES128_GCM: 16,
@@ -159,11 +163,25 @@ def decrypt_stream(key: bytes, chunks: Iterable[bytes]) -> Iterator[bytes]:
             break
     if len(head) < IV_SIZE:
         raise _failed("ciphertext part shorter than the GCM IV")
+    following = next(iterator, None)
+    if following is None and len(head) <= ONE_SHOT_MAX:
+        # The whole part in one piece (a part held in memory): one AEAD call, which costs a fifth of setting up
+        # a streaming decryptor, and releases no plaintext before the tag has been checked.
+        if len(head) < IV_SIZE + TAG_SIZE:
+            raise _failed("ciphertext part shorter than the GCM IV and tag")
+        try:
+            plain = AESGCM(key).decrypt(head[:IV_SIZE], memoryview(head)[IV_SIZE:], None)
+        except InvalidTag:
+            raise _failed("AES-GCM authentication tag mismatch (ciphertext or tag altered, or wrong key)") from None
+        if plain:
+            yield plain
+        return
     decryptor = Cipher(algorithms.AES(key), modes.GCM(head[:IV_SIZE])).decryptor()
     # The last TAG_SIZE bytes seen so far may be the tag: hold them back until the next chunk arrives.
     # Memoryviews spare a copy of large chunks (a part read from its sink in one piece, for instance).
     pending = b""
-    rest: Iterable[bytes | memoryview] = itertools.chain((memoryview(head)[IV_SIZE:],), iterator)
+    first: tuple[bytes | memoryview, ...] = (memoryview(head)[IV_SIZE:],) + (() if following is None else (following,))
+    rest: Iterable[bytes | memoryview] = itertools.chain(first, iterator)
     for piece in rest:
         if len(piece) >= TAG_SIZE:
             if pending:
@@ -449,7 +467,7 @@ def check_key_algorithms(encrypted_key: etree._Element, policy: SecurityPolicy) 
     derivation = _algorithm(agreement.find(f"{XENC11}KeyDerivationMethod"))
     if derivation != KeyDerivation.HKDF or not policy.allows(derivation):
         raise _refused(f"key derivation {derivation[:100]!r} is not allowed")
-    prf = _algorithm(_hkdf_param(agreement, "PRF"))
+    prf = _algorithm(_hkdf_params(agreement).get("PRF"))
     if prf not in _PRF_DIGESTS or not policy.allows(prf):
         raise _refused(f"HKDF PRF {prf[:100]!r} is not allowed")
 
@@ -462,12 +480,15 @@ def _oaep_parameters(method: etree._Element) -> tuple[str, str]:
     return digest, _algorithm(method.find(f"{XENC11}MGF")) or MaskGeneration.MGF1_SHA1.value
 
 
-def _hkdf_param(agreement: etree._Element, name: str) -> etree._Element | None:
+def _hkdf_params(agreement: etree._Element) -> dict[str, etree._Element]:
+    """The HKDFParams children by local name, the first of each (one pass instead of a search per name)."""
     # By local name: Santuario writes PRF under dsig-more but reads it under xenc11.
     params = agreement.find(f"{XENC11}KeyDerivationMethod/{DSIG_MORE}HKDFParams")
-    if params is None:
-        return None
-    return next((c for c in params if isinstance(c.tag, str) and etree.QName(c).localname == name), None)
+    found: dict[str, etree._Element] = {}
+    for child in () if params is None else params:
+        if isinstance(child.tag, str):
+            found.setdefault(child.tag.rpartition("}")[2], child)
+    return found
 
 
 def _resolve_recipient(
@@ -480,14 +501,13 @@ def _resolve_recipient(
     if token_reference is None:
         return [k for k in keys if wanted(k)]
     try:
-        resolved = resolve_token_reference(token_reference, dict(ids), [k.certificate for k in keys])
+        resolved = resolve_token(token_reference, ids, [k.certificate for k in keys])
     except EbmsError as exc:
         if _names_outside_message(token_reference):
             return []
         raise _failed(f"unresolvable recipient token reference: {exc.log_detail}") from None
-    encode = serialization.Encoding.DER
-    target = resolved.certificate.public_bytes(encode)
-    return [k for k in keys if k.certificate.public_bytes(encode) == target and wanted(k)]
+    # Certificate equality is DER equality, without encoding either side again.
+    return [k for k in keys if k.certificate == resolved.certificate and wanted(k)]
 
 
 def _names_outside_message(token_reference: etree._Element) -> bool:
@@ -567,11 +587,12 @@ def _info_readings(text: str | None) -> list[bytes]:
 
 
 def _hkdf_parameters(agreement: etree._Element, kek_size: int) -> tuple[str, bytes, list[bytes]]:
-    prf = _algorithm(_hkdf_param(agreement, "PRF"))
-    salt_element, info_element = _hkdf_param(agreement, "Salt"), _hkdf_param(agreement, "Info")
+    params = _hkdf_params(agreement)
+    prf = _algorithm(params.get("PRF"))
+    salt_element, info_element = params.get("Salt"), params.get("Info")
     salt = b"" if salt_element is None else _unb64(salt_element.text, "HKDF Salt")
     infos = [b""] if info_element is None else _info_readings(info_element.text)
-    length_element = _hkdf_param(agreement, "KeyLength")
+    length_element = params.get("KeyLength")
     length_text = "" if length_element is None else (length_element.text or "").strip()
     # Bytes per the profile; a length in bits for the same key is read the same (HKDF output is a prefix).
     if length_text and length_text not in (str(kek_size), str(8 * kek_size)):
@@ -614,6 +635,11 @@ def unwrap_key(
     # EBMS:0103 for a disallowed algorithm (before any crypto), EBMS:0102 when the key does not unwrap,
     # DecryptionKeyMissing when it addresses none of ``keys``.
     check_key_algorithms(encrypted_key, policy)
+    return _unwrap_checked(encrypted_key, ids, keys)
+
+
+def _unwrap_checked(encrypted_key: etree._Element, ids: Mapping[str, etree._Element], keys: Sequence[KeyPair]) -> bytes:
+    """``unwrap_key`` for an EncryptedKey whose algorithms ``check_key_algorithms`` has passed already."""
     if _algorithm(encrypted_key.find(f"{XENC}EncryptionMethod")) in _KEK_SIZES:
         cek = _unwrap_agreed(encrypted_key, ids, keys)
         reference = encrypted_key.find(
@@ -693,7 +719,8 @@ def decrypt_attachments(
         if element_key in keys_by_element:
             continue
         try:
-            cek = unwrap_key(target.encrypted_key, received.parsed.ids, keys, policy)
+            # _targets checked every EncryptedKey's algorithms against the policy already.
+            cek = _unwrap_checked(target.encrypted_key, received.parsed.ids, keys)
         except DecryptionKeyMissing as exc:
             raise DecryptionKeyMissing(exc.detail, frozenset(t.content_id for t in targets)) from None
         keys_by_element[element_key] = cek

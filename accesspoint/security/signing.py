@@ -8,9 +8,12 @@ returns the references that held, tied to the very elements the core parsed, and
 from __future__ import annotations
 
 import base64
+import copy
+import functools
 import hashlib
 import hmac
 import re
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -24,12 +27,18 @@ from lxml import etree
 from accesspoint.core.envelope import ParsedEnvelope, read_reference
 from accesspoint.core.errors import EbmsError, ErrorCode
 from accesspoint.core.model import ReferenceEcho
+from accesspoint.core.model import Transform as ReferenceTransform
 from accesspoint.core.namespaces import NS
 from accesspoint.core.xml import element_id, parse_xml
 from accesspoint.security.algorithms import C14N, DigestAlgorithm, SignatureAlgorithm, Transform
 from accesspoint.security.keys import KeyPair
-from accesspoint.security.policy import SecurityPolicy
-from accesspoint.security.tokens import ResolvedToken, add_security_token, resolve_token_reference
+from accesspoint.security.policy import SecurityPolicy, TokenReference
+from accesspoint.security.tokens import (
+    ResolvedToken,
+    add_security_token,
+    read_binary_security_token,
+    resolve_token_reference,
+)
 
 DS = f"{{{NS.DS}}}"
 WSSE = f"{{{NS.WSSE}}}"
@@ -219,8 +228,44 @@ def _reference(parent: etree._Element, uri: str, transform: str, digest_method: 
     transforms = etree.SubElement(reference, f"{DS}Transforms")
     etree.SubElement(transforms, f"{DS}Transform").set("Algorithm", transform)
     etree.SubElement(reference, f"{DS}DigestMethod").set("Algorithm", digest_method)
-    etree.SubElement(reference, f"{DS}DigestValue").text = _b64(digest)
-    return read_reference(reference)
+    value = _b64(digest)
+    etree.SubElement(reference, f"{DS}DigestValue").text = value
+    # What read_reference would make of the element just written, without reading it back.
+    return ReferenceEcho(uri, str(digest_method), value, (ReferenceTransform(str(transform)),))
+
+
+# The signer's token as add_security_token writes it, per key pair and reference kind: encoding the certificate
+# (and for a PKIPath its chain) and base64 again for every message costs more than an Ed25519 signature. Keyed
+# by identity (a P-Mode holds its KeyPair); an entry holds its KeyPair, so no id is reused while it lives.
+_TOKEN_TEMPLATES_SIZE = 32
+_token_templates: dict[tuple[int, str], tuple[KeyPair, etree._Element, etree._Element | None]] = {}
+_TEMPLATE_ID = "_token-template"
+_token_templates_lock = threading.Lock()
+
+
+def _add_signer_token(
+    security: etree._Element, keys: KeyPair, reference: TokenReference, token_id: str
+) -> etree._Element:
+    """``add_security_token`` for a signing key pair, from a template written once per pair."""
+    entry = _token_templates.get((id(keys), reference.value))
+    if entry is None or entry[0] is not keys:
+        scratch = etree.Element(f"{WSSE}Security", nsmap={"wsse": NS.WSSE.value, "wsu": NS.WSU.value})
+        template = add_security_token(scratch, keys.certificate, keys.chain, reference, _TEMPLATE_ID)
+        entry = (keys, template, scratch[0] if len(scratch) else None)
+        with _token_templates_lock:
+            while len(_token_templates) >= _TOKEN_TEMPLATES_SIZE:
+                del _token_templates[next(iter(_token_templates))]
+            _token_templates[(id(keys), reference.value)] = entry
+    _keys, template, bst_template = entry
+    str_element = copy.deepcopy(template)
+    if bst_template is not None:
+        bst = copy.deepcopy(bst_template)
+        bst.set(WSU_ID, token_id)
+        security.insert(0, bst)
+        str_reference = str_element.find(f"{WSSE}Reference")
+        assert str_reference is not None
+        str_reference.set("URI", f"#{token_id}")
+    return str_element
 
 
 def sign_envelope(
@@ -263,13 +308,39 @@ def sign_envelope(
     etree.SubElement(signature, f"{DS}SignatureValue").text = _b64(value)
     key_info = etree.SubElement(signature, f"{DS}KeyInfo")
     key_info.set("Id", new_id())
-    token = add_security_token(security, keys.certificate, keys.chain, policy.token_reference, new_id())
+    token = _add_signer_token(security, keys, policy.token_reference, new_id())
     token.set(WSU_ID, new_id())
     key_info.append(token)
     return tuple(echoes)
 
 
 # ----------------------------------------------------------------------------------------- verifying
+
+
+@functools.lru_cache(maxsize=128)
+def _read_token(value_type: str, text: str) -> ResolvedToken:
+    # A partner sends the same token with every message, and decoding it (for a PKIPath each certificate, then
+    # finding the leaf) costs more than an Ed25519 verification. Same bytes, same certificates: they are
+    # immutable, so one decoding serves every message. Only successes are kept (an exception is not cached).
+    token = etree.Element(f"{WSSE}BinarySecurityToken")
+    token.set("ValueType", value_type)
+    token.text = text
+    return read_binary_security_token(token)
+
+
+def resolve_token(
+    str_element: etree._Element,
+    ids: Mapping[str, etree._Element],
+    candidates: Iterable[x509.Certificate] = (),
+) -> ResolvedToken:
+    """``resolve_token_reference``, decoding each distinct BinarySecurityToken once (the same certificate objects)."""
+    reference = str_element.find(f"{WSSE}Reference")
+    if reference is not None:
+        uri = reference.get("URI", "")
+        token = ids.get(uri[1:]) if uri.startswith("#") else None
+        if token is not None and token.tag == f"{WSSE}BinarySecurityToken":
+            return _read_token(token.get("ValueType", ""), token.text or "")
+    return resolve_token_reference(str_element, dict(ids), candidates)
 
 
 def _fail(detail: str) -> EbmsError:
@@ -346,15 +417,16 @@ def verify_signature(
     references = signed_info.findall(f"{DS}Reference")
     if not references:
         raise _fail("ds:SignedInfo has no reference")
-    for reference in references:
-        _check_reference_algorithms(read_reference(reference), policy)
+    echoes = [read_reference(reference) for reference in references]
+    for echo in echoes:
+        _check_reference_algorithms(echo, policy)
 
     key_info = signature.find(f"{DS}KeyInfo")
     token_reference = None if key_info is None else key_info.find(f"{WSSE}SecurityTokenReference")
     if token_reference is None:
         raise _fail("ds:KeyInfo has no wsse:SecurityTokenReference")
     try:
-        signer = resolve_token_reference(token_reference, parsed.ids, candidates)
+        signer = resolve_token(token_reference, parsed.ids, candidates)
     except EbmsError as exc:
         raise _fail(exc.log_detail) from None
     raw = base64.b64decode("".join(value_text.split()))
@@ -364,8 +436,8 @@ def verify_signature(
     # The signature value first: a forged signature costs no attachment hashing.
     verified: list[VerifiedReference] = []
     unchecked: list[ReferenceEcho] = []
-    for reference in references:
-        outcome = _verify_reference(reference, parsed, attachments, policy, skip_attachments)
+    for echo in echoes:
+        outcome = _verify_reference(echo, parsed, attachments, policy, skip_attachments)
         if isinstance(outcome, VerifiedReference):
             verified.append(outcome)
         else:
@@ -387,14 +459,13 @@ def _check_reference_algorithms(echo: ReferenceEcho, policy: SecurityPolicy) -> 
 
 
 def _verify_reference(
-    reference: etree._Element,
+    echo: ReferenceEcho,
     parsed: ParsedEnvelope,
     attachments: Mapping[str, AttachmentSource],
     policy: SecurityPolicy,
     skip_attachments: frozenset[str],
 ) -> VerifiedReference | ReferenceEcho:
     """A verified reference, or the bare echo of an attachment reference that could not be checked."""
-    echo = read_reference(reference)
     expected = base64.b64decode(echo.digest_value)
     if echo.uri.startswith("cid:"):
         content_id = echo.uri[4:]
