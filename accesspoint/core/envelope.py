@@ -89,6 +89,8 @@ _MESSAGE_INFO_NAME: Final = _eb("MessageInfo")
 _TIMESTAMP_NAME: Final = _eb("Timestamp")
 _MESSAGE_ID_NAME: Final = _eb("MessageId")
 _REF_TO_MESSAGE_ID_NAME: Final = _eb("RefToMessageId")
+_FROM_NAME: Final = _eb("From")
+_TO_NAME: Final = _eb("To")
 _PARTY_ID_NAME: Final = _eb("PartyId")
 _ROLE_NAME: Final = _eb("Role")
 _PROPERTY_NAME: Final = _eb("Property")
@@ -141,6 +143,40 @@ _SHORT_DESCRIPTION_ATTRIBUTE: Final = _plain("shortDescription")
 _DS_NSMAP: Final = {"ds": NS.DS.value}
 _EBBP_NSMAP: Final = {"ebbp": NS.EBBP.value}
 _EC_NSMAP: Final = {"ec": NS.EC.value}
+
+
+@dataclass(frozen=True, slots=True)
+class _SoapNames:
+    """What the writers need of one SOAP version, worked out once."""
+
+    envelope: _Name
+    header: _Name
+    body: _Name
+    must_understand: _Name
+    must_understand_value: str
+    nsmap: dict[str, str]
+    text_start: str  # the Envelope's start tag as the text writer writes it, namespace declarations included
+    text_end: str
+
+
+def _soap_names(version: SoapVersion) -> _SoapNames:
+    prefix = _SOAP_PREFIX[version]
+    clark = f"{{{version.value}}}"
+    nsmap = {prefix: version.value, "eb": NS.EBMS.value, "wsu": NS.WSU.value}
+    declarations = "".join(f' xmlns:{name}="{uri}"' for name, uri in nsmap.items())
+    return _SoapNames(
+        envelope=(f"{clark}Envelope", f"{prefix}:Envelope"),
+        header=(f"{clark}Header", f"{prefix}:Header"),
+        body=(f"{clark}Body", f"{prefix}:Body"),
+        must_understand=(f"{clark}mustUnderstand", f"{prefix}:mustUnderstand"),
+        must_understand_value="true" if version is SoapVersion.V12 else "1",
+        nsmap=nsmap,
+        text_start=f"<{prefix}:Envelope{declarations}>",
+        text_end=f"</{prefix}:Envelope>",
+    )
+
+
+_SOAP_NAMES: Final = {version: _soap_names(version) for version in SoapVersion}
 
 
 class _TreeWriter:
@@ -200,9 +236,9 @@ _TEXT_PARSER = etree.XMLParser(
 class _TextWriter:
     """Writes the elements as XML text, keeping every value aside for the check that it is plain."""
 
-    def __init__(self, tag: str, nsmap: dict[str, str]) -> None:
-        self._out = [f"<{tag}", *(f' xmlns:{prefix}="{uri}"' for prefix, uri in nsmap.items()), ">"]
-        self._close = [f"</{tag}>"]
+    def __init__(self, start: str, end: str) -> None:
+        self._out = [start]
+        self._close = [end]
         self._values: list[str | None] = []
         self._empty_text = False
 
@@ -269,18 +305,16 @@ def build_envelope(
 
     The Body is empty unless ``body_payload`` is given (AS4 puts payloads in MIME parts).
     """
-    soap = f"{{{soap_version.value}}}"
-    prefix = _SOAP_PREFIX[soap_version]
-    nsmap = {prefix: soap_version.value, "eb": NS.EBMS.value, "wsu": NS.WSU.value}
-    text = _TextWriter(f"{prefix}:Envelope", nsmap)
+    soap = _SOAP_NAMES[soap_version]
+    text = _TextWriter(soap.text_start, soap.text_end)
     try:
-        _write_envelope(text, header, soap_version, messaging_id, body_id)
+        _write_envelope(text, header, soap, messaging_id, body_id)
         envelope = text.finish()
     except Exception:  # any surprise (a bad model, a naive timestamp) is the API path's to raise
         envelope = None
     if envelope is None:
-        tree = _TreeWriter(f"{soap}Envelope", nsmap)
-        _write_envelope(tree, header, soap_version, messaging_id, body_id)
+        tree = _TreeWriter(soap.envelope[0], soap.nsmap)
+        _write_envelope(tree, header, soap, messaging_id, body_id)
         envelope = tree.root
     if body_payload is not None:
         envelope[-1].append(body_payload)  # the Body is the Envelope's last child
@@ -292,22 +326,11 @@ def serialize(envelope: etree._Element) -> bytes:
     return etree.tostring(envelope, xml_declaration=True, encoding="UTF-8")
 
 
-def _write_envelope(
-    writer: _Writer, header: AS4Header, soap_version: SoapVersion, messaging_id: str, body_id: str
-) -> None:
-    prefix = _SOAP_PREFIX[soap_version]
-    soap = f"{{{soap_version.value}}}"
-    writer.start((f"{soap}Header", f"{prefix}:Header"))
+def _write_envelope(writer: _Writer, header: AS4Header, soap: _SoapNames, messaging_id: str, body_id: str) -> None:
+    writer.start(soap.header)
     writer.start(
         _MESSAGING_NAME,
-        (
-            (
-                (f"{soap}mustUnderstand", f"{prefix}:mustUnderstand"),
-                False,
-                "true" if soap_version is SoapVersion.V12 else "1",
-            ),
-            (_WSU_ID_NAME, False, messaging_id),
-        ),
+        ((soap.must_understand, False, soap.must_understand_value), (_WSU_ID_NAME, False, messaging_id)),
     )
     if isinstance(header, UserMessage):
         _write_user_message(writer, header)
@@ -315,7 +338,7 @@ def _write_envelope(
         _write_signal_message(writer, header)
     writer.end()
     writer.end()
-    writer.empty((f"{soap}Body", f"{prefix}:Body"), ((_WSU_ID_NAME, False, body_id),))
+    writer.empty(soap.body, ((_WSU_ID_NAME, False, body_id),))
 
 
 def _write_message_info(writer: _Writer, info: MessageInfo) -> None:
@@ -327,8 +350,8 @@ def _write_message_info(writer: _Writer, info: MessageInfo) -> None:
     writer.end()
 
 
-def _write_party(writer: _Writer, tag: str, party: Party) -> None:
-    writer.start(_eb(tag))
+def _write_party(writer: _Writer, name: _Name, party: Party) -> None:
+    writer.start(name)
     for party_id in party.party_ids:
         writer.leaf(_PARTY_ID_NAME, party_id.value, ((_TYPE_ATTRIBUTE, True, party_id.type),))
     writer.leaf(_ROLE_NAME, party.role)
@@ -350,8 +373,8 @@ def _write_user_message(writer: _Writer, message: UserMessage) -> None:
     writer.start(_USER_MESSAGE_NAME, ((_MPC_ATTRIBUTE, True, message.mpc),))
     _write_message_info(writer, message.message_info)
     writer.start(_PARTY_INFO_NAME)
-    _write_party(writer, "From", message.party_info.sender)
-    _write_party(writer, "To", message.party_info.receiver)
+    _write_party(writer, _FROM_NAME, message.party_info.sender)
+    _write_party(writer, _TO_NAME, message.party_info.receiver)
     writer.end()
     collaboration = message.collaboration_info
     writer.start(_COLLABORATION_INFO_NAME)
@@ -672,7 +695,7 @@ def _read_party(party_info: dict[object, etree._Element], tag: str, name: str) -
     party_ids = tuple([PartyId(_value(item, tag, "/PartyId"), _attr(item, "type")) for item in items])
     if not party_ids:
         raise EbmsError(ErrorCode.INVALID_HEADER, f"eb:{tag} has no eb:PartyId")
-    return Party(party_ids=party_ids, role=_value(role, tag, "/Role"))
+    return Party(party_ids, _value(role, tag, "/Role"))
 
 
 def _read_properties(container: etree._Element | None, where: str) -> tuple[Property, ...]:
@@ -688,7 +711,7 @@ def _read_properties(container: etree._Element | None, where: str) -> tuple[Prop
         value = (item.text or "").strip()
         if not value:
             raise EbmsError(ErrorCode.INVALID_HEADER, f"{where} Property {name!r} is empty")
-        properties.append(Property(name=name, value=value, type=_attr(item, "type")))
+        properties.append(Property(name, value, _attr(item, "type")))  # positional: kwargs cost a third more
     return tuple(properties)
 
 
