@@ -22,17 +22,16 @@ Recovery rules (what a restart, or another instance, does with what a crash left
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from sqlalchemy import ColumnElement, Row, Table, and_, delete, insert, or_, select, update
+from sqlalchemy import ColumnElement, Connection, Executable, Row, Table, and_, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from accesspoint.store import schema
-from accesspoint.store.db import Durability, create_engine, upgrade_to_head
+from accesspoint.store.db import Database, Durability, upgrade_to_head
 from accesspoint.store.files import FileStore, StoredFile
 from accesspoint.store.records import (
     Evidence,
@@ -81,8 +80,8 @@ class DuplicateMessage(Exception):
 class MessageStore:
     """Messages, payloads and evidence in one database and one file store."""
 
-    def __init__(self, engine: AsyncEngine, files: FileStore, *, instance: str = "local") -> None:
-        self.engine = engine
+    def __init__(self, database: Database, files: FileStore, *, instance: str = "local") -> None:
+        self.db = database
         self.files = files
         self.instance = instance
         self._shield = Shield()
@@ -101,12 +100,12 @@ class MessageStore:
         if migrate:
             await upgrade_to_head(url)
         files = FileStore(file_root, fsync=durability is Durability.POWER_LOSS)
-        return cls(create_engine(url, durability=durability), files, instance=instance)
+        return cls(Database(url, durability=durability), files, instance=instance)
 
     async def close(self) -> None:
         """Let the operations still running finish, then close the database connections."""
         await self._shield.drain()
-        await self.engine.dispose()
+        await self.db.dispose()
 
     # --- inserting ---------------------------------------------------------------------------------------
 
@@ -140,8 +139,9 @@ class MessageStore:
         try:
             for payload in payloads:
                 stored.append(await self.files.write(payload.chunks))
-            async with self.engine.begin() as connection:
-                row = await _insert_row(
+
+            def insert_rows(connection: Connection) -> Row[Any]:
+                row = _insert_row(
                     connection,
                     M,
                     direction=direction.value,
@@ -154,7 +154,7 @@ class MessageStore:
                     **_info_values(info),
                 )
                 if payloads:
-                    await connection.execute(
+                    connection.execute(
                         insert(P),
                         [
                             {
@@ -169,7 +169,10 @@ class MessageStore:
                             for payload, file in zip(payloads, stored, strict=True)
                         ],
                     )
-                await self._audit(connection, row.id, None, INITIAL[direction], now=now, detail=None)
+                self._audit(connection, row.id, None, INITIAL[direction], now=now, detail=None)
+                return row
+
+            row = await self.db.run(insert_rows)
         except BaseException:
             for file in stored:
                 await self.files.delete(file.path)
@@ -181,12 +184,8 @@ class MessageStore:
     @_shielded
     async def get(self, direction: Direction, message_id: str) -> StoredMessage | None:
         """The message with that MessageId in that direction, if stored."""
-        async with self.engine.connect() as connection:
-            row = (
-                await connection.execute(
-                    select(M).where(M.c.direction == direction.value, M.c.message_id == message_id)
-                )
-            ).one_or_none()
+        query = select(M).where(M.c.direction == direction.value, M.c.message_id == message_id)
+        row = await self.db.run(lambda connection: connection.execute(query).one_or_none())
         return None if row is None else _message(row)
 
     @_shielded
@@ -212,15 +211,13 @@ class MessageStore:
         ):
             if value is not None:
                 conditions.append(column == value)
-        async with self.engine.connect() as connection:
-            rows = (await connection.execute(select(M).where(*conditions).order_by(M.c.id).limit(limit))).all()
+        rows = await self._all(select(M).where(*conditions).order_by(M.c.id).limit(limit))
         return [_message(row) for row in rows]
 
     @_shielded
     async def payloads(self, message: StoredMessage) -> list[StoredPayload]:
         """The payloads of a message in the order they were submitted (empty once purged)."""
-        async with self.engine.connect() as connection:
-            rows = (await connection.execute(select(P).where(P.c.message == message.pk).order_by(P.c.id))).all()
+        rows = await self._all(select(P).where(P.c.message == message.pk).order_by(P.c.id))
         return [
             StoredPayload(
                 pk=row.id,
@@ -241,8 +238,7 @@ class MessageStore:
     @_shielded
     async def history(self, message: StoredMessage) -> list[Transition]:
         """The audit trail of a message, oldest first."""
-        async with self.engine.connect() as connection:
-            rows = (await connection.execute(select(T).where(T.c.message == message.pk).order_by(T.c.id))).all()
+        rows = await self._all(select(T).where(T.c.message == message.pk).order_by(T.c.id))
         return [
             Transition(
                 source=None if row.from_state is None else MessageState(row.from_state),
@@ -279,8 +275,9 @@ class MessageStore:
         if error is not None:
             values["last_error_code"], values["last_error_detail"] = error
             detail = detail or error[0]
-        async with self.engine.begin() as connection:
-            return await self._cas(connection, message, target, values, now=now, detail=detail)
+        return await self.db.run(
+            lambda connection: self._cas(connection, message, target, values, now=now, detail=detail)
+        )
 
     @_shielded
     async def claim(self, message_id: str, *, now: datetime, lease: timedelta) -> StoredMessage | None:
@@ -292,8 +289,9 @@ class MessageStore:
         due = select(M).where(M.c.direction == Direction.OUT.value, M.c.message_id == message_id, _due_clause(now))
         # One connection and one transaction for the look-up and the move: each round trip to the driver's
         # thread costs more than the statements themselves.
-        async with self.engine.begin() as connection:
-            row = (await connection.execute(due)).one_or_none()
+
+        def take(connection: Connection) -> StoredMessage | None:
+            row = connection.execute(due).one_or_none()
             if row is None:
                 return None
             message = _message(row)
@@ -306,25 +304,20 @@ class MessageStore:
                 "lease_until": now + lease,
                 "next_attempt_at": None,
             }
-            return await self._cas(connection, message, MessageState.SENDING, values, now=now, detail=detail)
+            return self._cas(connection, message, MessageState.SENDING, values, now=now, detail=detail)
+
+        return await self.db.run(take)
 
     @_shielded
     async def recoverable(self, *, now: datetime, limit: int = 1000) -> list[str]:
         """MessageIds of outgoing messages that are due and that some worker should claim (see the module)."""
-        async with self.engine.connect() as connection:
-            rows = (
-                await connection.execute(
-                    select(M.c.message_id)
-                    .where(M.c.direction == Direction.OUT.value, _due_clause(now))
-                    .order_by(M.c.id)
-                    .limit(limit)
-                )
-            ).all()
+        due = select(M.c.message_id).where(M.c.direction == Direction.OUT.value, _due_clause(now))
+        rows = await self._all(due.order_by(M.c.id).limit(limit))
         return [row.message_id for row in rows]
 
-    async def _cas(
+    def _cas(
         self,
-        connection: AsyncConnection,
+        connection: Connection,
         message: StoredMessage,
         target: MessageState,
         values: dict[str, Any],
@@ -334,22 +327,20 @@ class MessageStore:
     ) -> StoredMessage | None:
         """The compare-and-set: move the row only if it is still as read, and audit the move."""
         check_transition(message.direction, message.state, target)
-        row = (
-            await connection.execute(
-                update(M)
-                .where(M.c.id == message.pk, M.c.state == message.state.value, M.c.version == message.version)
-                .values(state=target.value, version=M.c.version + 1, updated_at=now, **values)
-                .returning(*M.c)
-            )
+        row = connection.execute(
+            update(M)
+            .where(M.c.id == message.pk, M.c.state == message.state.value, M.c.version == message.version)
+            .values(state=target.value, version=M.c.version + 1, updated_at=now, **values)
+            .returning(*M.c)
         ).one_or_none()
         if row is None:
             return None
-        await self._audit(connection, message.pk, message.state, target, now=now, detail=detail)
+        self._audit(connection, message.pk, message.state, target, now=now, detail=detail)
         return _message(row)
 
-    async def _audit(
+    def _audit(
         self,
-        connection: AsyncConnection,
+        connection: Connection,
         pk: int,
         source: MessageState | None,
         target: MessageState,
@@ -357,7 +348,7 @@ class MessageStore:
         now: datetime,
         detail: str | None,
     ) -> None:
-        await connection.execute(
+        connection.execute(
             insert(T).values(
                 message=pk,
                 from_state=None if source is None else source.value,
@@ -384,8 +375,8 @@ class MessageStore:
         """Stream evidence to the file store and record it; it is kept until now + retain_for."""
         file = await self.files.write(chunks)
         try:
-            async with self.engine.begin() as connection:
-                row = await _insert_row(
+            row = await self.db.run(
+                lambda connection: _insert_row(
                     connection,
                     E,
                     direction=direction.value,
@@ -397,22 +388,19 @@ class MessageStore:
                     created_at=now,
                     retain_until=now + retain_for,
                 )
+            )
         except BaseException:
             await self.files.delete(file.path)
             raise
         return _evidence(row)
 
     @_shielded
-    async def evidence(
-        self, direction: Direction, message_id: str, kind: EvidenceKind | None = None
-    ) -> list[Evidence]:
+    async def evidence(self, direction: Direction, message_id: str, kind: EvidenceKind | None = None) -> list[Evidence]:
         """The evidence kept for a message, oldest first, optionally of one kind."""
         query = select(E).where(E.c.direction == direction.value, E.c.message_id == message_id)
         if kind is not None:
             query = query.where(E.c.kind == kind.value)
-        async with self.engine.connect() as connection:
-            rows = (await connection.execute(query.order_by(E.c.id))).all()
-        return [_evidence(row) for row in rows]
+        return [_evidence(row) for row in await self._all(query.order_by(E.c.id))]
 
     # --- retention ---------------------------------------------------------------------------------------
 
@@ -454,50 +442,56 @@ class MessageStore:
 
     async def _in_batches(self, key: ColumnElement[int], which: ColumnElement[bool], drop: _Drop) -> int:
         """Drop the rows which selects, a batch per transaction, deleting their files after each commit."""
+
+        def batch(connection: Connection) -> tuple[int, Sequence[str]]:
+            ids = list(connection.execute(select(key).where(which).limit(PURGE_BATCH)).scalars())
+            return len(ids), drop(connection, ids) if ids else []
+
         count = 0
         while True:
-            async with self.engine.begin() as connection:
-                ids = list((await connection.execute(select(key).where(which).limit(PURGE_BATCH))).scalars())
-                if not ids:
-                    return count
-                paths = await drop(connection, ids)
-            count += len(ids)
+            found, paths = await self.db.run(batch)
+            if not found:
+                return count
+            count += found
             for path in paths:
                 await self.files.delete(path)
 
+    async def _all(self, query: Executable) -> Sequence[Row[Any]]:
+        return await self.db.run(lambda connection: connection.execute(query).all())
+
 
 # Deletes the rows with the given ids and returns the file paths they released.
-_Drop = Callable[[AsyncConnection, list[int]], Awaitable[Sequence[str]]]
+_Drop = Callable[[Connection, list[int]], Sequence[str]]
 
 
-async def _delete_payloads(connection: AsyncConnection, message_ids: list[int]) -> Sequence[str]:
-    result = await connection.execute(delete(P).where(P.c.message.in_(message_ids)).returning(P.c.path))
+def _delete_payloads(connection: Connection, message_ids: list[int]) -> Sequence[str]:
+    result = connection.execute(delete(P).where(P.c.message.in_(message_ids)).returning(P.c.path))
     return result.scalars().all()
 
 
 def _drop_payloads(now: datetime) -> _Drop:
-    async def drop(connection: AsyncConnection, message_ids: list[int]) -> Sequence[str]:
-        paths = await _delete_payloads(connection, message_ids)
-        await connection.execute(update(M).where(M.c.id.in_(message_ids)).values(payloads_purged_at=now))
+    def drop(connection: Connection, message_ids: list[int]) -> Sequence[str]:
+        paths = _delete_payloads(connection, message_ids)
+        connection.execute(update(M).where(M.c.id.in_(message_ids)).values(payloads_purged_at=now))
         return paths
 
     return drop
 
 
-async def _drop_messages(connection: AsyncConnection, message_ids: list[int]) -> Sequence[str]:
-    paths = await _delete_payloads(connection, message_ids)
+def _drop_messages(connection: Connection, message_ids: list[int]) -> Sequence[str]:
+    paths = _delete_payloads(connection, message_ids)
     # Transitions go with their message through ON DELETE CASCADE.
-    await connection.execute(delete(M).where(M.c.id.in_(message_ids)))
+    connection.execute(delete(M).where(M.c.id.in_(message_ids)))
     return paths
 
 
-async def _drop_evidence(connection: AsyncConnection, ids: list[int]) -> Sequence[str]:
-    result = await connection.execute(delete(E).where(E.c.id.in_(ids)).returning(E.c.path))
+def _drop_evidence(connection: Connection, ids: list[int]) -> Sequence[str]:
+    result = connection.execute(delete(E).where(E.c.id.in_(ids)).returning(E.c.path))
     return result.scalars().all()
 
 
-async def _insert_row(connection: AsyncConnection, table: Table, **values: Any) -> Row[Any]:
-    return (await connection.execute(insert(table).values(**values).returning(*table.c))).one()
+def _insert_row(connection: Connection, table: Table, **values: Any) -> Row[Any]:
+    return connection.execute(insert(table).values(**values).returning(*table.c)).one()
 
 
 def _info_values(info: MessageInfo) -> dict[str, Any]:

@@ -87,9 +87,7 @@ def upgrade() -> None:
         sa.Column("actor", sa.String(255)),
         sa.Column("detail", sa.Text()),
         sa.PrimaryKeyConstraint("id", name="pk_transitions"),
-        sa.ForeignKeyConstraint(
-            ["message"], ["messages.id"], name="fk_transitions_message", ondelete="CASCADE"
-        ),
+        sa.ForeignKeyConstraint(["message"], ["messages.id"], name="fk_transitions_message", ondelete="CASCADE"),
     )
     op.create_index("ix_transitions_message", "transitions", ["message"])
 
