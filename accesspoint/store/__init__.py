@@ -4,7 +4,7 @@
 """
 
 from accesspoint.store.clock import Clock, ManualClock, SystemClock
-from accesspoint.store.db import Durability, create_engine, sqlite_url, upgrade_to_head
+from accesspoint.store.db import Database, Durability, create_engine, sqlite_url, upgrade_to_head
 from accesspoint.store.files import FileStore, FileTooLarge, StoredFile
 from accesspoint.store.messages import DuplicateMessage, MessageStore
 from accesspoint.store.queue import MemorySendQueue, QueueItem, SendQueue, claim_next
@@ -25,6 +25,7 @@ from accesspoint.store.states import TRANSITIONS, Direction, IllegalTransition, 
 __all__ = [
     "TRANSITIONS",
     "Clock",
+    "Database",
     "Direction",
     "DuplicateMessage",
     "Durability",
