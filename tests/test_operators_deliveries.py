@@ -1,0 +1,131 @@
+"""The operator's checks and answers without sockets: each network's delivery, refusals, receipts the sender checks."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime
+
+import pytest
+
+from accesspoint.envelopes.kvittens import ReasonCode
+from operators.deliveries import CheckedDelivery, Network, Refusal, check_delivery, mailbox_key, unknown_recipient
+from operators.receipts import ReceiptMismatch, Status, build_answer, check_end_to_end
+from tests.test_operators_support import (
+    AUTHORITY,
+    COMPANY,
+    INTERMEDIARY,
+    OPERATOR,
+    OPERATOR_ID,
+    PERSON,
+    STRANGER,
+    TRUST,
+    sbd,
+    sealed,
+    secure_delivery,
+    xhe,
+)
+
+NOW = datetime(2026, 11, 30, 12, 30, tzinfo=UTC)
+
+
+def _answer(outcome: CheckedDelivery | Refusal, payload: bytes, message_id: str = "m1@se") -> dict[str, bytes]:
+    parts = build_answer(
+        outcome, message_id=message_id, payloads=[("letter@se", payload)], operator=OPERATOR_ID, keys=OPERATOR, at=NOW
+    )
+    return {p.content_id: p.data for p in parts}
+
+
+def test_sealed_delivery_is_verified_and_answered_with_a_signed_receipt_the_sender_accepts() -> None:
+    """Seal and sender signature verify; the answer carries the signed Receipt and a notification quoting the digest."""
+    payload = sealed(secure_delivery())
+    delivery = check_delivery(payload, TRUST, at=NOW)
+    assert (delivery.network, delivery.recipient, delivery.sender) == (Network.MINA_MEDDELANDEN, PERSON, "162021005448")
+    assert delivery.sender_certificate == AUTHORITY.certificate
+    assert delivery.seal_certificate == INTERMEDIARY.certificate
+    assert delivery.items[0].attachments[0].filename == "beslut.pdf"
+    reply = _answer(delivery, payload)
+    assert sorted(reply) == [f"notification@{OPERATOR_ID}", f"receipt-1@{OPERATOR_ID}"]
+    receipt = check_end_to_end(reply, message_id="m1@se", sent={"letter@se": payload}, operator=OPERATOR.certificate)
+    assert receipt.state == "delivered-to-mailbox"
+    assert receipt.network_receipts == (f"minameddelanden-receipt:{delivery.business_id}",)
+    assert receipt.notification.at == NOW and receipt.notification.operator == OPERATOR_ID
+
+
+def test_delivery_without_receipt_request_gets_only_the_notification() -> None:
+    """No ReceiptRequest: no Mina meddelanden Receipt, the signed notification alone."""
+    payload = sealed(secure_delivery(receipt=False))
+    reply = _answer(check_delivery(payload, TRUST, at=NOW), payload)
+    assert list(reply) == [f"notification@{OPERATOR_ID}"]
+
+
+def test_sender_refuses_answers_that_do_not_fit_or_are_not_the_operators() -> None:
+    """Another signer, another message id or another payload digest: ReceiptMismatch."""
+    payload = sealed(secure_delivery())
+    reply = _answer(check_delivery(payload, TRUST, at=NOW), payload)
+    sent = {"letter@se": payload}
+    with pytest.raises(ReceiptMismatch):
+        check_end_to_end(reply, message_id="m1@se", sent=sent, operator=STRANGER.certificate)
+    with pytest.raises(ReceiptMismatch, match="answers"):
+        check_end_to_end(reply, message_id="other@se", sent=sent, operator=OPERATOR.certificate)
+    with pytest.raises(ReceiptMismatch, match="digests"):
+        check_end_to_end(reply, message_id="m1@se", sent={"letter@se": b"x"}, operator=OPERATOR.certificate)
+
+
+def test_seal_by_an_untrusted_intermediary_or_an_untrusted_sender_is_refused() -> None:
+    """A seal by someone not pinned, or a sender certificate outside the anchors: Refusal with SIG."""
+    with pytest.raises(Refusal) as caught:
+        check_delivery(sealed(secure_delivery(), intermediary=STRANGER), TRUST, at=NOW)
+    assert caught.value.reason is ReasonCode.SIGNATURE
+    with pytest.raises(Refusal) as caught:
+        check_delivery(sealed(secure_delivery(), sender=STRANGER), TRUST, at=NOW)
+    assert caught.value.reason is ReasonCode.SIGNATURE and "not trusted" in caught.value.text
+
+
+def test_sdk_unknown_recipient_gets_a_rejected_meddelandekvittens() -> None:
+    """An XHE to an organisation without a mailbox: REJECTED (BV, unknown-recipient) in a signed XHE."""
+    payload = xhe()
+    delivery = check_delivery(payload, TRUST, at=NOW)
+    assert (delivery.network, delivery.recipient) == (Network.SDK, COMPANY)
+    refusal = unknown_recipient(delivery)
+    reply = _answer(refusal, payload)
+    receipt = check_end_to_end(reply, message_id="m1@se", sent={"letter@se": payload}, operator=OPERATOR.certificate)
+    assert receipt.state == "rejected"
+    assert receipt.network_receipts == ("meddelandekvittens:REJECTED",)
+    assert [r.code for r in receipt.notification.reasons] == ["unknown-recipient"]
+    accepted = check_end_to_end(
+        _answer(delivery, payload), message_id="m1@se", sent={"letter@se": payload}, operator=OPERATOR.certificate
+    )
+    assert accepted.network_receipts == ("meddelandekvittens:ACCEPTED",)
+
+
+def test_sdk_xhe_with_a_broken_signature_is_refused_with_sig() -> None:
+    """A signed XHE whose content changed after signing: REJECTED with SIG, the reply still names the XHE."""
+    payload = xhe().replace(b">hej<", b">hej!<")
+    with pytest.raises(Refusal) as caught:
+        check_delivery(payload, TRUST, at=NOW)
+    assert caught.value.reason is ReasonCode.SIGNATURE and caught.value.xhe is not None
+    receipt = check_end_to_end(
+        _answer(caught.value, payload), message_id="m1@se", sent={"letter@se": payload}, operator=OPERATOR.certificate
+    )
+    assert receipt.notification.status is Status.REJECTED
+
+
+def test_foreign_sbd_is_answered_with_the_signed_notification() -> None:
+    """An SBD: the receiver's 0007 number names the company mailbox; the answer is the notification alone."""
+    payload = sbd()
+    delivery = check_delivery(payload, TRUST, at=NOW)
+    assert (delivery.network, delivery.recipient, delivery.sender) == (Network.FOREIGN, COMPANY, "0192:810418052")
+    reply = _answer(delivery, payload)
+    receipt = check_end_to_end(reply, message_id="m1@se", sent={"letter@se": payload}, operator=OPERATOR.certificate)
+    assert receipt.state == "delivered-to-mailbox" and receipt.network_receipts == ()
+
+
+def test_unknown_formats_and_mailbox_keys() -> None:
+    """Not XML or an unknown root: refused; 0007 numbers map to 16 + orgnr, other ids stay."""
+    for garbage in (b"not xml", b"<x/>"):
+        with pytest.raises(Refusal):
+            check_delivery(garbage, TRUST, at=NOW)
+    assert mailbox_key("0007:5566778899") == COMPANY
+    assert mailbox_key("iso6523-actorid-upis::0007:5566778899") == COMPANY
+    assert mailbox_key(PERSON) == PERSON and mailbox_key("0203:digg.se") == "0203:digg.se"
+    assert dataclasses.replace(unknown_recipient(check_delivery(sbd(), TRUST, at=NOW))).code == "unknown-recipient"
