@@ -12,12 +12,11 @@ Verifying ("see what is signed"): exactly one ``ds:Signature`` child of the root
 only the enveloped and C14N transforms; algorithms from an allow-list (SHA-1 only through the explicit legacy
 set); then xmlsec checks digest and signature value. The key is the expected certificate's when the caller names
 one (KeyInfo is then ignored), otherwise the KeyInfo certificate's; trust in that certificate is the caller's step.
-The document is verified as a standalone copy, which is how the layers were signed.
+The document is verified as a standalone, re-parsed copy, which is how the layers were signed.
 """
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -28,7 +27,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from lxml import etree
 
 from accesspoint.core.namespaces import NS
-from accesspoint.envelopes._common import EnvelopeError, Finding, b64decode
+from accesspoint.core.xml import parse_xml
+from accesspoint.envelopes._common import MAX_DOCUMENT_BYTES, EnvelopeError, Finding, b64decode
 from accesspoint.security.keys import KeyPair
 
 _DS = NS.DS.value
@@ -153,10 +153,13 @@ def _key_info_certificate(signature: etree._Element) -> x509.Certificate:
 
 
 def standalone(element: etree._Element) -> etree._Element:
-    """A deep copy of ``element`` as the root of its own document (lxml carries the in-scope namespaces over)."""
-    if element.getparent() is None:
-        return element
-    return copy.deepcopy(element)
+    """``element`` re-parsed as the root of a document of its own (a root keeps the comments and processing
+    instructions beside it; a subtree carries its in-scope namespaces over).
+
+    Re-parsing also matters for trees that xmlsec has just written into: lxml's ``find`` matches names by their
+    interned pointer and misses the nodes libxmlsec created, so a signature made in memory would not be found."""
+    source: etree._Element | etree._ElementTree = element.getroottree() if element.getparent() is None else element
+    return parse_xml(etree.tostring(source), max_bytes=MAX_DOCUMENT_BYTES, what="signed document")
 
 
 def verify_enveloped(
