@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+
+import aiohttp
+from aiohttp import web
 
 from accesspoint.core.errors import EbmsError, ErrorCode
 from accesspoint.core.message import read_message
 from accesspoint.core.model import UserMessage
 from accesspoint.core.namespaces import SoapVersion
 from accesspoint.core.signals import build_error_signal
-from accesspoint.msh.receiving import policy_for_key, pull_request, signed_signal
+from accesspoint.msh.receiving import accept_user_message, policy_for_key, pull_request, signed_signal
+from accesspoint.security.inbound import read_memory_part
 from accesspoint.security.keys import KeyPair, load_key_pair
+from pmode import load_pmodes
 from tests.test_msh import CERTS
 from tests.test_msh_support import PULL_MPC, Peer, error_codes, pair, running, submission
 
@@ -114,3 +120,45 @@ def test_error_signal_for_a_sent_message_fails_it_with_its_code_and_forged_signa
         failed = sweden.api("GET", "/api/v1/messages/e1@se")[1]
         assert failed["state"] == "failed" and failed["last_error"]["code"] == ErrorCode.DECOMPRESSION_FAILURE.code
         assert "error-signal" in {e["kind"] for e in failed["evidence"]}
+
+
+async def test_pushed_message_is_delivered_when_its_receipt_comes_asynchronously(tmp_path: Path) -> None:
+    """A partner that answers the POST with an empty 200 and POSTs its signed receipt later delivers the message."""
+    sweden, belgium = pair(tmp_path, backoff="10s")
+    pmodes = load_pmodes(belgium.folder / "pmodes.yaml")
+    keys = _keys("partner-115")
+    answers: list[tuple[int, bytes]] = []
+
+    async def send_receipt(receipt: bytes) -> None:
+        await asyncio.sleep(0.2)
+        async with aiohttp.ClientSession() as session:
+            response = await session.post(f"{sweden.base}/as4", data=receipt, headers={"Content-Type": SOAP12})
+            answers.append((response.status, await response.read()))
+
+    async def partner(request: web.Request) -> web.Response:
+        received = read_message(request.headers["Content-Type"], await request.read())
+        accepted = accept_user_message(
+            received, pmodes, keys=[keys], at=datetime.now(UTC), revocation=None, read_part=read_memory_part
+        )
+        receipt = signed_signal(accepted.receipt, keys, accepted.route.security, SoapVersion.V12)
+        tasks.append(asyncio.create_task(send_receipt(receipt)))
+        return web.Response(status=200)
+
+    tasks: list[asyncio.Task[None]] = []
+    app = web.Application()
+    app.router.add_post("/as4", partner)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", belgium.port).start()
+    try:
+        with running(sweden):
+            body = submission("se-to-be", b"<async/>", "a1@se")
+            assert (await asyncio.to_thread(sweden.api, "POST", "/api/v1/messages", body))[0] == 202
+            sent = await asyncio.to_thread(sweden.wait_state, "a1@se", {"delivered", "failed"})
+            assert sent["state"] == "delivered", sent
+            assert sent["attempts"] == 1 and answers == [(200, b"")]
+            assert any(h["detail"] == "asynchronous receipt" for h in sent["history"])
+            assert "partner-receipt" in {e["kind"] for e in sent["evidence"]}
+    finally:
+        await asyncio.gather(*tasks)
+        await runner.cleanup()

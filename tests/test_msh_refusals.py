@@ -18,11 +18,11 @@ from accesspoint.core.model import CollaborationInfo, MessageInfo, PartyInfo, Se
 from accesspoint.core.namespaces import SoapVersion
 from accesspoint.msh.config import load_config
 from accesspoint.msh.server import AccessPoint
-from accesspoint.security.outbound import Payload, secure_message
+from accesspoint.security.outbound import Payload, SecuredMessage, secure_message
 from accesspoint.security.signing import find_signature
 from pmode import Route, load_pmodes
 from tests.test_msh_exchange import SOAP12, _keys
-from tests.test_msh_support import error_codes, pair, running
+from tests.test_msh_support import Peer, error_codes, pair, running
 
 Client = Callable[..., Awaitable[TestClient[Any, Any]]]
 
@@ -33,9 +33,9 @@ def _signed_error(content_type: str, body: bytes) -> list[str]:
     return error_codes(content_type, body)
 
 
-def _user_message(route: Route, message_id: str, *, action: str | None = None) -> UserMessage:
+def _user_message(route: Route, message_id: str, *, action: str | None = None, ref: str | None = None) -> UserMessage:
     return UserMessage(
-        message_info=MessageInfo(message_id=message_id, timestamp=datetime.now(UTC)),
+        message_info=MessageInfo(message_id=message_id, timestamp=datetime.now(UTC), ref_to_message_id=ref),
         party_info=PartyInfo(sender=route.from_party, receiver=route.to_party),
         collaboration_info=CollaborationInfo(
             service=route.leg.service if action is None else Service("urn:example:service:unknown"),
@@ -50,9 +50,7 @@ def _user_message(route: Route, message_id: str, *, action: str | None = None) -
 def test_refused_messages_get_signed_error_signals_with_http_200_and_nothing_is_stored(tmp_path: Path) -> None:
     """Garbage, a wrong Content-Type, no agreeing P-Mode and a tampered signature: EBMS errors, nothing kept."""
     sweden, belgium = pair(tmp_path)
-    (tmp_path / "sweden-view.yaml").write_text((sweden.folder / "pmodes.yaml").read_text())
-    route = load_pmodes(tmp_path / "sweden-view.yaml").match_submission(pmode_id="se-to-be").route
-    assert route is not None
+    route = _route(sweden, "se-to-be", tmp_path)
     with running(belgium):
         status, kind, body = belgium.post_as4(b"this is not XML", SOAP12)
         assert status == 200 and _signed_error(kind, body) == [ErrorCode.INVALID_HEADER.code]
@@ -67,13 +65,7 @@ def test_refused_messages_get_signed_error_signals_with_http_200_and_nothing_is_
         status, kind, body = belgium.post_as4(serialize(build_envelope(unknown)), SOAP12)
         assert status == 200 and _signed_error(kind, body) == [expected.code]
 
-        secured = secure_message(
-            _user_message(route, "signed@se"),
-            [Payload("letter@se", "application/xml", lambda: [b"<letter/>"])],
-            route.security,
-            signing_key=_keys("ap-sweden-sign"),
-            recipient_certificate=route.partner_encryption_certificate,
-        )
+        secured = _secured(route, "signed@se", "ap-sweden-sign")
         original = b"".join(secured.packed.body)
         assert original.count(b">conv-1<") == 1
         tampered = original.replace(b">conv-1<", b">conv-2<")
@@ -84,6 +76,42 @@ def test_refused_messages_get_signed_error_signals_with_http_200_and_nothing_is_
         status, kind, body = belgium.post_as4(original, secured.packed.content_type)
         assert status == 200 and read_message(kind, body).parsed.messaging.kind == "receipt"  # the original is taken
         assert [m["message_id"] for m in belgium.messages(direction="in")] == ["signed@se"]
+
+
+def _secured(route: Route, message_id: str, key: str, ref: str | None = None) -> SecuredMessage:
+    """A signed and encrypted message on the route, as its sender (the key's owner) would send it."""
+    return secure_message(
+        _user_message(route, message_id, ref=ref),
+        [Payload("letter@x", "application/xml", lambda: [b"<letter/>"])],
+        route.security,
+        signing_key=_keys(key),
+        recipient_certificate=route.partner_encryption_certificate,
+    )
+
+
+def _route(peer: Peer, pmode_id: str, folder: Path) -> Route:
+    """The peer's outgoing leg of that P-Mode, from its own P-Mode file."""
+    (folder / f"{peer.folder.name}-view.yaml").write_text((peer.folder / "pmodes.yaml").read_text())
+    route = load_pmodes(folder / f"{peer.folder.name}-view.yaml").match_submission(pmode_id=pmode_id).route
+    assert route is not None
+    return route
+
+
+def test_messages_that_travel_against_their_leg_are_refused(tmp_path: Path) -> None:
+    """A reply to no request sent gets EBMS:0003; a message pushed on a pull leg EBMS:0010; neither is stored."""
+    sweden, belgium = pair(tmp_path)
+    reply_route = _route(belgium, "se-be-request-reply", tmp_path)
+    assert reply_route.leg.action == "Reply"
+    pull_route = _route(sweden, "be-pulls-from-se", tmp_path)
+    with running(sweden, belgium):
+        stray = _secured(reply_route, "stray@be", "partner-115", ref="never-sent@se")
+        status, kind, body = sweden.post_as4(b"".join(stray.packed.body), stray.packed.content_type)
+        assert status == 200 and _signed_error(kind, body) == [ErrorCode.VALUE_INCONSISTENT.code]
+
+        pushed = _secured(pull_route, "pushed@se", "ap-sweden-sign")
+        status, kind, body = belgium.post_as4(b"".join(pushed.packed.body), pushed.packed.content_type)
+        assert status == 200 and _signed_error(kind, body) == [ErrorCode.PROCESSING_MODE_MISMATCH.code]
+        assert sweden.messages(direction="in") == belgium.messages(direction="in") == []
 
 
 async def test_internal_error_before_parsing_is_a_soap_fault_with_http_500(

@@ -37,11 +37,12 @@ def agreements(
     be_url: str,
     *,
     retries: int = 3,
+    backoff: str = "300ms",
     retention: dict[str, str] | None = None,
     anchors: list[str] | None = None,
 ) -> dict[str, Any]:
     """Sweden (ap-sweden) and Belgium (partner-115): one-way push, two-way push-and-push and a pull leg."""
-    awareness = {"retries": retries, "backoff_base": "300ms", "backoff_max": "1s", "jitter": 0.0}
+    awareness = {"retries": retries, "backoff_base": backoff, "backoff_max": "10s", "jitter": 0.0}
     security = {"trust": {"anchors": anchors or [str(CERTS / "ca.pem")], "pin_partner": True, "revocation": "off"}}
     parties = {
         "ap-sweden": _party("AP-SE-0001", signing_certificate=str(CERTS / "ap-sweden-sign.pem"), endpoint=se_url),

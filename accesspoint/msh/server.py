@@ -202,10 +202,12 @@ class AccessPoint:
             return _soap(body, soap_version)
         return _soap(receipt, soap_version)
 
-    async def _accept(self, received: ReceivedMessage, now: datetime) -> bytes:
+    async def _accept(self, received: ReceivedMessage, now: datetime, *, pulled_on: str | None = None) -> bytes:
         """Check, store and acknowledge a user message, pushed to us or pulled: the signed receipt to send back.
 
-        EbmsError when it is refused; then nothing is stored. A repeated MessageId gets the stored receipt.
+        ``pulled_on`` is the MPC of the PullRequest that returned it (None when pushed): a message must travel
+        the way its leg's binding says. EbmsError when it is refused; then nothing is stored. A repeated
+        MessageId gets the stored receipt.
         """
         soap_version = received.parsed.messaging.soap_version
         accepted = accept_user_message(
@@ -217,6 +219,7 @@ class AccessPoint:
             read_part=_read_spooled,
         )
         route, user = accepted.route, accepted.user_message
+        _check_binding(route, user, pulled_on)
         await self._check_reply(route, user)
         policy = route.security
         receipt_bytes = signed_signal(accepted.receipt, self.config.keys.signing_key(policy), policy, soap_version)
@@ -450,7 +453,7 @@ class AccessPoint:
         soap_version = received.parsed.messaging.soap_version
         now = self.clock.now()
         try:
-            answer = await self._accept(received, now)
+            answer = await self._accept(received, now, pulled_on=route.leg.mpc)
         except EbmsError as error:
             log.warning("refused a pulled message: %s (%s)", error, error.log_detail)
             answer = error_response(
@@ -1022,6 +1025,27 @@ def _problem_any(status: int, reason: str) -> web.HTTPException:
 
 def _soap(body: bytes, version: SoapVersion) -> web.Response:
     return web.Response(body=body, status=200, headers={"Content-Type": f"{version.content_type}; charset=UTF-8"})
+
+
+def _check_binding(route: Route, user: UserMessage, pulled_on: str | None) -> None:
+    """EBMS:0010 for a message pushed on a pull leg, or pulled on a push leg or from another MPC."""
+    pull = route.pmode.binding is Binding.PULL
+    if pulled_on is None and not pull:
+        return
+    if pulled_on is None:
+        problem = f"{route.name} is a pull leg but the message was pushed"
+    elif not pull:
+        problem = f"{route.name} is a push leg but the message came in answer to a PullRequest"
+    elif user.effective_mpc != pulled_on:
+        problem = f"pulled on {pulled_on} but the message is on {user.effective_mpc}"
+    else:
+        return
+    raise EbmsError(
+        ErrorCode.PROCESSING_MODE_MISMATCH,
+        "the message does not travel as its P-Mode leg says",
+        ref_to_message_id=user.message_id,
+        log_detail=problem,
+    )
 
 
 async def _json_submission(request: web.Request) -> dict[str, Any]:
