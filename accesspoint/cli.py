@@ -210,6 +210,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "accesspoint.smp_cli",
     "accesspoint.far_cli",
     "accesspoint.keys_cli",
+    "accesspoint.operators_cli",
 )
 
 

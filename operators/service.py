@@ -1,0 +1,405 @@
+"""The reference mailbox operator, running: the backend of an access point, and a small mailbox API.
+
+It learns of deliveries from the access point's ``message-received`` webhook (HMAC-SHA256 checked) and by
+searching its backend API every ``poll_interval`` (so nothing is lost while it was down or a webhook dropped).
+For each received message it downloads the payloads, checks the delivery (``deliveries.check_delivery``),
+stores it in the recipient's mailbox or records the refusal, submits the signed end-to-end answer
+(``receipts.build_answer``) on the two-way P-Mode's reply leg with ``ref_to_message_id`` = the delivery, and
+then acknowledges the delivery at the access point. The reply's MessageId is derived from the delivery's, so a
+delivery handled again after a crash stores nothing twice and sends no second answer (the access point refuses
+the duplicate with 409).
+
+HTTP (bearer tokens, RFC 9457 problem bodies):
+
+- ``POST /hooks/accesspoint``: the access point's webhook (``X-Accesspoint-Signature: sha256=<hex>``);
+- ``GET /api/v1/mailboxes/{recipient}/messages``: the mailbox, newest first (no bodies);
+- ``GET /api/v1/mailboxes/{recipient}/messages/{id}``: one message, body and attachments in base64;
+- ``GET /api/v1/deliveries/{as4_message_id}``: what became of a delivery (outcome, reason, the reply's id);
+- ``GET /health``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hmac
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+from aiohttp import web
+
+from accesspoint.envelopes._common import EnvelopeError, parse_document
+from accesspoint.envelopes.schemas import load_minameddelanden_schema, load_xhe_schema
+from accesspoint.msh.webhooks import SIGNATURE_HEADER, signature
+from operators.deliveries import (
+    CheckedDelivery,
+    DeliveryTrust,
+    Network,
+    Refusal,
+    check_delivery,
+    classify,
+    unknown_recipient,
+)
+from operators.mailbox import MailboxStore, StoredMail, create_engine
+from operators.receipts import build_answer, stable_id
+from operators.settings import ApiToken, OperatorSettings
+
+log = logging.getLogger("operators.service")
+
+MAX_ATTEMPTS = 5
+
+
+class AccessPointError(RuntimeError):
+    """The access point answered something unusable (or could not be reached)."""
+
+
+@dataclass
+class AccessPointClient:
+    """The access point's backend API, as the operator uses it."""
+
+    url: str
+    token: str
+    session: aiohttp.ClientSession
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    async def _json(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+        async with self.session.request(method, self.url + path, json=body, headers=self._headers()) as response:
+            raw = await response.read()
+            return response.status, json.loads(raw) if raw else None
+
+    async def received(self) -> list[str]:
+        """Received messages not yet acknowledged (received, or downloaded but not acknowledged)."""
+        found: list[str] = []
+        for state in ("received", "delivered_to_backend"):
+            status, document = await self._json("GET", f"/api/v1/messages?direction=in&state={state}&limit=1000")
+            if status != 200:
+                raise AccessPointError(f"search: HTTP {status}")
+            found += [m["message_id"] for m in document["messages"]]
+        return found
+
+    async def message(self, message_id: str) -> dict[str, Any] | None:
+        """A received message's record (None when the access point does not know it)."""
+        status, document = await self._json("GET", f"/api/v1/messages/{quote(message_id, safe='')}?direction=in")
+        if status == 404:
+            return None
+        if status != 200:
+            raise AccessPointError(f"get {message_id}: HTTP {status}")
+        return dict(document)
+
+    async def download(self, message_id: str, content_id: str) -> bytes:
+        """A payload's bytes."""
+        path = f"/api/v1/messages/{quote(message_id, safe='')}/payloads/{quote(content_id, safe='')}?direction=in"
+        async with self.session.get(self.url + path, headers=self._headers()) as response:
+            if response.status != 200:
+                raise AccessPointError(f"download {message_id}/{content_id}: HTTP {response.status}")
+            return await response.read()
+
+    async def ack(self, message_id: str) -> None:
+        """Tell the access point the operator has the message."""
+        status, document = await self._json("POST", f"/api/v1/messages/{quote(message_id, safe='')}/ack")
+        if status != 200:
+            raise AccessPointError(f"ack {message_id}: HTTP {status} {document}")
+
+    async def submit(self, document: dict[str, Any]) -> tuple[int, Any]:
+        """Submit a message (202 queued, 409 already submitted)."""
+        return await self._json("POST", "/api/v1/messages", document)
+
+
+class Operator:
+    """One operator: its settings, mailbox database, access point client, and the queue of work."""
+
+    def __init__(self, settings: OperatorSettings, *, clock: Callable[[], datetime] | None = None) -> None:
+        self.settings = settings
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.store = MailboxStore(create_engine(settings.database))
+        contracts, xhe = settings.minameddelanden_contracts, settings.xhe_schema
+        self.trust = DeliveryTrust(
+            intermediaries=settings.intermediaries,
+            sender_anchors=settings.sender_anchors,
+            minameddelanden_schema=None if contracts is None else load_minameddelanden_schema(contracts),
+            xhe_schema=None if xhe is None else load_xhe_schema(xhe),
+        )
+        self.queue: asyncio.Queue[tuple[str, int]] = asyncio.Queue()
+        self.pending: set[str] = set()
+        self.client: AccessPointClient | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # ------------------------------------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        """Create the tables and mailboxes, then start the worker and the poller."""
+        await self.store.create(self.settings.mailboxes, now=self.clock())
+        session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
+        link = self.settings.access_point
+        self.client = AccessPointClient(link.url, link.token, session)
+        self._tasks = [asyncio.create_task(self._worker())]
+        if link.poll_interval.total_seconds() > 0:
+            self._tasks.append(asyncio.create_task(self._poller()))
+
+    async def stop(self) -> None:
+        """Stop the tasks, close the HTTP client and the database."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.client is not None:
+            await self.client.session.close()
+        await self.store.engine.dispose()
+
+    def enqueue(self, message_id: str, attempt: int = 0) -> None:
+        """Handle that received message (once, however often it is announced)."""
+        if message_id not in self.pending:
+            self.pending.add(message_id)
+            self.queue.put_nowait((message_id, attempt))
+
+    async def _poller(self) -> None:
+        assert self.client is not None
+        while True:
+            try:
+                for message_id in await self.client.received():
+                    self.enqueue(message_id)
+            except (aiohttp.ClientError, TimeoutError, AccessPointError) as exc:
+                log.warning("polling the access point failed: %s", exc)
+            await asyncio.sleep(self.settings.access_point.poll_interval.total_seconds())
+
+    async def _worker(self) -> None:
+        while True:
+            message_id, attempt = await self.queue.get()
+            try:
+                await self.handle(message_id)
+            except (aiohttp.ClientError, TimeoutError, AccessPointError) as exc:
+                log.warning("delivery %s: attempt %d failed: %s", message_id, attempt + 1, exc)
+                self.pending.discard(message_id)
+                if attempt + 1 < MAX_ATTEMPTS:
+                    asyncio.get_running_loop().call_later(2**attempt * 0.5, self.enqueue, message_id, attempt + 1)
+                continue
+            except Exception:
+                log.exception("delivery %s: unexpected failure", message_id)
+            self.pending.discard(message_id)
+
+    # ---------------------------------------------------------------------------------------- the delivery
+
+    def check(self, payloads: list[tuple[str, bytes]]) -> CheckedDelivery | Refusal:
+        """The verdict on a message's payloads: the first payload in a known format is the delivery."""
+        chosen = payloads[0][1] if payloads else b""
+        for _cid, data in payloads:
+            try:
+                if classify(parse_document(data, what="payload")) is not None:
+                    chosen = data
+                    break
+            except EnvelopeError:
+                continue
+        try:
+            return check_delivery(chosen, self.trust, at=self.clock())
+        except Refusal as refusal:
+            return refusal
+
+    async def handle(self, message_id: str) -> None:
+        """Check, store, answer and acknowledge one received message (safe to repeat)."""
+        client = self.client
+        assert client is not None
+        done = await self.store.handled(message_id)
+        if done is not None and done.reply_message_id is not None:
+            await client.ack(message_id)
+            return
+        record = await client.message(message_id)
+        if record is None:
+            return
+        if record["state"] == "acknowledged":
+            return
+        payloads = [(p["content_id"], await client.download(message_id, p["content_id"])) for p in record["payloads"]]
+        now = self.clock()
+        outcome = self.check(payloads)
+        if isinstance(outcome, CheckedDelivery) and not await self.store.has_mailbox(outcome.recipient):
+            outcome = unknown_recipient(outcome)
+        if isinstance(outcome, CheckedDelivery):
+            await self.store.deliver(message_id, outcome, now=now)
+            log.info("delivery %s: in the mailbox of %s", message_id, outcome.recipient)
+        else:
+            await self.store.reject(message_id, str(outcome), now=now)
+            log.info("delivery %s: rejected (%s)", message_id, outcome)
+        parts = build_answer(
+            outcome,
+            message_id=message_id,
+            payloads=payloads,
+            operator=self.settings.id,
+            keys=self.settings.keys,
+            at=now,
+        )
+        reply_id = f"{stable_id('reply', message_id)}@{self.settings.id}"
+        answer = [{"content_id": p.content_id, "mime_type": p.mime_type} for p in parts]
+        status, document = await client.submit(
+            {
+                "message_id": reply_id,
+                "ref_to_message_id": message_id,
+                "properties": {"deliveryStatus": "delivered" if isinstance(outcome, CheckedDelivery) else "rejected"},
+                "payloads": [
+                    {**a, "data": base64.b64encode(p.data).decode()} for a, p in zip(answer, parts, strict=True)
+                ],
+            }
+        )
+        if status not in (202, 409):
+            raise AccessPointError(f"reply to {message_id}: HTTP {status} {document}")
+        await self.store.replied(message_id, reply_id, answer)
+        await client.ack(message_id)
+
+    # ------------------------------------------------------------------------------------------------ HTTP
+
+    def _token(self, request: web.Request) -> ApiToken:
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        for token in self.settings.tokens:
+            if given and hmac.compare_digest(given, token.token):
+                return token
+        raise problem(401, "unauthorised", "a valid Bearer token is required")
+
+    def _reader(self, request: web.Request) -> str:
+        recipient = request.match_info["recipient"]
+        if not self._token(request).may_read(recipient):
+            raise problem(403, "forbidden", f"this token may not read the mailbox of {recipient}")
+        return recipient
+
+    async def webhook(self, request: web.Request) -> web.Response:
+        """POST /hooks/accesspoint: a signed event from the access point."""
+        body = await request.read()
+        expected = signature(self.settings.access_point.webhook_secret, body)
+        if not hmac.compare_digest(request.headers.get(SIGNATURE_HEADER, ""), expected):
+            raise problem(401, "bad-signature", "the webhook signature does not verify")
+        try:
+            event = json.loads(body)
+            data = event["data"]
+        except (ValueError, KeyError, TypeError):
+            raise problem(400, "invalid-event", "not a webhook event") from None
+        if event.get("event") == "message-received" and data.get("direction") == "in":
+            self.enqueue(str(data["message_id"]))
+        return web.Response(status=204)
+
+    async def api_list(self, request: web.Request) -> web.Response:
+        """GET /api/v1/mailboxes/{recipient}/messages."""
+        recipient = self._reader(request)
+        if not await self.store.has_mailbox(recipient):
+            raise problem(404, "no-mailbox", f"{recipient} has no mailbox here")
+        return web.json_response({"messages": [_mail_json(m) for m in await self.store.list(recipient)]})
+
+    async def api_read(self, request: web.Request) -> web.Response:
+        """GET /api/v1/mailboxes/{recipient}/messages/{id}."""
+        recipient = self._reader(request)
+        try:
+            mail_id = int(request.match_info["id"])
+        except ValueError:
+            raise problem(404, "not-found", "no such message") from None
+        found = await self.store.read(recipient, mail_id)
+        if found is None:
+            raise problem(404, "not-found", f"no message {mail_id} in the mailbox of {recipient}")
+        return web.json_response(
+            {
+                **_mail_json(found),
+                "body": base64.b64encode(found.body).decode(),
+                "attachments": [
+                    {
+                        "filename": a.filename,
+                        "content_type": a.content_type,
+                        "data": base64.b64encode(a.body).decode(),
+                    }
+                    for a in found.attachments
+                ],
+            }
+        )
+
+    async def api_delivery(self, request: web.Request) -> web.Response:
+        """GET /api/v1/deliveries/{id}: what became of an AS4 message (tokens that see every mailbox only)."""
+        if not self._token(request).may_read("*"):
+            raise problem(403, "forbidden", "this token may not see deliveries")
+        done = await self.store.handled(request.match_info["id"])
+        if done is None:
+            raise problem(404, "not-found", "no such delivery (yet)")
+        return web.json_response(
+            {
+                "message_id": done.as4_message_id,
+                "outcome": done.outcome,
+                "detail": done.detail,
+                "reply_message_id": done.reply_message_id,
+            }
+        )
+
+    def application(self) -> web.Application:
+        """The aiohttp application; starting it starts the operator."""
+        app = web.Application(middlewares=[_problems])
+        app.router.add_post("/hooks/accesspoint", self.webhook)
+        app.router.add_get("/api/v1/mailboxes/{recipient}/messages", self.api_list)
+        app.router.add_get("/api/v1/mailboxes/{recipient}/messages/{id}", self.api_read)
+        app.router.add_get("/api/v1/deliveries/{id}", self.api_delivery)
+        app.router.add_get("/health", _health)
+
+        async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
+            await self.start()
+            yield
+            await self.stop()
+
+        app.cleanup_ctx.append(lifecycle)
+        return app
+
+
+def _mail_json(found: StoredMail) -> dict[str, Any]:
+    return {
+        "id": found.id,
+        "recipient": found.recipient,
+        "as4_message_id": found.as4_message_id,
+        "network": found.network,
+        "reference": found.reference,
+        "sender": found.sender,
+        "sender_name": found.sender_name,
+        "subject": found.subject,
+        "content_type": found.content_type,
+        "sha256": found.sha256,
+        "signed_by": found.signed_by,
+        "received_at": found.received_at.isoformat(),
+    }
+
+
+async def _health(_request: web.Request) -> web.Response:
+    return web.json_response({"ok": True})
+
+
+def problem(status: int, kind: str, detail: str) -> web.HTTPException:
+    """An HTTP error with an RFC 9457 problem body."""
+    exc = web.HTTPException(
+        text=json.dumps({"type": f"urn:accesspoint:problem:{kind}", "title": kind, "status": status, "detail": detail}),
+        content_type="application/problem+json",
+    )
+    exc.set_status(status)
+    return exc
+
+
+@web.middleware
+async def _problems(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Unknown routes and wrong methods answer with problem bodies too."""
+    try:
+        response: web.StreamResponse = await handler(request)
+        return response
+    except web.HTTPException as exc:
+        if exc.content_type == "application/problem+json" or exc.status < 400:
+            raise
+        raise problem(exc.status, exc.reason.lower().replace(" ", "-"), exc.reason) from None
+
+
+def run(settings: OperatorSettings) -> None:
+    """Serve until interrupted (``accesspoint operator serve``)."""
+    with contextlib.suppress(KeyboardInterrupt):
+        web.run_app(
+            Operator(settings).application(),
+            host=settings.host,
+            port=settings.port,
+            print=None,
+            access_log=None,
+        )
+
+
+__all__ = ["AccessPointClient", "AccessPointError", "Network", "Operator", "problem", "run"]
