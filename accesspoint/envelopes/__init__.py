@@ -19,6 +19,9 @@ SDK (``xhe``, ``kvittens``)
     parse_xhe(data, *, schema=None) -> Xhe                                   # XSD (if given) + DIGG R1-R14
     verify_xhe(data, *, expected: Certificate | None = None, schema=None) -> VerifiedXhe
     digg_xhe_findings(root) -> tuple[Finding, ...]
+    encrypt_xhe_payload(payload: XhePayload, recipient: Certificate) -> XhePayload     # XMLEnc, AES-256-CBC + RSA-OAEP
+    decrypt_xhe_payload(payload: XhePayload, keys: KeyPair) -> XhePayload   # after verify_xhe; one generic error
+    encrypted_for(encrypted: bytes) -> Certificate | None                    # whose key the payload needs
     build_application_response(response: ApplicationResponse, *, schema=None) -> bytes
     parse_application_response(data, *, schema=None) -> ApplicationResponse  # XSD (if given) + DIGG R1-R9
     digg_response_findings(root) -> tuple[Finding, ...]
@@ -42,6 +45,7 @@ Schemas (``schemas``), compiled once per path, offline
 """
 
 from accesspoint.envelopes._common import EnvelopeError, Finding
+from accesspoint.envelopes.encryption import decrypt_xhe_payload, encrypt_xhe_payload, encrypted_for
 from accesspoint.envelopes.kvittens import (
     ApplicationResponse,
     LineResponse,
@@ -151,8 +155,11 @@ __all__ = [
     "build_sealed_delivery",
     "build_signed_delivery",
     "build_xhe",
+    "decrypt_xhe_payload",
     "digg_response_findings",
     "digg_xhe_findings",
+    "encrypt_xhe_payload",
+    "encrypted_for",
     "from_deliver_secure",
     "load_application_response_schema",
     "load_minameddelanden_schema",
