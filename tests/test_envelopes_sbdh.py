@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -212,3 +213,38 @@ def test_jwt_business_message_payload_is_the_json(case: str) -> None:
     decoded = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     assert decoded == json.loads(interop_path(f"{folder}/{case}-forretningsmelding.json").read_text("utf-8"))
     assert parse_business_message_json(decoded).kind in ("digital", "utskrift")
+
+
+def _as4_sbdh_schema() -> etree.XMLSchema:
+    """The SBDH schema vendored by PyPI as4 0.2.0, if its test venv exists (tests/test_peer_as4.py makes it)."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "accesspoint-tests" / "as4-0.2.0"
+    found = sorted(
+        cache.glob("lib/python3*/site-packages/as4/resources/schemas/vendor/sbdh/StandardBusinessDocumentHeader.xsd")
+    )
+    if not found:
+        pytest.skip("the as4 0.2.0 test venv is not there; tests/test_peer_as4.py creates it")
+    return etree.XMLSchema(etree.parse(str(found[0])))
+
+
+def test_our_sbdh_schema_agrees_with_an_independent_copy() -> None:
+    """The SBDH schema written here and the one as4 ships give the same verdict on valid and broken documents."""
+    theirs = _as4_sbdh_schema()
+    valid = build_sbd(HEADER, INVOICE)
+    no_type = valid.replace(b"<sh:Type>Invoice</sh:Type>", b"")
+    scope_without_instance = valid.replace(b"<sh:InstanceIdentifier>SE</sh:InstanceIdentifier>", b"")
+    two_headers = etree.fromstring(valid)
+    two_headers.insert(1, etree.fromstring(etree.tostring(two_headers[0])))
+    documents = {
+        "ours": valid,
+        "dpi": interop_path("norway-dpi/eksempler/digitalpost_c2_c3.xml").read_bytes(),
+        "as4": interop_path("python-peers/as4.payload.sbd.xml").read_bytes(),
+        "no-type": no_type,
+        "scope-without-instance": scope_without_instance,
+        "two-headers": etree.tostring(two_headers),
+    }
+    verdicts = {
+        name: (sbdh_schema().validate(etree.fromstring(data)), theirs.validate(etree.fromstring(data)))
+        for name, data in documents.items()
+    }
+    assert all(ours == other for ours, other in verdicts.values()), verdicts
+    assert [name for name, (ok, _) in verdicts.items() if ok] == ["ours", "dpi", "as4"]
