@@ -281,3 +281,15 @@ def test_recorded_soap_samples(name: str, schema: etree.XMLSchema) -> None:
         assert result == expected
     else:
         assert result.statuses == ((DELIVERED_TO[name], True),)
+
+
+def test_unknown_receipt_request_is_refused(signed: bytes, sender: KeyPair, schema: etree.XMLSchema) -> None:
+    """A correctly signed delivery asking for an unknown kind of receipt is refused, with or without the schema."""
+    root = etree.fromstring(_edit(signed, f"{M3}Delivery/{M3}Message/{M3}Header/{M3}ReceiptRequest", "ALWAYS"))
+    root.remove(root[-1])
+    data = etree.tostring(sign_enveloped(root, sender))
+    with pytest.raises(EnvelopeError, match="ReceiptRequest 'ALWAYS'"):
+        verify_signed_delivery(data, sender=sender.certificate)
+    with pytest.raises(EnvelopeError) as caught:
+        verify_signed_delivery(data, sender=sender.certificate, schema=schema)
+    assert caught.value.rules[0] == "XSD"

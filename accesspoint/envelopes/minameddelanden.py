@@ -299,6 +299,8 @@ def _parse_message(element: etree._Element) -> SecureMessage:
             )
         )
     request = optional_text(header, f"{_M3}ReceiptRequest")
+    if request and request not in set(ReceiptRequest):
+        raise EnvelopeError(f"ReceiptRequest {request!r} is not NOT, SIMPLE or SIGNED")
     message_body = need(element, f"{_M3}Body", "Message/Body")
     return SecureMessage(
         id=need_text(header, f"{_M3}Id", "Message/Header/Id"),
