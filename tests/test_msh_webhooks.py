@@ -94,3 +94,37 @@ async def test_webhooks_get_signed_events_for_received_delivered_and_failed_mess
             assert len(receiver.events["be"]) == 1
     finally:
         await runner.cleanup()
+
+
+async def test_undelivered_events_wait_in_the_outbox_across_a_restart(tmp_path: Path) -> None:
+    """The backend is down while a message is delivered; after a restart of the sender its event still arrives."""
+    port = _free_port()
+    hook = {"url": f"http://127.0.0.1:{port}/hooks/se", "events": ["receipt"], "secret": SECRET, "backoff": "10s"}
+    sweden, belgium = pair(tmp_path, se={"webhooks": [hook]})
+    outbox = sweden.folder / "data" / "webhooks"
+    with running(belgium):
+        with running(sweden):
+            body = submission("se-to-be", b"<a/>", "o1@se")
+            assert (await _off_loop(sweden.api, "POST", "/api/v1/messages", body))[0] == 202
+            assert (await _off_loop(sweden.wait_state, "o1@se", {"delivered", "failed"}))["state"] == "delivered"
+            (pending,) = list(outbox.rglob("*.json"))
+            assert json.loads(pending.read_bytes())["data"]["message_id"] == "o1@se"
+        receiver = Receiver()
+        receiver.refused.add("se")  # take the first delivery
+        app = web.Application()
+        app.router.add_post("/hooks/{name}", receiver.handle)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        try:
+            await _off_loop(sweden.start)  # in a thread: the receiver must answer while the sender starts
+            (event,) = await receiver.wait("se", 1)
+            assert (event["event"], event["data"]["message_id"]) == ("receipt", "o1@se")
+            for _ in range(50):
+                if not pending.exists():
+                    break
+                await asyncio.sleep(0.1)
+            assert not pending.exists()
+        finally:
+            await _off_loop(sweden.stop)
+            await runner.cleanup()

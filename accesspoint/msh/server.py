@@ -100,7 +100,7 @@ class AccessPoint:
         self.queue: SendQueue = MemorySendQueue(self.clock)
         self.revocation = RevocationChecker(UrlFetcher()) if config.revocation else None
         self.session: aiohttp.ClientSession | None = None
-        self.webhooks = WebhookNotifier(config.webhooks, clock=self.clock)
+        self.webhooks = WebhookNotifier(config.webhooks, clock=self.clock, outbox=config.storage / "webhooks")
         self._tasks: list[asyncio.Task[None]] = []
 
     # ------------------------------------------------------------------------------------------ lifecycle

@@ -2,8 +2,9 @@
 
 Each body is signed with HMAC-SHA256 under the webhook's secret (``X-Accesspoint-Signature: sha256=<hex>``)
 so the backend knows the event came from this access point. Delivery is retried with exponential backoff
-until the backend answers 2xx or the attempts run out. Events wait in memory: the backend API (search by
-state) stays the source of truth, a webhook only saves the backend from polling.
+until the backend answers 2xx or the attempts run out. Each event is written to an outbox folder per webhook
+before it is queued and deleted once delivered (or given up), so events survive a restart; the backend API
+(search by state) stays the source of truth, a webhook only saves the backend from polling.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import hashlib
 import hmac
 import json
 import logging
+import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -25,7 +28,6 @@ log = logging.getLogger("accesspoint.msh.webhooks")
 
 SIGNATURE_HEADER = "X-Accesspoint-Signature"
 EVENT_HEADER = "X-Accesspoint-Event"
-QUEUE_LIMIT = 10_000
 
 
 def signature(secret: str, body: bytes) -> str:
@@ -33,51 +35,70 @@ def signature(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-class WebhookNotifier:
-    """One delivery task and queue per webhook; ``notify`` never blocks the message path."""
+def _folder(outbox: Path, hook: Webhook) -> Path:
+    # Named after the URL, so reordering the webhooks in the settings keeps each one's pending events.
+    return outbox / hashlib.sha256(hook.url.encode()).hexdigest()[:16]
 
-    def __init__(self, hooks: tuple[Webhook, ...], *, clock: Clock) -> None:
+
+class WebhookNotifier:
+    """One outbox folder, queue and delivery task per webhook; ``notify`` never waits for the backend."""
+
+    def __init__(self, hooks: tuple[Webhook, ...], *, clock: Clock, outbox: Path) -> None:
         self.hooks = hooks
         self.clock = clock
-        self._queues: list[asyncio.Queue[tuple[WebhookEvent, bytes]]] = [asyncio.Queue(QUEUE_LIMIT) for _ in hooks]
+        self.outbox = outbox
+        self._queues: list[asyncio.Queue[Path]] = [asyncio.Queue() for _ in hooks]
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self, session: aiohttp.ClientSession) -> None:
-        """Start delivering with the given HTTP client."""
+        """Queue the events a previous run left undelivered, oldest first, and start delivering."""
+        for hook, queue in zip(self.hooks, self._queues, strict=True):
+            folder = _folder(self.outbox, hook)
+            folder.mkdir(parents=True, exist_ok=True)
+            for path in sorted(folder.glob("*.json")):
+                queue.put_nowait(path)
         self._tasks = [
             asyncio.create_task(self._deliver(hook, queue, session))
             for hook, queue in zip(self.hooks, self._queues, strict=True)
         ]
 
     async def close(self) -> None:
-        """Stop delivering (events still queued are dropped; the API still shows their messages)."""
+        """Stop delivering; what is still in the outbox goes out after the next start."""
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def notify(self, event: WebhookEvent, data: dict[str, Any]) -> None:
-        """Queue an event for every webhook that asked for it."""
+        """Write the event to the outbox of every webhook that asked for it and queue it there."""
         if not self.hooks:
             return
-        body = json.dumps(
-            {"id": str(uuid.uuid4()), "event": event.value, "at": self.clock.now().isoformat(), "data": data}
-        ).encode()
+        event_id = str(uuid.uuid4())
+        body = json.dumps({"id": event_id, "event": event.value, "at": self.clock.now().isoformat(), "data": data})
         for hook, queue in zip(self.hooks, self._queues, strict=True):
             if event in hook.events:
+                # A name that sorts in the order the events happened; the file is small and written once.
+                path = _folder(self.outbox, hook) / f"{time.time_ns():020d}-{event_id}.json"
                 try:
-                    queue.put_nowait((event, body))
-                except asyncio.QueueFull:
-                    log.error("webhook %s: queue full, %s event dropped", hook.url, event.value)
+                    path.write_text(body, "utf-8")
+                except OSError as exc:  # the message itself is stored; only this notice is lost
+                    log.error("webhook %s: %s event not written to the outbox: %s", hook.url, event.value, exc)
+                    continue
+                queue.put_nowait(path)
 
-    async def _deliver(
-        self, hook: Webhook, queue: asyncio.Queue[tuple[WebhookEvent, bytes]], session: aiohttp.ClientSession
-    ) -> None:
+    async def _deliver(self, hook: Webhook, queue: asyncio.Queue[Path], session: aiohttp.ClientSession) -> None:
         # One at a time per webhook, so the backend sees a message's events in the order they happened.
         while True:
-            event, body = await queue.get()
+            path = await queue.get()
+            try:
+                body = path.read_bytes()
+                event = str(json.loads(body)["event"])
+            except (OSError, ValueError, KeyError) as exc:
+                log.error("webhook %s: unreadable outbox entry %s dropped: %s", hook.url, path.name, exc)
+                path.unlink(missing_ok=True)
+                continue
             headers = {
                 "Content-Type": "application/json",
-                EVENT_HEADER: event.value,
+                EVENT_HEADER: event,
                 SIGNATURE_HEADER: signature(hook.secret, body),
             }
             for attempt in range(hook.max_attempts):
@@ -90,7 +111,8 @@ class WebhookNotifier:
                 except (aiohttp.ClientError, TimeoutError) as exc:
                     reason = f"{type(exc).__name__}: {exc}"
                 delay = min(hook.backoff * 2**attempt, hook.backoff_max)
-                log.warning("webhook %s: %s event refused (%s); retry in %s", hook.url, event.value, reason, delay)
+                log.warning("webhook %s: %s event refused (%s); retry in %s", hook.url, event, reason, delay)
                 await asyncio.sleep(delay.total_seconds())
             else:
-                log.error("webhook %s: %s event dropped after %d attempts", hook.url, event.value, hook.max_attempts)
+                log.error("webhook %s: %s event dropped after %d attempts", hook.url, event, hook.max_attempts)
+            path.unlink(missing_ok=True)
