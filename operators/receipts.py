@@ -161,7 +161,9 @@ def _transport_model(xhe: Xhe) -> str:
     return suffix if suffix.startswith("tm-") else "tm-base-ext-sigenc"
 
 
-def _kvittens(outcome: CheckedDelivery | Refusal, xhe: Xhe, keys: KeyPair, at: datetime) -> bytes:
+def _kvittens(
+    outcome: CheckedDelivery | Refusal, xhe: Xhe, keys: KeyPair, at: datetime, schema: etree.XMLSchema | None
+) -> bytes:
     if isinstance(outcome, Refusal):
         code = ResponseCode.REJECTED
         lines: tuple[LineResponse, ...] = (LineResponse(outcome.reason, outcome.text, status_reason_code=outcome.code),)
@@ -186,7 +188,7 @@ def _kvittens(outcome: CheckedDelivery | Refusal, xhe: Xhe, keys: KeyPair, at: d
         to_party=XheParty(xhe.from_party.id, xhe.from_party.scheme),
         payload=XhePayload(KVITTENS_DOCUMENT_TYPE, "application/xml", build_application_response(response)),
     )
-    return build_xhe(envelope, keys=keys)
+    return build_xhe(envelope, keys=keys, schema=schema)
 
 
 def build_answer(
@@ -197,9 +199,12 @@ def build_answer(
     operator: str,
     keys: KeyPair,
     at: datetime,
+    minameddelanden_schema: etree.XMLSchema | None = None,
+    xhe_schema: etree.XMLSchema | None = None,
 ) -> tuple[AnswerPart, ...]:
     """The reply-leg payloads for the AS4 message ``message_id`` whose ``payloads`` (content id, bytes) the
-    operator checked with ``outcome``; signed with the operator's ``keys``."""
+    operator checked with ``outcome``; signed with the operator's ``keys``; the Receipt and the XHE validated
+    against the schemas when given."""
     domain = operator
     delivered = isinstance(outcome, CheckedDelivery)
     notification = DeliveryNotification(
@@ -218,11 +223,13 @@ def build_answer(
         delivery = outcome.secure_delivery
         wanted = [m for m in delivery.messages if m.receipt_request in (ReceiptRequest.SIMPLE, ReceiptRequest.SIGNED)]
         for index, message in enumerate(wanted, start=1):
-            receipt = build_delivery_receipt(receipt_for(delivery, message.id, at.astimezone(UTC).date()), keys)
+            receipt = build_delivery_receipt(
+                receipt_for(delivery, message.id, at.astimezone(UTC).date()), keys, schema=minameddelanden_schema
+            )
             parts.append(AnswerPart(f"receipt-{index}@{domain}", "application/xml", receipt))
     xhe = outcome.xhe
     if outcome.network is Network.SDK and xhe is not None:
-        parts.append(AnswerPart(f"kvittens@{domain}", "application/xml", _kvittens(outcome, xhe, keys, at)))
+        parts.append(AnswerPart(f"kvittens@{domain}", "application/xml", _kvittens(outcome, xhe, keys, at, xhe_schema)))
     return tuple(parts)
 
 

@@ -233,6 +233,8 @@ class Operator:
             operator=self.settings.id,
             keys=self.settings.keys,
             at=now,
+            minameddelanden_schema=self.trust.minameddelanden_schema,
+            xhe_schema=self.trust.xhe_schema,
         )
         reply_id = f"{stable_id('reply', message_id)}@{self.settings.id}"
         answer = [{"content_id": p.content_id, "mime_type": p.mime_type} for p in parts]

@@ -8,8 +8,10 @@ from datetime import UTC, datetime
 import pytest
 
 from accesspoint.envelopes.kvittens import ReasonCode
+from accesspoint.envelopes.schemas import load_minameddelanden_schema, load_xhe_schema
 from operators.deliveries import CheckedDelivery, Network, Refusal, check_delivery, mailbox_key, unknown_recipient
 from operators.receipts import ReceiptMismatch, Status, build_answer, check_end_to_end
+from tests.conftest import interop_path
 from tests.test_operators_support import (
     AUTHORITY,
     COMPANY,
@@ -129,3 +131,23 @@ def test_unknown_formats_and_mailbox_keys() -> None:
     assert mailbox_key("iso6523-actorid-upis::0007:5566778899") == COMPANY
     assert mailbox_key(PERSON) == PERSON and mailbox_key("0203:digg.se") == "0203:digg.se"
     assert dataclasses.replace(unknown_recipient(check_delivery(sbd(), TRUST, at=NOW))).code == "unknown-recipient"
+
+
+def test_answers_are_valid_against_the_contracts() -> None:
+    """The Receipt validates against Mina meddelanden's v3 contract, the Meddelandekvittens XHE against XHE 1.0."""
+    mm_schema = load_minameddelanden_schema(interop_path("minameddelanden/contracts"))
+    xhe_schema = load_xhe_schema(interop_path("sdk/xhe/xsd/XHE-1.0.xsd"))
+    trust = dataclasses.replace(TRUST, minameddelanden_schema=mm_schema, xhe_schema=xhe_schema)
+    for payload in (sealed(secure_delivery()), xhe()):
+        delivery = check_delivery(payload, trust, at=NOW)
+        parts = build_answer(
+            delivery,
+            message_id="m1@se",
+            payloads=[("letter@se", payload)],
+            operator=OPERATOR_ID,
+            keys=OPERATOR,
+            at=NOW,
+            minameddelanden_schema=mm_schema,
+            xhe_schema=xhe_schema,
+        )
+        assert len(parts) == 2

@@ -76,7 +76,9 @@ def _operator_settings(folder: Path, port: int, ap_port: int) -> Path:
     key, certificate = write_key_pair(OPERATOR, folder, "operator")
     anchors = write_certificate(SENDERS_CA, folder, "senders-ca")
     contracts = INTEROP / "minameddelanden" / "contracts"
+    xhe_xsd = INTEROP / "sdk" / "xhe" / "xsd" / "XHE-1.0.xsd"
     schema_line = f'minameddelanden_contracts = "{contracts}"\n' if contracts.is_dir() else ""
+    schema_line += f'xhe_schema = "{xhe_xsd}"\n' if xhe_xsd.is_file() else ""
     settings = folder / "operator.toml"
     settings.write_text(
         f"""[operator]
