@@ -322,6 +322,7 @@ def _read_token(value_type: str, text: str) -> ResolvedToken:
     # A partner sends the same token with every message, and decoding it (for a PKIPath each certificate, then
     # finding the leaf) costs more than an Ed25519 verification. Same bytes, same certificates: they are
     # immutable, so one decoding serves every message. Only successes are kept (an exception is not cached).
+    # The key is all read_binary_security_token reads of the element: its ValueType and its text.
     token = etree.Element(f"{WSSE}BinarySecurityToken")
     token.set("ValueType", value_type)
     token.text = text
