@@ -221,3 +221,24 @@ async def test_bad_requests_fault(aiohttp_client: Client, lenient: FarService, c
     fault = soap_body_child(answer)
     assert _text(fault, "faultcode") == "S:Client"
     assert _text(fault, f"detail/{C3}applicationFault/{C3}ErrorCode") == str(code)
+
+
+async def test_operator_names_and_addresses_are_escaped(aiohttp_client: Client, tmp_path: Path) -> None:
+    """Markup characters and non-ASCII in an operator's name and addresses come back intact in a valid answer."""
+    far = await make_service(tmp_path / "far.db")
+    name = 'Brevlåda <"Öst"> & Söner'
+    address = "https://mm.example/service/v3?a=1&b=<2>"
+    await far.put_operator(Operator("2021005448", name, "urn:test:x", None, address), actor="t")
+    await far.put_recipient("197802022389", status=AccountStatus.SECURE, operator_id="2021005448", actor="t")
+    client = await aiohttp_client(create_app(FarSettings(), service=far))
+    status, answer = await post(client, is_reachable(SENDER, "197802022389"))
+    assert status == 200
+    assert_valid(answer)
+    [item] = answers(answer)[1]
+    assert item["supplier"] == {
+        "Id": "162021005448",
+        "Name": name,
+        "ServiceAdress": address,
+        "InternalServiceAdress": "",
+    }
+    await far.engine.dispose()
