@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from accesspoint.msh.webhooks import SIGNATURE_HEADER, signature
 from operators.channels import As4Channel
 from operators.sender import SenderStatus, end_to_end_status
 from tests.conftest import INTEROP, REPO
@@ -207,6 +208,17 @@ def test_sealed_delivery_reaches_the_mailbox_and_the_signed_receipt_comes_back(f
     assert code == 200 and base64.b64decode(full["body"]) == delivery.messages[0].body
     assert [a["filename"] for a in full["attachments"]] == ["beslut.pdf"]
     assert federation.operator_ap.wait_state("mm-1@se", {"acknowledged"}, direction="in")["state"] == "acknowledged"
+
+    # Announced again (a repeated webhook): handled once, one mail, one answer.
+    event = json.dumps({"event": "message-received", "data": {"direction": "in", "message_id": "mm-1@se"}}).encode()
+    code, _ = _http(
+        f"{federation.operator_url}/hooks/accesspoint", data=event, headers={SIGNATURE_HEADER: signature(SECRET, event)}
+    )
+    assert code == 204
+    time.sleep(1.5)
+    assert len(federation.sender.messages(ref_to_message_id="mm-1@se", direction="in")) == 1
+    mailbox = _http(f"{federation.operator_url}/api/v1/mailboxes/{PERSON}/messages", PERSONAL)[1]
+    assert [m["as4_message_id"] for m in mailbox["messages"]].count("mm-1@se") == 1
 
     cli = subprocess.run(
         [
