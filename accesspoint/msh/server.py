@@ -196,7 +196,9 @@ class AccessPoint:
                 return await self._handle_signal(received, message, now)
             receipt = await self._accept(received, now)
         except EbmsError as error:
-            log.warning("refused an incoming message: %s (%s)", error, error.log_detail)
+            # An empty MPC is the normal answer to most PullRequests, not a refusal.
+            level = logging.DEBUG if error.error_code is ErrorCode.EMPTY_MPC else logging.WARNING
+            log.log(level, "refused an incoming message: %s", error)
             signing = self.config.keys.signing_key()
             body = error_response(error, keys=signing, policy=None, soap_version=soap_version, at=now)
             return _soap(body, soap_version)
@@ -341,22 +343,23 @@ class AccessPoint:
         """Answer an authorised PullRequest with the oldest message waiting on its MPC (ebMS 3 3.4, AS4 2.1)."""
         assert signal.pull_request is not None
         mpc = signal.pull_request.mpc
-        refused = EbmsError(
-            ErrorCode.FAILED_AUTHENTICATION,
-            "the PullRequest is not authorised",
-            ref_to_message_id=signal.message_id,
-            log_detail=f"no P-Mode serves pulls on {mpc!r}",
-        )
+        why = f"no P-Mode serves pulls on {mpc!r}"
         authorised: list[Route] = []
         for route in self.pmodes.pull_requests_to_serve(mpc):
             try:
                 verify_signal(received, route, at=now, revocation=self.revocation)
             except EbmsError as exc:
-                refused.log_detail = f"{route.name}: {exc.log_detail}"
+                why = f"{route.name}: {exc.log_detail}"
                 continue
             authorised.append(route)
         if not authorised:
-            raise refused
+            # The same answer whether the MPC is unknown or the signer wrong: a puller learns nothing from it.
+            raise EbmsError(
+                ErrorCode.FAILED_AUTHENTICATION,
+                "the PullRequest is not authorised",
+                ref_to_message_id=signal.message_id,
+                log_detail=why,
+            )
         claimed = await self._claim_pullable(authorised, now)
         if claimed is None:
             raise EbmsError(ErrorCode.EMPTY_MPC, f"nothing waits on {mpc}", ref_to_message_id=signal.message_id)
@@ -455,7 +458,7 @@ class AccessPoint:
         try:
             answer = await self._accept(received, now, pulled_on=route.leg.mpc)
         except EbmsError as error:
-            log.warning("refused a pulled message: %s (%s)", error, error.log_detail)
+            log.warning("refused a pulled message: %s", error)
             answer = error_response(
                 error, keys=self.config.keys.signing_key(), policy=None, soap_version=soap_version, at=now
             )
