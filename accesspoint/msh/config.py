@@ -1,4 +1,22 @@
-"""The server's settings: one YAML or TOML file, typed and validated on load (errors name the file and field)."""
+"""The server's settings: one YAML or TOML file, typed and validated on load (errors name the file and field).
+
+Paths are relative to the settings file. Everything but ``pmodes`` and ``keys`` has a default::
+
+    listen: {host: 0.0.0.0, port: 8443}
+    pmodes: pmodes.yaml
+    keys: {signing: [{key: sign.key.pem, certificate: sign.pem}], decryption: [...]}
+    storage: data                      # database (SQLite by default), payload files, webhook outbox
+    database: postgresql+asyncpg://... # optional; redis: redis://... shares the send queue
+    api_tokens: [a-secret-of-16-chars-or-more]
+    send: {workers: 4, timeout: 30s, lease: 2m}
+    pull: {interval: 5s}               # how often to pull from partners whose legs are pull
+    retention: {interval: 1h}          # how often to purge; how long to keep is each P-Mode's retention
+    tls: {certificate: tls.pem, key: tls.key, client_ca: clients-ca.pem}  # client_ca: client certs required
+    tls_trust: partners-ca.pem         # the CAs the sender trusts for HTTPS (else the system's)
+    tls_client: {certificate: c.pem, key: c.key}  # what the sender presents (else tls's)
+    webhooks:
+      - {url: https://backend/hook, events: [message-received, receipt, error], secret: ..., backoff: 5s}
+"""
 
 from __future__ import annotations
 
