@@ -23,8 +23,8 @@ def _wait(condition: str, check: Callable[[], bool], timeout: float = 15) -> Non
 
 
 def test_purge_drops_payloads_then_messages_then_evidence_per_pmode_retention(tmp_path: Path) -> None:
-    """Payloads after 1 s, records and evidence after 2 s once final; an unacknowledged message stays."""
-    retention = {"payloads": "1s", "messages": "2s", "evidence": "2s"}
+    """Payloads after 0.5 s, records and evidence after 1 s once final; an unacknowledged message stays."""
+    retention = {"payloads": 0.5, "messages": 1, "evidence": 1}
     quick = {"retention": {"interval": "200ms"}}
     sweden, belgium = pair(tmp_path, se=quick, be=quick, retention=retention)
     with running(belgium, sweden):
@@ -36,7 +36,7 @@ def test_purge_drops_payloads_then_messages_then_evidence_per_pmode_retention(tm
         _wait("evidence and payload files deleted", lambda: _files(sweden) == [])
 
         # Received but not acknowledged is not final: the purge leaves it however old it is.
-        time.sleep(2.5)
+        time.sleep(1.5)
         kept = belgium.api("GET", "/api/v1/messages/r1@se?direction=in")[1]
         assert kept["state"] == "received" and kept["payloads"]
         assert belgium.api("POST", "/api/v1/messages/r1@se/ack")[0] == 200
