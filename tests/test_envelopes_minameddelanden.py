@@ -293,3 +293,60 @@ def test_unknown_receipt_request_is_refused(signed: bytes, sender: KeyPair, sche
     with pytest.raises(EnvelopeError) as caught:
         verify_signed_delivery(data, sender=sender.certificate, schema=schema)
     assert caught.value.rules[0] == "XSD"
+
+
+def _reference_style(delivery_xml: bytes, keys: KeyPair) -> bytes:
+    """A SignedDelivery as Mina meddelanden's Java code signs it: JAXB-style prefixes declared on the root
+    (one of them unused), SignedInfo in exclusive C14N, a Reference URI="" with only the enveloped transform, so
+    the digest is inclusive C14N and covers every namespace declaration in scope."""
+    import xmlsec
+    from cryptography.hazmat.primitives import serialization
+
+    source = etree.fromstring(delivery_xml)
+    nsmap = {
+        "ns2": "http://minameddelanden.gov.se/schema/Sender",
+        "ns3": "http://minameddelanden.gov.se/schema/Message/v2",
+        "ns4": M3_NS,
+        "ns6": M1_NS,
+        "ns15": RECEIPT_NS,
+    }
+    root = etree.Element(f"{M3}SignedDelivery", nsmap=nsmap)
+    root.append(source.find(f"{M3}Delivery"))
+    root = etree.fromstring(etree.tostring(root))
+    template = xmlsec.template.create(
+        root, xmlsec.constants.TransformExclC14N, xmlsec.constants.TransformRsaSha256, ns="ds"
+    )
+    root.append(template)
+    reference = xmlsec.template.add_reference(template, xmlsec.constants.TransformSha256, uri="")
+    xmlsec.template.add_transform(reference, xmlsec.constants.TransformEnveloped)
+    x509_data = xmlsec.template.add_x509_data(xmlsec.template.ensure_key_info(template))
+    xmlsec.template.x509_data_add_certificate(x509_data)
+    context = xmlsec.SignatureContext()
+    context.key = xmlsec.Key.from_memory(
+        keys.private_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ),
+        xmlsec.constants.KeyDataFormatPem,
+    )
+    context.key.load_cert_from_memory(
+        keys.certificate.public_bytes(serialization.Encoding.PEM), xmlsec.constants.KeyDataFormatPem
+    )
+    context.sign(template)
+    return etree.tostring(root)
+
+
+def test_reference_style_signature_survives_sealing(
+    signed: bytes, sender: KeyPair, intermediary: KeyPair, schema: etree.XMLSchema
+) -> None:
+    """A sender signature whose digest covers its namespace context still verifies inside our SealedDelivery."""
+    foreign = _reference_style(signed, sender)
+    assert verify_signed_delivery(foreign, sender=sender.certificate, schema=schema).delivery == DELIVERY
+    sealed = build_sealed_delivery(foreign, intermediary, received=RECEIVED, sender=sender.certificate, schema=schema)
+    verified = verify_sealed_delivery(sealed, intermediary=intermediary.certificate, sender=sender.certificate)
+    assert verified.delivery == DELIVERY
+    envelope = etree.Element(f"{{{NS.SOAP11}}}Envelope", nsmap={"soap": NS.SOAP11.value})
+    etree.SubElement(envelope, f"{{{NS.SOAP11}}}Body").append(to_deliver_secure(sealed))
+    on_the_wire = verify_sealed_delivery(
+        etree.tostring(envelope), intermediary=intermediary.certificate, sender=sender.certificate
+    )
+    assert on_the_wire.delivery == DELIVERY

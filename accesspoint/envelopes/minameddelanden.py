@@ -48,7 +48,7 @@ from accesspoint.envelopes._common import (
     sub,
     text,
 )
-from accesspoint.envelopes.signature import ALLOWED, VerifiedSignature, sign_enveloped, verify_enveloped
+from accesspoint.envelopes.signature import ALLOWED, VerifiedSignature, sign_enveloped, standalone, verify_enveloped
 from accesspoint.security.keys import KeyPair
 
 _BASE = "http://minameddelanden.gov.se/schema"
@@ -244,10 +244,14 @@ def build_sealed_delivery(
     KeyInfo certificate, whose trust the caller has checked); a delivery whose signature fails is not sealed."""
     signed = parse_document(signed_delivery, what="SignedDelivery")
     expect_root(signed, SIGNED_DELIVERY, "a SignedDelivery")
-    verify_enveloped(signed, expected=sender)
-    root = etree.Element(SEALED_DELIVERY, nsmap=_NSMAP)
+    _verify_layer(signed, sender, ALLOWED)
+    # The SealedDelivery declares exactly the namespaces the SignedDelivery had in scope when it was signed: a
+    # sender digest in inclusive C14N (the reference code's, Reference with the enveloped transform only) covers
+    # every declaration in scope, so one more on the new root would break it. The Seal declares its own.
+    root = etree.Element(SEALED_DELIVERY, nsmap=signed.nsmap)  # type: ignore[arg-type]  # lxml-stubs: no None (default) prefix
     root.append(copy.deepcopy(signed))
-    seal = sub(root, f"{_M3}Seal")
+    seal_nsmap = {} if M1_NS in signed.nsmap.values() else {"m1": M1_NS}
+    seal = etree.SubElement(root, f"{_M3}Seal", nsmap=seal_nsmap)
     sub(seal, f"{_M1}ReceivedTime", received.isoformat())
     sub(seal, f"{_M1}SignaturesOK", "true")
     sign_enveloped(root, intermediary_keys)
@@ -259,7 +263,10 @@ def to_deliver_secure(sealed: bytes | etree._Element) -> etree._Element:
     """The Service v3 ``deliverSecure`` request element carrying the SealedDelivery (a copy, renamed)."""
     root = parse_document(sealed, what="SealedDelivery")
     expect_root(root, SEALED_DELIVERY, "a SealedDelivery")
-    wrapper = etree.Element(f"{_SV3}deliverSecure", nsmap={"svc3": SERVICE3_NS})
+    nsmap = dict(root.nsmap)
+    if SERVICE3_NS not in nsmap.values():
+        nsmap["svc3"] = SERVICE3_NS
+    wrapper = etree.Element(f"{_SV3}deliverSecure", nsmap=nsmap)  # type: ignore[arg-type]  # as above
     inner = copy.deepcopy(root)
     inner.tag = f"{_SV3}deliverSecure"
     wrapper.append(inner)
@@ -273,7 +280,9 @@ def from_deliver_secure(request: bytes | etree._Element) -> etree._Element:
         root = _soap_body_child(root)
     expect_root(root, f"{_SV3}deliverSecure", "a deliverSecure request")
     inner = need(root, f"{_SV3}deliverSecure", "deliverSecure/deliverSecure")
-    sealed = copy.deepcopy(inner)
+    # Serialised, not deep-copied: a deep copy drops the unused namespace declarations in scope, which an
+    # inclusive-C14N signature inside covers.
+    sealed = standalone(inner)
     sealed.tag = SEALED_DELIVERY
     return sealed
 
@@ -343,6 +352,39 @@ def parse_secure_delivery(element: etree._Element) -> SecureDelivery:
     )
 
 
+# Namespaces the transport wraps around a layer and that no Mina meddelanden document uses itself.
+_WRAPPER_NAMESPACES = frozenset({NS.SOAP11.value, NS.SOAP12.value, SERVICE3_NS})
+
+
+def _without_wrapper_namespaces(element: etree._Element) -> etree._Element | None:
+    """A standalone copy without the unused declarations of SOAP's and Service v3's namespaces, or None when none
+    is in scope. A layer signed with an inclusive-C14N digest was signed before it was wrapped (and a Java
+    receiver re-marshals it before checking), so these declarations were not in scope when it was signed."""
+    copied = standalone(element)
+    if not _WRAPPER_NAMESPACES & set(copied.nsmap.values()):
+        return None
+    keep = [prefix for prefix, uri in copied.nsmap.items() if prefix and uri not in _WRAPPER_NAMESPACES]
+    etree.cleanup_namespaces(copied, keep_ns_prefixes=keep)
+    return copied
+
+
+def _verify_layer(
+    element: etree._Element, expected: x509.Certificate | None, allowed: frozenset[str]
+) -> VerifiedSignature:
+    """Verify one layer as it stands and, failing that, as it stood before a SOAP or deliverSecure wrapper was put
+    around it (the same elements, attributes and text; only unused namespace declarations differ)."""
+    try:
+        return verify_enveloped(element, expected=expected, allowed=allowed)
+    except EnvelopeError as first:
+        unwrapped = _without_wrapper_namespaces(element)
+        if unwrapped is None:
+            raise
+        try:
+            return verify_enveloped(unwrapped, expected=expected, allowed=allowed)
+        except EnvelopeError:
+            raise first from None
+
+
 @dataclass(frozen=True, slots=True)
 class VerifiedSignedDelivery:
     """A SignedDelivery whose sender signature covers it all: the delivery and who signed it."""
@@ -371,7 +413,7 @@ def verify_signed_delivery(
     """Verify the sender's layer (with ``sender``'s certificate when given) and return what it signed."""
     root = parse_document(data, what="SignedDelivery")
     expect_root(root, SIGNED_DELIVERY, "a SignedDelivery")
-    signature = verify_enveloped(root, expected=sender, allowed=allowed)
+    signature = _verify_layer(root, sender, allowed)
     _validate(root, schema)
     return VerifiedSignedDelivery(parse_secure_delivery(need(root, f"{_M3}Delivery", "Delivery")), signature)
 
@@ -389,7 +431,7 @@ def verify_sealed_delivery(
     root = parse_document(data, what="SealedDelivery")
     if root.tag != SEALED_DELIVERY:
         root = from_deliver_secure(root)
-    seal_signature = verify_enveloped(root, expected=intermediary, allowed=allowed)
+    seal_signature = _verify_layer(root, intermediary, allowed)
     _validate(root, schema)
     signed = need(root, SIGNED_DELIVERY, "SignedDelivery")
     verified = verify_signed_delivery(signed, sender=sender, allowed=allowed)
