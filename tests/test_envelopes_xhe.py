@@ -287,3 +287,11 @@ def test_wrapping_a_second_signature_is_refused(sender: KeyPair) -> None:
     root.append(etree.fromstring(etree.tostring(root[-1])))
     with pytest.raises(EnvelopeError, match="expected one enveloped ds:Signature"):
         verify_xhe(etree.tostring(root))
+
+
+def test_payload_keeps_its_own_namespaces_only() -> None:
+    """A parsed XML payload keeps the declarations it made itself (even unused) and none of the envelope's."""
+    payload = b'<m:message xmlns:m="urn:riv:x" xmlns:kept="urn:unused"><m:t>Hej</m:t></m:message>'
+    xhe = parse_xhe(build_xhe(_envelope(XhePayload("d", "application/xml", payload))))
+    assert etree.fromstring(xhe.payload.content).nsmap == {"m": "urn:riv:x", "kept": "urn:unused"}
+    assert xhe.payload.content == payload

@@ -173,6 +173,18 @@ def require_valid(schema: etree.XMLSchema, root: etree._Element) -> None:
         raise EnvelopeError(findings)
 
 
+def detach(element: etree._Element) -> etree._Element:
+    """A payload element as a document of its own: the namespace declarations it makes itself are kept (used or
+    not: a signature over the payload in inclusive C14N covers them), those it only inherited from the envelope
+    are dropped where unused."""
+    parent = element.getparent()
+    inherited = parent.nsmap if parent is not None else {}
+    own = [p for p, uri in element.nsmap.items() if p is not None and inherited.get(p) != uri]
+    copied = etree.fromstring(etree.tostring(element))
+    etree.cleanup_namespaces(copied, keep_ns_prefixes=own)
+    return copied
+
+
 def serialize(root: etree._Element) -> bytes:
     """UTF-8 bytes with an XML declaration: what every builder returns."""
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8")

@@ -24,6 +24,7 @@ from accesspoint.envelopes._common import (
     EnvelopeError,
     Finding,
     b64decode,
+    detach,
     expect_root,
     need,
     need_text,
@@ -278,16 +279,9 @@ def build_sbd(header: Sbdh, document: etree._Element | bytes) -> bytes:
     body = parse_document(document, what="business document") if isinstance(document, bytes) else document
     root = etree.Element(f"{_H}StandardBusinessDocument", nsmap={"sh": SBDH_NS})
     root.append(build_sbdh(header))
-    root.append(_detached(body))
+    root.append(detach(body))
     require_valid(sbdh_schema(), root)
     return serialize(root)
-
-
-def _detached(element: etree._Element) -> etree._Element:
-    # A copy of its own, without the namespace declarations it inherited from the SBD and does not use.
-    copy = etree.fromstring(etree.tostring(element))
-    etree.cleanup_namespaces(copy)
-    return copy
 
 
 def _partner(element: etree._Element, what: str) -> Partner:
@@ -339,7 +333,7 @@ def parse_sbd(data: bytes | etree._Element) -> StandardBusinessDocument:
         # The schema makes the header optional; an access point cannot route without it.
         raise EnvelopeError("the StandardBusinessDocument has no StandardBusinessDocumentHeader", "SBDH")
     payload = [e for e in root if isinstance(e.tag, str) and e is not header_element]
-    return StandardBusinessDocument(parse_sbdh(header_element), _detached(payload[0]))
+    return StandardBusinessDocument(parse_sbdh(header_element), detach(payload[0]))
 
 
 def peppol_findings(header: Sbdh) -> tuple[Finding, ...]:

@@ -27,6 +27,7 @@ from accesspoint.envelopes._common import (
     Finding,
     b64decode,
     b64encode,
+    detach,
     expect_root,
     need,
     need_text,
@@ -304,9 +305,7 @@ def _payload(element: etree._Element) -> XhePayload:
     holder = need(element, f"{_A}PayloadContent", "PayloadContent")
     children = [c for c in holder if isinstance(c.tag, str)]
     if children:
-        document = etree.fromstring(etree.tostring(children[0]))
-        etree.cleanup_namespaces(document)
-        content, xml = etree.tostring(document), True
+        content, xml = etree.tostring(detach(children[0])), True
     else:
         content, xml = b64decode(holder.text or "", "PayloadContent"), False
     return XhePayload(
