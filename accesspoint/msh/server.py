@@ -361,11 +361,17 @@ class AccessPoint:
                 log_detail=why,
             )
         claimed = await self._claim_pullable(authorised, now)
+        empty = EbmsError(ErrorCode.EMPTY_MPC, f"nothing waits on {mpc}", ref_to_message_id=signal.message_id)
         if claimed is None:
-            raise EbmsError(ErrorCode.EMPTY_MPC, f"nothing waits on {mpc}", ref_to_message_id=signal.message_id)
+            raise empty
         message, route = claimed
-        secured = await self._secure(message, route, received.parsed.messaging.soap_version)
-        body = b"".join(secured.packed.body)
+        try:
+            secured = await self._secure(message, route, received.parsed.messaging.soap_version)
+            body = b"".join(secured.packed.body)
+        except (ValueError, EbmsError) as exc:
+            # It would fail the same way on every pull (no certificate to encrypt to, say): fail it, not the pull.
+            await self._fail(message, EbmsError(ErrorCode.OTHER, f"cannot be prepared for pulling: {exc}"))
+            raise empty from None
         await self._remember_sent(message, route, secured, body)
         awareness = route.leg.reception_awareness
         due = None
