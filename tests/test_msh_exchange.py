@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from accesspoint.core.errors import EbmsError, ErrorCode
@@ -20,10 +22,29 @@ from accesspoint.msh.receiving import accept_user_message, policy_for_key, pull_
 from accesspoint.security.inbound import read_memory_part
 from accesspoint.security.keys import KeyPair, load_key_pair
 from pmode import load_pmodes
+from tests import services
 from tests.test_msh import CERTS
 from tests.test_msh_support import PULL_MPC, Peer, error_codes, pair, running, submission
 
 SOAP12 = f"{SoapVersion.V12.content_type}; charset=UTF-8"
+
+
+Databases = dict[str, dict[str, str]]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def databases(request: pytest.FixtureRequest) -> AsyncIterator[Databases]:
+    """Settings for each peer's database: their default SQLite files, or a database each on a real PostgreSQL."""
+    if request.param == "sqlite":
+        yield {}
+        return
+    server: services.PostgresServer = request.getfixturevalue("postgres_server")
+    names = [await services.create_postgres_database(server) for _ in ("se", "be")]
+    try:
+        yield {"se": {"database": server.url(names[0])}, "be": {"database": server.url(names[1])}}
+    finally:
+        for name in names:
+            await services.drop_postgres_database(server, name)
 
 
 def _keys(name: str) -> KeyPair:
@@ -42,9 +63,9 @@ def _error_signal(keys: KeyPair, ref: str, code: ErrorCode) -> bytes:
     return signed_signal(signal, keys, policy_for_key(keys), SoapVersion.V12)
 
 
-def test_two_way_push_and_push_reply_is_correlated_with_its_request(tmp_path: Path) -> None:
+def test_two_way_push_and_push_reply_is_correlated_with_its_request(tmp_path: Path, databases: Databases) -> None:
     """Belgium answers Sweden's request through the API with ref_to_message_id; Sweden finds the reply by it."""
-    sweden, belgium = pair(tmp_path)
+    sweden, belgium = pair(tmp_path, **databases)
     with running(belgium, sweden):
         status, sent = sweden.api(
             "POST", "/api/v1/messages", submission("se-be-request-reply", b"<q/>", "req@se", conversation_id="c-1")
@@ -69,9 +90,11 @@ def test_two_way_push_and_push_reply_is_correlated_with_its_request(tmp_path: Pa
         assert [m["message_id"] for m in sweden.messages(conversation_id="c-1")] == ["req@se", "rep@be"]
 
 
-def test_pull_serves_the_waiting_message_and_the_receipt_comes_back_asynchronously(tmp_path: Path) -> None:
+def test_pull_serves_the_waiting_message_and_the_receipt_comes_back_asynchronously(
+    tmp_path: Path, databases: Databases
+) -> None:
     """Sweden keeps a pull-leg message until Belgium's signed PullRequest takes it; Belgium's receipt delivers it."""
-    sweden, belgium = pair(tmp_path)
+    sweden, belgium = pair(tmp_path, **databases)
     with running(sweden):
         payload = b"<for-belgium/>" * 100
         status, sent = sweden.api("POST", "/api/v1/messages", submission("be-pulls-from-se", payload, "p1@se"))
