@@ -190,7 +190,7 @@ async def test_pushed_message_is_delivered_when_its_receipt_comes_asynchronously
 
 def test_pulled_message_without_receipt_is_offered_again_then_fails_with_missing_receipt(tmp_path: Path) -> None:
     """Reception awareness on pull: re-offered after the retry delay, EBMS:0301 once the retries are spent."""
-    sweden, _belgium = pair(tmp_path, retries=1, backoff="300ms")
+    sweden, _belgium = pair(tmp_path, retries=1, backoff="500ms")
     keys = _keys("partner-115")
 
     def pulled() -> str | None:
@@ -203,9 +203,9 @@ def test_pulled_message_without_receipt_is_offered_again_then_fails_with_missing
         assert sweden.api("POST", "/api/v1/messages", submission("be-pulls-from-se", b"<r/>", "again@se"))[0] == 202
         assert pulled() == "again@se"
         assert pulled() is None  # not offered again before the retry delay
-        time.sleep(0.4)
+        time.sleep(0.6)
         assert pulled() == "again@se"
-        time.sleep(0.7)
+        time.sleep(1.1)
         assert pulled() is None  # the retries are spent: failed, not offered
         failed = sweden.api("GET", "/api/v1/messages/again@se")[1]
         assert (failed["state"], failed["last_error"]["code"]) == ("failed", ErrorCode.MISSING_RECEIPT.code)
