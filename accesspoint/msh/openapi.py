@@ -76,7 +76,23 @@ OPENAPI: Final[dict[str, Any]] = {
                     "direction": {"type": "string", "enum": ["in", "out"]},
                     "state": {"type": "string"},
                     "attempts": {"type": "integer"},
+                    "ref_to_message_id": {"type": "string", "nullable": True},
+                    "conversation_id": {"type": "string", "nullable": True},
                     "last_error": {"type": "object", "nullable": True},
+                },
+            },
+            "WebhookEvent": {
+                "type": "object",
+                "description": (
+                    "POSTed to each configured webhook URL (not part of this API): header X-Accesspoint-Event"
+                    " names the event, X-Accesspoint-Signature is sha256=<hex HMAC-SHA256 of the body under the"
+                    " webhook's secret>; retried with backoff until the backend answers 2xx"
+                ),
+                "properties": {
+                    "id": {"type": "string", "format": "uuid"},
+                    "event": {"type": "string", "enum": ["message-received", "receipt", "error"]},
+                    "at": {"type": "string", "format": "date-time"},
+                    "data": {"$ref": "#/components/schemas/Message"},
                 },
             },
         },
