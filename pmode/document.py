@@ -38,7 +38,8 @@ def _toml_string(text: str) -> str:
 
 
 def _key(key: str) -> str:
-    return key if _BARE_KEY.match(key) else _toml_string(key)
+    # fullmatch: "$" would also match before a trailing newline, leaving "0\n" bare.
+    return key if _BARE_KEY.fullmatch(key) else _toml_string(key)
 
 
 def _is_table(value: object) -> bool:
