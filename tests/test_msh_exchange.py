@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -97,7 +98,7 @@ def test_pull_serves_the_waiting_message_and_the_receipt_comes_back_asynchronous
     """Sweden keeps a pull-leg message until Belgium's signed PullRequest takes it; Belgium's receipt delivers it."""
     sweden, belgium = pair(tmp_path, **databases)
     with running(sweden):
-        payload = b"<for-belgium/>" * 100
+        payload = os.urandom(2 * 1024 * 1024)  # past the 1 MiB the pull spool keeps in memory
         status, sent = sweden.api("POST", "/api/v1/messages", submission("be-pulls-from-se", payload, "p1@se"))
         assert status == 202, sent
         # Nobody pushes it; a puller that is not the P-Mode's partner, or pulls another MPC, is refused.

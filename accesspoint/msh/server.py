@@ -30,7 +30,7 @@ from aiohttp import web
 from accesspoint.core.compression import decompress_stream
 from accesspoint.core.envelope import build_envelope, parse_envelope, serialize
 from accesspoint.core.errors import EbmsError, ErrorCode
-from accesspoint.core.message import MessageReader, ReceivedMessage, ReceivedPart, read_message
+from accesspoint.core.message import MessageReader, PackedMessage, ReceivedMessage, ReceivedPart, read_message
 from accesspoint.core.mime import PartStart
 from accesspoint.core.model import (
     CollaborationInfo,
@@ -174,7 +174,7 @@ class AccessPoint:
 
     # ---------------------------------------------------------------------------------------- receiving
 
-    async def handle_as4(self, request: web.Request) -> web.Response:
+    async def handle_as4(self, request: web.Request) -> web.StreamResponse:
         """POST /as4: answer a user message, a PullRequest, a receipt or an error signal (see the module)."""
         content_type = request.headers.get("Content-Type", "")
         soap_version = SoapVersion.V11 if "text/xml" in content_type.lower() else SoapVersion.V12
@@ -186,14 +186,16 @@ class AccessPoint:
             log.exception("internal error while answering an AS4 request")
             return _soap_fault(soap_version)
 
-    async def _answer_as4(self, request: web.Request, content_type: str, soap_version: SoapVersion) -> web.Response:
+    async def _answer_as4(
+        self, request: web.Request, content_type: str, soap_version: SoapVersion
+    ) -> web.StreamResponse:
         now = self.clock.now()
         try:
             received = await self._read(request, content_type)
             soap_version = received.parsed.messaging.soap_version
             message = received.parsed.messaging.message
             if isinstance(message, SignalMessage):
-                return await self._handle_signal(received, message, now)
+                return await self._handle_signal(request, received, message, now)
             receipt = await self._accept(received, now)
         except EbmsError as error:
             # An empty MPC is the normal answer to most PullRequests, not a refusal.
@@ -255,10 +257,12 @@ class AccessPoint:
                 log_detail=f"RefToMessageId {ref!r} names no message we sent",
             )
 
-    async def _handle_signal(self, received: ReceivedMessage, signal: SignalMessage, now: datetime) -> web.Response:
+    async def _handle_signal(
+        self, request: web.Request, received: ReceivedMessage, signal: SignalMessage, now: datetime
+    ) -> web.StreamResponse:
         """A PullRequest gets a user message or EBMS:0006; a receipt or error settles the message it refers to."""
         if signal.pull_request is not None:
-            return await self._serve_pull(received, signal, now)
+            return await self._serve_pull(request, received, signal, now)
         ref = signal.message_info.ref_to_message_id or next(
             (e.ref_to_message_in_error for e in signal.errors if e.ref_to_message_in_error), None
         )
@@ -339,7 +343,9 @@ class AccessPoint:
 
     # ------------------------------------------------------------------------------------------------ pull
 
-    async def _serve_pull(self, received: ReceivedMessage, signal: SignalMessage, now: datetime) -> web.Response:
+    async def _serve_pull(
+        self, request: web.Request, received: ReceivedMessage, signal: SignalMessage, now: datetime
+    ) -> web.StreamResponse:
         """Answer an authorised PullRequest with the oldest message waiting on its MPC (ebMS 3 3.4, AS4 2.1)."""
         assert signal.pull_request is not None
         mpc = signal.pull_request.mpc
@@ -367,12 +373,28 @@ class AccessPoint:
         message, route = claimed
         try:
             secured = await self._secure(message, route, received.parsed.messaging.soap_version)
-            body = b"".join(secured.packed.body)
+            # Packed into a spool (memory, or a file past 1 MiB) in a thread: the crypto does not hold up the
+            # loop, memory does not grow with the payload, and the signed envelope is kept as evidence before
+            # the puller can have it and send its receipt.
+            spool, envelope = await asyncio.to_thread(_spool_packed, secured.packed)
         except (ValueError, EbmsError) as exc:
             # It would fail the same way on every pull (no certificate to encrypt to, say): fail it, not the pull.
             await self._fail(message, EbmsError(ErrorCode.OTHER, f"cannot be prepared for pulling: {exc}"))
             raise empty from None
-        await self._remember_sent(message, route, secured, body)
+        with spool:
+            await self._keep(message, route, EvidenceKind.RAW_MESSAGE, envelope, now)
+            await self._offered(message, route, now, mpc)
+            response = web.StreamResponse(status=200, headers={"Content-Type": secured.packed.content_type})
+            response.content_length = spool.tell()
+            spool.seek(0)
+            await response.prepare(request)
+            while chunk := spool.read(READ_CHUNK):
+                await response.write(chunk)
+            await response.write_eof()
+        return response
+
+    async def _offered(self, message: StoredMessage, route: Route, now: datetime, mpc: str) -> None:
+        """A message handed to a puller waits for its receipt; without one it is offered again after the delay."""
         awareness = route.leg.reception_awareness
         due = None
         if awareness.enabled:
@@ -382,7 +404,6 @@ class AccessPoint:
             message, MessageState.AWAITING_RECEIPT, now=now, next_attempt_at=due, detail=f"pulled on {mpc}"
         )
         log.info("%s pulled on %s (attempt %d)", message.message_id, mpc, message.attempts)
-        return web.Response(body=body, status=200, headers={"Content-Type": secured.packed.content_type})
 
     async def _claim_pullable(self, routes: Sequence[Route], now: datetime) -> tuple[StoredMessage, Route] | None:
         """Claim the oldest message of these legs that is due: submitted, offered before without receipt, stale."""
@@ -1111,6 +1132,20 @@ class _Discard:
 
 def _discard(_start: PartStart) -> Any:
     return _Discard()
+
+
+def _spool_packed(packed: PackedMessage) -> tuple[tempfile.SpooledTemporaryFile[bytes], bytes]:
+    """The packed message written to a spool, and its envelope as sent (for the evidence)."""
+    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115 (the caller closes it)
+    reader = MessageReader(packed.content_type, sink_factory=_discard)
+    try:
+        for chunk in packed.body:
+            reader.feed(chunk)
+            spool.write(chunk)
+        return spool, reader.finish().envelope_bytes
+    except BaseException:
+        spool.close()
+        raise
 
 
 def _spool(_start: PartStart) -> tempfile.SpooledTemporaryFile[bytes]:
