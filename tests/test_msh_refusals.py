@@ -3,6 +3,7 @@ a SOAP Fault with HTTP 500 only when not even an error signal can be built."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,12 +34,14 @@ def _signed_error(content_type: str, body: bytes) -> list[str]:
     return error_codes(content_type, body)
 
 
-def _user_message(route: Route, message_id: str, *, action: str | None = None, ref: str | None = None) -> UserMessage:
+def _user_message(
+    route: Route, message_id: str, *, service: str | None = None, action: str | None = None, ref: str | None = None
+) -> UserMessage:
     return UserMessage(
         message_info=MessageInfo(message_id=message_id, timestamp=datetime.now(UTC), ref_to_message_id=ref),
         party_info=PartyInfo(sender=route.from_party, receiver=route.to_party),
         collaboration_info=CollaborationInfo(
-            service=route.leg.service if action is None else Service("urn:example:service:unknown"),
+            service=route.leg.service if service is None else Service(service),
             action=action or route.leg.action,
             conversation_id="conv-1",
             agreement_ref=route.agreement_ref,
@@ -48,9 +51,15 @@ def _user_message(route: Route, message_id: str, *, action: str | None = None, r
 
 
 def test_refused_messages_get_signed_error_signals_with_http_200_and_nothing_is_stored(tmp_path: Path) -> None:
-    """Garbage, a wrong Content-Type, no agreeing P-Mode and a tampered signature: EBMS errors, nothing kept."""
+    """Garbage, a wrong Content-Type, no or two agreeing P-Modes and a tampered signature: EBMS errors, nothing kept."""
     sweden, belgium = pair(tmp_path)
     route = _route(sweden, "se-to-be", tmp_path)
+    agreed = json.loads((belgium.folder / "pmodes.yaml").read_text())
+    (push,) = [p for p in agreed["pmodes"] if p["id"] == "se-to-be"]
+    for twin in ("twice-a", "twice-b"):  # two P-Modes that both agree with a Twice message: ambiguous
+        agreed["pmodes"].append({**push, "id": twin, "legs": [{**push["legs"][0], "action": "Twice"}]})
+    (belgium.folder / "pmodes.yaml").write_text(json.dumps(agreed))
+    pmodes = load_pmodes(belgium.folder / "pmodes.yaml")
     with running(belgium):
         status, kind, body = belgium.post_as4(b"this is not XML", SOAP12)
         assert status == 200 and _signed_error(kind, body) == [ErrorCode.INVALID_HEADER.code]
@@ -59,11 +68,12 @@ def test_refused_messages_get_signed_error_signals_with_http_200_and_nothing_is_
         status, kind, body = belgium.post_as4(envelope, "text/plain")
         assert status == 200 and _signed_error(kind, body) == [ErrorCode.MIME_INCONSISTENCY.code]
 
-        unknown = _user_message(route, "unknown@se", action="Unknown")
-        expected = load_pmodes(belgium.folder / "pmodes.yaml").match_incoming(unknown).error_code
-        assert expected is ErrorCode.VALUE_NOT_RECOGNIZED
-        status, kind, body = belgium.post_as4(serialize(build_envelope(unknown)), SOAP12)
-        assert status == 200 and _signed_error(kind, body) == [expected.code]
+        unknown = _user_message(route, "unknown@se", service="urn:example:service:unknown", action="Unknown")
+        twice = _user_message(route, "twice@se", action="Twice")
+        for message, code in ((unknown, ErrorCode.VALUE_NOT_RECOGNIZED), (twice, ErrorCode.OTHER)):
+            assert pmodes.match_incoming(message).error_code is code  # EBMS:0001 none, EBMS:0004 ambiguous
+            status, kind, body = belgium.post_as4(serialize(build_envelope(message)), SOAP12)
+            assert status == 200 and _signed_error(kind, body) == [code.code]
 
         secured = _secured(route, "signed@se", "ap-sweden-sign")
         original = b"".join(secured.packed.body)
