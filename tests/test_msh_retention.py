@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-from tests.test_msh_support import Peer, pair, running, submission
+from aiohttp.test_utils import TestClient
+
+from accesspoint.msh.config import load_config
+from accesspoint.msh.server import AccessPoint
+from accesspoint.store import ManualClock, PurgeReport
+from tests.test_msh import TOKEN
+from tests.test_msh_support import Peer, agreements, pair, running, submission
+
+Client = Callable[..., Awaitable[TestClient[Any, Any]]]
 
 
 def _files(peer: Peer) -> list[Path]:
@@ -43,3 +55,31 @@ def test_purge_drops_payloads_then_messages_then_evidence_per_pmode_retention(tm
         _wait(
             "acknowledged message purged", lambda: belgium.api("GET", "/api/v1/messages/r1@se?direction=in")[0] == 404
         )
+
+
+async def test_purge_runs_on_the_injected_clock(aiohttp_client: Client, tmp_path: Path) -> None:
+    """With a manual clock, a failed message loses its payloads after 30 days, its record after 90, evidence later."""
+    retention = {"payloads": "30d", "messages": "90d", "evidence": "1y"}
+    sweden, _belgium = pair(tmp_path)
+    pmodes = agreements("ap-sweden", sweden.base + "/as4", "http://127.0.0.1:9/as4", retries=0, retention=retention)
+    sweden.folder.joinpath("pmodes.yaml").write_text(json.dumps(pmodes))
+    clock = ManualClock(datetime.now(UTC))
+    access_point = AccessPoint(load_config(sweden.folder / "server.yaml"), clock=clock)
+    client = await aiohttp_client(access_point.application())
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    response = await client.post("/api/v1/messages", json=submission("se-to-be", b"<x/>", "old@se"), headers=auth)
+    assert response.status == 202
+    # Nobody listens at the partner's endpoint and the leg allows no wait: it fails at once, a final state.
+    for _ in range(100):
+        document = await (await client.get("/api/v1/messages/old@se", headers=auth)).json()
+        if document["state"] == "failed":
+            break
+        await asyncio.sleep(0.05)
+    assert document["state"] == "failed", document
+
+    day = timedelta(days=1)
+    assert await access_point.purge(now=clock.now() + 29 * day) == PurgeReport()
+    assert await access_point.purge(now=clock.now() + 31 * day) == PurgeReport(payloads=1)
+    assert await access_point.purge(now=clock.now() + 91 * day) == PurgeReport(messages=1)
+    assert (await client.get("/api/v1/messages/old@se", headers=auth)).status == 404
+    assert (await access_point.purge(now=clock.now() + 366 * day)).evidence >= 1
