@@ -81,7 +81,7 @@ def _ds(local: str) -> _Name:
     return f"{DS}{local}", f"ds:{local}"
 
 
-def _plain(name: str) -> _Name:
+def _unqualified(name: str) -> _Name:
     return name, name
 
 
@@ -123,23 +123,23 @@ _DIGEST_VALUE_NAME: Final = _ds("DigestValue")
 _INCLUSIVE_NAME: Final = EC_INCLUSIVE, "ec:InclusiveNamespaces"
 _WSU_ID_NAME: Final = WSU_ID, "wsu:Id"
 _XML_LANG_NAME: Final = XML_LANG, "xml:lang"
-_TYPE_ATTRIBUTE: Final = _plain("type")
-_NAME_ATTRIBUTE: Final = _plain("name")
-_MPC_ATTRIBUTE: Final = _plain("mpc")
-_PMODE_ATTRIBUTE: Final = _plain("pmode")
-_HREF_ATTRIBUTE: Final = _plain("href")
-_LOCATION_ATTRIBUTE: Final = _plain("location")
-_VERSION_ATTRIBUTE: Final = _plain("version")
-_NAMESPACE_ATTRIBUTE: Final = _plain("namespace")
-_URI_ATTRIBUTE: Final = _plain("URI")
-_ALGORITHM_ATTRIBUTE: Final = _plain("Algorithm")
-_PREFIX_LIST_ATTRIBUTE: Final = _plain("PrefixList")
-_CATEGORY_ATTRIBUTE: Final = _plain("category")
-_REF_TO_MESSAGE_IN_ERROR_ATTRIBUTE: Final = _plain("refToMessageInError")
-_ERROR_CODE_ATTRIBUTE: Final = _plain("errorCode")
-_ORIGIN_ATTRIBUTE: Final = _plain("origin")
-_SEVERITY_ATTRIBUTE: Final = _plain("severity")
-_SHORT_DESCRIPTION_ATTRIBUTE: Final = _plain("shortDescription")
+_TYPE_ATTRIBUTE: Final = _unqualified("type")
+_NAME_ATTRIBUTE: Final = _unqualified("name")
+_MPC_ATTRIBUTE: Final = _unqualified("mpc")
+_PMODE_ATTRIBUTE: Final = _unqualified("pmode")
+_HREF_ATTRIBUTE: Final = _unqualified("href")
+_LOCATION_ATTRIBUTE: Final = _unqualified("location")
+_VERSION_ATTRIBUTE: Final = _unqualified("version")
+_NAMESPACE_ATTRIBUTE: Final = _unqualified("namespace")
+_URI_ATTRIBUTE: Final = _unqualified("URI")
+_ALGORITHM_ATTRIBUTE: Final = _unqualified("Algorithm")
+_PREFIX_LIST_ATTRIBUTE: Final = _unqualified("PrefixList")
+_CATEGORY_ATTRIBUTE: Final = _unqualified("category")
+_REF_TO_MESSAGE_IN_ERROR_ATTRIBUTE: Final = _unqualified("refToMessageInError")
+_ERROR_CODE_ATTRIBUTE: Final = _unqualified("errorCode")
+_ORIGIN_ATTRIBUTE: Final = _unqualified("origin")
+_SEVERITY_ATTRIBUTE: Final = _unqualified("severity")
+_SHORT_DESCRIPTION_ATTRIBUTE: Final = _unqualified("shortDescription")
 _DS_NSMAP: Final = {"ds": NS.DS.value}
 _EBBP_NSMAP: Final = {"ebbp": NS.EBBP.value}
 _EC_NSMAP: Final = {"ec": NS.EC.value}
