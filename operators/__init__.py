@@ -6,7 +6,8 @@ How a message reaches a mailbox
       (``As4Channel.deliver``); the operator's access point receives it and the operator (this package's
       ``service.Operator``, ``accesspoint operator serve``) takes it as that access point's backend;
     - over SOAP: ``deliverSecure`` of the SealedDelivery to an operator still on Service v3
-      (``SoapChannel.deliver``, built on ``soap.ServiceV3Client``).
+      (``SoapChannel.deliver``, built on ``soap.ServiceV3Client``); the reference operator answers it too, at
+      ``/soap/v3/service``.
 
 What the operator does (``service``), pure parts in ``deliveries`` and ``receipts``
     webhook / poll -> download -> ``deliveries.check_delivery`` (seal, sender signature, trust; XHE; SBD) ->

@@ -15,6 +15,8 @@ HTTP (bearer tokens, RFC 9457 problem bodies):
 - ``GET /api/v1/mailboxes/{recipient}/messages``: the mailbox, newest first (no bodies);
 - ``GET /api/v1/mailboxes/{recipient}/messages/{id}``: one message, body and attachments in base64;
 - ``GET /api/v1/deliveries/{as4_message_id}``: what became of a delivery (outcome, reason, the reply's id);
+- ``POST /soap/v3/service``: Service v3 ``deliverSecure`` (SOAP 1.1) into the same mailboxes, for routers still
+  on the SOAP contract (``soap.deliver_secure_handler``; its answer is ``Delivered``, no AS4 reply);
 - ``GET /health``.
 """
 
@@ -50,10 +52,12 @@ from operators.deliveries import (
 from operators.mailbox import MailboxStore, StoredMail, create_engine
 from operators.receipts import build_answer, stable_id
 from operators.settings import ApiToken, OperatorSettings
+from operators.soap import deliver_secure_handler
 
 log = logging.getLogger("operators.service")
 
 MAX_ATTEMPTS = 5
+SERVICE_V3_PATH = "/soap/v3/service"
 
 
 class AccessPointError(RuntimeError):
@@ -253,6 +257,13 @@ class Operator:
         await self.store.replied(message_id, reply_id, answer)
         await client.ack(message_id)
 
+    async def deliver_soap(self, delivery: CheckedDelivery) -> bool:
+        """A delivery that came over Service v3: into the mailbox (once per business id) when there is one."""
+        if not await self.store.has_mailbox(delivery.recipient):
+            return False
+        await self.store.deliver(f"soap:{delivery.business_id}", delivery, now=self.clock())
+        return True
+
     # ------------------------------------------------------------------------------------------------ HTTP
 
     def _token(self, request: web.Request) -> ApiToken:
@@ -333,11 +344,14 @@ class Operator:
 
     def application(self) -> web.Application:
         """The aiohttp application; starting it starts the operator."""
-        app = web.Application(middlewares=[_problems])
+        app = web.Application(middlewares=[_problems], client_max_size=64 * 1024 * 1024)
         app.router.add_post("/hooks/accesspoint", self.webhook)
         app.router.add_get("/api/v1/mailboxes/{recipient}/messages", self.api_list)
         app.router.add_get("/api/v1/mailboxes/{recipient}/messages/{id}", self.api_read)
         app.router.add_get("/api/v1/deliveries/{id}", self.api_delivery)
+        # Service v3 for routers that still call deliverSecure: the same checks, the same mailboxes.
+        schema = self.trust.minameddelanden_schema
+        app.router.add_post(SERVICE_V3_PATH, deliver_secure_handler(self.deliver_soap, self.trust, schema=schema))
         app.router.add_get("/health", _health)
 
         async def lifecycle(_app: web.Application) -> AsyncIterator[None]:

@@ -174,15 +174,18 @@ def deliver_secure_response(
     return _envelope(response)
 
 
-def legacy_operator_app(
+Handler = Callable[[web.Request], Awaitable[web.Response]]
+
+
+def deliver_secure_handler(
     deliver: Deliver,
     trust: DeliveryTrust,
     *,
     schema: etree.XMLSchema | None = None,
     clock: Callable[[], datetime] | None = None,
-) -> web.Application:
-    """A Service v3 endpoint (any path) answering ``deliverSecure``; ``deliver`` stores a checked delivery and
-    says whether the recipient had a mailbox (``Delivered``)."""
+) -> Handler:
+    """The aiohttp handler of a Service v3 ``deliverSecure`` endpoint; ``deliver`` stores a checked delivery
+    and says whether the recipient had a mailbox (``Delivered``)."""
     now = clock or (lambda: datetime.now(UTC))
 
     def soap(body: bytes, status: int = 200) -> web.Response:
@@ -208,14 +211,26 @@ def legacy_operator_app(
         answer = deliver_secure_response(str(uuid.uuid4()), [(delivery.recipient, delivered)], schema=schema)
         return soap(answer)
 
+    return handle
+
+
+def legacy_operator_app(
+    deliver: Deliver,
+    trust: DeliveryTrust,
+    *,
+    schema: etree.XMLSchema | None = None,
+    clock: Callable[[], datetime] | None = None,
+) -> web.Application:
+    """A Service v3 endpoint (any path) answering ``deliverSecure`` (see ``deliver_secure_handler``)."""
     app = web.Application(client_max_size=64 * 1024 * 1024)
-    app.router.add_post("/{tail:.*}", handle)
+    app.router.add_post("/{tail:.*}", deliver_secure_handler(deliver, trust, schema=schema, clock=clock))
     return app
 
 
 __all__ = [
     "DeliverSecureFault",
     "ServiceV3Client",
+    "deliver_secure_handler",
     "deliver_secure_request",
     "deliver_secure_response",
     "fault_response",

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from accesspoint.msh.webhooks import SIGNATURE_HEADER, signature
-from operators.channels import As4Channel
+from operators.channels import As4Channel, SoapChannel
 from operators.sender import SenderStatus, end_to_end_status
 from tests.conftest import INTEROP, REPO
 from tests.test_msh import CERTS, TOKEN, _free_port
@@ -276,3 +276,16 @@ def test_mailbox_api_and_webhook_refuse_the_unauthorised(federation: Federation)
     body = json.dumps({"event": "message-received", "data": {"direction": "in", "message_id": "x"}}).encode()
     code, problem = _http(f"{base}/hooks/accesspoint", data=body, headers={"X-Accesspoint-Signature": "sha256=00"})
     assert code == 401 and problem["title"] == "bad-signature"
+
+
+def test_legacy_router_delivers_over_service_v3_into_the_same_mailbox(federation: Federation) -> None:
+    """deliverSecure to the running operator's Service v3 endpoint: Delivered=true, the letter is in the mailbox."""
+    delivery = secure_delivery(PERSON)
+    channel = SoapChannel(f"{federation.operator_url}/soap/v3/service")
+    handover = asyncio.run(channel.deliver(sealed(delivery), message_id="soap-1@se", recipient=PERSON))
+    assert (handover.channel, handover.delivered) == ("soap", True)
+    stranger = secure_delivery("198112289874")
+    refused = asyncio.run(channel.deliver(sealed(stranger), message_id="soap-2@se", recipient="198112289874"))
+    assert refused.delivered is False
+    mailbox = _http(f"{federation.operator_url}/api/v1/mailboxes/{PERSON}/messages", PERSONAL)[1]
+    assert f"soap:{delivery.messages[0].id}" in [m["as4_message_id"] for m in mailbox["messages"]]
