@@ -242,8 +242,10 @@ class Operator:
         )
         reply_id = f"{stable_id('reply', message_id)}@{self.settings.id}"
         answer = [{"content_id": p.content_id, "mime_type": p.mime_type} for p in parts]
+        reply_pmode = self.settings.access_point.reply_pmode
         status, document = await client.submit(
             {
+                **({"pmode": reply_pmode} if reply_pmode else {}),
                 "message_id": reply_id,
                 "ref_to_message_id": message_id,
                 "properties": {"deliveryStatus": "delivered" if isinstance(outcome, CheckedDelivery) else "rejected"},

@@ -18,6 +18,7 @@ url = "http://127.0.0.1:8080"
 token = "…"                         # its backend API token
 webhook_secret = "…"                # the secret of its message-received webhook (HMAC-SHA256)
 poll_interval = "5s"                # also search the API for received messages this often ("0s": webhooks only)
+reply_pmode = "operator-answers"    # optional: the P-Mode of the answers (default: the delivery's two-way P-Mode)
 
 [operator.trust]
 intermediaries = ["ap-sweden-sign.pem"]    # who may seal Mina meddelanden deliveries (pinned)
@@ -78,6 +79,9 @@ class AccessPointLink:
     token: str = field(repr=False)
     webhook_secret: str = field(repr=False)
     poll_interval: timedelta = timedelta(seconds=5)
+    # The P-Mode the answers go out on. Unset: the delivery's own two-way P-Mode (its reply leg), which the access
+    # point picks from ref_to_message_id; set it when deliveries come on a one-way P-Mode (a router forwarding).
+    reply_pmode: str | None = None
 
 
 @dataclass(frozen=True)
@@ -212,7 +216,11 @@ def parse_settings(table: dict[str, Any], *, where: str = "settings", base: Path
         interval = _duration(link_table.get("poll_interval", "5s"))
         if interval is None:
             check.fail("access_point.poll_interval", "a duration like 500ms, 5s or 1m")
-        link = AccessPointLink(url.rstrip("/"), token, secret, interval or timedelta(seconds=5))
+        reply_pmode = link_table.get("reply_pmode")
+        if reply_pmode is not None and not (isinstance(reply_pmode, str) and reply_pmode):
+            check.fail("access_point.reply_pmode", "a P-Mode id")
+            reply_pmode = None
+        link = AccessPointLink(url.rstrip("/"), token, secret, interval or timedelta(seconds=5), reply_pmode)
     trust = table.get("trust") or {}
     if not isinstance(trust, dict):
         check.fail("trust", "a table")

@@ -28,6 +28,7 @@ def _table(folder: Path) -> dict[str, object]:
             "token": "t" * 16,
             "webhook_secret": "s" * 16,
             "poll_interval": "500ms",
+            "reply_pmode": "operator-answers",
         },
         "trust": {"intermediaries": [str(CERTS / "ap-sweden-sign.pem")]},
         "tokens": [{"token": "m" * 16, "recipients": ["197001011234"]}],
@@ -42,6 +43,7 @@ def test_yaml_settings_load_with_paths_relative_to_the_file(tmp_path: Path) -> N
     assert settings.database == f"sqlite+aiosqlite:///{tmp_path / 'mailbox.db'}"
     assert settings.access_point.url == "http://127.0.0.1:8080"
     assert settings.access_point.poll_interval.total_seconds() == 0.5
+    assert settings.access_point.reply_pmode == "operator-answers"
     assert settings.keys.certificate == OPERATOR.certificate
     assert len(settings.intermediaries) == 1
     (token,) = settings.tokens
