@@ -16,6 +16,8 @@ Paths are relative to the settings file. Everything but ``pmodes`` and ``keys`` 
     tls_client: {certificate: c.pem, key: c.key}  # what the sender presents (else tls's)
     webhooks:
       - {url: https://backend/hook, events: [message-received, receipt, error], secret: ..., backoff: 5s}
+    discovery: {zone: sml.example, dns: 127.0.0.1:53, scheme: peppol, smp_trust: smp-ca.pem}  # dynamic partners
+    routing: {far: http://far:8470, token: ..., pmodes: [...]}  # the router (accesspoint/routing/settings.py)
 """
 
 from __future__ import annotations
@@ -31,9 +33,11 @@ from typing import Any
 import yaml
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+from accesspoint.routing.settings import RoutingSettings, parse_discovery, parse_routing
 from accesspoint.security.algorithms import SignatureAlgorithm
 from accesspoint.security.keys import KeyLoadError, KeyPair, load_key_pair
 from accesspoint.security.policy import SecurityPolicy
+from smp.client import DiscoverySettings
 
 
 class ConfigError(ValueError):
@@ -125,6 +129,8 @@ class ServerConfig:
     tls_trust: Path | None = None  # CA bundle the sender trusts for HTTPS (else the system's)
     tls_client: TlsConfig | None = None  # certificate the sender presents (else tls's, when configured)
     purge_interval: timedelta = timedelta(hours=1)
+    discovery: DiscoverySettings | None = None  # dynamic partners: BDXL + SMP (accesspoint/routing/settings.py)
+    routing: RoutingSettings | None = None  # the router: FaR, routed P-Modes, forwarding
 
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
@@ -177,7 +183,7 @@ def load_config(path: str | Path) -> ServerConfig:
     known = {
         "listen", "pmodes", "database", "storage", "keys", "api_tokens", "instance", "redis", "send",
         "max_message_size", "revocation", "evidence_retention", "pull", "webhooks", "tls", "tls_trust",
-        "tls_client", "retention",
+        "tls_client", "retention", "discovery", "routing",
     }  # fmt: skip
     unknown = sorted(set(data) - known)
     if unknown:
@@ -211,6 +217,11 @@ def load_config(path: str | Path) -> ServerConfig:
     pull = _mapping(data.get("pull"), f"{file}: field pull")
     retention = _mapping(data.get("retention"), f"{file}: field retention")
     tls_trust = data.get("tls_trust")
+    try:
+        discovery = parse_discovery(base, data.get("discovery"), f"{file}: field discovery")
+        routing = parse_routing(base, data.get("routing"), f"{file}: field routing")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     return ServerConfig(
         file=file,
         host=str(listen.get("host", "127.0.0.1")),
@@ -234,6 +245,8 @@ def load_config(path: str | Path) -> ServerConfig:
         tls_trust=None if tls_trust is None else base / str(tls_trust),
         tls_client=_tls(base, data.get("tls_client"), f"{file}: field tls_client"),
         purge_interval=_duration(retention.get("interval", "1h"), f"{file}: field retention.interval"),
+        discovery=discovery,
+        routing=routing,
     )
 
 

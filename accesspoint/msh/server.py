@@ -57,6 +57,8 @@ from accesspoint.msh.receiving import (
 )
 from accesspoint.msh.tls import client_context, server_context
 from accesspoint.msh.webhooks import WebhookNotifier
+from accesspoint.routing.outbound import RouteRecords, RouteUnavailable, addressed, submission_receiver
+from accesspoint.routing.shell import Routing
 from accesspoint.security.fetch import UrlFetcher
 from accesspoint.security.outbound import Payload, SecuredMessage, secure_message
 from accesspoint.security.policy import RevocationMode
@@ -101,6 +103,8 @@ class AccessPoint:
         self.revocation = RevocationChecker(UrlFetcher()) if config.revocation else None
         self.session: aiohttp.ClientSession | None = None
         self.webhooks = WebhookNotifier(config.webhooks, clock=self.clock, outbox=config.storage / "webhooks")
+        # Dynamic partners (BDXL + SMP) and the router; route records of forwarded messages live in storage.
+        self.routing = Routing(config.discovery, RouteRecords(config.storage / "routing"), revocation=self.revocation)
         self._tasks: list[asyncio.Task[None]] = []
 
     # ------------------------------------------------------------------------------------------ lifecycle
@@ -136,6 +140,7 @@ class AccessPoint:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.webhooks.close()
+        await self.routing.close()
         if self.session is not None:
             await self.session.close()
         await self.queue.close()
@@ -559,7 +564,9 @@ class AccessPoint:
             message_info=HeaderInfo(
                 message_id=message_id, timestamp=now, ref_to_message_id=None if ref is None else str(ref)
             ),
-            party_info=PartyInfo(sender=route.from_party, receiver=route.to_party),
+            party_info=PartyInfo(
+                sender=route.from_party, receiver=submission_receiver(route, document.get("to"), properties)
+            ),
             collaboration_info=CollaborationInfo(
                 service=route.leg.service,
                 action=route.leg.action,
@@ -660,6 +667,15 @@ class AccessPoint:
                 message, MessageState.AWAITING_RECEIPT, now=self.clock.now(), detail="waits for pull"
             )
             return
+        if route.dynamic:  # endpoint and certificates from a route record or BDXL + SMP
+            try:
+                route = await self.routing.resolve(store, message, route, at=self.clock.now())
+            except RouteUnavailable as exc:
+                await self._retry_or_fail(message, route, str(exc))
+                return
+            except EbmsError as exc:
+                await self._fail(message, exc)
+                return
         endpoint = route.endpoint
         if endpoint is None:
             await self._fail(message, EbmsError(ErrorCode.PROCESSING_MODE_MISMATCH, "the P-Mode names no endpoint"))
@@ -732,6 +748,7 @@ class AccessPoint:
         header_bytes = b"".join([c async for c in store.read(header_evidence)])
         user = parse_envelope(header_bytes).messaging.message
         assert isinstance(user, UserMessage)
+        user = addressed(user, route)  # a dynamic partner's eb:To is the access point discovery found
         payloads = [
             Payload(p.content_id, p.mime_type, _file_source(store.files.root / p.path), compress=route.leg.compression)
             for p in await store.payloads(message)
