@@ -117,6 +117,17 @@ def policy_for_key(keys: KeyPair) -> SecurityPolicy:
     return SecurityPolicy.edelivery_1_15(signature_algorithm=SignatureAlgorithm.RSA_SHA256, encrypt=False)
 
 
+def reply_policy(received: ReceivedMessage | None, pmodes: PModeSet) -> SecurityPolicy | None:
+    """The security policy of the leg a refused user message belongs to, when one P-Mode matches it."""
+    if received is None:
+        return None
+    message = received.parsed.messaging.message
+    if not isinstance(message, UserMessage):
+        return None
+    route = pmodes.match_incoming(message).route
+    return None if route is None else route.security
+
+
 def error_response(
     error: EbmsError,
     *,

@@ -45,13 +45,14 @@ from accesspoint.core.model import (
 )
 from accesspoint.core.namespaces import GZIP, SoapVersion
 from accesspoint.core.signals import signed_references
-from accesspoint.msh.config import ServerConfig, WebhookEvent
+from accesspoint.msh.config import ConfigError, ServerConfig, WebhookEvent
 from accesspoint.msh.openapi import OPENAPI
 from accesspoint.msh.receiving import (
     accept_user_message,
     error_response,
     new_message_id,
     pull_request,
+    reply_policy,
     signed_signal,
     verify_signal,
 )
@@ -195,6 +196,7 @@ class AccessPoint:
         self, request: web.Request, content_type: str, soap_version: SoapVersion
     ) -> web.StreamResponse:
         now = self.clock.now()
+        received: ReceivedMessage | None = None
         try:
             received = await self._read(request, content_type)
             soap_version = received.parsed.messaging.soap_version
@@ -206,8 +208,13 @@ class AccessPoint:
             # An empty MPC is the normal answer to most PullRequests, not a refusal.
             level = logging.DEBUG if error.error_code is ErrorCode.EMPTY_MPC else logging.WARNING
             log.log(level, "refused an incoming message: %s", error)
-            signing = self.config.keys.signing_key()
-            body = error_response(error, keys=signing, policy=None, soap_version=soap_version, at=now)
+            # The error is signed as the leg's profile signs (Ed25519 on a 2.0 leg), where a P-Mode matches.
+            policy = reply_policy(received, self.pmodes)
+            try:
+                signing = self.config.keys.signing_key(policy)
+            except ConfigError:
+                signing, policy = self.config.keys.signing_key(), None
+            body = error_response(error, keys=signing, policy=policy, soap_version=soap_version, at=now)
             return _soap(body, soap_version)
         return _soap(receipt, soap_version)
 
