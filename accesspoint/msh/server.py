@@ -105,7 +105,12 @@ class AccessPoint:
         self.session: aiohttp.ClientSession | None = None
         self.webhooks = WebhookNotifier(config.webhooks, clock=self.clock, outbox=config.storage / "webhooks")
         # Dynamic partners (BDXL + SMP) and the router; route records of forwarded messages live in storage.
-        self.routing = Routing(config.discovery, RouteRecords(config.storage / "routing"), revocation=self.revocation)
+        self.routing = Routing(
+            config.discovery,
+            RouteRecords(config.storage / "routing"),
+            revocation=self.revocation,
+            routing=config.routing,
+        )
         self._tasks: list[asyncio.Task[None]] = []
 
     # ------------------------------------------------------------------------------------------ lifecycle
@@ -237,6 +242,8 @@ class AccessPoint:
         route, user = accepted.route, accepted.user_message
         _check_binding(route, user, pulled_on)
         await self._check_reply(route, user)
+        # The router asks FaR (or picks discovery) before the receipt: a refusal is EBMS:0004 with the reason.
+        plan = await self.routing.decide(self._store, self.pmodes, route, user)
         policy = route.security
         receipt_bytes = signed_signal(accepted.receipt, self.config.keys.signing_key(policy), policy, soap_version)
         reception = await self._store.receive(_info(user, route), list(_new_payloads(accepted)), now=now)
@@ -254,6 +261,8 @@ class AccessPoint:
             Direction.IN, user.message_id, EvidenceKind.OUR_RECEIPT, _once(receipt_bytes), now=now, retain_for=retention
         )
         self.webhooks.notify(WebhookEvent.MESSAGE_RECEIVED, _message_json(reception.message))
+        if plan is not None:
+            await self.routing.forward(self, plan, reception.message, user, now=now)
         return receipt_bytes
 
     async def _check_reply(self, route: Route, user: UserMessage) -> None:

@@ -3,19 +3,46 @@
 ``Routing`` is built by the AccessPoint from its settings (no globals) and closed when it stops. The decisions
 themselves are pure (:mod:`accesspoint.routing.decision`); this module only asks FaR, reads the stored header,
 records route targets and submits forwarded messages.
+
+Receiving, with ``routing`` settings: :meth:`Routing.decide` runs after the message passed security and before
+it is stored; a refusal is an EbmsError (EBMS:0004 with the reason), which the MSH answers as a signed error
+signal instead of the receipt. After the message is stored, :meth:`Routing.forward` records the route target,
+submits the forwarded message (same payloads, properties and conversation) on the forwarding P-Mode and moves
+the received message to ``delivered_to_backend`` with the outcome in its history.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, Protocol
 
 from accesspoint.core.envelope import parse_envelope
 from accesspoint.core.model import UserMessage
-from accesspoint.routing.outbound import PartnerResolver, RouteRecords
+from accesspoint.routing.decision import (
+    FarFailure,
+    MessageFacts,
+    RouteKind,
+    RoutingDecision,
+    classify,
+    decide,
+    forward_route,
+    no_agreement,
+)
+from accesspoint.routing.outbound import PartnerResolver, RouteRecords, RouteTarget
+from accesspoint.routing.settings import RoutingSettings
 from accesspoint.security.revocation import RevocationChecker
-from accesspoint.store import Direction, EvidenceKind, MessageStore, StoredMessage
-from pmode import Route
+from accesspoint.store import Direction, EvidenceKind, MessageState, MessageStore, NewPayload, StoredMessage
+from far.client import FarClient, FarUnavailable, ReachabilityLookup
+from far.service import FarError, Reachability
+from pmode import PModeSet, Route
+from pmode.model import PayloadFormat
 from smp.client import DiscoverySettings
+
+log = logging.getLogger("accesspoint.routing")
 
 
 async def stored_header(store: MessageStore, message: StoredMessage) -> UserMessage:
@@ -27,6 +54,82 @@ async def stored_header(store: MessageStore, message: StoredMessage) -> UserMess
     return user
 
 
+class Submitter(Protocol):
+    """What forwarding needs from the access point: its P-Modes, its store and its submission path."""
+
+    pmodes: PModeSet
+    store: MessageStore | None
+
+    async def submit(self, document: dict[str, Any], files: Sequence[NewPayload] | None = None) -> StoredMessage:
+        """Store and queue an outgoing message."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A routing decision for a received message and the leg it is forwarded on."""
+
+    decision: RoutingDecision
+    route: Route
+
+
+class _FarLookup:
+    """FaR over HTTP (FarClient) or in this process (FarService on its own engine), opened on first use."""
+
+    def __init__(self, settings: RoutingSettings) -> None:
+        self.settings = settings
+        self._lookup: ReachabilityLookup | None = None
+        self._client: FarClient | None = None
+        self._engine: Any = None
+        self._lock = asyncio.Lock()
+
+    async def _open(self) -> ReachabilityLookup:
+        async with self._lock:
+            if self._lookup is not None:
+                return self._lookup
+            if self.settings.far_url is not None:
+                client = FarClient(
+                    self.settings.far_url, self.settings.token, timeout=self.settings.timeout.total_seconds()
+                )
+                self._client = await client.__aenter__()
+                self._lookup = client
+            else:
+                from far.model import create_engine, create_tables
+                from far.service import FarService
+
+                far = self.settings.far_settings
+                self._engine = create_engine(far.database)
+                await create_tables(self._engine)
+                self._lookup = FarService(self._engine, policy=far.policy)
+            return self._lookup
+
+    async def is_reachable(self, sender_orgnr: str, recipient: str) -> Reachability | FarFailure:
+        """FaR's answer about one recipient, or why there is none."""
+        try:
+            lookup = await self._open()
+            (answer,) = await asyncio.wait_for(
+                lookup.is_reachable(sender_orgnr, [recipient]), self.settings.timeout.total_seconds()
+            )
+        except FarError as exc:
+            return FarFailure(unavailable=False, detail=exc.detail)
+        except (FarUnavailable, TimeoutError, OSError) as exc:
+            log.warning("FaR cannot answer: %s", exc or type(exc).__name__)
+            return FarFailure(unavailable=True, detail=str(exc))
+        except Exception:  # a database failure of an in-process FaR, say: still a clear answer to the sender
+            log.exception("FaR failed")
+            return FarFailure(unavailable=True, detail="FaR failed")
+        return answer
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.__aexit__(None, None, None)
+            self._client = None
+        if self._engine is not None:
+            await self._engine.dispose()
+            self._engine = None
+        self._lookup = None
+
+
 class Routing:
     """Dynamic partners for the send workers and, with ``routing`` settings, the router for incoming messages."""
 
@@ -36,13 +139,18 @@ class Routing:
         records: RouteRecords,
         *,
         revocation: RevocationChecker | None = None,
+        routing: RoutingSettings | None = None,
     ) -> None:
         self.records = records
         self.resolver = PartnerResolver(discovery, records, revocation=revocation)
+        self.settings = routing
+        self.far = None if routing is None else _FarLookup(routing)
 
     async def close(self) -> None:
-        """Close the discovery client (and FaR's)."""
+        """Close the discovery client and FaR's."""
         await self.resolver.close()
+        if self.far is not None:
+            await self.far.close()
 
     async def resolve(self, store: MessageStore, message: StoredMessage, route: Route, *, at: datetime) -> Route:
         """The leg with a dynamic partner filled in (see :meth:`PartnerResolver.resolve`); others unchanged."""
@@ -50,3 +158,69 @@ class Routing:
             return route
         user = await stored_header(store, message)
         return await self.resolver.resolve(message.message_id, user, route, at=at)
+
+    # ------------------------------------------------------------------------------------------ the router
+
+    async def decide(self, store: MessageStore, pmodes: PModeSet, route: Route, user: UserMessage) -> Plan | None:
+        """Where a received message goes; None when it stays here. EbmsError (EBMS:0004) refuses it."""
+        settings, far = self.settings, self.far
+        if settings is None or far is None or (settings.pmodes and route.pmode.id not in settings.pmodes):
+            return None
+        if await store.get(Direction.IN, user.message_id) is not None:
+            return None  # a duplicate: it gets the stored receipt, and was routed the first time
+        sdk = route.pmode.network == "sdk" or route.leg.payload.format is PayloadFormat.XHE
+        facts = MessageFacts.of(user, sdk=sdk)
+        destination = classify(facts)
+        answer = None
+        if destination.needs_far and destination.sender_orgnr and destination.recipient:
+            answer = await far.is_reachable(destination.sender_orgnr, destination.recipient)
+        decision = decide(facts, answer)
+        if decision.kind is RouteKind.LOCAL:
+            return None
+        if not decision.refused:
+            action = user.collaboration_info.action
+            forward = forward_route(decision, pmodes, action=action, pmode_id=settings.forward_pmode)
+            if forward is not None:
+                log.info("%s routed: %s on %s", user.message_id, decision.describe(), forward.name)
+                return Plan(decision, forward)
+            decision = no_agreement(decision)
+        log.info("%s %s", user.message_id, decision.describe())
+        raise decision.error()
+
+    async def forward(
+        self, access_point: Submitter, plan: Plan, received: StoredMessage, user: UserMessage, *, now: datetime
+    ) -> StoredMessage | None:
+        """Submit the forwarded message and record where it went; None (logged) when it could not be submitted."""
+        store = access_point.store
+        assert store is not None
+        decision = plan.decision
+        message_id = f"fwd-{received.message_id}"
+        outcome = decision.describe()
+        if decision.kind is RouteKind.OPERATOR and decision.operator is not None and decision.endpoint is not None:
+            operator = decision.operator
+            target = RouteTarget(
+                message_id, received.message_id, operator.id, operator.name, operator.party_id, decision.endpoint
+            )
+            # Recorded before the forwarded message is queued, so every attempt (and a restart) finds it.
+            await asyncio.to_thread(self.records.put, target)
+            outcome = target.describe()
+        properties = {
+            p.name: {"value": p.value, "type": p.type} if p.type else p.value for p in user.message_properties
+        }
+        document = {
+            "pmode": plan.route.pmode.id,
+            "message_id": message_id,
+            "conversation_id": user.collaboration_info.conversation_id,
+            "properties": properties,
+        }
+        files = [
+            NewPayload(p.content_id, p.mime_type, store.read(p), p.properties) for p in await store.payloads(received)
+        ]
+        try:
+            forwarded = await access_point.submit(document, files)
+        except Exception:
+            log.exception("%s: forwarding on %s failed", received.message_id, plan.route.name)
+            return None
+        await store.transition(received, MessageState.DELIVERED_TO_BACKEND, now=now, detail=outcome)
+        log.info("%s %s", received.message_id, outcome)
+        return forwarded

@@ -1,0 +1,227 @@
+"""The router's sans-I/O decision: every route and every refusal, from header facts and FaR's answer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from accesspoint.core.errors import ErrorCode
+from accesspoint.routing.decision import (
+    FarFailure,
+    MessageFacts,
+    Refusal,
+    RouteKind,
+    RoutingDecision,
+    classify,
+    decide,
+    forward_route,
+    no_agreement,
+    sender_orgnr,
+)
+from accesspoint.routing.outbound import DISCOVERY, RouteRecords, RouteTarget
+from accesspoint.routing.settings import parse_discovery, parse_routing
+from far.identifiers import with_check_digit
+from far.service import Operator, Reachability, Reason
+from pmode import load_pmodes
+from tests.conftest import REPO
+
+CERTS = REPO / "pmode" / "examples" / "certs"
+UNREGISTERED = "urn:oasis:names:tc:ebcore:partyid-type:unregistered"
+SENDER = with_check_digit("202100544")  # a Swedish authority's organisationsnummer
+PERSON = "19" + with_check_digit("7802022389"[:9])
+OPERATOR = Operator(with_check_digit("556840226"), "Mailbox AB", "AP-OPERATOR-1", "https://op.example/as4")
+
+
+def facts(recipient: str | None, sender: str | None = f"0007:{SENDER}", **extra: object) -> MessageFacts:
+    """A message to ``recipient`` from ``sender`` (iso6523-actorid-upis when it has an ICD)."""
+    kind = "iso6523-actorid-upis" if sender and ":" in sender else None
+    return MessageFacts("m@x", recipient, original_sender=sender, original_sender_type=kind, **extra)  # type: ignore[arg-type]
+
+
+def reachable(recipient: str = PERSON, endpoint: str | None = OPERATOR.endpoint) -> Reachability:
+    """FaR's answer for a recipient with a mailbox at OPERATOR."""
+    return Reachability(recipient, True, None, OPERATOR, endpoint or DISCOVERY, True)
+
+
+def unreachable(reason: Reason, recipient: str = PERSON) -> Reachability:
+    """FaR's answer for a recipient that cannot be reached."""
+    return Reachability(recipient, False, reason, None, None, reason is not Reason.SENDER_REFUSED)
+
+
+def test_a_message_without_final_recipient_stays_for_the_backend() -> None:
+    """No finalRecipient: the message is this access point's own (local), no FaR needed."""
+    assert classify(facts(None)).kind is RouteKind.LOCAL
+    assert decide(facts(None)).kind is RouteKind.LOCAL
+
+
+@pytest.mark.parametrize(
+    "recipient",
+    [PERSON, "19" + with_check_digit("780262238"), "16" + SENDER, "SE/NO/12345678"],
+    ids=["personnummer", "samordningsnummer", "organisation", "eidas"],
+)
+def test_digital_post_asks_far_and_goes_to_the_operator(recipient: str) -> None:
+    """A Swedish person or company (or eIDAS id) is digital post: FaR is asked, the operator is the target."""
+    destination = classify(facts(recipient))
+    assert (destination.kind, destination.recipient, destination.sender_orgnr) == (
+        RouteKind.OPERATOR,
+        recipient,
+        SENDER,
+    )
+    assert destination.needs_far
+    decision = decide(facts(recipient), reachable(recipient))
+    assert (decision.kind, decision.operator, decision.endpoint) == (RouteKind.OPERATOR, OPERATOR, OPERATOR.endpoint)
+    assert not decision.refused
+    assert "Mailbox AB" in decision.describe()
+
+
+def test_an_operator_found_through_discovery_keeps_the_discovery_endpoint() -> None:
+    """FaR's endpoint "discovery" is carried to the decision (the operator is found through SMP later)."""
+    decision = decide(facts(PERSON), reachable(endpoint=DISCOVERY))
+    assert decision.endpoint == DISCOVERY and "found through SMP" in decision.describe()
+
+
+@pytest.mark.parametrize("reason", list(Reason))
+def test_every_far_refusal_is_ebms_0004_with_the_reason(reason: Reason) -> None:
+    """An unreachable recipient or refused sender: EBMS:0004 whose detail starts with FaR's reason."""
+    decision = decide(facts(PERSON), unreachable(reason))
+    assert decision.refused and decision.reason == reason.value
+    error = decision.error()
+    assert error.error_code is ErrorCode.OTHER and error.code == "EBMS:0004"
+    assert error.detail.startswith(f"{reason.value}: {PERSON}")
+    assert error.ref_to_message_id == "m@x"
+
+
+def test_far_unavailable_is_a_clear_refusal_not_silence() -> None:
+    """FaR down: EBMS:0004 far-unavailable, telling the sender to try again later."""
+    decision = decide(facts(PERSON), FarFailure(unavailable=True, detail="connection refused"))
+    assert decision.refused and decision.reason == Refusal.FAR_UNAVAILABLE
+    assert decision.error().detail.startswith("far-unavailable: ") and "try again later" in decision.error().detail
+    assert decide(facts(PERSON), None).reason == Refusal.FAR_UNAVAILABLE
+
+
+def test_far_refusing_the_question_is_an_invalid_sender() -> None:
+    """FaR refuses the request itself (a sender it does not accept as input): invalid-sender."""
+    decision = decide(facts(PERSON), FarFailure(unavailable=False, detail="sender: wrong check digit"))
+    assert decision.reason == Refusal.INVALID_SENDER and "wrong check digit" in decision.detail
+
+
+@pytest.mark.parametrize("sender", [None, "urn:no:authority", "0088:5798000000001", "0007:1234567890"])
+def test_digital_post_from_something_that_is_not_an_orgnr_is_refused(sender: str | None) -> None:
+    """originalSender must be a Swedish organisationsnummer: otherwise invalid-sender, without asking FaR."""
+    destination = classify(facts(PERSON, sender))
+    assert destination.kind is RouteKind.REFUSED and destination.reason == Refusal.INVALID_SENDER
+    assert not destination.needs_far
+    assert decide(facts(PERSON, sender)).error().detail.startswith("invalid-sender: ")
+
+
+@pytest.mark.parametrize("given", [SENDER, "16" + SENDER, f"0007:{SENDER}", f"iso6523-actorid-upis::0007:{SENDER}"])
+def test_sender_orgnr_forms(given: str) -> None:
+    """The orgnr is read from 10 digits, 16 + 10 digits, 0007:… and scheme::0007:…."""
+    assert sender_orgnr(given, None) == SENDER
+
+
+def test_sdk_message_to_a_swedish_organisation_goes_to_sdk_discovery() -> None:
+    """An SDK message (XHE / SDK P-Mode) to 0007 or 0203 is routed through SDK's SMP."""
+    for icd in ("0007", "0203"):
+        decision = decide(facts(f"{icd}:{SENDER}", sdk=True, final_recipient_type="iso6523-actorid-upis"))
+        assert decision.kind is RouteKind.SDK
+        assert decision.participant == f"iso6523-actorid-upis::{icd}:{SENDER}"
+
+
+def test_foreign_participant_goes_to_bdxl_and_smp() -> None:
+    """Any other scheme::value participant (and 0007 outside SDK) is found through BDXL + SMP."""
+    assert decide(facts("iso6523-actorid-upis::0088:5798000000001")).kind is RouteKind.PARTICIPANT
+    assert decide(facts("iso6523-actorid-upis::0007:" + SENDER)).kind is RouteKind.PARTICIPANT
+
+
+def test_a_recipient_that_fits_no_route_is_refused() -> None:
+    """A finalRecipient that is neither Swedish nor scheme::value: unknown-recipient."""
+    decision = decide(facts("somebody"))
+    assert decision.refused and decision.reason == Refusal.UNKNOWN_RECIPIENT
+
+
+# ------------------------------------------------------------------------------------ forwarding P-Modes
+
+
+def _pmodes(tmp_path: Path) -> Path:
+    security = {"trust": {"anchors": [str(CERTS / "ca.pem")], "revocation": "off"}}
+    leg = {"service": {"value": "urn:example:post", "type": "urn:example:t"}, "action": "Deliver", "security": security}
+    document = {
+        "version": 1,
+        "self": "ap-sweden",
+        "parties": {
+            "ap-sweden": {"party_ids": [{"value": "AP-SE-0001", "type": UNREGISTERED}], "endpoint": "http://se/as4"},
+            "operator": {
+                "party_ids": [{"value": "AP-OPERATOR-1", "type": UNREGISTERED}],
+                "endpoint": "dynamic",
+                "signing_certificate": str(CERTS / "partner-115.pem"),
+            },
+            "network": {"endpoint": "dynamic"},
+        },
+        "pmodes": [
+            {"id": "to-operator", "network": "edelivery-1.15", "initiator": {"party": "ap-sweden"},
+             "responder": {"party": "operator"}, "legs": [leg]},
+            {"id": "to-network", "network": "edelivery-1.15", "initiator": {"party": "ap-sweden"},
+             "responder": {"party": "network"}, "legs": [leg]},
+        ],
+    }  # fmt: skip
+    path = tmp_path / "pmodes.yaml"
+    path.write_text(json.dumps(document))
+    return path
+
+
+def test_forward_route_names_the_operator_party_or_the_dynamic_partner(tmp_path: Path) -> None:
+    """To an operator: the P-Mode whose receiver is the operator's party; to a participant: a dynamic one."""
+    pmodes = load_pmodes(_pmodes(tmp_path))
+    to_operator = decide(facts(PERSON), reachable())
+    route = forward_route(to_operator, pmodes, action="Deliver")
+    assert route is not None and route.pmode.id == "to-operator"
+    forced = forward_route(to_operator, pmodes, action="Deliver", pmode_id="to-network")
+    assert forced is not None and forced.pmode.id == "to-network"
+    foreign = decide(facts("iso6523-actorid-upis::0088:5798000000001"))
+    route = forward_route(foreign, pmodes, action="Deliver")
+    assert route is not None and route.pmode.id in ("to-operator", "to-network") and route.dynamic
+    assert forward_route(foreign, pmodes, action="Other") is None
+    stranger = Operator("5560000000", "Other AB", "AP-UNKNOWN", "https://x/as4")
+    elsewhere = RoutingDecision(RouteKind.OPERATOR, "m@x", PERSON, operator=stranger, endpoint="https://x/as4")
+    assert forward_route(elsewhere, pmodes, action="Deliver") is None
+    refusal = no_agreement(elsewhere)
+    assert refusal.reason == Refusal.NO_AGREEMENT and "Other AB" in refusal.error().detail
+
+
+def test_route_records_survive_as_files(tmp_path: Path) -> None:
+    """A forwarded message's route target is read back as written."""
+    records = RouteRecords(tmp_path / "routing")
+    target = RouteTarget("fwd-1", "m1", OPERATOR.id, OPERATOR.name, OPERATOR.party_id, "https://op/as4")
+    assert records.get("fwd-1") is None
+    records.put(target)
+    assert records.get("fwd-1") == target
+    assert "Mailbox AB" in target.describe() and "https://op/as4" in target.describe()
+
+
+def test_routing_and_discovery_settings_name_their_mistakes(tmp_path: Path) -> None:
+    """Each bad setting is reported with its field."""
+    where = "server.yaml: field routing"
+    with pytest.raises(ValueError, match=r"routing\.far: required"):
+        parse_routing(tmp_path, {"token": "x" * 16}, where)
+    with pytest.raises(ValueError, match=r"routing\.token"):
+        parse_routing(tmp_path, {"far": "http://far", "token": "short"}, where)
+    with pytest.raises(ValueError, match=r"routing\.bogus: unknown setting"):
+        parse_routing(tmp_path, {"far": "http://far", "bogus": 1}, where)
+    settings = parse_routing(tmp_path, {"far": "http://far:8470/", "pmodes": ["in"], "timeout": "500ms"}, where)
+    assert settings is not None and settings.far_url == "http://far:8470" and settings.pmodes == ("in",)
+    assert settings.timeout.total_seconds() == 0.5
+    in_process = parse_routing(tmp_path, {"far": {"database": "sqlite+aiosqlite:///far.db"}}, where)
+    assert in_process is not None and in_process.far_settings.database.endswith(str(tmp_path / "far.db"))
+    with pytest.raises(ValueError, match=r"discovery\.zone: required"):
+        parse_discovery(tmp_path, {"smp_trust": "x.pem"}, "field discovery")
+    with pytest.raises(ValueError, match=r"discovery\.dns"):
+        parse_discovery(
+            tmp_path, {"zone": "z", "smp_trust": str(CERTS / "ca.pem"), "dns": "nowhere"}, "field discovery"
+        )
+    discovery = parse_discovery(
+        tmp_path, {"zone": "z.", "smp_trust": str(CERTS / "ca.pem"), "dns": "127.0.0.1:53"}, "d"
+    )
+    assert discovery is not None and discovery.zone == "z" and discovery.nameserver == ("127.0.0.1", 53)

@@ -1,0 +1,255 @@
+"""End to end across real processes: a Nordic sender's access point -> the Swedish access point (the router,
+asking FaR before it answers) -> the mailbox operator's access point.
+
+FaR runs as ``accesspoint far serve`` with its recipients loaded by ``accesspoint far import``; each access
+point is an ``accesspoint serve`` process. A reachable recipient's letter is forwarded to the operator that FaR
+names, at the endpoint FaR gives; a recipient without a mailbox and a refused sender are answered at once with
+EBMS:0004 and the reason; with FaR down the sender gets a clear EBMS:0004 too.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from accesspoint.security.keys import load_key_pair
+from far.identifiers import with_check_digit
+from tests.conftest import REPO
+from tests.pki import issue
+from tests.test_discovery_e2e import configure
+from tests.test_msh import CERTS, UNREGISTERED, AccessPointProcess, _free_port
+from tests.test_smp_cli import _wait_for_port
+from tests.test_smp_support import write_keys
+
+FAR_TOKEN = "far-admin-token-0123456789"
+SENDER = with_check_digit("202100544")  # the authority sending from the Nordic access point
+REFUSED_SENDER = with_check_digit("212000123")  # a sender one recipient refuses
+OPERATOR_ORGNR = with_check_digit("556840226")
+PERSON = "19" + with_check_digit("780202238")  # a mailbox at the operator
+REFUSER = "19" + with_check_digit("811218987")  # a mailbox at the operator, refusing REFUSED_SENDER
+NOBODY = "19" + with_check_digit("900101123")  # not in FaR
+SERVICE = {"value": "urn:example:digital-post", "type": "urn:example:service-type"}
+ACTION = "DigitalPost"
+
+
+def _party(value: str, **extra: Any) -> dict[str, Any]:
+    return {"party_ids": [{"value": value, "type": UNREGISTERED}], "endpoint": "http://127.0.0.1:1/as4", **extra}
+
+
+def _leg() -> dict[str, Any]:
+    security = {"trust": {"anchors": [str(CERTS / "ca.pem")], "pin_partner": True, "revocation": "off"}}
+    awareness = {"retries": 1, "backoff_base": "200ms", "backoff_max": "1s", "jitter": 0.0}
+    return {"service": SERVICE, "action": ACTION, "security": security, "reception_awareness": awareness}
+
+
+def _pmode(pmode_id: str, initiator: str, responder: str) -> dict[str, Any]:
+    return {
+        "id": pmode_id,
+        "network": "edelivery-1.15",
+        "initiator": {"party": initiator},
+        "responder": {"party": responder},
+        "legs": [_leg()],
+    }
+
+
+def _document(self_name: str, parties: dict[str, Any], *pmodes: dict[str, Any]) -> dict[str, Any]:
+    return {"version": 1, "self": self_name, "parties": parties, "pmodes": list(pmodes)}
+
+
+def _far_call(base: str, method: str, path: str, body: dict[str, Any]) -> Any:
+    request = urllib.request.Request(base + path, data=json.dumps(body).encode(), method=method)  # noqa: S310 (loopback)
+    request.add_header("Authorization", f"Bearer {FAR_TOKEN}")
+    request.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (http on loopback)
+        return json.loads(response.read() or b"{}")
+
+
+@dataclass
+class Federation:
+    """The running processes."""
+
+    nordic: AccessPointProcess
+    sweden: AccessPointProcess
+    operator: AccessPointProcess
+    far: subprocess.Popen[bytes]
+
+
+def _start_far(folder: Path, port: int, operator_port: int) -> subprocess.Popen[bytes]:
+    """``far serve`` with the operator (REST) and the recipients (``far import``) loaded."""
+    config = folder / "far.toml"
+    config.write_text(
+        f'[far]\ndatabase = "sqlite+aiosqlite:///far.db"\nport = {port}\n\n'
+        f'[[far.tokens]]\nname = "admin"\ntoken = "{FAR_TOKEN}"\nscopes = ["read", "write"]\n'
+    )
+    command = [sys.executable, "-m", "accesspoint", "far"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with (folder / "far.log").open("ab") as log:  # the child keeps its own copy of the descriptor
+        far = subprocess.Popen([*command, "serve", "--config", str(config)], cwd=REPO, stdout=log, stderr=log, env=env)
+    _wait_for_port(port, far)
+    base = f"http://127.0.0.1:{port}"
+    operator = {"name": "Mailbox AB", "party_id": "AP-OPERATOR-1", "endpoint": f"http://127.0.0.1:{operator_port}/as4"}
+    _far_call(base, "PUT", f"/api/v1/operators/{OPERATOR_ORGNR}", operator)
+    recipients = folder / "recipients.csv"
+    recipients.write_text(
+        "recipient,status,operator,refused_senders\n"
+        f"{PERSON},secure,{OPERATOR_ORGNR},\n"
+        f"{REFUSER},secure,{OPERATOR_ORGNR},{REFUSED_SENDER}\n"
+    )
+    done = subprocess.run(
+        [*command, "import", str(recipients), "--config", str(config)],
+        cwd=REPO, capture_output=True, text=True, timeout=60, check=False, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return far
+
+
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+    """FaR and the three access points, all running."""
+    folder = tmp_path_factory.mktemp("routing-e2e")
+    far_port, nordic_port, se_port, op_port = _free_port(), _free_port(), _free_port(), _free_port()
+    ca = load_key_pair(CERTS / "ca.key.pem", None, certificate=CERTS / "ca.pem")
+    operator_key, operator_certificate = write_keys(folder, issue(ca, "AP-OPERATOR-1"), "operator")
+    se_endpoint = f"http://127.0.0.1:{se_port}/as4"
+    sign = {"ap-sweden": str(CERTS / "ap-sweden-sign.pem"), "nordic": str(CERTS / "partner-115.pem")}
+
+    nordic = AccessPointProcess(folder / "nordic", "nordic", "partner-115", nordic_port, se_port)
+    nordic_parties = {
+        "nordic": _party("AP-BE-0115"),
+        "ap-sweden": _party("AP-SE-0001", signing_certificate=sign["ap-sweden"], endpoint=se_endpoint),
+    }
+    configure(nordic, _document("nordic", nordic_parties, _pmode("nordic-to-se", "nordic", "ap-sweden")))
+
+    sweden = AccessPointProcess(folder / "se", "ap-sweden", "ap-sweden-sign", se_port, nordic_port)
+    sweden_parties = {
+        "ap-sweden": _party("AP-SE-0001"),
+        "nordic": _party("AP-BE-0115", signing_certificate=sign["nordic"]),
+        # The operator's endpoint is FaR's; its certificate is agreed in the P-Mode.
+        "operator": {
+            "party_ids": [{"value": "AP-OPERATOR-1", "type": UNREGISTERED}],
+            "endpoint": "dynamic",
+            "signing_certificate": str(operator_certificate),
+        },
+    }
+    routing = {"far": f"http://127.0.0.1:{far_port}", "token": FAR_TOKEN, "pmodes": ["nordic-to-se"], "timeout": "3s"}
+    configure(
+        sweden,
+        _document(
+            "ap-sweden",
+            sweden_parties,
+            _pmode("nordic-to-se", "nordic", "ap-sweden"),
+            _pmode("se-to-operator", "ap-sweden", "operator"),
+        ),
+        routing=routing,
+    )
+
+    operator = AccessPointProcess(folder / "op", "operator", "partner-115", op_port, se_port)
+    operator_parties = {
+        "operator": _party("AP-OPERATOR-1"),
+        "ap-sweden": _party("AP-SE-0001", signing_certificate=sign["ap-sweden"]),
+    }
+    configure(
+        operator,
+        _document("operator", operator_parties, _pmode("se-to-operator", "ap-sweden", "operator")),
+        keys={"signing": {"key": str(operator_key), "certificate": str(operator_certificate)}},
+    )
+    far = _start_far(folder, far_port, op_port)
+    try:
+        for ap in (operator, sweden, nordic):
+            ap.start()
+        yield Federation(nordic, sweden, operator, far)
+    finally:
+        for ap in (nordic, sweden, operator):
+            ap.stop()
+        if far.poll() is None:
+            far.terminate()
+            far.wait(timeout=10)
+
+
+def send(nordic: AccessPointProcess, message_id: str, recipient: str, sender: str, payload: bytes) -> None:
+    """Submit a letter on the Nordic access point: originalSender an orgnr (ICD 0007), finalRecipient 12 digits."""
+    status, document = nordic.api(
+        "POST",
+        "/api/v1/messages",
+        {
+            "pmode": "nordic-to-se",
+            "message_id": message_id,
+            "conversation_id": f"conv-{message_id}",
+            "properties": {
+                "originalSender": {"value": f"0007:{sender}", "type": "iso6523-actorid-upis"},
+                "finalRecipient": recipient,
+            },
+            "payloads": [
+                {
+                    "content_id": "letter@nordic",
+                    "mime_type": "application/xml",
+                    "data": base64.b64encode(payload).decode(),
+                }
+            ],
+        },
+    )
+    assert status == 202, document
+
+
+def refused_with(federation: Federation, message_id: str, reason: str) -> dict[str, Any]:
+    """The sender's message failed on its first attempt with EBMS:0004 whose detail starts with ``reason``."""
+    failed = federation.nordic.wait_state(message_id, {"delivered", "failed"})
+    assert failed["state"] == "failed", failed
+    assert failed["last_error"]["code"] == "EBMS:0004", failed
+    assert failed["last_error"]["detail"].startswith(f"{reason}: "), failed
+    assert failed["attempts"] == 1  # answered at once, not by a timeout
+    status, _ = federation.sweden.api("GET", f"/api/v1/messages/{message_id}?direction=in")
+    assert status == 404  # the router kept nothing it refused
+    return failed
+
+
+def test_reachable_recipient_is_forwarded_to_the_operator_far_names(federation: Federation) -> None:
+    """Delivered at the operator's access point; the router's status says to which operator it went."""
+    payload = b"<letter>" + os.urandom(300).hex().encode() + b"</letter>"
+    send(federation.nordic, "post-1@nordic", PERSON, SENDER, payload)
+    sent = federation.nordic.wait_state("post-1@nordic", {"delivered", "failed"})
+    assert sent["state"] == "delivered", sent
+    routed = federation.sweden.wait_state("post-1@nordic", {"delivered_to_backend"}, direction="in")
+    outcome = routed["history"][-1]["detail"]
+    assert "forwarded to operator Mailbox AB (AP-OPERATOR-1)" in outcome and "fwd-post-1@nordic" in outcome
+    forwarded = federation.sweden.wait_state("fwd-post-1@nordic", {"delivered", "failed"})
+    assert forwarded["state"] == "delivered", forwarded
+    assert forwarded["conversation_id"] == "conv-post-1@nordic"
+    received = federation.operator.wait_state("fwd-post-1@nordic", {"received"}, direction="in")
+    assert received["from"].endswith("AP-SE-0001") and received["to"].endswith("AP-OPERATOR-1")
+    status, body = federation.operator.api("GET", "/api/v1/messages/fwd-post-1@nordic/payloads/letter@nordic")
+    assert status == 200 and body == payload
+
+
+def test_recipient_without_mailbox_is_refused_at_once(federation: Federation) -> None:
+    """Not in FaR: EBMS:0004 no-mailbox, before any receipt."""
+    send(federation.nordic, "post-2@nordic", NOBODY, SENDER, b"<letter/>")
+    failed = refused_with(federation, "post-2@nordic", "no-mailbox")
+    assert NOBODY in failed["last_error"]["detail"]
+
+
+def test_refused_sender_is_refused_at_once(federation: Federation) -> None:
+    """A recipient who refuses the sender: EBMS:0004 sender-refused; another sender still reaches them."""
+    send(federation.nordic, "post-3@nordic", REFUSER, REFUSED_SENDER, b"<letter/>")
+    refused_with(federation, "post-3@nordic", "sender-refused")
+    send(federation.nordic, "post-4@nordic", REFUSER, SENDER, b"<letter/>")
+    assert federation.nordic.wait_state("post-4@nordic", {"delivered", "failed"})["state"] == "delivered"
+
+
+def test_far_down_is_a_clear_ebms_error(federation: Federation) -> None:
+    """With FaR stopped the sender gets EBMS:0004 far-unavailable at once, not silence (runs last: stops FaR)."""
+    federation.far.terminate()
+    federation.far.wait(timeout=10)
+    send(federation.nordic, "post-5@nordic", PERSON, SENDER, b"<letter/>")
+    failed = refused_with(federation, "post-5@nordic", "far-unavailable")
+    assert "try again later" in failed["last_error"]["detail"]
