@@ -15,6 +15,7 @@ from typing import Any
 
 from lxml import etree
 
+from bench import e2e as e2e_bench
 from bench import far as far_bench
 from bench import security as security_bench
 from bench import small
@@ -160,7 +161,9 @@ def _print_stream(results: list[dict[str, Any]]) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Run the benchmarks."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--only", choices=("small", "stream", "smp", "far", "security"), help="run one benchmark only")
+    parser.add_argument(
+        "--only", choices=("small", "stream", "smp", "far", "security", "e2e"), help="run one benchmark only"
+    )
     parser.add_argument("--quick", action="store_true", help="short rounds and small payloads (a smoke test)")
     parser.add_argument("--seconds", type=float, default=2.0, help="seconds per round of the 4 KB case")
     parser.add_argument("--repeats", type=int, default=5, help="rounds of the 4 KB case (the median is reported)")
@@ -214,6 +217,11 @@ def main(argv: list[str] | None = None) -> None:
             stream_repeats=args.stream_repeats,
         )
         security_bench.print_result(report["security"], _say)
+        _say()
+    if args.only in (None, "e2e"):
+        # Two access point processes and a load generator: a 60 s steady run of 1.15 (10 s with --quick).
+        report["e2e"] = e2e_bench.run(quick=args.quick)
+        e2e_bench.print_result(report["e2e"], _say)
         _say()
     report["seconds"] = time.time() - started
     RESULTS.mkdir(exist_ok=True)

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from accesspoint.msh.config import ConfigError, WebhookEvent, load_config
+from accesspoint.store.db import Durability
 from tests.test_msh import CERTS
 
 BASE: dict[str, Any] = {
@@ -71,3 +72,11 @@ def test_mistakes_name_the_file_and_the_field(tmp_path: Path, settings: dict[str
         _load(tmp_path, **settings)
     assert str(caught.value).startswith(str(tmp_path / "server.yaml"))
     assert field in str(caught.value)
+
+
+def test_durability_defaults_to_power_loss_and_names_a_wrong_value(tmp_path: Path) -> None:
+    """``durability`` is power-loss unless set to process-crash; anything else names the field and the choices."""
+    assert _load(tmp_path).durability is Durability.POWER_LOSS
+    assert _load(tmp_path, durability="process-crash").durability is Durability.PROCESS_CRASH
+    with pytest.raises(ConfigError, match="field durability: 'fast' \\(known: power-loss, process-crash\\)"):
+        _load(tmp_path, durability="fast")

@@ -14,6 +14,7 @@ Paths are relative to the settings file. Everything but ``pmodes`` and ``keys`` 
     tls: {certificate: tls.pem, key: tls.key, client_ca: clients-ca.pem}  # client_ca: client certs required
     tls_trust: partners-ca.pem         # the CAs the sender trusts for HTTPS (else the system's)
     tls_client: {certificate: c.pem, key: c.key}  # what the sender presents (else tls's)
+    durability: power-loss             # or process-crash: survives kill -9 of the process, not a power cut
     webhooks:
       - {url: https://backend/hook, events: [message-received, receipt, error], secret: ..., backoff: 5s}
     discovery: {zone: sml.example, dns: 127.0.0.1:53, scheme: peppol, smp_trust: smp-ca.pem}  # dynamic partners
@@ -37,6 +38,7 @@ from accesspoint.routing.settings import RoutingSettings, parse_discovery, parse
 from accesspoint.security.algorithms import SignatureAlgorithm
 from accesspoint.security.keys import KeyLoadError, KeyPair, load_key_pair
 from accesspoint.security.policy import SecurityPolicy
+from accesspoint.store.db import Durability
 from smp.client import DiscoverySettings
 
 
@@ -120,6 +122,7 @@ class ServerConfig:
     send_workers: int = 4
     send_timeout: timedelta = timedelta(seconds=30)
     lease: timedelta = timedelta(minutes=2)
+    durability: Durability = Durability.POWER_LOSS  # what a committed message survives (store/db.py)
     max_message_size: int = 2 * 1024**3
     revocation: bool = True
     evidence_retention: timedelta = timedelta(days=3650)
@@ -144,6 +147,14 @@ def _duration(value: object, where: str) -> timedelta:
     if match is None:
         raise ConfigError(f"{where}: {value!r} is not a duration like 30s, 5m, 2h or 7d")
     return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+
+
+def _durability(value: object, where: str) -> Durability:
+    try:
+        return Durability(str(value))
+    except ValueError:
+        known = ", ".join(d.value for d in Durability)
+        raise ConfigError(f"{where}: {value!r} (known: {known})") from None
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -181,7 +192,7 @@ def load_config(path: str | Path) -> ServerConfig:
     data = _read(file)
     base = file.parent
     known = {
-        "listen", "pmodes", "database", "storage", "keys", "api_tokens", "instance", "redis", "send",
+        "listen", "pmodes", "database", "storage", "keys", "api_tokens", "instance", "redis", "send", "durability",
         "max_message_size", "revocation", "evidence_retention", "pull", "webhooks", "tls", "tls_trust",
         "tls_client", "retention", "discovery", "routing",
     }  # fmt: skip
@@ -234,6 +245,7 @@ def load_config(path: str | Path) -> ServerConfig:
         instance=str(data.get("instance", "ap")),
         redis_url=data.get("redis"),
         send_workers=workers,
+        durability=_durability(data.get("durability", Durability.POWER_LOSS.value), f"{file}: field durability"),
         send_timeout=_duration(send.get("timeout", "30s"), f"{file}: field send.timeout"),
         lease=_duration(send.get("lease", "2m"), f"{file}: field send.lease"),
         max_message_size=int(data.get("max_message_size", 2 * 1024**3)),

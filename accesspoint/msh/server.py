@@ -119,7 +119,10 @@ class AccessPoint:
         """Open the store, the HTTP client and the queue; re-queue what a previous run left unsent."""
         self.config.storage.mkdir(parents=True, exist_ok=True)
         self.store = await MessageStore.open(
-            self.config.database_url, self.config.storage / "files", instance=self.config.instance
+            self.config.database_url,
+            self.config.storage / "files",
+            instance=self.config.instance,
+            durability=self.config.durability,
         )
         if self.config.redis_url:
             from accesspoint.store.redis_queue import RedisSendQueue
