@@ -775,22 +775,37 @@ def read_user_message(user: etree._Element) -> UserMessage:
 
 def read_reference(reference: etree._Element) -> ReferenceEcho:
     """Read a ds:Reference (URI, transforms, digest) as a receipt echoes it."""
+    # One pass over the children, as ``iterfind(Transforms/Transform)``, ``find(DigestMethod)`` and
+    # ``findtext(DigestValue)`` read them (every Transform of every Transforms; the first DigestMethod and
+    # DigestValue), without ElementPath: a verification reads three references, a receipt's check its echoes.
     transforms = []
-    for transform in reference.iterfind(f"{DS}Transforms/{DS}Transform"):
-        inclusive = transform.find(EC_INCLUSIVE)
-        transforms.append(
-            Transform(
-                algorithm=transform.get("Algorithm", ""),
-                inclusive_prefixes=None if inclusive is None else tuple(inclusive.get("PrefixList", "").split()),
-            )
-        )
-    digest_method = reference.find(f"{DS}DigestMethod")
+    digest_method: etree._Element | None = None
+    digest_value: etree._Element | None = None
+    for child in reference:
+        tag = child.tag
+        if tag == _DS_TRANSFORMS:
+            for transform in child:
+                if transform.tag != _DS_TRANSFORM:
+                    continue
+                inclusive = _child(transform, EC_INCLUSIVE)
+                prefixes = None if inclusive is None else tuple(inclusive.get("PrefixList", "").split())
+                transforms.append(Transform(algorithm=transform.get("Algorithm", ""), inclusive_prefixes=prefixes))
+        elif tag == _DS_DIGEST_METHOD:
+            digest_method = child if digest_method is None else digest_method
+        elif tag == _DS_DIGEST_VALUE:
+            digest_value = child if digest_value is None else digest_value
     return ReferenceEcho(
         uri=reference.get("URI", ""),
         digest_method="" if digest_method is None else digest_method.get("Algorithm", ""),
-        digest_value="".join((reference.findtext(f"{DS}DigestValue") or "").split()),
+        digest_value="" if digest_value is None else "".join((digest_value.text or "").split()),
         transforms=tuple(transforms),
     )
+
+
+_DS_TRANSFORMS: Final = f"{DS}Transforms"
+_DS_TRANSFORM: Final = f"{DS}Transform"
+_DS_DIGEST_METHOD: Final = f"{DS}DigestMethod"
+_DS_DIGEST_VALUE: Final = f"{DS}DigestValue"
 
 
 def read_signal_message(signal: etree._Element) -> SignalMessage:

@@ -695,10 +695,50 @@ def _targets(parsed: ParsedEnvelope, policy: SecurityPolicy) -> list[_Target]:
     return targets
 
 
+# A part's plaintext up to this size is kept once a reading of it has ended with the GCM tag verified: the
+# signature check and the payload hash (and the MSH storing it) each read every attachment, and a small part
+# then costs one decryption instead of one per reading. Larger parts are decrypted again on each reading.
+PLAINTEXT_KEPT_MAX = 256 * 1024
+
+
+class _Plaintext:
+    """One encrypted part as a re-openable plaintext stream; a small part is decrypted once (see above)."""
+
+    __slots__ = ("cek", "kept", "open_part", "part")
+
+    def __init__(self, part: ReceivedPart, cek: bytes, open_part: Callable[[ReceivedPart], Iterable[bytes]]) -> None:
+        self.part = part
+        self.cek = cek
+        self.open_part = open_part
+        self.kept: bytes | None = None
+
+    def __call__(self) -> Iterable[bytes]:
+        kept = self.kept
+        if kept is not None:
+            return (kept,) if kept else ()
+        return self._decrypt()
+
+    def _decrypt(self) -> Iterator[bytes]:
+        held: list[bytes] | None = []
+        size = 0
+        for chunk in decrypt_stream(self.cek, self.open_part(self.part)):
+            if held is not None:
+                size += len(chunk)
+                if size <= PLAINTEXT_KEPT_MAX:
+                    held.append(chunk)
+                else:
+                    held = None
+            yield chunk
+        # Reached only when decrypt_stream ended normally, that is after the tag verified: only authenticated
+        # plaintext is ever kept (a reader that stops early or meets EBMS:0102 leaves nothing behind).
+        if held is not None:
+            self.kept = held[0] if len(held) == 1 else b"".join(held)
+
+
 def _plaintext_source(
     target: _Target, part: ReceivedPart, cek: bytes, open_part: Callable[[ReceivedPart], Iterable[bytes]]
 ) -> AttachmentSource:
-    return AttachmentSource(target.content_id, target.mime_type, lambda: decrypt_stream(cek, open_part(part)))
+    return AttachmentSource(target.content_id, target.mime_type, _Plaintext(part, cek, open_part))
 
 
 def decrypt_attachments(

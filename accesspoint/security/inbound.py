@@ -146,8 +146,8 @@ def open_message(
     signature: VerifiedSignature | None = None
     warnings: list[str] = []
     trust: TrustResult | None = None
-    signed = find_signature(parsed) is not None
-    if signed or policy.sign:
+    found = find_signature(parsed)
+    if found is not None or policy.sign:
         lenient = not strict_coverage and _user(parsed) is None
         signature = verify_signature(
             parsed,
@@ -156,6 +156,7 @@ def open_message(
             candidates=partner_certificates,
             skip_attachments=undecrypted | unavailable,
             require_coverage=not lenient,
+            found=found,
         )
         if lenient:
             warnings.extend(coverage_gaps(signature, parsed, sources, undecrypted | unavailable))

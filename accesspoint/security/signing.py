@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 from lxml import etree
 
-from accesspoint.core.envelope import ParsedEnvelope, read_reference
+from accesspoint.core.envelope import ParsedEnvelope, _first_children, read_reference
 from accesspoint.core.errors import EbmsError, ErrorCode
 from accesspoint.core.model import ReferenceEcho
 from accesspoint.core.model import Transform as ReferenceTransform
@@ -387,6 +387,7 @@ def verify_signature(
     candidates: Iterable[x509.Certificate] = (),
     skip_attachments: frozenset[str] = frozenset(),
     require_coverage: bool = True,
+    found: etree._Element | None = None,
 ) -> VerifiedSignature:
     """Verify the message's signature: algorithms allowed, every reference digest, the signature value.
 
@@ -396,16 +397,20 @@ def verify_signature(
     without a key): their references come back in ``unchecked``.
     Trust in the signer's certificate is checked separately (``trust``). ``require_coverage=False`` leaves the
     coverage rule to the caller (``coverage_gaps``): a diagnostic tool reports a gap that an MSH refuses.
+    ``found`` is what ``find_signature(parsed)`` returned, for a caller that looked already.
     """
-    signature = find_signature(parsed)
+    signature = find_signature(parsed) if found is None else found
     if signature is None:
         raise _policy("the message is not signed")
-    signed_info = signature.find(f"{DS}SignedInfo")
-    value_text = signature.findtext(f"{DS}SignatureValue")
+    parts = _first_children(signature)
+    signed_info = parts.get(_SIGNED_INFO)
+    value_element = parts.get(_SIGNATURE_VALUE)
+    value_text = None if value_element is None else value_element.text or ""
     if signed_info is None or value_text is None:
         raise _fail("ds:Signature lacks SignedInfo or SignatureValue")
-    c14n_element = signed_info.find(f"{DS}CanonicalizationMethod")
-    method_element = signed_info.find(f"{DS}SignatureMethod")
+    signed_parts = _first_children(signed_info)
+    c14n_element = signed_parts.get(_CANONICALIZATION_METHOD)
+    method_element = signed_parts.get(_SIGNATURE_METHOD)
     c14n = "" if c14n_element is None else c14n_element.get("Algorithm", "")
     method = "" if method_element is None else method_element.get("Algorithm", "")
     if c14n != C14N.EXCLUSIVE or not policy.allows(c14n):
@@ -415,14 +420,14 @@ def verify_signature(
     inclusive = None if c14n_element is None else c14n_element.find(EC_INCLUSIVE)
     prefixes = None if inclusive is None else inclusive.get("PrefixList", "").split()
 
-    references = signed_info.findall(f"{DS}Reference")
+    references = [child for child in signed_info if child.tag == _REFERENCE]
     if not references:
         raise _fail("ds:SignedInfo has no reference")
     echoes = [read_reference(reference) for reference in references]
     for echo in echoes:
         _check_reference_algorithms(echo, policy)
 
-    key_info = signature.find(f"{DS}KeyInfo")
+    key_info = parts.get(_KEY_INFO)
     token_reference = None if key_info is None else key_info.find(f"{WSSE}SecurityTokenReference")
     if token_reference is None:
         raise _fail("ds:KeyInfo has no wsse:SecurityTokenReference")
@@ -449,6 +454,14 @@ def verify_signature(
         if gaps:
             raise _policy(gaps[0])
     return result
+
+
+_SIGNED_INFO = f"{DS}SignedInfo"
+_SIGNATURE_VALUE = f"{DS}SignatureValue"
+_CANONICALIZATION_METHOD = f"{DS}CanonicalizationMethod"
+_SIGNATURE_METHOD = f"{DS}SignatureMethod"
+_REFERENCE = f"{DS}Reference"
+_KEY_INFO = f"{DS}KeyInfo"
 
 
 def _check_reference_algorithms(echo: ReferenceEcho, policy: SecurityPolicy) -> None:
