@@ -13,24 +13,37 @@ import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from accesspoint.core.errors import ErrorCode
+from accesspoint.core.message import read_message
+from accesspoint.core.namespaces import SoapVersion
+from accesspoint.msh.receiving import AcceptedMessage, accept_user_message, signed_signal
+from accesspoint.security.inbound import read_memory_part
+from accesspoint.security.keys import load_key_pair
+from pmode import load_pmodes
 from smp.identifiers import NO_PROCESS, Identifier, peppol_naptr_name
 from smp.model import EndpointInfo, ProcessInfo, ServiceMetadata, TransportProfile
 from tests.dnsserver import DnsServer
 from tests.test_msh import CERTS, TOKEN, UNREGISTERED, AccessPointProcess, _free_port
+from tests.test_msh_support import error_codes
 from tests.test_smp_cli import _serve, _wait_for_port
 from tests.test_smp_support import ZONE, pem, pki, publish, write_config
 
 PARTICIPANT = "iso6523-actorid-upis::0088:5798000000001"
 UNPUBLISHED = "iso6523-actorid-upis::0088:5798000000002"  # in DNS, but the SMP knows no such participant
 NOWHERE = "iso6523-actorid-upis::0088:5798000000003"  # not even in DNS
+ASYNCHRONOUS = "iso6523-actorid-upis::0088:5798000000004"  # an access point that sends its receipts later
 DOCUMENT = "busdox-docid-qns::urn:example:letters::Letter##1.0"
+SOAP12 = f"{SoapVersion.V12.content_type}; charset=UTF-8"
 SERVICE = {"value": "urn:example:service:letters", "type": "urn:example:service-type"}
 
 
@@ -123,13 +136,14 @@ class Federation:
 
     sweden: AccessPointProcess
     belgium: AccessPointProcess
+    asynchronous_port: int  # where the SMP says ASYNCHRONOUS's access point listens (the test runs it)
 
 
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
     """dnsmasq + SMP server process + two access point processes; Sweden knows Belgium only through them."""
     folder = tmp_path_factory.mktemp("discovery-e2e")
-    smp_port, port_se, port_be = _free_port(), _free_port(), _free_port()
+    smp_port, port_se, port_be, port_async = _free_port(), _free_port(), _free_port(), _free_port()
     smp = _serve(write_config(folder, smp_port))
     dns = DnsServer(folder, (ZONE,))
     sweden = AccessPointProcess(folder / "se", "ap-sweden", "ap-sweden-sign", port_se, port_be)
@@ -139,7 +153,9 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]
         base = f"http://127.0.0.1:{smp_port}"
         receiver_certificate = x509.load_pem_x509_certificate((CERTS / "partner-115.pem").read_bytes())
         asyncio.run(publish(base, published(PARTICIPANT, f"http://127.0.0.1:{port_be}/as4", receiver_certificate)))
-        for participant in (PARTICIPANT, UNPUBLISHED):
+        later = published(ASYNCHRONOUS, f"http://127.0.0.1:{port_async}/as4", receiver_certificate)
+        asyncio.run(publish(base, later))
+        for participant in (PARTICIPANT, UNPUBLISHED, ASYNCHRONOUS):
             dns.add_naptr(peppol_naptr_name(Identifier.parse(participant), ZONE), base + "/")
         dns.start()
         (folder / "smp-trust.pem").write_bytes(pem(pki().ca))
@@ -149,7 +165,7 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]
         configure(belgium, receiver_pmodes())
         belgium.start()
         sweden.start()
-        yield Federation(sweden, belgium)
+        yield Federation(sweden, belgium, port_async)
     finally:
         sweden.stop()
         belgium.stop()
@@ -220,3 +236,49 @@ def test_the_server_settings_name_a_bad_discovery_section(tmp_path: Path) -> Non
     with pytest.raises(ConfigError, match=r"field discovery\.smp_trust: required"):
         load_config(ap.folder / "server.yaml")
     assert TOKEN
+
+
+async def test_an_asynchronous_receipt_must_be_signed_with_the_discovered_certificate(federation: Federation) -> None:
+    """A receipt POSTed later counts only when signed with the SMP's certificate: another trusted AP's is refused."""
+    pmodes = load_pmodes(federation.belgium.folder / "pmodes.yaml")
+    partner = load_key_pair(CERTS / "partner-115.key.pem", None, certificate=CERTS / "partner-115.pem")
+    impostor = load_key_pair(CERTS / "ap-sweden-sign.key.pem", None, certificate=CERTS / "ap-sweden-sign.pem")
+    answers: list[tuple[int, str, bytes]] = []
+    tasks: list[asyncio.Task[None]] = []
+    sender_as4 = f"http://127.0.0.1:{federation.sweden.port}/as4"
+
+    async def post(signal: bytes) -> None:
+        async with aiohttp.ClientSession() as session:
+            response = await session.post(sender_as4, data=signal, headers={"Content-Type": SOAP12})
+            answers.append((response.status, response.headers.get("Content-Type", ""), await response.read()))
+
+    async def send_receipts(accepted: AcceptedMessage) -> None:
+        await asyncio.sleep(0.05)
+        for keys in (impostor, partner):
+            await post(signed_signal(accepted.receipt, keys, accepted.route.security, SoapVersion.V12))
+
+    async def receiving_access_point(request: web.Request) -> web.Response:
+        received = read_message(request.headers["Content-Type"], await request.read())
+        accepted = accept_user_message(
+            received, pmodes, keys=[partner], at=datetime.now(UTC), revocation=None, read_part=read_memory_part
+        )
+        if not tasks:  # a resend (the sender's retry may come before the receipts) gets no second pair
+            tasks.append(asyncio.create_task(send_receipts(accepted)))
+        return web.Response(status=200)  # no synchronous receipt
+
+    app = web.Application()
+    app.router.add_post("/as4", receiving_access_point)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", federation.asynchronous_port).start()
+    try:
+        await asyncio.to_thread(submit, federation.sweden, "dyn-async@se", ASYNCHRONOUS, b"<letter/>")
+        sent = await asyncio.to_thread(federation.sweden.wait_state, "dyn-async@se", {"delivered", "failed"})
+        assert sent["state"] == "delivered", sent
+        assert any(h["detail"] == "asynchronous receipt" for h in sent["history"])
+    finally:
+        await asyncio.gather(*tasks)
+        await runner.cleanup()
+    (forged_status, forged_type, forged), (status, _, answer) = answers
+    assert forged_status == 200 and error_codes(forged_type, forged) == [ErrorCode.INVALID_RECEIPT.code]
+    assert (status, answer) == (200, b"")

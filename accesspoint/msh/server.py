@@ -300,6 +300,8 @@ class AccessPoint:
                 log_detail=f"{signal.kind} {signal.message_id} refers to {ref!r}",
             )
         try:
+            if route.dynamic:  # the partner's certificate is the one its route record or discovery gives
+                route = await self._resolved(message, route)
             if signal.errors:
                 verify_signal(received, route, at=now, revocation=self.revocation)
                 await self._error_signal(message, route, signal, received.envelope_bytes, now)
@@ -319,6 +321,13 @@ class AccessPoint:
             raise
         # The signal was taken; there is nothing to answer it with (ebMS 3: signals are not acknowledged).
         return web.Response(status=200)
+
+    async def _resolved(self, message: StoredMessage, route: Route) -> Route:
+        """A dynamic partner filled in for checking its asynchronous signal (EbmsError when it cannot be now)."""
+        try:
+            return await self.routing.resolve(self._store, message, route, at=self.clock.now())
+        except RouteUnavailable as exc:
+            raise EbmsError(ErrorCode.OTHER, "the partner cannot be looked up now", log_detail=str(exc)) from None
 
     async def _keep(self, message: StoredMessage, route: Route, kind: EvidenceKind, data: bytes, now: datetime) -> None:
         """Keep evidence about an outgoing message for as long as its P-Mode says."""
