@@ -127,21 +127,41 @@ class AccessPoint:
         if self.config.redis_url:
             from accesspoint.store.redis_queue import RedisSendQueue
 
-            self.queue = RedisSendQueue.from_url(self.config.redis_url, consumer=self.config.instance, clock=self.clock)
+            # An entry held unacknowledged for a lease was taken by an instance that died: others take it over.
+            self.queue = RedisSendQueue.from_url(
+                self.config.redis_url, consumer=self.config.instance, clock=self.clock, claim_idle=self.config.lease
+            )
         timeout = aiohttp.ClientTimeout(total=self.config.send_timeout.total_seconds())
         tls = client_context(self.config.tls_trust, self.config.tls_client or self.config.tls)
         self.session = aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=64, ssl=tls))
-        for message_id in await self.store.recoverable(now=self.clock.now()):
-            message = await self.store.get(Direction.OUT, message_id)
-            route = None if message is None else self._route(message)
-            if route is not None and route.pmode.binding is Binding.PULL:
-                continue  # the partner pulls it; no worker pushes it
-            await self.queue.put(message_id)
+        await self._requeue()
         self.webhooks.start(self.session)
         self._tasks = [asyncio.create_task(self._send_worker(i)) for i in range(self.config.send_workers)]
         self._tasks.append(asyncio.create_task(self._watch_pmodes()))
         self._tasks.append(asyncio.create_task(self._pull_loop()))
         self._tasks.append(asyncio.create_task(self._purge_loop()))
+        self._tasks.append(asyncio.create_task(self._recovery_loop()))
+
+    async def _requeue(self, idle: timedelta | None = None) -> None:
+        """Queue the outgoing messages that are due (and untouched for idle, when given) for the send workers."""
+        for message_id in await self._store.recoverable(now=self.clock.now(), idle=idle):
+            message = await self._store.get(Direction.OUT, message_id)
+            route = None if message is None else self._route(message)
+            if route is not None and route.pmode.binding is Binding.PULL:
+                continue  # the partner pulls it; no worker pushes it
+            await self.queue.put(message_id)
+
+    async def _recovery_loop(self) -> None:
+        # The queue can lose an entry whose message still needs sending: a retry this process scheduled before it
+        # was killed and restarted, a lease that had not run out at the restart, an entry a dead instance held.
+        # The database knows what is due; what stayed untouched for a whole lease is queued again (a duplicate
+        # entry is harmless: the claim decides who sends).
+        while True:
+            await self.clock.sleep_until(self.clock.now() + self.config.lease)
+            try:
+                await self._requeue(idle=self.config.lease)
+            except Exception:
+                log.exception("re-queueing due messages failed; trying again in %s", self.config.lease)
 
     async def stop(self) -> None:
         """Stop the workers, then close the client, the queue and the store."""
@@ -250,16 +270,21 @@ class AccessPoint:
         policy = route.security
         receipt_bytes = signed_signal(accepted.receipt, self.config.keys.signing_key(policy), policy, soap_version)
         reception = await self._store.receive(_info(user, route), list(_new_payloads(accepted)), now=now)
-        if reception.duplicate:
+        if reception.duplicate and reception.receipt is not None:
             log.info("duplicate %s: answering with the stored receipt", user.message_id)
-            if reception.receipt is not None:
-                return b"".join([c async for c in self._store.read(reception.receipt)])
-            return receipt_bytes
+            return b"".join([c async for c in self._store.read(reception.receipt)])
+        if reception.duplicate:
+            # The first reception stopped (a crash) between storing the message and keeping its receipt: this
+            # one finishes it, keeping the evidence and telling the backend, as the first would have.
+            log.warning("duplicate %s without a stored receipt: keeping this reception's evidence", user.message_id)
         retention = self._evidence_retention(route)
-        await self._store.add_evidence(
-            Direction.IN, user.message_id, EvidenceKind.RAW_MESSAGE, _once(received.envelope_bytes),
-            now=now, retain_for=retention,
-        )  # fmt: skip
+        if not reception.duplicate or not await self._store.evidence(
+            Direction.IN, user.message_id, EvidenceKind.RAW_MESSAGE
+        ):
+            await self._store.add_evidence(
+                Direction.IN, user.message_id, EvidenceKind.RAW_MESSAGE, _once(received.envelope_bytes),
+                now=now, retain_for=retention,
+            )  # fmt: skip
         await self._store.add_evidence(
             Direction.IN, user.message_id, EvidenceKind.OUR_RECEIPT, _once(receipt_bytes), now=now, retain_for=retention
         )

@@ -10,6 +10,9 @@ Recovery rules (what a restart, or another instance, does with what a crash left
   over (``sending -> sending``, attempts + 1). The partner may thus get the message twice; its duplicate
   elimination on MessageId answers with the same receipt, so it is still delivered once.
 - ``awaiting_receipt`` with ``next_attempt_at`` in the past: reception awareness retries it.
+- A queue entry can be lost while its message still needs sending (the in-process queue of a process that
+  died, an entry a dead instance had taken): ``recoverable(idle=...)`` finds what is due and untouched for
+  that long, and the server queues it again.
 - Every transition is ``UPDATE ... WHERE id = ? AND state = ? AND version = ?``; the loser of a race, and a
   worker whose lease was taken over, matches no row and gets ``None``, so it must not act.
 - Incoming duplicates are found by the unique (direction, message_id) constraint, whoever inserts first;
@@ -309,9 +312,15 @@ class MessageStore:
         return await self.db.run(take)
 
     @_shielded
-    async def recoverable(self, *, now: datetime, limit: int = 1000) -> list[str]:
-        """MessageIds of outgoing messages that are due and that some worker should claim (see the module)."""
+    async def recoverable(self, *, now: datetime, limit: int = 1000, idle: timedelta | None = None) -> list[str]:
+        """MessageIds of outgoing messages that are due and that some worker should claim (see the module).
+
+        ``idle``: only those untouched for at least that long (a queue has lost them, not merely not reached
+        them yet), for the periodic sweep.
+        """
         due = select(M.c.message_id).where(M.c.direction == Direction.OUT.value, _due_clause(now))
+        if idle is not None:
+            due = due.where(M.c.updated_at <= now - idle)
         rows = await self._all(due.order_by(M.c.id).limit(limit))
         return [row.message_id for row in rows]
 

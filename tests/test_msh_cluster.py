@@ -1,0 +1,121 @@
+"""Several sending instances over one PostgreSQL and one Redis, as real processes; the basic delivery on PostgreSQL.
+
+The instances share the database, the Redis send queue and the file storage (payloads and the submitted headers
+are files that whichever instance sends must read), and differ in their instance names. The receiver sits
+behind ``CountingProxy``, which counts the requests per MessageId on the wire: a double send would show there
+even though the receiver answers a repeated MessageId with the stored receipt and keeps one row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+import redis
+
+from tests import services, test_msh
+from tests.test_msh_crash import (
+    CountingProxy,
+    assert_delivered_exactly_once,
+    kill9,
+    submit_batch,
+    wait_until,
+)
+from tests.test_msh_support import BE_KEY, SE_KEY, Peer, agreements, pair, running
+
+# A lease longer than the send timeout: a live sender never loses its claim mid-send.
+SEND = {"workers": 4, "timeout": "2s", "lease": "3s"}
+
+
+@pytest.fixture
+async def postgres_databases(postgres_server: services.PostgresServer) -> AsyncIterator[list[str]]:
+    """Two new databases on the session's PostgreSQL: their SQLAlchemy URLs."""
+    names = [await services.create_postgres_database(postgres_server) for _ in range(2)]
+    try:
+        yield [postgres_server.url(name) for name in names]
+    finally:
+        for name in names:
+            await services.drop_postgres_database(postgres_server, name)
+
+
+def test_basic_delivery_between_two_processes_on_postgresql(tmp_path: Path, postgres_databases: list[str]) -> None:
+    """The two-process send with a verified receipt of test_msh, each access point on a PostgreSQL database."""
+    sweden, belgium = pair(tmp_path, se={"database": postgres_databases[0]}, be={"database": postgres_databases[1]})
+    with running(belgium, sweden):
+        test_msh.test_message_is_delivered_with_a_verified_receipt_and_downloadable_at_the_receiver((sweden, belgium))
+
+
+def _claims(url: str) -> list[tuple[str, str, str | None]]:
+    """(MessageId, instance, detail) of every move to ``sending`` in the shared database, oldest first."""
+
+    async def fetch() -> list[tuple[str, str, str | None]]:
+        connection = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+        try:
+            rows = await connection.fetch(
+                "SELECT m.message_id, t.actor, t.detail FROM transitions t JOIN messages m ON m.id = t.message"
+                " WHERE t.to_state = 'sending' ORDER BY t.id"
+            )
+        finally:
+            await connection.close()
+        return [(row["message_id"], row["actor"], row["detail"]) for row in rows]
+
+    return asyncio.run(fetch())
+
+
+def _pending(redis_url: str, consumer: str) -> int:
+    """How many entries of the send stream the consumer holds unacknowledged."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        stuck = client.xpending_range("accesspoint:send:stream", "senders", "-", "+", 1000, consumername=consumer)
+        return len(stuck)
+    finally:
+        client.close()
+
+
+def test_two_instances_share_the_work_without_double_send_and_one_finishes_what_a_killed_one_held(
+    tmp_path: Path, postgres_databases: list[str], redis_url: str
+) -> None:
+    """Two senders on one PostgreSQL and Redis send 100 messages once each; killed mid-batch, one leaves the rest."""
+    database = postgres_databases[0]
+    port_one, port_two, port_be = services.free_port(), services.free_port(), services.free_port()
+    proxy = CountingProxy(port_be)
+    se_url = f"http://127.0.0.1:{port_one}/as4"
+    shared = {"database": database, "redis": redis_url, "storage": str(tmp_path / "shared-storage"), "send": SEND}
+    ours = agreements("ap-sweden", se_url, proxy.url, retries=10, backoff="200ms")
+    one = Peer(tmp_path / "se-1", "ap-sweden", SE_KEY, port_one, ours, settings={**shared, "instance": "se-1"})
+    two = Peer(tmp_path / "se-2", "ap-sweden", SE_KEY, port_two, ours, settings={**shared, "instance": "se-2"})
+    theirs = agreements("partner-115", se_url, proxy.url)
+    receiver = Peer(tmp_path / "be", "partner-115", BE_KEY, port_be, theirs)
+    proxy.start()
+    try:
+        with running(receiver, one, two):
+            # 1. A batch of 100 submitted through both instances' APIs: each message is sent once, by either.
+            sent = submit_batch(one, range(0, 100, 2), "batch") | submit_batch(two, range(1, 100, 2), "batch")
+            assert_delivered_exactly_once(one, receiver, sent)
+            assert all(count == 1 for count in proxy.posted.values()), "a message was sent twice"
+            assert {m["attempts"] for m in two.messages(direction="out", limit="1000")} == {1}
+            claims = _claims(database)
+            assert Counter(message_id for message_id, _, _ in claims) == Counter(dict.fromkeys(sent, 1))
+            assert {actor for _, actor, _ in claims} == {"se-1", "se-2"}, "one instance did all the work"
+
+            # 2. se-1 dies while its four workers wait for receipts; se-2 takes over once the lease runs out.
+            more = submit_batch(one, range(100, 160, 2), "more") | submit_batch(two, range(101, 160, 2), "more")
+            wait_until(lambda: proxy.answers() >= 110, "10 answers in the second batch")
+            proxy.hold()
+            wait_until(lambda: proxy.held >= 6, "six answers held back (so at least two of se-1's)")
+            kill9(one)
+            proxy.release()
+            assert_delivered_exactly_once(two, receiver, sent | more)
+            assert _pending(redis_url, "se-1") == 0, "entries se-1 held stayed stuck in the stream"
+            assert _pending(redis_url, "se-2") == 0
+    finally:
+        proxy.stop()
+    resent = {message_id for message_id, count in proxy.posted.items() if count > 1}
+    # Only what was in flight when se-1 died went out twice, and the receiver kept it once (asserted above).
+    assert resent and resent <= proxy.ever_held, (resent, proxy.ever_held)
+    takeovers = {m: actor for m, actor, detail in _claims(database) if detail and "lease of se-1 expired" in detail}
+    assert resent <= set(takeovers) and set(takeovers.values()) == {"se-2"}, (resent, takeovers)
