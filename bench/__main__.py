@@ -114,7 +114,7 @@ def _print_small(result: dict[str, Any]) -> None:
         f"4 KB user message: envelope {result['envelope_bytes']} B + gzip attachment {result['attachment_bytes']} B"
         f" = {result['wire_bytes']} B on the wire; {result['repeats']} rounds of {result['seconds_per_round']} s"
     )
-    _say(f"  {'case':58} {'per second':>12} {'us each':>9}")
+    _say(f"  {'case':58} {'per CPU s':>12} {'us each':>9}")
     _say(
         f"  {'build + parse (model -> wire bytes -> ReceivedMessage)':58} {result['messages_per_s']:>12,.0f}"
         f" {result['us_per_message']:>9.1f}"
