@@ -182,7 +182,7 @@ def test_forward_route_names_the_operator_party_or_the_dynamic_partner(tmp_path:
     assert forced is not None and forced.pmode.id == "to-network"
     foreign = decide(facts("iso6523-actorid-upis::0088:5798000000001"))
     route = forward_route(foreign, pmodes, action="Deliver")
-    assert route is not None and route.pmode.id in ("to-operator", "to-network") and route.dynamic
+    assert route is not None and route.pmode.id == "to-network" and route.dynamic
     assert forward_route(foreign, pmodes, action="Other") is None
     stranger = Operator("5560000000", "Other AB", "AP-UNKNOWN", "https://x/as4")
     elsewhere = RoutingDecision(RouteKind.OPERATOR, "m@x", PERSON, operator=stranger, endpoint="https://x/as4")

@@ -4,12 +4,15 @@ asking FaR before it answers) -> the mailbox operator's access point.
 FaR runs as ``accesspoint far serve`` with its recipients loaded by ``accesspoint far import``; each access
 point is an ``accesspoint serve`` process. A reachable recipient's letter is forwarded to the operator that FaR
 names, at the endpoint FaR gives; a recipient without a mailbox and a refused sender are answered at once with
-EBMS:0004 and the reason; with FaR down the sender gets a clear EBMS:0004 too.
+EBMS:0004 and the reason; with FaR down the sender gets a clear EBMS:0004 too. A foreign participant's letter
+goes where BDXL (dnsmasq) and the project's SMP server say.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import json
 import os
 import subprocess
@@ -21,15 +24,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from accesspoint.security.keys import load_key_pair
 from far.identifiers import with_check_digit
+from smp.identifiers import NO_PROCESS, Identifier, peppol_naptr_name
+from smp.model import EndpointInfo, ProcessInfo, ServiceMetadata, TransportProfile
 from tests.conftest import REPO
+from tests.dnsserver import DnsServer
 from tests.pki import issue
 from tests.test_discovery_e2e import configure
 from tests.test_msh import CERTS, UNREGISTERED, AccessPointProcess, _free_port
-from tests.test_smp_cli import _wait_for_port
-from tests.test_smp_support import write_keys
+from tests.test_smp_cli import _serve, _wait_for_port
+from tests.test_smp_support import ZONE, pem, pki, publish, write_config, write_keys
 
 FAR_TOKEN = "far-admin-token-0123456789"
 SENDER = with_check_digit("202100544")  # the authority sending from the Nordic access point
@@ -39,26 +47,27 @@ PERSON = "19" + with_check_digit("780202238")  # a mailbox at the operator
 REFUSER = "19" + with_check_digit("811218987")  # a mailbox at the operator, refusing REFUSED_SENDER
 NOBODY = "19" + with_check_digit("900101123")  # not in FaR
 SERVICE = {"value": "urn:example:digital-post", "type": "urn:example:service-type"}
-ACTION = "DigitalPost"
+ACTION = "busdox-docid-qns::urn:example:digital-post::Letter##1.0"  # the document type, for discovery too
+FOREIGN = "iso6523-actorid-upis::0088:5798000000009"  # a foreign participant, found through BDXL + SMP
 
 
 def _party(value: str, **extra: Any) -> dict[str, Any]:
     return {"party_ids": [{"value": value, "type": UNREGISTERED}], "endpoint": "http://127.0.0.1:1/as4", **extra}
 
 
-def _leg() -> dict[str, Any]:
-    security = {"trust": {"anchors": [str(CERTS / "ca.pem")], "pin_partner": True, "revocation": "off"}}
+def _leg(*, pin: bool = True) -> dict[str, Any]:
+    security = {"trust": {"anchors": [str(CERTS / "ca.pem")], "pin_partner": pin, "revocation": "off"}}
     awareness = {"retries": 1, "backoff_base": "200ms", "backoff_max": "1s", "jitter": 0.0}
     return {"service": SERVICE, "action": ACTION, "security": security, "reception_awareness": awareness}
 
 
-def _pmode(pmode_id: str, initiator: str, responder: str) -> dict[str, Any]:
+def _pmode(pmode_id: str, initiator: str, responder: str, *, pin: bool = True) -> dict[str, Any]:
     return {
         "id": pmode_id,
         "network": "edelivery-1.15",
         "initiator": {"party": initiator},
         "responder": {"party": responder},
-        "legs": [_leg()],
+        "legs": [_leg(pin=pin)],
     }
 
 
@@ -95,21 +104,29 @@ def _start_far(folder: Path, port: int, operator_port: int) -> subprocess.Popen[
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with (folder / "far.log").open("ab") as log:  # the child keeps its own copy of the descriptor
         far = subprocess.Popen([*command, "serve", "--config", str(config)], cwd=REPO, stdout=log, stderr=log, env=env)
-    _wait_for_port(port, far)
-    base = f"http://127.0.0.1:{port}"
-    operator = {"name": "Mailbox AB", "party_id": "AP-OPERATOR-1", "endpoint": f"http://127.0.0.1:{operator_port}/as4"}
-    _far_call(base, "PUT", f"/api/v1/operators/{OPERATOR_ORGNR}", operator)
-    recipients = folder / "recipients.csv"
-    recipients.write_text(
-        "recipient,status,operator,refused_senders\n"
-        f"{PERSON},secure,{OPERATOR_ORGNR},\n"
-        f"{REFUSER},secure,{OPERATOR_ORGNR},{REFUSED_SENDER}\n"
-    )
-    done = subprocess.run(
-        [*command, "import", str(recipients), "--config", str(config)],
-        cwd=REPO, capture_output=True, text=True, timeout=60, check=False, env=env,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
+    try:
+        _wait_for_port(port, far)
+        base = f"http://127.0.0.1:{port}"
+        operator = {
+            "name": "Mailbox AB",
+            "party_id": "AP-OPERATOR-1",
+            "endpoint": f"http://127.0.0.1:{operator_port}/as4",
+        }
+        _far_call(base, "PUT", f"/api/v1/operators/{OPERATOR_ORGNR}", operator)
+        recipients = folder / "recipients.csv"
+        recipients.write_text(
+            "recipient,status,operator,refused_senders\n"
+            f"{PERSON},secure,{OPERATOR_ORGNR},\n"
+            f"{REFUSER},secure,{OPERATOR_ORGNR},{REFUSED_SENDER}\n"
+        )
+        done = subprocess.run(
+            [*command, "import", str(recipients), "--config", str(config)],
+            cwd=REPO, capture_output=True, text=True, timeout=60, check=False, env=env,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    except BaseException:
+        _stop(far)
+        raise
     return far
 
 
@@ -117,7 +134,7 @@ def _start_far(folder: Path, port: int, operator_port: int) -> subprocess.Popen[
 def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
     """FaR and the three access points, all running."""
     folder = tmp_path_factory.mktemp("routing-e2e")
-    far_port, nordic_port, se_port, op_port = _free_port(), _free_port(), _free_port(), _free_port()
+    far_port, nordic_port, se_port, op_port = (_free_port() for _ in range(4))
     ca = load_key_pair(CERTS / "ca.key.pem", None, certificate=CERTS / "ca.pem")
     operator_key, operator_certificate = write_keys(folder, issue(ca, "AP-OPERATOR-1"), "operator")
     se_endpoint = f"http://127.0.0.1:{se_port}/as4"
@@ -131,52 +148,90 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]
     configure(nordic, _document("nordic", nordic_parties, _pmode("nordic-to-se", "nordic", "ap-sweden")))
 
     sweden = AccessPointProcess(folder / "se", "ap-sweden", "ap-sweden-sign", se_port, nordic_port)
-    sweden_parties = {
-        "ap-sweden": _party("AP-SE-0001"),
-        "nordic": _party("AP-BE-0115", signing_certificate=sign["nordic"]),
-        # The operator's endpoint is FaR's; its certificate is agreed in the P-Mode.
-        "operator": {
-            "party_ids": [{"value": "AP-OPERATOR-1", "type": UNREGISTERED}],
-            "endpoint": "dynamic",
-            "signing_certificate": str(operator_certificate),
-        },
-    }
-    routing = {"far": f"http://127.0.0.1:{far_port}", "token": FAR_TOKEN, "pmodes": ["nordic-to-se"], "timeout": "3s"}
-    configure(
-        sweden,
-        _document(
-            "ap-sweden",
-            sweden_parties,
-            _pmode("nordic-to-se", "nordic", "ap-sweden"),
-            _pmode("se-to-operator", "ap-sweden", "operator"),
-        ),
-        routing=routing,
-    )
+    with contextlib.ExitStack() as stack:
+        # The foreign participant's access point is, for this test, the operator's: the SMP says so.
+        discovery = stack.enter_context(_foreign_smp(folder, f"http://127.0.0.1:{op_port}/as4", operator_certificate))
+        sweden_parties = {
+            "ap-sweden": _party("AP-SE-0001"),
+            "nordic": _party("AP-BE-0115", signing_certificate=sign["nordic"]),
+            # The operator's endpoint is FaR's; its certificate is agreed in the P-Mode.
+            "operator": {
+                "party_ids": [{"value": "AP-OPERATOR-1", "type": UNREGISTERED}],
+                "endpoint": "dynamic",
+                "signing_certificate": str(operator_certificate),
+            },
+            "network": {"endpoint": "dynamic"},  # foreign participants: endpoint and certificate from their SMP
+        }
+        routing = {
+            "far": f"http://127.0.0.1:{far_port}",
+            "token": FAR_TOKEN,
+            "pmodes": ["nordic-to-se"],
+            "timeout": "3s",
+        }
+        configure(
+            sweden,
+            _document(
+                "ap-sweden",
+                sweden_parties,
+                _pmode("nordic-to-se", "nordic", "ap-sweden"),
+                _pmode("se-to-operator", "ap-sweden", "operator"),
+                _pmode("se-to-network", "ap-sweden", "network", pin=False),
+            ),
+            routing=routing,
+            discovery=discovery,
+        )
 
-    operator = AccessPointProcess(folder / "op", "operator", "partner-115", op_port, se_port)
-    operator_parties = {
-        "operator": _party("AP-OPERATOR-1"),
-        "ap-sweden": _party("AP-SE-0001", signing_certificate=sign["ap-sweden"]),
-    }
-    configure(
-        operator,
-        _document("operator", operator_parties, _pmode("se-to-operator", "ap-sweden", "operator")),
-        keys={"signing": {"key": str(operator_key), "certificate": str(operator_certificate)}},
-    )
-    far = _start_far(folder, far_port, op_port)
-    try:
+        operator = AccessPointProcess(folder / "op", "operator", "partner-115", op_port, se_port)
+        operator_parties = {
+            "operator": _party("AP-OPERATOR-1"),
+            "ap-sweden": _party("AP-SE-0001", signing_certificate=sign["ap-sweden"]),
+        }
+        configure(
+            operator,
+            _document("operator", operator_parties, _pmode("se-to-operator", "ap-sweden", "operator")),
+            keys={"signing": {"key": str(operator_key), "certificate": str(operator_certificate)}},
+        )
+        far = _start_far(folder, far_port, op_port)
+        stack.callback(_stop, far)
         for ap in (operator, sweden, nordic):
+            stack.callback(ap.stop)
             ap.start()
         yield Federation(nordic, sweden, operator, far)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        process.wait(timeout=10)
+    for stream in (process.stdout, process.stderr):
+        if stream is not None:
+            stream.close()
+
+
+@contextlib.contextmanager
+def _foreign_smp(folder: Path, url: str, certificate_file: Path) -> Iterator[dict[str, str]]:
+    """dnsmasq and ``smp serve`` publishing FOREIGN at ``url``; yields the router's discovery settings."""
+    smp_port = _free_port()
+    smp = _serve(write_config(folder, smp_port))
+    dns = DnsServer(folder, (ZONE,))
+    try:
+        _wait_for_port(smp_port, smp)
+        base = f"http://127.0.0.1:{smp_port}"
+        der = x509.load_pem_x509_certificate(certificate_file.read_bytes()).public_bytes(Encoding.DER)
+        endpoint = EndpointInfo(TransportProfile.EDELIVERY_AS4_1_15, url, der)
+        process = ProcessInfo(Identifier("cenbii-procid-ubl", NO_PROCESS), (endpoint,))
+        asyncio.run(publish(base, ServiceMetadata(Identifier.parse(FOREIGN), Identifier.parse(ACTION), (process,))))
+        dns.add_naptr(peppol_naptr_name(Identifier.parse(FOREIGN), ZONE), base + "/")
+        dns.start()
+        (folder / "smp-trust.pem").write_bytes(pem(pki().ca))
+        host, port = dns.address
+        yield {"zone": ZONE, "dns": f"{host}:{port}", "smp_trust": str(folder / "smp-trust.pem")}
     finally:
-        for ap in (nordic, sweden, operator):
-            ap.stop()
-        if far.poll() is None:
-            far.terminate()
-            far.wait(timeout=10)
+        dns.stop()
+        _stop(smp)
 
 
-def send(nordic: AccessPointProcess, message_id: str, recipient: str, sender: str, payload: bytes) -> None:
+def send(nordic: AccessPointProcess, message_id: str, recipient: Any, sender: str, payload: bytes) -> None:
     """Submit a letter on the Nordic access point: originalSender an orgnr (ICD 0007), finalRecipient 12 digits."""
     status, document = nordic.api(
         "POST",
@@ -244,6 +299,19 @@ def test_refused_sender_is_refused_at_once(federation: Federation) -> None:
     refused_with(federation, "post-3@nordic", "sender-refused")
     send(federation.nordic, "post-4@nordic", REFUSER, SENDER, b"<letter/>")
     assert federation.nordic.wait_state("post-4@nordic", {"delivered", "failed"})["state"] == "delivered"
+
+
+def test_foreign_participant_is_forwarded_to_the_access_point_its_smp_names(federation: Federation) -> None:
+    """finalRecipient scheme::value outside Sweden: forwarded on the dynamic P-Mode through BDXL + SMP."""
+    scheme, _, value = FOREIGN.partition("::")
+    send(federation.nordic, "post-6@nordic", {"value": value, "type": scheme}, SENDER, b"<letter>abroad</letter>")
+    assert federation.nordic.wait_state("post-6@nordic", {"delivered", "failed"})["state"] == "delivered"
+    routed = federation.sweden.wait_state("post-6@nordic", {"delivered_to_backend"}, direction="in")
+    assert routed["history"][-1]["detail"] == f"{FOREIGN}: participant discovery"
+    forwarded = federation.sweden.wait_state("fwd-post-6@nordic", {"delivered", "failed"})
+    assert forwarded["state"] == "delivered" and forwarded["pmode"] == "se-to-network", forwarded
+    received = federation.operator.wait_state("fwd-post-6@nordic", {"received"}, direction="in")
+    assert received["to"].endswith("AP-OPERATOR-1")  # the CN of the certificate the SMP publishes
 
 
 def test_far_down_is_a_clear_ebms_error(federation: Federation) -> None:

@@ -241,8 +241,9 @@ def forward_route(
 
     To an operator: ``pmode_id`` when the settings name one, else the first outgoing P-Mode whose receiver names
     the operator's party id (its party should be ``endpoint: dynamic``, so that FaR's endpoint is used). To an
-    SDK organisation or a foreign participant: the first outgoing P-Mode with a dynamic partner for the same
-    action (the document type), an SDK one for SDK messages and any other for foreign participants.
+    SDK organisation or a foreign participant: an outgoing P-Mode with a dynamic partner for the same action (the
+    document type), an SDK one for SDK messages and any other for foreign participants, preferring a partner
+    without PartyIds of its own (the network, rather than an operator found through discovery).
     """
     routes = pmodes.routes(Direction.OUTGOING)
     if decision.kind is RouteKind.OPERATOR and decision.operator is not None:
@@ -252,9 +253,9 @@ def forward_route(
         return next((r for r in routes if _names(r.receiver.party.party_ids, party_id)), None)
     if decision.kind in (RouteKind.SDK, RouteKind.PARTICIPANT):
         sdk = decision.kind is RouteKind.SDK
-        return next(
-            (r for r in routes if r.dynamic and r.leg.action == action and (r.pmode.network == "sdk") == sdk), None
-        )
+        fitting = [r for r in routes if r.dynamic and r.leg.action == action and (r.pmode.network == "sdk") == sdk]
+        # A network party (no PartyIds of its own) before an operator's dynamic party.
+        return min(fitting, key=lambda r: bool(r.partner.party_ids), default=None)
     return None
 
 
