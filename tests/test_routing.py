@@ -20,8 +20,8 @@ from accesspoint.routing.decision import (
     no_agreement,
     sender_orgnr,
 )
-from accesspoint.routing.outbound import DISCOVERY, RouteRecords, RouteTarget
-from accesspoint.routing.settings import parse_discovery, parse_routing
+from accesspoint.routing.outbound import DISCOVERY, PartnerResolver, RouteRecords, RouteTarget
+from accesspoint.routing.settings import NetworkDiscovery, parse_discovery, parse_routing
 from far.identifiers import with_check_digit
 from far.service import Operator, Reachability, Reason
 from pmode import load_pmodes
@@ -225,3 +225,24 @@ def test_routing_and_discovery_settings_name_their_mistakes(tmp_path: Path) -> N
         tmp_path, {"zone": "z.", "smp_trust": str(CERTS / "ca.pem"), "dns": "127.0.0.1:53"}, "d"
     )
     assert discovery is not None and discovery.zone == "z" and discovery.nameserver == ("127.0.0.1", 53)
+
+
+async def test_a_network_may_have_its_own_discovery_zone(tmp_path: Path) -> None:
+    """discovery.networks.sdk: SDK partners are looked up in SDK's zone, every other network in the default one."""
+    trust = str(CERTS / "ca.pem")
+    section = {"zone": "peppol.example", "smp_trust": trust, "networks": {"sdk": {"zone": "sdk.example"}}}
+    settings = parse_discovery(tmp_path, section, "field discovery")
+    assert isinstance(settings, NetworkDiscovery)
+    sdk = settings.for_network("sdk")
+    assert (sdk.zone, sdk.smp_trust) == ("sdk.example", settings.smp_trust)  # the truststore is inherited
+    resolver = PartnerResolver(settings, RouteRecords(tmp_path / "routing"))
+    try:
+        sdk_client, peppol_client = resolver.client("sdk"), resolver.client("peppol")
+        assert sdk_client is not None and peppol_client is not None
+        assert (sdk_client.settings.zone, peppol_client.settings.zone) == ("sdk.example", "peppol.example")
+        assert resolver.client("edelivery-1.15") is peppol_client  # one client, one cache, for the rest
+    finally:
+        await resolver.close()
+    with pytest.raises(ValueError, match=r"discovery\.networks\.sdk\.bogus: unknown setting"):
+        parse_discovery(tmp_path, {**section, "networks": {"sdk": {"bogus": 1}}}, "field discovery")
+    assert PartnerResolver(None, RouteRecords(tmp_path)).client("sdk") is None

@@ -32,6 +32,7 @@ from cryptography.x509.oid import NameOID
 
 from accesspoint.core.errors import EbmsError, ErrorCode
 from accesspoint.core.model import Party, PartyId, PartyInfo, UserMessage
+from accesspoint.routing.settings import NetworkDiscovery
 from accesspoint.security.revocation import RevocationChecker
 from accesspoint.security.trust import CertificateUsage, TrustError, validate_certificate
 from pmode import Route
@@ -185,19 +186,25 @@ class PartnerResolver:
         self.settings = settings
         self.records = records
         self.revocation = revocation
-        self._client: DiscoveryClient | None = None
+        self._clients: dict[str, DiscoveryClient] = {}
 
-    @property
-    def client(self) -> DiscoveryClient | None:
-        """The discovery client (made on first use), None when the server has no ``discovery`` settings."""
-        if self._client is None and self.settings is not None:
-            self._client = DiscoveryClient(self.settings)
-        return self._client
+    def client(self, network: str) -> DiscoveryClient | None:
+        """The discovery client for a P-Mode network (made on first use); None without ``discovery`` settings."""
+        if self.settings is None:
+            return None
+        settings = self.settings
+        if isinstance(settings, NetworkDiscovery) and network in dict(settings.networks):
+            settings = settings.for_network(network)
+        else:
+            network = ""  # every network without its own settings shares one client (and its caches)
+        if network not in self._clients:
+            self._clients[network] = DiscoveryClient(settings)
+        return self._clients[network]
 
     async def close(self) -> None:
-        """Close the discovery client's HTTP session."""
-        if self._client is not None:
-            await self._client.close()
+        """Close the discovery clients' HTTP sessions."""
+        for client in self._clients.values():
+            await client.close()
 
     async def resolve(self, message_id: str, user: UserMessage, route: Route, *, at: datetime) -> Route:
         """The route with the partner filled in; EbmsError when the message cannot go, RouteUnavailable for now."""
@@ -221,7 +228,7 @@ class PartnerResolver:
         return await self._discover(route, participant, at=at)
 
     async def _discover(self, route: Route, participant: str, *, at: datetime) -> Route:
-        client = self.client
+        client = self.client(route.pmode.network)
         if client is None:
             raise EbmsError(
                 ErrorCode.PROCESSING_MODE_MISMATCH,

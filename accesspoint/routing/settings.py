@@ -7,6 +7,8 @@
       dns: 127.0.0.1:5353           # optional: the resolver for the NAPTR lookup (else the system's)
       scheme: peppol                # peppol (SHA-256/base32 label) or bdxl (eDelivery BDXL 1.6)
       smp_trust: smp-ca.pem         # the SMP signers' truststore (PEM, DER or PKCS#12); required
+      networks:                     # optional, per P-Mode network; what an entry leaves out it inherits
+        sdk: {zone: sml.sdk.example, smp_trust: sdk-smp-ca.pem}
     routing:                        # route incoming digital post through FaR to the mailbox operators
       far: http://far:8470          # FaR's REST API, or a mapping of FaR settings ([far] keys) to run it in-process
       token: a-read-token-of-16+    # FaR bearer token (read scope)
@@ -43,15 +45,51 @@ class RoutingSettings:
     forward_pmode: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class NetworkDiscovery(DiscoverySettings):
+    """Discovery settings with overrides per P-Mode network (SDK's SML beside Peppol's, say)."""
+
+    networks: tuple[tuple[str, DiscoverySettings], ...] = ()
+
+    def for_network(self, network: str) -> DiscoverySettings:
+        """The settings for a P-Mode's network: its override, else these."""
+        return dict(self.networks).get(network, self)
+
+
 def parse_discovery(base: Path, value: object, where: str) -> DiscoverySettings | None:
-    """``discovery:`` → DiscoverySettings (None when absent)."""
+    """``discovery:`` → DiscoverySettings (None when absent); with ``networks:`` a NetworkDiscovery.
+
+    Each entry of ``networks`` (keyed by P-Mode network: sdk, peppol, edelivery-1.15, ...) takes the same keys;
+    what it leaves out it inherits.
+    """
     if value is None:
         return None
     if not isinstance(value, dict):
-        raise ValueError(f"{where}: expected {{zone, dns, scheme, smp_trust}}")
+        raise ValueError(f"{where}: expected {{zone, dns, scheme, smp_trust, networks}}")
+    networks = value.get("networks") or {}
+    if not isinstance(networks, dict) or not all(isinstance(v, dict) for v in networks.values()):
+        raise ValueError(f"{where}.networks: a mapping of P-Mode network to {{zone, dns, scheme, smp_trust}}")
+    common = {k: v for k, v in value.items() if k != "networks"}
+    default = _discovery(base, common, where)
+    if not networks:
+        return default
+    overrides = tuple(
+        (str(name), _discovery(base, {**common, **entry}, f"{where}.networks.{name}"))
+        for name, entry in networks.items()
+    )
+    return NetworkDiscovery(
+        zone=default.zone,
+        scheme=default.scheme,
+        nameserver=default.nameserver,
+        smp_trust=default.smp_trust,
+        networks=overrides,
+    )
+
+
+def _discovery(base: Path, value: dict[str, Any], where: str) -> DiscoverySettings:
     unknown = sorted(set(value) - {"zone", "dns", "scheme", "smp_trust"})
     if unknown:
-        raise ValueError(f"{where}.{unknown[0]}: unknown setting (known: dns, scheme, smp_trust, zone)")
+        raise ValueError(f"{where}.{unknown[0]}: unknown setting (known: dns, networks, scheme, smp_trust, zone)")
     zone = value.get("zone")
     if not isinstance(zone, str) or not zone.strip("."):
         raise ValueError(f"{where}.zone: required, a DNS zone")
