@@ -34,6 +34,7 @@ from accesspoint.store import (
     create_engine,
     upgrade_to_head,
 )
+from accesspoint.store.files import SMALL_FILE
 from accesspoint.store.schema import metadata
 from accesspoint.store.states import FINAL, INITIAL, diagram, states_of
 
@@ -387,6 +388,28 @@ async def test_file_store_streams_hashes_and_refuses_past_the_limit(tmp_path: Pa
     assert _files(files) == [stored.path]
     with pytest.raises(ValueError, match="outside"):
         await collect(files.read("../../etc/passwd"))
+
+
+async def test_file_store_small_and_empty_streams_read_back_exactly_and_a_long_failing_one_leaves_no_file(
+    tmp_path: Path,
+) -> None:
+    """A stream within SMALL_FILE (written in one go) and an empty one read back as written; one that fails after
+    going to its file leaves nothing behind."""
+    files = FileStore(tmp_path)
+    small = await files.write(chunks(b"<a>", b"4 KB", b"</a>"))
+    empty = await files.write(chunks())
+    assert await collect(files.read(small.path)) == b"<a>4 KB</a>"
+    assert (small.size, small.sha256) == (11, hashlib.sha256(b"<a>4 KB</a>").hexdigest())
+    assert ([chunk async for chunk in files.read(empty.path)], empty.size) == ([], 0)
+
+    async def broken() -> AsyncIterator[bytes]:
+        yield bytes(SMALL_FILE + 1)
+        yield b"more"
+        raise ConnectionResetError
+
+    with pytest.raises(ConnectionResetError):
+        await files.write(broken())
+    assert _files(files) == sorted([small.path, empty.path])
 
 
 def _files(files: FileStore) -> list[str]:

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 READ_CHUNK = 256 * 1024
+# A stream that ends within this many bytes is written in one hop to a worker thread (see FileStore.write).
+SMALL_FILE = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,30 +40,51 @@ class FileStore:
         self._tmp.mkdir(parents=True, exist_ok=True)
 
     async def write(self, chunks: AsyncIterable[bytes], *, limit: int | None = None) -> StoredFile:
-        """Stream chunks to a temporary file, fsync, rename into place; hashes and counts on the way."""
+        """Stream chunks to a temporary file, fsync, rename into place; hashes and counts on the way.
+
+        The first SMALL_FILE bytes are held in memory: a stream that ends within them (a 4 KB payload, a
+        receipt, most raw messages) is written, made durable and renamed in one hop to a worker thread, since
+        each hop costs two thread switches, more than writing a few KB. A longer one goes to the file from
+        there on, chunk by chunk, so memory stays bounded by SMALL_FILE plus a chunk.
+        """
         name = uuid.uuid4().hex
         temp = self._tmp / f"{name}.part"
         final = self.root / name[:2] / name[2:4] / name
         digest = hashlib.sha256()
         size = 0
-        handle = await asyncio.to_thread(temp.open, "wb")
+        held: list[bytes] = []
+        handle: BinaryIO | None = None
         try:
             async for chunk in chunks:
                 size += len(chunk)
                 if limit is not None and size > limit:
                     raise FileTooLarge(f"stream longer than {limit} bytes")
                 digest.update(chunk)
-                await asyncio.to_thread(handle.write, chunk)
-            await asyncio.to_thread(_finish, handle, temp, final, self.fsync)
+                if handle is not None:
+                    await asyncio.to_thread(handle.write, chunk)
+                    continue
+                held.append(chunk)
+                if size > SMALL_FILE:
+                    handle = await asyncio.to_thread(_open_with, temp, held)
+                    held = []
+            if handle is None:
+                await asyncio.to_thread(_write_whole, temp, final, held, self.fsync)
+            else:
+                await asyncio.to_thread(_finish, handle, temp, final, self.fsync)
         except BaseException:
             await asyncio.to_thread(_discard, handle, temp)
             raise
         return StoredFile(path=final.relative_to(self.root).as_posix(), size=size, sha256=digest.hexdigest())
 
     async def read(self, path: str) -> AsyncIterator[bytes]:
-        """Yield the file's bytes in chunks."""
-        handle = await asyncio.to_thread(self._resolve(path).open, "rb")
+        """Yield the file's bytes in chunks (a file shorter than a chunk costs one hop to a worker thread)."""
+        handle, first = await asyncio.to_thread(_open_and_read, self._resolve(path))
+        if handle is None:
+            if first:
+                yield first
+            return
         try:
+            yield first
             while chunk := await asyncio.to_thread(handle.read, READ_CHUNK):
                 yield chunk
         finally:
@@ -96,6 +119,35 @@ def _finish(handle: BinaryIO, temp: Path, final: Path, fsync: bool) -> None:
         os.close(directory)
 
 
-def _discard(handle: BinaryIO, temp: Path) -> None:
-    handle.close()
+def _open_with(temp: Path, chunks: list[bytes]) -> BinaryIO:
+    handle = temp.open("wb")
+    try:
+        handle.writelines(chunks)
+    except BaseException:
+        handle.close()
+        raise
+    return handle
+
+
+def _write_whole(temp: Path, final: Path, chunks: list[bytes], fsync: bool) -> None:
+    _finish(_open_with(temp, chunks), temp, final, fsync)
+
+
+def _open_and_read(path: Path) -> tuple[BinaryIO | None, bytes]:
+    """The file's first chunk, and its handle when more may follow (None: the file is closed, all was read)."""
+    handle = path.open("rb")
+    try:
+        first = handle.read(READ_CHUNK)
+    except BaseException:
+        handle.close()
+        raise
+    if len(first) < READ_CHUNK:
+        handle.close()
+        return None, first
+    return handle, first
+
+
+def _discard(handle: BinaryIO | None, temp: Path) -> None:
+    if handle is not None:
+        handle.close()
     temp.unlink(missing_ok=True)
