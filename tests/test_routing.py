@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from accesspoint.routing.decision import (
 )
 from accesspoint.routing.outbound import DISCOVERY, PartnerResolver, RouteRecords, RouteTarget
 from accesspoint.routing.settings import NetworkDiscovery, parse_discovery, parse_routing
+from accesspoint.routing.shell import Routing
 from far.identifiers import with_check_digit
 from far.service import Operator, Reachability, Reason
 from pmode import load_pmodes
@@ -246,3 +248,29 @@ async def test_a_network_may_have_its_own_discovery_zone(tmp_path: Path) -> None
     with pytest.raises(ValueError, match=r"discovery\.networks\.sdk\.bogus: unknown setting"):
         parse_discovery(tmp_path, {**section, "networks": {"sdk": {"bogus": 1}}}, "field discovery")
     assert PartnerResolver(None, RouteRecords(tmp_path)).client("sdk") is None
+
+
+async def test_far_in_process_answers_and_far_unreachable_is_a_failure(tmp_path: Path) -> None:
+    """FaR run in-process from a settings mapping answers; a FaR URL nobody listens on gives FarFailure."""
+    in_process = parse_routing(tmp_path, {"far": {"database": "sqlite+aiosqlite:///far.db"}}, "routing")
+    assert in_process is not None
+    routing = Routing(None, RouteRecords(tmp_path / "routing"), routing=in_process)
+    try:
+        assert routing.far is not None
+        answer = await routing.far.is_reachable(SENDER, PERSON)
+        assert isinstance(answer, Reachability) and answer.reason is Reason.NO_MAILBOX
+        assert decide(facts(PERSON), answer).error().detail.startswith("no-mailbox: ")
+    finally:
+        await routing.close()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound, never listening: connections are refused
+        down = parse_routing(tmp_path, {"far": f"http://127.0.0.1:{port}", "timeout": "2s"}, "routing")
+        assert down is not None
+        routing = Routing(None, RouteRecords(tmp_path / "routing"), routing=down)
+        try:
+            assert routing.far is not None
+            failure = await routing.far.is_reachable(SENDER, PERSON)
+            assert isinstance(failure, FarFailure) and failure.unavailable
+        finally:
+            await routing.close()
