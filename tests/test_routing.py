@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import socket
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from accesspoint.core.errors import ErrorCode
+from accesspoint.core.errors import EbmsError, ErrorCode
+from accesspoint.core.model import CollaborationInfo, MessageInfo, PartyInfo, Service, UserMessage
 from accesspoint.routing.decision import (
     FarFailure,
     MessageFacts,
@@ -21,7 +23,7 @@ from accesspoint.routing.decision import (
     no_agreement,
     sender_orgnr,
 )
-from accesspoint.routing.outbound import DISCOVERY, PartnerResolver, RouteRecords, RouteTarget
+from accesspoint.routing.outbound import DISCOVERY, PartnerResolver, RouteRecords, RouteTarget, addressed
 from accesspoint.routing.settings import NetworkDiscovery, parse_discovery, parse_routing
 from accesspoint.routing.shell import Routing
 from far.identifiers import with_check_digit
@@ -274,3 +276,27 @@ async def test_far_in_process_answers_and_far_unreachable_is_a_failure(tmp_path:
             assert isinstance(failure, FarFailure) and failure.unavailable
         finally:
             await routing.close()
+
+
+async def test_a_forwarded_message_goes_to_the_endpoint_its_route_record_names(tmp_path: Path) -> None:
+    """The operator's endpoint comes from the record (FaR), its certificate from the P-Mode; none is an error."""
+    pmodes = load_pmodes(_pmodes(tmp_path))
+    records = RouteRecords(tmp_path / "routing")
+    resolver = PartnerResolver(None, records)
+    routes = {r.pmode.id: r for r in pmodes.routes()}
+    header = UserMessage(
+        message_info=MessageInfo(message_id="fwd-1", timestamp=datetime.now(UTC)),
+        party_info=PartyInfo(routes["to-operator"].from_party, routes["to-operator"].to_party),
+        collaboration_info=CollaborationInfo(
+            service=Service("urn:example:post"), action="Deliver", conversation_id="c"
+        ),
+    )
+    records.put(RouteTarget("fwd-1", "m1", OPERATOR.id, OPERATOR.name, "AP-OPERATOR-1", "https://op.example/as4"))
+    resolved = await resolver.resolve("fwd-1", header, routes["to-operator"], at=datetime.now(UTC))
+    assert resolved.endpoint == "https://op.example/as4"
+    assert resolved.partner_signing_certificate == routes["to-operator"].partner.signing_certificate
+    assert addressed(header, resolved).party_info.receiver.party_ids[0].value == "AP-OPERATOR-1"
+    with pytest.raises(EbmsError, match="no signing_certificate for operator Mailbox AB"):
+        await resolver.resolve("fwd-1", header, routes["to-network"], at=datetime.now(UTC))
+    with pytest.raises(EbmsError, match="no discovery settings"):  # no record: discovery, which is not set up
+        await resolver.resolve("fwd-2", header, routes["to-network"], at=datetime.now(UTC))

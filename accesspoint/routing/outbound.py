@@ -213,6 +213,12 @@ class PartnerResolver:
         target = await asyncio.to_thread(self.records.get, message_id)
         if target is not None and target.endpoint != DISCOVERY:
             partner = route.partner
+            if partner.signing_certificate is None:
+                # FaR gives the operator's endpoint, not its certificate: that is agreed in the P-Mode.
+                raise EbmsError(
+                    ErrorCode.PROCESSING_MODE_MISMATCH,
+                    f"party {partner.name!r} has no signing_certificate for operator {target.operator_name}",
+                )
             party_ids = partner.party_ids or (PartyId(target.party_id),)
             return concrete_route(
                 route,
