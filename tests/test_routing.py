@@ -300,3 +300,16 @@ async def test_a_forwarded_message_goes_to_the_endpoint_its_route_record_names(t
         await resolver.resolve("fwd-1", header, routes["to-network"], at=datetime.now(UTC))
     with pytest.raises(EbmsError, match="no discovery settings"):  # no record: discovery, which is not set up
         await resolver.resolve("fwd-2", header, routes["to-network"], at=datetime.now(UTC))
+
+
+def test_an_sdk_message_is_forwarded_on_the_sdk_pmode_with_a_dynamic_partner() -> None:
+    """SDK's example P-Modes: a message to 0203:… arriving on sdk-receive goes out on sdk-push (SDK discovery)."""
+    pmodes = load_pmodes(REPO / "pmode" / "examples" / "sdk.yaml")
+    (incoming,) = [r for r in pmodes.routes() if r.pmode.id == "sdk-receive"]
+    decision = decide(facts(f"0203:{SENDER}", final_recipient_type="iso6523-actorid-upis", sdk=True))
+    assert decision.kind is RouteKind.SDK
+    route = forward_route(decision, pmodes, action=incoming.leg.action)
+    assert route is not None and route.pmode.id == "sdk-push" and route.dynamic
+    assert route.pmode.transport_profile == "digg-transport-as4-v1_0"  # what SDK's SMP is asked for
+    foreign = decide(facts(f"0203:{SENDER}", final_recipient_type="iso6523-actorid-upis"))
+    assert forward_route(foreign, pmodes, action=incoming.leg.action) is None  # only SDK legs here
