@@ -48,7 +48,10 @@ async def databases(request: pytest.FixtureRequest) -> AsyncIterator[Databases]:
 
 
 class CountingProxy:
-    """A reverse proxy for POST /as4 in a thread of its own: counts requests per MessageId, can hold answers."""
+    """A reverse proxy for POST /as4 in a thread of its own: counts requests per MessageId, can hold answers.
+
+    ``/as4/{via}`` goes to the same receiver: senders given different URLs can be told apart (``via``).
+    """
 
     def __init__(self, target_port: int) -> None:
         self.port = services.free_port()
@@ -63,6 +66,7 @@ class CountingProxy:
         self._armed: tuple[int, Peer] | None = None
         self._released = threading.Event()
         self._released.set()
+        self._holding: tuple[int, int, str | None, Peer] | None = None  # see kill_holding
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._session: aiohttp.ClientSession | None = None
@@ -81,13 +85,15 @@ class CountingProxy:
         self._thread.join(10)
         self._loop.close()
 
-    def hold(self) -> None:
-        """From now on keep the receiver's answers back (the receiver has stored the message, the sender waits)."""
-        self._released.clear()
+    def kill_holding(self, peer: Peer, *, after: int, count: int, via: str | None = None) -> None:
+        """Once the receiver gave ``after`` answers, hold its answers back (only those to ``via``, if given) until
+        ``count`` are held, then SIGKILL peer and pass them on.
 
-    def release(self) -> None:
-        """Pass the held answers on, and every later one at once."""
-        self._released.set()
+        The receiver has stored those messages; the killed sender never saw their receipts.
+        """
+        with self._lock:
+            self._released.clear()
+            self._holding = (after, count, via, peer)
 
     def kill_on_request(self, after: int, peer: Peer) -> None:
         """SIGKILL peer 5 ms into the first request that comes once the receiver gave ``after`` answers.
@@ -107,6 +113,7 @@ class CountingProxy:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/as4", self._forward)
+        app.router.add_post("/as4/{via}", self._forward)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
@@ -119,6 +126,7 @@ class CountingProxy:
 
     async def _forward(self, request: web.Request) -> web.Response:
         body = await request.read()
+        via = request.match_info.get("via")
         found = re.search(rb"MessageId>([^<]+)<", body)
         message_id = found.group(1).decode() if found else "?"
         with self._lock:
@@ -142,10 +150,17 @@ class CountingProxy:
                 self.in_flight -= 1
         with self._lock:
             self.answered[message_id] += status == 200
-        if not self._released.is_set():
-            with self._lock:
+            plan, hold = self._holding, False
+            if plan is not None and sum(self.answered.values()) >= plan[0] and plan[2] in (None, via):
+                hold = True
                 self.held += 1
                 self.ever_held.add(message_id)
+                if self.held >= plan[1]:
+                    assert plan[3].process is not None
+                    plan[3].process.kill()
+                    self._holding = None
+                    self._released.set()
+        if hold:
             while not self._released.is_set():
                 await asyncio.sleep(0.02)
             with self._lock:
@@ -269,12 +284,8 @@ def test_kill_9_of_receiver_and_sender_in_flight_leaves_every_message_delivered_
         restart_once_killed(receiver)
 
         # 2. The sender dies after the receiver stored messages whose receipts it never saw (held by the proxy).
-        wait_until(lambda: proxy.answers() >= 12, "12 answers")
-        proxy.hold()
-        wait_until(lambda: proxy.held >= 2, "two answers held back")
-        kill9(sender)
-        proxy.release()
-        sender.start()
+        proxy.kill_holding(sender, after=12, count=2)
+        restart_once_killed(sender)
 
         # 3. The receiver again, later in the batch.
         proxy.kill_on_request(20, receiver)
