@@ -27,6 +27,7 @@ from accesspoint.store import (
     MessageInfo,
     MessageState,
     MessageStore,
+    NewEvidence,
     NewPayload,
     Retention,
     StoredMessage,
@@ -39,6 +40,7 @@ from accesspoint.store.schema import metadata
 from accesspoint.store.states import FINAL, INITIAL, diagram, states_of
 
 S = MessageState
+K = EvidenceKind
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=30)
 KEEP = timedelta(days=3650)
@@ -294,6 +296,34 @@ async def test_a_repeated_incoming_message_id_gets_the_stored_receipt(store: Mes
     assert second.duplicate and second.message == first.message and second.receipt == receipt
     assert second.receipt is not None and await collect(store.read(second.receipt)) == b"<receipt/>"
     assert _files(store.files) == files_before
+
+
+async def test_evidence_given_with_a_message_or_a_move_is_kept_in_its_transaction(
+    store: MessageStore, other: MessageStore
+) -> None:
+    """Evidence passed to receive, submit or transition is stored with them; a duplicate keeps none, a lost move
+    still keeps the partner's receipt."""
+
+    def raw(data: bytes) -> NewEvidence:
+        return NewEvidence(EvidenceKind.RAW_MESSAGE, chunks(data), KEEP)
+
+    receipt = NewEvidence(EvidenceKind.OUR_RECEIPT, chunks(b"<receipt/>"), KEEP)
+    first = await store.receive(MessageInfo("ev@partner"), [payload()], now=T0, evidence=[raw(b"<raw/>"), receipt])
+    kept = await store.evidence(Direction.IN, "ev@partner")
+    assert [(e.kind, e.retain_until) for e in kept] == [(K.RAW_MESSAGE, T0 + KEEP), (K.OUR_RECEIPT, T0 + KEEP)]
+    assert [await collect(store.read(e)) for e in kept] == [b"<raw/>", b"<receipt/>"]
+    files_before = _files(store.files)
+    second = await store.receive(MessageInfo("ev@partner"), [payload()], now=T0, evidence=[raw(b"<again/>")])
+    assert second.duplicate and second.receipt == kept[1] and not first.duplicate
+    assert (len(await store.evidence(Direction.IN, "ev@partner")), _files(store.files)) == (2, files_before)
+
+    await store.submit(MessageInfo("ev@ap"), [], now=T0, evidence=[raw(b"<header/>")])
+    sending = await store.claim("ev@ap", now=T0, lease=LEASE)
+    assert sending is not None and await other.transition(sending, S.FAILED, now=T0) is not None
+    late = NewEvidence(EvidenceKind.PARTNER_RECEIPT, chunks(b"<late/>"), KEEP)
+    assert await store.transition(sending, S.DELIVERED, now=T0, evidence=[late]) is None
+    kinds = [e.kind for e in await store.evidence(Direction.OUT, "ev@ap")]
+    assert kinds == [K.RAW_MESSAGE, K.PARTNER_RECEIPT]
 
 
 async def test_a_message_id_raced_by_two_instances_is_stored_once(store: MessageStore, other: MessageStore) -> None:

@@ -73,6 +73,7 @@ from accesspoint.store import (
     MessageInfo,
     MessageState,
     MessageStore,
+    NewEvidence,
     NewPayload,
     PurgeReport,
     StoredMessage,
@@ -269,7 +270,16 @@ class AccessPoint:
         plan = await self.routing.decide(self._store, self.pmodes, route, user)
         policy = route.security
         receipt_bytes = signed_signal(accepted.receipt, self.config.keys.signing_key(policy), policy, soap_version)
-        reception = await self._store.receive(_info(user, route), list(_new_payloads(accepted)), now=now)
+        retention = self._evidence_retention(route)
+        # A new message is stored with its raw form and our receipt in one transaction (one commit, and never
+        # one without the others); a repetition stores nothing here.
+        evidence = [
+            NewEvidence(EvidenceKind.RAW_MESSAGE, _once(received.envelope_bytes), retention),
+            NewEvidence(EvidenceKind.OUR_RECEIPT, _once(receipt_bytes), retention),
+        ]
+        reception = await self._store.receive(
+            _info(user, route), list(_new_payloads(accepted)), now=now, evidence=evidence
+        )
         if reception.duplicate and reception.receipt is not None:
             log.info("duplicate %s: answering with the stored receipt", user.message_id)
             return b"".join([c async for c in self._store.read(reception.receipt)])
@@ -277,17 +287,15 @@ class AccessPoint:
             # The first reception stopped (a crash) between storing the message and keeping its receipt: this
             # one finishes it, keeping the evidence and telling the backend, as the first would have.
             log.warning("duplicate %s without a stored receipt: keeping this reception's evidence", user.message_id)
-        retention = self._evidence_retention(route)
-        if not reception.duplicate or not await self._store.evidence(
-            Direction.IN, user.message_id, EvidenceKind.RAW_MESSAGE
-        ):
+            if not await self._store.evidence(Direction.IN, user.message_id, EvidenceKind.RAW_MESSAGE):
+                await self._store.add_evidence(
+                    Direction.IN, user.message_id, EvidenceKind.RAW_MESSAGE, _once(received.envelope_bytes),
+                    now=now, retain_for=retention,
+                )  # fmt: skip
             await self._store.add_evidence(
-                Direction.IN, user.message_id, EvidenceKind.RAW_MESSAGE, _once(received.envelope_bytes),
+                Direction.IN, user.message_id, EvidenceKind.OUR_RECEIPT, _once(receipt_bytes),
                 now=now, retain_for=retention,
             )  # fmt: skip
-        await self._store.add_evidence(
-            Direction.IN, user.message_id, EvidenceKind.OUR_RECEIPT, _once(receipt_bytes), now=now, retain_for=retention
-        )
         self.webhooks.notify(WebhookEvent.MESSAGE_RECEIVED, _message_json(reception.message))
         if plan is not None:
             await self.routing.forward(self, plan, reception.message, user, now=now)
@@ -391,11 +399,13 @@ class AccessPoint:
         await self._keep(message, route, EvidenceKind.RAW_MESSAGE, envelope, self.clock.now())
 
     async def _delivered(self, message: StoredMessage, route: Route, receipt: bytes, now: datetime, how: str) -> None:
-        await self._keep(message, route, EvidenceKind.PARTNER_RECEIPT, receipt, now)
         if message.state not in (MessageState.SENDING, MessageState.AWAITING_RECEIPT):
+            await self._keep(message, route, EvidenceKind.PARTNER_RECEIPT, receipt, now)
             log.info("%s: %s arrived while %s; kept as evidence", message.message_id, how, message.state)
             return
-        moved = await self._store.transition(message, MessageState.DELIVERED, now=now, detail=how)
+        # The receipt is kept in the move's transaction (kept even if another writer moved the message first).
+        evidence = [NewEvidence(EvidenceKind.PARTNER_RECEIPT, _once(receipt), self._evidence_retention(route))]
+        moved = await self._store.transition(message, MessageState.DELIVERED, now=now, detail=how, evidence=evidence)
         if moved is not None:
             self.webhooks.notify(WebhookEvent.RECEIPT, _message_json(moved))
 
@@ -642,12 +652,11 @@ class AccessPoint:
             new_payloads.append(NewPayload(content_id, mime, _once(data)))
         if not new_payloads:
             raise ValueError("payloads: at least one payload is required")
-        stored = await self._store.submit(_info(header, route), new_payloads, now=now)
-        # The header as submitted: what the sender rebuilds the message from on every attempt.
-        await self._store.add_evidence(
-            Direction.OUT, message_id, EvidenceKind.RAW_MESSAGE, _once(serialize(build_envelope(header))),
-            now=now, retain_for=self._evidence_retention(route),
-        )  # fmt: skip
+        # The header as submitted, kept with the message: what the sender rebuilds it from on every attempt.
+        submitted = NewEvidence(
+            EvidenceKind.RAW_MESSAGE, _once(serialize(build_envelope(header))), self._evidence_retention(route)
+        )
+        stored = await self._store.submit(_info(header, route), new_payloads, now=now, evidence=[submitted])
         if route.pmode.binding is not Binding.PULL:  # on pull it waits for the partner's PullRequest
             await self.queue.put(message_id)
         return stored

@@ -55,6 +55,7 @@ from accesspoint.store.records import (
     Evidence,
     EvidenceKind,
     MessageInfo,
+    NewEvidence,
     NewPayload,
     PurgeReport,
     Reception,
@@ -128,20 +129,26 @@ class MessageStore:
 
     # --- inserting ---------------------------------------------------------------------------------------
 
-    async def submit(self, info: MessageInfo, payloads: Sequence[NewPayload], *, now: datetime) -> StoredMessage:
-        """Store an outgoing message as ``submitted``; DuplicateMessage if its MessageId is taken."""
+    async def submit(
+        self, info: MessageInfo, payloads: Sequence[NewPayload], *, now: datetime, evidence: Sequence[NewEvidence] = ()
+    ) -> StoredMessage:
+        """Store an outgoing message as ``submitted`` with its evidence; DuplicateMessage if its MessageId is taken."""
         # No look-up first: duplicates are a backend's mistake, so the unique constraint alone catches them.
         try:
-            return await self._insert(Direction.OUT, info, payloads, now=now)
+            return await self._insert(Direction.OUT, info, payloads, now=now, evidence=evidence)
         except IntegrityError as error:
             raise DuplicateMessage(info.message_id) from error
 
-    async def receive(self, info: MessageInfo, payloads: Sequence[NewPayload], *, now: datetime) -> Reception:
-        """Store an incoming message as ``received``, or report it as a duplicate with its stored receipt."""
+    async def receive(
+        self, info: MessageInfo, payloads: Sequence[NewPayload], *, now: datetime, evidence: Sequence[NewEvidence] = ()
+    ) -> Reception:
+        """Store an incoming message as ``received`` with its evidence, or report it as a duplicate with its stored
+        receipt (then nothing is stored: the caller decides what a repetition keeps)."""
         existing = await self.get(Direction.IN, info.message_id)
         if existing is None:
             try:
-                return Reception(await self._insert(Direction.IN, info, payloads, now=now), duplicate=False)
+                stored = await self._insert(Direction.IN, info, payloads, now=now, evidence=evidence)
+                return Reception(stored, duplicate=False)
             except IntegrityError:
                 # Another instance stored the same MessageId between our look-up and our insert.
                 existing = await self.get(Direction.IN, info.message_id)
@@ -152,12 +159,23 @@ class MessageStore:
 
     @_shielded
     async def _insert(
-        self, direction: Direction, info: MessageInfo, payloads: Sequence[NewPayload], *, now: datetime
+        self,
+        direction: Direction,
+        info: MessageInfo,
+        payloads: Sequence[NewPayload],
+        *,
+        now: datetime,
+        evidence: Sequence[NewEvidence],
     ) -> StoredMessage:
+        # The message, its payloads and its evidence in one transaction: none is ever kept without the others,
+        # and one commit (one disk flush) instead of one per piece.
         stored: list[StoredFile] = []
+        kept: list[StoredFile] = []
         try:
             for payload in payloads:
                 stored.append(await self.files.write(payload.chunks))
+            for item in evidence:
+                kept.append(await self.files.write(item.chunks))
 
             def insert_rows(connection: Connection) -> Row[Any]:
                 row = _insert_row(
@@ -189,11 +207,12 @@ class MessageStore:
                         ],
                     )
                 self._audit(connection, row.id, None, INITIAL[direction], now=now, detail=None)
+                _insert_evidence(connection, direction, info.message_id, evidence, kept, now=now)
                 return row
 
             row = await self.db.run(insert_rows)
         except BaseException:
-            for file in stored:
+            for file in stored + kept:
                 await self.files.delete(file.path)
             raise
         return _message(row)
@@ -281,11 +300,14 @@ class MessageStore:
         next_attempt_at: datetime | None = None,
         error: tuple[str, str] | None = None,
         detail: str | None = None,
+        evidence: Sequence[NewEvidence] = (),
     ) -> StoredMessage | None:
         """Move message to target if it is still as read; None if another writer moved it first.
 
         IllegalTransition for a move the table does not allow. Moving to ``sending`` is ``claim``'s job,
         since it also takes the lease. ``error`` is an (ebMS code, detail) pair kept as the last error.
+        ``evidence`` (a partner's receipt that settles the message) is kept in the same transaction, whether
+        the move happens or not.
         """
         check_transition(message.direction, message.state, target)
         if target is MessageState.SENDING:
@@ -294,9 +316,21 @@ class MessageStore:
         if error is not None:
             values["last_error_code"], values["last_error_detail"] = error
             detail = detail or error[0]
-        return await self.db.run(
-            lambda connection: self._cas(connection, message, target, values, now=now, detail=detail)
-        )
+        kept: list[StoredFile] = []
+
+        def move(connection: Connection) -> StoredMessage | None:
+            moved = self._cas(connection, message, target, values, now=now, detail=detail)
+            _insert_evidence(connection, message.direction, message.message_id, evidence, kept, now=now)
+            return moved
+
+        try:
+            for item in evidence:
+                kept.append(await self.files.write(item.chunks))
+            return await self.db.run(move)
+        except BaseException:
+            for file in kept:
+                await self.files.delete(file.path)
+            raise
 
     @_shielded
     async def claim(self, message_id: str, *, now: datetime, lease: timedelta) -> StoredMessage | None:
@@ -521,6 +555,33 @@ def _drop_messages(connection: Connection, message_ids: list[int]) -> Sequence[s
 def _drop_evidence(connection: Connection, ids: list[int]) -> Sequence[str]:
     result = connection.execute(delete(E).where(E.c.id.in_(ids)).returning(E.c.path))
     return result.scalars().all()
+
+
+def _insert_evidence(
+    connection: Connection,
+    direction: Direction,
+    message_id: str,
+    items: Sequence[NewEvidence],
+    files: Sequence[StoredFile],
+    *,
+    now: datetime,
+) -> None:
+    if not items:
+        return
+    rows = [
+        {
+            "direction": direction.value,
+            "message_id": message_id,
+            "kind": item.kind.value,
+            "size": file.size,
+            "sha256": file.sha256,
+            "path": file.path,
+            "created_at": now,
+            "retain_until": now + item.retain_for,
+        }
+        for item, file in zip(items, files, strict=True)
+    ]
+    connection.execute(insert(E), rows)
 
 
 def _insert_row(connection: Connection, table: Table, **values: Any) -> Row[Any]:

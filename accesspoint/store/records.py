@@ -46,6 +46,15 @@ class NewPayload:
 
 
 @dataclass(frozen=True, slots=True)
+class NewEvidence:
+    """Evidence to keep in the same transaction as a message's insert or move: its bytes arrive as chunks."""
+
+    kind: EvidenceKind
+    chunks: AsyncIterable[bytes]
+    retain_for: timedelta
+
+
+@dataclass(frozen=True, slots=True)
 class StoredMessage:
     """A message row as read; ``version`` is what a compare-and-set compares against."""
 
