@@ -130,7 +130,8 @@ def test_two_instances_share_the_work_without_double_send_and_one_finishes_what_
     finally:
         proxy.stop()
     resent = {message_id for message_id, count in proxy.posted.items() if count > 1}
-    # Exactly what se-1 had in flight when it died went out twice, and the receiver kept it once (asserted above).
-    assert len(proxy.ever_held) >= 3 and resent == proxy.ever_held, (resent, proxy.ever_held)
+    # What se-1 had in flight when it died (at least the three held answers) went out twice, each time because
+    # se-2 took over se-1's expired lease, and the receiver kept it once (asserted above); nothing else did.
+    assert len(proxy.ever_held) >= 3 and proxy.ever_held <= resent, (resent, proxy.ever_held)
     takeovers = {m: actor for m, actor, detail in _claims(database) if detail and "lease of se-1 expired" in detail}
     assert resent <= set(takeovers) and set(takeovers.values()) == {"se-2"}, (resent, takeovers)
