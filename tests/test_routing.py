@@ -4,13 +4,25 @@ from __future__ import annotations
 
 import json
 import socket
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from accesspoint.core.envelope import build_envelope, serialize
 from accesspoint.core.errors import EbmsError, ErrorCode
-from accesspoint.core.model import CollaborationInfo, MessageInfo, PartyInfo, Service, UserMessage
+from accesspoint.core.model import (
+    CollaborationInfo,
+    MessageInfo,
+    Party,
+    PartyId,
+    PartyInfo,
+    Property,
+    Service,
+    UserMessage,
+)
 from accesspoint.routing.decision import (
     FarFailure,
     MessageFacts,
@@ -26,9 +38,14 @@ from accesspoint.routing.decision import (
 from accesspoint.routing.outbound import DISCOVERY, PartnerResolver, RouteRecords, RouteTarget, addressed
 from accesspoint.routing.settings import NetworkDiscovery, parse_discovery, parse_routing
 from accesspoint.routing.shell import Routing
+from accesspoint.store import Direction, EvidenceKind, MessageStore, NewEvidence, NewPayload, StoredMessage
+from accesspoint.store import MessageInfo as StoreInfo
 from far.identifiers import with_check_digit
-from far.service import Operator, Reachability, Reason
-from pmode import load_pmodes
+from far.model import AccountStatus, create_engine, create_tables
+from far.service import FarService, Operator, Reachability, Reason
+from pmode import PModeSet, load_pmodes
+from pmode.model import INITIATOR_ROLE as INITIATOR
+from pmode.model import RESPONDER_ROLE as RESPONDER
 from tests.conftest import REPO
 
 CERTS = REPO / "pmode" / "examples" / "certs"
@@ -163,8 +180,12 @@ def _pmodes(tmp_path: Path) -> Path:
                 "signing_certificate": str(CERTS / "partner-115.pem"),
             },
             "network": {"endpoint": "dynamic"},
+            "nordic": {"party_ids": [{"value": "AP-BE-0115", "type": UNREGISTERED}], "endpoint": "http://no/as4",
+                       "signing_certificate": str(CERTS / "partner-115.pem")},
         },
         "pmodes": [
+            {"id": "from-nordic", "network": "edelivery-1.15", "initiator": {"party": "nordic"},
+             "responder": {"party": "ap-sweden"}, "legs": [leg]},
             {"id": "to-operator", "network": "edelivery-1.15", "initiator": {"party": "ap-sweden"},
              "responder": {"party": "operator"}, "legs": [leg]},
             {"id": "to-network", "network": "edelivery-1.15", "initiator": {"party": "ap-sweden"},
@@ -313,3 +334,76 @@ def test_an_sdk_message_is_forwarded_on_the_sdk_pmode_with_a_dynamic_partner() -
     assert route.pmode.transport_profile == "digg-transport-as4-v1_0"  # what SDK's SMP is asked for
     foreign = decide(facts(f"0203:{SENDER}", final_recipient_type="iso6523-actorid-upis"))
     assert forward_route(foreign, pmodes, action=incoming.leg.action) is None  # only SDK legs here
+
+
+class _Submitter:
+    """The access point as forwarding sees it: P-Modes, store, and a submit that stores and remembers."""
+
+    def __init__(self, pmodes: PModeSet, store: MessageStore) -> None:
+        self.pmodes = pmodes
+        self.store: MessageStore | None = store
+        self.submitted: list[dict[str, Any]] = []
+
+    async def submit(self, document: dict[str, Any], files: Sequence[NewPayload] | None = None) -> StoredMessage:
+        self.submitted.append(document)
+        assert self.store is not None
+        return await self.store.submit(StoreInfo(str(document["message_id"])), list(files or ()), now=datetime.now(UTC))
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+async def _received(store: MessageStore, message_id: str, **properties: str) -> StoredMessage:
+    header = UserMessage(
+        message_info=MessageInfo(message_id=message_id, timestamp=datetime.now(UTC)),
+        party_info=PartyInfo(
+            Party((PartyId("AP-BE-0115", UNREGISTERED),), INITIATOR),
+            Party((PartyId("AP-SE-0001", UNREGISTERED),), RESPONDER),
+        ),
+        collaboration_info=CollaborationInfo(
+            service=Service("urn:example:post", "urn:example:t"), action="Deliver", conversation_id="c"
+        ),
+        message_properties=tuple(Property(k, v) for k, v in properties.items()),
+    )
+    raw = NewEvidence(EvidenceKind.RAW_MESSAGE, _once(serialize(build_envelope(header))), timedelta(days=1))
+    info = StoreInfo(message_id, pmode_id="from-nordic", leg=0)
+    payload = NewPayload("letter@x", "text/plain", _once(b"hello"))
+    return (await store.receive(info, [payload], now=datetime.now(UTC), evidence=[raw])).message
+
+
+async def test_a_message_received_but_not_forwarded_before_a_stop_is_forwarded_at_start(tmp_path: Path) -> None:
+    """recover(): routable ones are forwarded once, local and now-unroutable ones stay, half-done ones are settled."""
+    far_url = "sqlite+aiosqlite:///" + str(tmp_path / "far.db")
+    engine = create_engine(far_url)
+    await create_tables(engine)
+    far = FarService(engine)
+    await far.put_operator(OPERATOR, actor="test")
+    await far.put_recipient(PERSON, status=AccountStatus.SECURE, operator_id=OPERATOR.id, actor="test")
+    await engine.dispose()
+    store = await MessageStore.open(f"sqlite:///{tmp_path / 'ap.db'}", tmp_path / "files")
+    settings = parse_routing(tmp_path, {"far": {"database": far_url}}, "routing")
+    routing = Routing(None, RouteRecords(tmp_path / "routing"), routing=settings)
+    access_point = _Submitter(load_pmodes(_pmodes(tmp_path)), store)
+    try:
+        sender = {"originalSender": f"0007:{SENDER}"}
+        routable = await _received(store, "m1", finalRecipient=PERSON, **sender)
+        await _received(store, "m2")  # for the backend
+        await _received(store, "m3", finalRecipient="19" + with_check_digit("900101123"), **sender)  # no mailbox
+        half_done = await _received(store, "m4", finalRecipient=PERSON, **sender)
+        await store.submit(StoreInfo("fwd-m4"), [], now=datetime.now(UTC))
+        assert await routing.recover(access_point, now=datetime.now(UTC)) == 1
+        assert [(d["message_id"], d["pmode"]) for d in access_point.submitted] == [("fwd-m1", "to-operator")]
+        states = {m: (await store.get(Direction.IN, m)) for m in ("m1", "m2", "m3", "m4")}
+        assert {m: s.state.value for m, s in states.items() if s} == {
+            "m1": "delivered_to_backend", "m2": "received", "m3": "received", "m4": "delivered_to_backend",
+        }  # fmt: skip
+        history = await store.history(routable)
+        assert "forwarded to operator Mailbox AB" in (history[-1].detail or "")
+        assert (await store.history(half_done))[-1].detail == "forwarded as fwd-m4"
+        target = RouteRecords(tmp_path / "routing").get("fwd-m1")
+        assert target is not None and target.endpoint == OPERATOR.endpoint
+        assert await routing.recover(access_point, now=datetime.now(UTC)) == 0  # nothing twice
+    finally:
+        await routing.close()
+        await store.close()

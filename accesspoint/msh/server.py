@@ -142,6 +142,8 @@ class AccessPoint:
         self._tasks.append(asyncio.create_task(self._pull_loop()))
         self._tasks.append(asyncio.create_task(self._purge_loop()))
         self._tasks.append(asyncio.create_task(self._recovery_loop()))
+        # Routed messages a stop left received but not forwarded (their senders have the receipt) go on now.
+        self._tasks.append(asyncio.create_task(self.routing.resume(self, now=self.clock.now())))
 
     async def _requeue(self, idle: timedelta | None = None) -> None:
         """Queue the outgoing messages that are due (and untouched for idle, when given) for the send workers."""

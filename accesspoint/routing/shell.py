@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from accesspoint.core.envelope import parse_envelope
+from accesspoint.core.errors import EbmsError
 from accesspoint.core.model import UserMessage
 from accesspoint.routing.decision import (
     FarFailure,
@@ -52,6 +53,11 @@ async def stored_header(store: MessageStore, message: StoredMessage) -> UserMess
     user = parse_envelope(header).messaging.message
     assert isinstance(user, UserMessage)
     return user
+
+
+def forwarded_id(message_id: str) -> str:
+    """The MessageId a routed message is forwarded under (one forward per received message, even on retries)."""
+    return f"fwd-{message_id}"
 
 
 class Submitter(Protocol):
@@ -161,13 +167,21 @@ class Routing:
 
     # ------------------------------------------------------------------------------------------ the router
 
+    def _routes(self, pmode_id: str | None) -> bool:
+        settings = self.settings
+        return settings is not None and (not settings.pmodes or pmode_id in settings.pmodes)
+
     async def decide(self, store: MessageStore, pmodes: PModeSet, route: Route, user: UserMessage) -> Plan | None:
         """Where a received message goes; None when it stays here. EbmsError (EBMS:0004) refuses it."""
-        settings, far = self.settings, self.far
-        if settings is None or far is None or (settings.pmodes and route.pmode.id not in settings.pmodes):
+        if not self._routes(route.pmode.id):
             return None
         if await store.get(Direction.IN, user.message_id) is not None:
             return None  # a duplicate: it gets the stored receipt, and was routed the first time
+        return await self._plan(pmodes, route, user)
+
+    async def _plan(self, pmodes: PModeSet, route: Route, user: UserMessage) -> Plan | None:
+        settings, far = self.settings, self.far
+        assert settings is not None and far is not None
         sdk = route.pmode.network == "sdk" or route.leg.payload.format is PayloadFormat.XHE
         facts = MessageFacts.of(user, sdk=sdk)
         destination = classify(facts)
@@ -194,7 +208,7 @@ class Routing:
         store = access_point.store
         assert store is not None
         decision = plan.decision
-        message_id = f"fwd-{received.message_id}"
+        message_id = forwarded_id(received.message_id)
         outcome = decision.describe()
         if decision.kind is RouteKind.OPERATOR and decision.operator is not None and decision.endpoint is not None:
             operator = decision.operator
@@ -224,3 +238,61 @@ class Routing:
         await store.transition(received, MessageState.DELIVERED_TO_BACKEND, now=now, detail=outcome)
         log.info("%s %s", received.message_id, outcome)
         return forwarded
+
+    async def recover(self, access_point: Submitter, *, now: datetime) -> int:
+        """Forward what a stop left received but not forwarded (the receipt had gone); how many were forwarded.
+
+        Run once at start. A message that can no longer be routed (FaR now says no, or cannot answer) is logged and
+        left for the backend: its sender already has the receipt.
+        """
+        store = access_point.store
+        if self.settings is None or store is None:
+            return 0
+        forwarded = 0
+        after = 0
+        while batch := await store.search(direction=Direction.IN, state=MessageState.RECEIVED, after_pk=after):
+            after = batch[-1].pk
+            for message in batch:
+                if not self._routes(message.pmode_id) or message.created_at >= now:
+                    continue  # not routed here, or received since the start (its own request forwards it)
+                try:
+                    forwarded += await self._recover_one(access_point, store, message, now=now)
+                except EbmsError as refusal:
+                    log.warning("%s was received but can no longer be routed: %s", message.message_id, refusal)
+                except Exception:
+                    log.exception("%s: re-routing after a restart failed", message.message_id)
+        return forwarded
+
+    async def _recover_one(
+        self, access_point: Submitter, store: MessageStore, message: StoredMessage, *, now: datetime
+    ) -> int:
+        done = await store.get(Direction.OUT, forwarded_id(message.message_id))
+        if done is not None:  # forwarded, but stopped before the received message was moved on
+            await store.transition(
+                message, MessageState.DELIVERED_TO_BACKEND, now=now, detail="forwarded as " + done.message_id
+            )
+            return 0
+        pmode = access_point.pmodes.get(message.pmode_id or "")
+        if pmode is None or (message.leg or 0) >= len(pmode.legs):
+            return 0
+        kept = await store.evidence(Direction.IN, message.message_id, EvidenceKind.RAW_MESSAGE)
+        if not kept:
+            return 0
+        user = parse_envelope(b"".join([c async for c in store.read(kept[0])])).messaging.message
+        if not isinstance(user, UserMessage):
+            return 0
+        plan = await self._plan(access_point.pmodes, Route(pmode, pmode.legs[message.leg or 0]), user)
+        if plan is None:
+            return 0
+        log.info("%s was received but not forwarded before a stop: forwarding it now", message.message_id)
+        return 0 if await self.forward(access_point, plan, message, user, now=now) is None else 1
+
+    async def resume(self, access_point: Submitter, *, now: datetime) -> None:
+        """:meth:`recover` as a start-up task: whatever fails is logged, and the access point runs on."""
+        try:
+            count = await self.recover(access_point, now=now)
+        except Exception:
+            log.exception("re-routing what a stop left unforwarded failed")
+            return
+        if count:
+            log.info("forwarded %d message(s) a stop had left unforwarded", count)
