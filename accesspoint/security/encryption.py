@@ -640,15 +640,15 @@ def unwrap_key(
 
 def _unwrap_checked(encrypted_key: etree._Element, ids: Mapping[str, etree._Element], keys: Sequence[KeyPair]) -> bytes:
     """``unwrap_key`` for an EncryptedKey whose algorithms ``check_key_algorithms`` has passed already."""
-    if _algorithm(encrypted_key.find(f"{XENC}EncryptionMethod")) in _KEK_SIZES:
-        cek = _unwrap_agreed(encrypted_key, ids, keys)
-        reference = encrypted_key.find(
-            f"{DS}KeyInfo/{XENC}AgreementMethod/{XENC}RecipientKeyInfo/{WSSE}SecurityTokenReference"
-        )
-    else:
-        cek = _unwrap_rsa(encrypted_key, ids, keys)
-        reference = encrypted_key.find(f"{DS}KeyInfo/{WSSE}SecurityTokenReference")
+    agreed = _algorithm(encrypted_key.find(f"{XENC}EncryptionMethod")) in _KEK_SIZES
+    cek = _unwrap_agreed(encrypted_key, ids, keys) if agreed else _unwrap_rsa(encrypted_key, ids, keys)
     if cek is None:
+        # Looked up only to say which key was wanted: a path search on every message would cost for nothing.
+        if agreed:
+            path = f"{DS}KeyInfo/{XENC}AgreementMethod/{XENC}RecipientKeyInfo/{WSSE}SecurityTokenReference"
+        else:
+            path = f"{DS}KeyInfo/{WSSE}SecurityTokenReference"
+        reference = encrypted_key.find(path)
         raise DecryptionKeyMissing(f"no decryption key matches the EncryptedKey ({_describe(reference)})", frozenset())
     return cek
 
