@@ -407,3 +407,27 @@ async def test_a_message_received_but_not_forwarded_before_a_stop_is_forwarded_a
     finally:
         await routing.close()
         await store.close()
+
+
+async def test_a_routed_submission_names_its_mistakes(tmp_path: Path) -> None:
+    """route must be true, needs routing settings and a finalRecipient; without the key nothing changes."""
+    pmodes = load_pmodes(_pmodes(tmp_path))
+    plain = {"pmode": "to-operator", "properties": {}}
+    bare = Routing(None, RouteRecords(tmp_path / "routing"))
+    assert await bare.route_submission(pmodes, plain) is plain
+    with pytest.raises(ValueError, match="no routing settings"):
+        await bare.route_submission(pmodes, {"route": True})
+    with pytest.raises(ValueError, match="route: true, or leave it out"):
+        await bare.route_submission(pmodes, {"route": "yes"})
+    settings = parse_routing(tmp_path, {"far": "http://127.0.0.1:9"}, "routing")
+    routing = Routing(None, RouteRecords(tmp_path / "routing"), routing=settings)
+    try:
+        with pytest.raises(ValueError, match="finalRecipient: required"):
+            await routing.route_submission(pmodes, {"route": True, "properties": {"originalSender": SENDER}})
+        with pytest.raises(ValueError, match="refused: invalid-sender"):
+            await routing.route_submission(pmodes, {"route": True, "properties": {"finalRecipient": PERSON}})
+        foreign = {"route": True, "action": "Deliver", "properties": {"finalRecipient": "iso6523-actorid-upis::0088:1"}}
+        routed = await routing.route_submission(pmodes, foreign)
+        assert routed["pmode"] == "to-network" and "route" not in routed and routed["message_id"]
+    finally:
+        await routing.close()

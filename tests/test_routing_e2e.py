@@ -314,6 +314,22 @@ def test_foreign_participant_is_forwarded_to_the_access_point_its_smp_names(fede
     assert received["to"].endswith("AP-OPERATOR-1")  # the CN of the certificate the SMP publishes
 
 
+def test_the_routers_own_backend_submits_digital_post_routed_through_far(federation: Federation) -> None:
+    """ "route": true on the Swedish access point's REST API: to the operator FaR names, or 422 with the reason."""
+    letter = {"content_id": "letter@se", "mime_type": "application/xml", "data": base64.b64encode(b"<l/>").decode()}
+    properties = {"originalSender": SENDER, "finalRecipient": PERSON}
+    body = {"route": True, "message_id": "own-1@se", "properties": properties, "payloads": [letter]}
+    status, document = federation.sweden.api("POST", "/api/v1/messages", body)
+    assert status == 202 and document["pmode"] == "se-to-operator", document
+    assert document["to"].endswith("AP-OPERATOR-1")
+    assert federation.sweden.wait_state("own-1@se", {"delivered", "failed"})["state"] == "delivered"
+    federation.operator.wait_state("own-1@se", {"received"}, direction="in")
+    refused = {**body, "message_id": "own-2@se", "properties": {**properties, "finalRecipient": NOBODY}}
+    status, problem = federation.sweden.api("POST", "/api/v1/messages", refused)
+    assert status == 422 and problem["detail"].startswith(f"refused: no-mailbox: {NOBODY}"), problem
+    assert federation.sweden.api("GET", "/api/v1/messages/own-2@se")[0] == 404
+
+
 def test_far_down_is_a_clear_ebms_error(federation: Federation) -> None:
     """With FaR stopped the sender gets EBMS:0004 far-unavailable at once, not silence (runs last: stops FaR)."""
     federation.far.terminate()

@@ -592,8 +592,10 @@ class AccessPoint:
 
         The payloads are ``files`` (a multipart submission, streamed) or the base64 ``payloads`` of the document.
         A reply names the received request in ``ref_to_message_id``: it takes the request's conversation and,
-        unless the document names one, its two-way P-Mode.
+        unless the document names one, its two-way P-Mode. With ``"route": true`` the router picks the P-Mode
+        (FaR for digital post, else discovery) and refuses with its reason (ValueError) before anything is stored.
         """
+        document = await self.routing.route_submission(self.pmodes, document)
         ref = document.get("ref_to_message_id")
         request = None
         if ref is not None:

@@ -23,7 +23,10 @@ from typing import Any, Protocol
 from accesspoint.core.envelope import parse_envelope
 from accesspoint.core.errors import EbmsError
 from accesspoint.core.model import UserMessage
+from accesspoint.msh.receiving import new_message_id
 from accesspoint.routing.decision import (
+    FINAL_RECIPIENT,
+    ORIGINAL_SENDER,
     FarFailure,
     MessageFacts,
     RouteKind,
@@ -296,3 +299,64 @@ class Routing:
             return
         if count:
             log.info("forwarded %d message(s) a stop had left unforwarded", count)
+
+    # ------------------------------------------------------------------------------- backend submissions
+
+    async def route_submission(self, pmodes: PModeSet, document: dict[str, Any]) -> dict[str, Any]:
+        """A backend submission with ``"route": true``, routed like a received message; others unchanged.
+
+        Returns the submission with the forwarding P-Mode and its MessageId (the route target recorded before it
+        is stored and queued); ValueError (422 for the backend) when it is refused, with the router's reason.
+        """
+        if "route" not in document:
+            return document
+        if document.get("route") is not True:
+            raise ValueError("route: true, or leave it out")
+        if self.settings is None:
+            raise ValueError("route: this access point has no routing settings")
+        properties = document.get("properties")
+        facts = MessageFacts(
+            message_id=str(document.get("message_id") or new_message_id()),
+            final_recipient=_value(properties, FINAL_RECIPIENT),
+            final_recipient_type=_type(properties, FINAL_RECIPIENT),
+            original_sender=_value(properties, ORIGINAL_SENDER),
+            original_sender_type=_type(properties, ORIGINAL_SENDER),
+            sdk=document.get("network") == "sdk",
+        )
+        destination = classify(facts)
+        if destination.kind is RouteKind.LOCAL:
+            raise ValueError("properties.finalRecipient: required to route a submission")
+        answer = None
+        if self.far is not None and destination.needs_far and destination.sender_orgnr and destination.recipient:
+            answer = await self.far.is_reachable(destination.sender_orgnr, destination.recipient)
+        decision = decide(facts, answer)
+        if not decision.refused:
+            action = str(document.get("action") or "")
+            forward = forward_route(decision, pmodes, action=action, pmode_id=self.settings.forward_pmode)
+            if forward is None:
+                decision = no_agreement(decision)
+        if decision.refused:
+            raise ValueError(f"refused: {decision.error().detail}")
+        assert forward is not None
+        if decision.kind is RouteKind.OPERATOR and decision.operator is not None and decision.endpoint is not None:
+            operator = decision.operator
+            target = RouteTarget(
+                facts.message_id, facts.message_id, operator.id, operator.name, operator.party_id, decision.endpoint
+            )
+            await asyncio.to_thread(self.records.put, target)
+        log.info("submission %s routed: %s on %s", facts.message_id, decision.describe(), forward.name)
+        routed = {k: v for k, v in document.items() if k != "route"}
+        return {**routed, "pmode": forward.pmode.id, "message_id": facts.message_id}
+
+
+def _value(properties: object, name: str) -> str | None:
+    given = properties.get(name) if isinstance(properties, dict) else None
+    if isinstance(given, dict):
+        given = given.get("value")
+    return given.strip() if isinstance(given, str) else None
+
+
+def _type(properties: object, name: str) -> str | None:
+    given = properties.get(name) if isinstance(properties, dict) else None
+    kind = given.get("type") if isinstance(given, dict) else None
+    return kind if isinstance(kind, str) and kind else None
