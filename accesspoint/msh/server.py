@@ -91,6 +91,7 @@ READ_CHUNK = 64 * 1024
 SPOOL_IN_MEMORY = 1024 * 1024
 METADATA_LIMIT = 1024 * 1024
 FOREVER = timedelta(days=100 * 366)  # a P-Mode retention of "forever", as a retain_until the database can hold
+SUBMITTED_HEADERS = 4096  # headers as submitted kept in memory for their first attempt (the oldest go first)
 
 
 class AccessPoint:
@@ -113,6 +114,9 @@ class AccessPoint:
             routing=config.routing,
         )
         self._tasks: list[asyncio.Task[None]] = []
+        # The serialised header of each message submitted here, until its first attempt: the bytes kept as its
+        # evidence, so the sender need not read them back (retries and other instances do).
+        self._submitted: dict[str, bytes] = {}
 
     # ------------------------------------------------------------------------------------------ lifecycle
 
@@ -657,10 +661,12 @@ class AccessPoint:
         if not new_payloads:
             raise ValueError("payloads: at least one payload is required")
         # The header as submitted, kept with the message: what the sender rebuilds it from on every attempt.
-        submitted = NewEvidence(
-            EvidenceKind.RAW_MESSAGE, _once(serialize(build_envelope(header))), self._evidence_retention(route)
-        )
+        header_bytes = serialize(build_envelope(header))
+        submitted = NewEvidence(EvidenceKind.RAW_MESSAGE, _once(header_bytes), self._evidence_retention(route))
         stored = await self._store.submit(_info(header, route), new_payloads, now=now, evidence=[submitted])
+        if len(self._submitted) >= SUBMITTED_HEADERS:
+            del self._submitted[next(iter(self._submitted))]
+        self._submitted[message_id] = header_bytes
         if route.pmode.binding is not Binding.PULL:  # on pull it waits for the partner's PullRequest
             await self.queue.put(message_id)
         return stored
@@ -810,8 +816,10 @@ class AccessPoint:
     ) -> SecuredMessage:
         """Rebuild a stored message from its header as submitted and its payloads: compressed, signed, encrypted."""
         store = self._store
-        header_evidence = (await store.evidence(Direction.OUT, message.message_id, EvidenceKind.RAW_MESSAGE))[0]
-        header_bytes = b"".join([c async for c in store.read(header_evidence)])
+        header_bytes = self._submitted.pop(message.message_id, None)
+        if header_bytes is None:
+            header_evidence = (await store.evidence(Direction.OUT, message.message_id, EvidenceKind.RAW_MESSAGE))[0]
+            header_bytes = b"".join([c async for c in store.read(header_evidence)])
         user = parse_envelope(header_bytes).messaging.message
         assert isinstance(user, UserMessage)
         user = addressed(user, route)  # a dynamic partner's eb:To is the access point discovery found

@@ -222,8 +222,8 @@ class MessageStore:
     @_shielded
     async def get(self, direction: Direction, message_id: str) -> StoredMessage | None:
         """The message with that MessageId in that direction, if stored."""
-        query = select(M).where(M.c.direction == direction.value, M.c.message_id == message_id)
-        row = await self.db.run(lambda connection: connection.execute(query).one_or_none())
+        parameters = {"b_direction": direction.value, "b_message_id": message_id}
+        row = await self.db.run(lambda connection: connection.execute(_BY_MESSAGE_ID, parameters).one_or_none())
         return None if row is None else _message(row)
 
     @_shielded
@@ -255,7 +255,7 @@ class MessageStore:
     @_shielded
     async def payloads(self, message: StoredMessage) -> list[StoredPayload]:
         """The payloads of a message in the order they were submitted (empty once purged)."""
-        rows = await self._all(select(P).where(P.c.message == message.pk).order_by(P.c.id))
+        rows = await self._all(_PAYLOADS, {"b_message": message.pk})
         return [
             StoredPayload(
                 pk=row.id,
@@ -464,10 +464,12 @@ class MessageStore:
     @_shielded
     async def evidence(self, direction: Direction, message_id: str, kind: EvidenceKind | None = None) -> list[Evidence]:
         """The evidence kept for a message, oldest first, optionally of one kind."""
-        query = select(E).where(E.c.direction == direction.value, E.c.message_id == message_id)
-        if kind is not None:
-            query = query.where(E.c.kind == kind.value)
-        return [_evidence(row) for row in await self._all(query.order_by(E.c.id))]
+        parameters = {"b_direction": direction.value, "b_message_id": message_id}
+        if kind is None:
+            rows = await self._all(_EVIDENCE, parameters)
+        else:
+            rows = await self._all(_EVIDENCE_OF_KIND, {**parameters, "b_kind": kind.value})
+        return [_evidence(row) for row in rows]
 
     # --- retention ---------------------------------------------------------------------------------------
 
@@ -523,8 +525,8 @@ class MessageStore:
             for path in paths:
                 await self.files.delete(path)
 
-    async def _all(self, query: Executable) -> Sequence[Row[Any]]:
-        return await self.db.run(lambda connection: connection.execute(query).all())
+    async def _all(self, query: Executable, parameters: Mapping[str, Any] | None = None) -> Sequence[Row[Any]]:
+        return await self.db.run(lambda connection: connection.execute(query, parameters).all())
 
 
 # Deletes the rows with the given ids and returns the file paths they released.
@@ -626,6 +628,12 @@ _CLAIMABLE = select(M).where(
     M.c.message_id == bindparam("b_message_id"),
     _due_clause(bindparam("b_now", type_=M.c.updated_at.type)),
 )
+_BY_MESSAGE_ID = select(M).where(M.c.direction == bindparam("b_direction"), M.c.message_id == bindparam("b_message_id"))
+_PAYLOADS = select(P).where(P.c.message == bindparam("b_message")).order_by(P.c.id)
+_EVIDENCE = (
+    select(E).where(E.c.direction == bindparam("b_direction"), E.c.message_id == bindparam("b_message_id"))
+).order_by(E.c.id)
+_EVIDENCE_OF_KIND = _EVIDENCE.where(E.c.kind == bindparam("b_kind"))
 _NEXT_ATTEMPT = M.c.attempts + 1  # one object, so that claims share one cached CAS statement
 
 
