@@ -503,6 +503,26 @@ def test_tampered_attachment_is_failed_decryption_with_a_generic_wire_detail(
     assert b"".join(sources["part-5@test"].open()) == PAYLOADS["part-5@test"][1]
 
 
+def test_a_small_part_read_twice_is_decrypted_once_and_a_tampered_one_fails_every_time(rsa_recipient: KeyPair) -> None:
+    """Plaintext is kept only after its GCM tag verified: a good part reads back equal, a tampered one never passes."""
+    policy = SecurityPolicy.edelivery_1_15()
+    received = _wire(*_encrypt(policy, rsa_recipient))
+    _tampered_part(received, "part-5@test", lambda b: b[:-1] + bytes([b[-1] ^ 0x80]))
+    opened: list[str] = []
+
+    def counting_open_part(part: ReceivedPart) -> Iterator[bytes]:
+        opened.append(str(part.content_id))
+        return _open_part(part)
+
+    sources = decrypt_attachments(received, [rsa_recipient], policy, open_part=counting_open_part)
+    good = sources["part-1@test"]
+    assert b"".join(good.open()) == b"".join(good.open()) == PAYLOADS["part-1@test"][1]
+    assert opened.count("part-1@test") == 1
+    for _ in range(2):
+        assert _code(lambda: b"".join(sources["part-5@test"].open())) == "EBMS:0102"
+    assert opened.count("part-5@test") == 2
+
+
 def _edit_envelope(envelope: bytes, edit: Callable[[etree._Element], None]) -> bytes:
     root = etree.fromstring(envelope)
     edit(root)
