@@ -102,6 +102,7 @@ async def test_migrations_build_the_schema_on_an_empty_database(database_url: st
                 "payloads",
                 "evidence",
                 "transitions",
+                "end_to_end",
             }
             assert await connection.run_sync(_schema_differences) == []
     finally:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from accesspoint.routing.settings import RoutingSettings, parse_discovery, parse_routing
@@ -82,6 +83,7 @@ class WebhookEvent(StrEnum):
     MESSAGE_RECEIVED = "message-received"
     RECEIPT = "receipt"
     ERROR = "error"
+    END_TO_END_RECEIPT = "end-to-end-receipt"  # the recipient's operator's verified answer to a sent message
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +136,8 @@ class ServerConfig:
     purge_interval: timedelta = timedelta(hours=1)
     discovery: DiscoverySettings | None = None  # dynamic partners: BDXL + SMP (accesspoint/routing/settings.py)
     routing: RoutingSettings | None = None  # the router: FaR, routed P-Modes, forwarding
+    # end_to_end.operators: operators whose signed answers count (besides the P-Modes' party certificates)
+    operator_certificates: tuple[x509.Certificate, ...] = ()
 
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
@@ -194,7 +198,7 @@ def load_config(path: str | Path) -> ServerConfig:
     known = {
         "listen", "pmodes", "database", "storage", "keys", "api_tokens", "instance", "redis", "send", "durability",
         "max_message_size", "revocation", "evidence_retention", "pull", "webhooks", "tls", "tls_trust",
-        "tls_client", "retention", "discovery", "routing",
+        "tls_client", "retention", "discovery", "routing", "end_to_end",
     }  # fmt: skip
     unknown = sorted(set(data) - known)
     if unknown:
@@ -259,7 +263,25 @@ def load_config(path: str | Path) -> ServerConfig:
         purge_interval=_duration(retention.get("interval", "1h"), f"{file}: field retention.interval"),
         discovery=discovery,
         routing=routing,
+        operator_certificates=_operator_certificates(base, data.get("end_to_end"), f"{file}: field end_to_end"),
     )
+
+
+def _operator_certificates(base: Path, value: object, where: str) -> tuple[x509.Certificate, ...]:
+    """``end_to_end: {operators: [FILE, ...]}``: the PEM certificates of operators whose answers are verified."""
+    settings = _mapping(value, where)
+    if set(settings) - {"operators"}:
+        raise ConfigError(f"{where}: unknown setting {sorted(set(settings) - {'operators'})[0]} (known: operators)")
+    entries = settings.get("operators", [])
+    if not isinstance(entries, list):
+        raise ConfigError(f"{where}.operators: a list of PEM certificate files")
+    found: list[x509.Certificate] = []
+    for index, entry in enumerate(entries):
+        try:
+            found.extend(x509.load_pem_x509_certificates((base / str(entry)).read_bytes()))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{where}.operators[{index}]: {entry}: not a readable PEM certificate ({exc})") from None
+    return tuple(found)
 
 
 def _mapping(value: object, where: str) -> dict[str, Any]:

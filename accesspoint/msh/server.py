@@ -45,6 +45,7 @@ from accesspoint.core.model import (
 )
 from accesspoint.core.namespaces import GZIP, SoapVersion
 from accesspoint.core.signals import signed_references
+from accesspoint.msh import end_to_end
 from accesspoint.msh.config import ConfigError, ServerConfig, WebhookEvent
 from accesspoint.msh.openapi import OPENAPI
 from accesspoint.msh.receiving import (
@@ -59,7 +60,7 @@ from accesspoint.msh.receiving import (
 from accesspoint.msh.tls import client_context, server_context
 from accesspoint.msh.webhooks import WebhookNotifier
 from accesspoint.routing.outbound import RouteRecords, RouteUnavailable, addressed, submission_receiver
-from accesspoint.routing.shell import Routing
+from accesspoint.routing.shell import Routing, forwarded_id
 from accesspoint.security.fetch import UrlFetcher
 from accesspoint.security.outbound import Payload, SecuredMessage, secure_message
 from accesspoint.security.policy import RevocationMode
@@ -68,6 +69,7 @@ from accesspoint.security.revocation import RevocationChecker
 from accesspoint.security.trust import CertificateUsage, TrustError, TrustFailure, validate_certificate
 from accesspoint.store import (
     Direction,
+    DuplicateMessage,
     EvidenceKind,
     MemorySendQueue,
     MessageInfo,
@@ -305,7 +307,51 @@ class AccessPoint:
         self.webhooks.notify(WebhookEvent.MESSAGE_RECEIVED, _message_json(reception.message))
         if plan is not None:
             await self.routing.forward(self, plan, reception.message, user, now=now)
+        if user.message_info.ref_to_message_id is not None and not reception.duplicate:
+            await self._answered(reception.message, now)
         return receipt_bytes
+
+    async def _answered(self, reply: StoredMessage, now: datetime) -> None:
+        """A reply to a message we sent: the operator's end-to-end answer is checked and kept with the original
+        (and announced); a router hands the answer to a forwarded message back to its original sender."""
+        try:
+            record = await end_to_end.check_reply(
+                self._store,
+                reply,
+                end_to_end.operator_certificates(self.pmodes, self.config.operator_certificates),
+                now=now,
+            )
+            if record is not None:
+                self.webhooks.notify(
+                    WebhookEvent.END_TO_END_RECEIPT,
+                    {"message_id": record.message_id, "end_to_end": end_to_end.to_json(record)},
+                )
+            await self._relay_answer(reply)
+        except Exception:  # the receipt for the reply is given regardless; the answer stays stored as received
+            log.exception("checking the reply %s to %s failed", reply.message_id, reply.ref_to_message_id)
+
+    async def _relay_answer(self, reply: StoredMessage) -> None:
+        """The router: a reply to ``fwd-<id>`` goes back to the sender of ``<id>`` on its two-way P-Mode, payloads
+        as they came, as ``rev-<reply id>`` (the same reply relayed twice is a duplicate, never a second answer)."""
+        ref = reply.ref_to_message_id or ""
+        original = ref.removeprefix("fwd-")
+        if self.config.routing is None or original == ref or forwarded_id(original) != ref:
+            return
+        request = await self._store.get(Direction.IN, original)
+        pmode = None if request is None else self.pmodes.get(request.pmode_id or "")
+        if request is None or pmode is None or pmode.binding is not Binding.PUSH_AND_PUSH:
+            return  # a one-way sender has no reply leg: the answer stays here, with the forwarded message
+        files = [
+            NewPayload(p.content_id, p.mime_type, self._store.read(p), p.properties)
+            for p in await self._store.payloads(reply)
+        ]
+        try:
+            await self.submit(
+                {"pmode": pmode.id, "ref_to_message_id": original, "message_id": f"rev-{reply.message_id}"}, files
+            )
+        except DuplicateMessage:
+            return
+        log.info("relayed the answer %s to %s back to its sender", reply.message_id, original)
 
     async def _check_reply(self, route: Route, user: UserMessage) -> None:
         """Two-way push-and-push: the reply (leg 2) must refer to a request this access point sent (ebMS 3 2.2.3)."""
@@ -983,9 +1029,11 @@ class AccessPoint:
         payloads = await self._store.payloads(message)
         history = await self._store.history(message)
         evidence = await self._store.evidence(message.direction, message.message_id)
+        answer = await self._store.end_to_end(message.message_id) if message.direction is Direction.OUT else None
         return web.json_response(
             {
                 **_message_json(message),
+                **({} if answer is None else {"end_to_end": end_to_end.to_json(answer)}),
                 "payloads": [
                     {"content_id": p.content_id, "mime_type": p.mime_type, "size": p.size, "sha256": p.sha256}
                     for p in payloads

@@ -9,6 +9,7 @@ from accesspoint.store.files import FileStore, FileTooLarge, StoredFile
 from accesspoint.store.messages import DuplicateMessage, MessageStore
 from accesspoint.store.queue import MemorySendQueue, QueueItem, SendQueue, claim_next
 from accesspoint.store.records import (
+    EndToEnd,
     Evidence,
     EvidenceKind,
     MessageInfo,
@@ -30,6 +31,7 @@ __all__ = [
     "Direction",
     "DuplicateMessage",
     "Durability",
+    "EndToEnd",
     "Evidence",
     "EvidenceKind",
     "FileStore",

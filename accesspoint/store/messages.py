@@ -52,6 +52,7 @@ from accesspoint.store import schema
 from accesspoint.store.db import Database, Durability, upgrade_to_head
 from accesspoint.store.files import FileStore, StoredFile
 from accesspoint.store.records import (
+    EndToEnd,
     Evidence,
     EvidenceKind,
     MessageInfo,
@@ -470,6 +471,52 @@ class MessageStore:
         else:
             rows = await self._all(_EVIDENCE_OF_KIND, {**parameters, "b_kind": kind.value})
         return [_evidence(row) for row in rows]
+
+    # --- end-to-end answers ------------------------------------------------------------------------------
+
+    @_shielded
+    async def record_end_to_end(self, answer: EndToEnd) -> bool:
+        """Keep the operator's verified answer to an outgoing message; False when one is kept already (the first
+        answer stands: an operator answers a delivery once, a repeated reply changes nothing)."""
+        values = {
+            "message_id": answer.message_id,
+            "status": answer.status,
+            "at": answer.at,
+            "operator": answer.operator,
+            "operator_subject": answer.operator_subject,
+            "operator_sha256": answer.operator_sha256,
+            "reply_message_id": answer.reply_message_id,
+            "recipient": answer.recipient,
+            "reasons": [list(reason) for reason in answer.reasons],
+            "recorded_at": answer.recorded_at,
+        }
+
+        try:
+            await self.db.run(lambda connection: connection.execute(insert(schema.end_to_end), values))
+        except IntegrityError:
+            return False
+        return True
+
+    @_shielded
+    async def end_to_end(self, message_id: str) -> EndToEnd | None:
+        """The operator's verified answer to the outgoing message, if one came."""
+        table = schema.end_to_end
+        query = select(table).where(table.c.message_id == message_id)
+        row = await self.db.run(lambda connection: connection.execute(query).one_or_none())
+        if row is None:
+            return None
+        return EndToEnd(
+            message_id=row.message_id,
+            status=row.status,
+            at=row.at,
+            operator=row.operator,
+            operator_subject=row.operator_subject,
+            operator_sha256=row.operator_sha256,
+            reply_message_id=row.reply_message_id,
+            recorded_at=row.recorded_at,
+            reasons=tuple((str(code), str(text)) for code, text in row.reasons),
+            recipient=row.recipient,
+        )
 
     # --- retention ---------------------------------------------------------------------------------------
 

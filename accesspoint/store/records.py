@@ -133,6 +133,25 @@ class Reception:
 
 
 @dataclass(frozen=True, slots=True)
+class EndToEnd:
+    """The recipient's operator's verified answer to a message we sent: in the mailbox or rejected, when, by whom.
+
+    ``operator_subject`` and ``operator_sha256`` name the certificate the answer verified with (RFC 4514 subject,
+    SHA-256 of its DER); ``reasons`` are (code, text) pairs of a rejection."""
+
+    message_id: str  # the outgoing message it answers
+    status: str  # delivered-to-mailbox | rejected
+    at: datetime  # when the operator says it happened
+    operator: str  # the operator's id as it signed it
+    operator_subject: str
+    operator_sha256: str
+    reply_message_id: str
+    recorded_at: datetime
+    reasons: tuple[tuple[str, str], ...] = ()
+    recipient: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Retention:
     """How long a P-Mode keeps things after a message reaches a final state (None: forever)."""
 

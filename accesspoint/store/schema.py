@@ -135,3 +135,19 @@ transitions = Table(
     Column("detail", Text),
     Index("ix_transitions_message", "message"),
 )
+
+# The recipient's operator's verified end-to-end answer to an outgoing message (at most one per message).
+end_to_end = Table(
+    "end_to_end",
+    metadata,
+    Column("message_id", String(255), primary_key=True),
+    Column("status", String(32), nullable=False),
+    Column("at", UtcDateTime(), nullable=False),
+    Column("operator", String(255), nullable=False),
+    Column("operator_subject", Text, nullable=False),
+    Column("operator_sha256", String(64), nullable=False),
+    Column("reply_message_id", String(255), nullable=False),
+    Column("recipient", String(255)),
+    Column("reasons", JSON, nullable=False),
+    Column("recorded_at", UtcDateTime(), nullable=False),
+)
