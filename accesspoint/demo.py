@@ -176,35 +176,12 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class AccessPoint:
-    """One ``accesspoint serve`` process with its own settings, P-Modes, database and files."""
+class Child:
+    """One child process answering HTTP on a loopback port: started, awaited, stopped with one SIGTERM."""
 
-    def __init__(self, name: str, folder: Path, pki: DevelopmentPki, ports: dict[str, int]) -> None:
-        self.name = name
-        self.keys: PartyKeys = pki.parties[name]
-        self.folder = folder
-        self.port = ports[name]
-        self.token = secrets.token_urlsafe(24)
-        folder.mkdir(parents=True)
-        endpoints = {party: f"http://127.0.0.1:{port}/as4" for party, port in ports.items()}
-        document = pmode_document(name, pki, endpoints)
-        (folder / "pmodes.yaml").write_text(json.dumps(document, indent=2))  # JSON is YAML
-        settings = {
-            "listen": {"host": "127.0.0.1", "port": self.port},
-            "pmodes": "pmodes.yaml",
-            "storage": "data",
-            "instance": name,
-            "revocation": False,  # the development CA publishes no CRL or OCSP
-            "api_tokens": [self.token],
-            "send": {"workers": 2, "timeout": "10s", "lease": "30s"},
-            "keys": {
-                # One RSA key (1.15 signs and decrypts with it) and one Ed25519 key: the P-Mode picks.
-                "signing": [_pair(self.keys.rsa), _pair(self.keys.ed25519)],
-                "decryption": [_pair(self.keys.x25519)],
-            },
-        }
-        (folder / "server.yaml").write_text(json.dumps(settings, indent=2))
-        self.log_path = folder / "server.log"
+    def __init__(self, name: str, folder: Path, port: int, argv: list[str], *, health: str = "/health") -> None:
+        self.name, self.folder, self.port, self.argv, self.health = name, folder, port, argv, health
+        self.log_path = folder / f"{name}.log"
         self.process: subprocess.Popen[bytes] | None = None
         self._terminated = False
 
@@ -212,11 +189,16 @@ class AccessPoint:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
     def start(self) -> None:
-        """Start the process (``wait_ready`` waits for it to answer)."""
+        """Start ``python -m accesspoint <argv>`` (``wait_ready`` waits for it to answer)."""
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "accesspoint", "serve", "--config", str(self.folder / "server.yaml")],
+                [sys.executable, "-m", "accesspoint", *self.argv],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
@@ -226,18 +208,18 @@ class AccessPoint:
             )
 
     def wait_ready(self) -> None:
-        """Poll /health until it answers (the process must stay alive meanwhile)."""
+        """Poll the health URL until it answers (the process must stay alive meanwhile)."""
         assert self.process is not None
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise DemoFailure(f"{self.name}'s access point exited with {self.process.returncode} (log above)")
+                raise DemoFailure(f"{self.name} exited with {self.process.returncode}:\n{self.log_tail()}")
             try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=1):  # noqa: S310 (http on loopback)
+                with urllib.request.urlopen(self.url + self.health, timeout=1):  # noqa: S310 (http on loopback)
                     return
             except OSError:
                 time.sleep(0.05)
-        raise DemoFailure(f"{self.name}'s access point did not answer on {self.url} within {START_TIMEOUT:.0f} s")
+        raise DemoFailure(f"{self.name} did not answer on {self.url} within {START_TIMEOUT:.0f} s")
 
     def terminate(self) -> None:
         """Ask the process to stop, once: SIGTERM makes aiohttp shut down gracefully, a second one would not."""
@@ -258,12 +240,40 @@ class AccessPoint:
         return self.process.returncode
 
     def log_tail(self, lines: int = 15) -> str:
-        """The last lines of the server's log, indented."""
+        """The last lines of the process's log, indented."""
         try:
             text = self.log_path.read_text("utf-8", errors="replace")
         except OSError:
             return "    (no log)"
         return "\n".join(f"    {line}" for line in text.splitlines()[-lines:])
+
+
+class AccessPoint(Child):
+    """One ``accesspoint serve`` process with its own settings, P-Modes, database and files."""
+
+    def __init__(self, name: str, folder: Path, pki: DevelopmentPki, ports: dict[str, int]) -> None:
+        self.keys: PartyKeys = pki.parties[name]
+        self.token = secrets.token_urlsafe(24)
+        folder.mkdir(parents=True)
+        endpoints = {party: f"http://127.0.0.1:{port}/as4" for party, port in ports.items()}
+        document = pmode_document(name, pki, endpoints)
+        (folder / "pmodes.yaml").write_text(json.dumps(document, indent=2))  # JSON is YAML
+        settings = {
+            "listen": {"host": "127.0.0.1", "port": ports[name]},
+            "pmodes": "pmodes.yaml",
+            "storage": "data",
+            "instance": name,
+            "revocation": False,  # the development CA publishes no CRL or OCSP
+            "api_tokens": [self.token],
+            "send": {"workers": 2, "timeout": "10s", "lease": "30s"},
+            "keys": {
+                # One RSA key (1.15 signs and decrypts with it) and one Ed25519 key: the P-Mode picks.
+                "signing": [_pair(self.keys.rsa), _pair(self.keys.ed25519)],
+                "decryption": [_pair(self.keys.x25519)],
+            },
+        }
+        (folder / "server.yaml").write_text(json.dumps(settings, indent=2))
+        super().__init__(name, folder, ports[name], ["serve", "--config", str(folder / "server.yaml")])
 
     def api(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
         """Call the backend REST API: (HTTP status, JSON body)."""
@@ -489,9 +499,15 @@ def run(folder: Path) -> None:
     if any(code != 0 for code in codes.values()):
         raise DemoFailure(f"an access point did not stop cleanly: exit codes {codes}")
     _say(
-        f"{len(PROFILES) + 3}. Both access points stopped cleanly (exit code 0); "
-        f"the demo took {time.monotonic() - started:.1f} s and leaves nothing behind"
+        f"{len(PROFILES) + 3}. Both access points stopped cleanly (exit code 0) after "
+        f"{time.monotonic() - started:.1f} s"
     )
+    from accesspoint import demo_federation  # it builds on this module's helpers
+
+    (folder / "federation").mkdir()
+    demo_federation.run(folder / "federation", len(PROFILES) + 4)
+    _say()
+    _say(f"The demo took {time.monotonic() - started:.1f} s and leaves nothing behind", 0)
 
 
 def main() -> int:

@@ -1,4 +1,5 @@
-"""``make demo`` (``python -m accesspoint.demo``): two real access points exchange 1.15 and 2.0 messages."""
+"""``make demo`` (``python -m accesspoint.demo``): two real access points exchange 1.15 and 2.0 messages, then a
+federation (FaR, a router, two mailbox operators) delivers letters and brings the operators' signed answers back."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.timeout(150)
 def test_demo_delivers_both_profiles_with_verified_receipts_and_stops_its_servers() -> None:
-    """The demo exits 0 having delivered under 1.15 and 2.0 with verified receipts, and no server outlives it."""
+    """The demo exits 0 having delivered under 1.15 and 2.0 with verified receipts and routed each letter as FaR says
+    with the operators' verified answers at the sender, and no server outlives it."""
     done = subprocess.run(
         [sys.executable, "-m", "accesspoint.demo"],
         cwd=REPO,
@@ -46,6 +48,20 @@ def test_demo_delivers_both_profiles_with_verified_receipts_and_stops_its_server
         "stopped cleanly",
     ):
         assert expected in text, done.stdout
+    for expected in (
+        # part 2, the federation: where each letter went and the signed receipts that came back
+        "OK letter-1@nordic: delivered-to-mailbox, signed by CN=AP-OPERATOR-1",
+        "routed: forwarded to operator Brevlådan Ett AB (AP-OPERATOR-1)",
+        "OK letter-2@nordic: delivered-to-mailbox, signed by CN=AP-OPERATOR-2",
+        "OK letter-3@nordic: refused at once by the Swedish access point: EBMS:0004 no-mailbox",
+        "OK letter-4@nordic: refused at once by the Swedish access point: EBMS:0004 sender-refused",
+        "OK letter-5@nordic: rejected (unknown-recipient:",
+        "receipt: Brevlådan Två AB (operator",
+        "payload digests match what was sent",
+        "All 7 processes of the federation stopped cleanly (exit code 0)",
+    ):
+        assert expected in text, done.stdout
+    assert text.count(", verified") == 3  # each answer re-checked with the operator's certificate
     pids = [int(pid) for pid in re.findall(r"\bpid (\d+)\b", done.stdout)]
-    assert len(pids) == 2
+    assert len(pids) == 2 + 7
     assert not [pid for pid in pids if _alive(pid)]

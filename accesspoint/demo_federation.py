@@ -1,0 +1,508 @@
+"""The second part of ``make demo``: Swedish digital post as a small federation on this machine.
+
+Who runs (each its own process on loopback):
+
+- FaR, the routing register (``accesspoint far serve``; recipients loaded with ``accesspoint far import``);
+- a Nordic sender's access point (an agency in Norway sends letters to Swedish residents);
+- the Swedish access point, the router: it asks FaR about each letter's recipient before it answers, refuses
+  at once (EBMS:0004 with FaR's reason) or forwards the letter to the recipient's operator;
+- two mailbox operators, each an access point with ``accesspoint operator serve`` as its backend: the letter
+  goes into the recipient's mailbox (or is refused), and the operator answers with a signed DeliveryNotification
+  on the reply leg; the router hands it back to the Nordic access point, which verifies it with the operator's
+  certificate against what it sent and shows it in the letter's status (``end_to_end``).
+
+An SMP with BDXL (dnsmasq) is not part of this demo: the router's discovery route is shown by
+``tests/test_routing_e2e.py`` (``make test``).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+from accesspoint.demo import Child, DemoFailure, _free_port, _pair, _say
+from accesspoint.envelopes.sbdh import DocumentIdentification, Partner, Sbdh, Scope, ScopeType, build_sbd
+from accesspoint.keys_cli import DevelopmentPki, generate_keys
+from accesspoint.msh.end_to_end import certificate_sha256, verify_answer
+from far.identifiers import with_check_digit
+
+UNREGISTERED = "urn:oasis:names:tc:ebcore:partyid-type:unregistered"
+SERVICE = {"value": "urn:example:service:digital-post", "type": "urn:example:service-type"}
+START_TIMEOUT = 30.0
+ANSWER_TIMEOUT = 30.0
+FAR_TOKEN = "far-demo-token-" + secrets.token_hex(8)
+WEBHOOK_SECRET = "operator-webhook-" + secrets.token_hex(8)
+PARTY_IDS = {"nordic": "AP-NO-0100", "sweden": "AP-SE-0001", "op1": "AP-OPERATOR-1", "op2": "AP-OPERATOR-2"}
+
+AGENCY = with_check_digit("202100544")  # the Norwegian agency's Swedish organisation number, for FaR
+REFUSED_AGENCY = with_check_digit("212000123")  # a sender one recipient has refused
+
+
+@dataclass(frozen=True)
+class Operator:
+    """A mailbox operator: its name, organisation number, access point party and mailboxes."""
+
+    key: str
+    name: str
+    orgnr: str
+    mailboxes: tuple[str, ...]
+
+
+OPERATORS = (
+    Operator("op1", "Brevlådan Ett AB", with_check_digit("556840226"), ("19" + with_check_digit("780202238"),)),
+    Operator(
+        "op2",
+        "Brevlådan Två AB",
+        with_check_digit("559012345"),
+        ("19" + with_check_digit("811218987"),),  # its second FaR recipient has no mailbox there (see below)
+    ),
+)
+ALICE = OPERATORS[0].mailboxes[0]  # a mailbox at operator 1
+BERTIL = OPERATORS[1].mailboxes[0]  # a mailbox at operator 2; refuses REFUSED_AGENCY
+CECILIA = "19" + with_check_digit("850505123")  # FaR says operator 2, but operator 2 has no mailbox for her
+NOBODY = "19" + with_check_digit("900101123")  # not in FaR: no digital mailbox
+
+
+@dataclass(frozen=True)
+class Letter:
+    """One letter of the demo and what should become of it."""
+
+    message_id: str
+    recipient: str
+    sender: str
+    expect: str  # delivered-to-mailbox | rejected | refused:<FaR reason>
+    why: str
+
+
+LETTERS = (
+    Letter("letter-1@nordic", ALICE, AGENCY, "delivered-to-mailbox", "a mailbox at Brevlådan Ett AB"),
+    Letter("letter-2@nordic", BERTIL, AGENCY, "delivered-to-mailbox", "a mailbox at Brevlådan Två AB"),
+    Letter("letter-3@nordic", NOBODY, AGENCY, "refused:no-mailbox", "no digital mailbox (not in FaR)"),
+    Letter("letter-4@nordic", BERTIL, REFUSED_AGENCY, "refused:sender-refused", "the recipient refuses this sender"),
+    Letter("letter-5@nordic", CECILIA, AGENCY, "rejected", "FaR names Brevlådan Två AB, which has no such mailbox"),
+)
+
+
+def _call(url: str, token: str, method: str = "GET", body: Any = None) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 (loopback)
+    request.add_header("Authorization", f"Bearer {token}")
+    request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (loopback)
+            raw = response.read()
+            return response.status, json.loads(raw) if "json" in response.headers.get("Content-Type", "") else raw
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+class AccessPointServer(Child):
+    """``accesspoint serve`` with its P-Modes and settings written into its folder."""
+
+    def __init__(self, name: str, folder: Path, port: int, pmodes: dict[str, Any], settings: dict[str, Any]) -> None:
+        folder.mkdir(parents=True)
+        self.token = secrets.token_urlsafe(24)
+        (folder / "pmodes.yaml").write_text(json.dumps(pmodes, indent=2))
+        base = {
+            "listen": {"host": "127.0.0.1", "port": port},
+            "pmodes": "pmodes.yaml",
+            "storage": "data",
+            "instance": name,
+            "revocation": False,  # the development CA publishes no CRL or OCSP
+            "api_tokens": [self.token],
+            "send": {"workers": 2, "timeout": "10s", "lease": "30s"},
+        }
+        (folder / "server.yaml").write_text(json.dumps({**base, **settings}, indent=2))
+        super().__init__(name, folder, port, ["serve", "--config", str(folder / "server.yaml")])
+
+    def api(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+        return _call(self.url + path, self.token, method, body)
+
+    def status(self, message_id: str, direction: str = "out") -> dict[str, Any]:
+        code, document = self.api("GET", f"/api/v1/messages/{message_id}?direction={direction}")
+        return document if code == 200 else {}
+
+    def wait(self, message_id: str, done: Any, direction: str = "out", what: str = "") -> dict[str, Any]:
+        """Poll the message's status until ``done(document)``."""
+        deadline = time.monotonic() + ANSWER_TIMEOUT
+        document: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            document = self.status(message_id, direction)
+            if document and done(document):
+                return document
+            time.sleep(0.1)
+        raise DemoFailure(
+            f"{message_id} at {self.name}: no {what or 'answer'} within {ANSWER_TIMEOUT:.0f} s: {document}"
+        )
+
+
+def _leg(action: str, anchors: str) -> dict[str, Any]:
+    return {
+        "service": SERVICE,
+        "action": action,
+        "security": {
+            "signature_algorithm": "rsa-sha256",
+            "token_reference": "bst-x509v3",
+            "trust": {"anchors": [anchors], "pin_partner": True, "revocation": "off"},
+        },
+        "reception_awareness": {"retries": 2, "backoff_base": "500ms", "backoff_max": "2s", "jitter": 0.0},
+    }
+
+
+def _two_way(pmode_id: str, initiator: str, responder: str, anchors: str) -> dict[str, Any]:
+    """Letters on leg 1, the operator's signed answer back on leg 2 (ref_to_message_id = the letter)."""
+    return {
+        "id": pmode_id,
+        "network": "edelivery-1.15",
+        "mep": "two-way",
+        "binding": "push-and-push",
+        "initiator": {"party": initiator},
+        "responder": {"party": responder},
+        "legs": [_leg("Deliver", anchors), _leg("Answer", anchors)],
+    }
+
+
+def _party(pki: DevelopmentPki, name: str, endpoint: str) -> dict[str, Any]:
+    return {
+        "party_ids": [{"value": PARTY_IDS[name], "type": UNREGISTERED}],
+        "signing_certificate": str(pki.parties[name].rsa.certificate_path),
+        "endpoint": endpoint,
+    }
+
+
+@dataclass
+class Federation:
+    """Every process of the federation."""
+
+    far: Child
+    nordic: AccessPointServer
+    sweden: AccessPointServer
+    operator_aps: dict[str, AccessPointServer]
+    operators: dict[str, Child]
+
+    @property
+    def all(self) -> list[Child]:
+        return [self.far, *self.operator_aps.values(), *self.operators.values(), self.sweden, self.nordic]
+
+
+def build(folder: Path, pki: DevelopmentPki) -> Federation:
+    """Write every process's settings (nothing runs yet)."""
+    ports = {name: _free_port() for name in ("far", "nordic", "sweden", "op1", "op2", "mailbox-op1", "mailbox-op2")}
+    url = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    anchors = str(pki.ca.certificate_path)
+    keys = {name: {"signing": [_pair(pki.parties[name].rsa)]} for name in PARTY_IDS}
+
+    (folder / "far").mkdir()
+    far_settings = folder / "far" / "far.toml"
+    far_settings.write_text(
+        f'[far]\ndatabase = "sqlite+aiosqlite:///far.db"\nport = {ports["far"]}\n\n'
+        f'[[far.tokens]]\nname = "demo"\ntoken = "{FAR_TOKEN}"\nscopes = ["read", "write"]\n'
+    )
+    far = Child("far", folder / "far", ports["far"], ["far", "serve", "--config", str(far_settings)])
+
+    nordic = AccessPointServer(
+        "nordic",
+        folder / "nordic",
+        ports["nordic"],
+        {
+            "version": 1,
+            "self": "nordic",
+            "parties": {
+                "nordic": _party(pki, "nordic", url["nordic"] + "/as4"),
+                "sweden": _party(pki, "sweden", url["sweden"] + "/as4"),
+            },
+            "pmodes": [_two_way("nordic-to-se", "nordic", "sweden", anchors)],
+        },
+        {
+            "keys": keys["nordic"],
+            # The operators' certificates, as the federation publishes them: their answers must verify with one.
+            "end_to_end": {"operators": [str(pki.parties[o.key].rsa.certificate_path) for o in OPERATORS]},
+        },
+    )
+    sweden_parties = {
+        "sweden": _party(pki, "sweden", url["sweden"] + "/as4"),
+        "nordic": _party(pki, "nordic", url["nordic"] + "/as4"),
+    }
+    for operator in OPERATORS:
+        # FaR gives the operator's endpoint; the agreement gives its certificate.
+        sweden_parties[operator.key] = _party(pki, operator.key, "dynamic")
+    sweden = AccessPointServer(
+        "sweden",
+        folder / "sweden",
+        ports["sweden"],
+        {
+            "version": 1,
+            "self": "sweden",
+            "parties": sweden_parties,
+            "pmodes": [
+                _two_way("nordic-to-se", "nordic", "sweden", anchors),
+                *(_two_way(f"se-to-{o.key}", "sweden", o.key, anchors) for o in OPERATORS),
+            ],
+        },
+        {
+            "keys": keys["sweden"],
+            "routing": {"far": url["far"], "token": FAR_TOKEN, "pmodes": ["nordic-to-se"], "timeout": "3s"},
+        },
+    )
+    operator_aps: dict[str, AccessPointServer] = {}
+    operators: dict[str, Child] = {}
+    for operator in OPERATORS:
+        hook = {
+            "url": f"{url['mailbox-' + operator.key]}/hooks/accesspoint",
+            "events": ["message-received"],
+            "secret": WEBHOOK_SECRET,
+            "backoff": "200ms",
+            "max_attempts": 5,
+        }
+        ap = AccessPointServer(
+            f"{operator.key}-ap",
+            folder / operator.key,
+            ports[operator.key],
+            {
+                "version": 1,
+                "self": operator.key,
+                "parties": {
+                    operator.key: _party(pki, operator.key, url[operator.key] + "/as4"),
+                    "sweden": _party(pki, "sweden", url["sweden"] + "/as4"),
+                },
+                "pmodes": [_two_way(f"se-to-{operator.key}", "sweden", operator.key, anchors)],
+            },
+            {"keys": keys[operator.key], "webhooks": [hook]},
+        )
+        operator_aps[operator.key] = ap
+        issued = pki.parties[operator.key].rsa  # the operator signs its answers with its access point's key
+        mailbox_folder = folder / f"mailbox-{operator.key}"
+        mailbox_folder.mkdir()
+        settings = mailbox_folder / "operator.toml"
+        mailboxes = ", ".join(f'"{m}"' for m in operator.mailboxes)
+        settings.write_text(
+            f'[operator]\nid = "16{operator.orgnr}"\nname = "{operator.name}"\n'
+            f"port = {ports['mailbox-' + operator.key]}\n"
+            f'database = "sqlite+aiosqlite:///mailbox.db"\nmailboxes = [{mailboxes}]\n'
+            f'keys = {{ key = "{issued.key_path}", certificate = "{issued.certificate_path}" }}\n\n'
+            f'[operator.access_point]\nurl = "{ap.url}"\ntoken = "{ap.token}"\n'
+            f'webhook_secret = "{WEBHOOK_SECRET}"\npoll_interval = "1s"\n\n'
+            f'[operator.trust]\nintermediaries = ["{pki.parties["sweden"].rsa.certificate_path}"]\n'
+            f'sender_anchors = ["{anchors}"]\n'
+        )
+        operators[operator.key] = Child(
+            f"mailbox-{operator.key}",
+            mailbox_folder,
+            ports["mailbox-" + operator.key],
+            ["operator", "serve", "--config", str(settings)],
+        )
+    return Federation(far, nordic, sweden, operator_aps, operators)
+
+
+def load_far(federation: Federation) -> None:
+    """The two operators (REST) and the recipients (``accesspoint far import``, CSV)."""
+    for operator in OPERATORS:
+        body = {
+            "name": operator.name,
+            "party_id": PARTY_IDS[operator.key],
+            "endpoint": federation.operator_aps[operator.key].url + "/as4",
+        }
+        code, answer = _call(f"{federation.far.url}/api/v1/operators/{operator.orgnr}", FAR_TOKEN, "PUT", body)
+        if code not in (200, 201):
+            raise DemoFailure(f"FaR refused the operator {operator.name}: HTTP {code} {answer}")
+    csv = federation.far.folder / "recipients.csv"
+    csv.write_text(
+        "recipient,status,operator,refused_senders\n"
+        f"{ALICE},secure,{OPERATORS[0].orgnr},\n"
+        f"{BERTIL},secure,{OPERATORS[1].orgnr},{REFUSED_AGENCY}\n"
+        f"{CECILIA},secure,{OPERATORS[1].orgnr},\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "accesspoint", "far", "import", str(csv), "--config", str(federation.far.argv[-1])],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise DemoFailure(f"far import failed: {done.stderr.strip()}")
+
+
+def _letter(letter: Letter) -> bytes:
+    header = Sbdh(
+        sender=(Partner(f"0007:{letter.sender}"),),
+        receiver=(Partner(letter.recipient),),
+        document=DocumentIdentification(
+            standard="urn:example:letter",
+            type_version="1.0",
+            instance_identifier=str(uuid.uuid4()),
+            type="Letter",
+            created=datetime.now(UTC).replace(microsecond=0),
+        ),
+        scopes=(Scope(ScopeType.DOCUMENTID, "urn:example:letter::Letter##1.0", "busdox-docid-qns"),),
+    )
+    return build_sbd(header, b'<Letter xmlns="urn:example:letter">Ditt beslut finns i brevladan.</Letter>')
+
+
+def send(federation: Federation, letter: Letter) -> None:
+    """Submit a letter at the Nordic access point, addressed through FaR (originalSender, finalRecipient)."""
+    code, answer = federation.nordic.api(
+        "POST",
+        "/api/v1/messages",
+        {
+            "pmode": "nordic-to-se",
+            "message_id": letter.message_id,
+            "properties": {
+                "originalSender": {"value": f"0007:{letter.sender}", "type": "iso6523-actorid-upis"},
+                "finalRecipient": letter.recipient,
+            },
+            "payloads": [
+                {
+                    "content_id": "letter@nordic",
+                    "mime_type": "application/xml",
+                    "data": base64.b64encode(_letter(letter)).decode(),
+                }
+            ],
+        },
+    )
+    if code != 202:
+        raise DemoFailure(f"the Nordic access point refused {letter.message_id}: HTTP {code} {answer}")
+
+
+def _payloads(point: AccessPointServer, document: dict[str, Any], direction: str) -> dict[str, bytes]:
+    found = {}
+    for part in document["payloads"]:
+        path = f"/api/v1/messages/{document['message_id']}/payloads/{part['content_id']}?direction={direction}"
+        code, data = point.api("GET", path)
+        if code != 200:
+            raise DemoFailure(f"{point.name}: {path}: HTTP {code}")
+        found[part["content_id"]] = data
+    return found
+
+
+def reverify(nordic: AccessPointServer, sent: dict[str, Any], pki: DevelopmentPki) -> str:
+    """Check the answer the Nordic access point kept, again and on our own: which operator's key signed it."""
+    answer = sent["end_to_end"]
+    reply = nordic.status(answer["reply_message_id"], "in")
+    reply_parts, sent_parts = _payloads(nordic, reply, "in"), _payloads(nordic, sent, "out")
+    for operator in OPERATORS:
+        certificate: x509.Certificate = pki.parties[operator.key].rsa.certificate
+        checked = verify_answer(reply_parts, message_id=sent["message_id"], sent=sent_parts, certificates=[certificate])
+        if checked is not None:
+            if certificate_sha256(certificate) != answer["operator"]["certificate_sha256"]:
+                raise DemoFailure(
+                    f"{sent['message_id']}: the status names another certificate than the one that verifies"
+                )
+            return operator.name
+    raise DemoFailure(f"{sent['message_id']}: the answer verifies with no operator's certificate")
+
+
+def run(folder: Path, number: int) -> int:
+    """Part two of the demo, its sections numbered from ``number``; the next free number."""
+    _say()
+    _say("Part 2: Swedish digital post as a small federation: FaR, a router and two mailbox operators", 0)
+    _say(
+        "A Norwegian agency's access point sends letters to people in Sweden. The Swedish access point asks FaR "
+        "(the routing register) where each recipient's digital mailbox is and whether they accept mail from that "
+        "sender, then forwards the letter to that mailbox operator's access point or refuses it at once. The "
+        "operator puts the letter in the mailbox and answers with a signed delivery notification, which travels "
+        "back through the Swedish access point to the sender: the letter's status then says delivered to the "
+        "mailbox, when, and whose signature proves it.",
+        0,
+    )
+    started = time.monotonic()
+    pki = generate_keys(folder / "keys", PARTY_IDS, days=1)
+    federation = build(folder, pki)
+    try:
+        for server in federation.all:
+            server.start()
+        for server in federation.all:
+            server.wait_ready()
+        load_far(federation)
+        _say()
+        _say(f"{number}. The federation, each its own process (keys from one development CA):")
+        roles = {
+            "far": "FaR, the routing register (accesspoint far serve)",
+            "nordic": "the Nordic sender's access point (AP-NO-0100)",
+            "sweden": "the Swedish access point, router (AP-SE-0001), asks FaR before it answers",
+            "op1-ap": f"{OPERATORS[0].name}'s access point (AP-OPERATOR-1)",
+            "op2-ap": f"{OPERATORS[1].name}'s access point (AP-OPERATOR-2)",
+            "mailbox-op1": f"{OPERATORS[0].name}'s mailboxes (accesspoint operator serve)",
+            "mailbox-op2": f"{OPERATORS[1].name}'s mailboxes (accesspoint operator serve)",
+        }
+        for server in federation.all:
+            _say(f"   {server.name:11} {server.url:22} pid {server.pid}  {roles[server.name]}", indent=37)
+        _say("   SMP + BDXL (dnsmasq): not started by the demo; tests/test_routing_e2e.py shows that route", indent=6)
+        _say()
+        _say(
+            f"{number + 1}. FaR knows: {ALICE} at {OPERATORS[0].name}; {BERTIL} at {OPERATORS[1].name} (refuses "
+            f"sender {REFUSED_AGENCY}); {CECILIA} at {OPERATORS[1].name}; {NOBODY} is not registered."
+        )
+        _say()
+        _say(
+            f"{number + 2}. The Nordic agency {AGENCY} sends five letters (SBD documents, on a two-way P-Mode with "
+            "the Swedish access point):"
+        )
+        for letter in LETTERS:
+            send(federation, letter)
+            _say(f"   {letter.message_id} to {letter.recipient} from {letter.sender}: {letter.why}", indent=6)
+        _say()
+        _say(f"{number + 3}. Where each letter went and the signed receipts that came back:")
+        failures = [problem for letter in LETTERS if (problem := _outcome(federation, letter, pki))]
+        if failures:
+            raise DemoFailure("; ".join(failures))
+    except Exception:
+        for server in federation.all:
+            sys.stderr.write(f"{server.name}'s log (last lines):\n{server.log_tail()}\n")
+        raise
+    finally:
+        for server in reversed(federation.all):
+            server.terminate()
+        codes = {server.name: server.stop() for server in reversed(federation.all)}
+    if any(code != 0 for code in codes.values()):
+        raise DemoFailure(f"a process of the federation did not stop cleanly: exit codes {codes}")
+    _say()
+    _say(
+        f"{number + 4}. All {len(codes)} processes of the federation stopped cleanly (exit code 0) after "
+        f"{time.monotonic() - started:.1f} s"
+    )
+    return number + 5
+
+
+def _outcome(federation: Federation, letter: Letter, pki: DevelopmentPki) -> str | None:
+    """Print what became of one letter; a problem when it is not what the demo expects."""
+    nordic, sweden = federation.nordic, federation.sweden
+    sent = nordic.wait(letter.message_id, lambda d: d["state"] in ("delivered", "failed"), what="AS4 receipt")
+    if letter.expect.startswith("refused:"):
+        reason = letter.expect.removeprefix("refused:")
+        error = sent.get("last_error") or {}
+        if sent["state"] != "failed" or error.get("code") != "EBMS:0004" or not error["detail"].startswith(reason):
+            return f"{letter.message_id}: expected a refusal ({reason}), got {sent['state']} {error}"
+        _say(f"   OK {letter.message_id}: refused at once by the Swedish access point: EBMS:0004 {reason}", indent=6)
+        _say(f"      ({error['detail']}); nothing was forwarded", indent=7)
+        return None
+    if sent["state"] != "delivered":
+        return f"{letter.message_id}: not delivered to the Swedish access point: {sent}"
+    routed = sweden.wait(letter.message_id, lambda d: d["state"] == "delivered_to_backend", "in", "routing")
+    went = routed["history"][-1]["detail"]
+    answered = nordic.wait(letter.message_id, lambda d: "end_to_end" in d, what="end-to-end receipt")
+    answer = answered["end_to_end"]
+    if answer["status"] != letter.expect:
+        return f"{letter.message_id}: expected {letter.expect}, the operator answered {answer}"
+    name = reverify(nordic, answered, pki)
+    operator = answer["operator"]
+    reasons = "".join(f" ({r['code']}: {r['text']})" for r in answer["reasons"])
+    _say(f"   OK {letter.message_id}: {answer['status']}{reasons}, signed by {operator['subject']}, verified", indent=6)
+    _say(f"      routed: {went}", indent=7)
+    _say(
+        f"      receipt: {name} (operator {operator['id']}) at {answer['at']}, certificate SHA-256 "
+        f"{operator['certificate_sha256'][:16]}…, answer {answer['reply_message_id']} relayed by the Swedish "
+        "access point; payload digests match what was sent",
+        indent=7,
+    )
+    return None
