@@ -198,8 +198,8 @@ class Federation:
         return [self.far, *self.operator_aps.values(), *self.operators.values(), self.sweden, self.nordic]
 
 
-def build(folder: Path, pki: DevelopmentPki) -> Federation:
-    """Write every process's settings (nothing runs yet)."""
+def build(folder: Path, pki: DevelopmentPki, *, nordic_settings: dict[str, Any] | None = None) -> Federation:
+    """Write every process's settings (nothing runs yet); ``nordic_settings`` adds to the Nordic access point's."""
     ports = {name: _free_port() for name in ("far", "nordic", "sweden", "op1", "op2", "mailbox-op1", "mailbox-op2")}
     url = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     anchors = str(pki.ca.certificate_path)
@@ -230,6 +230,7 @@ def build(folder: Path, pki: DevelopmentPki) -> Federation:
             "keys": keys["nordic"],
             # The operators' certificates, as the federation publishes them: their answers must verify with one.
             "end_to_end": {"operators": [str(pki.parties[o.key].rsa.certificate_path) for o in OPERATORS]},
+            **(nordic_settings or {}),
         },
     )
     sweden_parties = {
@@ -305,6 +306,22 @@ def build(folder: Path, pki: DevelopmentPki) -> Federation:
             ["operator", "serve", "--config", str(settings)],
         )
     return Federation(far, nordic, sweden, operator_aps, operators)
+
+
+def start(federation: Federation) -> None:
+    """Start every process (all at once), wait until each answers, then load FaR."""
+    for server in federation.all:
+        server.start()
+    for server in federation.all:
+        server.wait_ready()
+    load_far(federation)
+
+
+def stop(federation: Federation) -> dict[str, int | None]:
+    """Stop every process, senders first (SIGTERM to all, then wait); their exit codes."""
+    for server in reversed(federation.all):
+        server.terminate()
+    return {server.name: server.stop() for server in reversed(federation.all)}
 
 
 def load_far(federation: Federation) -> None:
@@ -419,11 +436,7 @@ def run(folder: Path, number: int) -> int:
     pki = generate_keys(folder / "keys", PARTY_IDS, days=1)
     federation = build(folder, pki)
     try:
-        for server in federation.all:
-            server.start()
-        for server in federation.all:
-            server.wait_ready()
-        load_far(federation)
+        start(federation)
         _say()
         _say(f"{number}. The federation, each its own process (keys from one development CA):")
         roles = {
@@ -461,9 +474,7 @@ def run(folder: Path, number: int) -> int:
             sys.stderr.write(f"{server.name}'s log (last lines):\n{server.log_tail()}\n")
         raise
     finally:
-        for server in reversed(federation.all):
-            server.terminate()
-        codes = {server.name: server.stop() for server in reversed(federation.all)}
+        codes = stop(federation)
     if any(code != 0 for code in codes.values()):
         raise DemoFailure(f"a process of the federation did not stop cleanly: exit codes {codes}")
     _say()
