@@ -350,7 +350,7 @@ def load_far(federation: Federation) -> None:
         raise DemoFailure(f"far import failed: {done.stderr.strip()}")
 
 
-def _letter(letter: Letter) -> bytes:
+def letter_document(letter: Letter) -> bytes:
     header = Sbdh(
         sender=(Partner(f"0007:{letter.sender}"),),
         receiver=(Partner(letter.recipient),),
@@ -382,7 +382,7 @@ def send(federation: Federation, letter: Letter) -> None:
                 {
                     "content_id": "letter@nordic",
                     "mime_type": "application/xml",
-                    "data": base64.b64encode(_letter(letter)).decode(),
+                    "data": base64.b64encode(letter_document(letter)).decode(),
                 }
             ],
         },
