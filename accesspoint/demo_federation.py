@@ -366,27 +366,29 @@ def letter_document(letter: Letter) -> bytes:
     return build_sbd(header, b'<Letter xmlns="urn:example:letter">Ditt beslut finns i brevladan.</Letter>')
 
 
-def send(federation: Federation, letter: Letter) -> None:
-    """Submit a letter at the Nordic access point, addressed through FaR (originalSender, finalRecipient)."""
-    code, answer = federation.nordic.api(
-        "POST",
-        "/api/v1/messages",
-        {
-            "pmode": "nordic-to-se",
-            "message_id": letter.message_id,
-            "properties": {
-                "originalSender": {"value": f"0007:{letter.sender}", "type": "iso6523-actorid-upis"},
-                "finalRecipient": letter.recipient,
-            },
-            "payloads": [
-                {
-                    "content_id": "letter@nordic",
-                    "mime_type": "application/xml",
-                    "data": base64.b64encode(letter_document(letter)).decode(),
-                }
-            ],
+def submission(letter: Letter) -> dict[str, Any]:
+    """The REST submission of a letter at the Nordic access point, addressed through FaR (originalSender, an
+    organisation number; finalRecipient, 12 digits) with the SBD letter as its payload."""
+    return {
+        "pmode": "nordic-to-se",
+        "message_id": letter.message_id,
+        "properties": {
+            "originalSender": {"value": f"0007:{letter.sender}", "type": "iso6523-actorid-upis"},
+            "finalRecipient": letter.recipient,
         },
-    )
+        "payloads": [
+            {
+                "content_id": "letter@nordic",
+                "mime_type": "application/xml",
+                "data": base64.b64encode(letter_document(letter)).decode(),
+            }
+        ],
+    }
+
+
+def send(federation: Federation, letter: Letter) -> None:
+    """Submit a letter at the Nordic access point."""
+    code, answer = federation.nordic.api("POST", "/api/v1/messages", submission(letter))
     if code != 202:
         raise DemoFailure(f"the Nordic access point refused {letter.message_id}: HTTP {code} {answer}")
 

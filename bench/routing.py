@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import statistics
 import sys
@@ -80,21 +79,7 @@ async def _drive(
             while time.monotonic() - started < warmup + seconds:
                 await slots.acquire()
                 letter = replace(letters[number % 2], message_id=f"bench-{number}@nordic")
-                body = {
-                    "pmode": "nordic-to-se",
-                    "message_id": letter.message_id,
-                    "properties": {
-                        "originalSender": {"value": f"0007:{letter.sender}", "type": "iso6523-actorid-upis"},
-                        "finalRecipient": letter.recipient,
-                    },
-                    "payloads": [
-                        {
-                            "content_id": "letter@nordic",
-                            "mime_type": "application/xml",
-                            "data": base64.b64encode(fed.letter_document(letter)).decode(),
-                        }
-                    ],
-                }
+                body = fed.submission(letter)
                 submitted[letter.message_id] = datetime.now(UTC)
                 async with session.post(f"{federation.nordic.url}/api/v1/messages", json=body) as response:
                     if response.status != 202:
