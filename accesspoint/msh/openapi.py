@@ -79,6 +79,30 @@ OPENAPI: Final[dict[str, Any]] = {
                     "ref_to_message_id": {"type": "string", "nullable": True},
                     "conversation_id": {"type": "string", "nullable": True},
                     "last_error": {"type": "object", "nullable": True},
+                    "end_to_end": {"$ref": "#/components/schemas/EndToEnd"},
+                },
+            },
+            "EndToEnd": {
+                "type": "object",
+                "description": (
+                    "An outgoing message only, once the recipient's mailbox operator answered: its signed"
+                    " DeliveryNotification, verified with the operator's certificate against what was sent"
+                ),
+                "properties": {
+                    "status": {"type": "string", "enum": ["delivered-to-mailbox", "rejected"]},
+                    "at": {"type": "string", "format": "date-time"},
+                    "operator": {
+                        "type": "object",
+                        "properties": {
+                            "id": {"type": "string"},
+                            "subject": {"type": "string"},
+                            "certificate_sha256": {"type": "string"},
+                        },
+                    },
+                    "recipient": {"type": "string", "nullable": True},
+                    "reasons": {"type": "array", "items": {"type": "object"}},
+                    "reply_message_id": {"type": "string"},
+                    "recorded_at": {"type": "string", "format": "date-time"},
                 },
             },
             "WebhookEvent": {
@@ -90,9 +114,12 @@ OPENAPI: Final[dict[str, Any]] = {
                 ),
                 "properties": {
                     "id": {"type": "string", "format": "uuid"},
-                    "event": {"type": "string", "enum": ["message-received", "receipt", "error"]},
+                    "event": {"type": "string", "enum": ["message-received", "receipt", "error", "end-to-end-receipt"]},
                     "at": {"type": "string", "format": "date-time"},
-                    "data": {"$ref": "#/components/schemas/Message"},
+                    "data": {
+                        "description": "the Message; for end-to-end-receipt {message_id, end_to_end}",
+                        "$ref": "#/components/schemas/Message",
+                    },
                 },
             },
         },
