@@ -6,7 +6,7 @@ Paths are relative to the settings file. Everything but ``pmodes`` and ``keys`` 
     pmodes: pmodes.yaml
     keys: {signing: [{key: sign.key.pem, certificate: sign.pem}], decryption: [...]}
     storage: data                      # database (SQLite by default), payload files, webhook outbox
-    database: postgresql+asyncpg://... # optional; redis: redis://... shares the send queue
+    database: postgresql+asyncpg://... # optional; redis: redis://... shares the send queue (with database, instance)
     api_tokens: [a-secret-of-16-chars-or-more]
     send: {workers: 4, timeout: 30s, lease: 2m}
     pull: {interval: 5s}               # how often to pull from partners whose legs are pull
@@ -23,17 +23,22 @@ Paths are relative to the settings file. Everything but ``pmodes`` and ``keys`` 
 
 from __future__ import annotations
 
+import logging
 import re
+import ssl
 import tomllib
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from accesspoint.routing.settings import RoutingSettings, parse_discovery, parse_routing
 from accesspoint.security.algorithms import SignatureAlgorithm
@@ -41,6 +46,8 @@ from accesspoint.security.keys import KeyLoadError, KeyPair, load_key_pair
 from accesspoint.security.policy import SecurityPolicy
 from accesspoint.store.db import Durability
 from smp.client import DiscoverySettings
+
+log = logging.getLogger("accesspoint.msh.config")
 
 
 class ConfigError(ValueError):
@@ -145,12 +152,19 @@ _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def _duration(value: object, where: str) -> timedelta:
-    if isinstance(value, int | float):
-        return timedelta(seconds=value)
-    match = _DURATION.match(str(value).strip())
-    if match is None:
+    """A positive duration: seconds as a number, or a number with a unit (every interval here must pass)."""
+    match = None if isinstance(value, bool | int | float) else _DURATION.match(str(value).strip())
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        duration = timedelta(seconds=value)
+    elif match is not None:
+        duration = timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+    else:
         raise ConfigError(f"{where}: {value!r} is not a duration like 30s, 5m, 2h or 7d")
-    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+    if duration <= timedelta(0):
+        # A zero interval would turn the pull, purge and webhook loops into busy loops; a zero lease or timeout
+        # could never let a send finish.
+        raise ConfigError(f"{where}: {value!r} must be longer than zero")
+    return duration
 
 
 def _durability(value: object, where: str) -> Durability:
@@ -203,41 +217,40 @@ def load_config(path: str | Path) -> ServerConfig:
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"{file}: field {unknown[0]}: unknown setting (known: {', '.join(sorted(known))})")
-    listen = data.get("listen") or {}
-    if not isinstance(listen, dict):
-        raise ConfigError(f"{file}: field listen: expected {{host, port}}")
+    listen = _fields(data.get("listen"), f"{file}: field listen", {"host", "port"})
     port = listen.get("port", 8080)
-    if not isinstance(port, int) or not 0 <= port <= 65535:
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise ConfigError(f"{file}: field listen.port: {port!r} is not a TCP port")
     if "pmodes" not in data:
         raise ConfigError(f"{file}: field pmodes: required (the P-Mode file)")
-    keys = data.get("keys")
-    if not isinstance(keys, dict) or "signing" not in keys:
+    keys = _fields(data.get("keys"), f"{file}: field keys", {"signing", "decryption"})
+    if "signing" not in keys:
         raise ConfigError(f"{file}: field keys.signing: required")
     entries = keys["signing"] if isinstance(keys["signing"], list) else [keys["signing"]]
     signing = tuple(_key_pair(base, entry, f"{file}: field keys.signing[{i}]") for i, entry in enumerate(entries))
+    entries = keys.get("decryption", [])
     decryption = tuple(
         _key_pair(base, entry, f"{file}: field keys.decryption[{i}]")
-        for i, entry in enumerate(keys.get("decryption", []))
+        for i, entry in enumerate(entries if isinstance(entries, list) else [entries])
     )
     storage = base / str(data.get("storage", "data"))
-    database = str(data.get("database") or f"sqlite:///{storage / 'accesspoint.db'}")
-    tokens = data.get("api_tokens", [])
-    if not isinstance(tokens, list) or not all(isinstance(t, str) and len(t) >= 16 for t in tokens):
-        raise ConfigError(f"{file}: field api_tokens: a list of secrets, each at least 16 characters")
-    send = data.get("send") or {}
+    database = _database(data.get("database"), f"{file}: field database") or f"sqlite:///{storage / 'accesspoint.db'}"
+    tokens = _api_tokens(data.get("api_tokens", []), f"{file}: field api_tokens")
+    send = _fields(data.get("send"), f"{file}: field send", {"workers", "timeout", "lease"})
     workers = send.get("workers", 4)
-    if not isinstance(workers, int) or workers < 1:
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"{file}: field send.workers: a positive integer")
-    pull = _mapping(data.get("pull"), f"{file}: field pull")
-    retention = _mapping(data.get("retention"), f"{file}: field retention")
-    tls_trust = data.get("tls_trust")
+    pull = _fields(data.get("pull"), f"{file}: field pull", {"interval"})
+    retention = _fields(data.get("retention"), f"{file}: field retention", {"interval"})
+    tls_trust = None if data.get("tls_trust") is None else base / str(data["tls_trust"])
+    if tls_trust is not None:
+        _trust_bundle(tls_trust, f"{file}: field tls_trust")
     try:
         discovery = parse_discovery(base, data.get("discovery"), f"{file}: field discovery")
         routing = parse_routing(base, data.get("routing"), f"{file}: field routing")
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    return ServerConfig(
+    config = ServerConfig(
         file=file,
         host=str(listen.get("host", "127.0.0.1")),
         port=port,
@@ -246,25 +259,27 @@ def load_config(path: str | Path) -> ServerConfig:
         storage=storage,
         keys=KeyRing(signing, decryption),
         api_tokens=tuple(tokens),
-        instance=str(data.get("instance", "ap")),
-        redis_url=data.get("redis"),
+        instance=_instance(data.get("instance", "ap"), f"{file}: field instance"),
+        redis_url=_redis(data.get("redis"), f"{file}: field redis"),
         send_workers=workers,
         durability=_durability(data.get("durability", Durability.POWER_LOSS.value), f"{file}: field durability"),
         send_timeout=_duration(send.get("timeout", "30s"), f"{file}: field send.timeout"),
         lease=_duration(send.get("lease", "2m"), f"{file}: field send.lease"),
-        max_message_size=int(data.get("max_message_size", 2 * 1024**3)),
-        revocation=bool(data.get("revocation", True)),
+        max_message_size=_size(data.get("max_message_size", 2 * 1024**3), f"{file}: field max_message_size"),
+        revocation=_flag(data.get("revocation", True), f"{file}: field revocation"),
         evidence_retention=_duration(data.get("evidence_retention", "3650d"), f"{file}: field evidence_retention"),
         pull_interval=_duration(pull.get("interval", "5s"), f"{file}: field pull.interval"),
         webhooks=_webhooks(data.get("webhooks"), f"{file}: field webhooks"),
         tls=_tls(base, data.get("tls"), f"{file}: field tls"),
-        tls_trust=None if tls_trust is None else base / str(tls_trust),
-        tls_client=_tls(base, data.get("tls_client"), f"{file}: field tls_client"),
+        tls_trust=tls_trust,
+        tls_client=_tls(base, data.get("tls_client"), f"{file}: field tls_client", client_ca=False),
         purge_interval=_duration(retention.get("interval", "1h"), f"{file}: field retention.interval"),
         discovery=discovery,
         routing=routing,
         operator_certificates=_operator_certificates(base, data.get("end_to_end"), f"{file}: field end_to_end"),
     )
+    _check_together(config, data)
+    return config
 
 
 def _operator_certificates(base: Path, value: object, where: str) -> tuple[x509.Certificate, ...]:
@@ -284,6 +299,102 @@ def _operator_certificates(base: Path, value: object, where: str) -> tuple[x509.
     return tuple(found)
 
 
+def _check_together(config: ServerConfig, data: dict[str, Any]) -> None:
+    """The rules that tie one setting to another; each error names the field to change."""
+    file = config.file
+    if config.send_timeout >= config.lease:
+        # A worker holds a message for one lease; a send still running when it runs out is taken over by
+        # another worker (or instance), which sends the message a second time while the first is still at it.
+        raise ConfigError(
+            f"{file}: field send.timeout: {_seconds(config.send_timeout)} is not shorter than send.lease "
+            f"({_seconds(config.lease)}): a send could outlast its lease and another worker would take the message "
+            "over mid-send"
+        )
+    if config.redis_url is not None:
+        # Instances sharing the Redis queue take over each other's messages: whichever claims one must find its
+        # row in the same database and its payload files in the same storage folder; SQLite is one host's file.
+        if make_url(config.database_url).get_backend_name() != "postgresql":
+            raise ConfigError(
+                f"{file}: field database: instances sharing a Redis queue must share the database: set database to "
+                "the PostgreSQL URL they all use (and storage to the folder they all mount)"
+            )
+        if "instance" not in data:
+            raise ConfigError(
+                f"{file}: field instance: required with redis: each instance sharing the queue needs a name of its "
+                "own (its Redis consumer and the owner of the leases it takes)"
+            )
+    if not config.api_tokens:
+        log.warning("%s: no api_tokens: the backend API (/api/v1) refuses every request", file)
+
+
+def _seconds(duration: timedelta) -> str:
+    return f"{duration.total_seconds():g}s"
+
+
+def _fields(value: object, where: str, known: set[str]) -> dict[str, Any]:
+    """A mapping with only the known fields (a misspelt one would otherwise be silently left at its default)."""
+    mapping = _mapping(value, where)
+    unknown = sorted(set(mapping) - known)
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]}: unknown setting (known: {', '.join(sorted(known))})")
+    return mapping
+
+
+def _database(value: object, where: str) -> str | None:
+    """A SQLAlchemy URL of SQLite or PostgreSQL, or None for the default (SQLite under storage)."""
+    if value is None:
+        return None
+    try:
+        backend = make_url(str(value)).get_backend_name()
+    except ArgumentError:
+        raise ConfigError(f"{where}: {value!r} is not a database URL (sqlite:///FILE or postgresql://...)") from None
+    if backend not in ("sqlite", "postgresql"):
+        raise ConfigError(f"{where}: {backend} is not supported (sqlite or postgresql)")
+    return str(value)
+
+
+def _redis(value: object, where: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(f"{where}: {value!r} is not a Redis URL (redis://, rediss:// or unix://)")
+    return value
+
+
+_INSTANCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_TOKEN = re.compile(r"^[\x21-\x7e]+$")  # visible ASCII: what an Authorization header carries unchanged
+
+
+def _instance(value: object, where: str) -> str:
+    if not isinstance(value, str) or _INSTANCE.match(value) is None:
+        raise ConfigError(f"{where}: {value!r} is not a name of 1-64 letters, digits, '.', '_' or '-'")
+    return value
+
+
+def _api_tokens(value: object, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(f"{where}: a list of secrets, each at least 16 characters")
+    for index, token in enumerate(value):
+        if not isinstance(token, str) or len(token) < 16:
+            raise ConfigError(f"{where}[{index}]: a secret of at least 16 characters")
+        if _TOKEN.match(token) is None:
+            # The server strips the header's whitespace: a token with a space or a non-ASCII letter never matches.
+            raise ConfigError(f"{where}[{index}]: only visible ASCII characters (no spaces)")
+    return tuple(value)
+
+
+def _size(value: object, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{where}: {value!r} is not a positive number of bytes")
+    return value
+
+
+def _flag(value: object, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: {value!r} is not true or false")
+    return value
+
+
 def _mapping(value: object, where: str) -> dict[str, Any]:
     if value is None:
         return {}
@@ -297,45 +408,84 @@ def _webhooks(value: object, where: str) -> tuple[Webhook, ...]:
         return ()
     if not isinstance(value, list):
         raise ConfigError(f"{where}: expected a list of {{url, events, secret}}")
-    hooks = []
+    hooks: list[Webhook] = []
     for index, entry in enumerate(value):
         at = f"{where}[{index}]"
         if not isinstance(entry, dict) or not isinstance(entry.get("url"), str):
             raise ConfigError(f"{at}.url: required")
-        if not entry["url"].startswith(("http://", "https://")):
+        _fields(entry, at, {"url", "events", "secret", "backoff", "backoff_max", "max_attempts"})
+        url = urlsplit(entry["url"])
+        if url.scheme not in ("http", "https") or not url.hostname:
             raise ConfigError(f"{at}.url: {entry['url']!r} is not an http(s) URL")
+        earlier = [hook.url for hook in hooks]
+        if entry["url"] in earlier:
+            # Each webhook's outbox folder is named after its URL: two would deliver each other's events twice.
+            raise ConfigError(f"{at}.url: {entry['url']!r} is already webhooks[{earlier.index(entry['url'])}]")
         secret = entry.get("secret")
         if not isinstance(secret, str) or len(secret) < 16:
             raise ConfigError(f"{at}.secret: a secret of at least 16 characters")
         events = entry.get("events", [e.value for e in WebhookEvent])
         try:
+            if not isinstance(events, list) or not events:
+                raise ValueError(events)
             chosen = frozenset(WebhookEvent(e) for e in events)
         except (TypeError, ValueError):
             known = ", ".join(e.value for e in WebhookEvent)
-            raise ConfigError(f"{at}.events: {events!r} (known: {known})") from None
+            raise ConfigError(f"{at}.events: {events!r} (a non-empty list of: {known})") from None
         attempts = entry.get("max_attempts", 50)
-        if not isinstance(attempts, int) or attempts < 1:
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
             raise ConfigError(f"{at}.max_attempts: a positive integer")
+        backoff = _duration(entry.get("backoff", "5s"), f"{at}.backoff")
+        backoff_max = _duration(entry.get("backoff_max", "10m"), f"{at}.backoff_max")
+        if backoff_max < backoff:
+            raise ConfigError(
+                f"{at}.backoff_max: {_seconds(backoff_max)} is shorter than backoff ({_seconds(backoff)}), "
+                "the first retry's delay it caps"
+            )
         hooks.append(
             Webhook(
                 url=entry["url"],
                 events=chosen,
                 secret=secret,
-                backoff=_duration(entry.get("backoff", "5s"), f"{at}.backoff"),
-                backoff_max=_duration(entry.get("backoff_max", "10m"), f"{at}.backoff_max"),
+                backoff=backoff,
+                backoff_max=backoff_max,
                 max_attempts=attempts,
             )
         )
     return tuple(hooks)
 
 
-def _tls(base: Path, value: object, where: str) -> TlsConfig | None:
+def _tls(base: Path, value: object, where: str, *, client_ca: bool = True) -> TlsConfig | None:
+    """Certificate and key (and for the server, the clients' CA), each a file, the key the certificate's."""
     if value is None:
         return None
+    names = ("certificate", "key", "client_ca") if client_ca else ("certificate", "key")
     if not isinstance(value, dict) or "certificate" not in value or "key" not in value:
-        raise ConfigError(f"{where}: expected {{certificate: FILE, key: FILE, client_ca: FILE}}")
-    paths = {name: base / str(value[name]) for name in ("certificate", "key", "client_ca") if value.get(name)}
+        raise ConfigError(f"{where}: expected {{{', '.join(f'{n}: FILE' for n in names)}}}")
+    _fields(value, where, set(names))
+    paths = {name: base / str(value[name]) for name in names if value.get(name)}
     for name, path in paths.items():
         if not path.is_file():
             raise ConfigError(f"{where}.{name}: {path} is not a file")
+    # Loaded here as the server and the sender will load them, so a wrong file stops the start, not the first
+    # handshake. The password callback keeps OpenSSL from prompting on the terminal for an encrypted key.
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(paths["certificate"], paths["key"], password=lambda: b"")
+    except ssl.SSLError as exc:
+        raise ConfigError(
+            f"{where}.key: {paths['key']} is not the unencrypted private key of {paths['certificate']} ({exc.reason})"
+        ) from None
+    if "client_ca" in paths:
+        _trust_bundle(paths["client_ca"], f"{where}.client_ca")
     return TlsConfig(paths["certificate"], paths["key"], paths.get("client_ca"))
+
+
+def _trust_bundle(path: Path, where: str) -> None:
+    """A PEM (or DER) file of CA certificates that OpenSSL accepts as trust anchors."""
+    if not path.is_file():
+        raise ConfigError(f"{where}: {path} is not a file")
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except ssl.SSLError as exc:
+        raise ConfigError(f"{where}: {path} holds no CA certificate OpenSSL can read ({exc.reason})") from None
