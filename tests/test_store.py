@@ -35,6 +35,7 @@ from accesspoint.store import (
     create_engine,
     upgrade_to_head,
 )
+from accesspoint.store.clock import ManualClock
 from accesspoint.store.files import SMALL_FILE
 from accesspoint.store.schema import metadata
 from accesspoint.store.states import FINAL, INITIAL, diagram, states_of
@@ -281,6 +282,40 @@ async def test_recoverable_lists_what_a_restart_must_enqueue(store: MessageStore
     done = await store.claim("done@ap", now=T0, lease=LEASE)
     assert done is not None and await store.transition(done, S.DELIVERED, now=T0)
     assert sorted(await store.recoverable(now=T0)) == ["fresh@ap", "retry-due@ap"]
+
+
+async def test_recoverable_with_idle_lists_only_due_messages_untouched_for_that_long(store: MessageStore) -> None:
+    """The periodic sweep re-queues a due message only once nothing has touched it for a lease; a touch restarts it."""
+    clock = ManualClock(T0)
+    for message_id in ("waiting@ap", "retry@ap", "sending@ap", "done@ap"):
+        await store.submit(MessageInfo(message_id), [], now=clock.now())
+    retry = await store.claim("retry@ap", now=clock.now(), lease=LEASE)
+    assert retry is not None
+    due = clock.now() + timedelta(seconds=10)
+    assert await store.transition(retry, S.AWAITING_RECEIPT, now=clock.now(), next_attempt_at=due)
+    assert await store.claim("sending@ap", now=clock.now(), lease=LEASE) is not None  # its worker then dies
+    done = await store.claim("done@ap", now=clock.now(), lease=LEASE)
+    assert done is not None and await store.transition(done, S.DELIVERED, now=clock.now())
+
+    # Due but touched within the lease: a queue may simply not have reached them yet.
+    await clock.advance(LEASE - timedelta(seconds=1))
+    assert await store.recoverable(now=clock.now()) == ["waiting@ap", "retry@ap"]
+    assert await store.recoverable(now=clock.now(), idle=LEASE) == []
+
+    # A lease after the last touch: lost by the queue, listed in the order they were stored.
+    await clock.advance(timedelta(seconds=1))
+    assert await store.recoverable(now=clock.now(), idle=LEASE) == ["waiting@ap", "retry@ap"]
+    # The dead worker's lease runs out (strictly) a moment later; a final message is never listed.
+    await clock.advance(timedelta(seconds=1))
+    assert await store.recoverable(now=clock.now(), idle=LEASE) == ["waiting@ap", "retry@ap", "sending@ap"]
+
+    # A claim touches the message: it is not listed again until a whole lease has passed without news.
+    taken = await store.claim("waiting@ap", now=clock.now(), lease=LEASE)
+    assert taken is not None
+    await clock.advance(LEASE)
+    assert await store.recoverable(now=clock.now(), idle=LEASE) == ["retry@ap", "sending@ap"]
+    await clock.advance(timedelta(seconds=1))
+    assert await store.recoverable(now=clock.now(), idle=LEASE) == ["waiting@ap", "retry@ap", "sending@ap"]
 
 
 # --- duplicates ------------------------------------------------------------------------------------------
