@@ -497,6 +497,13 @@ def test_the_diagram_shows_exactly_the_table() -> None:
         assert arrows == expected
 
 
+def test_the_operators_guide_shows_the_generated_diagrams() -> None:
+    """accesspoint/msh/README.md shows exactly the generated diagrams, outgoing then incoming."""
+    guide = (Path(__file__).resolve().parents[1] / "accesspoint" / "msh" / "README.md").read_text("utf-8")
+    blocks = [block.split("```", 1)[0] for block in guide.split("```mermaid\n")[1:]]
+    assert blocks == [diagram(Direction.OUT), diagram(Direction.IN)]
+
+
 async def test_a_random_walk_follows_the_table_and_the_audit_records_it(store: MessageStore) -> None:
     """Random moves, legal or not, on a few messages: legal ones land with version + 1, others change nothing."""
     chooser = random.Random(4)
