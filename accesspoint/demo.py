@@ -217,6 +217,8 @@ class Child:
             try:
                 with urllib.request.urlopen(self.url + self.health, timeout=1):  # noqa: S310 (http on loopback)
                     return
+            except urllib.error.HTTPError:
+                return  # it answers (a server without a health path says 404)
             except OSError:
                 time.sleep(0.05)
         raise DemoFailure(f"{self.name} did not answer on {self.url} within {START_TIMEOUT:.0f} s")
@@ -232,12 +234,7 @@ class Child:
         if self.process is None:
             return None
         self.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        return self.process.returncode
+        return stop_process(self.process, terminate=False)
 
     def log_tail(self, lines: int = 15) -> str:
         """The last lines of the process's log, indented."""
@@ -309,6 +306,20 @@ class AccessPoint(Child):
             return b"".join([chunk async for chunk in store.read(found[-1])])
         finally:
             await store.close()
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 15, *, terminate: bool = True) -> int:
+    """SIGTERM (unless it has stopped, or ``terminate`` is False: sent already), wait up to ``timeout`` s, then
+    SIGKILL; the exit code."""
+    if process.poll() is None:
+        if terminate:
+            process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
 
 
 def _die_with_parent() -> None:

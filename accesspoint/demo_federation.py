@@ -11,8 +11,9 @@ Who runs (each its own process on loopback):
   on the reply leg; the router hands it back to the Nordic access point, which verifies it with the operator's
   certificate against what it sent and shows it in the letter's status (``end_to_end``).
 
-An SMP with BDXL (dnsmasq) is not part of this demo: the router's discovery route is shown by
-``tests/test_routing_e2e.py`` (``make test``).
+- an SMP (``accesspoint smp serve``) and dnsmasq as the BDXL zone: a letter to a participant abroad is
+  forwarded where they say (operator 2's access point, here), and its answer comes back the same way. Without
+  dnsmasq that letter is left out, and the demo says so.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -31,13 +34,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import dns.exception
+import dns.message
+import dns.query
+import dns.rdatatype
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from lxml import etree
 
-from accesspoint.demo import Child, DemoFailure, _free_port, _pair, _say
+from accesspoint.demo import Child, DemoFailure, _free_port, _pair, _say, stop_process
 from accesspoint.envelopes.sbdh import DocumentIdentification, Partner, Sbdh, Scope, ScopeType, build_sbd
 from accesspoint.keys_cli import DevelopmentPki, generate_keys
 from accesspoint.msh.end_to_end import certificate_sha256, verify_answer
 from far.identifiers import with_check_digit
+from smp.documents import render_service_metadata
+from smp.identifiers import NO_PROCESS, Identifier, peppol_naptr_name
+from smp.model import EndpointInfo, Flavour, ProcessInfo, ServiceMetadata, TransportProfile
 
 UNREGISTERED = "urn:oasis:names:tc:ebcore:partyid-type:unregistered"
 SERVICE = {"value": "urn:example:service:digital-post", "type": "urn:example:service-type"}
@@ -45,10 +57,19 @@ START_TIMEOUT = 30.0
 ANSWER_TIMEOUT = 30.0
 FAR_TOKEN = "far-demo-token-" + secrets.token_hex(8)
 WEBHOOK_SECRET = "operator-webhook-" + secrets.token_hex(8)
-PARTY_IDS = {"nordic": "AP-NO-0100", "sweden": "AP-SE-0001", "op1": "AP-OPERATOR-1", "op2": "AP-OPERATOR-2"}
+PARTY_IDS = {
+    "nordic": "AP-NO-0100",
+    "sweden": "AP-SE-0001",
+    "op1": "AP-OPERATOR-1",
+    "op2": "AP-OPERATOR-2",
+    "smp": "SMP-0001",  # the SMP's signing certificate, not an access point
+}
 
 AGENCY = with_check_digit("202100544")  # the Norwegian agency's Swedish organisation number, for FaR
 REFUSED_AGENCY = with_check_digit("212000123")  # a sender one recipient has refused
+
+
+FOREIGN = "iso6523-actorid-upis::0088:5798000000009"  # a participant abroad: BDXL + SMP name its access point
 
 
 @dataclass(frozen=True)
@@ -67,13 +88,17 @@ OPERATORS = (
         "op2",
         "Brevlådan Två AB",
         with_check_digit("559012345"),
-        ("19" + with_check_digit("811218987"),),  # its second FaR recipient has no mailbox there (see below)
+        # Its second FaR recipient has no mailbox there (see below); FOREIGN's SMP points to its access point.
+        ("19" + with_check_digit("811218987"), FOREIGN.partition("::")[2]),
     ),
 )
 ALICE = OPERATORS[0].mailboxes[0]  # a mailbox at operator 1
 BERTIL = OPERATORS[1].mailboxes[0]  # a mailbox at operator 2; refuses REFUSED_AGENCY
 CECILIA = "19" + with_check_digit("850505123")  # FaR says operator 2, but operator 2 has no mailbox for her
 NOBODY = "19" + with_check_digit("900101123")  # not in FaR: no digital mailbox
+ACTION = "busdox-docid-qns::urn:example:letter::Letter##1.0"  # the letters' document type (and leg action)
+ZONE = "participant.sml.demo.example"
+SMP_TOKEN = "smp-demo-token-" + secrets.token_hex(8)
 
 
 @dataclass(frozen=True)
@@ -93,6 +118,9 @@ LETTERS = (
     Letter("letter-3@nordic", NOBODY, AGENCY, "refused:no-mailbox", "no digital mailbox (not in FaR)"),
     Letter("letter-4@nordic", BERTIL, REFUSED_AGENCY, "refused:sender-refused", "the recipient refuses this sender"),
     Letter("letter-5@nordic", CECILIA, AGENCY, "rejected", "FaR names Brevlådan Två AB, which has no such mailbox"),
+)
+ABROAD = Letter(
+    "letter-6@nordic", FOREIGN, AGENCY, "delivered-to-mailbox", "a participant abroad: BDXL (dnsmasq) + SMP"
 )
 
 
@@ -149,14 +177,14 @@ class AccessPointServer(Child):
         )
 
 
-def _leg(action: str, anchors: str) -> dict[str, Any]:
+def _leg(action: str, anchors: str, *, pin: bool = True) -> dict[str, Any]:
     return {
         "service": SERVICE,
         "action": action,
         "security": {
             "signature_algorithm": "rsa-sha256",
             "token_reference": "bst-x509v3",
-            "trust": {"anchors": [anchors], "pin_partner": True, "revocation": "off"},
+            "trust": {"anchors": [anchors], "pin_partner": pin, "revocation": "off"},
         },
         "reception_awareness": {"retries": 2, "backoff_base": "500ms", "backoff_max": "2s", "jitter": 0.0},
     }
@@ -171,7 +199,7 @@ def _two_way(pmode_id: str, initiator: str, responder: str, anchors: str) -> dic
         "binding": "push-and-push",
         "initiator": {"party": initiator},
         "responder": {"party": responder},
-        "legs": [_leg("Deliver", anchors), _leg("Answer", anchors)],
+        "legs": [_leg(ACTION, anchors), _leg("Answer", anchors)],
     }
 
 
@@ -188,6 +216,8 @@ class Federation:
     """Every process of the federation."""
 
     far: Child
+    smp: Child
+    dns: Dnsmasq | None  # None when dnsmasq is not installed: no letter abroad then
     nordic: AccessPointServer
     sweden: AccessPointServer
     operator_aps: dict[str, AccessPointServer]
@@ -195,15 +225,24 @@ class Federation:
 
     @property
     def all(self) -> list[Child]:
-        return [self.far, *self.operator_aps.values(), *self.operators.values(), self.sweden, self.nordic]
+        return [self.far, self.smp, *self.operator_aps.values(), *self.operators.values(), self.sweden, self.nordic]
+
+    @property
+    def letters(self) -> tuple[Letter, ...]:
+        """The demo's letters: the one abroad only with BDXL (dnsmasq) running."""
+        return LETTERS if self.dns is None else (*LETTERS, ABROAD)
 
 
 def build(folder: Path, pki: DevelopmentPki, *, nordic_settings: dict[str, Any] | None = None) -> Federation:
     """Write every process's settings (nothing runs yet); ``nordic_settings`` adds to the Nordic access point's."""
-    ports = {name: _free_port() for name in ("far", "nordic", "sweden", "op1", "op2", "mailbox-op1", "mailbox-op2")}
+    names = ("far", "smp", "nordic", "sweden", "op1", "op2", "mailbox-op1", "mailbox-op2")
+    ports = {name: _free_port() for name in names}
     url = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     anchors = str(pki.ca.certificate_path)
     keys = {name: {"signing": [_pair(pki.parties[name].rsa)]} for name in PARTY_IDS}
+    smp = _smp(folder / "smp", ports["smp"], pki)
+    binary = shutil.which("dnsmasq") or shutil.which("dnsmasq", path="/usr/sbin:/sbin")
+    dns = None if binary is None else Dnsmasq(binary, folder / "dns")
 
     (folder / "far").mkdir()
     far_settings = folder / "far" / "far.toml"
@@ -240,6 +279,7 @@ def build(folder: Path, pki: DevelopmentPki, *, nordic_settings: dict[str, Any] 
     for operator in OPERATORS:
         # FaR gives the operator's endpoint; the agreement gives its certificate.
         sweden_parties[operator.key] = _party(pki, operator.key, "dynamic")
+    sweden_parties["network"] = {"endpoint": "dynamic"}
     sweden = AccessPointServer(
         "sweden",
         folder / "sweden",
@@ -251,11 +291,24 @@ def build(folder: Path, pki: DevelopmentPki, *, nordic_settings: dict[str, Any] 
             "pmodes": [
                 _two_way("nordic-to-se", "nordic", "sweden", anchors),
                 *(_two_way(f"se-to-{o.key}", "sweden", o.key, anchors) for o in OPERATORS),
+                {
+                    # Participants abroad: endpoint and certificate from their SMP (found through BDXL).
+                    "id": "se-to-network",
+                    "network": "edelivery-1.15",
+                    "initiator": {"party": "sweden"},
+                    "responder": {"party": "network"},
+                    "legs": [_leg(ACTION, anchors, pin=False)],
+                },
             ],
         },
         {
             "keys": keys["sweden"],
             "routing": {"far": url["far"], "token": FAR_TOKEN, "pmodes": ["nordic-to-se"], "timeout": "3s"},
+            **(
+                {}
+                if dns is None
+                else {"discovery": {"zone": ZONE, "dns": f"127.0.0.1:{dns.port}", "smp_trust": anchors}}
+            ),
         },
     )
     operator_aps: dict[str, AccessPointServer] = {}
@@ -305,23 +358,109 @@ def build(folder: Path, pki: DevelopmentPki, *, nordic_settings: dict[str, Any] 
             ports["mailbox-" + operator.key],
             ["operator", "serve", "--config", str(settings)],
         )
-    return Federation(far, nordic, sweden, operator_aps, operators)
+    return Federation(far, smp, dns, nordic, sweden, operator_aps, operators)
 
 
-def start(federation: Federation) -> None:
+def _smp(folder: Path, port: int, pki: DevelopmentPki) -> Child:
+    """``accesspoint smp serve`` signing with the development PKI's SMP certificate (the router trusts the CA)."""
+    folder.mkdir()
+    issued = pki.parties["smp"].rsa
+    settings = folder / "smp.toml"
+    settings.write_text(
+        f'[smp]\ndatabase = "sqlite+aiosqlite:///smp.sqlite3"\nsigning_key = "{issued.key_path}"\n'
+        f'signing_certificate = "{issued.certificate_path}"\ntokens = ["{SMP_TOKEN}"]\nmax_age = 60\n\n'
+        f'[[smp.listen]]\nflavour = "peppol"\nport = {port}\nbase_path = "/"\n'
+    )
+    return Child("smp", folder, port, ["smp", "serve", "--config", str(settings)], health="/")
+
+
+class Dnsmasq:
+    """dnsmasq on a free loopback port answering the BDXL zone from NAPTR records: the demo's SML."""
+
+    def __init__(self, binary: str, folder: Path) -> None:
+        self.binary, self.folder = binary, folder
+        folder.mkdir()
+        self.port = _free_port()  # a TCP port free now; dnsmasq listens on UDP and TCP
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, records: dict[str, str]) -> None:
+        """Serve ``records`` (NAPTR owner name -> SMP URL) and wait until it answers."""
+        options = [f"port={self.port}", "listen-address=127.0.0.1", "bind-interfaces", "no-resolv", "no-hosts"]
+        options.append(f"local=/{ZONE}/")
+        options += [f"naptr-record={name},100,10,U,Meta:SMP,!^.*$!{url}!" for name, url in records.items()]
+        conf = self.folder / "dnsmasq.conf"
+        conf.write_text("\n".join(options) + "\n")
+        with (self.folder / "dnsmasq.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                [self.binary, "--keep-in-foreground", f"--conf-file={conf}", "--pid-file=", "--log-facility=-"],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+            )
+        query = dns.message.make_query(next(iter(records)), dns.rdatatype.NAPTR)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise DemoFailure(f"dnsmasq exited with {self.process.returncode}")
+            try:
+                dns.query.udp(query, "127.0.0.1", port=self.port, timeout=0.2)
+                return
+            except (OSError, dns.exception.Timeout):
+                time.sleep(0.05)
+        raise DemoFailure("dnsmasq did not answer within 10 s")
+
+    def stop(self) -> int | None:
+        """Stop it; 0 when it stopped on SIGTERM as asked, else its exit code."""
+        if self.process is None:
+            return None
+        code = stop_process(self.process)
+        return 0 if code == -signal.SIGTERM else code
+
+
+def publish_abroad(federation: Federation, pki: DevelopmentPki) -> None:
+    """FOREIGN's SMP entry: the letters' document type at operator 2's access point; its NAPTR record in BDXL."""
+    if federation.dns is None:
+        return
+    participant, document = Identifier.parse(FOREIGN), Identifier.parse(ACTION)
+    der = pki.parties["op2"].rsa.certificate.public_bytes(Encoding.DER)
+    endpoint = EndpointInfo(TransportProfile.EDELIVERY_AS4_1_15, federation.operator_aps["op2"].url + "/as4", der)
+    model = ServiceMetadata(
+        participant, document, (ProcessInfo(Identifier("cenbii-procid-ubl", NO_PROCESS), (endpoint,)),)
+    )
+    base = federation.smp.url
+    for url, body in (
+        (f"{base}/{participant.url_segment()}", None),
+        (
+            f"{base}/{participant.url_segment()}/services/{document.url_segment()}",
+            etree.tostring(render_service_metadata(model, Flavour.OASIS1)),
+        ),
+    ):
+        request = urllib.request.Request(url, data=body, method="PUT")  # noqa: S310 (loopback)
+        request.add_header("Authorization", f"Bearer {SMP_TOKEN}")
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (loopback)
+            if response.status not in (200, 201):
+                raise DemoFailure(f"the SMP refused {url}: HTTP {response.status}")
+    federation.dns.start({peppol_naptr_name(participant, ZONE): base + "/"})
+
+
+def start(federation: Federation, pki: DevelopmentPki) -> None:
     """Start every process (all at once), wait until each answers, then load FaR."""
     for server in federation.all:
         server.start()
     for server in federation.all:
         server.wait_ready()
     load_far(federation)
+    publish_abroad(federation, pki)
 
 
 def stop(federation: Federation) -> dict[str, int | None]:
     """Stop every process, senders first (SIGTERM to all, then wait); their exit codes."""
     for server in reversed(federation.all):
         server.terminate()
-    return {server.name: server.stop() for server in reversed(federation.all)}
+    codes = {server.name: server.stop() for server in reversed(federation.all)}
+    if federation.dns is not None:
+        codes["dnsmasq"] = federation.dns.stop()
+    return codes
 
 
 def load_far(federation: Federation) -> None:
@@ -353,7 +492,7 @@ def load_far(federation: Federation) -> None:
 def letter_document(letter: Letter) -> bytes:
     header = Sbdh(
         sender=(Partner(f"0007:{letter.sender}"),),
-        receiver=(Partner(letter.recipient),),
+        receiver=(Partner(letter.recipient.rpartition("::")[2]),),
         document=DocumentIdentification(
             standard="urn:example:letter",
             type_version="1.0",
@@ -366,6 +505,12 @@ def letter_document(letter: Letter) -> bytes:
     return build_sbd(header, b'<Letter xmlns="urn:example:letter">Ditt beslut finns i brevladan.</Letter>')
 
 
+def _final_recipient(recipient: str) -> str | dict[str, str]:
+    """12 digits as they are (FaR); a participant abroad as {value, type} (``scheme::value``, for BDXL)."""
+    scheme, _, value = recipient.rpartition("::")
+    return {"value": value, "type": scheme} if scheme else recipient
+
+
 def submission(letter: Letter) -> dict[str, Any]:
     """The REST submission of a letter at the Nordic access point, addressed through FaR (originalSender, an
     organisation number; finalRecipient, 12 digits) with the SBD letter as its payload."""
@@ -374,7 +519,7 @@ def submission(letter: Letter) -> dict[str, Any]:
         "message_id": letter.message_id,
         "properties": {
             "originalSender": {"value": f"0007:{letter.sender}", "type": "iso6523-actorid-upis"},
-            "finalRecipient": letter.recipient,
+            "finalRecipient": _final_recipient(letter.recipient),
         },
         "payloads": [
             {
@@ -438,11 +583,12 @@ def run(folder: Path, number: int) -> int:
     pki = generate_keys(folder / "keys", PARTY_IDS, days=1)
     federation = build(folder, pki)
     try:
-        start(federation)
+        start(federation, pki)
         _say()
         _say(f"{number}. The federation, each its own process (keys from one development CA):")
         roles = {
             "far": "FaR, the routing register (accesspoint far serve)",
+            "smp": "an SMP (accesspoint smp serve) publishing where a participant abroad receives",
             "nordic": "the Nordic sender's access point (AP-NO-0100)",
             "sweden": "the Swedish access point, router (AP-SE-0001), asks FaR before it answers",
             "op1-ap": f"{OPERATORS[0].name}'s access point (AP-OPERATOR-1)",
@@ -452,7 +598,14 @@ def run(folder: Path, number: int) -> int:
         }
         for server in federation.all:
             _say(f"   {server.name:11} {server.url:22} pid {server.pid}  {roles[server.name]}", indent=37)
-        _say("   SMP + BDXL (dnsmasq): not started by the demo; tests/test_routing_e2e.py shows that route", indent=6)
+        if federation.dns is None:
+            _say("   dnsmasq is not installed: no BDXL, so the letter abroad (SMP route) is left out", indent=6)
+        else:
+            _say(
+                f"   dnsmasq     127.0.0.1:{federation.dns.port:<12} the BDXL zone {ZONE}: NAPTR of {FOREIGN} "
+                "-> the SMP",
+                indent=6,
+            )
         _say()
         _say(
             f"{number + 1}. FaR knows: {ALICE} at {OPERATORS[0].name}; {BERTIL} at {OPERATORS[1].name} (refuses "
@@ -460,15 +613,16 @@ def run(folder: Path, number: int) -> int:
         )
         _say()
         _say(
-            f"{number + 2}. The Nordic agency {AGENCY} sends five letters (SBD documents, on a two-way P-Mode with "
+            f"{number + 2}. The Nordic agency {AGENCY} sends {len(federation.letters)} letters (SBD documents, on a "
+            "two-way P-Mode with "
             "the Swedish access point):"
         )
-        for letter in LETTERS:
+        for letter in federation.letters:
             send(federation, letter)
             _say(f"   {letter.message_id} to {letter.recipient} from {letter.sender}: {letter.why}", indent=6)
         _say()
         _say(f"{number + 3}. Where each letter went and the signed receipts that came back:")
-        failures = [problem for letter in LETTERS if (problem := _outcome(federation, letter, pki))]
+        failures = [problem for letter in federation.letters if (problem := _outcome(federation, letter, pki))]
         if failures:
             raise DemoFailure("; ".join(failures))
     except Exception:
@@ -503,6 +657,9 @@ def _outcome(federation: Federation, letter: Letter, pki: DevelopmentPki) -> str
         return f"{letter.message_id}: not delivered to the Swedish access point: {sent}"
     routed = sweden.wait(letter.message_id, lambda d: d["state"] == "delivered_to_backend", "in", "routing")
     went = routed["history"][-1]["detail"]
+    if not went.startswith("forwarded"):  # discovery: where BDXL + SMP sent it
+        forwarded = sweden.status(f"fwd-{letter.message_id}")
+        went += f", forwarded as fwd-{letter.message_id} to {forwarded.get('to')} (P-Mode {forwarded.get('pmode')})"
     answered = nordic.wait(letter.message_id, lambda d: "end_to_end" in d, what="end-to-end receipt")
     answer = answered["end_to_end"]
     if answer["status"] != letter.expect:

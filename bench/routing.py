@@ -125,7 +125,7 @@ def run(*, quick: bool = False, seconds: float | None = None, window: int = 16) 
         }
         federation = fed.build(Path(folder), pki, nordic_settings={"webhooks": [hook]})
         try:
-            fed.start(federation)
+            fed.start(federation, pki)
             result = asyncio.run(_drive(federation, port, seconds=seconds, warmup=warmup, window=window))
         finally:
             codes = fed.stop(federation)

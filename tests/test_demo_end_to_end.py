@@ -62,7 +62,7 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[fed.Fede
     pki = generate_keys(folder / "keys", fed.PARTY_IDS, days=1)
     federation = fed.build(folder, pki, nordic_settings={"webhooks": [hook]})
     try:
-        fed.start(federation)
+        fed.start(federation, pki)
         yield federation, pki, events
     finally:
         codes = fed.stop(federation)
