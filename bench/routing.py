@@ -137,7 +137,7 @@ def print_result(result: dict[str, Any], say: Callable[[str], None]) -> None:
     """The table."""
     say(
         "routing: Nordic sender AP -> Swedish router AP (FaR) -> operator AP + operator serve -> mailbox, signed "
-        "receipt back and verified at the sender (7 processes, SQLite, 1.15, ~1 KB SBD)"
+        "receipt back and verified at the sender (the demo's federation, SQLite, 1.15, ~1 KB SBD)"
     )
     say(
         f"  {result['messages_per_s']:8.1f} messages/s end to end with the receipt back   "
