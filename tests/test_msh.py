@@ -255,3 +255,16 @@ def test_missing_receipt_after_the_last_retry(tmp_path: Path) -> None:
         assert failed["attempts"] == 2
     finally:
         sweden.stop()
+
+
+def test_a_payload_larger_than_the_in_memory_spool_is_streamed_through_and_arrives_intact(
+    pair: tuple[AccessPointProcess, AccessPointProcess],
+) -> None:
+    """3 MiB (past the 1 MiB in-memory spool on both sides) goes out from a spool file and arrives byte for byte."""
+    sweden, belgium = pair
+    payload = os.urandom(3 * 1024 * 1024)
+    _submit(sweden, payload, "big@se")
+    sent = sweden.wait_state("big@se", {"delivered", "failed"}, timeout=60)
+    assert sent["state"] == "delivered", sent
+    (part,) = belgium.wait_state("big@se", {"received"}, direction="in")["payloads"]
+    assert (part["size"], part["sha256"]) == (len(payload), hashlib.sha256(payload).hexdigest())

@@ -90,6 +90,7 @@ from pmode import Binding, MatchStatus, PModeSet, Route, load_if_changed, load_p
 log = logging.getLogger("accesspoint.msh")
 
 READ_CHUNK = 64 * 1024
+SPOOL_READ_CHUNK = 256 * 1024
 SPOOL_IN_MEMORY = 1024 * 1024
 METADATA_LIMIT = 1024 * 1024
 FOREVER = timedelta(days=100 * 366)  # a P-Mode retention of "forever", as a retain_until the database can hold
@@ -445,9 +446,8 @@ class AccessPoint:
         envelope = b"".join([c async for c in self._store.read(kept[-1])])
         return signed_references(parse_envelope(envelope))
 
-    async def _remember_sent(self, message: StoredMessage, route: Route, secured: SecuredMessage, body: bytes) -> None:
+    async def _remember_sent(self, message: StoredMessage, route: Route, envelope: bytes) -> None:
         """Keep the signed envelope as sent: an asynchronous receipt must echo its references."""
-        envelope = read_message(secured.packed.content_type, body, sink_factory=_discard).envelope_bytes
         await self._keep(message, route, EvidenceKind.RAW_MESSAGE, envelope, self.clock.now())
 
     async def _delivered(self, message: StoredMessage, route: Route, receipt: bytes, now: datetime, how: str) -> None:
@@ -807,22 +807,27 @@ class AccessPoint:
                 await self._fail(message, EbmsError(ErrorCode.FAILED_AUTHENTICATION, reason))
             return
         secured = await self._secure(message, route)
-        body = b"".join(secured.packed.body)
+        # Compressed, signed and encrypted into a spool in a worker thread: memory does not grow with the payload,
+        # and the event loop does not wait for the crypto of a large attachment.
+        spool, envelope = await asyncio.to_thread(_spool_packed, secured.packed)
         assert self.session is not None
         try:
-            async with self.session.post(
-                endpoint, data=body, headers={"Content-Type": secured.packed.content_type}
-            ) as response:
+            size = spool.tell()
+            spool.seek(0)
+            headers = {"Content-Type": secured.packed.content_type, "Content-Length": str(size)}
+            async with self.session.post(endpoint, data=_spooled_chunks(spool), headers=headers) as response:
                 answer = await response.read()
                 answer_type = response.headers.get("Content-Type", "")
                 status = response.status
         except (aiohttp.ClientError, TimeoutError) as exc:
             await self._retry_or_fail(message, route, f"{type(exc).__name__}: {exc}")
             return
+        finally:
+            spool.close()
         now = self.clock.now()
         if 200 <= status < 300 and not answer.strip():
             # No synchronous receipt: it comes later as a signal to /as4 and must echo what we signed.
-            await self._remember_sent(message, route, secured, body)
+            await self._remember_sent(message, route, envelope)
             await self._retry_or_fail(message, route, "no synchronous receipt", expected=True)
             return
         try:
@@ -1285,6 +1290,12 @@ def _spool_packed(packed: PackedMessage) -> tuple[tempfile.SpooledTemporaryFile[
     except BaseException:
         spool.close()
         raise
+
+
+async def _spooled_chunks(spool: tempfile.SpooledTemporaryFile[bytes]) -> AsyncIterator[bytes]:
+    """The spool's bytes in chunks, for a streamed request body."""
+    while chunk := spool.read(SPOOL_READ_CHUNK):
+        yield chunk
 
 
 def _spool(_start: PartStart) -> tempfile.SpooledTemporaryFile[bytes]:
