@@ -12,7 +12,6 @@ receipt to the municipality's access point.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import hashlib
 from collections.abc import Iterator
@@ -31,7 +30,7 @@ from smp.identifiers import NO_PROCESS, Identifier, peppol_naptr_name
 from smp.model import EndpointInfo, ProcessInfo, ServiceMetadata, TransportProfile
 from tests.dnsserver import DnsServer
 from tests.pki import issue
-from tests.test_discovery_e2e import configure
+from tests.test_discovery_e2e import _b64, configure
 from tests.test_msh import CERTS, AccessPointProcess, _free_port
 from tests.test_operators_support import SDK_DOCUMENT, SDK_ORG, xhe
 from tests.test_routing_e2e import _document, _stop
@@ -178,7 +177,7 @@ def test_sdk_message_to_an_organisation_goes_to_the_access_point_sdks_smp_names(
                 {
                     "content_id": "xhe@kommun",
                     "mime_type": "application/xml",
-                    "data": base64.b64encode(envelope).decode(),
+                    "data": _b64(envelope),
                 }
             ],
         },
@@ -203,3 +202,29 @@ def test_sdk_message_to_an_organisation_goes_to_the_access_point_sdks_smp_names(
     status, body = federation.organisation.api("GET", path)
     assert status == 200
     assert hashlib.sha256(body).hexdigest() == hashlib.sha256(envelope).hexdigest()
+
+
+def test_sdk_organisation_unknown_to_the_smp_fails_the_forward_with_the_reason(federation: Federation) -> None:
+    """A 0203 organisation takes the SDK route too; unknown to SDK's BDXL + SMP, the forward fails with EBMS:0001."""
+    unknown = "0203:okand.example.se"
+    status, document = federation.municipality.api(
+        "POST",
+        "/api/v1/messages",
+        {
+            "pmode": "sdk-to-se",
+            "message_id": "sdk-2@kommun",
+            "properties": {
+                "originalSender": {"value": MUNICIPALITY, "type": "iso6523-actorid-upis"},
+                "finalRecipient": {"value": unknown, "type": "iso6523-actorid-upis"},
+            },
+            "payloads": [{"content_id": "xhe@kommun", "mime_type": "application/xml", "data": _b64(xhe(unknown))}],
+        },
+    )
+    assert status == 202, document
+    assert federation.municipality.wait_state("sdk-2@kommun", {"delivered", "failed"})["state"] == "delivered"
+    routed = federation.sweden.wait_state("sdk-2@kommun", {"delivered_to_backend"}, direction="in")
+    assert routed["history"][-1]["detail"] == f"iso6523-actorid-upis::{unknown}: sdk discovery", routed
+    failed = federation.sweden.wait_state("fwd-sdk-2@kommun", {"delivered", "failed"})
+    assert failed["state"] == "failed" and failed["last_error"]["code"] == "EBMS:0001", failed
+    detail = failed["last_error"]["detail"]
+    assert f"{unknown} is not registered in SMP for {ACTION} ({sdk.TRANSPORT_PROFILE})" in detail, detail
