@@ -62,6 +62,7 @@ from accesspoint.security.policy import Profile, RevocationMode, SecurityPolicy,
 from accesspoint.security.receipts import sign_signal, verify_receipt
 from accesspoint.security.signing import AttachmentSource, attachment_digest, exc_c14n
 from bench.fixtures import KIB, NOW, PAYLOAD_CID, invoice_attachment, payload_chunks, random_block, user_message
+from bench.small import rate
 from bench.stream import _status_kib
 from tests.pki import issue, make_ca
 
@@ -282,25 +283,6 @@ def raw_receive(parties: Parties, m: Material) -> Callable[[], object]:
 
 
 # ---------------------------------------------------------------------------------------- 4 KB message
-
-
-def rate(operation: Callable[[], object], seconds: float) -> float:
-    """Operations per CPU second of this process, run back to back for about ``seconds`` of CPU time.
-
-    CPU time rather than wall time: on a shared machine other processes take turns on the cores, and what
-    they take would count against whichever case happened to run then (ours or raw) and skew the ratio.
-    """
-    batch = 1
-    done = 0
-    start = time.process_time()
-    now = start
-    while now - start < seconds:
-        for _ in range(batch):
-            operation()
-        done += batch
-        now = time.process_time()
-        batch = min(batch * 2, 64)
-    return done / (now - start)
 
 
 def _check(parties: Parties, attachment: bytes) -> tuple[str, bytes, int]:

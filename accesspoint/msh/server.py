@@ -30,7 +30,7 @@ from aiohttp import web
 from accesspoint.core.compression import decompress_stream
 from accesspoint.core.envelope import build_envelope, parse_envelope, serialize
 from accesspoint.core.errors import EbmsError, ErrorCode
-from accesspoint.core.message import MessageReader, PackedMessage, ReceivedMessage, ReceivedPart, read_message
+from accesspoint.core.message import MessageReader, ReceivedMessage, ReceivedPart, read_message
 from accesspoint.core.mime import PartStart
 from accesspoint.core.model import (
     CollaborationInfo,
@@ -496,7 +496,7 @@ class AccessPoint:
             # Packed into a spool (memory, or a file past 1 MiB) in a thread: the crypto does not hold up the
             # loop, memory does not grow with the payload, and the signed envelope is kept as evidence before
             # the puller can have it and send its receipt.
-            spool, envelope = await asyncio.to_thread(_spool_packed, secured.packed)
+            spool, envelope = await asyncio.to_thread(_spool_packed, secured)
         except (ValueError, EbmsError) as exc:
             # It would fail the same way on every pull (no certificate to encrypt to, say): fail it, not the pull.
             await self._fail(message, EbmsError(ErrorCode.OTHER, f"cannot be prepared for pulling: {exc}"))
@@ -809,7 +809,7 @@ class AccessPoint:
         secured = await self._secure(message, route)
         # Compressed, signed and encrypted into a spool in a worker thread: memory does not grow with the payload,
         # and the event loop does not wait for the crypto of a large attachment.
-        spool, envelope = await asyncio.to_thread(_spool_packed, secured.packed)
+        spool, envelope = await asyncio.to_thread(_spool_packed, secured)
         assert self.session is not None
         try:
             size = spool.tell()
@@ -1267,29 +1267,16 @@ def _soap_fault(version: SoapVersion) -> web.Response:
     return web.Response(body=body, status=500, headers={"Content-Type": f"{version.content_type}; charset=UTF-8"})
 
 
-class _Discard:
-    """A sink that drops an attachment's bytes (only the envelope of a message we built is wanted)."""
-
-    def write(self, data: bytes) -> int:
-        return len(data)
-
-
-def _discard(_start: PartStart) -> Any:
-    return _Discard()
-
-
-def _spool_packed(packed: PackedMessage) -> tuple[tempfile.SpooledTemporaryFile[bytes], bytes]:
+def _spool_packed(secured: SecuredMessage) -> tuple[tempfile.SpooledTemporaryFile[bytes], bytes]:
     """The packed message written to a spool, and its envelope as sent (for the evidence)."""
     spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115 (the caller closes it)
-    reader = MessageReader(packed.content_type, sink_factory=_discard)
     try:
-        for chunk in packed.body:
-            reader.feed(chunk)
+        for chunk in secured.packed.body:
             spool.write(chunk)
-        return spool, reader.finish().envelope_bytes
     except BaseException:
         spool.close()
         raise
+    return spool, secured.envelope
 
 
 async def _spooled_chunks(spool: tempfile.SpooledTemporaryFile[bytes]) -> AsyncIterator[bytes]:

@@ -46,6 +46,7 @@ class SecuredMessage:
     packed: PackedMessage
     user_message: UserMessage
     references: tuple[ReferenceEcho, ...]  # empty when the policy does not sign
+    envelope: bytes = b""  # the signed SOAP envelope as it goes on the wire (non-repudiation evidence)
 
 
 def _new_id() -> str:
@@ -94,8 +95,9 @@ def secure_message(
             raise ValueError("the policy encrypts but the recipient's certificate is unknown")
         wire = encrypt_attachments(envelope, sources, recipient_certificate, policy, new_id=new_id)
     attachments = [Attachment(s.content_id, s.content_type, _Deferred(s.open)) for s in wire]
-    packed = pack_message(serialize(envelope), attachments, soap_version=soap_version)
-    return SecuredMessage(packed, message, references)
+    envelope_bytes = serialize(envelope)
+    packed = pack_message(envelope_bytes, attachments, soap_version=soap_version)
+    return SecuredMessage(packed, message, references, envelope_bytes)
 
 
 class _Deferred:
