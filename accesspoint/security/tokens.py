@@ -38,6 +38,21 @@ def subject_key_identifier(certificate: x509.Certificate) -> bytes:
         return x509.SubjectKeyIdentifier.from_public_key(certificate.public_key()).digest
 
 
+def load_der_certificate(data: bytes) -> x509.Certificate:
+    """An untrusted DER certificate, its subject and issuer parsed now: ValueError for anything malformed.
+
+    cryptography parses names lazily, and up to 48 a name attribute with an unknown ASN.1 string tag raised a
+    bare KeyError on ``.subject`` (pyca/cryptography#15076); here that is a malformed certificate like any other.
+    """
+    certificate = x509.load_der_x509_certificate(data)
+    try:
+        certificate.subject  # noqa: B018 - parsed for the exception, see above
+        certificate.issuer  # noqa: B018
+    except KeyError as exc:
+        raise ValueError(f"certificate name has an unsupported attribute value type ({exc})") from None
+    return certificate
+
+
 def _der_length(data: bytes, offset: int) -> tuple[int, int]:
     first = data[offset]
     if first < 0x80:
@@ -61,7 +76,7 @@ def parse_pkipath(data: bytes) -> list[x509.Certificate]:
         if data[offset] != 0x30:
             raise ValueError("PKIPath element is not a certificate")
         inner, body = _der_length(data, offset + 1)
-        certificates.append(x509.load_der_x509_certificate(data[offset : body + inner]))
+        certificates.append(load_der_certificate(data[offset : body + inner]))
         offset = body + inner
     if not certificates:
         raise ValueError("PKIPath is empty")
@@ -197,7 +212,7 @@ def read_binary_security_token(token: etree._Element) -> ResolvedToken:
     try:
         raw = base64.b64decode("".join((token.text or "").split()), validate=True)
         if value_type == TokenType.X509V3:
-            return ResolvedToken(x509.load_der_x509_certificate(raw), (), TokenReference.BST_X509V3)
+            return ResolvedToken(load_der_certificate(raw), (), TokenReference.BST_X509V3)
         if value_type == TokenType.X509_PKIPATH_V1:
             chain = parse_pkipath(raw)
             leaf = _leaf_of(chain)
