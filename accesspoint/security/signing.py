@@ -349,6 +349,13 @@ def _fail(detail: str) -> EbmsError:
     return EbmsError(ErrorCode.FAILED_AUTHENTICATION, "the signature could not be verified", log_detail=detail)
 
 
+def _unb64(text: str, what: str) -> bytes:
+    try:
+        return base64.b64decode("".join(text.split()))
+    except ValueError:  # binascii.Error, or a character outside ASCII
+        raise _fail(f"{what} is not base64") from None
+
+
 def _policy(detail: str) -> EbmsError:
     return EbmsError(ErrorCode.POLICY_NONCOMPLIANCE, detail)
 
@@ -435,7 +442,7 @@ def verify_signature(
         signer = resolve_token(token_reference, parsed.ids, candidates)
     except EbmsError as exc:
         raise _fail(exc.log_detail) from None
-    raw = base64.b64decode("".join(value_text.split()))
+    raw = _unb64(value_text, "SignatureValue")
     if not verify_bytes(signer.certificate.public_key(), method, raw, exc_c14n(signed_info, prefixes)):
         raise _fail("the SignatureValue does not verify with the signer's key")
 
@@ -480,7 +487,7 @@ def _verify_reference(
     skip_attachments: frozenset[str],
 ) -> VerifiedReference | ReferenceEcho:
     """A verified reference, or the bare echo of an attachment reference that could not be checked."""
-    expected = base64.b64decode(echo.digest_value)
+    expected = _unb64(echo.digest_value, f"DigestValue of {echo.uri[:80]!r}")
     if echo.uri.startswith("cid:"):
         content_id = echo.uri[4:]
         if [t.algorithm for t in echo.transforms] not in (

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from lxml import etree
 
@@ -39,17 +40,19 @@ def subject_key_identifier(certificate: x509.Certificate) -> bytes:
 
 
 def load_der_certificate(data: bytes) -> x509.Certificate:
-    """An untrusted DER certificate, its subject and issuer parsed now: ValueError for anything malformed.
+    """An untrusted DER certificate, its names and public key parsed now: ValueError for anything unusable.
 
-    cryptography parses names lazily, and up to 48 a name attribute with an unknown ASN.1 string tag raised a
-    bare KeyError on ``.subject`` (pyca/cryptography#15076); here that is a malformed certificate like any other.
+    cryptography parses lazily: up to 48 a name attribute with an unknown ASN.1 string tag raised a bare KeyError
+    on ``.subject`` (pyca/cryptography#15076), and a key of an unknown type raises UnsupportedAlgorithm from
+    ``public_key()``; here either is a malformed certificate like any other.
     """
     certificate = x509.load_der_x509_certificate(data)
     try:
         certificate.subject  # noqa: B018 - parsed for the exception, see above
         certificate.issuer  # noqa: B018
-    except KeyError as exc:
-        raise ValueError(f"certificate name has an unsupported attribute value type ({exc})") from None
+        certificate.public_key()
+    except (KeyError, UnsupportedAlgorithm) as exc:
+        raise ValueError(f"unusable certificate ({type(exc).__name__}: {exc})") from None
     return certificate
 
 
