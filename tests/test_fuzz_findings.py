@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import base64
-import copy
+from collections.abc import Callable
 
 import pytest
-from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from lxml import etree
 
+from accesspoint.core.envelope import build_envelope, parse_envelope, serialize
 from accesspoint.core.errors import EbmsError
 from accesspoint.core.mime import MultipartParser, PartData
 from accesspoint.core.namespaces import NS
-from accesspoint.security.algorithms import TokenType
+from accesspoint.security.algorithms import SignatureAlgorithm, TokenType
+from accesspoint.security.keys import KeyPair
+from accesspoint.security.policy import SecurityPolicy
+from accesspoint.security.signing import exc_c14n, sign_bytes, sign_envelope, verify_signature
 from accesspoint.security.tokens import build_pkipath, read_binary_security_token
 from tests import pki
+from tests.test_signing import _ids, _user_message
 
 WSSE = f"{{{NS.WSSE}}}"
+DS = f"{{{NS.DS}}}"
 
 
 def _base64_part(encoded: bytes) -> bytes:
@@ -55,29 +60,77 @@ def test_base64_part_decodes_the_same_however_the_body_is_chunked(encoded: bytes
     assert {_decoded(body, size) for size in (len(body), 1, 2, 3, 5, 7)} == {expected}
 
 
-def _with_unknown_name_string_type(certificate: x509.Certificate) -> bytes:
-    """The certificate's DER with its subject's C=SE PrintableString (tag 0x13) retagged 0x0f, a tag no string has."""
-    der = certificate.public_bytes(serialization.Encoding.DER)
+def _with_unknown_name_string_type(der: bytes) -> bytes:
+    """The subject's C=SE PrintableString (tag 0x13) retagged 0x0f, a tag no string type has."""
     country = b"\x06\x03\x55\x04\x06\x13\x02SE"  # OID 2.5.4.6 (countryName), PrintableString "SE"
     assert der.count(country) == 2  # issuer, then subject
     at = der.rindex(country) + 5
     return der[:at] + b"\x0f" + der[at + 1 :]
 
 
+def _with_unknown_key_type(der: bytes) -> bytes:
+    """The public key's algorithm rsaEncryption (1.2.840.113549.1.1.1) made 1.2.840.113549.1.1.99."""
+    rsa_encryption = b"\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x01\x01"
+    assert der.count(rsa_encryption) == 1
+    return der.replace(rsa_encryption, rsa_encryption[:-1] + b"\x63")
+
+
+@pytest.mark.parametrize("breakage", [_with_unknown_name_string_type, _with_unknown_key_type])
 @pytest.mark.parametrize("value_type", [TokenType.X509V3, TokenType.X509_PKIPATH_V1])
-def test_token_whose_certificate_name_has_an_unknown_string_type_is_failed_authentication(value_type: str) -> None:
-    """A BST certificate whose subject holds an unknown ASN.1 string type is EBMS:0101, not a KeyError."""
+def test_token_with_an_unusable_certificate_is_failed_authentication(
+    value_type: str, breakage: Callable[[bytes], bytes]
+) -> None:
+    """A BST certificate with an unknown name string type or key type is EBMS:0101, not KeyError or
+    UnsupportedAlgorithm (cryptography parses both lazily)."""
     ca = pki.make_ca()
     leaf = pki.issue(ca, "sender")
-    broken = _with_unknown_name_string_type(leaf.certificate)
+    leaf_der = leaf.certificate.public_bytes(serialization.Encoding.DER)
+    broken = breakage(leaf_der)
     if value_type == TokenType.X509_PKIPATH_V1:
-        ca_der = ca.certificate.public_bytes(serialization.Encoding.DER)
-        good = build_pkipath([leaf.certificate, ca.certificate])
-        broken = good.replace(leaf.certificate.public_bytes(serialization.Encoding.DER), broken)
-        assert broken != good and ca_der in broken
+        broken = build_pkipath([leaf.certificate, ca.certificate]).replace(leaf_der, broken)
     token = etree.Element(f"{WSSE}BinarySecurityToken", ValueType=value_type)
     token.text = base64.b64encode(broken).decode()
     with pytest.raises(EbmsError) as caught:
-        read_binary_security_token(copy.deepcopy(token))
+        read_binary_security_token(token)
     assert caught.value.code == "EBMS:0101"
     assert "unreadable BinarySecurityToken" in caught.value.log_detail
+
+
+@pytest.fixture(scope="module")
+def signer() -> KeyPair:
+    """An RSA access-point key pair under a test CA."""
+    return pki.issue(pki.make_ca(), "PTE000001")
+
+
+def _signed_envelope(signer: KeyPair) -> etree._Element:
+    envelope = build_envelope(_user_message([]))
+    sign_envelope(envelope, [], signer, SecurityPolicy.edelivery_1_15(), new_id=_ids())
+    return envelope
+
+
+def _resign(envelope: etree._Element, signer: KeyPair) -> None:
+    signed_info = next(envelope.iter(f"{DS}SignedInfo"))
+    value = sign_bytes(signer, SignatureAlgorithm.RSA_SHA256, exc_c14n(signed_info))
+    next(envelope.iter(f"{DS}SignatureValue")).text = base64.b64encode(value).decode()
+
+
+@pytest.mark.parametrize("value", ["é" + "A" * 342, "QUJDRA="])
+def test_signature_value_that_is_not_base64_is_failed_authentication(signer: KeyPair, value: str) -> None:
+    """A SignatureValue with bad padding or a non-ASCII character is EBMS:0101, not a binascii or ValueError."""
+    envelope = _signed_envelope(signer)
+    next(envelope.iter(f"{DS}SignatureValue")).text = value
+    with pytest.raises(EbmsError) as caught:
+        verify_signature(parse_envelope(serialize(envelope)), {}, SecurityPolicy.edelivery_1_15())
+    assert caught.value.code == "EBMS:0101"
+    assert caught.value.detail == "the signature could not be verified"
+
+
+def test_signed_digest_value_that_is_not_base64_is_failed_authentication(signer: KeyPair) -> None:
+    """A DigestValue that is not base64, under a valid signature, is EBMS:0101 with a generic wire detail."""
+    envelope = _signed_envelope(signer)
+    next(envelope.iter(f"{DS}DigestValue")).text = "QUJDRA="
+    _resign(envelope, signer)
+    with pytest.raises(EbmsError) as caught:
+        verify_signature(parse_envelope(serialize(envelope)), {}, SecurityPolicy.edelivery_1_15())
+    assert (caught.value.code, caught.value.detail) == ("EBMS:0101", "the signature could not be verified")
+    assert "DigestValue" in caught.value.log_detail
