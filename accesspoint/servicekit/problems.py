@@ -21,6 +21,7 @@ from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_PREFIX = "urn:accesspoint:problem:"
@@ -30,7 +31,6 @@ log = logging.getLogger("accesspoint.servicekit")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Translate = Callable[[Exception], "Problem | None"]
-Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 
 def _phrase(status: int) -> str:

@@ -312,6 +312,13 @@ class Section:
             secrets_seen.setdefault(token.secret, index)
         return tuple(found)
 
+    def secret(self, key: str, *, required: bool = False) -> str | None:
+        """A shared secret of at least 16 visible ASCII characters (a bearer token to present, say)."""
+        value = self.values.get(key)
+        if value is None and not required:
+            return None
+        return value if self._secret(key, value) and isinstance(value, str) else None
+
     def _secret(self, key: str, value: object) -> bool:
         if not isinstance(value, str) or len(value) < MIN_TOKEN_LENGTH:
             self.mistake(key, f"required, a secret of at least {MIN_TOKEN_LENGTH} characters")
