@@ -14,8 +14,9 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Connection, MetaData, inspect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from accesspoint.servicekit.database import Migrations
+from accesspoint.servicekit.database import Migrations, create_engine
 from far import model as far_model
+from smp import store as smp_store
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class Schema:
 
 SCHEMAS = [
     Schema("far", far_model.metadata, far_model.MIGRATIONS, far_model.create_engine),
+    Schema("smp", smp_store.metadata, smp_store.MIGRATIONS, create_engine),
 ]
 
 
