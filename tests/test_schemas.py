@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from accesspoint.servicekit.database import Migrations, create_engine
 from far import model as far_model
+from operators import mailbox
 from smp import store as smp_store
 
 
@@ -32,6 +33,7 @@ class Schema:
 SCHEMAS = [
     Schema("far", far_model.metadata, far_model.MIGRATIONS, far_model.create_engine),
     Schema("smp", smp_store.metadata, smp_store.MIGRATIONS, create_engine),
+    Schema("operators", mailbox.metadata, mailbox.MIGRATIONS, mailbox.create_engine),
 ]
 
 
