@@ -30,6 +30,7 @@ from aiohttp import web
 from accesspoint.core.compression import decompress_stream
 from accesspoint.core.envelope import build_envelope, parse_envelope, serialize
 from accesspoint.core.errors import EbmsError, ErrorCode
+from accesspoint.core.ids import new_message_id
 from accesspoint.core.message import MessageReader, ReceivedMessage, ReceivedPart, read_message
 from accesspoint.core.mime import PartStart
 from accesspoint.core.model import (
@@ -51,7 +52,6 @@ from accesspoint.msh.openapi import OPENAPI
 from accesspoint.msh.receiving import (
     accept_user_message,
     error_response,
-    new_message_id,
     pull_request,
     reply_policy,
     signed_signal,
