@@ -18,6 +18,7 @@ fills the cache for the next message.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import os
@@ -195,7 +196,7 @@ class Revocation:
             if task is None:
                 task = asyncio.create_task(self._drive(certificate, issuer, at), name=f"revocation {describe(issuer)}")
                 self._running[key] = task
-                task.add_done_callback(lambda _t, key=key: self._running.pop(key, None))
+                task.add_done_callback(functools.partial(self._forget, key))
             tasks[key] = task
         timeout = max(deadline - asyncio.get_running_loop().time(), 0.0)
         # The lookups go on after the wait (shielded): their answers fill the cache for the next message.
@@ -206,9 +207,14 @@ class Revocation:
             else:
                 given_up.add(key)
 
+    def _forget(self, key: tuple[bytes, int], _task: asyncio.Task[RevocationResult]) -> None:
+        self._running.pop(key, None)
+
     async def _drive(self, certificate: x509.Certificate, issuer: x509.Certificate, at: datetime) -> RevocationResult:
         """Run one lookup's steps, fetching each location it asks for."""
-        steps: LookupSteps = lookup(certificate, issuer, at=at, now=self.clock.now(), cache=self.cache, nonce=self.nonce)
+        steps: LookupSteps = lookup(
+            certificate, issuer, at=at, now=self.clock.now(), cache=self.cache, nonce=self.nonce
+        )
         try:
             wanted = next(steps)
             while True:
@@ -219,12 +225,16 @@ class Revocation:
                     wanted = steps.throw(exc)
                 else:
                     # Evaluating is CPU work (a signature, a CRL of some MiB): off the loop when the answer is large.
-                    wanted = await asyncio.to_thread(steps.send, data) if len(data) > OFFLOAD_ABOVE else steps.send(data)
+                    wanted = (
+                        await asyncio.to_thread(steps.send, data) if len(data) > OFFLOAD_ABOVE else steps.send(data)
+                    )
         except StopIteration as done:
             result: RevocationResult = done.value
             return result
 
-    async def status(self, certificate: x509.Certificate, issuer: x509.Certificate, *, at: datetime) -> RevocationResult:
+    async def status(
+        self, certificate: x509.Certificate, issuer: x509.Certificate, *, at: datetime
+    ) -> RevocationResult:
         """One pair's status within the bounded wait (UNKNOWN, transient, when the lookup is not done by then)."""
         cached = self.cache.answer(certificate, issuer, at=at, now=self.clock.now())
         if cached is not None:
