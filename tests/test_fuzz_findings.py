@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 from collections.abc import Callable
+from datetime import date
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -13,12 +15,21 @@ from accesspoint.core.envelope import build_envelope, parse_envelope, serialize
 from accesspoint.core.errors import EbmsError
 from accesspoint.core.mime import MultipartParser, PartData
 from accesspoint.core.namespaces import NS
+from accesspoint.envelopes.minameddelanden import (
+    build_sealed_delivery,
+    build_signed_delivery,
+    to_deliver_secure,
+    verify_sealed_delivery,
+)
+from accesspoint.envelopes.sbdh import build_sbd, parse_sbd
+from accesspoint.envelopes.xhe import XhePayload, build_xhe, verify_xhe
 from accesspoint.security.algorithms import SignatureAlgorithm, TokenType
 from accesspoint.security.keys import KeyPair
 from accesspoint.security.policy import SecurityPolicy
 from accesspoint.security.signing import exc_c14n, sign_bytes, sign_envelope, verify_signature
 from accesspoint.security.tokens import build_pkipath, read_binary_security_token
 from tests import pki
+from tests.fuzz.fixtures import sbdh_model, secure_delivery, xhe_model
 from tests.test_signing import _ids, _user_message
 
 WSSE = f"{{{NS.WSSE}}}"
@@ -134,3 +145,37 @@ def test_signed_digest_value_that_is_not_base64_is_failed_authentication(signer:
         verify_signature(parse_envelope(serialize(envelope)), {}, SecurityPolicy.edelivery_1_15())
     assert (caught.value.code, caught.value.detail) == ("EBMS:0101", "the signature could not be verified")
     assert "DigestValue" in caught.value.log_detail
+
+
+@pytest.fixture(scope="module")
+def authority() -> KeyPair:
+    """A sending authority's RSA key pair (business document signatures)."""
+    return pki.issue(pki.make_ca(), "authority")
+
+
+def test_signed_xhe_whose_payload_element_has_a_non_ascii_name_verifies(authority: KeyPair) -> None:
+    """An XHE whose payload element is named with a non-ASCII letter (well-formed XML) verifies."""
+    model = dataclasses.replace(
+        xhe_model(), payload=XhePayload("Q{urn:example}Brév", "application/xml", "<Brév xmlns='urn:example'/>".encode())
+    )
+    verified = verify_xhe(build_xhe(model, keys=authority))
+    assert (verified.xhe.id, verified.xhe.payload.document_type_code) == (model.id, "Q{urn:example}Brév")
+    assert verified.signature.signer == authority.certificate
+
+
+def test_sealed_delivery_with_text_after_it_inside_deliver_secure_verifies(authority: KeyPair) -> None:
+    """Text after the SealedDelivery inside deliverSecure belongs to the wrapper: the delivery still verifies."""
+    sealed = build_sealed_delivery(
+        build_signed_delivery(secure_delivery(), authority), authority, received=date(2026, 11, 30)
+    )
+    request = to_deliver_secure(sealed)
+    request[0].tail = "text after the delivery"
+    verified = verify_sealed_delivery(etree.tostring(request), intermediary=authority.certificate)
+    assert verified.delivery == secure_delivery()
+
+
+def test_sbd_whose_document_element_has_a_non_ascii_name_parses() -> None:
+    """An SBD carrying a document element named with a non-ASCII letter parses; lxml is not left to raise."""
+    document = parse_sbd(build_sbd(sbdh_model(), "<Brév xmlns='urn:example'>Hei</Brév>".encode()))
+    assert document.document.tag == "{urn:example}Brév"
+    assert document.header == sbdh_model()

@@ -28,7 +28,7 @@ from lxml import etree
 
 from accesspoint.core.namespaces import NS
 from accesspoint.core.xml import parse_xml
-from accesspoint.envelopes._common import MAX_DOCUMENT_BYTES, EnvelopeError, Finding, b64decode
+from accesspoint.envelopes._common import MAX_DOCUMENT_BYTES, EnvelopeError, Finding, b64decode, standalone_bytes
 from accesspoint.security.keys import KeyPair
 
 _DS = NS.DS.value
@@ -159,7 +159,7 @@ def standalone(element: etree._Element) -> etree._Element:
     Re-parsing also matters for trees that xmlsec has just written into: lxml's ``find`` matches names by their
     interned pointer and misses the nodes libxmlsec created, so a signature made in memory would not be found."""
     source: etree._Element | etree._ElementTree = element.getroottree() if element.getparent() is None else element
-    return parse_xml(etree.tostring(source), max_bytes=MAX_DOCUMENT_BYTES, what="signed document")
+    return parse_xml(standalone_bytes(source), max_bytes=MAX_DOCUMENT_BYTES, what="signed document")
 
 
 def verify_enveloped(
