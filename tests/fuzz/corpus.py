@@ -1,4 +1,4 @@
-"""Make the seed corpus and the dictionaries: ``python -m tests.fuzz.corpus`` (rewrites corpus/ and dicts/).
+"""Make the seed corpus and the dictionaries: ``python -m tests.fuzz.corpus [seeds|dicts]`` (rewrites them).
 
 Seeds come from two places, each recorded in ``corpus/MANIFEST.md``:
 
@@ -551,6 +551,7 @@ _XML = [
     "</",
     "/>",
     'encoding="UTF-16"',
+    "\xc3\xa9",  # é in UTF-8: a non-ASCII name character
 ]
 _NAMESPACES = [str(member.value) for member in NS]
 _ALGORITHMS = list(ALGORITHM_URIS)
@@ -1004,8 +1005,8 @@ DICTIONARIES = {
 }
 
 
-def main() -> None:
-    """Rewrite corpus/ and dicts/ (and corpus/MANIFEST.md)."""
+def write_seeds() -> None:
+    """Rewrite corpus/ and corpus/MANIFEST.md (signed seeds come out with fresh keys, so every file changes)."""
     if not INTEROP.is_dir():
         sys.stderr.write(f"note: {INTEROP} is absent: only builder seeds are written\n")
     shutil.rmtree(CORPUS, ignore_errors=True)
@@ -1024,11 +1025,24 @@ def main() -> None:
             (folder / file_name).write_bytes(data)
             manifest.append(f"| {name} | {file_name} | {len(data)} | {origin} |")
     (CORPUS / "MANIFEST.md").write_text("\n".join(manifest) + "\n")
+
+
+def write_dictionaries() -> None:
+    """Rewrite dicts/."""
     shutil.rmtree(DICTS, ignore_errors=True)
     DICTS.mkdir()
     for name, tokens in DICTIONARIES.items():
         header = f"# libFuzzer dictionary for the {name} target (written by tests/fuzz/corpus.py)"
         (DICTS / f"{name}.dict").write_text("\n".join([header, *_dict_lines(tokens)]) + "\n")
+
+
+def main() -> None:
+    """``python -m tests.fuzz.corpus [seeds|dicts]``: rewrite both, or only the one named."""
+    chosen = sys.argv[1:] or ["seeds", "dicts"]
+    if "seeds" in chosen:
+        write_seeds()
+    if "dicts" in chosen:
+        write_dictionaries()
 
 
 if __name__ == "__main__":
