@@ -28,8 +28,9 @@ from accesspoint.security.keys import KeyPair
 from accesspoint.security.policy import SecurityPolicy
 from accesspoint.security.signing import exc_c14n, sign_bytes, sign_envelope, verify_signature
 from accesspoint.security.tokens import build_pkipath, read_binary_security_token
+from pmode.domibus import import_domibus
 from tests import pki
-from tests.fuzz.fixtures import sbdh_model, secure_delivery, xhe_model
+from tests.fuzz.fixtures import DOMIBUS_MINIMAL, sbdh_model, secure_delivery, xhe_model
 from tests.test_signing import _ids, _user_message
 
 WSSE = f"{{{NS.WSSE}}}"
@@ -179,3 +180,10 @@ def test_sbd_whose_document_element_has_a_non_ascii_name_parses() -> None:
     document = parse_sbd(build_sbd(sbdh_model(), "<Brév xmlns='urn:example'>Hei</Brév>".encode()))
     assert document.document.tag == "{urn:example}Brév"
     assert document.header == sbdh_model()
+
+
+def test_domibus_payload_profile_whose_max_size_is_not_a_number_is_reported_not_raised() -> None:
+    """A payloadProfile maxSize that is not a number is reported as unmapped; the import still succeeds."""
+    profile = b'<payloadProfiles><payloadProfile name="p" maxSize="12;7"/></payloadProfiles>'
+    imported = import_domibus(DOMIBUS_MINIMAL.replace(b"<payloadProfiles/>", profile))
+    assert "maxSize '12;7' is not a number" in [note.reason for note in imported.unmapped]

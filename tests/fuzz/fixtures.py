@@ -380,3 +380,59 @@ def gzip_bytes(data: bytes) -> bytes:
     with gzip.GzipFile(fileobj=out, mode="wb", mtime=0) as handle:
         handle.write(data)
     return out.getvalue()
+
+
+# A small Domibus P-Mode: two parties, one one-way push process (the shape of Domibus' own samples).
+DOMIBUS_MINIMAL = b"""<db:configuration xmlns:db="http://domibus.eu/configuration" party="blue_gw">
+<mpcs>
+<mpc name="defaultMpc"
+ qualifiedName="http://docs.oasis-open.org/ebxml-msg/ebms/v3.0/ns/core/200704/defaultMPC"
+ enabled="true" default="true" retention_downloaded="0" retention_undownloaded="14400"/>
+</mpcs>
+<businessProcesses>
+<roles>
+<role name="defaultInitiatorRole"
+ value="http://docs.oasis-open.org/ebxml-msg/ebms/v3.0/ns/core/200704/initiator"/>
+<role name="defaultResponderRole"
+ value="http://docs.oasis-open.org/ebxml-msg/ebms/v3.0/ns/core/200704/responder"/>
+</roles>
+<parties><partyIdTypes>
+<partyIdType name="partyTypeUrn" value="urn:oasis:names:tc:ebcore:partyid-type:unregistered"/>
+</partyIdTypes>
+<party name="red_gw" endpoint="http://localhost:8180/domibus/services/msh">
+<identifier partyId="domibus-red" partyIdType="partyTypeUrn"/></party>
+<party name="blue_gw" endpoint="http://localhost:8080/domibus/services/msh">
+<identifier partyId="domibus-blue" partyIdType="partyTypeUrn"/></party></parties>
+<meps>
+<mep name="oneway" value="http://docs.oasis-open.org/ebxml-msg/ebms/v3.0/ns/core/200704/oneWay"/>
+<binding name="push" value="http://docs.oasis-open.org/ebxml-msg/ebms/v3.0/ns/core/200704/push"/>
+</meps>
+<properties>
+<property name="originalSenderProperty" key="originalSender" datatype="string" required="true"/>
+<propertySet name="eDeliveryPropertySet"><propertyRef property="originalSenderProperty"/>
+</propertySet></properties>
+<payloadProfiles/>
+<securities>
+<security name="eDeliveryAS4Policy" policy="eDeliveryAS4Policy.xml" signatureMethod="RSA_SHA256"/>
+</securities>
+<errorHandlings>
+<errorHandling name="demoErrorHandling" errorAsResponse="true" businessErrorNotifyProducer="true"
+ businessErrorNotifyConsumer="true" deliveryFailureNotifyProducer="true"/>
+</errorHandlings>
+<agreements><agreement name="agreement1" value="A1" type="T1"/></agreements>
+<services><service name="testService1" value="bdx:noprocess" type="tc1"/></services>
+<actions><action name="tc1Action" value="TC1Leg1"/></actions>
+<as4><receptionAwareness name="receptionAwareness" retry="12;4;CONSTANT" duplicateDetection="true"/>
+<reliability name="AS4Reliability" nonRepudiation="true" replyPattern="response"/></as4>
+<legConfigurations>
+<legConfiguration name="pushTestcase1tc1Action" service="testService1" action="tc1Action"
+ defaultMpc="defaultMpc" reliability="AS4Reliability" security="eDeliveryAS4Policy"
+ receptionAwareness="receptionAwareness" propertySet="eDeliveryPropertySet"
+ errorHandling="demoErrorHandling" compressPayloads="true"/>
+</legConfigurations>
+<process name="tc1Process" agreement="agreement1" mep="oneway" binding="push"
+ initiatorRole="defaultInitiatorRole" responderRole="defaultResponderRole">
+<initiatorParties><initiatorParty name="blue_gw"/><initiatorParty name="red_gw"/></initiatorParties>
+<responderParties><responderParty name="blue_gw"/><responderParty name="red_gw"/></responderParties>
+<legs><leg name="pushTestcase1tc1Action"/></legs></process>
+</businessProcesses></db:configuration>"""
