@@ -393,6 +393,15 @@ def seeds() -> dict[str, list[Seed]]:
         ("demo-like.yaml", b"Y" + dump_yaml(PMODE_DOCUMENT).encode(), "hand-written P-Mode document, dump_yaml"),
         ("demo-like.toml", b"T" + dump_toml(PMODE_DOCUMENT).encode(), "hand-written P-Mode document, dump_toml"),
     ]
+    examples = fixtures.REPO / "pmode" / "examples"
+    out["pmode"] += [
+        (
+            f"example-{path.name}",
+            (b"T" if path.suffix == ".toml" else b"Y") + path.read_bytes(),
+            f"pmode/examples/{path.name}",
+        )
+        for path in sorted(examples.glob("*.*ml"))
+    ]
     out["identifiers"] += [
         (f"identifier-{index}", text.encode(), "hand-written identifier") for index, text in enumerate(IDENTIFIERS)
     ]

@@ -12,6 +12,7 @@ import io
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 from cryptography import x509
 from lxml import etree
@@ -57,6 +58,7 @@ from smp.signature import sign_document
 from tests import pki
 
 NOW = datetime(2026, 11, 29, 10, 0, tzinfo=UTC)
+REPO = Path(__file__).resolve().parent.parent.parent
 
 
 @dataclass(frozen=True)

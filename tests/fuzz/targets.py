@@ -583,11 +583,16 @@ def fuzz_domibus(data: bytes) -> None:
 
 @functools.cache
 def _pmode_folder() -> Path:
-    """A folder holding the certificates the seed P-Modes name (ca.pem, sender.pem, receiver.pem)."""
+    """A folder holding the certificates the seed P-Modes name: ca.pem, sender.pem, receiver.pem, and certs/ as
+    in pmode/examples (certificates only)."""
     folder = Path(tempfile.mkdtemp(prefix="fuzz-pmode-"))
     keys = fixtures.parties()
     for name, pair in (("ca", keys.ca), ("sender", keys.sender_rsa), ("receiver", keys.receiver_rsa)):
         (folder / f"{name}.pem").write_bytes(pair.certificate.public_bytes(serialization.Encoding.PEM))
+    (folder / "certs").mkdir()
+    for certificate in (fixtures.REPO / "pmode" / "examples" / "certs").glob("*.pem"):
+        if not certificate.name.endswith(".key.pem"):
+            (folder / "certs" / certificate.name).write_bytes(certificate.read_bytes())
     return folder
 
 
