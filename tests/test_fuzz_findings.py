@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import shutil
 from collections.abc import Callable
 from datetime import date
+from pathlib import Path
 
 import pytest
+import yaml
 from cryptography.hazmat.primitives import serialization
 from lxml import etree
 
@@ -28,13 +31,17 @@ from accesspoint.security.keys import KeyPair
 from accesspoint.security.policy import SecurityPolicy
 from accesspoint.security.signing import exc_c14n, sign_bytes, sign_envelope, verify_signature
 from accesspoint.security.tokens import build_pkipath, read_binary_security_token
+from pmode.document import dump_yaml
 from pmode.domibus import import_domibus
+from pmode.errors import PModeError
+from pmode.loader import load_pmodes
 from tests import pki
-from tests.fuzz.fixtures import DOMIBUS_MINIMAL, sbdh_model, secure_delivery, xhe_model
+from tests.fuzz.fixtures import DOMIBUS_MINIMAL, REPO, sbdh_model, secure_delivery, xhe_model
 from tests.test_signing import _ids, _user_message
 
 WSSE = f"{{{NS.WSSE}}}"
 DS = f"{{{NS.DS}}}"
+EXAMPLES = REPO / "pmode" / "examples"
 
 
 def _base64_part(encoded: bytes) -> bytes:
@@ -187,3 +194,16 @@ def test_domibus_payload_profile_whose_max_size_is_not_a_number_is_reported_not_
     profile = b'<payloadProfiles><payloadProfile name="p" maxSize="12;7"/></payloadProfiles>'
     imported = import_domibus(DOMIBUS_MINIMAL.replace(b"<payloadProfiles/>", profile))
     assert "maxSize '12;7' is not a number" in [note.reason for note in imported.unmapped]
+
+
+def test_pmode_party_endpoint_with_an_unclosed_ipv6_host_is_a_problem_not_a_value_error(tmp_path: Path) -> None:
+    """An endpoint ``http://[abc`` (urlparse raises) is reported with its file and field like any bad endpoint."""
+    shutil.copytree(EXAMPLES / "certs", tmp_path / "certs")
+    document = yaml.safe_load((EXAMPLES / "pmodes.yaml").read_text())
+    party = next(iter(document["parties"]))
+    document["parties"][party]["endpoint"] = "http://[abc"
+    path = tmp_path / "pmodes.yaml"
+    path.write_text(dump_yaml(document))
+    with pytest.raises(PModeError) as caught:
+        load_pmodes(path)
+    assert (str(path), f"parties.{party}.endpoint") in [(p.file, p.field) for p in caught.value.problems]
