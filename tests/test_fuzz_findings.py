@@ -35,8 +35,10 @@ from pmode.document import dump_yaml
 from pmode.domibus import import_domibus
 from pmode.errors import PModeError
 from pmode.loader import load_pmodes
+from smp.bdxl import BdxlError, apply_naptr_regexp
 from tests import pki
 from tests.fuzz.fixtures import DOMIBUS_MINIMAL, REPO, sbdh_model, secure_delivery, xhe_model
+from tests.fuzz.targets import NAPTR_NAME
 from tests.test_signing import _ids, _user_message
 
 WSSE = f"{{{NS.WSSE}}}"
@@ -207,3 +209,10 @@ def test_pmode_party_endpoint_with_an_unclosed_ipv6_host_is_a_problem_not_a_valu
     with pytest.raises(PModeError) as caught:
         load_pmodes(path)
     assert (str(path), f"parties.{party}.endpoint") in [(p.file, p.field) for p in caught.value.problems]
+
+
+@pytest.mark.parametrize("regexp", ["!(.*)*1!https://smp.example!i", "!\\w*\\w*\\w*\\w*x!https://smp.example!"])
+def test_naptr_regexp_whose_matching_could_backtrack_without_bound_is_refused(regexp: str) -> None:
+    """A NAPTR regexp repeating a group, or with many quantifiers, is BdxlError before it runs (it ran for minutes)."""
+    with pytest.raises(BdxlError, match=r"repeats a group|quantifiers"):
+        apply_naptr_regexp(regexp, NAPTR_NAME)
