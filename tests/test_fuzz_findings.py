@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from lxml import etree
 
@@ -28,9 +29,10 @@ from accesspoint.envelopes.sbdh import build_sbd, parse_sbd
 from accesspoint.envelopes.xhe import XhePayload, build_xhe, verify_xhe
 from accesspoint.security.algorithms import SignatureAlgorithm, TokenType
 from accesspoint.security.keys import KeyPair
-from accesspoint.security.policy import SecurityPolicy
+from accesspoint.security.policy import RevocationMode, SecurityPolicy, TrustSettings
 from accesspoint.security.signing import exc_c14n, sign_bytes, sign_envelope, verify_signature
 from accesspoint.security.tokens import build_pkipath, read_binary_security_token
+from accesspoint.security.trust import CertificateUsage, TrustError, validate_certificate
 from pmode.document import dump_yaml
 from pmode.domibus import import_domibus
 from pmode.errors import PModeError
@@ -96,13 +98,20 @@ def _with_unknown_key_type(der: bytes) -> bytes:
     return der.replace(rsa_encryption, rsa_encryption[:-1] + b"\x63")
 
 
-@pytest.mark.parametrize("breakage", [_with_unknown_name_string_type, _with_unknown_key_type])
+def _with_version_14(der: bytes) -> bytes:
+    """The version field v3 (INTEGER 2 under [0]) made 14, which X.509 does not have."""
+    v3 = b"\xa0\x03\x02\x01\x02"
+    assert der.count(v3) == 1
+    return der.replace(v3, v3[:-1] + b"\x0e")
+
+
+@pytest.mark.parametrize("breakage", [_with_unknown_name_string_type, _with_unknown_key_type, _with_version_14])
 @pytest.mark.parametrize("value_type", [TokenType.X509V3, TokenType.X509_PKIPATH_V1])
 def test_token_with_an_unusable_certificate_is_failed_authentication(
     value_type: str, breakage: Callable[[bytes], bytes]
 ) -> None:
-    """A BST certificate with an unknown name string type or key type is EBMS:0101, not KeyError or
-    UnsupportedAlgorithm (cryptography parses both lazily)."""
+    """A BST certificate with an unknown name string type, key type or version is EBMS:0101, not the KeyError,
+    UnsupportedAlgorithm or InvalidVersion cryptography raises for them."""
     ca = pki.make_ca()
     leaf = pki.issue(ca, "sender")
     leaf_der = leaf.certificate.public_bytes(serialization.Encoding.DER)
@@ -216,3 +225,54 @@ def test_naptr_regexp_whose_matching_could_backtrack_without_bound_is_refused(re
     """A NAPTR regexp repeating a group, or with many quantifiers, is BdxlError before it runs (it ran for minutes)."""
     with pytest.raises(BdxlError, match=r"repeats a group|quantifiers"):
         apply_naptr_regexp(regexp, NAPTR_NAME)
+
+
+def _der(tag: int, body: bytes) -> bytes:
+    length = len(body)
+    if length < 0x80:
+        return bytes([tag, length]) + body
+    raw = length.to_bytes((length.bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(raw)]) + raw + body
+
+
+def _der_children(value: bytes) -> list[bytes]:
+    """The TLVs inside a constructed DER value (given whole), each whole."""
+    first = value[1]
+    start = 2 + (first & 0x7F if first & 0x80 else 0)
+    found, at = [], start
+    while at < len(value):
+        first = value[at + 1]
+        size = first & 0x7F if first & 0x80 else 0
+        length = int.from_bytes(value[at + 2 : at + 2 + size], "big") if size else first
+        end = at + 2 + size + length
+        found.append(value[at:end])
+        at = end
+    return found
+
+
+def _with_duplicate_extension(certificate: x509.Certificate) -> x509.Certificate:
+    """The certificate with its first extension present twice (the issuer's signature no longer holds)."""
+    tbs, algorithm, signature = _der_children(certificate.public_bytes(serialization.Encoding.DER))
+    fields = _der_children(tbs)
+    assert fields[-1][0] == 0xA3  # [3] extensions
+    extensions = _der_children(_der_children(fields[-1])[0])
+    doubled = _der(0xA3, _der(0x30, b"".join([extensions[0], *extensions])))
+    return x509.load_der_x509_certificate(
+        _der(0x30, _der(0x30, b"".join([*fields[:-1], doubled])) + algorithm + signature)
+    )
+
+
+def test_certificate_with_a_duplicate_extension_is_untrusted_not_an_exception() -> None:
+    """A signer certificate carrying one extension twice is a TrustError (EBMS:0101), not DuplicateExtension."""
+    ca = pki.make_ca()
+    broken = _with_duplicate_extension(pki.issue(ca, "sender").certificate)
+    with pytest.raises(TrustError) as caught:
+        validate_certificate(
+            broken,
+            (),
+            TrustSettings(anchors=(ca.certificate,), revocation=RevocationMode.OFF),
+            at=pki.later(30),
+            usage=CertificateUsage.SIGNATURE,
+        )
+    assert caught.value.code == "EBMS:0101"
+    assert "bad extensions" in caught.value.reason

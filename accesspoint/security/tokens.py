@@ -44,9 +44,13 @@ def load_der_certificate(data: bytes) -> x509.Certificate:
 
     cryptography parses lazily: up to 48 a name attribute with an unknown ASN.1 string tag raised a bare KeyError
     on ``.subject`` (pyca/cryptography#15076), and a key of an unknown type raises UnsupportedAlgorithm from
-    ``public_key()``; here either is a malformed certificate like any other.
+    ``public_key()``; a version other than 1 or 3 raises InvalidVersion on load. Here each is a malformed
+    certificate like any other.
     """
-    certificate = x509.load_der_x509_certificate(data)
+    try:
+        certificate = x509.load_der_x509_certificate(data)
+    except x509.InvalidVersion as exc:  # not a ValueError either
+        raise ValueError(f"unusable certificate ({exc})") from None
     try:
         certificate.subject  # noqa: B018 - parsed for the exception, see above
         certificate.issuer  # noqa: B018
