@@ -21,7 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from lxml import etree
 
-from accesspoint.security.keys import KeyPair
+from accesspoint.security.keys import KeyPair, load_der_certificate
 from smp.model import Flavour
 
 DS = "http://www.w3.org/2000/09/xmldsig#"
@@ -123,7 +123,7 @@ def verify_document(root: etree._Element, *, allowed: frozenset[str] = ALLOWED) 
         raise SignatureError("KeyInfo must carry the signer's certificate (one X509Certificate)")
     try:
         der = _b64decode(certificates[0].text or "")
-        signer = x509.load_der_x509_certificate(der)
+        signer = load_der_certificate(der)
         key = xmlsec.Key.from_memory(der, xmlsec.constants.KeyDataFormatCertDer)
     except (ValueError, xmlsec.Error):
         raise SignatureError("the KeyInfo certificate cannot be read") from None

@@ -19,6 +19,8 @@ from accesspoint.core.envelope import build_envelope, parse_envelope, serialize
 from accesspoint.core.errors import EbmsError
 from accesspoint.core.mime import MultipartParser, PartData
 from accesspoint.core.namespaces import NS
+from accesspoint.core.xml import parse_xml
+from accesspoint.envelopes._common import EnvelopeError
 from accesspoint.envelopes.minameddelanden import (
     build_sealed_delivery,
     build_signed_delivery,
@@ -38,8 +40,18 @@ from pmode.domibus import import_domibus
 from pmode.errors import PModeError
 from pmode.loader import load_pmodes
 from smp.bdxl import BdxlError, apply_naptr_regexp
+from smp.model import Flavour
+from smp.signature import SignatureError, verify_document
 from tests import pki
-from tests.fuzz.fixtures import DOMIBUS_MINIMAL, REPO, sbdh_model, secure_delivery, xhe_model
+from tests.fuzz.fixtures import (
+    DOMIBUS_MINIMAL,
+    REPO,
+    sbdh_model,
+    secure_delivery,
+    signed_smp_metadata,
+    signed_xhe,
+    xhe_model,
+)
 from tests.fuzz.targets import NAPTR_NAME
 from tests.test_signing import _ids, _user_message
 
@@ -276,3 +288,25 @@ def test_certificate_with_a_duplicate_extension_is_untrusted_not_an_exception() 
         )
     assert caught.value.code == "EBMS:0101"
     assert "bad extensions" in caught.value.reason
+
+
+def _keyinfo_certificate_with_version_14(document: bytes) -> bytes:
+    root = etree.fromstring(document)
+    holder = next(root.iter(f"{DS}X509Certificate"))
+    der = base64.b64decode("".join((holder.text or "").split()))
+    holder.text = base64.b64encode(_with_version_14(der)).decode()
+    return etree.tostring(root)
+
+
+def test_xhe_whose_keyinfo_certificate_is_unreadable_is_a_signature_finding() -> None:
+    """An XHE whose KeyInfo certificate has version 14 is EnvelopeError SIGNATURE, not InvalidVersion."""
+    with pytest.raises(EnvelopeError) as caught:
+        verify_xhe(_keyinfo_certificate_with_version_14(signed_xhe()))
+    assert caught.value.rules == ("SIGNATURE",)
+
+
+def test_smp_document_whose_keyinfo_certificate_is_unreadable_is_a_signature_error() -> None:
+    """Signed SMP metadata whose KeyInfo certificate has version 14 is SignatureError, not InvalidVersion."""
+    document = _keyinfo_certificate_with_version_14(signed_smp_metadata(Flavour.PEPPOL))
+    with pytest.raises(SignatureError, match="cannot be read"):
+        verify_document(parse_xml(document))

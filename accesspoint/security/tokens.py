@@ -7,13 +7,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from lxml import etree
 
 from accesspoint.core.errors import EbmsError, ErrorCode
 from accesspoint.core.namespaces import NS
 from accesspoint.security.algorithms import TokenType
+from accesspoint.security.keys import load_der_certificate
 from accesspoint.security.policy import TokenReference
 
 WSSE = f"{{{NS.WSSE}}}"
@@ -37,27 +37,6 @@ def subject_key_identifier(certificate: x509.Certificate) -> bytes:
         return certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
     except x509.ExtensionNotFound:
         return x509.SubjectKeyIdentifier.from_public_key(certificate.public_key()).digest
-
-
-def load_der_certificate(data: bytes) -> x509.Certificate:
-    """An untrusted DER certificate, its names and public key parsed now: ValueError for anything unusable.
-
-    cryptography parses lazily: up to 48 a name attribute with an unknown ASN.1 string tag raised a bare KeyError
-    on ``.subject`` (pyca/cryptography#15076), and a key of an unknown type raises UnsupportedAlgorithm from
-    ``public_key()``; a version other than 1 or 3 raises InvalidVersion on load. Here each is a malformed
-    certificate like any other.
-    """
-    try:
-        certificate = x509.load_der_x509_certificate(data)
-    except x509.InvalidVersion as exc:  # not a ValueError either
-        raise ValueError(f"unusable certificate ({exc})") from None
-    try:
-        certificate.subject  # noqa: B018 - parsed for the exception, see above
-        certificate.issuer  # noqa: B018
-        certificate.public_key()
-    except (KeyError, UnsupportedAlgorithm) as exc:
-        raise ValueError(f"unusable certificate ({type(exc).__name__}: {exc})") from None
-    return certificate
 
 
 def _der_length(data: bytes, offset: int) -> tuple[int, int]:
