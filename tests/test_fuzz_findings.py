@@ -33,7 +33,7 @@ from accesspoint.security.algorithms import SignatureAlgorithm, TokenType
 from accesspoint.security.keys import KeyPair
 from accesspoint.security.policy import RevocationMode, SecurityPolicy, TrustSettings
 from accesspoint.security.signing import exc_c14n, sign_bytes, sign_envelope, verify_signature
-from accesspoint.security.tokens import build_pkipath, read_binary_security_token
+from accesspoint.security.tokens import build_pkipath, read_binary_security_token, resolve_token_reference
 from accesspoint.security.trust import CertificateUsage, TrustError, validate_certificate
 from pmode.document import dump_yaml
 from pmode.domibus import import_domibus
@@ -310,3 +310,18 @@ def test_smp_document_whose_keyinfo_certificate_is_unreadable_is_a_signature_err
     document = _keyinfo_certificate_with_version_14(signed_smp_metadata(Flavour.PEPPOL))
     with pytest.raises(SignatureError, match="cannot be read"):
         verify_document(parse_xml(document))
+
+
+@pytest.mark.parametrize(
+    ("value_type", "text"),
+    [(TokenType.X509V3, "MIIB"), (TokenType.X509V3, "QUJDRA="), (TokenType.X509_SKI, "QUJDRA=")],
+)
+def test_key_identifier_that_is_not_base64_or_no_certificate_is_failed_authentication(
+    value_type: str, text: str
+) -> None:
+    """A KeyIdentifier whose text is not base64, or whose X509v3 bytes are no certificate, is EBMS:0101."""
+    reference = etree.Element(f"{WSSE}SecurityTokenReference")
+    etree.SubElement(reference, f"{WSSE}KeyIdentifier", ValueType=value_type).text = text
+    with pytest.raises(EbmsError) as caught:
+        resolve_token_reference(reference, {})
+    assert caught.value.code == "EBMS:0101"

@@ -169,14 +169,18 @@ def resolve_token_reference(
     pool = list(candidates)
     if key_identifier is not None:
         value_type = key_identifier.get("ValueType", "")
-        raw = base64.b64decode("".join((key_identifier.text or "").split()))
+        try:
+            raw = base64.b64decode("".join((key_identifier.text or "").split()))
+            embedded = load_der_certificate(raw) if value_type == TokenType.X509V3 else None
+        except ValueError as exc:  # binascii.Error is one
+            raise EbmsError(ErrorCode.FAILED_AUTHENTICATION, f"unreadable KeyIdentifier: {exc}") from None
         if value_type == TokenType.X509_SKI:
             for certificate in pool:
                 if subject_key_identifier(certificate) == raw:
                     return ResolvedToken(certificate, (), TokenReference.SUBJECT_KEY_IDENTIFIER)
             raise EbmsError(ErrorCode.FAILED_AUTHENTICATION, "no known certificate has the referenced SKI")
-        if value_type == TokenType.X509V3:
-            return ResolvedToken(x509.load_der_x509_certificate(raw), (), TokenReference.BST_X509V3)
+        if embedded is not None:
+            return ResolvedToken(embedded, (), TokenReference.BST_X509V3)
         raise EbmsError(ErrorCode.FAILED_AUTHENTICATION, f"unsupported KeyIdentifier type {value_type[:100]!r}")
     issuer_serial = str_element.find(f"{DS}X509Data/{DS}X509IssuerSerial")
     if issuer_serial is not None:
