@@ -33,7 +33,7 @@ from accesspoint.core.model import (
 )
 from accesspoint.core.namespaces import NS, SoapVersion
 from accesspoint.core.timestamps import format_timestamp, parse_timestamp
-from accesspoint.core.xml import check_unique_ids, parse_xml, validate_messaging
+from accesspoint.core.xml import check_unique_ids, parse_xml, string_value, validate_messaging
 
 EB: Final = f"{{{NS.EBMS}}}"
 DS: Final = f"{{{NS.DS}}}"
@@ -625,7 +625,7 @@ def _value(element: etree._Element | None, what: str, detail: str = "") -> str:
     """
     if element is None:
         raise EbmsError(ErrorCode.INVALID_HEADER, f"{what}{detail} is missing")
-    text = (element.text or "").strip()
+    text = string_value(element).strip()
     if not text:
         raise EbmsError(ErrorCode.INVALID_HEADER, f"{what}{detail} is empty")
     return text
@@ -708,7 +708,7 @@ def _read_properties(container: etree._Element | None, where: str) -> tuple[Prop
         name = _attr(item, "name")
         if not name:
             raise EbmsError(ErrorCode.INVALID_HEADER, f"a {where} Property has no name")
-        value = (item.text or "").strip()
+        value = string_value(item).strip()
         if not value:
             raise EbmsError(ErrorCode.INVALID_HEADER, f"{where} Property {name!r} is empty")
         properties.append(Property(name, value, _attr(item, "type")))  # positional: kwargs cost a third more
@@ -718,7 +718,7 @@ def _read_properties(container: etree._Element | None, where: str) -> tuple[Prop
 def _read_description(element: etree._Element | None) -> Description | None:
     if element is None:
         return None
-    return Description((element.text or "").strip(), element.get(XML_LANG) or "en")
+    return Description(string_value(element).strip(), element.get(XML_LANG) or "en")
 
 
 def _read_part_info(part: etree._Element) -> PartInfo:
@@ -797,7 +797,7 @@ def read_reference(reference: etree._Element) -> ReferenceEcho:
     return ReferenceEcho(
         uri=reference.get("URI", ""),
         digest_method="" if digest_method is None else digest_method.get("Algorithm", ""),
-        digest_value="" if digest_value is None else "".join((digest_value.text or "").split()),
+        digest_value="" if digest_value is None else "".join(string_value(digest_value).split()),
         transforms=tuple(transforms),
     )
 
@@ -850,5 +850,5 @@ def _read_error(element: etree._Element) -> ErrorInfo:
         ref_to_message_in_error=_attr(element, "refToMessageInError") or None,
         origin=_attr(element, "origin"),
         description=_read_description(_child(element, f"{EB}Description")),
-        detail=None if detail is None else (detail.text or "").strip() or None,
+        detail=None if detail is None else string_value(detail).strip() or None,
     )
