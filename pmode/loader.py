@@ -12,6 +12,7 @@ from urllib.parse import urlparse
 import yaml
 from cryptography import x509
 
+from accesspoint.core.conformance import RELAXABLE, WireRule
 from accesspoint.core.model import PartyId, Service
 from accesspoint.security.algorithms import (
     SHA1_BASED,
@@ -298,6 +299,10 @@ def _pmode(ctx: _Loader, item: object, path: str, parties: dict[str, PartyDefini
     initiator = _side(ctx, fields, "initiator", parties)
     responder = _side(ctx, fields, "responder", parties)
     retention = _retention(ctx, fields.table("retention"), profile)
+    shared_id = fields.flag("shared_id", False)
+    if shared_id and agreement is None:
+        ctx.error("shared_id", "needs an agreement: eb:AgreementRef carries the id in its pmode attribute")
+    leniency = _leniency(fields.table("leniency"))
     if initiator is None or responder is None:
         fields.raw("legs")
         fields.finish()
@@ -329,6 +334,8 @@ def _pmode(ctx: _Loader, item: object, path: str, parties: dict[str, PartyDefini
         legs=tuple(legs),
         retention=retention,
         agreement=agreement,
+        shared_id=shared_id,
+        leniency=leniency,
     )
     if len(legs) == count:
         for field_path, message in profile.validate(pmode):
@@ -352,6 +359,13 @@ def _value_and_type(ctx: _Loader, fields: Fields, key: str) -> tuple[str, str | 
 def _agreement(ctx: _Loader, fields: Fields) -> Agreement | None:
     found = _value_and_type(ctx, fields, "agreement")
     return None if found is None else Agreement(*found)
+
+
+def _leniency(fields: Fields) -> frozenset[WireRule]:
+    # Only the rules real peers break may be relaxed (conformance.RELAXABLE); any other name is an unknown field.
+    relaxed = frozenset(rule for rule in sorted(RELAXABLE) if fields.flag(rule.value, False))
+    fields.finish()
+    return relaxed
 
 
 def _local_side(ctx: _Loader, initiator: PModeParty, responder: PModeParty, local: set[str]) -> Side:
@@ -429,6 +443,8 @@ def _payload(fields: Fields, default: PayloadLimits) -> PayloadLimits:
         max_parts=fields.integer("max_parts", default.max_parts, minimum=1),
         decompression_limit=fields.size("decompression_limit", default.decompression_limit),
         format=fields.choice("format", PayloadFormat, default.format) or default.format,
+        decompression_ratio=fields.integer("decompression_ratio", default.decompression_ratio, minimum=1),
+        decompression_floor=fields.size("decompression_floor", default.decompression_floor),
     )
     fields.finish()
     return limits

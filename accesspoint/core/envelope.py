@@ -8,6 +8,7 @@ from typing import Final
 
 from lxml import etree
 
+from accesspoint.core.conformance import Deviation, message_id_deviation, soap_deviations
 from accesspoint.core.errors import EbmsError, ErrorCode
 from accesspoint.core.model import (
     AgreementRef,
@@ -478,6 +479,8 @@ class ParsedEnvelope:
     messaging_element: etree._Element
     body: etree._Element
     ids: dict[str, etree._Element]
+    # Departures from the AS4 wire format the envelope was read despite (``conformance.check_wire`` refuses them).
+    deviations: tuple[Deviation, ...] = ()
 
     @property
     def soap_version(self) -> SoapVersion:
@@ -559,12 +562,16 @@ def parse_envelope_tree(root: etree._Element, *, validate: bool = True) -> Parse
     header: AS4Header = read_user_message(users[0]) if users else read_signal_message(signals[0])
     if isinstance(header, UserMessage):
         _check_body_parts(header, body, ids)
+    info = header.message_info
+    bad_id = message_id_deviation(info.message_id, info.ref_to_message_id)
+    deviations = soap_deviations(soap_version, messaging.get(f"{soap}mustUnderstand"), info.message_id)
     return ParsedEnvelope(
         messaging=Messaging(header, soap_version),
         envelope=root,
         messaging_element=messaging,
         body=body,
         ids=ids,
+        deviations=deviations if bad_id is None else (*deviations, bad_id),
     )
 
 

@@ -27,7 +27,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from accesspoint.core.compression import decompress_stream
+from accesspoint.core.compression import decompress_with
+from accesspoint.core.conformance import check_wire
 from accesspoint.core.envelope import build_envelope, parse_envelope, serialize
 from accesspoint.core.errors import EbmsError, ErrorCode
 from accesspoint.core.message import MessageReader, ReceivedMessage, ReceivedPart, read_message
@@ -385,6 +386,7 @@ class AccessPoint:
                 ref_to_message_id=signal.message_id,
                 log_detail=f"{signal.kind} {signal.message_id} refers to {ref!r}",
             )
+        check_wire(received.deviations, lenient=route.pmode.leniency)
         try:
             if route.dynamic:  # the partner's certificate is the one its route record or discovery gives
                 route = await self._resolved(message, route)
@@ -486,6 +488,7 @@ class AccessPoint:
                 ref_to_message_id=signal.message_id,
                 log_detail=why,
             )
+        check_wire(received.deviations, lenient=frozenset().union(*(r.pmode.leniency for r in authorised)))
         claimed = await self._claim_pullable(authorised, now)
         empty = EbmsError(ErrorCode.EMPTY_MPC, f"nothing waits on {mpc}", ref_to_message_id=signal.message_id)
         if claimed is None:
@@ -1330,7 +1333,6 @@ async def _iterate(chunks: Iterable[bytes]) -> AsyncIterator[bytes]:
 def _new_payloads(accepted: Any) -> Iterator[NewPayload]:
     """The plaintext (decrypted, decompressed) payloads of an accepted message, as the store takes them."""
     user: UserMessage = accepted.user_message
-    limit = accepted.route.leg.payload.decompression_limit
     for part in user.payload_info:
         content_id = part.content_id
         if content_id is None:
@@ -1338,7 +1340,7 @@ def _new_payloads(accepted: Any) -> Iterator[NewPayload]:
         source = accepted.opened.sources[content_id]
         chunks: Iterable[bytes] = source.open()
         if part.compression_type == GZIP:
-            chunks = decompress_stream(chunks, limit=limit)
+            chunks = decompress_with(chunks, accepted.route.leg.payload.decompression)
         properties = {p.name: p.value for p in part.properties}
         yield NewPayload(content_id, part.mime_type or source.content_type, _iterate(chunks), properties)
 
