@@ -98,24 +98,30 @@ def is_msg_id(value: str) -> bool:
 
 def message_id_deviation(message_id: str, ref_to_message_id: str | None) -> Deviation | None:
     """The deviation of a MessageId or RefToMessageId that is no msg-id."""
-    for name, value in (("MessageId", message_id), ("RefToMessageId", ref_to_message_id)):
-        if value is not None and not is_msg_id(value):
-            detail = f"{name} {value[:80]!r} is not an RFC 2822 msg-id (left@right)"
-            return Deviation(WireRule.MESSAGE_ID, detail, message_id)
-    return None
+    if _MSG_ID.fullmatch(message_id) is None:
+        bad = f"MessageId {message_id[:80]!r}"
+    elif ref_to_message_id is not None and _MSG_ID.fullmatch(ref_to_message_id) is None:
+        bad = f"RefToMessageId {ref_to_message_id[:80]!r}"
+    else:
+        return None
+    return Deviation(WireRule.MESSAGE_ID, f"{bad} is not an RFC 2822 msg-id (left@right)", message_id)
 
 
 # ------------------------------------------------------------------------------------------------ SOAP
+
+_TRUE_12: Final = ("true", "1")  # xs:boolean true; SOAP 1.1 has "1" only
 
 
 def soap_deviations(
     soap_version: SoapVersion, must_understand: str | None, message_id: str | None
 ) -> tuple[Deviation, ...]:
     """SOAP 1.1 and eb:Messaging/@mustUnderstand (its value as found, None when absent)."""
+    if soap_version is SoapVersion.V12 and must_understand in _TRUE_12:  # the common case, at once
+        return ()
     found: list[Deviation] = []
     if soap_version is SoapVersion.V11:
         found.append(Deviation(WireRule.SOAP11, "a SOAP 1.1 envelope: AS4 uses SOAP 1.2", message_id))
-    wanted = ("true", "1") if soap_version is SoapVersion.V12 else ("1",)
+    wanted = _TRUE_12 if soap_version is SoapVersion.V12 else ("1",)
     if must_understand is None or must_understand.strip() not in wanted:
         said = "absent" if must_understand is None else repr(must_understand[:20])
         found.append(
@@ -142,6 +148,12 @@ _UNMARKED: Final = (
 )
 _DECLARED_ENCODING = re.compile(rb"""^<\?xml[^>]*?\sencoding\s*=\s*["']([A-Za-z][A-Za-z0-9._-]*)["']""")
 _ALLOWED_CHARSETS: Final = frozenset({"utf-8", "utf-16"})
+_UTF8_DECLARATIONS: Final = tuple(
+    f"<?xml version={q}1.0{q} encoding={q}{name}{q}{end}".encode()
+    for q in "\"'"
+    for name in ("UTF-8", "utf-8")
+    for end in ("?>", ' standalone="no"?>', ' standalone="yes"?>')
+)
 
 
 def _family(label: str) -> str:
@@ -171,6 +183,11 @@ def _xml_declaration_encoding(data: bytes, family: str) -> str | None:
 def charset_deviation(declared: str | None, data: bytes, message_id: str | None = None) -> Deviation | None:
     """A SOAP part (``data``, with the ``charset`` its Content-Type ``declared``) not in UTF-8 or UTF-16, or in
     another encoding than it declares in its Content-Type or XML declaration (WS-I Basic Profile R1012, R1018)."""
+    # The common case at once: UTF-8 declared or not, and an XML declaration saying UTF-8 or none at all.
+    if (declared is None or declared.lower() == "utf-8") and (
+        data.startswith(_UTF8_DECLARATIONS) or (data[:1] == b"<" and data[1:2] != b"?")
+    ):
+        return None
     head = data[:4]
     found = next((name for mark, name in _BOMS if head.startswith(mark)), None)
     found = found or next((name for mark, name in _UNMARKED if head == mark), None)

@@ -8,6 +8,7 @@ sink the caller provides (a file in the shell, memory in tests), so payloads nev
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -307,8 +308,14 @@ class MessageReader:
 
 
 def _charset(content_type: str) -> str | None:
-    """The charset parameter of a part's Content-Type (parsed only when there is one)."""
+    """The charset parameter of a part's Content-Type (the whole Content-Type is parsed only when unusual)."""
+    found = _CHARSET.search(content_type)
+    if found is not None:
+        return found.group(1)
     return parse_content_type(content_type).param("charset") if "charset" in content_type.lower() else None
+
+
+_CHARSET = re.compile(r";\s*charset=([A-Za-z0-9._-]+)\s*(?:;|$)", re.IGNORECASE)
 
 
 def _some(*deviations: Deviation | None) -> tuple[Deviation, ...]:

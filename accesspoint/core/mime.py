@@ -316,9 +316,10 @@ class MultipartParser:
                     if found is None:
                         return events
                     end, skip = found
-                    raw = buffer[pos:end].decode("latin-1")
+                    block = buffer[pos:end]
                     if self.bare_line_break is None:
-                        self._check_line_breaks(raw, buffer[end : end + skip], end == pos)
+                        self._check_line_breaks(block, buffer[end : end + skip], end == pos)
+                    raw = block.decode("latin-1")
                     pos = end + skip
                     events.append(self._start_part(raw))
                     self._state = _BODY
@@ -342,11 +343,11 @@ class MultipartParser:
         finally:
             self._buffer = buffer[pos:]
 
-    def _check_line_breaks(self, raw: str, blank_line: bytes, empty: bool) -> None:
+    def _check_line_breaks(self, block: bytes, blank_line: bytes, empty: bool) -> None:
         """Note a bare CR or LF in a header block or the blank line ending it (CRLF is the only line break)."""
-        pairs = raw.count("\r\n")
+        pairs = block.count(b"\r\n")
         clean_end = blank_line == (b"\r\n" if empty else b"\r\n\r\n")
-        if raw.count("\r") != pairs or raw.count("\n") != pairs or not clean_end:
+        if block.count(b"\r") != pairs or block.count(b"\n") != pairs or not clean_end:
             self.bare_line_break = f"a bare CR or LF in the headers of MIME part {self._parts + 1}"
 
     def _start_part(self, raw: str) -> PartStart:
