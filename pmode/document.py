@@ -175,6 +175,10 @@ def describe_leg(leg: Leg) -> dict[str, Any]:
             "duplicate_window": _duration(awareness.duplicate_window),
             "missing_receipt": awareness.missing_receipt,
         },
+        "error_handling": {
+            "notify_consumer": leg.error_handling.notify_consumer,
+            "sender_errors_to": leg.error_handling.sender_errors_to,
+        },
         "security": describe_security(leg.security),
     }
 

@@ -34,6 +34,7 @@ from pmode.model import (
     Agreement,
     Binding,
     Direction,
+    ErrorHandling,
     Leg,
     Mep,
     PartyDefinition,
@@ -404,6 +405,7 @@ def _leg(
     compression = fields.flag("compression", profile.compression)
     payload = _payload(fields.table("payload"), profile.payload)
     awareness = _reception_awareness(ctx, fields.table("reception_awareness"), profile.reception_awareness)
+    error_handling = _error_handling(fields.table("error_handling"))
     security = _security(ctx, fields.table("security"), profile, direction, partner)
     fields.finish()
     if service is None or action is None or security is None:
@@ -420,6 +422,7 @@ def _leg(
         compression=compression,
         payload=payload,
         required_properties=properties,
+        error_handling=error_handling,
     )
 
 
@@ -432,6 +435,15 @@ def _payload(fields: Fields, default: PayloadLimits) -> PayloadLimits:
     )
     fields.finish()
     return limits
+
+
+def _error_handling(fields: Fields) -> ErrorHandling:
+    handling = ErrorHandling(
+        notify_consumer=fields.flag("notify_consumer", False),
+        sender_errors_to=fields.text("sender_errors_to"),
+    )
+    fields.finish()
+    return handling
 
 
 def _reception_awareness(ctx: _Loader, fields: Fields, default: ReceptionAwareness) -> ReceptionAwareness:

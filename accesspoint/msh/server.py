@@ -43,18 +43,21 @@ from accesspoint.core.model import (
 from accesspoint.core.model import (
     MessageInfo as HeaderInfo,
 )
-from accesspoint.core.namespaces import GZIP, SoapVersion
+from accesspoint.core.namespaces import GZIP, PartProperty, SoapVersion
 from accesspoint.core.signals import signed_references
 from accesspoint.msh import end_to_end
 from accesspoint.msh.config import ConfigError, ServerConfig, WebhookEvent
+from accesspoint.msh.headers import refusal, stored_header
 from accesspoint.msh.openapi import OPENAPI
 from accesspoint.msh.receiving import (
     accept_user_message,
     error_response,
+    is_ping,
     new_message_id,
     pull_request,
-    reply_policy,
+    refused_route,
     signed_signal,
+    valid_character_set,
     verify_signal,
 )
 from accesspoint.msh.tls import client_context, server_context
@@ -247,7 +250,9 @@ class AccessPoint:
             level = logging.DEBUG if error.error_code is ErrorCode.EMPTY_MPC else logging.WARNING
             log.log(level, "refused an incoming message: %s", error)
             # The error is signed as the leg's profile signs (Ed25519 on a 2.0 leg), where a P-Mode matches.
-            policy = reply_policy(received, self.pmodes)
+            route = refused_route(received, self.pmodes)
+            policy = None if route is None else route.security
+            self._announce_refusal(received, route, error)
             try:
                 signing = self.config.keys.signing_key(policy)
             except ConfigError:
@@ -255,6 +260,14 @@ class AccessPoint:
             body = error_response(error, keys=signing, policy=policy, soap_version=soap_version, at=now)
             return _soap(body, soap_version)
         return _soap(receipt, soap_version)
+
+    def _announce_refusal(self, received: ReceivedMessage | None, route: Route | None, error: EbmsError) -> None:
+        """Tell the backend about a refused user message when its leg says so (ProcessErrorNotifyConsumer)."""
+        if received is None or route is None or not route.leg.error_handling.notify_consumer:
+            return
+        user = received.parsed.messaging.message
+        if isinstance(user, UserMessage):
+            self.webhooks.notify(WebhookEvent.MESSAGE_REFUSED, refusal(user, route, error))
 
     async def _accept(self, received: ReceivedMessage, now: datetime, *, pulled_on: str | None = None) -> bytes:
         """Check, store and acknowledge a user message, pushed to us or pulled: the signed receipt to send back.
@@ -305,12 +318,25 @@ class AccessPoint:
                 Direction.IN, user.message_id, EvidenceKind.OUR_RECEIPT, _once(receipt_bytes),
                 now=now, retain_for=retention,
             )  # fmt: skip
-        self.webhooks.notify(WebhookEvent.MESSAGE_RECEIVED, _message_json(reception.message))
+        if is_ping(user):
+            await self._settle_ping(reception.message, now)
+        else:
+            self.webhooks.notify(WebhookEvent.MESSAGE_RECEIVED, _message_json(reception.message))
         if plan is not None:
             await self.routing.forward(self, plan, reception.message, user, now=now)
         if user.message_info.ref_to_message_id is not None and not reception.duplicate:
             await self._answered(reception.message, now)
         return receipt_bytes
+
+    async def _settle_ping(self, message: StoredMessage, now: datetime) -> None:
+        """An ebMS test message is receipted and kept as evidence, never delivered: it is acknowledged at once and
+        no webhook hears of it (ebMS 3 5.2.2.9, AS4_CP_TA17)."""
+        detail = "ebMS test message: not delivered to the backend"
+        for state in (MessageState.DELIVERED_TO_BACKEND, MessageState.ACKNOWLEDGED):
+            moved = await self._store.transition(message, state, now=now, detail=detail)
+            if moved is None:
+                return
+            message = moved
 
     async def _answered(self, reply: StoredMessage, now: datetime) -> None:
         """A reply to a message we sent: the operator's end-to-end answer is checked and kept with the original
@@ -606,6 +632,7 @@ class AccessPoint:
             answer = await self._accept(received, now, pulled_on=route.leg.mpc)
         except EbmsError as error:
             log.warning("refused a pulled message: %s", error)
+            self._announce_refusal(received, refused_route(received, self.pmodes), error)
             answer = error_response(
                 error, keys=self.config.keys.signing_key(), policy=None, soap_version=soap_version, at=now
             )
@@ -703,9 +730,14 @@ class AccessPoint:
                 raise ValueError(f"payloads[{index}].data: not base64") from None
             content_id = str(item.get("content_id") or f"part{index + 1}@{message_id.split('@')[-1]}")
             mime = str(item.get("mime_type") or "application/octet-stream")
-            new_payloads.append(NewPayload(content_id, mime, _once(data)))
+            part_properties = _part_properties(item.get("properties"), f"payloads[{index}].properties")
+            new_payloads.append(NewPayload(content_id, mime, _once(data), part_properties))
         if not new_payloads:
             raise ValueError("payloads: at least one payload is required")
+        for payload in new_payloads:
+            charset = payload.properties.get(PartProperty.CHARACTER_SET.value)
+            if charset is not None and not valid_character_set(charset):
+                raise ValueError(f"payload {payload.content_id}: CharacterSet {charset!r} is not an encoding name")
         # The header as submitted, kept with the message: what the sender rebuilds it from on every attempt.
         header_bytes = serialize(build_envelope(header))
         submitted = NewEvidence(EvidenceKind.RAW_MESSAGE, _once(header_bytes), self._evidence_retention(route))
@@ -875,7 +907,14 @@ class AccessPoint:
         assert isinstance(user, UserMessage)
         user = addressed(user, route)  # a dynamic partner's eb:To is the access point discovery found
         payloads = [
-            Payload(p.content_id, p.mime_type, _file_source(store.files.root / p.path), compress=route.leg.compression)
+            Payload(
+                p.content_id,
+                p.mime_type,
+                _file_source(store.files.root / p.path),
+                compress=route.leg.compression,
+                character_set=p.properties.get(PartProperty.CHARACTER_SET.value),
+                properties=_extra_part_properties(p.properties),
+            )
             for p in await store.payloads(message)
         ]
         return secure_message(
@@ -1039,8 +1078,15 @@ class AccessPoint:
             {
                 **_message_json(message),
                 **({} if answer is None else {"end_to_end": end_to_end.to_json(answer)}),
+                "header": await stored_header(self._store, message),
                 "payloads": [
-                    {"content_id": p.content_id, "mime_type": p.mime_type, "size": p.size, "sha256": p.sha256}
+                    {
+                        "content_id": p.content_id,
+                        "mime_type": p.mime_type,
+                        "size": p.size,
+                        "sha256": p.sha256,
+                        "properties": p.properties,
+                    }
                     for p in payloads
                 ],
                 "history": [
@@ -1304,6 +1350,24 @@ def _file_source(path: Path) -> Any:
                 yield chunk
 
     return open_file
+
+
+def _part_properties(given: object, where: str) -> dict[str, str]:
+    """A submitted payload's PartProperties: a JSON object of name to string value."""
+    if given is None:
+        return {}
+    if not isinstance(given, dict) or not all(isinstance(v, str) for v in given.values()):
+        raise ValueError(f"{where}: a JSON object of name to string value")
+    return {str(k): v for k, v in given.items()}
+
+
+# Part properties the MSH writes itself from the payload (MimeType, CharacterSet) or from the leg (CompressionType).
+_OWN_PART_PROPERTIES = frozenset(p.value for p in PartProperty)
+
+
+def _extra_part_properties(properties: dict[str, str]) -> tuple[Property, ...]:
+    """A stored payload's other part properties, as they go into its PartInfo after the MSH's own."""
+    return tuple(Property(name, value) for name, value in properties.items() if name not in _OWN_PART_PROPERTIES)
 
 
 def _property(name: str, given: object) -> Property:
