@@ -53,7 +53,8 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     found = assertion_id(name)
     if found is None or (report.when != "call" and report.passed):
         return
-    variant = name.partition("[")[2].rstrip("]") or "-"
+    params = name.partition("[")[2].rstrip("]").split("-")
+    variant = next((p for p in params if p in PROFILES), "-")
     if report.skipped:
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         outcome = ("not checkable locally", reason.removeprefix("Skipped: "))
