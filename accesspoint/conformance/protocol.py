@@ -236,7 +236,7 @@ def _instructions(message: BusinessMessage) -> list[Property]:
     return [Property(name.value, value) for name, value in pairs if value is not None]
 
 
-def _backend_message(
+def backend_message(
     action: Action,
     properties: Iterable[Property],
     payloads: Sequence[BackendPayload],
@@ -275,7 +275,7 @@ def submit(
     message: BusinessMessage, *, driver: Party, sut: Party, message_id: str, conversation_id: str, now: datetime
 ) -> PackedMessage:
     """The driver's Submit asking the SUT to send ``message``."""
-    return _backend_message(
+    return backend_message(
         Action.SUBMIT,
         [*_instructions(message), *message.properties],
         message.payloads,
@@ -289,7 +289,7 @@ def submit(
 
 def deliver(message: BusinessMessage, *, sut: Party, driver: Party, message_id: str, now: datetime) -> PackedMessage:
     """The SUT's Deliver of an AS4 message it received (payloads decrypted and decompressed)."""
-    return _backend_message(
+    return backend_message(
         Action.DELIVER,
         [*_instructions(message), *message.properties],
         message.payloads,
@@ -310,7 +310,7 @@ def notify(notification: Notification, *, sut: Party, driver: Party, message_id:
         (NotifyProperty.SHORT_DESCRIPTION, notification.short_description),
         (NotifyProperty.DESCRIPTION, notification.description),
     ]
-    return _backend_message(
+    return backend_message(
         Action.NOTIFY,
         [Property(name.value, value) for name, value in pairs if value],
         (),

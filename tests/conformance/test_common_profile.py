@@ -372,9 +372,7 @@ def test_as4_cp_ta13(bed: Bed, profile: ProfileKeys) -> None:
     security = received.parsed.security_header
     assert security is not None
     data = security.findall(f"{{{NS_XENC}}}EncryptedData")
-    assert data and all(
-        _text_attribute(d, f"{{{NS_XENC}}}EncryptionMethod") == DataEncryption.AES128_GCM for d in data
-    )
+    assert data and all(_text_attribute(d, f"{{{NS_XENC}}}EncryptionMethod") == DataEncryption.AES128_GCM for d in data)
     (key,) = security.findall(f"{{{NS_XENC}}}EncryptedKey")
     method = key.find(f"{{{NS_XENC}}}EncryptionMethod")
     assert method is not None
@@ -541,9 +539,7 @@ def test_as4_cp_ta29(bed: Bed, profile: ProfileKeys) -> None:
 
     def bad_charset(user: UserMessage, parts: list[Part]) -> Captured:
         change = _part_properties(
-            lambda props: tuple(
-                Property(p.name, "!utf*") if p.name == PartProperty.CHARACTER_SET else p for p in props
-            )
+            lambda props: tuple(Property(p.name, "!utf*") if p.name == PartProperty.CHARACTER_SET else p for p in props)
         )
         changed = with_part_infos(user, change)
         assert all(info.character_set == "!utf*" for info in changed.payload_info)
@@ -700,4 +696,3 @@ def test_as4_cp_ta46(bed: Bed, profile: ProfileKeys) -> None:
     assert exchange.capture.remote == "::1"  # C2 reached the network over IPv6
     assert bed.harness.targets["c3"].startswith("http://127.0.0.1:")  # C3 listens on IPv4 only
     _receipt(exchange)
-

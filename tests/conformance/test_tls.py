@@ -140,7 +140,7 @@ def client_hello(version: int, suites: list[int]) -> bytes:
 
 def ssl2_client_hello() -> bytes:
     """An SSL 2.0 CLIENT-HELLO (the two-byte record header with its high bit set)."""
-    specs = bytes.fromhex("010080" "0700c0")  # SSL_CK_RC4_128_WITH_MD5, SSL_CK_DES_192_EDE3_CBC_WITH_MD5
+    specs = bytes.fromhex("0100800700c0")  # SSL_CK_RC4_128_WITH_MD5, SSL_CK_DES_192_EDE3_CBC_WITH_MD5
     challenge = os.urandom(16)
     body = b"\x01\x00\x02" + len(specs).to_bytes(2, "big") + b"\x00\x00" + len(challenge).to_bytes(2, "big")
     body += specs + challenge
