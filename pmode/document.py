@@ -139,6 +139,7 @@ def describe_security(policy: SecurityPolicy) -> dict[str, Any]:
             "pinned": [_certificate(c) for c in policy.trust.pinned],
             "revocation": policy.trust.revocation.value,
             "bind_cn_to_party_id": policy.trust.bind_cn_to_party_id,
+            "required_policies": list(policy.trust.required_policies),
         },
     }
 

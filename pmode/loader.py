@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -548,9 +549,21 @@ def _trust(ctx: _Loader, fields: Fields, default: TrustSettings, partner: PartyD
         intermediates=ctx.certificates(fields, "intermediates"),
         revocation=fields.choice("revocation", RevocationMode, default.revocation) or default.revocation,
         bind_cn_to_party_id=fields.flag("bind_cn_to_party_id", default.bind_cn_to_party_id),
+        required_policies=_policy_oids(ctx, fields),
     )
     fields.finish()
     return trust
+
+
+_OID = re.compile(r"[0-2](\.(0|[1-9][0-9]*))+")
+
+
+def _policy_oids(ctx: _Loader, fields: Fields) -> tuple[str, ...]:
+    found = fields.strings("required_policies")
+    for index, oid in enumerate(found):
+        if _OID.fullmatch(oid) is None:
+            ctx.error(f"{fields.at('required_policies')}[{index}]", f"{oid!r} is not a dotted OID like 1.3.6.1.4.1.1")
+    return found
 
 
 def _require_trust_material(
