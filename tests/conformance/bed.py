@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import dataclasses
 import gzip
 import json
@@ -35,7 +36,6 @@ from typing import Any, TypeVar
 
 import aiohttp
 from aiohttp import web
-from cryptography import x509
 
 from accesspoint.conformance import protocol
 from accesspoint.conformance.pmodes import Corner, Retry, conformance_pmodes, pmode_file
@@ -345,14 +345,17 @@ def resecure(
     *,
     signed_parts: Sequence[Part] | None = None,
     after_encryption: Callable[[Part], Part] | None = None,
+    signer: KeyPair | None = None,
 ) -> Captured:
     """The message signed with the sender's key and encrypted for the receiver again, as the bed re-secures.
 
     ``parts`` are the attachments as they go on the wire before encryption (already compressed where their
     PartInfo says so). ``signed_parts``: what the signature covers instead (sign-then-compress, TA35);
-    ``after_encryption``: a change to each ciphertext part (encrypt-then-compress, TA37).
+    ``after_encryption``: a change to each ciphertext part (encrypt-then-compress, TA37); ``signer``: another
+    certificate than the sender's (the dynamic receiver's trust decisions).
     """
-    signer, decryption = profile.recipient(target)
+    sender, decryption = profile.recipient(target)
+    signer = signer or sender
     policy = profile.policy(pmode, receiver=target)
     envelope = build_envelope(user)
 
@@ -397,7 +400,7 @@ class Bed:
     processes: dict[str, Child]
     adapters: dict[str, str]  # "c2"/"c3" -> the conformance service's Submit URL
     profiles: dict[str, ProfileKeys]
-    ca_certificate: x509.Certificate
+    ca: KeyPair  # the development CA: the interceptor issues certificates of its own with it (dynamic receiver)
     keys: dict[str, Any]  # the development PKI's Issued files by party name
     ipv6: bool
 
@@ -520,6 +523,7 @@ SERVICES = {
     "SIMPLE_TWOWAY": ("SRV_SIMPLE_TWOWAY", "ACT_SIMPLE_TWOWAY"),
     "ONEWAY_RETRY": ("SRV_ONEWAY_RETRY", "ACT_ONEWAY_RETRY"),
     "ONEWAY_ONLY_SIGN": ("SRV_ONEWAY_SIGNONLY", "ACT_ONEWAY_SIGNONLY"),
+    "DYNAMIC_RECEIVER": ("SRV_DYNAMIC_RECEIVER", "ACT_DYNAMIC_RECEIVER"),
     "PING": (
         "http://docs.oasis-open.org/ebxml-msg/ebms/v3.0/ns/core/200704/service",
         "http://docs.oasis-open.org/ebxml-msg/ebms/v3.0/ns/core/200704/test",
@@ -544,6 +548,37 @@ CUSTOM_PAYLOAD = protocol.BackendPayload(
 # ----------------------------------------------------------------------------------------- starting it
 
 
+# The dynamic receiver (AS4_DR_TA01-04): C3 takes this P-Mode's message from any sender whose certificate chains
+# to the anchor, asserts this policy and has the sender's PartyId as its CN.
+DYNAMIC_SENDER_ID = "c2"
+DYNAMIC_POLICY = "2.999.4.1"  # under the example OID arc
+
+
+def _dynamic_receiver(profile: str, c2: Corner, c3: Corner, anchors: list[str], *, receiving: bool) -> dict[str, Any]:
+    """C2's or C3's view of the dynamic receiver P-Mode: C2 names itself, C3 names no initiator party at all."""
+    template = conformance_pmodes(profile, c2, c3, anchors=anchors, retry=RETRY, suffix=f"-{profile}")
+    pmode = copy.deepcopy(next(p for p in template["pmodes"] if p["id"] == f"SIMPLE_ONEWAY-{profile}"))
+    pmode["id"] = f"DYNAMIC_RECEIVER-{profile}"
+    leg = pmode["legs"][0]
+    leg["service"], leg["action"] = SERVICES["DYNAMIC_RECEIVER"]
+    sender = f"c2-dr-{profile}"
+    parties = {
+        sender: {**template["parties"][c2.name], "party_ids": [{"value": DYNAMIC_SENDER_ID, "type": UNREGISTERED}]}
+    }
+    if receiving:
+        sender = "any-sender"
+        parties = {sender: {"endpoint": "dynamic"}}
+        trust = {
+            "anchors": anchors,
+            "bind_cn_to_party_id": True,
+            "required_policies": [DYNAMIC_POLICY],
+            "revocation": "off",
+        }
+        leg["security"]["trust"] = trust
+    pmode["initiator"] = {"party": sender}
+    return {"parties": parties, "pmodes": [pmode]}
+
+
 def _pair(issued: Issued) -> dict[str, str]:
     return {"key": str(issued.key_path), "certificate": str(issued.certificate_path)}
 
@@ -564,6 +599,7 @@ def start_bed(folder: Path) -> Bed:
     to_c2 = f"http://127.0.0.1:{v4_port}/c2/as4"
     anchors = [str(pki.ca.certificate_path)]
     documents = []
+    dynamic: dict[str, list[dict[str, Any]]] = {"c2": [], "c3": []}
     for profile in PROFILES:
         keys = {name: pki.parties[name] for name in ("c2", "c3")}
         corners = {}
@@ -580,13 +616,17 @@ def start_bed(folder: Path) -> Bed:
         documents.append(
             conformance_pmodes(profile, corners["c2"], corners["c3"], anchors=anchors, retry=RETRY, suffix=suffix)
         )
+        for name in ("c2", "c3"):
+            view = _dynamic_receiver(profile, corners["c2"], corners["c3"], anchors, receiving=name == "c3")
+            dynamic[name].append(view)
     processes: dict[str, Child] = {}
     adapters = {}
     for name in ("c2", "c3"):
         home = folder / name
         home.mkdir(parents=True)
         own = [f"{name}-{profile}" for profile in PROFILES]
-        (home / "pmodes.yaml").write_text(json.dumps(pmode_file(own, *documents), indent=1))
+        own += [f"c2-dr-{profile}" for profile in PROFILES] if name == "c2" else []
+        (home / "pmodes.yaml").write_text(json.dumps(pmode_file(own, *documents, *dynamic[name]), indent=1))
         party = pki.parties[name]
         adapter = f"http://127.0.0.1:{ports[f'adapter-{name}']}"
         settings = {
@@ -646,7 +686,8 @@ def start_bed(folder: Path) -> Bed:
             c2_pmodes, c3_pmodes,
         )  # fmt: skip
     keys = {"c2": pki.parties["c2"], "c3": pki.parties["c3"]}
-    return Bed(folder, harness, processes, adapters, profiles, pki.ca.certificate, keys, ipv6)
+    ca = load_key_pair(pki.ca.key_path, certificate=pki.ca.certificate_path)
+    return Bed(folder, harness, processes, adapters, profiles, ca, keys, ipv6)
 
 
 def stop_bed(bed: Bed) -> None:
