@@ -44,6 +44,7 @@ from accesspoint.routing.settings import RoutingSettings, parse_discovery, parse
 from accesspoint.security.algorithms import SignatureAlgorithm
 from accesspoint.security.keys import KeyLoadError, KeyPair, load_key_pair
 from accesspoint.security.policy import SecurityPolicy
+from accesspoint.servicekit.tls import VERSIONS
 from accesspoint.store.db import Durability
 from smp.client import DiscoverySettings
 
@@ -105,9 +106,6 @@ class Webhook:
     backoff: timedelta = timedelta(seconds=5)  # first retry; doubles up to backoff_max
     backoff_max: timedelta = timedelta(minutes=10)
     max_attempts: int = 50
-
-
-TLS_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 
 
 @dataclass(frozen=True, slots=True)
@@ -490,8 +488,8 @@ def _tls(base: Path, value: object, where: str, *, client_ca: bool = True) -> Tl
     if "client_ca" in paths:
         _trust_bundle(paths["client_ca"], f"{where}.client_ca")
     version = str(value.get("min_version", "1.2"))
-    if version not in TLS_VERSIONS:
-        raise ConfigError(f"{where}.min_version: {value['min_version']!r} (known: {', '.join(TLS_VERSIONS)})")
+    if version not in VERSIONS:
+        raise ConfigError(f"{where}.min_version: {value['min_version']!r} (known: {', '.join(VERSIONS)})")
     ciphers = value.get("ciphers")
     if ciphers is not None:
         try:
@@ -500,7 +498,7 @@ def _tls(base: Path, value: object, where: str, *, client_ca: bool = True) -> Tl
             context.set_ciphers(ciphers)
         except ssl.SSLError:
             raise ConfigError(f"{where}.ciphers: {ciphers!r} selects no cipher suite OpenSSL knows") from None
-    return TlsConfig(paths["certificate"], paths["key"], paths.get("client_ca"), TLS_VERSIONS[version], ciphers)
+    return TlsConfig(paths["certificate"], paths["key"], paths.get("client_ca"), VERSIONS[version], ciphers)
 
 
 def _trust_bundle(path: Path, where: str) -> None:

@@ -26,8 +26,7 @@ import pytest
 from accesspoint.msh.config import ConfigError, load_config
 from accesspoint.msh.tls import server_context
 from tests.conformance.bed import Bed, _free_port
-from tests.pki import make_ca
-from tests.test_msh_tls import _tls_certificate
+from tests.pki import make_ca, tls_certificate
 
 CONFIGURED_CIPHERS = "ECDHE+AESGCM"
 TLS_1_0, TLS_1_1, TLS_1_2, SSL_3_0 = 0x0301, 0x0302, 0x0303, 0x0300
@@ -52,7 +51,7 @@ def tls_access_point(bed: Bed, tmp_path_factory: pytest.TempPathFactory) -> Iter
     shutil.copyfile(bed.folder / "c3" / "pmodes.yaml", home / "pmodes.yaml")
     settings = json.loads((bed.folder / "c3" / "server.yaml").read_text())
     port = _free_port()
-    certificate = _tls_certificate(make_ca("Conformance TLS CA"), "c3.conformance.test", home / "tls")
+    certificate = tls_certificate(make_ca("Conformance TLS CA"), "c3.conformance.test", home / "tls")
     settings.update(
         listen={"host": "127.0.0.1", "port": port},
         storage=str(home / "data"),
@@ -239,7 +238,7 @@ def test_as4_cp_ta43(tls_access_point: TlsAccessPoint) -> None:
 def test_tls_settings_name_the_field(tmp_path: Path) -> None:
     """A min_version the listener does not offer is refused with the file and field."""
     ca = make_ca("Settings CA")
-    files = _tls_certificate(ca, "settings.test", tmp_path / "tls")
+    files = tls_certificate(ca, "settings.test", tmp_path / "tls")
     settings = {
         "pmodes": "pmodes.yaml",
         "keys": {"signing": {"key": files["key"], "certificate": files["certificate"]}},
