@@ -28,7 +28,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +36,8 @@ from typing import Any, TypeVar
 
 import aiohttp
 from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from accesspoint.conformance import protocol
 from accesspoint.conformance.pmodes import Corner, Retry, conformance_pmodes, pmode_file
@@ -51,6 +53,15 @@ from accesspoint.security.keys import KeyPair, load_key_pair
 from accesspoint.security.policy import SecurityPolicy
 from accesspoint.security.signing import AttachmentSource, sign_envelope
 from pmode import PModeSet, load_pmodes
+from smp.identifiers import NO_PROCESS, Identifier, peppol_naptr_name
+from smp.model import EndpointInfo, ProcessInfo, ServiceMetadata, TransportProfile
+from smp.server import serve
+from tests.dnsserver import DnsServer, dnsmasq_binary
+from tests.dnsserver import _free_port as _free_dns_port
+from tests.pki import issue
+from tests.test_smp_support import ZONE, pem, publish
+from tests.test_smp_support import pki as smp_pki
+from tests.test_smp_support import settings as smp_settings
 
 T = TypeVar("T")
 PROFILES = ("1.15", "2.0")
@@ -179,6 +190,7 @@ class Harness:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="conformance-harness", daemon=True)
         self._runners: list[web.AppRunner] = []
+        self._cleanups: list[Callable[[], Awaitable[None]]] = []
         self._session: aiohttp.ClientSession | None = None
 
     def start(self) -> None:
@@ -199,10 +211,20 @@ class Harness:
                 await web.SockSite(runner, sock).start()
             self._runners.append(runner)
 
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine on the harness's loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=60)
+
+    def keep(self, cleanup: Callable[[], Awaitable[None]]) -> None:
+        """Call ``cleanup`` on the harness's loop when it stops (a server started there)."""
+        self._cleanups.append(cleanup)
+
     def stop(self) -> None:
         """Stop serving and end the thread."""
 
         async def stop() -> None:
+            for cleanup in reversed(self._cleanups):
+                await cleanup()
             for runner in self._runners:
                 await runner.cleanup()
             if self._session is not None:
@@ -403,6 +425,8 @@ class Bed:
     ca: KeyPair  # the development CA: the interceptor issues certificates of its own with it (dynamic receiver)
     keys: dict[str, Any]  # the development PKI's Issued files by party name
     ipv6: bool
+    discovery: str | None  # why dynamic sending cannot be tried here (no dnsmasq), else None
+    dns: DnsServer | None = None
 
     # -- acting as the test driver
 
@@ -440,10 +464,12 @@ class Bed:
         label: str,
         *,
         to: str = "c3",
+        to_party: PartyId | None = None,
         payloads: Sequence[protocol.BackendPayload] | None = None,
         **fields: Any,
     ) -> BusinessMessage:
-        """A Submit's message for one of the test P-Modes, with a fresh MessageId and the bed's usual payload."""
+        """A Submit's message for one of the test P-Modes, with a fresh MessageId and the bed's usual payload,
+        for C3 (``to="c2"``: a reply for C2; ``to_party``: whom the Submit names, a dynamic sender's participant)."""
         service, action = SERVICES[pmode]
         party = profile.c3_party if to == "c3" else profile.c2_party
         defaults: dict[str, Any] = {
@@ -454,7 +480,7 @@ class Bed:
         return BusinessMessage(
             service=Service(service),
             action=action,
-            to_party=PartyId(party, UNREGISTERED),
+            to_party=to_party or PartyId(party, UNREGISTERED),
             to_role=RESPONDER if to == "c3" else INITIATOR,
             payloads=tuple(payloads if payloads is not None else (XML_PAYLOAD,)),
             **{**defaults, **fields},
@@ -524,6 +550,9 @@ SERVICES = {
     "ONEWAY_RETRY": ("SRV_ONEWAY_RETRY", "ACT_ONEWAY_RETRY"),
     "ONEWAY_ONLY_SIGN": ("SRV_ONEWAY_SIGNONLY", "ACT_ONEWAY_SIGNONLY"),
     "DYNAMIC_RECEIVER": ("SRV_DYNAMIC_RECEIVER", "ACT_DYNAMIC_RECEIVER"),
+    # the dynamic sender's action is the document type SMP lookups ask for
+    "DYNAMIC_SENDER": ("SRV_DYNAMIC_SENDER", "busdox-docid-qns::urn:example:conformance::DynamicSender##1.0"),
+    "DYNAMIC_SENDER_P2P": ("SRV_DYNAMIC_SENDER_P2P", "busdox-docid-qns::urn:example:conformance::DynamicSender##1.0"),
     "PING": (
         "http://docs.oasis-open.org/ebxml-msg/ebms/v3.0/ns/core/200704/service",
         "http://docs.oasis-open.org/ebxml-msg/ebms/v3.0/ns/core/200704/test",
@@ -583,9 +612,81 @@ def _pair(issued: Issued) -> dict[str, str]:
     return {"key": str(issued.key_path), "certificate": str(issued.certificate_path)}
 
 
+# The dynamic sender (AS4_DS_TA01-03, AS4 1.15): C2 finds C3 through BDXL (dnsmasq) and an SMP (the project's,
+# served from the harness). The SMP publishes C3 for three participants: a final recipient (four corners), C3 itself
+# (point to point), and a final recipient with a stale certificate C3 can still decrypt with but no longer signs.
+DS_DOCUMENT = SERVICES["DYNAMIC_SENDER"][1]
+DS_FOUR_CORNER = "iso6523-actorid-upis::0088:c4-dynamic"
+DS_POINT_TO_POINT = "iso6523-actorid-upis::0088:c3-dynamic"
+DS_STALE = "iso6523-actorid-upis::0088:c4-stale"
+DS_DISCOVERED = "c3"  # the CN of C3's certificate: the eb:To PartyId discovery gives
+# (P-Mode id, service, the responder's PartyId type when C2 knows it, the responder's party name)
+DS_PMODES = (
+    ("DYNAMIC_SENDER-1.15", "SRV_DYNAMIC_SENDER", None, "ds-c3"),
+    ("DYNAMIC_SENDER_P2P-1.15", "SRV_DYNAMIC_SENDER_P2P", DS_POINT_TO_POINT.partition("::")[0], "ds-c3-p2p"),
+)
+
+
+def _dynamic_sender(c2: Corner, c3: Corner, anchors: list[str], *, receiving: bool) -> dict[str, Any]:
+    """C2's P-Mode templates (no responder certificate or address) or C3's static view of the same exchanges."""
+    point_to_point = DS_POINT_TO_POINT.partition("::")[2]
+    template = conformance_pmodes("1.15", c2, c3, anchors=anchors, retry=RETRY)
+    base = next(p for p in template["pmodes"] if p["id"] == "SIMPLE_ONEWAY")
+    pmodes = []
+    parties: dict[str, Any] = {}
+    for pmode_id, service, party_type, responder in DS_PMODES:
+        pmode = copy.deepcopy(base)
+        pmode["id"] = pmode_id
+        leg = pmode["legs"][0]
+        leg["service"], leg["action"] = service, DS_DOCUMENT
+        if receiving:
+            party_id = {"value": DS_DISCOVERED, "type": party_type or UNREGISTERED}
+            parties[responder] = {**template["parties"][c3.name], "party_ids": [party_id]}
+        else:
+            parties[responder] = {"endpoint": "dynamic"}
+            if party_type is not None:  # point to point: C2 knows C3's PartyId, not its address or certificate
+                parties[responder]["party_ids"] = [{"value": point_to_point, "type": party_type}]
+            leg["security"]["trust"] = {"anchors": anchors, "revocation": "off"}
+        pmode["responder"] = {"party": responder}
+        pmodes.append(pmode)
+    return {"parties": parties, "pmodes": pmodes}
+
+
+async def _publish(base: str, c3: x509.Certificate, stale: x509.Certificate, endpoint: str) -> None:
+    for participant, certificate in ((DS_FOUR_CORNER, c3), (DS_POINT_TO_POINT, c3), (DS_STALE, stale)):
+        der = certificate.public_bytes(serialization.Encoding.DER)
+        published = EndpointInfo(TransportProfile.EDELIVERY_AS4_1_15, endpoint, der, description="C3")
+        process = ProcessInfo(Identifier("cenbii-procid-ubl", NO_PROCESS), (published,))
+        await publish(base, ServiceMetadata(Identifier.parse(participant), Identifier.parse(DS_DOCUMENT), (process,)))
+
+
+async def _serve_smp(harness: Harness, folder: Path, port: int) -> None:
+    runners, store = await serve(smp_settings(folder, port))
+
+    async def stop() -> None:
+        for runner in runners:
+            await runner.cleanup()
+        await store.close()
+
+    harness.keep(stop)
+
+
+def _write_pem(folder: Path, name: str, keys: KeyPair) -> dict[str, str]:
+    key, certificate = folder / f"{name}.key.pem", folder / f"{name}.pem"
+    key.write_bytes(
+        keys.private_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    certificate.write_bytes(keys.certificate.public_bytes(serialization.Encoding.PEM))
+    return {"key": str(key), "certificate": str(certificate)}
+
+
 def start_bed(folder: Path) -> Bed:
-    """Generate the keys, write every setting, start the four processes and the harness."""
+    """Generate the keys, write every setting, start the four processes, dnsmasq and the harness."""
     pki = generate_keys(folder / "keys", {"c2": "c2", "c3": "c3"})
+    ca = load_key_pair(pki.ca.key_path, certificate=pki.ca.certificate_path)
+    stale = _write_pem(folder / "keys", "c3-stale", issue(ca, DS_DISCOVERED, "rsa"))
     ipv6 = ipv6_loopback()
     sockets = {"interceptor": [_listening("127.0.0.1")], "driver": [_listening("127.0.0.1")]}
     v4_port = sockets["interceptor"][0].getsockname()[1]
@@ -593,18 +694,17 @@ def start_bed(folder: Path) -> Bed:
         sockets["interceptor"].append(_listening("::1", socket.AF_INET6))
     v6_port = sockets["interceptor"][-1].getsockname()[1]
     driver_url = f"http://127.0.0.1:{sockets['driver'][0].getsockname()[1]}/as4"
-    ports = {name: _free_port() for name in ("c2", "c3", "adapter-c2", "adapter-c3")}
+    ports = {name: _free_port() for name in ("c2", "c3", "adapter-c2", "adapter-c3", "smp")}
     # C2 reaches C3 over IPv6 where there is ::1 (AS4_CP_TA46); C3 listens and answers on IPv4 only.
     to_c3 = f"http://[::1]:{v6_port}/c3/as4" if ipv6 else f"http://127.0.0.1:{v4_port}/c3/as4"
     to_c2 = f"http://127.0.0.1:{v4_port}/c2/as4"
     anchors = [str(pki.ca.certificate_path)]
     documents = []
-    dynamic: dict[str, list[dict[str, Any]]] = {"c2": [], "c3": []}
+    views: dict[str, list[dict[str, Any]]] = {"c2": [], "c3": []}
     for profile in PROFILES:
-        keys = {name: pki.parties[name] for name in ("c2", "c3")}
         corners = {}
         for name, endpoint in (("c2", to_c2), ("c3", to_c3)):
-            party = keys[name]
+            party = pki.parties[name]
             corners[name] = Corner(
                 name=f"{name}-{profile}",
                 party_id=f"{name}-{profile}",
@@ -617,18 +717,31 @@ def start_bed(folder: Path) -> Bed:
             conformance_pmodes(profile, corners["c2"], corners["c3"], anchors=anchors, retry=RETRY, suffix=suffix)
         )
         for name in ("c2", "c3"):
-            view = _dynamic_receiver(profile, corners["c2"], corners["c3"], anchors, receiving=name == "c3")
-            dynamic[name].append(view)
+            receiving = name == "c3"
+            views[name].append(_dynamic_receiver(profile, corners["c2"], corners["c3"], anchors, receiving=receiving))
+            if profile == "1.15":
+                views[name].append(_dynamic_sender(corners["c2"], corners["c3"], anchors, receiving=receiving))
+    dns: DnsServer | None = None
+    discovery_missing = None if dnsmasq_binary() is not None else "dnsmasq is not installed: BDXL needs a DNS server"
+    discovery: dict[str, Any] = {}
+    if discovery_missing is None:
+        dns = DnsServer(folder, (ZONE,), port=_free_dns_port())
+        for participant in (DS_FOUR_CORNER, DS_POINT_TO_POINT, DS_STALE):
+            dns.add_naptr(peppol_naptr_name(Identifier.parse(participant), ZONE), f"http://127.0.0.1:{ports['smp']}/")
+        (folder / "smp-trust.pem").write_bytes(pem(smp_pki().ca))
+        host, port = dns.address
+        discovery = {"discovery": {"zone": ZONE, "dns": f"{host}:{port}", "smp_trust": str(folder / "smp-trust.pem")}}
     processes: dict[str, Child] = {}
     adapters = {}
     for name in ("c2", "c3"):
         home = folder / name
         home.mkdir(parents=True)
         own = [f"{name}-{profile}" for profile in PROFILES]
-        own += [f"c2-dr-{profile}" for profile in PROFILES] if name == "c2" else []
-        (home / "pmodes.yaml").write_text(json.dumps(pmode_file(own, *documents, *dynamic[name]), indent=1))
+        own += [f"c2-dr-{profile}" for profile in PROFILES] if name == "c2" else [p[3] for p in DS_PMODES]
+        (home / "pmodes.yaml").write_text(json.dumps(pmode_file(own, *documents, *views[name]), indent=1))
         party = pki.parties[name]
         adapter = f"http://127.0.0.1:{ports[f'adapter-{name}']}"
+        decryption = [_pair(party.x25519), *([stale] if name == "c3" else [])]
         settings = {
             "listen": {"host": "127.0.0.1", "port": ports[name]},
             "pmodes": "pmodes.yaml",
@@ -638,10 +751,11 @@ def start_bed(folder: Path) -> Bed:
             "durability": "process-crash",
             "api_tokens": [TOKEN],
             "send": {"workers": 2, "timeout": "10s", "lease": "30s"},
-            "keys": {"signing": [_pair(party.rsa), _pair(party.ed25519)], "decryption": [_pair(party.x25519)]},
+            "keys": {"signing": [_pair(party.rsa), _pair(party.ed25519)], "decryption": decryption},
             "webhooks": [
                 {"url": f"{adapter}/events", "secret": WEBHOOK_SECRET, "backoff": "200ms", "backoff_max": "1s"}
             ],
+            **(discovery if name == "c2" else {}),
         }
         (home / "server.yaml").write_text(json.dumps(settings, indent=1))
         conformance = {
@@ -663,15 +777,24 @@ def start_bed(folder: Path) -> Bed:
         adapters[name] = f"{adapter}/as4"
     harness = Harness(sockets, {name: f"http://127.0.0.1:{ports[name]}/as4" for name in ("c2", "c3")})
     try:
+        if dns is not None:
+            dns.start()
         for process in processes.values():
             process.start()  # before the harness thread: Child forks with a preexec_fn
         harness.start()
+        if dns is not None:
+            harness.run(_serve_smp(harness, folder, ports["smp"]))
+            base = f"http://127.0.0.1:{ports['smp']}"
+            certificate = x509.load_pem_x509_certificate(Path(stale["certificate"]).read_bytes())
+            harness.run(_publish(base, pki.parties["c3"].rsa.certificate, certificate, to_c3))
         for process in processes.values():
             process.wait_ready()
-    except (DemoFailure, OSError):
+    except (DemoFailure, OSError, AssertionError):
         harness.stop()
         for process in processes.values():
             process.stop()
+        if dns is not None:
+            dns.stop()
         raise
     profiles = {}
     c2_pmodes, c3_pmodes = load_pmodes(folder / "c2" / "pmodes.yaml"), load_pmodes(folder / "c3" / "pmodes.yaml")
@@ -686,14 +809,15 @@ def start_bed(folder: Path) -> Bed:
             c2_pmodes, c3_pmodes,
         )  # fmt: skip
     keys = {"c2": pki.parties["c2"], "c3": pki.parties["c3"]}
-    ca = load_key_pair(pki.ca.key_path, certificate=pki.ca.certificate_path)
-    return Bed(folder, harness, processes, adapters, profiles, ca, keys, ipv6)
+    return Bed(folder, harness, processes, adapters, profiles, ca, keys, ipv6, discovery_missing, dns)
 
 
 def stop_bed(bed: Bed) -> None:
-    """Stop the processes and the harness."""
+    """Stop the processes, dnsmasq and the harness."""
     for process in bed.processes.values():
         process.terminate()
     for process in bed.processes.values():
         process.stop()
     bed.harness.stop()
+    if bed.dns is not None:
+        bed.dns.stop()
