@@ -54,12 +54,17 @@ def test_as4_sbdh_ta01(bed: Bed, profile: ProfileKeys) -> None:
 
 
 def test_as4_sbdh_ta02(bed: Bed, profile: ProfileKeys) -> None:
-    """Manifest. Prerequisite: the SBDH travels with non-XML payloads. Predicate: each non-XML payload is listed
-    in the SBDH Manifest (its cid: reference and MIME type) of the message as sent."""
-    _, exchange = _sent(bed, profile, "sbdh-ta02")
-    user, parts = opened_parts(profile, exchange.capture, "SIMPLE_ONEWAY")
-    manifest = parse_sbd(gunzip(parts[0].data)).header.manifest
-    binary = [info for info in user.payload_info if info.mime_type is not None and "xml" not in info.mime_type]
+    """Manifest. Prerequisite: the producer submits an SBDH first and non-XML payloads, each listed in the SBDH
+    Manifest. Predicate: the RMSH processes the message and answers with a non-repudiation receipt, and every
+    non-XML payload is referenced in the Manifest of the SBDH received."""
+    message_id, exchange = _sent(bed, profile, "sbdh-ta02")
+    signal = exchange.answer.signal
+    assert 200 <= exchange.status < 300 and signal is not None and signal.receipt is not None, signal
+    delivered = bed.delivery(message_id).payloads
+    manifest = parse_sbd(delivered[0].data).header.manifest
+    binary = [p for p in delivered if "xml" not in p.mime_type]
     assert binary
     listed = {(item.uri, item.mime_type) for item in manifest}
-    assert all((info.href, info.mime_type) in listed for info in binary)
+    assert all((f"cid:{p.content_id}", p.mime_type) in listed for p in binary)
+    user = exchange.capture.request.user_message
+    assert user is not None and [i.content_id for i in user.payload_info] == [p.content_id for p in delivered]

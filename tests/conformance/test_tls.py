@@ -17,15 +17,38 @@ import ssl
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from accesspoint.core.message import read_message
+from accesspoint.core.model import (
+    CollaborationInfo,
+    MessageInfo,
+    Party,
+    PartyId,
+    PartyInfo,
+    Service,
+    SignalMessage,
+    UserMessage,
+)
 from accesspoint.msh.config import ConfigError, load_config
 from accesspoint.msh.tls import server_context
-from tests.conformance.bed import Bed, _free_port
+from accesspoint.security.outbound import Payload, secure_message
+from tests.conformance.bed import (
+    FOUR_CORNER,
+    INITIATOR,
+    RESPONDER,
+    UNREGISTERED,
+    XML_PAYLOAD,
+    Bed,
+    _free_port,
+    new_message_id,
+)
 from tests.pki import make_ca, tls_certificate
 
 CONFIGURED_CIPHERS = "ECDHE+AESGCM"
@@ -228,11 +251,46 @@ def test_as4_cp_ta42(tls_access_point: TlsAccessPoint) -> None:
         _get_health(tls_access_point.port, _client(ciphers="AES128-GCM-SHA256"))
 
 
-def test_as4_cp_ta43(tls_access_point: TlsAccessPoint) -> None:
-    """Good cipher works. Prerequisite: TLS 1.2 with an accepted suite (ECDHE preferred). Predicate: the
-    connection is made and the MSH answers HTTP 2xx."""
-    status, version, cipher = _get_health(tls_access_point.port, _client(ciphers="ECDHE-RSA-AES128-GCM-SHA256"))
-    assert (status, version, cipher) == (200, "TLSv1.2", "ECDHE-RSA-AES128-GCM-SHA256")
+def _as4_message(bed: Bed) -> tuple[str, str, bytes]:
+    """C2's signed and encrypted message for C3 under SIMPLE_ONEWAY (1.15): (MessageId, Content-Type, body)."""
+    profile = bed.profiles["1.15"]
+    message_id = new_message_id("ta43")
+    user = UserMessage(
+        message_info=MessageInfo(message_id, datetime.now(UTC)),
+        party_info=PartyInfo(
+            Party((PartyId(profile.c2_party, UNREGISTERED),), INITIATOR),
+            Party((PartyId(profile.c3_party, UNREGISTERED),), RESPONDER),
+        ),
+        collaboration_info=CollaborationInfo(Service("SRV_SIMPLE_ONEWAY"), "ACT_SIMPLE_ONEWAY", "ta43"),
+        message_properties=FOUR_CORNER,
+    )
+    payload = Payload(XML_PAYLOAD.content_id, XML_PAYLOAD.mime_type, lambda: [XML_PAYLOAD.data])
+    secured = secure_message(
+        user,
+        [payload],
+        profile.policy("SIMPLE_ONEWAY"),
+        signing_key=profile.c2_signing,
+        recipient_certificate=profile.c3_decryption.certificate,
+    )
+    return message_id, secured.packed.content_type, secured.packed.to_bytes()
+
+
+def test_as4_cp_ta43(bed: Bed, tls_access_point: TlsAccessPoint) -> None:
+    """Good cipher works. Prerequisite: the RMSH on TLS 1.2 with its list of accepted suites, the SMSH on TLS 1.2
+    with a suite from that list (ECDHE) submitting an AS4 message. Predicate: the RMSH answers HTTP 2xx (here with
+    its receipt)."""
+    message_id, content_type, body = _as4_message(bed)
+    context = _client(ciphers="ECDHE-RSA-AES128-GCM-SHA256")
+    request = urllib.request.Request(
+        f"https://127.0.0.1:{tls_access_point.port}/as4", data=body, headers={"Content-Type": content_type}
+    )
+    with urllib.request.urlopen(request, timeout=30, context=context) as response:  # noqa: S310
+        status, answer = response.status, read_message(response.headers["Content-Type"], response.read())
+    receipt = answer.parsed.header
+    assert 200 <= status < 300
+    assert isinstance(receipt, SignalMessage) and receipt.receipt is not None
+    assert receipt.message_info.ref_to_message_id == message_id
+    assert _get_health(tls_access_point.port, context)[1:] == ("TLSv1.2", "ECDHE-RSA-AES128-GCM-SHA256")
 
 
 def test_tls_settings_name_the_field(tmp_path: Path) -> None:
