@@ -148,3 +148,20 @@ def test_serve_refuses_settings_that_cannot_work(tmp_path: Path) -> None:
     assert result.returncode == 2, result.stderr
     error = json.loads(result.stdout)["error"]
     assert error["code"] == "invalid-config" and "field webhook_secret" in error["reason"]
+
+
+def test_the_service_reaches_the_access_point_only_through_its_public_interfaces() -> None:
+    """accesspoint.conformance imports no part of the running access point (msh, store, routing, security):
+    it talks to it over the REST API and its webhooks only."""
+    import ast
+
+    forbidden = ("accesspoint.msh", "accesspoint.store", "accesspoint.routing", "accesspoint.security")
+    imported = set()
+    for path in (REPO / "accesspoint" / "conformance").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported.add((path.name, node.module))
+            elif isinstance(node, ast.Import):
+                imported.update((path.name, alias.name) for alias in node.names)
+    assert any(module == "aiohttp" for _, module in imported)  # the HTTP client it uses instead
+    assert [(f, m) for f, m in imported if m.startswith(forbidden)] == []
