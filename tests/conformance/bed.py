@@ -222,19 +222,26 @@ class Harness:
     def stop(self) -> None:
         """Stop serving and end the thread."""
 
-        async def stop() -> None:
-            for cleanup in reversed(self._cleanups):
-                await cleanup()
-            for runner in self._runners:
-                await runner.cleanup()
+        async def stop() -> list[BaseException]:
+            steps = [*reversed(self._cleanups), *(runner.cleanup for runner in self._runners)]
             if self._session is not None:
-                await self._session.close()
+                steps.append(self._session.close)
+            failed = []
+            for step in steps:  # every one, even after one failed
+                try:
+                    await step()
+                except Exception as exc:
+                    failed.append(exc)
+            return failed
 
-        with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(stop(), self._loop).result(timeout=30)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
-        self._loop.close()
+        try:
+            failed = asyncio.run_coroutine_threadsafe(stop(), self._loop).result(timeout=30)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+            self._loop.close()
+        if failed:
+            raise failed[0]
 
     # -- the interceptor
 
@@ -661,11 +668,10 @@ async def _publish(base: str, c3: x509.Certificate, stale: x509.Certificate, end
 
 
 async def _serve_smp(harness: Harness, folder: Path, port: int) -> None:
-    runners, store = await serve(smp_settings(folder, port))
+    running, store = await serve(smp_settings(folder, port))
 
     async def stop() -> None:
-        for runner in runners:
-            await runner.cleanup()
+        await running.stop()
         await store.close()
 
     harness.keep(stop)
@@ -818,6 +824,6 @@ def stop_bed(bed: Bed) -> None:
         process.terminate()
     for process in bed.processes.values():
         process.stop()
-    bed.harness.stop()
     if bed.dns is not None:
         bed.dns.stop()
+    bed.harness.stop()

@@ -29,7 +29,8 @@ def _post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
         with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
+        with exc:  # it holds the connection
+            return exc.code, exc.read()
 
 
 def _submit_raw(bed: Bed, packed_body: bytes, content_type: str) -> SignalMessage:
