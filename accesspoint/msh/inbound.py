@@ -145,22 +145,7 @@ class Inbound:
         """
         ctx = self.ctx
         try:
-            verified = await self.pipeline.verify(received, now)
-            try:
-                route, user = verified.route, verified.user_message
-                _check_binding(route, user, pulled_on)
-                await self._check_reply(route, user)
-                # The router asks FaR (or picks discovery) before the receipt: a refusal is EBMS:0004 with the reason.
-                plan = await self.router.decide(ctx.store, ctx.agreements.current, route, user)
-                receipt = signed_signal(
-                    verified.receipt,
-                    ctx.settings.keys.signing_key(route.security),
-                    route.security,
-                    verified.soap_version,
-                )
-                reception = await self._persist(verified, receipt, now)
-            finally:
-                verified.close()
+            user, plan, receipt, reception = await self._verify_and_store(received, now, pulled_on)
         except EbmsError as error:
             self._announce_refusal(received, error)
             raise
@@ -176,6 +161,26 @@ class Inbound:
         if user.message_info.ref_to_message_id is not None and not reception.duplicate:
             await self.replies.answered(reception.message, now)
         return receipt
+
+    async def _verify_and_store(
+        self, received: ReceivedMessage, now: datetime, pulled_on: str | None
+    ) -> tuple[UserMessage, Any, bytes, Reception]:
+        """Verify and check a user message, let the router decide, sign the receipt and store the message."""
+        ctx = self.ctx
+        verified = await self.pipeline.verify(received, now)
+        try:
+            route, user = verified.route, verified.user_message
+            _check_binding(route, user, pulled_on)
+            await self._check_reply(route, user)
+            # The router asks FaR (or picks discovery) before the receipt: a refusal is EBMS:0004 with the reason.
+            plan = await self.router.decide(ctx.store, ctx.agreements.current, route, user)
+            receipt = signed_signal(
+                verified.receipt, ctx.settings.keys.signing_key(route.security), route.security, verified.soap_version
+            )
+            reception = await self._persist(verified, receipt, now)
+        finally:
+            verified.close()
+        return user, plan, receipt, reception
 
     def _announce_refusal(self, received: ReceivedMessage, error: EbmsError) -> None:
         """Tell the backend about a refused user message when its leg says so (ProcessErrorNotifyConsumer)."""

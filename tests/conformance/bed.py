@@ -152,6 +152,7 @@ class Capture:
     target: str  # "c3" (sent by C2) or "c2" (a reply sent by C3)
     remote: str
     request: Captured
+    at: float = field(default_factory=time.monotonic)  # when it came in
 
     @property
     def message_id(self) -> str | None:
@@ -171,7 +172,7 @@ class Exchange:
     forwarded: Captured | None
     status: int
     answer: Captured
-    at: float = field(default_factory=time.monotonic)
+    at: float = field(default_factory=time.monotonic)  # when the answer went back
 
 
 # --------------------------------------------------------------------------------------------- the harness

@@ -157,18 +157,19 @@ def _barrier(bed: Bed, profile: ProfileKeys, label: str) -> None:
 
 
 class _DropFirst:
-    """Drop the first ``count`` attempts of one message (the sender gets an empty answer and retries)."""
+    """Drop the first ``count`` attempts of one message (the sender gets an empty answer and retries), then pass
+    it on after ``delay`` seconds (a slow network)."""
 
-    def __init__(self, message_id: str, count: int) -> None:
-        self.message_id, self.count, self.seen = message_id, count, 0
+    def __init__(self, message_id: str, count: int, *, delay: float = 0.0) -> None:
+        self.message_id, self.count, self.seen, self.delay = message_id, count, 0, delay
         self._lock = threading.Lock()
 
-    def __call__(self, capture: Capture) -> Drop | None:
+    def __call__(self, capture: Capture) -> Drop | Forward | None:
         if capture.message_id != self.message_id:
             return None
         with self._lock:
             self.seen += 1
-            return Drop() if self.seen <= self.count else None
+            return Drop() if self.seen <= self.count else Forward(delay=self.delay)
 
 
 def _opened(profile: ProfileKeys, exchange: Exchange, pmode: str) -> list[Part]:
@@ -296,12 +297,13 @@ def test_as4_cp_ta10(bed: Bed, profile: ProfileKeys) -> None:
     Predicate: a receipt comes back, the consumer gets the message exactly once and resending stops; a
     duplicate replayed to the RMSH gets the same receipt and is not delivered again."""
     message = bed.business(profile, "ONEWAY_RETRY", "ta10")
-    dropping = _DropFirst(_id(message), 2)
+    dropping = _DropFirst(_id(message), 2, delay=0.3)  # restored, but slow
     with bed.hooked(dropping):
         bed.submit(profile, message, label="ta10")
         assert bed.notification(_id(message)).signal_type == "Receipt"
     attempts = bed.exchanges(_id(message))
     assert [e.forwarded is None for e in attempts] == [True, True, False]
+    assert attempts[-1].at - attempts[-1].capture.at >= 0.3  # the delay held the passing attempt
     first_receipt = _receipt(attempts[-1])
     replay = attempts[-1].capture.request
     request = urllib.request.Request(  # noqa: S310 (http on loopback)
