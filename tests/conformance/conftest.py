@@ -16,9 +16,10 @@ import pytest
 from tests.conformance.bed import PROFILES, Bed, ProfileKeys, start_bed, stop_bed
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
-    """C2 and C3 with their conformance services, the interceptor and the driver, for the whole session."""
+    """C2 and C3 with their conformance services, the interceptor and the driver, for this package's tests (then
+    stopped, so the rest of a whole-suite run does not share the machine with them)."""
     started = start_bed(tmp_path_factory.mktemp("conformance-bed"))
     try:
         yield started
