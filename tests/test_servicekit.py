@@ -32,8 +32,8 @@ from accesspoint.servicekit.tls import TlsSettings, client_context, server_conte
 from accesspoint.servicekit.tokens import BearerAuth, BearerToken, Scope, bearer_credentials, scopes
 from accesspoint.servicekit.units import parse_duration, parse_size
 from accesspoint.servicekit.webhooks import signature, signature_matches
-from tests.pki import make_ca, tls_certificate
-from tests.services import free_port
+from accesspoint.testing.pki import make_ca, tls_certificate
+from accesspoint.testing.services import free_port
 
 # ------------------------------------------------------------------------------------------------ grammar
 
