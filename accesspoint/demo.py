@@ -60,7 +60,8 @@ UNREGISTERED = "urn:oasis:names:tc:ebcore:partyid-type:unregistered"
 SERVICE = {"value": "urn:example:service:letters", "type": "urn:example:service-type"}
 PARTIES = {"sweden": "AP-SE-0001", "norway": "AP-NO-0002"}
 SENDER, RECEIVER = "sweden", "norway"
-START_TIMEOUT = 30.0
+# Generous: eight processes start at once, and a loaded machine (or one that writes no .pyc) takes long to import.
+START_TIMEOUT = 120.0
 DELIVERY_TIMEOUT = 20.0
 WIDTH = 110
 LETTER = (
