@@ -45,23 +45,23 @@ from accesspoint.conformance.protocol import BackendMessage, BusinessMessage, No
 from accesspoint.core.envelope import build_envelope, parse_envelope, serialize
 from accesspoint.core.message import Attachment, ReceivedMessage, pack_message, read_message
 from accesspoint.core.model import PartInfo, PartyId, Property, Service, SignalMessage, UserMessage
-from accesspoint.demo import Child, DemoFailure
+from accesspoint.demo_common import Child, DemoFailure
 from accesspoint.keys_cli import Issued, generate_keys
 from accesspoint.security.encryption import encrypt_attachments
 from accesspoint.security.inbound import payload_sources
 from accesspoint.security.keys import KeyPair, load_key_pair
 from accesspoint.security.policy import SecurityPolicy
 from accesspoint.security.signing import AttachmentSource, sign_envelope
+from accesspoint.testing.dnsserver import DnsServer, dnsmasq_binary
+from accesspoint.testing.dnsserver import _free_port as _free_dns_port
+from accesspoint.testing.pki import issue
+from accesspoint.testing.smp import ZONE, pem, publish
+from accesspoint.testing.smp import pki as smp_pki
+from accesspoint.testing.smp import settings as smp_settings
 from pmode import PModeSet, load_pmodes
 from smp.identifiers import NO_PROCESS, Identifier, peppol_naptr_name
 from smp.model import EndpointInfo, ProcessInfo, ServiceMetadata, TransportProfile
 from smp.server import serve
-from tests.dnsserver import DnsServer, dnsmasq_binary
-from tests.dnsserver import _free_port as _free_dns_port
-from tests.pki import issue
-from tests.test_smp_support import ZONE, pem, publish
-from tests.test_smp_support import pki as smp_pki
-from tests.test_smp_support import settings as smp_settings
 
 T = TypeVar("T")
 PROFILES = ("1.15", "2.0")

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from accesspoint.core.errors import ErrorCode, Severity
 from accesspoint.core.model import UserMessage
 from accesspoint.security.keys import KeyPair
+from accesspoint.testing.pki import issue, make_ca
 from tests.conformance.bed import (
     DYNAMIC_POLICY,
     DYNAMIC_SENDER_ID,
@@ -25,7 +26,6 @@ from tests.conformance.bed import (
     opened_parts,
     resecure,
 )
-from tests.pki import issue, make_ca
 
 PMODE = "DYNAMIC_RECEIVER"
 

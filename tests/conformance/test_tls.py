@@ -39,6 +39,7 @@ from accesspoint.core.model import (
 from accesspoint.msh.config import ConfigError, load_config
 from accesspoint.msh.tls import server_context
 from accesspoint.security.outbound import Payload, secure_message
+from accesspoint.testing.pki import make_ca, tls_certificate
 from tests.conformance.bed import (
     FOUR_CORNER,
     INITIATOR,
@@ -49,7 +50,6 @@ from tests.conformance.bed import (
     _free_port,
     new_message_id,
 )
-from tests.pki import make_ca, tls_certificate
 
 CONFIGURED_CIPHERS = "ECDHE+AESGCM"
 TLS_1_0, TLS_1_1, TLS_1_2, SSL_3_0 = 0x0301, 0x0302, 0x0303, 0x0300
