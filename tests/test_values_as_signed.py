@@ -31,6 +31,8 @@ from accesspoint.security.inbound import open_message
 from accesspoint.security.outbound import Payload, secure_message
 from accesspoint.security.policy import RevocationMode, SecurityPolicy, TrustSettings
 from accesspoint.security.signing import sign_envelope, verify_signature
+from accesspoint.testing.pki import issue, make_ca
+from accesspoint.testing.smp import metadata, pki
 from far.soap import IsReachable, SoapFault, parse_request
 from operators.deliveries import check_delivery
 from operators.receipts import build_answer
@@ -39,7 +41,6 @@ from smp.documents import DocumentError, parse_service_metadata, render_service_
 from smp.model import Flavour
 from smp.signature import sign_document, verify_document
 from tests.conftest import REPO
-from tests.pki import issue, make_ca
 from tests.test_envelopes_kvittens import REJECTED
 from tests.test_operators_support import (
     AUTHORITY,
@@ -52,7 +53,6 @@ from tests.test_operators_support import (
     secure_delivery,
     xhe,
 )
-from tests.test_smp_support import metadata, pki
 
 NOW = datetime(2026, 11, 30, 12, 30, tzinfo=UTC)
 COMMENT = b"<!-- put here after signing -->"

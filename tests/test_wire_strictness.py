@@ -47,8 +47,8 @@ from accesspoint.core.model import (
 from accesspoint.core.namespaces import GZIP, NS, PartProperty, SoapVersion
 from accesspoint.security.outbound import Payload, secure_message
 from accesspoint.security.policy import SecurityPolicy
+from accesspoint.testing.pki import issue, make_ca
 from tests.conftest import REPO, interop_path
-from tests.pki import issue, make_ca
 
 MIB = 1024 * 1024
 NOW = datetime(2026, 11, 30, 12, 30, tzinfo=UTC)
