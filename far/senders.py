@@ -184,7 +184,7 @@ def _party(value: Any, name: str, policy: PartyPolicy) -> str:
     try:
         return parse_party_id(value, policy)
     except InvalidIdentifier as exc:
-        raise InvalidInput(f"{name}: {exc.reason}", field=name) from None
+        raise InvalidInput(f"{name} {exc.value[:64]!r}: {exc.reason}", field=name) from None
 
 
 def parse_sender(document: Any, *, sender_id: str | None = None, policy: PartyPolicy = STRICT_PARTIES) -> Sender:
