@@ -229,9 +229,9 @@ async def test_refusals_of_foreign_senders_are_kept_and_answered_by_party_id(far
     [refused] = await far.is_reachable(NORWEGIAN, ["197802022389"])
     [accepted] = await far.is_reachable(SENDER, ["197802022389"])
     assert (refused.reason, accepted.reason) == (Reason.SENDER_REFUSED, None)
-    assert await far.list_refusals("197802022389") == [
-        {"sender": NORWEGIAN, "since": refused.sender_refused_at.isoformat()}
-    ]  # type: ignore[union-attr]
+    assert refused.sender_refused_at is not None
+    since = refused.sender_refused_at.isoformat()
+    assert await far.list_refusals("197802022389") == [{"sender": NORWEGIAN, "since": since}]
 
 
 async def test_refusals_stored_before_the_register_become_swedish_party_ids(tmp_path: Path) -> None:
