@@ -35,6 +35,7 @@ from accesspoint.security.policy import RevocationMode, SecurityPolicy, TrustSet
 from accesspoint.security.signing import exc_c14n, sign_bytes, sign_envelope, verify_signature
 from accesspoint.security.tokens import build_pkipath, read_binary_security_token, resolve_token_reference
 from accesspoint.security.trust import CertificateUsage, TrustError, validate_certificate
+from accesspoint.testing import pki
 from pmode.document import dump_yaml
 from pmode.domibus import import_domibus
 from pmode.errors import PModeError
@@ -42,7 +43,6 @@ from pmode.loader import load_pmodes
 from smp.bdxl import BdxlError, apply_naptr_regexp
 from smp.model import Flavour
 from smp.signature import SignatureError, verify_document
-from tests import pki
 from tests.fuzz.fixtures import (
     DOMIBUS_MINIMAL,
     REPO,

@@ -51,11 +51,11 @@ from accesspoint.security.keys import KeyPair
 from accesspoint.security.outbound import Payload, secure_message
 from accesspoint.security.policy import RevocationMode, SecurityPolicy, TrustSettings
 from accesspoint.security.receipts import sign_signal
+from accesspoint.testing import pki
 from smp.documents import render_service_group, render_service_metadata
 from smp.identifiers import Identifier
 from smp.model import EndpointInfo, Flavour, ProcessInfo, Redirect, ServiceGroup, ServiceMetadata
 from smp.signature import sign_document
-from tests import pki
 
 NOW = datetime(2026, 11, 29, 10, 0, tzinfo=UTC)
 REPO = Path(__file__).resolve().parent.parent.parent
