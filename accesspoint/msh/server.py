@@ -875,7 +875,7 @@ class AccessPoint:
         assert isinstance(user, UserMessage)
         user = addressed(user, route)  # a dynamic partner's eb:To is the access point discovery found
         payloads = [
-            Payload(p.content_id, p.mime_type, _file_source(store.files.root / p.path), compress=route.leg.compression)
+            Payload(p.content_id, p.mime_type, store.payload_source(p), compress=route.leg.compression)
             for p in await store.payloads(message)
         ]
         return secure_message(
@@ -1295,15 +1295,6 @@ def _read_spooled(part: ReceivedPart) -> Iterator[bytes]:
     sink.seek(0)
     while chunk := sink.read(READ_CHUNK):
         yield chunk
-
-
-def _file_source(path: Path) -> Any:
-    def open_file() -> Iterator[bytes]:
-        with path.open("rb") as handle:
-            while chunk := handle.read(READ_CHUNK):
-                yield chunk
-
-    return open_file
 
 
 def _property(name: str, given: object) -> Property:
