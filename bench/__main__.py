@@ -21,6 +21,7 @@ from bench import routing as routing_bench
 from bench import security as security_bench
 from bench import small
 from bench import smp as smp_bench
+from bench import store as store_bench
 from bench.fixtures import GIB, MIB
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -163,7 +164,9 @@ def main(argv: list[str] | None = None) -> None:
     """Run the benchmarks."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
-        "--only", choices=("small", "stream", "smp", "far", "security", "e2e", "routing"), help="run one benchmark only"
+        "--only",
+        choices=("small", "stream", "smp", "far", "security", "store", "e2e", "routing"),
+        help="run one benchmark only",
     )
     parser.add_argument("--quick", action="store_true", help="short rounds and small payloads (a smoke test)")
     parser.add_argument("--seconds", type=float, default=2.0, help="seconds per round of the 4 KB case")
@@ -218,6 +221,11 @@ def main(argv: list[str] | None = None) -> None:
             stream_repeats=args.stream_repeats,
         )
         security_bench.print_result(report["security"], _say)
+        _say()
+    if args.only in (None, "store"):
+        # The group-committing writer alone, against raw sqlite3 doing the same rows (and on PostgreSQL).
+        report["store"] = store_bench.run(quick=args.quick, postgresql=True)
+        store_bench.print_result(report["store"], _say)
         _say()
     if args.only in (None, "e2e"):
         # Two access point processes and a load generator: a 60 s steady run of 1.15 (10 s with --quick).

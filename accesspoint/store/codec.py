@@ -9,7 +9,7 @@ and ``tests/test_store_writer.py`` checks that they agree with SQLAlchemy's.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +41,7 @@ def sqlite_datetime(value: datetime | None) -> str | None:
     """A datetime as SQLAlchemy's SQLite dialect stores it: naive UTC, ``YYYY-MM-DD HH:MM:SS.ffffff``."""
     if value is None:
         return None
-    return utc(value).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return utc(value).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def from_sqlite_datetime(value: str | None) -> datetime | None:
@@ -59,9 +59,9 @@ def from_postgres_datetime(value: datetime | None) -> datetime | None:
     return None if value is None else value.replace(tzinfo=UTC)
 
 
-def json_text(value: Any) -> str:
-    """A JSON column's value as SQLAlchemy serialises it."""
-    return json.dumps(value)
+def json_text(value: Mapping[str, Any]) -> str:
+    """A JSON object column's value as SQLAlchemy serialises it."""
+    return json.dumps(dict(value)) if value else "{}"
 
 
 class MessageRows:

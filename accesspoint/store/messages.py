@@ -28,7 +28,7 @@ import functools
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar, overload
 
 from sqlalchemy import (
     ColumnElement,
@@ -173,7 +173,6 @@ class MessageStore:
         receipts = await self.evidence(Direction.IN, info.message_id, EvidenceKind.OUR_RECEIPT)
         return Reception(existing, duplicate=True, receipt=receipts[-1] if receipts else None)
 
-    @_shielded
     async def _insert(
         self,
         direction: Direction,
@@ -191,14 +190,30 @@ class MessageStore:
             for payload in payloads:
                 taken.append(content := await self._take(payload.chunks))
                 rows.append(PayloadRow(payload.content_id, payload.mime_type, content, dict(payload.properties)))
-            kept = await self._evidence_rows(evidence, now, taken)
-            outcome = await self.writer.submit(Insert(direction, info, now, tuple(rows), kept))
         except BaseException:
             await self._discard(taken)
             raise
+        kept = await self._evidence_rows(evidence, now, taken)
+        outcome = await self._write(Insert(direction, info, now, tuple(rows), kept), taken)
         if isinstance(outcome, Duplicate):
             await self._discard(taken)
         return outcome
+
+    @overload
+    async def _write(self, op: Insert, taken: Sequence[Content]) -> Inserted | Duplicate: ...
+    @overload
+    async def _write(self, op: Move, taken: Sequence[Content]) -> StoredMessage | None: ...
+    @overload
+    async def _write(self, op: Keep, taken: Sequence[Content]) -> tuple[Evidence, ...]: ...
+    async def _write(self, op: Insert | Move | Keep, taken: Sequence[Content]) -> Any:
+        """Submit op to the writer; the files taken for it are deleted when it is known not to be kept. A caller
+        cancelled while waiting leaves them: its operation stays queued and commits like any other (no shield is
+        needed, the writer finishes what it was given)."""
+        try:
+            return await self.writer.submit(op)
+        except WriteFailed:
+            await self._discard(taken)
+            raise
 
     async def _take(self, chunks: AsyncIterable[bytes]) -> Content:
         return await self.files.take(chunks, inline_limit=self.inline_limit)
@@ -206,10 +221,15 @@ class MessageStore:
     async def _evidence_rows(
         self, evidence: Sequence[NewEvidence], now: datetime, taken: list[Content]
     ) -> tuple[EvidenceRow, ...]:
+        """Each piece of evidence's stream taken into content (appended to taken); on failure, all taken is dropped."""
         rows = []
-        for item in evidence:
-            taken.append(content := await self._take(item.chunks))
-            rows.append(EvidenceRow(item.kind, content, now + item.retain_for))
+        try:
+            for item in evidence:
+                taken.append(content := await self._take(item.chunks))
+                rows.append(EvidenceRow(item.kind, content, now + item.retain_for))
+        except BaseException:
+            await self._discard(taken)
+            raise
         return tuple(rows)
 
     async def _discard(self, contents: Sequence[Content]) -> None:
@@ -310,7 +330,6 @@ class MessageStore:
 
     # --- moving ------------------------------------------------------------------------------------------
 
-    @_shielded
     async def transition(
         self,
         message: StoredMessage,
@@ -335,17 +354,10 @@ class MessageStore:
         if error is not None:
             detail = detail or error[0]
         taken: list[Content] = []
-        try:
-            rows = await self._evidence_rows(evidence, now, taken)
-            move = Move(
-                message, target, now, next_attempt_at=next_attempt_at, error=error, detail=detail, evidence=rows
-            )
-            return await self.writer.submit(move)
-        except BaseException:
-            await self._discard(taken)
-            raise
+        rows = await self._evidence_rows(evidence, now, taken)
+        move = Move(message, target, now, next_attempt_at=next_attempt_at, error=error, detail=detail, evidence=rows)
+        return await self._write(move, taken)
 
-    @_shielded
     async def claim(self, message_id: str, *, now: datetime, lease: timedelta) -> StoredMessage | None:
         """Take an outgoing message for sending (attempts + 1, leased until now + lease) if it is due.
 
@@ -369,7 +381,6 @@ class MessageStore:
 
     # --- evidence ----------------------------------------------------------------------------------------
 
-    @_shielded
     async def add_evidence(
         self,
         direction: Direction,
@@ -382,12 +393,8 @@ class MessageStore:
     ) -> Evidence:
         """Keep evidence (inline when short, else in the file store) until now + retain_for."""
         taken: list[Content] = []
-        try:
-            rows = await self._evidence_rows([NewEvidence(kind, chunks, retain_for)], now, taken)
-            (kept,) = await self.writer.submit(Keep(direction, message_id, now, rows))
-        except BaseException:
-            await self._discard(taken)
-            raise
+        rows = await self._evidence_rows([NewEvidence(kind, chunks, retain_for)], now, taken)
+        (kept,) = await self._write(Keep(direction, message_id, now, rows), taken)
         return kept
 
     @_shielded

@@ -348,7 +348,7 @@ class _SqliteStatements:
             connection.executemany(
                 self.payload_insert,
                 [
-                    (pk, p.content_id, p.mime_type, json_text(dict(p.properties)), p.content.size, p.content.sha256,
+                    (pk, p.content_id, p.mime_type, json_text(p.properties), p.content.size, p.content.sha256,
                      p.content.path, p.content.data)
                     for p in op.payloads
                 ],

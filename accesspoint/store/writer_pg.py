@@ -245,7 +245,7 @@ class PostgresWriter(Writer):
                                   info.to_party, info.service, info.action, INITIAL[op.direction].value, size,
                                   dt(op.now)))  # fmt: skip
                 for p in op.payloads:
-                    _append(payloads, (ord_, p.content_id, p.mime_type, json_text(dict(p.properties)),
+                    _append(payloads, (ord_, p.content_id, p.mime_type, json_text(p.properties),
                                        p.content.size, p.content.sha256, p.content.path, p.content.data))  # fmt: skip
                 keep(ord_, True, op.direction.value, info.message_id, op.evidence, op.now)
             elif isinstance(op, Move):
