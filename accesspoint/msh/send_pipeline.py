@@ -85,28 +85,23 @@ class SendPipeline:
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
-        # The serialised header of each message submitted here, until its first attempt: the bytes kept as its
-        # evidence, so the sender need not read them back (retries and other instances do).
-        self._submitted: dict[str, bytes] = {}
+        # The header of each message submitted here, until its first attempt: the model its kept evidence was
+        # serialised from, so the first attempt neither reads those bytes back nor parses them (retries and other
+        # instances do).
+        self._submitted: dict[str, UserMessage] = {}
 
-    def remember_header(self, message_id: str, header: bytes) -> None:
+    def remember_header(self, header: UserMessage) -> None:
         """Keep a just-submitted message's header for its first attempt."""
         if len(self._submitted) >= SUBMITTED_HEADERS:
             del self._submitted[next(iter(self._submitted))]
-        self._submitted[message_id] = header
+        self._submitted[header.message_id] = header
 
     async def secure(
         self, message: StoredMessage, route: Route, soap_version: SoapVersion = SoapVersion.V12
     ) -> SpooledMessage:
         """The message compressed, signed, encrypted and packed; ValueError or EbmsError if it cannot be."""
         store = self.ctx.store
-        header = self._submitted.pop(message.message_id, None)
-        if header is None:
-            kept = (await store.evidence(Direction.OUT, message.message_id, EvidenceKind.RAW_MESSAGE))[0]
-            header = b"".join([c async for c in store.read(kept)])
-        user = parse_envelope(header).messaging.message
-        if not isinstance(user, UserMessage):
-            raise ValueError("the stored header is not a user message")
+        user = self._submitted.pop(message.message_id, None) or await self._stored_header(message)
         stored = await store.payloads(message)
         job = _Job(
             addressed(user, route),  # a dynamic partner's eb:To is the access point discovery found
@@ -122,4 +117,13 @@ class SendPipeline:
         if sum(p.size for p in stored) > self.ctx.settings.offload_threshold:
             return await asyncio.to_thread(job.run)
         return job.run()
+
+    async def _stored_header(self, message: StoredMessage) -> UserMessage:
+        """The header as submitted, from its evidence (a retry, or a message another instance took in)."""
+        store = self.ctx.store
+        kept = (await store.evidence(Direction.OUT, message.message_id, EvidenceKind.RAW_MESSAGE))[0]
+        user = parse_envelope(b"".join([c async for c in store.read(kept)])).messaging.message
+        if not isinstance(user, UserMessage):
+            raise ValueError("the stored header is not a user message")
+        return user
 
