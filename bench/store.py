@@ -12,7 +12,8 @@ moves it to ``delivered`` with the partner's receipt. ``callers`` coroutines kee
 
 CPU = user + system time of this process (the writer's thread included) per message; msg/s are wall-clock and
 depend on the machine's load (printed). ``--postgresql`` runs ``writer`` and ``store`` on a throw-away PostgreSQL
-(tests/services.py) too; there the server's own CPU is not counted (another process).
+(tests/services.py, fsync and synchronous commits on) too; there the server's own CPU is not counted (another
+process).
 
 ``python -m bench.store [--seconds 5] [--callers 64] [--postgresql]``; ``python -m bench --only store``.
 """
@@ -239,7 +240,7 @@ def _on_postgresql(folder: Path, *, callers: int, seconds: float) -> dict[str, A
     reason = services.missing_postgres()
     if reason is not None:
         return {"skipped": reason}
-    with services.postgres_server() as server:
+    with services.postgres_server(durable=True) as server:
 
         async def measure() -> dict[str, Any]:
             name = await services.create_postgres_database(server)
