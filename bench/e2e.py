@@ -50,7 +50,8 @@ from typing import Any
 import aiohttp
 
 from accesspoint.demo import PARTIES, RECEIVER, SENDER, pmode_document
-from accesspoint.keys_cli import DevelopmentPki, Issued, generate_keys
+from accesspoint.demo_common import free_port, key_files
+from accesspoint.keys_cli import DevelopmentPki, generate_keys
 from accesspoint.security.policy import Profile
 from bench import security as security_bench
 from bench.ledger import open_ledger
@@ -71,16 +72,6 @@ _TICKS = os.sysconf("SC_CLK_TCK")
 def _say(text: str = "") -> None:
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _pair(issued: Issued) -> dict[str, str]:
-    return {"key": str(issued.key_path), "certificate": str(issued.certificate_path)}
 
 
 # ------------------------------------------------------------------------------------------- /proc
@@ -129,7 +120,7 @@ class Server:
             "instance": name,
             "revocation": False,
             "api_tokens": [self.token],
-            "keys": {"signing": [_pair(keys.rsa), _pair(keys.ed25519)], "decryption": [_pair(keys.x25519)]},
+            "keys": {"signing": [key_files(keys.rsa), key_files(keys.ed25519)], "decryption": [key_files(keys.x25519)]},
             **settings,
         }
         (folder / "server.yaml").write_text(json.dumps(document))
@@ -203,7 +194,7 @@ def access_points(
     """Sweden's and Norway's access points, running; both stopped on the way out. ``databases``: a database URL
     per party (else each has its SQLite file)."""
     pki = generate_keys(folder / "keys", PARTIES)
-    ports = {name: _free_port() for name in PARTIES}
+    ports = {name: free_port() for name in PARTIES}
     settings: dict[str, Any] = {"send": {"workers": workers, "timeout": "30s", "lease": "2m"}, "durability": durability}
 
     def of(name: str) -> dict[str, Any]:
