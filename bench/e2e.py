@@ -414,7 +414,7 @@ def _databases(database: str) -> Iterator[dict[str, str] | None]:
     if database == "sqlite":
         yield None
         return
-    from tests import services  # the bench starts PostgreSQL the way the tests do
+    from accesspoint.testing import services  # PostgreSQL started the way the tests start it
 
     reason = services.missing_postgres()
     if reason is not None:

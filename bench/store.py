@@ -235,7 +235,7 @@ def run(*, seconds: float = 5.0, callers: int = 64, postgresql: bool = False, qu
 
 
 def _on_postgresql(folder: Path, *, callers: int, seconds: float) -> dict[str, Any]:
-    from tests import services  # the bench starts a throw-away server the way the tests do
+    from accesspoint.testing import services  # a throw-away server, started the way the tests start it
 
     reason = services.missing_postgres()
     if reason is not None:

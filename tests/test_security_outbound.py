@@ -14,7 +14,7 @@ from accesspoint.security import outbound
 from accesspoint.security.inbound import open_message
 from accesspoint.security.outbound import Payload, secure_message
 from accesspoint.security.policy import RevocationMode, SecurityPolicy, TrustSettings
-from tests.pki import issue, make_ca
+from accesspoint.testing.pki import issue, make_ca
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 PLAIN = os.urandom(3000).hex().encode()  # compressible, a few KB

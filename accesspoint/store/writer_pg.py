@@ -16,7 +16,7 @@ import contextlib
 from collections.abc import Sequence
 from typing import Any
 
-import asyncpg
+import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 from sqlalchemy.engine import make_url
 
 from accesspoint.store.codec import (
