@@ -277,6 +277,22 @@ async def test_an_expired_lease_is_taken_over_and_fences_the_old_worker(
     assert history[-1].detail is not None and "lease of a expired" in history[-1].detail
 
 
+async def test_a_renewed_lease_keeps_the_message_and_a_lost_one_cannot_be_renewed(
+    store: MessageStore, other: MessageStore
+) -> None:
+    """Renewing extends the holder's lease (no takeover until it runs out); once taken over, renewing gives None."""
+    await store.submit(MessageInfo("renew@ap"), [], now=T0)
+    held = await store.claim("renew@ap", now=T0, lease=LEASE)
+    assert held is not None
+    later = T0 + LEASE - timedelta(seconds=1)
+    renewed = await store.renew(held, now=later, lease=LEASE)
+    assert renewed is not None and renewed.lease_until == later + LEASE and renewed.attempts == 1
+    assert await other.claim("renew@ap", now=T0 + LEASE + timedelta(seconds=1), lease=LEASE) is None
+    taken = await other.claim("renew@ap", now=later + LEASE + timedelta(seconds=1), lease=LEASE)
+    assert taken is not None and await store.renew(renewed, now=later + LEASE, lease=LEASE) is None
+    assert [step.detail for step in await store.history(taken)][-2] == "lease renewed"
+
+
 async def test_recoverable_lists_what_a_restart_must_enqueue(store: MessageStore) -> None:
     """After a restart, submitted messages and due retries are listed; pending retries and final ones are not."""
     for message_id in ("fresh@ap", "retry-due@ap", "retry-later@ap", "done@ap"):

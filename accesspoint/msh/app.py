@@ -102,7 +102,8 @@ def _compose(app: web.Application, ctx: Context, supervisor: Supervisor) -> None
     app[API] = Api(ctx, submissions)
     app[READINESS] = Readiness(ctx, supervisor)
     supervisor.spawn("recovery", maintenance.recover)
-    supervisor.spawn("sending", workers.run)
+    for number in range(ctx.settings.send_workers):
+        supervisor.spawn(f"send worker {number}", functools.partial(workers.run, number))
     supervisor.spawn("pull", puller.run)
     supervisor.spawn("purge", maintenance.purge_periodically)
     supervisor.spawn("P-Mode watcher", ctx.agreements.watch)

@@ -132,7 +132,7 @@ class ServerConfig:
     api_tokens: tuple[str, ...]
     instance: str = "ap"
     redis_url: str | None = None
-    send_workers: int = 16  # sends at once, at most (tasks start as the backlog asks for them)
+    send_workers: int = 16
     send_per_partner: int = 16  # sends at once to one receiving party, at most
     send_timeout: timedelta = timedelta(seconds=30)
     lease: timedelta = timedelta(minutes=2)

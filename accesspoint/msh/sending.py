@@ -1,9 +1,8 @@
-"""Sending: take a due message from the queue, win its claim, send it, settle what came back.
+"""Send workers: take a due message from the queue, win its claim, send it, settle what came back.
 
-The dispatcher is a supervised task that starts one task per send (as many as the backlog asks, within the
-limits of ``send.workers`` and ``send.per_partner``). It survives a database or queue outage: a failure to
-claim, to record an outcome or to acknowledge the queue entry is logged and it goes on after a pause (the
-message stays due in the database, so the recovery sweep queues it again). What an attempt led to is reported to
+Each worker is a supervised task. It survives a database or queue outage: a failure to claim, to record an
+outcome or to acknowledge the queue entry is logged and the worker goes on after a pause (the message stays
+due in the database, so the recovery sweep queues it again). What an attempt led to is reported to
 ``Settlement`` as an ``Outcome``; the retry policy lives in ``next_step``.
 """
 
@@ -12,8 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Coroutine
-from typing import Any
+from collections.abc import AsyncIterator
 
 import aiohttp
 
@@ -29,147 +27,77 @@ from accesspoint.routing.outbound import RouteUnavailable
 from accesspoint.security.policy import RevocationMode
 from accesspoint.security.receipts import verify_receipt
 from accesspoint.security.trust import CertificateUsage, TrustError, TrustFailure, validate_certificate
-from accesspoint.store import Direction, EvidenceKind, QueueItem, StoredMessage, claim_next
+from accesspoint.store import EvidenceKind, QueueItem, StoredMessage, claim_next
 from pmode import Route
 
 log = logging.getLogger("accesspoint.msh")
 
-PAUSE_AFTER_FAULT = 1.0  # seconds the dispatcher waits after the database or the queue failed under it
+PAUSE_AFTER_FAULT = 1.0  # seconds a worker waits after the database or the queue failed under it
 
 
-class SendLimits:
-    """How many sends may run at once: ``total`` in all, ``per_partner`` to one receiving party.
+class PartnerLanes:
+    """At most ``per_partner`` sends at once to one receiving party, so a slow partner cannot hold every worker."""
 
-    ``slot(partner)`` waits for the partner's slot first and only then for one of the total, so a partner at its
-    limit holds none of the total while it waits.
-    """
-
-    def __init__(self, total: int, per_partner: int) -> None:
-        self.total = asyncio.Semaphore(total)
+    def __init__(self, per_partner: int) -> None:
         self.per_partner = per_partner
-        self.by_partner = per_partner < total  # else the total alone bounds every partner
         self._lanes: dict[str | None, asyncio.Semaphore] = {}
 
     @contextlib.asynccontextmanager
-    async def slot(self, partner: str | None) -> AsyncIterator[None]:
-        """Hold a send slot for a message to partner."""
+    async def slot(self, partner: str | None) -> AsyncIterator[bool]:
+        """Hold one of the partner's slots; yields whether it had to wait for it."""
         lane = self._lanes.get(partner)
         if lane is None:
             lane = self._lanes[partner] = asyncio.Semaphore(self.per_partner)
-        async with lane, self.total:
-            yield
+        waited = lane.locked()
+        async with lane:
+            yield waited
 
 
 class SendWorkers:
-    """Pushes outgoing messages: ``run`` takes due messages and sends each in a task of its own.
-
-    Concurrency follows the backlog: a send starts for every due message, up to ``send.workers`` at once, so an
-    idle instance runs none and a burst uses them all; a message never waits behind a free worker. With
-    ``send.per_partner`` below ``send.workers``, each partner (the receiving party) gets at most that many at
-    once, so a slow partner cannot hold every send: its messages wait, unclaimed, for one of its own slots.
-    """
+    """The workers that push outgoing messages (``run`` is one worker; ``send.workers`` of them run)."""
 
     def __init__(self, ctx: Context, pipeline: SendPipeline, settlement: Settlement) -> None:
         self.ctx = ctx
         self.pipeline = pipeline
         self.settlement = settlement
-        settings = ctx.settings
-        self.limits = SendLimits(settings.send_workers, settings.send_per_partner)
-        # Entries taken from the queue but not sent yet (waiting for their partner's slot): bounded, so a slow
-        # partner's backlog stays in the queue, not in this process.
-        self._taken = asyncio.Semaphore(4 * settings.send_workers)
-        self._running: set[asyncio.Task[None]] = set()
+        self.lanes = PartnerLanes(ctx.settings.send_per_partner)
 
-    async def run(self) -> None:
-        """The dispatcher (one supervised task): take, start a send, repeat; a stop cancels the sends in flight."""
-        try:
-            while True:
-                if not self.limits.by_partner:
-                    await self.limits.total.acquire()
-                    taken = await self._claim_next()
-                    if taken is None:
-                        self.limits.total.release()
-                        continue
-                    self._start(self._send_claimed(*taken))
-                else:
-                    await self._taken.acquire()
-                    item = await self._take()
-                    if item is None:
-                        self._taken.release()
-                        continue
-                    self._start(self._send_in_lane(item))
-        finally:
-            for task in self._running:
-                task.cancel()
-            await asyncio.gather(*self._running, return_exceptions=True)
-
-    def _start(self, send: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(send)
-        self._running.add(task)
-        task.add_done_callback(self._running.discard)
-
-    async def _claim_next(self) -> tuple[QueueItem, StoredMessage] | None:
+    async def run(self, number: int) -> None:
+        """One worker: claim, send, settle, acknowledge; forever."""
         ctx = self.ctx
-        try:
-            return await claim_next(ctx.queue, ctx.store, clock=ctx.clock, lease=ctx.settings.lease)
-        except Exception:
-            log.exception("taking the next message failed; trying again shortly")
-            await asyncio.sleep(PAUSE_AFTER_FAULT)
-            return None
-
-    async def _take(self) -> QueueItem | None:
-        try:
-            return await self.ctx.queue.get()
-        except Exception:
-            log.exception("taking the next queue entry failed; trying again shortly")
-            await asyncio.sleep(PAUSE_AFTER_FAULT)
-            return None
-
-    async def _send_claimed(self, item: QueueItem, message: StoredMessage) -> None:
-        try:
-            await self._attempt(item, message)
-        finally:
-            self.limits.total.release()
-
-    async def _send_in_lane(self, item: QueueItem) -> None:
-        """Wait for a slot of the message's partner, then for a send slot, and only then claim it: a claim's lease
-        starts when its send can."""
-        ctx = self.ctx
-        try:
+        while True:
             try:
-                found = await ctx.store.get(Direction.OUT, item.message_id)
-            except Exception:  # the claim decides: the entry comes back with the recovery sweep
-                log.exception("looking up %s failed", item.message_id)
-                return
-            async with self.limits.slot(None if found is None else found.to_party):
-                try:
-                    message = await ctx.store.claim(item.message_id, now=ctx.clock.now(), lease=ctx.settings.lease)
-                except Exception:
-                    log.exception("claiming %s failed", item.message_id)
-                    return
-                if message is None:
-                    await ctx.queue.ack(item)
-                    return
-                await self._attempt(item, message)
-        finally:
-            self._taken.release()
+                item, message = await claim_next(ctx.queue, ctx.store, clock=ctx.clock, lease=ctx.settings.lease)
+            except Exception:
+                log.exception("worker %d: taking the next message failed; trying again shortly", number)
+                await asyncio.sleep(PAUSE_AFTER_FAULT)
+                continue
+            await self._attempt(number, item, message)
 
-    async def _attempt(self, item: QueueItem, message: StoredMessage) -> None:
+    async def _attempt(self, number: int, item: QueueItem, message: StoredMessage) -> None:
         ctx = self.ctx
+        renewed: StoredMessage | None = None
         try:
-            await self.send(message)
+            async with self.lanes.slot(message.to_party) as waited:
+                if waited:  # the wait ate into the claim's lease: renewed, unless another worker took it over
+                    renewed = await ctx.store.renew(message, now=ctx.clock.now(), lease=ctx.settings.lease)
+                    if renewed is None:
+                        log.info("worker %d: %s was taken over while it waited", number, message.message_id)
+                    message = renewed or message
+                if renewed is not None or not waited:
+                    await self.send(message)
         except Exception as exc:
             # A bug or a broken stored message must not leave it in `sending` until its lease runs out.
-            log.exception("sending %s failed unexpectedly", message.message_id)
+            log.exception("worker %d: sending %s failed unexpectedly", number, message.message_id)
             error = EbmsError(ErrorCode.OTHER, f"internal error: {type(exc).__name__}: {exc}")
             try:
                 await self.settlement.failed(message, ctx.agreements.route_of(message), Outcome.UNSENDABLE, error)
             except Exception:  # the database itself: the lease runs out and the message is taken over
-                log.exception("recording the failure of %s failed", message.message_id)
+                log.exception("worker %d: recording the failure of %s failed", number, message.message_id)
         try:
             await ctx.queue.ack(item)
         except Exception:  # the claim decides who sends: a redelivered entry is turned away
-            log.exception("acknowledging %s failed", message.message_id)
+            log.exception("worker %d: acknowledging %s failed", number, message.message_id)
 
     async def send(self, message: StoredMessage) -> None:
         """One attempt at a claimed message, from the checks before it to the settling of its answer."""

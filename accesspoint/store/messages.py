@@ -358,6 +358,21 @@ class MessageStore:
         move = Move(message, target, now, next_attempt_at=next_attempt_at, error=error, detail=detail, evidence=rows)
         return await self._write(move, taken)
 
+    async def renew(self, message: StoredMessage, *, now: datetime, lease: timedelta) -> StoredMessage | None:
+        """Extend this instance's lease of a message it claimed to now + lease (``sending -> sending``); None when it
+        is no longer as read (its lease ran out and another worker took it over)."""
+        if message.state is not MessageState.SENDING or message.lease_owner != self.instance:
+            raise ValueError("only a message this instance holds in sending has a lease to renew")
+        renewal = Move(
+            message,
+            MessageState.SENDING,
+            now,
+            lease_owner=self.instance,
+            lease_until=now + lease,
+            detail="lease renewed",
+        )
+        return await self.writer.submit(renewal)
+
     async def claim(self, message_id: str, *, now: datetime, lease: timedelta) -> StoredMessage | None:
         """Take an outgoing message for sending (attempts + 1, leased until now + lease) if it is due.
 
