@@ -53,39 +53,9 @@ def _new_id() -> str:
     return f"_{uuid.uuid4().hex}"
 
 
-# A compressed part up to this size is kept from its first reading for the next (signing reads it, then encrypting
-# or packing): compressing it once is cheaper than twice. A larger one is compressed again as a stream.
-KEEP_COMPRESSED = 1024 * 1024
-
-
 def _gzip(source: ChunkSource) -> ChunkSource:
     # zlib's gzip header carries no timestamp, so every opening gives the same bytes the signature digested.
-    return _Replayed(lambda: compress_stream(source()), KEEP_COMPRESSED)
-
-
-class _Replayed:
-    """A re-openable stream whose first complete reading is kept for the next ones when it ends within limit bytes."""
-
-    def __init__(self, source: ChunkSource, limit: int) -> None:
-        self._source = source
-        self._limit = limit
-        self._kept: tuple[bytes, ...] | None = None
-
-    def __call__(self) -> Iterable[bytes]:
-        if self._kept is not None:
-            return self._kept
-        return self._first()
-
-    def _first(self) -> Iterator[bytes]:
-        held: list[bytes] = []
-        size = 0
-        for chunk in self._source():
-            size += len(chunk)
-            if size <= self._limit:
-                held.append(chunk)
-            yield chunk
-        if size <= self._limit:  # read to its end (an abandoned reading keeps nothing)
-            self._kept = tuple(held)
+    return lambda: compress_stream(source())
 
 
 def secure_message(
