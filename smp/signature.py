@@ -21,6 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from lxml import etree
 
+from accesspoint.core.xml import holds_elements, string_value
 from accesspoint.security.keys import KeyPair
 from smp.model import Flavour
 
@@ -119,10 +120,10 @@ def verify_document(root: etree._Element, *, allowed: frozenset[str] = ALLOWED) 
     if refused:
         raise SignatureError(f"algorithm not allowed: {', '.join(refused)}")
     certificates = signature.findall(f"{{{DS}}}KeyInfo/{{{DS}}}X509Data/{{{DS}}}X509Certificate")
-    if len(certificates) != 1 or not (certificates[0].text or "").strip():
+    if len(certificates) != 1 or holds_elements(certificates[0]) or not string_value(certificates[0]).strip():
         raise SignatureError("KeyInfo must carry the signer's certificate (one X509Certificate)")
     try:
-        der = _b64decode(certificates[0].text or "")
+        der = _b64decode(string_value(certificates[0]))
         signer = x509.load_der_x509_certificate(der)
         key = xmlsec.Key.from_memory(der, xmlsec.constants.KeyDataFormatCertDer)
     except (ValueError, xmlsec.Error):

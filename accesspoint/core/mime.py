@@ -248,7 +248,10 @@ def _headers_end(buffer: bytes, pos: int) -> tuple[int, int] | None:
 class MultipartParser:
     """Push parser for a multipart body: ``feed`` bytes, get events; ``close`` checks the body was complete.
 
-    Delimiters are found on LF as well as CRLF line ends (some peers and dumps use bare LF).
+    Delimiters are found on LF as well as CRLF line ends (some peers and dumps use bare LF). A bare CR or LF in a
+    delimiter line or a part's header block is read, and ``bare_line_break`` says where the first one was: an
+    endpoint refuses it (``conformance``), since a bare LF inside a header line is how a second header is smuggled
+    past a parser that splits on CRLF only.
     """
 
     def __init__(self, boundary: str, *, max_parts: int = MAX_PARTS) -> None:
@@ -261,6 +264,7 @@ class MultipartParser:
         self._decoder: _Decoder = _Identity()
         self._parts = 0
         self._max_parts = max_parts
+        self.bare_line_break: str | None = None
 
     @property
     def complete(self) -> bool:
@@ -303,6 +307,8 @@ class MultipartParser:
                         return events
                     if buffer[pos:line_end].strip(b" \t\r"):
                         raise EbmsError(ErrorCode.MIME_INCONSISTENCY, "garbage after a multipart delimiter")
+                    if (line_end == pos or buffer[line_end - 1] != _CR) and self.bare_line_break is None:
+                        self.bare_line_break = f"a bare LF ends delimiter line {self._parts + 1}"
                     pos = line_end + 1
                     self._state = _HEADERS
                 elif self._state == _HEADERS:
@@ -310,7 +316,10 @@ class MultipartParser:
                     if found is None:
                         return events
                     end, skip = found
-                    raw = buffer[pos:end].decode("latin-1")
+                    block = buffer[pos:end]
+                    if self.bare_line_break is None:
+                        self._check_line_breaks(block, buffer[end : end + skip], end == pos)
+                    raw = block.decode("latin-1")
                     pos = end + skip
                     events.append(self._start_part(raw))
                     self._state = _BODY
@@ -333,6 +342,13 @@ class MultipartParser:
                     self._state = _AFTER_DELIMITER
         finally:
             self._buffer = buffer[pos:]
+
+    def _check_line_breaks(self, block: bytes, blank_line: bytes, empty: bool) -> None:
+        """Note a bare CR or LF in a header block or the blank line ending it (CRLF is the only line break)."""
+        pairs = block.count(b"\r\n")
+        clean_end = blank_line == (b"\r\n" if empty else b"\r\n\r\n")
+        if block.count(b"\r") != pairs or block.count(b"\n") != pairs or not clean_end:
+            self.bare_line_break = f"a bare CR or LF in the headers of MIME part {self._parts + 1}"
 
     def _start_part(self, raw: str) -> PartStart:
         """The PartStart for a part's raw header block; the decoder for its body is chosen here."""

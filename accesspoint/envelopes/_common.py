@@ -12,7 +12,7 @@ from typing import Any
 from lxml import etree
 
 from accesspoint.core.errors import EbmsError
-from accesspoint.core.xml import parse_xml
+from accesspoint.core.xml import holds_elements, parse_xml, string_value
 
 # Envelopes carry whole business documents (an XHE may hold a 100 MB payload in SDK), so their bound is larger
 # than the SOAP header's; the caller may pass a tighter one.
@@ -83,8 +83,16 @@ def need(parent: etree._Element, tag: str, what: str) -> etree._Element:
 
 
 def text(element: etree._Element | None) -> str:
-    """The element's text, whitespace-trimmed ('' when absent)."""
-    return (element.text or "").strip() if element is not None else ""
+    """The element's string-value (all its text, as signed), whitespace-trimmed ('' when absent).
+
+    Every value an envelope reads is of simple type: an element inside one is a FORMAT error (comments and
+    processing instructions change nothing, as they change nothing that is signed).
+    """
+    if element is None:
+        return ""
+    if holds_elements(element):
+        raise EnvelopeError(f"{etree.QName(element).localname} holds an element where a value belongs", "FORMAT")
+    return string_value(element).strip()
 
 
 def need_text(parent: etree._Element, tag: str, what: str) -> str:

@@ -28,7 +28,7 @@ from lxml import etree
 
 from accesspoint.core.namespaces import NS
 from accesspoint.core.xml import parse_xml
-from accesspoint.envelopes._common import MAX_DOCUMENT_BYTES, EnvelopeError, Finding, b64decode
+from accesspoint.envelopes._common import MAX_DOCUMENT_BYTES, EnvelopeError, Finding, b64decode, text
 from accesspoint.security.keys import KeyPair
 
 _DS = NS.DS.value
@@ -147,7 +147,7 @@ def _key_info_certificate(signature: etree._Element) -> x509.Certificate:
     if len(certificates) != 1:
         raise _fail("KeyInfo must carry the signer's certificate (one X509Certificate)")
     try:
-        return x509.load_der_x509_certificate(b64decode(certificates[0].text or "", "X509Certificate"))
+        return x509.load_der_x509_certificate(b64decode(text(certificates[0]), "X509Certificate"))
     except (ValueError, EnvelopeError):
         raise _fail("the KeyInfo certificate cannot be read") from None
 

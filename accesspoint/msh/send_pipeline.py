@@ -12,19 +12,20 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import IO
 
 from accesspoint.core.envelope import parse_envelope
-from accesspoint.core.model import UserMessage
-from accesspoint.core.namespaces import SoapVersion
+from accesspoint.core.model import Property, UserMessage
+from accesspoint.core.namespaces import PartProperty, SoapVersion
 from accesspoint.msh.context import Context
 from accesspoint.msh.wire import SPOOL_IN_MEMORY
 from accesspoint.routing.outbound import addressed
 from accesspoint.security.keys import KeyPair
 from accesspoint.security.outbound import Payload, SecuredMessage, secure_message
 from accesspoint.security.policy import SecurityPolicy
-from accesspoint.store import Direction, EvidenceKind, StoredMessage
+from accesspoint.store import Direction, EvidenceKind, MessageStore, StoredMessage, StoredPayload
 from pmode import Route
 
 SUBMITTED_HEADERS = 4096  # headers as submitted kept in memory for their first attempt (the oldest go first)
@@ -105,10 +106,7 @@ class SendPipeline:
         stored = await store.payloads(message)
         job = _Job(
             addressed(user, route),  # a dynamic partner's eb:To is the access point discovery found
-            tuple(
-                Payload(p.content_id, p.mime_type, store.payload_source(p), compress=route.leg.compression)
-                for p in stored
-            ),
+            _payloads(store, stored, route),
             route.security,
             self.ctx.settings.keys.signing_key(route.security),
             route,
@@ -127,3 +125,21 @@ class SendPipeline:
             raise ValueError("the stored header is not a user message")
         return user
 
+
+# Part properties the MSH writes itself: MimeType and CharacterSet from the payload, CompressionType from the leg.
+_OWN_PART_PROPERTIES = frozenset(p.value for p in PartProperty)
+
+
+def _payloads(store: MessageStore, stored: Sequence[StoredPayload], route: Route) -> tuple[Payload, ...]:
+    """The stored payloads as they are sent, each with the PartProperties it was submitted with (AS4_CP_TA27)."""
+    return tuple(
+        Payload(
+            p.content_id,
+            p.mime_type,
+            store.payload_source(p),
+            compress=route.leg.compression,
+            character_set=p.properties.get(PartProperty.CHARACTER_SET.value),
+            properties=tuple(Property(k, v) for k, v in p.properties.items() if k not in _OWN_PART_PROPERTIES),
+        )
+        for p in stored
+    )

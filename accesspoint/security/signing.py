@@ -29,7 +29,7 @@ from accesspoint.core.errors import EbmsError, ErrorCode
 from accesspoint.core.model import ReferenceEcho
 from accesspoint.core.model import Transform as ReferenceTransform
 from accesspoint.core.namespaces import NS
-from accesspoint.core.xml import element_id, parse_xml
+from accesspoint.core.xml import element_id, holds_elements, parse_xml, string_value
 from accesspoint.security.algorithms import C14N, DigestAlgorithm, SignatureAlgorithm, Transform
 from accesspoint.security.keys import KeyPair
 from accesspoint.security.policy import SecurityPolicy, TokenReference
@@ -339,8 +339,8 @@ def resolve_token(
     if reference is not None:
         uri = reference.get("URI", "")
         token = ids.get(uri[1:]) if uri.startswith("#") else None
-        if token is not None and token.tag == f"{WSSE}BinarySecurityToken":
-            return _read_token(token.get("ValueType", ""), token.text or "")
+        if token is not None and token.tag == f"{WSSE}BinarySecurityToken" and not holds_elements(token):
+            return _read_token(token.get("ValueType", ""), string_value(token))
     return resolve_token_reference(str_element, dict(ids), candidates)
 
 
@@ -405,7 +405,7 @@ def verify_signature(
     parts = _first_children(signature)
     signed_info = parts.get(_SIGNED_INFO)
     value_element = parts.get(_SIGNATURE_VALUE)
-    value_text = None if value_element is None else value_element.text or ""
+    value_text = None if value_element is None or holds_elements(value_element) else string_value(value_element)
     if signed_info is None or value_text is None:
         raise _fail("ds:Signature lacks SignedInfo or SignatureValue")
     signed_parts = _first_children(signed_info)

@@ -12,6 +12,7 @@ from lxml import etree
 
 from accesspoint.core.errors import EbmsError, ErrorCode
 from accesspoint.core.namespaces import NS
+from accesspoint.core.xml import find_value, holds_elements, string_value
 from accesspoint.security.algorithms import TokenType
 from accesspoint.security.policy import TokenReference
 
@@ -168,7 +169,7 @@ def resolve_token_reference(
     pool = list(candidates)
     if key_identifier is not None:
         value_type = key_identifier.get("ValueType", "")
-        raw = base64.b64decode("".join((key_identifier.text or "").split()))
+        raw = base64.b64decode("".join(string_value(key_identifier).split()))
         if value_type == TokenType.X509_SKI:
             for certificate in pool:
                 if subject_key_identifier(certificate) == raw:
@@ -179,8 +180,8 @@ def resolve_token_reference(
         raise EbmsError(ErrorCode.FAILED_AUTHENTICATION, f"unsupported KeyIdentifier type {value_type[:100]!r}")
     issuer_serial = str_element.find(f"{DS}X509Data/{DS}X509IssuerSerial")
     if issuer_serial is not None:
-        issuer = (issuer_serial.findtext(f"{DS}X509IssuerName") or "").strip()
-        serial_text = (issuer_serial.findtext(f"{DS}X509SerialNumber") or "").strip()
+        issuer = (find_value(issuer_serial, f"{DS}X509IssuerName") or "").strip()
+        serial_text = (find_value(issuer_serial, f"{DS}X509SerialNumber") or "").strip()
         if not serial_text.isdigit():
             raise EbmsError(ErrorCode.FAILED_AUTHENTICATION, "X509SerialNumber is not a number")
         serial = int(serial_text)
@@ -195,7 +196,9 @@ def read_binary_security_token(token: etree._Element) -> ResolvedToken:
     """Decode a BinarySecurityToken (X509v3 or X509PKIPathv1)."""
     value_type = token.get("ValueType", "")
     try:
-        raw = base64.b64decode("".join((token.text or "").split()), validate=True)
+        if holds_elements(token):
+            raise ValueError("an element inside the token")
+        raw = base64.b64decode("".join(string_value(token).split()), validate=True)
         if value_type == TokenType.X509V3:
             return ResolvedToken(x509.load_der_x509_certificate(raw), (), TokenReference.BST_X509V3)
         if value_type == TokenType.X509_PKIPATH_V1:
