@@ -22,11 +22,11 @@ from accesspoint.core.errors import EbmsError, ErrorCode
 from accesspoint.core.message import ReceivedMessage
 from accesspoint.core.model import SignalMessage, UserMessage
 from accesspoint.core.namespaces import SoapVersion
-from accesspoint.msh.config import ConfigError, WebhookEvent
+from accesspoint.msh.config import WebhookEvent
 from accesspoint.msh.context import Context
 from accesspoint.msh.pull import PullServer
 from accesspoint.msh.receive_pipeline import ReceivePipeline, VerifiedMessage
-from accesspoint.msh.receiving import error_response, reply_policy, signed_signal
+from accesspoint.msh.receiving import reply_policy
 from accesspoint.msh.replies import Replies
 from accesspoint.msh.signals import Signals
 from accesspoint.msh.views import message_info, message_json
@@ -121,13 +121,8 @@ class Inbound:
         self, error: EbmsError, received: ReceivedMessage | None, soap_version: SoapVersion, now: datetime
     ) -> bytes:
         """The signed error signal, signed as the leg's profile signs (Ed25519 on a 2.0 leg) where one matches."""
-        keys = self.ctx.settings.keys
         policy = reply_policy(received, self.ctx.agreements.current)
-        try:
-            signing = keys.signing_key(policy)
-        except ConfigError:
-            signing, policy = keys.signing_key(), None
-        return error_response(error, keys=signing, policy=policy, soap_version=soap_version, at=now)
+        return self.ctx.signer.error(error, policy, soap_version, at=now)
 
     async def accept(self, received: ReceivedMessage, now: datetime, pulled_on: str | None = None) -> bytes:
         """Verify, check, store and acknowledge a user message, pushed or pulled: the signed receipt to send back.
@@ -144,9 +139,7 @@ class Inbound:
             await self._check_reply(route, user)
             # The router asks FaR (or picks discovery) before the receipt: a refusal is EBMS:0004 with the reason.
             plan = await self.router.decide(ctx.store, ctx.agreements.current, route, user)
-            receipt = signed_signal(
-                verified.receipt, ctx.settings.keys.signing_key(route.security), route.security, verified.soap_version
-            )
+            receipt = ctx.signer.signal(verified.receipt, route.security, verified.soap_version)
             reception = await self._persist(verified, receipt, now)
         finally:
             verified.close()

@@ -21,11 +21,10 @@ from accesspoint.core.envelope import parse_envelope
 from accesspoint.core.model import UserMessage
 from accesspoint.core.namespaces import SoapVersion
 from accesspoint.msh.context import Context
+from accesspoint.msh.security import Signer
 from accesspoint.msh.wire import SPOOL_IN_MEMORY, file_source
 from accesspoint.routing.outbound import addressed
-from accesspoint.security.keys import KeyPair
-from accesspoint.security.outbound import Payload, SecuredMessage, secure_message
-from accesspoint.security.policy import SecurityPolicy
+from accesspoint.security.outbound import Payload, SecuredMessage
 from accesspoint.store import Direction, EvidenceKind, StoredMessage, StoredPayload
 from pmode import Route
 
@@ -56,20 +55,12 @@ class _Job:
 
     user: UserMessage
     payloads: tuple[Payload, ...]
-    policy: SecurityPolicy
-    signing_key: KeyPair
+    signer: Signer
     route: Route
     soap_version: SoapVersion
 
     def run(self) -> SpooledMessage:
-        secured = secure_message(
-            self.user,
-            self.payloads,
-            self.policy,
-            signing_key=self.signing_key,
-            recipient_certificate=self.route.partner_encryption_certificate,
-            soap_version=self.soap_version,
-        )
+        secured = self.signer.secure(self.user, self.payloads, self.route, self.soap_version)
         spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115 (SpooledMessage closes it)
         try:
             for chunk in secured.packed.body:
@@ -113,8 +104,7 @@ class SendPipeline:
         job = _Job(
             addressed(user, route),  # a dynamic partner's eb:To is the access point discovery found
             _payloads(store.files.root, stored, route),
-            route.security,
-            self.ctx.settings.keys.signing_key(route.security),
+            self.ctx.signer,
             route,
             soap_version,
         )

@@ -38,7 +38,7 @@ from accesspoint.routing.decision import (
 )
 from accesspoint.routing.outbound import PartnerResolver, RouteRecords, RouteTarget
 from accesspoint.routing.settings import RoutingSettings
-from accesspoint.security.revocation import RevocationChecker
+from accesspoint.security.revocation import RevocationSource
 from accesspoint.store import Direction, EvidenceKind, MessageState, MessageStore, NewPayload, StoredMessage
 from far.client import FarClient, FarUnavailable, ReachabilityLookup
 from far.service import FarError, Reachability
@@ -154,7 +154,7 @@ class Routing:
         discovery: DiscoverySettings | None,
         records: RouteRecords,
         *,
-        revocation: RevocationChecker | None = None,
+        revocation: RevocationSource | None = None,
         routing: RoutingSettings | None = None,
     ) -> None:
         self.records = records

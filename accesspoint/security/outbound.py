@@ -22,7 +22,7 @@ from accesspoint.core.namespaces import GZIP, SoapVersion
 from accesspoint.security.encryption import encrypt_attachments
 from accesspoint.security.keys import KeyPair
 from accesspoint.security.policy import SecurityPolicy
-from accesspoint.security.signing import AttachmentSource, sign_envelope
+from accesspoint.security.signing import AttachmentSource, TokenTemplates, sign_envelope
 
 ChunkSource = Callable[[], Iterable[bytes]]
 
@@ -67,8 +67,12 @@ def secure_message(
     recipient_certificate: x509.Certificate | None,
     soap_version: SoapVersion = SoapVersion.V12,
     new_id: Callable[[], str] = _new_id,
+    templates: TokenTemplates | None = None,
 ) -> SecuredMessage:
-    """Compress each payload, sign header and parts, encrypt the parts for the recipient, pack as SwA."""
+    """Compress each payload, sign header and parts, encrypt the parts for the recipient, pack as SwA.
+
+    ``templates``: the signer's token templates (``signing.TokenTemplates``), so its token is encoded once.
+    """
     part_infos = tuple(
         payload_part_info(
             p.content_id, p.mime_type, compressed=p.compress, character_set=p.character_set, extra=p.properties
@@ -88,7 +92,7 @@ def secure_message(
     if policy.sign:
         if signing_key is None:
             raise ValueError("the policy signs but no signing key was given")
-        references = sign_envelope(envelope, sources, signing_key, policy, new_id=new_id)
+        references = sign_envelope(envelope, sources, signing_key, policy, new_id=new_id, templates=templates)
     wire: Sequence[AttachmentSource] = sources
     if policy.encrypt and sources:
         if recipient_certificate is None:
