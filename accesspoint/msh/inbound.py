@@ -28,6 +28,7 @@ from accesspoint.msh.pull import PullServer
 from accesspoint.msh.receive_pipeline import ReceivePipeline, VerifiedMessage
 from accesspoint.msh.receiving import reply_policy
 from accesspoint.msh.replies import Replies
+from accesspoint.msh.revocation import transient
 from accesspoint.msh.signals import Signals
 from accesspoint.msh.views import message_info, message_json
 from accesspoint.msh.wire import READ_CHUNK, discard, once, read_message_body, soap_fault, soap_response
@@ -110,6 +111,10 @@ class Inbound:
                 return web.Response(status=200)  # ebMS 3: signals are not acknowledged
             return soap_response(await self.accept(received, now), soap_version)
         except EbmsError as error:
+            if transient(error):
+                # Hard-fail revocation and the responder cannot be asked now: "try again later", not a refusal.
+                log.warning("answered 503 for now: %s", error.log_detail)
+                return soap_fault(soap_version, status=503, reason="try again later", retry_after=30)
             # An empty MPC is the normal answer to most PullRequests, not a refusal.
             level = logging.DEBUG if error.error_code is ErrorCode.EMPTY_MPC else logging.WARNING
             log.log(level, "refused an incoming message: %s", error)

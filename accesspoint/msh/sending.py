@@ -9,6 +9,7 @@ due in the database, so the recovery sweep queues it again). What an attempt led
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import aiohttp
@@ -24,7 +25,7 @@ from accesspoint.msh.wire import spooled_chunks
 from accesspoint.routing.outbound import RouteUnavailable
 from accesspoint.security.policy import RevocationMode
 from accesspoint.security.trust import CertificateUsage, TrustError, TrustFailure
-from accesspoint.store import EvidenceKind, QueueItem, StoredMessage, claim_next
+from accesspoint.store import EvidenceKind, QueueItem, StoredMessage
 from pmode import Route
 
 log = logging.getLogger("accesspoint.msh")
@@ -41,16 +42,39 @@ class SendWorkers:
         self.settlement = settlement
 
     async def run(self, number: int) -> None:
-        """One worker: claim, send, settle, acknowledge; forever."""
-        ctx = self.ctx
+        """One worker: take an entry, win its claim, send, settle, acknowledge; forever."""
         while True:
-            try:
-                item, message = await claim_next(ctx.queue, ctx.store, clock=ctx.clock, lease=ctx.settings.lease)
-            except Exception:
-                log.exception("worker %d: taking the next message failed; trying again shortly", number)
-                await asyncio.sleep(PAUSE_AFTER_FAULT)
-                continue
-            await self._attempt(number, item, message)
+            claimed = await self._claim(number)
+            if claimed is not None:
+                await self._attempt(number, *claimed)
+
+    async def _claim(self, number: int) -> tuple[QueueItem, StoredMessage] | None:
+        """The next entry whose message this instance wins the claim of (None: lost, or a fault to pause for).
+
+        A database that fails the claim leaves the message due: its entry is put back a little later (the claim
+        decides again, so a duplicate entry is harmless), and the recovery sweep would find it anyway.
+        """
+        ctx = self.ctx
+        try:
+            item = await ctx.queue.get()
+        except Exception:
+            log.exception("worker %d: the send queue failed; trying again shortly", number)
+            await asyncio.sleep(PAUSE_AFTER_FAULT)
+            return None
+        try:
+            message = await ctx.store.claim(item.message_id, now=ctx.clock.now(), lease=ctx.settings.lease)
+        except Exception:
+            log.exception("worker %d: claiming %s failed; trying again shortly", number, item.message_id)
+            await asyncio.sleep(PAUSE_AFTER_FAULT)
+            with contextlib.suppress(Exception):
+                await ctx.queue.put(item.message_id)
+                await ctx.queue.ack(item)
+            return None
+        if message is None:  # another worker or instance has it, or it is not due
+            with contextlib.suppress(Exception):
+                await ctx.queue.ack(item)
+            return None
+        return item, message
 
     async def _attempt(self, number: int, item: QueueItem, message: StoredMessage) -> None:
         ctx = self.ctx

@@ -104,7 +104,9 @@ def soap_response(body: bytes, version: SoapVersion) -> web.Response:
     return web.Response(body=body, status=200, headers={"Content-Type": f"{version.content_type}; charset=UTF-8"})
 
 
-def soap_fault(version: SoapVersion, *, status: int = 500, reason: str = "internal error") -> web.Response:
+def soap_fault(
+    version: SoapVersion, *, status: int = 500, reason: str = "internal error", retry_after: int | None = None
+) -> web.Response:
     """A SOAP Fault (Receiver / Server) saying nothing about the cause; 500 for a fault, 503 for "try later"."""
     text = reason.encode()
     if version is SoapVersion.V11:
@@ -119,4 +121,6 @@ def soap_fault(version: SoapVersion, *, status: int = 500, reason: str = "intern
         b"<soap:Body><soap:Fault>" + fault + b"</soap:Fault></soap:Body></soap:Envelope>"
     )
     headers = {"Content-Type": f"{version.content_type}; charset=UTF-8"}
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
     return web.Response(body=body, status=status, headers=headers)

@@ -288,6 +288,9 @@ class TrustCache:
         self._entries: dict[tuple[object, ...], tuple[tuple[object, ...], TrustResult]] = {}
         self._lock = threading.Lock()
 
+    def __len__(self) -> int:
+        return len(self._entries)
+
     def validate(
         self,
         certificate: x509.Certificate,

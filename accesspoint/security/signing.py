@@ -249,6 +249,9 @@ class TokenTemplates:
         self._entries: dict[tuple[int, str], tuple[KeyPair, etree._Element, etree._Element | None]] = {}
         self._lock = threading.Lock()
 
+    def __len__(self) -> int:
+        return len(self._entries)
+
     def token(
         self, security: etree._Element, keys: KeyPair, reference: TokenReference, token_id: str
     ) -> etree._Element:
@@ -340,6 +343,9 @@ class TokenCache:
         self.size = size
         self._entries: dict[tuple[str, str], ResolvedToken] = {}
         self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
     def read(self, token: etree._Element) -> ResolvedToken:
         """``read_binary_security_token``, from the cache when these exact bytes were read before."""
