@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
-import hmac
 import json
 import logging
 import time
@@ -24,18 +23,10 @@ from typing import Any
 import aiohttp
 
 from accesspoint.msh.config import Webhook, WebhookEvent
+from accesspoint.servicekit.webhooks import EVENT_HEADER, SIGNATURE_HEADER, signature
 from accesspoint.store.clock import Clock
 
 log = logging.getLogger("accesspoint.msh.webhooks")
-
-SIGNATURE_HEADER = "X-Accesspoint-Signature"
-EVENT_HEADER = "X-Accesspoint-Event"
-
-
-def signature(secret: str, body: bytes) -> str:
-    """The value of the signature header for a body: ``sha256=`` and the hex HMAC-SHA256 under the secret."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
 
 def _folder(outbox: Path, hook: Webhook) -> Path:
     # Named after the URL, so reordering the webhooks in the settings keeps each one's pending events.
