@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from accesspoint.msh import receive_pipeline, security
-from accesspoint.security import encryption
+from accesspoint.security import encryption, outbound
 from tests.inmemory import Pair
 from tests.test_msh_support import submission
 
@@ -49,6 +49,13 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> Calls:
         return decrypt(key, chunks)
 
     monkeypatch.setattr(encryption, "decrypt_stream", decrypting)
+    compress = outbound.compress_stream
+
+    def compressing(chunks: Iterable[bytes]) -> Iterator[bytes]:
+        made.threads.setdefault("compress", []).append(threading.current_thread() is threading.main_thread())
+        return compress(chunks)
+
+    monkeypatch.setattr(outbound, "compress_stream", compressing)
     return made
 
 
@@ -59,7 +66,7 @@ def _scratch(pair: Pair) -> list[str]:
 async def test_a_large_message_is_secured_and_opened_off_the_loop_each_part_decrypted_once(
     pair_factory: Callable[..., Pair], calls: Calls
 ) -> None:
-    """1 MiB (past offload_threshold): secured in a thread, verified and decompressed in one, decrypted once."""
+    """1 MiB (past offload_threshold): secured in a thread (compressed once), opened in one (decrypted once)."""
     pair = pair_factory()
     await pair.be.start()
     await pair.se.start()
@@ -68,7 +75,7 @@ async def test_a_large_message_is_secured_and_opened_off_the_loop_each_part_decr
     assert (await pair.se.until("big@se", {"delivered", "failed"}))["state"] == "delivered"
     (part,) = (await pair.be.message("big@se", "in"))["payloads"]
     assert (part["size"], part["sha256"]) == (MIB, hashlib.sha256(payload).hexdigest())
-    assert calls.threads["secure"] == [False]
+    assert calls.threads["secure"] == calls.threads["compress"] == [False]  # the packing reads the gzip spool
     assert calls.threads["verify"] == calls.threads["payloads"] == [False]
     assert calls.threads["decrypt"] == [False]  # the signature check's reading; the payload is read from the spool
     assert _scratch(pair) == []  # the payload file was moved into the store, the plaintext spool dropped
@@ -85,6 +92,7 @@ async def test_a_small_message_is_handled_in_place(pair_factory: Callable[..., P
     assert (await pair.se.api("POST", "/api/v1/messages", body))[0] == 202
     assert (await pair.se.until("small@se", {"delivered", "failed"}))["state"] == "delivered"
     assert calls.threads["secure"] == calls.threads["verify"] == calls.threads["payloads"] == [True]
+    assert calls.threads["compress"] == [True, True]  # signing's reading and packing's: cheaper than a file
 
 
 async def test_a_small_part_that_inflates_past_the_threshold_is_decompressed_in_a_thread(

@@ -18,10 +18,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import io
-import os
-import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -35,7 +33,7 @@ from accesspoint.msh.context import Context
 from accesspoint.msh.receiving import check_decrypted, check_user_message, match_user_message, receipt_for
 from accesspoint.msh.revocation import KnownStatus
 from accesspoint.msh.security import Verifier
-from accesspoint.msh.wire import once, read_spooled
+from accesspoint.msh.wire import Spools, once, read_spooled
 from accesspoint.security.inbound import OpenedPayload, SignedParts, open_payloads, validate_signer, verify_parts
 from accesspoint.security.signing import VerifiedSignature
 from accesspoint.security.trust import TrustResult
@@ -97,15 +95,9 @@ class _Scratch:
     def __init__(self, folder: Path, in_place_limit: int | None) -> None:
         self.folder = folder
         self.in_place_limit = in_place_limit  # None: files for everything (in a thread)
-        self.spools: list[_FileSpool] = []
+        self.spool = Spools(folder)  # where a large encrypted part's plaintext is kept after its first reading
         self.files: dict[str, _PayloadFile] = {}
         self.memory: dict[str, _MemorySink] = {}
-
-    def spool(self) -> _FileSpool:
-        """Where a large encrypted part's plaintext is kept after its first (verified) reading."""
-        made = _FileSpool(self.folder)
-        self.spools.append(made)
-        return made
 
     def keep(self, content_id: str) -> _PayloadFile | _MemorySink:
         """Where a payload's plaintext goes while it is hashed."""
@@ -124,8 +116,7 @@ class _Scratch:
         return VerifiedPayload(cid, mime_type, properties, opened.size, opened.sha256, data=data)
 
     def close(self) -> None:
-        for spool in self.spools:
-            spool.discard()
+        self.spool.close()
         for made in self.files.values():
             made.discard()
 
@@ -164,26 +155,6 @@ class _PayloadFile:
             self.handle.close()
             self.handle = None
         self.path.unlink(missing_ok=True)  # gone already when the store took it
-
-
-class _FileSpool:
-    """A plaintext spool: an unnamed temporary file, read from the start by each reader (pread, no seek)."""
-
-    def __init__(self, folder: Path) -> None:
-        self.handle = tempfile.TemporaryFile(dir=folder)  # noqa: SIM115 (discard closes it)
-
-    def write(self, data: bytes, /) -> int:
-        return self.handle.write(data)
-
-    def chunks(self) -> Iterator[bytes]:
-        self.handle.flush()
-        offset = 0
-        while chunk := os.pread(self.handle.fileno(), READ, offset):
-            offset += len(chunk)
-            yield chunk
-
-    def discard(self) -> None:
-        self.handle.close()
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from accesspoint.core.namespaces import SoapVersion
 from accesspoint.msh.config import ConfigError, KeyRing
 from accesspoint.msh.receiving import error_response, signed_signal, verify_signal
 from accesspoint.msh.revocation import KnownStatus, Revocation
+from accesspoint.security.encryption import SpoolFactory
 from accesspoint.security.inbound import TrustCache
 from accesspoint.security.keys import KeyPair
 from accesspoint.security.outbound import Payload, SecuredMessage, secure_message
@@ -63,9 +64,15 @@ class Signer:
         )
 
     def secure(
-        self, user: UserMessage, payloads: Sequence[Payload], route: Route, soap_version: SoapVersion
+        self,
+        user: UserMessage,
+        payloads: Sequence[Payload],
+        route: Route,
+        soap_version: SoapVersion,
+        spool: SpoolFactory | None = None,
     ) -> SecuredMessage:
-        """``secure_message`` for the route: compressed, signed, encrypted to the partner, packed."""
+        """``secure_message`` for the route: compressed (once, into ``spool``'s files when given), signed,
+        encrypted to the partner, packed."""
         return secure_message(
             user,
             payloads,
@@ -74,6 +81,7 @@ class Signer:
             recipient_certificate=route.partner_encryption_certificate,
             soap_version=soap_version,
             templates=self.templates,
+            spool=spool,
         )
 
 

@@ -22,7 +22,7 @@ from accesspoint.core.model import UserMessage
 from accesspoint.core.namespaces import SoapVersion
 from accesspoint.msh.context import Context
 from accesspoint.msh.security import Signer
-from accesspoint.msh.wire import SPOOL_IN_MEMORY, file_source
+from accesspoint.msh.wire import SPOOL_IN_MEMORY, Spools, file_source
 from accesspoint.routing.outbound import addressed
 from accesspoint.security.outbound import Payload, SecuredMessage
 from accesspoint.store import Direction, EvidenceKind, StoredMessage, StoredPayload
@@ -58,11 +58,12 @@ class _Job:
     signer: Signer
     route: Route
     soap_version: SoapVersion
+    compressed: Spools | None  # large payloads: gzipped once into these files, not once per reading
 
     def run(self) -> SpooledMessage:
-        secured = self.signer.secure(self.user, self.payloads, self.route, self.soap_version)
         spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115 (SpooledMessage closes it)
         try:
+            secured = self.signer.secure(self.user, self.payloads, self.route, self.soap_version, self.compressed)
             for chunk in secured.packed.body:
                 spool.write(chunk)
             size = spool.tell()
@@ -70,6 +71,9 @@ class _Job:
         except BaseException:
             spool.close()
             raise
+        finally:
+            if self.compressed is not None:
+                self.compressed.close()
         return SpooledMessage(secured, spool, size)
 
 
@@ -101,16 +105,16 @@ class SendPipeline:
         if not isinstance(user, UserMessage):
             raise ValueError("the stored header is not a user message")
         stored = await store.payloads(message)
+        large = sum(p.size for p in stored) > self.ctx.settings.offload_threshold
         job = _Job(
             addressed(user, route),  # a dynamic partner's eb:To is the access point discovery found
             _payloads(store.files.root, stored, route),
             self.ctx.signer,
             route,
             soap_version,
+            Spools(store.files.scratch) if large else None,
         )
-        if sum(p.size for p in stored) > self.ctx.settings.offload_threshold:
-            return await asyncio.to_thread(job.run)
-        return job.run()
+        return await asyncio.to_thread(job.run) if large else job.run()
 
 
 def _payloads(root: Path, stored: Sequence[StoredPayload], route: Route) -> tuple[Payload, ...]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import tempfile
 from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from pathlib import Path
@@ -68,6 +69,46 @@ def discard(received: ReceivedMessage | None) -> None:
         close = getattr(part.sink, "close", None)
         if close is not None:
             close()
+
+
+class FileSpool:
+    """An unnamed temporary file written once and read from the start by each reader (pread: no shared offset).
+
+    What a large part's plaintext (receiving) or a large payload's gzip (sending) is kept in between readings.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.handle = tempfile.TemporaryFile(dir=folder)  # noqa: SIM115 (discard closes it)
+
+    def write(self, data: bytes, /) -> int:
+        return self.handle.write(data)
+
+    def chunks(self) -> Iterator[bytes]:
+        self.handle.flush()
+        offset = 0
+        while chunk := os.pread(self.handle.fileno(), SPOOL_READ_CHUNK, offset):
+            offset += len(chunk)
+            yield chunk
+
+    def discard(self) -> None:
+        self.handle.close()
+
+
+class Spools:
+    """Makes ``FileSpool``s in one folder and discards them all together."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.made: list[FileSpool] = []
+
+    def __call__(self) -> FileSpool:
+        self.made.append(FileSpool(self.folder))
+        return self.made[-1]
+
+    def close(self) -> None:
+        for spool in self.made:
+            spool.discard()
+        self.made.clear()
 
 
 async def once(data: bytes) -> AsyncIterator[bytes]:
