@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import http.client
 import json
 import multiprocessing
@@ -206,9 +207,10 @@ def _serve_slowly(port: int, mode: str) -> None:
             return web.Response(body=b"too late")
         response = web.StreamResponse(headers={"Content-Length": "100000"})
         await response.prepare(request)
-        for _ in range(100000):
-            await response.write(b"0")
-            await asyncio.sleep(2)
+        with contextlib.suppress(ConnectionResetError):  # the access point gives up after 5 s, as it should
+            for _ in range(100000):
+                await response.write(b"0")
+                await asyncio.sleep(2)
         return response
 
     app = web.Application()

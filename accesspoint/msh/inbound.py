@@ -120,7 +120,7 @@ class Inbound:
             log.log(level, "refused an incoming message: %s", error)
             return soap_response(self._error_signal(error, received, soap_version, now), soap_version)
         finally:
-            discard(received)
+            await discard(received)
 
     def _error_signal(
         self, error: EbmsError, received: ReceivedMessage | None, soap_version: SoapVersion, now: datetime
@@ -147,7 +147,7 @@ class Inbound:
             receipt = ctx.signer.signal(verified.receipt, route.security, verified.soap_version)
             reception = await self._persist(verified, receipt, now)
         finally:
-            verified.close()
+            await verified.close()
         if reception.duplicate and reception.receipt is not None:
             log.info("duplicate %s: answering with the stored receipt", user.message_id)
             return b"".join([c async for c in ctx.store.read(reception.receipt)])

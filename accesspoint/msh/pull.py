@@ -72,7 +72,7 @@ class PullServer:
                 await response.write(chunk)
             await response.write_eof()
         finally:
-            spooled.close()
+            await spooled.close()
         return response
 
     async def _authorised(
@@ -184,7 +184,7 @@ class Puller:
                 log.warning("refused a pulled message: %s", error)
                 answer = ctx.signer.error(error, None, soap_version, at=now)
         finally:
-            discard(received)
+            await discard(received)
         await self._post_signal(endpoint, answer, soap_version)
         return True
 

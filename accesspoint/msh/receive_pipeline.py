@@ -80,9 +80,12 @@ class VerifiedMessage:
         """The payloads as the store takes them."""
         return [p.new_payload() for p in self.payloads]
 
-    def close(self) -> None:
-        """Drop the spools and whatever prepared file the store did not take."""
-        self.scratch.close()
+    async def close(self) -> None:
+        """Drop the spools and whatever prepared file the store did not take (in a worker thread when on disk)."""
+        if self.scratch.spool.made or self.scratch.files:
+            await asyncio.to_thread(self.scratch.close)
+        else:
+            self.scratch.close()
 
 
 class _Overflow(Exception):
@@ -243,11 +246,11 @@ class ReceivePipeline:
             if payloads is None:
                 payloads = await self._payloads(opening, parts, large)
         except EbmsError as exc:
-            scratch.close()
+            await asyncio.to_thread(scratch.close)
             exc.ref_to_message_id = exc.ref_to_message_id or user.message_id
             raise
         except BaseException:
-            scratch.close()
+            await asyncio.to_thread(scratch.close)
             raise
         receipt = receipt_for(user, parts.signature, at=now)
         envelope, version = received.envelope_bytes, received.parsed.messaging.soap_version

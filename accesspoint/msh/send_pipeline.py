@@ -44,9 +44,12 @@ class SpooledMessage:
         """The HTTP Content-Type of the packed body (multipart/related with its start and boundary)."""
         return self.secured.packed.content_type
 
-    def close(self) -> None:
-        """Drop the spool."""
-        self.body.close()
+    async def close(self) -> None:
+        """Drop the spool (a large one in a worker thread: freeing a large file takes a while)."""
+        if self.size > SPOOL_IN_MEMORY:
+            await asyncio.to_thread(self.body.close)
+        else:
+            self.body.close()
 
 
 @dataclass(frozen=True, slots=True)

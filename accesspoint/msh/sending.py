@@ -148,7 +148,7 @@ class SendWorkers:
             await settlement.settle(message, route, Outcome.TRANSIENT, detail=f"{type(exc).__name__}: {exc}")
             return
         finally:
-            spooled.close()
+            await spooled.close()
         if 200 <= status < 300 and not answer.strip():
             # No synchronous receipt: it comes later as a signal to /as4 and must echo what we signed.
             await settlement.keep(message, route, EvidenceKind.RAW_MESSAGE, spooled.secured.envelope)
