@@ -25,7 +25,7 @@ from accesspoint.security.policy import RevocationMode, TrustSettings
 from accesspoint.security.revocation import FetchError
 from accesspoint.security.trust import CertificateUsage, TrustError, TrustFailure, TrustResult, validate_certificate
 from accesspoint.store import ManualClock
-from tests import services
+from accesspoint.testing import services
 from tests.trustpki import certificate, root
 
 NOW = datetime.now(UTC).replace(microsecond=0)

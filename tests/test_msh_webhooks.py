@@ -12,7 +12,7 @@ from aiohttp import web
 
 from accesspoint.core.errors import ErrorCode
 from accesspoint.servicekit.webhooks import EVENT_HEADER, SIGNATURE_HEADER, signature
-from tests import services
+from accesspoint.testing import services
 from tests.inmemory import Pair, eventually
 from tests.test_msh_exchange import SOAP12, _error_signal, _keys, _pull
 from tests.test_msh_support import submission
