@@ -17,6 +17,7 @@ from lxml import etree
 
 from bench import e2e as e2e_bench
 from bench import far as far_bench
+from bench import loop as loop_bench
 from bench import routing as routing_bench
 from bench import security as security_bench
 from bench import small
@@ -166,7 +167,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
         "--only",
-        choices=("small", "stream", "smp", "far", "security", "store", "e2e", "e2e-postgresql", "routing", "soak"),
+        choices=(
+            "small", "stream", "smp", "far", "security", "store", "e2e", "e2e-postgresql", "routing", "soak", "loop",
+        ),
         help="run one benchmark only (soak only when named: a million messages take the best part of an hour)",
     )
     parser.add_argument("--soak-messages", type=int, default=1_000_000, help="messages of the soak (default 1M)")
@@ -256,6 +259,11 @@ def main(argv: list[str] | None = None) -> None:
         # A million messages on SQLite (or --soak-messages): rate and memory flat, the store's size per message.
         report["soak"] = soak_bench.run(messages=args.soak_messages, round_seconds=10.0 if args.quick else 60.0)
         soak_bench.print_summary(report["soak"], _say)
+        _say()
+    if args.only in (None, "loop"):
+        # /healthz latency of an access point receiving and sending a 1 GiB message and meeting slow OCSP/CRL.
+        report["loop"] = loop_bench.run(size=args.size)
+        loop_bench.print_result(report["loop"], _say)
         _say()
     report["seconds"] = time.time() - started
     RESULTS.mkdir(exist_ok=True)

@@ -25,9 +25,8 @@ from accesspoint.msh.signals import Settlement
 from accesspoint.msh.wire import spooled_chunks
 from accesspoint.routing.outbound import RouteUnavailable
 from accesspoint.security.policy import RevocationMode
-from accesspoint.security.receipts import verify_receipt
-from accesspoint.security.trust import CertificateUsage, TrustError, TrustFailure, validate_certificate
-from accesspoint.store import EvidenceKind, QueueItem, StoredMessage, claim_next
+from accesspoint.security.trust import CertificateUsage, TrustError, TrustFailure
+from accesspoint.store import EvidenceKind, QueueItem, StoredMessage
 from pmode import Route
 
 log = logging.getLogger("accesspoint.msh")
@@ -63,16 +62,39 @@ class SendWorkers:
         self.lanes = PartnerLanes(ctx.settings.send_per_partner)
 
     async def run(self, number: int) -> None:
-        """One worker: claim, send, settle, acknowledge; forever."""
-        ctx = self.ctx
+        """One worker: take an entry, win its claim, send, settle, acknowledge; forever."""
         while True:
-            try:
-                item, message = await claim_next(ctx.queue, ctx.store, clock=ctx.clock, lease=ctx.settings.lease)
-            except Exception:
-                log.exception("worker %d: taking the next message failed; trying again shortly", number)
-                await asyncio.sleep(PAUSE_AFTER_FAULT)
-                continue
-            await self._attempt(number, item, message)
+            claimed = await self._claim(number)
+            if claimed is not None:
+                await self._attempt(number, *claimed)
+
+    async def _claim(self, number: int) -> tuple[QueueItem, StoredMessage] | None:
+        """The next entry whose message this instance wins the claim of (None: lost, or a fault to pause for).
+
+        A database that fails the claim leaves the message due: its entry is put back a little later (the claim
+        decides again, so a duplicate entry is harmless), and the recovery sweep would find it anyway.
+        """
+        ctx = self.ctx
+        try:
+            item = await ctx.queue.get()
+        except Exception:
+            log.exception("worker %d: the send queue failed; trying again shortly", number)
+            await asyncio.sleep(PAUSE_AFTER_FAULT)
+            return None
+        try:
+            message = await ctx.store.claim(item.message_id, now=ctx.clock.now(), lease=ctx.settings.lease)
+        except Exception:
+            log.exception("worker %d: claiming %s failed; trying again shortly", number, item.message_id)
+            await asyncio.sleep(PAUSE_AFTER_FAULT)
+            with contextlib.suppress(Exception):
+                await ctx.queue.put(item.message_id)
+                await ctx.queue.ack(item)
+            return None
+        if message is None:  # another worker or instance has it, or it is not due
+            with contextlib.suppress(Exception):
+                await ctx.queue.ack(item)
+            return None
+        return item, message
 
     async def _attempt(self, number: int, item: QueueItem, message: StoredMessage) -> None:
         ctx = self.ctx
@@ -154,33 +176,27 @@ class SendWorkers:
             await settlement.settle(message, route, Outcome.TRANSIENT, detail=f"{type(exc).__name__}: {exc}")
             return
         finally:
-            spooled.close()
+            await spooled.close()
         if 200 <= status < 300 and not answer.strip():
             # No synchronous receipt: it comes later as a signal to /as4 and must echo what we signed.
             await settlement.keep(message, route, EvidenceKind.RAW_MESSAGE, spooled.secured.envelope)
             await settlement.settle(message, route, Outcome.ACCEPTED, detail="no synchronous receipt")
             return
         try:
-            parsed = read_message(answer_type, answer).parsed
+            received = read_message(answer_type, answer)
         except EbmsError as error:
             if status >= 500:  # a SOAP Fault or an error page: the partner could not process it now
                 await settlement.settle(message, route, Outcome.TRANSIENT, detail=f"HTTP {status}")
             else:
                 await self._unusable(message, route, answer, error)
             return
-        header = parsed.messaging.message
+        header = received.parsed.messaging.message
         if isinstance(header, SignalMessage) and header.errors:
             await settlement.error_signal(message, route, header, answer)
             return
         try:
-            partner = [c for c in (route.partner_signing_certificate,) if c is not None]
-            verify_receipt(
-                parsed,
-                route.security,
-                sent_message_id=message.message_id,
-                sent_references=spooled.secured.references,
-                partner_certificates=partner,
-            )
+            references = spooled.secured.references
+            self.ctx.verifier.receipt(received, route, message_id=message.message_id, references=references)
         except EbmsError as error:
             await self._unusable(message, route, answer, error)
             return
@@ -213,17 +229,7 @@ class SendWorkers:
             if certificate is None:
                 continue
             try:
-                # In a thread: CRL and OCSP fetches block.
-                await asyncio.to_thread(
-                    validate_certificate,
-                    certificate,
-                    (),
-                    trust,
-                    at=at,
-                    usage=usage,
-                    revocation=self.ctx.revocation,
-                    party_id=party_id,
-                )
+                await self.ctx.verifier.certificate(certificate, trust, usage=usage, party_id=party_id, at=at)
             except TrustError as exc:
                 return exc
         return None
