@@ -55,6 +55,20 @@ class PostgresServer:
     """A running PostgreSQL cluster with trust authentication for the ``postgres`` role."""
 
     port: int
+    data: Path | None = None
+    log: Path | None = None
+    options: str = ""
+
+    def stop(self) -> None:
+        """Stop the server as an operator's restart does (fast: sessions end, their transactions roll back)."""
+        assert self.data is not None, "a server these tests started"
+        _pg_ctl(self.data, None, "-m", "fast", "-w", "stop")
+
+    def start(self) -> None:
+        """Start the stopped server again on the same port and data."""
+        assert self.data is not None and self.log is not None, "a server these tests started"
+        _pg_ctl(self.data, self.log, "-o", self.options, "-w", "start")
+        _wait_for_port(self.port, None, self.log)
 
     def url(self, database: str = "postgres") -> str:
         """The SQLAlchemy URL of one of its databases (asyncpg driver)."""
@@ -89,22 +103,20 @@ def postgres_server() -> Iterator[PostgresServer]:
             f"-p {port} -c listen_addresses=127.0.0.1 -k {root} -c fsync=off -c synchronous_commit=off"
             " -c full_page_writes=off -c max_connections=200"
         )
-        subprocess.run(
-            _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w", "start"]),
-            check=True,
-            capture_output=True,
-        )
+        _pg_ctl(data, log, "-o", options, "-w", "start")
         try:
             _wait_for_port(port, None, log)
-            yield PostgresServer(port)
+            yield PostgresServer(port, data, log, options)
         finally:
-            subprocess.run(
-                _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]),
-                check=False,
-                capture_output=True,
-            )
+            _pg_ctl(data, None, "-m", "immediate", "-w", "stop", check=False)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _pg_ctl(data: Path, log: Path | None, *argv: str, check: bool = True) -> None:
+    logging = ["-l", str(log)] if log is not None else []
+    command = _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), *logging, *argv])
+    subprocess.run(command, check=check, capture_output=True)
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,7 @@ from sqlalchemy.sql.elements import BindParameter
 from accesspoint.store import schema
 from accesspoint.store.db import Database, Durability, upgrade_to_head
 from accesspoint.store.files import FileStore, StoredFile
+from accesspoint.store.hooks import TransactionHook, committed_all, write_all
 from accesspoint.store.records import (
     EndToEnd,
     Evidence,
@@ -131,24 +132,39 @@ class MessageStore:
     # --- inserting ---------------------------------------------------------------------------------------
 
     async def submit(
-        self, info: MessageInfo, payloads: Sequence[NewPayload], *, now: datetime, evidence: Sequence[NewEvidence] = ()
+        self,
+        info: MessageInfo,
+        payloads: Sequence[NewPayload],
+        *,
+        now: datetime,
+        evidence: Sequence[NewEvidence] = (),
+        hooks: Sequence[TransactionHook] = (),
     ) -> StoredMessage:
-        """Store an outgoing message as ``submitted`` with its evidence; DuplicateMessage if its MessageId is taken."""
+        """Store an outgoing message as ``submitted`` with its evidence and what hooks write, in one transaction.
+
+        DuplicateMessage if its MessageId is taken, or a hook's row collides (an idempotency key already used).
+        """
         # No look-up first: duplicates are a backend's mistake, so the unique constraint alone catches them.
         try:
-            return await self._insert(Direction.OUT, info, payloads, now=now, evidence=evidence)
+            return await self._insert(Direction.OUT, info, payloads, now=now, evidence=evidence, hooks=hooks)
         except IntegrityError as error:
             raise DuplicateMessage(info.message_id) from error
 
     async def receive(
-        self, info: MessageInfo, payloads: Sequence[NewPayload], *, now: datetime, evidence: Sequence[NewEvidence] = ()
+        self,
+        info: MessageInfo,
+        payloads: Sequence[NewPayload],
+        *,
+        now: datetime,
+        evidence: Sequence[NewEvidence] = (),
+        hooks: Sequence[TransactionHook] = (),
     ) -> Reception:
-        """Store an incoming message as ``received`` with its evidence, or report it as a duplicate with its stored
-        receipt (then nothing is stored: the caller decides what a repetition keeps)."""
+        """Store an incoming message as ``received`` with its evidence (and what hooks write), or report it as a
+        duplicate with its stored receipt (then nothing is stored: the caller decides what a repetition keeps)."""
         existing = await self.get(Direction.IN, info.message_id)
         if existing is None:
             try:
-                stored = await self._insert(Direction.IN, info, payloads, now=now, evidence=evidence)
+                stored = await self._insert(Direction.IN, info, payloads, now=now, evidence=evidence, hooks=hooks)
                 return Reception(stored, duplicate=False)
             except IntegrityError:
                 # Another instance stored the same MessageId between our look-up and our insert.
@@ -167,6 +183,7 @@ class MessageStore:
         *,
         now: datetime,
         evidence: Sequence[NewEvidence],
+        hooks: Sequence[TransactionHook] = (),
     ) -> StoredMessage:
         # The message, its payloads and its evidence in one transaction: none is ever kept without the others,
         # and one commit (one disk flush) instead of one per piece.
@@ -209,6 +226,7 @@ class MessageStore:
                     )
                 self._audit(connection, row.id, None, INITIAL[direction], now=now, detail=None)
                 _insert_evidence(connection, direction, info.message_id, evidence, kept, now=now)
+                write_all(hooks, connection, _message(row))
                 return row
 
             row = await self.db.run(insert_rows)
@@ -216,6 +234,7 @@ class MessageStore:
             for file in stored + kept:
                 await self.files.delete(file.path)
             raise
+        committed_all(hooks)
         return _message(row)
 
     # --- reading -----------------------------------------------------------------------------------------
@@ -302,13 +321,14 @@ class MessageStore:
         error: tuple[str, str] | None = None,
         detail: str | None = None,
         evidence: Sequence[NewEvidence] = (),
+        hooks: Sequence[TransactionHook] = (),
     ) -> StoredMessage | None:
         """Move message to target if it is still as read; None if another writer moved it first.
 
         IllegalTransition for a move the table does not allow. Moving to ``sending`` is ``claim``'s job,
         since it also takes the lease. ``error`` is an (ebMS code, detail) pair kept as the last error.
         ``evidence`` (a partner's receipt that settles the message) is kept in the same transaction, whether
-        the move happens or not.
+        the move happens or not; ``hooks`` write only when it happens (the events a move causes).
         """
         check_transition(message.direction, message.state, target)
         if target is MessageState.SENDING:
@@ -322,16 +342,21 @@ class MessageStore:
         def move(connection: Connection) -> StoredMessage | None:
             moved = self._cas(connection, message, target, values, now=now, detail=detail)
             _insert_evidence(connection, message.direction, message.message_id, evidence, kept, now=now)
+            if moved is not None:
+                write_all(hooks, connection, moved)
             return moved
 
         try:
             for item in evidence:
                 kept.append(await self.files.write(item.chunks))
-            return await self.db.run(move)
+            moved = await self.db.run(move)
         except BaseException:
             for file in kept:
                 await self.files.delete(file.path)
             raise
+        if moved is not None:
+            committed_all(hooks)
+        return moved
 
     @_shielded
     async def claim(self, message_id: str, *, now: datetime, lease: timedelta) -> StoredMessage | None:
@@ -475,9 +500,10 @@ class MessageStore:
     # --- end-to-end answers ------------------------------------------------------------------------------
 
     @_shielded
-    async def record_end_to_end(self, answer: EndToEnd) -> bool:
+    async def record_end_to_end(self, answer: EndToEnd, *, hooks: Sequence[TransactionHook] = ()) -> bool:
         """Keep the operator's verified answer to an outgoing message; False when one is kept already (the first
-        answer stands: an operator answers a delivery once, a repeated reply changes nothing)."""
+        answer stands: an operator answers a delivery once, a repeated reply changes nothing). ``hooks`` write
+        with it, given the outgoing message it answers (when that is still stored)."""
         values = {
             "message_id": answer.message_id,
             "status": answer.status,
@@ -491,10 +517,18 @@ class MessageStore:
             "recorded_at": answer.recorded_at,
         }
 
+        def record(connection: Connection) -> None:
+            connection.execute(insert(schema.end_to_end), values)
+            parameters = {"b_direction": Direction.OUT.value, "b_message_id": answer.message_id}
+            answered = connection.execute(_BY_MESSAGE_ID, parameters).one_or_none()
+            if answered is not None:
+                write_all(hooks, connection, _message(answered))
+
         try:
-            await self.db.run(lambda connection: connection.execute(insert(schema.end_to_end), values))
+            await self.db.run(record)
         except IntegrityError:
             return False
+        committed_all(hooks)
         return True
 
     @_shielded
@@ -596,7 +630,9 @@ def _drop_payloads(now: datetime) -> _Drop:
 
 def _drop_messages(connection: Connection, message_ids: list[int]) -> Sequence[str]:
     paths = _delete_payloads(connection, message_ids)
-    # Transitions go with their message through ON DELETE CASCADE.
+    # A routed message's target goes with it; transitions go with their message through ON DELETE CASCADE.
+    routed = select(M.c.message_id).where(M.c.id.in_(message_ids), M.c.direction == Direction.OUT.value)
+    connection.execute(delete(schema.route_targets).where(schema.route_targets.c.message_id.in_(routed)))
     connection.execute(delete(M).where(M.c.id.in_(message_ids)))
     return paths
 

@@ -10,12 +10,11 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Protocol
 
-from accesspoint.store.clock import Clock
+from accesspoint.store.clock import Clock, first_of
 from accesspoint.store.messages import MessageStore
 from accesspoint.store.records import StoredMessage
 
@@ -84,7 +83,7 @@ class MemorySendQueue:
                     heapq.heappop(self._heap)
                     del self._due[message_id]
                     return QueueItem(message_id, str(order))
-                await _first(self._changed.wait(), self._clock.sleep_until(when))
+                await first_of(self._changed.wait(), self._clock.sleep_until(when))
             else:
                 await self._changed.wait()
 
@@ -93,17 +92,6 @@ class MemorySendQueue:
 
     async def close(self) -> None:
         """Nothing to release."""
-
-
-async def _first(*waits: Coroutine[Any, Any, object]) -> None:
-    """Return when the first of the coroutines finishes, cancelling the others."""
-    tasks = [asyncio.ensure_future(wait) for wait in waits]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def claim_next(
