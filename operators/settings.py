@@ -8,6 +8,7 @@ host = "127.0.0.1"
 port = 8480
 database = "sqlite+aiosqlite:///mailbox.db"   # relative paths are taken from this file's folder
 mailboxes = ["197001011234", "165566778899", "0203:kommun.example.se"]
+soap_max_size = 50331648            # bytes: the largest Service v3 deliverSecure request taken in (48 MiB)
 
 [operator.keys]                     # signs the end-to-end receipts
 key = "operator.key.pem"
@@ -45,6 +46,7 @@ import yaml
 from cryptography import x509
 
 from accesspoint.security.keys import KeyLoadError, KeyPair, load_certificates, load_key_pair
+from operators.soap import SOAP_MAX_SIZE
 
 MIN_SECRET = 16
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
@@ -101,6 +103,7 @@ class OperatorSettings:
     sender_anchors: tuple[x509.Certificate, ...] = ()
     minameddelanden_contracts: Path | None = None
     xhe_schema: Path | None = None
+    soap_max_size: int = SOAP_MAX_SIZE  # bytes: the largest Service v3 deliverSecure request taken in
 
 
 def _duration(value: object) -> timedelta | None:
@@ -174,6 +177,7 @@ def parse_settings(table: dict[str, Any], *, where: str = "settings", base: Path
     """Check the ``operator`` table."""
     check = _Checker(where, base or Path.cwd())
     known = {"id", "name", "host", "port", "database", "mailboxes", "keys", "access_point", "trust", "tokens"}
+    known.add("soap_max_size")
     for key in sorted(set(table) - known):
         check.fail(key, "unknown setting")
     operator_id = check.string(table, "id", "id")
@@ -241,6 +245,9 @@ def parse_settings(table: dict[str, Any], *, where: str = "settings", base: Path
     anchors = check.certificates(trust.get("sender_anchors"), "trust.sender_anchors")
     contracts = check.folder(trust.get("minameddelanden_contracts"), "trust.minameddelanden_contracts")
     xhe_schema = check.folder(trust.get("xhe_schema"), "trust.xhe_schema")
+    soap_max_size = table.get("soap_max_size", SOAP_MAX_SIZE)
+    if not isinstance(soap_max_size, int) or isinstance(soap_max_size, bool) or soap_max_size < 1:
+        check.fail("soap_max_size", "a positive number of bytes")
     if check.problems or keys is None or link is None:
         raise SettingsError(check.problems)
     return OperatorSettings(
@@ -257,4 +264,5 @@ def parse_settings(table: dict[str, Any], *, where: str = "settings", base: Path
         sender_anchors=anchors,
         minameddelanden_contracts=contracts,
         xhe_schema=xhe_schema,
+        soap_max_size=soap_max_size,
     )

@@ -190,3 +190,25 @@ async def empty_postgres_database(server: PostgresServer, name: str) -> None:
 async def drop_postgres_database(server: PostgresServer, name: str) -> None:
     """Drop a database, ending the sessions still connected to it."""
     await _admin(server, f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+def rss_bytes(pid: int) -> int:
+    """The resident set size of a process (VmRSS in /proc/<pid>/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for process {pid}")
+
+
+def open_files(pid: int) -> list[str]:
+    """What the process's file descriptors point at; a deleted temporary file shows as '<path> (deleted)'."""
+    found = []
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            found.append(str(fd.readlink()))
+    return found
+
+
+def files_only(opened: list[str]) -> list[str]:
+    """The files among open_files (sockets, pipes and event fds left out), sorted: deleted spool files stay in."""
+    return sorted(path for path in opened if path.startswith("/"))
