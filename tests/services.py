@@ -119,15 +119,36 @@ def _pg_ctl(data: Path, log: Path | None, *argv: str, check: bool = True) -> Non
     subprocess.run(command, check=check, capture_output=True)
 
 
-@dataclass(frozen=True)
+@dataclass
 class RedisServer:
-    """A running redis-server without persistence."""
+    """A running redis-server without persistence; ``stop`` and ``start`` restart it empty on the same port."""
 
     port: int
+    argv: list[str] | None = None
+    log: Path | None = None
+    process: subprocess.Popen[bytes] | None = None
 
     def url(self, db: int = 0) -> str:
         """The redis:// URL of one of its databases."""
         return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def start(self) -> None:
+        """Start the server (again: with nothing in it, as after a restart without persistence)."""
+        assert self.argv is not None and self.log is not None, "a server these tests started"
+        self.process = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_for_port(self.port, self.process, self.log)
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM; it keeps nothing)."""
+        process, self.process = self.process, None
+        if process is None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 @contextlib.contextmanager
@@ -139,17 +160,12 @@ def redis_server() -> Iterator[RedisServer]:
     port = free_port()
     argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     argv += ["--dir", str(root), "--logfile", str(log), "--daemonize", "no"]
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = RedisServer(port, argv, log)
     try:
-        _wait_for_port(port, process, log)
-        yield RedisServer(port)
+        server.start()
+        yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        server.stop()
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -347,3 +347,28 @@ async def test_a_database_that_cannot_be_reached_is_reported_unavailable_and_a_r
     await store.submit(MessageInfo("dup@ap"), [payload()], now=T0)
     with pytest.raises(DuplicateMessage):
         await store.submit(MessageInfo("dup@ap"), [payload()], now=T0)
+
+
+# --- scoped reading --------------------------------------------------------------------------------------
+
+
+async def test_a_search_narrowed_to_pmodes_or_parties_shows_only_those_messages(store: MessageStore) -> None:
+    """only={pmode: …} or {party: …} (From or To) narrows a search; an unknown kind or no kind shows nothing."""
+    for message_id, pmode, sender, receiver in (
+        ("a@x", "p1", "0007:111", "0007:222"),
+        ("b@x", "p2", "0007:333", "0007:111"),
+        ("c@x", "p2", "0007:333", "0007:444"),
+    ):
+        await store.submit(
+            MessageInfo(message_id, pmode_id=pmode, from_party=sender, to_party=receiver), [payload()], now=T0
+        )
+
+    async def ids(only: dict[str, set[str]] | None) -> list[str]:
+        return [m.message_id for m in await store.search(only=only)]
+
+    assert await ids(None) == ["a@x", "b@x", "c@x"]
+    assert await ids({"pmode": {"p1"}}) == ["a@x"]
+    assert await ids({"party": {"0007:111"}}) == ["a@x", "b@x"]
+    assert await ids({"pmode": {"p1"}, "party": {"0007:444"}}) == ["a@x", "c@x"]
+    assert await ids({"recipient": {"0007:111"}}) == []
+    assert await ids({}) == []

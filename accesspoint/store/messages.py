@@ -25,7 +25,7 @@ Recovery rules (what a restart, or another instance, does with what a crash left
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Collection, Coroutine, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -39,6 +39,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     delete,
+    false,
     insert,
     or_,
     select,
@@ -257,9 +258,17 @@ class MessageStore:
         ref_to_message_id: str | None = None,
         after_pk: int = 0,
         limit: int = 100,
+        only: Mapping[str, Collection[str]] | None = None,
     ) -> list[StoredMessage]:
-        """Messages matching every filter given, oldest first, for pages of at most limit rows."""
+        """Messages matching every filter given, oldest first, for pages of at most limit rows.
+
+        ``only`` narrows to what a scoped caller may see: messages whose ``pmode`` (P-Mode id) or ``party`` (From
+        or To, as stored) is among the values given for that kind; any one kind matching is enough, a kind the
+        store does not know matches nothing, and an empty mapping nothing at all. None: no narrowing.
+        """
         conditions: list[ColumnElement[bool]] = [M.c.id > after_pk]
+        if only is not None:
+            conditions.append(_visible(only))
         for column, value in (
             (M.c.direction, direction),
             (M.c.state, state),
@@ -693,6 +702,18 @@ def _info_values(info: MessageInfo) -> dict[str, Any]:
         "service": info.service,
         "action": info.action,
     }
+
+
+def _visible(only: Mapping[str, Collection[str]]) -> ColumnElement[bool]:
+    """Rows a caller limited to these resources (kind -> values) may see."""
+    allowed: list[ColumnElement[bool]] = []
+    for kind, values in only.items():
+        wanted = sorted(values)
+        if kind == "pmode":
+            allowed.append(M.c.pmode_id.in_(wanted))
+        elif kind == "party":
+            allowed.append(or_(M.c.from_party.in_(wanted), M.c.to_party.in_(wanted)))
+    return or_(false(), *allowed)
 
 
 def _due_clause(now: datetime | BindParameter[datetime]) -> ColumnElement[bool]:
