@@ -372,3 +372,13 @@ async def test_a_search_narrowed_to_pmodes_or_parties_shows_only_those_messages(
     assert await ids({"pmode": {"p1"}, "party": {"0007:444"}}) == ["a@x", "c@x"]
     assert await ids({"recipient": {"0007:111"}}) == []
     assert await ids({}) == []
+
+
+async def test_events_made_elsewhere_are_adopted_once_in_their_order(store: MessageStore, other_db: Database) -> None:
+    """adopt keeps the given ids and bodies in order and skips ids the sink has (two instances importing)."""
+    one, two = Outbox(store.db, instance="a"), Outbox(other_db, instance="b")
+    old = [(f"id-{n}", "receipt", json.dumps({"id": f"id-{n}", "event": "receipt"})) for n in range(3)]
+    assert await one.adopt(HOOK, old[:2], now=T0) == 2
+    assert await two.adopt(HOOK, old, now=T0) == 1
+    claimed = await one.claim(HOOK, now=T0, lease=LEASE)
+    assert [(e.event_id, e.body) for e in claimed] == [(i, b) for i, _k, b in old]

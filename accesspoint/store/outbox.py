@@ -142,6 +142,29 @@ class Outbox:
         """Write events in a transaction of their own (for events no move causes); their ids."""
         return await self._run(lambda connection: write_events(connection, events, now=now))
 
+    async def adopt(self, sink: str, events: Sequence[tuple[str, str, str]], *, now: datetime) -> int:
+        """Take in events made elsewhere as (event id, kind, body), in that order, skipping ids the sink has;
+        how many were new (for importing an older outbox: several instances may import the same files)."""
+
+        def insert_new(connection: Connection) -> int:
+            ids = [event_id for event_id, _kind, _body in events]
+            known = set(
+                connection.execute(select(O.c.event_id).where(O.c.sink == sink, O.c.event_id.in_(ids))).scalars()
+            )
+            rows = [
+                {"event_id": event_id, "sink": sink, "kind": kind, "body": body, "created_at": now,
+                 "available_at": now, "attempts": 0}
+                for event_id, kind, body in events
+                if event_id not in known
+            ]  # fmt: skip
+            if rows:
+                connection.execute(insert(O), rows)
+            return len(rows)
+
+        if not events:
+            return 0
+        return await self._run(insert_new)
+
     async def claim(self, sink: str, *, now: datetime, lease: timedelta, limit: int = 20) -> list[OutboxEvent]:
         """Lease up to limit of the sink's oldest pending events to this instance, in order.
 
