@@ -103,12 +103,12 @@ class _FarLookup:
                 self._client = await client.__aenter__()
                 self._lookup = client
             else:
-                from far.model import create_engine, create_tables
+                from far.model import create_engine, upgrade_schema
                 from far.service import FarService
 
                 far = self.settings.far_settings
                 self._engine = create_engine(far.database)
-                await create_tables(self._engine)
+                await upgrade_schema(self._engine)
                 self._lookup = FarService(self._engine, policy=far.policy)
             return self._lookup
 
