@@ -133,6 +133,8 @@ class ServerConfig:
     lease: timedelta = timedelta(minutes=2)
     durability: Durability = Durability.POWER_LOSS  # what a committed message survives (store/db.py)
     max_message_size: int = 2 * 1024**3
+    # Messages whose parts together are larger are secured, opened and hashed in a worker thread in one hop.
+    offload_threshold: int = 256 * 1024
     revocation: bool = True
     evidence_retention: timedelta = timedelta(days=3650)
     pull_interval: timedelta = timedelta(seconds=5)
@@ -212,7 +214,7 @@ def load_config(path: str | Path) -> ServerConfig:
     known = {
         "listen", "pmodes", "database", "storage", "keys", "api_tokens", "instance", "redis", "send", "durability",
         "max_message_size", "revocation", "evidence_retention", "pull", "webhooks", "tls", "tls_trust",
-        "tls_client", "retention", "discovery", "routing", "end_to_end",
+        "tls_client", "retention", "discovery", "routing", "end_to_end", "offload_threshold",
     }  # fmt: skip
     unknown = sorted(set(data) - known)
     if unknown:
@@ -266,6 +268,7 @@ def load_config(path: str | Path) -> ServerConfig:
         send_timeout=_duration(send.get("timeout", "30s"), f"{file}: field send.timeout"),
         lease=_duration(send.get("lease", "2m"), f"{file}: field send.lease"),
         max_message_size=_size(data.get("max_message_size", 2 * 1024**3), f"{file}: field max_message_size"),
+        offload_threshold=_size(data.get("offload_threshold", 256 * 1024), f"{file}: field offload_threshold"),
         revocation=_flag(data.get("revocation", True), f"{file}: field revocation"),
         evidence_retention=_duration(data.get("evidence_retention", "3650d"), f"{file}: field evidence_retention"),
         pull_interval=_duration(pull.get("interval", "5s"), f"{file}: field pull.interval"),

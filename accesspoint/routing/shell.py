@@ -66,8 +66,15 @@ def forwarded_id(message_id: str) -> str:
 class Submitter(Protocol):
     """What forwarding needs from the access point: its P-Modes, its store and its submission path."""
 
-    pmodes: PModeSet
-    store: MessageStore | None
+    @property
+    def pmodes(self) -> PModeSet:
+        """The P-Modes in force now."""
+        ...
+
+    @property
+    def store(self) -> MessageStore | None:
+        """The message store."""
+        ...
 
     async def submit(self, document: dict[str, Any], files: Sequence[NewPayload] | None = None) -> StoredMessage:
         """Store and queue an outgoing message."""
