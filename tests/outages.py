@@ -4,8 +4,8 @@ Each runs a sending and a receiving ``accesspoint serve`` on loopback while a ba
 of messages through the REST API, breaks something mid-stream and checks what the issue asks for:
 
 - ``postgres_outage``: the one PostgreSQL both access points use is stopped for ``outage`` seconds a quarter into
-  the stream and started again. Every submission is answered 202 (stored: it must arrive exactly once) or 503 with ``Retry-After``
-  (nothing stored, checked after the restart, then submitted again by the backend as told).
+  the stream and started again. Every submission is answered 202 (stored: it must arrive exactly once) or 503 with
+  ``Retry-After`` (nothing stored, checked after the restart, then submitted again by the backend as told).
 - ``redis_restart``: the sender's Redis queue is stopped and started empty. Submissions keep being answered 202
   (the database is the record), and every message arrives exactly once.
 - ``instance_killed``: two sending instances on one PostgreSQL and Redis with a webhook; the instance holding the

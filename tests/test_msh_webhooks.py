@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import json
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -11,7 +14,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from accesspoint.core.errors import ErrorCode
-from accesspoint.msh.webhooks import EVENT_HEADER, SIGNATURE_HEADER, signature
+from accesspoint.msh.webhooks import EVENT_HEADER, ID_HEADER, SIGNATURE_HEADER, signature
 from tests.test_msh import _free_port
 from tests.test_msh_exchange import SOAP12, _error_signal, _keys, _pull
 from tests.test_msh_support import pair, running, submission
@@ -36,6 +39,7 @@ class Receiver:
         assert request.headers[SIGNATURE_HEADER] == signature(SECRET, body)
         event = json.loads(body)
         assert request.headers[EVENT_HEADER] == event["event"]
+        assert request.headers[ID_HEADER] == event["id"]
         self.events.setdefault(name, []).append(event)
         return web.Response(status=204)
 
@@ -96,19 +100,31 @@ async def test_webhooks_get_signed_events_for_received_delivered_and_failed_mess
         await runner.cleanup()
 
 
+def _outbox(database: Path) -> list[tuple[str, str | None]]:
+    """(event id, outcome) of every row of an access point's outbox, oldest first."""
+    with contextlib.closing(sqlite3.connect(database)) as connection:
+        return [(str(i), o) for i, o in connection.execute("SELECT event_id, outcome FROM outbox ORDER BY id")]
+
+
 async def test_undelivered_events_wait_in_the_outbox_across_a_restart(tmp_path: Path) -> None:
-    """The backend is down while a message is delivered; after a restart of the sender its event still arrives."""
+    """The backend is down while a message is delivered: its event waits in the database's outbox, and after a
+    restart of the sender it arrives, with an event an earlier version left as a file in storage/webhooks."""
     port = _free_port()
-    hook = {"url": f"http://127.0.0.1:{port}/hooks/se", "events": ["receipt"], "secret": SECRET, "backoff": "10s"}
+    url = f"http://127.0.0.1:{port}/hooks/se"
+    hook = {"url": url, "events": ["receipt"], "secret": SECRET, "backoff": "10s"}
     sweden, belgium = pair(tmp_path, se={"webhooks": [hook]})
-    outbox = sweden.folder / "data" / "webhooks"
+    database = sweden.folder / "data" / "accesspoint.db"
     with running(belgium):
         with running(sweden):
             body = submission("se-to-be", b"<a/>", "o1@se")
             assert (await _off_loop(sweden.api, "POST", "/api/v1/messages", body))[0] == 202
             assert (await _off_loop(sweden.wait_state, "o1@se", {"delivered", "failed"}))["state"] == "delivered"
-            (pending,) = list(outbox.rglob("*.json"))
-            assert json.loads(pending.read_bytes())["data"]["message_id"] == "o1@se"
+            ((pending, outcome),) = _outbox(database)
+            assert outcome is None
+        legacy = sweden.folder / "data" / "webhooks" / hashlib.sha256(url.encode()).hexdigest()[:16]
+        legacy.mkdir(parents=True)
+        older = {"id": "legacy-1", "event": "receipt", "at": "2026-01-01T00:00:00+00:00", "data": {"message_id": "x"}}
+        (legacy / "00000000000000000001-legacy-1.json").write_text(json.dumps(older))
         receiver = Receiver()
         receiver.refused.add("se")  # take the first delivery
         app = web.Application()
@@ -118,13 +134,15 @@ async def test_undelivered_events_wait_in_the_outbox_across_a_restart(tmp_path: 
         await web.TCPSite(runner, "127.0.0.1", port).start()
         try:
             await _off_loop(sweden.start)  # in a thread: the receiver must answer while the sender starts
-            (event,) = await receiver.wait("se", 1)
-            assert (event["event"], event["data"]["message_id"]) == ("receipt", "o1@se")
+            first, second = await receiver.wait("se", 2)
+            assert (first["id"], first["event"], first["data"]["message_id"]) == (pending, "receipt", "o1@se")
+            assert second == older
             for _ in range(50):
-                if not pending.exists():
+                if [outcome for _id, outcome in _outbox(database)] == ["delivered", "delivered"]:
                     break
                 await asyncio.sleep(0.1)
-            assert not pending.exists()
+            assert _outbox(database) == [(pending, "delivered"), ("legacy-1", "delivered")]
+            assert list(legacy.iterdir()) == []
         finally:
             await _off_loop(sweden.stop)
             await runner.cleanup()

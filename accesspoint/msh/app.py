@@ -109,6 +109,7 @@ def _compose(app: web.Application, ctx: Context, supervisor: Supervisor) -> None
     supervisor.spawn("P-Mode watcher", ctx.agreements.watch)
     for name, deliver in ctx.webhooks.deliveries(ctx.http):
         supervisor.spawn(name, deliver)
+    supervisor.spawn("reply jobs", replies.dispatcher().run)
     # Routed messages a stop left received but not forwarded (their senders have the receipt) go on now.
     supervisor.spawn(
         "routing recovery", functools.partial(ctx.routing.resume, submissions, now=ctx.clock.now()), once=True

@@ -7,12 +7,14 @@ access points in one process (the tests' in-memory pair) each have their own.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import aiohttp
 
 from accesspoint.msh.agreements import Agreements
 from accesspoint.msh.config import ServerConfig
+from accesspoint.msh.limits import BodyBudget
 from accesspoint.msh.tls import client_context
 from accesspoint.msh.webhooks import WebhookNotifier
 from accesspoint.routing.outbound import RouteRecords
@@ -21,7 +23,12 @@ from accesspoint.security.fetch import UrlFetcher
 from accesspoint.security.revocation import RevocationChecker
 from accesspoint.store import MemorySendQueue, MessageStore
 from accesspoint.store.clock import Clock
+from accesspoint.store.idempotency import IdempotencyKeys
+from accesspoint.store.outbox import Outbox
 from accesspoint.store.queue import SendQueue
+from accesspoint.store.routes import RouteTargets
+
+log = logging.getLogger("accesspoint.msh")
 
 
 @dataclass(slots=True)
@@ -37,6 +44,9 @@ class Context:
     webhooks: WebhookNotifier
     routing: Routing
     revocation: RevocationChecker | None
+    outbox: Outbox
+    idempotency: IdempotencyKeys
+    bodies: BodyBudget
 
     @classmethod
     async def open(cls, settings: ServerConfig, clock: Clock, agreements: Agreements) -> Context:
@@ -62,19 +72,32 @@ class Context:
         tls = client_context(settings.tls_trust, settings.tls_client or settings.tls)
         http = aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=64, ssl=tls))
         revocation = RevocationChecker(UrlFetcher()) if settings.revocation else None
-        webhooks = WebhookNotifier(settings.webhooks, clock=clock, outbox=settings.storage / "webhooks")
-        # Dynamic partners (BDXL + SMP) and the router; route records of forwarded messages live in storage.
-        routing = Routing(
-            settings.discovery,
-            RouteRecords(settings.storage / "routing"),
-            revocation=revocation,
-            routing=settings.routing,
+        # Events and route targets live in the database, written with the moves that cause them.
+        outbox = Outbox(store.db, instance=settings.instance)
+        webhooks = WebhookNotifier(
+            settings.webhooks, outbox, clock=clock, lease=settings.lease, timeout=settings.send_timeout
         )
-        return cls(settings, clock, agreements, store, queue, http, webhooks, routing, revocation)
+        records = RouteRecords(RouteTargets(store.db))
+        routing = Routing(settings.discovery, records, revocation=revocation, routing=settings.routing)
+        ctx = cls(
+            settings, clock, agreements, store, queue, http, webhooks, routing, revocation, outbox,
+            IdempotencyKeys(store.db), BodyBudget(settings.body_limits),
+        )  # fmt: skip
+        await ctx.adopt_files()
+        return ctx
+
+    async def adopt_files(self) -> None:
+        """Take in the webhook events and route targets an earlier version kept as files in ``storage``."""
+        storage = self.settings.storage
+        events = await self.webhooks.adopt_folder(storage / "webhooks")
+        targets = await self.routing.records.adopt_folder(storage / "routing")
+        if events or targets:
+            log.info("took %d webhook event(s) and %d route target(s) from files into the database", events, targets)
 
     async def close(self) -> None:
         """Close routing's clients, the HTTP client, the queue and the store."""
         await self.routing.close()
         await self.http.close()
         await self.queue.close()
+        await self.outbox.close()
         await self.store.close()

@@ -151,11 +151,8 @@ class Inbound:
         if reception.duplicate and reception.receipt is not None:
             log.info("duplicate %s: answering with the stored receipt", user.message_id)
             return b"".join([c async for c in ctx.store.read(reception.receipt)])
-        ctx.webhooks.notify(WebhookEvent.MESSAGE_RECEIVED, message_json(reception.message))
         if plan is not None:
             await self.router.forward(self.submitter, plan, reception.message, user, now=now)
-        if user.message_info.ref_to_message_id is not None and not reception.duplicate:
-            await self.replies.answered(reception.message, now)
         return receipt
 
     async def _persist(self, verified: VerifiedMessage, receipt: bytes, now: datetime) -> Reception:
@@ -167,10 +164,15 @@ class Inbound:
             NewEvidence(EvidenceKind.OUR_RECEIPT, once(receipt), retention),
         ]
         info = message_info(user, verified.route)
-        reception = await store.receive(info, verified.new_payloads(), now=now, evidence=evidence)
+        # What the reception causes is written with it: the backend's event, and for a reply to a message we sent
+        # the job that checks the operator's answer (and relays it, on a router); a duplicate writes neither.
+        hooks = self.ctx.webhooks.hooks_for(WebhookEvent.MESSAGE_RECEIVED, message_json, now=now)
+        if user.message_info.ref_to_message_id is not None:
+            hooks.append(self.replies.job(now=now))
+        reception = await store.receive(info, verified.new_payloads(), now=now, evidence=evidence, hooks=hooks)
         if reception.duplicate and reception.receipt is None:
             # The first reception stopped (a crash) between storing the message and keeping its receipt: this
-            # one finishes it, keeping the evidence and telling the backend, as the first would have.
+            # one finishes it, keeping the evidence (the backend's event was written with the message).
             log.warning("duplicate %s without a stored receipt: keeping this reception's evidence", user.message_id)
             kept = [(EvidenceKind.OUR_RECEIPT, receipt)]
             if not await store.evidence(Direction.IN, user.message_id, EvidenceKind.RAW_MESSAGE):

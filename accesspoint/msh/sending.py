@@ -1,9 +1,10 @@
 """Send workers: take a due message from the queue, win its claim, send it, settle what came back.
 
-Each worker is a supervised task. It survives a database or queue outage: a failure to claim, to record an
-outcome or to acknowledge the queue entry is logged and the worker goes on after a pause (the message stays
-due in the database, so the recovery sweep queues it again). What an attempt led to is reported to
-``Settlement`` as an ``Outcome``; the retry policy lives in ``next_step``.
+Each worker is a supervised task. It survives a database or queue outage (``store.queue.Claims``): a claim waits
+for the database to come back, the database hands out what is due while the queue is away, and an attempt the
+database failed under leaves the message claimed until its lease runs out (then it is sent again; the partner's
+duplicate elimination answers with the same receipt), rather than failing a message the partner may have. What
+an attempt led to is reported to ``Settlement`` as an ``Outcome``; the retry policy lives in ``next_step``.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from accesspoint.routing.outbound import RouteUnavailable
 from accesspoint.security.policy import RevocationMode
 from accesspoint.security.receipts import verify_receipt
 from accesspoint.security.trust import CertificateUsage, TrustError, TrustFailure, validate_certificate
-from accesspoint.store import EvidenceKind, QueueItem, StoredMessage, claim_next
-from pmode import Route
+from accesspoint.store import EvidenceKind, StoredMessage, StoreUnavailable
+from accesspoint.store.queue import Claim, Claims
+from pmode import Binding, Route
 
 log = logging.getLogger("accesspoint.msh")
 
@@ -40,23 +42,39 @@ class SendWorkers:
         self.ctx = ctx
         self.pipeline = pipeline
         self.settlement = settlement
+        # The queue wakes the workers and spreads the work; the database decides and, when the queue is away,
+        # hands out what is due itself (pulled messages wait for their puller instead).
+        self.claims = Claims(
+            ctx.queue, ctx.store, clock=ctx.clock, lease=ctx.settings.lease, poll=ctx.settings.lease / 4,
+            skip=self._pulled,
+        )  # fmt: skip
+
+    def _pulled(self, message: StoredMessage) -> bool:
+        route = self.ctx.agreements.route_of(message)
+        return route is not None and route.pmode.binding is Binding.PULL
 
     async def run(self, number: int) -> None:
         """One worker: claim, send, settle, acknowledge; forever."""
-        ctx = self.ctx
         while True:
             try:
-                item, message = await claim_next(ctx.queue, ctx.store, clock=ctx.clock, lease=ctx.settings.lease)
+                claim = await self.claims.next()
             except Exception:
                 log.exception("worker %d: taking the next message failed; trying again shortly", number)
                 await asyncio.sleep(PAUSE_AFTER_FAULT)
                 continue
-            await self._attempt(number, item, message)
+            await self._attempt(number, claim)
 
-    async def _attempt(self, number: int, item: QueueItem, message: StoredMessage) -> None:
-        ctx = self.ctx
+    async def _attempt(self, number: int, claim: Claim) -> None:
+        ctx, message = self.ctx, claim.message
         try:
             await self.send(message)
+        except StoreUnavailable as exc:
+            # The database went away mid-attempt: whatever was sent, the message stays claimed until its lease runs
+            # out, then it is sent again and the partner's duplicate elimination answers with the same receipt.
+            # Recording a failure now (should the database be back) would fail a message the partner may have.
+            log.warning("worker %d: %s: the database is unavailable (%s); retried after its lease",
+                        number, message.message_id, exc)  # fmt: skip
+            await asyncio.sleep(PAUSE_AFTER_FAULT)
         except Exception as exc:
             # A bug or a broken stored message must not leave it in `sending` until its lease runs out.
             log.exception("worker %d: sending %s failed unexpectedly", number, message.message_id)
@@ -65,10 +83,7 @@ class SendWorkers:
                 await self.settlement.failed(message, ctx.agreements.route_of(message), Outcome.UNSENDABLE, error)
             except Exception:  # the database itself: the lease runs out and the message is taken over
                 log.exception("worker %d: recording the failure of %s failed", number, message.message_id)
-        try:
-            await ctx.queue.ack(item)
-        except Exception:  # the claim decides who sends: a redelivered entry is turned away
-            log.exception("worker %d: acknowledging %s failed", number, message.message_id)
+        await self.claims.done(claim)
 
     async def send(self, message: StoredMessage) -> None:
         """One attempt at a claimed message, from the checks before it to the settling of its answer."""

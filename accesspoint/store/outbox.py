@@ -323,6 +323,7 @@ class Dispatcher:
         self._poll = poll
         self._batch = batch
         self._woken = asyncio.Event()
+        self._retry_at: datetime | None = None  # when the head that failed last is due again
 
     def wake(self) -> None:
         """Look for new events now rather than at the next poll."""
@@ -340,10 +341,12 @@ class Dispatcher:
                 failures += 1
                 handled = 0
                 log.warning("outbox %s: the database is unavailable (%s); trying again", self.sink, exc)
-            if handled:
+            if handled and self._retry_at is None:
                 continue
-            wait = self._poll * min(2**failures, 30)
-            await first_of(self._woken.wait(), self._clock.sleep_until(self._clock.now() + wait))
+            until = self._clock.now() + self._poll * min(2**failures, 30)
+            if self._retry_at is not None:
+                until, self._retry_at = min(until, self._retry_at), None
+            await first_of(self._woken.wait(), self._clock.sleep_until(until))
 
     async def round(self) -> int:
         """Claim a batch and deliver it; how many events were settled (0: nothing to do now)."""
@@ -379,7 +382,9 @@ class Dispatcher:
         else:
             log.warning("outbox %s: %s event %s failed (%s); retry in %s", self.sink, event.kind,
                         event.event_id, reason, delay)  # fmt: skip
-        await self.outbox.failed(event, now=now, retry_at=None if delay is None else now + delay, error=reason)
+        retry_at = None if delay is None else now + delay
+        await self.outbox.failed(event, now=now, retry_at=retry_at, error=reason)
+        self._retry_at = retry_at
 
 
 async def _quietly(operation: Awaitable[None]) -> None:

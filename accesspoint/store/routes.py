@@ -7,7 +7,7 @@ instance and every restart sends it to the same place, and it is purged with its
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import Connection, insert, select
 
@@ -67,6 +67,23 @@ class RouteTargets:
             party_id=row.party_id,
             endpoint=row.endpoint,
         )
+
+
+    async def adopt(self, routes: list[StoredRoute], *, now: datetime | None = None) -> int:
+        """Insert the targets not recorded yet (taken over from an older version's files); how many were new."""
+        if not routes:
+            return 0
+        created = now or datetime.now(UTC)
+
+        def insert_new(connection: Connection) -> int:
+            ids = [route.message_id for route in routes]
+            known = set(connection.execute(select(R.c.message_id).where(R.c.message_id.in_(ids))).scalars())
+            fresh = {route.message_id: route for route in routes if route.message_id not in known}
+            if fresh:
+                connection.execute(insert(R), [{**_values(r), "created_at": created} for r in fresh.values()])
+            return len(fresh)
+
+        return await self.db.run(insert_new)
 
 
 def _values(route: StoredRoute) -> dict[str, str]:
