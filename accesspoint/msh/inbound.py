@@ -30,7 +30,7 @@ from accesspoint.msh.receiving import error_response, reply_policy, signed_signa
 from accesspoint.msh.replies import Replies
 from accesspoint.msh.signals import Signals
 from accesspoint.msh.views import message_info, message_json
-from accesspoint.msh.wire import READ_CHUNK, once, read_message_body, soap_fault, soap_response
+from accesspoint.msh.wire import READ_CHUNK, discard, once, read_message_body, soap_fault, soap_response
 from accesspoint.routing.shell import Submitter
 from accesspoint.store import Direction, EvidenceKind, MessageStore, NewEvidence, Reception, StoredMessage
 from pmode import Binding, PModeSet, Route
@@ -114,6 +114,8 @@ class Inbound:
             level = logging.DEBUG if error.error_code is ErrorCode.EMPTY_MPC else logging.WARNING
             log.log(level, "refused an incoming message: %s", error)
             return soap_response(self._error_signal(error, received, soap_version, now), soap_version)
+        finally:
+            discard(received)
 
     def _error_signal(
         self, error: EbmsError, received: ReceivedMessage | None, soap_version: SoapVersion, now: datetime

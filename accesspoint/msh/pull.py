@@ -24,7 +24,7 @@ from accesspoint.msh.next_step import Action, Outcome
 from accesspoint.msh.receiving import error_response, pull_request, signed_signal, verify_signal
 from accesspoint.msh.send_pipeline import SendPipeline
 from accesspoint.msh.signals import Settlement
-from accesspoint.msh.wire import READ_CHUNK, read_message_body, spooled_chunks
+from accesspoint.msh.wire import READ_CHUNK, discard, read_message_body, spooled_chunks
 from accesspoint.store import Direction, EvidenceKind, MessageState, StoredMessage
 from pmode import Route
 
@@ -172,21 +172,24 @@ class Puller:
         except EbmsError as exc:
             log.warning("PullRequest to %s: unreadable answer: %s", endpoint, exc)
             return False
-        message = received.parsed.messaging.message
-        if isinstance(message, SignalMessage):
-            codes = [e.error_code for e in message.errors]
-            if codes != [ErrorCode.EMPTY_MPC.code]:
-                log.warning("PullRequest to %s answered with %s", endpoint, codes or message.kind)
-            return False
-        soap_version = received.parsed.messaging.soap_version
-        now = ctx.clock.now()
         try:
-            answer = await self.accept(received, now, route.leg.mpc)
-        except EbmsError as error:
-            log.warning("refused a pulled message: %s", error)
-            answer = error_response(
-                error, keys=ctx.settings.keys.signing_key(), policy=None, soap_version=soap_version, at=now
-            )
+            message = received.parsed.messaging.message
+            if isinstance(message, SignalMessage):
+                codes = [e.error_code for e in message.errors]
+                if codes != [ErrorCode.EMPTY_MPC.code]:
+                    log.warning("PullRequest to %s answered with %s", endpoint, codes or message.kind)
+                return False
+            soap_version = received.parsed.messaging.soap_version
+            now = ctx.clock.now()
+            try:
+                answer = await self.accept(received, now, route.leg.mpc)
+            except EbmsError as error:
+                log.warning("refused a pulled message: %s", error)
+                answer = error_response(
+                    error, keys=ctx.settings.keys.signing_key(), policy=None, soap_version=soap_version, at=now
+                )
+        finally:
+            discard(received)
         await self._post_signal(endpoint, answer, soap_version)
         return True
 

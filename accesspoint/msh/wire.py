@@ -37,15 +37,37 @@ def read_spooled(part: ReceivedPart) -> Iterator[bytes]:
 async def read_message_body(
     chunks: AsyncIterable[bytes], content_type: str, *, limit: int, too_large: str
 ) -> ReceivedMessage:
-    """Parse a streamed AS4 body into spooled parts; EBMS:0103 with ``too_large`` past ``limit`` bytes."""
-    reader = MessageReader(content_type, sink_factory=spool)
+    """Parse a streamed AS4 body into spooled parts; EBMS:0103 with ``too_large`` past ``limit`` bytes.
+
+    The caller ``discard``s the message when done with it; a body that fails to parse leaves no spool behind.
+    """
+    made: list[tempfile.SpooledTemporaryFile[bytes]] = []
+
+    def sink(start: PartStart) -> tempfile.SpooledTemporaryFile[bytes]:
+        made.append(spool(start))
+        return made[-1]
+
+    reader = MessageReader(content_type, sink_factory=sink)
     size = 0
-    async for chunk in chunks:
-        size += len(chunk)
-        if size > limit:
-            raise EbmsError(ErrorCode.POLICY_NONCOMPLIANCE, too_large)
-        reader.feed(chunk)
-    return reader.finish()
+    try:
+        async for chunk in chunks:
+            size += len(chunk)
+            if size > limit:
+                raise EbmsError(ErrorCode.POLICY_NONCOMPLIANCE, too_large)
+            reader.feed(chunk)
+        return reader.finish()
+    except BaseException:
+        for handle in made:
+            handle.close()
+        raise
+
+
+def discard(received: ReceivedMessage | None) -> None:
+    """Close the spools of a received message's parts."""
+    for part in () if received is None else received.attachments:
+        close = getattr(part.sink, "close", None)
+        if close is not None:
+            close()
 
 
 async def once(data: bytes) -> AsyncIterator[bytes]:
