@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -14,7 +15,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from accesspoint.msh.limits import BodyBudget, BodyLimits, BodyRefused, Spool, declared_length
+from accesspoint.msh.limits import BodyBudget, BodyLimits, BodyRefused, declared_length
 
 MiB = 1024 * 1024
 
@@ -86,18 +87,6 @@ def test_content_length_is_read_as_a_number_or_refused() -> None:
     assert refused.value.status == 400
 
 
-def test_a_spool_closes_and_deletes_every_file_it_made() -> None:
-    """Parts spooled past the memory threshold become unlinked files; close releases every one of them."""
-    before = open_files()
-    spool = Spool(in_memory=1024)
-    for _ in range(3):
-        spool.sink().write(b"x" * 4096)  # rolled over to a temporary file
-    assert len([path for path in open_files() - before if "(deleted)" in path]) == 3
-    spool.close()
-    spool.close()
-    assert open_files() <= before
-
-
 @dataclass
 class Served:
     """The test server, its budget, and events to hold a request inside the handler."""
@@ -112,15 +101,15 @@ class Served:
 async def client(aiohttp_client: Callable[..., Awaitable[TestClient]]) -> AsyncIterator[Served]:
     """A server with one endpoint that spools its body through the budget (limit 4 MiB, one large request)."""
     budget = BodyBudget(BodyLimits(max_bytes=64 * MiB, max_large=1, large=MiB, idle_timeout=timedelta(seconds=0.5)))
-    spooled: list[Spool] = []
     entered = asyncio.Event()
     hold = asyncio.Event()
 
     async def spool_body(request: web.Request) -> web.Response:
         try:
-            with budget.admit(declared_length(request.headers), limit=4 * MiB) as admission, Spool() as spool:
-                spooled.append(spool)
-                sink = spool.sink()
+            with (
+                budget.admit(declared_length(request.headers), limit=4 * MiB) as admission,
+                tempfile.SpooledTemporaryFile(max_size=MiB) as sink,
+            ):
                 async for chunk in admission.chunks(request.content):
                     sink.write(chunk)
                 entered.set()

@@ -45,6 +45,7 @@ from accesspoint.routing.settings import RoutingSettings, parse_discovery, parse
 from accesspoint.security.algorithms import SignatureAlgorithm
 from accesspoint.security.keys import KeyLoadError, KeyPair, load_key_pair
 from accesspoint.security.policy import SecurityPolicy
+from accesspoint.servicekit.tokens import BearerToken, Scope
 from accesspoint.servicekit.units import parse_size
 from accesspoint.store.db import Durability
 from smp.client import DiscoverySettings
@@ -130,7 +131,7 @@ class ServerConfig:
     database_url: str
     storage: Path
     keys: KeyRing
-    api_tokens: tuple[str, ...]
+    api_tokens: tuple[BearerToken, ...]  # each with its scopes (a plain secret: every action on everything)
     instance: str = "ap"
     redis_url: str | None = None
     send_workers: int = 4
@@ -430,16 +431,45 @@ def _instance(value: object, where: str) -> str:
     return value
 
 
-def _api_tokens(value: object, where: str) -> tuple[str, ...]:
+API_ACTIONS = ("submit", "read", "acknowledge")
+API_RESOURCES = ("pmode", "party")  # what a scope may narrow an action to: a P-Mode id, a From or To party
+
+
+def _api_tokens(value: object, where: str) -> tuple[BearerToken, ...]:
+    """Secrets (every action on every message), or ``{token, name, scopes}`` where each scope is ``action`` or
+    ``action:pmode=<id>`` / ``action:party=<type::value>`` (servicekit's scopes; actions submit, read, acknowledge)."""
     if not isinstance(value, list):
         raise ConfigError(f"{where}: a list of secrets, each at least 16 characters")
-    for index, token in enumerate(value):
-        if not isinstance(token, str) or len(token) < 16:
-            raise ConfigError(f"{where}[{index}]: a secret of at least 16 characters")
-        if _TOKEN.match(token) is None:
+    tokens: list[BearerToken] = []
+    for index, entry in enumerate(value):
+        at = f"{where}[{index}]"
+        name, secret, scopes = f"api_tokens[{index}]", entry, list(API_ACTIONS)
+        if isinstance(entry, dict):
+            unknown = sorted(set(entry) - {"token", "name", "scopes"})
+            if unknown:
+                raise ConfigError(f"{at}.{unknown[0]}: unknown setting (known: name, scopes, token)")
+            secret, name, scopes = entry.get("token"), str(entry.get("name", name)), entry.get("scopes", scopes)
+            if not isinstance(scopes, list) or not scopes:
+                raise ConfigError(f"{at}.scopes: a list of scopes like submit, read:pmode=<id>, read:party=<id>")
+        if not isinstance(secret, str) or len(secret) < 16:
+            raise ConfigError(f"{at}: a secret of at least 16 characters")
+        if _TOKEN.match(secret) is None:
             # The server strips the header's whitespace: a token with a space or a non-ASCII letter never matches.
-            raise ConfigError(f"{where}[{index}]: only visible ASCII characters (no spaces)")
-    return tuple(value)
+            raise ConfigError(f"{at}: only visible ASCII characters (no spaces)")
+        tokens.append(BearerToken(name, secret, frozenset(_scope(text, f"{at}.scopes") for text in scopes)))
+    return tuple(tokens)
+
+
+def _scope(text: object, where: str) -> Scope:
+    try:
+        scope = Scope.parse(str(text))
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    if scope.action not in API_ACTIONS:
+        raise ConfigError(f"{where}: {scope.action!r} is no action of the API ({', '.join(API_ACTIONS)})")
+    if scope.kind is not None and scope.kind not in API_RESOURCES:
+        raise ConfigError(f"{where}: {scope} narrows to {scope.kind!r}; the API knows {', '.join(API_RESOURCES)}")
+    return scope
 
 
 def _size(value: object, where: str) -> int:

@@ -24,6 +24,7 @@ from accesspoint.core.model import SignalMessage, UserMessage
 from accesspoint.core.namespaces import SoapVersion
 from accesspoint.msh.config import ConfigError, WebhookEvent
 from accesspoint.msh.context import Context
+from accesspoint.msh.limits import Admission, BodyRefused, declared_length
 from accesspoint.msh.pull import PullServer
 from accesspoint.msh.receive_pipeline import ReceivePipeline, VerifiedMessage
 from accesspoint.msh.receiving import error_response, reply_policy, signed_signal
@@ -32,10 +33,25 @@ from accesspoint.msh.signals import Signals
 from accesspoint.msh.views import message_info, message_json
 from accesspoint.msh.wire import READ_CHUNK, discard, once, read_message_body, soap_fault, soap_response
 from accesspoint.routing.shell import Submitter
-from accesspoint.store import Direction, EvidenceKind, MessageStore, NewEvidence, Reception, StoredMessage
+from accesspoint.store import (
+    Direction,
+    EvidenceKind,
+    MessageStore,
+    NewEvidence,
+    Reception,
+    StoredMessage,
+    StoreUnavailable,
+)
 from pmode import Binding, PModeSet, Route
 
 log = logging.getLogger("accesspoint.msh")
+
+_WHAT = "the AS4 message"
+
+
+def _retry_after(ctx: Context) -> int:
+    """Seconds a sender is asked to wait before it tries again (the limits' retry_after)."""
+    return max(1, round(ctx.settings.body_limits.retry_after.total_seconds()))
 
 PlanT = TypeVar("PlanT")
 
@@ -76,31 +92,59 @@ class Inbound:
         self.pulls = pulls
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        """POST /as4: a user message, a PullRequest, a receipt or an error signal."""
+        """POST /as4: a user message, a PullRequest, a receipt or an error signal.
+
+        Anyone may post here, so the body is admitted before a byte of it is read (``limits``): a declared length
+        past ``max_message_size`` is refused at once (EBMS:0103), one past the server's budget gets 503 with
+        Retry-After, and what it took is given back when the answer is made, however it ends.
+        """
         content_type = request.headers.get("Content-Type", "")
         soap_version = SoapVersion.V11 if "text/xml" in content_type.lower() else SoapVersion.V12
         try:
-            return await self._answer(request, content_type, soap_version)
+            declared = declared_length(request.headers)
+            with self.ctx.bodies.admit(declared, limit=self.ctx.settings.max_message_size, what=_WHAT) as admission:
+                return await self._answer(request, content_type, soap_version, admission)
+        except BodyRefused as refused:
+            return self._refused(refused, soap_version)
+        except StoreUnavailable as exc:
+            # Nothing was stored (or what was is covered by duplicate elimination): the sender tries again later.
+            log.warning("answering an AS4 request with 503: the database is unavailable (%s)", exc)
+            response = soap_fault(soap_version, status=503, reason="temporarily unavailable")
+            response.headers["Retry-After"] = str(_retry_after(self.ctx))
+            return response
         except Exception:
             # AS4 answers with a signed ebMS error signal wherever one can be built; this is what is left (a bug,
-            # the store or a key unusable): a SOAP Fault with HTTP 500, which senders treat as transient.
+            # a key unusable): a SOAP Fault with HTTP 500, which senders treat as transient.
             log.exception("internal error while answering an AS4 request")
             return soap_fault(soap_version)
 
-    async def read(self, request: web.Request, content_type: str) -> ReceivedMessage:
-        """The request body parsed into spooled parts (EBMS:0103 past ``max_message_size``)."""
+    def _refused(self, refused: BodyRefused, soap_version: SoapVersion) -> web.Response:
+        """A body not taken in: too large is EBMS:0103 as ever; busy (503) and stalled (408) are SOAP Faults."""
+        log.warning("refused an AS4 request body: %s %s", refused.status, refused.detail)
+        if refused.status == 413:
+            error = EbmsError(ErrorCode.POLICY_NONCOMPLIANCE, "the message is larger than this access point accepts")
+            response = soap_response(self._error_signal(error, None, soap_version, self.ctx.clock.now()), soap_version)
+        else:
+            response = soap_fault(soap_version, status=refused.status, reason=refused.kind)
+        response.headers.update(refused.headers())
+        return response
+
+    async def read(self, request: web.Request, content_type: str, admission: Admission) -> ReceivedMessage:
+        """The request body parsed into spooled parts, accounted to its admission as it streams."""
         return await read_message_body(
-            request.content.iter_chunked(READ_CHUNK),
+            admission.chunks(request.content, chunk=READ_CHUNK),
             content_type,
             limit=self.ctx.settings.max_message_size,
             too_large="the message is larger than this access point accepts",
         )
 
-    async def _answer(self, request: web.Request, content_type: str, soap_version: SoapVersion) -> web.StreamResponse:
+    async def _answer(
+        self, request: web.Request, content_type: str, soap_version: SoapVersion, admission: Admission
+    ) -> web.StreamResponse:
         now = self.ctx.clock.now()
         received: ReceivedMessage | None = None
         try:
-            received = await self.read(request, content_type)
+            received = await self.read(request, content_type, admission)
             soap_version = received.parsed.messaging.soap_version
             message = received.parsed.messaging.message
             if isinstance(message, SignalMessage) and message.pull_request is not None:

@@ -11,26 +11,24 @@ before a byte of the body is read:
 
 A chunked body is accounted as it streams (``Admission.take``): past the limit 413, past the budget 503. A body
 that stalls longer than the idle timeout is cut off (408). What was reserved is given back when the request
-ends, however it ends (``Admission`` is a context manager). ``Spool`` makes the temporary files parts are kept in
-while a message is checked and stored, and closes (so deletes) every one of them on every path: success,
-refusal, exception, client disconnect.
+ends, however it ends (``Admission`` is a context manager); the spool files themselves are closed by
+``wire.read_message_body`` and ``wire.discard`` on every path.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 from types import TracebackType
-from typing import IO, Any
+from typing import Any
 
 from aiohttp import StreamReader
 
 READ_CHUNK = 64 * 1024
-IN_MEMORY = 1024 * 1024  # a part up to this size stays in memory; a larger one goes to a temporary file
+IN_MEMORY = 1024 * 1024  # a body up to this size stays in memory (wire.SPOOL_IN_MEMORY); larger ones are "large"
 
 
 class BodyRefused(Exception):
@@ -161,34 +159,3 @@ def declared_length(headers: Any) -> int | None:
     if not value.isdigit():
         raise BodyRefused(400, "invalid-length", f"Content-Length {value[:40]!r} is not a number")
     return int(value)
-
-
-class Spool:
-    """The temporary files of one request's parts; ``close`` closes (and so deletes) every one it made."""
-
-    def __init__(self, in_memory: int = IN_MEMORY) -> None:
-        self._in_memory = in_memory
-        self._files: list[IO[bytes]] = []
-
-    def sink(self, *_args: object) -> tempfile.SpooledTemporaryFile[bytes]:
-        """A new spool file (memory up to in_memory bytes, then an unlinked temporary file): a MessageReader sink."""
-        spooled = tempfile.SpooledTemporaryFile(max_size=self._in_memory)  # noqa: SIM115 (closed by close())
-        self._files.append(spooled)
-        return spooled
-
-    def close(self) -> None:
-        """Close every file made; safe to call more than once."""
-        files, self._files = self._files, []
-        for spooled in files:
-            spooled.close()
-
-    def __len__(self) -> int:
-        return len(self._files)
-
-    def __enter__(self) -> Spool:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
-    ) -> None:
-        self.close()

@@ -212,6 +212,16 @@ class Outbox:
             values["available_at"] = retry_at
         return await self._settle(event, values)
 
+    async def due_now(self, sink: str, *, now: datetime) -> int:
+        """Make the sink's events that wait out a backoff due now (a start tries them at once); how many."""
+        statement = (
+            update(O)
+            .where(O.c.sink == sink, O.c.settled_at.is_(None), O.c.available_at > now)
+            .values(available_at=now)
+        )
+        count: int = await self._run(lambda connection: connection.execute(statement).rowcount)
+        return count
+
     async def release(self, sink: str) -> None:
         """Give back what this instance leased of the sink and did not settle (stopping, or the head failed)."""
         statement = (
@@ -330,8 +340,16 @@ class Dispatcher:
         self._woken.set()
 
     async def run(self) -> None:
-        """Deliver until cancelled; between rounds wait for a wake-up, the poll interval or a head's backoff."""
+        """Deliver until cancelled; between rounds wait for a wake-up, the poll interval or a head's backoff.
+
+        At its start it tries at once what waits out a backoff: a restart (after the receiving end was fixed,
+        say) is when an operator expects the backlog to move.
+        """
         failures = 0
+        try:
+            await self.outbox.due_now(self.sink, now=self._clock.now())
+        except StoreUnavailable as exc:
+            log.warning("outbox %s: the database is unavailable (%s)", self.sink, exc)
         while True:
             self._woken.clear()
             try:
