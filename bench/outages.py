@@ -30,8 +30,10 @@ def run(*, quick: bool = False) -> dict[str, Any]:
     result: dict[str, Any] = {"messages": messages, "outage_s": outage}
     with tempfile.TemporaryDirectory(prefix="bench-outages-") as folder:
         root = Path(folder)
-        result["postgresql"] = vars(outages.postgres_outage(root / "pg", messages=messages, rate=20, outage=outage))
         with services.postgres_server() as server, services.redis_server() as redis:
+            result["postgresql"] = vars(
+                outages.postgres_outage(root / "pg", server, messages=messages, rate=20, outage=outage)
+            )
             result["redis"] = vars(
                 outages.redis_restart(root / "redis", server, messages=messages, rate=20, outage=outage)
             )
