@@ -17,7 +17,6 @@ from lxml import etree
 
 from bench import e2e as e2e_bench
 from bench import far as far_bench
-from bench import outages as outages_bench
 from bench import routing as routing_bench
 from bench import security as security_bench
 from bench import small
@@ -164,9 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     """Run the benchmarks."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
-        "--only",
-        choices=("small", "stream", "smp", "far", "security", "e2e", "routing", "outages"),
-        help="run one benchmark only",
+        "--only", choices=("small", "stream", "smp", "far", "security", "e2e", "routing"), help="run one benchmark only"
     )
     parser.add_argument("--quick", action="store_true", help="short rounds and small payloads (a smoke test)")
     parser.add_argument("--seconds", type=float, default=2.0, help="seconds per round of the 4 KB case")
@@ -231,11 +228,6 @@ def main(argv: list[str] | None = None) -> None:
         # Seven processes (the demo's federation): routed letters with the operator's signed receipt back.
         report["routing"] = routing_bench.run(quick=args.quick)
         routing_bench.print_result(report["routing"], _say)
-        _say()
-    if args.only in (None, "outages"):
-        # PostgreSQL stopped 10 s, Redis restarted empty, an instance killed: 1,000 messages each (about 4 min).
-        report["outages"] = outages_bench.run(quick=args.quick)
-        outages_bench.print_result(report["outages"], _say)
         _say()
     report["seconds"] = time.time() - started
     RESULTS.mkdir(exist_ok=True)

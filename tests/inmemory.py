@@ -27,7 +27,7 @@ from accesspoint.msh.app import CONTEXT, create_app
 from accesspoint.msh.config import load_config
 from accesspoint.msh.context import Context
 from accesspoint.store import Direction, ManualClock, MessageState, MessageStore, StoredMessage
-from tests import services
+from accesspoint.testing import services
 from tests.test_msh import CERTS, TOKEN
 from tests.test_msh_support import BE_KEY, SE_KEY, agreements
 

@@ -13,6 +13,10 @@ of messages through the REST API, breaks something mid-stream and checks what th
   one event id per event, and an event comes twice only if it was in flight at the kill.
 
 The receiver sits behind ``CountingProxy``, which counts the POSTs per MessageId on the wire.
+
+``python -m tests.outages`` runs the three at full size (1,000 messages, PostgreSQL stopped for 10 s, Redis for
+10 s) on a PostgreSQL and a Redis of their own and prints what each saw; ``--quick`` runs 120 messages and 3 s.
+(It lives beside the tests it shares its harness with: the bench may not import tests.)
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from tests import services
+from accesspoint.testing import services
 from tests.test_msh import TOKEN
 from tests.test_msh_crash import CountingProxy, assert_delivered_exactly_once, payload, restart_once_killed, wait_until
 from tests.test_msh_support import BE_KEY, SE_KEY, Peer, agreements, submission
@@ -426,3 +430,31 @@ def instance_killed(folder: Path, server: services.PostgresServer, redis_url: st
     report.notes.append(f"killed {holder} while {held} of its events were on the wire")
     report.seconds = time.monotonic() - started
     return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    """python -m tests.outages [--quick]: the three scenarios at full size, a line each."""
+    import argparse
+    import tempfile
+
+    parser = argparse.ArgumentParser(prog="python -m tests.outages", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="120 messages and 3 s outages")
+    parser.add_argument("--messages", type=int, help="messages per scenario (default 1000)")
+    parser.add_argument("--outage", type=float, help="seconds PostgreSQL and Redis stay down (default 10)")
+    args = parser.parse_args(argv)
+    messages = args.messages or (120 if args.quick else 1000)
+    outage = args.outage or (3.0 if args.quick else 10.0)
+    print(f"outages: {messages} messages each, outages of {outage:g} s", flush=True)
+    with tempfile.TemporaryDirectory(prefix="outages-") as folder:
+        root = Path(folder)
+        with services.postgres_server() as server, services.redis_server() as redis:
+            report = postgres_outage(root / "pg", server, messages=messages, rate=20, outage=outage)
+            print(f"  postgresql  {report.line()}", flush=True)
+            report = redis_restart(root / "redis", server, messages=messages, rate=20, outage=outage)
+            print(f"  redis       {report.line()}", flush=True)
+            report = instance_killed(root / "killed", server, redis.url(), messages=messages)
+            print(f"  killed      {report.line()}; {'; '.join(report.notes)}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

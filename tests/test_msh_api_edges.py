@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from accesspoint.store import Database, Direction
-from tests import services
+from accesspoint.testing import services
 from tests.inmemory import AUTH, Node, Pair
 from tests.test_msh import UNREGISTERED
 from tests.test_msh_multipart import _multipart

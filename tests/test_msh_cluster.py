@@ -20,7 +20,7 @@ import asyncpg
 import pytest
 import redis
 
-from tests import services
+from accesspoint.testing import services
 from tests.test_msh_crash import (
     CountingProxy,
     assert_delivered_exactly_once,

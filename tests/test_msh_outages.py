@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests import outages, services
+from accesspoint.testing import services
+from tests import outages
 
 
 def test_a_postgresql_outage_mid_stream_loses_and_duplicates_nothing_and_refuses_with_503_only_what_it_did_not_store(

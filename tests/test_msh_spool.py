@@ -13,8 +13,8 @@ from typing import Any
 
 from accesspoint.core.envelope import build_envelope, serialize
 from accesspoint.core.errors import ErrorCode
+from accesspoint.testing import services
 from pmode import load_pmodes
-from tests import services
 from tests.test_msh_refusals import _user_message
 from tests.test_msh_support import BE_KEY, Peer, agreements, error_codes
 

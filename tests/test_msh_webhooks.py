@@ -15,8 +15,9 @@ import pytest
 from aiohttp import web
 
 from accesspoint.core.errors import ErrorCode
-from accesspoint.msh.webhooks import EVENT_HEADER, ID_HEADER, SIGNATURE_HEADER, signature
-from tests import services
+from accesspoint.msh.webhooks import ID_HEADER
+from accesspoint.servicekit.webhooks import EVENT_HEADER, SIGNATURE_HEADER, signature
+from accesspoint.testing import services
 from tests.inmemory import Pair, eventually
 from tests.test_msh_exchange import SOAP12, _error_signal, _keys, _pull
 from tests.test_msh_support import submission

@@ -26,10 +26,10 @@ from typing import Any
 
 import pytest
 
-from accesspoint.msh.webhooks import SIGNATURE_HEADER, signature
+from accesspoint.servicekit.webhooks import SIGNATURE_HEADER, signature
+from accesspoint.testing import services
 from operators.channels import As4Channel, SoapChannel
 from operators.sender import SenderStatus, end_to_end_status
-from tests import services
 from tests.conftest import INTEROP, REPO
 from tests.test_msh import CERTS, TOKEN, _free_port
 from tests.test_msh_support import Peer, pair

@@ -14,8 +14,10 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Connection, MetaData, inspect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from accesspoint.servicekit.database import Migrations
+from accesspoint.servicekit.database import Migrations, create_engine
 from far import model as far_model
+from operators import mailbox
+from smp import store as smp_store
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,8 @@ class Schema:
 
 SCHEMAS = [
     Schema("far", far_model.metadata, far_model.MIGRATIONS, far_model.create_engine),
+    Schema("smp", smp_store.metadata, smp_store.MIGRATIONS, create_engine),
+    Schema("operators", mailbox.metadata, mailbox.MIGRATIONS, mailbox.create_engine),
 ]
 
 

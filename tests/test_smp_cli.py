@@ -17,11 +17,12 @@ from typing import Any
 
 import pytest
 
+from accesspoint.testing.dnsserver import DnsServer
+from accesspoint.testing.pki import make_ca
+from accesspoint.testing.services import free_port
+from accesspoint.testing.smp import DOCUMENT, PARTICIPANT, ZONE, metadata, pem, pki, publish, write_config
 from smp.identifiers import Identifier, peppol_naptr_name
 from smp.model import TransportProfile
-from tests.dnsserver import DnsServer
-from tests.pki import make_ca
-from tests.test_smp_support import DOCUMENT, PARTICIPANT, ZONE, free_port, metadata, pem, pki, publish, write_config
 
 AP_URL = "https://ap.example.se/as4"
 UNPUBLISHED = "iso6523-actorid-upis::0007:5555555555"
@@ -149,12 +150,14 @@ def test_discover_usage_errors_exit_64(deployment: Deployment) -> None:
 
 
 def test_serve_bad_config_and_clean_stop(tmp_path: Path) -> None:
-    """A config without listeners exits 64 naming the field; SIGTERM stops a running server with exit 0."""
+    """A config with mistakes exits 64 naming every field at fault; SIGTERM stops a running server with exit 0."""
     bad = tmp_path / "bad.toml"
-    bad.write_text("[smp]\nsigning_key = 'missing.pem'\n", encoding="utf-8")
+    bad.write_text("[smp]\nsigning_key = 'missing.pem'\nmax_age = -1\n[[smp.listen]]\nport = 1\n", encoding="utf-8")
     code, out = _cli("smp", "serve", "--config", str(bad))
     assert code == 64
     assert out["error"]["code"] == "config"
+    fields = [problem.split(": ")[1] for problem in out["problems"]]
+    assert fields == ["smp.signing_key", "smp.signing_certificate", "smp.listen[0].flavour", "smp.max_age"]
     port = free_port()
     config = write_config(tmp_path, port)
     process = _serve(config)

@@ -24,7 +24,7 @@ from accesspoint.store import (
 )
 from accesspoint.store.queue import Claims, QueueUnavailable
 from accesspoint.store.redis_queue import RedisSendQueue
-from tests import services
+from accesspoint.testing import services
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=30)

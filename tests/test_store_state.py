@@ -45,7 +45,7 @@ from accesspoint.store.outbox import (
     OutboxEvent,
 )
 from accesspoint.store.routes import RouteHook, RouteTargets, StoredRoute
-from tests import services
+from accesspoint.testing import services
 
 S = MessageState
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

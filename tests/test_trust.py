@@ -26,8 +26,8 @@ from accesspoint.security.trust import (
     load_truststore,
     validate_certificate,
 )
+from accesspoint.testing.pki import KeyType
 from tests.conftest import interop_path
-from tests.pki import KeyType
 from tests.trustpki import (
     AGREEMENT_ONLY,
     CA_USAGE,

@@ -46,7 +46,7 @@ from accesspoint.security.algorithms import SignatureAlgorithm
 from accesspoint.security.keys import KeyLoadError, KeyPair, load_key_pair
 from accesspoint.security.policy import SecurityPolicy
 from accesspoint.servicekit.tokens import BearerToken, Scope
-from accesspoint.servicekit.units import parse_size
+from accesspoint.servicekit.units import parse_duration, parse_size
 from accesspoint.store.db import Durability
 from smp.client import DiscoverySettings
 
@@ -160,19 +160,12 @@ class ServerConfig:
     idempotency_retention: timedelta = timedelta(days=7)  # how long a submission's answer is kept for retries
 
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
 def _duration(value: object, where: str) -> timedelta:
-    """A positive duration: seconds as a number, or a number with a unit (every interval here must pass)."""
-    match = None if isinstance(value, bool | int | float) else _DURATION.match(str(value).strip())
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        duration = timedelta(seconds=value)
-    elif match is not None:
-        duration = timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
-    else:
-        raise ConfigError(f"{where}: {value!r} is not a duration like 30s, 5m, 2h or 7d")
+    """A positive duration in the shared grammar (30s, 5m, 1h30m, 7d, PT5M, seconds as a number)."""
+    try:
+        duration = parse_duration(value)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
     if duration <= timedelta(0):
         # A zero interval would turn the pull, purge and webhook loops into busy loops; a zero lease or timeout
         # could never let a send finish.
@@ -312,13 +305,7 @@ def _limits(value: object, where: str) -> dict[str, Any]:
     defaults = BodyLimits()
 
     def size(name: str, default: int) -> int:
-        try:
-            found = parse_size(given.get(name, default))
-        except ValueError as exc:
-            raise ConfigError(f"{where}.{name}: {exc}") from None
-        if found < 1:
-            raise ConfigError(f"{where}.{name}: must be at least one byte")
-        return found
+        return _size(given.get(name, default), f"{where}.{name}")
 
     large_requests = given.get("large_requests", defaults.max_large)
     if isinstance(large_requests, bool) or not isinstance(large_requests, int) or large_requests < 1:
@@ -473,9 +460,14 @@ def _scope(text: object, where: str) -> Scope:
 
 
 def _size(value: object, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    """A positive size in the shared grammar (2GiB, 64MiB, 1GB, bytes as a number)."""
+    try:
+        size = parse_size(value)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    if size < 1:
         raise ConfigError(f"{where}: {value!r} is not a positive number of bytes")
-    return value
+    return size
 
 
 def _flag(value: object, where: str) -> bool:

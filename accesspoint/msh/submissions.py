@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from accesspoint.core.envelope import build_envelope, serialize
+from accesspoint.core.ids import new_message_id
 from accesspoint.core.model import CollaborationInfo, PartyInfo, Property, UserMessage
 from accesspoint.core.model import MessageInfo as HeaderInfo
 from accesspoint.msh.context import Context
-from accesspoint.msh.receiving import new_message_id
 from accesspoint.msh.send_pipeline import SendPipeline
 from accesspoint.msh.views import message_info
 from accesspoint.msh.wire import once

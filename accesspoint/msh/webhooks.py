@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -27,6 +26,7 @@ from typing import Any
 import aiohttp
 
 from accesspoint.msh.config import Webhook, WebhookEvent
+from accesspoint.servicekit.webhooks import EVENT_HEADER, SIGNATURE_HEADER, signature
 from accesspoint.store.clock import Clock
 from accesspoint.store.hooks import TransactionHook
 from accesspoint.store.outbox import DeliveryFailed, Dispatcher, EventHook, NewEvent, Outbox, OutboxEvent
@@ -34,14 +34,7 @@ from accesspoint.store.records import StoredMessage
 
 log = logging.getLogger("accesspoint.msh.webhooks")
 
-SIGNATURE_HEADER = "X-Accesspoint-Signature"
-EVENT_HEADER = "X-Accesspoint-Event"
-ID_HEADER = "Webhook-Id"
-
-
-def signature(secret: str, body: bytes) -> str:
-    """The value of the signature header for a body: ``sha256=`` and the hex HMAC-SHA256 under the secret."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+ID_HEADER = "Webhook-Id"  # the event's id, the same on every delivery of it (and in the body)
 
 
 def sink_of(hook: Webhook) -> str:

@@ -22,8 +22,8 @@ from typing import Any, Protocol
 
 from accesspoint.core.envelope import parse_envelope
 from accesspoint.core.errors import EbmsError
+from accesspoint.core.ids import new_message_id
 from accesspoint.core.model import UserMessage
-from accesspoint.msh.receiving import new_message_id
 from accesspoint.routing.decision import (
     FINAL_RECIPIENT,
     ORIGINAL_SENDER,

@@ -1,8 +1,7 @@
-"""Shared helpers of the SMP tests (no tests here): a throw-away PKI, sample metadata, a server on real ports."""
+"""The SMP tests' and ``bench smp``'s fixtures: a throw-away PKI, sample metadata, a server on real ports."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -14,11 +13,13 @@ from cryptography.hazmat.primitives import serialization
 from lxml import etree
 
 from accesspoint.security.keys import KeyPair
+from accesspoint.servicekit.tokens import BearerToken, scopes
+from accesspoint.testing.pki import issue, make_ca
+from accesspoint.testing.services import free_port
 from smp.documents import render_service_metadata
 from smp.identifiers import Identifier
 from smp.model import EndpointInfo, Flavour, ProcessInfo, ServiceMetadata, TransportProfile
 from smp.server import Listener, SmpSettings, serve
-from tests.pki import issue, make_ca
 
 TOKEN = "test-token-0123456789abcdef"
 PARTICIPANT = "iso6523-actorid-upis::0007:2120000787"
@@ -87,19 +88,12 @@ def metadata(
     return ServiceMetadata(Identifier.parse(participant), Identifier.parse(document), (ProcessInfo(proc, endpoints),))
 
 
-def free_port() -> int:
-    """A free TCP port on loopback."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def settings(folder: Path, port: int, signer: KeyPair | None = None) -> SmpSettings:
     """Peppol at /, OASIS 1.0 at /oasis and OASIS 2.0 at / (under bdxr-smp-2), all on ``port``."""
     return SmpSettings(
         database=f"sqlite+aiosqlite:///{folder / 'smp.sqlite3'}",
         signing=signer or pki().smp,
-        tokens=(TOKEN,),
+        tokens=(BearerToken("test", TOKEN, scopes("write")),),
         listeners=(
             Listener(Flavour.PEPPOL, "127.0.0.1", port, "/"),
             Listener(Flavour.OASIS1, "127.0.0.1", port, "/oasis"),
@@ -144,12 +138,11 @@ base_path = "/"
 async def running_server(folder: Path, signer: KeyPair | None = None) -> AsyncIterator[str]:
     """The project's SMP server on a free loopback port; yields its base URL."""
     port = free_port()
-    runners, store = await serve(settings(folder, port, signer))
+    running, store = await serve(settings(folder, port, signer))
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
-        for runner in runners:
-            await runner.cleanup()
+        await running.stop()
         await store.close()
 
 
