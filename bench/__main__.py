@@ -17,6 +17,7 @@ from lxml import etree
 
 from bench import e2e as e2e_bench
 from bench import far as far_bench
+from bench import loop as loop_bench
 from bench import routing as routing_bench
 from bench import security as security_bench
 from bench import small
@@ -163,7 +164,9 @@ def main(argv: list[str] | None = None) -> None:
     """Run the benchmarks."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
-        "--only", choices=("small", "stream", "smp", "far", "security", "e2e", "routing"), help="run one benchmark only"
+        "--only",
+        choices=("small", "stream", "smp", "far", "security", "e2e", "routing", "loop"),
+        help="run one benchmark only",
     )
     parser.add_argument("--quick", action="store_true", help="short rounds and small payloads (a smoke test)")
     parser.add_argument("--seconds", type=float, default=2.0, help="seconds per round of the 4 KB case")
@@ -228,6 +231,11 @@ def main(argv: list[str] | None = None) -> None:
         # Seven processes (the demo's federation): routed letters with the operator's signed receipt back.
         report["routing"] = routing_bench.run(quick=args.quick)
         routing_bench.print_result(report["routing"], _say)
+        _say()
+    if args.only in (None, "loop"):
+        # /healthz latency of an access point receiving and sending a 1 GiB message and meeting slow OCSP/CRL.
+        report["loop"] = loop_bench.run(size=args.size)
+        loop_bench.print_result(report["loop"], _say)
         _say()
     report["seconds"] = time.time() - started
     RESULTS.mkdir(exist_ok=True)

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 from lxml import etree
 
@@ -17,10 +18,13 @@ from accesspoint.core.errors import ErrorCode
 from accesspoint.core.message import read_message
 from accesspoint.core.model import CollaborationInfo, MessageInfo, PartyInfo, Service, UserMessage
 from accesspoint.core.namespaces import SoapVersion
+from accesspoint.msh import receive_pipeline
 from accesspoint.msh.app import INBOUND, create_app
 from accesspoint.msh.config import load_config
 from accesspoint.security.outbound import Payload, SecuredMessage, secure_message
+from accesspoint.security.revocation import RevocationResult, RevocationStatus
 from accesspoint.security.signing import find_signature
+from accesspoint.security.trust import TrustError, TrustFailure
 from pmode import Route, load_pmodes
 from tests.inmemory import Node, Pair
 from tests.test_msh_exchange import SOAP12, _keys
@@ -151,3 +155,25 @@ async def test_internal_error_before_parsing_is_a_soap_fault_with_http_500(
     ns = {"s": SoapVersion.V12.value}
     assert root.findtext("s:Body/s:Fault/s:Code/s:Value", namespaces=ns) == "soap:Receiver"
     assert "disk" not in (await response.text())
+
+
+async def test_a_signer_whose_revocation_status_cannot_be_learnt_now_is_asked_to_try_again_later(
+    pair_factory: Callable[..., Pair], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hard-fail with the responder unreachable: HTTP 503 with a SOAP Receiver fault, and nothing stored."""
+    pair = pair_factory()
+    sweden, belgium = pair.se, pair.be
+    unknown = RevocationResult(RevocationStatus.UNKNOWN, "ocsp http://ocsp.example: unreachable", transient=True)
+
+    async def unreachable(*_args: object) -> None:
+        raise TrustError(TrustFailure.REVOCATION_UNKNOWN, "status unknown (hard-fail)", revocation=unknown)
+
+    monkeypatch.setattr(receive_pipeline.ReceivePipeline, "verify", unreachable)
+    await belgium.start()
+    secured = _secured(_route(sweden, "se-to-be", pair.se.folder.parent), "later@se", "ap-sweden-sign")
+    status, kind, body = await belgium.post_as4(b"".join(secured.packed.body), secured.packed.content_type)
+    assert (status, kind.split(";")[0]) == (503, SoapVersion.V12.content_type)
+    root = etree.fromstring(body)
+    ns = {"s": SoapVersion.V12.value}
+    assert root.findtext("s:Body/s:Fault/s:Code/s:Value", namespaces=ns) == "soap:Receiver"
+    assert await belgium.messages(direction="in") == []

@@ -24,8 +24,7 @@ from accesspoint.msh.signals import Settlement
 from accesspoint.msh.wire import spooled_chunks
 from accesspoint.routing.outbound import RouteUnavailable
 from accesspoint.security.policy import RevocationMode
-from accesspoint.security.receipts import verify_receipt
-from accesspoint.security.trust import CertificateUsage, TrustError, TrustFailure, validate_certificate
+from accesspoint.security.trust import CertificateUsage, TrustError, TrustFailure
 from accesspoint.store import EvidenceKind, StoredMessage, StoreUnavailable
 from accesspoint.store.queue import Claim, Claims
 from pmode import Binding, Route
@@ -140,33 +139,27 @@ class SendWorkers:
             await settlement.settle(message, route, Outcome.TRANSIENT, detail=f"{type(exc).__name__}: {exc}")
             return
         finally:
-            spooled.close()
+            await spooled.close()
         if 200 <= status < 300 and not answer.strip():
             # No synchronous receipt: it comes later as a signal to /as4 and must echo what we signed.
             await settlement.keep(message, route, EvidenceKind.RAW_MESSAGE, spooled.secured.envelope)
             await settlement.settle(message, route, Outcome.ACCEPTED, detail="no synchronous receipt")
             return
         try:
-            parsed = read_message(answer_type, answer).parsed
+            received = read_message(answer_type, answer)
         except EbmsError as error:
             if status >= 500:  # a SOAP Fault or an error page: the partner could not process it now
                 await settlement.settle(message, route, Outcome.TRANSIENT, detail=f"HTTP {status}")
             else:
                 await self._unusable(message, route, answer, error)
             return
-        header = parsed.messaging.message
+        header = received.parsed.messaging.message
         if isinstance(header, SignalMessage) and header.errors:
             await settlement.error_signal(message, route, header, answer)
             return
         try:
-            partner = [c for c in (route.partner_signing_certificate,) if c is not None]
-            verify_receipt(
-                parsed,
-                route.security,
-                sent_message_id=message.message_id,
-                sent_references=spooled.secured.references,
-                partner_certificates=partner,
-            )
+            references = spooled.secured.references
+            self.ctx.verifier.receipt(received, route, message_id=message.message_id, references=references)
         except EbmsError as error:
             await self._unusable(message, route, answer, error)
             return
@@ -199,17 +192,7 @@ class SendWorkers:
             if certificate is None:
                 continue
             try:
-                # In a thread: CRL and OCSP fetches block.
-                await asyncio.to_thread(
-                    validate_certificate,
-                    certificate,
-                    (),
-                    trust,
-                    at=at,
-                    usage=usage,
-                    revocation=self.ctx.revocation,
-                    party_id=party_id,
-                )
+                await self.ctx.verifier.certificate(certificate, trust, usage=usage, party_id=party_id, at=at)
             except TrustError as exc:
                 return exc
         return None

@@ -31,7 +31,7 @@ from cryptography.x509.oid import NameOID
 from accesspoint.core.errors import EbmsError, ErrorCode
 from accesspoint.core.model import Party, PartyId, PartyInfo, UserMessage
 from accesspoint.routing.settings import NetworkDiscovery
-from accesspoint.security.revocation import RevocationChecker
+from accesspoint.security.revocation import RevocationSource
 from accesspoint.security.trust import CertificateUsage, TrustError, validate_certificate
 from accesspoint.store.routes import RouteHook, RouteTargets, StoredRoute
 from pmode import Route
@@ -203,7 +203,7 @@ class PartnerResolver:
         settings: DiscoverySettings | None,
         records: RouteRecords,
         *,
-        revocation: RevocationChecker | None = None,
+        revocation: RevocationSource | None = None,
     ) -> None:
         self.settings = settings
         self.records = records

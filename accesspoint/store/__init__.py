@@ -12,7 +12,7 @@ from accesspoint.store.db import (
     sqlite_url,
     upgrade_to_head,
 )
-from accesspoint.store.files import FileStore, FileTooLarge, StoredFile
+from accesspoint.store.files import FileStore, FileTooLarge, PreparedFile, StoredFile
 from accesspoint.store.messages import DuplicateMessage, MessageStore
 from accesspoint.store.queue import MemorySendQueue, QueueItem, SendQueue, claim_next
 from accesspoint.store.records import (
@@ -51,6 +51,7 @@ __all__ = [
     "MessageStore",
     "NewEvidence",
     "NewPayload",
+    "PreparedFile",
     "PurgeReport",
     "QueueItem",
     "Reception",
