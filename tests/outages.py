@@ -68,6 +68,11 @@ class Report:
         return ", ".join(f"{name} {value}" for name, value in vars(self).items() if name != "notes" and value)
 
 
+def _patience(messages: int, outage: float) -> float:
+    """How long to wait for every delivery: a minute, the outage thrice, and 4 messages/s on a loaded machine."""
+    return 60 + outage * 3 + messages / 4
+
+
 def submit(peer: Peer, message_id: str, number: int) -> tuple[int, dict[str, str]]:
     """POST one submission; (HTTP status, response headers). Connection errors count as status 0."""
     body = json.dumps(submission("se-to-be", payload(number), message_id)).encode()
@@ -225,7 +230,7 @@ def postgres_outage(
         report.submitted = len(stream.answers)
         report.accepted_after_restart = stream.accepted_since(restarted)
         expected = _settle_refusals(stream, sender, report)
-        assert_delivered_exactly_once(sender, receiver, expected, timeout=60 + outage * 3)
+        assert_delivered_exactly_once(sender, receiver, expected, timeout=_patience(messages, outage))
     report.delivered = len(expected)
     report.resent_on_wire = sum(1 for count in proxy.posted.values() if count > 1)
     report.seconds = time.monotonic() - started
@@ -260,7 +265,7 @@ def redis_restart(
             report.accepted_after_restart = stream.accepted_since(restarted)
             expected = _settle_refusals(stream, sender, report)
             assert report.refused == 0, "the database is up: a Redis outage refuses no submission"
-            assert_delivered_exactly_once(sender, receiver, expected, timeout=60 + outage * 3)
+            assert_delivered_exactly_once(sender, receiver, expected, timeout=_patience(messages, outage))
         report.delivered = len(expected)
         report.resent_on_wire = sum(1 for count in proxy.posted.values() if count > 1)
     report.seconds = time.monotonic() - started
@@ -385,7 +390,7 @@ def instance_killed(folder: Path, server: services.PostgresServer, redis_url: st
             stream = Stream([one, two], messages / 3, "hook")  # the stream takes 3 s
             stream.finish(messages)
             stream.start()
-            wait_until(lambda: len(backend.arrivals) >= messages // 3, "a third of the events", 60)
+            wait_until(lambda: len(backend.arrivals) >= messages // 3, "a third of the events", _patience(messages, 0))
             backend.hold()
             wait_until(lambda: backend.held > 0, "an event on the wire", 30)
             holder = _outbox_holder(shared_db)
@@ -408,9 +413,9 @@ def instance_killed(folder: Path, server: services.PostgresServer, redis_url: st
             assert len(expected) == messages, Counter(code for code, _h in stream.answers.values())
             wait_until(
                 lambda: {m for _i, kind, m, _t, _h in backend.arrivals if kind == "receipt"} >= set(expected),
-                "a receipt event per message", 60,
+                "a receipt event per message", _patience(messages, 0),
             )  # fmt: skip
-            assert_delivered_exactly_once(survivor, receiver, expected, timeout=60)
+            assert_delivered_exactly_once(survivor, receiver, expected, timeout=_patience(messages, 0))
     finally:
         backend.stop()
     ids_per_message: dict[str, set[str]] = {}
@@ -441,19 +446,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="120 messages and 3 s outages")
     parser.add_argument("--messages", type=int, help="messages per scenario (default 1000)")
     parser.add_argument("--outage", type=float, help="seconds PostgreSQL and Redis stay down (default 10)")
+    parser.add_argument("--only", choices=("postgresql", "redis", "killed"), help="run one scenario only")
+    parser.add_argument("--keep", action="store_true", help="keep the processes' folders and logs (path printed)")
     args = parser.parse_args(argv)
     messages = args.messages or (120 if args.quick else 1000)
     outage = args.outage or (3.0 if args.quick else 10.0)
     print(f"outages: {messages} messages each, outages of {outage:g} s", flush=True)
     with tempfile.TemporaryDirectory(prefix="outages-") as folder:
-        root = Path(folder)
+        root = Path(tempfile.mkdtemp(prefix="outages-kept-")) if args.keep else Path(folder)
+        if args.keep:
+            print(f"  folders and logs under {root}", flush=True)
         with services.postgres_server() as server, services.redis_server() as redis:
-            report = postgres_outage(root / "pg", server, messages=messages, rate=20, outage=outage)
-            print(f"  postgresql  {report.line()}", flush=True)
-            report = redis_restart(root / "redis", server, messages=messages, rate=20, outage=outage)
-            print(f"  redis       {report.line()}", flush=True)
-            report = instance_killed(root / "killed", server, redis.url(), messages=messages)
-            print(f"  killed      {report.line()}; {'; '.join(report.notes)}", flush=True)
+            if args.only in (None, "postgresql"):
+                report = postgres_outage(root / "pg", server, messages=messages, rate=20, outage=outage)
+                print(f"  postgresql  {report.line()}", flush=True)
+            if args.only in (None, "redis"):
+                report = redis_restart(root / "redis", server, messages=messages, rate=20, outage=outage)
+                print(f"  redis       {report.line()}", flush=True)
+            if args.only in (None, "killed"):
+                report = instance_killed(root / "killed", server, redis.url(), messages=messages)
+                print(f"  killed      {report.line()}; {'; '.join(report.notes)}", flush=True)
 
 
 if __name__ == "__main__":
