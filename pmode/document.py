@@ -139,6 +139,7 @@ def describe_security(policy: SecurityPolicy) -> dict[str, Any]:
             "pinned": [_certificate(c) for c in policy.trust.pinned],
             "revocation": policy.trust.revocation.value,
             "bind_cn_to_party_id": policy.trust.bind_cn_to_party_id,
+            "required_policies": list(policy.trust.required_policies),
         },
     }
 
@@ -163,6 +164,8 @@ def describe_leg(leg: Leg) -> dict[str, Any]:
             "max_size": leg.payload.max_size,
             "max_parts": leg.payload.max_parts,
             "decompression_limit": leg.payload.decompression_limit,
+            "decompression_ratio": leg.payload.decompression_ratio,
+            "decompression_floor": leg.payload.decompression_floor,
             "format": leg.payload.format.value,
         },
         "reception_awareness": {
@@ -174,6 +177,10 @@ def describe_leg(leg: Leg) -> dict[str, Any]:
             "duplicate_detection": awareness.duplicate_detection,
             "duplicate_window": _duration(awareness.duplicate_window),
             "missing_receipt": awareness.missing_receipt,
+        },
+        "error_handling": {
+            "notify_consumer": leg.error_handling.notify_consumer,
+            "sender_errors_to": leg.error_handling.sender_errors_to,
         },
         "security": describe_security(leg.security),
     }
@@ -187,6 +194,8 @@ def describe_pmode(pmode: PMode) -> dict[str, Any]:
         "network": pmode.network,
         "transport_profile": pmode.transport_profile,
         "agreement": None if agreement is None else {"value": agreement.value, "type": agreement.type},
+        "shared_id": pmode.shared_id,
+        "leniency": sorted(rule.value for rule in pmode.leniency),
         "mep": pmode.mep.value,
         "mep_uri": pmode.mep.uri.value,
         "binding": pmode.binding.value,

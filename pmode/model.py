@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
 
 from cryptography import x509
 
+from accesspoint.core.compression import DEFAULT_DECOMPRESSION_FLOOR, DEFAULT_DECOMPRESSION_RATIO, DecompressionLimits
+from accesspoint.core.conformance import WireRule
 from accesspoint.core.model import Party, PartyId, Service
 from accesspoint.core.namespaces import MEP, MEPBinding
 from accesspoint.security.policy import SecurityPolicy
@@ -138,6 +140,17 @@ class ReceptionAwareness:
 
 
 @dataclass(frozen=True, slots=True)
+class ErrorHandling:
+    """P-Mode[].ErrorHandling: who hears about a processing error besides the sender of the message in error."""
+
+    # ProcessErrorNotifyConsumer: a refused incoming message is announced to the backend (webhook message-refused).
+    notify_consumer: bool = False
+    # Report.SenderErrorsTo: an address for errors other than the back-channel. eDelivery AS4 reports errors on
+    # the HTTP response only, so every network profile refuses it (AS4_CP_TA11); it is read to be refused.
+    sender_errors_to: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class PayloadLimits:
     """Bounds on what a leg's user message may carry."""
 
@@ -145,6 +158,14 @@ class PayloadLimits:
     max_parts: int = 100
     decompression_limit: int = 1024 * 1024 * 1024
     format: PayloadFormat = PayloadFormat.ANY
+    # Past ``decompression_floor`` bytes a part may not inflate more than this many times its compressed bytes.
+    decompression_ratio: int = DEFAULT_DECOMPRESSION_RATIO
+    decompression_floor: int = DEFAULT_DECOMPRESSION_FLOOR
+
+    @property
+    def decompression(self) -> DecompressionLimits:
+        """The limits ``compression.decompress_with`` applies to each part."""
+        return DecompressionLimits(self.decompression_limit, self.decompression_ratio, self.decompression_floor)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +192,7 @@ class Leg:
     compression: bool
     payload: PayloadLimits
     required_properties: tuple[str, ...] = ()
+    error_handling: ErrorHandling = field(default_factory=ErrorHandling)
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +210,10 @@ class PMode:
     legs: tuple[Leg, ...]
     retention: Retention
     agreement: Agreement | None = None
+    # The id is agreed with the partner: sent in eb:AgreementRef/@pmode, and a message naming another is refused.
+    shared_id: bool = False
+    # Wire-format rules (``accesspoint.core.conformance``) relaxed for this partner: only RELAXABLE ones.
+    leniency: frozenset[WireRule] = frozenset()
 
     def side(self, side: Side) -> PModeParty:
         """The initiator or the responder."""

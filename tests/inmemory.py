@@ -11,10 +11,11 @@ Real processes stay for what needs them: the CLI, TLS, kill -9 and several insta
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import shutil
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,13 @@ import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from accesspoint.msh import config as config_module
 from accesspoint.msh.app import CONTEXT, create_app
 from accesspoint.msh.config import load_config
 from accesspoint.msh.context import Context
-from accesspoint.store import Direction, ManualClock, MessageState, MessageStore, StoredMessage
+from accesspoint.security.keys import KeyPair
+from accesspoint.store import Database, Direction, ManualClock, MessageState, MessageStore, StoredMessage
+from accesspoint.store.writer import SqliteWriter
 from accesspoint.testing import services
 from tests.test_msh import CERTS, TOKEN
 from tests.test_msh_support import BE_KEY, SE_KEY, agreements
@@ -66,7 +70,9 @@ class Node:
 
     async def start(self) -> None:
         """Serve on its port."""
-        self.app = create_app(load_config(self.folder / "server.yaml"), clock=self.clock)
+        with _keys_loaded_once():
+            settings = load_config(self.folder / "server.yaml")
+        self.app = create_app(settings, clock=self.clock)
         self.server = TestServer(self.app, host="127.0.0.1", port=self.port)
         await self.server.start_server()
         self.http = aiohttp.ClientSession()
@@ -125,6 +131,30 @@ class Node:
         )
         assert found is not None
         return await self.message(message_id, direction)
+
+
+_KEYS: dict[tuple[object, ...], KeyPair] = {}
+
+
+@contextlib.contextmanager
+def _keys_loaded_once() -> Iterator[None]:
+    """Load each key file once per test session: an RSA key is checked on every load, ~0.1 s of CPU each time.
+
+    (The access point loads its keys once at start; only the tests start access points hundreds of times.)
+    """
+    original = config_module.load_key_pair
+
+    def cached(path: Path, password: bytes | None, *, certificate: Path | None = None) -> KeyPair:
+        key = (path, password, certificate)
+        if key not in _KEYS:
+            _KEYS[key] = original(path, password, certificate=certificate)
+        return _KEYS[key]
+
+    config_module.load_key_pair = cached  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        config_module.load_key_pair = original
 
 
 async def eventually(read: Callable[[], Any], holds: Callable[[Any], bool], what: str, timeout: float = 10) -> Any:
@@ -205,3 +235,19 @@ def stored(message: StoredMessage | None) -> StoredMessage:
     """A message that must be there."""
     assert message is not None
     return message
+
+
+@contextlib.asynccontextmanager
+async def database_away(store: MessageStore, folder: Path) -> AsyncIterator[None]:
+    """The store's database unreachable for reads and writes (a server that refuses connections, a SQLite file that
+    cannot be opened), then back as it was."""
+    reads, writes = store.db, store.writer
+    store.db = Database(f"postgresql://nobody@127.0.0.1:{services.free_port()}/none")
+    store.writer = SqliteWriter(folder / "no-such-folder" / "store.db", instance=store.instance)
+    await store.writer.start()
+    try:
+        yield
+    finally:
+        await store.writer.close()
+        await store.db.dispose()
+        store.db, store.writer = reads, writes

@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from accesspoint.store import Database, Direction
-from accesspoint.testing import services
-from tests.inmemory import AUTH, Node, Pair
+from accesspoint.store import Direction
+from tests.inmemory import AUTH, Node, Pair, database_away
 from tests.test_msh import UNREGISTERED
 from tests.test_msh_multipart import _multipart
 from tests.test_msh_support import submission
@@ -82,23 +82,18 @@ async def test_a_retried_submission_gets_its_first_answer_and_another_request_un
 
 
 async def test_while_the_database_is_away_a_submission_is_answered_503_and_nothing_is_stored(
-    pair_factory: Callable[..., Pair],
+    pair_factory: Callable[..., Pair], tmp_path: Path
 ) -> None:
     """503 problem+json with Retry-After while the store cannot connect; stored nothing; then 202 on retry."""
     pair = pair_factory()
     sweden = pair.se
     await sweden.start()
     store = sweden.store
-    real = store.db
-    store.db = Database(f"postgresql://nobody@127.0.0.1:{services.free_port()}/none")
-    try:
-        body = as_json(submission("se-to-be", b"<a/>", "away-1@se"))
+    body = as_json(submission("se-to-be", b"<a/>", "away-1@se"))
+    async with database_away(store, tmp_path):
         status, headers, problem = await post(sweden, body, "application/json")
         assert (status, problem["title"], problem["status"]) == (503, "unavailable", 503)
         assert headers["Content-Type"].startswith("application/problem+json") and int(headers["Retry-After"]) > 0
-    finally:
-        await store.db.dispose()
-        store.db = real
     assert await store.get(Direction.OUT, "away-1@se") is None
     assert (await post(sweden, body, "application/json"))[0] == 202
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -47,7 +48,9 @@ async def databases(request: pytest.FixtureRequest) -> AsyncIterator[Databases]:
             await services.drop_postgres_database(server, name)
 
 
+@functools.cache
 def _keys(name: str) -> KeyPair:
+    # Loaded once per session: loading an RSA key checks it, ~0.1 s of CPU each time.
     return load_key_pair(CERTS / f"{name}.key.pem", None, certificate=CERTS / f"{name}.pem")
 
 

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from accesspoint.store import (
-    Database,
     ManualClock,
     MemorySendQueue,
     MessageInfo,
@@ -25,6 +24,7 @@ from accesspoint.store import (
 from accesspoint.store.queue import Claims, QueueUnavailable
 from accesspoint.store.redis_queue import RedisSendQueue
 from accesspoint.testing import services
+from tests.inmemory import database_away
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=30)
@@ -261,21 +261,18 @@ async def test_claims_take_due_messages_from_the_database_while_the_queue_is_awa
         await away.close()
 
 
-async def test_claims_keep_the_entry_in_hand_while_the_database_is_away(store: MessageStore) -> None:
-    """An entry taken while the database refuses connections is claimed once it is back, not lost."""
+async def test_claims_keep_the_entry_in_hand_while_the_database_is_away(store: MessageStore, tmp_path: Path) -> None:
+    """An entry taken while the database cannot be reached is claimed once it is back, not lost."""
     clock = ManualClock(T0)
     queue = MemorySendQueue(clock)
     await store.submit(MessageInfo("kept@ap"), [], now=T0)
     await queue.put("kept@ap")
-    real = store.db
-    store.db = Database(f"postgresql://nobody@127.0.0.1:{services.free_port()}/none")
     claims = Claims(queue, store, clock=clock, lease=LEASE)
-    waiting = asyncio.create_task(claims.next())
-    try:
+    async with database_away(store, tmp_path):
+        waiting = asyncio.create_task(claims.next())
         await asyncio.sleep(0.3)
         assert not waiting.done() and len(queue) == 0, "the entry is taken and held"
-        await store.db.dispose()
-        store.db = real
+    try:
         for _ in range(50):
             await clock.advance(timedelta(seconds=2))
             await asyncio.sleep(0.02)

@@ -8,9 +8,9 @@ import json
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import Connection
 
 from accesspoint.store import (
     Database,
@@ -89,9 +89,9 @@ class Boom(Exception):
 
 
 class FailingHook:
-    """A TransactionHook whose write raises after the others wrote."""
+    """A TransactionHook whose rows cannot be made."""
 
-    def write(self, connection: Connection, message: StoredMessage) -> None:
+    def rows(self, message: StoredMessage) -> list[Any]:
         raise Boom(message.message_id)
 
     def committed(self) -> None:
@@ -120,7 +120,7 @@ async def test_events_are_written_with_the_move_that_causes_them_and_never_witho
     # A stale snapshot loses the compare-and-set: no move, no event, nobody woken.
     stale = await store.transition(claimed, S.FAILED, now=T0, hooks=[EventHook(state_event("error"), now=T0)])
     assert stale is None
-    # A hook that fails rolls the move back, with the events written before it.
+    # A hook that fails stores nothing: neither the message nor the events of the hooks before it.
     with pytest.raises(Boom):
         await store.submit(
             MessageInfo("m2@ap"),

@@ -8,7 +8,7 @@ Paths are relative to the settings file. Everything but ``pmodes`` and ``keys`` 
     storage: data                      # database (SQLite by default), payload files, webhook outbox
     database: postgresql+asyncpg://... # optional; redis: redis://... shares the send queue (with database, instance)
     api_tokens: [a-secret-of-16-chars-or-more]
-    send: {workers: 4, timeout: 30s, lease: 2m}
+    send: {workers: 16, per_partner: 16, timeout: 30s, lease: 2m}
     pull: {interval: 5s}               # how often to pull from partners whose legs are pull
     retention: {interval: 1h}          # how often to purge; how long to keep is each P-Mode's retention
     tls: {certificate: tls.pem, key: tls.key, client_ca: clients-ca.pem}  # client_ca: client certs required
@@ -45,12 +45,16 @@ from accesspoint.routing.settings import RoutingSettings, parse_discovery, parse
 from accesspoint.security.algorithms import SignatureAlgorithm
 from accesspoint.security.keys import KeyLoadError, KeyPair, load_key_pair
 from accesspoint.security.policy import SecurityPolicy
+from accesspoint.servicekit.tls import VERSIONS
 from accesspoint.servicekit.tokens import BearerToken, Scope
 from accesspoint.servicekit.units import parse_duration, parse_size
 from accesspoint.store.db import Durability
 from smp.client import DiscoverySettings
 
 log = logging.getLogger("accesspoint.msh.config")
+
+
+SEND_WORKERS = 16  # the default of send.workers
 
 
 class ConfigError(ValueError):
@@ -91,6 +95,8 @@ class WebhookEvent(StrEnum):
     """What a webhook can be told about."""
 
     MESSAGE_RECEIVED = "message-received"
+    # an incoming user message was refused with an ebMS error and its P-Mode leg has error_handling.notify_consumer
+    MESSAGE_REFUSED = "message-refused"
     RECEIPT = "receipt"
     ERROR = "error"
     END_TO_END_RECEIPT = "end-to-end-receipt"  # the recipient's operator's verified answer to a sent message
@@ -110,11 +116,17 @@ class Webhook:
 
 @dataclass(frozen=True, slots=True)
 class TlsConfig:
-    """The server's TLS certificate and key; with client_ca, clients must present a certificate it issued."""
+    """The server's TLS certificate and key; with client_ca, clients must present a certificate it issued.
+
+    ``min_version`` and ``ciphers`` (an OpenSSL cipher list for TLS 1.2; TLS 1.3 suites are all AEAD) narrow what
+    the listening socket accepts; None keeps Python's default list (ECDHE/DHE with AES or ChaCha20, no SHA-1).
+    """
 
     certificate: Path
     key: Path
     client_ca: Path | None = None
+    min_version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2
+    ciphers: str | None = None
 
 
 JSON_SUBMISSION_LIMIT = 8 * 1024**2  # bytes: a larger JSON submission is refused (413) in favour of multipart
@@ -134,7 +146,8 @@ class ServerConfig:
     api_tokens: tuple[BearerToken, ...]  # each with its scopes (a plain secret: every action on everything)
     instance: str = "ap"
     redis_url: str | None = None
-    send_workers: int = 4
+    send_workers: int = 16
+    send_per_partner: int = 16  # sends at once to one receiving party, at most
     send_timeout: timedelta = timedelta(seconds=30)
     lease: timedelta = timedelta(minutes=2)
     durability: Durability = Durability.POWER_LOSS  # what a committed message survives (store/db.py)
@@ -243,10 +256,9 @@ def load_config(path: str | Path) -> ServerConfig:
     storage = base / str(data.get("storage", "data"))
     database = _database(data.get("database"), f"{file}: field database") or f"sqlite:///{storage / 'accesspoint.db'}"
     tokens = _api_tokens(data.get("api_tokens", []), f"{file}: field api_tokens")
-    send = _fields(data.get("send"), f"{file}: field send", {"workers", "timeout", "lease"})
-    workers = send.get("workers", 4)
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ConfigError(f"{file}: field send.workers: a positive integer")
+    send = _fields(data.get("send"), f"{file}: field send", {"workers", "per_partner", "timeout", "lease"})
+    workers = _positive(send.get("workers", SEND_WORKERS), f"{file}: field send.workers")
+    per_partner = _positive(send.get("per_partner", workers), f"{file}: field send.per_partner")
     pull = _fields(data.get("pull"), f"{file}: field pull", {"interval"})
     retention = _fields(data.get("retention"), f"{file}: field retention", {"interval"})
     tls_trust = None if data.get("tls_trust") is None else base / str(data["tls_trust"])
@@ -269,6 +281,7 @@ def load_config(path: str | Path) -> ServerConfig:
         instance=_instance(data.get("instance", "ap"), f"{file}: field instance"),
         redis_url=_redis(data.get("redis"), f"{file}: field redis"),
         send_workers=workers,
+        send_per_partner=per_partner,
         durability=_durability(data.get("durability", Durability.POWER_LOSS.value), f"{file}: field durability"),
         send_timeout=_duration(send.get("timeout", "30s"), f"{file}: field send.timeout"),
         lease=_duration(send.get("lease", "2m"), f"{file}: field send.lease"),
@@ -470,6 +483,12 @@ def _size(value: object, where: str) -> int:
     return size
 
 
+def _positive(value: object, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{where}: a positive integer")
+    return value
+
+
 def _flag(value: object, where: str) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(f"{where}: {value!r} is not true or false")
@@ -543,7 +562,7 @@ def _tls(base: Path, value: object, where: str, *, client_ca: bool = True) -> Tl
     names = ("certificate", "key", "client_ca") if client_ca else ("certificate", "key")
     if not isinstance(value, dict) or "certificate" not in value or "key" not in value:
         raise ConfigError(f"{where}: expected {{{', '.join(f'{n}: FILE' for n in names)}}}")
-    _fields(value, where, set(names))
+    _fields(value, where, set(names) | ({"min_version", "ciphers"} if client_ca else set()))
     paths = {name: base / str(value[name]) for name in names if value.get(name)}
     for name, path in paths.items():
         if not path.is_file():
@@ -559,7 +578,18 @@ def _tls(base: Path, value: object, where: str, *, client_ca: bool = True) -> Tl
         ) from None
     if "client_ca" in paths:
         _trust_bundle(paths["client_ca"], f"{where}.client_ca")
-    return TlsConfig(paths["certificate"], paths["key"], paths.get("client_ca"))
+    version = str(value.get("min_version", "1.2"))
+    if version not in VERSIONS:
+        raise ConfigError(f"{where}.min_version: {value['min_version']!r} (known: {', '.join(VERSIONS)})")
+    ciphers = value.get("ciphers")
+    if ciphers is not None:
+        try:
+            if not isinstance(ciphers, str):
+                raise ssl.SSLError("not a string")
+            context.set_ciphers(ciphers)
+        except ssl.SSLError:
+            raise ConfigError(f"{where}.ciphers: {ciphers!r} selects no cipher suite OpenSSL knows") from None
+    return TlsConfig(paths["certificate"], paths["key"], paths.get("client_ca"), VERSIONS[version], ciphers)
 
 
 def _trust_bundle(path: Path, where: str) -> None:

@@ -24,10 +24,11 @@ from accesspoint.core.model import SignalMessage, UserMessage
 from accesspoint.core.namespaces import SoapVersion
 from accesspoint.msh.config import WebhookEvent
 from accesspoint.msh.context import Context
+from accesspoint.msh.headers import refusal
 from accesspoint.msh.limits import Admission, BodyRefused, declared_length
 from accesspoint.msh.pull import PullServer
 from accesspoint.msh.receive_pipeline import ReceivePipeline, VerifiedMessage
-from accesspoint.msh.receiving import reply_policy
+from accesspoint.msh.receiving import is_ping, refused_route, reply_policy
 from accesspoint.msh.replies import Replies
 from accesspoint.msh.revocation import transient
 from accesspoint.msh.signals import Signals
@@ -37,6 +38,7 @@ from accesspoint.routing.shell import Submitter
 from accesspoint.store import (
     Direction,
     EvidenceKind,
+    MessageState,
     MessageStore,
     NewEvidence,
     Reception,
@@ -50,9 +52,10 @@ log = logging.getLogger("accesspoint.msh")
 _WHAT = "the AS4 message"
 
 
-def _retry_after(ctx: Context) -> int:
+def _retry(ctx: Context) -> int:
     """Seconds a sender is asked to wait before it tries again (the limits' retry_after)."""
     return max(1, round(ctx.settings.body_limits.retry_after.total_seconds()))
+
 
 PlanT = TypeVar("PlanT")
 
@@ -110,9 +113,7 @@ class Inbound:
         except StoreUnavailable as exc:
             # Nothing was stored (or what was is covered by duplicate elimination): the sender tries again later.
             log.warning("answering an AS4 request with 503: the database is unavailable (%s)", exc)
-            response = soap_fault(soap_version, status=503, reason="temporarily unavailable")
-            response.headers["Retry-After"] = str(_retry_after(self.ctx))
-            return response
+            return soap_fault(soap_version, status=503, reason="temporarily unavailable", retry_after=_retry(self.ctx))
         except Exception:
             # AS4 answers with a signed ebMS error signal wherever one can be built; this is what is left (a bug,
             # a key unusable): a SOAP Fault with HTTP 500, which senders treat as transient.
@@ -181,6 +182,26 @@ class Inbound:
         MessageId gets the stored receipt.
         """
         ctx = self.ctx
+        try:
+            user, plan, receipt, reception = await self._verify_and_store(received, now, pulled_on)
+        except EbmsError as error:
+            await self._announce_refusal(received, error)
+            raise
+        if reception.duplicate and reception.receipt is not None:
+            log.info("duplicate %s: answering with the stored receipt", user.message_id)
+            return b"".join([c async for c in ctx.store.read(reception.receipt)])
+        if is_ping(user):
+            await self._settle_ping(reception.message, now)
+        # The backend's message-received event and a reply's check were written with the message (_persist).
+        if plan is not None:
+            await self.router.forward(self.submitter, plan, reception.message, user, now=now)
+        return receipt
+
+    async def _verify_and_store(
+        self, received: ReceivedMessage, now: datetime, pulled_on: str | None
+    ) -> tuple[UserMessage, Any, bytes, Reception]:
+        """Verify and check a user message, let the router decide, sign the receipt and store the message."""
+        ctx = self.ctx
         verified = await self.pipeline.verify(received, now)
         try:
             route, user = verified.route, verified.user_message
@@ -192,12 +213,28 @@ class Inbound:
             reception = await self._persist(verified, receipt, now)
         finally:
             await verified.close()
-        if reception.duplicate and reception.receipt is not None:
-            log.info("duplicate %s: answering with the stored receipt", user.message_id)
-            return b"".join([c async for c in ctx.store.read(reception.receipt)])
-        if plan is not None:
-            await self.router.forward(self.submitter, plan, reception.message, user, now=now)
-        return receipt
+        return user, plan, receipt, reception
+
+    async def _announce_refusal(self, received: ReceivedMessage, error: EbmsError) -> None:
+        """Tell the backend about a refused user message when its leg says so (ProcessErrorNotifyConsumer); the
+        event goes to the outbox on its own (nothing is stored with it); the database away loses only it."""
+        route = refused_route(received, self.ctx.agreements.current)
+        user = received.parsed.messaging.message
+        if route is not None and route.leg.error_handling.notify_consumer and isinstance(user, UserMessage):
+            try:
+                await self.ctx.webhooks.notify(WebhookEvent.MESSAGE_REFUSED, refusal(user, route, error))
+            except StoreUnavailable as exc:
+                log.warning("the refusal of %s was not announced: %s", user.message_id, exc)
+
+    async def _settle_ping(self, message: StoredMessage, now: datetime) -> None:
+        """An ebMS test message is receipted and kept as evidence, never delivered: it is acknowledged at once and
+        no webhook hears of it (ebMS 3 5.2.2.9, AS4_CP_TA17)."""
+        detail = "ebMS test message: not delivered to the backend"
+        for state in (MessageState.DELIVERED_TO_BACKEND, MessageState.ACKNOWLEDGED):
+            moved = await self.ctx.store.transition(message, state, now=now, detail=detail)
+            if moved is None:
+                return
+            message = moved
 
     async def _persist(self, verified: VerifiedMessage, receipt: bytes, now: datetime) -> Reception:
         """Store a new message with its raw form and our receipt in one transaction (a repetition stores nothing)."""
@@ -208,9 +245,12 @@ class Inbound:
             NewEvidence(EvidenceKind.OUR_RECEIPT, once(receipt), retention),
         ]
         info = message_info(user, verified.route)
-        # What the reception causes is written with it: the backend's event, and for a reply to a message we sent
-        # the job that checks the operator's answer (and relays it, on a router); a duplicate writes neither.
-        hooks = self.ctx.webhooks.hooks_for(WebhookEvent.MESSAGE_RECEIVED, message_json, now=now)
+        # What the reception causes is written with it: the backend's event (not for an ebMS test message), and for
+        # a reply to a message we sent the job that checks the operator's answer and relays it; a duplicate
+        # writes neither.
+        hooks = (
+            [] if is_ping(user) else self.ctx.webhooks.hooks_for(WebhookEvent.MESSAGE_RECEIVED, message_json, now=now)
+        )
         if user.message_info.ref_to_message_id is not None:
             hooks.append(self.replies.job(now=now))
         reception = await store.receive(info, verified.new_payloads(), now=now, evidence=evidence, hooks=hooks)

@@ -193,8 +193,8 @@ class _Opening:
 
     def payloads(self, parts: SignedParts) -> tuple[VerifiedPayload, ...]:
         """Decompress, hash and keep each payload."""
-        limit = self.route.leg.payload.decompression_limit
-        opened = {p.content_id: p for p in open_payloads(parts, limit=limit, keep=self.scratch.keep)}
+        limits = self.route.leg.payload.decompression
+        opened = {p.content_id: p for p in open_payloads(parts, limits=limits, keep=self.scratch.keep)}
         found = []
         for info in self.user.payload_info:
             if info.content_id is None or info.content_id not in opened:

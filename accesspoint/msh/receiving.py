@@ -6,6 +6,7 @@ signed receipt; any EbmsError becomes a signed error signal through ``error_resp
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,11 +14,12 @@ from datetime import datetime
 
 from cryptography.hazmat.primitives import serialization
 
+from accesspoint.core.conformance import check_wire
 from accesspoint.core.errors import EbmsError, ErrorCode
 from accesspoint.core.ids import new_message_id
 from accesspoint.core.message import ReceivedMessage
 from accesspoint.core.model import MessageInfo, PullRequest, SignalMessage, UserMessage
-from accesspoint.core.namespaces import SoapVersion
+from accesspoint.core.namespaces import TEST_ACTION, TEST_SERVICE, SoapVersion
 from accesspoint.core.signals import build_error_signal, build_receipt
 from accesspoint.security.algorithms import SignatureAlgorithm
 from accesspoint.security.inbound import OpenedMessage, PartReader, TrustCache, open_message
@@ -49,6 +51,8 @@ def match_user_message(received: ReceivedMessage, pmodes: PModeSet) -> tuple[Rou
     if not isinstance(user, UserMessage):
         raise EbmsError(ErrorCode.PROCESSING_MODE_MISMATCH, "expected a user message")
     match = pmodes.match_incoming(user)
+    # The wire format first, strictly unless the P-Mode relaxes a rule for its partner.
+    check_wire(received.deviations, lenient=frozenset() if match.route is None else match.route.pmode.leniency)
     problem = match.ebms_error(user.message_id)
     if problem is not None or match.route is None:
         raise problem or EbmsError(ErrorCode.VALUE_NOT_RECOGNIZED, "no P-Mode", ref_to_message_id=user.message_id)
@@ -56,7 +60,9 @@ def match_user_message(received: ReceivedMessage, pmodes: PModeSet) -> tuple[Rou
 
 
 def check_user_message(route: Route, user: UserMessage) -> None:
-    """What the leg asks of the header before any cryptography: its required properties, at most its parts."""
+    """What the leg asks of the header before any cryptography: its part properties (a MimeType each, an encoding
+    name as CharacterSet), its required properties, at most its parts."""
+    check_part_properties(user)
     names = {p.name for p in user.message_properties}
     missing = [name for name in route.leg.required_properties if name not in names]
     if missing:
@@ -112,13 +118,48 @@ def accept_user_message(
             revocation=revocation,
             partner_certificates=partner,
             read_part=read_part,
-            decompression_limit=route.leg.payload.decompression_limit,
+            decompression=route.leg.payload.decompression,
         )
     except EbmsError as exc:
         exc.ref_to_message_id = exc.ref_to_message_id or user.message_id
         raise
     check_decrypted(user, opened.undecrypted)
     return AcceptedMessage(route, user, opened, receipt_for(user, opened.signature, at=at))
+
+
+# XML 1.0 section 4.3.3: EncName, what a CharacterSet part property must be (AS4_CP_TA29).
+_ENCODING_NAME = re.compile(r"[A-Za-z][A-Za-z0-9._-]*")
+
+
+def valid_character_set(value: str) -> bool:
+    """True when the value is an encoding name as XML 1.0 writes them (``UTF-8``, ``ISO-8859-1``)."""
+    return _ENCODING_NAME.fullmatch(value) is not None
+
+
+def check_part_properties(user: UserMessage) -> None:
+    """EBMS:0003 for a payload without its MimeType part property (AS4 requires one, AS4_CP_TA26) or with a
+    CharacterSet that is no encoding name (AS4_CP_TA29)."""
+    for part in user.payload_info:
+        where = part.href or "the SOAP Body payload"
+        if not part.mime_type:
+            raise EbmsError(
+                ErrorCode.VALUE_INCONSISTENT,
+                f"PartInfo {where} has no MimeType part property",
+                ref_to_message_id=user.message_id,
+            )
+        charset = part.character_set
+        if charset is not None and not valid_character_set(charset):
+            raise EbmsError(
+                ErrorCode.VALUE_INCONSISTENT,
+                f"PartInfo {where}: CharacterSet {charset[:64]!r} is not an encoding name (XML 1.0, 4.3.3)",
+                ref_to_message_id=user.message_id,
+            )
+
+
+def is_ping(user: UserMessage) -> bool:
+    """True for the ebMS test service and action (ebMS 3 5.2.2.9): receipted, never delivered to a consumer."""
+    collaboration = user.collaboration_info
+    return collaboration.service.value == TEST_SERVICE and collaboration.action == TEST_ACTION
 
 
 def signed_signal(
@@ -142,14 +183,19 @@ def policy_for_key(keys: KeyPair) -> SecurityPolicy:
     return SecurityPolicy.edelivery_1_15(signature_algorithm=SignatureAlgorithm.RSA_SHA256, encrypt=False)
 
 
-def reply_policy(received: ReceivedMessage | None, pmodes: PModeSet) -> SecurityPolicy | None:
-    """The security policy of the leg a refused user message belongs to, when one P-Mode matches it."""
+def refused_route(received: ReceivedMessage | None, pmodes: PModeSet) -> Route | None:
+    """The leg a refused user message belongs to, when one P-Mode matches it."""
     if received is None:
         return None
     message = received.parsed.messaging.message
     if not isinstance(message, UserMessage):
         return None
-    route = pmodes.match_incoming(message).route
+    return pmodes.match_incoming(message).route
+
+
+def reply_policy(received: ReceivedMessage | None, pmodes: PModeSet) -> SecurityPolicy | None:
+    """The security policy of the leg a refused user message belongs to, when one P-Mode matches it."""
+    route = refused_route(received, pmodes)
     return None if route is None else route.security
 
 

@@ -20,7 +20,7 @@ from typing import Protocol
 from cryptography import x509
 from lxml import etree
 
-from accesspoint.core.compression import DEFAULT_DECOMPRESSION_LIMIT, decompress_stream
+from accesspoint.core.compression import DEFAULT_LIMITS, DecompressionLimits, decompress_with
 from accesspoint.core.envelope import ParsedEnvelope
 from accesspoint.core.errors import EbmsError, ErrorCode
 from accesspoint.core.message import ReceivedMessage, ReceivedPart
@@ -204,16 +204,16 @@ def validate_signer(
 def open_payloads(
     parts: SignedParts,
     *,
-    limit: int = DEFAULT_DECOMPRESSION_LIMIT,
+    limits: DecompressionLimits = DEFAULT_LIMITS,
     keep: Callable[[str], PayloadSink] | None = None,
 ) -> tuple[OpenedPayload, ...]:
-    """The last step of ``open_message``: each payload decompressed and hashed (EBMS:0303 past ``limit``).
+    """The last step of ``open_message``: each payload decompressed and hashed (EBMS:0303 past ``limits``).
 
     ``keep(content_id)`` gives a sink that is written the payload's plaintext in the same pass (what an MSH
     stores), so each part is read once more here and no more.
     """
     skipped = parts.undecrypted | parts.unavailable
-    return tuple(_open_payloads(parts.received, dict(parts.sources), parts.encrypted, skipped, limit, keep))
+    return tuple(_open_payloads(parts.received, dict(parts.sources), parts.encrypted, skipped, limits, keep))
 
 
 def open_message(
@@ -225,7 +225,7 @@ def open_message(
     revocation: RevocationSource | None = None,
     partner_certificates: Iterable[x509.Certificate] = (),
     read_part: PartReader = read_memory_part,
-    decompression_limit: int = DEFAULT_DECOMPRESSION_LIMIT,
+    decompression: DecompressionLimits = DEFAULT_LIMITS,
     check_trust: bool = True,
     strict_coverage: bool = True,
     unavailable: frozenset[str] = frozenset(),
@@ -257,7 +257,7 @@ def open_message(
         trust = validate_signer(parts, policy.trust, at=at, revocation=revocation, cache=trust_cache)
         if trust is not None:
             warnings.extend(trust.warnings)
-    payloads = open_payloads(parts, limit=decompression_limit)
+    payloads = open_payloads(parts, limits=decompression)
     return OpenedMessage(
         received,
         parts.signature,
@@ -348,7 +348,7 @@ def _open_payloads(
     sources: dict[str, AttachmentSource],
     encrypted: frozenset[str],
     undecrypted: frozenset[str],
-    limit: int,
+    limits: DecompressionLimits,
     keep: Callable[[str], PayloadSink] | None = None,
 ) -> Iterator[OpenedPayload]:
     user = _user(received.parsed)
@@ -367,7 +367,7 @@ def _open_payloads(
         compressed = part.compression_type == GZIP
         chunks: Iterable[bytes] = source.open()
         if compressed:
-            chunks = decompress_stream(chunks, limit=limit)
+            chunks = decompress_with(chunks, limits)
         digest = hashlib.sha256()
         size = 0
         sink = None if keep is None else keep(content_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Callable
 from enum import StrEnum
 from functools import partial
@@ -61,6 +62,8 @@ def transient(error: BaseException) -> bool:
         if isinstance(current, sa_exc.IntegrityError | sa_exc.ProgrammingError | sa_exc.DataError):
             return False  # the statement was refused: trying again gives the same answer
         if isinstance(current, StoreUnavailable | OSError | TimeoutError | sa_exc.OperationalError):
+            return True
+        if isinstance(current, sqlite3.OperationalError):  # locked past the busy timeout, an I/O error
             return True
         if isinstance(current, sa_exc.InterfaceError | sa_exc.DisconnectionError):
             return True

@@ -22,10 +22,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, insert, select
+from sqlalchemy import Connection, bindparam, delete, select
 
 from accesspoint.store import schema
 from accesspoint.store.db import Database
+from accesspoint.store.ops import Also
 from accesspoint.store.records import StoredMessage
 
 K = schema.idempotency_keys
@@ -94,14 +95,14 @@ class IdempotencyHook:
         self._now = now
         self._keep = keep
 
-    def write(self, connection: Connection, message: StoredMessage) -> None:
-        """Insert one row per key (a key already taken fails the insert, and with it the transaction)."""
+    def rows(self, message: StoredMessage) -> list[Also]:
+        """One row per key (a key already taken fails the write, and with it the message's)."""
         if not self.keys:
-            return
+            return []
         status, response = self._answer(message)
-        connection.execute(
-            insert(K),
-            [
+        return [
+            Also(
+                "idempotency_keys",
                 {
                     "scope": self.scope,
                     "key": key,
@@ -111,10 +112,10 @@ class IdempotencyHook:
                     "response": response,
                     "created_at": self._now,
                     "expires_at": self._now + self._keep,
-                }
-                for key in self.keys
-            ],
-        )
+                },
+            )
+            for key in self.keys
+        ]
 
     def committed(self) -> None:
         """Nothing waits for a kept answer."""

@@ -30,6 +30,7 @@ from sqlalchemy import Connection, Row, delete, func, insert, or_, select, updat
 from accesspoint.store import schema
 from accesspoint.store.clock import Clock, first_of
 from accesspoint.store.db import Database, StoreUnavailable
+from accesspoint.store.ops import Also
 from accesspoint.store.records import StoredMessage
 from accesspoint.store.shield import Shield
 
@@ -73,15 +74,13 @@ def event_body(event_id: str, kind: str, at: datetime, data: Mapping[str, Any]) 
     return json.dumps({"id": event_id, "event": kind, "at": at.isoformat(), "data": dict(data)})
 
 
-def write_events(
-    connection: Connection, events: Sequence[NewEvent], *, now: datetime, new_id: Callable[[], str] | None = None
-) -> list[str]:
-    """Insert the events in the caller's transaction; their event ids (one per event, shared by its sinks)."""
+def event_rows(
+    events: Sequence[NewEvent], *, now: datetime, new_id: Callable[[], str] | None = None
+) -> list[dict[str, Any]]:
+    """The outbox rows of events: one per event and sink, the event's id (a fresh one each) shared by its sinks."""
     rows: list[dict[str, Any]] = []
-    ids: list[str] = []
     for event in events:
         event_id = new_id() if new_id is not None else str(uuid.uuid4())
-        ids.append(event_id)
         body = event_body(event_id, event.kind, now, event.data)
         rows += [
             {
@@ -95,15 +94,24 @@ def write_events(
             }
             for sink in event.sinks
         ]
+    return rows
+
+
+def write_events(
+    connection: Connection, events: Sequence[NewEvent], *, now: datetime, new_id: Callable[[], str] | None = None
+) -> list[str]:
+    """Insert the events in the caller's transaction; their event ids (one per event, shared by its sinks)."""
+    rows = event_rows(events, now=now, new_id=new_id)
     if rows:
         connection.execute(insert(O), rows)
-    return ids
+    return list(dict.fromkeys(row["event_id"] for row in rows))
 
 
 class EventHook:
     """A TransactionHook that writes the events ``make`` builds from the message as inserted or moved.
 
-    ``make`` runs inside the transaction, so an event carries the message exactly as that move left it.
+    ``make`` runs before the write, with the message as the write will leave it: an event carries the message
+    exactly as that move left it.
     """
 
     def __init__(
@@ -118,11 +126,11 @@ class EventHook:
         self._wake = wake
         self._sinks: list[str] = []
 
-    def write(self, connection: Connection, message: StoredMessage) -> None:
-        """Insert the events built from message."""
+    def rows(self, message: StoredMessage) -> list[Also]:
+        """The outbox rows of the events built from message."""
         events = self._make(message)
-        write_events(connection, events, now=self._now)
         self._sinks = [sink for event in events for sink in event.sinks]
+        return [Also("outbox", row) for row in event_rows(events, now=self._now)]
 
     def committed(self) -> None:
         """Wake the dispatchers of the sinks written to."""

@@ -13,6 +13,7 @@ from sqlalchemy import Connection, insert, select
 
 from accesspoint.store import schema
 from accesspoint.store.db import Database
+from accesspoint.store.ops import Also
 from accesspoint.store.records import StoredMessage
 
 R = schema.route_targets
@@ -37,11 +38,11 @@ class RouteHook:
         self.route = route
         self._now = now
 
-    def write(self, connection: Connection, message: StoredMessage) -> None:
-        """Insert the target (the message's MessageId must be the target's)."""
+    def rows(self, message: StoredMessage) -> list[Also]:
+        """The target's row (the message's MessageId must be the target's)."""
         if message.message_id != self.route.message_id:
             raise ValueError(f"route target for {self.route.message_id!r} written with {message.message_id!r}")
-        connection.execute(insert(R), {**_values(self.route), "created_at": self._now})
+        return [Also("route_targets", {**_values(self.route), "created_at": self._now})]
 
     def committed(self) -> None:
         """Nothing waits for a target."""

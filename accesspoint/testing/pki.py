@@ -79,8 +79,10 @@ def issue(
     not_before: datetime = NOT_BEFORE,
     not_after: datetime = NOT_AFTER,
     ski: bool = True,
+    policies: tuple[str, ...] = (),
 ) -> KeyPair:
-    """An end-entity certificate signed by ``ca`` (digitalSignature, key encipherment or agreement)."""
+    """An end-entity certificate signed by ``ca`` (digitalSignature, key encipherment or agreement), asserting
+    the certificate ``policies`` (dotted OIDs) when given."""
     key = new_key(kind)
     agreement = kind in ("x25519",) or kind in _CURVES
     builder = (
@@ -110,6 +112,11 @@ def issue(
     if ski:
         builder = builder.add_extension(
             x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+            critical=False,
+        )
+    if policies:
+        builder = builder.add_extension(
+            x509.CertificatePolicies([x509.PolicyInformation(x509.ObjectIdentifier(p), None) for p in policies]),
             critical=False,
         )
     certificate = builder.sign(ca.private_key, _signing_hash(ca.private_key))  # type: ignore[arg-type]
