@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 from accesspoint.store import Direction, EvidenceKind, MessageInfo, MessageState, StoredMessage
 from accesspoint.store.codec import from_sqlite_datetime, sqlite_datetime
 from accesspoint.store.db import Database
-from accesspoint.store.files import Content, FileStore
+from accesspoint.store.files import Content, FileStore, PreparedFile
 from accesspoint.store.ops import Claim, Duplicate, EvidenceRow, Insert, Inserted, Keep, Move, PayloadRow
 from accesspoint.store.schema import UtcDateTime, evidence, messages, payloads, transitions
 from accesspoint.store.writer import SqliteWriter, WriteFailed, Writer, WriteUnavailable, open_writer
@@ -289,6 +289,21 @@ async def test_short_content_is_held_inline_and_long_content_goes_to_a_durable_f
     assert long.data is None and long.path is not None and long.size == 5
     assert b"".join([chunk async for chunk in files.read(long.path)]) == b"abcde"
     assert long.sha256 == "36bbe50ed96841d10443bcb670d6554f0a34b761be67ec9c4a8ad2c0c44ca42c"
+
+
+async def test_a_prepared_file_past_the_inline_limit_is_moved_into_place_and_a_short_one_inlined(
+    tmp_path: Path,
+) -> None:
+    """take() adopts a PreparedFile longer than the inline limit (renamed, not copied) and inlines a short one."""
+    files = FileStore(tmp_path)
+    long_path, short_path = files.scratch / "long.prepared", files.scratch / "short.prepared"
+    long_path.write_bytes(b"x" * 10)
+    short_path.write_bytes(b"abc")
+    long = await files.take(PreparedFile(long_path, 10, "not-recomputed"), inline_limit=4)
+    assert (long.path is not None, long.sha256, long_path.exists()) == (True, "not-recomputed", False)
+    assert long.path is not None and (tmp_path / long.path).read_bytes() == b"x" * 10
+    short = await files.take(PreparedFile(short_path, 3, "unused"), inline_limit=4)
+    assert (short.data, short.path) == (b"abc", None)
 
 
 async def test_writer_outcomes_match_what_sqlalchemy_reads(writer: Writer, database: Database) -> None:
