@@ -3,6 +3,7 @@ holder's answer in the contracts' reply-delivery form."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from datetime import UTC, date, datetime, timedelta
 
@@ -37,7 +38,17 @@ from operators.evidence import (
     verify_event,
     verify_kvitto,
 )
+from operators.payments import (
+    PaymentConfirmation,
+    PaymentOrder,
+    PaymentRefused,
+    ReferenceProvider,
+    build_confirmation,
+    invoice_state,
+    verify_confirmation,
+)
 from tests.conftest import interop_path
+from tests.test_envelopes_payment import BANKGIRO
 
 OPERATOR = pki.issue(pki.make_ca("Operators"), "Brevladan Ett AB")
 OTHER = pki.issue(pki.make_ca("Others"), "Not the operator")
@@ -146,3 +157,29 @@ def test_sealed_reply_is_schema_valid_and_verifies_with_the_operator_only() -> N
         verify_sealed_reply(data, operator=OTHER.certificate)
     with pytest.raises(EnvelopeError):
         verify_sealed_reply(data.replace(b"Dnr 2026/4711", b"Dnr 2026/4712"), operator=OPERATOR.certificate)
+
+
+async def test_reference_provider_pays_valid_orders_and_the_confirmation_verifies() -> None:
+    """The reference provider (no bank) accepts a valid order and says so; the signed confirmation reads back."""
+    provider = ReferenceProvider()
+    order = PaymentOrder("pay-1", BANKGIRO, "197802022389", "fwd-invoice-1@agency", "invoice-1")
+    receipt = await provider.pay(order, now=AT)
+    assert receipt.provider == "reference" and "no money moved" in receipt.note
+    confirmation = PaymentConfirmation(
+        "pay-1", order.invoice_message_id, "invoice-1", order.payer, "165568402266", BANKGIRO,
+        receipt.provider, receipt.reference, AT, receipt.note,
+    )  # fmt: skip
+    data = build_confirmation(confirmation, OPERATOR)
+    assert verify_confirmation(data, OPERATOR.certificate) == confirmation
+    with pytest.raises(EnvelopeError):
+        verify_confirmation(data, OTHER.certificate)
+    with pytest.raises(PaymentRefused, match="BT-83"):
+        await provider.pay(dataclasses.replace(order, payment=dataclasses.replace(BANKGIRO, reference="12")), now=AT)
+
+
+def test_invoice_state_follows_payment_and_due_date() -> None:
+    """Unpaid until the due date, overdue after it, paid once paid."""
+    due = date(2027, 1, 31)
+    assert invoice_state(False, due, due) == "unpaid"
+    assert invoice_state(False, due, due + timedelta(days=1)) == "overdue"
+    assert invoice_state(True, due, due + timedelta(days=1)) == "paid"
