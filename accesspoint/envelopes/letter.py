@@ -33,10 +33,11 @@ breaks one is refused with the reason.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
 from lxml import etree
 
@@ -522,3 +523,57 @@ def _part(element: etree._Element) -> ExternalPart:
 def with_parts(terms: LetterTerms, parts: Iterable[ExternalPart]) -> LetterTerms:
     """The same terms, with ``parts`` as the content sent beside the envelope."""
     return replace(terms, parts=tuple(parts))
+
+
+# --- the JSON form (the operator's records and REST views) ---
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def terms_to_json(terms: LetterTerms) -> dict[str, Any]:
+    """The terms as JSON values."""
+    return {
+        "reply": None
+        if terms.reply is None
+        else {"option": terms.reply.option.value, "deadline": _iso(terms.reply.deadline)},
+        "receipt": None if terms.receipt is None else terms.receipt.value,
+        "delgivning_deadline": _iso(terms.delgivning_deadline),
+        "invoice": terms.invoice,
+        "payment": None if terms.payment is None else terms.payment.to_json(),
+        "case_reference": terms.case_reference,
+        "case_event": None if terms.case_event is None else terms.case_event.to_json(),
+        "metadata": [[tag, value] for tag, value in terms.metadata],
+        "parts": [part.to_json() for part in terms.parts],
+    }
+
+
+def terms_from_json(item: Mapping[str, Any]) -> LetterTerms:
+    """Read the JSON form back (as written by ``terms_to_json``)."""
+    reply, event, payment = item.get("reply"), item.get("case_event"), item.get("payment")
+
+    def moment(value: Any) -> datetime | None:
+        return None if value is None else datetime.fromisoformat(str(value))
+
+    return LetterTerms(
+        reply=None if reply is None else ReplyTerms(ReplyOption(reply["option"]), moment(reply.get("deadline"))),
+        receipt=None if item.get("receipt") is None else ReceiptRequest(item["receipt"]),
+        delgivning_deadline=moment(item.get("delgivning_deadline")),
+        invoice=bool(item.get("invoice")),
+        payment=None if payment is None else PaymentData.from_json(payment),
+        case_reference=item.get("case_reference"),
+        case_event=None
+        if event is None
+        else CaseEvent(
+            case_id=event["case_id"],
+            status=event["status"],
+            time=datetime.fromisoformat(event["time"]),
+            link=event.get("link"),
+            matter_status=None if event.get("matter_status") is None else MatterStatus(event["matter_status"]),
+            event_id=event.get("event_id"),
+            subject=event.get("subject"),
+        ),
+        metadata=tuple((str(t), str(v)) for t, v in item.get("metadata", ())),
+        parts=tuple(ExternalPart.from_json(p) for p in item.get("parts", ())),
+    )
