@@ -45,6 +45,7 @@ from accesspoint.core.model import (
 )
 from accesspoint.core.namespaces import GZIP, SoapVersion
 from accesspoint.core.signals import signed_references
+from accesspoint.httpclient import fetch, new_session, open_request
 from accesspoint.msh import end_to_end
 from accesspoint.msh.config import ConfigError, ServerConfig, WebhookEvent
 from accesspoint.msh.openapi import OPENAPI
@@ -93,6 +94,7 @@ READ_CHUNK = 64 * 1024
 SPOOL_READ_CHUNK = 256 * 1024
 SPOOL_IN_MEMORY = 1024 * 1024
 METADATA_LIMIT = 1024 * 1024
+ANSWER_LIMIT = 4 * 1024 * 1024  # a partner's synchronous answer to a push (a signal): more is a failed attempt
 FOREVER = timedelta(days=100 * 366)  # a P-Mode retention of "forever", as a retain_until the database can hold
 SUBMITTED_HEADERS = 4096  # headers as submitted kept in memory for their first attempt (the oldest go first)
 
@@ -139,9 +141,8 @@ class AccessPoint:
             self.queue = RedisSendQueue.from_url(
                 self.config.redis_url, consumer=self.config.instance, clock=self.clock, claim_idle=self.config.lease
             )
-        timeout = aiohttp.ClientTimeout(total=self.config.send_timeout.total_seconds())
         tls = client_context(self.config.tls_trust, self.config.tls_client or self.config.tls)
-        self.session = aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=64, ssl=tls))
+        self.session = new_session(timeout=self.config.send_timeout.total_seconds(), ssl_context=tls, limit=64)
         await self._requeue()
         self.webhooks.start(self.session)
         self._tasks = [asyncio.create_task(self._send_worker(i)) for i in range(self.config.send_workers)]
@@ -576,7 +577,7 @@ class AccessPoint:
         assert self.session is not None
         headers = {"Content-Type": f"{SoapVersion.V12.content_type}; charset=UTF-8"}
         try:
-            async with self.session.post(endpoint, data=request, headers=headers) as response:
+            async with open_request(self.session, "POST", endpoint, data=request, headers=headers) as response:
                 if response.status != 200:
                     log.warning("PullRequest to %s: HTTP %d", endpoint, response.status)
                     return False
@@ -618,10 +619,9 @@ class AccessPoint:
         assert self.session is not None
         headers = {"Content-Type": f"{soap_version.content_type}; charset=UTF-8"}
         try:
-            async with self.session.post(endpoint, data=signal, headers=headers) as response:
-                await response.read()
-                if response.status != 200:
-                    log.warning("signal to %s: HTTP %d", endpoint, response.status)
+            answer = await fetch(self.session, "POST", endpoint, data=signal, headers=headers, max_bytes=ANSWER_LIMIT)
+            if answer.status != 200:
+                log.warning("signal to %s: HTTP %d", endpoint, answer.status)
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("signal to %s failed: %s", endpoint, exc)
 
@@ -815,10 +815,15 @@ class AccessPoint:
             size = spool.tell()
             spool.seek(0)
             headers = {"Content-Type": secured.packed.content_type, "Content-Length": str(size)}
-            async with self.session.post(endpoint, data=_spooled_chunks(spool), headers=headers) as response:
-                answer = await response.read()
-                answer_type = response.headers.get("Content-Type", "")
-                status = response.status
+            sent = await fetch(
+                self.session,
+                "POST",
+                endpoint,
+                data=_spooled_chunks(spool),
+                headers=headers,
+                max_bytes=ANSWER_LIMIT,
+            )
+            answer, answer_type, status = sent.body, sent.content_type, sent.status
         except (aiohttp.ClientError, TimeoutError) as exc:
             await self._retry_or_fail(message, route, f"{type(exc).__name__}: {exc}")
             return

@@ -21,6 +21,7 @@ from typing import Any
 
 import aiohttp
 
+from accesspoint.httpclient import open_request
 from accesspoint.msh.config import Webhook, WebhookEvent
 from accesspoint.store.clock import Clock
 
@@ -103,11 +104,12 @@ class WebhookNotifier:
             }
             for attempt in range(hook.max_attempts):
                 try:
-                    async with session.post(hook.url, data=body, headers=headers) as response:
-                        await response.read()
-                        if 200 <= response.status < 300:
-                            break
-                        reason = f"HTTP {response.status}"
+                    # Only the status counts: the answer's body is never read (nor a redirect followed).
+                    async with open_request(session, "POST", hook.url, data=body, headers=headers) as response:
+                        status = response.status
+                    if 200 <= status < 300:
+                        break
+                    reason = f"HTTP {status}"
                 except (aiohttp.ClientError, TimeoutError) as exc:
                     reason = f"{type(exc).__name__}: {exc}"
                 delay = min(hook.backoff * 2**attempt, hook.backoff_max)
