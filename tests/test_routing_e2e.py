@@ -37,7 +37,7 @@ from tests.pki import issue
 from tests.test_discovery_e2e import configure
 from tests.test_msh import CERTS, UNREGISTERED, AccessPointProcess, _free_port
 from tests.test_smp_cli import _serve, _wait_for_port
-from tests.test_smp_support import ZONE, pem, pki, publish, write_config, write_keys
+from tests.test_smp_support import LOOPBACK, ZONE, pem, pki, publish, write_config, write_keys
 
 FAR_TOKEN = "far-admin-token-0123456789"
 SENDER = with_check_digit("202100544")  # the authority sending from the Nordic access point
@@ -225,7 +225,7 @@ def _foreign_smp(folder: Path, url: str, certificate_file: Path) -> Iterator[dic
         dns.start()
         (folder / "smp-trust.pem").write_bytes(pem(pki().ca))
         host, port = dns.address
-        yield {"zone": ZONE, "dns": f"{host}:{port}", "smp_trust": str(folder / "smp-trust.pem")}
+        yield {"zone": ZONE, "dns": f"{host}:{port}", "smp_trust": str(folder / "smp-trust.pem"), **LOOPBACK}
     finally:
         dns.stop()
         _stop(smp)

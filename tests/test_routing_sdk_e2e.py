@@ -35,7 +35,7 @@ from tests.test_msh import CERTS, AccessPointProcess, _free_port
 from tests.test_operators_support import SDK_DOCUMENT, SDK_ORG, xhe
 from tests.test_routing_e2e import _document, _stop
 from tests.test_smp_cli import _serve, _wait_for_port
-from tests.test_smp_support import ZONE, pem, pki, publish, write_config, write_keys
+from tests.test_smp_support import LOOPBACK, ZONE, pem, pki, publish, write_config, write_keys
 
 ACTION = sdk.ACTION_PREFIX + SDK_DOCUMENT  # the SDK document type, also what the SMP is asked about
 ORGANISATION = f"iso6523-actorid-upis::{SDK_ORG}"  # the receiving organisation (0007 + organisationsnummer)
@@ -95,7 +95,7 @@ def _sdk_smp(folder: Path, url: str, certificate_file: Path) -> Iterator[dict[st
         (folder / "smp-trust.pem").write_bytes(pem(pki().ca))
         host, port = dns.address
         # SDK's own discovery settings (per P-Mode network), as a router in several networks would have them.
-        sdk_network = {"zone": ZONE, "dns": f"{host}:{port}", "smp_trust": str(folder / "smp-trust.pem")}
+        sdk_network = {"zone": ZONE, "dns": f"{host}:{port}", "smp_trust": str(folder / "smp-trust.pem"), **LOOPBACK}
         yield {**sdk_network, "networks": {sdk.NAME: sdk_network}}
     finally:
         dns.stop()

@@ -785,7 +785,9 @@ class AccessPoint:
                 message, MessageState.AWAITING_RECEIPT, now=self.clock.now(), detail="waits for pull"
             )
             return
+        addresses = None  # a dynamic partner's endpoint is connected to only where discovery's policy allows
         if route.dynamic:  # endpoint and certificates from a route record or BDXL + SMP
+            addresses = self.routing.addresses(route)
             try:
                 route = await self.routing.resolve(store, message, route, at=self.clock.now())
             except RouteUnavailable as exc:
@@ -822,6 +824,7 @@ class AccessPoint:
                 data=_spooled_chunks(spool),
                 headers=headers,
                 max_bytes=ANSWER_LIMIT,
+                addresses=addresses,
             )
             answer, answer_type, status = sent.body, sent.content_type, sent.status
         except (aiohttp.ClientError, TimeoutError) as exc:

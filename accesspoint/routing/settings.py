@@ -7,6 +7,8 @@
       dns: 127.0.0.1:5353           # optional: the resolver for the NAPTR lookup (else the system's)
       scheme: peppol                # peppol (SHA-256/base32 label) or bdxl (eDelivery BDXL 1.6)
       smp_trust: smp-ca.pem         # the SMP signers' truststore (PEM, DER or PKCS#12); required
+      allow_http: false             # endpoint URLs from an SMP must be https unless this is true (test networks)
+      allow_networks: []            # non-public ranges SMPs and endpoints may be at (e.g. [127.0.0.0/8] on loopback)
       networks:                     # optional, per P-Mode network; what an entry leaves out it inherits
         sdk: {zone: sml.sdk.example, smp_trust: sdk-smp-ca.pem}
     routing:                        # route incoming digital post through FaR to the mailbox operators
@@ -27,6 +29,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from accesspoint.httpclient import networks
 from accesspoint.security.keys import KeyLoadError
 from accesspoint.security.trust import load_truststore
 from smp.bdxl import BdxlScheme
@@ -65,7 +68,7 @@ def parse_discovery(base: Path, value: object, where: str) -> DiscoverySettings 
     if value is None:
         return None
     if not isinstance(value, dict):
-        raise ValueError(f"{where}: expected {{zone, dns, scheme, smp_trust, networks}}")
+        raise ValueError(f"{where}: expected {{zone, dns, scheme, smp_trust, allow_http, allow_networks, networks}}")
     networks = value.get("networks") or {}
     if not isinstance(networks, dict) or not all(isinstance(v, dict) for v in networks.values()):
         raise ValueError(f"{where}.networks: a mapping of P-Mode network to {{zone, dns, scheme, smp_trust}}")
@@ -82,14 +85,17 @@ def parse_discovery(base: Path, value: object, where: str) -> DiscoverySettings 
         scheme=default.scheme,
         nameserver=default.nameserver,
         smp_trust=default.smp_trust,
+        allow_http=default.allow_http,
+        allowed_networks=default.allowed_networks,
         networks=overrides,
     )
 
 
 def _discovery(base: Path, value: dict[str, Any], where: str) -> DiscoverySettings:
-    unknown = sorted(set(value) - {"zone", "dns", "scheme", "smp_trust"})
+    unknown = sorted(set(value) - {"zone", "dns", "scheme", "smp_trust", "allow_http", "allow_networks"})
     if unknown:
-        raise ValueError(f"{where}.{unknown[0]}: unknown setting (known: dns, networks, scheme, smp_trust, zone)")
+        known = "allow_http, allow_networks, dns, networks, scheme, smp_trust, zone"
+        raise ValueError(f"{where}.{unknown[0]}: unknown setting (known: {known})")
     zone = value.get("zone")
     if not isinstance(zone, str) or not zone.strip("."):
         raise ValueError(f"{where}.zone: required, a DNS zone")
@@ -108,11 +114,19 @@ def _discovery(base: Path, value: dict[str, Any], where: str) -> DiscoverySettin
     if not trust:
         raise ValueError(f"{where}.smp_trust: no certificate in {files}")
     dns = value.get("dns")
+    allow_http = value.get("allow_http", False)
+    if not isinstance(allow_http, bool):
+        raise ValueError(f"{where}.allow_http: true or false, not {allow_http!r}")
+    ranges = value.get("allow_networks", [])
+    if not isinstance(ranges, list):
+        raise ValueError(f"{where}.allow_networks: a list of address ranges like 127.0.0.0/8")
     return DiscoverySettings(
         zone=zone.strip("."),
         scheme=scheme,
         nameserver=None if dns is None else _nameserver(str(dns), f"{where}.dns"),
         smp_trust=trust,
+        allow_http=allow_http,
+        allowed_networks=networks(ranges, f"{where}.allow_networks"),
     )
 
 
