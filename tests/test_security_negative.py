@@ -25,7 +25,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from lxml import etree
 
-from accesspoint.core.envelope import parse_envelope
+from accesspoint.core.envelope import build_envelope, parse_envelope, serialize
 from accesspoint.core.errors import EbmsError, ErrorCode
 from accesspoint.core.message import Attachment, ReceivedMessage, pack_message, read_message
 from accesspoint.core.model import (
@@ -48,7 +48,7 @@ from accesspoint.security.inbound import OpenedMessage, open_message
 from accesspoint.security.keys import KeyPair
 from accesspoint.security.outbound import Payload, SecuredMessage, secure_message
 from accesspoint.security.policy import RevocationMode, SecurityPolicy, TokenReference, TrustSettings
-from accesspoint.security.receipts import sign_signal, verify_receipt
+from accesspoint.security.receipts import VerifiedReceipt, sign_signal, verify_receipt
 from accesspoint.security.signing import AttachmentSource, security_header
 from accesspoint.security.trust import WIRE_DETAIL as UNTRUSTED
 from accesspoint.store import Direction
@@ -348,32 +348,65 @@ def test_a_flipped_encrypted_key_byte_is_refused_with_a_generic_detail(side: Sid
 # --------------------------------------------------------------------------------------------- the receipt
 
 
-def _receipt(side: Side, signer: KeyPair, echoes: tuple[ReferenceEcho, ...] | None = None) -> tuple[Wire, bytes]:
-    """A message sent and the receipt the recipient (or ``signer``) signs for it, echoing ``echoes``."""
+def _receipt(
+    side: Side,
+    signer: KeyPair | None,
+    echoes: tuple[ReferenceEcho, ...] | None = None,
+    token: TokenReference | None = None,
+) -> tuple[Wire, bytes]:
+    """A message sent and the receipt the recipient (or ``signer``; None: unsigned) gives for it, echoing ``echoes``."""
     wire = _send(side)
     opened = _open(side, wire)
     assert opened.signature is not None
     user = opened.received.parsed.messaging.message
     assert isinstance(user, UserMessage)
     receipt = build_receipt(user, echoes or opened.signature.echoes, message_id="receipt-1@receiver", now=NOW)
-    policy = replace(side.policy, encrypt=False)
+    if signer is None:
+        return wire, serialize(build_envelope(receipt))
+    policy = replace(side.policy, encrypt=False, token_reference=token or side.policy.token_reference)
     return wire, sign_signal(receipt, signer, policy, new_id=_ids())
 
 
-def _verify_receipt(side: Side, wire: Wire, receipt: bytes) -> object:
+def _verify_receipt(side: Side, wire: Wire, receipt: bytes, policy: SecurityPolicy | None = None) -> VerifiedReceipt:
     return verify_receipt(
         parse_envelope(receipt),
-        side.policy,
+        policy or side.policy,
         sent_message_id="letter-1@sender.example",
         sent_references=wire.references,
         partner_certificates=[side.receipt_signer.certificate],
     )
 
 
-def test_a_receipt_from_the_partner_echoing_what_was_sent_is_accepted(side: Side) -> None:
-    """The baseline: the partner's receipt for our message, echoing our digests, proves delivery."""
-    wire, receipt = _receipt(side, side.receipt_signer)
-    assert _verify_receipt(side, wire, receipt)
+@pytest.mark.parametrize("token", list(TokenReference))
+def test_a_receipt_from_the_partner_echoing_what_was_sent_is_accepted(side: Side, token: TokenReference) -> None:
+    """The baseline: the partner's receipt for our message, echoing our digests, proves delivery (any token style)."""
+    wire, receipt = _receipt(side, side.receipt_signer, token=token)
+    verified = _verify_receipt(side, wire, receipt)
+    assert verified.signal.message_info.message_id == "receipt-1@receiver"
+    assert verified.signature is not None and verified.signature.signer.certificate == side.receipt_signer.certificate
+    assert verified.receipt.references == wire.references
+
+
+def test_a_user_message_in_place_of_a_receipt_is_refused(side: Side) -> None:
+    """A signed user message answering our message is not a receipt: EBMS:0302."""
+    wire = _send(side, side.receipt_signer, encrypt=False)
+    error = _refused(lambda: _verify_receipt(side, wire, etree.tostring(wire.envelope)))
+    assert error.code == ErrorCode.INVALID_RECEIPT.code
+    assert error.detail == "expected a receipt signal, got a user message"
+
+
+def test_an_unsigned_receipt_is_refused_and_where_allowed_must_still_echo_what_was_sent(side: Side) -> None:
+    """Unsigned: EBMS:0302 by default; under a policy taking unsigned receipts, other digests are still 0302."""
+    wire, receipt = _receipt(side, None)
+    error = _refused(lambda: _verify_receipt(side, wire, receipt))
+    assert (error.code, error.detail) == (ErrorCode.INVALID_RECEIPT.code, "the receipt is not signed")
+    lenient = replace(side.policy, require_signed_receipts=False)
+    assert _verify_receipt(side, wire, receipt, lenient).signature is None
+    echoes = list(wire.references)
+    echoes[0] = replace(echoes[0], digest_value=base64.b64encode(bytes(32)).decode())
+    wire, receipt = _receipt(side, None, tuple(echoes))
+    error = _refused(lambda: _verify_receipt(side, wire, receipt, lenient))
+    assert error.code == ErrorCode.INVALID_RECEIPT.code
 
 
 def test_a_receipt_signed_by_another_key_is_refused(side: Side) -> None:
