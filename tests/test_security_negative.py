@@ -18,11 +18,15 @@ import itertools
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from lxml import etree
 
 from accesspoint.core.envelope import build_envelope, parse_envelope, serialize
@@ -49,9 +53,11 @@ from accesspoint.security.keys import KeyPair
 from accesspoint.security.outbound import Payload, SecuredMessage, secure_message
 from accesspoint.security.policy import RevocationMode, SecurityPolicy, TokenReference, TrustSettings
 from accesspoint.security.receipts import VerifiedReceipt, sign_signal, verify_receipt
+from accesspoint.security.revocation import FetchError, RevocationChecker
 from accesspoint.security.signing import AttachmentSource, security_header
 from accesspoint.security.trust import WIRE_DETAIL as UNTRUSTED
 from accesspoint.store import Direction
+from tests import trustpki
 from tests.pki import issue, make_ca
 from tests.test_msh_refusals import _route, _secured
 from tests.test_msh_support import pair
@@ -103,12 +109,12 @@ def side(request: pytest.FixtureRequest) -> Side:
     return _side(str(request.param))
 
 
-def _user_message() -> UserMessage:
+def _user_message(sender: str = "AP-SENDER") -> UserMessage:
     party = "urn:oasis:names:tc:ebcore:partyid-type:unregistered"
     return UserMessage(
         message_info=MessageInfo("letter-1@sender.example", NOW),
         party_info=PartyInfo(
-            Party((PartyId("AP-SENDER", party),), "initiator"), Party((PartyId("AP-RECEIVER", party),), "responder")
+            Party((PartyId(sender, party),), "initiator"), Party((PartyId("AP-RECEIVER", party),), "responder")
         ),
         collaboration_info=CollaborationInfo(Service("urn:example:letters"), "Deliver", "conversation-1"),
     )
@@ -321,6 +327,41 @@ def test_tampered_content_with_its_digest_recomputed_is_refused_by_the_signature
     )
 
 
+def test_an_unsigned_message_is_refused_where_the_policy_signs(side: Side) -> None:
+    """No signature at all where the leg signs: EBMS:0103; under a leg that does not sign it opens unsigned."""
+    unsigned = secure_message(
+        _user_message(),
+        [Payload(CONTENT_ID, "application/xml", lambda: [LETTER])],
+        replace(side.policy, sign=False),
+        signing_key=None,
+        recipient_certificate=side.recipient.certificate,
+        new_id=_ids(),
+    )
+    wire = Wire.of(unsigned)
+    error = _refused(lambda: _open(side, wire))
+    assert (error.code, error.detail) == (ErrorCode.POLICY_NONCOMPLIANCE.code, "the message is not signed")
+    lax = replace(side.policy, sign=False)
+    opened = open_message(wire.received(), lax, at=NOW, keys=[side.recipient])
+    assert opened.signature is None and opened.trust is None and opened.complete
+
+
+def test_a_broken_signature_is_refused_even_where_the_policy_does_not_require_one(side: Side) -> None:
+    """A signature that is there is checked: a flipped SignatureValue under a non-signing leg is still 0101."""
+    wire = _send(side)
+    _flip_base64(_one(wire.envelope, f".//{DS}SignatureValue"))
+    lax = replace(side.policy, sign=False)
+    error = _refused(lambda: open_message(wire.received(), lax, at=NOW, keys=[side.recipient]))
+    _signature_failure(error, "SignatureValue does not verify")
+
+
+def test_an_unencrypted_attachment_is_refused_where_the_policy_encrypts(side: Side) -> None:
+    """A signed but unencrypted attachment on an encrypting leg: EBMS:0103 naming the attachment."""
+    wire = _send(side, encrypt=False)
+    error = _refused(lambda: _open(side, wire))
+    assert error.code == ErrorCode.POLICY_NONCOMPLIANCE.code
+    assert error.detail == f"attachment {CONTENT_ID!r} is not encrypted"
+
+
 # ------------------------------------------------------------------------------------------ the encryption
 
 
@@ -343,6 +384,107 @@ def test_a_flipped_encrypted_key_byte_is_refused_with_a_generic_detail(side: Sid
     error = _refused(lambda: _open(side, wire))
     assert (error.code, error.detail) == (ErrorCode.FAILED_DECRYPTION.code, BAD_DECRYPTION), error
     assert "content key failed" in error.log_detail
+
+
+# ---------------------------------------------------------------------- the signer's trust, via open_message
+
+CRL_URL = "http://crl.ca.example/ca.crl"
+
+
+@dataclass(frozen=True)
+class Federation:
+    """A CA whose certificates name a CRL, a good signer, a revoked one, one expiring soon; the CRL's bytes."""
+
+    ca: KeyPair
+    good: KeyPair
+    revoked: KeyPair
+    expiring: KeyPair
+    crl: bytes
+
+
+@pytest.fixture(scope="module")
+def federation() -> Federation:
+    """RSA certificates under one CA, with a CRL revoking one of them."""
+    ca = trustpki.root("Revoking CA", "rsa")
+
+    def leaf(name: str, **options: Any) -> KeyPair:
+        return trustpki.certificate(name, "rsa", issuer=ca, crl_url=CRL_URL, **options)
+
+    revoked = leaf("AP-SENDER")
+    listed = [(revoked.certificate.serial_number, NOW - timedelta(days=30), x509.ReasonFlags.key_compromise)]
+    crl = trustpki.crl(ca, listed, last_update=NOW - timedelta(days=1), next_update=NOW + timedelta(days=1))
+    return Federation(
+        ca,
+        leaf("AP-SENDER"),
+        revoked,
+        leaf("AP-SENDER", not_after=NOW + timedelta(days=1)),
+        crl.public_bytes(serialization.Encoding.DER),
+    )
+
+
+def _open_signed(
+    federation: Federation,
+    signer: KeyPair,
+    *,
+    sender: str = "AP-SENDER",
+    at: datetime = NOW,
+    revocation: RevocationMode = RevocationMode.OFF,
+    bind: bool = False,
+) -> OpenedMessage:
+    """A signed (not encrypted) 1.15 message from ``sender`` opened under a trust policy anchored at the CA."""
+    trust = TrustSettings(anchors=(federation.ca.certificate,), revocation=revocation, bind_cn_to_party_id=bind)
+    policy = _POLICIES.setdefault((revocation, bind), SecurityPolicy.edelivery_1_15(encrypt=False, trust=trust))
+    secured = secure_message(
+        _user_message(sender),
+        [Payload(CONTENT_ID, "application/xml", lambda: [LETTER])],
+        policy,
+        signing_key=signer,
+        recipient_certificate=None,
+        new_id=_ids(),
+    )
+
+    def fetch(url: str, body: bytes | None, /) -> bytes:
+        if url != CRL_URL or body is not None:
+            raise FetchError(f"no OCSP or other location here: {url}")
+        return federation.crl
+
+    checker = RevocationChecker(fetch, clock=lambda: at)
+    return open_message(Wire.of(secured).received(), policy, at=at, revocation=checker)
+
+
+# One policy object per setting, as a P-Mode holds one: the trust decisions cached per policy are exercised.
+_POLICIES: dict[tuple[RevocationMode, bool], SecurityPolicy] = {}
+
+
+@pytest.mark.parametrize("mode", [RevocationMode.HARD_FAIL, RevocationMode.SOFT_FAIL])
+def test_a_revoked_signer_is_refused_where_revocation_is_checked(federation: Federation, mode: RevocationMode) -> None:
+    """A signer the CA's CRL revokes: EBMS:0101, generic on the wire, every time; a good signer opens each time."""
+    for _ in range(2):  # the second time past any cached decision
+        opened = _open_signed(federation, federation.good, revocation=mode)
+        assert opened.trust is not None and [r.status.value for r in opened.trust.revocation] == ["good"]
+        error = _refused(lambda: _open_signed(federation, federation.revoked, revocation=mode))
+        assert (error.code, error.detail) == (ErrorCode.FAILED_AUTHENTICATION.code, UNTRUSTED)
+        assert "revoked" in error.log_detail
+
+
+def test_a_signer_whose_cn_is_not_the_sender_party_id_is_refused_where_bound(federation: Federation) -> None:
+    """With the CN bound to the PartyId, the same trusted certificate signing for another PartyId is refused."""
+    for mode in (RevocationMode.OFF, RevocationMode.HARD_FAIL):
+        assert _open_signed(federation, federation.good, revocation=mode, bind=True).trust is not None
+        other = partial(_open_signed, federation, federation.good, sender="AP-OTHER", revocation=mode, bind=True)
+        error = _refused(other)
+        assert (error.code, error.detail) == (ErrorCode.FAILED_AUTHENTICATION.code, UNTRUSTED)
+        assert "AP-OTHER" in error.log_detail
+    assert _open_signed(federation, federation.good, sender="AP-OTHER").trust is not None  # unbound: accepted
+
+
+def test_a_trust_decision_does_not_outlive_the_signer_certificate(federation: Federation) -> None:
+    """A signer trusted today is refused once its certificate has expired, though it was trusted (and cached)."""
+    assert _open_signed(federation, federation.expiring).trust is not None
+    later = NOW + timedelta(days=1, seconds=1)
+    error = _refused(lambda: _open_signed(federation, federation.expiring, at=later))
+    assert (error.code, error.detail) == (ErrorCode.FAILED_AUTHENTICATION.code, UNTRUSTED)
+    assert "expired" in error.log_detail or "not valid" in error.log_detail, error.log_detail
 
 
 # --------------------------------------------------------------------------------------------- the receipt
