@@ -16,7 +16,6 @@ import asyncio
 import gc
 import os
 import re
-import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -57,47 +56,38 @@ def _settings(config: str | None) -> Any:
 
 def cmd_serve(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     """Run FaR until SIGINT or SIGTERM."""
-    from aiohttp import web
-
+    from accesspoint.servicekit.server import Listener, run
+    from accesspoint.servicekit.settings import SettingsError
+    from accesspoint.servicekit.tls import server_context
     from far.app import create_app
-    from far.settings import SettingsError
 
     try:
         settings = _settings(args.config)
     except SettingsError as exc:
         return EXIT_USAGE, failure("config", str(exc), problems=exc.problems)
+    tls = None if settings.tls is None else server_context(settings.tls)
+    listener = Listener(create_app(settings), settings.host, settings.port, tls)
 
-    async def _run() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        runner = web.AppRunner(create_app(settings), access_log=None)
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, settings.host, settings.port).start()
-            # Everything alive now lives as long as the server: frozen, full collections skip it, which keeps
-            # them from adding tens of milliseconds to an isReachable answer (see bench/far.py).
-            gc.collect()
-            gc.freeze()
-            sys.stderr.write(f"far: listening on http://{settings.host}:{settings.port}\n")
-            sys.stderr.flush()
-            await stop.wait()
-        finally:
-            await runner.cleanup()
+    def started() -> None:
+        # Everything alive now lives as long as the server: frozen, full collections skip it, which keeps them
+        # from adding tens of milliseconds to an isReachable answer (see bench/far.py).
+        gc.collect()
+        gc.freeze()
+        sys.stderr.write(f"far: listening on {listener.url}\n")
+        sys.stderr.flush()
 
     try:
-        asyncio.run(_run())
+        run([listener], started=started)
     except OSError as exc:
         return EXIT_MALFORMED, failure("listen", f"cannot listen: {exc}", config=args.config)
-    return EXIT_OK, {"ok": True, "stopped": True, "url": f"http://{settings.host}:{settings.port}"}
+    return EXIT_OK, {"ok": True, "stopped": True, "url": listener.url}
 
 
 def cmd_import(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     """Import recipients in one transaction, with a progress bar on stderr."""
+    from accesspoint.servicekit.settings import SettingsError
     from far.importer import Progress, import_file
-    from far.model import create_engine, create_tables
-    from far.settings import SettingsError
+    from far.model import create_engine, upgrade_schema
 
     try:
         settings = _settings(args.config)
@@ -112,7 +102,7 @@ def cmd_import(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     async def _run() -> Any:
         engine = create_engine(settings.database)
         try:
-            await create_tables(engine)
+            await upgrade_schema(engine)
             progress = Progress(path.stat().st_size)
             return await import_file(
                 engine,

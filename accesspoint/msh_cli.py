@@ -51,8 +51,8 @@ def register(commands: Any) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     """Validate the settings and P-Modes, then serve until interrupted."""
+    from accesspoint.msh.app import run_server
     from accesspoint.msh.config import ConfigError, load_config
-    from accesspoint.msh.server import run_server
     from pmode import PModeError
 
     try:

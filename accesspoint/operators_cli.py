@@ -39,8 +39,9 @@ def register(commands: Any) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     """Serve until interrupted."""
+    from accesspoint.servicekit.settings import SettingsError
     from operators.service import run
-    from operators.settings import SettingsError, load_settings
+    from operators.settings import load_settings
 
     try:
         settings = load_settings(args.config)

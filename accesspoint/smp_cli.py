@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ipaddress
-import signal
 import socket
 from typing import Any
 
@@ -132,32 +131,30 @@ def cmd_discover(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
 
 def cmd_smp_serve(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     """Run the SMP server until SIGINT or SIGTERM."""
-    from smp.server import ConfigError, load_settings, serve
+    from accesspoint.servicekit.server import serve
+    from accesspoint.servicekit.settings import SettingsError
+    from smp.server import load_settings, sites
+    from smp.store import SmpStore
 
     try:
         settings = load_settings(args.config)
-    except ConfigError as exc:
-        return EXIT_USAGE, failure("config", str(exc), config=args.config)
+    except SettingsError as exc:
+        return EXIT_USAGE, failure("config", str(exc), config=args.config, problems=exc.problems)
 
     async def _run() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        runners, store = await serve(settings)
+        store = await SmpStore.open(settings.database)
         try:
-            await stop.wait()
+            await serve(sites(settings, store))
         finally:
-            for runner in runners:
-                await runner.cleanup()
             await store.close()
 
     try:
         asyncio.run(_run())
     except OSError as exc:
         return EXIT_MALFORMED, failure("listen", f"cannot listen: {exc}", config=args.config)
+    scheme = "http" if settings.tls is None else "https"
     listeners = [
-        {"flavour": x.flavour.name.lower(), "url": f"http://{x.host}:{x.port}{x.prefix or '/'}"}
+        {"flavour": x.flavour.name.lower(), "url": f"{scheme}://{x.host}:{x.port}{x.prefix or '/'}"}
         for x in settings.listeners
     ]
     return EXIT_OK, {"ok": True, "stopped": True, "listeners": listeners}

@@ -34,7 +34,7 @@ from sqlalchemy import text
 from far.app import create_app
 from far.identifiers import with_check_digit
 from far.importer import Progress, import_file
-from far.model import create_engine, create_tables
+from far.model import create_engine, upgrade_schema
 from far.service import FarService, Operator
 from far.settings import FarSettings
 
@@ -108,7 +108,7 @@ async def _run(folder: Path, count: int, rounds: int, database: str | None = Non
     csv_path = folder / "recipients.csv"
     refusing = _write_csv(csv_path, registered)
     engine = create_engine(database or f"sqlite+aiosqlite:///{folder / 'far.db'}")
-    await create_tables(engine)
+    await upgrade_schema(engine)
     service = FarService(engine)
     for operator in OPERATORS:
         await service.put_operator(operator, actor="bench")

@@ -1,7 +1,8 @@
 """FaR over HTTP: the REST JSON API and the Recipient v3 SOAP endpoint, thin shells over FarService.
 
 REST (bearer token; ``read`` scope for GET and the queries, ``write`` for changes); errors are RFC 9457 problem
-documents (``application/problem+json``: type, title, status, detail, and the offending field where known):
+documents (``application/problem+json``: type, title, status, detail, and the offending field where known;
+:mod:`accesspoint.servicekit.problems` and :mod:`accesspoint.servicekit.tokens` say how):
 
 =======  =========================================  ==========================================================
 POST     /api/v1/reachable                          ``{"sender", "recipients": [...]}`` → ``{"results": [...]}``
@@ -26,7 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
@@ -36,66 +36,38 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
 
+from accesspoint.servicekit.problems import Problem, problem_middleware
+from accesspoint.servicekit.tokens import CALLER, BearerAuth
 from far import soap
-from far.model import AccountStatus, create_engine, create_tables
+from far.model import AccountStatus, create_engine, upgrade_schema
 from far.service import DISCOVERY, FarError, FarService, InvalidInput, Operator
-from far.settings import FarSettings, Token
+from far.settings import FarSettings
 
 log = logging.getLogger("far")
 
 SETTINGS = web.AppKey("settings", FarSettings)
 SERVICE = web.AppKey("service", FarService)
-CALLER = web.RequestKey("caller", Token)
-PROBLEM = "application/problem+json"
+AUTH = web.AppKey("auth", BearerAuth)
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def problem(status: int, title: str, detail: str, *, field: str | None = None, **headers: str) -> web.Response:
-    """An RFC 9457 problem response."""
-    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status, "detail": detail}
-    if field is not None:
-        body["field"] = field
-    return web.Response(status=status, text=json.dumps(body), content_type=PROBLEM, headers=headers)
-
-
-def _token_for(settings: FarSettings, header: str) -> Token | None:
-    scheme, _, secret = header.partition(" ")
-    if scheme.lower() != "bearer" or not secret:
-        return None
-    found = None
-    # Compare with every token in constant time, so the answer's timing says nothing about near misses.
-    for token in settings.tokens:
-        if secrets.compare_digest(token.token.encode(), secret.strip().encode()):
-            found = token
-    return found
+def _problem(exc: Exception) -> Problem | None:
+    """FaR's own refusals with their status and field; a database failure as 503 (the cause to the log only)."""
+    if isinstance(exc, FarError):
+        return Problem(exc.status, exc.detail, field=exc.field)
+    if isinstance(exc, SQLAlchemyError):
+        log.error("database failure", exc_info=exc)
+        return Problem(503, "the register's database failed; retry later", headers={"Retry-After": "5"})
+    return None
 
 
 @web.middleware
-async def _problems(request: web.Request, handler: _Handler) -> web.StreamResponse:
-    """Bearer authentication on /api/, and every failure as a problem document."""
+async def _authorised(request: web.Request, handler: _Handler) -> web.StreamResponse:
+    """Bearer tokens on /api/: the read scope for GET and the two queries, the write scope for changes."""
     if request.path.startswith("/api/"):
-        token = _token_for(request.app[SETTINGS], request.headers.get("Authorization", ""))
-        if token is None:
-            return problem(401, "Unauthorized", "a valid bearer token is required", **{"WWW-Authenticate": "Bearer"})
-        scope = (
-            "read"
-            if request.method in {"GET", "HEAD"} or request.path.endswith(("/reachable", "/registered"))
-            else "write"
-        )
-        if scope not in token.scopes:
-            return problem(403, "Forbidden", f"this token lacks the {scope} scope")
-        request[CALLER] = token
-    try:
-        return await handler(request)
-    except FarError as exc:
-        return problem(exc.status, type(exc).__name__, exc.detail, field=exc.field)
-    except web.HTTPException as exc:
-        if not request.path.startswith("/api/") or exc.status < 400:
-            raise
-        return problem(exc.status, exc.reason, exc.text or exc.reason)
-    except SQLAlchemyError:
-        log.exception("database failure on %s %s", request.method, request.path)
-        return problem(503, "Service Unavailable", "the register's database failed; retry later")
+        queries = request.method in {"GET", "HEAD"} or request.path.endswith(("/reachable", "/registered"))
+        request.app[AUTH].authorize(request, "read" if queries else "write")
+    return await handler(request)
 
 
 async def _json(request: web.Request) -> dict[str, Any]:
@@ -322,8 +294,9 @@ async def health(_request: web.Request) -> web.Response:
 
 def create_app(settings: FarSettings, *, service: FarService | None = None) -> web.Application:
     """The FaR web application; it opens (and at cleanup disposes) its engine unless ``service`` is given."""
-    app = web.Application(middlewares=[_problems], client_max_size=2 * 1024 * 1024)
+    app = web.Application(middlewares=[problem_middleware(_problem), _authorised], client_max_size=2 * 1024 * 1024)
     app[SETTINGS] = settings
+    app[AUTH] = BearerAuth(settings.tokens, realm="far")
 
     async def database(app: web.Application) -> AsyncIterator[None]:
         if service is not None:
@@ -331,7 +304,7 @@ def create_app(settings: FarSettings, *, service: FarService | None = None) -> w
             yield
             return
         engine = create_engine(settings.database)
-        await create_tables(engine)
+        await upgrade_schema(engine)
         app[SERVICE] = FarService(engine, policy=settings.policy)
         yield
         await engine.dispose()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -24,10 +25,12 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
-    event,
 )
 from sqlalchemy.engine import Dialect
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from accesspoint.servicekit.database import Migrations
+from accesspoint.servicekit.database import create_engine as servicekit_engine
 
 metadata = MetaData()
 
@@ -141,35 +144,33 @@ audit = Table(
 )
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # WAL lets readers go on while an import writes; NORMAL sync is durable across process crashes in WAL mode.
-    # Memory-mapped reads: 1,000 random primary-key probes cost a third of what they do through read() calls
-    # (SQLite caps the size at its compile-time maximum, 2 GiB in common builds).
-    cursor = dbapi_connection.cursor()
-    pragmas = (
-        "journal_mode=WAL",
-        "synchronous=NORMAL",
-        "foreign_keys=ON",
-        "cache_size=-65536",
-        "mmap_size=17179869184",
-    )
-    for pragma in pragmas:
-        cursor.execute(f"PRAGMA {pragma}")
-    cursor.close()
+# WAL lets readers go on while an import writes; NORMAL sync is durable across process crashes in WAL mode.
+# Memory-mapped reads: 1,000 random primary-key probes cost a third of what they do through read() calls
+# (SQLite caps the size at its compile-time maximum, 2 GiB in common builds).
+SQLITE_PRAGMAS = (
+    "journal_mode=WAL",
+    "synchronous=NORMAL",
+    "foreign_keys=ON",
+    "busy_timeout=10000",
+    "cache_size=-65536",
+    "mmap_size=17179869184",
+)
+
+MIGRATIONS = Migrations(
+    Path(__file__).resolve().parent / "migrations",
+    version_table="far_alembic_version",
+    adopt_tables={"far_operators", "far_recipients", "far_refusals", "far_audit"},
+)
 
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     """An async engine for ``url`` (``sqlite+aiosqlite:///path`` or ``postgresql+asyncpg://…``)."""
-    engine = create_async_engine(url, **kwargs)
-    if engine.dialect.name == "sqlite":
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-    return engine
+    return servicekit_engine(url, pragmas=SQLITE_PRAGMAS, **kwargs)
 
 
-async def create_tables(engine: AsyncEngine) -> None:
-    """Create FaR's tables and indexes where missing."""
-    async with engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
+async def upgrade_schema(engine: AsyncEngine) -> None:
+    """Bring FaR's tables to the newest migration (``far/migrations``); safe from every instance at start-up."""
+    await MIGRATIONS.upgrade(engine)
 
 
 def upsert(dialect: str, table: Table, keys: tuple[str, ...]) -> Any:

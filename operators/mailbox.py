@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -24,14 +25,15 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
-    event,
     insert,
     select,
     update,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from accesspoint.servicekit.database import Migrations
+from accesspoint.servicekit.database import create_engine as servicekit_engine
 from operators.deliveries import CheckedDelivery, MailAttachment, payload_sha256
 
 metadata = MetaData()
@@ -85,19 +87,19 @@ handled = Table(
 )
 
 
+# WAL lets the API read while a delivery is stored; NORMAL sync survives a crash of the process (WAL mode).
+SQLITE_PRAGMAS = ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON", "busy_timeout=5000")
+
+MIGRATIONS = Migrations(
+    Path(__file__).resolve().parent / "migrations",
+    version_table="operator_alembic_version",
+    adopt_tables={"mailboxes", "mail", "attachments", "handled"},
+)
+
+
 def create_engine(url: str) -> AsyncEngine:
     """An async engine; SQLite gets WAL and foreign keys."""
-    engine = create_async_engine(url)
-    if engine.dialect.name == "sqlite":
-
-        def pragmas(connection: Any, _record: Any) -> None:
-            cursor = connection.cursor()
-            for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON", "busy_timeout=5000"):
-                cursor.execute(f"PRAGMA {pragma}")
-            cursor.close()
-
-        event.listen(engine.sync_engine, "connect", pragmas)
-    return engine
+    return servicekit_engine(url, pragmas=SQLITE_PRAGMAS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,9 +143,9 @@ class MailboxStore:
         self.engine = engine
 
     async def create(self, recipients: Iterable[str] = (), *, now: datetime) -> None:
-        """Create the tables where missing and open a mailbox for each recipient not yet known."""
+        """Bring the tables to the newest migration and open a mailbox for each recipient not yet known."""
+        await MIGRATIONS.upgrade(self.engine)
         async with self.engine.begin() as conn:
-            await conn.run_sync(metadata.create_all)
             known = set((await conn.execute(select(mailboxes.c.recipient))).scalars())
             new = [{"recipient": r, "created_at": now} for r in dict.fromkeys(recipients) if r not in known]
             if new:

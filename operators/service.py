@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
-import hmac
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -39,7 +37,11 @@ from aiohttp import web
 
 from accesspoint.envelopes._common import EnvelopeError, parse_document
 from accesspoint.envelopes.schemas import load_minameddelanden_schema, load_xhe_schema
-from accesspoint.msh.webhooks import SIGNATURE_HEADER, signature
+from accesspoint.servicekit import server
+from accesspoint.servicekit.problems import Problem, problem_middleware
+from accesspoint.servicekit.tls import server_context
+from accesspoint.servicekit.tokens import BearerAuth
+from accesspoint.servicekit.webhooks import SIGNATURE_HEADER, signature_matches
 from operators.deliveries import (
     CheckedDelivery,
     DeliveryTrust,
@@ -51,7 +53,7 @@ from operators.deliveries import (
 )
 from operators.mailbox import MailboxStore, StoredMail, create_engine
 from operators.receipts import build_answer, stable_id
-from operators.settings import ApiToken, OperatorSettings
+from operators.settings import OperatorSettings
 from operators.soap import deliver_secure_handler
 
 log = logging.getLogger("operators.service")
@@ -132,6 +134,7 @@ class Operator:
             minameddelanden_schema=None if contracts is None else load_minameddelanden_schema(contracts),
             xhe_schema=None if xhe is None else load_xhe_schema(xhe),
         )
+        self.auth = BearerAuth(settings.tokens, realm="operator")
         self.queue: asyncio.Queue[tuple[str, int]] = asyncio.Queue()
         self.pending: set[str] = set()
         self.client: AccessPointClient | None = None
@@ -268,30 +271,23 @@ class Operator:
 
     # ------------------------------------------------------------------------------------------------ HTTP
 
-    def _token(self, request: web.Request) -> ApiToken:
-        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-        for token in self.settings.tokens:
-            if given and hmac.compare_digest(given, token.token):
-                return token
-        raise problem(401, "unauthorised", "a valid Bearer token is required")
-
     def _reader(self, request: web.Request) -> str:
+        """The mailbox a request reads, when its token may read it (``read:recipient=<id>``, or ``read``)."""
         recipient = request.match_info["recipient"]
-        if not self._token(request).may_read(recipient):
-            raise problem(403, "forbidden", f"this token may not read the mailbox of {recipient}")
+        self.auth.authorize(request, "read", recipient=recipient)
         return recipient
 
     async def webhook(self, request: web.Request) -> web.Response:
         """POST /hooks/accesspoint: a signed event from the access point."""
         body = await request.read()
-        expected = signature(self.settings.access_point.webhook_secret, body)
-        if not hmac.compare_digest(request.headers.get(SIGNATURE_HEADER, ""), expected):
-            raise problem(401, "bad-signature", "the webhook signature does not verify")
+        secret = self.settings.access_point.webhook_secret
+        if not signature_matches(secret, body, request.headers.get(SIGNATURE_HEADER)):
+            raise Problem(401, "the webhook signature does not verify", kind="bad-signature")
         try:
             event = json.loads(body)
             data = event["data"]
         except (ValueError, KeyError, TypeError):
-            raise problem(400, "invalid-event", "not a webhook event") from None
+            raise Problem(400, "not a webhook event", kind="invalid-event") from None
         if event.get("event") == "message-received" and data.get("direction") == "in":
             self.enqueue(str(data["message_id"]))
         return web.Response(status=204)
@@ -300,7 +296,7 @@ class Operator:
         """GET /api/v1/mailboxes/{recipient}/messages."""
         recipient = self._reader(request)
         if not await self.store.has_mailbox(recipient):
-            raise problem(404, "no-mailbox", f"{recipient} has no mailbox here")
+            raise Problem(404, f"{recipient} has no mailbox here", kind="no-mailbox")
         return web.json_response({"messages": [_mail_json(m) for m in await self.store.list(recipient)]})
 
     async def api_read(self, request: web.Request) -> web.Response:
@@ -309,10 +305,10 @@ class Operator:
         try:
             mail_id = int(request.match_info["id"])
         except ValueError:
-            raise problem(404, "not-found", "no such message") from None
+            raise Problem(404, "no such message", kind="not-found") from None
         found = await self.store.read(recipient, mail_id)
         if found is None:
-            raise problem(404, "not-found", f"no message {mail_id} in the mailbox of {recipient}")
+            raise Problem(404, f"no message {mail_id} in the mailbox of {recipient}", kind="not-found")
         return web.json_response(
             {
                 **_mail_json(found),
@@ -330,11 +326,10 @@ class Operator:
 
     async def api_delivery(self, request: web.Request) -> web.Response:
         """GET /api/v1/deliveries/{id}: what became of an AS4 message (tokens that see every mailbox only)."""
-        if not self._token(request).may_read("*"):
-            raise problem(403, "forbidden", "this token may not see deliveries")
+        self.auth.authorize(request, "read")
         done = await self.store.handled(request.match_info["id"])
         if done is None:
-            raise problem(404, "not-found", "no such delivery (yet)")
+            raise Problem(404, "no such delivery (yet)", kind="not-found")
         return web.json_response(
             {
                 "message_id": done.as4_message_id,
@@ -346,7 +341,7 @@ class Operator:
 
     def application(self) -> web.Application:
         """The aiohttp application; starting it starts the operator."""
-        app = web.Application(middlewares=[_problems], client_max_size=64 * 1024 * 1024)
+        app = web.Application(middlewares=[problem_middleware()], client_max_size=64 * 1024 * 1024)
         app.router.add_post("/hooks/accesspoint", self.webhook)
         app.router.add_get("/api/v1/mailboxes/{recipient}/messages", self.api_list)
         app.router.add_get("/api/v1/mailboxes/{recipient}/messages/{id}", self.api_read)
@@ -386,38 +381,10 @@ async def _health(_request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
 
-def problem(status: int, kind: str, detail: str) -> web.HTTPException:
-    """An HTTP error with an RFC 9457 problem body."""
-    exc = web.HTTPException(
-        text=json.dumps({"type": f"urn:accesspoint:problem:{kind}", "title": kind, "status": status, "detail": detail}),
-        content_type="application/problem+json",
-    )
-    exc.set_status(status)
-    return exc
-
-
-@web.middleware
-async def _problems(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Unknown routes and wrong methods answer with problem bodies too."""
-    try:
-        response: web.StreamResponse = await handler(request)
-        return response
-    except web.HTTPException as exc:
-        if exc.content_type == "application/problem+json" or exc.status < 400:
-            raise
-        raise problem(exc.status, exc.reason.lower().replace(" ", "-"), exc.reason) from None
-
-
 def run(settings: OperatorSettings) -> None:
-    """Serve until interrupted (``accesspoint operator serve``)."""
-    with contextlib.suppress(KeyboardInterrupt):
-        web.run_app(
-            Operator(settings).application(),
-            host=settings.host,
-            port=settings.port,
-            print=None,
-            access_log=None,
-        )
+    """Serve until SIGTERM or SIGINT (``accesspoint operator serve``); OSError when the address is taken."""
+    tls = None if settings.tls is None else server_context(settings.tls)
+    server.run([server.Listener(Operator(settings).application(), settings.host, settings.port, tls)])
 
 
-__all__ = ["AccessPointClient", "AccessPointError", "Network", "Operator", "problem", "run"]
+__all__ = ["AccessPointClient", "AccessPointError", "Network", "Operator", "run"]

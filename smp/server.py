@@ -14,10 +14,8 @@ may write to the same database): signing costs an RSA operation, a lookup should
 from __future__ import annotations
 
 import hashlib
-import hmac
 import logging
 import time
-import tomllib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +27,11 @@ from lxml import etree
 from accesspoint.core.errors import EbmsError
 from accesspoint.core.xml import parse_xml
 from accesspoint.security.keys import KeyPair, load_key_pair
+from accesspoint.servicekit import server
+from accesspoint.servicekit.problems import Problem, problem_middleware
+from accesspoint.servicekit.settings import SettingsReader, read_document
+from accesspoint.servicekit.tls import TlsSettings, server_context
+from accesspoint.servicekit.tokens import BearerAuth, BearerToken
 from smp.documents import (
     DocumentError,
     flavour_of,
@@ -50,10 +53,6 @@ MAX_BODY = 1024 * 1024  # a ServiceMetadata with a few endpoints and certificate
 _FLAVOURS = {"peppol": Flavour.PEPPOL, "oasis1": Flavour.OASIS1, "oasis2": Flavour.OASIS2}
 
 
-class ConfigError(ValueError):
-    """A configuration file problem; the message names the file and the field."""
-
-
 @dataclass(frozen=True, slots=True)
 class Listener:
     """One flavour served at ``http://host:port{base_path}``."""
@@ -73,66 +72,57 @@ class Listener:
 
 @dataclass(frozen=True, slots=True)
 class SmpSettings:
-    """Everything ``create_app`` needs: store URL, signing keys, tokens, listeners, HTTP cache lifetime."""
+    """Everything ``create_app`` needs: store URL, signing keys, tokens, listeners, HTTP cache lifetime, TLS."""
 
     database: str
     signing: KeyPair
-    tokens: tuple[str, ...]
+    tokens: tuple[BearerToken, ...]
     listeners: tuple[Listener, ...]
     max_age: int = 60  # seconds a client may cache a response (Cache-Control); short so changes show up quickly
     engine_options: dict[str, Any] = field(default_factory=dict)
+    tls: TlsSettings | None = None
+
+
+KNOWN = frozenset({"database", "signing_key", "signing_certificate", "tokens", "listen", "max_age", "tls"})
 
 
 def load_settings(path: str | Path) -> SmpSettings:
-    """Read a TOML config (``[smp]`` with database, signing_key, signing_certificate, tokens, ``[[smp.listen]]``)."""
+    """Read a TOML config (``[smp]`` with database, signing_key, signing_certificate, tokens, ``[[smp.listen]]``,
+    max_age, tls); SettingsError names every mistake with its field."""
     source = Path(path)
-    try:
-        data = tomllib.loads(source.read_text(encoding="utf-8")).get("smp", {})
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{source}: {exc}") from None
-    folder = source.parent
-
-    def _path(name: str) -> Path:
-        value = data.get(name)
-        if not isinstance(value, str):
-            raise ConfigError(f"{source}: smp.{name} must be a path")
-        return folder / value
-
-    database = data.get("database", "sqlite+aiosqlite:///smp.sqlite3")
-    if not isinstance(database, str):
-        raise ConfigError(f"{source}: smp.database must be a SQLAlchemy async URL")
-    if database.startswith("sqlite+aiosqlite:///") and not database.startswith("sqlite+aiosqlite:////"):
-        database = "sqlite+aiosqlite:///" + str(folder / database.removeprefix("sqlite+aiosqlite:///"))
-    try:
-        signing = load_key_pair(_path("signing_key"), certificate=_path("signing_certificate"))
-    except ValueError as exc:
-        raise ConfigError(f"{source}: signing key: {exc}") from None
-    tokens = data.get("tokens", [])
-    if not isinstance(tokens, list) or not all(isinstance(t, str) and len(t) >= 16 for t in tokens):
-        raise ConfigError(f"{source}: smp.tokens must be a list of strings of at least 16 characters")
+    reader = SettingsReader(source.parent)
+    smp = reader.section(read_document(source).get("smp"), f"{source}: smp", known=KNOWN)
+    database = smp.database("database", "sqlite+aiosqlite:///smp.sqlite3")
+    key, certificate = smp.path("signing_key", required=True), smp.path("signing_certificate", required=True)
+    signing = None
+    if key is not None and certificate is not None:
+        try:
+            signing = load_key_pair(key, certificate=certificate)
+        except ValueError as exc:
+            smp.mistake("signing_key", str(exc))
+    # A plain secret may change everything; a table {name, token, scopes = ["write"]} says so explicitly.
+    tokens = smp.tokens("tokens", actions={"write"})
     listeners = []
-    for index, item in enumerate(data.get("listen", [])):
-        flavour = _FLAVOURS.get(str(item.get("flavour")))
-        if flavour is None:
-            raise ConfigError(f"{source}: smp.listen[{index}].flavour must be one of {', '.join(_FLAVOURS)}")
-        listeners.append(
-            Listener(
-                flavour,
-                str(item.get("host", "127.0.0.1")),
-                int(item.get("port", 8080)),
-                str(item.get("base_path", "/")),
-            )
-        )
+    for item in smp.sections("listen", known={"flavour", "host", "port", "base_path"}):
+        if not item.has("flavour"):
+            item.mistake("flavour", f"required, one of {', '.join(_FLAVOURS)}")
+        flavour = item.choice("flavour", Flavour.PEPPOL, _FLAVOURS)
+        host = item.string("host", "127.0.0.1", min_length=1)
+        listeners.append(Listener(flavour, host, item.port("port", 8080), item.string("base_path", "/")))
     if not listeners:
-        raise ConfigError(f"{source}: at least one [[smp.listen]] is needed")
-    seen = {(x.host, x.port, x.prefix) for x in listeners}
-    if len(seen) != len(listeners):
-        raise ConfigError(f"{source}: two listeners share host, port and base path (Peppol and OASIS 1.0 clash)")
-    return SmpSettings(database, signing, tuple(tokens), tuple(listeners), int(data.get("max_age", 60)))
+        smp.mistake("listen", "at least one [[smp.listen]] is needed")
+    if len({(x.host, x.port, x.prefix) for x in listeners}) != len(listeners):
+        smp.mistake("listen", "two listeners share host, port and base path (Peppol and OASIS 1.0 clash)")
+    max_age = smp.integer("max_age", 60, minimum=0)
+    tls = smp.tls("tls")
+    reader.done()
+    assert signing is not None, "a missing key is a mistake done() raised"
+    return SmpSettings(database, signing, tokens, tuple(listeners), max_age, tls=tls)
 
 
 STORE = web.AppKey("smp_store", SmpStore)
 SETTINGS = web.AppKey("smp_settings", SmpSettings)
+AUTH = web.AppKey("smp_auth", BearerAuth)
 _CACHE = web.AppKey("smp_response_cache", dict)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -146,40 +136,33 @@ def _xml_response(request: web.Request, body: bytes, max_age: int) -> web.Respon
     return web.Response(body=body, content_type="text/xml", charset="utf-8", headers=headers)
 
 
-def _not_found(what: str) -> web.Response:
-    return web.Response(status=404, text=f"{what} not found\n")
+def _not_found(what: str) -> Problem:
+    return Problem(404, f"{what} not found")
+
+
+def _bad(detail: str) -> Problem:
+    return Problem(400, detail)
 
 
 def _identifier(text: str, what: str, *, participant: bool = False) -> Identifier:
     try:
         return Identifier.parse(text, allow_ebcore=participant)
     except IdentifierError:
-        raise web.HTTPBadRequest(text=f"{what} is not scheme::value\n") from None
-
-
-def _authorised(request: web.Request) -> bool:
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        return False
-    # Compare against every token so that timing tells nothing about which one nearly matched.
-    results = [hmac.compare_digest(token.encode(), known.encode()) for known in request.app[SETTINGS].tokens]
-    return any(results)
+        raise _bad(f"{what} is not scheme::value") from None
 
 
 def _require_token(request: web.Request) -> None:
-    if not _authorised(request):
-        raise web.HTTPUnauthorized(text="a valid bearer token is required\n", headers={"WWW-Authenticate": "Bearer"})
+    request.app[AUTH].authorize(request, "write")
 
 
 async def _read_xml(request: web.Request) -> etree._Element:
     body = await request.content.read(MAX_BODY + 1)
     if len(body) > MAX_BODY:
-        raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=len(body))
+        raise Problem(413, f"a document is at most {MAX_BODY} bytes")
     try:
         return parse_xml(body, max_bytes=MAX_BODY, what="SMP document")
     except EbmsError as exc:
-        raise web.HTTPBadRequest(text=f"{exc.detail}\n") from None
+        raise _bad(exc.detail) from None
 
 
 class _Routes:
@@ -216,7 +199,7 @@ class _Routes:
         if cached is None or now - cached[0] > settings.max_age:
             root = await build()
             if root is None:
-                return _not_found(str(key[0]))
+                raise _not_found(str(key[0]))
             sign_document(root, settings.signing, self.listener.flavour)
             if len(cache) >= MAX_CACHED:
                 cache.clear()
@@ -236,7 +219,7 @@ class _Routes:
             # SMP 1.0 ServiceGroups are not signed; only SMP 2.0 has ds:Signature (0..n) in its ServiceGroup.
             group = await build()
             if group is None:
-                return _not_found("participant")
+                raise _not_found("participant")
             return _xml_response(
                 request, etree.tostring(group, xml_declaration=True, encoding="UTF-8"), request.app[SETTINGS].max_age
             )
@@ -260,9 +243,9 @@ class _Routes:
             try:
                 named, _ = parse_service_group(root)
             except DocumentError as exc:
-                raise web.HTTPBadRequest(text=f"{exc}\n") from None
+                raise _bad(str(exc)) from None
             if named.key() != participant.key():
-                raise web.HTTPBadRequest(text="the body names another participant than the URL\n")
+                raise _bad("the body names another participant than the URL")
         created = await request.app[STORE].put_group(participant)
         log.info("service group %s %s", participant, "created" if created else "kept")
         return web.Response(status=201 if created else 200)
@@ -271,7 +254,7 @@ class _Routes:
         _require_token(request)
         participant = _identifier(request.match_info["participant"], "participant", participant=True)
         if not await request.app[STORE].delete_group(participant):
-            return _not_found("participant")
+            raise _not_found("participant")
         return web.Response(status=200)
 
     async def put_metadata(self, request: web.Request) -> web.Response:
@@ -283,14 +266,14 @@ class _Routes:
             flavour_of(root)
             metadata = parse_service_metadata(root)
         except DocumentError as exc:
-            raise web.HTTPBadRequest(text=f"{exc}\n") from None
+            raise _bad(str(exc)) from None
         if metadata.redirect is not None:
             metadata = ServiceMetadata(participant, document, redirect=metadata.redirect)
         elif metadata.participant.key() != participant.key() or metadata.document != document:
-            raise web.HTTPBadRequest(text="the body names another participant or document type than the URL\n")
+            raise _bad("the body names another participant or document type than the URL")
         created = await request.app[STORE].put_metadata(metadata)
         if created is None:
-            return _not_found("participant")
+            raise _not_found("participant")
         return web.Response(status=201 if created else 200)
 
     async def delete_metadata(self, request: web.Request) -> web.Response:
@@ -298,7 +281,7 @@ class _Routes:
         participant = _identifier(request.match_info["participant"], "participant", participant=True)
         document = _identifier(request.match_info["document"], "document type")
         if not await request.app[STORE].delete_metadata(participant, document):
-            return _not_found("service metadata")
+            raise _not_found("service metadata")
         return web.Response(status=200)
 
 
@@ -306,8 +289,9 @@ def create_app(
     settings: SmpSettings, listeners: tuple[Listener, ...] | None = None, *, store: SmpStore | None = None
 ) -> web.Application:
     """The application serving ``listeners`` (default: all of them, whatever their port) from one store."""
-    app = web.Application(client_max_size=MAX_BODY)
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[problem_middleware()])
     app[SETTINGS] = settings
+    app[AUTH] = BearerAuth(settings.tokens, realm="smp")
     app[_CACHE] = {}
     for listener in listeners or settings.listeners:
         _Routes(listener).register(app)
@@ -323,17 +307,26 @@ def create_app(
     return app
 
 
-async def serve(settings: SmpSettings) -> tuple[list[web.AppRunner], SmpStore]:
-    """Start one site per (host, port), sharing one store; stop with ``cleanup()`` on each runner, then close."""
-    store = await SmpStore.open(settings.database)
+def sites(settings: SmpSettings, store: SmpStore) -> list[server.Listener]:
+    """One application per (host, port), each serving the flavours configured there, all on one store."""
     by_address: dict[tuple[str, int], list[Listener]] = {}
     for listener in settings.listeners:
         by_address.setdefault((listener.host, listener.port), []).append(listener)
-    runners = []
-    for (host, port), listeners in by_address.items():
-        runner = web.AppRunner(create_app(settings, tuple(listeners), store=store), access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, host, port).start()
-        runners.append(runner)
-        log.info("SMP serving %s on http://%s:%d", ", ".join(x.flavour.name for x in listeners), host, port)
-    return runners, store
+    tls = None if settings.tls is None else server_context(settings.tls)
+    return [
+        server.Listener(create_app(settings, tuple(listeners), store=store), host, port, tls)
+        for (host, port), listeners in by_address.items()
+    ]
+
+
+async def serve(settings: SmpSettings) -> tuple[server.Running, SmpStore]:
+    """Start every site on one store; stop with ``await running.stop()``, then ``await store.close()``."""
+    store = await SmpStore.open(settings.database)
+    try:
+        running = await server.start(sites(settings, store))
+    except BaseException:
+        await store.close()
+        raise
+    for listener in settings.listeners:
+        log.info("SMP serving %s on %s:%d%s", listener.flavour.name, listener.host, listener.port, listener.prefix)
+    return running, store

@@ -10,12 +10,14 @@ from __future__ import annotations
 import base64
 import json
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import ForeignKey, String, Text, delete, select
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from accesspoint.servicekit.database import Migrations, create_engine
 from smp.identifiers import Identifier
 from smp.model import (
     CertPubUsage,
@@ -32,6 +34,13 @@ class _Base(DeclarativeBase):
     pass
 
 
+MIGRATIONS = Migrations(
+    Path(__file__).resolve().parent / "migrations",
+    version_table="smp_alembic_version",
+    adopt_tables={"smp_service_group", "smp_service_metadata"},
+)
+
+
 class _GroupRow(_Base):
     __tablename__ = "smp_service_group"
     key: Mapped[str] = mapped_column(String(300), primary_key=True)
@@ -41,10 +50,13 @@ class _GroupRow(_Base):
 
 class _MetadataRow(_Base):
     __tablename__ = "smp_service_metadata"
-    # delete_group removes the rows itself: SQLite enforces foreign keys only when asked per connection.
+    # delete_group removes the rows first (foreign keys are on: the toolkit's engine asks SQLite for them).
     group_key: Mapped[str] = mapped_column(ForeignKey("smp_service_group.key"), primary_key=True)
     document: Mapped[str] = mapped_column(String(600), primary_key=True)
     body: Mapped[str] = mapped_column(Text)
+
+
+metadata = _Base.metadata
 
 
 def _dt(value: datetime | None) -> str | None:
@@ -142,10 +154,13 @@ class SmpStore:
 
     @classmethod
     async def open(cls, url: str) -> SmpStore:
-        """Connect and create the tables if missing (``sqlite+aiosqlite:///path`` or any async SQLAlchemy URL)."""
-        engine = create_async_engine(url)
-        async with engine.begin() as connection:
-            await connection.run_sync(_Base.metadata.create_all)
+        """Connect and bring the tables to the newest migration (``sqlite+aiosqlite:///path``, PostgreSQL …)."""
+        engine = create_engine(url)
+        try:
+            await MIGRATIONS.upgrade(engine)
+        except BaseException:
+            await engine.dispose()
+            raise
         return cls(engine)
 
     async def close(self) -> None:

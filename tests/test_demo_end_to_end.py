@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from accesspoint import demo_federation as fed
 from accesspoint.keys_cli import DevelopmentPki, generate_keys
 from accesspoint.msh.end_to_end import verify_answer
-from accesspoint.msh.webhooks import SIGNATURE_HEADER, signature
+from accesspoint.servicekit.webhooks import SIGNATURE_HEADER, signature
 from accesspoint.store import EndToEnd, MessageStore, sqlite_url
 from operators.deliveries import DeliveryTrust, check_delivery, unknown_recipient
 from operators.receipts import build_answer

@@ -9,15 +9,16 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from accesspoint.servicekit.tokens import BearerToken, scopes
 from far.app import create_app
 from far.service import FarService
-from far.settings import FarSettings, Token
+from far.settings import FarSettings
 from tests.test_far_support import KIVRA, SENDER, make_service, seed_people
 
 ADMIN = "admin-token-0123456789"
 READER = "reader-token-0123456789"
 SETTINGS = FarSettings(
-    tokens=(Token("admin", ADMIN, frozenset({"read", "write"})), Token("reader", READER, frozenset({"read"})))
+    tokens=(BearerToken("admin", ADMIN, scopes("read", "write")), BearerToken("reader", READER, scopes("read")))
 )
 Client = Callable[..., Awaitable[TestClient[Any, Any]]]
 
@@ -35,12 +36,13 @@ def auth(token: str = ADMIN) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-async def problem(response: Any, status: int) -> dict[str, Any]:
-    """Assert an RFC 9457 problem answer with ``status``; return its body."""
+async def problem(response: Any, status: int, kind: str | None = None) -> dict[str, Any]:
+    """Assert an RFC 9457 problem answer with ``status`` (of type ``kind``, else about:blank); return its body."""
     assert response.status == status
     assert response.headers["Content-Type"].startswith("application/problem+json")
     body: dict[str, Any] = await response.json(content_type=None)
-    assert body["status"] == status and body["title"] and body["detail"] and body["type"] == "about:blank"
+    expected = "about:blank" if kind is None else f"urn:accesspoint:problem:{kind}"
+    assert body["status"] == status and body["title"] and body["detail"] and body["type"] == expected
     return body
 
 
@@ -133,16 +135,35 @@ async def test_body_that_is_not_json(client: TestClient[Any, Any]) -> None:
     await problem(response, 400)
 
 
-@pytest.mark.parametrize("header", [None, "Bearer wrong-token-0123456789", "Basic YWxhZGRpbjpvcGVuc2VzYW1l"])
-async def test_missing_or_wrong_token_is_401(client: TestClient[Any, Any], header: str | None) -> None:
-    """Without a valid bearer token the API answers 401 with WWW-Authenticate."""
+@pytest.mark.parametrize(
+    ("header", "challenge"),
+    [
+        (None, 'Bearer realm="far"'),
+        (ADMIN, 'Bearer realm="far"'),  # a bare token, without the scheme
+        ("Basic YWxhZGRpbjpvcGVuc2VzYW1l", 'Bearer realm="far"'),
+        (
+            "Bearer wrong-token-0123456789",
+            'Bearer realm="far", error="invalid_token", error_description="unknown token"',
+        ),
+    ],
+)
+async def test_missing_or_wrong_token_is_401(client: TestClient[Any, Any], header: str | None, challenge: str) -> None:
+    """Without a valid bearer token the API answers 401 with WWW-Authenticate (invalid_token for a wrong one)."""
     headers = {} if header is None else {"Authorization": header}
     response = await client.get("/api/v1/operators", headers=headers)
-    await problem(response, 401)
-    assert response.headers["WWW-Authenticate"] == "Bearer"
+    await problem(response, 401, "unauthorised")
+    assert response.headers["WWW-Authenticate"] == challenge
+
+
+async def test_the_scheme_is_case_insensitive(client: TestClient[Any, Any]) -> None:
+    """bearer and BEARER are the Bearer scheme too."""
+    for scheme in ("bearer", "BEARER"):
+        response = await client.get("/api/v1/operators", headers={"Authorization": f"{scheme} {READER}"})
+        assert response.status == 200
 
 
 async def test_read_token_cannot_write(client: TestClient[Any, Any]) -> None:
     """A token with the read scope only may query but not change anything."""
     response = await client.delete("/api/v1/recipients/197802022389", headers=auth(READER))
-    await problem(response, 403)
+    await problem(response, 403, "forbidden")
+    assert response.headers["WWW-Authenticate"] == 'Bearer realm="far", error="insufficient_scope", scope="write"'

@@ -9,7 +9,7 @@ from pathlib import Path
 from lxml import etree
 
 from far.identifiers import Policy
-from far.model import AccountStatus, create_engine, create_tables
+from far.model import AccountStatus, create_engine, upgrade_schema
 from far.service import FarService, Operator
 from tests.conftest import interop_path
 
@@ -30,7 +30,7 @@ NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 async def make_service(path: Path | str, *, policy: Policy | None = None) -> FarService:
     """A FarService on a fresh SQLite file (or database URL) with Kivra and Billo as operators."""
     engine = create_engine(path if isinstance(path, str) else f"sqlite+aiosqlite:///{path}")
-    await create_tables(engine)
+    await upgrade_schema(engine)
     service = FarService(engine, policy=policy or Policy(), now=lambda: NOW)
     for operator in (KIVRA, BILLO):
         await service.put_operator(operator, actor="test")

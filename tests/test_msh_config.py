@@ -146,7 +146,9 @@ TOKEN = "t" * 16
         ({"pull": {"interval": 0}}, "field pull.interval: 0 must be longer than zero"),
         ({"retention": {"interval": "0s"}}, "field retention.interval"),
         ({"evidence_retention": "0d"}, "field evidence_retention"),
-        ({"max_message_size": "2GiB"}, "field max_message_size: '2GiB' is not a positive number of bytes"),
+        ({"max_message_size": "2 gigabytes"}, "field max_message_size: '2 gigabytes': unknown unit"),
+        ({"max_message_size": 0}, "field max_message_size: 0 is not a positive number of bytes"),
+        ({"send": {"lease": "2 minutes"}}, "field send.lease: '2 minutes' is not a duration like 30s, 5m, 1h30m"),
         ({"revocation": "false"}, "field revocation: 'false' is not true or false"),
         ({"listen": {"port": True}}, "field listen.port"),
         ({"listen": {"address": "127.0.0.1"}}, "field listen.address: unknown setting"),
@@ -182,6 +184,20 @@ def test_a_cluster_instance_with_postgresql_redis_and_a_short_send_loads(tmp_pat
     assert (config.instance, config.database_url, config.redis_url) == ("se-1", POSTGRES, "redis://cache:6379/0")
     assert (config.send_timeout, config.lease) == (timedelta(seconds=20), timedelta(seconds=21))
     assert config.storage == Path("/srv/shared")
+
+
+def test_durations_and_sizes_take_the_shared_grammar(tmp_path: Path) -> None:
+    """Compound and ISO 8601 durations and IEC or SI sizes read as every other service reads them."""
+    config = _load(
+        tmp_path,
+        send={"timeout": "PT1M30S", "lease": "1h30m"},
+        max_message_size="64MiB",
+        evidence_retention="P3650D",
+        retention={"interval": "1h"},
+    )
+    assert (config.send_timeout, config.lease) == (timedelta(seconds=90), timedelta(hours=1, minutes=30))
+    assert config.max_message_size == 64 * 2**20 and config.evidence_retention == timedelta(days=3650)
+    assert _load(tmp_path, max_message_size="2GB").max_message_size == 2 * 10**9
 
 
 def test_no_api_token_is_allowed_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -17,8 +17,8 @@ from accesspoint.core.errors import ErrorCode
 from accesspoint.core.message import read_message
 from accesspoint.core.model import CollaborationInfo, MessageInfo, PartyInfo, Service, UserMessage
 from accesspoint.core.namespaces import SoapVersion
+from accesspoint.msh.app import INBOUND, create_app
 from accesspoint.msh.config import load_config
-from accesspoint.msh.server import AccessPoint
 from accesspoint.security.outbound import Payload, SecuredMessage, secure_message
 from accesspoint.security.signing import find_signature
 from pmode import Route, load_pmodes
@@ -129,13 +129,13 @@ async def test_internal_error_before_parsing_is_a_soap_fault_with_http_500(
 ) -> None:
     """When reading the request itself breaks, no signal can be built: SOAP 1.2 Receiver fault, HTTP 500."""
     _sweden, belgium = pair(tmp_path)
-    access_point = AccessPoint(load_config(belgium.folder / "server.yaml"))
+    app = create_app(load_config(belgium.folder / "server.yaml"))
 
     async def broken(*_args: object) -> None:
         raise RuntimeError("disk on fire")
 
-    access_point._read = broken  # type: ignore[method-assign]
-    client = await aiohttp_client(access_point.application())
+    client = await aiohttp_client(app)
+    app[INBOUND].read = broken  # type: ignore[method-assign]
     response = await client.post("/as4", data=b"<x/>", headers={"Content-Type": SOAP12})
     assert response.status == 500
     assert response.headers["Content-Type"].startswith(SoapVersion.V12.content_type)

@@ -12,8 +12,8 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
+from accesspoint.msh.app import MAINTENANCE, create_app
 from accesspoint.msh.config import load_config
-from accesspoint.msh.server import AccessPoint
 from accesspoint.store import ManualClock, PurgeReport
 from tests.test_msh import TOKEN
 from tests.test_msh_support import Peer, agreements, pair, running, submission
@@ -64,8 +64,9 @@ async def test_purge_runs_on_the_injected_clock(aiohttp_client: Client, tmp_path
     pmodes = agreements("ap-sweden", sweden.base + "/as4", "http://127.0.0.1:9/as4", retries=0, retention=retention)
     sweden.folder.joinpath("pmodes.yaml").write_text(json.dumps(pmodes))
     clock = ManualClock(datetime.now(UTC))
-    access_point = AccessPoint(load_config(sweden.folder / "server.yaml"), clock=clock)
-    client = await aiohttp_client(access_point.application())
+    app = create_app(load_config(sweden.folder / "server.yaml"), clock=clock)
+    client = await aiohttp_client(app)
+    maintenance = app[MAINTENANCE]
     auth = {"Authorization": f"Bearer {TOKEN}"}
     response = await client.post("/api/v1/messages", json=submission("se-to-be", b"<x/>", "old@se"), headers=auth)
     assert response.status == 202
@@ -78,8 +79,8 @@ async def test_purge_runs_on_the_injected_clock(aiohttp_client: Client, tmp_path
     assert document["state"] == "failed", document
 
     day = timedelta(days=1)
-    assert await access_point.purge(now=clock.now() + 29 * day) == PurgeReport()
-    assert await access_point.purge(now=clock.now() + 31 * day) == PurgeReport(payloads=1)
-    assert await access_point.purge(now=clock.now() + 91 * day) == PurgeReport(messages=1)
+    assert await maintenance.purge(now=clock.now() + 29 * day) == PurgeReport()
+    assert await maintenance.purge(now=clock.now() + 31 * day) == PurgeReport(payloads=1)
+    assert await maintenance.purge(now=clock.now() + 91 * day) == PurgeReport(messages=1)
     assert (await client.get("/api/v1/messages/old@se", headers=auth)).status == 404
-    assert (await access_point.purge(now=clock.now() + 366 * day)).evidence >= 1
+    assert (await maintenance.purge(now=clock.now() + 366 * day)).evidence >= 1

@@ -2,52 +2,18 @@
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 import ssl
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import serialization
 
 from accesspoint.msh.config import TlsConfig
 from accesspoint.msh.tls import server_context
-from accesspoint.security.keys import KeyPair
-from tests.pki import NOT_AFTER, NOT_BEFORE, make_ca
+from tests.pki import make_ca, tls_certificate
 from tests.test_msh import _free_port
 from tests.test_msh_support import BE_KEY, SE_KEY, Peer, agreements, running, submission
-
-
-def _tls_certificate(ca: KeyPair, name: str, folder: Path) -> dict[str, str]:
-    """A TLS server and client certificate for 127.0.0.1 issued by ca, written as PEM files."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-        .issuer_name(ca.certificate.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOT_BEFORE)
-        .not_valid_after(NOT_AFTER)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName(name)]),
-            critical=False,
-        )
-        .add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
-        )
-        .sign(ca.private_key, hashes.SHA256())  # type: ignore[arg-type]
-    )
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{name}.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    (folder / f"{name}.key").write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return {"certificate": str(folder / f"{name}.pem"), "key": str(folder / f"{name}.key")}
 
 
 def _client(ca_file: Path, certificate: dict[str, str] | None = None) -> ssl.SSLContext:
@@ -73,9 +39,9 @@ def test_as4_over_https_with_and_without_required_client_certificates(tmp_path: 
     ca = make_ca("Test TLS CA")
     ca_file = tmp_path / "tls-ca.pem"
     ca_file.write_bytes(ca.certificate.public_bytes(serialization.Encoding.PEM))
-    se_tls = _tls_certificate(ca, "ap-se.test", tmp_path / "tls")
-    be_tls = _tls_certificate(ca, "ap-be.test", tmp_path / "tls")
-    tester = _tls_certificate(ca, "backend.test", tmp_path / "tls")
+    se_tls = tls_certificate(ca, "ap-se.test", tmp_path / "tls")
+    be_tls = tls_certificate(ca, "ap-be.test", tmp_path / "tls")
+    tester = tls_certificate(ca, "backend.test", tmp_path / "tls")
     port_se, port_be = _free_port(), _free_port()
     se_url, be_url = f"https://127.0.0.1:{port_se}/as4", f"https://127.0.0.1:{port_be}/as4"
 

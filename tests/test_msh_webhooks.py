@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from accesspoint.core.errors import ErrorCode
-from accesspoint.msh.webhooks import EVENT_HEADER, SIGNATURE_HEADER, signature
+from accesspoint.servicekit.webhooks import EVENT_HEADER, SIGNATURE_HEADER, signature
 from tests.test_msh import _free_port
 from tests.test_msh_exchange import SOAP12, _error_signal, _keys, _pull
 from tests.test_msh_support import pair, running, submission

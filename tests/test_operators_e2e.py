@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from accesspoint.msh.webhooks import SIGNATURE_HEADER, signature
+from accesspoint.servicekit.webhooks import SIGNATURE_HEADER, signature
 from operators.channels import As4Channel, SoapChannel
 from operators.sender import SenderStatus, end_to_end_status
 from tests.conftest import INTEROP, REPO

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from operators.settings import SettingsError, load_settings
+from accesspoint.servicekit.settings import SettingsError
+from operators.settings import load_settings
 from tests.conftest import REPO
 from tests.test_msh import CERTS
 from tests.test_operators_support import OPERATOR, write_key_pair
@@ -47,7 +48,8 @@ def test_yaml_settings_load_with_paths_relative_to_the_file(tmp_path: Path) -> N
     assert settings.keys.certificate == OPERATOR.certificate
     assert len(settings.intermediaries) == 1
     (token,) = settings.tokens
-    assert token.may_read("197001011234") and not token.may_read("165566778899")
+    assert token.allows("read", recipient="197001011234") and not token.allows("read", recipient="165566778899")
+    assert not token.allows("read")  # the deliveries API: only tokens that see every mailbox
 
 
 def test_every_mistake_is_named(tmp_path: Path) -> None:

@@ -38,10 +38,11 @@ from accesspoint.routing.decision import (
 from accesspoint.routing.outbound import DISCOVERY, PartnerResolver, RouteRecords, RouteTarget, addressed
 from accesspoint.routing.settings import NetworkDiscovery, parse_discovery, parse_routing
 from accesspoint.routing.shell import Routing
+from accesspoint.servicekit.settings import SettingsError
 from accesspoint.store import Direction, EvidenceKind, MessageStore, NewEvidence, NewPayload, StoredMessage
 from accesspoint.store import MessageInfo as StoreInfo
 from far.identifiers import with_check_digit
-from far.model import AccountStatus, create_engine, create_tables
+from far.model import AccountStatus, create_engine, upgrade_schema
 from far.service import FarService, Operator, Reachability, Reason
 from pmode import PModeSet, load_pmodes
 from pmode.model import INITIATOR_ROLE as INITIATOR
@@ -252,6 +253,22 @@ def test_routing_and_discovery_settings_name_their_mistakes(tmp_path: Path) -> N
     assert discovery is not None and discovery.zone == "z" and discovery.nameserver == ("127.0.0.1", 53)
 
 
+def test_routing_settings_report_every_mistake_and_take_the_shared_durations(tmp_path: Path) -> None:
+    """All of routing's mistakes come at once, a FaR table's included; 5m and PT5S are durations here too."""
+    where = "server.yaml: field routing"
+    with pytest.raises(SettingsError) as caught:
+        parse_routing(tmp_path, {"far": {"port": -1}, "token": "short", "timeout": "soon", "bogus": 1}, where)
+    assert [p.removeprefix(f"{where}.").split(":")[0] for p in caught.value.problems] == [
+        "bogus",
+        "far.port",
+        "token",
+        "timeout",
+    ]
+    for text, seconds in (("5m", 300), ("PT5S", 5), ("1m30s", 90)):
+        settings = parse_routing(tmp_path, {"far": "http://far", "timeout": text}, where)
+        assert settings is not None and settings.timeout.total_seconds() == seconds
+
+
 async def test_a_network_may_have_its_own_discovery_zone(tmp_path: Path) -> None:
     """discovery.networks.sdk: SDK partners are looked up in SDK's zone, every other network in the default one."""
     trust = str(CERTS / "ca.pem")
@@ -376,7 +393,7 @@ async def test_a_message_received_but_not_forwarded_before_a_stop_is_forwarded_a
     """recover(): routable ones are forwarded once, local and now-unroutable ones stay, half-done ones are settled."""
     far_url = "sqlite+aiosqlite:///" + str(tmp_path / "far.db")
     engine = create_engine(far_url)
-    await create_tables(engine)
+    await upgrade_schema(engine)
     far = FarService(engine)
     await far.put_operator(OPERATOR, actor="test")
     await far.put_recipient(PERSON, status=AccountStatus.SECURE, operator_id=OPERATOR.id, actor="test")
@@ -457,7 +474,7 @@ def test_discovery_endpoint_policy_is_https_and_public_unless_the_settings_say_o
         with pytest.raises(ValueError, match=r"not https|loopback"):
             peppol.check_url(url)
     assert PartnerResolver(None, RouteRecords(tmp_path)).addresses("peppol") is None
-    with pytest.raises(ValueError, match=r"discovery\.allow_http: true or false"):
+    with pytest.raises(ValueError, match=r"discovery\.allow_http: must be true or false"):
         parse_discovery(tmp_path, {**section, "allow_http": "yes"}, "field discovery")
     with pytest.raises(ValueError, match=r"discovery\.networks\.peppol\.allow_networks: 'intranet' is not"):
         bad = {**section, "networks": {"peppol": {"allow_networks": ["intranet"]}}}

@@ -17,7 +17,7 @@ import io
 import itertools
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -45,8 +45,8 @@ from accesspoint.core.model import (
 )
 from accesspoint.core.namespaces import GZIP, NS
 from accesspoint.core.signals import build_receipt
+from accesspoint.msh.app import CONTEXT, create_app
 from accesspoint.msh.config import load_config
-from accesspoint.msh.server import AccessPoint
 from accesspoint.security.encryption import encrypt_attachments
 from accesspoint.security.inbound import OpenedMessage, open_message
 from accesspoint.security.keys import KeyPair
@@ -400,6 +400,8 @@ class Federation:
     revoked: KeyPair
     expiring: KeyPair
     crl: bytes
+    # One policy object per setting, as a P-Mode holds one: the trust decisions cached per policy are exercised.
+    policies: dict[tuple[RevocationMode, bool], SecurityPolicy] = field(default_factory=dict)
 
 
 @pytest.fixture(scope="module")
@@ -433,7 +435,8 @@ def _open_signed(
 ) -> OpenedMessage:
     """A signed (not encrypted) 1.15 message from ``sender`` opened under a trust policy anchored at the CA."""
     trust = TrustSettings(anchors=(federation.ca.certificate,), revocation=revocation, bind_cn_to_party_id=bind)
-    policy = _POLICIES.setdefault((revocation, bind), SecurityPolicy.edelivery_1_15(encrypt=False, trust=trust))
+    fresh = SecurityPolicy.edelivery_1_15(encrypt=False, trust=trust)
+    policy = federation.policies.setdefault((revocation, bind), fresh)
     secured = secure_message(
         _user_message(sender),
         [Payload(CONTENT_ID, "application/xml", lambda: [LETTER])],
@@ -450,10 +453,6 @@ def _open_signed(
 
     checker = RevocationChecker(fetch, clock=lambda: at)
     return open_message(Wire.of(secured).received(), policy, at=at, revocation=checker)
-
-
-# One policy object per setting, as a P-Mode holds one: the trust decisions cached per policy are exercised.
-_POLICIES: dict[tuple[RevocationMode, bool], SecurityPolicy] = {}
 
 
 @pytest.mark.parametrize("mode", [RevocationMode.HARD_FAIL, RevocationMode.SOFT_FAIL])
@@ -620,13 +619,13 @@ async def test_the_endpoint_answers_signature_digest_and_decryption_failures_wit
     errors saying no more than that; the precise reason is in the log only, and nothing is stored."""
     sweden, belgium = pair(tmp_path)
     route = _route(sweden, "se-to-be", tmp_path)
-    access_point = AccessPoint(load_config(belgium.folder / "server.yaml"))
+    app = create_app(load_config(belgium.folder / "server.yaml"))
     cases = [
         (_flip_signature_value, ErrorCode.FAILED_AUTHENTICATION, BAD_SIGNATURE, "SignatureValue does not verify"),
         (_change_conversation, ErrorCode.FAILED_AUTHENTICATION, BAD_SIGNATURE, "digest mismatch"),
         (_flip_ciphertext, ErrorCode.FAILED_DECRYPTION, BAD_DECRYPTION, "tag mismatch"),
     ]
-    async with TestClient(TestServer(access_point.application())) as client:
+    async with TestClient(TestServer(app)) as client:
         for index, (tamper, code, generic, precise) in enumerate(cases):
             wire = Wire.of(_secured(route, f"tampered-{index}@se", "ap-sweden-sign"))
             tamper(wire)
@@ -641,5 +640,5 @@ async def test_the_endpoint_answers_signature_digest_and_decryption_failures_wit
             assert (error.error_code, error.detail) == (code.code, generic), error
             assert precise.encode() not in answer
             assert any(precise in line for line in logged), logged
-        assert await access_point._store.search(direction=Direction.IN) == []
+        assert await app[CONTEXT].store.search(direction=Direction.IN) == []
     gc.collect()  # the refused messages' spools go (and warn) here, under this test's filter

@@ -161,12 +161,14 @@ def test_discover_refuses_an_smp_at_a_loopback_address_unless_allowed(deployment
 
 
 def test_serve_bad_config_and_clean_stop(tmp_path: Path) -> None:
-    """A config without listeners exits 64 naming the field; SIGTERM stops a running server with exit 0."""
+    """A config with mistakes exits 64 naming every field at fault; SIGTERM stops a running server with exit 0."""
     bad = tmp_path / "bad.toml"
-    bad.write_text("[smp]\nsigning_key = 'missing.pem'\n", encoding="utf-8")
+    bad.write_text("[smp]\nsigning_key = 'missing.pem'\nmax_age = -1\n[[smp.listen]]\nport = 1\n", encoding="utf-8")
     code, out = _cli("smp", "serve", "--config", str(bad))
     assert code == 64
     assert out["error"]["code"] == "config"
+    fields = [problem.split(": ")[1] for problem in out["problems"]]
+    assert fields == ["smp.signing_key", "smp.signing_certificate", "smp.listen[0].flavour", "smp.max_age"]
     port = free_port()
     config = write_config(tmp_path, port)
     process = _serve(config)

@@ -76,22 +76,28 @@ async def _populate(session: aiohttp.ClientSession, base: str, model: ServiceMet
 
 
 async def test_management_api_requires_a_bearer_token(tmp_path: Path) -> None:
-    """PUT and DELETE without a token, or with a wrong one, are 401 and change nothing; GET needs none."""
+    """PUT and DELETE without a token, with a bare or a wrong one, are 401 problems and change nothing; GET needs
+    none; the scheme may be written in any case."""
     async with running_server(tmp_path) as base, aiohttp.ClientSession() as session:
         url = f"{base}/{P.url_segment()}"
-        for headers in (
-            {},
-            {"Authorization": "Bearer wrong-token-0000000000"},
-            {"Authorization": AUTH["Authorization"].replace("Bearer", "Basic")},
+        invalid = 'Bearer realm="smp", error="invalid_token", error_description="unknown token"'
+        for headers, challenge in (
+            ({}, 'Bearer realm="smp"'),
+            ({"Authorization": "Bearer wrong-token-0000000000"}, invalid),
+            ({"Authorization": AUTH["Authorization"].replace("Bearer", "Basic")}, 'Bearer realm="smp"'),
+            ({"Authorization": AUTH["Authorization"].removeprefix("Bearer ")}, 'Bearer realm="smp"'),
         ):
             async with session.put(url, headers=headers) as response:
                 assert response.status == 401
-                assert response.headers["WWW-Authenticate"] == "Bearer"
+                assert response.headers["WWW-Authenticate"] == challenge
+                assert (await response.json(content_type="application/problem+json"))["status"] == 401
         async with session.get(url) as response:
             assert response.status == 404
+            assert response.content_type == "application/problem+json"
         async with session.put(url, headers=AUTH) as response:
             assert response.status == 201
-        async with session.put(url, headers=AUTH) as response:
+        lowercase = {"Authorization": AUTH["Authorization"].replace("Bearer", "bearer")}
+        async with session.put(url, headers=lowercase) as response:
             assert response.status == 200
         async with session.delete(url) as response:
             assert response.status == 401

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from lxml import etree
 
 from accesspoint.security.keys import KeyPair
+from accesspoint.servicekit.tokens import BearerToken, scopes
 from smp.documents import render_service_metadata
 from smp.identifiers import Identifier
 from smp.model import EndpointInfo, Flavour, ProcessInfo, ServiceMetadata, TransportProfile
@@ -102,7 +103,7 @@ def settings(folder: Path, port: int, signer: KeyPair | None = None) -> SmpSetti
     return SmpSettings(
         database=f"sqlite+aiosqlite:///{folder / 'smp.sqlite3'}",
         signing=signer or pki().smp,
-        tokens=(TOKEN,),
+        tokens=(BearerToken("test", TOKEN, scopes("write")),),
         listeners=(
             Listener(Flavour.PEPPOL, "127.0.0.1", port, "/"),
             Listener(Flavour.OASIS1, "127.0.0.1", port, "/oasis"),
@@ -147,12 +148,11 @@ base_path = "/"
 async def running_server(folder: Path, signer: KeyPair | None = None) -> AsyncIterator[str]:
     """The project's SMP server on a free loopback port; yields its base URL."""
     port = free_port()
-    runners, store = await serve(settings(folder, port, signer))
+    running, store = await serve(settings(folder, port, signer))
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
-        for runner in runners:
-            await runner.cleanup()
+        await running.stop()
         await store.close()
 
 

@@ -44,6 +44,7 @@ from accesspoint.routing.settings import RoutingSettings, parse_discovery, parse
 from accesspoint.security.algorithms import SignatureAlgorithm
 from accesspoint.security.keys import KeyLoadError, KeyPair, load_key_pair
 from accesspoint.security.policy import SecurityPolicy
+from accesspoint.servicekit.units import parse_duration, parse_size
 from accesspoint.store.db import Durability
 from smp.client import DiscoverySettings
 
@@ -133,6 +134,8 @@ class ServerConfig:
     lease: timedelta = timedelta(minutes=2)
     durability: Durability = Durability.POWER_LOSS  # what a committed message survives (store/db.py)
     max_message_size: int = 2 * 1024**3
+    # Messages whose parts together are larger are secured, opened and hashed in a worker thread in one hop.
+    offload_threshold: int = 256 * 1024
     revocation: bool = True
     evidence_retention: timedelta = timedelta(days=3650)
     pull_interval: timedelta = timedelta(seconds=5)
@@ -147,19 +150,12 @@ class ServerConfig:
     operator_certificates: tuple[x509.Certificate, ...] = ()
 
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
 def _duration(value: object, where: str) -> timedelta:
-    """A positive duration: seconds as a number, or a number with a unit (every interval here must pass)."""
-    match = None if isinstance(value, bool | int | float) else _DURATION.match(str(value).strip())
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        duration = timedelta(seconds=value)
-    elif match is not None:
-        duration = timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
-    else:
-        raise ConfigError(f"{where}: {value!r} is not a duration like 30s, 5m, 2h or 7d")
+    """A positive duration in the shared grammar (30s, 5m, 1h30m, 7d, PT5M, seconds as a number)."""
+    try:
+        duration = parse_duration(value)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
     if duration <= timedelta(0):
         # A zero interval would turn the pull, purge and webhook loops into busy loops; a zero lease or timeout
         # could never let a send finish.
@@ -212,7 +208,7 @@ def load_config(path: str | Path) -> ServerConfig:
     known = {
         "listen", "pmodes", "database", "storage", "keys", "api_tokens", "instance", "redis", "send", "durability",
         "max_message_size", "revocation", "evidence_retention", "pull", "webhooks", "tls", "tls_trust",
-        "tls_client", "retention", "discovery", "routing", "end_to_end",
+        "tls_client", "retention", "discovery", "routing", "end_to_end", "offload_threshold",
     }  # fmt: skip
     unknown = sorted(set(data) - known)
     if unknown:
@@ -266,6 +262,7 @@ def load_config(path: str | Path) -> ServerConfig:
         send_timeout=_duration(send.get("timeout", "30s"), f"{file}: field send.timeout"),
         lease=_duration(send.get("lease", "2m"), f"{file}: field send.lease"),
         max_message_size=_size(data.get("max_message_size", 2 * 1024**3), f"{file}: field max_message_size"),
+        offload_threshold=_size(data.get("offload_threshold", 256 * 1024), f"{file}: field offload_threshold"),
         revocation=_flag(data.get("revocation", True), f"{file}: field revocation"),
         evidence_retention=_duration(data.get("evidence_retention", "3650d"), f"{file}: field evidence_retention"),
         pull_interval=_duration(pull.get("interval", "5s"), f"{file}: field pull.interval"),
@@ -384,9 +381,14 @@ def _api_tokens(value: object, where: str) -> tuple[str, ...]:
 
 
 def _size(value: object, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    """A positive size in the shared grammar (2GiB, 64MiB, 1GB, bytes as a number)."""
+    try:
+        size = parse_size(value)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    if size < 1:
         raise ConfigError(f"{where}: {value!r} is not a positive number of bytes")
-    return value
+    return size
 
 
 def _flag(value: object, where: str) -> bool:

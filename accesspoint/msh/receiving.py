@@ -14,6 +14,7 @@ from datetime import datetime
 from cryptography.hazmat.primitives import serialization
 
 from accesspoint.core.errors import EbmsError, ErrorCode
+from accesspoint.core.ids import new_message_id
 from accesspoint.core.message import ReceivedMessage
 from accesspoint.core.model import MessageInfo, PullRequest, SignalMessage, UserMessage
 from accesspoint.core.namespaces import SoapVersion
@@ -26,11 +27,6 @@ from accesspoint.security.receipts import sign_signal
 from accesspoint.security.revocation import RevocationChecker
 from accesspoint.security.signing import VerifiedSignature
 from pmode import PModeSet, Route
-
-
-def new_message_id(domain: str = "accesspoint") -> str:
-    """A fresh ebMS MessageId (RFC 2822 msg-id shape, as ebMS 3 5.2.2.1 asks)."""
-    return f"{uuid.uuid4()}@{domain}"
 
 
 def _signal_id() -> str:

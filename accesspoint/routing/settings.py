@@ -18,7 +18,8 @@
       pmodes: [nordic-to-se]        # incoming P-Modes whose messages are routed (default: every incoming one)
       forward_pmode: se-to-operator # optional: the P-Mode to forward on (default: the one naming the operator)
 
-Each function raises ``ValueError`` naming the field; the server's loader turns it into its ConfigError.
+Each function raises SettingsError (a ValueError) naming every mistake with its field; the server's loader turns
+it into its ConfigError. Durations follow :mod:`accesspoint.servicekit.units` (``5s``, ``500ms``, ``1m``, ``PT5S``).
 """
 
 from __future__ import annotations
@@ -29,11 +30,16 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from accesspoint.httpclient import networks
+from accesspoint.httpclient import IpNetwork
 from accesspoint.security.keys import KeyLoadError
 from accesspoint.security.trust import load_truststore
+from accesspoint.servicekit.settings import Section, SettingsReader
 from smp.bdxl import BdxlScheme
 from smp.client import DiscoverySettings
+
+DISCOVERY_KEYS = frozenset({"zone", "dns", "scheme", "smp_trust", "allow_http", "allow_networks"})
+ROUTING_KEYS = frozenset({"far", "token", "timeout", "pmodes", "forward_pmode"})
+_SCHEMES = {scheme.value: scheme for scheme in BdxlScheme}
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,19 +73,17 @@ def parse_discovery(base: Path, value: object, where: str) -> DiscoverySettings 
     """
     if value is None:
         return None
-    if not isinstance(value, dict):
-        raise ValueError(f"{where}: expected {{zone, dns, scheme, smp_trust, allow_http, allow_networks, networks}}")
-    networks = value.get("networks") or {}
-    if not isinstance(networks, dict) or not all(isinstance(v, dict) for v in networks.values()):
-        raise ValueError(f"{where}.networks: a mapping of P-Mode network to {{zone, dns, scheme, smp_trust}}")
-    common = {k: v for k, v in value.items() if k != "networks"}
-    default = _discovery(base, common, where)
-    if not networks:
-        return default
+    reader = SettingsReader(base)
+    section = reader.section(value, where, known=DISCOVERY_KEYS | {"networks"})
+    default = _discovery(section, None)
+    networks = section.section("networks")
     overrides = tuple(
-        (str(name), _discovery(base, {**common, **entry}, f"{where}.networks.{name}"))
-        for name, entry in networks.items()
+        (str(name), _discovery(networks.section(str(name), known=DISCOVERY_KEYS, required=True), default))
+        for name in networks.values
     )
+    reader.done()
+    if not overrides:
+        return default
     return NetworkDiscovery(
         zone=default.zone,
         scheme=default.scheme,
@@ -91,54 +95,67 @@ def parse_discovery(base: Path, value: object, where: str) -> DiscoverySettings 
     )
 
 
-def _discovery(base: Path, value: dict[str, Any], where: str) -> DiscoverySettings:
-    unknown = sorted(set(value) - {"zone", "dns", "scheme", "smp_trust", "allow_http", "allow_networks"})
-    if unknown:
-        known = "allow_http, allow_networks, dns, networks, scheme, smp_trust, zone"
-        raise ValueError(f"{where}.{unknown[0]}: unknown setting (known: {known})")
-    zone = value.get("zone")
-    if not isinstance(zone, str) or not zone.strip("."):
-        raise ValueError(f"{where}.zone: required, a DNS zone")
-    try:
-        scheme = BdxlScheme(str(value.get("scheme", "peppol")))
-    except ValueError:
-        raise ValueError(f"{where}.scheme: peppol or bdxl, not {value.get('scheme')!r}") from None
-    trust_files = value.get("smp_trust")
-    if trust_files is None:
-        raise ValueError(f"{where}.smp_trust: required (the SMP signers' truststore)")
-    files = trust_files if isinstance(trust_files, list) else [trust_files]
-    try:
-        trust = load_truststore([base / str(f) for f in files])
-    except (KeyLoadError, OSError) as exc:
-        raise ValueError(f"{where}.smp_trust: {exc}") from None
-    if not trust:
-        raise ValueError(f"{where}.smp_trust: no certificate in {files}")
-    dns = value.get("dns")
-    allow_http = value.get("allow_http", False)
-    if not isinstance(allow_http, bool):
-        raise ValueError(f"{where}.allow_http: true or false, not {allow_http!r}")
-    ranges = value.get("allow_networks", [])
-    if not isinstance(ranges, list):
-        raise ValueError(f"{where}.allow_networks: a list of address ranges like 127.0.0.0/8")
+def _discovery(section: Section, inherited: DiscoverySettings | None) -> DiscoverySettings:
+    """One discovery table; what it leaves out comes from ``inherited`` (required when there is none)."""
+    zone = section.string("zone", required=inherited is None).strip(".")
+    if section.has("zone") and not zone:
+        section.mistake("zone", "required, a DNS zone")
+    trust = _truststore(section) if section.has("smp_trust") or inherited is None else inherited.smp_trust
     return DiscoverySettings(
-        zone=zone.strip("."),
-        scheme=scheme,
-        nameserver=None if dns is None else _nameserver(str(dns), f"{where}.dns"),
+        zone=zone or (inherited.zone if inherited else ""),
+        scheme=section.choice("scheme", inherited.scheme if inherited else BdxlScheme.PEPPOL, _SCHEMES),
+        nameserver=_nameserver(section) if section.has("dns") else (inherited.nameserver if inherited else None),
         smp_trust=trust,
-        allow_http=allow_http,
-        allowed_networks=networks(ranges, f"{where}.allow_networks"),
+        allow_http=section.boolean("allow_http", inherited.allow_http if inherited else False),
+        allowed_networks=_allowed_networks(section, inherited),
     )
 
 
-def _nameserver(text: str, where: str) -> tuple[str, int]:
+def _allowed_networks(section: Section, inherited: DiscoverySettings | None) -> tuple[IpNetwork, ...]:
+    """``allow_networks``: the non-public address ranges SMPs and endpoints may be at (none by default)."""
+    fallback = inherited.allowed_networks if inherited else ()
+    ranges = section.get("allow_networks", fallback)
+    if not isinstance(ranges, list | tuple):
+        section.mistake("allow_networks", "must be a list of address ranges like 127.0.0.0/8")
+        return fallback
+    found = []
+    for item in ranges:
+        try:
+            found.append(ipaddress.ip_network(str(item), strict=False))
+        except ValueError:
+            section.mistake("allow_networks", f"{item!r} is not an address range like 127.0.0.0/8 or ::1")
+            return fallback
+    return tuple(found)
+
+
+def _truststore(section: Section) -> tuple[Any, ...]:
+    files = section.get("smp_trust")
+    if files is None:
+        section.mistake("smp_trust", "required (the SMP signers' truststore)")
+        return ()
+    names = files if isinstance(files, list) else [files]
+    try:
+        trust = load_truststore([section.reader.base / str(name) for name in names])
+    except (KeyLoadError, OSError) as exc:
+        section.mistake("smp_trust", str(exc))
+        return ()
+    if not trust:
+        section.mistake("smp_trust", f"no certificate in {names}")
+    return tuple(trust)
+
+
+def _nameserver(section: Section) -> tuple[str, int] | None:
+    text = str(section.get("dns"))
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"{where}: HOST:PORT, not {text!r}")
+        section.mistake("dns", f"HOST:PORT, not {text!r}")
+        return None
     host = host.strip("[]")
     try:
         ipaddress.ip_address(host)
     except ValueError:
-        raise ValueError(f"{where}: the host must be an IP address, not {host!r}") from None
+        section.mistake("dns", f"the host must be an IP address, not {host!r}")
+        return None
     return host, int(port)
 
 
@@ -146,50 +163,25 @@ def parse_routing(base: Path, value: object, where: str) -> RoutingSettings | No
     """``routing:`` → RoutingSettings (None when absent)."""
     if value is None:
         return None
-    if not isinstance(value, dict):
-        raise ValueError(f"{where}: expected {{far, token, timeout, pmodes, forward_pmode}}")
-    unknown = sorted(set(value) - {"far", "token", "timeout", "pmodes", "forward_pmode"})
-    if unknown:
-        raise ValueError(f"{where}.{unknown[0]}: unknown setting (known: far, forward_pmode, pmodes, timeout, token)")
-    far = value.get("far")
+    reader = SettingsReader(base)
+    section = reader.section(value, where, known=ROUTING_KEYS)
+    far = section.get("far")
     far_url = far_settings = None
     if isinstance(far, str) and far.startswith(("http://", "https://")):
         far_url = far.rstrip("/")
     elif isinstance(far, dict):
-        from far.settings import SettingsError, parse_settings
+        from far.settings import KNOWN, read_settings
 
-        try:
-            far_settings = parse_settings(far, where=f"{where}.far", base=base)
-        except SettingsError as exc:
-            raise ValueError(str(exc)) from None
+        far_settings = read_settings(section.section("far", known=KNOWN))
     else:
-        raise ValueError(f"{where}.far: required, FaR's http(s) URL or a mapping of FaR settings")
-    token = value.get("token")
-    if token is not None and (not isinstance(token, str) or len(token) < 16):
-        raise ValueError(f"{where}.token: a secret of at least 16 characters")
-    pmodes = value.get("pmodes", [])
-    if not isinstance(pmodes, list) or not all(isinstance(p, str) for p in pmodes):
-        raise ValueError(f"{where}.pmodes: a list of P-Mode ids")
-    forward = value.get("forward_pmode")
-    if forward is not None and not isinstance(forward, str):
-        raise ValueError(f"{where}.forward_pmode: a P-Mode id")
-    return RoutingSettings(
+        section.mistake("far", "required, FaR's http(s) URL or a mapping of FaR settings")
+    settings = RoutingSettings(
         far_url=far_url,
         far_settings=far_settings,
-        token=token,
-        timeout=_seconds(value.get("timeout", "5s"), f"{where}.timeout"),
-        pmodes=tuple(pmodes),
-        forward_pmode=forward,
+        token=section.secret("token"),
+        timeout=section.duration("timeout", "5s", positive=True),
+        pmodes=section.strings("pmodes", what="P-Mode ids"),
+        forward_pmode=section.optional_string("forward_pmode"),
     )
-
-
-def _seconds(value: object, where: str) -> timedelta:
-    text = str(value).strip()
-    try:
-        if text.endswith("ms"):
-            return timedelta(milliseconds=float(text[:-2]))
-        if text.endswith("s"):
-            return timedelta(seconds=float(text[:-1]))
-        return timedelta(seconds=float(text))
-    except ValueError:
-        raise ValueError(f"{where}: a duration like 5s or 500ms, not {value!r}") from None
+    reader.done()
+    return settings

@@ -22,9 +22,9 @@ from typing import Any, Protocol
 
 from accesspoint.core.envelope import parse_envelope
 from accesspoint.core.errors import EbmsError
+from accesspoint.core.ids import new_message_id
 from accesspoint.core.model import UserMessage
 from accesspoint.httpclient import AddressPolicy
-from accesspoint.msh.receiving import new_message_id
 from accesspoint.routing.decision import (
     FINAL_RECIPIENT,
     ORIGINAL_SENDER,
@@ -67,8 +67,15 @@ def forwarded_id(message_id: str) -> str:
 class Submitter(Protocol):
     """What forwarding needs from the access point: its P-Modes, its store and its submission path."""
 
-    pmodes: PModeSet
-    store: MessageStore | None
+    @property
+    def pmodes(self) -> PModeSet:
+        """The P-Modes in force now."""
+        ...
+
+    @property
+    def store(self) -> MessageStore | None:
+        """The message store."""
+        ...
 
     async def submit(self, document: dict[str, Any], files: Sequence[NewPayload] | None = None) -> StoredMessage:
         """Store and queue an outgoing message."""
@@ -104,12 +111,12 @@ class _FarLookup:
                 self._client = await client.__aenter__()
                 self._lookup = client
             else:
-                from far.model import create_engine, create_tables
+                from far.model import create_engine, upgrade_schema
                 from far.service import FarService
 
                 far = self.settings.far_settings
                 self._engine = create_engine(far.database)
-                await create_tables(self._engine)
+                await upgrade_schema(self._engine)
                 self._lookup = FarService(self._engine, policy=far.policy)
             return self._lookup
 

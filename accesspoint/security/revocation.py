@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -69,6 +69,9 @@ class RevocationResult:
     revoked_at: datetime | None = None
     revocation_reason: x509.ReasonFlags | None = None
     cached: bool = False
+    # UNKNOWN only because a location could not be read now (down, slow, rested after a failure): asking later may
+    # give an answer, so a receiver in hard-fail mode may say "try again later" rather than refuse for good.
+    transient: bool = False
 
 
 def describe(certificate: x509.Certificate) -> str:
@@ -387,7 +390,7 @@ def _is_ca(certificate: x509.Certificate) -> bool:
         return False
 
 
-# ------------------------------------------------------------------------------------------------ checker
+# ------------------------------------------------------------------------------------------------ lookups
 
 
 def _utc_now() -> datetime:
@@ -397,7 +400,7 @@ def _utc_now() -> datetime:
 @dataclass(frozen=True, slots=True)
 class _Cached:
     result: RevocationResult
-    expires: datetime  # on the checker's clock
+    expires: datetime  # on the cache's clock
 
 
 @dataclass(frozen=True, slots=True)
@@ -406,14 +409,211 @@ class _CachedCrl:
     expires: datetime
 
 
-class RevocationChecker:
-    """Looks up revocation status through a Fetcher: OCSP first, then the CRL; caches what it learns.
+class RevocationCache:
+    """What lookups learnt: answers per certificate, CRLs per location and issuer, locations that failed.
 
-    OCSP answers are cached until their nextUpdate or ``ocsp_max_age``, whichever is earlier; CRLs (per URL
-    and issuer) until their nextUpdate or ``crl_max_age``. A location that failed is not asked again for
-    ``retry_after_failure`` (an overloaded responder is not hammered; the CRL answers meanwhile). The cache
-    runs on ``clock`` (injectable); the freshness of an answer is judged at the ``at`` of each check.
-    Safe to share between threads; the fetcher is called without holding the lock.
+    OCSP answers are kept until their nextUpdate or ``ocsp_max_age``, whichever is earlier; CRLs until their
+    nextUpdate or ``crl_max_age``. A location that failed is not asked again for ``retry_after_failure`` (an
+    overloaded responder is not hammered; the CRL answers meanwhile, and a lookup that meets only rested
+    locations ends at once). Expiry runs on the caller's ``now``; an answer's freshness is judged at the ``at``
+    of each lookup. Safe to share between threads.
+    """
+
+    def __init__(
+        self,
+        *,
+        ocsp_max_age: timedelta = timedelta(hours=1),
+        crl_max_age: timedelta = timedelta(hours=24),
+        retry_after_failure: timedelta = timedelta(seconds=30),
+        clock_skew: timedelta = timedelta(minutes=5),
+    ) -> None:
+        self.ocsp_max_age = ocsp_max_age
+        self.crl_max_age = crl_max_age
+        self.retry_after_failure = retry_after_failure
+        self.skew = clock_skew
+        self._lock = threading.Lock()
+        self._results: dict[tuple[bytes, int], _Cached] = {}
+        self._crls: dict[tuple[str, bytes], _CachedCrl] = {}
+        self._failed: dict[str, datetime] = {}
+
+    def clear(self) -> None:
+        """Forget every answer and failure."""
+        with self._lock:
+            self._results.clear()
+            self._crls.clear()
+            self._failed.clear()
+
+    def answer(
+        self, certificate: x509.Certificate, issuer: x509.Certificate, *, at: datetime, now: datetime
+    ) -> RevocationResult | None:
+        """The kept answer about ``certificate``, if it is still kept and fresh at ``at``."""
+        with self._lock:
+            cached = self._results.get((_key_sha1(issuer), certificate.serial_number))
+        if cached is None or now >= cached.expires or not self._fresh(cached.result, at):
+            return None
+        return replace(cached.result, cached=True)
+
+    def _fresh(self, result: RevocationResult, at: datetime) -> bool:
+        if result.this_update is not None and result.this_update > at + self.skew:
+            return False
+        return result.next_update is None or at - self.skew <= result.next_update
+
+    def remember(
+        self,
+        certificate: x509.Certificate,
+        issuer: x509.Certificate,
+        result: RevocationResult,
+        *,
+        now: datetime,
+        max_age: timedelta,
+    ) -> None:
+        """Keep a GOOD or REVOKED answer until its nextUpdate or ``max_age``."""
+        expires = now + max_age
+        if result.next_update is not None:
+            expires = min(expires, result.next_update)
+        with self._lock:
+            self._results[(_key_sha1(issuer), certificate.serial_number)] = _Cached(result, expires)
+
+    def crl(self, url: str, issuer: x509.Certificate, *, at: datetime, now: datetime) -> VerifiedCrl | None:
+        """The CRL kept from ``url`` for ``issuer``, if still kept and current at ``at``."""
+        with self._lock:
+            cached = self._crls.get((url, _key_sha1(issuer)))
+        if cached is None or now >= cached.expires:
+            return None
+        crl = cached.crl.crl
+        current = crl.last_update_utc <= at + self.skew and (
+            crl.next_update_utc is None or at - self.skew <= crl.next_update_utc
+        )
+        return cached.crl if current else None
+
+    def remember_crl(self, url: str, issuer: x509.Certificate, verified: VerifiedCrl, *, now: datetime) -> None:
+        """Keep a verified CRL until its nextUpdate or ``crl_max_age``."""
+        expires = now + self.crl_max_age
+        if verified.crl.next_update_utc is not None:
+            expires = min(expires, verified.crl.next_update_utc)
+        with self._lock:
+            self._crls[(url, _key_sha1(issuer))] = _CachedCrl(verified, expires)
+
+    def failed_recently(self, url: str, now: datetime) -> bool:
+        """True while ``url`` rests after a failure."""
+        with self._lock:
+            until = self._failed.get(url)
+        return until is not None and now < until
+
+    def failed(self, url: str, now: datetime) -> None:
+        """Rest ``url`` for ``retry_after_failure``."""
+        with self._lock:
+            self._failed[url] = now + self.retry_after_failure
+
+
+@dataclass(frozen=True, slots=True)
+class Fetch:
+    """A location a lookup needs read: GET ``url`` (a CRL, ``body`` None) or POST the OCSP request ``body``."""
+
+    url: str
+    body: bytes | None
+
+
+# A lookup as steps (sans-I/O): it yields each Fetch it needs, is sent the response body (or thrown the
+# FetchError) and returns the result. ``run_lookup`` drives it with a blocking Fetcher; the access point's
+# shell drives it with an async one, so a slow responder never holds its event loop.
+LookupSteps = Generator[Fetch, bytes, RevocationResult]
+
+
+def lookup(
+    certificate: x509.Certificate,
+    issuer: x509.Certificate,
+    *,
+    at: datetime,
+    now: datetime,
+    cache: RevocationCache,
+    nonce: Callable[[], bytes] | None = lambda: os.urandom(NONCE_LENGTH),
+) -> LookupSteps:
+    """OCSP first, then the CRL; what is learnt goes into ``cache`` (kept answers are used first)."""
+    cached = cache.answer(certificate, issuer, at=at, now=now)
+    if cached is not None:
+        return cached
+    notes: list[str] = []
+    unreachable = False
+    for url in ocsp_urls(certificate):
+        source = f"ocsp {url}"
+        if cache.failed_recently(url, now):
+            notes.append(f"{source}: failed recently, not asked again yet")
+            unreachable = True
+            continue
+        sent = nonce() if nonce is not None else None
+        try:
+            data = yield Fetch(url, build_ocsp_request(certificate, issuer, sent))
+        except FetchError as exc:
+            cache.failed(url, now)  # only an unreachable responder is rested; one that answered is working
+            notes.append(f"{source}: unreachable ({exc})")
+            unreachable = True
+            continue
+        result = evaluate_ocsp_response(
+            data,
+            certificate,
+            issuer,
+            at=at,
+            nonce=sent,
+            source=source,
+            clock_skew=cache.skew,
+            max_age_without_next_update=cache.ocsp_max_age,
+        )
+        if result.status is not RevocationStatus.UNKNOWN:
+            cache.remember(certificate, issuer, result, now=now, max_age=cache.ocsp_max_age)
+            return result
+        notes.append(result.detail)
+    for url in crl_urls(certificate):
+        source = f"crl {url}"
+        verified = cache.crl(url, issuer, at=at, now=now)
+        if verified is None and cache.failed_recently(url, now):
+            notes.append(f"{source}: failed recently, not fetched again yet")
+            unreachable = True
+            continue
+        if verified is None:
+            try:
+                verified = load_crl((yield Fetch(url, None)), issuer, at=at, source=source, clock_skew=cache.skew)
+            except FetchError as exc:
+                cache.failed(url, now)
+                notes.append(f"{source}: unreachable ({exc})")
+                unreachable = True
+                continue
+            except CrlError as exc:
+                cache.failed(url, now)
+                notes.append(str(exc))
+                continue
+            cache.remember_crl(url, issuer, verified, now=now)
+        result = crl_status(verified, certificate)
+        if result.status is not RevocationStatus.UNKNOWN:
+            cache.remember(certificate, issuer, result, now=now, max_age=cache.crl_max_age)
+            return result
+        notes.append(result.detail)
+    if not notes:
+        notes.append("the certificate names no OCSP responder and no CRL distribution point")
+    return RevocationResult(RevocationStatus.UNKNOWN, "; ".join(notes), transient=unreachable)
+
+
+def run_lookup(steps: LookupSteps, fetch: Fetcher) -> RevocationResult:
+    """Drive a lookup with a blocking fetcher."""
+    try:
+        wanted = next(steps)
+        while True:
+            try:
+                data = fetch(wanted.url, wanted.body)
+            except FetchError as exc:
+                wanted = steps.throw(exc)
+            else:
+                wanted = steps.send(data)
+    except StopIteration as done:
+        result: RevocationResult = done.value
+        return result
+
+
+class RevocationChecker:
+    """Looks up revocation status through a blocking Fetcher (the CLI's ``verify``): ``lookup`` over a cache.
+
+    The cache runs on ``clock`` (injectable); see ``RevocationCache`` for what is kept how long. Safe to share
+    between threads; the fetcher is called without holding a lock.
     """
 
     def __init__(
@@ -431,127 +631,20 @@ class RevocationChecker:
         self._fetch = fetcher
         self._clock = clock
         self._nonce = nonce
-        self._ocsp_max_age = ocsp_max_age
-        self._crl_max_age = crl_max_age
-        self._retry_after_failure = retry_after_failure
-        self._skew = clock_skew
+        self.cache = RevocationCache(
+            ocsp_max_age=ocsp_max_age,
+            crl_max_age=crl_max_age,
+            retry_after_failure=retry_after_failure,
+            clock_skew=clock_skew,
+        )
         # Whether trust.validate_certificate asks about intermediates too, not only the end-entity certificate.
         self.check_intermediates = check_intermediates
-        self._lock = threading.Lock()
-        self._results: dict[tuple[bytes, int], _Cached] = {}
-        self._crls: dict[tuple[str, bytes], _CachedCrl] = {}
-        self._failed: dict[str, datetime] = {}
 
     def clear(self) -> None:
         """Forget every cached answer and failure."""
-        with self._lock:
-            self._results.clear()
-            self._crls.clear()
-            self._failed.clear()
+        self.cache.clear()
 
     def check(self, certificate: x509.Certificate, issuer: x509.Certificate, *, at: datetime) -> RevocationResult:
         """The revocation status of ``certificate`` (issued by ``issuer``) as of ``at``."""
-        key = (_key_sha1(issuer), certificate.serial_number)
-        now = self._clock()
-        with self._lock:
-            cached = self._results.get(key)
-        if cached is not None and now < cached.expires and self._fresh(cached.result, at):
-            return replace(cached.result, cached=True)
-
-        notes: list[str] = []
-        urls = ocsp_urls(certificate)
-        for url in urls:
-            result = self._ask_ocsp(url, certificate, issuer, at, now)
-            if result.status is not RevocationStatus.UNKNOWN:
-                self._remember(key, result, now, self._ocsp_max_age)
-                return result
-            notes.append(result.detail)
-        for url in crl_urls(certificate):
-            verified, note = self._crl(url, issuer, at, now)
-            if verified is None:
-                notes.append(note)
-                continue
-            result = crl_status(verified, certificate)
-            if result.status is not RevocationStatus.UNKNOWN:
-                self._remember(key, result, now, self._crl_max_age)
-                return result
-            notes.append(result.detail)
-        if not notes:
-            notes.append("the certificate names no OCSP responder and no CRL distribution point")
-        return RevocationResult(RevocationStatus.UNKNOWN, "; ".join(notes))
-
-    def _fresh(self, result: RevocationResult, at: datetime) -> bool:
-        if result.this_update is not None and result.this_update > at + self._skew:
-            return False
-        return result.next_update is None or at - self._skew <= result.next_update
-
-    def _remember(self, key: tuple[bytes, int], result: RevocationResult, now: datetime, max_age: timedelta) -> None:
-        expires = now + max_age
-        if result.next_update is not None:
-            expires = min(expires, result.next_update)
-        with self._lock:
-            self._results[key] = _Cached(result, expires)
-
-    def _recently_failed(self, url: str, now: datetime) -> bool:
-        with self._lock:
-            until = self._failed.get(url)
-        return until is not None and now < until
-
-    def _failure(self, url: str, now: datetime) -> None:
-        with self._lock:
-            self._failed[url] = now + self._retry_after_failure
-
-    def _ask_ocsp(
-        self, url: str, certificate: x509.Certificate, issuer: x509.Certificate, at: datetime, now: datetime
-    ) -> RevocationResult:
-        source = f"ocsp {url}"
-        if self._recently_failed(url, now):
-            return RevocationResult(RevocationStatus.UNKNOWN, f"{source}: failed recently, not asked again yet")
-        nonce = self._nonce() if self._nonce is not None else None
-        try:
-            data = self._fetch(url, build_ocsp_request(certificate, issuer, nonce))
-        except FetchError as exc:
-            self._failure(url, now)
-            return RevocationResult(RevocationStatus.UNKNOWN, f"{source}: unreachable ({exc})")
-        result = evaluate_ocsp_response(
-            data,
-            certificate,
-            issuer,
-            at=at,
-            nonce=nonce,
-            source=source,
-            clock_skew=self._skew,
-            max_age_without_next_update=self._ocsp_max_age,
-        )
-        # Only an unreachable responder is rested; one that answered (even "unknown") is working.
-        return result
-
-    def _crl(self, url: str, issuer: x509.Certificate, at: datetime, now: datetime) -> tuple[VerifiedCrl | None, str]:
-        source = f"crl {url}"
-        key = (url, _key_sha1(issuer))
-        with self._lock:
-            cached = self._crls.get(key)
-        if cached is not None and now < cached.expires:
-            crl = cached.crl.crl
-            usable = crl.last_update_utc <= at + self._skew and (
-                crl.next_update_utc is None or at - self._skew <= crl.next_update_utc
-            )
-            if usable:
-                return cached.crl, ""
-        if self._recently_failed(url, now):
-            return None, f"{source}: failed recently, not fetched again yet"
-        try:
-            data = self._fetch(url, None)
-            verified = load_crl(data, issuer, at=at, source=source, clock_skew=self._skew)
-        except FetchError as exc:
-            self._failure(url, now)
-            return None, f"{source}: unreachable ({exc})"
-        except CrlError as exc:
-            self._failure(url, now)
-            return None, str(exc)
-        expires = now + self._crl_max_age
-        if verified.crl.next_update_utc is not None:
-            expires = min(expires, verified.crl.next_update_utc)
-        with self._lock:
-            self._crls[key] = _CachedCrl(verified, expires)
-        return verified, ""
+        steps = lookup(certificate, issuer, at=at, now=self._clock(), cache=self.cache, nonce=self._nonce)
+        return run_lookup(steps, self._fetch)

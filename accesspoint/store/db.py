@@ -13,8 +13,10 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, event, text
 from sqlalchemy import create_engine as create_sync_engine
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from accesspoint.servicekit.database import async_url
 
 _Result = TypeVar("_Result")
 
@@ -42,22 +44,12 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite+aiosqlite:///{path}"
 
 
-def _async_url(url: str | URL) -> URL:
-    """Pick the async driver when a URL names only the database (``sqlite:///``, ``postgresql://``)."""
-    parsed = make_url(url)
-    if parsed.drivername in ("sqlite", "sqlite+pysqlite"):
-        return parsed.set(drivername="sqlite+aiosqlite")
-    if parsed.drivername in ("postgresql", "postgres", "postgresql+psycopg2"):
-        return parsed.set(drivername="postgresql+asyncpg")
-    return parsed
-
-
 def create_engine(url: str | URL, *, durability: Durability = Durability.POWER_LOSS, **options: Any) -> AsyncEngine:
     """An async engine; on SQLite every connection gets WAL, foreign keys, a busy timeout and its durability.
 
     PostgreSQL keeps its own settings: it flushes each commit, batching concurrent ones into one flush.
     """
-    parsed = _async_url(url)
+    parsed = async_url(url)
     if parsed.get_backend_name() != "sqlite":
         return create_async_engine(parsed, pool_pre_ping=True, **options)
     engine = create_async_engine(parsed, **options)
@@ -74,7 +66,7 @@ class Database:
     """
 
     def __init__(self, url: str | URL, *, durability: Durability = Durability.POWER_LOSS) -> None:
-        parsed = _async_url(url)
+        parsed = async_url(url)
         self.backend = parsed.get_backend_name()
         self._sync: Engine | None = None
         self._async: AsyncEngine | None = None

@@ -1,0 +1,123 @@
+"""``create_app(settings)``: one access point as an aiohttp application, composed from the shell's modules.
+
+The AS4 endpoint (``POST /as4``, ``inbound``), the backend API (the ``/api/v1`` sub-application, ``api``) and
+the health routes are registered when the application is made; the rest is built when it starts, in one
+cleanup context: the ``Context`` (store, queue, HTTP client, webhooks, routing), then the components over it,
+each put on the application under its typed ``AppKey``, then every long-lived task under the ``Supervisor``.
+At the stop the tasks end first, then the context closes.
+
+    receive ──► inbound ──► receive_pipeline ──► VerifiedMessage ──► store + receipt ──► router / replies
+                  │
+                  ├── PullRequest ──► pull.PullServer ──► send_pipeline
+                  └── receipt / error ──► signals ──► next_step (the decision table) ──► store
+    submit ──► api ──► submissions ──► store + queue ──► sending (workers) ──► send_pipeline ──► partner
+                                                                     └──► signals ──► next_step ──► store
+    supervised: sending workers, pull.Puller, maintenance (recovery, purge), P-Mode watcher, webhooks
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from accesspoint.msh.agreements import Agreements
+from accesspoint.msh.api import API, Api, api_application
+from accesspoint.msh.config import ServerConfig
+from accesspoint.msh.context import Context
+from accesspoint.msh.health import READINESS, Readiness, healthz, readyz
+from accesspoint.msh.inbound import Inbound
+from accesspoint.msh.maintenance import Maintenance
+from accesspoint.msh.problems import problems
+from accesspoint.msh.pull import Puller, PullServer
+from accesspoint.msh.receive_pipeline import ReceivePipeline
+from accesspoint.msh.replies import Replies
+from accesspoint.msh.send_pipeline import SendPipeline
+from accesspoint.msh.sending import SendWorkers
+from accesspoint.msh.signals import Settlement, Signals
+from accesspoint.msh.submissions import Submissions
+from accesspoint.msh.supervisor import Supervisor
+from accesspoint.msh.tls import server_context
+from accesspoint.store import SystemClock
+from accesspoint.store.clock import Clock
+
+CONTEXT = web.AppKey("context", Context)
+INBOUND = web.AppKey("inbound", Inbound)
+SUBMISSIONS = web.AppKey("submissions", Submissions)
+MAINTENANCE = web.AppKey("maintenance", Maintenance)
+SUPERVISOR = web.AppKey("supervisor", Supervisor)
+PULLER = web.AppKey("puller", Puller)
+
+
+def create_app(settings: ServerConfig, *, clock: Clock | None = None) -> web.Application:
+    """The access point's application; P-Modes are loaded now (PModeError stops a start), the rest at start."""
+    agreements = Agreements(settings.pmodes, evidence_retention=settings.evidence_retention)
+    app = web.Application(client_max_size=settings.max_message_size, middlewares=[problems])
+    app.router.add_post("/as4", _as4)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/health", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.add_subapp("/api/v1", api_application())
+    app.cleanup_ctx.append(functools.partial(_running, settings, clock or SystemClock(), agreements))
+    return app
+
+
+async def _as4(request: web.Request) -> web.StreamResponse:
+    """POST /as4."""
+    return await request.app[INBOUND].handle(request)
+
+
+async def _running(
+    settings: ServerConfig, clock: Clock, agreements: Agreements, app: web.Application
+) -> AsyncIterator[None]:
+    ctx = await Context.open(settings, clock, agreements)
+    supervisor = Supervisor()
+    try:
+        _compose(app, ctx, supervisor)
+        yield
+    finally:
+        await supervisor.stop()
+        await ctx.close()
+
+
+def _compose(app: web.Application, ctx: Context, supervisor: Supervisor) -> None:
+    """Build the components over the context, put them on the application and start the supervised tasks."""
+    send_pipeline = SendPipeline(ctx)
+    settlement = Settlement(ctx)
+    submissions = Submissions(ctx, send_pipeline)
+    replies = Replies(ctx, submissions.submit)
+    pulls = PullServer(ctx, send_pipeline, settlement)
+    inbound = Inbound(ctx, ReceivePipeline(ctx), ctx.routing, submissions, replies, Signals(ctx, settlement), pulls)
+    workers = SendWorkers(ctx, send_pipeline, settlement)
+    puller = Puller(ctx, inbound.accept)
+    maintenance = Maintenance(ctx)
+    app[CONTEXT] = ctx
+    app[INBOUND] = inbound
+    app[SUBMISSIONS] = submissions
+    app[MAINTENANCE] = maintenance
+    app[SUPERVISOR] = supervisor
+    app[PULLER] = puller
+    app[API] = Api(ctx, submissions)
+    app[READINESS] = Readiness(ctx, supervisor)
+    supervisor.spawn("recovery", maintenance.recover)
+    for number in range(ctx.settings.send_workers):
+        supervisor.spawn(f"send worker {number}", functools.partial(workers.run, number))
+    supervisor.spawn("pull", puller.run)
+    supervisor.spawn("purge", maintenance.purge_periodically)
+    supervisor.spawn("P-Mode watcher", ctx.agreements.watch)
+    for name, deliver in ctx.webhooks.deliveries(ctx.http):
+        supervisor.spawn(name, deliver)
+    # Routed messages a stop left received but not forwarded (their senders have the receipt) go on now.
+    supervisor.spawn(
+        "routing recovery", functools.partial(ctx.routing.resume, submissions, now=ctx.clock.now()), once=True
+    )
+
+
+def run_server(settings: ServerConfig) -> None:
+    """Serve until interrupted (``accesspoint serve``)."""
+    app = create_app(settings)
+    tls = None if settings.tls is None else server_context(settings.tls)
+    with contextlib.suppress(KeyboardInterrupt):
+        web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None, ssl_context=tls)

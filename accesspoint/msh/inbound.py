@@ -1,0 +1,214 @@
+"""The inbound pipeline: POST /as4 → received → verified message → persisted → signed receipt.
+
+A user message is read into spooled parts, verified by the receive pipeline (P-Mode, decryption, signature,
+trust, decompression: a ``VerifiedMessage``), checked against its leg (binding, reply), offered to the router,
+stored with its raw form and our receipt in one transaction and answered with that receipt; a repeated
+MessageId gets the stored receipt again, never a second delivery. Signals go to pull or signals. Any
+EbmsError becomes a signed ebMS error signal; what is left (a bug, the store down) a SOAP Fault with HTTP 500.
+
+Routing plugs in through ``InboundRouting``, an interface this module owns: it sees the verified route and
+header before anything is stored (and may refuse), and forwards what it accepted once it is stored.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
+
+from aiohttp import web
+
+from accesspoint.core.errors import EbmsError, ErrorCode
+from accesspoint.core.message import ReceivedMessage
+from accesspoint.core.model import SignalMessage, UserMessage
+from accesspoint.core.namespaces import SoapVersion
+from accesspoint.msh.config import ConfigError, WebhookEvent
+from accesspoint.msh.context import Context
+from accesspoint.msh.pull import PullServer
+from accesspoint.msh.receive_pipeline import ReceivePipeline, VerifiedMessage
+from accesspoint.msh.receiving import error_response, reply_policy, signed_signal
+from accesspoint.msh.replies import Replies
+from accesspoint.msh.signals import Signals
+from accesspoint.msh.views import message_info, message_json
+from accesspoint.msh.wire import READ_CHUNK, once, read_message_body, soap_fault, soap_response
+from accesspoint.routing.shell import Submitter
+from accesspoint.store import Direction, EvidenceKind, MessageStore, NewEvidence, Reception, StoredMessage
+from pmode import Binding, PModeSet, Route
+
+log = logging.getLogger("accesspoint.msh")
+
+PlanT = TypeVar("PlanT")
+
+
+class InboundRouting(Protocol[PlanT]):
+    """What the router does for the inbound pipeline (``accesspoint.routing.shell.Routing`` is one)."""
+
+    async def decide(self, store: MessageStore, pmodes: PModeSet, route: Route, user: UserMessage) -> PlanT | None:
+        """Where a verified message goes before it is stored: None keeps it here, EbmsError refuses it."""
+        ...
+
+    async def forward(
+        self, access_point: Submitter, plan: PlanT, received: StoredMessage, user: UserMessage, *, now: datetime
+    ) -> StoredMessage | None:
+        """Submit the stored message onwards as planned."""
+        ...
+
+
+class Inbound:
+    """The AS4 endpoint."""
+
+    def __init__(
+        self,
+        ctx: Context,
+        pipeline: ReceivePipeline,
+        router: InboundRouting[Any],
+        submitter: Submitter,
+        replies: Replies,
+        signals: Signals,
+        pulls: PullServer,
+    ) -> None:
+        self.ctx = ctx
+        self.pipeline = pipeline
+        self.router = router
+        self.submitter = submitter
+        self.replies = replies
+        self.signals = signals
+        self.pulls = pulls
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """POST /as4: a user message, a PullRequest, a receipt or an error signal."""
+        content_type = request.headers.get("Content-Type", "")
+        soap_version = SoapVersion.V11 if "text/xml" in content_type.lower() else SoapVersion.V12
+        try:
+            return await self._answer(request, content_type, soap_version)
+        except Exception:
+            # AS4 answers with a signed ebMS error signal wherever one can be built; this is what is left (a bug,
+            # the store or a key unusable): a SOAP Fault with HTTP 500, which senders treat as transient.
+            log.exception("internal error while answering an AS4 request")
+            return soap_fault(soap_version)
+
+    async def read(self, request: web.Request, content_type: str) -> ReceivedMessage:
+        """The request body parsed into spooled parts (EBMS:0103 past ``max_message_size``)."""
+        return await read_message_body(
+            request.content.iter_chunked(READ_CHUNK),
+            content_type,
+            limit=self.ctx.settings.max_message_size,
+            too_large="the message is larger than this access point accepts",
+        )
+
+    async def _answer(self, request: web.Request, content_type: str, soap_version: SoapVersion) -> web.StreamResponse:
+        now = self.ctx.clock.now()
+        received: ReceivedMessage | None = None
+        try:
+            received = await self.read(request, content_type)
+            soap_version = received.parsed.messaging.soap_version
+            message = received.parsed.messaging.message
+            if isinstance(message, SignalMessage) and message.pull_request is not None:
+                return await self.pulls.serve(request, received, message, now)
+            if isinstance(message, SignalMessage):
+                await self.signals.take(received, message, now)
+                return web.Response(status=200)  # ebMS 3: signals are not acknowledged
+            return soap_response(await self.accept(received, now), soap_version)
+        except EbmsError as error:
+            # An empty MPC is the normal answer to most PullRequests, not a refusal.
+            level = logging.DEBUG if error.error_code is ErrorCode.EMPTY_MPC else logging.WARNING
+            log.log(level, "refused an incoming message: %s", error)
+            return soap_response(self._error_signal(error, received, soap_version, now), soap_version)
+
+    def _error_signal(
+        self, error: EbmsError, received: ReceivedMessage | None, soap_version: SoapVersion, now: datetime
+    ) -> bytes:
+        """The signed error signal, signed as the leg's profile signs (Ed25519 on a 2.0 leg) where one matches."""
+        keys = self.ctx.settings.keys
+        policy = reply_policy(received, self.ctx.agreements.current)
+        try:
+            signing = keys.signing_key(policy)
+        except ConfigError:
+            signing, policy = keys.signing_key(), None
+        return error_response(error, keys=signing, policy=policy, soap_version=soap_version, at=now)
+
+    async def accept(self, received: ReceivedMessage, now: datetime, pulled_on: str | None = None) -> bytes:
+        """Verify, check, store and acknowledge a user message, pushed or pulled: the signed receipt to send back.
+
+        ``pulled_on`` is the MPC of the PullRequest that returned it (None when pushed): a message must travel
+        the way its leg's binding says. EbmsError when it is refused; then nothing is stored. A repeated
+        MessageId gets the stored receipt.
+        """
+        ctx = self.ctx
+        verified = await self.pipeline.verify(received, now)
+        try:
+            route, user = verified.route, verified.user_message
+            _check_binding(route, user, pulled_on)
+            await self._check_reply(route, user)
+            # The router asks FaR (or picks discovery) before the receipt: a refusal is EBMS:0004 with the reason.
+            plan = await self.router.decide(ctx.store, ctx.agreements.current, route, user)
+            receipt = signed_signal(
+                verified.receipt, ctx.settings.keys.signing_key(route.security), route.security, verified.soap_version
+            )
+            reception = await self._persist(verified, receipt, now)
+        finally:
+            verified.close()
+        if reception.duplicate and reception.receipt is not None:
+            log.info("duplicate %s: answering with the stored receipt", user.message_id)
+            return b"".join([c async for c in ctx.store.read(reception.receipt)])
+        ctx.webhooks.notify(WebhookEvent.MESSAGE_RECEIVED, message_json(reception.message))
+        if plan is not None:
+            await self.router.forward(self.submitter, plan, reception.message, user, now=now)
+        if user.message_info.ref_to_message_id is not None and not reception.duplicate:
+            await self.replies.answered(reception.message, now)
+        return receipt
+
+    async def _persist(self, verified: VerifiedMessage, receipt: bytes, now: datetime) -> Reception:
+        """Store a new message with its raw form and our receipt in one transaction (a repetition stores nothing)."""
+        store, user = self.ctx.store, verified.user_message
+        retention = self.ctx.agreements.evidence_retention(verified.route)
+        evidence = [
+            NewEvidence(EvidenceKind.RAW_MESSAGE, once(verified.envelope), retention),
+            NewEvidence(EvidenceKind.OUR_RECEIPT, once(receipt), retention),
+        ]
+        info = message_info(user, verified.route)
+        reception = await store.receive(info, verified.new_payloads(), now=now, evidence=evidence)
+        if reception.duplicate and reception.receipt is None:
+            # The first reception stopped (a crash) between storing the message and keeping its receipt: this
+            # one finishes it, keeping the evidence and telling the backend, as the first would have.
+            log.warning("duplicate %s without a stored receipt: keeping this reception's evidence", user.message_id)
+            kept = [(EvidenceKind.OUR_RECEIPT, receipt)]
+            if not await store.evidence(Direction.IN, user.message_id, EvidenceKind.RAW_MESSAGE):
+                kept.insert(0, (EvidenceKind.RAW_MESSAGE, verified.envelope))
+            for kind, data in kept:
+                await store.add_evidence(Direction.IN, user.message_id, kind, once(data), now=now, retain_for=retention)
+        return reception
+
+    async def _check_reply(self, route: Route, user: UserMessage) -> None:
+        """Two-way push-and-push: the reply (leg 2) must refer to a request this access point sent (ebMS 3 2.2.3)."""
+        if route.pmode.binding is not Binding.PUSH_AND_PUSH or route.leg.index != 1:
+            return
+        ref = user.message_info.ref_to_message_id
+        if ref is None or await self.ctx.store.get(Direction.OUT, ref) is None:
+            raise EbmsError(
+                ErrorCode.VALUE_INCONSISTENT,
+                "the reply does not refer to a request sent to this partner",
+                ref_to_message_id=user.message_id,
+                log_detail=f"RefToMessageId {ref!r} names no message we sent",
+            )
+
+
+def _check_binding(route: Route, user: UserMessage, pulled_on: str | None) -> None:
+    """EBMS:0010 for a message pushed on a pull leg, or pulled on a push leg or from another MPC."""
+    pull = route.pmode.binding is Binding.PULL
+    if pulled_on is None and not pull:
+        return
+    if pulled_on is None:
+        problem = f"{route.name} is a pull leg but the message was pushed"
+    elif not pull:
+        problem = f"{route.name} is a push leg but the message came in answer to a PullRequest"
+    elif user.effective_mpc != pulled_on:
+        problem = f"pulled on {pulled_on} but the message is on {user.effective_mpc}"
+    else:
+        return
+    raise EbmsError(
+        ErrorCode.PROCESSING_MODE_MISMATCH,
+        "the message does not travel as its P-Mode leg says",
+        ref_to_message_id=user.message_id,
+        log_detail=problem,
+    )

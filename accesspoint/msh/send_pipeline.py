@@ -1,0 +1,129 @@
+"""The send pipeline: a stored outgoing message rebuilt, compressed, signed, encrypted and packed into a spool.
+
+Every attempt rebuilds the message from the header as submitted and the stored payloads (``secure``). A
+message whose payloads together pass ``offload_threshold`` is secured entirely in a worker thread, in one
+hop: compression, the digests the signature covers, the encryption and the packing all read the payloads
+there, so the event loop never waits for the crypto of a large attachment; a small one is cheaper secured in
+place than the hop would cost. The packed body goes to a spool (memory, or a file past 1 MiB) that is then
+POSTed (or handed to a puller) with its length, so memory does not grow with the payload either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from accesspoint.core.envelope import parse_envelope
+from accesspoint.core.model import UserMessage
+from accesspoint.core.namespaces import SoapVersion
+from accesspoint.msh.context import Context
+from accesspoint.msh.wire import SPOOL_IN_MEMORY, file_source
+from accesspoint.routing.outbound import addressed
+from accesspoint.security.keys import KeyPair
+from accesspoint.security.outbound import Payload, SecuredMessage, secure_message
+from accesspoint.security.policy import SecurityPolicy
+from accesspoint.store import Direction, EvidenceKind, StoredMessage, StoredPayload
+from pmode import Route
+
+SUBMITTED_HEADERS = 4096  # headers as submitted kept in memory for their first attempt (the oldest go first)
+
+
+@dataclass(slots=True)
+class SpooledMessage:
+    """A secured message ready for the wire: what was signed, and the packed body in a spool at its start."""
+
+    secured: SecuredMessage
+    body: IO[bytes]
+    size: int
+
+    @property
+    def content_type(self) -> str:
+        """The HTTP Content-Type of the packed body (multipart/related with its start and boundary)."""
+        return self.secured.packed.content_type
+
+    def close(self) -> None:
+        """Drop the spool."""
+        self.body.close()
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """Everything securing needs, gathered on the loop; ``run`` does the work wherever it is called."""
+
+    user: UserMessage
+    payloads: tuple[Payload, ...]
+    policy: SecurityPolicy
+    signing_key: KeyPair
+    route: Route
+    soap_version: SoapVersion
+
+    def run(self) -> SpooledMessage:
+        secured = secure_message(
+            self.user,
+            self.payloads,
+            self.policy,
+            signing_key=self.signing_key,
+            recipient_certificate=self.route.partner_encryption_certificate,
+            soap_version=self.soap_version,
+        )
+        spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115 (SpooledMessage closes it)
+        try:
+            for chunk in secured.packed.body:
+                spool.write(chunk)
+            size = spool.tell()
+            spool.seek(0)
+        except BaseException:
+            spool.close()
+            raise
+        return SpooledMessage(secured, spool, size)
+
+
+class SendPipeline:
+    """Builds what goes on the wire for an outgoing message, off the loop when it is large."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        # The serialised header of each message submitted here, until its first attempt: the bytes kept as its
+        # evidence, so the sender need not read them back (retries and other instances do).
+        self._submitted: dict[str, bytes] = {}
+
+    def remember_header(self, message_id: str, header: bytes) -> None:
+        """Keep a just-submitted message's header for its first attempt."""
+        if len(self._submitted) >= SUBMITTED_HEADERS:
+            del self._submitted[next(iter(self._submitted))]
+        self._submitted[message_id] = header
+
+    async def secure(
+        self, message: StoredMessage, route: Route, soap_version: SoapVersion = SoapVersion.V12
+    ) -> SpooledMessage:
+        """The message compressed, signed, encrypted and packed; ValueError or EbmsError if it cannot be."""
+        store = self.ctx.store
+        header = self._submitted.pop(message.message_id, None)
+        if header is None:
+            kept = (await store.evidence(Direction.OUT, message.message_id, EvidenceKind.RAW_MESSAGE))[0]
+            header = b"".join([c async for c in store.read(kept)])
+        user = parse_envelope(header).messaging.message
+        if not isinstance(user, UserMessage):
+            raise ValueError("the stored header is not a user message")
+        stored = await store.payloads(message)
+        job = _Job(
+            addressed(user, route),  # a dynamic partner's eb:To is the access point discovery found
+            _payloads(store.files.root, stored, route),
+            route.security,
+            self.ctx.settings.keys.signing_key(route.security),
+            route,
+            soap_version,
+        )
+        if sum(p.size for p in stored) > self.ctx.settings.offload_threshold:
+            return await asyncio.to_thread(job.run)
+        return job.run()
+
+
+def _payloads(root: Path, stored: Sequence[StoredPayload], route: Route) -> tuple[Payload, ...]:
+    return tuple(
+        Payload(p.content_id, p.mime_type, file_source(root / p.path), compress=route.leg.compression) for p in stored
+    )

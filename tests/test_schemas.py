@@ -1,0 +1,72 @@
+"""The services' own schemas (FaR, the SMP, the operator): their migrations make exactly what the code declares,
+on SQLite and PostgreSQL, and a database made before migrations existed is adopted."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import Connection, MetaData, inspect
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from accesspoint.servicekit.database import Migrations, create_engine
+from far import model as far_model
+from operators import mailbox
+from smp import store as smp_store
+
+
+@dataclass(frozen=True)
+class Schema:
+    """One service's tables, migrations and engine factory."""
+
+    name: str
+    metadata: MetaData
+    migrations: Migrations
+    engine: Callable[[str], AsyncEngine]
+
+
+SCHEMAS = [
+    Schema("far", far_model.metadata, far_model.MIGRATIONS, far_model.create_engine),
+    Schema("smp", smp_store.metadata, smp_store.MIGRATIONS, create_engine),
+    Schema("operators", mailbox.metadata, mailbox.MIGRATIONS, mailbox.create_engine),
+]
+
+
+def _differences(connection: Connection, schema: Schema) -> list[Any]:
+    options = {"compare_type": True, "version_table": schema.migrations.version_table}
+    return list(compare_metadata(MigrationContext.configure(connection, opts=options), schema.metadata))
+
+
+@pytest.mark.parametrize("schema", SCHEMAS, ids=lambda s: s.name)
+async def test_migrations_make_the_declared_schema(schema: Schema, database_url: str) -> None:
+    """Upgraded to head, the database has the tables, columns, types and indexes the code declares, nothing more."""
+    engine = schema.engine(database_url)
+    try:
+        await schema.migrations.upgrade(engine)
+        async with engine.connect() as connection:
+            assert await connection.run_sync(_differences, schema) == []
+            tables = set(await connection.run_sync(lambda c: inspect(c).get_table_names()))
+        assert tables == {*schema.metadata.tables, schema.migrations.version_table}
+        assert await schema.migrations.current(engine) == schema.migrations.head
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize("schema", SCHEMAS, ids=lambda s: s.name)
+async def test_a_database_made_before_migrations_is_adopted(schema: Schema, tmp_path: Path) -> None:
+    """Tables from create_all, as the service made them before: recorded as migrated, not created a second time."""
+    engine = schema.engine(f"sqlite+aiosqlite:///{tmp_path / 'old.db'}")
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(schema.metadata.create_all)
+        assert await schema.migrations.current(engine) is None
+        await schema.migrations.upgrade(engine)
+        assert await schema.migrations.current(engine) == schema.migrations.head
+    finally:
+        await engine.dispose()
+
