@@ -17,7 +17,7 @@ import io
 import itertools
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -400,6 +400,8 @@ class Federation:
     revoked: KeyPair
     expiring: KeyPair
     crl: bytes
+    # One policy object per setting, as a P-Mode holds one: the trust decisions cached per policy are exercised.
+    policies: dict[tuple[RevocationMode, bool], SecurityPolicy] = field(default_factory=dict)
 
 
 @pytest.fixture(scope="module")
@@ -433,7 +435,8 @@ def _open_signed(
 ) -> OpenedMessage:
     """A signed (not encrypted) 1.15 message from ``sender`` opened under a trust policy anchored at the CA."""
     trust = TrustSettings(anchors=(federation.ca.certificate,), revocation=revocation, bind_cn_to_party_id=bind)
-    policy = _POLICIES.setdefault((revocation, bind), SecurityPolicy.edelivery_1_15(encrypt=False, trust=trust))
+    fresh = SecurityPolicy.edelivery_1_15(encrypt=False, trust=trust)
+    policy = federation.policies.setdefault((revocation, bind), fresh)
     secured = secure_message(
         _user_message(sender),
         [Payload(CONTENT_ID, "application/xml", lambda: [LETTER])],
@@ -450,10 +453,6 @@ def _open_signed(
 
     checker = RevocationChecker(fetch, clock=lambda: at)
     return open_message(Wire.of(secured).received(), policy, at=at, revocation=checker)
-
-
-# One policy object per setting, as a P-Mode holds one: the trust decisions cached per policy are exercised.
-_POLICIES: dict[tuple[RevocationMode, bool], SecurityPolicy] = {}
 
 
 @pytest.mark.parametrize("mode", [RevocationMode.HARD_FAIL, RevocationMode.SOFT_FAIL])
