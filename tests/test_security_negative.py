@@ -399,6 +399,8 @@ class Federation:
     good: KeyPair
     revoked: KeyPair
     expiring: KeyPair
+    encrypt_only: KeyPair  # keyUsage keyEncipherment only: not a signing key
+    sign_only: KeyPair  # keyUsage digitalSignature only
     crl: bytes
     # One policy object per setting, as a P-Mode holds one: the trust decisions cached per policy are exercised.
     policies: dict[tuple[RevocationMode, bool], SecurityPolicy] = field(default_factory=dict)
@@ -420,8 +422,14 @@ def federation() -> Federation:
         leaf("AP-SENDER"),
         revoked,
         leaf("AP-SENDER", not_after=NOW + timedelta(days=1)),
+        leaf("AP-SENDER", key_usage=_key_usage(encipherment=True)),
+        leaf("AP-SENDER", key_usage=_key_usage(signature=True)),
         crl.public_bytes(serialization.Encoding.DER),
     )
+
+
+def _key_usage(*, signature: bool = False, encipherment: bool = False) -> x509.KeyUsage:
+    return x509.KeyUsage(signature, False, encipherment, False, False, False, False, False, False)
 
 
 def _open_signed(
@@ -475,6 +483,32 @@ def test_a_signer_whose_cn_is_not_the_sender_party_id_is_refused_where_bound(fed
         assert (error.code, error.detail) == (ErrorCode.FAILED_AUTHENTICATION.code, UNTRUSTED)
         assert "AP-OTHER" in error.log_detail
     assert _open_signed(federation, federation.good, sender="AP-OTHER").trust is not None  # unbound: accepted
+
+
+@pytest.mark.parametrize("mode", [RevocationMode.OFF, RevocationMode.HARD_FAIL])
+def test_a_signer_certificate_not_made_for_signing_is_refused(federation: Federation, mode: RevocationMode) -> None:
+    """A certificate whose keyUsage allows only key encipherment does not sign; one for signing only does."""
+    error = _refused(lambda: _open_signed(federation, federation.encrypt_only, revocation=mode))
+    assert (error.code, error.detail) == (ErrorCode.FAILED_AUTHENTICATION.code, UNTRUSTED)
+    assert "keyUsage lacks digitalSignature" in error.log_detail
+    assert _open_signed(federation, federation.sign_only, revocation=mode).trust is not None
+
+
+def test_trust_decisions_for_many_policies_do_not_overflow_their_cache(federation: Federation) -> None:
+    """Past the 256 decisions kept, the oldest make room: the 300th policy's message still opens."""
+    trust = TrustSettings(anchors=(federation.ca.certificate,), revocation=RevocationMode.OFF)
+    secured = secure_message(
+        _user_message(),
+        [Payload(CONTENT_ID, "application/xml", lambda: [LETTER])],
+        SecurityPolicy.edelivery_1_15(encrypt=False, trust=trust),
+        signing_key=federation.good,
+        recipient_certificate=None,
+        new_id=_ids(),
+    )
+    received = Wire.of(secured).received()
+    policies = [SecurityPolicy.edelivery_1_15(encrypt=False, trust=replace(trust)) for _ in range(300)]
+    for policy in policies:
+        assert open_message(received, policy, at=NOW).trust is not None
 
 
 def test_a_trust_decision_does_not_outlive_the_signer_certificate(federation: Federation) -> None:
@@ -542,7 +576,8 @@ def test_an_unsigned_receipt_is_refused_and_where_allowed_must_still_echo_what_w
     error = _refused(lambda: _verify_receipt(side, wire, receipt))
     assert (error.code, error.detail) == (ErrorCode.INVALID_RECEIPT.code, "the receipt is not signed")
     lenient = replace(side.policy, require_signed_receipts=False)
-    assert _verify_receipt(side, wire, receipt, lenient).signature is None
+    verified = _verify_receipt(side, wire, receipt, lenient)
+    assert verified.signature is None and verified.signal.message_info.message_id == "receipt-1@receiver"
     echoes = list(wire.references)
     echoes[0] = replace(echoes[0], digest_value=base64.b64encode(bytes(32)).decode())
     wire, receipt = _receipt(side, None, tuple(echoes))
