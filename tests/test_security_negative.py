@@ -47,6 +47,7 @@ from accesspoint.core.namespaces import GZIP, NS
 from accesspoint.core.signals import build_receipt
 from accesspoint.msh.config import load_config
 from accesspoint.msh.server import AccessPoint
+from accesspoint.security.algorithms import SignatureAlgorithm
 from accesspoint.security.encryption import encrypt_attachments
 from accesspoint.security.inbound import OpenedMessage, open_message
 from accesspoint.security.keys import KeyPair
@@ -54,7 +55,7 @@ from accesspoint.security.outbound import Payload, SecuredMessage, secure_messag
 from accesspoint.security.policy import RevocationMode, SecurityPolicy, TokenReference, TrustSettings
 from accesspoint.security.receipts import VerifiedReceipt, sign_signal, verify_receipt
 from accesspoint.security.revocation import FetchError, RevocationChecker
-from accesspoint.security.signing import AttachmentSource, security_header
+from accesspoint.security.signing import AttachmentSource, exc_c14n, security_header, sign_bytes
 from accesspoint.security.trust import WIRE_DETAIL as UNTRUSTED
 from accesspoint.store import Direction
 from tests import trustpki
@@ -360,6 +361,23 @@ def test_an_unencrypted_attachment_is_refused_where_the_policy_encrypts(side: Si
     error = _refused(lambda: _open(side, wire))
     assert error.code == ErrorCode.POLICY_NONCOMPLIANCE.code
     assert error.detail == f"attachment {CONTENT_ID!r} is not encrypted"
+
+
+def _resign(wire: Wire, side: Side) -> None:
+    """Sign SignedInfo again with the sender's key: what a sender that writes odd references would send."""
+    signed_info = _one(wire.envelope, f".//{DS}SignedInfo")
+    method = _one(signed_info, f"{DS}SignatureMethod").get("Algorithm", "")
+    value = sign_bytes(side.sender, SignatureAlgorithm(method), exc_c14n(signed_info))
+    _one(wire.envelope, f".//{DS}SignatureValue").text = base64.b64encode(value).decode()
+
+
+def test_a_reference_uri_that_is_neither_an_id_nor_a_content_id_is_refused(side: Side) -> None:
+    """A correctly signed Reference whose URI is "x<id>" (not "#<id>" or "cid:") is EBMS:0101, never verified."""
+    wire = _send(side, encrypt=False)
+    reference = _reference(wire, "messaging")
+    reference.set("URI", "x" + reference.get("URI", "")[1:])
+    _resign(wire, side)
+    _signature_failure(_refused(lambda: _open(side, wire, encrypt=False)), "is neither #id nor cid:")
 
 
 # ------------------------------------------------------------------------------------------ the encryption
