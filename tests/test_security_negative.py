@@ -26,7 +26,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 from lxml import etree
 
 from accesspoint.core.envelope import build_envelope, parse_envelope, serialize
@@ -378,6 +379,27 @@ def test_a_reference_uri_that_is_neither_an_id_nor_a_content_id_is_refused(side:
     reference.set("URI", "x" + reference.get("URI", "")[1:])
     _resign(wire, side)
     _signature_failure(_refused(lambda: _open(side, wire, encrypt=False)), "is neither #id nor cid:")
+
+
+def test_a_signature_value_under_another_algorithm_than_its_key_is_refused(side: Side) -> None:
+    """An RSA signature labelled ecdsa-sha256 (2.0 allows it) or an Ed25519 one labelled rsa-sha256 (1.15 allows
+    it), each a valid signature by the sender's own key: the label must fit the key, EBMS:0101."""
+    wire = _send(side, encrypt=False)
+    signed_info = _one(wire.envelope, f".//{DS}SignedInfo")
+    key = side.sender.private_key
+    if isinstance(key, rsa.RSAPrivateKey):
+        label, policy = SignatureAlgorithm.ECDSA_SHA256, SecurityPolicy.edelivery_2_0(encrypt=False)
+        _one(signed_info, f"{DS}SignatureMethod").set("Algorithm", label.value)
+        value = key.sign(exc_c14n(signed_info), padding.PKCS1v15(), hashes.SHA256())
+    else:
+        assert isinstance(key, ed25519.Ed25519PrivateKey)
+        label, policy = SignatureAlgorithm.RSA_SHA256, SecurityPolicy.edelivery_1_15(encrypt=False)
+        _one(signed_info, f"{DS}SignatureMethod").set("Algorithm", label.value)
+        value = key.sign(exc_c14n(signed_info))
+    _one(wire.envelope, f".//{DS}SignatureValue").text = base64.b64encode(value).decode()
+    policy = replace(policy, trust=side.policy.trust)
+    error = _refused(lambda: open_message(wire.received(), policy, at=NOW))
+    _signature_failure(error, "SignatureValue does not verify")
 
 
 # ------------------------------------------------------------------------------------------ the encryption
