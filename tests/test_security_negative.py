@@ -26,7 +26,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 from lxml import etree
 
 from accesspoint.core.envelope import build_envelope, parse_envelope, serialize
@@ -47,6 +48,7 @@ from accesspoint.core.namespaces import GZIP, NS
 from accesspoint.core.signals import build_receipt
 from accesspoint.msh.app import CONTEXT, create_app
 from accesspoint.msh.config import load_config
+from accesspoint.security.algorithms import SignatureAlgorithm
 from accesspoint.security.encryption import encrypt_attachments
 from accesspoint.security.inbound import OpenedMessage, open_message
 from accesspoint.security.keys import KeyPair
@@ -54,7 +56,7 @@ from accesspoint.security.outbound import Payload, SecuredMessage, secure_messag
 from accesspoint.security.policy import RevocationMode, SecurityPolicy, TokenReference, TrustSettings
 from accesspoint.security.receipts import VerifiedReceipt, sign_signal, verify_receipt
 from accesspoint.security.revocation import FetchError, RevocationChecker
-from accesspoint.security.signing import AttachmentSource, security_header
+from accesspoint.security.signing import AttachmentSource, exc_c14n, security_header, sign_bytes
 from accesspoint.security.trust import WIRE_DETAIL as UNTRUSTED
 from accesspoint.store import Direction
 from tests import trustpki
@@ -362,6 +364,44 @@ def test_an_unencrypted_attachment_is_refused_where_the_policy_encrypts(side: Si
     assert error.detail == f"attachment {CONTENT_ID!r} is not encrypted"
 
 
+def _resign(wire: Wire, side: Side) -> None:
+    """Sign SignedInfo again with the sender's key: what a sender that writes odd references would send."""
+    signed_info = _one(wire.envelope, f".//{DS}SignedInfo")
+    method = _one(signed_info, f"{DS}SignatureMethod").get("Algorithm", "")
+    value = sign_bytes(side.sender, SignatureAlgorithm(method), exc_c14n(signed_info))
+    _one(wire.envelope, f".//{DS}SignatureValue").text = base64.b64encode(value).decode()
+
+
+def test_a_reference_uri_that_is_neither_an_id_nor_a_content_id_is_refused(side: Side) -> None:
+    """A correctly signed Reference whose URI is "x<id>" (not "#<id>" or "cid:") is EBMS:0101, never verified."""
+    wire = _send(side, encrypt=False)
+    reference = _reference(wire, "messaging")
+    reference.set("URI", "x" + reference.get("URI", "")[1:])
+    _resign(wire, side)
+    _signature_failure(_refused(lambda: _open(side, wire, encrypt=False)), "is neither #id nor cid:")
+
+
+def test_a_signature_value_under_another_algorithm_than_its_key_is_refused(side: Side) -> None:
+    """An RSA signature labelled ecdsa-sha256 (2.0 allows it) or an Ed25519 one labelled rsa-sha256 (1.15 allows
+    it), each a valid signature by the sender's own key: the label must fit the key, EBMS:0101."""
+    wire = _send(side, encrypt=False)
+    signed_info = _one(wire.envelope, f".//{DS}SignedInfo")
+    key = side.sender.private_key
+    if isinstance(key, rsa.RSAPrivateKey):
+        label, policy = SignatureAlgorithm.ECDSA_SHA256, SecurityPolicy.edelivery_2_0(encrypt=False)
+        _one(signed_info, f"{DS}SignatureMethod").set("Algorithm", label.value)
+        value = key.sign(exc_c14n(signed_info), padding.PKCS1v15(), hashes.SHA256())
+    else:
+        assert isinstance(key, ed25519.Ed25519PrivateKey)
+        label, policy = SignatureAlgorithm.RSA_SHA256, SecurityPolicy.edelivery_1_15(encrypt=False)
+        _one(signed_info, f"{DS}SignatureMethod").set("Algorithm", label.value)
+        value = key.sign(exc_c14n(signed_info))
+    _one(wire.envelope, f".//{DS}SignatureValue").text = base64.b64encode(value).decode()
+    policy = replace(policy, trust=side.policy.trust)
+    error = _refused(lambda: open_message(wire.received(), policy, at=NOW))
+    _signature_failure(error, "SignatureValue does not verify")
+
+
 # ------------------------------------------------------------------------------------------ the encryption
 
 
@@ -399,6 +439,8 @@ class Federation:
     good: KeyPair
     revoked: KeyPair
     expiring: KeyPair
+    encrypt_only: KeyPair  # keyUsage keyEncipherment only: not a signing key
+    sign_only: KeyPair  # keyUsage digitalSignature only
     crl: bytes
     # One policy object per setting, as a P-Mode holds one: the trust decisions cached per policy are exercised.
     policies: dict[tuple[RevocationMode, bool], SecurityPolicy] = field(default_factory=dict)
@@ -420,8 +462,14 @@ def federation() -> Federation:
         leaf("AP-SENDER"),
         revoked,
         leaf("AP-SENDER", not_after=NOW + timedelta(days=1)),
+        leaf("AP-SENDER", key_usage=_key_usage(encipherment=True)),
+        leaf("AP-SENDER", key_usage=_key_usage(signature=True)),
         crl.public_bytes(serialization.Encoding.DER),
     )
+
+
+def _key_usage(*, signature: bool = False, encipherment: bool = False) -> x509.KeyUsage:
+    return x509.KeyUsage(signature, False, encipherment, False, False, False, False, False, False)
 
 
 def _open_signed(
@@ -475,6 +523,32 @@ def test_a_signer_whose_cn_is_not_the_sender_party_id_is_refused_where_bound(fed
         assert (error.code, error.detail) == (ErrorCode.FAILED_AUTHENTICATION.code, UNTRUSTED)
         assert "AP-OTHER" in error.log_detail
     assert _open_signed(federation, federation.good, sender="AP-OTHER").trust is not None  # unbound: accepted
+
+
+@pytest.mark.parametrize("mode", [RevocationMode.OFF, RevocationMode.HARD_FAIL])
+def test_a_signer_certificate_not_made_for_signing_is_refused(federation: Federation, mode: RevocationMode) -> None:
+    """A certificate whose keyUsage allows only key encipherment does not sign; one for signing only does."""
+    error = _refused(lambda: _open_signed(federation, federation.encrypt_only, revocation=mode))
+    assert (error.code, error.detail) == (ErrorCode.FAILED_AUTHENTICATION.code, UNTRUSTED)
+    assert "keyUsage lacks digitalSignature" in error.log_detail
+    assert _open_signed(federation, federation.sign_only, revocation=mode).trust is not None
+
+
+def test_trust_decisions_for_many_policies_do_not_overflow_their_cache(federation: Federation) -> None:
+    """Past the 256 decisions kept, the oldest make room: the 300th policy's message still opens."""
+    trust = TrustSettings(anchors=(federation.ca.certificate,), revocation=RevocationMode.OFF)
+    secured = secure_message(
+        _user_message(),
+        [Payload(CONTENT_ID, "application/xml", lambda: [LETTER])],
+        SecurityPolicy.edelivery_1_15(encrypt=False, trust=trust),
+        signing_key=federation.good,
+        recipient_certificate=None,
+        new_id=_ids(),
+    )
+    received = Wire.of(secured).received()
+    policies = [SecurityPolicy.edelivery_1_15(encrypt=False, trust=replace(trust)) for _ in range(300)]
+    for policy in policies:
+        assert open_message(received, policy, at=NOW).trust is not None
 
 
 def test_a_trust_decision_does_not_outlive_the_signer_certificate(federation: Federation) -> None:
@@ -542,7 +616,8 @@ def test_an_unsigned_receipt_is_refused_and_where_allowed_must_still_echo_what_w
     error = _refused(lambda: _verify_receipt(side, wire, receipt))
     assert (error.code, error.detail) == (ErrorCode.INVALID_RECEIPT.code, "the receipt is not signed")
     lenient = replace(side.policy, require_signed_receipts=False)
-    assert _verify_receipt(side, wire, receipt, lenient).signature is None
+    verified = _verify_receipt(side, wire, receipt, lenient)
+    assert verified.signature is None and verified.signal.message_info.message_id == "receipt-1@receiver"
     echoes = list(wire.references)
     echoes[0] = replace(echoes[0], digest_value=base64.b64encode(bytes(32)).decode())
     wire, receipt = _receipt(side, None, tuple(echoes))
