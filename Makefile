@@ -25,6 +25,8 @@ typecheck: $(STAMP)
 
 unit: $(STAMP)
 	bash scripts/ensure-system-packages.sh
+	# Tests start many child processes; with PYTHONDONTWRITEBYTECODE set each would compile the sources again.
+	$(BIN)/python -m compileall -q accesspoint pmode smp far operators >/dev/null
 	$(BIN)/pytest
 
 test: lint typecheck unit

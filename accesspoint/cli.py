@@ -22,7 +22,8 @@ from typing import Any, NoReturn
 from accesspoint.core.errors import EbmsError
 from accesspoint.core.httpdump import guess_bare_content_type, split_http_dump
 from accesspoint.core.message import ReceivedMessage, read_message
-from accesspoint.core.model import ErrorInfo, Party, Property, ReferenceEcho, SignalMessage, UserMessage
+from accesspoint.core.model import ErrorInfo, ReferenceEcho, SignalMessage, UserMessage
+from accesspoint.core.summary import header_json, properties_json
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -75,14 +76,6 @@ def load_message(path: str, content_type: str | None) -> tuple[str, bytes]:
 # ---------------------------------------------------------------------------------------------- inspect
 
 
-def _party(party: Party) -> dict[str, Any]:
-    return {"party_ids": [{"value": p.value, "type": p.type} for p in party.party_ids], "role": party.role}
-
-
-def _properties(properties: Sequence[Property]) -> list[dict[str, Any]]:
-    return [{"name": p.name, "value": p.value, "type": p.type} for p in properties]
-
-
 def _reference(reference: ReferenceEcho) -> dict[str, Any]:
     return {
         "uri": reference.uri,
@@ -122,26 +115,8 @@ def summarize(received: ReceivedMessage) -> dict[str, Any]:
         and parsed.security_header.find("{http://www.w3.org/2000/09/xmldsig#}Signature") is not None,
     }
     if isinstance(header, UserMessage):
-        collab = header.collaboration_info
-        summary.update(
-            {
-                "from": _party(header.party_info.sender),
-                "to": _party(header.party_info.receiver),
-                "agreement": None
-                if collab.agreement_ref is None
-                else {
-                    "value": collab.agreement_ref.value,
-                    "type": collab.agreement_ref.type,
-                    "pmode": collab.agreement_ref.pmode,
-                },
-                "service": {"value": collab.service.value, "type": collab.service.type},
-                "action": collab.action,
-                "conversation_id": collab.conversation_id,
-                "mpc": header.effective_mpc,
-                "message_properties": _properties(header.message_properties),
-                "parts": [_part_summary(part, received) for part in header.payload_info],
-            }
-        )
+        summary.update(header_json(header))
+        summary["parts"] = [_part_summary(part, received) for part in header.payload_info]
     else:
         summary.update(_signal_summary(header))
     return summary
@@ -164,7 +139,7 @@ def _part_summary(part: Any, received: ReceivedMessage) -> dict[str, Any]:
         "mime_type": part.mime_type,
         "character_set": part.character_set,
         "compression_type": part.compression_type,
-        "properties": _properties(part.properties),
+        "properties": properties_json(part.properties),
         "size": size,
     }
 
@@ -211,6 +186,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "accesspoint.far_cli",
     "accesspoint.keys_cli",
     "accesspoint.operators_cli",
+    "accesspoint.conformance_cli",
 )
 
 

@@ -20,17 +20,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import ctypes
 import hashlib
 import json
-import os
 import secrets
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 import urllib.error
 import urllib.request
@@ -44,9 +39,11 @@ from typing import Any
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from accesspoint import demo_federation
 from accesspoint.core.envelope import ParsedEnvelope, parse_envelope
 from accesspoint.core.errors import EbmsError
 from accesspoint.core.namespaces import NS
+from accesspoint.demo_common import Child, DemoFailure, free_port, key_files, say
 from accesspoint.keys_cli import DevelopmentPki, Issued, PartyKeys, generate_keys
 from accesspoint.msh.config import load_config
 from accesspoint.security.policy import RevocationMode, TrustSettings
@@ -60,9 +57,7 @@ UNREGISTERED = "urn:oasis:names:tc:ebcore:partyid-type:unregistered"
 SERVICE = {"value": "urn:example:service:letters", "type": "urn:example:service-type"}
 PARTIES = {"sweden": "AP-SE-0001", "norway": "AP-NO-0002"}
 SENDER, RECEIVER = "sweden", "norway"
-START_TIMEOUT = 30.0
 DELIVERY_TIMEOUT = 20.0
-WIDTH = 110
 LETTER = (
     b"<?xml version='1.0' encoding='UTF-8'?>\n"
     b"<Letter xmlns='urn:example:digitalpost'><To>198112289874</To>"
@@ -70,20 +65,9 @@ LETTER = (
 )
 
 
-class DemoFailure(Exception):
-    """Something the demo expected did not happen; the message says what."""
-
-
-def _say(text: str = "", indent: int = 3) -> None:
-    """Print a paragraph, wrapped for a terminal; continuation lines are indented by ``indent``."""
-    wrapped = textwrap.fill(text, WIDTH, subsequent_indent=" " * indent, break_on_hyphens=False) if text else ""
-    sys.stdout.write(wrapped + "\n")
-    sys.stdout.flush()
-
-
 def _step(label: str, text: str) -> None:
     """One step of an exchange: a label in a column, then what happened and what it proves."""
-    _say(f"   {label:10} {text}", indent=14)
+    say(f"   {label:10} {text}", indent=14)
 
 
 def _short(uri: str) -> str:
@@ -170,81 +154,6 @@ def pmode_document(own: str, pki: DevelopmentPki, endpoints: dict[str, str]) -> 
     return {"version": 1, "self": [profile.party(own) for profile in PROFILES], "parties": parties, "pmodes": pmodes}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Child:
-    """One child process answering HTTP on a loopback port: started, awaited, stopped with one SIGTERM."""
-
-    def __init__(self, name: str, folder: Path, port: int, argv: list[str], *, health: str = "/health") -> None:
-        self.name, self.folder, self.port, self.argv, self.health = name, folder, port, argv, health
-        self.log_path = folder / f"{name}.log"
-        self.process: subprocess.Popen[bytes] | None = None
-        self._terminated = False
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def start(self) -> None:
-        """Start ``python -m accesspoint <argv>`` (``wait_ready`` waits for it to answer)."""
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "accesspoint", *self.argv],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                # preexec_fn is safe here: the demo starts no threads.
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-            )
-
-    def wait_ready(self) -> None:
-        """Poll the health URL until it answers (the process must stay alive meanwhile)."""
-        assert self.process is not None
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise DemoFailure(f"{self.name} exited with {self.process.returncode}:\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(self.url + self.health, timeout=1):  # noqa: S310 (http on loopback)
-                    return
-            except urllib.error.HTTPError:
-                return  # it answers (a server without a health path says 404)
-            except OSError:
-                time.sleep(0.05)
-        raise DemoFailure(f"{self.name} did not answer on {self.url} within {START_TIMEOUT:.0f} s")
-
-    def terminate(self) -> None:
-        """Ask the process to stop, once: SIGTERM makes aiohttp shut down gracefully, a second one would not."""
-        if self.process is not None and self.process.poll() is None and not self._terminated:
-            self._terminated = True
-            self.process.terminate()
-
-    def stop(self) -> int | None:
-        """Terminate the process and wait for it (SIGKILL after 15 s); its exit code."""
-        if self.process is None:
-            return None
-        self.terminate()
-        return stop_process(self.process, terminate=False)
-
-    def log_tail(self, lines: int = 15) -> str:
-        """The last lines of the process's log, indented."""
-        try:
-            text = self.log_path.read_text("utf-8", errors="replace")
-        except OSError:
-            return "    (no log)"
-        return "\n".join(f"    {line}" for line in text.splitlines()[-lines:])
-
-
 class AccessPoint(Child):
     """One ``accesspoint serve`` process with its own settings, P-Modes, database and files."""
 
@@ -265,8 +174,8 @@ class AccessPoint(Child):
             "send": {"workers": 2, "timeout": "10s", "lease": "30s"},
             "keys": {
                 # One RSA key (1.15 signs and decrypts with it) and one Ed25519 key: the P-Mode picks.
-                "signing": [_pair(self.keys.rsa), _pair(self.keys.ed25519)],
-                "decryption": [_pair(self.keys.x25519)],
+                "signing": [key_files(self.keys.rsa), key_files(self.keys.ed25519)],
+                "decryption": [key_files(self.keys.x25519)],
             },
         }
         (folder / "server.yaml").write_text(json.dumps(settings, indent=2))
@@ -306,30 +215,6 @@ class AccessPoint(Child):
             return b"".join([chunk async for chunk in store.read(found[-1])])
         finally:
             await store.close()
-
-
-def stop_process(process: subprocess.Popen[bytes], timeout: float = 15, *, terminate: bool = True) -> int:
-    """SIGTERM (unless it has stopped, or ``terminate`` is False: sent already), wait up to ``timeout`` s, then
-    SIGKILL; the exit code."""
-    if process.poll() is None:
-        if terminate:
-            process.terminate()
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    return process.returncode
-
-
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM when the demo dies, even by SIGKILL, so no server outlives it (Linux)."""
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-
-def _pair(issued: Issued) -> dict[str, str]:
-    return {"key": str(issued.key_path), "certificate": str(issued.certificate_path)}
 
 
 # ------------------------------------------------------------------------------------------- the exchange
@@ -382,7 +267,7 @@ def exchange(number: int, profile: Profile, sender: AccessPoint, receiver: Acces
     message_id = f"letter-{profile.label}-{secrets.token_hex(4)}@{sender.name}.example"
     sha = hashlib.sha256(LETTER).hexdigest()
     to, by = receiver.keys.party_id, sender.keys.party_id
-    _say(
+    say(
         f"{number}. eDelivery AS4 {profile.label} ({profile.keys}): "
         f"{sender.name} ({by}) sends a letter to {receiver.name} ({to})"
     )
@@ -442,8 +327,8 @@ def exchange(number: int, profile: Profile, sender: AccessPoint, receiver: Acces
     if part["sha256"] != sha or out_sha != {sha}:
         raise DemoFailure(f"{profile.label}: payload SHA-256 differs: sent {out_sha}, received {part['sha256']}")
     _step("payload", f"SHA-256 at {sender.name} = at {receiver.name} = {sha[:24]}… -> the letter arrived intact")
-    _say(f"   OK eDelivery AS4 {profile.label}: delivered, receipt verified, payload SHA-256 equal on both sides")
-    _say()
+    say(f"   OK eDelivery AS4 {profile.label}: delivered, receipt verified, payload SHA-256 equal on both sides")
+    say()
 
 
 # ----------------------------------------------------------------------------------------------- main
@@ -465,37 +350,37 @@ def _terminate_on_sigterm() -> Iterator[None]:
 
 def run(folder: Path) -> None:
     """The whole demo inside ``folder``."""
-    _say("AS4 access point demo: two access points on this machine exchange signed, encrypted messages", 0)
-    _say(
+    say("AS4 access point demo: two access points on this machine exchange signed, encrypted messages", 0)
+    say(
         "An access point carries an organisation's documents to another's over AS4: it signs and encrypts what it "
         "sends, and the receiving one answers with a signed receipt that proves delivery. What two access points "
         "agreed (parties, service, security profile) is their P-Mode.",
         0,
     )
-    _say()
+    say()
     started = time.monotonic()
     pki = generate_keys(folder / "keys", PARTIES, days=1)
-    _say(f"1. A development PKI (accesspoint keys generate, in {pki.folder}):")
-    _say(f"   CA  {_cn(pki.ca.certificate)} (RSA-2048, self-signed): both access points trust what it issued")
+    say(f"1. A development PKI (accesspoint keys generate, in {pki.folder}):")
+    say(f"   CA  {_cn(pki.ca.certificate)} (RSA-2048, self-signed): both access points trust what it issued")
     for name, keys in pki.parties.items():
-        _say(
+        say(
             f"   {name:7} CN={keys.party_id} (its PartyId): RSA-2048 for 1.15 (signs and decrypts), "
             f"Ed25519 (signs) and X25519 (decrypts) for 2.0, all issued by the CA",
             indent=11,
         )
-    ports = {SENDER: _free_port(), RECEIVER: _free_port()}
+    ports = {SENDER: free_port(), RECEIVER: free_port()}
     points = [AccessPoint(name, folder / name, pki, ports) for name in (SENDER, RECEIVER)]
     try:
         for point in points:
             point.start()
         for point in points:
             point.wait_ready()
-        _say()
-        _say("2. Two access points, each its own `python -m accesspoint serve` process:")
+        say()
+        say("2. Two access points, each its own `python -m accesspoint serve` process:")
         for point in points:
             assert point.process is not None
-            _say(f"   {point.name:7} {point.url}/as4  pid {point.process.pid}  (P-Modes: letters-1.15, letters-2.0)")
-        _say()
+            say(f"   {point.name:7} {point.url}/as4  pid {point.process.pid}  (P-Modes: letters-1.15, letters-2.0)")
+        say()
         sender, receiver = points
         for number, profile in enumerate(PROFILES, start=3):
             exchange(number, profile, sender, receiver, pki)
@@ -509,16 +394,14 @@ def run(folder: Path) -> None:
         codes = {point.name: point.stop() for point in points}
     if any(code != 0 for code in codes.values()):
         raise DemoFailure(f"an access point did not stop cleanly: exit codes {codes}")
-    _say(
+    say(
         f"{len(PROFILES) + 3}. Both access points stopped cleanly (exit code 0) after "
         f"{time.monotonic() - started:.1f} s"
     )
-    from accesspoint import demo_federation  # it builds on this module's helpers
-
     (folder / "federation").mkdir()
     demo_federation.run(folder / "federation", len(PROFILES) + 4)
-    _say()
-    _say(f"The demo took {time.monotonic() - started:.1f} s and leaves nothing behind", 0)
+    say()
+    say(f"The demo took {time.monotonic() - started:.1f} s and leaves nothing behind", 0)
 
 
 def main() -> int:

@@ -42,7 +42,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from lxml import etree
 
-from accesspoint.demo import Child, DemoFailure, _free_port, _pair, _say, stop_process
+from accesspoint.demo_common import Child, DemoFailure, free_port, key_files, say, stop_process
 from accesspoint.envelopes.sbdh import DocumentIdentification, Partner, Sbdh, Scope, ScopeType, build_sbd
 from accesspoint.keys_cli import DevelopmentPki, generate_keys
 from accesspoint.msh.end_to_end import certificate_sha256, verify_answer
@@ -238,10 +238,10 @@ class Federation:
 def build(folder: Path, pki: DevelopmentPki, *, nordic_settings: dict[str, Any] | None = None) -> Federation:
     """Write every process's settings (nothing runs yet); ``nordic_settings`` adds to the Nordic access point's."""
     names = ("far", "smp", "nordic", "sweden", "op1", "op2", "mailbox-op1", "mailbox-op2")
-    ports = {name: _free_port() for name in names}
+    ports = {name: free_port() for name in names}
     url = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     anchors = str(pki.ca.certificate_path)
-    keys = {name: {"signing": [_pair(pki.parties[name].rsa)]} for name in PARTY_IDS}
+    keys = {name: {"signing": [key_files(pki.parties[name].rsa)]} for name in PARTY_IDS}
     smp = _smp(folder / "smp", ports["smp"], pki)
     binary = shutil.which("dnsmasq") or shutil.which("dnsmasq", path="/usr/sbin:/sbin")
     dns = None if binary is None else Dnsmasq(binary, folder / "dns")
@@ -382,7 +382,7 @@ class Dnsmasq:
     def __init__(self, binary: str, folder: Path) -> None:
         self.binary, self.folder = binary, folder
         folder.mkdir()
-        self.port = _free_port()  # a TCP port free now; dnsmasq listens on UDP and TCP
+        self.port = free_port()  # a TCP port free now; dnsmasq listens on UDP and TCP
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, records: dict[str, str]) -> None:
@@ -570,9 +570,9 @@ def reverify(nordic: AccessPointServer, sent: dict[str, Any], pki: DevelopmentPk
 
 def run(folder: Path, number: int) -> int:
     """Part two of the demo, its sections numbered from ``number``; the next free number."""
-    _say()
-    _say("Part 2: Swedish digital post as a small federation: FaR, a router and two mailbox operators", 0)
-    _say(
+    say()
+    say("Part 2: Swedish digital post as a small federation: FaR, a router and two mailbox operators", 0)
+    say(
         "A Norwegian agency's access point sends letters to people in Sweden. The Swedish access point asks FaR "
         "(the routing register) where each recipient's digital mailbox is and whether they accept mail from that "
         "sender, then forwards the letter to that mailbox operator's access point or refuses it at once. The "
@@ -586,8 +586,8 @@ def run(folder: Path, number: int) -> int:
     federation = build(folder, pki)
     try:
         start(federation, pki)
-        _say()
-        _say(f"{number}. The federation, each its own process (keys from one development CA):")
+        say()
+        say(f"{number}. The federation, each its own process (keys from one development CA):")
         roles = {
             "far": "FaR, the routing register (accesspoint far serve)",
             "smp": "an SMP (accesspoint smp serve) publishing where a participant abroad receives",
@@ -599,31 +599,31 @@ def run(folder: Path, number: int) -> int:
             "mailbox-op2": f"{OPERATORS[1].name}'s mailboxes (accesspoint operator serve)",
         }
         for server in federation.all:
-            _say(f"   {server.name:11} {server.url:22} pid {server.pid}  {roles[server.name]}", indent=37)
+            say(f"   {server.name:11} {server.url:22} pid {server.pid}  {roles[server.name]}", indent=37)
         if federation.dns is None:
-            _say("   dnsmasq is not installed: no BDXL, so the letter abroad (SMP route) is left out", indent=6)
+            say("   dnsmasq is not installed: no BDXL, so the letter abroad (SMP route) is left out", indent=6)
         else:
-            _say(
+            say(
                 f"   dnsmasq     127.0.0.1:{federation.dns.port:<12} the BDXL zone {ZONE}: NAPTR of {FOREIGN} "
                 "-> the SMP",
                 indent=6,
             )
-        _say()
-        _say(
+        say()
+        say(
             f"{number + 1}. FaR knows: {ALICE} at {OPERATORS[0].name}; {BERTIL} at {OPERATORS[1].name} (refuses "
             f"sender {REFUSED_AGENCY}); {CECILIA} at {OPERATORS[1].name}; {NOBODY} is not registered."
         )
-        _say()
-        _say(
+        say()
+        say(
             f"{number + 2}. The Nordic agency {AGENCY} sends {len(federation.letters)} letters (SBD documents, on a "
             "two-way P-Mode with "
             "the Swedish access point):"
         )
         for letter in federation.letters:
             send(federation, letter)
-            _say(f"   {letter.message_id} to {letter.recipient} from {letter.sender}: {letter.why}", indent=6)
-        _say()
-        _say(f"{number + 3}. Where each letter went and the signed receipts that came back:")
+            say(f"   {letter.message_id} to {letter.recipient} from {letter.sender}: {letter.why}", indent=6)
+        say()
+        say(f"{number + 3}. Where each letter went and the signed receipts that came back:")
         failures = [problem for letter in federation.letters if (problem := _outcome(federation, letter, pki))]
         if failures:
             raise DemoFailure("; ".join(failures))
@@ -635,8 +635,8 @@ def run(folder: Path, number: int) -> int:
         codes = stop(federation)
     if any(code != 0 for code in codes.values()):
         raise DemoFailure(f"a process of the federation did not stop cleanly: exit codes {codes}")
-    _say()
-    _say(
+    say()
+    say(
         f"{number + 4}. All {len(codes)} processes of the federation stopped cleanly (exit code 0) after "
         f"{time.monotonic() - started:.1f} s"
     )
@@ -652,8 +652,8 @@ def _outcome(federation: Federation, letter: Letter, pki: DevelopmentPki) -> str
         error = sent.get("last_error") or {}
         if sent["state"] != "failed" or error.get("code") != "EBMS:0004" or not error["detail"].startswith(reason):
             return f"{letter.message_id}: expected a refusal ({reason}), got {sent['state']} {error}"
-        _say(f"   OK {letter.message_id}: refused at once by the Swedish access point: EBMS:0004 {reason}", indent=6)
-        _say(f"      ({error['detail']}); nothing was forwarded", indent=7)
+        say(f"   OK {letter.message_id}: refused at once by the Swedish access point: EBMS:0004 {reason}", indent=6)
+        say(f"      ({error['detail']}); nothing was forwarded", indent=7)
         return None
     if sent["state"] != "delivered":
         return f"{letter.message_id}: not delivered to the Swedish access point: {sent}"
@@ -669,9 +669,9 @@ def _outcome(federation: Federation, letter: Letter, pki: DevelopmentPki) -> str
     name = reverify(nordic, answered, pki)
     operator = answer["operator"]
     reasons = "".join(f" ({r['code']}: {r['text']})" for r in answer["reasons"])
-    _say(f"   OK {letter.message_id}: {answer['status']}{reasons}, signed by {operator['subject']}, verified", indent=6)
-    _say(f"      routed: {went}", indent=7)
-    _say(
+    say(f"   OK {letter.message_id}: {answer['status']}{reasons}, signed by {operator['subject']}, verified", indent=6)
+    say(f"      routed: {went}", indent=7)
+    say(
         f"      receipt: {name} (operator {operator['id']}) at {answer['at']}, certificate SHA-256 "
         f"{operator['certificate_sha256'][:16]}…, answer {answer['reply_message_id']} relayed by the Swedish "
         "access point; payload digests match what was sent",

@@ -48,7 +48,8 @@ from typing import Any
 import aiohttp
 
 from accesspoint.demo import PARTIES, RECEIVER, SENDER, pmode_document
-from accesspoint.keys_cli import DevelopmentPki, Issued, generate_keys
+from accesspoint.demo_common import free_port, key_files
+from accesspoint.keys_cli import DevelopmentPki, generate_keys
 from accesspoint.security.policy import Profile
 from bench import security as security_bench
 
@@ -68,16 +69,6 @@ _TICKS = os.sysconf("SC_CLK_TCK")
 def _say(text: str = "") -> None:
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _pair(issued: Issued) -> dict[str, str]:
-    return {"key": str(issued.key_path), "certificate": str(issued.certificate_path)}
 
 
 # ------------------------------------------------------------------------------------------- /proc
@@ -126,7 +117,7 @@ class Server:
             "instance": name,
             "revocation": False,
             "api_tokens": [self.token],
-            "keys": {"signing": [_pair(keys.rsa), _pair(keys.ed25519)], "decryption": [_pair(keys.x25519)]},
+            "keys": {"signing": [key_files(keys.rsa), key_files(keys.ed25519)], "decryption": [key_files(keys.x25519)]},
             **settings,
         }
         (folder / "server.yaml").write_text(json.dumps(document))
@@ -195,7 +186,7 @@ class Server:
 def access_points(folder: Path, *, workers: int, durability: str) -> Iterator[tuple[Server, Server]]:
     """Sweden's and Norway's access points, running; both stopped on the way out."""
     pki = generate_keys(folder / "keys", PARTIES)
-    ports = {name: _free_port() for name in PARTIES}
+    ports = {name: free_port() for name in PARTIES}
     settings: dict[str, Any] = {"send": {"workers": workers, "timeout": "30s", "lease": "2m"}, "durability": durability}
     sender = Server(SENDER, folder / SENDER, pki, ports, settings)
     receiver = Server(RECEIVER, folder / RECEIVER, pki, ports, settings)

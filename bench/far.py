@@ -194,7 +194,7 @@ def _targets(result: dict[str, Any], count: int) -> dict[str, bool]:
 
 def _run_postgresql(count: int, rounds: int) -> dict[str, Any]:
     """The same on a throw-away PostgreSQL 15; ``{"skipped": why}`` when it cannot be started here."""
-    from tests.services import missing_postgres, postgres_server
+    from accesspoint.testing.services import missing_postgres, postgres_server
 
     why = missing_postgres()
     if why is not None:

@@ -36,7 +36,7 @@ import aiohttp
 from aiohttp import web
 
 from accesspoint import demo_federation as fed
-from accesspoint.demo import _free_port
+from accesspoint.demo_common import free_port
 from accesspoint.keys_cli import generate_keys
 
 SECRET = "bench-routing-webhook-secret-0123"  # noqa: S105 (a loopback webhook of a throw-away run)
@@ -116,7 +116,7 @@ def run(*, quick: bool = False, seconds: float | None = None, window: int = 16) 
     warmup = 2.0 if quick else 5.0
     with tempfile.TemporaryDirectory(prefix="bench-routing-") as folder:
         pki = generate_keys(Path(folder) / "keys", fed.PARTY_IDS, days=1)
-        port = _free_port()
+        port = free_port()
         hook = {
             "url": f"http://127.0.0.1:{port}/events",
             "events": ["end-to-end-receipt"],

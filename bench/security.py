@@ -61,10 +61,10 @@ from accesspoint.security.outbound import Payload, secure_message
 from accesspoint.security.policy import Profile, RevocationMode, SecurityPolicy, TrustSettings
 from accesspoint.security.receipts import sign_signal, verify_receipt
 from accesspoint.security.signing import AttachmentSource, attachment_digest, exc_c14n
+from accesspoint.testing.pki import issue, make_ca
 from bench.fixtures import KIB, NOW, PAYLOAD_CID, invoice_attachment, payload_chunks, random_block, user_message
 from bench.small import rate
 from bench.stream import _status_kib
-from tests.pki import issue, make_ca
 
 DS = f"{{{NS.DS}}}"
 EBMS = f"{{{NS.EBMS}}}"

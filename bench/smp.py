@@ -20,11 +20,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from accesspoint.testing.dnsserver import DnsServer
+from accesspoint.testing.smp import DOCUMENT, PARTICIPANT, ZONE, metadata, pki, publish, running_server
 from smp.client import DiscoveryClient, DiscoverySettings
 from smp.identifiers import Identifier, peppol_naptr_name
 from smp.model import TransportProfile
-from tests.dnsserver import DnsServer
-from tests.test_smp_support import DOCUMENT, PARTICIPANT, ZONE, metadata, pki, publish, running_server
 
 
 def _percentiles(samples: list[float]) -> dict[str, float]:

@@ -139,6 +139,7 @@ def describe_security(policy: SecurityPolicy) -> dict[str, Any]:
             "pinned": [_certificate(c) for c in policy.trust.pinned],
             "revocation": policy.trust.revocation.value,
             "bind_cn_to_party_id": policy.trust.bind_cn_to_party_id,
+            "required_policies": list(policy.trust.required_policies),
         },
     }
 
@@ -174,6 +175,10 @@ def describe_leg(leg: Leg) -> dict[str, Any]:
             "duplicate_detection": awareness.duplicate_detection,
             "duplicate_window": _duration(awareness.duplicate_window),
             "missing_receipt": awareness.missing_receipt,
+        },
+        "error_handling": {
+            "notify_consumer": leg.error_handling.notify_consumer,
+            "sender_errors_to": leg.error_handling.sender_errors_to,
         },
         "security": describe_security(leg.security),
     }

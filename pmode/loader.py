@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -34,6 +35,7 @@ from pmode.model import (
     Agreement,
     Binding,
     Direction,
+    ErrorHandling,
     Leg,
     Mep,
     PartyDefinition,
@@ -404,6 +406,7 @@ def _leg(
     compression = fields.flag("compression", profile.compression)
     payload = _payload(fields.table("payload"), profile.payload)
     awareness = _reception_awareness(ctx, fields.table("reception_awareness"), profile.reception_awareness)
+    error_handling = _error_handling(fields.table("error_handling"))
     security = _security(ctx, fields.table("security"), profile, direction, partner)
     fields.finish()
     if service is None or action is None or security is None:
@@ -420,6 +423,7 @@ def _leg(
         compression=compression,
         payload=payload,
         required_properties=properties,
+        error_handling=error_handling,
     )
 
 
@@ -432,6 +436,15 @@ def _payload(fields: Fields, default: PayloadLimits) -> PayloadLimits:
     )
     fields.finish()
     return limits
+
+
+def _error_handling(fields: Fields) -> ErrorHandling:
+    handling = ErrorHandling(
+        notify_consumer=fields.flag("notify_consumer", False),
+        sender_errors_to=fields.text("sender_errors_to"),
+    )
+    fields.finish()
+    return handling
 
 
 def _reception_awareness(ctx: _Loader, fields: Fields, default: ReceptionAwareness) -> ReceptionAwareness:
@@ -536,9 +549,21 @@ def _trust(ctx: _Loader, fields: Fields, default: TrustSettings, partner: PartyD
         intermediates=ctx.certificates(fields, "intermediates"),
         revocation=fields.choice("revocation", RevocationMode, default.revocation) or default.revocation,
         bind_cn_to_party_id=fields.flag("bind_cn_to_party_id", default.bind_cn_to_party_id),
+        required_policies=_policy_oids(ctx, fields),
     )
     fields.finish()
     return trust
+
+
+_OID = re.compile(r"[0-2](\.(0|[1-9][0-9]*))+")
+
+
+def _policy_oids(ctx: _Loader, fields: Fields) -> tuple[str, ...]:
+    found = fields.strings("required_policies")
+    for index, oid in enumerate(found):
+        if _OID.fullmatch(oid) is None:
+            ctx.error(f"{fields.at('required_policies')}[{index}]", f"{oid!r} is not a dotted OID like 1.3.6.1.4.1.1")
+    return found
 
 
 def _require_trust_material(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
 
@@ -138,6 +138,17 @@ class ReceptionAwareness:
 
 
 @dataclass(frozen=True, slots=True)
+class ErrorHandling:
+    """P-Mode[].ErrorHandling: who hears about a processing error besides the sender of the message in error."""
+
+    # ProcessErrorNotifyConsumer: a refused incoming message is announced to the backend (webhook message-refused).
+    notify_consumer: bool = False
+    # Report.SenderErrorsTo: an address for errors other than the back-channel. eDelivery AS4 reports errors on
+    # the HTTP response only, so every network profile refuses it (AS4_CP_TA11); it is read to be refused.
+    sender_errors_to: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class PayloadLimits:
     """Bounds on what a leg's user message may carry."""
 
@@ -171,6 +182,7 @@ class Leg:
     compression: bool
     payload: PayloadLimits
     required_properties: tuple[str, ...] = ()
+    error_handling: ErrorHandling = field(default_factory=ErrorHandling)
 
 
 @dataclass(frozen=True, slots=True)

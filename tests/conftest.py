@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from accesspoint.store import sqlite_url, upgrade_to_head
-from tests import services
+from accesspoint.testing import services
 
 REPO = Path(__file__).resolve().parent.parent
 INTEROP = REPO.parent / "shared" / "interop"

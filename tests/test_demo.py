@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
+from accesspoint.testing.dnsserver import dnsmasq_binary
 from tests.conftest import REPO
-from tests.dnsserver import dnsmasq_binary
 
 
 def _alive(pid: int) -> bool:

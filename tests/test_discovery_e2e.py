@@ -29,14 +29,14 @@ from accesspoint.core.namespaces import SoapVersion
 from accesspoint.msh.receiving import AcceptedMessage, accept_user_message, signed_signal
 from accesspoint.security.inbound import read_memory_part
 from accesspoint.security.keys import load_key_pair
+from accesspoint.testing.dnsserver import DnsServer
+from accesspoint.testing.smp import LOOPBACK, ZONE, pem, pki, publish, write_config
 from pmode import load_pmodes
 from smp.identifiers import NO_PROCESS, Identifier, peppol_naptr_name
 from smp.model import EndpointInfo, ProcessInfo, ServiceMetadata, TransportProfile
-from tests.dnsserver import DnsServer
 from tests.test_msh import CERTS, TOKEN, UNREGISTERED, AccessPointProcess, _free_port
 from tests.test_msh_support import error_codes
 from tests.test_smp_cli import _serve, _wait_for_port
-from tests.test_smp_support import LOOPBACK, ZONE, pem, pki, publish, write_config
 
 PARTICIPANT = "iso6523-actorid-upis::0088:5798000000001"
 UNPUBLISHED = "iso6523-actorid-upis::0088:5798000000002"  # in DNS, but the SMP knows no such participant

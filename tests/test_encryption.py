@@ -38,8 +38,8 @@ from accesspoint.security.encryption import (
 from accesspoint.security.keys import KeyPair, load_key_pair
 from accesspoint.security.policy import SecurityPolicy, TokenReference
 from accesspoint.security.signing import AttachmentSource, sign_envelope, verify_signature
+from accesspoint.testing.pki import KeyType, issue, make_ca
 from tests.conftest import interop_path
-from tests.pki import KeyType, issue, make_ca
 from tests.test_signing import _ids, _user_message
 
 XENC = f"{{{NS.XENC}}}"

@@ -1,14 +1,10 @@
-"""Every interop file of the envelope formats has a verdict in a test; the envelopes package stays sans-I/O."""
+"""Every interop file of the envelope formats has a verdict in a test (that the envelopes package stays sans-I/O is
+tests/test_architecture.py's)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from tests import test_envelopes_kvittens, test_envelopes_minameddelanden, test_envelopes_sbdh, test_envelopes_xhe
 from tests.conftest import interop_path
-from tests.test_architecture import FORBIDDEN, _imports
-
-ENVELOPES = Path(__file__).resolve().parent.parent / "accesspoint" / "envelopes"
 
 
 def _files(folder: str, pattern: str = "*") -> set[str]:
@@ -35,14 +31,3 @@ def test_every_recorded_soap_answer_has_a_verdict() -> None:
 def test_every_dpi_business_message_has_a_verdict() -> None:
     """Each DPI JSON file (samples, complete cases, token claim sets) is in the DPI table."""
     assert _files("norway-dpi/eksempler", "*.json") == set(test_envelopes_sbdh.DPI_JSON)
-
-
-def test_envelopes_never_import_io() -> None:
-    """No module of accesspoint.envelopes imports asyncio, aiohttp, SQLAlchemy, Redis or a network client."""
-    offenders = {
-        f"{path.name}: {name}"
-        for path in ENVELOPES.rglob("*.py")
-        for name in _imports(path)
-        if any(name == bad or name.startswith(bad + ".") for bad in FORBIDDEN)
-    }
-    assert offenders == set()

@@ -19,7 +19,7 @@ from accesspoint.envelopes.encryption import (
 from accesspoint.envelopes.schemas import load_xhe_schema
 from accesspoint.envelopes.xhe import Xhe, XheParty, XhePayload, build_xhe, parse_xhe, sdk_scope, verify_xhe
 from accesspoint.security.keys import KeyPair
-from tests import pki
+from accesspoint.testing import pki
 from tests.conftest import interop_path
 
 MESSAGE = b'<m:message xmlns:m="urn:riv:infrastructure:messaging:MessageWithAttachments:3"><m:t>Hej</m:t></m:message>'

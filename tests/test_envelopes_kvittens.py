@@ -24,7 +24,7 @@ from accesspoint.envelopes.kvittens import (
 )
 from accesspoint.envelopes.schemas import load_application_response_schema
 from accesspoint.envelopes.xhe import Xhe, XheParty, XhePayload, build_xhe, sdk_scope, verify_xhe
-from tests import pki
+from accesspoint.testing import pki
 from tests.conftest import interop_path
 
 A, B = f"{{{CAC_NS}}}", f"{{{CBC_NS}}}"

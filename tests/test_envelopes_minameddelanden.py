@@ -37,7 +37,7 @@ from accesspoint.envelopes.minameddelanden import (
 from accesspoint.envelopes.schemas import load_minameddelanden_schema
 from accesspoint.envelopes.signature import sign_enveloped
 from accesspoint.security.keys import KeyPair
-from tests import pki
+from accesspoint.testing import pki
 from tests.conftest import interop_path
 
 M1, M3, R = f"{{{M1_NS}}}", f"{{{M3_NS}}}", f"{{{RECEIPT_NS}}}"

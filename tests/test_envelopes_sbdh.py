@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 from datetime import UTC, datetime
@@ -14,6 +15,7 @@ from lxml import etree
 from accesspoint.envelopes._common import EnvelopeError
 from accesspoint.envelopes.sbdh import (
     DocumentIdentification,
+    ManifestItem,
     Partner,
     Sbdh,
     Scope,
@@ -91,6 +93,18 @@ def test_sbd_round_trip() -> None:
     assert parsed.header.document_id == HEADER.scopes[0].instance_identifier
     assert parsed.header.process_id == "urn:fdc:peppol.eu:2017:poacc:billing:01:1.0"
     assert peppol_findings(parsed.header) == ()
+
+
+def test_sbd_manifest_round_trip() -> None:
+    """A Manifest listing the other payloads is written in schema order and read back item by item."""
+    items = (
+        ManifestItem("application/pdf", "cid:attachment-1@example", "the invoice as PDF", "en"),
+        ManifestItem("image/png", "cid:logo@example"),
+    )
+    data = build_sbd(dataclasses.replace(HEADER, manifest=items), INVOICE)
+    assert sbdh_schema().validate(etree.fromstring(data))
+    assert parse_sbd(data).header.manifest == items
+    assert parse_sbd(build_sbd(HEADER, INVOICE)).header.manifest == ()
 
 
 def test_sbd_without_required_element_is_refused_by_the_schema() -> None:

@@ -8,7 +8,7 @@ from lxml import etree
 from accesspoint.envelopes._common import EnvelopeError
 from accesspoint.envelopes.signature import LEGACY_SHA1, DsigAlgorithm, sign_enveloped, verify_enveloped
 from accesspoint.security.keys import KeyPair
-from tests import pki
+from accesspoint.testing import pki
 
 DS = "{http://www.w3.org/2000/09/xmldsig#}"
 

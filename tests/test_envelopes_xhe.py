@@ -24,7 +24,7 @@ from accesspoint.envelopes.xhe import (
     verify_xhe,
 )
 from accesspoint.security.keys import KeyPair
-from tests import pki
+from accesspoint.testing import pki
 from tests.conftest import interop_path
 
 A, B = f"{{{XHA_NS}}}", f"{{{XHB_NS}}}"

@@ -29,8 +29,8 @@ from accesspoint.core.model import MessageInfo, Receipt, ReferenceEcho, SignalMe
 from accesspoint.security.keys import KeyPair
 from accesspoint.security.policy import SecurityPolicy, TokenReference
 from accesspoint.security.receipts import sign_signal
+from accesspoint.testing.pki import NOT_AFTER, NOT_BEFORE, later
 from tests.conftest import REPO, interop_path
-from tests.pki import NOT_AFTER, NOT_BEFORE, later
 
 MANIFEST = Path(__file__).with_name("interop_manifest.toml")
 VECTORS: list[dict[str, Any]] = tomllib.loads(MANIFEST.read_text(encoding="utf-8"))["vector"]

@@ -18,7 +18,8 @@ import asyncpg
 import pytest
 import redis
 
-from tests import services, test_msh
+from accesspoint.testing import services
+from tests import test_msh
 from tests.test_msh_crash import (
     CountingProxy,
     assert_delivered_exactly_once,

@@ -22,7 +22,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests import services
+from accesspoint.testing import services
 from tests.test_msh_support import BE_KEY, SE_KEY, Peer, agreements, submission
 
 # Short leases and backoff: a message whose sender died is taken over within seconds.

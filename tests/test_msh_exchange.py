@@ -23,8 +23,8 @@ from accesspoint.core.signals import build_error_signal
 from accesspoint.msh.receiving import accept_user_message, policy_for_key, pull_request, signed_signal
 from accesspoint.security.inbound import read_memory_part
 from accesspoint.security.keys import KeyPair, load_key_pair
+from accesspoint.testing import services
 from pmode import load_pmodes
-from tests import services
 from tests.test_msh import CERTS
 from tests.test_msh_support import PULL_MPC, Peer, error_codes, pair, running, submission
 

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import serialization
 
 from accesspoint.msh.config import TlsConfig
 from accesspoint.msh.tls import server_context
-from tests.pki import make_ca, tls_certificate
+from accesspoint.testing.pki import make_ca, tls_certificate
 from tests.test_msh import _free_port
 from tests.test_msh_support import BE_KEY, SE_KEY, Peer, agreements, running, submission
 

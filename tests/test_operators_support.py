@@ -25,8 +25,8 @@ from accesspoint.envelopes.minameddelanden import (
 from accesspoint.envelopes.sbdh import DocumentIdentification, Partner, Sbdh, Scope, ScopeType, build_sbd
 from accesspoint.envelopes.xhe import Xhe, XheParty, XhePayload, build_xhe, sdk_scope
 from accesspoint.security.keys import KeyPair, load_key_pair
+from accesspoint.testing import pki
 from operators.deliveries import DeliveryTrust
-from tests import pki
 from tests.test_msh import CERTS
 
 SENDERS_CA = pki.make_ca("Senders CA")

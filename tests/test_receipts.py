@@ -18,8 +18,8 @@ from accesspoint.security.keys import KeyPair
 from accesspoint.security.policy import SecurityPolicy
 from accesspoint.security.receipts import sign_signal, verify_receipt
 from accesspoint.security.signing import AttachmentSource, sign_envelope, verify_signature
+from accesspoint.testing.pki import issue, make_ca
 from tests.conftest import interop_path
-from tests.pki import issue, make_ca
 from tests.test_signing import _ids, _user_message
 
 NOW = datetime(2026, 11, 29, 11, 0, tzinfo=UTC)

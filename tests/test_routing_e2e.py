@@ -28,16 +28,16 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from accesspoint.security.keys import load_key_pair
+from accesspoint.testing.dnsserver import DnsServer
+from accesspoint.testing.pki import issue
+from accesspoint.testing.smp import LOOPBACK, ZONE, pem, pki, publish, write_config, write_keys
 from far.identifiers import with_check_digit
 from smp.identifiers import NO_PROCESS, Identifier, peppol_naptr_name
 from smp.model import EndpointInfo, ProcessInfo, ServiceMetadata, TransportProfile
 from tests.conftest import REPO
-from tests.dnsserver import DnsServer
-from tests.pki import issue
 from tests.test_discovery_e2e import configure
 from tests.test_msh import CERTS, UNREGISTERED, AccessPointProcess, _free_port
 from tests.test_smp_cli import _serve, _wait_for_port
-from tests.test_smp_support import LOOPBACK, ZONE, pem, pki, publish, write_config, write_keys
 
 FAR_TOKEN = "far-admin-token-0123456789"
 SENDER = with_check_digit("202100544")  # the authority sending from the Nordic access point

@@ -25,17 +25,17 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from accesspoint.envelopes.xhe import check_xhe
 from accesspoint.security.keys import load_key_pair
+from accesspoint.testing.dnsserver import DnsServer
+from accesspoint.testing.pki import issue
+from accesspoint.testing.smp import LOOPBACK, ZONE, pem, pki, publish, write_config, write_keys
 from pmode.profiles import sdk
 from smp.identifiers import NO_PROCESS, Identifier, peppol_naptr_name
 from smp.model import EndpointInfo, ProcessInfo, ServiceMetadata, TransportProfile
-from tests.dnsserver import DnsServer
-from tests.pki import issue
 from tests.test_discovery_e2e import _b64, configure
 from tests.test_msh import CERTS, AccessPointProcess, _free_port
 from tests.test_operators_support import SDK_DOCUMENT, SDK_ORG, xhe
 from tests.test_routing_e2e import _document, _stop
 from tests.test_smp_cli import _serve, _wait_for_port
-from tests.test_smp_support import LOOPBACK, ZONE, pem, pki, publish, write_config, write_keys
 
 ACTION = sdk.ACTION_PREFIX + SDK_DOCUMENT  # the SDK document type, also what the SMP is asked about
 ORGANISATION = f"iso6523-actorid-upis::{SDK_ORG}"  # the receiving organisation (0007 + organisationsnummer)

@@ -2,7 +2,7 @@
 
 Each test here guards one check of ``accesspoint.security`` and fails when that check is removed (the signature
 value, each digest, the token's key, the GCM tag, the key unwrap, the receipt's signer and echoes, the generic
-wire detail). Everything is made here (tests/pki.py), so none of it needs ../shared/interop.
+wire detail). Everything is made here (accesspoint/testing/pki.py), so none of it needs ../shared/interop.
 """
 
 from __future__ import annotations
@@ -59,8 +59,8 @@ from accesspoint.security.revocation import FetchError, RevocationChecker
 from accesspoint.security.signing import AttachmentSource, exc_c14n, security_header, sign_bytes
 from accesspoint.security.trust import WIRE_DETAIL as UNTRUSTED
 from accesspoint.store import Direction
+from accesspoint.testing.pki import issue, make_ca
 from tests import trustpki
-from tests.pki import issue, make_ca
 from tests.test_msh_refusals import _route, _secured
 from tests.test_msh_support import pair
 

@@ -32,8 +32,8 @@ from accesspoint.servicekit.tls import TlsSettings, client_context, server_conte
 from accesspoint.servicekit.tokens import BearerAuth, BearerToken, Scope, bearer_credentials, scopes
 from accesspoint.servicekit.units import parse_duration, parse_size
 from accesspoint.servicekit.webhooks import signature, signature_matches
-from tests.pki import make_ca, tls_certificate
-from tests.services import free_port
+from accesspoint.testing.pki import make_ca, tls_certificate
+from accesspoint.testing.services import free_port
 
 # ------------------------------------------------------------------------------------------------ grammar
 
@@ -479,6 +479,17 @@ def test_settings_read_well_formed_values(tmp_path: Path) -> None:
     assert plain.scopes == scopes("read", "write") and plain.name == "tokens[0]"
     assert reader.name == "reader" and reader.allows("read", party="0007:1") and not reader.allows("read")
     assert (values["mode"], values["names"], values["nested"]) == ("safe", ("a", "b"), 3)
+
+
+def test_a_top_level_section_names_its_fields_after_a_prefix(tmp_path: Path) -> None:
+    """A file whose top level is the settings names fields as the access point does: ``file: field send.lease``."""
+    reader = SettingsReader(tmp_path)
+    top = reader.section({"send": {"lease": "soon"}, "api_tokens": ["short"]}, "server.yaml: field ")
+    top.section("send").duration("lease", "2m")
+    top.tokens("api_tokens", actions={"submit", "read"}, kinds={"pmode", "party"})
+    with pytest.raises(SettingsError) as caught:
+        reader.done()
+    assert [p.split(": ")[1] for p in caught.value.problems] == ["field send.lease", "field api_tokens[0]"]
 
 
 def test_two_tokens_with_one_secret_are_a_mistake(tmp_path: Path) -> None:

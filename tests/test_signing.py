@@ -37,8 +37,8 @@ from accesspoint.security.algorithms import SignatureAlgorithm
 from accesspoint.security.keys import KeyPair
 from accesspoint.security.policy import SecurityPolicy, TokenReference
 from accesspoint.security.signing import AttachmentSource, sign_envelope, verify_signature
+from accesspoint.testing.pki import KeyType, issue, make_ca
 from tests.conftest import interop_path
-from tests.pki import KeyType, issue, make_ca
 
 NOW = datetime(2026, 11, 29, 10, 0, tzinfo=UTC)
 DS = f"{{{NS.DS}}}"

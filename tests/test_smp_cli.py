@@ -17,11 +17,12 @@ from typing import Any
 
 import pytest
 
+from accesspoint.testing.dnsserver import DnsServer
+from accesspoint.testing.pki import make_ca
+from accesspoint.testing.services import free_port
+from accesspoint.testing.smp import DOCUMENT, PARTICIPANT, ZONE, metadata, pem, pki, publish, write_config
 from smp.identifiers import Identifier, peppol_naptr_name
 from smp.model import TransportProfile
-from tests.dnsserver import DnsServer
-from tests.pki import make_ca
-from tests.test_smp_support import DOCUMENT, PARTICIPANT, ZONE, free_port, metadata, pem, pki, publish, write_config
 
 AP_URL = "https://ap.example.se/as4"
 UNPUBLISHED = "iso6523-actorid-upis::0007:5555555555"

@@ -12,6 +12,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from accesspoint.testing.dnsserver import DnsServer, dns_server
+from accesspoint.testing.smp import DOCUMENT, PARTICIPANT, PROCESS, ZONE, metadata, pki, publish, running_server
 from smp.bdxl import BdxlError, BdxlScheme, apply_naptr_regexp
 from smp.client import (
     DiscoveryClient,
@@ -24,8 +26,6 @@ from smp.client import (
 )
 from smp.identifiers import Identifier, bdxl_naptr_name, peppol_cname_name, peppol_naptr_name
 from smp.model import EndpointInfo, Flavour, ProcessInfo, Redirect, ServiceMetadata, TransportProfile
-from tests.dnsserver import DnsServer, dns_server
-from tests.test_smp_support import DOCUMENT, PARTICIPANT, PROCESS, ZONE, metadata, pki, publish, running_server
 
 P = Identifier.parse(PARTICIPANT)
 D = Identifier.parse(DOCUMENT)

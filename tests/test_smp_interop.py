@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from accesspoint.testing.dnsserver import DnsServer, dns_server
+from accesspoint.testing.smp import metadata, pki, publish, running_server
 from smp.identifiers import Identifier, peppol_naptr_name
 from smp.model import TransportProfile
-from tests.dnsserver import DnsServer, dns_server
-from tests.test_smp_support import metadata, pki, publish, running_server
 
 PEPPOL_PY = "peppol-py==1.2.5"
 SML_TEST_ZONE = "participant.sml.test.tech.peppol.org"

@@ -11,13 +11,13 @@ from cryptography.hazmat.primitives import serialization
 from lxml import etree
 
 from accesspoint.core.xml import parse_xml
+from accesspoint.testing.smp import AUTH, DOCUMENT, PARTICIPANT, metadata, pki, running_server
 from smp.documents import parse_service_group, parse_service_metadata, render_service_metadata
 from smp.identifiers import Identifier
 from smp.model import CertPubUsage, Flavour, PublishedCertificate, Redirect, ServiceMetadata, TransportProfile
 from smp.signature import SmpAlgorithm, verify_document
 from smp.store import metadata_from_json, metadata_to_json
 from tests.conftest import interop_path
-from tests.test_smp_support import AUTH, DOCUMENT, PARTICIPANT, metadata, pki, running_server
 
 P = Identifier.parse(PARTICIPANT)
 D = Identifier.parse(DOCUMENT)

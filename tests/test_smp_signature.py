@@ -6,11 +6,11 @@ import pytest
 from lxml import etree
 
 from accesspoint.core.xml import parse_xml
+from accesspoint.testing.smp import metadata, pki
 from smp.documents import DocumentError, parse_service_metadata, render_service_metadata
 from smp.model import Flavour
 from smp.signature import ALLOWED, LEGACY_SHA1, SignatureError, sign_document, verify_document
 from tests.conftest import interop_path
-from tests.test_smp_support import metadata, pki
 
 LEGACY = ALLOWED | LEGACY_SHA1
 # file -> (participant, transport profiles of its endpoints)

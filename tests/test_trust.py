@@ -26,8 +26,8 @@ from accesspoint.security.trust import (
     load_truststore,
     validate_certificate,
 )
+from accesspoint.testing.pki import KeyType, issue
 from tests.conftest import interop_path
-from tests.pki import KeyType
 from tests.trustpki import (
     AGREEMENT_ONLY,
     CA_USAGE,
@@ -354,6 +354,22 @@ def test_cn_binding_off_ignores_party_id(hierarchy: tuple[KeyPair, KeyPair, KeyP
     top, issuing, leaf = hierarchy
     validate_certificate(
         leaf.certificate, [issuing.certificate], _anchored(top), at=AT, usage=SIGNATURE, party_id="someone-else"
+    )
+
+
+def test_required_certificate_policies(hierarchy: tuple[KeyPair, KeyPair, KeyPair]) -> None:
+    """A required certificate policy must be asserted by the end entity; without it the certificate is refused."""
+    _, issuing, _ = hierarchy
+    wanted = "1.3.6.1.4.1.99999.1.2"
+    trust = _anchored(issuing, required_policies=(wanted,))
+    asserting = issue(issuing, "PTE000001", "p256", policies=(wanted, "1.3.6.1.4.1.99999.7"))
+    validate_certificate(asserting.certificate, [], trust, at=AT, usage=SIGNATURE)
+    for policies in ((), ("1.3.6.1.4.1.99999.7",)):
+        other = issue(issuing, "PTE000001", "p256", policies=policies)
+        refused = _refused(other.certificate, [], trust)
+        assert refused.failure is TrustFailure.POLICY and wanted in refused.reason
+    validate_certificate(
+        issue(issuing, "PTE000001", "p256").certificate, [], _anchored(issuing), at=AT, usage=SIGNATURE
     )
 
 

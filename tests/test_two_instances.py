@@ -24,8 +24,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from accesspoint.security.keys import KeyPair
+from accesspoint.testing.pki import KeyType, issue, make_ca
 from tests.conftest import REPO
-from tests.pki import KeyType, issue, make_ca
 
 PASSWORD = "s3cret-pw"
 AT = "2026-11-30T10:00:00Z"

@@ -1,8 +1,8 @@
 """Certificate hierarchies for the trust and revocation tests, made with ``cryptography`` on the spot.
 
-Unlike ``tests.pki`` (one CA, leaves for signing tests) this builds root -> intermediate -> leaf chains with the
-extensions trust decisions look at: basicConstraints with path lengths, keyUsage, EKU, AIA (OCSP) and CRL
-distribution points, and RSA-PSS as well as PKCS#1 v1.5 signatures.
+Unlike ``accesspoint.testing.pki`` (one CA, leaves for signing tests) this builds root -> intermediate -> leaf
+chains with the extensions trust decisions look at: basicConstraints with path lengths, keyUsage, EKU, AIA (OCSP)
+and CRL distribution points, and RSA-PSS as well as PKCS#1 v1.5 signatures.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
 from accesspoint.security.keys import KeyPair, PrivateKey
-from tests.pki import NOT_AFTER, NOT_BEFORE, KeyType, new_key
+from accesspoint.testing.pki import NOT_AFTER, NOT_BEFORE, KeyType, new_key
 
 CA_USAGE = x509.KeyUsage(False, False, False, False, False, True, True, False, False)
 SIGN_AND_ENCRYPT = x509.KeyUsage(True, False, True, False, False, False, False, False, False)

@@ -302,7 +302,18 @@ def href_content_id(part: PartInfo) -> str | None:
 
 
 def reconcile_payloads(message: UserMessage, received: ReceivedMessage) -> None:
-    """Every ``cid:`` PartInfo has its part and every part its PartInfo (EBMS:0011); compression is known."""
+    """Every ``cid:`` PartInfo has its part and every part its PartInfo (EBMS:0011); compression is known.
+
+    The error refers to the message (its header was read), so the sender learns which one failed (AS4_CP_TA08).
+    """
+    try:
+        _reconcile_payloads(message, received)
+    except EbmsError as error:
+        error.ref_to_message_id = error.ref_to_message_id or message.message_id
+        raise
+
+
+def _reconcile_payloads(message: UserMessage, received: ReceivedMessage) -> None:
     referenced: set[str] = set()
     for part in message.payload_info:
         check_compression_type(part.compression_type)

@@ -60,6 +60,8 @@ DEFAULT_ROLE = "http://docs.oasis-open.org/ebxml-msg/ebms/v3.0/ns/core/200704/de
 # The ebMS test service and action (AS4 TA16/17: such messages never reach a backend).
 TEST_SERVICE = "http://docs.oasis-open.org/ebxml-msg/ebms/v3.0/ns/core/200704/service"
 TEST_ACTION = "http://docs.oasis-open.org/ebxml-msg/ebms/v3.0/ns/core/200704/test"
+# The EC conformance test bed's backend service (Submit, Deliver, Notify): unsigned, so never an AS4 P-Mode's.
+CONFORMANCE_TEST_SERVICE = "http://www.esens.eu/as4/conformancetest"
 
 
 class PartyIdType(StrEnum):

@@ -84,6 +84,16 @@ class DocumentIdentification:
 
 
 @dataclass(frozen=True, slots=True)
+class ManifestItem:
+    """Manifest/ManifestItem: another payload of the message (its MIME type and where it is, e.g. ``cid:...``)."""
+
+    mime_type: str  # MimeTypeQualifierCode
+    uri: str  # UniformResourceIdentifier
+    description: str | None = None
+    language: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Sbdh:
     """A StandardBusinessDocumentHeader."""
 
@@ -92,6 +102,7 @@ class Sbdh:
     document: DocumentIdentification
     scopes: tuple[Scope, ...] = ()
     header_version: str = "1.0"
+    manifest: tuple[ManifestItem, ...] = ()  # the other payloads (eDelivery AS4 SBDH enhancement: non-XML ones)
 
     def scope(self, scope_type: str) -> Scope | None:
         """The first scope of that type, or None."""
@@ -263,6 +274,16 @@ def build_sbdh(header: Sbdh) -> etree._Element:
     if doc.multiple_type is not None:
         sub(ident, f"{_H}MultipleType", "true" if doc.multiple_type else "false")
     sub(ident, f"{_H}CreationDateAndTime", xml_datetime(doc.created))
+    if header.manifest:
+        manifest = sub(root, f"{_H}Manifest")
+        sub(manifest, f"{_H}NumberOfItems", str(len(header.manifest)))
+        for item in header.manifest:
+            element = sub(manifest, f"{_H}ManifestItem")
+            sub(element, f"{_H}MimeTypeQualifierCode", item.mime_type)
+            sub(element, f"{_H}UniformResourceIdentifier", item.uri)
+            for name, value in (("Description", item.description), ("LanguageCode", item.language)):
+                if value is not None:
+                    sub(element, f"{_H}{name}", value)
     if header.scopes:
         scopes = sub(root, f"{_H}BusinessScope")
         for scope in header.scopes:
@@ -314,12 +335,22 @@ def parse_sbdh(element: etree._Element) -> Sbdh:
         )
         for scope in element.iterfind(f"{_H}BusinessScope/{_H}Scope")
     )
+    manifest = tuple(
+        ManifestItem(
+            need_text(item, f"{_H}MimeTypeQualifierCode", "ManifestItem/MimeTypeQualifierCode"),
+            need_text(item, f"{_H}UniformResourceIdentifier", "ManifestItem/UniformResourceIdentifier"),
+            optional_text(item, f"{_H}Description"),
+            optional_text(item, f"{_H}LanguageCode"),
+        )
+        for item in element.iterfind(f"{_H}Manifest/{_H}ManifestItem")
+    )
     return Sbdh(
         sender=tuple(_partner(e, "Sender") for e in element.iterfind(f"{_H}Sender")),
         receiver=tuple(_partner(e, "Receiver") for e in element.iterfind(f"{_H}Receiver")),
         document=document,
         scopes=scopes,
         header_version=need_text(element, f"{_H}HeaderVersion", "HeaderVersion"),
+        manifest=manifest,
     )
 
 

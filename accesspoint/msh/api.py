@@ -20,9 +20,10 @@ from aiohttp import web
 
 from accesspoint.msh import end_to_end
 from accesspoint.msh.context import Context
+from accesspoint.msh.headers import stored_header
 from accesspoint.msh.openapi import OPENAPI
 from accesspoint.msh.problems import problem
-from accesspoint.msh.submissions import Submissions
+from accesspoint.msh.submissions import Submissions, part_properties
 from accesspoint.msh.views import message_json
 from accesspoint.msh.wire import READ_CHUNK, file_chunks
 from accesspoint.store import Direction, DuplicateMessage, MessageState, NewPayload, StoredMessage
@@ -99,7 +100,8 @@ class Api:
                     await asyncio.to_thread(sink.write, chunk)
             mime = str(described.get("mime_type") or part.headers.get("Content-Type") or "application/octet-stream")
             properties = described.get("properties") or {}
-            kept = {str(k): str(v) for k, v in properties.items()} if isinstance(properties, dict) else {}
+            given = {str(k): str(v) for k, v in properties.items()} if isinstance(properties, dict) else {}
+            kept = part_properties(given, f"metadata: payload {name!r}: properties")
             files.append(NewPayload(str(described.get("content_id") or name), mime, file_chunks(path), kept))
         if document is None:
             raise problem(400, "invalid-submission", "no 'metadata' part")
@@ -167,9 +169,12 @@ async def read(request: web.Request) -> web.Response:
     document = message_json(message)
     if answer is not None:
         document["end_to_end"] = end_to_end.to_json(answer)
+    document["header"] = await stored_header(store, message)
     document["payloads"] = [
-        {"content_id": p.content_id, "mime_type": p.mime_type, "size": p.size, "sha256": p.sha256} for p in payloads
-    ]
+        {"content_id": p.content_id, "mime_type": p.mime_type, "size": p.size, "sha256": p.sha256,
+         "properties": p.properties}
+        for p in payloads
+    ]  # fmt: skip
     document["history"] = [
         {"from": None if t.source is None else str(t.source), "to": str(t.target), "at": t.at.isoformat(),
          "detail": t.detail}

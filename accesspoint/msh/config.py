@@ -44,6 +44,7 @@ from accesspoint.routing.settings import RoutingSettings, parse_discovery, parse
 from accesspoint.security.algorithms import SignatureAlgorithm
 from accesspoint.security.keys import KeyLoadError, KeyPair, load_key_pair
 from accesspoint.security.policy import SecurityPolicy
+from accesspoint.servicekit.tls import VERSIONS
 from accesspoint.servicekit.units import parse_duration, parse_size
 from accesspoint.store.db import Durability
 from smp.client import DiscoverySettings
@@ -89,6 +90,8 @@ class WebhookEvent(StrEnum):
     """What a webhook can be told about."""
 
     MESSAGE_RECEIVED = "message-received"
+    # an incoming user message was refused with an ebMS error and its P-Mode leg has error_handling.notify_consumer
+    MESSAGE_REFUSED = "message-refused"
     RECEIPT = "receipt"
     ERROR = "error"
     END_TO_END_RECEIPT = "end-to-end-receipt"  # the recipient's operator's verified answer to a sent message
@@ -108,11 +111,17 @@ class Webhook:
 
 @dataclass(frozen=True, slots=True)
 class TlsConfig:
-    """The server's TLS certificate and key; with client_ca, clients must present a certificate it issued."""
+    """The server's TLS certificate and key; with client_ca, clients must present a certificate it issued.
+
+    ``min_version`` and ``ciphers`` (an OpenSSL cipher list for TLS 1.2; TLS 1.3 suites are all AEAD) narrow what
+    the listening socket accepts; None keeps Python's default list (ECDHE/DHE with AES or ChaCha20, no SHA-1).
+    """
 
     certificate: Path
     key: Path
     client_ca: Path | None = None
+    min_version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2
+    ciphers: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -464,7 +473,7 @@ def _tls(base: Path, value: object, where: str, *, client_ca: bool = True) -> Tl
     names = ("certificate", "key", "client_ca") if client_ca else ("certificate", "key")
     if not isinstance(value, dict) or "certificate" not in value or "key" not in value:
         raise ConfigError(f"{where}: expected {{{', '.join(f'{n}: FILE' for n in names)}}}")
-    _fields(value, where, set(names))
+    _fields(value, where, set(names) | ({"min_version", "ciphers"} if client_ca else set()))
     paths = {name: base / str(value[name]) for name in names if value.get(name)}
     for name, path in paths.items():
         if not path.is_file():
@@ -480,7 +489,18 @@ def _tls(base: Path, value: object, where: str, *, client_ca: bool = True) -> Tl
         ) from None
     if "client_ca" in paths:
         _trust_bundle(paths["client_ca"], f"{where}.client_ca")
-    return TlsConfig(paths["certificate"], paths["key"], paths.get("client_ca"))
+    version = str(value.get("min_version", "1.2"))
+    if version not in VERSIONS:
+        raise ConfigError(f"{where}.min_version: {value['min_version']!r} (known: {', '.join(VERSIONS)})")
+    ciphers = value.get("ciphers")
+    if ciphers is not None:
+        try:
+            if not isinstance(ciphers, str):
+                raise ssl.SSLError("not a string")
+            context.set_ciphers(ciphers)
+        except ssl.SSLError:
+            raise ConfigError(f"{where}.ciphers: {ciphers!r} selects no cipher suite OpenSSL knows") from None
+    return TlsConfig(paths["certificate"], paths["key"], paths.get("client_ca"), VERSIONS[version], ciphers)
 
 
 def _trust_bundle(path: Path, where: str) -> None:

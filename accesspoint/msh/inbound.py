@@ -24,15 +24,24 @@ from accesspoint.core.model import SignalMessage, UserMessage
 from accesspoint.core.namespaces import SoapVersion
 from accesspoint.msh.config import ConfigError, WebhookEvent
 from accesspoint.msh.context import Context
+from accesspoint.msh.headers import refusal
 from accesspoint.msh.pull import PullServer
 from accesspoint.msh.receive_pipeline import ReceivePipeline, VerifiedMessage
-from accesspoint.msh.receiving import error_response, reply_policy, signed_signal
+from accesspoint.msh.receiving import error_response, is_ping, refused_route, reply_policy, signed_signal
 from accesspoint.msh.replies import Replies
 from accesspoint.msh.signals import Signals
 from accesspoint.msh.views import message_info, message_json
 from accesspoint.msh.wire import READ_CHUNK, once, read_message_body, soap_fault, soap_response
 from accesspoint.routing.shell import Submitter
-from accesspoint.store import Direction, EvidenceKind, MessageStore, NewEvidence, Reception, StoredMessage
+from accesspoint.store import (
+    Direction,
+    EvidenceKind,
+    MessageState,
+    MessageStore,
+    NewEvidence,
+    Reception,
+    StoredMessage,
+)
 from pmode import Binding, PModeSet, Route
 
 log = logging.getLogger("accesspoint.msh")
@@ -135,6 +144,29 @@ class Inbound:
         MessageId gets the stored receipt.
         """
         ctx = self.ctx
+        try:
+            user, plan, receipt, reception = await self._verify_and_store(received, now, pulled_on)
+        except EbmsError as error:
+            self._announce_refusal(received, error)
+            raise
+        if reception.duplicate and reception.receipt is not None:
+            log.info("duplicate %s: answering with the stored receipt", user.message_id)
+            return b"".join([c async for c in ctx.store.read(reception.receipt)])
+        if is_ping(user):
+            await self._settle_ping(reception.message, now)
+        else:
+            ctx.webhooks.notify(WebhookEvent.MESSAGE_RECEIVED, message_json(reception.message))
+        if plan is not None:
+            await self.router.forward(self.submitter, plan, reception.message, user, now=now)
+        if user.message_info.ref_to_message_id is not None and not reception.duplicate:
+            await self.replies.answered(reception.message, now)
+        return receipt
+
+    async def _verify_and_store(
+        self, received: ReceivedMessage, now: datetime, pulled_on: str | None
+    ) -> tuple[UserMessage, Any, bytes, Reception]:
+        """Verify and check a user message, let the router decide, sign the receipt and store the message."""
+        ctx = self.ctx
         verified = await self.pipeline.verify(received, now)
         try:
             route, user = verified.route, verified.user_message
@@ -148,15 +180,24 @@ class Inbound:
             reception = await self._persist(verified, receipt, now)
         finally:
             verified.close()
-        if reception.duplicate and reception.receipt is not None:
-            log.info("duplicate %s: answering with the stored receipt", user.message_id)
-            return b"".join([c async for c in ctx.store.read(reception.receipt)])
-        ctx.webhooks.notify(WebhookEvent.MESSAGE_RECEIVED, message_json(reception.message))
-        if plan is not None:
-            await self.router.forward(self.submitter, plan, reception.message, user, now=now)
-        if user.message_info.ref_to_message_id is not None and not reception.duplicate:
-            await self.replies.answered(reception.message, now)
-        return receipt
+        return user, plan, receipt, reception
+
+    def _announce_refusal(self, received: ReceivedMessage, error: EbmsError) -> None:
+        """Tell the backend about a refused user message when its leg says so (ProcessErrorNotifyConsumer)."""
+        route = refused_route(received, self.ctx.agreements.current)
+        user = received.parsed.messaging.message
+        if route is not None and route.leg.error_handling.notify_consumer and isinstance(user, UserMessage):
+            self.ctx.webhooks.notify(WebhookEvent.MESSAGE_REFUSED, refusal(user, route, error))
+
+    async def _settle_ping(self, message: StoredMessage, now: datetime) -> None:
+        """An ebMS test message is receipted and kept as evidence, never delivered: it is acknowledged at once and
+        no webhook hears of it (ebMS 3 5.2.2.9, AS4_CP_TA17)."""
+        detail = "ebMS test message: not delivered to the backend"
+        for state in (MessageState.DELIVERED_TO_BACKEND, MessageState.ACKNOWLEDGED):
+            moved = await self.ctx.store.transition(message, state, now=now, detail=detail)
+            if moved is None:
+                return
+            message = moved
 
     async def _persist(self, verified: VerifiedMessage, receipt: bytes, now: datetime) -> Reception:
         """Store a new message with its raw form and our receipt in one transaction (a repetition stores nothing)."""

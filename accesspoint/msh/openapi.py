@@ -63,7 +63,14 @@ OPENAPI: Final[dict[str, Any]] = {
                                 "mime_type": {"type": "string"},
                                 "data": {"type": "string", "format": "byte"},
                                 "part": {"type": "string"},
-                                "properties": {"type": "object", "additionalProperties": {"type": "string"}},
+                                "properties": {
+                                    "type": "object",
+                                    "description": (
+                                        "PartProperties for its PartInfo (CharacterSet, others); MimeType is"
+                                        " mime_type and CompressionType the P-Mode's"
+                                    ),
+                                    "additionalProperties": {"type": "string"},
+                                },
                             },
                         },
                     },
@@ -80,6 +87,42 @@ OPENAPI: Final[dict[str, Any]] = {
                     "conversation_id": {"type": "string", "nullable": True},
                     "last_error": {"type": "object", "nullable": True},
                     "end_to_end": {"$ref": "#/components/schemas/EndToEnd"},
+                    "header": {"$ref": "#/components/schemas/Header"},
+                },
+            },
+            "Header": {
+                "type": "object",
+                "nullable": True,
+                "description": (
+                    "GET /api/v1/messages/{id} only: the user message's ebMS header as received or submitted (its"
+                    " first raw-message evidence; null once that is purged), as `accesspoint inspect` prints it;"
+                    " each payload there also has its PartProperties as `properties`"
+                ),
+                "properties": {
+                    "from": {"$ref": "#/components/schemas/Party"},
+                    "to": {"$ref": "#/components/schemas/Party"},
+                    "agreement": {"type": "object", "nullable": True},
+                    "service": {"type": "object", "properties": {"value": {"type": "string"}, "type": {}}},
+                    "action": {"type": "string"},
+                    "conversation_id": {"type": "string"},
+                    "mpc": {"type": "string"},
+                    "message_properties": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {"name": {"type": "string"}, "value": {"type": "string"}, "type": {}},
+                        },
+                    },
+                },
+            },
+            "Party": {
+                "type": "object",
+                "properties": {
+                    "party_ids": {
+                        "type": "array",
+                        "items": {"type": "object", "properties": {"value": {"type": "string"}, "type": {}}},
+                    },
+                    "role": {"type": "string"},
                 },
             },
             "EndToEnd": {
@@ -114,10 +157,17 @@ OPENAPI: Final[dict[str, Any]] = {
                 ),
                 "properties": {
                     "id": {"type": "string", "format": "uuid"},
-                    "event": {"type": "string", "enum": ["message-received", "receipt", "error", "end-to-end-receipt"]},
+                    "event": {
+                        "type": "string",
+                        "enum": ["message-received", "message-refused", "receipt", "error", "end-to-end-receipt"],
+                    },
                     "at": {"type": "string", "format": "date-time"},
                     "data": {
-                        "description": "the Message; for end-to-end-receipt {message_id, end_to_end}",
+                        "description": (
+                            "the Message; for end-to-end-receipt {message_id, end_to_end}; for message-refused the"
+                            " refused message's message_id, ref_to_message_id, pmode, its Header's fields and"
+                            " error {code, short_description, severity, category, detail}"
+                        ),
                         "$ref": "#/components/schemas/Message",
                     },
                 },

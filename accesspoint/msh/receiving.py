@@ -6,6 +6,7 @@ signed receipt; any EbmsError becomes a signed error signal through ``error_resp
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from accesspoint.core.errors import EbmsError, ErrorCode
 from accesspoint.core.ids import new_message_id
 from accesspoint.core.message import ReceivedMessage
 from accesspoint.core.model import MessageInfo, PullRequest, SignalMessage, UserMessage
-from accesspoint.core.namespaces import SoapVersion
+from accesspoint.core.namespaces import TEST_ACTION, TEST_SERVICE, SoapVersion
 from accesspoint.core.signals import build_error_signal, build_receipt
 from accesspoint.security.algorithms import SignatureAlgorithm
 from accesspoint.security.inbound import OpenedMessage, PartReader, open_message
@@ -61,6 +62,7 @@ def accept_user_message(
     if problem is not None or match.route is None:
         raise problem or EbmsError(ErrorCode.VALUE_NOT_RECOGNIZED, "no P-Mode", ref_to_message_id=user.message_id)
     route = match.route
+    check_part_properties(user)
     partner = [c for c in (route.partner_signing_certificate,) if c is not None]
     try:
         opened = open_message(
@@ -99,6 +101,41 @@ def accept_user_message(
     return AcceptedMessage(route, user, opened, receipt)
 
 
+# XML 1.0 section 4.3.3: EncName, what a CharacterSet part property must be (AS4_CP_TA29).
+_ENCODING_NAME = re.compile(r"[A-Za-z][A-Za-z0-9._-]*")
+
+
+def valid_character_set(value: str) -> bool:
+    """True when the value is an encoding name as XML 1.0 writes them (``UTF-8``, ``ISO-8859-1``)."""
+    return _ENCODING_NAME.fullmatch(value) is not None
+
+
+def check_part_properties(user: UserMessage) -> None:
+    """EBMS:0003 for a payload without its MimeType part property (AS4 requires one, AS4_CP_TA26) or with a
+    CharacterSet that is no encoding name (AS4_CP_TA29)."""
+    for part in user.payload_info:
+        where = part.href or "the SOAP Body payload"
+        if not part.mime_type:
+            raise EbmsError(
+                ErrorCode.VALUE_INCONSISTENT,
+                f"PartInfo {where} has no MimeType part property",
+                ref_to_message_id=user.message_id,
+            )
+        charset = part.character_set
+        if charset is not None and not valid_character_set(charset):
+            raise EbmsError(
+                ErrorCode.VALUE_INCONSISTENT,
+                f"PartInfo {where}: CharacterSet {charset[:64]!r} is not an encoding name (XML 1.0, 4.3.3)",
+                ref_to_message_id=user.message_id,
+            )
+
+
+def is_ping(user: UserMessage) -> bool:
+    """True for the ebMS test service and action (ebMS 3 5.2.2.9): receipted, never delivered to a consumer."""
+    collaboration = user.collaboration_info
+    return collaboration.service.value == TEST_SERVICE and collaboration.action == TEST_ACTION
+
+
 def signed_signal(signal: SignalMessage, keys: KeyPair, policy: SecurityPolicy, soap_version: SoapVersion) -> bytes:
     """A receipt or error as signed bare SOAP in the request's SOAP version."""
     return sign_signal(signal, keys, policy, soap_version=soap_version, new_id=_signal_id)
@@ -113,14 +150,19 @@ def policy_for_key(keys: KeyPair) -> SecurityPolicy:
     return SecurityPolicy.edelivery_1_15(signature_algorithm=SignatureAlgorithm.RSA_SHA256, encrypt=False)
 
 
-def reply_policy(received: ReceivedMessage | None, pmodes: PModeSet) -> SecurityPolicy | None:
-    """The security policy of the leg a refused user message belongs to, when one P-Mode matches it."""
+def refused_route(received: ReceivedMessage | None, pmodes: PModeSet) -> Route | None:
+    """The leg a refused user message belongs to, when one P-Mode matches it."""
     if received is None:
         return None
     message = received.parsed.messaging.message
     if not isinstance(message, UserMessage):
         return None
-    route = pmodes.match_incoming(message).route
+    return pmodes.match_incoming(message).route
+
+
+def reply_policy(received: ReceivedMessage | None, pmodes: PModeSet) -> SecurityPolicy | None:
+    """The security policy of the leg a refused user message belongs to, when one P-Mode matches it."""
+    route = refused_route(received, pmodes)
     return None if route is None else route.security
 
 

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import IO
 
 from accesspoint.core.envelope import parse_envelope
-from accesspoint.core.model import UserMessage
-from accesspoint.core.namespaces import SoapVersion
+from accesspoint.core.model import Property, UserMessage
+from accesspoint.core.namespaces import PartProperty, SoapVersion
 from accesspoint.msh.context import Context
 from accesspoint.msh.wire import SPOOL_IN_MEMORY, file_source
 from accesspoint.routing.outbound import addressed
@@ -123,7 +123,20 @@ class SendPipeline:
         return job.run()
 
 
+# Part properties the MSH writes itself: MimeType and CharacterSet from the payload, CompressionType from the leg.
+_OWN_PART_PROPERTIES = frozenset(p.value for p in PartProperty)
+
+
 def _payloads(root: Path, stored: Sequence[StoredPayload], route: Route) -> tuple[Payload, ...]:
+    """The stored payloads as they are sent, each with the PartProperties it was submitted with (AS4_CP_TA27)."""
     return tuple(
-        Payload(p.content_id, p.mime_type, file_source(root / p.path), compress=route.leg.compression) for p in stored
+        Payload(
+            p.content_id,
+            p.mime_type,
+            file_source(root / p.path),
+            compress=route.leg.compression,
+            character_set=p.properties.get(PartProperty.CHARACTER_SET.value),
+            properties=tuple(Property(k, v) for k, v in p.properties.items() if k not in _OWN_PART_PROPERTIES),
+        )
+        for p in stored
     )

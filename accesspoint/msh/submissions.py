@@ -17,7 +17,9 @@ from accesspoint.core.envelope import build_envelope, serialize
 from accesspoint.core.ids import new_message_id
 from accesspoint.core.model import CollaborationInfo, PartyInfo, Property, UserMessage
 from accesspoint.core.model import MessageInfo as HeaderInfo
+from accesspoint.core.namespaces import PartProperty
 from accesspoint.msh.context import Context
+from accesspoint.msh.receiving import valid_character_set
 from accesspoint.msh.send_pipeline import SendPipeline
 from accesspoint.msh.views import message_info
 from accesspoint.msh.wire import once
@@ -85,8 +87,21 @@ def _decoded(payloads: object, message_id: str) -> tuple[NewPayload, ...]:
             raise ValueError(f"payloads[{index}].data: not base64") from None
         content_id = str(item.get("content_id") or f"part{index + 1}@{message_id.split('@')[-1]}")
         mime = str(item.get("mime_type") or "application/octet-stream")
-        found.append(NewPayload(content_id, mime, once(data)))
+        properties = part_properties(item.get("properties"), f"payloads[{index}].properties")
+        found.append(NewPayload(content_id, mime, once(data), properties))
     return tuple(found)
+
+
+def part_properties(given: object, where: str) -> dict[str, str]:
+    """A submitted payload's PartProperties (a JSON object of name to string); ValueError naming ``where``."""
+    if given is None:
+        return {}
+    if not isinstance(given, dict) or not all(isinstance(v, str) for v in given.values()):
+        raise ValueError(f"{where}: a JSON object of name to string value")
+    charset = given.get(PartProperty.CHARACTER_SET.value)
+    if charset is not None and not valid_character_set(charset):
+        raise ValueError(f"{where}.CharacterSet: {charset!r} is not an encoding name (XML 1.0, 4.3.3)")
+    return {str(k): v for k, v in given.items()}
 
 
 def _property(name: str, given: object) -> Property:

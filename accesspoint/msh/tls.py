@@ -6,18 +6,17 @@ import ssl
 from pathlib import Path
 
 from accesspoint.msh.config import TlsConfig
+from accesspoint.servicekit.tls import TlsSettings
+from accesspoint.servicekit.tls import server_context as service_server_context
 
 
 def server_context(tls: TlsConfig) -> ssl.SSLContext:
-    """The server's context: its certificate; with ``client_ca`` a client certificate from that CA is required."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    # eDelivery AS4 2.0 (and BSI TR-03116-4 it follows) allow TLS 1.2 and 1.3 only.
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(tls.certificate, tls.key)
-    if tls.client_ca is not None:
-        context.load_verify_locations(cafile=tls.client_ca)
-        context.verify_mode = ssl.CERT_REQUIRED
-    return context
+    """The server's context: its certificate, TLS 1.2 or later (``min_version``, ``ciphers`` narrow it); with
+    ``client_ca`` a client certificate from that CA is required."""
+    settings = TlsSettings(
+        tls.certificate, tls.key, tls.client_ca, minimum_version=tls.min_version, ciphers=tls.ciphers
+    )
+    return service_server_context(settings)
 
 
 def client_context(trust: Path | None, client: TlsConfig | None) -> ssl.SSLContext:

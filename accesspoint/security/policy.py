@@ -58,6 +58,9 @@ class TrustSettings:
     revocation: RevocationMode = RevocationMode.SOFT_FAIL
     # Peppol-style binding: the signer certificate's CN must equal the sender's PartyId.
     bind_cn_to_party_id: bool = False
+    # Certificate policy OIDs the partner's end-entity certificate must each assert (a network's AP policy; the
+    # eDelivery Dynamic Receiver checks the sender's certificate this way, AS4_DR_TA03).
+    required_policies: tuple[str, ...] = ()
 
 
 _COMMON_INCOMING: frozenset[str] = frozenset(

@@ -79,6 +79,7 @@ class TrustFailure(StrEnum):
     UNSUPPORTED_EXTENSION = "unsupported-extension"
     KEY_USAGE = "key-usage"
     PARTY_MISMATCH = "party-mismatch"
+    POLICY = "policy"  # the certificate does not assert a certificate policy the trust settings require
     REVOKED = "revoked"
     REVOCATION_UNKNOWN = "revocation-unknown"  # hard-fail mode and no fresh "good"
 
@@ -213,6 +214,25 @@ def _party_binding(certificate: x509.Certificate, party_id: str | None) -> Trust
         reason = f"the certificate CN {shown!r} does not match the PartyId {party_id[:100]!r}"
         return TrustError(TrustFailure.PARTY_MISMATCH, reason)
     return None
+
+
+def _required_policies(
+    extensions: x509.Extensions, certificate: x509.Certificate, required: Sequence[str]
+) -> TrustError | None:
+    if not required:
+        return None
+    try:
+        asserted = {
+            p.policy_identifier.dotted_string
+            for p in extensions.get_extension_for_class(x509.CertificatePolicies).value
+        }
+    except x509.ExtensionNotFound:
+        asserted = set()
+    missing = [oid for oid in required if oid not in asserted]
+    if not missing:
+        return None
+    reason = f"{describe(certificate)} does not assert the certificate policy {', '.join(missing)}"
+    return TrustError(TrustFailure.POLICY, reason)
 
 
 def _issuer_problem(
@@ -352,7 +372,8 @@ def validate_certificate(
     ``chain`` holds the other certificates that came with it (PKIPath or further BSTs), in any order; the
     path is built from them, ``trust.intermediates`` and ``trust.anchors``. A certificate that is pinned or
     is itself an anchor (exact DER) is trusted without a path, but its validity period, key usage and key
-    size still count. With ``trust.bind_cn_to_party_id`` its CN must equal ``party_id``. Revocation:
+    size still count. With ``trust.bind_cn_to_party_id`` its CN must equal ``party_id``; it must assert each of
+    ``trust.required_policies`` (certificatePolicies, end entity only). Revocation:
     ``trust.revocation`` decides; the end entity is checked (intermediates too if the checker says so). A
     pinned certificate is checked only when its issuer is at hand (unpinning is how one revokes a pin).
     Certificates signed with SHA-1 or MD5 are refused (below the anchor; an anchor's self-signature is moot).
@@ -367,7 +388,9 @@ def validate_certificate(
     extensions, problem = _extensions(certificate, leaf_role)
     if problem or extensions is None:
         raise problem or TrustError(TrustFailure.INVALID_PATH, "unreadable extensions")
-    problem = _key_usage(extensions, certificate, usage)
+    problem = _key_usage(extensions, certificate, usage) or _required_policies(
+        extensions, certificate, trust.required_policies
+    )
     if problem:
         raise problem
     if trust.bind_cn_to_party_id:

@@ -106,8 +106,9 @@ class Section:
     # ------------------------------------------------------------------------------------------- basics
 
     def field(self, key: str) -> str:
-        """The full name of a key, ``file: far.port``."""
-        return f"{self.name}.{key}"
+        """The full name of a key: ``file: far.port``; a section named as a prefix (ending in a space or a colon,
+        ``file: field `` for a file whose top level is the settings) takes the key as it is."""
+        return f"{self.name}{key}" if self.name.endswith((" ", ":")) else f"{self.name}.{key}"
 
     def has(self, key: str) -> bool:
         """Whether the key is set (a YAML null counts as not set)."""

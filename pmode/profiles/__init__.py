@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from accesspoint.core.namespaces import DEFAULT_MPC
+from accesspoint.core.namespaces import CONFORMANCE_TEST_SERVICE, DEFAULT_MPC
 from accesspoint.security.policy import Profile, SecurityPolicy
 from pmode.model import Agreement, Binding, Leg, Mep, PayloadLimits, PMode, ReceptionAwareness, Retention
 
@@ -39,8 +39,26 @@ class NetworkProfile:
     validator: Validator = _no_checks
 
     def validate(self, pmode: PMode) -> list[Finding]:
-        """Every way the P-Mode breaks this profile's rules."""
-        return self.validator(pmode)
+        """Every way the P-Mode breaks this profile's rules (those every network shares, then its own)."""
+        return common_rules(pmode, self.name) + self.validator(pmode)
+
+
+def common_rules(pmode: PMode, profile: str) -> list[Finding]:
+    """What no network allows: errors reported elsewhere than on the back-channel, the conformance test service."""
+    found: list[Finding] = []
+    for path, leg in each_leg(pmode):
+        if leg.error_handling.sender_errors_to is not None:
+            # eDelivery AS4 (AS4_CP_TA11): PMode[1].ErrorHandling.Report.SenderErrorsTo is not set; an error goes
+            # back on the HTTP response to the message in error, signed, and nowhere else.
+            message = f"profile {profile} reports errors on the back-channel only: SenderErrorsTo must not be set"
+            found.append((f"{path}.error_handling.sender_errors_to", message))
+        if leg.service.value == CONFORMANCE_TEST_SERVICE:
+            message = (
+                f"{CONFORMANCE_TEST_SERVICE} is the EC conformance test bed's unsigned backend service: it runs on "
+                "`accesspoint conformance serve`'s own listener, never on an access point's P-Modes"
+            )
+            found.append((f"{path}.service", message))
+    return found
 
 
 def each_leg(pmode: PMode) -> list[tuple[str, Leg]]:

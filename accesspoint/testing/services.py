@@ -142,7 +142,7 @@ def redis_server() -> Iterator[RedisServer]:
 
 
 async def _admin(server: PostgresServer, statement: str) -> None:
-    import asyncpg
+    import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 
     connection = await asyncpg.connect(server.dsn())
     try:

@@ -59,13 +59,13 @@ def make_ca(common_name: str = "Test CA", kind: KeyType = "rsa") -> KeyPair:
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
-        .public_key(key.public_key())  # type: ignore[arg-type]
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(NOT_BEFORE)
         .not_valid_after(NOT_AFTER)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)  # type: ignore[arg-type]
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, _signing_hash(key))  # type: ignore[arg-type]
     )
     return KeyPair(key, certificate)
@@ -79,15 +79,17 @@ def issue(
     not_before: datetime = NOT_BEFORE,
     not_after: datetime = NOT_AFTER,
     ski: bool = True,
+    policies: tuple[str, ...] = (),
 ) -> KeyPair:
-    """An end-entity certificate signed by ``ca`` (digitalSignature, key encipherment or agreement)."""
+    """An end-entity certificate signed by ``ca`` (digitalSignature, key encipherment or agreement), asserting
+    the certificate ``policies`` (dotted OIDs) when given."""
     key = new_key(kind)
     agreement = kind in ("x25519",) or kind in _CURVES
     builder = (
         x509.CertificateBuilder()
         .subject_name(_name(common_name))
         .issuer_name(ca.certificate.subject)
-        .public_key(key.public_key())  # type: ignore[arg-type]
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(not_before)
         .not_valid_after(not_after)
@@ -109,7 +111,12 @@ def issue(
     )
     if ski:
         builder = builder.add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(key.public_key()),  # type: ignore[arg-type]
+            x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+            critical=False,
+        )
+    if policies:
+        builder = builder.add_extension(
+            x509.CertificatePolicies([x509.PolicyInformation(x509.ObjectIdentifier(p), None) for p in policies]),
             critical=False,
         )
     certificate = builder.sign(ca.private_key, _signing_hash(ca.private_key))  # type: ignore[arg-type]

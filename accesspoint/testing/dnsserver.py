@@ -18,7 +18,6 @@ import dns.exception
 import dns.message
 import dns.query
 import dns.rdatatype
-import pytest
 
 TTL = 60
 
@@ -90,7 +89,7 @@ class DnsServer:
         """Start dnsmasq and wait until it answers."""
         binary = dnsmasq_binary()
         if binary is None:
-            pytest.fail("dnsmasq is not installed (scripts/ensure-system-packages.sh installs it)")
+            raise RuntimeError("dnsmasq is not installed (scripts/ensure-system-packages.sh installs it)")
         if not self.port:
             self.port = _free_port()
         conf = self._write()
@@ -101,13 +100,13 @@ class DnsServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 error = self.process.stderr.read().decode() if self.process.stderr else ""
-                pytest.fail(f"dnsmasq exited with {self.process.returncode}: {error}")
+                raise RuntimeError(f"dnsmasq exited with {self.process.returncode}: {error}")
             try:
                 dns.query.udp(query, "127.0.0.1", port=self.port, timeout=0.2)
                 return
             except (OSError, dns.exception.Timeout):
                 time.sleep(0.02)
-        pytest.fail("dnsmasq did not answer within 10 s")
+        raise RuntimeError("dnsmasq did not answer within 10 s")
 
     def stop(self) -> None:
         """Stop dnsmasq."""

@@ -1,8 +1,7 @@
-"""Shared helpers of the SMP tests (no tests here): a throw-away PKI, sample metadata, a server on real ports."""
+"""The SMP tests' and ``bench smp``'s fixtures: a throw-away PKI, sample metadata, a server on real ports."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -15,11 +14,12 @@ from lxml import etree
 
 from accesspoint.security.keys import KeyPair
 from accesspoint.servicekit.tokens import BearerToken, scopes
+from accesspoint.testing.pki import issue, make_ca
+from accesspoint.testing.services import free_port
 from smp.documents import render_service_metadata
 from smp.identifiers import Identifier
 from smp.model import EndpointInfo, Flavour, ProcessInfo, ServiceMetadata, TransportProfile
 from smp.server import Listener, SmpSettings, serve
-from tests.pki import issue, make_ca
 
 TOKEN = "test-token-0123456789abcdef"
 PARTICIPANT = "iso6523-actorid-upis::0007:2120000787"
@@ -89,13 +89,6 @@ def metadata(
     )
     proc = None if process is None else Identifier.parse(process)
     return ServiceMetadata(Identifier.parse(participant), Identifier.parse(document), (ProcessInfo(proc, endpoints),))
-
-
-def free_port() -> int:
-    """A free TCP port on loopback."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def settings(folder: Path, port: int, signer: KeyPair | None = None) -> SmpSettings:
