@@ -48,7 +48,7 @@ from accesspoint.core.namespaces import GZIP, NS
 from accesspoint.core.signals import build_receipt
 from accesspoint.msh.app import CONTEXT, create_app
 from accesspoint.msh.config import load_config
-from accesspoint.security.algorithms import SignatureAlgorithm
+from accesspoint.security.algorithms import C14N, SignatureAlgorithm
 from accesspoint.security.encryption import encrypt_attachments
 from accesspoint.security.inbound import OpenedMessage, open_message
 from accesspoint.security.keys import KeyPair
@@ -379,6 +379,26 @@ def test_a_reference_uri_that_is_neither_an_id_nor_a_content_id_is_refused(side:
     reference.set("URI", "x" + reference.get("URI", "")[1:])
     _resign(wire, side)
     _signature_failure(_refused(lambda: _open(side, wire, encrypt=False)), "is neither #id nor cid:")
+
+
+def test_a_signature_without_its_signature_value_is_refused(side: Side) -> None:
+    """ds:Signature with SignedInfo but no SignatureValue: EBMS:0101, generic on the wire."""
+    wire = _send(side, encrypt=False)
+    value = _one(wire.envelope, f".//{DS}SignatureValue")
+    value.getparent().remove(value)  # type: ignore[union-attr]
+    _signature_failure(_refused(lambda: _open(side, wire, encrypt=False)), "lacks SignedInfo or SignatureValue")
+
+
+def test_signed_info_canonicalised_otherwise_than_exclusively_is_refused_even_where_listed(side: Side) -> None:
+    """SignedInfo declared exc-c14n#WithComments, correctly signed, under a policy listing it: still EBMS:0103."""
+    wire = _send(side, encrypt=False)
+    method = _one(wire.envelope, f".//{DS}SignedInfo/{DS}CanonicalizationMethod")
+    method.set("Algorithm", C14N.EXCLUSIVE_WITH_COMMENTS.value)
+    _resign(wire, side)
+    listing = replace(side.policy, encrypt=False)
+    listing = replace(listing, allowed_algorithms=listing.allowed_algorithms | {C14N.EXCLUSIVE_WITH_COMMENTS.value})
+    error = _refused(lambda: open_message(wire.received(), listing, at=NOW))
+    assert error.code == ErrorCode.POLICY_NONCOMPLIANCE.code and "canonicalisation" in error.detail
 
 
 def test_a_signature_value_under_another_algorithm_than_its_key_is_refused(side: Side) -> None:
