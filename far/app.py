@@ -11,8 +11,8 @@ GET      /api/v1/recipients/{id}                    the recipient (an eIDAS id's
 PUT      /api/v1/recipients/{id}                    ``{"status", "pending", "operator", "last_registration"}``
 DELETE   /api/v1/recipients/{id}
 GET      /api/v1/recipients/{id}/refusals           the senders it refuses
-PUT      /api/v1/recipients/{id}/refusals/{orgnr}   refuse a sender
-DELETE   /api/v1/recipients/{id}/refusals/{orgnr}   accept it again
+PUT      /api/v1/recipients/{id}/refusals/{sender}  refuse a sender (a party id, far/parties.py)
+DELETE   /api/v1/recipients/{id}/refusals/{sender}  accept it again
 GET      /api/v1/audit/{entity_id}                  the latest changes to a recipient, operator or refusal
 GET      /api/v1/operators                          all operators
 GET      /api/v1/operators/{orgnr}
@@ -20,7 +20,8 @@ PUT      /api/v1/operators/{orgnr}                  ``{"name", "party_id", "endp
 DELETE   /api/v1/operators/{orgnr}                  409 while recipients use it
 =======  =========================================  ==========================================================
 
-SOAP: ``POST /Recipient/v3`` (also ``/soap/Recipient/v3``), see :mod:`far.soap`.
+The sender register (``/api/v1/senders``): :mod:`far.sender_api`. SOAP: ``POST /Recipient/v3`` (also
+``/soap/Recipient/v3``), see :mod:`far.soap`.
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from accesspoint.servicekit.problems import Problem, problem_middleware
 from accesspoint.servicekit.tokens import CALLER, BearerAuth
-from far import soap
+from far import sender_api, soap
 from far.model import AccountStatus, create_engine, upgrade_schema
+from far.senders import SenderRegister
 from far.service import DISCOVERY, FarError, FarService, InvalidInput, Operator
 from far.settings import FarSettings
 
@@ -64,7 +66,8 @@ def _problem(exc: Exception) -> Problem | None:
 @web.middleware
 async def _authorised(request: web.Request, handler: _Handler) -> web.StreamResponse:
     """Bearer tokens on /api/: the read scope for GET and the two queries, the write scope for changes."""
-    if request.path.startswith("/api/"):
+    # The sender routes authorise in their handlers: a write may be narrowed to one sender (write:sender=…).
+    if request.path.startswith("/api/") and not request.path.startswith(sender_api.PATH):
         queries = request.method in {"GET", "HEAD"} or request.path.endswith(("/reachable", "/registered"))
         request.app[AUTH].authorize(request, "read" if queries else "write")
     return await handler(request)
@@ -183,17 +186,17 @@ async def list_refusals(request: web.Request) -> web.Response:
 
 
 async def put_refusal(request: web.Request) -> web.Response:
-    """PUT /api/v1/recipients/{id}/refusals/{orgnr}."""
+    """PUT /api/v1/recipients/{id}/refusals/{sender}."""
     created = await request.app[SERVICE].refuse_sender(
-        request.match_info["id"], request.match_info["orgnr"], actor=_actor(request)
+        request.match_info["id"], request.match_info["sender"], actor=_actor(request)
     )
     return web.json_response({"refused": True}, status=201 if created else 200)
 
 
 async def delete_refusal(request: web.Request) -> web.Response:
-    """DELETE /api/v1/recipients/{id}/refusals/{orgnr}."""
+    """DELETE /api/v1/recipients/{id}/refusals/{sender}."""
     await request.app[SERVICE].accept_sender(
-        request.match_info["id"], request.match_info["orgnr"], actor=_actor(request)
+        request.match_info["id"], request.match_info["sender"], actor=_actor(request)
     )
     return web.Response(status=204)
 
@@ -301,11 +304,13 @@ def create_app(settings: FarSettings, *, service: FarService | None = None) -> w
     async def database(app: web.Application) -> AsyncIterator[None]:
         if service is not None:
             app[SERVICE] = service
+            app[sender_api.SENDERS] = SenderRegister(service.engine, policy=service.parties)
             yield
             return
         engine = create_engine(settings.database)
         await upgrade_schema(engine)
-        app[SERVICE] = FarService(engine, policy=settings.policy)
+        app[SERVICE] = FarService(engine, policy=settings.policy, parties=settings.parties)
+        app[sender_api.SENDERS] = SenderRegister(engine, policy=settings.parties)
         yield
         await engine.dispose()
 
@@ -317,13 +322,14 @@ def create_app(settings: FarSettings, *, service: FarService | None = None) -> w
     app.router.add_put(recipient, put_recipient)
     app.router.add_delete(recipient, delete_recipient)
     app.router.add_get(recipient + "/refusals", list_refusals)
-    app.router.add_put(recipient + "/refusals/{orgnr}", put_refusal)
-    app.router.add_delete(recipient + "/refusals/{orgnr}", delete_refusal)
+    app.router.add_put(recipient + "/refusals/{sender}", put_refusal)
+    app.router.add_delete(recipient + "/refusals/{sender}", delete_refusal)
     app.router.add_get("/api/v1/audit/{entity_id}", get_audit)
     app.router.add_get("/api/v1/operators", list_operators)
     app.router.add_get("/api/v1/operators/{orgnr}", get_operator)
     app.router.add_put("/api/v1/operators/{orgnr}", put_operator)
     app.router.add_delete("/api/v1/operators/{orgnr}", delete_operator)
+    sender_api.routes(app, AUTH)
     app.router.add_post("/Recipient/v3", soap_endpoint)
     app.router.add_post("/soap/Recipient/v3", soap_endpoint)
     app.router.add_get("/health", health)

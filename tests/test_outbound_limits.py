@@ -1,4 +1,4 @@
-"""Every outbound call bounded: a partner's 1 GiB answer or 302 to the sender, a webhook's, FaR's.
+"""Every outbound call bounded: a partner's 1 GiB answer or 302 to the sender, FaR's.
 
 The partners are real aiohttp servers in the test that record what they are asked and how much they manage to
 send; the sender is a real ``accesspoint serve`` process whose memory is read from /proc.
@@ -7,9 +7,7 @@ send; the sender is a real ``accesspoint serve`` process whose memory is read fr
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -17,10 +15,6 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from accesspoint.httpclient import new_session
-from accesspoint.msh.config import Webhook, WebhookEvent
-from accesspoint.msh.webhooks import WebhookNotifier
-from accesspoint.store.clock import SystemClock
 from far.client import MAX_ANSWER, FarClient, FarUnavailable
 from tests.test_msh_support import pair, running, submission
 
@@ -128,37 +122,6 @@ async def test_a_partner_answering_302_is_never_followed_to_the_location(tmp_pat
     assert failed["state"] == "failed", failed
     assert "redirect to '/internal-admin' not followed" in failed["last_error"]["detail"]
     assert partner.paths == ["/as4", "/as4"]
-
-
-async def test_a_webhook_redirect_is_not_followed_and_a_huge_answer_not_read(
-    tmp_path: Path, aiohttp_server: Server
-) -> None:
-    """A webhook answering 302 is retried, its Location never asked; one answering 200 with 1 GiB counts as done."""
-    redirecting, huge = Partner("redirect"), Partner("huge")
-    urls = []
-    for partner in (redirecting, huge):
-        server = await aiohttp_server(partner.app(), host="127.0.0.1")
-        urls.append(str(server.make_url("/hook")))
-    hooks = tuple(
-        Webhook(url, frozenset({WebhookEvent.RECEIPT}), "secret-0123456789abcdef", timedelta(milliseconds=10))
-        for url in urls
-    )
-    notifier = WebhookNotifier(hooks, clock=SystemClock(), outbox=tmp_path / "outbox")
-    async with new_session(timeout=10) as session:
-        tasks = [asyncio.create_task(deliver()) for _name, deliver in notifier.deliveries(session)]
-        notifier.notify(WebhookEvent.RECEIPT, {"message_id": "m@se"})
-        for _ in range(100):
-            if len(redirecting.paths) >= 3 and huge.paths:
-                break
-            await asyncio.sleep(0.05)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    assert len(redirecting.paths) >= 3 and set(redirecting.paths) == {"/hook"}  # retried, never /internal-admin
-    assert huge.paths == ["/hook"]  # delivered once: a 2xx counts, its body is not read
-    assert huge.sent < 64 * MIB
-    outbox = [json.loads(p.read_text())["event"] for p in (tmp_path / "outbox").rglob("*.json")]
-    assert outbox == ["receipt"]  # the redirecting webhook's event waits for its next attempt
 
 
 async def test_far_redirects_and_oversized_answers_are_unavailable_not_followed(aiohttp_server: Server) -> None:
