@@ -6,10 +6,8 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +17,7 @@ import pytest
 
 from accesspoint.testing.dnsserver import DnsServer
 from accesspoint.testing.pki import make_ca
+from accesspoint.testing.processes import listens, wait_until
 from accesspoint.testing.services import free_port
 from accesspoint.testing.smp import DOCUMENT, PARTICIPANT, ZONE, metadata, pem, pki, publish, write_config
 from smp.identifiers import Identifier, peppol_naptr_name
@@ -45,17 +44,7 @@ def _serve(config: Path) -> subprocess.Popen[bytes]:
 
 
 def _wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(
-                f"smp serve exited with {process.returncode}: {process.stderr.read() if process.stderr else ''}"
-            )
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    pytest.fail("smp serve did not listen within 20 s")
+    wait_until(listens(port), process, "smp serve")
 
 
 @dataclass
