@@ -43,6 +43,7 @@ from sqlalchemy.exc import ArgumentError
 from accesspoint.routing.settings import RoutingSettings, parse_discovery, parse_routing
 from accesspoint.security.algorithms import SignatureAlgorithm
 from accesspoint.security.keys import KeyLoadError, KeyPair, load_key_pair
+from accesspoint.security.pkcs11 import HardwareKeys, Pkcs11ConfigError, open_hardware_keys
 from accesspoint.security.policy import SecurityPolicy
 from accesspoint.servicekit.tls import VERSIONS
 from accesspoint.servicekit.units import parse_duration, parse_size
@@ -62,19 +63,28 @@ class KeyRing:
 
     signing: tuple[KeyPair, ...]
     decryption: tuple[KeyPair, ...] = ()
+    # keys.pkcs11: keys in a token, looked up again now and then (rollover without restart); they come first.
+    hardware: HardwareKeys | None = None
+
+    def _signing(self) -> tuple[KeyPair, ...]:
+        return self.signing if self.hardware is None else (*self.hardware.signing_keys(), *self.signing)
 
     def signing_key(self, policy: SecurityPolicy | None = None) -> KeyPair:
         """The signing key that suits the policy's signature algorithm (the first one when no policy is given)."""
+        signing = self._signing()
         if policy is None:
-            return self.signing[0]
-        for pair in self.signing:
+            return signing[0]
+        for pair in signing:
             if _suits(pair, policy.signature_algorithm):
                 return pair
         raise ConfigError(f"no signing key for {policy.signature_algorithm.value}")
 
     def decryption_keys(self) -> tuple[KeyPair, ...]:
-        """Every key that may decrypt: the decryption keys, then the RSA signing keys (1.15 uses one for both)."""
-        return self.decryption + tuple(p for p in self.signing if isinstance(p.private_key, rsa.RSAPrivateKey))
+        """Every key that may decrypt: the decryption keys (a token's, checked at start, then files'), then the RSA
+        signing keys in files (1.15 uses one for both; a token's signing key decrypts only when listed)."""
+        hardware = () if self.hardware is None else tuple(self.hardware.decryption_keys())
+        rsa_signing = tuple(p for p in self.signing if isinstance(p.private_key, rsa.RSAPrivateKey))
+        return hardware + self.decryption + rsa_signing
 
 
 def _suits(pair: KeyPair, algorithm: SignatureAlgorithm) -> bool:
@@ -228,16 +238,21 @@ def load_config(path: str | Path) -> ServerConfig:
         raise ConfigError(f"{file}: field listen.port: {port!r} is not a TCP port")
     if "pmodes" not in data:
         raise ConfigError(f"{file}: field pmodes: required (the P-Mode file)")
-    keys = _fields(data.get("keys"), f"{file}: field keys", {"signing", "decryption"})
-    if "signing" not in keys:
-        raise ConfigError(f"{file}: field keys.signing: required")
-    entries = keys["signing"] if isinstance(keys["signing"], list) else [keys["signing"]]
+    keys = _fields(data.get("keys"), f"{file}: field keys", {"signing", "decryption", "pkcs11"})
+    if "signing" not in keys and "pkcs11" not in keys:
+        raise ConfigError(f"{file}: field keys.signing: required (or keys.pkcs11)")
+    entries = keys.get("signing", [])
+    entries = entries if isinstance(entries, list) else [entries]
     signing = tuple(_key_pair(base, entry, f"{file}: field keys.signing[{i}]") for i, entry in enumerate(entries))
     entries = keys.get("decryption", [])
     decryption = tuple(
         _key_pair(base, entry, f"{file}: field keys.decryption[{i}]")
         for i, entry in enumerate(entries if isinstance(entries, list) else [entries])
     )
+    try:
+        hardware = open_hardware_keys(base, keys.get("pkcs11"), f"{file}: field keys.pkcs11")
+    except Pkcs11ConfigError as exc:
+        raise ConfigError(str(exc)) from None
     storage = base / str(data.get("storage", "data"))
     database = _database(data.get("database"), f"{file}: field database") or f"sqlite:///{storage / 'accesspoint.db'}"
     tokens = _api_tokens(data.get("api_tokens", []), f"{file}: field api_tokens")
@@ -262,7 +277,7 @@ def load_config(path: str | Path) -> ServerConfig:
         pmodes=base / str(data["pmodes"]),
         database_url=database,
         storage=storage,
-        keys=KeyRing(signing, decryption),
+        keys=KeyRing(signing, decryption, hardware),
         api_tokens=tuple(tokens),
         instance=_instance(data.get("instance", "ap"), f"{file}: field instance"),
         redis_url=_redis(data.get("redis"), f"{file}: field redis"),
