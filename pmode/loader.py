@@ -225,6 +225,14 @@ def _party_ids(ctx: _Loader, fields: Fields) -> tuple[PartyId, ...]:
     return tuple(found)
 
 
+def _http_url(text: str) -> bool:
+    try:
+        url = urlparse(text)
+    except ValueError:  # "http://[abc": an IPv6 host that does not close
+        return False
+    return url.scheme in ("http", "https") and bool(url.netloc)
+
+
 def _parties(ctx: _Loader, table: Fields) -> dict[str, PartyDefinition]:
     parties: dict[str, PartyDefinition] = {}
     for name, value in table.data.items():
@@ -233,10 +241,8 @@ def _parties(ctx: _Loader, table: Fields) -> dict[str, PartyDefinition]:
         party_ids = _party_ids(ctx, fields)
         endpoint = fields.text("endpoint", required=True)
         dynamic = endpoint == DYNAMIC
-        if endpoint is not None and not dynamic:
-            url = urlparse(endpoint)
-            if url.scheme not in ("http", "https") or not url.netloc:
-                ctx.error(fields.at("endpoint"), f"expected an http(s) URL or 'dynamic', found {endpoint!r}")
+        if endpoint is not None and not dynamic and not _http_url(endpoint):
+            ctx.error(fields.at("endpoint"), f"expected an http(s) URL or 'dynamic', found {endpoint!r}")
         if not party_ids and not dynamic:
             ctx.error(fields.at("party_ids"), "is required (only a dynamic party may leave its PartyIds to discovery)")
         before = len(ctx.problems)

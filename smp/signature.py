@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from lxml import etree
 
 from accesspoint.core.xml import holds_elements, string_value
-from accesspoint.security.keys import KeyPair
+from accesspoint.security.keys import KeyPair, load_der_certificate
 from smp.model import Flavour
 
 DS = "http://www.w3.org/2000/09/xmldsig#"
@@ -124,7 +124,7 @@ def verify_document(root: etree._Element, *, allowed: frozenset[str] = ALLOWED) 
         raise SignatureError("KeyInfo must carry the signer's certificate (one X509Certificate)")
     try:
         der = _b64decode(string_value(certificates[0]))
-        signer = x509.load_der_x509_certificate(der)
+        signer = load_der_certificate(der)
         key = xmlsec.Key.from_memory(der, xmlsec.constants.KeyDataFormatCertDer)
     except (ValueError, xmlsec.Error):
         raise SignatureError("the KeyInfo certificate cannot be read") from None

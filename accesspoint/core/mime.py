@@ -159,25 +159,55 @@ MimeEvent = PartStart | PartData | PartEnd | MultipartEnd
 _PREAMBLE, _HEADERS, _BODY, _AFTER_DELIMITER, _EPILOGUE = range(5)
 
 
+# RFC 2045 6.8: "characters not found in Table 1 must be ignored by decoding software" ('=' is in the table).
+_NOT_BASE64: Final = bytes(
+    sorted(set(range(256)) - set(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="))
+)
+
+
 class _Base64Decoder:
-    """Streaming base64: decodes whole quanta, keeps the remainder for the next chunk."""
+    """Streaming base64: decodes whole quanta, keeps the remainder for the next chunk.
+
+    Whatever the chunking, the same bytes decode the same way: characters outside the alphabet are dropped
+    before quanta are counted, and '=' is accepted only as the padding of the last quantum (more base64 after
+    it, or '=' anywhere else, is EBMS:0007; binascii's lenient mode would stop or skip depending on where a
+    chunk happened to end).
+    """
 
     def __init__(self) -> None:
         self._pending = b""
+        self._ended = False
 
     def decode(self, data: bytes) -> bytes:
-        joined = self._pending + b"".join(data.split())
-        usable = len(joined) - len(joined) % 4
+        joined = self._pending + data.translate(None, _NOT_BASE64)
+        if self._ended:
+            if joined.strip(b"="):
+                raise EbmsError(ErrorCode.MIME_INCONSISTENCY, "base64 part body continues after its padding")
+            return b""
+        pad = joined.find(b"=")
+        head = joined if pad < 0 else joined[:pad]
+        usable = len(head) - len(head) % 4
         self._pending = joined[usable:]
-        try:
-            return binascii.a2b_base64(joined[:usable], strict_mode=False)
-        except binascii.Error as exc:
-            raise EbmsError(ErrorCode.MIME_INCONSISTENCY, f"invalid base64 part body: {exc}") from None
+        out = _a2b_base64(head[:usable])
+        if pad >= 0 and len(self._pending) >= 4:
+            # The padded last quantum ("xx==" or "xxx="): decoded strictly, then only more '=' may follow.
+            out += _a2b_base64(self._pending[:4])
+            rest, self._pending, self._ended = self._pending[4:], b"", True
+            if rest.strip(b"="):
+                raise EbmsError(ErrorCode.MIME_INCONSISTENCY, "base64 part body continues after its padding")
+        return out
 
     def finish(self) -> bytes:
-        if self._pending.strip(b"="):
+        if self._pending:
             raise EbmsError(ErrorCode.MIME_INCONSISTENCY, "base64 part body ends in a partial quantum")
         return b""
+
+
+def _a2b_base64(quanta: bytes) -> bytes:
+    try:
+        return binascii.a2b_base64(quanta, strict_mode=True)
+    except binascii.Error as exc:
+        raise EbmsError(ErrorCode.MIME_INCONSISTENCY, f"invalid base64 part body: {exc}") from None
 
 
 class _QuotedPrintableDecoder:

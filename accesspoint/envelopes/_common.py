@@ -188,9 +188,17 @@ def detach(element: etree._Element) -> etree._Element:
     parent = element.getparent()
     inherited = parent.nsmap if parent is not None else {}
     own = [p for p, uri in element.nsmap.items() if p is not None and inherited.get(p) != uri]
-    copied = etree.fromstring(etree.tostring(element))
+    copied = etree.fromstring(standalone_bytes(element))
     etree.cleanup_namespaces(copied, keep_ns_prefixes=own)
     return copied
+
+
+def standalone_bytes(source: etree._Element | etree._ElementTree) -> bytes:
+    """An element (or a whole tree) as the bytes of a document of its own, which parse back to the same tree.
+
+    Not lxml's default: that encodes as ASCII, which writes a non-ASCII element name as a character reference
+    (``<ds&#699;x>``, not XML), and it appends the element's tail, text that belongs to the parent."""
+    return etree.tostring(source, encoding="UTF-8", with_tail=False)
 
 
 def serialize(root: etree._Element) -> bytes:

@@ -21,11 +21,9 @@ from accesspoint.core.signals import signed_references
 from accesspoint.msh.config import WebhookEvent
 from accesspoint.msh.context import Context
 from accesspoint.msh.next_step import Action, Channel, Decision, Facts, Outcome, decide
-from accesspoint.msh.receiving import verify_signal
 from accesspoint.msh.views import message_json
 from accesspoint.msh.wire import once
 from accesspoint.routing.outbound import RouteUnavailable
-from accesspoint.security.receipts import verify_receipt
 from accesspoint.store import Direction, EvidenceKind, NewEvidence, StoredMessage
 from pmode import Binding, Route
 from pmode.model import ReceptionAwareness
@@ -194,17 +192,11 @@ class Signals:
             if route.dynamic:  # the partner's certificate is the one its route record or discovery gives
                 route = await self._resolved(message, route)
             if signal.errors:
-                verify_signal(received, route, at=now, revocation=ctx.revocation)
+                await ctx.verifier.signal(received, route, at=now)
                 await self.settlement.error_signal(message, route, signal, received.envelope_bytes)
                 return
-            partner = [c for c in (route.partner_signing_certificate,) if c is not None]
-            verify_receipt(
-                received.parsed,
-                route.security,
-                sent_message_id=message.message_id,
-                sent_references=await self.settlement.sent_references(message),
-                partner_certificates=partner,
-            )
+            references = await self.settlement.sent_references(message)
+            ctx.verifier.receipt(received, route, message_id=message.message_id, references=references)
             await self.settlement.delivered(message, route, received.envelope_bytes, "asynchronous receipt")
         except EbmsError as error:
             error.ref_to_message_id = signal.message_id

@@ -14,6 +14,7 @@ from accesspoint.core.errors import EbmsError, ErrorCode
 from accesspoint.core.namespaces import NS
 from accesspoint.core.xml import find_value, holds_elements, string_value
 from accesspoint.security.algorithms import TokenType
+from accesspoint.security.keys import load_der_certificate
 from accesspoint.security.policy import TokenReference
 
 WSSE = f"{{{NS.WSSE}}}"
@@ -62,7 +63,7 @@ def parse_pkipath(data: bytes) -> list[x509.Certificate]:
         if data[offset] != 0x30:
             raise ValueError("PKIPath element is not a certificate")
         inner, body = _der_length(data, offset + 1)
-        certificates.append(x509.load_der_x509_certificate(data[offset : body + inner]))
+        certificates.append(load_der_certificate(data[offset : body + inner]))
         offset = body + inner
     if not certificates:
         raise ValueError("PKIPath is empty")
@@ -169,14 +170,18 @@ def resolve_token_reference(
     pool = list(candidates)
     if key_identifier is not None:
         value_type = key_identifier.get("ValueType", "")
-        raw = base64.b64decode("".join(string_value(key_identifier).split()))
+        try:
+            raw = base64.b64decode("".join(string_value(key_identifier).split()))
+            embedded = load_der_certificate(raw) if value_type == TokenType.X509V3 else None
+        except ValueError as exc:  # binascii.Error is one
+            raise EbmsError(ErrorCode.FAILED_AUTHENTICATION, f"unreadable KeyIdentifier: {exc}") from None
         if value_type == TokenType.X509_SKI:
             for certificate in pool:
                 if subject_key_identifier(certificate) == raw:
                     return ResolvedToken(certificate, (), TokenReference.SUBJECT_KEY_IDENTIFIER)
             raise EbmsError(ErrorCode.FAILED_AUTHENTICATION, "no known certificate has the referenced SKI")
-        if value_type == TokenType.X509V3:
-            return ResolvedToken(x509.load_der_x509_certificate(raw), (), TokenReference.BST_X509V3)
+        if embedded is not None:
+            return ResolvedToken(embedded, (), TokenReference.BST_X509V3)
         raise EbmsError(ErrorCode.FAILED_AUTHENTICATION, f"unsupported KeyIdentifier type {value_type[:100]!r}")
     issuer_serial = str_element.find(f"{DS}X509Data/{DS}X509IssuerSerial")
     if issuer_serial is not None:
@@ -200,7 +205,7 @@ def read_binary_security_token(token: etree._Element) -> ResolvedToken:
             raise ValueError("an element inside the token")
         raw = base64.b64decode("".join(string_value(token).split()), validate=True)
         if value_type == TokenType.X509V3:
-            return ResolvedToken(x509.load_der_x509_certificate(raw), (), TokenReference.BST_X509V3)
+            return ResolvedToken(load_der_certificate(raw), (), TokenReference.BST_X509V3)
         if value_type == TokenType.X509_PKIPATH_V1:
             chain = parse_pkipath(raw)
             leaf = _leaf_of(chain)
