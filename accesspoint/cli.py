@@ -186,6 +186,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "accesspoint.far_cli",
     "accesspoint.keys_cli",
     "accesspoint.operators_cli",
+    "accesspoint.mailbox_cli",
     "accesspoint.conformance_cli",
 )
 

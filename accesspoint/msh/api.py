@@ -22,6 +22,7 @@ from aiohttp import web
 from accesspoint.msh import end_to_end
 from accesspoint.msh.context import Context
 from accesspoint.msh.headers import stored_header
+from accesspoint.msh.holder_encryption import HolderKeyUnavailable
 from accesspoint.msh.openapi import OPENAPI
 from accesspoint.msh.submissions import Submissions, part_properties
 from accesspoint.msh.views import message_json
@@ -141,6 +142,8 @@ async def submit(request: web.Request) -> web.Response:
         raise Problem(422, kind="invalid-submission", detail=str(exc)) from None
     except DuplicateMessage as exc:
         raise Problem(409, kind="duplicate", detail=f"message id {exc} was already submitted") from None
+    except HolderKeyUnavailable as exc:
+        raise Problem(503, kind="holder-key-unavailable", detail=str(exc), headers={"Retry-After": "30"}) from None
     finally:
         for path in spooled:
             await asyncio.to_thread(path.unlink, missing_ok=True)

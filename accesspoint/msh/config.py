@@ -40,6 +40,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from accesspoint.msh.holder_encryption import HolderKeySource
+from accesspoint.msh.holder_encryption import parse_source as parse_holder_key_source
 from accesspoint.routing.settings import RoutingSettings, parse_discovery, parse_routing
 from accesspoint.security.algorithms import SignatureAlgorithm
 from accesspoint.security.keys import KeyLoadError, KeyPair, load_key_pair
@@ -171,6 +173,8 @@ class ServerConfig:
     routing: RoutingSettings | None = None  # the router: FaR, routed P-Modes, forwarding
     # end_to_end.operators: operators whose signed answers count (besides the P-Modes' party certificates)
     operator_certificates: tuple[x509.Certificate, ...] = ()
+    # holder_keys: where submissions that ask for encryption to the mailbox holder find the holder's key (FaR)
+    holder_keys: HolderKeySource | None = None
 
 
 def _duration(value: object, where: str) -> timedelta:
@@ -231,7 +235,7 @@ def load_config(path: str | Path) -> ServerConfig:
     known = {
         "listen", "pmodes", "database", "storage", "keys", "api_tokens", "instance", "redis", "send", "durability",
         "max_message_size", "revocation", "evidence_retention", "pull", "webhooks", "tls", "tls_trust",
-        "tls_client", "retention", "discovery", "routing", "end_to_end", "offload_threshold",
+        "tls_client", "retention", "discovery", "routing", "end_to_end", "offload_threshold", "holder_keys",
     }  # fmt: skip
     unknown = sorted(set(data) - known)
     if unknown:
@@ -302,9 +306,17 @@ def load_config(path: str | Path) -> ServerConfig:
         discovery=discovery,
         routing=routing,
         operator_certificates=_operator_certificates(base, data.get("end_to_end"), f"{file}: field end_to_end"),
+        holder_keys=_holder_keys(data.get("holder_keys"), f"{file}: field holder_keys"),
     )
     _check_together(config, data)
     return config
+
+
+def _holder_keys(value: object, where: str) -> HolderKeySource | None:
+    try:
+        return parse_holder_key_source(value, where)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _operator_certificates(base: Path, value: object, where: str) -> tuple[x509.Certificate, ...]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from accesspoint.core.envelope import build_envelope, serialize
@@ -18,6 +18,7 @@ from accesspoint.core.ids import new_message_id
 from accesspoint.core.model import CollaborationInfo, PartyInfo, Property, UserMessage
 from accesspoint.core.model import MessageInfo as HeaderInfo
 from accesspoint.core.namespaces import PartProperty
+from accesspoint.msh import holder_encryption
 from accesspoint.msh.context import Context
 from accesspoint.msh.receiving import valid_character_set
 from accesspoint.msh.send_pipeline import SendPipeline
@@ -139,7 +140,15 @@ class Submissions:
         with its reason (ValueError) before anything is stored.
         """
         document = await self.ctx.routing.route_submission(self.pmodes, document)
-        return await self.accept(Submission.from_document(document, files))
+        submission = Submission.from_document(document, files)
+        wanted = holder_encryption.parse_request(document)
+        if wanted is not None:  # end-to-end to the mailbox holder, before anything is stored
+            settings = self.ctx.settings
+            payloads = await holder_encryption.encrypt_payloads(
+                wanted, submission.payloads, source=settings.holder_keys, now=self.ctx.clock.now()
+            )
+            submission = replace(submission, payloads=payloads)
+        return await self.accept(submission)
 
     async def accept(self, submission: Submission) -> StoredMessage:
         """Match the leg, build and store the header as ``submitted``, queue it; ValueError if no leg fits.
