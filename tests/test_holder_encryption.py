@@ -18,8 +18,24 @@ from cryptography.hazmat.primitives import serialization
 from lxml import etree
 
 from accesspoint.demo_federation import Letter, letter_document
-from accesspoint.envelopes.holder_content import ENCRYPTED_CONTENT, decrypt_content, encrypt_sbd
+from accesspoint.envelopes.holder_content import (
+    ENCRYPTED_CONTENT,
+    decrypt_content,
+    encrypt_sbd,
+    encrypt_secure_delivery,
+)
+from accesspoint.envelopes.minameddelanden import (
+    Attachment,
+    ReceiptRequest,
+    SecureDelivery,
+    SecureMessage,
+    Sender,
+    SupportInfo,
+    build_signed_delivery,
+    verify_signed_delivery,
+)
 from accesspoint.envelopes.sbdh import parse_sbd
+from accesspoint.envelopes.schemas import load_minameddelanden_schema
 from accesspoint.msh.holder_encryption import (
     EncryptionRequest,
     HolderKeySource,
@@ -32,16 +48,31 @@ from accesspoint.security.keys import KeyPair
 from accesspoint.servicekit.tokens import BearerToken, scopes
 from accesspoint.store import NewPayload
 from accesspoint.testing.holders import holder_key, write_key_pair
-from accesspoint.testing.pki import make_ca
+from accesspoint.testing.pki import issue, make_ca
 from far.app import create_app
 from far.settings import FarSettings
-from tests.conftest import REPO
+from tests.conftest import REPO, interop_path
 from tests.test_far_support import KIVRA, make_service, seed_people
 
 FAR_TOKEN = "kivra-far-token-0123456789"
 FAR_SETTINGS = FarSettings(tokens=(BearerToken("kivra", FAR_TOKEN, scopes("read", f"write:operator={KIVRA.id}")),))
 
 HOLDER = "197802022389"
+MM_DELIVERY = SecureDelivery(
+    sender=Sender("162021005448", "Skatteverket"),
+    recipient=HOLDER,
+    messages=(
+        SecureMessage(
+            id="c1f3a2e4-5b6d-4e7f-8a9b-0c1d2e3f4a5b",
+            subject="Beslut",
+            support=SupportInfo("Ring oss"),
+            content_type="text/plain",
+            body="Ditt beslut är bifogat.".encode(),
+            attachments=(Attachment("application/pdf", b"%PDF-1.7 beslut", "beslut.pdf"),),
+            receipt_request=ReceiptRequest.SIGNED,
+        ),
+    ),
+)
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 
 
@@ -174,3 +205,23 @@ def test_mailbox_decrypt_cli(holder: KeyPair, ca: KeyPair, tmp_path: Path) -> No
     other_key, other_cert = write_key_pair(holder_key(ca, HOLDER, "x25519"), tmp_path, "other")
     code, answer = _decrypt_cli(str(tmp_path / "letter.json"), "--key", str(other_key), "--cert", str(other_cert))
     assert code == 1 and answer["error"]["code"] == "not-for-these-keys"  # type: ignore[index]
+
+
+def test_mina_meddelanden_bodies_encrypted_before_the_sender_signs(holder: KeyPair, ca: KeyPair) -> None:
+    """Each SecureMessage body and attachment is ciphertext in a SignedDelivery that still validates against the
+    contract and verifies; the header (sender, recipient, subject, receipt request) is untouched; the holder opens
+    the body and the attachment to what was written."""
+    schema = load_minameddelanden_schema(interop_path("minameddelanden/contracts"))
+    encrypted = encrypt_secure_delivery(MM_DELIVERY, cms.Recipient.from_certificate(holder.certificate))
+    sender = issue(ca, "Skatteverket")
+    signed = build_signed_delivery(encrypted, sender, schema=schema)
+    assert b"Ditt beslut" not in signed and b"%PDF" not in signed
+    verified = verify_signed_delivery(signed, sender=sender.certificate, schema=schema).delivery
+    assert (verified.sender, verified.recipient) == (MM_DELIVERY.sender, MM_DELIVERY.recipient)
+    (message,) = verified.messages
+    assert (message.subject, message.receipt_request) == ("Beslut", ReceiptRequest.SIGNED)
+    keys = [cms.DecryptionKey.from_key_pair(holder)]
+    wrapped, body = decrypt_content(message.body, keys)
+    assert (wrapped.content_type, body) == ("text/plain", "Ditt beslut är bifogat.".encode())
+    wrapped, attachment = decrypt_content(message.attachments[0].body, keys)
+    assert (wrapped.content_type, attachment) == ("application/pdf", b"%PDF-1.7 beslut")

@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from lxml import etree
 
 from accesspoint.core.xml import string_value
 from accesspoint.envelopes._common import EnvelopeError, parse_document, serialize
+from accesspoint.envelopes.minameddelanden import Attachment, SecureDelivery, SecureMessage
 from accesspoint.envelopes.sbdh import SBDH_NS
 from accesspoint.security import cms
 
@@ -89,6 +90,28 @@ def encrypt_sbd(document: bytes, recipient: cms.Recipient) -> bytes:
     plaintext = etree.tostring(body, xml_declaration=True, encoding="UTF-8")
     root.replace(body, wrap(cms.encrypt(plaintext, [recipient]), recipient.key_id, "application/xml"))
     return serialize(root)
+
+
+def _sealed_content(body: bytes, content_type: str, recipient: cms.Recipient) -> bytes:
+    return serialize(wrap(cms.encrypt(body, [recipient]), recipient.key_id, content_type))
+
+
+def encrypt_secure_delivery(delivery: SecureDelivery, recipient: cms.Recipient) -> SecureDelivery:
+    """The delivery with each message body and attachment encrypted to ``recipient`` (for the sender, before it
+    signs the SignedDelivery): their ContentType becomes CMS's, the original type travels inside
+    ``<EncryptedContent contentType>``, attachment checksums are those of what is sent. The headers (sender,
+    recipient, reference, subject, support info, metadata, receipt request) are left as they are; attachment file
+    names too (they are header data to the mailbox: choose neutral ones for sensitive mail)."""
+
+    def message(item: SecureMessage) -> SecureMessage:
+        attachments = tuple(
+            Attachment(CMS_MIME_TYPE, _sealed_content(a.body, a.content_type, recipient), a.filename)
+            for a in item.attachments
+        )
+        body = _sealed_content(item.body, item.content_type, recipient)
+        return replace(item, content_type=CMS_MIME_TYPE, body=body, attachments=attachments)
+
+    return replace(delivery, messages=tuple(message(m) for m in delivery.messages))
 
 
 def is_encrypted_sbd(document: bytes) -> bool:
