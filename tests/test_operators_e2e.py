@@ -28,6 +28,7 @@ import pytest
 
 from accesspoint.servicekit.webhooks import SIGNATURE_HEADER, signature
 from accesspoint.testing import services
+from accesspoint.testing.processes import wait_until
 from operators.channels import As4Channel, SoapChannel
 from operators.sender import SenderStatus, end_to_end_status
 from tests.conftest import INTEROP, REPO
@@ -141,16 +142,9 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]
     try:
         with ThreadPoolExecutor(2) as starting:  # both access points start at once: a few seconds saved
             list(starting.map(Peer.start, (operator_ap, sender)))
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, (folder / "operator" / "operator.log").read_text()
-            try:
-                if _http(f"{url}/health")[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "the operator did not start"
-            time.sleep(0.1)
+        wait_until(
+            lambda: _http(f"{url}/health")[0] == 200, process, "the operator", log=folder / "operator" / "operator.log"
+        )
         yield Federation(sender, operator_ap, url, folder, process.pid)
     finally:
         sender.stop()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from accesspoint.httpclient import new_session
 from accesspoint.msh.agreements import Agreements
 from accesspoint.msh.config import ServerConfig
 from accesspoint.msh.limits import BodyBudget
@@ -71,9 +72,9 @@ class Context:
             )
         else:
             queue = MemorySendQueue(clock)
-        timeout = aiohttp.ClientTimeout(total=settings.send_timeout.total_seconds())
         tls = client_context(settings.tls_trust, settings.tls_client or settings.tls)
-        http = aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=64, ssl=tls))
+        # Every outbound call through accesspoint.httpclient: answers bounded, no redirects, addresses checked.
+        http = new_session(timeout=settings.send_timeout.total_seconds(), ssl_context=tls, limit=64)
         revocation = None
         if settings.revocation:
             # OCSP responders and CRLs are mostly plain HTTP; HTTPS ones are checked against the system's CAs.

@@ -25,6 +25,7 @@ from accesspoint.core.envelope import parse_envelope
 from accesspoint.core.errors import EbmsError
 from accesspoint.core.ids import new_message_id
 from accesspoint.core.model import UserMessage
+from accesspoint.httpclient import AddressPolicy
 from accesspoint.routing.decision import (
     FINAL_RECIPIENT,
     ORIGINAL_SENDER,
@@ -184,6 +185,10 @@ class Routing:
         await self.resolver.close()
         if self.far is not None:
             await self.far.close()
+
+    def addresses(self, route: Route) -> AddressPolicy | None:
+        """Where the endpoint of a dynamic partner on this leg may be connected to (see PartnerResolver)."""
+        return self.resolver.addresses(route.pmode.network)
 
     async def resolve(self, store: MessageStore, message: StoredMessage, route: Route, *, at: datetime) -> Route:
         """The leg with a dynamic partner filled in (see :meth:`PartnerResolver.resolve`); others unchanged."""
