@@ -5,9 +5,16 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
+import shutil
+import subprocess
+import sys
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
 from lxml import etree
 
 from accesspoint.envelopes._common import EnvelopeError
@@ -183,3 +190,41 @@ def test_invoice_state_follows_payment_and_due_date() -> None:
     assert invoice_state(False, due, due) == "unpaid"
     assert invoice_state(False, due, due + timedelta(days=1)) == "overdue"
     assert invoice_state(True, due, due + timedelta(days=1)) == "paid"
+
+
+def test_accesspoint_verify_checks_a_kvitto_offline_as_openssl_does(tmp_path: Path) -> None:
+    """``accesspoint verify KVITTO --timestamp TST --trust …`` accepts the evidence (exit 0, what was served) and
+    ``openssl ts -verify`` accepts the same token over the same bytes; a changed kvitto is refused by both."""
+    data = build_kvitto(KVITTO, OPERATOR)
+    (tmp_path / "kvitto.xml").write_bytes(data)
+    (tmp_path / "kvitto.tst").write_bytes(_stamped(data))
+    (tmp_path / "operator.pem").write_bytes(OPERATOR.certificate.public_bytes(Encoding.PEM))
+    (tmp_path / "tsa-ca.pem").write_bytes(TSA_CA.certificate.public_bytes(Encoding.PEM))
+
+    def verify() -> tuple[int, dict[str, Any]]:
+        done = subprocess.run(
+            [sys.executable, "-m", "accesspoint", "verify", "kvitto.xml", "--timestamp", "kvitto.tst",
+             "--trust", "operator.pem", "tsa-ca.pem", "--no-revocation"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        return done.returncode, json.loads(done.stdout)
+
+    def openssl() -> int:
+        done = subprocess.run(
+            ["openssl", "ts", "-verify", "-data", "kvitto.xml", "-in", "kvitto.tst", "-token_in",
+             "-CAfile", "tsa-ca.pem"],
+            cwd=tmp_path, capture_output=True, check=False,
+        )  # fmt: skip
+        return done.returncode
+
+    code, report = verify()
+    assert code == 0 and report["kind"] == "delgivningskvitto" and report["recipient"] == KVITTO.recipient
+    assert report["kvitto_sha256"] == hashlib.sha256(data).hexdigest()
+    assert report["timestamp"]["time"] == AT.isoformat() and report["parts"][0]["sha256"] == PARTS[0].sha256
+    if shutil.which("openssl"):
+        assert openssl() == 0
+    (tmp_path / "kvitto.xml").write_bytes(data.replace(b"Beslut", b"Beslu7"))
+    code, report = verify()
+    assert code == 1 and not report["ok"]
+    if shutil.which("openssl"):
+        assert openssl() != 0

@@ -26,6 +26,7 @@ from operators.deliveries import payload_sha256
 from operators.evidence import EventKind, verify_event
 from operators.payments import verify_confirmation
 from operators.replies import read_reply
+from operators.sender import two_way_status
 from operators.service import Operator
 from operators.settings import load_settings
 from operators.twoway_store import letters
@@ -180,6 +181,8 @@ async def test_answer_reaches_the_sender_correlated_and_late_or_foreign_answers_
     reply = read_reply(back[f"reply@{OPERATOR_ID}"], [OPERATOR.certificate])
     assert reply.reply_id == sent["reply_id"] and reply.text == "Jag överklagar." and reply.holder == PERSON
     assert reply.case_reference == "Dnr 42" and reply.attachments == (("a.pdf", "application/pdf", PDF_A),)
+    status = await two_way_status(rig.pair.se.base, TOKEN, letter, [OPERATOR.certificate])
+    assert [r["reply_id"] for r in status.replies] == [sent["reply_id"]] and status.problems == []
 
     status, refused = await rig.holder("POST", f"/api/v1/mailboxes/{COMPANY}/messages/{mail_id}/replies", answer)
     assert status == 403, refused
@@ -213,6 +216,8 @@ async def test_first_opening_by_the_holder_sends_the_read_receipt_once(rig: Rig)
     assert event.kind is EventKind.OPENED and event.message_id == letter and event.at == rig.now
     receipt = verify_delivery_receipt(back[f"read-receipt@{OPERATOR_ID}"], operator=OPERATOR.certificate)
     assert receipt.receipt.receipt_sender == PERSON and receipt.receipt.acknowledged == rig.now.date()
+    status = await two_way_status(rig.pair.se.base, TOKEN, letter, [OPERATOR.certificate])
+    assert status.opened is not None and status.opened["details"] == {"receipt": "SIGNED"}
     assert await rig.operator.twoway.flush() == 0
 
 
@@ -238,6 +243,8 @@ async def test_invoice_is_found_by_due_date_and_paid_once_with_a_signed_confirma
     confirmation = verify_confirmation(back[f"payment@{OPERATOR_ID}"], OPERATOR.certificate)
     assert confirmation.payment == payment and confirmation.payment_id == paid["payment_id"]
     assert confirmation.invoice_message_id == letter and confirmation.payer == PERSON
+    status = await two_way_status(rig.pair.se.base, TOKEN, letter, [OPERATOR.certificate])
+    assert status.payment is not None and status.payment["payment_id"] == paid["payment_id"]
 
     delivery = secure_delivery(receipt=False)
     message = with_terms(delivery.messages[0], LetterTerms(invoice=True, payment=payment))
@@ -264,6 +271,8 @@ async def test_served_letter_not_acknowledged_by_its_deadline_is_not_served(rig:
     back = await rig.at_sender(letter, 2)
     event = verify_event(back[f"not-served@{OPERATOR_ID}"], OPERATOR.certificate)
     assert event.kind is EventKind.NOT_SERVED and event.detail("deadline") == deadline.isoformat()
+    status = await two_way_status(rig.pair.se.base, TOKEN, letter, [OPERATOR.certificate])
+    assert status.delgivning is not None and status.delgivning["status"] == "not-served"
     status, state = await rig.holder("GET", f"/api/v1/mailboxes/{PERSON}/messages/{mail_id}/two-way")
     assert status == 200 and state["delgivning"]["state"] == "not-served"
 
