@@ -54,12 +54,14 @@ from operators.deliveries import (
 from operators.mailbox import MailboxStore, StoredMail, create_engine
 from operators.receipts import build_answer, stable_id
 from operators.settings import OperatorSettings
-from operators.soap import deliver_secure_handler
+from operators.soap import SoapBodyLimit, deliver_secure_handler
+from operators.twoway import TwoWay
 
 log = logging.getLogger("operators.service")
 
 MAX_ATTEMPTS = 5
 SERVICE_V3_PATH = "/soap/v3/service"
+WEBHOOK_MAX_SIZE = 1024 * 1024
 
 
 class AccessPointError(RuntimeError):
@@ -139,21 +141,24 @@ class Operator:
         self.pending: set[str] = set()
         self.client: AccessPointClient | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self.twoway = TwoWay(self)  # replies, receipts, delgivning, invoices, case events (operators/twoway.py)
 
     # ------------------------------------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
-        """Create the tables and mailboxes, then start the worker and the poller."""
+        """Create the tables and mailboxes, then start the workers and the poller."""
         await self.store.create(self.settings.mailboxes, now=self.clock())
         session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
         link = self.settings.access_point
         self.client = AccessPointClient(link.url, link.token, session)
-        self._tasks = [asyncio.create_task(self._worker())]
+        self._tasks = [asyncio.create_task(self._worker()) for _ in range(link.workers)]
         if link.poll_interval.total_seconds() > 0:
             self._tasks.append(asyncio.create_task(self._poller()))
+        await self.twoway.start()
 
     async def stop(self) -> None:
         """Stop the tasks, close the HTTP client and the database."""
+        await self.twoway.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -225,10 +230,13 @@ class Operator:
         payloads = [(p["content_id"], await client.download(message_id, p["content_id"])) for p in record["payloads"]]
         now = self.clock()
         outcome = self.check(payloads)
+        if isinstance(outcome, CheckedDelivery):
+            outcome = self.twoway.screen(outcome, payloads)
         if isinstance(outcome, CheckedDelivery) and not await self.store.has_mailbox(outcome.recipient):
             outcome = unknown_recipient(outcome)
         if isinstance(outcome, CheckedDelivery):
-            await self.store.deliver(message_id, outcome, now=now)
+            ids = await self.store.deliver(message_id, self.twoway.for_mailbox(outcome), now=now)
+            await self.twoway.delivered(message_id, record, outcome, ids, now)
             log.info("delivery %s: in the mailbox of %s", message_id, outcome.recipient)
         else:
             await self.store.reject(message_id, str(outcome), now=now)
@@ -302,13 +310,15 @@ class Operator:
     async def api_read(self, request: web.Request) -> web.Response:
         """GET /api/v1/mailboxes/{recipient}/messages/{id}."""
         recipient = self._reader(request)
-        try:
-            mail_id = int(request.match_info["id"])
-        except ValueError:
-            raise Problem(404, "no such message", kind="not-found") from None
+        text = request.match_info["id"]
+        # Mail ids are positive 64-bit integers: anything else names no message (and must not reach the database).
+        mail_id = int(text) if text.isascii() and text.isdigit() and len(text) <= 19 else 0
+        if not 0 < mail_id < 2**63:
+            raise Problem(404, "no such message", kind="not-found")
         found = await self.store.read(recipient, mail_id)
         if found is None:
             raise Problem(404, f"no message {mail_id} in the mailbox of {recipient}", kind="not-found")
+        await self.twoway.opened(request, recipient, mail_id)
         return web.json_response(
             {
                 **_mail_json(found),
@@ -341,15 +351,20 @@ class Operator:
 
     def application(self) -> web.Application:
         """The aiohttp application; starting it starts the operator."""
-        app = web.Application(middlewares=[problem_middleware()], client_max_size=64 * 1024 * 1024)
+        # What this service reads whole is the webhook's small JSON event, unauthenticated until its HMAC is checked;
+        # the SOAP endpoint reads its body itself, within the operator's soap_max_size.
+        app = web.Application(middlewares=[problem_middleware()], client_max_size=WEBHOOK_MAX_SIZE)
         app.router.add_post("/hooks/accesspoint", self.webhook)
         app.router.add_get("/api/v1/mailboxes/{recipient}/messages", self.api_list)
         app.router.add_get("/api/v1/mailboxes/{recipient}/messages/{id}", self.api_read)
         app.router.add_get("/api/v1/deliveries/{id}", self.api_delivery)
         # Service v3 for routers that still call deliverSecure: the same checks, the same mailboxes.
         schema = self.trust.minameddelanden_schema
-        app.router.add_post(SERVICE_V3_PATH, deliver_secure_handler(self.deliver_soap, self.trust, schema=schema))
+        limit = SoapBodyLimit(max_size=self.settings.soap_max_size)
+        handler = deliver_secure_handler(self.deliver_soap, self.trust, schema=schema, limit=limit)
+        app.router.add_post(SERVICE_V3_PATH, handler)
         app.router.add_get("/health", _health)
+        self.twoway.add_routes(app.router)
 
         async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
             await self.start()

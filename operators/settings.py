@@ -8,6 +8,7 @@ host = "127.0.0.1"
 port = 8480
 database = "sqlite+aiosqlite:///mailbox.db"   # relative paths are taken from this file's folder
 mailboxes = ["197001011234", "165566778899", "0203:kommun.example.se"]
+soap_max_size = "48MiB"             # the largest Service v3 deliverSecure request taken in (unauthenticated)
 
 [operator.keys]                     # signs the end-to-end receipts
 key = "operator.key.pem"
@@ -19,6 +20,7 @@ token = "…"                         # its backend API token
 webhook_secret = "…"                # the secret of its message-received webhook (HMAC-SHA256)
 poll_interval = "5s"                # also search the API for received messages this often ("0s": webhooks only)
 reply_pmode = "operator-answers"    # optional: the P-Mode of the answers (default: the delivery's two-way P-Mode)
+workers = 8                         # deliveries handled at once (each waits on the access point's API)
 
 [operator.trust]
 intermediaries = ["ap-sweden-sign.pem"]    # who may seal Mina meddelanden deliveries (pinned)
@@ -51,12 +53,16 @@ from accesspoint.security.keys import KeyLoadError, KeyPair, load_certificates, 
 from accesspoint.servicekit.settings import Section, SettingsReader, read_document
 from accesspoint.servicekit.tls import TlsSettings
 from accesspoint.servicekit.tokens import BearerToken, Scope
+from operators.soap import SOAP_MAX_SIZE
+from operators.twoway_settings import KNOWN as TWO_WAY_KNOWN
+from operators.twoway_settings import TwoWaySettings, read_two_way
 
 MIN_SECRET = 16
 KNOWN = frozenset(
-    {"id", "name", "host", "port", "database", "mailboxes", "keys", "access_point", "trust", "tokens", "tls"}
-)
-LINK_KEYS = frozenset({"url", "token", "webhook_secret", "poll_interval", "reply_pmode"})
+    {"id", "name", "host", "port", "database", "mailboxes", "keys", "access_point", "trust", "tokens", "tls",
+     "soap_max_size"}
+) | TWO_WAY_KNOWN
+LINK_KEYS = frozenset({"url", "token", "webhook_secret", "poll_interval", "reply_pmode", "workers"})
 TRUST_KEYS = frozenset({"intermediaries", "sender_anchors", "minameddelanden_contracts", "xhe_schema"})
 
 
@@ -71,6 +77,9 @@ class AccessPointLink:
     # The P-Mode the answers go out on. Unset: the delivery's own two-way P-Mode (its reply leg), which the access
     # point picks from ref_to_message_id; set it when deliveries come on a one-way P-Mode (a router forwarding).
     reply_pmode: str | None = None
+    # Deliveries handled at once: each spends most of its time waiting on the access point's API (read, download,
+    # submit the answer, acknowledge), so one at a time leaves both idle.
+    workers: int = 8
 
 
 @dataclass(frozen=True)
@@ -91,6 +100,8 @@ class OperatorSettings:
     minameddelanden_contracts: Path | None = None
     xhe_schema: Path | None = None
     tls: TlsSettings | None = None
+    soap_max_size: int = SOAP_MAX_SIZE  # bytes: the largest Service v3 deliverSecure request taken in
+    two_way: TwoWaySettings = field(default_factory=TwoWaySettings)  # operators/twoway_settings.py
 
 
 def load_settings(path: str | Path) -> OperatorSettings:
@@ -113,6 +124,8 @@ def load_settings(path: str | Path) -> OperatorSettings:
     contracts = trust.path("minameddelanden_contracts")
     xhe_schema = trust.path("xhe_schema")
     tls = table.tls("tls")
+    soap_max_size = table.size("soap_max_size", SOAP_MAX_SIZE, positive=True)
+    two_way = read_two_way(table, _certificates)
     reader.done()
     assert keys is not None, "missing keys are a mistake done() raised"
     return OperatorSettings(
@@ -130,6 +143,8 @@ def load_settings(path: str | Path) -> OperatorSettings:
         minameddelanden_contracts=contracts,
         xhe_schema=xhe_schema,
         tls=tls,
+        soap_max_size=soap_max_size,
+        two_way=two_way,
     )
 
 
@@ -154,6 +169,7 @@ def _link(link: Section) -> AccessPointLink:
         # "0s": no polling, webhooks only.
         poll_interval=link.duration("poll_interval", "5s"),
         reply_pmode=link.optional_string("reply_pmode"),
+        workers=link.integer("workers", 8, minimum=1, maximum=1024),
     )
 
 
