@@ -13,17 +13,19 @@ import logging
 from dataclasses import dataclass
 
 import aiohttp
+from opentelemetry.trace import Tracer
 
-from accesspoint.servicekit.httpclient import new_session
 from accesspoint.msh.agreements import Agreements
 from accesspoint.msh.config import ServerConfig
 from accesspoint.msh.limits import BodyBudget
+from accesspoint.msh.metrics import MshMetrics
 from accesspoint.msh.revocation import AsyncFetcher, Revocation
 from accesspoint.msh.security import Signer, Verifier
 from accesspoint.msh.tls import client_context
 from accesspoint.msh.webhooks import WebhookNotifier
 from accesspoint.routing.outbound import RouteRecords
 from accesspoint.routing.shell import Routing
+from accesspoint.servicekit.httpclient import new_session
 from accesspoint.store import MemorySendQueue, MessageStore
 from accesspoint.store.clock import Clock
 from accesspoint.store.idempotency import IdempotencyKeys
@@ -51,9 +53,13 @@ class Context:
     outbox: Outbox
     idempotency: IdempotencyKeys
     bodies: BodyBudget
+    metrics: MshMetrics
+    tracer: Tracer
 
     @classmethod
-    async def open(cls, settings: ServerConfig, clock: Clock, agreements: Agreements) -> Context:
+    async def open(
+        cls, settings: ServerConfig, clock: Clock, agreements: Agreements, metrics: MshMetrics, tracer: Tracer
+    ) -> Context:
         """Open the store (migrating it), the send queue and the HTTP client."""
         settings.storage.mkdir(parents=True, exist_ok=True)
         store = await MessageStore.open(
@@ -73,7 +79,7 @@ class Context:
         else:
             queue = MemorySendQueue(clock)
         tls = client_context(settings.tls_trust, settings.tls_client or settings.tls)
-        # Every outbound call through accesspoint.servicekit.httpclient: answers bounded, no redirects, addresses checked.
+        # Every outbound call through servicekit.httpclient: answers bounded, no redirects, addresses checked.
         http = new_session(timeout=settings.send_timeout.total_seconds(), ssl_context=tls, limit=64)
         revocation = None
         if settings.revocation:
@@ -95,7 +101,7 @@ class Context:
         signer, verifier = Signer(settings.keys), Verifier(settings.keys, revocation)
         ctx = cls(
             settings, clock, agreements, store, queue, http, webhooks, routing, signer, verifier, outbox,
-            IdempotencyKeys(store.db), BodyBudget(settings.body_limits),
+            IdempotencyKeys(store.db), BodyBudget(settings.body_limits), metrics, tracer,
         )  # fmt: skip
         await ctx.adopt_files()
         return ctx

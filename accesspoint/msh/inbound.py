@@ -26,6 +26,7 @@ from accesspoint.msh.config import WebhookEvent
 from accesspoint.msh.context import Context
 from accesspoint.msh.headers import refusal
 from accesspoint.msh.limits import Admission, BodyRefused, declared_length
+from accesspoint.msh.metrics import labels_of
 from accesspoint.msh.pull import PullServer
 from accesspoint.msh.receive_pipeline import ReceivePipeline, VerifiedMessage
 from accesspoint.msh.receiving import is_ping, refused_route, reply_policy
@@ -35,6 +36,9 @@ from accesspoint.msh.signals import Signals
 from accesspoint.msh.views import message_info, message_json
 from accesspoint.msh.wire import READ_CHUNK, discard, once, read_message_body, soap_fault, soap_response
 from accesspoint.routing.shell import Submitter
+from accesspoint.servicekit.logs import log_context
+from accesspoint.servicekit.metrics import timed
+from accesspoint.servicekit.tracing import failed
 from accesspoint.store import (
     Direction,
     EvidenceKind,
@@ -171,6 +175,7 @@ class Inbound:
         self, error: EbmsError, received: ReceivedMessage | None, soap_version: SoapVersion, now: datetime
     ) -> bytes:
         """The signed error signal, signed as the leg's profile signs (Ed25519 on a 2.0 leg) where one matches."""
+        self.ctx.metrics.ebms_errors.labels(code=error.code, direction="sent").inc()
         policy = reply_policy(received, self.ctx.agreements.current)
         return self.ctx.signer.error(error, policy, soap_version, at=now)
 
@@ -182,24 +187,38 @@ class Inbound:
         MessageId gets the stored receipt.
         """
         ctx = self.ctx
-        try:
-            user, plan, receipt, reception = await self._verify_and_store(received, now, pulled_on)
-        except EbmsError as error:
-            await self._announce_refusal(received, error)
-            raise
-        if reception.duplicate and reception.receipt is not None:
-            log.info("duplicate %s: answering with the stored receipt", user.message_id)
-            return b"".join([c async for c in ctx.store.read(reception.receipt)])
-        if is_ping(user):
-            await self._settle_ping(reception.message, now)
-        # The backend's message-received event and a reply's check were written with the message (_persist).
-        if plan is not None:
-            await self.router.forward(self.submitter, plan, reception.message, user, now=now)
-        return receipt
+        header = received.parsed.messaging.message
+        ids = (header.message_id, header.collaboration_info.conversation_id) if isinstance(header, UserMessage) else ()
+        with (
+            ctx.tracer.start_as_current_span("as4.receive", attributes={"as4.pulled": pulled_on is not None}) as span,
+            log_context(message_id=ids[0] if ids else None, conversation_id=ids[1] if ids else None),
+            timed(ctx.metrics.receive_duration),
+        ):
+            try:
+                route, user, plan, receipt, reception = await self._verify_and_store(received, now, pulled_on)
+            except EbmsError as error:
+                refused = refused_route(received, ctx.agreements.current)
+                ctx.metrics.received.labels(**labels_of(refused), result="refused").inc()
+                failed(span, error.code)
+                await self._announce_refusal(received, error)
+                raise
+            result = "duplicate" if reception.duplicate else "received"
+            ctx.metrics.received.labels(**labels_of(route), result=result).inc()
+            span.set_attributes({"as4.pmode": route.pmode.id, "as4.duplicate": reception.duplicate})
+            if reception.duplicate and reception.receipt is not None:
+                log.info("duplicate %s: answering with the stored receipt", user.message_id)
+                return b"".join([c async for c in ctx.store.read(reception.receipt)])
+            log.info("received %s on %s", user.message_id, route.name)
+            if is_ping(user):
+                await self._settle_ping(reception.message, now)
+            # The backend's message-received event and a reply's check were written with the message (_persist).
+            if plan is not None:
+                await self.router.forward(self.submitter, plan, reception.message, user, now=now)
+            return receipt
 
     async def _verify_and_store(
         self, received: ReceivedMessage, now: datetime, pulled_on: str | None
-    ) -> tuple[UserMessage, Any, bytes, Reception]:
+    ) -> tuple[Route, UserMessage, Any, bytes, Reception]:
         """Verify and check a user message, let the router decide, sign the receipt and store the message."""
         ctx = self.ctx
         verified = await self.pipeline.verify(received, now)
@@ -213,7 +232,7 @@ class Inbound:
             reception = await self._persist(verified, receipt, now)
         finally:
             await verified.close()
-        return user, plan, receipt, reception
+        return route, user, plan, receipt, reception
 
     async def _announce_refusal(self, received: ReceivedMessage, error: EbmsError) -> None:
         """Tell the backend about a refused user message when its leg says so (ProcessErrorNotifyConsumer); the

@@ -50,6 +50,7 @@ from sqlalchemy import (
     bindparam,
     delete,
     false,
+    func,
     insert,
     or_,
     select,
@@ -83,6 +84,10 @@ from accesspoint.store.states import FINAL, INITIAL, Direction, MessageState, ch
 from accesspoint.store.writer import INLINE_LIMIT, WriteFailed, Writer, open_writer
 
 M = schema.messages
+# Outgoing messages not yet delivered or failed, incoming ones not yet handed to the backend.
+PENDING_STATES = (
+    MessageState.SUBMITTED, MessageState.SENDING, MessageState.AWAITING_RECEIPT, MessageState.RECEIVED
+)
 P = schema.payloads
 E = schema.evidence
 T = schema.transitions
@@ -326,6 +331,16 @@ class MessageStore:
                 conditions.append(column == value)
         rows = await self._all(select(M).where(*conditions).order_by(M.c.id).limit(limit))
         return [_message(row) for row in rows]
+
+    @_shielded
+    async def pending_counts(self) -> dict[MessageState, int]:
+        """How many messages wait in each state that is not yet final (for the metrics; the state index answers)."""
+        waiting = [state.value for state in PENDING_STATES]
+        query = select(M.c.state, func.count()).where(M.c.state.in_(waiting)).group_by(M.c.state)
+        rows = await self._all(query)
+        counts = dict.fromkeys(PENDING_STATES, 0)
+        counts.update({MessageState(state): int(count) for state, count in rows})
+        return counts
 
     @_shielded
     async def payloads(self, message: StoredMessage) -> list[StoredPayload]:
