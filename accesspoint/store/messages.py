@@ -339,7 +339,7 @@ class MessageStore:
         query = select(M.c.state, func.count()).where(M.c.state.in_(waiting)).group_by(M.c.state)
         rows = await self._all(query)
         counts = dict.fromkeys(PENDING_STATES, 0)
-        counts.update({MessageState(row[0]): int(row[1]) for row in rows})
+        counts.update({MessageState(state): int(count) for state, count in (tuple(row) for row in rows)})
         return counts
 
     @_shielded
