@@ -7,6 +7,7 @@ import json
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import aiohttp
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -14,16 +15,32 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client.parser import text_string_to_metric_families
 
+from accesspoint.core.errors import ErrorCode
 from accesspoint.core.namespaces import SoapVersion
+from accesspoint.msh.metrics import MshMetrics
+from accesspoint.routing.outbound import RouteRecords
+from accesspoint.routing.settings import parse_routing
+from accesspoint.routing.shell import FarLookupMetrics, Routing
+from accesspoint.security.keys import KeyPair, load_key_pair
 from accesspoint.servicekit.logs import JsonFormatter
+from accesspoint.store import Database
+from accesspoint.store.routes import RouteTargets
 from accesspoint.testing import services
 from tests.inmemory import Node, Pair
+from tests.test_msh import CERTS
+from tests.test_msh_exchange import pull_request_from
 from tests.test_msh_support import error_codes, submission
+from tests.test_routing import PERSON, SENDER
 
 SCRAPER = "prometheus-scraper-0123456789"
 STATUS_ONLY = "status-only-token-0123456789"
 SOAP12 = f"{SoapVersion.V12.content_type}; charset=UTF-8"
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def _stranger() -> KeyPair:
+    """Sweden's key: a signer Belgium's pull leg does not expect."""
+    return load_key_pair(CERTS / "ap-sweden-sign.key.pem", None, certificate=CERTS / "ap-sweden-sign.pem")
 
 
 def _with_admin(pair: Pair, node: Node, **extra: object) -> str:
@@ -85,15 +102,26 @@ async def test_metrics_count_the_exchange_by_pmode_partner_and_result(pair_facto
     assert all("m1@se" not in value for _, labels in sent for _, value in labels)
 
 
-async def test_a_refusal_counts_its_ebms_error_code(pair_factory: Callable[..., Pair]) -> None:
-    """A body that is no AS4 message gets an error signal, counted under its ebMS code."""
+async def test_refusals_count_their_ebms_error_code_and_security_ones_go_to_the_security_log(
+    pair_factory: Callable[..., Pair],
+) -> None:
+    """A body that is no AS4 message and a PullRequest signed by a stranger are counted under their codes; only the
+    failed authentication is logged as security."""
     pair = pair_factory()
     be_metrics = _with_admin(pair, pair.be)
     await pair.be.start()
-    _, content_type, body = await pair.be.post_as4(b"<not-a-soap-envelope/>", SOAP12)
-    (code,) = error_codes(content_type, body)
+    with _json_lines("accesspoint.msh") as stream:
+        _, content_type, body = await pair.be.post_as4(b"<not-a-soap-envelope/>", SOAP12)
+        (malformed,) = error_codes(content_type, body)
+        _, content_type, body = await pair.be.post_as4(pull_request_from(_stranger()), SOAP12)
+        (forged,) = error_codes(content_type, body)
+    assert forged == ErrorCode.FAILED_AUTHENTICATION.code and malformed != forged
     samples = _samples((await _scrape(be_metrics))[1])
-    assert _value(samples, "as4_ebms_errors_total", code=code, direction="sent") == 1
+    for code in (malformed, forged):
+        assert _value(samples, "as4_ebms_errors_total", code=code, direction="sent") == 1
+    refusals = [json.loads(line) for line in stream.getvalue().splitlines()]
+    kinds = {line["message"].split(": ")[1].split(" ")[0]: line["log_type"] for line in refusals}
+    assert kinds[forged] == "security" and kinds[malformed] == "business", refusals
 
 
 async def test_metrics_answer_only_to_a_token_with_the_metrics_scope_and_only_on_the_admin_listener(
@@ -203,3 +231,25 @@ async def test_rest_call_continues_the_callers_traceparent(pair_factory: Callabl
         assert answer.status == 202
     (span,) = _spans(exporter, "POST /api/v1/messages")
     assert _trace_id(span) == TRACEPARENT.split("-")[1]
+
+
+async def test_the_routers_far_questions_are_counted_by_outcome_and_traced(tmp_path: Path) -> None:
+    """An answered FaR question counts as not-reachable, an unreachable FaR as unavailable; each has a span."""
+    metrics, exporter = MshMetrics(), InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    observed = FarLookupMetrics(metrics.far_lookups, metrics.far_duration, provider.get_tracer("test"))
+    records = RouteRecords(RouteTargets(Database(f"sqlite:///{tmp_path / 'unused.db'}")))
+    down = f"http://127.0.0.1:{services.free_port()}"  # nobody listens there
+    for far in ({"database": "sqlite+aiosqlite:///far.db"}, down):
+        settings = parse_routing(tmp_path, {"far": far, "timeout": "2s"}, "routing")
+        routing = Routing(None, records, routing=settings, far_metrics=observed)
+        try:
+            assert routing.far is not None
+            await routing.far.is_reachable(SENDER, PERSON)
+        finally:
+            await routing.close()
+    for outcome in ("not-reachable", "unavailable"):
+        assert metrics.registry.get_sample_value("as4_far_lookups_total", {"outcome": outcome}) == 1
+    assert metrics.registry.get_sample_value("as4_far_lookup_duration_seconds_count") == 2
+    assert len(_spans(exporter, "far.is_reachable")) == 2

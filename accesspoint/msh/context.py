@@ -24,7 +24,7 @@ from accesspoint.msh.security import Signer, Verifier
 from accesspoint.msh.tls import client_context
 from accesspoint.msh.webhooks import WebhookNotifier
 from accesspoint.routing.outbound import RouteRecords
-from accesspoint.routing.shell import Routing
+from accesspoint.routing.shell import FarLookupMetrics, Routing
 from accesspoint.servicekit.httpclient import new_session
 from accesspoint.store import MemorySendQueue, MessageStore
 from accesspoint.store.clock import Clock
@@ -97,6 +97,7 @@ class Context:
             RouteRecords(RouteTargets(store.db)),
             revocation=None if revocation is None else revocation.blocking(asyncio.get_running_loop()),
             routing=settings.routing,
+            far_metrics=FarLookupMetrics(metrics.far_lookups, metrics.far_duration, tracer),
         )
         signer, verifier = Signer(settings.keys), Verifier(settings.keys, revocation)
         ctx = cls(

@@ -36,7 +36,7 @@ from accesspoint.msh.signals import Signals
 from accesspoint.msh.views import message_info, message_json
 from accesspoint.msh.wire import READ_CHUNK, discard, once, read_message_body, soap_fault, soap_response
 from accesspoint.routing.shell import Submitter
-from accesspoint.servicekit.logs import log_context
+from accesspoint.servicekit.logs import LogType, log_context
 from accesspoint.servicekit.metrics import timed
 from accesspoint.servicekit.tracing import failed
 from accesspoint.store import (
@@ -54,6 +54,10 @@ from pmode import Binding, PModeSet, Route
 log = logging.getLogger("accesspoint.msh")
 
 _WHAT = "the AS4 message"
+# Refusals that go to the security log (a signature, a certificate, a decryption or the policy failed).
+SECURITY_ERRORS = frozenset(
+    {ErrorCode.FAILED_AUTHENTICATION, ErrorCode.FAILED_DECRYPTION, ErrorCode.POLICY_NONCOMPLIANCE}
+)
 
 
 def _retry(ctx: Context) -> int:
@@ -166,7 +170,8 @@ class Inbound:
                 return soap_fault(soap_version, status=503, reason="try again later", retry_after=30)
             # An empty MPC is the normal answer to most PullRequests, not a refusal.
             level = logging.DEBUG if error.error_code is ErrorCode.EMPTY_MPC else logging.WARNING
-            log.log(level, "refused an incoming message: %s", error)
+            kind = LogType.SECURITY if error.error_code in SECURITY_ERRORS else LogType.BUSINESS
+            log.log(level, "refused an incoming message: %s", error, extra={"log_type": kind})
             return soap_response(self._error_signal(error, received, soap_version, now), soap_version)
         finally:
             await discard(received)

@@ -21,7 +21,9 @@ bounded by configuration or by the standard, never a message id, conversation id
 ``as4_outbox_pending``                          webhook events waiting to be delivered (at scrape time)
 ``as4_certificate_not_after_timestamp_seconds`` not-after of our keys' and the partners' configured certificates,
                                                 by ``usage`` and ``name`` (the key's subject CN or the partner)
-``far_lookups_total``                           the router's FaR questions by ``outcome``
+``as4_far_lookups_total``                       the router's FaR questions by ``outcome`` (reachable,
+                                                not-reachable, refused, unavailable)
+``as4_far_lookup_duration_seconds``             one FaR question, as the router waited for it
 =============================================== ===================================================================
 """
 
@@ -71,7 +73,10 @@ class MshMetrics(Metrics):
             ("usage", "name"),
             combine="min",
         )
-        self.far_lookups = self.counter("far_lookups_total", "FaR isReachable questions by outcome", ("outcome",))
+        self.far_lookups = self.counter(
+            "as4_far_lookups_total", "The router's FaR isReachable questions by outcome", ("outcome",)
+        )
+        self.far_duration = self.histogram("as4_far_lookup_duration_seconds", "One FaR isReachable question")
 
     def watch(
         self,
