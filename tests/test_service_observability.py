@@ -20,12 +20,15 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client.parser import text_string_to_metric_families
 
+from accesspoint.servicekit.httpclient import fetch, new_session
 from accesspoint.servicekit.logs import JsonFormatter, LogType, log_context
 from accesspoint.servicekit.observability import AdminSettings, Observability, read_observability
 from accesspoint.servicekit.settings import SettingsError, SettingsReader
 from accesspoint.servicekit.tokens import BearerToken, scopes
+from accesspoint.servicekit.tracing import trace_id_of
 from accesspoint.testing import services
 from accesspoint.testing.smp import DOCUMENT, PARTICIPANT, metadata, publish
 from accesspoint.testing.smp import settings as smp_settings
@@ -195,3 +198,29 @@ async def test_spans_go_to_an_otlp_receiver_named_by_the_standard_variables(
     names = {a.key: a.value.string_value for a in resource.resource.attributes}
     assert names["service.name"] == "ap-sweden"
     assert [s.name for scope in resource.scope_spans for s in scope.spans] == ["as4.send"]
+
+
+async def test_outbound_calls_carry_the_current_trace_unless_told_not_to() -> None:
+    """fetch adds the current span's traceparent; with trace=False none goes out, not even one the caller set."""
+    seen: list[str | None] = []
+
+    async def echo(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("traceparent"))
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/", echo)
+    server = TestServer(app, host="127.0.0.1", port=services.free_port())
+    await server.start_server()
+    provider = TracerProvider()
+    url = f"http://127.0.0.1:{server.port}/"
+    try:
+        async with new_session(timeout=5) as http:
+            with provider.get_tracer("test").start_as_current_span("caller") as span:
+                await fetch(http, "GET", url, max_bytes=100)
+                forged = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+                await fetch(http, "GET", url, max_bytes=100, headers=forged, trace=False)
+    finally:
+        await server.close()
+    assert seen[0] is not None and seen[0].split("-")[1] == trace_id_of(span)
+    assert seen[1] is None
