@@ -149,9 +149,10 @@ def _compose(app: web.Application, ctx: Context, supervisor: Supervisor) -> None
     for name, deliver in ctx.webhooks.deliveries(ctx.http):
         supervisor.spawn(name, deliver)
     supervisor.spawn("reply jobs", replies.dispatcher().run)
-    # Routed messages a stop left received but not forwarded (their senders have the receipt) go on now.
+    # Routed messages a stop or a failed forward left received but not forwarded (their senders have the receipt).
     supervisor.spawn(
-        "routing recovery", functools.partial(ctx.routing.resume, submissions, now=ctx.clock.now()), once=True
+        "routing recovery",
+        functools.partial(ctx.routing.keep_forwarding, submissions, ctx.clock, every=ctx.settings.lease),
     )
 
 

@@ -19,7 +19,7 @@ from accesspoint.msh.agreements import Agreements
 from accesspoint.msh.config import ServerConfig
 from accesspoint.msh.limits import BodyBudget
 from accesspoint.msh.metrics import MshMetrics
-from accesspoint.msh.revocation import AsyncFetcher, Revocation
+from accesspoint.msh.revocation import FETCH_TIMEOUT, AsyncFetcher, Revocation
 from accesspoint.msh.security import Signer, Verifier
 from accesspoint.msh.tls import client_context
 from accesspoint.msh.webhooks import WebhookNotifier
@@ -84,7 +84,7 @@ class Context:
         revocation = None
         if settings.revocation:
             # OCSP responders and CRLs are mostly plain HTTP; HTTPS ones are checked against the system's CAs.
-            revocation = Revocation(AsyncFetcher(aiohttp.ClientSession()), clock=clock)
+            revocation = Revocation(AsyncFetcher(new_session(timeout=FETCH_TIMEOUT)), clock=clock)
         # Events and route targets live in the database, written with the moves that cause them.
         outbox = Outbox(store.db, instance=settings.instance)
         webhooks = WebhookNotifier(

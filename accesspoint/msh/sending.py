@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 from opentelemetry.trace import SpanKind
 
+from accesspoint.core.conformance import check_wire
 from accesspoint.core.errors import EbmsError, ErrorCode
 from accesspoint.core.message import read_message
 from accesspoint.core.model import SignalMessage
@@ -216,6 +217,12 @@ class SendWorkers:
                 await settlement.settle(message, route, Outcome.TRANSIENT, detail=f"HTTP {status}")
             else:
                 await self._unusable(message, route, answer, error)
+            return
+        try:
+            # The partner's answer is held to the wire rules its own messages are (the P-Mode's leniency aside).
+            check_wire(received.deviations, lenient=route.pmode.leniency)
+        except EbmsError as error:
+            await self._unusable(message, route, answer, error)
             return
         header = received.parsed.messaging.message
         if isinstance(header, SignalMessage) and header.errors:
