@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -57,6 +58,11 @@ async def _scrape(url: str, token: str = SCRAPER) -> tuple[int, str]:
         return answer.status, await answer.text()
 
 
+async def _status(url: str, token: str = STATUS_ONLY) -> tuple[int, Any]:
+    async with aiohttp.ClientSession() as http, http.get(url, headers={"Authorization": f"Bearer {token}"}) as answer:
+        return answer.status, await answer.json(content_type=None)
+
+
 def _samples(text: str) -> Samples:
     """Every sample of an exposition by (name, labels)."""
     return {
@@ -91,6 +97,7 @@ async def test_metrics_count_the_exchange_by_pmode_partner_and_result(pair_facto
     assert _value(received, "as4_receive_duration_seconds_count") == 1
     assert _value(received, "as4_security_duration_seconds_count", operation="verify") == 1
     assert _value(received, "as4_messages_pending", state="received") == 1  # not yet fetched by a backend
+    assert _value(received, "as4_messages_pending_oldest_timestamp_seconds", state="received") > 1.7e9
     own = _value(received, "as4_certificate_not_after_timestamp_seconds", usage="signing", name="AP-BE-0115")
     assert own > 1.7e9  # the certificate's not-after, a Unix time
 
@@ -100,6 +107,16 @@ async def test_metrics_count_the_exchange_by_pmode_partner_and_result(pair_facto
     assert _value(sent, "as4_send_duration_seconds_count", partner="partner-115") == 1
     assert _value(sent, "http_requests_total", route="/api/v1/messages", method="POST", status="202") == 1
     assert all("m1@se" not in value for _, labels in sent for _, value in labels)
+    assert _value(sent, "as4_last_delivery_timestamp_seconds", partner="partner-115") > 1.7e9
+
+    status, report = await _status(se_metrics.replace("/metrics", "/status"))
+    assert status == 200
+    assert report["messages_pending"]["awaiting_receipt"] == {"count": 0, "oldest": None}
+    (partner,) = [p for p in report["partners"] if p["partner"] == "partner-115"]
+    assert partner["last_delivery"] is not None
+    (partner_certificate,) = [c for c in report["certificates"] if c["usage"] == "partner-signing"]
+    assert partner_certificate["name"] == "partner-115"
+    assert partner_certificate["warning"] is (partner_certificate["days_left"] < 60)
 
 
 async def test_refusals_count_their_ebms_error_code_and_security_ones_go_to_the_security_log(
@@ -127,7 +144,7 @@ async def test_refusals_count_their_ebms_error_code_and_security_ones_go_to_the_
 async def test_metrics_answer_only_to_a_token_with_the_metrics_scope_and_only_on_the_admin_listener(
     pair_factory: Callable[..., Pair],
 ) -> None:
-    """No token is 401, a token without the metrics scope 403, and the AS4 listener has no /metrics."""
+    """No token is 401, a token without the metrics (or status) scope 403, and the AS4 listener has no /metrics."""
     pair = pair_factory()
     url = _with_admin(pair, pair.be)
     await pair.be.start()
@@ -137,6 +154,7 @@ async def test_metrics_answer_only_to_a_token_with_the_metrics_scope_and_only_on
         async with http.get(pair.be.base + "/metrics", headers={"Authorization": f"Bearer {SCRAPER}"}) as answer:
             assert answer.status == 404
     assert (await _scrape(url, STATUS_ONLY))[0] == 403
+    assert (await _status(url.replace("/metrics", "/status"), SCRAPER))[0] == 403
     assert (await _scrape(url, "not-a-configured-token-000"))[0] == 401
 
 

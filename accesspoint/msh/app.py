@@ -21,19 +21,19 @@ import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
-from cryptography import x509
 from opentelemetry.trace import Tracer, TracerProvider
 
 from accesspoint.msh.agreements import Agreements
 from accesspoint.msh.api import API, Api, api_application
 from accesspoint.msh.config import ServerConfig
 from accesspoint.msh.context import Context
-from accesspoint.msh.health import READINESS, Readiness, healthz, readyz
+from accesspoint.msh.health import READINESS, Readiness, healthz, readyz, status
 from accesspoint.msh.inbound import Inbound
 from accesspoint.msh.maintenance import Maintenance
-from accesspoint.msh.metrics import MshMetrics
+from accesspoint.msh.metrics import MshMetrics, own_certificates
 from accesspoint.msh.pull import Puller, PullServer
 from accesspoint.msh.receive_pipeline import ReceivePipeline
 from accesspoint.msh.replies import Replies
@@ -88,7 +88,7 @@ def create_app(
     app.add_subapp("/api/v1", api_application())
     app.cleanup_ctx.append(functools.partial(_running, settings, clock or SystemClock(), agreements, tracer))
     # The admin listener (GET /metrics) is up while the access point is, on its own address: never on /as4's.
-    app.cleanup_ctx.append(admin_context(metrics, settings.observability.admin))
+    app.cleanup_ctx.append(admin_context(metrics, settings.observability.admin, functools.partial(_status, app)))
     return app
 
 
@@ -139,7 +139,7 @@ def _compose(app: web.Application, ctx: Context, supervisor: Supervisor) -> None
     app[PULLER] = puller
     app[API] = Api(ctx, submissions)
     app[READINESS] = Readiness(ctx, supervisor)
-    ctx.metrics.watch(ctx.store, ctx.outbox, lambda: _own_certificates(ctx), lambda: ctx.agreements.current)
+    ctx.metrics.watch(ctx.store, ctx.outbox, lambda: own_certificates(ctx.settings), lambda: ctx.agreements.current)
     supervisor.spawn("recovery", maintenance.recover)
     for number in range(ctx.settings.send_workers):
         supervisor.spawn(f"send worker {number}", functools.partial(workers.run, number))
@@ -156,9 +156,9 @@ def _compose(app: web.Application, ctx: Context, supervisor: Supervisor) -> None
     )
 
 
-def _own_certificates(ctx: Context) -> list[tuple[str, x509.Certificate]]:
-    keys = ctx.settings.keys
-    return [("signing", k.certificate) for k in keys.signing] + [("decryption", k.certificate) for k in keys.decryption]
+async def _status(app: web.Application) -> dict[str, Any]:
+    """GET /status on the admin listener (``health.status``)."""
+    return await status(app[CONTEXT])
 
 
 def run_server(settings: ServerConfig) -> None:

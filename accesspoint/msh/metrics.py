@@ -18,7 +18,9 @@ bounded by configuration or by the standard, never a message id, conversation id
 ``as4_security_duration_seconds``               signing and encrypting (``secure``), decrypting and verifying
                                                 (``verify``)
 ``as4_messages_pending``                        messages not yet final, by ``state`` (at scrape time)
+``as4_messages_pending_oldest_timestamp_seconds`` when the oldest of them was stored, by ``state`` (0: none)
 ``as4_outbox_pending``                          webhook events waiting to be delivered (at scrape time)
+``as4_last_delivery_timestamp_seconds``          last delivery to a ``partner`` by this instance since its start
 ``as4_certificate_not_after_timestamp_seconds`` not-after of our keys' and the partners' configured certificates,
                                                 by ``usage`` and ``name`` (the key's subject CN or the partner)
 ``as4_far_lookups_total``                       the router's FaR questions by ``outcome`` (reachable,
@@ -30,10 +32,12 @@ bounded by configuration or by the standard, never a message id, conversation id
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from datetime import datetime
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from accesspoint.msh.config import ServerConfig
 from accesspoint.servicekit.metrics import Metrics
 from accesspoint.store import MessageStore
 from accesspoint.store.outbox import Outbox
@@ -66,7 +70,19 @@ class MshMetrics(Metrics):
             "as4_security_duration_seconds", "WS-Security work on one message", ("operation",)
         )
         self.pending = self.gauge("as4_messages_pending", "Messages not yet in a final state", ("state",))
+        self.oldest_pending = self.gauge(
+            "as4_messages_pending_oldest_timestamp_seconds",
+            "When the oldest message in a state not yet final was stored (Unix time; 0: none waits)",
+            ("state",),
+            combine="min",
+        )
         self.outbox_pending = self.gauge("as4_outbox_pending", "Webhook events waiting to be delivered")
+        self.last_delivery = self.gauge(
+            "as4_last_delivery_timestamp_seconds",
+            "When a message to the partner was last delivered, by this instance since its start (Unix time)",
+            ("partner",),
+        )
+        self.last_deliveries: dict[str, datetime] = {}  # by partner, since this instance started
         self.not_after = self.gauge(
             "as4_certificate_not_after_timestamp_seconds",
             "Not-after of a configured certificate (Unix time)",
@@ -89,8 +105,10 @@ class MshMetrics(Metrics):
         P-Modes (a reload or a key rollover shows at the next scrape)."""
 
         async def queues() -> None:
-            for state, count in (await store.pending_counts()).items():
-                self.pending.labels(state=state.value).set(count)
+            for state, waiting in (await store.pending()).items():
+                self.pending.labels(state=state.value).set(waiting.count)
+                oldest = 0.0 if waiting.oldest is None else waiting.oldest.timestamp()
+                self.oldest_pending.labels(state=state.value).set(oldest)
             self.outbox_pending.set(await outbox.pending())
 
         async def certificates() -> None:
@@ -102,18 +120,37 @@ class MshMetrics(Metrics):
     def certificates(self, own: Iterable[tuple[str, x509.Certificate]], pmodes: PModeSet) -> None:
         """Set the not-after gauges: our keys' certificates (by usage) and each partner's configured ones."""
         self.not_after.clear()
-        for usage, certificate in own:
-            self._not_after(usage, _common_name(certificate), certificate)
-        for pmode in pmodes:
-            party = pmode.partner.party
-            configured = (("partner-signing", party.signing_certificate),
-                          ("partner-encryption", party.encryption_certificate))  # fmt: skip
-            for usage, partner_certificate in configured:
-                if partner_certificate is not None:
-                    self._not_after(usage, party.name, partner_certificate)
+        for usage, name, certificate in configured_certificates(own, pmodes):
+            self.not_after.labels(usage=usage, name=name).set(certificate.not_valid_after_utc.timestamp())
 
-    def _not_after(self, usage: str, name: str, certificate: x509.Certificate) -> None:
-        self.not_after.labels(usage=usage, name=name).set(certificate.not_valid_after_utc.timestamp())
+    def delivered(self, partner: str, at: datetime) -> None:
+        """A message to ``partner`` was delivered at ``at`` (for the status and the gauge)."""
+        self.last_deliveries[partner] = at
+        self.last_delivery.labels(partner=partner).set(at.timestamp())
+
+
+def own_certificates(settings: ServerConfig) -> list[tuple[str, x509.Certificate]]:
+    """(usage, certificate) of this access point's keys in files."""
+    keys = settings.keys
+    return [("signing", k.certificate) for k in keys.signing] + [("decryption", k.certificate) for k in keys.decryption]
+
+
+def configured_certificates(
+    own: Iterable[tuple[str, x509.Certificate]], pmodes: PModeSet
+) -> list[tuple[str, str, x509.Certificate]]:
+    """(usage, name, certificate): our keys' (named by subject CN) and each partner's configured ones (by party),
+    each once."""
+    found = [(usage, _common_name(certificate), certificate) for usage, certificate in own]
+    seen: set[tuple[str, str]] = set()
+    for pmode in pmodes:
+        party = pmode.partner.party
+        configured = (("partner-signing", party.signing_certificate),
+                      ("partner-encryption", party.encryption_certificate))  # fmt: skip
+        for usage, certificate in configured:
+            if certificate is not None and (usage, party.name) not in seen:
+                seen.add((usage, party.name))
+                found.append((usage, party.name, certificate))
+    return found
 
 
 def _common_name(certificate: x509.Certificate) -> str:

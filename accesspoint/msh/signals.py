@@ -137,6 +137,8 @@ class Settlement:
         result = _RESULTS.get(decision.action)
         if result is not None:
             metrics.sent.labels(**labels, result=result).inc()
+        if decision.action is Action.DELIVER:
+            metrics.delivered(labels["partner"], self.ctx.clock.now())
 
     def _events(self, decision: Decision, now: datetime) -> list[TransactionHook]:
         """The webhook event a decision's move causes: receipt on delivery, error on failure."""

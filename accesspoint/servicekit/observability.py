@@ -11,7 +11,8 @@ Each service's settings take the same three tables beside its own (``observabili
     tracing: {partners: false}      # true: send traceparent to AS4 partners and continue theirs
 
 Traces are exported when the standard ``OTEL_*`` variables say so (:mod:`accesspoint.servicekit.tracing`).
-The admin listener answers ``GET /metrics`` (scope ``metrics``) to a bearer token, as every admin endpoint of
+The admin listener answers ``GET /metrics`` (scope ``metrics``) and, where the service reports one, ``GET /status``
+(scope ``status``) to a bearer token, as every admin endpoint of
 the project does (:mod:`accesspoint.servicekit.tokens`); it is started and stopped with the service's
 application (:func:`admin_context`), so a service that starts it in a test gets it too.
 """
@@ -19,8 +20,9 @@ application (:func:`admin_context`), so a service that starts it in a test gets 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
@@ -36,6 +38,7 @@ log = logging.getLogger("accesspoint.servicekit.observability")
 ADMIN_SCOPES = frozenset({"metrics", "status"})
 ADMIN_PORT = 9464  # Prometheus' registry of default ports gives 9464 to OpenTelemetry's Prometheus exporter
 OBSERVABILITY_KEYS = frozenset({"admin", "logging", "tracing"})
+Status = Callable[[], Awaitable[Mapping[str, Any]]]  # what a service reports at GET /status
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,21 +91,29 @@ def read_observability(section: Section) -> Observability:
     return Observability(admin=admin, log_level=level, log_format=form, trace_partners=partners)
 
 
-def admin_application(metrics: Metrics, settings: AdminSettings) -> web.Application:
-    """``GET /metrics`` for a token with the ``metrics`` scope; every failure an RFC 9457 problem."""
+def admin_application(metrics: Metrics, settings: AdminSettings, status: Status | None = None) -> web.Application:
+    """``GET /metrics`` for a token with the ``metrics`` scope, ``GET /status`` (when the service has one) for
+    the ``status`` scope; every failure an RFC 9457 problem."""
     auth = BearerAuth(settings.tokens, realm=f"{metrics.service}-admin")
 
     async def scrape(request: web.Request) -> web.StreamResponse:
         auth.authorize(request, "metrics")
         return await metrics.handle(request)
 
+    async def report(request: web.Request) -> web.StreamResponse:
+        auth.authorize(request, "status")
+        assert status is not None
+        return web.json_response(await status())
+
     app = web.Application(middlewares=[problem_middleware()])
     app.router.add_get("/metrics", scrape)
+    if status is not None:
+        app.router.add_get("/status", report)
     return app
 
 
 def admin_context(
-    metrics: Metrics, settings: AdminSettings | None
+    metrics: Metrics, settings: AdminSettings | None, status: Status | None = None
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     """A cleanup context for the service's application: the admin listener up while the service is."""
 
@@ -110,7 +121,7 @@ def admin_context(
         if settings is None:
             yield
             return
-        runner = web.AppRunner(admin_application(metrics, settings), access_log=None, handle_signals=False)
+        runner = web.AppRunner(admin_application(metrics, settings, status), access_log=None, handle_signals=False)
         await runner.setup()
         try:
             tls = None if settings.tls is None else server_context(settings.tls)

@@ -36,7 +36,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar, overload
@@ -84,6 +84,15 @@ from accesspoint.store.states import FINAL, INITIAL, Direction, MessageState, ch
 from accesspoint.store.writer import INLINE_LIMIT, WriteFailed, Writer, open_writer
 
 M = schema.messages
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """Messages waiting in one state: how many, and when the oldest of them was stored."""
+
+    count: int
+    oldest: datetime | None
+
 # Outgoing messages not yet delivered or failed, incoming ones not yet handed to the backend.
 PENDING_STATES = (
     MessageState.SUBMITTED, MessageState.SENDING, MessageState.AWAITING_RECEIPT, MessageState.RECEIVED
@@ -333,14 +342,17 @@ class MessageStore:
         return [_message(row) for row in rows]
 
     @_shielded
-    async def pending_counts(self) -> dict[MessageState, int]:
-        """How many messages wait in each state that is not yet final (for the metrics; the state index answers)."""
+    async def pending(self) -> dict[MessageState, Pending]:
+        """How many messages wait in each state that is not yet final, and since when the oldest has (for the
+        metrics and the status; the state index finds the rows, which are few unless something is stuck)."""
         waiting = [state.value for state in PENDING_STATES]
-        query = select(M.c.state, func.count()).where(M.c.state.in_(waiting)).group_by(M.c.state)
-        rows = await self._all(query)
-        counts = dict.fromkeys(PENDING_STATES, 0)
-        counts.update({MessageState(state): int(count) for state, count in (tuple(row) for row in rows)})
-        return counts
+        query = (
+            select(M.c.state, func.count(), func.min(M.c.created_at)).where(M.c.state.in_(waiting)).group_by(M.c.state)
+        )
+        found = {state: Pending(0, None) for state in PENDING_STATES}
+        for state, count, oldest in (tuple(row) for row in await self._all(query)):
+            found[MessageState(state)] = Pending(int(count), oldest)
+        return found
 
     @_shielded
     async def payloads(self, message: StoredMessage) -> list[StoredPayload]:
