@@ -237,18 +237,28 @@ async def test_trace_id_reaches_the_partner_only_when_tracing_partners_allows_it
         await pair.stop()
 
 
-async def test_rest_call_continues_the_callers_traceparent(pair_factory: Callable[..., Pair]) -> None:
-    """A submission carrying a W3C traceparent is served in a span of the caller's trace."""
+async def test_one_trace_id_from_the_backends_call_through_the_send_to_the_partner(
+    pair_factory: Callable[..., Pair],
+) -> None:
+    """A submission carrying a W3C traceparent is served, sent and (partners allowed) received in the caller's
+    trace."""
     pair = pair_factory()
-    exporter = _tracing(pair.se)
+    for node in (pair.se, pair.be):
+        pair.configure(node, tracing={"partners": True})
+    sender, receiver = _tracing(pair.se), _tracing(pair.be)
+    await pair.be.start()
     await pair.se.start()
     assert pair.se.http is not None
     headers = {"Authorization": "Bearer test-token-0123456789abcdef", "traceparent": TRACEPARENT}
     body = submission("se-to-be", b"<l/>", "rest@se")
     async with pair.se.http.post(pair.se.base + "/api/v1/messages", json=body, headers=headers) as answer:
         assert answer.status == 202
-    (span,) = _spans(exporter, "POST /api/v1/messages")
-    assert _trace_id(span) == TRACEPARENT.split("-")[1]
+    assert (await pair.se.until("rest@se", {"delivered", "failed"}))["state"] == "delivered"
+    caller = TRACEPARENT.split("-")[1]
+    (served,) = _spans(sender, "POST /api/v1/messages")
+    (send,) = _spans(sender, "as4.send")
+    (receive,) = _spans(receiver, "as4.receive")
+    assert _trace_id(served) == _trace_id(send) == _trace_id(receive) == caller
 
 
 async def test_the_routers_far_questions_are_counted_by_outcome_and_traced(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 from opentelemetry.trace import Tracer
@@ -26,6 +26,7 @@ from accesspoint.msh.webhooks import WebhookNotifier
 from accesspoint.routing.outbound import RouteRecords
 from accesspoint.routing.shell import FarLookupMetrics, Routing
 from accesspoint.servicekit.httpclient import new_session
+from accesspoint.servicekit.tracing import Handoffs
 from accesspoint.store import MemorySendQueue, MessageStore
 from accesspoint.store.clock import Clock
 from accesspoint.store.idempotency import IdempotencyKeys
@@ -55,6 +56,8 @@ class Context:
     bodies: BodyBudget
     metrics: MshMetrics
     tracer: Tracer
+    # A submission's trace, continued by the worker that sends it (in this process)
+    handoffs: Handoffs = field(default_factory=Handoffs)
 
     @classmethod
     async def open(

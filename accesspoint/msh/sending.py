@@ -123,7 +123,9 @@ class SendWorkers:
         """One attempt at a claimed message, from the checks before it to the settling of its answer."""
         attributes: dict[str, str | int] = {"as4.pmode": message.pmode_id or "", "as4.attempt": message.attempts}
         with (
-            self.ctx.tracer.start_as_current_span("as4.send", attributes=attributes),
+            self.ctx.tracer.start_as_current_span(
+                "as4.send", context=self.ctx.handoffs.context(message.message_id), attributes=attributes
+            ),
             log_context(message_id=message.message_id, conversation_id=message.conversation_id),
         ):
             await self._send(message)

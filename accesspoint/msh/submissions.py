@@ -222,6 +222,7 @@ class Submissions:
         kept = NewEvidence(EvidenceKind.RAW_MESSAGE, once(header_bytes), ctx.agreements.evidence_retention(route))
         stored = await ctx.store.submit(info, list(submission.payloads), now=now, evidence=[kept], hooks=hooks)
         self.pipeline.remember_header(header)
+        ctx.handoffs.keep(message_id)  # the send worker's span continues the submitter's trace
         if route.pmode.binding is not Binding.PULL:  # on pull it waits for the partner's PullRequest
             try:
                 await ctx.queue.put(message_id)

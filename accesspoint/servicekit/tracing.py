@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 
 from aiohttp import web
@@ -57,6 +58,31 @@ def trace_id_of(span: trace.Span | None = None) -> str | None:
 def failed(span: trace.Span, error: BaseException | str) -> None:
     """Mark a span as failed with a short reason (never a payload)."""
     span.set_status(Status(StatusCode.ERROR, str(error)[:200]))
+
+
+class Handoffs:
+    """Trace contexts handed from where work is queued (a submission) to where it is done (a send worker), within
+    one process: the worker's span continues the submitter's trace. Bounded, oldest dropped first; work taken up
+    after a restart or by another instance starts a trace of its own."""
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self.limit = limit
+        self._kept: OrderedDict[str, trace.SpanContext] = OrderedDict()
+
+    def keep(self, key: str) -> None:
+        """Remember the current span's context for ``key`` (nothing when there is no trace)."""
+        context = trace.get_current_span().get_span_context()
+        if not context.is_valid:
+            return
+        self._kept[key] = context
+        self._kept.move_to_end(key)
+        while len(self._kept) > self.limit:
+            self._kept.popitem(last=False)
+
+    def context(self, key: str) -> otel_context.Context | None:
+        """The context to start ``key``'s work in (every attempt of it), or None when none was kept."""
+        kept = self._kept.get(key)
+        return None if kept is None else trace.set_span_in_context(trace.NonRecordingSpan(kept))
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
