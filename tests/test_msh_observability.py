@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -27,7 +29,7 @@ from accesspoint.servicekit.logs import JsonFormatter
 from accesspoint.store import Database
 from accesspoint.store.routes import RouteTargets
 from accesspoint.testing import services
-from tests.inmemory import Node, Pair
+from tests.inmemory import Node, Pair, eventually
 from tests.test_msh import CERTS
 from tests.test_msh_exchange import pull_request_from
 from tests.test_msh_support import error_codes, submission
@@ -281,3 +283,37 @@ async def test_the_routers_far_questions_are_counted_by_outcome_and_traced(tmp_p
         assert metrics.registry.get_sample_value("as4_far_lookups_total", {"outcome": outcome}) == 1
     assert metrics.registry.get_sample_value("as4_far_lookup_duration_seconds_count") == 2
     assert len(_spans(exporter, "far.is_reachable")) == 2
+
+
+async def test_a_webhook_event_carries_the_trace_of_the_message_it_is_about(pair_factory: Callable[..., Pair]) -> None:
+    """Belgium's message-received webhook goes out with the traceparent of the reception it announces."""
+    pair = pair_factory()
+    heard: list[str | None] = []
+
+    async def backend(request: web.Request) -> web.Response:
+        heard.append(request.headers.get("traceparent"))
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", backend)
+    server = TestServer(app, host="127.0.0.1", port=services.free_port())
+    await server.start_server()
+    try:
+        hook = {"url": f"http://127.0.0.1:{server.port}/hook", "events": ["message-received"],
+                "secret": "webhook-secret-0123456789"}  # fmt: skip
+        pair.configure(pair.be, webhooks=[hook])
+        receiver = _tracing(pair.be)
+        await pair.be.start()
+        await pair.se.start()
+        assert (await pair.se.api("POST", "/api/v1/messages", submission("se-to-be", b"<l/>", "hook@se")))[0] == 202
+        await pair.se.until("hook@se", {"delivered"})
+        await eventually(lambda: _heard(heard), bool, "the webhook")
+    finally:
+        await server.close()
+    (receive,) = _spans(receiver, "as4.receive")
+    (traceparent,) = heard
+    assert traceparent is not None and traceparent.split("-")[1] == _trace_id(receive)
+
+
+async def _heard(heard: list[str | None]) -> list[str | None]:
+    return heard

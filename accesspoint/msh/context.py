@@ -56,7 +56,7 @@ class Context:
     bodies: BodyBudget
     metrics: MshMetrics
     tracer: Tracer
-    # A submission's trace, continued by the worker that sends it (in this process)
+    # A message's trace (by ``webhooks.message_key``), continued by its send and its webhook events
     handoffs: Handoffs = field(default_factory=Handoffs)
 
     @classmethod
@@ -90,9 +90,11 @@ class Context:
             revocation = Revocation(AsyncFetcher(new_session(timeout=FETCH_TIMEOUT)), clock=clock)
         # Events and route targets live in the database, written with the moves that cause them.
         outbox = Outbox(store.db, instance=settings.instance)
+        handoffs = Handoffs()  # a message's trace, from where it is taken in to its send and its webhook events
         webhooks = WebhookNotifier(
-            settings.webhooks, outbox, clock=clock, lease=settings.lease, timeout=settings.send_timeout
-        )
+            settings.webhooks, outbox, clock=clock, lease=settings.lease, timeout=settings.send_timeout,
+            handoffs=handoffs,
+        )  # fmt: skip
         # Dynamic partners (BDXL + SMP) and the router; route targets of forwarded messages live in the database.
         # Routing checks discovered certificates in worker threads: they wait there for the lookups, never here.
         routing = Routing(
@@ -105,7 +107,7 @@ class Context:
         signer, verifier = Signer(settings.keys), Verifier(settings.keys, revocation)
         ctx = cls(
             settings, clock, agreements, store, queue, http, webhooks, routing, signer, verifier, outbox,
-            IdempotencyKeys(store.db), BodyBudget(settings.body_limits), metrics, tracer,
+            IdempotencyKeys(store.db), BodyBudget(settings.body_limits), metrics, tracer, handoffs,
         )  # fmt: skip
         await ctx.adopt_files()
         return ctx

@@ -34,6 +34,7 @@ from accesspoint.msh.replies import Replies
 from accesspoint.msh.revocation import transient
 from accesspoint.msh.signals import Signals
 from accesspoint.msh.views import message_info, message_json
+from accesspoint.msh.webhooks import message_key
 from accesspoint.msh.wire import READ_CHUNK, discard, once, read_message_body, soap_fault, soap_response
 from accesspoint.routing.shell import Submitter
 from accesspoint.servicekit.logs import LogType, log_context
@@ -199,6 +200,8 @@ class Inbound:
             log_context(message_id=ids[0] if ids else None, conversation_id=ids[1] if ids else None),
             timed(ctx.metrics.receive_duration),
         ):
+            if ids:  # its webhook events continue this trace (kept before they can be written)
+                ctx.handoffs.keep(message_key(Direction.IN.value, ids[0]))
             try:
                 route, user, plan, receipt, reception = await self._verify_and_store(received, now, pulled_on)
             except EbmsError as error:

@@ -25,6 +25,7 @@ from accesspoint.msh.context import Context
 from accesspoint.msh.next_step import Action, Outcome
 from accesspoint.msh.send_pipeline import SendPipeline, SpooledMessage
 from accesspoint.msh.signals import Settlement
+from accesspoint.msh.webhooks import message_key
 from accesspoint.msh.wire import spooled_chunks
 from accesspoint.routing.outbound import RouteUnavailable
 from accesspoint.security.policy import RevocationMode
@@ -32,7 +33,7 @@ from accesspoint.security.trust import CertificateUsage, TrustError, TrustFailur
 from accesspoint.servicekit.httpclient import AddressPolicy, fetch
 from accesspoint.servicekit.logs import log_context
 from accesspoint.servicekit.metrics import timed
-from accesspoint.store import EvidenceKind, StoredMessage, StoreUnavailable
+from accesspoint.store import Direction, EvidenceKind, StoredMessage, StoreUnavailable
 from accesspoint.store.queue import Claim, Claims
 from pmode import Binding, Route
 
@@ -124,7 +125,9 @@ class SendWorkers:
         attributes: dict[str, str | int] = {"as4.pmode": message.pmode_id or "", "as4.attempt": message.attempts}
         with (
             self.ctx.tracer.start_as_current_span(
-                "as4.send", context=self.ctx.handoffs.context(message.message_id), attributes=attributes
+                "as4.send",
+                context=self.ctx.handoffs.context(message_key(Direction.OUT.value, message.message_id)),
+                attributes=attributes,
             ),
             log_context(message_id=message.message_id, conversation_id=message.conversation_id),
         ):
