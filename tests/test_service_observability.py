@@ -224,3 +224,25 @@ async def test_outbound_calls_carry_the_current_trace_unless_told_not_to() -> No
         await server.close()
     assert seen[0] is not None and seen[0].split("-")[1] == trace_id_of(span)
     assert seen[1] is None
+
+
+COUNTING = """
+import sys
+from accesspoint.servicekit.metrics import Metrics
+metrics = Metrics("worker")
+metrics.counter("jobs_total", "jobs done").inc(int(sys.argv[1]))
+if sys.argv[2:] == ["expose"]:
+    print(metrics.exposition().decode())
+"""
+
+
+def test_several_worker_processes_add_up_in_multiprocess_mode(tmp_path: Path) -> None:
+    """With PROMETHEUS_MULTIPROC_DIR two processes' counts (2 and 3) are scraped as one series of 5."""
+    environment = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    subprocess.run([sys.executable, "-c", COUNTING, "2"], cwd=REPO, env=environment, check=True, timeout=60)
+    exposed = subprocess.run(
+        [sys.executable, "-c", COUNTING, "3", "expose"], cwd=REPO, env=environment, check=True, timeout=60,
+        capture_output=True,
+    ).stdout.decode()  # fmt: skip
+    totals = [s.value for f in text_string_to_metric_families(exposed) for s in f.samples if s.name == "jobs_total"]
+    assert totals == [5.0]
