@@ -219,15 +219,16 @@ async def test_log_lines_are_json_with_the_message_id_conversation_id_and_trace_
 async def test_trace_id_reaches_the_partner_only_when_tracing_partners_allows_it(
     pair_factory: Callable[..., Pair],
 ) -> None:
-    """With tracing.partners on both sides the partner's receive span continues the sender's trace; off, it doesn't."""
-    for allowed in (True, False):
+    """The partner's receive span continues the sender's trace only when both sides' tracing.partners allow it:
+    the sender's setting keeps traceparent off the wire, the receiver's keeps one that arrives from being used."""
+    for sends, takes in ((True, True), (True, False), (False, True)):
         pair = pair_factory()
-        for node in (pair.se, pair.be):
-            pair.configure(node, tracing={"partners": allowed})
+        pair.configure(pair.se, tracing={"partners": sends})
+        pair.configure(pair.be, tracing={"partners": takes})
         sender, receiver = _tracing(pair.se), _tracing(pair.be)
         await pair.be.start()
         await pair.se.start()
-        message_id = f"traced-{allowed}@se"
+        message_id = f"traced-{sends}-{takes}@se"
         assert (await pair.se.api("POST", "/api/v1/messages", submission("se-to-be", b"<l/>", message_id)))[0] == 202
         assert (await pair.se.until(message_id, {"delivered", "failed"}))["state"] == "delivered"
         (send,) = _spans(sender, "as4.send")
@@ -235,7 +236,7 @@ async def test_trace_id_reaches_the_partner_only_when_tracing_partners_allows_it
         (receive,) = _spans(receiver, "as4.receive")
         assert _trace_id(post) == _trace_id(send)
         assert {s.name for s in sender.get_finished_spans()} >= {"as4.secure", "as4.receipt_check"}
-        assert (_trace_id(receive) == _trace_id(send)) is allowed
+        assert (_trace_id(receive) == _trace_id(send)) is (sends and takes), (sends, takes)
         await pair.stop()
 
 
