@@ -1,4 +1,5 @@
-"""The newcomer's path: the P-Mode file of pmode/README.md, as written there, carries a message between two peers."""
+"""The newcomer's path: the P-Mode file of pmode/README.md, as written there, carries a message between two peers;
+what the README says about endpoints holds."""
 
 from __future__ import annotations
 
@@ -6,14 +7,18 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import yaml
 
+from pmode import PModeError
+from pmode.loader import load_document
 from tests.conftest import REPO
 from tests.inmemory import Node, Pair
 from tests.test_msh import CERTS
 from tests.test_msh_support import submission
 
 README = REPO / "pmode" / "README.md"
+EXAMPLES = REPO / "pmode" / "examples"
 
 
 def _documented_example() -> dict[str, Any]:
@@ -50,3 +55,19 @@ async def test_the_readme_pmode_file_exchanges_a_message(pair_factory: Callable[
     assert (await pair.se.until("first@se", {"delivered", "failed"}))["state"] == "delivered"
     received = await pair.be.until("first@se", {"received"}, direction="in")
     assert received["action"] == "Deliver"
+
+
+def test_a_party_that_only_sends_to_us_needs_no_endpoint() -> None:
+    """Without an endpoint, a partner that only sends to us loads; a P-Mode that sends to it is refused at its leg."""
+    document = yaml.safe_load((EXAMPLES / "pmodes.yaml").read_text("utf-8"))
+    del document["parties"]["partner-115"]["endpoint"]
+    sending = [p for p in document["pmodes"] if p["id"] == "se-to-be"]
+    document["pmodes"] = [p for p in document["pmodes"] if p["id"] != "se-to-be"]
+    loaded = load_document(document, file="pmodes.yaml", base=EXAMPLES)
+    only_sends = loaded.get("be-to-se")
+    assert only_sends is not None and only_sends.partner.party.endpoint is None
+    document["pmodes"] += sending
+    with pytest.raises(PModeError) as refused:
+        load_document(document, file="pmodes.yaml", base=EXAMPLES)
+    (problem,) = refused.value.problems
+    assert (problem.pmode, problem.field) == ("se-to-be", "legs[0]") and "partner-115" in problem.message
