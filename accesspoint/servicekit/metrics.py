@@ -27,6 +27,8 @@ from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from accesspoint.servicekit.tracing import route_label
+
 log = logging.getLogger("accesspoint.servicekit.metrics")
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -100,15 +102,6 @@ def timed(histogram: Histogram, **labels: str) -> Iterator[None]:
         yield
     finally:
         (histogram.labels(**labels) if labels else histogram).observe(time.perf_counter() - start)
-
-
-def route_label(request: web.Request) -> str:
-    """A request's route template (``/api/v1/messages/{id}``), never its path: bounded whatever the URL holds."""
-    route = request.match_info.route
-    resource = route.resource
-    if resource is None:
-        return "unmatched"
-    return resource.canonical or "unmatched"
 
 
 def http_metrics_middleware(metrics: Metrics) -> Middleware:

@@ -26,12 +26,19 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer, TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from accesspoint.servicekit.metrics import route_label
-
 log = logging.getLogger("accesspoint.servicekit.tracing")
 
 W3C = TraceContextTextMapPropagator()
 TRACE_HEADERS = frozenset(W3C.fields)  # traceparent, tracestate
+
+
+def route_label(request: web.Request) -> str:
+    """A request's route template (``/api/v1/messages/{id}``), never its path: bounded whatever the URL holds
+    (metric labels and span names alike)."""
+    resource = request.match_info.route.resource
+    if resource is None:
+        return "unmatched"
+    return resource.canonical or "unmatched"
 
 
 def tracer_for(name: str, provider: TracerProvider | None = None) -> Tracer:
