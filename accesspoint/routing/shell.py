@@ -21,6 +21,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from opentelemetry.trace import Tracer
+from prometheus_client import Counter, Histogram
+
 from accesspoint.core.envelope import parse_envelope
 from accesspoint.core.errors import EbmsError
 from accesspoint.core.ids import new_message_id
@@ -108,11 +111,21 @@ class Plan:
     route: Route
 
 
+@dataclass(frozen=True, slots=True)
+class FarLookupMetrics:
+    """Where the router counts its FaR questions by outcome and times them (the access point's /metrics)."""
+
+    outcomes: Counter
+    duration: Histogram
+    tracer: Tracer
+
+
 class _FarLookup:
     """FaR over HTTP (FarClient) or in this process (FarService on its own engine), opened on first use."""
 
-    def __init__(self, settings: RoutingSettings) -> None:
+    def __init__(self, settings: RoutingSettings, metrics: FarLookupMetrics | None = None) -> None:
         self.settings = settings
+        self.metrics = metrics
         self._lookup: ReachabilityLookup | None = None
         self._client: FarClient | None = None
         self._engine: Any = None
@@ -139,7 +152,20 @@ class _FarLookup:
             return self._lookup
 
     async def is_reachable(self, sender_orgnr: str, recipient: str) -> Reachability | FarFailure:
-        """FaR's answer about one recipient, or why there is none."""
+        """FaR's answer about one recipient, or why there is none (a span and the metrics when given)."""
+        if self.metrics is None:
+            return await self._ask(sender_orgnr, recipient)
+        metrics = self.metrics
+        with metrics.tracer.start_as_current_span("far.is_reachable"), metrics.duration.time():
+            answer = await self._ask(sender_orgnr, recipient)
+        if isinstance(answer, FarFailure):
+            outcome = "unavailable" if answer.unavailable else "refused"
+        else:
+            outcome = "reachable" if answer.reachable else "not-reachable"
+        metrics.outcomes.labels(outcome=outcome).inc()
+        return answer
+
+    async def _ask(self, sender_orgnr: str, recipient: str) -> Reachability | FarFailure:
         try:
             lookup = await self._open()
             (answer,) = await asyncio.wait_for(
@@ -175,11 +201,12 @@ class Routing:
         *,
         revocation: RevocationSource | None = None,
         routing: RoutingSettings | None = None,
+        far_metrics: FarLookupMetrics | None = None,
     ) -> None:
         self.records = records
         self.resolver = PartnerResolver(discovery, records, revocation=revocation)
         self.settings = routing
-        self.far = None if routing is None else _FarLookup(routing)
+        self.far = None if routing is None else _FarLookup(routing, far_metrics)
 
     async def close(self) -> None:
         """Close the discovery client and FaR's."""
