@@ -228,6 +228,8 @@ class Operator:
         if record["state"] == "acknowledged":
             return
         payloads = [(p["content_id"], await client.download(message_id, p["content_id"])) for p in record["payloads"]]
+        if await self.twoway.broadcast(message_id, record, payloads):
+            return
         now = self.clock()
         outcome = self.check(payloads)
         if isinstance(outcome, CheckedDelivery):

@@ -45,6 +45,8 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from aiohttp import web
 
+from accesspoint.envelopes._common import EnvelopeError
+from accesspoint.envelopes.broadcast import is_broadcast, verify_broadcast
 from accesspoint.envelopes.kvittens import ReasonCode
 from accesspoint.envelopes.letter import InlineFile, terms_to_json
 from accesspoint.envelopes.minameddelanden import ReceiptRequest
@@ -261,6 +263,75 @@ class TwoWay:
                     }
                 )
         await self.store.record(letters, events)
+
+    # ---------------------------------------------------------------------------------- operator broadcasts
+
+    async def broadcast(self, message_id: str, record: dict[str, Any], payloads: Sequence[tuple[str, bytes]]) -> bool:
+        """A broadcast from the infrastructure owner: into every mailbox of its group, answered with how many (a
+        signed ``broadcast`` event), acknowledged; False when the message is no broadcast (safe to repeat)."""
+        found = next((data for _cid, data in payloads if is_broadcast(data)), None)
+        if found is None:
+            return False
+        client = self.operator.client
+        assert client is not None
+        operator = self.operator.settings
+        now = self.operator.clock()
+        details: list[tuple[str, str]]
+        try:
+            broadcast, _signature = verify_broadcast(found, self.operator.trust.intermediaries)
+        except EnvelopeError as exc:
+            await self.operator.store.reject(message_id, f"broadcast: {exc}", now=now)
+            details, business_id = [("delivered", "0"), ("refused", str(exc))], None
+            log.warning("broadcast %s refused: %s", message_id, exc)
+        else:
+            business_id = broadcast.id
+            audience = broadcast.audience
+            reached = [r for r in await self.store.mailbox_keys() if audience.includes(r)]
+            rows = [
+                {
+                    "recipient": r,
+                    "as4_message_id": message_id,
+                    "position": i,
+                    "network": "broadcast",
+                    "reference": broadcast.id,
+                    "sender": broadcast.issuer,
+                    "sender_name": None,
+                    "subject": broadcast.subject,
+                    "content_type": broadcast.content_type,
+                    "body": broadcast.body,
+                    "sha256": payload_sha256(broadcast.body),
+                    "signed_by": None,
+                    "received_at": now,
+                }
+                for i, r in enumerate(reached)
+            ]
+            if await self.store.broadcast(message_id, rows, f"broadcast to {len(rows)} mailboxes", now):
+                log.info("broadcast %s: in %d mailboxes (%s)", broadcast.id, len(rows), audience.describe())
+            details = [("delivered", str(len(rows))), ("audience", audience.describe())]
+        event = MailboxEvent(EventKind.BROADCAST, message_id, operator.id, now, business_id, None, tuple(details))
+        answer = AnswerPart(f"broadcast@{operator.id}", "application/xml", build_event(event, operator.keys))
+        reply_id = self._message_id("broadcast", message_id)
+        pmode = operator.access_point.reply_pmode
+        document = {
+            **({"pmode": pmode} if pmode else {}),
+            "message_id": reply_id,
+            "ref_to_message_id": message_id,
+            **({"conversation_id": record["conversation_id"]} if record.get("conversation_id") else {}),
+            "payloads": [
+                {
+                    "content_id": answer.content_id,
+                    "mime_type": answer.mime_type,
+                    "data": base64.b64encode(answer.data).decode(),
+                }
+            ],
+        }
+        await self.store.send(reply_id, "broadcast", None, document, now)
+        await self.flush()
+        await self.operator.store.replied(
+            message_id, reply_id, [{"content_id": answer.content_id, "mime_type": answer.mime_type}]
+        )
+        await client.ack(message_id)
+        return True
 
     # ------------------------------------------------------------------------------------------ the holder
 

@@ -40,7 +40,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from accesspoint.envelopes.letter import LetterTerms, terms_from_json
-from operators.mailbox import metadata
+from operators.mailbox import handled, mail, mailboxes, metadata
 
 Moment = DateTime(timezone=True)
 
@@ -376,6 +376,31 @@ class TwoWayStore:
             await conn.execute(update(payments).where(payments.c.mail_id == mail_id).values(**values, state="paid"))
             await conn.execute(update(letters).where(letters.c.mail_id == mail_id).values(paid_at=values["paid_at"]))
             await self._queue(conn, message_id, "payment-confirmation", mail_id, document, values["paid_at"])
+
+    # --- operator broadcasts ---
+
+    async def mailbox_keys(self) -> list[str]:
+        """Every mailbox here (open ones, where mailboxes have a state)."""
+        state = getattr(mailboxes.c, "state", None)
+        query = select(mailboxes.c.recipient)
+        if state is not None:
+            query = query.where(state == "active")
+        async with self.engine.connect() as conn:
+            return list((await conn.execute(query.order_by(mailboxes.c.recipient))).scalars())
+
+    async def broadcast(self, message_id: str, rows: Sequence[dict[str, Any]], detail: str, at: datetime) -> bool:
+        """A broadcast's mail, one row per mailbox, and the delivery handled, in one transaction; False when the
+        broadcast was stored before."""
+        try:
+            async with self.engine.begin() as conn:
+                if rows:
+                    await conn.execute(insert(mail), list(rows))
+                await conn.execute(
+                    insert(handled).values(as4_message_id=message_id, outcome="delivered", detail=detail, handled_at=at)
+                )
+            return True
+        except IntegrityError:
+            return False
 
     # --- the outbox ---
 

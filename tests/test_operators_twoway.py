@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
+from accesspoint.envelopes.broadcast import Audience, Broadcast, Group, build_broadcast
 from accesspoint.envelopes.letter import CaseEvent, ExternalPart, LetterTerms, PartRole, ReplyTerms, with_terms
 from accesspoint.envelopes.minameddelanden import MatterStatus, ReceiptRequest, ReplyOption, verify_delivery_receipt
 from accesspoint.envelopes.payment import INVOICE_TAG
@@ -35,10 +36,12 @@ from tests.test_envelopes_payment import BANKGIRO, _wrong_digit
 from tests.test_msh import CERTS, TOKEN
 from tests.test_operators_support import (
     COMPANY,
+    INTERMEDIARY,
     OPERATOR,
     OPERATOR_ID,
     PERSON,
     SENDERS_CA,
+    STRANGER,
     sealed,
     secure_delivery,
     write_certificate,
@@ -319,3 +322,25 @@ async def test_parts_bound_by_digest_and_the_presentation_policy(rig: Rig) -> No
         rows = (await conn.execute(letters.select())).all()
     assert [r.as4_message_id for r in rows] == [letter]
     assert datetime.now(UTC) > rig.now - timedelta(days=1)
+
+
+async def test_broadcast_reaches_its_audience_and_a_forged_one_none(rig: Rig) -> None:
+    """A broadcast signed by a trusted intermediary goes into every mailbox of its group and is answered with the
+    count; one signed by anyone else is refused (count 0, the reason) and stored nowhere."""
+    persons = Broadcast("bc-1", "0007:2021005448", rig.now, "Driftstörning", "text/plain", b"Hej alla!",
+                        Audience(Group.PERSONS))  # fmt: skip
+    message_id = await rig.deliver(build_broadcast(persons, INTERMEDIARY))
+    back = await rig.at_sender(message_id, 1)
+    event = verify_event(back[f"broadcast@{OPERATOR_ID}"], OPERATOR.certificate)
+    assert event.kind is EventKind.BROADCAST and event.detail("delivered") == "1" and event.business_id == "bc-1"
+    _status, mail = await rig.holder("GET", f"/api/v1/mailboxes/{PERSON}/messages")
+    assert [(m["network"], m["subject"]) for m in mail["messages"]] == [("broadcast", "Driftstörning")]
+    assert (await rig.holder("GET", f"/api/v1/mailboxes/{COMPANY}/messages", token=ADMIN))[1]["messages"] == []
+    everyone = dataclasses.replace(persons, id="bc-2", audience=Audience())
+    back = await rig.at_sender(await rig.deliver(build_broadcast(everyone, INTERMEDIARY)), 1)
+    assert verify_event(back[f"broadcast@{OPERATOR_ID}"], OPERATOR.certificate).detail("delivered") == "2"
+    forged = await rig.deliver(build_broadcast(dataclasses.replace(everyone, id="bc-3"), STRANGER))
+    back = await rig.at_sender(forged, 1)
+    refused = verify_event(back[f"broadcast@{OPERATOR_ID}"], OPERATOR.certificate)
+    assert refused.detail("delivered") == "0" and "no intermediary" in (refused.detail("refused") or "")
+    assert len((await rig.holder("GET", f"/api/v1/mailboxes/{COMPANY}/messages", token=ADMIN))[1]["messages"]) == 1
