@@ -138,7 +138,8 @@ class ServiceV3Client:
 
 # --- the legacy operator (server side) ---
 
-Deliver = Callable[[CheckedDelivery], Awaitable[bool]]
+# Stores a checked delivery (with the deliverSecure element as received) and says whether it had a mailbox.
+Deliver = Callable[[CheckedDelivery, bytes], Awaitable[bool]]
 
 
 def _call_id() -> str:
@@ -202,12 +203,13 @@ def deliver_secure_handler(
             _validate(schema, child)
         except EnvelopeError as exc:
             return soap(fault_response(FAULT_SCHEMA, str(exc), schema=schema), 500)
+        document = etree.tostring(child)
         try:
-            delivery = check_delivery(etree.tostring(child), trust, at=now())
+            delivery = check_delivery(document, trust, at=now())
         except Refusal as refusal:
             code = FAULT_SIGNATURE if refusal.code in ("signature", "seal") else FAULT_SCHEMA
             return soap(fault_response(code, refusal.text, schema=schema), 500)
-        delivered = await deliver(delivery)
+        delivered = await deliver(delivery, document)
         answer = deliver_secure_response(str(uuid.uuid4()), [(delivery.recipient, delivered)], schema=schema)
         return soap(answer)
 
