@@ -1,13 +1,15 @@
-"""``accesspoint far serve | import | reachable | registers``: run FaR, bulk-import recipients, ask FaR about
-recipients, serve the reference population and business registers FaR asks about holders.
+"""``accesspoint far serve | import | senders import | reachable | registers``: run FaR, bulk-import recipients or
+senders, ask FaR about recipients, serve the reference population and business registers FaR asks about holders.
 
 ``far reachable --far URL --sender ORGNR RECIPIENT...`` prints a JSON array, one object per recipient
 (``recipient``, ``reachable``, ``reason``, ``operator``, ``endpoint``, ``sender_accepted``) and exits 0 when FaR
-answered, 2 on bad input (a sender that is not 10 digits, a recipient that is not 12, or a request FaR refused),
-1 when FaR cannot be reached. The bearer token comes from ``--token`` or the ``FAR_TOKEN`` environment variable.
+answered, 2 on bad input (a sender that is no party id, a recipient that is not 12 digits, or a request FaR
+refused), 1 when FaR cannot be reached. The bearer token comes from ``--token`` or the ``FAR_TOKEN`` environment
+variable.
 
 ``far import FILE`` exits 0 when every row was stored, 2 when any row was bad (then nothing is stored; each bad
-row is listed with its line), 64 for an unreadable file or configuration.
+row is listed with its line), 64 for an unreadable file or configuration. ``far senders import FILE`` does the
+same for the sender register (``far/sender_import.py``: JSON lines or CSV).
 """
 
 from __future__ import annotations
@@ -40,9 +42,16 @@ def register(commands: Any) -> None:
     load.add_argument("--batch", type=int, default=20_000, help="rows per batched insert")
     load.set_defaults(handler=cmd_import)
 
+    senders = far_commands.add_parser("senders", help="the sender register")
+    sender_commands = senders.add_subparsers(dest="senders_command", required=True, parser_class=type(far))
+    sender_load = sender_commands.add_parser("import", help="bulk-import sender records (JSON lines or CSV)")
+    sender_load.add_argument("file", help="a .jsonl / .ndjson file (one record a line) or a .csv with a header")
+    sender_load.add_argument("--config", help="TOML file with a [far] table (default: far.db in this folder)")
+    sender_load.set_defaults(handler=cmd_import_senders)
+
     reachable = far_commands.add_parser("reachable", help="ask a FaR whether recipients can get digital post")
     reachable.add_argument("--far", required=True, help="FaR's base URL, e.g. http://127.0.0.1:8470")
-    reachable.add_argument("--sender", required=True, help="the sender's organisationsnummer, 10 digits")
+    reachable.add_argument("--sender", required=True, help="the sender's party id (0192:…), or its organisationsnummer")
     reachable.add_argument("--token", help="bearer token (default: $FAR_TOKEN)")
     reachable.add_argument("--timeout", type=float, default=10.0, help="seconds before FaR counts as unreachable")
     reachable.add_argument("recipients", nargs="+", metavar="RECIPIENT", help="12 digits each")
@@ -161,13 +170,58 @@ def cmd_import(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     return EXIT_OK, document
 
 
+def cmd_import_senders(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
+    """Import sender records in one transaction; every bad row named with its line."""
+    from accesspoint.servicekit.settings import SettingsError
+    from far.model import create_engine, upgrade_schema
+    from far.sender_import import import_senders
+
+    try:
+        settings = _settings(args.config)
+    except SettingsError as exc:
+        return EXIT_USAGE, failure("config", str(exc), problems=exc.problems)
+    path = Path(args.file)
+    if not path.is_file():
+        return EXIT_USAGE, failure("usage", f"cannot read {args.file}")
+
+    async def _run() -> Any:
+        engine = create_engine(settings.database)
+        try:
+            await upgrade_schema(engine)
+            with path.open(encoding="utf-8-sig", newline="") as handle:
+                return await import_senders(
+                    engine,
+                    handle,
+                    jsonl=path.suffix.lower() in {".jsonl", ".ndjson", ".json"},
+                    policy=settings.parties,
+                    actor=f"import:{path.name}",
+                )
+        finally:
+            await engine.dispose()
+
+    try:
+        report = asyncio.run(_run())
+    except UnicodeDecodeError as exc:
+        return EXIT_MALFORMED, failure("encoding", f"{args.file} is not UTF-8: {exc.reason}")
+    except OSError as exc:
+        return EXIT_USAGE, failure("usage", f"cannot read {args.file}: {exc.strerror}")
+    document = {"file": args.file, **report.to_json()}
+    if not report.ok:
+        return EXIT_MALFORMED, {**document, "error": {"code": "bad-rows", "reason": f"{report.bad_rows} bad row(s)"}}
+    return EXIT_OK, document
+
+
 def cmd_reachable(args: argparse.Namespace) -> tuple[int, dict[str, Any] | list[dict[str, Any]]]:
     """Ask FaR; print one object per recipient."""
     from far.client import FarClient, FarUnavailable
+    from far.identifiers import InvalidIdentifier
+    from far.parties import parse_party_id
     from far.service import FarError
 
-    if not re.fullmatch(r"\d{10}", args.sender):
-        return EXIT_MALFORMED, failure("bad-input", f"--sender must be 10 digits, not {args.sender[:32]!r}")
+    try:
+        sender = parse_party_id(args.sender)
+    except InvalidIdentifier as exc:
+        return EXIT_MALFORMED, failure("bad-input", f"--sender: {exc.reason}")
     bad = [r for r in args.recipients if not re.fullmatch(r"\d{12}", r)]
     if bad:
         return EXIT_MALFORMED, failure("bad-input", f"a recipient is 12 digits: {bad[0][:32]!r}", recipients=bad)
@@ -175,7 +229,7 @@ def cmd_reachable(args: argparse.Namespace) -> tuple[int, dict[str, Any] | list[
 
     async def _ask() -> list[dict[str, Any]]:
         async with FarClient(args.far, token, timeout=args.timeout) as far:
-            results = await far.is_reachable(args.sender, args.recipients)
+            results = await far.is_reachable(sender, args.recipients)
         return [{key: item.to_json()[key] for key in _CLI_KEYS} for item in results]
 
     try:

@@ -11,8 +11,8 @@ GET      /api/v1/recipients/{id}                    the recipient (an eIDAS id's
 PUT      /api/v1/recipients/{id}                    ``{"status", "pending", "operator", "last_registration"}``
 DELETE   /api/v1/recipients/{id}
 GET      /api/v1/recipients/{id}/refusals           the senders it refuses
-PUT      /api/v1/recipients/{id}/refusals/{orgnr}   refuse a sender
-DELETE   /api/v1/recipients/{id}/refusals/{orgnr}   accept it again
+PUT      /api/v1/recipients/{id}/refusals/{sender}  refuse a sender (a party id, far/parties.py)
+DELETE   /api/v1/recipients/{id}/refusals/{sender}  accept it again
 GET      /api/v1/audit/{entity_id}                  the latest changes to a recipient, operator or refusal
 GET      /api/v1/operators                          all operators
 GET      /api/v1/operators/{orgnr}
@@ -24,8 +24,9 @@ Operators write for their holders through ``far/holder_api.py`` (REST) and the R
 operations (``far/holder_soap.py``); a caller is a bearer token or a TLS client certificate (``far/access.py``),
 and an operator's may change only its own record and holders (403 otherwise, audited).
 
-SOAP: ``POST /Recipient/v3`` (also ``/soap/Recipient/v3``), see :mod:`far.soap` and :mod:`far.holder_soap`;
-``POST /Recipient/v4`` answers isReachable and isRegistered for eIDAS identifiers too.
+The sender register (``/api/v1/senders``): :mod:`far.sender_api`. SOAP: ``POST /Recipient/v3`` (also
+``/soap/Recipient/v3``), see :mod:`far.soap` and :mod:`far.holder_soap`; ``POST /Recipient/v4`` answers isReachable
+and isRegistered for eIDAS identifiers too.
 """
 
 from __future__ import annotations
@@ -45,12 +46,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from accesspoint.servicekit.problems import Problem, problem_middleware
 from accesspoint.servicekit.tokens import CALLER, BearerAuth
-from far import holder_soap, soap
+from far import holder_soap, sender_api, soap
 from far.access import Callers
 from far.holder_api import HOLDERS, QUERIES, WRITER, add_routes
 from far.holders import HolderService, Refused
 from far.model import AccountStatus, create_engine, upgrade_schema
 from far.registers import Registers, RegistersClient
+from far.senders import SenderRegister
 from far.service import DISCOVERY, FarError, FarService, Forbidden, InvalidInput, Operator
 from far.settings import FarSettings
 
@@ -81,7 +83,8 @@ def _problem(exc: Exception) -> Problem | None:
 async def _authorised(request: web.Request, handler: _Handler) -> web.StreamResponse:
     """Callers on /api/: the read scope for GET and the queries; for changes a write scope, the administrator's or
     an operator's (which the change then checks against what it touches)."""
-    if request.path.startswith("/api/"):
+    # The sender routes authorise in their handlers: a write may be narrowed to one sender (write:sender=…).
+    if request.path.startswith("/api/") and not request.path.startswith(sender_api.PATH):
         queries = request.method in {"GET", "HEAD"} or request.path.endswith(("/reachable", "/registered", *QUERIES))
         if queries:
             request.app[CALLERS].authorize(request, "read")
@@ -206,10 +209,10 @@ async def list_refusals(request: web.Request) -> web.Response:
 
 
 async def put_refusal(request: web.Request) -> web.Response:
-    """PUT /api/v1/recipients/{id}/refusals/{orgnr}."""
+    """PUT /api/v1/recipients/{id}/refusals/{sender}."""
     created = await request.app[SERVICE].refuse_sender(
         request.match_info["id"],
-        request.match_info["orgnr"],
+        request.match_info["sender"],
         actor=_actor(request),
         guard=request[WRITER].holder_guard(),
     )
@@ -217,10 +220,10 @@ async def put_refusal(request: web.Request) -> web.Response:
 
 
 async def delete_refusal(request: web.Request) -> web.Response:
-    """DELETE /api/v1/recipients/{id}/refusals/{orgnr}."""
+    """DELETE /api/v1/recipients/{id}/refusals/{sender}."""
     await request.app[SERVICE].accept_sender(
         request.match_info["id"],
-        request.match_info["orgnr"],
+        request.match_info["sender"],
         actor=_actor(request),
         guard=request[WRITER].holder_guard(),
     )
@@ -355,10 +358,12 @@ def create_app(
         engine = None
         if service is not None:
             app[SERVICE] = service
+            app[sender_api.SENDERS] = SenderRegister(service.engine, policy=service.parties)
         else:
             engine = create_engine(settings.database)
             await upgrade_schema(engine)
-            app[SERVICE] = FarService(engine, policy=settings.policy)
+            app[SERVICE] = FarService(engine, policy=settings.policy, parties=settings.parties)
+            app[sender_api.SENDERS] = SenderRegister(engine, policy=settings.parties)
         client = None
         if registers is None and settings.registers is not None:
             client = RegistersClient(settings.registers, timeout=settings.registers_timeout.total_seconds())
@@ -389,13 +394,14 @@ def create_app(
     app.router.add_put(recipient, put_recipient)
     app.router.add_delete(recipient, delete_recipient)
     app.router.add_get(recipient + "/refusals", list_refusals)
-    app.router.add_put(recipient + "/refusals/{orgnr}", put_refusal)
-    app.router.add_delete(recipient + "/refusals/{orgnr}", delete_refusal)
+    app.router.add_put(recipient + "/refusals/{sender}", put_refusal)
+    app.router.add_delete(recipient + "/refusals/{sender}", delete_refusal)
     app.router.add_get("/api/v1/audit/{entity_id}", get_audit)
     app.router.add_get("/api/v1/operators", list_operators)
     app.router.add_get("/api/v1/operators/{orgnr}", get_operator)
     app.router.add_put("/api/v1/operators/{orgnr}", put_operator)
     app.router.add_delete("/api/v1/operators/{orgnr}", delete_operator)
+    sender_api.routes(app, AUTH)
     app.router.add_post("/Recipient/v3", soap_endpoint)
     app.router.add_post("/soap/Recipient/v3", soap_endpoint)
     app.router.add_post("/Recipient/{version:v4}", soap_endpoint)

@@ -15,8 +15,8 @@ from far.service import FarService, InvalidInput, Reachability
 class ReachabilityLookup(Protocol):
     """What the access point's router needs from FaR: FarService in-process, FarClient over HTTP."""
 
-    async def is_reachable(self, sender_orgnr: str, recipients: Sequence[str]) -> list[Reachability]:
-        """One Reachability per recipient, in order."""
+    async def is_reachable(self, sender: str, recipients: Sequence[str]) -> list[Reachability]:
+        """One Reachability per recipient, in order (``sender`` a party id, far/parties.py)."""
         ...
 
 
@@ -45,9 +45,9 @@ class FarClient:
             await self._session.close()
             self._session = None
 
-    async def is_reachable(self, sender_orgnr: str, recipients: Sequence[str]) -> list[Reachability]:
+    async def is_reachable(self, sender: str, recipients: Sequence[str]) -> list[Reachability]:
         """Ask FaR; InvalidInput when FaR refuses the request (4xx), FarUnavailable when it cannot answer."""
-        answer = await self._post("/api/v1/reachable", {"sender": sender_orgnr, "recipients": list(recipients)})
+        answer = await self._post("/api/v1/reachable", {"sender": sender, "recipients": list(recipients)})
         try:
             return [Reachability.from_json(item) for item in answer["results"]]
         except (KeyError, TypeError, ValueError) as exc:

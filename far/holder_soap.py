@@ -30,11 +30,13 @@ from collections.abc import Sequence
 from aiohttp import web
 from lxml import etree
 
+from accesspoint.core.xml import string_value
 from accesspoint.envelopes.identity import SignatureData
 from accesspoint.servicekit.problems import Problem
 from far.access import Callers, Writer
 from far.holders import AuthorizationResult, HolderService, Refused, Unavailable
 from far.model import AccountStatus
+from far.parties import mina_meddelanden_id
 from far.registers import Person
 from far.service import MAX_RECIPIENTS, Conflict, FarError, Forbidden, InvalidInput, NotFound, Operator
 from far.soap import (
@@ -104,7 +106,7 @@ def _children(parent: etree._Element) -> list[etree._Element]:
 
 def _text(element: etree._Element) -> str:
     # The element's whole string value (never .text alone), trimmed as the schema's whitespace rules would.
-    return "".join(str(part) for part in element.itertext()).strip()
+    return string_value(element).strip()
 
 
 class _Reader:
@@ -355,8 +357,11 @@ async def _read(name: str, operation: etree._Element, holders: HolderService) ->
         preferences = _sub(root, RECIPIENT_V3, "return")
         _sub(preferences, RECIPIENT_V1, "Id", found.recipient)
         for sender in found.accepted:
+            contract_id = mina_meddelanden_id(sender.id)
+            if contract_id is None:
+                continue  # the contract's Sender/Id is a Swedish RecipientId: other senders it cannot name
             item = _sub(preferences, RECIPIENT_V1, "AcceptedSenders")
-            _sub(item, SENDER, "Id", sender.id)
+            _sub(item, SENDER, "Id", contract_id)
             _sub(item, SENDER, "Name", sender.name if len(sender.name) >= 2 else sender.id)
         return _envelope(root)
     if name == "getPendingAccountRequest":

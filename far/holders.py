@@ -160,7 +160,7 @@ class Switch:
 
 @dataclass(frozen=True, slots=True)
 class Preferences:
-    """The senders a holder has decided about: accepted (16 + orgnr with a name) and refused (10 digits)."""
+    """The senders a holder has decided about: accepted (party id with a name) and refused (party ids)."""
 
     recipient: str
     accepted: tuple[Person, ...]
@@ -762,16 +762,16 @@ class HolderService:
         text: str,
         signatures: Sequence[SignatureData],
     ) -> AuthorizationResult:
-        """storeAccountPreferences: ``accepted`` senders (16 + orgnr) are accepted; ``refused`` ones (10 digits)
-        refused. With ``refused`` None (the SOAP form, which lists accepted senders only), a sender accepted
-        before and not listed now becomes refused."""
+        """storeAccountPreferences: ``accepted`` senders are accepted, ``refused`` ones refused (any party id form
+        far/parties.py reads: ``16`` + orgnr, 10 digits, ``0007:…``, ``0192:…``). With ``refused`` None (the SOAP
+        form, which lists accepted senders only), a sender accepted before and not listed now becomes refused."""
         rid = self.far._recipient(recipient)
         signed = self.verify(text, signatures)
         result, _consent = await self.authorization(rid.value, rid.kind, signed, text=text, minors=False)
         if result.status is not AuthorizationStatus.COMPLETE:
             raise Refused("incomplete", f"the signatures do not suffice ({result.status.value})")
-        wanted = {self.far._orgnr(p.id, "accepted"): p for p in accepted}
-        refuse = None if refused is None else {self.far._orgnr(s, "refused") for s in refused}
+        wanted = {self.far.party(p.id, "accepted"): p for p in accepted}
+        refuse = None if refused is None else {self.far.party(s, "refused") for s in refused}
         if refuse is not None and refuse & set(wanted):
             raise InvalidInput("a sender cannot be both accepted and refused", field="refused")
         now = self.far.now()
@@ -790,7 +790,7 @@ class HolderService:
                 ).scalars()
             )
             if refuse is None:
-                refuse = {sender[2:] for sender in known} - set(wanted)
+                refuse = set(known) - set(wanted)
             for orgnr, person in wanted.items():
                 await self._decide(conn, rid.value, orgnr, person.name, True, now)
             for orgnr in refuse:
@@ -806,21 +806,22 @@ class HolderService:
         return result
 
     async def _decide(
-        self, conn: AsyncConnection, recipient: str, orgnr: str, name: str, accepted: bool, now: datetime
+        self, conn: AsyncConnection, recipient: str, party: str, name: str, accepted: bool, now: datetime
     ) -> None:
-        key = and_(accepted_senders.c.recipient_id == recipient, accepted_senders.c.sender_id == f"16{orgnr}")
+        """One sender's decision (``party``: its canonical party id, far/parties.py) and the refusal it implies."""
+        key = and_(accepted_senders.c.recipient_id == recipient, accepted_senders.c.sender_id == party)
         await conn.execute(delete(accepted_senders).where(key))
         await conn.execute(
             accepted_senders.insert().values(
-                recipient_id=recipient, sender_id=f"16{orgnr}", name=name, accepted=accepted, updated_at=now
+                recipient_id=recipient, sender_id=party, name=name, accepted=accepted, updated_at=now
             )
         )
-        refusal = and_(refusals.c.recipient_id == recipient, refusals.c.sender_orgnr == orgnr)
+        refusal = and_(refusals.c.recipient_id == recipient, refusals.c.sender_id == party)
         exists = await conn.scalar(select(func.count()).select_from(refusals).where(refusal))
         if accepted and exists:
             await conn.execute(delete(refusals).where(refusal))
         elif not accepted and not exists:
-            await conn.execute(refusals.insert().values(recipient_id=recipient, sender_orgnr=orgnr, created_at=now))
+            await conn.execute(refusals.insert().values(recipient_id=recipient, sender_id=party, created_at=now))
 
     # ------------------------------------------------------------------------------ activity, dormancy
 

@@ -10,8 +10,9 @@ Columns (CSV header names; JSON lines use the same keys):
 ``operator``          see note  the operator's organisationsnummer; required unless status is ``none``;
                                 the operator must already be in FaR
 ``last_registration`` optional  ISO 8601 date-time (``2016-10-30T15:38:49.517+01:00``); no zone = UTC
-``refused_senders``   optional  organisationsnummer of senders the recipient refuses, separated by
-                                spaces or ``;`` (a JSON list in JSON lines)
+``refused_senders``   optional  party ids of senders the recipient refuses (far/parties.py: ``0192:…``,
+                                or a Swedish organisationsnummer), separated by spaces or ``;`` (a JSON
+                                list in JSON lines)
 ====================  ========  ===================================================================
 
 A recipient already in FaR is replaced (its refusals too, when the column is present); a recipient listed twice
@@ -36,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from far.identifiers import STRICT, InvalidIdentifier, Kind, Policy, parse_orgnr, recipient_kind
 from far.model import AccountStatus, audit, operators, recipients, refusals, sqlite_text, upsert
+from far.parties import PartyPolicy, parse_party_id
 
 COLUMNS = ("recipient", "status", "pending", "operator", "last_registration", "refused_senders")
 MAX_REPORTED_ERRORS = 100
@@ -46,7 +48,7 @@ _STATUSES = frozenset(status.value for status in AccountStatus)
 _SECURE, _NONE = AccountStatus.SECURE.value, AccountStatus.NONE.value
 _KIND_VALUES = {kind: kind.value for kind in Kind}
 _RECIPIENT_COLUMNS = ("id", "kind", "status", "pending", "operator_id", "last_registration", "updated_at")
-_REFUSAL_COLUMNS = ("recipient_id", "sender_orgnr", "created_at")
+_REFUSAL_COLUMNS = ("recipient_id", "sender_id", "created_at")
 _AUDIT_COLUMNS = ("at", "actor", "action", "entity", "entity_id", "detail")
 _TRUE = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False, "": False}
 
@@ -102,9 +104,10 @@ class ImportReport:
 class RowParser:
     """Turns one record (a dict of column -> text or JSON value) into an ImportRow, or raises ValueError."""
 
-    def __init__(self, policy: Policy, known_operators: frozenset[str]) -> None:
+    def __init__(self, policy: Policy, known_operators: frozenset[str], parties: PartyPolicy | None = None) -> None:
         self.policy = policy
         self.known_operators = known_operators
+        self.parties = parties or PartyPolicy(check_digits=policy.check_digits)
 
     def parse(self, record: dict[str, Any]) -> ImportRow:
         """Validate one record."""
@@ -153,7 +156,13 @@ class RowParser:
         if raw is None:
             return ()
         items = raw if isinstance(raw, list) else str(raw).replace(";", " ").split()
-        return tuple(sorted({self._orgnr(str(item), "refused sender") for item in items}))
+        return tuple(sorted({self._party(str(item)) for item in items}))
+
+    def _party(self, value: str) -> str:
+        try:
+            return parse_party_id(value, self.parties)
+        except InvalidIdentifier as exc:
+            raise ValueError(f"refused sender {value[:64]!r}: {exc.reason}") from None
 
 
 def _text(value: Any) -> str:
@@ -343,7 +352,7 @@ class _BatchWriter:
         self.statements: dict[str, tuple[Any, tuple[str, ...]]] = {
             "recipients": (upsert(dialect, recipients, ("id",)), _RECIPIENT_COLUMNS),
             "forget": (forget, ("recipient_id",)),
-            "refusals": (upsert(dialect, refusals, ("recipient_id", "sender_orgnr")), _REFUSAL_COLUMNS),
+            "refusals": (upsert(dialect, refusals, ("recipient_id", "sender_id")), _REFUSAL_COLUMNS),
             "audit": (audit.insert(), _AUDIT_COLUMNS),
         }
         self.sql: dict[str, str] = {}

@@ -125,9 +125,46 @@ refusals = Table(
     # No foreign key to recipients: the bulk import writes refusals in the same batches as the recipients, and a
     # refusal of an unknown recipient is harmless (the recipient has no mailbox either way).
     Column("recipient_id", String(256), primary_key=True),
-    Column("sender_orgnr", String(10), primary_key=True),
+    # The refused sender's canonical party id (far/parties.py): 0007:<orgnr>, 0192:<orgnr>, XX/YY/…
+    Column("sender_id", String(256), primary_key=True),
     Column("created_at", UtcDateTime(), nullable=False),
-    Index("far_refusals_sender", "sender_orgnr"),
+    Index("far_refusals_sender", "sender_id"),
+    sqlite_with_rowid=False,
+)
+
+# The sender register (far/senders.py): who may send digital post, through which access points and networks.
+senders = Table(
+    "far_senders",
+    metadata,
+    Column("id", String(256), primary_key=True),  # canonical party id
+    Column("name", String(256), nullable=False),
+    Column("status", String(16), nullable=False),  # active | suspended
+    Column("networks", Text, nullable=False),  # JSON list: minameddelanden, sdk, cross-border
+    Column("support", Text, nullable=True),  # JSON {text, url, phone, email}
+    # SHA-256 of the certificates the sender signs its deliveries with (SignedDelivery, XHE): JSON list
+    Column("signing_certificates", Text, nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    sqlite_with_rowid=False,
+)
+
+sender_access_points = Table(
+    "far_sender_access_points",
+    metadata,
+    Column("sender_id", String(256), ForeignKey("far_senders.id", ondelete="CASCADE"), primary_key=True),
+    Column("certificate_sha256", String(64), primary_key=True),  # the AS4 signing certificate, hex
+    Column("party_id", String(512), nullable=False),  # the access point's AS4 PartyId
+    Index("far_sender_access_points_certificate", "certificate_sha256"),
+    sqlite_with_rowid=False,
+)
+
+# Dispatcher.Senders of the contracts: an intermediary or service provider (itself a sender record) sends for
+# these senders through its access points. No foreign key on sender_id: a dispatcher may list a sender first.
+dispatched_senders = Table(
+    "far_dispatched_senders",
+    metadata,
+    Column("dispatcher_id", String(256), ForeignKey("far_senders.id", ondelete="CASCADE"), primary_key=True),
+    Column("sender_id", String(256), primary_key=True),
+    Index("far_dispatched_senders_sender", "sender_id"),
     sqlite_with_rowid=False,
 )
 
@@ -140,7 +177,7 @@ audit = Table(
     # create, update, delete, import, refuse, accept; holders: register, deregister, switch, dormant, reactivate,
     # consent, refused (a change FaR refused, with who tried)
     Column("action", String(16), nullable=False),
-    # recipient, operator, refusal
+    # recipient, operator, refusal, sender
     Column("entity", String(16), nullable=False),
     Column("entity_id", String(300), nullable=False),
     # The new state as JSON (NULL for a delete).
@@ -188,7 +225,7 @@ accepted_senders = Table(
     "far_accepted_senders",
     metadata,
     Column("recipient_id", String(256), primary_key=True),
-    Column("sender_id", String(12), primary_key=True),  # 16 + organisationsnummer, as Sender/Id carries it
+    Column("sender_id", String(256), primary_key=True),  # the sender's canonical party id (far/parties.py)
     Column("name", String(256), nullable=False),
     Column("accepted", Boolean, nullable=False),
     Column("updated_at", UtcDateTime(), nullable=False),

@@ -23,6 +23,7 @@ any other, which the Recipient contract reports as ``RulesNotSupported``.
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import re
 from collections.abc import Mapping
@@ -210,7 +211,8 @@ def reference_app(data: dict[str, Any], *, token: str | None = None) -> web.Appl
     a company's signatories this way)."""
     auth = BearerAuth([BearerToken("registers-admin", token, scopes("write"))] if token else [], realm="registers")
     app = web.Application(middlewares=[problem_middleware()])
-    app[DATA] = {"persons": {}, "companies": {}, "roles": {}, **data}
+    # A copy: PUTs change this service's records, never the caller's.
+    app[DATA] = copy.deepcopy({"persons": {}, "companies": {}, "roles": {}, **data})
     lock = asyncio.Lock()
 
     def found(kind: str, key: str) -> Any:

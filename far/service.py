@@ -50,6 +50,7 @@ from far.identifiers import (
     recipient_kind,
 )
 from far.model import AccountStatus, audit, operators, recipients, refusals
+from far.parties import PartyPolicy, parse_party_id
 
 MAX_RECIPIENTS = 1000
 # The endpoint of an operator whose AS4 endpoint is found through SMP discovery by its party id.
@@ -299,7 +300,7 @@ def _reach_query(dialect: str) -> Any:
         wanted = recipients.c.id.in_(select(ids.c.value))
     sender = bindparam("sender", type_=String)
     joined = recipients.outerjoin(operators, operators.c.id == recipients.c.operator_id).outerjoin(
-        refusals, (refusals.c.recipient_id == recipients.c.id) & (refusals.c.sender_orgnr == sender)
+        refusals, (refusals.c.recipient_id == recipients.c.id) & (refusals.c.sender_id == sender)
     )
     columns = (recipients.c.id, recipients.c.status, recipients.c.pending, recipients.c.last_registration)
     query = select(*columns, *_OPERATOR_COLUMNS, refusals.c.created_at, recipients.c.dormant_since)
@@ -321,31 +322,36 @@ def _time(value: Any) -> datetime | None:
 class FarService:
     """Reachability, registration lookups and audited changes over one engine."""
 
-    def __init__(self, engine: AsyncEngine, *, policy: Policy = STRICT, now: Callable[[], datetime] = _now) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        policy: Policy = STRICT,
+        parties: PartyPolicy | None = None,
+        now: Callable[[], datetime] = _now,
+    ) -> None:
         self.engine = engine
         self.policy = policy
+        self.parties = parties or PartyPolicy(check_digits=policy.check_digits)
         self.now = now
         # Set by far/holders.py when the minors policy tells senders: which unregistered ids are minors.
         self.minor: Callable[[str], bool] | None = None
 
     # ------------------------------------------------------------------------------------------- lookups
 
-    async def is_reachable(self, sender_orgnr: str, recipients_: Sequence[str]) -> list[Reachability]:
+    async def is_reachable(self, sender: str, recipients_: Sequence[str]) -> list[Reachability]:
         """One answer per recipient, in order, from one query; at most 1,000 recipients.
 
-        Raises InvalidInput for a bad sender organisationsnummer or more than 1,000 recipients; an invalid
-        recipient is answered with ``invalid-identifier``, not raised.
+        ``sender`` is a party id (far/parties.py: ``0192:974760673``, or a Swedish organisationsnummer as 10
+        digits, ``16`` + 10 or ``0007:``). Raises InvalidInput for a bad sender or more than 1,000 recipients; an
+        invalid recipient is answered with ``invalid-identifier``, not raised.
         """
-        try:
-            sender = parse_orgnr(sender_orgnr, self.policy)
-        except InvalidIdentifier as exc:
-            raise InvalidInput(f"sender: {exc.reason}", field="sender") from None
-        return await self._lookup(sender, recipients_)
+        return await self._lookup(self.party(sender, "sender"), recipients_)
 
     async def is_registered(self, recipients_: Sequence[str]) -> list[Reachability]:
         """Account status of each recipient (sender acceptance left out), at most 1,000, in one query."""
-        # No organisationsnummer is ten zeros (third digit 0), so no refusal joins: the answer is the account.
-        return await self._lookup("0" * 10, recipients_)
+        # No party id is empty, so no refusal joins: the answer is the account.
+        return await self._lookup("", recipients_)
 
     async def _lookup(self, sender: str, ids: Sequence[str]) -> list[Reachability]:
         if len(ids) > MAX_RECIPIENTS:
@@ -421,9 +427,9 @@ class FarService:
     async def list_refusals(self, recipient: str) -> list[dict[str, Any]]:
         """The senders a recipient refuses, with when."""
         rid = self._recipient(recipient)
-        query = select(refusals.c.sender_orgnr, refusals.c.created_at).where(refusals.c.recipient_id == rid.value)
+        query = select(refusals.c.sender_id, refusals.c.created_at).where(refusals.c.recipient_id == rid.value)
         async with self.engine.connect() as conn:
-            rows = (await conn.execute(query.order_by(refusals.c.sender_orgnr))).all()
+            rows = (await conn.execute(query.order_by(refusals.c.sender_id))).all()
         return [{"sender": row[0], "since": _iso(utc(row[1]))} for row in rows]
 
     async def audit_trail(self, entity_id: str, *, limit: int = 100) -> list[dict[str, Any]]:
@@ -546,31 +552,31 @@ class FarService:
             await conn.execute(delete(refusals).where(refusals.c.recipient_id == rid.value))
             await self._audit(conn, actor, "delete", "recipient", rid.value, None)
 
-    async def refuse_sender(self, recipient: str, sender_orgnr: str, *, actor: str, guard: Guard | None = None) -> bool:
-        """Record that ``recipient`` refuses mail from ``sender_orgnr``; True when it is new."""
+    async def refuse_sender(self, recipient: str, sender_id: str, *, actor: str, guard: Guard | None = None) -> bool:
+        """Record that ``recipient`` refuses mail from the sender ``sender_id`` (a party id); True when it is new."""
         rid = self._recipient(recipient)
-        sender = self._orgnr(sender_orgnr, "sender")
+        sender = self.party(sender_id, "sender")
         async with self.refusal_audited(actor, "refusal", f"{rid.value}/{sender}", "refuse sender"):
             await self._guard(guard, rid.value, ...)
-        key = (refusals.c.recipient_id == rid.value) & (refusals.c.sender_orgnr == sender)
+        key = (refusals.c.recipient_id == rid.value) & (refusals.c.sender_id == sender)
         async with self.engine.begin() as conn:
             if await conn.scalar(select(recipients.c.id).where(recipients.c.id == rid.value)) is None:
                 raise NotFound(f"no recipient {rid.value}")
-            if await conn.scalar(select(refusals.c.sender_orgnr).where(key)) is not None:
+            if await conn.scalar(select(refusals.c.sender_id).where(key)) is not None:
                 return False
             await conn.execute(
-                refusals.insert().values(recipient_id=rid.value, sender_orgnr=sender, created_at=self.now())
+                refusals.insert().values(recipient_id=rid.value, sender_id=sender, created_at=self.now())
             )
             await self._audit(conn, actor, "refuse", "refusal", f"{rid.value}/{sender}", {"sender": sender})
         return True
 
-    async def accept_sender(self, recipient: str, sender_orgnr: str, *, actor: str, guard: Guard | None = None) -> None:
+    async def accept_sender(self, recipient: str, sender_id: str, *, actor: str, guard: Guard | None = None) -> None:
         """Remove a refusal; NotFound when there was none."""
         rid = self._recipient(recipient)
-        sender = self._orgnr(sender_orgnr, "sender")
+        sender = self.party(sender_id, "sender")
         async with self.refusal_audited(actor, "refusal", f"{rid.value}/{sender}", "accept sender"):
             await self._guard(guard, rid.value, ...)
-        key = (refusals.c.recipient_id == rid.value) & (refusals.c.sender_orgnr == sender)
+        key = (refusals.c.recipient_id == rid.value) & (refusals.c.sender_id == sender)
         async with self.engine.begin() as conn:
             done = await conn.execute(delete(refusals).where(key))
             if done.rowcount == 0:
@@ -603,6 +609,13 @@ class FarService:
             return parse_recipient(value, self.policy)
         except InvalidIdentifier as exc:
             raise InvalidInput(f"recipient: {exc.reason}", field="recipient") from None
+
+    def party(self, value: str, field: str) -> str:
+        """The canonical party id of a sender; InvalidInput naming ``field`` when it is not one."""
+        try:
+            return parse_party_id(value, self.parties)
+        except InvalidIdentifier as exc:
+            raise InvalidInput(f"{field}: {exc.reason}", field=field) from None
 
     def _orgnr(self, value: str, field: str) -> str:
         try:

@@ -6,6 +6,7 @@ database = "sqlite+aiosqlite:///far.db"   # or postgresql+asyncpg://user@host/db
 host = "127.0.0.1"
 port = 8470
 check_digits = true      # false: accept schema-valid numbers that fail the Luhn check (some test data)
+sender_icds = ["0088"]   # ISO 6523 ICDs of senders beyond the Nordic and Baltic ones far/parties.py knows
 
 [[far.tokens]]           # bearer tokens of the REST API (the SOAP endpoint relies on mutual TLS in front)
 name = "registry-admin"  # recorded as the actor in the audit table
@@ -62,12 +63,16 @@ from accesspoint.servicekit.tls import TlsSettings
 from accesspoint.servicekit.tokens import BearerToken, Scope
 from far.access import ClientCertificate
 from far.identifiers import Policy
+from far.parties import PartyPolicy
 
 DEFAULT_DATABASE = "sqlite+aiosqlite:///far.db"
 SCOPES = frozenset({"read", "write"})
 KNOWN = frozenset(
-    {"database", "host", "port", "check_digits", "tokens", "tls", "clients", "eid", "registers", "minors", "dormancy"}
+    {"database", "host", "port", "check_digits", "sender_icds", "tokens", "tls", "clients", "eid", "registers",
+     "minors", "dormancy"}
 )
+# What a scope may be narrowed to: an operator's writes (far/access.py), a sender's (far/sender_api.py).
+KINDS = ("operator", "sender")
 MINORS_TOLD = ("no-mailbox", "minor")
 
 
@@ -97,6 +102,7 @@ class FarSettings:
     host: str = "127.0.0.1"
     port: int = 8470
     check_digits: bool = True
+    sender_icds: frozenset[str] = frozenset()
     tokens: tuple[BearerToken, ...] = ()
     tls: TlsSettings | None = None
     clients: tuple[ClientCertificate, ...] = ()
@@ -111,6 +117,11 @@ class FarSettings:
     def policy(self) -> Policy:
         """The identifier policy these settings ask for."""
         return Policy(check_digits=self.check_digits)
+
+    @property
+    def parties(self) -> PartyPolicy:
+        """What the sender register accepts as a party id (far/parties.py)."""
+        return PartyPolicy(extra_icds=self.sender_icds, check_digits=self.check_digits)
 
 
 def load_settings(path: Path) -> FarSettings:
@@ -136,7 +147,8 @@ def read_settings(far: Section) -> FarSettings:
         host=far.string("host", "127.0.0.1", min_length=1),
         port=far.port("port", 8470),
         check_digits=far.boolean("check_digits", True),
-        tokens=far.tokens("tokens", actions=SCOPES, kinds=("operator",)),
+        sender_icds=_icds(far),
+        tokens=far.tokens("tokens", actions=SCOPES, kinds=KINDS),
         tls=far.tls("tls"),
         clients=_clients(far),
         eid_anchors=_anchors(eid),
@@ -165,7 +177,7 @@ def _clients(far: Section) -> tuple[ClientCertificate, ...]:
         except ValueError as exc:
             entry.mistake("scopes", str(exc))
             continue
-        wrong = [str(s) for s in granted if s.action not in SCOPES or s.kind not in (None, "operator")]
+        wrong = [str(s) for s in granted if s.action not in SCOPES or s.kind not in (None, *KINDS)]
         if not texts or wrong:
             entry.mistake("scopes", f"{(wrong or ['nothing'])[0]!r}: read, write or write:operator=<orgnr>")
             continue
@@ -186,3 +198,11 @@ def _anchors(eid: Section) -> tuple[x509.Certificate, ...]:
         except (KeyLoadError, OSError, ValueError) as exc:
             eid.mistake(f"anchors[{index}]", str(exc))
     return tuple(found)
+
+
+def _icds(far: Section) -> frozenset[str]:
+    icds = far.strings("sender_icds", what="ISO 6523 ICDs")
+    for icd in icds:
+        if len(icd) != 4 or not icd.isdigit():
+            far.mistake("sender_icds", f"an ICD is 4 digits, not {icd[:16]!r}")
+    return frozenset(icds)

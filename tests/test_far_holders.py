@@ -103,7 +103,7 @@ async def test_an_operator_cannot_change_another_operators_holders(far: Far) -> 
     assert await far.service.list_refusals(ADULT) == []
     trail = await far.audit(ADULT)
     assert [c["actor"] for c in trail if c["action"] == "refused"] == ["billo"] * 4
-    assert [c["action"] for c in await far.audit(f"{ADULT}/2021005448")] == ["refused"]
+    assert [c["action"] for c in await far.audit(f"{ADULT}/0007:2021005448")] == ["refused"]
     # Kivra itself may not hand its holder to Billo by a plain PUT either: that is what a switch is for.
     status, _problem = await far.call(
         "PUT", f"/api/v1/recipients/{ADULT}", OP_A, {"status": "secure", "operator": BILLO.id}
@@ -278,8 +278,8 @@ async def test_preferences_are_stored_by_the_holding_operator_only(far: Far) -> 
     status, _result = await far.call("PUT", f"/api/v1/recipients/{ADULT}/preferences", OP_A, body)
     assert status == 200
     status, stored = await far.call("GET", f"/api/v1/recipients/{ADULT}/preferences", OP_A)
-    assert stored["accepted"] == [{"id": "162021005448", "name": "Skatteverket"}]
-    assert stored["refused"] == ["2120000142"]
+    assert stored["accepted"] == [{"id": "0007:2021005448", "name": "Skatteverket"}]
+    assert stored["refused"] == ["0007:2120000142"]
     refused = (await far.service.is_reachable("2120000142", [ADULT]))[0]
     assert refused.reason is not None and refused.reason.value == "sender-refused"
 

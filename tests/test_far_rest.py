@@ -75,7 +75,7 @@ async def test_recipient_crud_and_eidas_in_the_path(client: TestClient[Any, Any]
     assert got["last_registration"] == "2026-01-02T02:04:05+00:00"
     assert (await client.put(path + f"/refusals/{SENDER}", headers=auth())).status == 201
     refusals = await (await client.get(path + "/refusals", headers=auth())).json()
-    assert [r["sender"] for r in refusals["refused"]] == [SENDER]
+    assert [r["sender"] for r in refusals["refused"]] == [f"0007:{SENDER}"]  # the sender as a party id
     trail = await (await client.get("/api/v1/audit/ES%2FSE%2F99999142H", headers=auth())).json()
     assert [c["action"] for c in trail["changes"]] == ["update", "create"]
     assert all(c["actor"] == "admin" for c in trail["changes"])

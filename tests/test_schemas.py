@@ -59,14 +59,25 @@ async def test_migrations_make_the_declared_schema(schema: Schema, database_url:
 
 @pytest.mark.parametrize("schema", SCHEMAS, ids=lambda s: s.name)
 async def test_a_database_made_before_migrations_is_adopted(schema: Schema, tmp_path: Path) -> None:
-    """Tables from create_all, as the service made them before: recorded as migrated, not created a second time."""
+    """Tables as the service made them before migrations (the first revision's, without a version table): recorded
+    as migrated, not created a second time, and brought to the newest revision."""
     engine = schema.engine(f"sqlite+aiosqlite:///{tmp_path / 'old.db'}")
     try:
         async with engine.begin() as connection:
-            await connection.run_sync(schema.metadata.create_all)
+            await connection.run_sync(_first_revision_only, schema.migrations)
         assert await schema.migrations.current(engine) is None
         await schema.migrations.upgrade(engine)
         assert await schema.migrations.current(engine) == schema.migrations.head
     finally:
         await engine.dispose()
 
+
+def _first_revision_only(connection: Connection, migrations: Migrations) -> None:
+    """What ``create_all`` made before the schema had migrations: the first revision's tables, no version table."""
+    from alembic import command
+    from alembic.script import ScriptDirectory
+
+    config = migrations.config(connection)
+    first = next(r for r in ScriptDirectory.from_config(config).walk_revisions() if r.down_revision is None)
+    command.upgrade(config, first.revision)
+    connection.exec_driver_sql(f"DROP TABLE {migrations.version_table}")

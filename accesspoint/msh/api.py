@@ -1,13 +1,14 @@
 """The backend REST API, the ``/api/v1`` sub-application: submit, search, read, download, acknowledge.
 
-Every route but the OpenAPI document needs ``Authorization: Bearer <token>``; errors are RFC 9457 problem
-bodies. Handlers are thin: they read the request, call ``Submissions`` or the store, answer with the JSON view.
+Every route but the OpenAPI document needs ``Authorization: Bearer <token>`` with the scope of its action
+(``submit``, ``read``, ``acknowledge``; a token given as a plain secret has all three); errors are RFC 9457
+problem bodies. Both come from ``accesspoint.servicekit``. Handlers are thin: they read the request, call
+``Submissions`` or the store, answer with the JSON view.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import os
 import tempfile
@@ -22,14 +23,24 @@ from accesspoint.msh import end_to_end
 from accesspoint.msh.context import Context
 from accesspoint.msh.headers import stored_header
 from accesspoint.msh.openapi import OPENAPI
-from accesspoint.msh.problems import problem
 from accesspoint.msh.submissions import Submissions, part_properties
 from accesspoint.msh.views import message_json
 from accesspoint.msh.wire import READ_CHUNK, file_chunks
+from accesspoint.servicekit.problems import Problem
+from accesspoint.servicekit.tokens import BearerAuth, BearerToken, Scope
 from accesspoint.store import Direction, DuplicateMessage, MessageState, NewPayload, StoredMessage
 
 METADATA_LIMIT = 1024 * 1024
 OPEN_ROUTES = frozenset({"openapi"})  # route names answered without a token
+ACTIONS = ("submit", "read", "acknowledge")
+
+
+def bearer_auth(secrets: tuple[str, ...]) -> BearerAuth:
+    """The API's tokens: each configured secret may do every action."""
+    every = frozenset(Scope(action) for action in ACTIONS)
+    return BearerAuth(
+        (BearerToken(f"api_tokens[{i}]", secret, every) for i, secret in enumerate(secrets)), realm="accesspoint"
+    )
 
 
 class Api:
@@ -38,12 +49,7 @@ class Api:
     def __init__(self, ctx: Context, submissions: Submissions) -> None:
         self.ctx = ctx
         self.submissions = submissions
-
-    def authorised(self, request: web.Request) -> None:
-        """401 unless the request carries one of the API tokens."""
-        token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-        if not any(hmac.compare_digest(token, t) for t in self.ctx.settings.api_tokens):
-            raise problem(401, "unauthorised", "a valid Bearer token is required")
+        self.auth = bearer_auth(ctx.settings.api_tokens)
 
     async def find(self, request: web.Request, direction: Direction | None = None) -> StoredMessage:
         """The message the path names (``?direction=`` when the id exists both ways; else outgoing first)."""
@@ -55,12 +61,12 @@ class Api:
             else:
                 directions = [Direction(wanted)] if wanted else [Direction.OUT, Direction.IN]
         except ValueError:
-            raise problem(400, "invalid-query", f"direction {wanted!r} is neither in nor out") from None
+            raise Problem(400, kind="invalid-query", detail=f"direction {wanted!r} is neither in nor out") from None
         for candidate in directions:
             message = await self.ctx.store.get(candidate, message_id)
             if message is not None:
                 return message
-        raise problem(404, "not-found", f"no message {message_id!r}")
+        raise Problem(404, kind="not-found", detail=f"no message {message_id!r}")
 
     async def read_multipart(
         self, request: web.Request, spooled: list[Path]
@@ -78,13 +84,13 @@ class Api:
         total = 0
         while (part := await reader.next()) is not None:
             if not isinstance(part, aiohttp.BodyPartReader):
-                raise problem(400, "invalid-submission", "nested multipart is not supported")
+                raise Problem(400, kind="invalid-submission", detail="nested multipart is not supported")
             if document is None:
                 if part.name != "metadata":
-                    raise problem(400, "invalid-submission", "the first part must be 'metadata' (JSON)")
+                    raise Problem(400, kind="invalid-submission", detail="the first part must be 'metadata' (JSON)")
                 raw = await part.read()
                 if len(raw) > METADATA_LIMIT:
-                    raise problem(400, "invalid-submission", "the metadata part is too large")
+                    raise Problem(400, kind="invalid-submission", detail="the metadata part is too large")
                 document = _object(raw)
                 continue
             name = part.name or part.filename or f"part{len(files) + 1}"
@@ -96,7 +102,11 @@ class Api:
                 while chunk := await part.read_chunk(READ_CHUNK):
                     total += len(chunk)
                     if total > self.ctx.settings.max_message_size:
-                        raise problem(400, "invalid-submission", "the payloads are larger than this access point takes")
+                        raise Problem(
+                            400,
+                            kind="invalid-submission",
+                            detail="the payloads are larger than this access point takes",
+                        )
                     await asyncio.to_thread(sink.write, chunk)
             mime = str(described.get("mime_type") or part.headers.get("Content-Type") or "application/octet-stream")
             properties = described.get("properties") or {}
@@ -104,7 +114,7 @@ class Api:
             kept = part_properties(given, f"metadata: payload {name!r}: properties")
             files.append(NewPayload(str(described.get("content_id") or name), mime, file_chunks(path), kept))
         if document is None:
-            raise problem(400, "invalid-submission", "no 'metadata' part")
+            raise Problem(400, kind="invalid-submission", detail="no 'metadata' part")
         if not files:
             raise ValueError("payloads: at least one file part is required")
         return document, files
@@ -128,9 +138,9 @@ async def submit(request: web.Request) -> web.Response:
             document, files = await _json_submission(request), None
         stored = await api.submissions.submit(document, files)
     except ValueError as exc:
-        raise problem(422, "invalid-submission", str(exc)) from None
+        raise Problem(422, kind="invalid-submission", detail=str(exc)) from None
     except DuplicateMessage as exc:
-        raise problem(409, "duplicate", f"message id {exc} was already submitted") from None
+        raise Problem(409, kind="duplicate", detail=f"message id {exc} was already submitted") from None
     finally:
         for path in spooled:
             await asyncio.to_thread(path.unlink, missing_ok=True)
@@ -145,7 +155,7 @@ async def search(request: web.Request) -> web.Response:
         state = MessageState(query["state"]) if "state" in query else None
         limit = min(int(query.get("limit", "100")), 1000)
     except ValueError as exc:
-        raise problem(400, "invalid-query", str(exc)) from None
+        raise Problem(400, kind="invalid-query", detail=str(exc)) from None
     rows = await _api(request).ctx.store.search(
         direction=direction,
         state=state,
@@ -192,7 +202,7 @@ async def download(request: web.Request) -> web.StreamResponse:
     wanted = request.match_info["cid"]
     payload = next((p for p in await store.payloads(message) if p.content_id == wanted), None)
     if payload is None:
-        raise problem(404, "not-found", f"message {message.message_id} has no payload {wanted!r}")
+        raise Problem(404, kind="not-found", detail=f"message {message.message_id} has no payload {wanted!r}")
     response = web.StreamResponse(headers={"Content-Type": payload.mime_type})
     response.content_length = payload.size
     await response.prepare(request)
@@ -221,7 +231,7 @@ async def acknowledge(request: web.Request) -> web.Response:
         if message.state is MessageState.ACKNOWLEDGED:
             break
     if message.state is not MessageState.ACKNOWLEDGED:
-        raise problem(409, "conflict", f"message is {message.state}")
+        raise Problem(409, kind="conflict", detail=f"message is {message.state}")
     return web.json_response(message_json(message))
 
 
@@ -235,20 +245,21 @@ async def _tokens(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     # Unknown routes and wrong methods answer 404 / 405 whoever asks.
-    routed = request.match_info.http_exception is None
-    if routed and request.match_info.route.name not in OPEN_ROUTES:
-        _api(request).authorised(request)
+    name = request.match_info.route.name
+    if request.match_info.http_exception is None and name not in OPEN_ROUTES:
+        action = "submit" if name == "submit" else "acknowledge" if name == "acknowledge" else "read"
+        _api(request).auth.authorize(request, action)
     return await handler(request)
 
 
 def api_application() -> web.Application:
     """The sub-application mounted at ``/api/v1``; its ``Api`` is put on the parent application at start."""
     app = web.Application(middlewares=[_tokens])
-    app.router.add_post("/messages", submit)
+    app.router.add_post("/messages", submit, name="submit")
     app.router.add_get("/messages", search)
     app.router.add_get("/messages/{id}", read)
     app.router.add_get("/messages/{id}/payloads/{cid}", download)
-    app.router.add_post("/messages/{id}/ack", acknowledge)
+    app.router.add_post("/messages/{id}/ack", acknowledge, name="acknowledge")
     app.router.add_get("/openapi.json", openapi, name="openapi")
     return app
 
@@ -257,7 +268,7 @@ async def _json_submission(request: web.Request) -> dict[str, Any]:
     try:
         return _object(await request.read())
     except ValueError:
-        raise problem(400, "invalid-json", "the body is not a JSON object") from None
+        raise Problem(400, kind="invalid-json", detail="the body is not a JSON object") from None
 
 
 def _object(raw: bytes) -> dict[str, Any]:

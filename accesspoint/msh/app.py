@@ -30,7 +30,6 @@ from accesspoint.msh.context import Context
 from accesspoint.msh.health import READINESS, Readiness, healthz, readyz
 from accesspoint.msh.inbound import Inbound
 from accesspoint.msh.maintenance import Maintenance
-from accesspoint.msh.problems import problems
 from accesspoint.msh.pull import Puller, PullServer
 from accesspoint.msh.receive_pipeline import ReceivePipeline
 from accesspoint.msh.replies import Replies
@@ -40,6 +39,7 @@ from accesspoint.msh.signals import Settlement, Signals
 from accesspoint.msh.submissions import Submissions
 from accesspoint.msh.supervisor import Supervisor
 from accesspoint.msh.tls import server_context
+from accesspoint.servicekit.problems import problem_middleware
 from accesspoint.store import SystemClock
 from accesspoint.store.clock import Clock
 
@@ -54,7 +54,7 @@ PULLER = web.AppKey("puller", Puller)
 def create_app(settings: ServerConfig, *, clock: Clock | None = None) -> web.Application:
     """The access point's application; P-Modes are loaded now (PModeError stops a start), the rest at start."""
     agreements = Agreements(settings.pmodes, evidence_retention=settings.evidence_retention)
-    app = web.Application(client_max_size=settings.max_message_size, middlewares=[problems])
+    app = web.Application(client_max_size=settings.max_message_size, middlewares=[problem_middleware()])
     app.router.add_post("/as4", _as4)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/health", healthz)

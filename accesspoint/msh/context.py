@@ -1,4 +1,5 @@
-"""What one access point instance runs on: settings, clock, P-Modes, store, queue, HTTP client, webhooks, routing.
+"""What one access point instance runs on: settings, clock, P-Modes, store, queue, HTTP client, webhooks, routing,
+its signer and verifier (with their caches) and its revocation lookups.
 
 ``create_app`` opens a Context when the server starts and closes it when it stops; every component of the shell
 (inbound, signals, pull, sending, submissions, api, maintenance) is built over it. Nothing here is global: two
@@ -7,18 +8,19 @@ access points in one process (the tests' in-memory pair) each have their own.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 import aiohttp
 
 from accesspoint.msh.agreements import Agreements
 from accesspoint.msh.config import ServerConfig
+from accesspoint.msh.revocation import AsyncFetcher, Revocation
+from accesspoint.msh.security import Signer, Verifier
 from accesspoint.msh.tls import client_context
 from accesspoint.msh.webhooks import WebhookNotifier
 from accesspoint.routing.outbound import RouteRecords
 from accesspoint.routing.shell import Routing
-from accesspoint.security.fetch import UrlFetcher
-from accesspoint.security.revocation import RevocationChecker
 from accesspoint.store import MemorySendQueue, MessageStore
 from accesspoint.store.clock import Clock
 from accesspoint.store.queue import SendQueue
@@ -36,7 +38,8 @@ class Context:
     http: aiohttp.ClientSession
     webhooks: WebhookNotifier
     routing: Routing
-    revocation: RevocationChecker | None
+    signer: Signer
+    verifier: Verifier
 
     @classmethod
     async def open(cls, settings: ServerConfig, clock: Clock, agreements: Agreements) -> Context:
@@ -61,20 +64,30 @@ class Context:
         timeout = aiohttp.ClientTimeout(total=settings.send_timeout.total_seconds())
         tls = client_context(settings.tls_trust, settings.tls_client or settings.tls)
         http = aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=64, ssl=tls))
-        revocation = RevocationChecker(UrlFetcher()) if settings.revocation else None
+        revocation = None
+        if settings.revocation:
+            # OCSP responders and CRLs are mostly plain HTTP; HTTPS ones are checked against the system's CAs.
+            revocation = Revocation(AsyncFetcher(aiohttp.ClientSession()), clock=clock)
         webhooks = WebhookNotifier(settings.webhooks, clock=clock, outbox=settings.storage / "webhooks")
         # Dynamic partners (BDXL + SMP) and the router; route records of forwarded messages live in storage.
+        # Routing checks discovered certificates in worker threads: they wait there for the lookups, never here.
         routing = Routing(
             settings.discovery,
             RouteRecords(settings.storage / "routing"),
-            revocation=revocation,
+            revocation=None if revocation is None else revocation.blocking(asyncio.get_running_loop()),
             routing=settings.routing,
         )
-        return cls(settings, clock, agreements, store, queue, http, webhooks, routing, revocation)
+        signer, verifier = Signer(settings.keys), Verifier(settings.keys, revocation)
+        return cls(settings, clock, agreements, store, queue, http, webhooks, routing, signer, verifier)
 
     async def close(self) -> None:
-        """Close routing's clients, the HTTP client, the queue and the store."""
+        """Close routing's clients, the revocation lookups, the HTTP clients, the queue and the store."""
         await self.routing.close()
+        revocation = self.verifier.revocation
+        if revocation is not None:
+            await revocation.close()
+            if isinstance(revocation.fetch, AsyncFetcher):
+                await revocation.fetch.http.close()
         await self.http.close()
         await self.queue.close()
         await self.store.close()

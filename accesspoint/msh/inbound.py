@@ -22,16 +22,17 @@ from accesspoint.core.errors import EbmsError, ErrorCode
 from accesspoint.core.message import ReceivedMessage
 from accesspoint.core.model import SignalMessage, UserMessage
 from accesspoint.core.namespaces import SoapVersion
-from accesspoint.msh.config import ConfigError, WebhookEvent
+from accesspoint.msh.config import WebhookEvent
 from accesspoint.msh.context import Context
 from accesspoint.msh.headers import refusal
 from accesspoint.msh.pull import PullServer
 from accesspoint.msh.receive_pipeline import ReceivePipeline, VerifiedMessage
-from accesspoint.msh.receiving import error_response, is_ping, refused_route, reply_policy, signed_signal
+from accesspoint.msh.receiving import is_ping, refused_route, reply_policy
 from accesspoint.msh.replies import Replies
+from accesspoint.msh.revocation import transient
 from accesspoint.msh.signals import Signals
 from accesspoint.msh.views import message_info, message_json
-from accesspoint.msh.wire import READ_CHUNK, once, read_message_body, soap_fault, soap_response
+from accesspoint.msh.wire import READ_CHUNK, discard, once, read_message_body, soap_fault, soap_response
 from accesspoint.routing.shell import Submitter
 from accesspoint.store import (
     Direction,
@@ -119,22 +120,23 @@ class Inbound:
                 return web.Response(status=200)  # ebMS 3: signals are not acknowledged
             return soap_response(await self.accept(received, now), soap_version)
         except EbmsError as error:
+            if transient(error):
+                # Hard-fail revocation and the responder cannot be asked now: "try again later", not a refusal.
+                log.warning("answered 503 for now: %s", error.log_detail)
+                return soap_fault(soap_version, status=503, reason="try again later", retry_after=30)
             # An empty MPC is the normal answer to most PullRequests, not a refusal.
             level = logging.DEBUG if error.error_code is ErrorCode.EMPTY_MPC else logging.WARNING
             log.log(level, "refused an incoming message: %s", error)
             return soap_response(self._error_signal(error, received, soap_version, now), soap_version)
+        finally:
+            await discard(received)
 
     def _error_signal(
         self, error: EbmsError, received: ReceivedMessage | None, soap_version: SoapVersion, now: datetime
     ) -> bytes:
         """The signed error signal, signed as the leg's profile signs (Ed25519 on a 2.0 leg) where one matches."""
-        keys = self.ctx.settings.keys
         policy = reply_policy(received, self.ctx.agreements.current)
-        try:
-            signing = keys.signing_key(policy)
-        except ConfigError:
-            signing, policy = keys.signing_key(), None
-        return error_response(error, keys=signing, policy=policy, soap_version=soap_version, at=now)
+        return self.ctx.signer.error(error, policy, soap_version, at=now)
 
     async def accept(self, received: ReceivedMessage, now: datetime, pulled_on: str | None = None) -> bytes:
         """Verify, check, store and acknowledge a user message, pushed or pulled: the signed receipt to send back.
@@ -174,12 +176,10 @@ class Inbound:
             await self._check_reply(route, user)
             # The router asks FaR (or picks discovery) before the receipt: a refusal is EBMS:0004 with the reason.
             plan = await self.router.decide(ctx.store, ctx.agreements.current, route, user)
-            receipt = signed_signal(
-                verified.receipt, ctx.settings.keys.signing_key(route.security), route.security, verified.soap_version
-            )
+            receipt = ctx.signer.signal(verified.receipt, route.security, verified.soap_version)
             reception = await self._persist(verified, receipt, now)
         finally:
-            verified.close()
+            await verified.close()
         return user, plan, receipt, reception
 
     def _announce_refusal(self, received: ReceivedMessage, error: EbmsError) -> None:

@@ -15,16 +15,17 @@ from datetime import datetime
 import aiohttp
 from aiohttp import web
 
+from accesspoint.core.conformance import check_wire
 from accesspoint.core.errors import EbmsError, ErrorCode
 from accesspoint.core.message import ReceivedMessage
 from accesspoint.core.model import SignalMessage
 from accesspoint.core.namespaces import SoapVersion
 from accesspoint.msh.context import Context
 from accesspoint.msh.next_step import Action, Outcome
-from accesspoint.msh.receiving import error_response, pull_request, signed_signal, verify_signal
+from accesspoint.msh.receiving import pull_request
 from accesspoint.msh.send_pipeline import SendPipeline
 from accesspoint.msh.signals import Settlement
-from accesspoint.msh.wire import READ_CHUNK, read_message_body, spooled_chunks
+from accesspoint.msh.wire import READ_CHUNK, discard, read_message_body, spooled_chunks
 from accesspoint.store import Direction, EvidenceKind, MessageState, StoredMessage
 from pmode import Route
 
@@ -47,7 +48,8 @@ class PullServer:
         """Answer an authorised PullRequest with the oldest message waiting on its MPC; EbmsError otherwise."""
         assert signal.pull_request is not None
         mpc = signal.pull_request.mpc
-        authorised = self._authorised(received, signal, mpc, now)
+        authorised = await self._authorised(received, signal, mpc, now)
+        check_wire(received.deviations, lenient=frozenset().union(*(r.pmode.leniency for r in authorised)))
         claimed = await self._claim(authorised)
         empty = EbmsError(ErrorCode.EMPTY_MPC, f"nothing waits on {mpc}", ref_to_message_id=signal.message_id)
         if claimed is None:
@@ -72,16 +74,18 @@ class PullServer:
                 await response.write(chunk)
             await response.write_eof()
         finally:
-            spooled.close()
+            await spooled.close()
         return response
 
-    def _authorised(self, received: ReceivedMessage, signal: SignalMessage, mpc: str, now: datetime) -> list[Route]:
+    async def _authorised(
+        self, received: ReceivedMessage, signal: SignalMessage, mpc: str, now: datetime
+    ) -> list[Route]:
         """The pull legs on the MPC whose partner signed this PullRequest (EBMS:0101 when there is none)."""
         why = f"no P-Mode serves pulls on {mpc!r}"
         authorised: list[Route] = []
         for route in self.ctx.agreements.current.pull_requests_to_serve(mpc):
             try:
-                verify_signal(received, route, at=now, revocation=self.ctx.revocation)
+                await self.ctx.verifier.signal(received, route, at=now)
             except EbmsError as exc:
                 why = f"{route.name}: {exc.log_detail}"
                 continue
@@ -148,12 +152,7 @@ class Puller:
         if endpoint is None:
             return False
         policy = route.security
-        request = signed_signal(
-            pull_request(route.leg.mpc, at=ctx.clock.now()),
-            ctx.settings.keys.signing_key(policy),
-            policy,
-            SoapVersion.V12,
-        )
+        request = ctx.signer.signal(pull_request(route.leg.mpc, at=ctx.clock.now()), policy, SoapVersion.V12)
         headers = {"Content-Type": f"{SoapVersion.V12.content_type}; charset=UTF-8"}
         try:
             async with ctx.http.post(endpoint, data=request, headers=headers) as response:
@@ -172,21 +171,22 @@ class Puller:
         except EbmsError as exc:
             log.warning("PullRequest to %s: unreadable answer: %s", endpoint, exc)
             return False
-        message = received.parsed.messaging.message
-        if isinstance(message, SignalMessage):
-            codes = [e.error_code for e in message.errors]
-            if codes != [ErrorCode.EMPTY_MPC.code]:
-                log.warning("PullRequest to %s answered with %s", endpoint, codes or message.kind)
-            return False
-        soap_version = received.parsed.messaging.soap_version
-        now = ctx.clock.now()
         try:
-            answer = await self.accept(received, now, route.leg.mpc)
-        except EbmsError as error:
-            log.warning("refused a pulled message: %s", error)
-            answer = error_response(
-                error, keys=ctx.settings.keys.signing_key(), policy=None, soap_version=soap_version, at=now
-            )
+            message = received.parsed.messaging.message
+            if isinstance(message, SignalMessage):
+                codes = [e.error_code for e in message.errors]
+                if codes != [ErrorCode.EMPTY_MPC.code]:
+                    log.warning("PullRequest to %s answered with %s", endpoint, codes or message.kind)
+                return False
+            soap_version = received.parsed.messaging.soap_version
+            now = ctx.clock.now()
+            try:
+                answer = await self.accept(received, now, route.leg.mpc)
+            except EbmsError as error:
+                log.warning("refused a pulled message: %s", error)
+                answer = ctx.signer.error(error, None, soap_version, at=now)
+        finally:
+            await discard(received)
         await self._post_signal(endpoint, answer, soap_version)
         return True
 

@@ -9,7 +9,9 @@ due in the database, so the recovery sweep queues it again). What an attempt led
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 
 import aiohttp
 
@@ -23,9 +25,8 @@ from accesspoint.msh.signals import Settlement
 from accesspoint.msh.wire import spooled_chunks
 from accesspoint.routing.outbound import RouteUnavailable
 from accesspoint.security.policy import RevocationMode
-from accesspoint.security.receipts import verify_receipt
-from accesspoint.security.trust import CertificateUsage, TrustError, TrustFailure, validate_certificate
-from accesspoint.store import EvidenceKind, QueueItem, StoredMessage, claim_next
+from accesspoint.security.trust import CertificateUsage, TrustError, TrustFailure
+from accesspoint.store import EvidenceKind, QueueItem, StoredMessage
 from pmode import Route
 
 log = logging.getLogger("accesspoint.msh")
@@ -33,30 +34,80 @@ log = logging.getLogger("accesspoint.msh")
 PAUSE_AFTER_FAULT = 1.0  # seconds a worker waits after the database or the queue failed under it
 
 
+class PartnerLanes:
+    """At most ``per_partner`` sends at once to one receiving party, so a slow partner cannot hold every worker."""
+
+    def __init__(self, per_partner: int) -> None:
+        self.per_partner = per_partner
+        self._lanes: dict[str | None, asyncio.Semaphore] = {}
+
+    @contextlib.asynccontextmanager
+    async def slot(self, partner: str | None) -> AsyncIterator[bool]:
+        """Hold one of the partner's slots; yields whether it had to wait for it."""
+        lane = self._lanes.get(partner)
+        if lane is None:
+            lane = self._lanes[partner] = asyncio.Semaphore(self.per_partner)
+        waited = lane.locked()
+        async with lane:
+            yield waited
+
+
 class SendWorkers:
-    """The workers that push outgoing messages (``run`` is one worker)."""
+    """The workers that push outgoing messages (``run`` is one worker; ``send.workers`` of them run)."""
 
     def __init__(self, ctx: Context, pipeline: SendPipeline, settlement: Settlement) -> None:
         self.ctx = ctx
         self.pipeline = pipeline
         self.settlement = settlement
+        self.lanes = PartnerLanes(ctx.settings.send_per_partner)
 
     async def run(self, number: int) -> None:
-        """One worker: claim, send, settle, acknowledge; forever."""
-        ctx = self.ctx
+        """One worker: take an entry, win its claim, send, settle, acknowledge; forever."""
         while True:
-            try:
-                item, message = await claim_next(ctx.queue, ctx.store, clock=ctx.clock, lease=ctx.settings.lease)
-            except Exception:
-                log.exception("worker %d: taking the next message failed; trying again shortly", number)
-                await asyncio.sleep(PAUSE_AFTER_FAULT)
-                continue
-            await self._attempt(number, item, message)
+            claimed = await self._claim(number)
+            if claimed is not None:
+                await self._attempt(number, *claimed)
+
+    async def _claim(self, number: int) -> tuple[QueueItem, StoredMessage] | None:
+        """The next entry whose message this instance wins the claim of (None: lost, or a fault to pause for).
+
+        A database that fails the claim leaves the message due: its entry is put back a little later (the claim
+        decides again, so a duplicate entry is harmless), and the recovery sweep would find it anyway.
+        """
+        ctx = self.ctx
+        try:
+            item = await ctx.queue.get()
+        except Exception:
+            log.exception("worker %d: the send queue failed; trying again shortly", number)
+            await asyncio.sleep(PAUSE_AFTER_FAULT)
+            return None
+        try:
+            message = await ctx.store.claim(item.message_id, now=ctx.clock.now(), lease=ctx.settings.lease)
+        except Exception:
+            log.exception("worker %d: claiming %s failed; trying again shortly", number, item.message_id)
+            await asyncio.sleep(PAUSE_AFTER_FAULT)
+            with contextlib.suppress(Exception):
+                await ctx.queue.put(item.message_id)
+                await ctx.queue.ack(item)
+            return None
+        if message is None:  # another worker or instance has it, or it is not due
+            with contextlib.suppress(Exception):
+                await ctx.queue.ack(item)
+            return None
+        return item, message
 
     async def _attempt(self, number: int, item: QueueItem, message: StoredMessage) -> None:
         ctx = self.ctx
+        renewed: StoredMessage | None = None
         try:
-            await self.send(message)
+            async with self.lanes.slot(message.to_party) as waited:
+                if waited:  # the wait ate into the claim's lease: renewed, unless another worker took it over
+                    renewed = await ctx.store.renew(message, now=ctx.clock.now(), lease=ctx.settings.lease)
+                    if renewed is None:
+                        log.info("worker %d: %s was taken over while it waited", number, message.message_id)
+                    message = renewed or message
+                if renewed is not None or not waited:
+                    await self.send(message)
         except Exception as exc:
             # A bug or a broken stored message must not leave it in `sending` until its lease runs out.
             log.exception("worker %d: sending %s failed unexpectedly", number, message.message_id)
@@ -125,33 +176,27 @@ class SendWorkers:
             await settlement.settle(message, route, Outcome.TRANSIENT, detail=f"{type(exc).__name__}: {exc}")
             return
         finally:
-            spooled.close()
+            await spooled.close()
         if 200 <= status < 300 and not answer.strip():
             # No synchronous receipt: it comes later as a signal to /as4 and must echo what we signed.
             await settlement.keep(message, route, EvidenceKind.RAW_MESSAGE, spooled.secured.envelope)
             await settlement.settle(message, route, Outcome.ACCEPTED, detail="no synchronous receipt")
             return
         try:
-            parsed = read_message(answer_type, answer).parsed
+            received = read_message(answer_type, answer)
         except EbmsError as error:
             if status >= 500:  # a SOAP Fault or an error page: the partner could not process it now
                 await settlement.settle(message, route, Outcome.TRANSIENT, detail=f"HTTP {status}")
             else:
                 await self._unusable(message, route, answer, error)
             return
-        header = parsed.messaging.message
+        header = received.parsed.messaging.message
         if isinstance(header, SignalMessage) and header.errors:
             await settlement.error_signal(message, route, header, answer)
             return
         try:
-            partner = [c for c in (route.partner_signing_certificate,) if c is not None]
-            verify_receipt(
-                parsed,
-                route.security,
-                sent_message_id=message.message_id,
-                sent_references=spooled.secured.references,
-                partner_certificates=partner,
-            )
+            references = spooled.secured.references
+            self.ctx.verifier.receipt(received, route, message_id=message.message_id, references=references)
         except EbmsError as error:
             await self._unusable(message, route, answer, error)
             return
@@ -184,17 +229,7 @@ class SendWorkers:
             if certificate is None:
                 continue
             try:
-                # In a thread: CRL and OCSP fetches block.
-                await asyncio.to_thread(
-                    validate_certificate,
-                    certificate,
-                    (),
-                    trust,
-                    at=at,
-                    usage=usage,
-                    revocation=self.ctx.revocation,
-                    party_id=party_id,
-                )
+                await self.ctx.verifier.certificate(certificate, trust, usage=usage, party_id=party_id, at=at)
             except TrustError as exc:
                 return exc
         return None

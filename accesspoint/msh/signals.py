@@ -12,6 +12,7 @@ import logging
 import random
 from datetime import datetime
 
+from accesspoint.core.conformance import check_wire
 from accesspoint.core.envelope import parse_envelope
 from accesspoint.core.errors import EbmsError, ErrorCode
 from accesspoint.core.message import ReceivedMessage
@@ -20,11 +21,9 @@ from accesspoint.core.signals import signed_references
 from accesspoint.msh.config import WebhookEvent
 from accesspoint.msh.context import Context
 from accesspoint.msh.next_step import Action, Channel, Decision, Facts, Outcome, decide
-from accesspoint.msh.receiving import verify_signal
 from accesspoint.msh.views import message_json
 from accesspoint.msh.wire import once
 from accesspoint.routing.outbound import RouteUnavailable
-from accesspoint.security.receipts import verify_receipt
 from accesspoint.store import Direction, EvidenceKind, NewEvidence, StoredMessage
 from pmode import Binding, Route
 from pmode.model import ReceptionAwareness
@@ -188,21 +187,16 @@ class Signals:
                 ref_to_message_id=signal.message_id,
                 log_detail=f"{signal.kind} {signal.message_id} refers to {ref!r}",
             )
+        check_wire(received.deviations, lenient=route.pmode.leniency)
         try:
             if route.dynamic:  # the partner's certificate is the one its route record or discovery gives
                 route = await self._resolved(message, route)
             if signal.errors:
-                verify_signal(received, route, at=now, revocation=ctx.revocation)
+                await ctx.verifier.signal(received, route, at=now)
                 await self.settlement.error_signal(message, route, signal, received.envelope_bytes)
                 return
-            partner = [c for c in (route.partner_signing_certificate,) if c is not None]
-            verify_receipt(
-                received.parsed,
-                route.security,
-                sent_message_id=message.message_id,
-                sent_references=await self.settlement.sent_references(message),
-                partner_certificates=partner,
-            )
+            references = await self.settlement.sent_references(message)
+            ctx.verifier.receipt(received, route, message_id=message.message_id, references=references)
             await self.settlement.delivered(message, route, received.envelope_bytes, "asynchronous receipt")
         except EbmsError as error:
             error.ref_to_message_id = signal.message_id

@@ -28,6 +28,7 @@ from accesspoint.store.clock import Clock
 
 log = logging.getLogger("accesspoint.msh.webhooks")
 
+
 def _folder(outbox: Path, hook: Webhook) -> Path:
     # Named after the URL, so reordering the webhooks in the settings keeps each one's pending events.
     return outbox / hashlib.sha256(hook.url.encode()).hexdigest()[:16]

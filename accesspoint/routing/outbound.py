@@ -33,7 +33,7 @@ from cryptography.x509.oid import NameOID
 from accesspoint.core.errors import EbmsError, ErrorCode
 from accesspoint.core.model import Party, PartyId, PartyInfo, UserMessage
 from accesspoint.routing.settings import NetworkDiscovery
-from accesspoint.security.revocation import RevocationChecker
+from accesspoint.security.revocation import RevocationSource
 from accesspoint.security.trust import CertificateUsage, TrustError, validate_certificate
 from pmode import Route
 from pmode.model import Side
@@ -181,7 +181,7 @@ class PartnerResolver:
         settings: DiscoverySettings | None,
         records: RouteRecords,
         *,
-        revocation: RevocationChecker | None = None,
+        revocation: RevocationSource | None = None,
     ) -> None:
         self.settings = settings
         self.records = records

@@ -1,8 +1,9 @@
 """The thin I/O layer the access point calls: dynamic partners for sending, the router for receiving.
 
-``Routing`` is built by the AccessPoint from its settings (no globals) and closed when it stops. The decisions
-themselves are pure (:mod:`accesspoint.routing.decision`); this module only asks FaR, reads the stored header,
-records route targets and submits forwarded messages.
+``Routing`` is built by the access point (``create_app``) from its settings (no globals) and closed when it
+stops; it plugs into the inbound pipeline through the interface the access point defines for it (``decide``,
+``forward``). The decisions themselves are pure (:mod:`accesspoint.routing.decision`); this module only asks
+FaR, reads the stored header, records route targets and submits forwarded messages.
 
 Receiving, with ``routing`` settings: :meth:`Routing.decide` runs after the message passed security and before
 it is stored; a refusal is an EbmsError (EBMS:0004 with the reason), which the MSH answers as a signed error
@@ -38,7 +39,7 @@ from accesspoint.routing.decision import (
 )
 from accesspoint.routing.outbound import PartnerResolver, RouteRecords, RouteTarget
 from accesspoint.routing.settings import RoutingSettings
-from accesspoint.security.revocation import RevocationChecker
+from accesspoint.security.revocation import RevocationSource
 from accesspoint.store import Direction, EvidenceKind, MessageState, MessageStore, NewPayload, StoredMessage
 from far.client import FarClient, FarUnavailable, ReachabilityLookup
 from far.service import FarError, Reachability
@@ -154,7 +155,7 @@ class Routing:
         discovery: DiscoverySettings | None,
         records: RouteRecords,
         *,
-        revocation: RevocationChecker | None = None,
+        revocation: RevocationSource | None = None,
         routing: RoutingSettings | None = None,
     ) -> None:
         self.records = records

@@ -22,6 +22,7 @@ import itertools
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import quote, unquote
 
 from cryptography import x509
@@ -38,6 +39,7 @@ from accesspoint.core.envelope import ParsedEnvelope
 from accesspoint.core.errors import EbmsError, ErrorCode
 from accesspoint.core.message import ReceivedMessage, ReceivedPart
 from accesspoint.core.namespaces import NS
+from accesspoint.core.xml import holds_elements, string_value
 from accesspoint.security.algorithms import (
     DataEncryption,
     DigestAlgorithm,
@@ -131,9 +133,12 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def _unb64(text: str | None, what: str) -> bytes:
+def _unb64(element: etree._Element | None, what: str) -> bytes:
+    """The bytes of a base64 element (its string-value; empty when absent); an element inside is not base64."""
+    if element is not None and holds_elements(element):
+        raise _failed(f"{what} is not base64")
     try:
-        return base64.b64decode("".join((text or "").split()), validate=True)
+        return base64.b64decode("".join(("" if element is None else string_value(element)).split()), validate=True)
     except (binascii.Error, ValueError):
         raise _failed(f"{what} is not base64") from None
 
@@ -539,7 +544,7 @@ def _unwrap_rsa(
         return None
     digest, mgf = _oaep_parameters(method)
     oaep = padding.OAEP(mgf=padding.MGF1(_MGF_DIGESTS[mgf]()), algorithm=_OAEP_DIGESTS[digest](), label=None)
-    wrapped = _unb64(encrypted_key.findtext(f"{XENC}CipherData/{XENC}CipherValue"), "EncryptedKey CipherValue")
+    wrapped = _unb64(encrypted_key.find(f"{XENC}CipherData/{XENC}CipherValue"), "EncryptedKey CipherValue")
     for candidate in candidates:
         private_key = candidate.private_key
         assert isinstance(private_key, rsa.RSAPrivateKey)
@@ -557,7 +562,7 @@ def _originator_key(agreement: etree._Element) -> object:
     der = originator.find(f"{DSIG11}DEREncodedKeyValue")
     try:
         if der is not None:
-            return serialization.load_der_public_key(_unb64(der.text, "DEREncodedKeyValue"))
+            return serialization.load_der_public_key(_unb64(der, "DEREncodedKeyValue"))
         # Inside ds:KeyValue as XML Signature 1.1 has it, or bare as some profile texts show it.
         key_value = originator.find(f"{DS}KeyValue/{DSIG11}ECKeyValue")
         key_value = originator.find(f"{DSIG11}ECKeyValue") if key_value is None else key_value
@@ -566,7 +571,7 @@ def _originator_key(agreement: etree._Element) -> object:
             curve = _CURVES.get("" if curve_uri is None else curve_uri.get("URI", ""))
             if curve is None:
                 raise _failed("ECKeyValue names an unsupported curve")
-            point = _unb64(key_value.findtext(f"{DSIG11}PublicKey"), "ECKeyValue PublicKey")
+            point = _unb64(key_value.find(f"{DSIG11}PublicKey"), "ECKeyValue PublicKey")
             return ec.EllipticCurvePublicKey.from_encoded_point(curve, point)
     except (ValueError, TypeError, UnsupportedAlgorithm):
         raise _failed("unreadable originator public key") from None
@@ -590,10 +595,10 @@ def _hkdf_parameters(agreement: etree._Element, kek_size: int) -> tuple[str, byt
     params = _hkdf_params(agreement)
     prf = _algorithm(params.get("PRF"))
     salt_element, info_element = params.get("Salt"), params.get("Info")
-    salt = b"" if salt_element is None else _unb64(salt_element.text, "HKDF Salt")
-    infos = [b""] if info_element is None else _info_readings(info_element.text)
+    salt = b"" if salt_element is None else _unb64(salt_element, "HKDF Salt")
+    infos = [b""] if info_element is None else _info_readings(string_value(info_element))
     length_element = params.get("KeyLength")
-    length_text = "" if length_element is None else (length_element.text or "").strip()
+    length_text = "" if length_element is None else string_value(length_element).strip()
     # Bytes per the profile; a length in bits for the same key is read the same (HKDF output is a prefix).
     if length_text and length_text not in (str(kek_size), str(8 * kek_size)):
         raise _failed(f"HKDF KeyLength {length_text[:20]!r} does not fit the key wrap algorithm")
@@ -614,7 +619,7 @@ def _unwrap_agreed(
     kek_size = _KEK_SIZES[_algorithm(encrypted_key.find(f"{XENC}EncryptionMethod"))]
     prf, salt, infos = _hkdf_parameters(agreement, kek_size)
     originator = _originator_key(agreement)
-    wrapped = _unb64(encrypted_key.findtext(f"{XENC}CipherData/{XENC}CipherValue"), "EncryptedKey CipherValue")
+    wrapped = _unb64(encrypted_key.find(f"{XENC}CipherData/{XENC}CipherValue"), "EncryptedKey CipherValue")
     # Trying each key and each reading of Info is safe: the key wrap's integrity check accepts only the right one.
     for candidate, info in itertools.product(candidates, infos):
         kek = hkdf_derive(_agree(candidate.private_key, originator), prf, salt, info, kek_size)
@@ -697,48 +702,96 @@ def _targets(parsed: ParsedEnvelope, policy: SecurityPolicy) -> list[_Target]:
 
 # A part's plaintext up to this size is kept once a reading of it has ended with the GCM tag verified: the
 # signature check and the payload hash (and the MSH storing it) each read every attachment, and a small part
-# then costs one decryption instead of one per reading. Larger parts are decrypted again on each reading.
+# then costs one decryption instead of one per reading. A larger part is kept in a spool when the caller gives
+# one (the MSH: a temporary file), else decrypted again on each reading.
 PLAINTEXT_KEPT_MAX = 256 * 1024
 
 
+class PlaintextSpool(Protocol):
+    """Where a large part's plaintext is kept once decrypted: written once, then read any number of times."""
+
+    def write(self, data: bytes, /) -> object:
+        """Take the next chunk."""
+        ...
+
+    def chunks(self) -> Iterable[bytes]:
+        """Everything written, from the start (each call reads it anew)."""
+        ...
+
+    def discard(self) -> None:
+        """Drop what was written (a reading that did not reach the verified end)."""
+        ...
+
+
+SpoolFactory = Callable[[], PlaintextSpool]
+
+
 class _Plaintext:
-    """One encrypted part as a re-openable plaintext stream; a small part is decrypted once (see above)."""
+    """One encrypted part as a re-openable plaintext stream, decrypted once where it can be kept (see above)."""
 
-    __slots__ = ("cek", "kept", "open_part", "part")
+    __slots__ = ("cek", "kept", "open_part", "part", "spool", "spooled")
 
-    def __init__(self, part: ReceivedPart, cek: bytes, open_part: Callable[[ReceivedPart], Iterable[bytes]]) -> None:
+    def __init__(
+        self,
+        part: ReceivedPart,
+        cek: bytes,
+        open_part: Callable[[ReceivedPart], Iterable[bytes]],
+        spool: SpoolFactory | None,
+    ) -> None:
         self.part = part
         self.cek = cek
         self.open_part = open_part
+        self.spool = spool
         self.kept: bytes | None = None
+        self.spooled: PlaintextSpool | None = None
 
     def __call__(self) -> Iterable[bytes]:
         kept = self.kept
         if kept is not None:
             return (kept,) if kept else ()
+        if self.spooled is not None:
+            return self.spooled.chunks()
         return self._decrypt()
 
     def _decrypt(self) -> Iterator[bytes]:
         held: list[bytes] | None = []
+        spooled: PlaintextSpool | None = None
         size = 0
-        for chunk in decrypt_stream(self.cek, self.open_part(self.part)):
-            if held is not None:
+        complete = False
+        try:
+            for chunk in decrypt_stream(self.cek, self.open_part(self.part)):
                 size += len(chunk)
-                if size <= PLAINTEXT_KEPT_MAX:
+                if spooled is not None:
+                    spooled.write(chunk)
+                elif held is not None and size <= PLAINTEXT_KEPT_MAX:
                     held.append(chunk)
-                else:
+                elif held is not None:
+                    if self.spool is not None:
+                        spooled = self.spool()
+                        for earlier in (*held, chunk):
+                            spooled.write(earlier)
                     held = None
-            yield chunk
+                yield chunk
+            complete = True
+        finally:
+            if spooled is not None and not complete:
+                spooled.discard()
         # Reached only when decrypt_stream ended normally, that is after the tag verified: only authenticated
         # plaintext is ever kept (a reader that stops early or meets EBMS:0102 leaves nothing behind).
         if held is not None:
             self.kept = held[0] if len(held) == 1 else b"".join(held)
+        elif spooled is not None:
+            self.spooled = spooled
 
 
 def _plaintext_source(
-    target: _Target, part: ReceivedPart, cek: bytes, open_part: Callable[[ReceivedPart], Iterable[bytes]]
+    target: _Target,
+    part: ReceivedPart,
+    cek: bytes,
+    open_part: Callable[[ReceivedPart], Iterable[bytes]],
+    spool: SpoolFactory | None,
 ) -> AttachmentSource:
-    return AttachmentSource(target.content_id, target.mime_type, _Plaintext(part, cek, open_part))
+    return AttachmentSource(target.content_id, target.mime_type, _Plaintext(part, cek, open_part, spool))
 
 
 def decrypt_attachments(
@@ -747,8 +800,12 @@ def decrypt_attachments(
     policy: SecurityPolicy,
     *,
     open_part: Callable[[ReceivedPart], Iterable[bytes]],
+    spool: SpoolFactory | None = None,
 ) -> dict[str, AttachmentSource]:
-    """The encrypted attachments as plaintext sources (original MIME type, re-openable, decrypted lazily)."""
+    """The encrypted attachments as plaintext sources (original MIME type, re-openable, decrypted lazily).
+
+    ``spool`` keeps a large part's plaintext after its first complete reading, so it is decrypted once.
+    """
     # All algorithms are checked first (EBMS:0103), then every content key is unwrapped (EBMS:0102 on failure,
     # DecryptionKeyMissing when addressed to none of ``keys``). The returned streams raise EBMS:0102 at
     # their end when a part's GCM tag does not match: trust their bytes only once fully read.
@@ -772,5 +829,5 @@ def decrypt_attachments(
         part = received.attachment(target.content_id)
         if part is None:
             raise _failed(f"encrypted attachment {target.content_id!r} is not in the message")
-        sources[target.content_id] = _plaintext_source(target, part, cek, open_part)
+        sources[target.content_id] = _plaintext_source(target, part, cek, open_part, spool)
     return sources

@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import os
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -25,6 +25,39 @@ class StoredFile:
     sha256: str
 
 
+@dataclass(frozen=True, slots=True)
+class Content:
+    """Bytes to keep: held in the database (``data``) when short, else a durable file (``path``); size and SHA-256
+    (hex) either way."""
+
+    size: int
+    sha256: str
+    data: bytes | None = None
+    path: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedFile:
+    """A payload a caller wrote whole under ``FileStore.scratch`` (in a worker thread, hashing on the way).
+
+    ``FileStore.write`` given one moves it into place (made durable, renamed) instead of copying and hashing its
+    bytes again; read as a stream it is just the file's bytes.
+    """
+
+    path: Path
+    size: int
+    sha256: str
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return _chunks(self.path)
+
+
+async def _chunks(path: Path) -> AsyncIterator[bytes]:
+    with path.open("rb") as handle:
+        while chunk := await asyncio.to_thread(handle.read, READ_CHUNK):
+            yield chunk
+
+
 class FileTooLarge(Exception):
     """A stream went past the limit given to ``FileStore.write``; nothing was kept."""
 
@@ -39,6 +72,11 @@ class FileStore:
         self._tmp = root / "tmp"
         self._tmp.mkdir(parents=True, exist_ok=True)
 
+    @property
+    def scratch(self) -> Path:
+        """Where ``PreparedFile``s are written (the same file system as the store, so a rename moves them)."""
+        return self._tmp
+
     async def write(self, chunks: AsyncIterable[bytes], *, limit: int | None = None) -> StoredFile:
         """Stream chunks to a temporary file, fsync, rename into place; hashes and counts on the way.
 
@@ -50,6 +88,11 @@ class FileStore:
         name = uuid.uuid4().hex
         temp = self._tmp / f"{name}.part"
         final = self.root / name[:2] / name[2:4] / name
+        if isinstance(chunks, PreparedFile) and chunks.path.parent == self._tmp:
+            if limit is not None and chunks.size > limit:
+                raise FileTooLarge(f"stream longer than {limit} bytes")
+            await asyncio.to_thread(_adopt, chunks.path, final, self.fsync)
+            return StoredFile(path=final.relative_to(self.root).as_posix(), size=chunks.size, sha256=chunks.sha256)
         digest = hashlib.sha256()
         size = 0
         held: list[bytes] = []
@@ -76,6 +119,27 @@ class FileStore:
             raise
         return StoredFile(path=final.relative_to(self.root).as_posix(), size=size, sha256=digest.hexdigest())
 
+    async def take(self, chunks: AsyncIterable[bytes], *, inline_limit: int, limit: int | None = None) -> Content:
+        """The stream as Content: in memory when it ends within inline_limit bytes (it then goes into the database
+        with its row, in the writer's transaction), else streamed to a durable file like ``write``.
+
+        Short content costs no file, no fsync and no thread hop here: the database's one commit per batch makes it
+        durable together with the rows that refer to it.
+        """
+        held: list[bytes] = []
+        size = 0
+        iterator = aiter(chunks)
+        async for chunk in iterator:
+            size += len(chunk)
+            if limit is not None and size > limit:
+                raise FileTooLarge(f"stream longer than {limit} bytes")
+            held.append(chunk)
+            if size > inline_limit:
+                stored = await self.write(_resumed(held, iterator), limit=limit)
+                return Content(size=stored.size, sha256=stored.sha256, path=stored.path)
+        data = b"".join(held)
+        return Content(size=size, sha256=hashlib.sha256(data).hexdigest(), data=data)
+
     async def read(self, path: str) -> AsyncIterator[bytes]:
         """Yield the file's bytes in chunks (a file shorter than a chunk costs one hop to a worker thread)."""
         handle, first = await asyncio.to_thread(_open_and_read, self._resolve(path))
@@ -90,6 +154,12 @@ class FileStore:
         finally:
             await asyncio.to_thread(handle.close)
 
+    def blocking_read(self, path: str) -> Iterator[bytes]:
+        """The file's bytes in chunks, read in the calling thread (for a worker thread, never the event loop)."""
+        with self._resolve(path).open("rb") as handle:
+            while chunk := handle.read(READ_CHUNK):
+                yield chunk
+
     async def delete(self, path: str) -> None:
         """Remove a file; one already gone is fine, since purges may be repeated after a crash."""
         await asyncio.to_thread(self._resolve(path).unlink, missing_ok=True)
@@ -100,6 +170,14 @@ class FileStore:
         if not resolved.is_relative_to(self.root.resolve()):
             raise ValueError(f"path {path!r} is outside the file store")
         return resolved
+
+
+async def _resumed(held: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The chunks already taken from a stream, then the rest of it."""
+    for chunk in held:
+        yield chunk
+    async for chunk in rest:
+        yield chunk
 
 
 def _finish(handle: BinaryIO, temp: Path, final: Path, fsync: bool) -> None:
@@ -117,6 +195,10 @@ def _finish(handle: BinaryIO, temp: Path, final: Path, fsync: bool) -> None:
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+def _adopt(prepared: Path, final: Path, fsync: bool) -> None:
+    _finish(prepared.open("ab"), prepared, final, fsync)
 
 
 def _open_with(temp: Path, chunks: list[bytes]) -> BinaryIO:

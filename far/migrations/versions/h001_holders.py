@@ -7,7 +7,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "h001"
-down_revision = "0001"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 
@@ -16,15 +16,9 @@ Moment = sa.DateTime(timezone=True).with_variant(sa.String(32), "sqlite")
 
 def upgrade() -> None:
     """Two nullable columns on far_recipients (an ALTER TABLE ADD COLUMN, which keeps it WITHOUT ROWID), and the
-    holder tables. What exists already is left as it is: a database adopted from ``create_all`` of this version
-    (see servicekit.database.Migrations) has them."""
-    inspector = sa.inspect(op.get_bind())
-    columns = {column["name"] for column in inspector.get_columns("far_recipients")}
-    for name in ("last_activity", "dormant_since"):
-        if name not in columns:
-            op.add_column("far_recipients", sa.Column(name, Moment, nullable=True))
-    if inspector.has_table("far_switches"):
-        return
+    holder tables."""
+    op.add_column("far_recipients", sa.Column("last_activity", Moment, nullable=True))
+    op.add_column("far_recipients", sa.Column("dormant_since", Moment, nullable=True))
     op.create_table(
         "far_switches",
         sa.Column("id", sa.String(36), primary_key=True),
@@ -54,7 +48,7 @@ def upgrade() -> None:
     op.create_table(
         "far_accepted_senders",
         sa.Column("recipient_id", sa.String(256), primary_key=True),
-        sa.Column("sender_id", sa.String(12), primary_key=True),
+        sa.Column("sender_id", sa.String(256), primary_key=True),
         sa.Column("name", sa.String(256), nullable=False),
         sa.Column("accepted", sa.Boolean(), nullable=False),
         sa.Column("updated_at", Moment, nullable=False),

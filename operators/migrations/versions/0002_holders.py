@@ -15,20 +15,14 @@ Moment = sa.DateTime(timezone=True)
 
 
 def upgrade() -> None:
-    """Widen the keys, add the mailbox columns, create the new tables; what exists already (a database adopted
-    from ``create_all`` of this version) is left as it is."""
-    inspector = sa.inspect(op.get_bind())
-    columns = {column["name"] for column in inspector.get_columns("mailboxes")}
+    """Widen the keys, add the mailbox columns, create the new tables."""
     with op.batch_alter_table("mailboxes") as batch:
         batch.alter_column("recipient", type_=sa.String(256), existing_type=sa.String(64))
-        if "state" not in columns:
-            batch.add_column(sa.Column("state", sa.String(16), nullable=False, server_default="active"))
-            batch.add_column(sa.Column("holder_name", sa.String(256), nullable=True))
-            batch.add_column(sa.Column("closed_at", Moment, nullable=True))
+        batch.add_column(sa.Column("state", sa.String(16), nullable=False, server_default="active"))
+        batch.add_column(sa.Column("holder_name", sa.String(256), nullable=True))
+        batch.add_column(sa.Column("closed_at", Moment, nullable=True))
     with op.batch_alter_table("mail") as batch:
         batch.alter_column("recipient", type_=sa.String(256), existing_type=sa.String(64))
-    if inspector.has_table("letters"):
-        return
     op.create_table(
         "letters",
         sa.Column("uid", sa.String(36), primary_key=True),
