@@ -262,7 +262,7 @@ class HolderDesk:
             switch = await self._at_far(far.request_switch(holder, text, payload))
             await self._mailbox(holder, "moving-in", signed, now)
             if self.operator.moves is not None:
-                await self.operator.moves.start_incoming(switch)  # type: ignore[attr-defined]
+                await self.operator.moves.start_incoming(switch)
             await self.store.audit(_actor(signed), "open", holder, {"state": "moving-in", "switch": switch}, now=now)
             return web.json_response({"holder": holder, "state": "moving-in", "switch": switch}, status=202)
         result = await self._at_far(far.register(holder, text, payload, account_type))
@@ -296,7 +296,7 @@ class HolderDesk:
             row = (await conn.execute(select(mailboxes).where(mailboxes.c.recipient == holder))).first()
         if row is None:
             raise Problem(404, f"{holder} has no mailbox here", kind="no-mailbox")
-        move = None if self.operator.moves is None else await self.operator.moves.describe(holder)  # type: ignore[attr-defined]
+        move = None if self.operator.moves is None else await self.operator.moves.describe(holder)
         return web.json_response(
             {
                 "holder": holder,
@@ -319,7 +319,7 @@ class HolderDesk:
         if state == "moving-in":
             switch = await self._at_far(self._far().cancel_switch(holder))
             if self.operator.moves is not None:
-                await self.operator.moves.cancelled_here(switch)  # type: ignore[attr-defined]
+                await self.operator.moves.cancelled_here(switch)
             await self._set_state(holder, "closed", now)
             await self.store.audit(_actor(signed), "cancel-move", holder, {"switch": switch}, now=now)
             return web.json_response({"holder": holder, "state": "closed", "switch": switch})

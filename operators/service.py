@@ -36,6 +36,7 @@ from urllib.parse import quote
 
 import aiohttp
 from aiohttp import web
+from sqlalchemy import select
 
 from accesspoint.envelopes.schemas import load_minameddelanden_schema, load_xhe_schema
 from accesspoint.servicekit import server
@@ -54,7 +55,8 @@ from operators.deliveries import (
 )
 from operators.holders import HolderDesk
 from operators.letters import CHUNK, FileStore, Letter, LetterPart, Sink, as4_metadata, new_uid
-from operators.mailbox import MailboxStore, StoredMail, create_engine
+from operators.mailbox import MailboxStore, StoredMail, create_engine, letters
+from operators.moves import Mover, MoveWaits
 from operators.receipts import AnswerPart, build_answer, stable_id
 from operators.settings import OperatorSettings
 from operators.soap import deliver_secure_handler
@@ -65,18 +67,6 @@ MAX_ATTEMPTS = 5
 SERVICE_V3_PATH = "/soap/v3/service"
 # Payloads larger than this are attachments, never the business envelope (which is parsed in memory).
 MAX_ENVELOPE = 32 * 1024 * 1024
-
-
-class MoveHandler(Protocol):
-    """Takes the operator-to-operator messages of a mailbox move (operators/moves.py)."""
-
-    def handles(self, record: dict[str, Any]) -> bool:
-        """Whether this received AS4 message is one of the move's."""
-        ...
-
-    async def received(self, record: dict[str, Any]) -> None:
-        """Act on it (safe to repeat)."""
-        ...
 
 
 class Notifier(Protocol):
@@ -158,6 +148,26 @@ class AccessPointClient:
         """Submit a message (202 queued, 409 already submitted)."""
         return await self._json("POST", "/api/v1/messages", document)
 
+    async def submit_files(self, document: dict[str, Any], files: list[tuple[str, str, Path]]) -> tuple[int, Any]:
+        """Submit a message whose payloads are files (content id, MIME type, path), streamed as multipart/form-data
+        (202 queued, 409 already submitted)."""
+        described = [{"part": cid, "content_id": cid, "mime_type": mime} for cid, mime, _path in files]
+        form = aiohttp.FormData()
+        form.add_field("metadata", json.dumps({**document, "payloads": described}), content_type="application/json")
+        handles = [path.open("rb") for _cid, _mime, path in files]
+        try:
+            for (cid, mime, path), handle in zip(files, handles, strict=True):
+                form.add_field(cid, handle, filename=path.name, content_type=mime)
+            timeout = aiohttp.ClientTimeout(total=None, sock_read=300)
+            async with self.session.post(
+                self.url + "/api/v1/messages", data=form, headers=self._headers(), timeout=timeout
+            ) as response:
+                raw = await response.read()
+                return response.status, json.loads(raw) if raw else None
+        finally:
+            for handle in handles:
+                handle.close()
+
 
 class Operator:
     """One operator: its settings, mailbox database, access point client, and the queue of work."""
@@ -179,7 +189,7 @@ class Operator:
         self.client: AccessPointClient | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.files = FileStore(settings.storage)
-        self.moves: MoveHandler | None = None
+        self.moves: Mover | None = Mover(self) if settings.peers else None
         self.notifier: Notifier | None = None
         self.desk = HolderDesk(self)
 
@@ -191,9 +201,16 @@ class Operator:
         session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
         link = self.settings.access_point
         self.client = AccessPointClient(link.url, link.token, session)
+        async with self.store.engine.connect() as conn:
+            known = set((await conn.execute(select(letters.c.uid))).scalars())
+        swept = await asyncio.to_thread(self.files.sweep, known)
+        if swept:
+            log.info("removed %d letter folder(s) no letter names (left by a stop mid-delivery)", swept)
         self._tasks = [asyncio.create_task(self._worker()) for _ in range(link.workers)]
         if link.poll_interval.total_seconds() > 0:
             self._tasks.append(asyncio.create_task(self._poller()))
+        if self.moves is not None:
+            self._tasks.append(asyncio.create_task(self.moves.run()))
 
     async def stop(self) -> None:
         """Stop the tasks, close the HTTP client and the database."""
@@ -216,7 +233,7 @@ class Operator:
             try:
                 for message_id in await self.client.received():
                     self.enqueue(message_id)
-            except (aiohttp.ClientError, TimeoutError, AccessPointError) as exc:
+            except (aiohttp.ClientError, TimeoutError, AccessPointError, MoveWaits) as exc:
                 log.warning("polling the access point failed: %s", exc)
             await asyncio.sleep(self.settings.access_point.poll_interval.total_seconds())
 
@@ -225,7 +242,7 @@ class Operator:
             message_id, attempt = await self.queue.get()
             try:
                 await self.handle(message_id)
-            except (aiohttp.ClientError, TimeoutError, AccessPointError) as exc:
+            except (aiohttp.ClientError, TimeoutError, AccessPointError, MoveWaits) as exc:
                 log.warning("delivery %s: attempt %d failed: %s", message_id, attempt + 1, exc)
                 self.pending.discard(message_id)
                 if attempt + 1 < MAX_ATTEMPTS:
