@@ -29,7 +29,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -43,9 +43,11 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from lxml import etree
 
 from accesspoint.demo_common import Child, DemoFailure, free_port, key_files, say, stop_process
+from accesspoint.envelopes.identity import sign_assertion
 from accesspoint.envelopes.sbdh import DocumentIdentification, Partner, Sbdh, Scope, ScopeType, build_sbd
-from accesspoint.keys_cli import DevelopmentPki, generate_keys
+from accesspoint.keys_cli import DevelopmentPki, EidIssuer, generate_keys
 from accesspoint.msh.end_to_end import certificate_sha256, verify_answer
+from accesspoint.security.keys import KeyPair
 from far.identifiers import with_check_digit
 from smp.documents import render_service_metadata
 from smp.identifiers import NO_PROCESS, Identifier, peppol_naptr_name
@@ -70,6 +72,10 @@ REFUSED_AGENCY = with_check_digit("212000123")  # a sender one recipient has ref
 
 
 FOREIGN = "iso6523-actorid-upis::0088:5798000000009"  # a participant abroad: BDXL + SMP name its access point
+PORTABILITY_SERVICE = "urn:accesspoint:operators:portability"  # operators/portability.py
+PORTABILITY_ACTION = "Transfer"
+REGISTERS_TOKEN = "registers-demo-" + secrets.token_hex(8)
+OPERATOR_ADMIN_TOKEN = "operator-admin-" + secrets.token_hex(8)  # reads every mailbox (the operator's own staff)
 
 
 @dataclass(frozen=True)
@@ -92,11 +98,34 @@ OPERATORS = (
         ("19" + with_check_digit("811218987"), FOREIGN.partition("::")[2]),
     ),
 )
+OPERATOR_TOKENS = {o.key: f"far-{o.key}-" + secrets.token_hex(8) for o in OPERATORS}  # write:operator=<orgnr>
 ALICE = OPERATORS[0].mailboxes[0]  # a mailbox at operator 1
 BERTIL = OPERATORS[1].mailboxes[0]  # a mailbox at operator 2; refuses REFUSED_AGENCY
 CECILIA = "19" + with_check_digit("850505123")  # FaR says operator 2, but operator 2 has no mailbox for her
 NOBODY = "19" + with_check_digit("900101123")  # not in FaR: no digital mailbox
 ACTION = "busdox-docid-qns::urn:example:letter::Letter##1.0"  # the letters' document type (and leg action)
+COMPANY_ORGNR = with_check_digit("559876543")
+COMPANY = "16" + COMPANY_ORGNR  # Exempel Bygg AB: its mailbox, read by whoever may sign for it
+SIGNATORY = "19" + with_check_digit("700707123")
+FORMER_SIGNATORY = "19" + with_check_digit("650606123")
+PEOPLE = {
+    ALICE: "Alice Andersson",
+    BERTIL: "Bertil Berg",
+    SIGNATORY: "Stina Styrelse",
+    FORMER_SIGNATORY: "Folke Förra",
+}
+REGISTERS: dict[str, Any] = {
+    "persons": {},
+    "companies": {
+        COMPANY_ORGNR: {
+            "name": "Exempel Bygg AB",
+            "form": "AB",
+            "signatory_rule": "Firman tecknas var för sig av ledamöterna",
+            "signatories": [{"id": SIGNATORY, "name": PEOPLE[SIGNATORY]}],
+        }
+    },
+    "roles": {},
+}
 ZONE = "participant.sml.demo.example"
 SMP_TOKEN = "smp-demo-token-" + secrets.token_hex(8)
 
@@ -203,6 +232,24 @@ def _two_way(pmode_id: str, initiator: str, responder: str, anchors: str) -> dic
     }
 
 
+def _portability(initiator: str, responder: str, anchors: str) -> dict[str, Any]:
+    """Operator to operator: a mailbox's move (operators/moves.py), one way; large archives, stored as they are."""
+    leg = _leg(ACTION, anchors)
+    leg.update(
+        service={"value": PORTABILITY_SERVICE},
+        action=PORTABILITY_ACTION,
+        compression=False,
+        payload={"max_size": "4GiB"},
+    )
+    return {
+        "id": f"{initiator}-to-{responder}",
+        "network": "edelivery-1.15",
+        "initiator": {"party": initiator},
+        "responder": {"party": responder},
+        "legs": [leg],
+    }
+
+
 def _party(pki: DevelopmentPki, name: str, endpoint: str) -> dict[str, Any]:
     return {
         "party_ids": [{"value": PARTY_IDS[name], "type": UNREGISTERED}],
@@ -222,10 +269,35 @@ class Federation:
     sweden: AccessPointServer
     operator_aps: dict[str, AccessPointServer]
     operators: dict[str, Child]
+    registers: Child
+    eid: EidIssuer
+    folder: Path
+    holders: dict[str, KeyPair] = field(default_factory=dict)
 
     @property
     def all(self) -> list[Child]:
-        return [self.far, self.smp, *self.operator_aps.values(), *self.operators.values(), self.sweden, self.nordic]
+        return [
+            self.far,
+            self.registers,
+            self.smp,
+            *self.operator_aps.values(),
+            *self.operators.values(),
+            self.sweden,
+            self.nordic,
+        ]
+
+    def holder(self, identity: str, name: str) -> KeyPair:
+        """A holder's e-ID key pair from the federation's development e-ID CA (made once per identity)."""
+        if identity not in self.holders:
+            key, certificate = self.eid.holder(identity, name)
+            self.holders[identity] = KeyPair(key, certificate, (self.eid.certificate,))
+        return self.holders[identity]
+
+    def signed(self, text: str, *identities: str) -> list[dict[str, Any]]:
+        """The holders' e-ID signatures over ``text`` (made now), as FaR and the operators take them."""
+        return [
+            sign_assertion(text, self.holder(i, PEOPLE.get(i, i)), at=datetime.now(UTC)).to_json() for i in identities
+        ]
 
     @property
     def letters(self) -> tuple[Letter, ...]:
@@ -233,9 +305,19 @@ class Federation:
         return LETTERS if self.dns is None else (*LETTERS, ABROAD)
 
 
-def build(folder: Path, pki: DevelopmentPki, *, nordic_settings: dict[str, Any] | None = None) -> Federation:
-    """Write every process's settings (nothing runs yet); ``nordic_settings`` adds to the Nordic access point's."""
-    names = ("far", "smp", "nordic", "sweden", "op1", "op2", "mailbox-op1", "mailbox-op2")
+def build(
+    folder: Path,
+    pki: DevelopmentPki,
+    *,
+    nordic_settings: dict[str, Any] | None = None,
+    far_extra: str = "",
+    operator_extra: str = "",
+    portability: str = "",
+) -> Federation:
+    """Write every process's settings (nothing runs yet); ``nordic_settings`` adds to the Nordic access point's,
+    ``far_extra`` and ``operator_extra`` (TOML tables) are appended to FaR's and each operator's settings,
+    ``portability`` (TOML keys) to each operator's ``[operator.portability]``."""
+    names = ("far", "registers", "smp", "nordic", "sweden", "op1", "op2", "mailbox-op1", "mailbox-op2")
     ports = {name: free_port() for name in names}
     url = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     anchors = str(pki.ca.certificate_path)
@@ -244,11 +326,37 @@ def build(folder: Path, pki: DevelopmentPki, *, nordic_settings: dict[str, Any] 
     binary = shutil.which("dnsmasq") or shutil.which("dnsmasq", path="/usr/sbin:/sbin")
     dns = None if binary is None else Dnsmasq(binary, folder / "dns")
 
+    eid = EidIssuer.create("Demo e-ID CA")
+    eid_ca = folder / "keys" / "eid-ca.pem"
+    eid_ca.write_bytes(eid.certificate.public_bytes(Encoding.PEM))
+    (folder / "registers").mkdir()
+    (folder / "registers" / "registers.json").write_text(json.dumps(REGISTERS, indent=2, ensure_ascii=False))
+    registers = Child(
+        "registers",
+        folder / "registers",
+        ports["registers"],
+        [
+            "far",
+            "registers",
+            "--data",
+            str(folder / "registers" / "registers.json"),
+            "--port",
+            str(ports["registers"]),
+            "--token",
+            REGISTERS_TOKEN,
+        ],
+    )
     (folder / "far").mkdir()
     far_settings = folder / "far" / "far.toml"
+    operator_tokens = "".join(
+        f'[[far.tokens]]\nname = "{o.key}"\ntoken = "{OPERATOR_TOKENS[o.key]}"\n'
+        f'scopes = ["read", "write:operator={o.orgnr}"]\n\n'
+        for o in OPERATORS
+    )
     far_settings.write_text(
         f'[far]\ndatabase = "sqlite+aiosqlite:///far.db"\nport = {ports["far"]}\n\n'
-        f'[[far.tokens]]\nname = "demo"\ntoken = "{FAR_TOKEN}"\nscopes = ["read", "write"]\n'
+        f'[[far.tokens]]\nname = "demo"\ntoken = "{FAR_TOKEN}"\nscopes = ["read", "write"]\n\n{operator_tokens}'
+        f'[far.eid]\nanchors = ["{eid_ca}"]\n\n[far.registers]\nurl = "{url["registers"]}"\n\n{far_extra}'
     )
     far = Child("far", folder / "far", ports["far"], ["far", "serve", "--config", str(far_settings)])
 
@@ -329,10 +437,13 @@ def build(folder: Path, pki: DevelopmentPki, *, nordic_settings: dict[str, Any] 
                 "version": 1,
                 "self": operator.key,
                 "parties": {
-                    operator.key: _party(pki, operator.key, url[operator.key] + "/as4"),
+                    **{o.key: _party(pki, o.key, url[o.key] + "/as4") for o in OPERATORS},
                     "sweden": _party(pki, "sweden", url["sweden"] + "/as4"),
                 },
-                "pmodes": [_two_way(f"se-to-{operator.key}", "sweden", operator.key, anchors)],
+                "pmodes": [
+                    _two_way(f"se-to-{operator.key}", "sweden", operator.key, anchors),
+                    *(_portability(a.key, b.key, anchors) for a in OPERATORS for b in OPERATORS if a != b),
+                ],
             },
             {"keys": keys[operator.key], "webhooks": [hook]},
         )
@@ -342,15 +453,24 @@ def build(folder: Path, pki: DevelopmentPki, *, nordic_settings: dict[str, Any] 
         mailbox_folder.mkdir()
         settings = mailbox_folder / "operator.toml"
         mailboxes = ", ".join(f'"{m}"' for m in operator.mailboxes)
+        peers = "".join(
+            f'[[operator.peers]]\nid = "16{other.orgnr}"\npmode = "{operator.key}-to-{other.key}"\n'
+            f'certificate = "{pki.parties[other.key].rsa.certificate_path}"\n\n'
+            for other in OPERATORS
+            if other != operator
+        )
         settings.write_text(
             f'[operator]\nid = "16{operator.orgnr}"\nname = "{operator.name}"\n'
             f"port = {ports['mailbox-' + operator.key]}\n"
-            f'database = "sqlite+aiosqlite:///mailbox.db"\nmailboxes = [{mailboxes}]\n'
+            f'database = "sqlite+aiosqlite:///mailbox.db"\nmailboxes = [{mailboxes}]\nstorage = "mail"\n'
             f'keys = {{ key = "{issued.key_path}", certificate = "{issued.certificate_path}" }}\n\n'
             f'[operator.access_point]\nurl = "{ap.url}"\ntoken = "{ap.token}"\n'
             f'webhook_secret = "{WEBHOOK_SECRET}"\npoll_interval = "1s"\n\n'
             f'[operator.trust]\nintermediaries = ["{pki.parties["sweden"].rsa.certificate_path}"]\n'
-            f'sender_anchors = ["{anchors}"]\n'
+            f'sender_anchors = ["{anchors}"]\n\n'
+            f'[operator.far]\nurl = "{url["far"]}"\ntoken = "{OPERATOR_TOKENS[operator.key]}"\n\n'
+            f'[operator.eid]\nanchors = ["{eid_ca}"]\n\n[operator.portability]\nretry = "1s"\n{portability}\n\n'
+            f'[[operator.tokens]]\ntoken = "{OPERATOR_ADMIN_TOKEN}"\n\n{peers}{operator_extra}'
         )
         operators[operator.key] = Child(
             f"mailbox-{operator.key}",
@@ -358,7 +478,7 @@ def build(folder: Path, pki: DevelopmentPki, *, nordic_settings: dict[str, Any] 
             ports["mailbox-" + operator.key],
             ["operator", "serve", "--config", str(settings)],
         )
-    return Federation(far, smp, dns, nordic, sweden, operator_aps, operators)
+    return Federation(far, smp, dns, nordic, sweden, operator_aps, operators, registers, eid, folder)
 
 
 def _smp(folder: Path, port: int, pki: DevelopmentPki) -> Child:
@@ -483,8 +603,11 @@ def load_far(federation: Federation) -> None:
     )
     done = subprocess.run(
         [sys.executable, "-m", "accesspoint", "far", "import", str(csv), "--config", str(federation.far.argv[-1])],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     if done.returncode != 0:
         raise DemoFailure(f"far import failed: {done.stderr.strip()}")
 
@@ -588,6 +711,7 @@ def run(folder: Path, number: int) -> int:
         say(f"{number}. The federation, each its own process (keys from one development CA):")
         roles = {
             "far": "FaR, the routing register (accesspoint far serve)",
+            "registers": "population and business registers FaR asks about holders (accesspoint far registers)",
             "smp": "an SMP (accesspoint smp serve) publishing where a participant abroad receives",
             "nordic": "the Nordic sender's access point (AP-NO-0100)",
             "sweden": "the Swedish access point, router (AP-SE-0001), asks FaR before it answers",

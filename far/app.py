@@ -37,7 +37,7 @@ import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -48,7 +48,7 @@ from accesspoint.servicekit.problems import Problem, problem_middleware
 from accesspoint.servicekit.tokens import CALLER, BearerAuth
 from far import holder_soap, sender_api, soap
 from far.access import Callers
-from far.holder_api import HOLDERS, QUERIES, WRITER, add_routes
+from far.holder_api import DORMANT_AFTER, HOLDERS, QUERIES, WRITER, add_routes
 from far.holders import HolderService, Refused
 from far.model import AccountStatus, create_engine, upgrade_schema
 from far.registers import Registers, RegistersClient
@@ -353,6 +353,7 @@ def create_app(
     app[SETTINGS] = settings
     app[AUTH] = BearerAuth(settings.tokens, realm="far")
     app[CALLERS] = Callers(app[AUTH], settings.clients)
+    app[DORMANT_AFTER] = timedelta(days=730) if settings.dormancy is None else settings.dormancy.after
 
     async def database(app: web.Application) -> AsyncIterator[None]:
         engine = None

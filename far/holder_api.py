@@ -20,6 +20,8 @@ GET/PUT  /api/v1/recipients/{id}/preferences         get/storeAccountPreferences
                                                      refused: [orgnr], agreement_text, signatures}``
 GET      /api/v1/recipients/{id}/consent             a guardian's consent to a minor's account
 POST     /api/v1/activity                            ``{recipients, at?}``: holders used their mailbox
+POST     /api/v1/dormancy/run                        the dormancy job now (administrators): ``{quiet_for?,
+                                                     recipients?}``
 POST     /api/v1/authorized-signers                  isAuthorizedSigner: ``{company, person}``
 GET      /api/v1/access-rights/{company}/{person}    what the person may do with the company's mailbox
 =======  ==========================================  =======================================================
@@ -29,7 +31,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -39,9 +41,11 @@ from far.access import Writer
 from far.holders import AuthorizationStatus, HolderService, Refused, SwitchState
 from far.model import AccountStatus
 from far.registers import Person
-from far.service import InvalidInput
+from far.service import Forbidden, InvalidInput
 
 HOLDERS = web.AppKey("holders", HolderService)
+# The configured dormancy period (``[far.dormancy] after``; two years when no job is configured).
+DORMANT_AFTER = web.AppKey("dormant_after", timedelta)
 WRITER = web.RequestKey("writer", Writer)
 # The POST routes that only ask (the read scope suffices).
 QUERIES = ("/api/v1/authorized-signers",)
@@ -227,6 +231,23 @@ async def activity(request: web.Request) -> web.Response:
     return web.json_response(await _holders(request).report_activity(request[WRITER], ids, at=_moment(body, "at")))
 
 
+async def run_dormancy(request: web.Request) -> web.Response:
+    """POST /api/v1/dormancy/run: the dormancy job now (the administrator), ``{quiet_for?: seconds,
+    recipients?: [...]}`` (default: the configured period, every recipient)."""
+    writer = request[WRITER]
+    if not writer.admin:
+        raise Forbidden(f"{writer.name} may not run the dormancy job (the register's administrators do)")
+    body = await _body(request, {"quiet_for", "recipients"})
+    quiet_for = body.get("quiet_for", request.app[DORMANT_AFTER].total_seconds())
+    only = body.get("recipients")
+    if not isinstance(quiet_for, int | float) or isinstance(quiet_for, bool) or quiet_for < 0:
+        raise InvalidInput("quiet_for is a number of seconds", field="quiet_for")
+    if only is not None and (not isinstance(only, list) or not all(isinstance(r, str) for r in only)):
+        raise InvalidInput("recipients is a list of identifiers", field="recipients")
+    marked = await _holders(request).mark_dormant(after=timedelta(seconds=quiet_for), only=only, actor=writer.name)
+    return web.json_response({"dormant": marked})
+
+
 async def authorized_signer(request: web.Request) -> web.Response:
     """POST /api/v1/authorized-signers."""
     body = await _body(request, {"company", "person"})
@@ -256,6 +277,7 @@ def add_routes(router: web.UrlDispatcher) -> None:
         ("PUT", "/api/v1/recipients/{id}/preferences", put_preferences),
         ("GET", "/api/v1/recipients/{id}/consent", consent),
         ("POST", "/api/v1/activity", activity),
+        ("POST", "/api/v1/dormancy/run", run_dormancy),
         ("POST", "/api/v1/authorized-signers", authorized_signer),
         ("GET", "/api/v1/access-rights/{company}/{person}", access_rights),
     ]

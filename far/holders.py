@@ -866,31 +866,27 @@ class HolderService:
                 )
         return {"recorded": len(wanted), "reactivated": woken}
 
-    async def mark_dormant(self, *, after: timedelta, limit: int = 10_000) -> list[str]:
-        """Mark secure recipients without activity for ``after`` dormant (at most ``limit`` a run), audited."""
+    async def mark_dormant(
+        self, *, after: timedelta, limit: int = 10_000, only: Sequence[str] | None = None, actor: str = DORMANCY_ACTOR
+    ) -> list[str]:
+        """Mark secure recipients without activity for ``after`` dormant (at most ``limit`` a run; ``only``: among
+        these), audited."""
         now = self.far.now()
         cutoff = now - after
         last = func.coalesce(recipients.c.last_activity, recipients.c.last_registration, recipients.c.updated_at)
+        query = select(recipients.c.id).where(
+            recipients.c.status == AccountStatus.SECURE.value, recipients.c.dormant_since.is_(None), last <= cutoff
+        )
+        if only is not None:
+            query = query.where(recipients.c.id.in_([self.far._recipient(r).value for r in only]))
         async with self.engine.begin() as conn:
-            quiet = list(
-                (
-                    await conn.execute(
-                        select(recipients.c.id)
-                        .where(
-                            recipients.c.status == AccountStatus.SECURE.value,
-                            recipients.c.dormant_since.is_(None),
-                            last < cutoff,
-                        )
-                        .limit(limit)
-                    )
-                ).scalars()
-            )
+            quiet = list((await conn.execute(query.limit(limit))).scalars())
             if quiet:
                 await conn.execute(update(recipients).where(recipients.c.id.in_(quiet)).values(dormant_since=now))
                 for recipient in quiet:
                     await self.far._audit(
                         conn,
-                        DORMANCY_ACTOR,
+                        actor,
                         "dormant",
                         "recipient",
                         recipient,

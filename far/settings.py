@@ -68,8 +68,20 @@ from far.parties import PartyPolicy
 DEFAULT_DATABASE = "sqlite+aiosqlite:///far.db"
 SCOPES = frozenset({"read", "write"})
 KNOWN = frozenset(
-    {"database", "host", "port", "check_digits", "sender_icds", "tokens", "tls", "clients", "eid", "registers",
-     "minors", "dormancy"}
+    {
+        "database",
+        "host",
+        "port",
+        "check_digits",
+        "sender_icds",
+        "tokens",
+        "tls",
+        "clients",
+        "eid",
+        "registers",
+        "minors",
+        "dormancy",
+    }
 )
 # What a scope may be narrowed to: an operator's writes (far/access.py), a sender's (far/sender_api.py).
 KINDS = ("operator", "sender")

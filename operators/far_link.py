@@ -103,9 +103,13 @@ class FarLink:
         body = {"recipient": recipient, "agreement_text": text, "signatures": signatures}
         return await self.call("POST", "/api/v1/deregistrations", body)
 
-    async def request_switch(self, recipient: str, text: str, signatures: list[dict[str, Any]]) -> dict[str, Any]:
-        """POST /api/v1/switches: the holder moves here; the pending switch."""
+    async def request_switch(
+        self, recipient: str, text: str, signatures: list[dict[str, Any]], switch_at: str | None = None
+    ) -> dict[str, Any]:
+        """POST /api/v1/switches: the holder moves here (not before ``switch_at``, ISO 8601); the pending switch."""
         body = {"recipient": recipient, "agreement_text": text, "signatures": signatures}
+        if switch_at is not None:
+            body["switch_at"] = switch_at
         return dict((await self.call("POST", "/api/v1/switches", body))["switch"])
 
     async def complete_switch(self, recipient: str) -> dict[str, Any]:

@@ -11,7 +11,8 @@ gave them. Opening a mailbox for a holder FaR has at another operator is a move 
 POST     /api/v1/sessions                            log in: ``{agreement_text: login text, signatures}`` →
                                                      ``{token, person, expires_at}`` (a bearer for reads)
 POST     /api/v1/holders                             open: ``{holder, agreement_text, signatures,
-                                                     account_type?}`` → 201 active, 202 waiting or moving in
+                                                     account_type?, switch_at?}`` → 201 active, 202 waiting or
+                                                     moving in (``switch_at``: not before, for a move)
 GET      /api/v1/holders/{id}                        the mailbox's state (and its move)
 DELETE   /api/v1/holders/{id}                        close (signed); a mailbox moving in: the move cancelled
 PUT      /api/v1/holders/{id}/preferences            ``{accepted, refused, agreement_text, signatures}``
@@ -243,7 +244,7 @@ class HolderDesk:
 
     async def open(self, request: web.Request) -> web.Response:
         """POST /api/v1/holders."""
-        body, text, signatures = await self._signed_body(request, {"holder", "account_type"})
+        body, text, signatures = await self._signed_body(request, {"holder", "account_type", "switch_at"})
         holder = body.get("holder")
         if not isinstance(holder, str) or not holder:
             raise Problem(400, "holder is required", kind="invalid-request", field="holder")
@@ -259,7 +260,8 @@ class HolderDesk:
             and held.get("status") != "none"
             and held.get("operator") not in (None, self.settings.orgnr)
         ):
-            switch = await self._at_far(far.request_switch(holder, text, payload))
+            when = body.get("switch_at") if isinstance(body.get("switch_at"), str) else None
+            switch = await self._at_far(far.request_switch(holder, text, payload, when))
             await self._mailbox(holder, "moving-in", signed, now)
             if self.operator.moves is not None:
                 await self.operator.moves.start_incoming(switch)

@@ -21,7 +21,7 @@ import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -108,7 +108,8 @@ class Letter:
             network=row.network,
             business_id=row.business_id,
             sender=row.sender,
-            received_at=row.received_at,
+            # SQLite hands DateTime(timezone=True) back naive: it was stored as UTC.
+            received_at=row.received_at if row.received_at.tzinfo else row.received_at.replace(tzinfo=UTC),
             parts=tuple(LetterPart.from_json(p) for p in json.loads(row.parts)),
             metadata=json.loads(row.metadata),
             answered_by=row.answered_by,

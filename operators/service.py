@@ -466,6 +466,32 @@ class Operator:
             }
         )
 
+    async def api_letters(self, request: web.Request) -> web.Response:
+        """GET /api/v1/mailboxes/{recipient}/letters: the letters as kept (every file with its size and SHA-256,
+        where each first arrived, from which operator it was moved here)."""
+        recipient = await self._reader(request, "letters")
+        if await self.store.state(recipient) is None:
+            raise Problem(404, f"{recipient} has no mailbox here", kind="no-mailbox")
+        found = await self.store.letters_of(recipient)
+        return web.json_response(
+            {
+                "letters": [
+                    {
+                        "uid": x.uid,
+                        "origin": x.origin,
+                        "network": x.network,
+                        "business_id": x.business_id,
+                        "sender": x.sender,
+                        "received_at": x.received_at.isoformat(),
+                        "imported_from": x.imported_from,
+                        "answered_by": x.answered_by,
+                        "parts": [p.to_json() for p in x.parts],
+                    }
+                    for x in found
+                ]
+            }
+        )
+
     async def api_delivery(self, request: web.Request) -> web.Response:
         """GET /api/v1/deliveries/{id}: what became of an AS4 message (tokens that see every mailbox only)."""
         self.auth.authorize(request, "read")
@@ -487,6 +513,7 @@ class Operator:
         app.router.add_post("/hooks/accesspoint", self.webhook)
         app.router.add_get("/api/v1/mailboxes/{recipient}/messages", self.api_list)
         app.router.add_get("/api/v1/mailboxes/{recipient}/messages/{id}", self.api_read)
+        app.router.add_get("/api/v1/mailboxes/{recipient}/letters", self.api_letters)
         app.router.add_get("/api/v1/deliveries/{id}", self.api_delivery)
         # Service v3 for routers that still call deliverSecure: the same checks, the same mailboxes.
         schema = self.trust.minameddelanden_schema

@@ -5,6 +5,7 @@ streams.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
 from collections.abc import Iterator
@@ -118,3 +119,88 @@ def _sha256_of(path: Path) -> str:
 def names(count: int, prefix: str = "letter") -> Iterator[str]:
     """``prefix-0@seed`` … origins for seeded letters."""
     return (f"{prefix}-{index}@seed" for index in range(count))
+
+
+async def seed_letters(
+    operator: Operator,
+    letters: list[tuple[str, list[tuple[str, str, bytes | Path]]]],
+    *,
+    answer: bool = True,
+    at: datetime | None = None,
+) -> list[Letter]:
+    """Many letters (origin, payloads) at once: each checked and answered as ``deliver_letter`` does, the files
+    written in one worker thread, the rows in one transaction (a mailbox of thousands is filled in seconds)."""
+    from operators.mailbox import insert_mail
+    from operators.mailbox import letters as letter_table
+    from operators.receipts import build_answer
+
+    now = at or operator.clock()
+
+    def prepare() -> list[tuple[Letter, CheckedDelivery]]:
+        made = []
+        for origin, payloads in letters:
+            uid = new_uid()
+            folder = operator.files.folder(uid)
+            folder.mkdir(parents=True)
+            parts: list[LetterPart] = []
+            for index, (content_id, mime, data) in enumerate(payloads):
+                target = folder / f"part-{index}"
+                if isinstance(data, Path):
+                    data.replace(target)
+                    digest = _sha256_of(target)
+                else:
+                    target.write_bytes(data)
+                    digest = hashlib.sha256(data).hexdigest()
+                parts.append(LetterPart(target.name, content_id, mime, "payload", target.stat().st_size, digest))
+            chosen, outcome = operator._check_files(folder, parts)
+            if not isinstance(outcome, CheckedDelivery):
+                raise ValueError(f"{origin}: not a delivery: {outcome}")
+            kept = [replace(p, role="envelope") if i == chosen else p for i, p in enumerate(parts)]
+            if answer:
+                built = build_answer(
+                    outcome,
+                    message_id=origin,
+                    payloads=(),
+                    operator=operator.settings.id,
+                    digests=[(p.content_id, p.sha256) for p in parts],
+                    keys=operator.settings.keys,
+                    at=now,
+                )
+                for index, part in enumerate(built):
+                    target = folder / f"answer-{index}"
+                    target.write_bytes(part.data)
+                    kept.append(
+                        LetterPart(
+                            target.name,
+                            part.content_id,
+                            part.mime_type,
+                            "answer",
+                            len(part.data),
+                            hashlib.sha256(part.data).hexdigest(),
+                        )
+                    )
+            made.append(
+                (
+                    Letter(
+                        uid,
+                        outcome.recipient,
+                        origin,
+                        str(outcome.network),
+                        outcome.business_id,
+                        outcome.sender,
+                        now,
+                        tuple(kept),
+                        metadata={"message_id": origin},
+                        answered_by=operator.settings.id if answer else None,
+                    ),
+                    outcome,
+                )
+            )
+        return made
+
+    made = await asyncio.to_thread(prepare)
+    async with operator.store.engine.begin() as conn:
+        for letter, outcome in made:
+            await insert_mail(conn, letter.origin, outcome, received_at=now)
+        await conn.execute(letter_table.insert(), [letter.row() for letter, _outcome in made])
+    return [letter for letter, _outcome in made]
