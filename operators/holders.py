@@ -16,7 +16,8 @@ POST     /api/v1/holders                             open: ``{holder, agreement_
 GET      /api/v1/holders/{id}                        the mailbox's state (and its move)
 DELETE   /api/v1/holders/{id}                        close (signed); a mailbox moving in: the move cancelled
 PUT      /api/v1/holders/{id}/preferences            ``{accepted, refused, agreement_text, signatures}``
-PUT      /api/v1/holders/{id}/contacts               ``{email?, sms?, push?}``: where to notify (session)
+PUT      /api/v1/holders/{id}/contacts               ``{email?, sms?, push?}``: where to notify (session); each
+                                                     an address, ``{address, enabled}``, or null to forget it
 DELETE   /api/v1/holders/{id}/mail                   erase every letter (signed; audited)
 GET      /api/v1/holders/{id}/audit                  the mailbox's audit trail
 =======  ==========================================  ========================================================
@@ -385,11 +386,18 @@ class HolderDesk:
                         contacts.c.mailbox == holder, contacts.c.person == person, contacts.c.channel == channel
                     )
                 )
-                address = body[channel]
+                given = body[channel]
+                address, enabled = (
+                    (given.get("address"), given.get("enabled", True)) if isinstance(given, dict) else (given, True)
+                )
                 if isinstance(address, str) and address:
                     await conn.execute(
                         insert(contacts).values(
-                            mailbox=holder, person=person, channel=channel, address=address[:512], enabled=True
+                            mailbox=holder,
+                            person=person,
+                            channel=channel,
+                            address=address[:512],
+                            enabled=bool(enabled),
                         )
                     )
             await write_audit(conn, reader.actor, "contacts", holder, {k: body[k] for k in body}, now=now)

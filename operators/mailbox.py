@@ -26,6 +26,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    delete,
     insert,
     select,
     update,
@@ -345,6 +346,19 @@ class MailboxStore:
                     answered_by=answered_by,
                 )
             )
+
+    async def erase(self, mailbox: str, *, actor: str, action: str, detail: dict[str, Any], now: datetime) -> list[str]:
+        """Delete every letter and mail of a mailbox (not the mailbox), audited in the same transaction; the uids
+        whose files the caller removes."""
+        async with self.engine.begin() as conn:
+            uids = list((await conn.execute(select(letters.c.uid).where(letters.c.recipient == mailbox))).scalars())
+            ids = select(mail.c.id).where(mail.c.recipient == mailbox)
+            count = len(list((await conn.execute(ids)).scalars()))
+            await conn.execute(delete(attachments).where(attachments.c.mail_id.in_(ids)))
+            await conn.execute(delete(mail).where(mail.c.recipient == mailbox))
+            await conn.execute(delete(letters).where(letters.c.recipient == mailbox))
+            await write_audit(conn, actor, action, mailbox, {**detail, "letters": len(uids), "mail": count}, now=now)
+        return uids
 
     async def audit(self, actor: str, action: str, mailbox: str, detail: Any, *, now: datetime) -> None:
         """One row of the audit trail."""

@@ -31,7 +31,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import quote
 
 import aiohttp
@@ -57,7 +57,9 @@ from operators.holders import HolderDesk
 from operators.letters import CHUNK, FileStore, Letter, LetterPart, Sink, as4_metadata, new_uid
 from operators.mailbox import MailboxStore, StoredMail, create_engine, letters
 from operators.moves import Mover, MoveWaits
+from operators.notifications import Notifier, channels
 from operators.receipts import AnswerPart, build_answer, stable_id
+from operators.retention import Retention
 from operators.settings import OperatorSettings
 from operators.soap import deliver_secure_handler
 
@@ -67,14 +69,6 @@ MAX_ATTEMPTS = 5
 SERVICE_V3_PATH = "/soap/v3/service"
 # Payloads larger than this are attachments, never the business envelope (which is parsed in memory).
 MAX_ENVELOPE = 32 * 1024 * 1024
-
-
-class Notifier(Protocol):
-    """Tells holders that mail arrived (operators/notifications.py)."""
-
-    async def mail_arrived(self, letter: Letter) -> None:
-        """Notify whoever should be told about this letter (never its content)."""
-        ...
 
 
 class AccessPointError(RuntimeError):
@@ -190,8 +184,10 @@ class Operator:
         self._tasks: list[asyncio.Task[None]] = []
         self.files = FileStore(settings.storage)
         self.moves: Mover | None = Mover(self) if settings.peers else None
-        self.notifier: Notifier | None = None
         self.desk = HolderDesk(self)
+        configured = channels(self)
+        self.notifier: Notifier | None = Notifier(self, configured) if configured else None
+        self.retention = Retention(self)
 
     # ------------------------------------------------------------------------------------------- lifecycle
 
@@ -211,6 +207,7 @@ class Operator:
             self._tasks.append(asyncio.create_task(self._poller()))
         if self.moves is not None:
             self._tasks.append(asyncio.create_task(self.moves.run()))
+        self._tasks.append(asyncio.create_task(self.retention.run()))
 
     async def stop(self) -> None:
         """Stop the tasks, close the HTTP client and the database."""
@@ -520,6 +517,7 @@ class Operator:
         app.router.add_post(SERVICE_V3_PATH, deliver_secure_handler(self.deliver_soap, self.trust, schema=schema))
         app.router.add_get("/health", _health)
         self.desk.add_routes(app.router)
+        app.router.add_delete("/api/v1/holders/{id}/mail", self.retention.erase_on_request)
 
         async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
             await self.start()

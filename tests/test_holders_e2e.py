@@ -33,6 +33,7 @@ from accesspoint.demo_common import Child
 from accesspoint.keys_cli import DevelopmentPki, generate_keys
 from accesspoint.security.keys import load_key_pair
 from accesspoint.testing.mailboxes import random_file, sbd_letter, seed_letters
+from accesspoint.testing.smtp import SmtpServer, smtp_server
 from far.identifiers import with_check_digit
 from operators.holders import login_text
 from operators.service import Operator
@@ -61,6 +62,7 @@ class Running:
 
     federation: fed.Federation
     pki: DevelopmentPki
+    smtp: SmtpServer
     seeded: dict[str, list[tuple[str, str, int]]] = field(default_factory=dict)
 
 
@@ -111,17 +113,24 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     """The federation (batches of at most 250 letters and 32 MiB), Alice's mailbox seeded before it starts."""
     folder = tmp_path_factory.mktemp("holders")
     pki = generate_keys(folder / "keys", fed.PARTY_IDS, days=1)
-    federation = fed.build(folder, pki, portability='batch_letters = 250\nbatch_size = "32MiB"')
-    seeded = _seed(federation, pki, folder)
-    try:
-        fed.start(federation, pki)
-        yield Running(federation, pki, seeded)
-    except Exception:
-        for server in federation.all:
-            sys.stderr.write(f"{server.name}'s log (last lines):\n{server.log_tail(40)}\n")
-        raise
-    finally:
-        codes = fed.stop(federation)
+    with smtp_server() as smtp:
+        notifications = (
+            f'[operator.notifications]\nsmtp = {{ host = "{smtp.host}", port = {smtp.port}, sender = "post@ex.se" }}\n'
+            'sms = { record = "sms.jsonl" }\npush = { record = "push.jsonl" }\n'
+        )
+        federation = fed.build(
+            folder, pki, portability='batch_letters = 250\nbatch_size = "32MiB"', operator_extra=notifications
+        )
+        seeded = _seed(federation, pki, folder)
+        try:
+            fed.start(federation, pki)
+            yield Running(federation, pki, smtp, seeded)
+        except Exception:
+            for server in federation.all:
+                sys.stderr.write(f"{server.name}'s log (last lines):\n{server.log_tail(40)}\n")
+            raise
+        finally:
+            codes = fed.stop(federation)
     assert set(codes.values()) <= {0, None}, codes
 
 
@@ -312,6 +321,27 @@ def test_dormant_then_reactivated_by_the_holders_login(running: Running) -> None
     )
     _send(federation, "dormant-2@nordic", BERTIL)
     assert _answer(federation, "dormant-2@nordic")["status"] == "delivered-to-mailbox"
+
+
+def test_a_holder_is_notified_of_new_mail_never_its_content(running: Running) -> None:
+    """Bertil's contacts at operator 2: a letter routed to him brings an e-mail (through the SMTP server), an SMS
+    and a push notice, none with a word of the letter."""
+    federation = running.federation
+    token = _login(federation, "op2", BERTIL)
+    contacts = {"email": "bertil@example.se", "sms": "+46709876543", "push": "bertil-phone"}
+    assert _operator(federation, "op2", "PUT", f"/api/v1/holders/{BERTIL}/contacts", contacts, token=token)[0] == 200
+    _send(federation, "notify-1@nordic", BERTIL)
+    assert _answer(federation, "notify-1@nordic")["status"] == "delivered-to-mailbox"
+    (mail,) = _wait("the e-mail", lambda: running.smtp.bag.to("bertil@example.se"))
+    assert "Ny digital post" in mail["Subject"] and "Ditt beslut" not in mail.get_content()
+    folder = federation.operators["op2"].folder
+    for channel, address in (("sms", "+46709876543"), ("push", "bertil-phone")):
+        records = _wait(
+            channel,
+            lambda c=channel: (folder / f"{c}.jsonl").exists() and (folder / f"{c}.jsonl").read_text().splitlines(),
+        )
+        (record,) = [json.loads(line) for line in records]
+        assert record["to"] == address and record["mailbox"] == BERTIL and "Ditt beslut" not in record["text"]
 
 
 def test_a_move_can_be_cancelled_before_the_switch_time(running: Running) -> None:
