@@ -186,7 +186,10 @@ COMMAND_MODULES: tuple[str, ...] = (
     "accesspoint.far_cli",
     "accesspoint.keys_cli",
     "accesspoint.operators_cli",
+    "accesspoint.mailbox_cli",
+    "accesspoint.keyarchive_cli",
     "accesspoint.conformance_cli",
+    "accesspoint.tsa_cli",
 )
 
 

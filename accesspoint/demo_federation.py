@@ -127,6 +127,8 @@ REGISTERS: dict[str, Any] = {
     "roles": {},
 }
 ZONE = "participant.sml.demo.example"
+# The demo's SMP and access points run on loopback over http: the endpoint policy refuses both unless told.
+LOOPBACK = {"allow_http": True, "allow_networks": ["127.0.0.0/8"]}
 SMP_TOKEN = "smp-demo-token-" + secrets.token_hex(8)
 
 
@@ -415,7 +417,7 @@ def build(
             **(
                 {}
                 if dns is None
-                else {"discovery": {"zone": ZONE, "dns": f"127.0.0.1:{dns.port}", "smp_trust": anchors}}
+                else {"discovery": {"zone": ZONE, "dns": f"127.0.0.1:{dns.port}", "smp_trust": anchors, **LOOPBACK}}
             ),
         },
     )

@@ -46,9 +46,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from accesspoint.servicekit.problems import Problem, problem_middleware
 from accesspoint.servicekit.tokens import CALLER, BearerAuth
-from far import holder_soap, sender_api, soap
+from far import holder_keys_api, holder_soap, sender_api, soap
 from far.access import Callers
 from far.holder_api import DORMANT_AFTER, HOLDERS, QUERIES, WRITER, add_routes
+from far.holder_keys import HolderKeyRegister
 from far.holders import HolderService, Refused
 from far.model import AccountStatus, create_engine, upgrade_schema
 from far.registers import Registers, RegistersClient
@@ -84,7 +85,9 @@ async def _authorised(request: web.Request, handler: _Handler) -> web.StreamResp
     """Callers on /api/: the read scope for GET and the queries; for changes a write scope, the administrator's or
     an operator's (which the change then checks against what it touches)."""
     # The sender routes authorise in their handlers: a write may be narrowed to one sender (write:sender=…).
-    if request.path.startswith("/api/") and not request.path.startswith(sender_api.PATH):
+    # So do the holder key routes: a write may be narrowed to the holder's operator (write:operator=…).
+    self_authorised = (sender_api.PATH, holder_keys_api.PATH)
+    if request.path.startswith("/api/") and not request.path.startswith(self_authorised):
         queries = request.method in {"GET", "HEAD"} or request.path.endswith(("/reachable", "/registered", *QUERIES))
         if queries:
             request.app[CALLERS].authorize(request, "read")
@@ -132,7 +135,15 @@ async def reachable(request: web.Request) -> web.Response:
     """POST /api/v1/reachable."""
     body = await _json(request)
     results = await request.app[SERVICE].is_reachable(_field(body, "sender", str), _ids(body))
-    return web.json_response({"results": [r.to_json() for r in results]})
+    # Each result names the holder's current encryption key (or null): what end-to-end encryption needs.
+    keys = await request.app[holder_keys_api.KEYS].current([r.recipient for r in results if r.reachable])
+    return web.json_response(
+        {
+            "results": [
+                {**r.to_json(), "encryption_key": holder_keys_api.published(keys.get(r.recipient))} for r in results
+            ]
+        }
+    )
 
 
 async def registered(request: web.Request) -> web.Response:
@@ -360,11 +371,13 @@ def create_app(
         if service is not None:
             app[SERVICE] = service
             app[sender_api.SENDERS] = SenderRegister(service.engine, policy=service.parties)
+            app[holder_keys_api.KEYS] = HolderKeyRegister(service.engine, policy=service.policy, now=service.now)
         else:
             engine = create_engine(settings.database)
             await upgrade_schema(engine)
             app[SERVICE] = FarService(engine, policy=settings.policy, parties=settings.parties)
             app[sender_api.SENDERS] = SenderRegister(engine, policy=settings.parties)
+            app[holder_keys_api.KEYS] = HolderKeyRegister(engine, policy=settings.policy, now=app[SERVICE].now)
         client = None
         if registers is None and settings.registers is not None:
             client = RegistersClient(settings.registers, timeout=settings.registers_timeout.total_seconds())
@@ -403,6 +416,7 @@ def create_app(
     app.router.add_put("/api/v1/operators/{orgnr}", put_operator)
     app.router.add_delete("/api/v1/operators/{orgnr}", delete_operator)
     sender_api.routes(app, AUTH)
+    holder_keys_api.routes(app, AUTH)
     app.router.add_post("/Recipient/v3", soap_endpoint)
     app.router.add_post("/soap/Recipient/v3", soap_endpoint)
     app.router.add_post("/Recipient/{version:v4}", soap_endpoint)

@@ -61,7 +61,7 @@ from operators.notifications import Notifier, channels
 from operators.receipts import AnswerPart, build_answer, stable_id
 from operators.retention import Retention
 from operators.settings import OperatorSettings
-from operators.soap import deliver_secure_handler
+from operators.soap import SoapBodyLimit, deliver_secure_handler
 
 log = logging.getLogger("operators.service")
 
@@ -69,6 +69,7 @@ MAX_ATTEMPTS = 5
 SERVICE_V3_PATH = "/soap/v3/service"
 # Payloads larger than this are attachments, never the business envelope (which is parsed in memory).
 MAX_ENVELOPE = 32 * 1024 * 1024
+WEBHOOK_MAX_SIZE = 1024 * 1024
 
 
 class AccessPointError(RuntimeError):
@@ -441,10 +442,11 @@ class Operator:
     async def api_read(self, request: web.Request) -> web.Response:
         """GET /api/v1/mailboxes/{recipient}/messages/{id}."""
         recipient = await self._reader(request, {"mail": request.match_info["id"]})
-        try:
-            mail_id = int(request.match_info["id"])
-        except ValueError:
-            raise Problem(404, "no such message", kind="not-found") from None
+        text = request.match_info["id"]
+        # Mail ids are positive 64-bit integers: anything else names no message (and must not reach the database).
+        mail_id = int(text) if text.isascii() and text.isdigit() and len(text) <= 19 else 0
+        if not 0 < mail_id < 2**63:
+            raise Problem(404, "no such message", kind="not-found")
         found = await self.store.read(recipient, mail_id)
         if found is None:
             raise Problem(404, f"no message {mail_id} in the mailbox of {recipient}", kind="not-found")
@@ -506,7 +508,9 @@ class Operator:
 
     def application(self) -> web.Application:
         """The aiohttp application; starting it starts the operator."""
-        app = web.Application(middlewares=[problem_middleware()], client_max_size=64 * 1024 * 1024)
+        # What this service reads whole is the webhook's small JSON event, unauthenticated until its HMAC is checked;
+        # the SOAP endpoint reads its body itself, within the operator's soap_max_size.
+        app = web.Application(middlewares=[problem_middleware()], client_max_size=WEBHOOK_MAX_SIZE)
         app.router.add_post("/hooks/accesspoint", self.webhook)
         app.router.add_get("/api/v1/mailboxes/{recipient}/messages", self.api_list)
         app.router.add_get("/api/v1/mailboxes/{recipient}/messages/{id}", self.api_read)
@@ -514,7 +518,9 @@ class Operator:
         app.router.add_get("/api/v1/deliveries/{id}", self.api_delivery)
         # Service v3 for routers that still call deliverSecure: the same checks, the same mailboxes.
         schema = self.trust.minameddelanden_schema
-        app.router.add_post(SERVICE_V3_PATH, deliver_secure_handler(self.deliver_soap, self.trust, schema=schema))
+        limit = SoapBodyLimit(max_size=self.settings.soap_max_size)
+        handler = deliver_secure_handler(self.deliver_soap, self.trust, schema=schema, limit=limit)
+        app.router.add_post(SERVICE_V3_PATH, handler)
         app.router.add_get("/health", _health)
         self.desk.add_routes(app.router)
         app.router.add_delete("/api/v1/holders/{id}/mail", self.retention.erase_on_request)

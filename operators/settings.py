@@ -8,6 +8,7 @@ host = "127.0.0.1"
 port = 8480
 database = "sqlite+aiosqlite:///mailbox.db"   # relative paths are taken from this file's folder
 mailboxes = ["197001011234", "165566778899", "0203:kommun.example.se"]
+soap_max_size = "48MiB"             # the largest Service v3 deliverSecure request taken in (unauthenticated)
 
 [operator.keys]                     # signs the end-to-end receipts
 key = "operator.key.pem"
@@ -80,6 +81,7 @@ from accesspoint.security.keys import KeyLoadError, KeyPair, load_certificates, 
 from accesspoint.servicekit.settings import Section, SettingsReader, read_document
 from accesspoint.servicekit.tls import TlsSettings
 from accesspoint.servicekit.tokens import BearerToken, Scope
+from operators.soap import SOAP_MAX_SIZE
 
 MIN_SECRET = 16
 KNOWN = frozenset(
@@ -102,6 +104,7 @@ KNOWN = frozenset(
         "peers",
         "notifications",
         "retention",
+        "soap_max_size",
     }
 )
 LINK_KEYS = frozenset({"url", "token", "webhook_secret", "poll_interval", "reply_pmode", "workers"})
@@ -179,6 +182,7 @@ class OperatorSettings:
     minameddelanden_contracts: Path | None = None
     xhe_schema: Path | None = None
     tls: TlsSettings | None = None
+    soap_max_size: int = SOAP_MAX_SIZE  # bytes: the largest Service v3 deliverSecure request taken in
     storage: Path = Path("mail")
     far: FarLink | None = None
     eid_anchors: tuple[x509.Certificate, ...] = field(default=(), repr=False)
@@ -244,6 +248,7 @@ def load_settings(path: str | Path) -> OperatorSettings:
         portability.duration("retry", "5s", positive=True),
     )
     notify = _notifications(notifications)
+    soap_max_size = table.size("soap_max_size", SOAP_MAX_SIZE, positive=True)
     reader.done()
     assert keys is not None, "missing keys are a mistake done() raised"
     return OperatorSettings(
@@ -261,6 +266,7 @@ def load_settings(path: str | Path) -> OperatorSettings:
         minameddelanden_contracts=contracts,
         xhe_schema=xhe_schema,
         tls=tls,
+        soap_max_size=soap_max_size,
         storage=storage,
         far=far_link,
         eid_anchors=eid_anchors,

@@ -15,7 +15,7 @@ import contextlib
 import io
 import json
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,8 @@ from accesspoint.msh.app import CONTEXT, create_app
 from accesspoint.msh.config import load_config
 from accesspoint.msh.context import Context
 from accesspoint.security.keys import KeyPair
-from accesspoint.store import Direction, ManualClock, MessageState, MessageStore, StoredMessage
+from accesspoint.store import Database, Direction, ManualClock, MessageState, MessageStore, StoredMessage
+from accesspoint.store.writer import SqliteWriter
 from accesspoint.testing import services
 from tests.test_msh import CERTS, TOKEN
 from tests.test_msh_support import BE_KEY, SE_KEY, agreements
@@ -234,3 +235,19 @@ def stored(message: StoredMessage | None) -> StoredMessage:
     """A message that must be there."""
     assert message is not None
     return message
+
+
+@contextlib.asynccontextmanager
+async def database_away(store: MessageStore, folder: Path) -> AsyncIterator[None]:
+    """The store's database unreachable for reads and writes (a server that refuses connections, a SQLite file that
+    cannot be opened), then back as it was."""
+    reads, writes = store.db, store.writer
+    store.db = Database(f"postgresql://nobody@127.0.0.1:{services.free_port()}/none")
+    store.writer = SqliteWriter(folder / "no-such-folder" / "store.db", instance=store.instance)
+    await store.writer.start()
+    try:
+        yield
+    finally:
+        await store.writer.close()
+        await store.db.dispose()
+        store.db, store.writer = reads, writes

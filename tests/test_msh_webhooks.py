@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 
 from accesspoint.core.errors import ErrorCode
+from accesspoint.msh.webhooks import ID_HEADER
 from accesspoint.servicekit.webhooks import EVENT_HEADER, SIGNATURE_HEADER, signature
 from accesspoint.testing import services
 from tests.inmemory import Pair, eventually
@@ -56,6 +61,7 @@ class Receiver:
         assert request.headers[SIGNATURE_HEADER] == signature(SECRET, body)
         event = json.loads(body)
         assert request.headers[EVENT_HEADER] == event["event"]
+        assert request.headers[ID_HEADER] == event["id"]
         self.events.setdefault(name, []).append(event)
         return web.Response(status=204)
 
@@ -120,29 +126,44 @@ async def test_webhooks_get_signed_events_for_received_delivered_and_failed_mess
     assert len(hooks.events["be"]) == 1
 
 
+def _outbox(database: Path) -> list[tuple[str, str | None]]:
+    """(event id, outcome) of every row of an access point's outbox, oldest first."""
+    with contextlib.closing(sqlite3.connect(database)) as connection:
+        return [(str(i), o) for i, o in connection.execute("SELECT event_id, outcome FROM outbox ORDER BY id")]
+
+
 async def test_undelivered_events_wait_in_the_outbox_across_a_restart(
     pair_factory: Callable[..., Pair], hooks: Receiver
 ) -> None:
-    """The backend is down while a message is delivered; after a restart of the sender its event still arrives."""
+    """The backend is down while a message is delivered: its event waits in the database's outbox, and after a
+    restart of the sender it arrives, with an event an earlier version left as a file in storage/webhooks."""
     pair = pair_factory()
     sweden, belgium = pair.se, pair.be
-    pair.configure(sweden, webhooks=[hooks.hook("se", "receipt", backoff="5m")])
-    outbox = sweden.folder / "data" / "webhooks"
+    hook = hooks.hook("se", "receipt", backoff="5m")
+    pair.configure(sweden, webhooks=[hook])
+    database = sweden.folder / "data" / "accesspoint.db"
     await belgium.start()
     await sweden.start()
     assert (await sweden.api("POST", "/api/v1/messages", submission("se-to-be", b"<a/>", "o1@se")))[0] == 202
     assert (await sweden.until("o1@se", {"delivered", "failed"}))["state"] == "delivered"
-    (pending,) = list(outbox.rglob("*.json"))
-    assert json.loads(pending.read_bytes())["data"]["message_id"] == "o1@se"
+    ((pending, outcome),) = _outbox(database)
+    assert outcome is None
     await sweden.stop()
 
+    legacy = sweden.folder / "data" / "webhooks" / hashlib.sha256(hook["url"].encode()).hexdigest()[:16]
+    legacy.mkdir(parents=True)
+    older = {"id": "legacy-1", "event": "receipt", "at": "2026-01-01T00:00:00+00:00", "data": {"message_id": "x"}}
+    (legacy / "00000000000000000001-legacy-1.json").write_text(json.dumps(older))
     hooks.refused.add("se")  # take the first delivery
     await hooks.start()
     await sweden.start()
-    (event,) = await hooks.wait("se", 1)
-    assert (event["event"], event["data"]["message_id"]) == ("receipt", "o1@se")
+    first, second = await hooks.wait("se", 2)
+    assert (first["id"], first["event"], first["data"]["message_id"]) == (pending, "receipt", "o1@se")
+    assert second == older
 
-    async def left() -> bool:
-        return pending.exists()
+    async def rows() -> list[tuple[str, str | None]]:
+        return _outbox(database)
 
-    await eventually(left, lambda exists: not exists, "the delivered event leaving the outbox")
+    delivered = [(pending, "delivered"), ("legacy-1", "delivered")]
+    await eventually(rows, lambda found: found == delivered, "both events settled as delivered")
+    assert list(legacy.iterdir()) == []

@@ -1,9 +1,10 @@
 """Send workers: take a due message from the queue, win its claim, send it, settle what came back.
 
-Each worker is a supervised task. It survives a database or queue outage: a failure to claim, to record an
-outcome or to acknowledge the queue entry is logged and the worker goes on after a pause (the message stays
-due in the database, so the recovery sweep queues it again). What an attempt led to is reported to
-``Settlement`` as an ``Outcome``; the retry policy lives in ``next_step``.
+Each worker is a supervised task. It survives a database or queue outage (``store.queue.Claims``): a claim waits
+for the database to come back, the database hands out what is due while the queue is away, and an attempt the
+database failed under leaves the message claimed until its lease runs out (then it is sent again; the partner's
+duplicate elimination answers with the same receipt), rather than failing a message the partner may have. What
+an attempt led to is reported to ``Settlement`` as an ``Outcome``; the retry policy lives in ``next_step``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import aiohttp
 from accesspoint.core.errors import EbmsError, ErrorCode
 from accesspoint.core.message import read_message
 from accesspoint.core.model import SignalMessage
+from accesspoint.httpclient import AddressPolicy, fetch
 from accesspoint.msh.context import Context
 from accesspoint.msh.next_step import Action, Outcome
 from accesspoint.msh.send_pipeline import SendPipeline, SpooledMessage
@@ -26,12 +28,14 @@ from accesspoint.msh.wire import spooled_chunks
 from accesspoint.routing.outbound import RouteUnavailable
 from accesspoint.security.policy import RevocationMode
 from accesspoint.security.trust import CertificateUsage, TrustError, TrustFailure
-from accesspoint.store import EvidenceKind, QueueItem, StoredMessage
-from pmode import Route
+from accesspoint.store import EvidenceKind, StoredMessage, StoreUnavailable
+from accesspoint.store.queue import Claim, Claims
+from pmode import Binding, Route
 
 log = logging.getLogger("accesspoint.msh")
 
 PAUSE_AFTER_FAULT = 1.0  # seconds a worker waits after the database or the queue failed under it
+ANSWER_LIMIT = 4 * 1024 * 1024  # a partner's synchronous answer to a push (a signal): more is a failed attempt
 
 
 class PartnerLanes:
@@ -60,44 +64,30 @@ class SendWorkers:
         self.pipeline = pipeline
         self.settlement = settlement
         self.lanes = PartnerLanes(ctx.settings.send_per_partner)
+        # The queue wakes the workers and spreads the work; the database decides and, when the queue is away,
+        # hands out what is due itself (pulled messages wait for their puller instead).
+        self.claims = Claims(
+            ctx.queue, ctx.store, clock=ctx.clock, lease=ctx.settings.lease, poll=ctx.settings.lease / 4,
+            skip=self._pulled,
+        )  # fmt: skip
+
+    def _pulled(self, message: StoredMessage) -> bool:
+        route = self.ctx.agreements.route_of(message)
+        return route is not None and route.pmode.binding is Binding.PULL
 
     async def run(self, number: int) -> None:
-        """One worker: take an entry, win its claim, send, settle, acknowledge; forever."""
+        """One worker: claim (``Claims``), send, settle, acknowledge; forever."""
         while True:
-            claimed = await self._claim(number)
-            if claimed is not None:
-                await self._attempt(number, *claimed)
+            try:
+                claim = await self.claims.next()
+            except Exception:
+                log.exception("worker %d: taking the next message failed; trying again shortly", number)
+                await asyncio.sleep(PAUSE_AFTER_FAULT)
+                continue
+            await self._attempt(number, claim)
 
-    async def _claim(self, number: int) -> tuple[QueueItem, StoredMessage] | None:
-        """The next entry whose message this instance wins the claim of (None: lost, or a fault to pause for).
-
-        A database that fails the claim leaves the message due: its entry is put back a little later (the claim
-        decides again, so a duplicate entry is harmless), and the recovery sweep would find it anyway.
-        """
-        ctx = self.ctx
-        try:
-            item = await ctx.queue.get()
-        except Exception:
-            log.exception("worker %d: the send queue failed; trying again shortly", number)
-            await asyncio.sleep(PAUSE_AFTER_FAULT)
-            return None
-        try:
-            message = await ctx.store.claim(item.message_id, now=ctx.clock.now(), lease=ctx.settings.lease)
-        except Exception:
-            log.exception("worker %d: claiming %s failed; trying again shortly", number, item.message_id)
-            await asyncio.sleep(PAUSE_AFTER_FAULT)
-            with contextlib.suppress(Exception):
-                await ctx.queue.put(item.message_id)
-                await ctx.queue.ack(item)
-            return None
-        if message is None:  # another worker or instance has it, or it is not due
-            with contextlib.suppress(Exception):
-                await ctx.queue.ack(item)
-            return None
-        return item, message
-
-    async def _attempt(self, number: int, item: QueueItem, message: StoredMessage) -> None:
-        ctx = self.ctx
+    async def _attempt(self, number: int, claim: Claim) -> None:
+        ctx, message = self.ctx, claim.message
         renewed: StoredMessage | None = None
         try:
             async with self.lanes.slot(message.to_party) as waited:
@@ -108,6 +98,13 @@ class SendWorkers:
                     message = renewed or message
                 if renewed is not None or not waited:
                     await self.send(message)
+        except StoreUnavailable as exc:
+            # The database went away mid-attempt: whatever was sent, the message stays claimed until its lease runs
+            # out, then it is sent again and the partner's duplicate elimination answers with the same receipt.
+            # Recording a failure now (should the database be back) would fail a message the partner may have.
+            log.warning("worker %d: %s: the database is unavailable (%s); retried after its lease",
+                        number, message.message_id, exc)  # fmt: skip
+            await asyncio.sleep(PAUSE_AFTER_FAULT)
         except Exception as exc:
             # A bug or a broken stored message must not leave it in `sending` until its lease runs out.
             log.exception("worker %d: sending %s failed unexpectedly", number, message.message_id)
@@ -116,10 +113,7 @@ class SendWorkers:
                 await self.settlement.failed(message, ctx.agreements.route_of(message), Outcome.UNSENDABLE, error)
             except Exception:  # the database itself: the lease runs out and the message is taken over
                 log.exception("worker %d: recording the failure of %s failed", number, message.message_id)
-        try:
-            await ctx.queue.ack(item)
-        except Exception:  # the claim decides who sends: a redelivered entry is turned away
-            log.exception("worker %d: acknowledging %s failed", number, message.message_id)
+        await self.claims.done(claim)
 
     async def send(self, message: StoredMessage) -> None:
         """One attempt at a claimed message, from the checks before it to the settling of its answer."""
@@ -132,7 +126,9 @@ class SendWorkers:
         decision = await settlement.settle(message, route, Outcome.CLAIMED)
         if decision.action is not Action.SEND:
             return
+        addresses = None  # a dynamic partner's endpoint is connected to only where discovery's policy allows
         if route.dynamic:  # endpoint and certificates from a route record or BDXL + SMP
+            addresses = ctx.routing.addresses(route)
             try:
                 route = await ctx.routing.resolve(ctx.store, message, route, at=ctx.clock.now())
             except RouteUnavailable as exc:
@@ -162,16 +158,29 @@ class SendWorkers:
             unsendable = EbmsError(ErrorCode.OTHER, f"cannot be prepared for sending: {exc}")
             await settlement.failed(message, route, Outcome.UNSENDABLE, unsendable)
             return
-        await self._post(message, route, endpoint, spooled)
+        await self._post(message, route, endpoint, spooled, addresses)
 
-    async def _post(self, message: StoredMessage, route: Route, endpoint: str, spooled: SpooledMessage) -> None:
+    async def _post(
+        self,
+        message: StoredMessage,
+        route: Route,
+        endpoint: str,
+        spooled: SpooledMessage,
+        addresses: AddressPolicy | None = None,
+    ) -> None:
         settlement = self.settlement
         try:
             headers = {"Content-Type": spooled.content_type, "Content-Length": str(spooled.size)}
-            async with self.ctx.http.post(endpoint, data=spooled_chunks(spooled.body), headers=headers) as response:
-                answer = await response.read()
-                answer_type = response.headers.get("Content-Type", "")
-                status = response.status
+            sent = await fetch(
+                self.ctx.http,
+                "POST",
+                endpoint,
+                data=spooled_chunks(spooled.body),
+                headers=headers,
+                max_bytes=ANSWER_LIMIT,
+                addresses=addresses,
+            )
+            answer, answer_type, status = sent.body, sent.content_type, sent.status
         except (aiohttp.ClientError, TimeoutError) as exc:
             await settlement.settle(message, route, Outcome.TRANSIENT, detail=f"{type(exc).__name__}: {exc}")
             return

@@ -25,6 +25,8 @@ from accesspoint.msh.views import message_json
 from accesspoint.msh.wire import once
 from accesspoint.routing.outbound import RouteUnavailable
 from accesspoint.store import Direction, EvidenceKind, NewEvidence, StoredMessage
+from accesspoint.store.hooks import TransactionHook
+from accesspoint.store.queue import QueueUnavailable
 from pmode import Binding, Route
 from pmode.model import ReceptionAwareness
 
@@ -102,33 +104,31 @@ class Settlement:
         retain = ctx.agreements.evidence_retention(route)
         kept = [] if evidence is None else [NewEvidence(evidence[0], once(evidence[1]), retain)]
         error = None if decision.code is None else (decision.code, decision.detail[:500])
+        now = ctx.clock.now()
         moved = await ctx.store.transition(
             message,
             decision.target,
-            now=ctx.clock.now(),
+            now=now,
             next_attempt_at=decision.at,
             error=error,
             detail=None if error else decision.detail,
             evidence=kept,
+            hooks=self._events(decision, now),  # the webhook event, in the move's transaction
         )
-        self._announce(message, decision, moved)
+        _log(message, decision)
         if moved is not None and decision.action is Action.RETRY and decision.at is not None:
-            await ctx.queue.put(message.message_id, due=decision.at)
+            try:
+                await ctx.queue.put(message.message_id, due=decision.at)
+            except QueueUnavailable as exc:  # the retry is due in the database: the recovery sweep queues it
+                log.warning("%s: the retry was not queued (%s); the database hands it out", message.message_id, exc)
 
-    def _announce(self, message: StoredMessage, decision: Decision, moved: StoredMessage | None) -> None:
-        action, message_id = decision.action, message.message_id
-        if action is Action.RETRY:
-            log.info("%s: attempt %d: %s; next at %s", message_id, message.attempts, decision.detail, decision.at)
-        elif action is Action.DEAD_LETTER:
-            log.error("%s cannot be sent (dead letter): %s %s", message_id, decision.code, decision.detail)
-        elif action is Action.FAIL:
-            log.warning("%s failed: %s %s", message_id, decision.code, decision.detail)
-        if moved is None:
-            return
-        if action is Action.DELIVER:
-            self.ctx.webhooks.notify(WebhookEvent.RECEIPT, message_json(moved))
-        elif action in (Action.FAIL, Action.DEAD_LETTER):
-            self.ctx.webhooks.notify(WebhookEvent.ERROR, message_json(moved))
+    def _events(self, decision: Decision, now: datetime) -> list[TransactionHook]:
+        """The webhook event a decision's move causes: receipt on delivery, error on failure."""
+        if decision.action is Action.DELIVER:
+            return self.ctx.webhooks.hooks_for(WebhookEvent.RECEIPT, message_json, now=now)
+        if decision.action in (Action.FAIL, Action.DEAD_LETTER):
+            return self.ctx.webhooks.hooks_for(WebhookEvent.ERROR, message_json, now=now)
+        return []
 
     async def failed(self, message: StoredMessage, route: Route | None, outcome: Outcome, error: EbmsError) -> None:
         """Settle an outcome that carries an ebMS error (a refusal, an unusable answer, a message not sendable)."""
@@ -163,6 +163,16 @@ class Settlement:
             return ()
         envelope = b"".join([c async for c in store.read(kept[-1])])
         return signed_references(parse_envelope(envelope))
+
+
+def _log(message: StoredMessage, decision: Decision) -> None:
+    action, message_id = decision.action, message.message_id
+    if action is Action.RETRY:
+        log.info("%s: attempt %d: %s; next at %s", message_id, message.attempts, decision.detail, decision.at)
+    elif action is Action.DEAD_LETTER:
+        log.error("%s cannot be sent (dead letter): %s %s", message_id, decision.code, decision.detail)
+    elif action is Action.FAIL:
+        log.warning("%s failed: %s %s", message_id, decision.code, decision.detail)
 
 
 class Signals:

@@ -4,7 +4,14 @@
 """
 
 from accesspoint.store.clock import Clock, ManualClock, SystemClock
-from accesspoint.store.db import Database, Durability, create_engine, sqlite_url, upgrade_to_head
+from accesspoint.store.db import (
+    Database,
+    Durability,
+    StoreUnavailable,
+    create_engine,
+    sqlite_url,
+    upgrade_to_head,
+)
 from accesspoint.store.files import FileStore, FileTooLarge, PreparedFile, StoredFile
 from accesspoint.store.messages import DuplicateMessage, MessageStore
 from accesspoint.store.queue import MemorySendQueue, QueueItem, SendQueue, claim_next
@@ -50,6 +57,7 @@ __all__ = [
     "Reception",
     "Retention",
     "SendQueue",
+    "StoreUnavailable",
     "StoredFile",
     "StoredMessage",
     "StoredPayload",

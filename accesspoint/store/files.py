@@ -126,6 +126,9 @@ class FileStore:
         Short content costs no file, no fsync and no thread hop here: the database's one commit per batch makes it
         durable together with the rows that refer to it.
         """
+        if isinstance(chunks, PreparedFile) and chunks.size > inline_limit:
+            stored = await self.write(chunks, limit=limit)  # moved into place, not copied and hashed again
+            return Content(size=stored.size, sha256=stored.sha256, path=stored.path)
         held: list[bytes] = []
         size = 0
         iterator = aiter(chunks)

@@ -7,7 +7,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "h001"
-down_revision = "0002"
+down_revision = "e001"
 branch_labels = None
 depends_on = None
 
