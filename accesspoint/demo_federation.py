@@ -751,6 +751,10 @@ def run(folder: Path, number: int) -> int:
         failures = [problem for letter in federation.letters if (problem := _outcome(federation, letter, pki))]
         if failures:
             raise DemoFailure("; ".join(failures))
+        say()
+        move_mailbox(federation, number + 4)
+        say()
+        company_mailbox(federation, number + 5)
     except Exception:
         for server in federation.all:
             sys.stderr.write(f"{server.name}'s log (last lines):\n{server.log_tail()}\n")
@@ -761,10 +765,135 @@ def run(folder: Path, number: int) -> int:
         raise DemoFailure(f"a process of the federation did not stop cleanly: exit codes {codes}")
     say()
     say(
-        f"{number + 4}. All {len(codes)} processes of the federation stopped cleanly (exit code 0) after "
+        f"{number + 6}. All {len(codes)} processes of the federation stopped cleanly (exit code 0) after "
         f"{time.monotonic() - started:.1f} s"
     )
-    return number + 5
+    return number + 7
+
+
+HOLDER_TEXT = "Jag vill ha min digitala brevlåda här och godkänner villkoren."
+
+
+def _operator_api(
+    federation: Federation, key: str, method: str, path: str, body: Any = None, token: str = OPERATOR_ADMIN_TOKEN
+) -> tuple[int, Any]:
+    return _call(federation.operators[key].url + path, token, method, body)
+
+
+def _letters(federation: Federation, key: str, holder: str) -> list[dict[str, Any]]:
+    code, body = _operator_api(federation, key, "GET", f"/api/v1/mailboxes/{holder}/letters")
+    return list(body["letters"]) if code == 200 else []
+
+
+def _poll(what: str, check: Any, timeout: float = 120) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.25)
+    raise DemoFailure(f"{what}: not within {timeout:.0f} s")
+
+
+def move_mailbox(federation: Federation, number: int) -> None:
+    """Alice moves her mailbox from Brevlådan Ett to Brevlådan Två and her mail goes with her."""
+    ett, tva = OPERATORS
+    before = {x["origin"]: sorted(p["sha256"] for p in x["parts"]) for x in _letters(federation, "op1", ALICE)}
+    say(
+        f"{number}. Alice ({ALICE}) moves her mailbox from {ett.name} to {tva.name}, taking her mail along "
+        f"(portability). At {ett.name} she has {len(before)} letter(s): "
+        + ", ".join(f"{origin} (SHA-256 {digests[0][:12]}…)" for origin, digests in sorted(before.items())),
+        indent=6,
+    )
+    body = {"holder": ALICE, "agreement_text": HOLDER_TEXT, "signatures": federation.signed(HOLDER_TEXT, ALICE)}
+    code, opened = _operator_api(federation, "op2", "POST", "/api/v1/holders", body)
+    if code != 202 or opened.get("state") != "moving-in":
+        raise DemoFailure(f"{tva.name} did not start the move: HTTP {code} {opened}")
+    switch = opened["switch"]
+    say(
+        f"   She signs the agreement with her e-ID at {tva.name}; FaR records the switch {switch['id'][:8]}… as "
+        f"{switch['state']} and {tva.name} asks {ett.name} over AS4 (SwitchRequest, signed).",
+        indent=6,
+    )
+
+    def done() -> dict[str, Any] | None:
+        found = _operator_api(federation, "op1", "GET", f"/api/v1/holders/{ALICE}")[1].get("move") or {}
+        return found if found.get("state") == "done" and not _letters(federation, "op1", ALICE) else None
+
+    move = _poll("the move", done)
+    code, far_switch = _call(f"{federation.far.url}/api/v1/switches/{ALICE}?id={switch['id']}", FAR_TOKEN)
+    say(
+        f"   {ett.name} checks the request against FaR and completes the switch at {far_switch['switched_at']}; "
+        f"from then on the router sends Alice's letters to {tva.name}.",
+        indent=6,
+    )
+    for batch in move["batches"]:
+        say(
+            f"   transfer {batch['seq']}: {batch['letters']} letter(s) as a signed, streamed archive over AS4; "
+            f"{tva.name} checked the signature, every file's SHA-256, every seal and signed answer, stored them "
+            f"and answered with a signed receipt; only then {ett.name} deleted its copies ({batch['state']}).",
+            indent=6,
+        )
+    after = {x["origin"]: sorted(p["sha256"] for p in x["parts"]) for x in _letters(federation, "op2", ALICE)}
+    if any(after.get(origin) != digests for origin, digests in before.items()):
+        raise DemoFailure(f"the letters at {tva.name} differ from those that left {ett.name}: {before} {after}")
+    letter = Letter("letter-7@nordic", ALICE, AGENCY, "delivered-to-mailbox", "after the move")
+    send(federation, letter)
+    answer = federation.nordic.wait(letter.message_id, lambda d: "end_to_end" in d, what="end-to-end receipt")
+    operator = answer["end_to_end"]["operator"]
+    if operator["id"] != f"16{tva.orgnr}":
+        raise DemoFailure(f"{letter.message_id} went to {operator['id']}, not to {tva.name}")
+    say(
+        f"   OK every letter is at {tva.name} with the same SHA-256, {ett.name} holds none, FaR names {tva.name}, "
+        f"and {letter.message_id} to Alice is delivered there (signed by {operator['subject']}).",
+        indent=6,
+    )
+
+
+def company_mailbox(federation: Federation, number: int) -> None:
+    """Exempel Bygg AB's mailbox at Brevlådan Två, opened and read by its signatory."""
+    tva = OPERATORS[1]
+    company = REGISTERS["companies"][COMPANY_ORGNR]
+    say(
+        f'{number}. {company["name"]} ({COMPANY}): the business register says "{company["signatory_rule"]}" and '
+        f"names {PEOPLE[SIGNATORY]} ({SIGNATORY}).",
+        indent=6,
+    )
+    body = {"holder": COMPANY, "agreement_text": HOLDER_TEXT, "signatures": federation.signed(HOLDER_TEXT, SIGNATORY)}
+    code, opened = _operator_api(federation, "op2", "POST", "/api/v1/holders", body)
+    if code != 201:
+        raise DemoFailure(f"the company mailbox was not opened: HTTP {code} {opened}")
+    say(
+        f"   She signs for the company; FaR checks her against the signatory rule (Complete) and registers the "
+        f"mailbox at {tva.name}.",
+        indent=6,
+    )
+    letter = Letter("letter-8@nordic", COMPANY, AGENCY, "delivered-to-mailbox", "a company")
+    send(federation, letter)
+    federation.nordic.wait(letter.message_id, lambda d: "end_to_end" in d, what="end-to-end receipt")
+    text = f"Inloggning hos {tva.name} (16{tva.orgnr})"
+    code, session = _operator_api(
+        federation,
+        "op2",
+        "POST",
+        "/api/v1/sessions",
+        {"agreement_text": text, "signatures": federation.signed(text, SIGNATORY)},
+    )
+    if code != 201:
+        raise DemoFailure(f"the signatory could not log in: HTTP {code} {session}")
+    code, listed = _operator_api(
+        federation, "op2", "GET", f"/api/v1/mailboxes/{COMPANY}/messages", token=session["token"]
+    )
+    if code != 200 or not listed["messages"]:
+        raise DemoFailure(f"the signatory could not read the company's mailbox: HTTP {code} {listed}")
+    audit = _operator_api(federation, "op2", "GET", f"/api/v1/holders/{COMPANY}/audit", token=session["token"])[1]
+    read = next(a for a in audit["audit"] if a["action"] == "read")
+    say(
+        f"   {letter.message_id} arrives; she logs in with her e-ID and reads it ({listed['messages'][0]['subject']}, "
+        f"from {listed['messages'][0]['sender']}); {tva.name}'s audit trail: {read['action']} by {read['actor']} as "
+        f"{read['detail']['grant']} at {read['at']}.",
+        indent=6,
+    )
 
 
 def _outcome(federation: Federation, letter: Letter, pki: DevelopmentPki) -> str | None:
