@@ -40,21 +40,23 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
 
 from accesspoint.envelopes._common import EnvelopeError
-from accesspoint.envelopes.broadcast import is_broadcast, verify_broadcast
+from accesspoint.envelopes.broadcast import MAX_CONTENT, is_broadcast, verify_broadcast
 from accesspoint.envelopes.kvittens import ReasonCode
 from accesspoint.envelopes.letter import InlineFile, terms_to_json
 from accesspoint.envelopes.minameddelanden import ReceiptRequest
 from accesspoint.envelopes.schemas import load_reply_schema
 from accesspoint.servicekit.problems import Problem
-from accesspoint.servicekit.tokens import BearerToken
+from accesspoint.servicekit.tokens import CALLER
 from operators.deliveries import CheckedDelivery, MailItem, Network, Refusal, payload_sha256
 from operators.evidence import EventKind, MailboxEvent, build_event, read_receipt
+from operators.letters import CHUNK, LetterPart
 from operators.payments import (
     PaymentConfirmation,
     PaymentOrder,
@@ -72,6 +74,7 @@ if TYPE_CHECKING:
     from operators.service import Operator
 
 log = logging.getLogger("operators.twoway")
+MAX_BROADCAST = 2 * MAX_CONTENT  # a broadcast document: its content in base64 and a signature
 STATES = ("unpaid", "overdue", "paid")
 
 
@@ -81,6 +84,7 @@ class Holder:
 
     actor: str
     name: str
+    person: str | None = None  # the e-ID identity of a session (None for a token)
 
 
 def _problem(status: int, code: str, reason: str) -> Problem:
@@ -145,11 +149,13 @@ class TwoWay:
 
     # ----------------------------------------------------------------------------------------- deliveries
 
-    def screen(self, outcome: CheckedDelivery, payloads: Sequence[tuple[str, bytes]]) -> CheckedDelivery | Refusal:
+    def screen(
+        self, outcome: CheckedDelivery, staged: Path, received: Sequence[LetterPart]
+    ) -> CheckedDelivery | Refusal:
         """The delivery, or the refusal: a content part that did not come as its envelope says (content id, size,
-        SHA-256), or content outside the presentation policy."""
-        found = dict(payloads)
-        policy = self.settings.presentation
+        SHA-256, as measured while it was written to ``staged``), or content outside the presentation policy (large
+        parts streamed from their files). Blocking: run it in a worker thread."""
+        found = {p.content_id: p for p in received}
 
         def refuse(code: str, text: str) -> Refusal:
             return Refusal(
@@ -165,31 +171,35 @@ class TwoWay:
 
         for item in outcome.items:
             for part in () if item.terms is None else item.terms.parts:
-                data = found.get(part.content_id)
-                if data is None:
+                kept = found.get(part.content_id)
+                if kept is None:
                     return refuse("parts", f"the part {part.content_id} the letter names did not come with it")
-                if len(data) != part.size or payload_sha256(data) != part.sha256:
+                if kept.size != part.size or kept.sha256 != part.sha256:
                     return refuse("parts", f"the part {part.content_id} is not what the letter's digest binds")
-            if policy is not None:
-                violation = self._presentation(item, found)
+            if self.settings.presentation is not None:
+                violation = self._presentation(item, {c: staged / p.name for c, p in found.items()})
                 if violation is not None:
                     return refuse("presentation", str(violation))
         return outcome
 
-    def _presentation(self, item: MailItem, payloads: dict[str, bytes]) -> Violation | None:
+    def _presentation(self, item: MailItem, files: dict[str, Path]) -> Violation | None:
         policy = self.settings.presentation
         assert policy is not None
-        checks: list[tuple[str, str, bytes]] = []
+        inline: list[tuple[str, str, bytes]] = []
         if item.body:
-            checks.append((f"{item.reference}/body", item.content_type, item.body))
-        checks += [(f"{item.reference}/{a.filename}", a.content_type, a.body) for a in item.attachments]
-        for part in () if item.terms is None else item.terms.parts:
-            checks.append((part.filename or part.content_id, part.content_type, payloads[part.content_id]))
-        for name, content_type, data in checks:
+            inline.append((f"{item.reference}/body", item.content_type, item.body))
+        inline += [(f"{item.reference}/{a.filename}", a.content_type, a.body) for a in item.attachments]
+        for name, content_type, data in inline:
             check = PartCheck(policy, name, content_type)
             check.feed(data)
-            violation = check.finish()
-            if violation is not None:
+            if (violation := check.finish()) is not None:
+                return violation
+        for part in () if item.terms is None else item.terms.parts:
+            check = PartCheck(policy, part.filename or part.content_id, part.content_type)
+            with files[part.content_id].open("rb") as stream:
+                while (chunk := stream.read(CHUNK)) and check.violation is None:
+                    check.feed(chunk)
+            if (violation := check.finish()) is not None:
                 return violation
         return None
 
@@ -266,10 +276,12 @@ class TwoWay:
 
     # ---------------------------------------------------------------------------------- operator broadcasts
 
-    async def broadcast(self, message_id: str, record: dict[str, Any], payloads: Sequence[tuple[str, bytes]]) -> bool:
+    async def broadcast(
+        self, message_id: str, record: dict[str, Any], staged: Path, received: Sequence[LetterPart]
+    ) -> bool:
         """A broadcast from the infrastructure owner: into every mailbox of its group, answered with how many (a
         signed ``broadcast`` event), acknowledged; False when the message is no broadcast (safe to repeat)."""
-        found = next((data for _cid, data in payloads if is_broadcast(data)), None)
+        found = await asyncio.to_thread(_broadcast_document, staged, received)
         if found is None:
             return False
         client = self.operator.client
@@ -335,17 +347,22 @@ class TwoWay:
 
     # ------------------------------------------------------------------------------------------ the holder
 
-    def holder(self, request: web.Request, recipient: str) -> Holder:
-        """The holder of ``recipient`` acting: a token scoped to that mailbox (the operator's own tokens for every
-        mailbox read, but do not act for a holder); 401/403 otherwise."""
-        token: BearerToken = self.operator.auth.authorize(request, "read", recipient=recipient)
-        if token.grant("read").unrestricted:
+    async def holder(self, request: web.Request, recipient: str) -> Holder:
+        """The holder of ``recipient`` acting: their e-ID session, or a token scoped to that mailbox (the operator's
+        tokens for every mailbox read, but never act for a holder); 401/403 otherwise."""
+        reader = await self.operator.desk.reader(request, recipient)
+        if reader.person is not None:
+            if reader.person != recipient:
+                raise _problem(403, "forbidden", f"only the holder of {recipient} may do this")
+            found = await self.operator.desk.session(request)
+            return Holder(reader.actor, found[1] if found is not None else recipient, person=reader.person)
+        if request[CALLER].grant("read").unrestricted:
             raise _problem(403, "forbidden", "only the mailbox's holder may do this, not a token for every mailbox")
-        return Holder(token.name, recipient)
+        return Holder(reader.actor, recipient)
 
     async def _letter(self, request: web.Request) -> tuple[str, LetterRow, Holder]:
         recipient = request.match_info["recipient"]
-        holder = self.holder(request, recipient)
+        holder = await self.holder(request, recipient)
         mail_id = _mail_id(request)
         letter = await self.store.letter(recipient, mail_id)
         if letter is None:
@@ -354,9 +371,10 @@ class TwoWay:
 
     async def opened(self, request: web.Request, recipient: str, mail_id: int) -> None:
         """A letter read: the first time its holder reads it, the receipt it asked for is sent."""
-        token = self.operator.auth.authenticate(request)
-        if token.grant("read").unrestricted:
-            return  # the operator's own reading is not the holder's
+        try:
+            await self.holder(request, recipient)
+        except Problem:
+            return  # the operator's own reading, or someone the holder allowed to, is not the holder opening it
         letter = await self.store.letter(recipient, mail_id)
         now = self.operator.clock()
         if letter is None or not await self.store.mark_opened(mail_id, now):
@@ -392,7 +410,7 @@ class TwoWay:
     async def api_two_way(self, request: web.Request) -> web.Response:
         """GET …/messages/{id}/two-way."""
         recipient = request.match_info["recipient"]
-        self.operator.auth.authorize(request, "read", recipient=recipient)
+        await self.operator.desk.reader(request, recipient)
         letter = await self.store.letter(recipient, _mail_id(request))
         if letter is None:
             raise _problem(404, "not-found", "no letter with two-way terms there")
@@ -507,7 +525,7 @@ class TwoWay:
     async def api_invoices(self, request: web.Request) -> web.Response:
         """GET …/invoices?state=&due_before=&due_after=."""
         recipient = request.match_info["recipient"]
-        self.operator.auth.authorize(request, "read", recipient=recipient)
+        await self.operator.desk.reader(request, recipient)
         state = request.query.get("state")
         if state is not None and state not in STATES:
             raise _problem(400, "invalid-query", f"state is one of {', '.join(STATES)}")
@@ -590,7 +608,7 @@ class TwoWay:
     async def api_cases(self, request: web.Request) -> web.Response:
         """GET …/cases: the timeline, grouped per sender and case, each case's events oldest first."""
         recipient = request.match_info["recipient"]
-        self.operator.auth.authorize(request, "read", recipient=recipient)
+        await self.operator.desk.reader(request, recipient)
         sender, case_id = request.match_info.get("sender"), request.match_info.get("case")
         events = await self.store.timeline(recipient, sender, case_id)
         cases: dict[tuple[str, str], dict[str, Any]] = {}
@@ -698,6 +716,16 @@ class TwoWay:
                 count += 1
                 log.info("%s in the mailbox of %s: not served by %s", letter.business_id, letter.recipient, deadline)
         return count
+
+
+def _broadcast_document(staged: Path, received: Sequence[LetterPart]) -> bytes | None:
+    """The broadcast document among the payloads written to ``staged`` (only small XML parts are looked at)."""
+    for part in received:
+        if part.size <= MAX_BROADCAST and "xml" in part.mime_type:
+            data = (staged / part.name).read_bytes()
+            if is_broadcast(data):
+                return data
+    return None
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -122,7 +122,8 @@ class Migrations:
             script = ScriptDirectory.from_config(config)
             first = next(r for r in script.walk_revisions() if r.down_revision is None)
             command.stamp(config, first.revision)
-        command.upgrade(config, "head")
+        # "heads": revisions made on parallel branches (each on the same parent) are all applied.
+        command.upgrade(config, "heads")
 
 
 def run_environment(metadata: MetaData) -> None:
