@@ -62,6 +62,7 @@ from accesspoint.keys_cli import DevelopmentPki, generate_keys
 from accesspoint.security.keys import KeyPair, load_key_pair
 from accesspoint.security.tsa import authority_certificate
 from accesspoint.servicekit.webhooks import SIGNATURE_HEADER, signature
+from operators.holders import login_text
 from operators.sender import TwoWayStatus, two_way_status
 
 FEDERATION_ID = "urn:fdc:digg.se:edelivery:federation:test"
@@ -320,10 +321,24 @@ def send(world: TwoWayFederation, recipient: str, payload: bytes, *, message_id:
     return message_id
 
 
-def holder(world: TwoWayFederation, recipient: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    """The holder's app calling their operator's mailbox API (``path`` after ``/api/v1/mailboxes/{recipient}``)."""
+def holder(
+    world: TwoWayFederation, recipient: str, method: str, path: str, body: Any = None, *, session: str | None = None
+) -> tuple[int, Any]:
+    """The holder's app calling their operator's mailbox API (``path`` after ``/api/v1/mailboxes/{recipient}``)
+    with the holder's token, or with ``session`` (an e-ID session's bearer, see ``login``)."""
     url = f"{world.operator_url(recipient)}/api/v1/mailboxes/{recipient}{path}"
-    return fed._call(url, world.holder_tokens[recipient], method, body)
+    return fed._call(url, session or world.holder_tokens[recipient], method, body)
+
+
+def login(world: TwoWayFederation, recipient: str) -> str:
+    """The holder logs in at their operator with e-ID (the development e-ID CA); the session's bearer."""
+    operator = next(o for o in fed.OPERATORS if recipient in o.mailboxes)
+    text = login_text(f"16{operator.orgnr}", operator.name)
+    body = {"agreement_text": text, "signatures": world.federation.signed(text, recipient)}
+    code, session = fed._operator_api(world.federation, operator.key, "POST", "/api/v1/sessions", body)
+    if code != 201:
+        raise DemoFailure(f"{recipient} could not log in at {operator.name}: HTTP {code} {session}")
+    return str(session["token"])
 
 
 def mail_id(world: TwoWayFederation, recipient: str, message_id: str, timeout: float = fed.ANSWER_TIMEOUT) -> int:

@@ -18,14 +18,23 @@ POST     /api/v1/mailboxes/{r}/messages/{id}/replies          answer: ``{text, a
 GET      /api/v1/mailboxes/{r}/invoices                       ``?state=unpaid|overdue|paid&due_before=&
                                                               due_after=`` (ISO dates), by due date
 POST     /api/v1/mailboxes/{r}/messages/{id}/payment          pay the invoice once (201); 409 the second time
+POST     /api/v1/mailboxes/{r}/messages/{id}/acknowledgement  a served letter acknowledged: ``{signatures: [the
+                                                              holder's e-ID signature over its
+                                                              acknowledgement_text]}``, in an e-ID session →
+                                                              201 with the kvitto's digest and time-stamp
 GET      /api/v1/mailboxes/{r}/cases                          the case timeline: per sender and case
 GET      /api/v1/mailboxes/{r}/cases/{sender}/{case}          one case's events, oldest first
 =======  ===================================================  =============================================
 
 Reading a letter (``GET …/messages/{id}``) as its holder for the first time sends the receipt it asked for
 (``ReceiptRequest`` SIMPLE or SIGNED): a signed ``opened`` mailbox event, and for Mina meddelanden the contract's
-Receipt. A served letter (*e-delgivning*) whose deadline passes unacknowledged gets a signed ``not-served``
-notice (the sweep, every ``two_way.sweep_interval``, on the operator's clock).
+Receipt. A served letter (*e-delgivning*) is acknowledged by its holder, logged in with e-ID, signing the text
+``GET …/two-way`` shows (it names the letter and the SHA-256 of every part): the operator sends the sender a
+signed delgivningskvitto (``evidence.build_kvitto``) with an RFC 3161 token over its SHA-256 from
+``[operator.timestamping]`` (nonce checked, the authority's certificate against ``trust``); a forged or foreign
+signature, a letter not served, served already or past its deadline is refused and nothing is stored. One whose
+deadline passes unacknowledged gets a signed ``not-served`` notice (the sweep, every ``two_way.sweep_interval``,
+on the operator's clock).
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import hashlib
 import json
 import logging
 import uuid
@@ -48,14 +58,28 @@ from aiohttp import web
 
 from accesspoint.envelopes._common import EnvelopeError
 from accesspoint.envelopes.broadcast import MAX_CONTENT, is_broadcast, verify_broadcast
+from accesspoint.envelopes.identity import AssertionRefused, SignatureData
 from accesspoint.envelopes.kvittens import ReasonCode
 from accesspoint.envelopes.letter import InlineFile, terms_to_json
 from accesspoint.envelopes.minameddelanden import ReceiptRequest
 from accesspoint.envelopes.schemas import load_reply_schema
+from accesspoint.security import timestamp
+from accesspoint.servicekit.httpclient import fetch, new_session
 from accesspoint.servicekit.problems import Problem
 from accesspoint.servicekit.tokens import CALLER
 from operators.deliveries import CheckedDelivery, MailItem, Network, Refusal, payload_sha256
-from operators.evidence import EventKind, MailboxEvent, build_event, read_receipt
+from operators.evidence import (
+    Acknowledgement,
+    EventKind,
+    Kvitto,
+    MailboxEvent,
+    ServedPart,
+    acknowledgement_text,
+    build_event,
+    build_kvitto,
+    kvitto_sha256,
+    read_receipt,
+)
 from operators.letters import CHUNK, LetterPart
 from operators.payments import (
     PaymentConfirmation,
@@ -427,7 +451,12 @@ class TwoWay:
                 "opened_at": _iso(letter.opened_at),
                 "delgivning": None
                 if letter.delgivning_state is None
-                else {"state": letter.delgivning_state, "served_at": _iso(letter.served_at)},
+                else {
+                    "state": letter.delgivning_state,
+                    "served_at": _iso(letter.served_at),
+                    "deadline": _iso(letter.terms.delgivning_deadline),
+                    "acknowledgement_text": await self._acknowledgement_text(letter),
+                },
                 "invoice": None if letter.terms.payment is None else self._invoice_json(letter, payment),
                 "replies": [
                     {"reply_id": r["reply_id"], "message_id": r["message_id"], "at": _iso(r["created_at"])}
@@ -605,6 +634,131 @@ class TwoWay:
             status=201,
         )
 
+    async def _served_parts(self, letter: LetterRow) -> tuple[ServedPart, ...]:
+        """What a served letter consists of, by digest: its body, its attachments, the parts beside it."""
+        stored = await self.operator.store.read(letter.recipient, letter.mail_id)
+        if stored is None:
+            raise _problem(404, "not-found", "no such message")
+        inline = [(f"{letter.business_id}/body", stored.body)] + [
+            (f"{letter.business_id}/{a.filename}", a.body) for a in stored.attachments
+        ]
+        parts = [ServedPart(c, len(data), hashlib.sha256(data).hexdigest()) for c, data in inline]
+        parts += [ServedPart(p.content_id, p.size, p.sha256) for p in letter.terms.parts]
+        return tuple(parts)
+
+    async def _acknowledgement_text(self, letter: LetterRow) -> str:
+        parts = await self._served_parts(letter)
+        return acknowledgement_text(business_id=letter.business_id, subject=letter.subject, sender=letter.sender,
+                                    parts=parts)  # fmt: skip
+
+    async def api_acknowledge(self, request: web.Request) -> web.Response:
+        """POST …/messages/{id}/acknowledgement: the holder, logged in with e-ID, acknowledges a served letter
+        with a fresh e-ID signature over its acknowledgement text; the sender gets the time-stamped kvitto."""
+        recipient, letter, holder = await self._letter(request)
+        if holder.person is None:
+            raise _problem(403, "e-id-required", "a served letter is acknowledged in the holder's e-ID session")
+        deadline = letter.terms.delgivning_deadline
+        if deadline is None:
+            raise _problem(409, "not-served-letter", f"{letter.business_id} is not served: nothing to acknowledge")
+        if letter.delgivning_state != "pending":
+            raise _problem(409, f"delgivning-{letter.delgivning_state}",
+                           f"{letter.business_id} is {letter.delgivning_state} already")  # fmt: skip
+        now = self.operator.clock()
+        if now > deadline:
+            raise _problem(409, "deadline-passed", f"the deadline to acknowledge was {deadline.isoformat()}")
+        tsa = self.settings.timestamping
+        if tsa is None:
+            raise _problem(
+                503, "no-timestamping", "this operator has no time-stamp authority ([operator.timestamping])"
+            )
+        body = await self._json(request)
+        items = body.get("signatures")
+        if not isinstance(items, list) or len(items) != 1:
+            raise _problem(400, "invalid-request", "signatures: a list with the holder's one e-ID signature")
+        try:
+            signature = SignatureData.from_json(items[0])
+        except AssertionRefused as exc:
+            raise _problem(422, exc.code.value, exc.reason) from None
+        parts = await self._served_parts(letter)
+        text = acknowledgement_text(business_id=letter.business_id, subject=letter.subject, sender=letter.sender,
+                                    parts=parts)  # fmt: skip
+        assertion = self.operator.desk.verify(text, [signature], subject=recipient)[0]
+        operator = self.operator.settings
+        kvitto = Kvitto(
+            message_id=letter.as4_message_id,
+            business_id=letter.business_id,
+            sender=letter.sender,
+            subject=letter.subject,
+            recipient=recipient,
+            operator=operator.id,
+            served_at=now,
+            deadline=deadline,
+            acknowledgement=Acknowledgement(
+                assertion.subject,
+                assertion.name,
+                assertion.certificate_sha256,
+                assertion.nonce,
+                assertion.signed_at,
+                assertion.text_sha256,
+            ),
+            parts=parts,
+        )
+        data = await asyncio.to_thread(build_kvitto, kvitto, operator.keys)
+        token, stamp = await self._timestamp(kvitto_sha256(data))
+        message_id = self._message_id("served", letter.as4_message_id, str(letter.mail_id))
+        answer = [
+            AnswerPart(f"kvitto@{operator.id}", "application/xml", data),
+            AnswerPart(f"kvitto-timestamp@{operator.id}", "application/timestamp-reply", token),
+        ]
+        if not await self.store.serve(letter.mail_id, now, message_id, self._submission(message_id, letter, answer)):
+            raise _problem(409, "delgivning-served", f"{letter.business_id} was acknowledged meanwhile")
+        await self.operator.store.audit(
+            holder.actor,
+            "delgivning-acknowledged",
+            recipient,
+            {
+                "mail_id": letter.mail_id,
+                "business_id": letter.business_id,
+                "kvitto_sha256": hashlib.sha256(data).hexdigest(),
+            },
+            now=now,
+        )
+        self._wake.set()
+        log.info("%s in the mailbox of %s: served, kvitto %s", letter.business_id, recipient, message_id)
+        return web.json_response(
+            {
+                "served_at": now.isoformat(),
+                "kvitto_sha256": hashlib.sha256(data).hexdigest(),
+                "timestamp": stamp.to_json(),
+                "message_id": message_id,
+            },
+            status=201,
+        )
+
+    async def _timestamp(self, digest: bytes) -> tuple[bytes, timestamp.VerifiedTimestamp]:
+        """An RFC 3161 token over ``digest`` from the configured authority, checked (imprint, nonce, the
+        authority's certificate) before it is used; 503 when the authority cannot be reached or fails."""
+        tsa = self.settings.timestamping
+        assert tsa is not None
+        asked = timestamp.request(digest)
+        session = new_session(timeout=tsa.timeout.total_seconds())
+        try:
+            answer = await fetch(session, "POST", tsa.url, data=asked.der, max_bytes=timestamp.MAX_TOKEN,
+                                 headers={"Content-Type": "application/timestamp-query"})  # fmt: skip
+            if answer.status != 200:
+                raise timestamp.TimestampError(f"the authority answered HTTP {answer.status}")
+            token = timestamp.token_of(answer.body)
+            stamp = await asyncio.to_thread(
+                timestamp.verify_token, token, digest=digest, anchors=tsa.anchors, nonce=asked.nonce
+            )
+        except (aiohttp.ClientError, TimeoutError, timestamp.TimestampError) as exc:
+            log.warning("time-stamp from %s: %s", tsa.url, exc)
+            raise Problem(503, f"the time-stamp authority failed: {exc}", kind="timestamping-failed",
+                          code="timestamping-failed", headers={"Retry-After": "5"}) from None  # fmt: skip
+        finally:
+            await session.close()
+        return token, stamp
+
     async def api_cases(self, request: web.Request) -> web.Response:
         """GET …/cases: the timeline, grouped per sender and case, each case's events oldest first."""
         recipient = request.match_info["recipient"]
@@ -648,6 +802,7 @@ class TwoWay:
         router.add_get(base + "/messages/{id}/two-way", self.api_two_way)
         router.add_post(base + "/messages/{id}/replies", self.api_reply)
         router.add_post(base + "/messages/{id}/payment", self.api_pay)
+        router.add_post(base + "/messages/{id}/acknowledgement", self.api_acknowledge)
         router.add_get(base + "/invoices", self.api_invoices)
         router.add_get(base + "/cases", self.api_cases)
         router.add_get(base + "/cases/{sender}/{case}", self.api_cases)

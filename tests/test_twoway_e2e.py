@@ -2,11 +2,13 @@
 Swedish router, two operators each an access point + ``operator serve``) with a time-stamp authority and the
 agency's webhook listener, started once for the module. Each flow goes agency → router → operator → holder and
 back: answers in each network's form, a late answer refused, a read receipt, a served letter not acknowledged by
-its deadline, an invoice found by due date and paid once, a broadcast counted at both operators, a case timeline,
-and content outside the presentation policy refused with the reason."""
+its deadline, a served letter acknowledged with e-ID and its time-stamped kvitto, an invoice found by due date
+and paid once, a broadcast counted at both operators, a case timeline, and content outside the presentation
+policy refused with the reason."""
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -108,6 +110,39 @@ def test_served_letter_not_acknowledged_is_not_served_at_its_deadline(world: tw.
     found = tw.wait_for(world, message_id, lambda s: s.delgivning is not None, "delgivning outcome")
     assert found.delgivning is not None and found.delgivning["status"] == "not-served"
     assert found.delgivning["details"]["deadline"] == deadline.isoformat()
+
+
+def test_served_letter_acknowledged_with_e_id_gets_a_time_stamped_kvitto(world: tw.TwoWayFederation) -> None:
+    """A served letter acknowledged by its holder in an e-ID session: the agency's status shows it served with the
+    operator's kvitto, time-stamped over its SHA-256 and naming every part's digest; forged or token-made
+    acknowledgements are refused first, and a second one is refused after."""
+    body = b"Beslut om bygglov"
+    terms = LetterTerms(delgivning_deadline=datetime.now(UTC) + timedelta(hours=1))
+    message_id = tw.send(world, ALICE, tw.mm_letter(world, ALICE, terms, subject="Delgivning", body=body))
+    mail_id = tw.mail_id(world, ALICE, message_id)
+    session = tw.login(world, ALICE)
+    code, letter = tw.holder(world, ALICE, "GET", f"/messages/{mail_id}/two-way", session=session)
+    assert code == 200 and letter["delgivning"]["state"] == "pending", letter
+    text = letter["delgivning"]["acknowledgement_text"]
+    assert hashlib.sha256(body).hexdigest() in text
+    path, signed = f"/messages/{mail_id}/acknowledgement", world.federation.signed
+    for forged in (signed(text, BERTIL), signed(text.removesuffix(".") + "!", ALICE)):
+        code, refused = tw.holder(world, ALICE, "POST", path, {"signatures": forged}, session=session)
+        assert code == 422, refused
+    code, refused = tw.holder(world, ALICE, "POST", path, {"signatures": signed(text, ALICE)})
+    assert code == 403 and refused["code"] == "e-id-required"
+    assert tw.holder(world, ALICE, "GET", f"/messages/{mail_id}/two-way")[1]["delgivning"]["state"] == "pending"
+
+    code, served = tw.holder(world, ALICE, "POST", path, {"signatures": signed(text, ALICE)}, session=session)
+    assert code == 201, served
+    found = tw.wait_for(world, message_id, lambda s: s.delgivning is not None, "delgivningskvitto")
+    evidence = found.delgivning
+    assert evidence is not None and evidence["status"] == "served", found.to_json()
+    assert evidence["kvitto_sha256"] == served["kvitto_sha256"] == evidence["timestamp"]["imprint_sha256"]
+    assert evidence["acknowledged_by"]["identity"] == ALICE
+    assert all(f"{p['content_id']} SHA-256 {p['sha256']}" in text for p in evidence["parts"])
+    code, again = tw.holder(world, ALICE, "POST", path, {"signatures": signed(text, ALICE)}, session=session)
+    assert code == 409 and again["code"] == "delgivning-served"
 
 
 def _payment(due: datetime, reference: str) -> PaymentData:
