@@ -29,8 +29,10 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -691,8 +693,18 @@ def reverify(nordic: AccessPointServer, sent: dict[str, Any], pki: DevelopmentPk
     raise DemoFailure(f"{sent['message_id']}: the answer verifies with no operator's certificate")
 
 
-def run(folder: Path, number: int) -> int:
-    """Part two of the demo, its sections numbered from ``number``; the next free number."""
+def run(
+    folder: Path,
+    number: int,
+    *,
+    made: tuple[Federation, DevelopmentPki] | None = None,
+    begin: Callable[[], None] | None = None,
+    end: Callable[[], dict[str, int | None]] | None = None,
+    more: Callable[[int], int] | None = None,
+) -> int:
+    """Part two of the demo, its sections numbered from ``number``; the next free number. A caller that adds to
+    the federation (``demo_twoway``) passes it ``made``, how to ``begin`` and ``end`` it, and ``more`` sections
+    (given their first number, returning the next) shown before it stops."""
     say()
     say("Part 2: Swedish digital post as a small federation: FaR, a router and two mailbox operators", 0)
     say(
@@ -705,10 +717,13 @@ def run(folder: Path, number: int) -> int:
         0,
     )
     started = time.monotonic()
-    pki = generate_keys(folder / "keys", PARTY_IDS, days=1)
-    federation = build(folder, pki)
+    if made is None:
+        pki = generate_keys(folder / "keys", PARTY_IDS, days=1)
+        made = (build(folder, pki), pki)
+    federation, pki = made
+    after = number + 6
     try:
-        start(federation, pki)
+        (begin or partial(start, federation, pki))()
         say()
         say(f"{number}. The federation, each its own process (keys from one development CA):")
         roles = {
@@ -755,20 +770,23 @@ def run(folder: Path, number: int) -> int:
         move_mailbox(federation, number + 4)
         say()
         company_mailbox(federation, number + 5)
+        if more is not None:
+            say()
+            after = more(after)
     except Exception:
         for server in federation.all:
             sys.stderr.write(f"{server.name}'s log (last lines):\n{server.log_tail()}\n")
         raise
     finally:
-        codes = stop(federation)
+        codes = (end or partial(stop, federation))()
     if any(code != 0 for code in codes.values()):
         raise DemoFailure(f"a process of the federation did not stop cleanly: exit codes {codes}")
     say()
     say(
-        f"{number + 6}. All {len(codes)} processes of the federation stopped cleanly (exit code 0) after "
+        f"{after}. All {len(codes)} processes of the federation stopped cleanly (exit code 0) after "
         f"{time.monotonic() - started:.1f} s"
     )
-    return number + 7
+    return after + 1
 
 
 HOLDER_TEXT = "Jag vill ha min digitala brevlåda här och godkänner villkoren."

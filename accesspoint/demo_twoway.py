@@ -13,7 +13,8 @@ with what two-way post needs beside it:
 
 Letters are built here in each network's form (``mm_letter``, ``sdk_letter``, ``sbdh_letter``) and sent from the
 agency through the router to a mailbox. The demo shows a holder's answer reaching the agency, correlated to its
-letter, and an invoice found by its due date and paid once, with the signed confirmation back at the agency.
+letter, a served letter acknowledged with e-ID and its time-stamped kvitto at the agency, and an invoice found by
+its due date and paid once, with the signed confirmation back at the agency.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -38,17 +40,19 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
 from accesspoint import demo_federation as fed
-from accesspoint.demo_common import Child, DemoFailure, free_port
+from accesspoint.demo_common import Child, DemoFailure, free_port, say
 from accesspoint.envelopes.letter import (
     LETTER_DOCUMENT_TYPE,
     LETTER_NS,
     InlineFile,
     LetterDocument,
     LetterTerms,
+    ReplyTerms,
     build_letter,
     with_terms,
 )
 from accesspoint.envelopes.minameddelanden import (
+    ReplyOption,
     SecureDelivery,
     SecureMessage,
     Sender,
@@ -56,6 +60,7 @@ from accesspoint.envelopes.minameddelanden import (
     build_sealed_delivery,
     build_signed_delivery,
 )
+from accesspoint.envelopes.payment import AccountKind, PaymentData, luhn_digit
 from accesspoint.envelopes.sbdh import DocumentIdentification, Partner, Sbdh, build_sbd
 from accesspoint.envelopes.xhe import Xhe, XheParty, XhePayload, build_xhe, sdk_scope
 from accesspoint.keys_cli import DevelopmentPki, generate_keys
@@ -379,3 +384,90 @@ def wait_for(
         time.sleep(0.2)
         found = status(world, message_id)
     return found
+
+
+# --- the demo's third part ---
+
+
+def run(folder: Path, number: int) -> int:
+    """Parts two and three of ``make demo`` in one federation (``demo_federation.run`` with the time-stamp
+    authority and the agency's listener beside it, and the two-way sections before it stops); the next number."""
+    world = build(folder)
+    return fed.run(
+        folder,
+        number,
+        made=(world.federation, world.pki),
+        begin=lambda: start(world),
+        end=lambda: stop(world),
+        more=lambda first: show(world, first),
+    )
+
+
+def show(world: TwoWayFederation, number: int) -> int:
+    """Part three: Bertil answers a letter, acknowledges a served one with e-ID, pays an invoice once; what the
+    agency gets back, each piece verified with the operator's certificate. The next section's number."""
+    say("Part 3: two-way digital post: answers, e-delgivning and invoices paid from the mailbox", 0)
+    say(
+        f"{number}. A letter to {fed.BERTIL} ({fed.OPERATORS[1].name}) asks for an answer within 14 days; he answers "
+        "in his mailbox app and the answer travels back: operator, its access point, the router, the agency's "
+        f"access point (a time-stamp authority runs at {world.tsa.url} for the next part):"
+    )
+    terms = LetterTerms(reply=ReplyTerms(ReplyOption.REQUESTED, datetime.now(UTC) + timedelta(days=14)),
+                        case_reference="Dnr 2026/1234")  # fmt: skip
+    message_id, mail = _delivered(world, terms, "Beslut om bostadsbidrag", b"Svara senast om 14 dagar.")
+    code, sent = holder(world, fed.BERTIL, "POST", f"/messages/{mail}/replies", {"text": "Jag godtar beslutet."})
+    if code != 202:
+        raise DemoFailure(f"the answer was refused: HTTP {code} {sent}")
+    (reply,) = wait_for(world, message_id, lambda s: bool(s.replies), "answer").replies
+    say(
+        f"   OK answer {reply['message_id']} at the agency (signature verified) in reply to {message_id} (case "
+        f"{reply['case_reference']}), {reply['text']!r}",
+        indent=6,
+    )
+    say()
+    say(
+        f"{number + 1}. A served letter (e-delgivning, deadline in an hour): Bertil logs in with e-ID and signs "
+        "that he has read it; the operator sends the agency a signed delgivningskvitto with an RFC 3161 time-stamp:"
+    )
+    terms = LetterTerms(delgivning_deadline=datetime.now(UTC) + timedelta(hours=1))
+    message_id, mail = _delivered(world, terms, "Föreläggande", b"Ni ska inkomma med ritningar.")
+    session = login(world, fed.BERTIL)
+    text = holder(world, fed.BERTIL, "GET", f"/messages/{mail}/two-way", session=session)[1]["delgivning"]
+    signatures = world.federation.signed(text["acknowledgement_text"], fed.BERTIL)
+    code, served = holder(world, fed.BERTIL, "POST", f"/messages/{mail}/acknowledgement", {"signatures": signatures},
+                          session=session)  # fmt: skip
+    if code != 201:
+        raise DemoFailure(f"the acknowledgement was refused: HTTP {code} {served}")
+    evidence = wait_for(world, message_id, lambda s: s.delgivning is not None, "kvitto").delgivning or {}
+    stamp = evidence.get("timestamp") or {}
+    say(
+        f"   OK {evidence.get('status')} at {evidence.get('served_at')}: kvitto SHA-256 "
+        f"{str(evidence.get('kvitto_sha256'))[:16]}… signed by {evidence.get('signed_by')}, time-stamped "
+        f"{stamp.get('time')} by {stamp.get('tsa')}, {len(evidence.get('parts', []))} part(s) by digest",
+        indent=6,
+    )
+    say()
+    say(f"{number + 2}. An invoice with payment data (499.00 SEK to bankgiro 5050-1055, OCR, due in 30 days):")
+    due = datetime.now(UTC) + timedelta(days=30)
+    reference = "20260042" + luhn_digit("20260042")
+    payment = PaymentData(Decimal("499.00"), "SEK", due.date(), reference, AccountKind.BANKGIRO, "50501055",
+                          "Skatteverket", invoice_number="F-1")  # fmt: skip
+    message_id, mail = _delivered(world, LetterTerms(invoice=True, payment=payment), "Faktura", b"Att betala")
+    found = holder(world, fed.BERTIL, "GET", f"/invoices?state=unpaid&due_before={due.date().isoformat()}")[1]
+    code, paid = holder(world, fed.BERTIL, "POST", f"/messages/{mail}/payment", {})
+    again = holder(world, fed.BERTIL, "POST", f"/messages/{mail}/payment", {})
+    if code != 201 or again[0] != 409:
+        raise DemoFailure(f"paying: HTTP {code} {paid}, then HTTP {again[0]} {again[1]}")
+    confirmed = wait_for(world, message_id, lambda s: s.payment is not None, "payment confirmation").payment or {}
+    say(
+        f"   OK found among {len(found['invoices'])} unpaid invoice(s) due by {due.date()}, paid once "
+        f"({confirmed.get('payment_id')}; a second payment refused: {again[1]['code']}); the agency holds the "
+        f"signed confirmation, OCR {confirmed.get('terms', {}).get('reference')} ({confirmed.get('note')})",
+        indent=6,
+    )
+    return number + 3
+
+
+def _delivered(world: TwoWayFederation, terms: LetterTerms, subject: str, body: bytes) -> tuple[str, int]:
+    message_id = send(world, fed.BERTIL, mm_letter(world, fed.BERTIL, terms, subject=subject, body=body))
+    return message_id, mail_id(world, fed.BERTIL, message_id)

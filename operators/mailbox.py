@@ -8,7 +8,7 @@ unique per AS4 MessageId and position, so a delivery handled twice is stored onc
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -283,15 +283,20 @@ class MailboxStore:
         letter: Letter | None = None,
         files: FileStore | None = None,
         staged: Path | None = None,
+        also: Callable[[AsyncConnection, list[int]], Awaitable[None]] | None = None,
     ) -> list[int]:
         """Put the delivery's messages in the recipient's mailbox and record it handled, in one transaction; with
-        ``letter``, its files (``staged``) are moved into place and its row written in the same transaction.
-        A delivery already stored is not stored again (its mail ids are returned, the staged files left)."""
+        ``letter``, its files (``staged``) are moved into place and its row written in the same transaction;
+        ``also`` writes what else goes with the new mail ids (the two-way records) in it too, so no reader sees
+        the mail without them. A delivery already stored is not stored again (its mail ids are returned, the
+        staged files left)."""
         if letter is not None and files is not None and staged is not None:
             files.place(staged, letter.uid)
         try:
             async with self.engine.begin() as conn:
                 ids = await insert_mail(conn, as4_message_id, delivery, received_at=now)
+                if also is not None:
+                    await also(conn, ids)
                 if letter is not None:
                     await conn.execute(insert(letters).values(**letter.row()))
                 await conn.execute(

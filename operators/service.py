@@ -37,6 +37,7 @@ from urllib.parse import quote
 import aiohttp
 from aiohttp import web
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from accesspoint.envelopes.schemas import load_minameddelanden_schema, load_xhe_schema
 from accesspoint.servicekit import server
@@ -308,10 +309,20 @@ class Operator:
                     parts_,
                     metadata=as4_metadata(record),
                 )
-                ids = await self.store.deliver(
-                    message_id, self.twoway.for_mailbox(outcome), now=now, letter=fresh, files=self.files, staged=staged
+                checked = outcome
+
+                async def two_way(conn: AsyncConnection, ids: list[int]) -> None:
+                    await self.twoway.delivered(conn, message_id, record, checked, ids, now)
+
+                await self.store.deliver(
+                    message_id,
+                    self.twoway.for_mailbox(outcome),
+                    now=now,
+                    letter=fresh,
+                    files=self.files,
+                    staged=staged,
+                    also=two_way,
                 )
-                await self.twoway.delivered(message_id, record, outcome, ids, now)
                 letter = await self.store.letter(outcome.recipient, message_id)
                 log.info("delivery %s: in the mailbox of %s", message_id, outcome.recipient)
             else:

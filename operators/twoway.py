@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from accesspoint.envelopes._common import EnvelopeError
 from accesspoint.envelopes.broadcast import MAX_CONTENT, is_broadcast, verify_broadcast
@@ -235,13 +236,15 @@ class TwoWay:
 
     async def delivered(
         self,
+        conn: AsyncConnection,
         message_id: str,
         record: dict[str, Any],
         outcome: CheckedDelivery,
         mail_ids: Sequence[int],
         now: datetime,
     ) -> None:
-        """Record the terms of the delivery's letters and its case events (safe to repeat)."""
+        """Record the terms of the delivery's letters and its case events on ``conn``, in the transaction that
+        stores the mail (``MailboxStore.deliver(also=…)``; safe to repeat)."""
         sender, holder, federation = _parties(outcome)
         letters: list[dict[str, Any]] = []
         events: list[dict[str, Any]] = []
@@ -296,7 +299,7 @@ class TwoWay:
                         "received_at": now,
                     }
                 )
-        await self.store.record(letters, events)
+        await self.store.record(conn, letters, events)
 
     # ---------------------------------------------------------------------------------- operator broadcasts
 
