@@ -48,7 +48,7 @@ from accesspoint.store import Direction, EvidenceKind, MessageState, MessageStor
 from accesspoint.store.clock import Clock
 from accesspoint.store.hooks import TransactionHook
 from far.client import FarClient, FarUnavailable, ReachabilityLookup
-from far.service import FarError, Reachability
+from far.service import FarError, FarService, Operator, Reachability
 from pmode import PModeSet, Route
 from pmode.model import PayloadFormat
 from smp.client import DiscoverySettings
@@ -180,6 +180,14 @@ class _FarLookup:
             log.exception("FaR failed")
             return FarFailure(unavailable=True, detail="FaR failed")
         return answer
+
+    async def operators(self) -> list[Operator]:
+        """Every operator FaR knows; FarUnavailable (or OSError, TimeoutError) when FaR cannot answer."""
+        lookup = await self._open()
+        if isinstance(lookup, FarClient):
+            return await asyncio.wait_for(lookup.operators(), self.settings.timeout.total_seconds())
+        assert isinstance(lookup, FarService)
+        return await lookup.list_operators()
 
     async def close(self) -> None:
         if self._client is not None:
