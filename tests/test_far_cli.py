@@ -7,7 +7,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 import pytest
 
 from accesspoint.cli import main
+from accesspoint.testing.processes import listens, wait_until
 from tests.test_far_support import BILLO, KIVRA, SENDER
 
 TOKEN = "cli-test-token-0123456789"
@@ -62,20 +62,16 @@ def far_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
         f'[far]\ndatabase = "sqlite+aiosqlite:///far.db"\nport = {port}\n'
         f'[[far.tokens]]\nname = "cli"\ntoken = "{TOKEN}"\n'
     )
-    server = subprocess.Popen(
-        [sys.executable, "-m", "accesspoint", "far", "serve", "--config", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    log = folder / "far.log"
+    with log.open("wb") as stderr:  # a file, not a pipe: the server's JSON log must never block it
+        server = subprocess.Popen(
+            [sys.executable, "-m", "accesspoint", "far", "serve", "--config", str(config)],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(200):
-            try:
-                with urllib.request.urlopen(url + "/health", timeout=1):  # noqa: S310 - loopback, http
-                    break
-            except OSError:
-                assert server.poll() is None, server.stderr.read() if server.stderr else ""
-                time.sleep(0.05)
+        wait_until(listens(port), server, "far serve", log=log)
         for operator in (KIVRA, BILLO):
             body = {"name": operator.name, "party_id": operator.party_id, "endpoint": operator.endpoint or "discovery"}
             assert call(f"{url}/api/v1/operators/{operator.id}", "PUT", body) == 201
