@@ -381,6 +381,38 @@ def test_a_reference_uri_that_is_neither_an_id_nor_a_content_id_is_refused(side:
     _signature_failure(_refused(lambda: _open(side, wire, encrypt=False)), "is neither #id nor cid:")
 
 
+def _sign_with_prefix_list(wire: Wire, side: Side, prefix: str) -> None:
+    """Declare ``prefix`` on the Envelope (used nowhere) and sign Messaging and SignedInfo with it listed as an
+    InclusiveNamespaces PrefixList, as WSS4J and phase4 write: its declaration becomes part of what is signed."""
+    declared = f'<env:Envelope xmlns:{prefix}="urn:x" '.encode()
+    wire.envelope = etree.fromstring(etree.tostring(wire.envelope).replace(b"<env:Envelope ", declared, 1))
+    ec = f"{{{NS.EC}}}InclusiveNamespaces"
+    reference = _reference(wire, "messaging")
+    etree.SubElement(_one(reference, f"{DS}Transforms/{DS}Transform"), ec, PrefixList=prefix)
+    messaging = _one(wire.envelope, f".//{EB}Messaging")
+    digest = hashlib.sha256(exc_c14n(messaging, [prefix])).digest()
+    _one(reference, f"{DS}DigestValue").text = base64.b64encode(digest).decode()
+    signed_info = _one(wire.envelope, f".//{DS}SignedInfo")
+    etree.SubElement(_one(signed_info, f"{DS}CanonicalizationMethod"), ec, PrefixList=prefix)
+    method = SignatureAlgorithm(_one(signed_info, f"{DS}SignatureMethod").get("Algorithm", ""))
+    value = sign_bytes(side.sender, method, exc_c14n(signed_info, [prefix]))
+    _one(wire.envelope, f".//{DS}SignatureValue").text = base64.b64encode(value).decode()
+
+
+def test_a_signature_canonicalised_with_an_inclusive_prefix_list_verifies_and_binds_the_listed_prefix(
+    side: Side,
+) -> None:
+    """SignedInfo and the Messaging reference canonicalised with a PrefixList verify; rebinding the listed prefix
+    outside the signed elements is EBMS:0101, since the listed declaration is part of what was signed."""
+    wire = _send(side, encrypt=False)
+    _sign_with_prefix_list(wire, side, "x")
+    opened = _open(side, wire, encrypt=False)
+    assert opened.signature is not None and opened.signature.covers("messaging")
+    rebound = etree.tostring(wire.envelope).replace(b'xmlns:x="urn:x"', b'xmlns:x="urn:y"', 1)
+    wire.envelope = etree.fromstring(rebound)
+    _signature_failure(_refused(lambda: _open(side, wire, encrypt=False)), "SignatureValue does not verify")
+
+
 def test_a_signature_without_its_signature_value_is_refused(side: Side) -> None:
     """ds:Signature with SignedInfo but no SignatureValue: EBMS:0101, generic on the wire."""
     wire = _send(side, encrypt=False)
