@@ -27,6 +27,9 @@ from accesspoint.core.namespaces import NS
 from accesspoint.core.xml import check_unique_ids, parse_xml
 from accesspoint.security.algorithms import KeyAgreement, KeyTransport, NamedCurve
 from accesspoint.security.encryption import (
+    IV_SIZE,
+    ONE_SHOT_MAX,
+    TAG_SIZE,
     DecryptionKeyMissing,
     decrypt_attachments,
     decrypt_stream,
@@ -416,6 +419,20 @@ def test_a_large_attachment_streams_through_encryption_and_decryption_in_bounded
         tracemalloc.stop()
     assert total == 64 << 20
     assert peak < 6 << 20
+
+
+def test_a_part_past_the_one_shot_size_read_in_one_chunk_decrypts_and_its_tag_is_checked() -> None:
+    """A ciphertext part past 16 MiB, handed over whole (a part read from its sink at once), takes the
+    streaming path: it decrypts, and with one tag bit flipped it is EBMS:0102."""
+    key = bytes(range(16))
+    data = bytes(ONE_SHOT_MAX)
+    blob = bytearray(b"".join(encrypt_stream(key, [data])))
+    assert len(blob) == IV_SIZE + ONE_SHOT_MAX + TAG_SIZE
+    assert b"".join(decrypt_stream(key, [bytes(blob)])) == data
+    blob[-1] ^= 0x01
+    with pytest.raises(EbmsError) as caught:
+        b"".join(decrypt_stream(key, [bytes(blob)]))
+    assert "tag mismatch" in caught.value.log_detail
 
 
 @settings(max_examples=60, deadline=None)
