@@ -421,6 +421,22 @@ def test_a_signature_without_its_signature_value_is_refused(side: Side) -> None:
     _signature_failure(_refused(lambda: _open(side, wire, encrypt=False)), "lacks SignedInfo or SignatureValue")
 
 
+@pytest.mark.parametrize("method", ["CanonicalizationMethod", "SignatureMethod"])
+@pytest.mark.parametrize("cut", ["element", "Algorithm"])
+def test_signed_info_without_its_canonicalisation_or_signature_algorithm_is_refused(
+    side: Side, method: str, cut: str
+) -> None:
+    """SignedInfo lacking its CanonicalizationMethod or SignatureMethod, or its Algorithm: EBMS:0103, no crash."""
+    wire = _send(side, encrypt=False)
+    element = _one(wire.envelope, f".//{DS}SignedInfo/{DS}{method}")
+    if cut == "element":
+        element.getparent().remove(element)  # type: ignore[union-attr]
+    else:
+        del element.attrib["Algorithm"]
+    error = _refused(lambda: _open(side, wire, encrypt=False))
+    assert error.code == ErrorCode.POLICY_NONCOMPLIANCE.code and "is not allowed" in error.detail
+
+
 def test_signed_info_canonicalised_otherwise_than_exclusively_is_refused_even_where_listed(side: Side) -> None:
     """SignedInfo declared exc-c14n#WithComments, correctly signed, under a policy listing it: still EBMS:0103."""
     wire = _send(side, encrypt=False)
