@@ -457,6 +457,21 @@ def test_decrypt_stream_inverts_encrypt_stream_for_any_chunking(data: bytes, siz
 # ---------------------------------------------------------------------------------------- keys and rollover
 
 
+def test_an_encrypted_key_naming_no_recipient_is_tried_with_each_rsa_key_until_one_unwraps() -> None:
+    """An EncryptedKey whose KeyInfo names no token is tried with every RSA key held: a foreign key that fails
+    first does not stop the search, the right one opens the parts."""
+    ca = make_ca()
+    recipient, other = issue(ca, "PTE000002", "rsa"), issue(ca, "PTE000002-old", "rsa")
+    policy = SecurityPolicy.edelivery_1_15()
+    payloads = dict(list(PAYLOADS.items())[:2])
+    envelope, ciphertexts = _encrypt(policy, recipient, payloads)
+    root = etree.fromstring(envelope)
+    (encrypted_key,) = root.iter(f"{{{NS.XENC}}}EncryptedKey")
+    encrypted_key.remove(encrypted_key.find(f"{{{NS.DS}}}KeyInfo"))  # type: ignore[arg-type]
+    received = _wire(etree.tostring(root), ciphertexts)
+    assert _decrypt(received, [other, recipient], policy) == payloads
+
+
 @pytest.mark.parametrize("reference", list(TokenReference))
 def test_wrong_key_is_decryption_key_missing_and_rollover_finds_the_right_one(reference: TokenReference) -> None:
     """With any token reference a foreign key is DecryptionKeyMissing; among several keys the addressed one works."""
