@@ -356,6 +356,39 @@ def test_a_broken_signature_is_refused_even_where_the_policy_does_not_require_on
     _signature_failure(error, "SignatureValue does not verify")
 
 
+@pytest.mark.parametrize("kind", ["messaging", "attachment"])
+def test_a_part_left_out_of_an_otherwise_valid_signature_is_refused(side: Side, kind: str) -> None:
+    """The sender signs SignedInfo without the Messaging or the attachment reference: EBMS:0103, not opened."""
+    wire = _send(side, encrypt=False)
+    reference = _reference(wire, kind)
+    reference.getparent().remove(reference)  # type: ignore[union-attr]
+    _resign(wire, side)
+    error = _refused(lambda: _open(side, wire, encrypt=False))
+    assert error.code == ErrorCode.POLICY_NONCOMPLIANCE.code and "not covered by the signature" in error.detail
+
+
+def test_a_signal_whose_messaging_is_left_out_of_its_signature_is_refused_unless_lenient_coverage_is_asked(
+    side: Side,
+) -> None:
+    """A receipt signed without its eb:Messaging reference: EBMS:0103 by default; only a diagnostic reading
+    (strict_coverage=False) opens it, and then with the gap as a warning."""
+    _, receipt = _receipt(side, side.receipt_signer)
+    envelope = etree.fromstring(receipt)
+    messaging_id = _one(envelope, f".//{EB}Messaging").get(f"{{{NS.WSU}}}Id")
+    signed_info = _one(envelope, f".//{DS}SignedInfo")
+    (reference,) = [r for r in signed_info.iter(f"{DS}Reference") if r.get("URI") == f"#{messaging_id}"]
+    signed_info.remove(reference)
+    method = SignatureAlgorithm(_one(signed_info, f"{DS}SignatureMethod").get("Algorithm", ""))
+    value = sign_bytes(side.receipt_signer, method, exc_c14n(signed_info))
+    _one(envelope, f".//{DS}SignatureValue").text = base64.b64encode(value).decode()
+    wire = Wire(envelope, {}, ())
+    policy = replace(side.policy, encrypt=False)
+    error = _refused(lambda: open_message(wire.received(), policy, at=NOW))
+    assert error.code == ErrorCode.POLICY_NONCOMPLIANCE.code and "eb:Messaging is not covered" in error.detail
+    opened = open_message(wire.received(), policy, at=NOW, strict_coverage=False)
+    assert opened.signature is not None and "eb:Messaging is not covered by the signature" in opened.warnings
+
+
 def test_an_unencrypted_attachment_is_refused_where_the_policy_encrypts(side: Side) -> None:
     """A signed but unencrypted attachment on an encrypting leg: EBMS:0103 naming the attachment."""
     wire = _send(side, encrypt=False)
