@@ -50,7 +50,7 @@ from accesspoint.msh.app import CONTEXT, create_app
 from accesspoint.msh.config import load_config
 from accesspoint.security.algorithms import C14N, SignatureAlgorithm
 from accesspoint.security.encryption import encrypt_attachments
-from accesspoint.security.inbound import OpenedMessage, TrustCache, open_message
+from accesspoint.security.inbound import OpenedMessage, TrustCache, open_message, verify_parts
 from accesspoint.security.keys import KeyPair
 from accesspoint.security.outbound import Payload, SecuredMessage, secure_message
 from accesspoint.security.policy import RevocationMode, SecurityPolicy, TokenReference, TrustSettings
@@ -370,8 +370,8 @@ def test_a_part_left_out_of_an_otherwise_valid_signature_is_refused(side: Side, 
 def test_a_signal_whose_messaging_is_left_out_of_its_signature_is_refused_unless_lenient_coverage_is_asked(
     side: Side,
 ) -> None:
-    """A receipt signed without its eb:Messaging reference: EBMS:0103 by default; only a diagnostic reading
-    (strict_coverage=False) opens it, and then with the gap as a warning."""
+    """A receipt signed without its eb:Messaging reference: EBMS:0103 by default (open_message, and verify_parts as
+    the MSH calls it); only a diagnostic reading (strict_coverage=False) opens it, with the gap as a warning."""
     _, receipt = _receipt(side, side.receipt_signer)
     envelope = etree.fromstring(receipt)
     messaging_id = _one(envelope, f".//{EB}Messaging").get(f"{{{NS.WSU}}}Id")
@@ -385,6 +385,8 @@ def test_a_signal_whose_messaging_is_left_out_of_its_signature_is_refused_unless
     policy = replace(side.policy, encrypt=False)
     error = _refused(lambda: open_message(wire.received(), policy, at=NOW))
     assert error.code == ErrorCode.POLICY_NONCOMPLIANCE.code and "eb:Messaging is not covered" in error.detail
+    error = _refused(lambda: verify_parts(wire.received(), policy))
+    assert error.code == ErrorCode.POLICY_NONCOMPLIANCE.code
     opened = open_message(wire.received(), policy, at=NOW, strict_coverage=False)
     assert opened.signature is not None and "eb:Messaging is not covered by the signature" in opened.warnings
 
