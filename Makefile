@@ -61,7 +61,9 @@ MUTANTS ?= \
 	'$(SEC).encryption.x__unwrap_checked*' '$(SEC).encryption.x_decrypt_attachments*' '$(SEC).encryption.x__targets*' \
 	'$(SEC).encryption.x__encrypted_key_for*' '$(SEC).encryption.x__failed*' '$(SEC).encryption.xǁ_Plaintextǁ*' \
 	'$(SEC).encryption.x__resolve_recipient*' \
-	'$(SEC).inbound.x_open_message*' '$(SEC).inbound.x__validate_signer*' \
+	'$(SEC).signing.x__unb64*' '$(SEC).signing.xǁTokenCacheǁread*' '$(SEC).encryption.x__unb64*' \
+	'$(SEC).inbound.x_open_message*' '$(SEC).inbound.x_verify_parts*' '$(SEC).inbound.x_validate_signer*' \
+	'$(SEC).inbound.xǁTrustCacheǁvalidate*' \
 	'$(SEC).receipts.x_verify_receipt*' \
 	'$(SEC).trust.x_validate_certificate*' '$(SEC).trust.xǁ_PathSearchǁextend*' '$(SEC).trust.x__issuer_problem*' \
 	'$(SEC).trust.x__validity*' '$(SEC).trust.x__key_usage*' '$(SEC).trust.x__party_binding*' \

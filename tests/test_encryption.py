@@ -27,6 +27,9 @@ from accesspoint.core.namespaces import NS
 from accesspoint.core.xml import check_unique_ids, parse_xml
 from accesspoint.security.algorithms import KeyAgreement, KeyTransport, NamedCurve
 from accesspoint.security.encryption import (
+    IV_SIZE,
+    ONE_SHOT_MAX,
+    TAG_SIZE,
     DecryptionKeyMissing,
     decrypt_attachments,
     decrypt_stream,
@@ -418,6 +421,20 @@ def test_a_large_attachment_streams_through_encryption_and_decryption_in_bounded
     assert peak < 6 << 20
 
 
+def test_a_part_past_the_one_shot_size_read_in_one_chunk_decrypts_and_its_tag_is_checked() -> None:
+    """A ciphertext part past 16 MiB, handed over whole (a part read from its sink at once), takes the
+    streaming path: it decrypts, and with one tag bit flipped it is EBMS:0102."""
+    key = bytes(range(16))
+    data = bytes(ONE_SHOT_MAX)
+    blob = bytearray(b"".join(encrypt_stream(key, [data])))
+    assert len(blob) == IV_SIZE + ONE_SHOT_MAX + TAG_SIZE
+    assert b"".join(decrypt_stream(key, [bytes(blob)])) == data
+    blob[-1] ^= 0x01
+    with pytest.raises(EbmsError) as caught:
+        b"".join(decrypt_stream(key, [bytes(blob)]))
+    assert "tag mismatch" in caught.value.log_detail
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     data=st.binary(max_size=3000),
@@ -438,6 +455,21 @@ def test_decrypt_stream_inverts_encrypt_stream_for_any_chunking(data: bytes, siz
 
 
 # ---------------------------------------------------------------------------------------- keys and rollover
+
+
+def test_an_encrypted_key_naming_no_recipient_is_tried_with_each_rsa_key_until_one_unwraps() -> None:
+    """An EncryptedKey whose KeyInfo names no token is tried with every RSA key held: a foreign key that fails
+    first does not stop the search, the right one opens the parts."""
+    ca = make_ca()
+    recipient, other = issue(ca, "PTE000002", "rsa"), issue(ca, "PTE000002-old", "rsa")
+    policy = SecurityPolicy.edelivery_1_15()
+    payloads = dict(list(PAYLOADS.items())[:2])
+    envelope, ciphertexts = _encrypt(policy, recipient, payloads)
+    root = etree.fromstring(envelope)
+    (encrypted_key,) = root.iter(f"{{{NS.XENC}}}EncryptedKey")
+    encrypted_key.remove(encrypted_key.find(f"{{{NS.DS}}}KeyInfo"))  # type: ignore[arg-type]
+    received = _wire(etree.tostring(root), ciphertexts)
+    assert _decrypt(received, [other, recipient], policy) == payloads
 
 
 @pytest.mark.parametrize("reference", list(TokenReference))

@@ -13,6 +13,7 @@ from accesspoint.core.envelope import build_envelope, parse_envelope, serialize
 from accesspoint.core.errors import EbmsError
 from accesspoint.core.message import read_message
 from accesspoint.core.model import ReferenceEcho, UserMessage
+from accesspoint.core.namespaces import SoapVersion
 from accesspoint.core.signals import build_receipt, signed_references
 from accesspoint.security.keys import KeyPair
 from accesspoint.security.policy import SecurityPolicy
@@ -63,6 +64,18 @@ def test_receipt_from_the_partner_for_our_message_is_accepted(parties: tuple[Key
     )
     assert set(result.receipt.references) == set(sent)
     assert result.signature is not None and result.signature.signer.certificate == receiver.certificate
+
+
+@pytest.mark.parametrize("version", list(SoapVersion))
+def test_a_receipt_is_signed_in_the_soap_version_asked_for_and_verifies(
+    parties: tuple[KeyPair, KeyPair, KeyPair], version: SoapVersion
+) -> None:
+    """A receipt to a SOAP 1.1 peer is a signed SOAP 1.1 envelope (and 1.2 for 1.2), and it verifies as such."""
+    receiver = parties[1]
+    receipt = build_receipt(_user_message(["doc@test"]), (), message_id="receipt-2@receiver", now=NOW)
+    parsed = parse_envelope(sign_signal(receipt, receiver, POLICY, soap_version=version, new_id=_ids()))
+    assert parsed.soap_version is version
+    assert verify_signature(parsed, {}, POLICY).signer.certificate == receiver.certificate
 
 
 def test_receipt_signed_by_someone_else_is_invalid(parties: tuple[KeyPair, KeyPair, KeyPair]) -> None:

@@ -50,13 +50,13 @@ from accesspoint.msh.app import CONTEXT, create_app
 from accesspoint.msh.config import load_config
 from accesspoint.security.algorithms import C14N, SignatureAlgorithm
 from accesspoint.security.encryption import encrypt_attachments
-from accesspoint.security.inbound import OpenedMessage, open_message
+from accesspoint.security.inbound import OpenedMessage, TrustCache, open_message, verify_parts
 from accesspoint.security.keys import KeyPair
 from accesspoint.security.outbound import Payload, SecuredMessage, secure_message
 from accesspoint.security.policy import RevocationMode, SecurityPolicy, TokenReference, TrustSettings
 from accesspoint.security.receipts import VerifiedReceipt, sign_signal, verify_receipt
 from accesspoint.security.revocation import FetchError, RevocationChecker
-from accesspoint.security.signing import AttachmentSource, exc_c14n, security_header, sign_bytes
+from accesspoint.security.signing import AttachmentSource, TokenCache, exc_c14n, security_header, sign_bytes
 from accesspoint.security.trust import WIRE_DETAIL as UNTRUSTED
 from accesspoint.store import Direction
 from accesspoint.testing.pki import issue, make_ca
@@ -356,6 +356,41 @@ def test_a_broken_signature_is_refused_even_where_the_policy_does_not_require_on
     _signature_failure(error, "SignatureValue does not verify")
 
 
+@pytest.mark.parametrize("kind", ["messaging", "attachment"])
+def test_a_part_left_out_of_an_otherwise_valid_signature_is_refused(side: Side, kind: str) -> None:
+    """The sender signs SignedInfo without the Messaging or the attachment reference: EBMS:0103, not opened."""
+    wire = _send(side, encrypt=False)
+    reference = _reference(wire, kind)
+    reference.getparent().remove(reference)  # type: ignore[union-attr]
+    _resign(wire, side)
+    error = _refused(lambda: _open(side, wire, encrypt=False))
+    assert error.code == ErrorCode.POLICY_NONCOMPLIANCE.code and "not covered by the signature" in error.detail
+
+
+def test_a_signal_whose_messaging_is_left_out_of_its_signature_is_refused_unless_lenient_coverage_is_asked(
+    side: Side,
+) -> None:
+    """A receipt signed without its eb:Messaging reference: EBMS:0103 by default (open_message, and verify_parts as
+    the MSH calls it); only a diagnostic reading (strict_coverage=False) opens it, with the gap as a warning."""
+    _, receipt = _receipt(side, side.receipt_signer)
+    envelope = etree.fromstring(receipt)
+    messaging_id = _one(envelope, f".//{EB}Messaging").get(f"{{{NS.WSU}}}Id")
+    signed_info = _one(envelope, f".//{DS}SignedInfo")
+    (reference,) = [r for r in signed_info.iter(f"{DS}Reference") if r.get("URI") == f"#{messaging_id}"]
+    signed_info.remove(reference)
+    method = SignatureAlgorithm(_one(signed_info, f"{DS}SignatureMethod").get("Algorithm", ""))
+    value = sign_bytes(side.receipt_signer, method, exc_c14n(signed_info))
+    _one(envelope, f".//{DS}SignatureValue").text = base64.b64encode(value).decode()
+    wire = Wire(envelope, {}, ())
+    policy = replace(side.policy, encrypt=False)
+    error = _refused(lambda: open_message(wire.received(), policy, at=NOW))
+    assert error.code == ErrorCode.POLICY_NONCOMPLIANCE.code and "eb:Messaging is not covered" in error.detail
+    error = _refused(lambda: verify_parts(wire.received(), policy))
+    assert error.code == ErrorCode.POLICY_NONCOMPLIANCE.code
+    opened = open_message(wire.received(), policy, at=NOW, strict_coverage=False)
+    assert opened.signature is not None and "eb:Messaging is not covered by the signature" in opened.warnings
+
+
 def test_an_unencrypted_attachment_is_refused_where_the_policy_encrypts(side: Side) -> None:
     """A signed but unencrypted attachment on an encrypting leg: EBMS:0103 naming the attachment."""
     wire = _send(side, encrypt=False)
@@ -381,12 +416,79 @@ def test_a_reference_uri_that_is_neither_an_id_nor_a_content_id_is_refused(side:
     _signature_failure(_refused(lambda: _open(side, wire, encrypt=False)), "is neither #id nor cid:")
 
 
+def _sign_with_prefix_list(wire: Wire, side: Side, prefix: str) -> None:
+    """Declare ``prefix`` on the Envelope (used nowhere) and sign Messaging and SignedInfo with it listed as an
+    InclusiveNamespaces PrefixList, as WSS4J and phase4 write: its declaration becomes part of what is signed."""
+    declared = f'<env:Envelope xmlns:{prefix}="urn:x" '.encode()
+    wire.envelope = etree.fromstring(etree.tostring(wire.envelope).replace(b"<env:Envelope ", declared, 1))
+    ec = f"{{{NS.EC}}}InclusiveNamespaces"
+    reference = _reference(wire, "messaging")
+    etree.SubElement(_one(reference, f"{DS}Transforms/{DS}Transform"), ec, PrefixList=prefix)
+    messaging = _one(wire.envelope, f".//{EB}Messaging")
+    digest = hashlib.sha256(exc_c14n(messaging, [prefix])).digest()
+    _one(reference, f"{DS}DigestValue").text = base64.b64encode(digest).decode()
+    signed_info = _one(wire.envelope, f".//{DS}SignedInfo")
+    etree.SubElement(_one(signed_info, f"{DS}CanonicalizationMethod"), ec, PrefixList=prefix)
+    method = SignatureAlgorithm(_one(signed_info, f"{DS}SignatureMethod").get("Algorithm", ""))
+    value = sign_bytes(side.sender, method, exc_c14n(signed_info, [prefix]))
+    _one(wire.envelope, f".//{DS}SignatureValue").text = base64.b64encode(value).decode()
+
+
+def test_a_signature_canonicalised_with_an_inclusive_prefix_list_verifies_and_binds_the_listed_prefix(
+    side: Side,
+) -> None:
+    """SignedInfo and the Messaging reference canonicalised with a PrefixList verify; rebinding the listed prefix
+    outside the signed elements is EBMS:0101, since the listed declaration is part of what was signed."""
+    wire = _send(side, encrypt=False)
+    _sign_with_prefix_list(wire, side, "x")
+    opened = _open(side, wire, encrypt=False)
+    assert opened.signature is not None and opened.signature.covers("messaging")
+    rebound = etree.tostring(wire.envelope).replace(b'xmlns:x="urn:x"', b'xmlns:x="urn:y"', 1)
+    wire.envelope = etree.fromstring(rebound)
+    _signature_failure(_refused(lambda: _open(side, wire, encrypt=False)), "SignatureValue does not verify")
+
+
+def _wrapped(text: str) -> str:
+    return "\n" + "\n".join(text[i : i + 64] for i in range(0, len(text), 64)) + "\n"
+
+
+def test_base64_values_wrapped_over_lines_verify_and_stay_what_was_signed(side: Side) -> None:
+    """DigestValues and the SignatureValue wrapped every 64 characters (as xmlsec and Java signers write) verify;
+    a flipped byte in the wrapped SignatureValue is still EBMS:0101."""
+    wire = _send(side, encrypt=False)
+    for digest in wire.envelope.iter(f"{DS}DigestValue"):
+        digest.text = _wrapped(digest.text or "")
+    _resign(wire, side)
+    signature_value = _one(wire.envelope, f".//{DS}SignatureValue")
+    signature_value.text = _wrapped(signature_value.text or "")
+    assert _open(side, wire, encrypt=False).complete
+    _flip_base64(signature_value, 3)
+    signature_value.text = _wrapped(signature_value.text or "")
+    _signature_failure(_refused(lambda: _open(side, wire, encrypt=False)), "SignatureValue does not verify")
+
+
 def test_a_signature_without_its_signature_value_is_refused(side: Side) -> None:
     """ds:Signature with SignedInfo but no SignatureValue: EBMS:0101, generic on the wire."""
     wire = _send(side, encrypt=False)
     value = _one(wire.envelope, f".//{DS}SignatureValue")
     value.getparent().remove(value)  # type: ignore[union-attr]
     _signature_failure(_refused(lambda: _open(side, wire, encrypt=False)), "lacks SignedInfo or SignatureValue")
+
+
+@pytest.mark.parametrize("method", ["CanonicalizationMethod", "SignatureMethod"])
+@pytest.mark.parametrize("cut", ["element", "Algorithm"])
+def test_signed_info_without_its_canonicalisation_or_signature_algorithm_is_refused(
+    side: Side, method: str, cut: str
+) -> None:
+    """SignedInfo lacking its CanonicalizationMethod or SignatureMethod, or its Algorithm: EBMS:0103, no crash."""
+    wire = _send(side, encrypt=False)
+    element = _one(wire.envelope, f".//{DS}SignedInfo/{DS}{method}")
+    if cut == "element":
+        element.getparent().remove(element)  # type: ignore[union-attr]
+    else:
+        del element.attrib["Algorithm"]
+    error = _refused(lambda: _open(side, wire, encrypt=False))
+    assert error.code == ErrorCode.POLICY_NONCOMPLIANCE.code and "is not allowed" in error.detail
 
 
 def test_signed_info_canonicalised_otherwise_than_exclusively_is_refused_even_where_listed(side: Side) -> None:
@@ -466,6 +568,20 @@ class Federation:
     policies: dict[tuple[RevocationMode, bool], SecurityPolicy] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Caches:
+    """One verifier's token and trust caches, kept across messages as the MSH keeps them (msh.security.Verifier)."""
+
+    tokens: TokenCache = field(default_factory=TokenCache)
+    trust: TrustCache = field(default_factory=TrustCache)
+
+
+@pytest.fixture(scope="module", params=["uncached", "cached"])
+def caches(request: pytest.FixtureRequest) -> Caches | None:
+    """No caches (a one-off check, as `accesspoint verify`) or one verifier's, each decision also past a cached one."""
+    return Caches() if request.param == "cached" else None
+
+
 @pytest.fixture(scope="module")
 def federation() -> Federation:
     """RSA certificates under one CA, with a CRL revoking one of them."""
@@ -500,6 +616,7 @@ def _open_signed(
     at: datetime = NOW,
     revocation: RevocationMode = RevocationMode.OFF,
     bind: bool = False,
+    caches: Caches | None = None,
 ) -> OpenedMessage:
     """A signed (not encrypted) 1.15 message from ``sender`` opened under a trust policy anchored at the CA."""
     trust = TrustSettings(anchors=(federation.ca.certificate,), revocation=revocation, bind_cn_to_party_id=bind)
@@ -520,42 +637,55 @@ def _open_signed(
         return federation.crl
 
     checker = RevocationChecker(fetch, clock=lambda: at)
-    return open_message(Wire.of(secured).received(), policy, at=at, revocation=checker)
+    received = Wire.of(secured).received()
+    if caches is None:
+        return open_message(received, policy, at=at, revocation=checker)
+    return open_message(received, policy, at=at, revocation=checker, tokens=caches.tokens, trust_cache=caches.trust)
 
 
 @pytest.mark.parametrize("mode", [RevocationMode.HARD_FAIL, RevocationMode.SOFT_FAIL])
-def test_a_revoked_signer_is_refused_where_revocation_is_checked(federation: Federation, mode: RevocationMode) -> None:
+def test_a_revoked_signer_is_refused_where_revocation_is_checked(
+    federation: Federation, mode: RevocationMode, caches: Caches | None
+) -> None:
     """A signer the CA's CRL revokes: EBMS:0101, generic on the wire, every time; a good signer opens each time."""
     for _ in range(2):  # the second time past any cached decision
-        opened = _open_signed(federation, federation.good, revocation=mode)
+        opened = _open_signed(federation, federation.good, caches=caches, revocation=mode)
         assert opened.trust is not None and [r.status.value for r in opened.trust.revocation] == ["good"]
-        error = _refused(lambda: _open_signed(federation, federation.revoked, revocation=mode))
+        error = _refused(lambda: _open_signed(federation, federation.revoked, caches=caches, revocation=mode))
         assert (error.code, error.detail) == (ErrorCode.FAILED_AUTHENTICATION.code, UNTRUSTED)
         assert "revoked" in error.log_detail
 
 
-def test_a_signer_whose_cn_is_not_the_sender_party_id_is_refused_where_bound(federation: Federation) -> None:
+def test_a_signer_whose_cn_is_not_the_sender_party_id_is_refused_where_bound(
+    federation: Federation, caches: Caches | None
+) -> None:
     """With the CN bound to the PartyId, the same trusted certificate signing for another PartyId is refused."""
     for mode in (RevocationMode.OFF, RevocationMode.HARD_FAIL):
-        assert _open_signed(federation, federation.good, revocation=mode, bind=True).trust is not None
-        other = partial(_open_signed, federation, federation.good, sender="AP-OTHER", revocation=mode, bind=True)
+        bound = partial(_open_signed, federation, federation.good, caches=caches, revocation=mode, bind=True)
+        assert bound().trust is not None
+        other = partial(bound, sender="AP-OTHER")
         error = _refused(other)
         assert (error.code, error.detail) == (ErrorCode.FAILED_AUTHENTICATION.code, UNTRUSTED)
         assert "AP-OTHER" in error.log_detail
-    assert _open_signed(federation, federation.good, sender="AP-OTHER").trust is not None  # unbound: accepted
+    unbound = _open_signed(federation, federation.good, caches=caches, sender="AP-OTHER")
+    assert unbound.trust is not None
 
 
 @pytest.mark.parametrize("mode", [RevocationMode.OFF, RevocationMode.HARD_FAIL])
-def test_a_signer_certificate_not_made_for_signing_is_refused(federation: Federation, mode: RevocationMode) -> None:
+def test_a_signer_certificate_not_made_for_signing_is_refused(
+    federation: Federation, mode: RevocationMode, caches: Caches | None
+) -> None:
     """A certificate whose keyUsage allows only key encipherment does not sign; one for signing only does."""
-    error = _refused(lambda: _open_signed(federation, federation.encrypt_only, revocation=mode))
+    encrypt_only = partial(_open_signed, federation, federation.encrypt_only, caches=caches, revocation=mode)
+    error = _refused(encrypt_only)
     assert (error.code, error.detail) == (ErrorCode.FAILED_AUTHENTICATION.code, UNTRUSTED)
     assert "keyUsage lacks digitalSignature" in error.log_detail
-    assert _open_signed(federation, federation.sign_only, revocation=mode).trust is not None
+    assert _open_signed(federation, federation.sign_only, caches=caches, revocation=mode).trust is not None
 
 
 def test_trust_decisions_for_many_policies_do_not_overflow_their_cache(federation: Federation) -> None:
-    """Past the 256 decisions kept, the oldest make room: the 300th policy's message still opens."""
+    """A verifier's trust cache reuses a decision for the same signer and policy, and past its size the oldest
+    decisions make room: every policy's message still opens and the cache holds no more than its size."""
     trust = TrustSettings(anchors=(federation.ca.certificate,), revocation=RevocationMode.OFF)
     secured = secure_message(
         _user_message(),
@@ -566,16 +696,23 @@ def test_trust_decisions_for_many_policies_do_not_overflow_their_cache(federatio
         new_id=_ids(),
     )
     received = Wire.of(secured).received()
-    policies = [SecurityPolicy.edelivery_1_15(encrypt=False, trust=replace(trust)) for _ in range(300)]
+    tokens, cache = TokenCache(), TrustCache(size=8)
+    policies = [SecurityPolicy.edelivery_1_15(encrypt=False, trust=replace(trust)) for _ in range(12)]
     for policy in policies:
-        assert open_message(received, policy, at=NOW).trust is not None
+        first = open_message(received, policy, at=NOW, tokens=tokens, trust_cache=cache).trust
+        again = open_message(received, policy, at=NOW, tokens=tokens, trust_cache=cache).trust
+        assert first is not None and again is first
+        assert len(cache) <= cache.size
+    assert len(cache) == cache.size
 
 
-def test_a_trust_decision_does_not_outlive_the_signer_certificate(federation: Federation) -> None:
+def test_a_trust_decision_does_not_outlive_the_signer_certificate(
+    federation: Federation, caches: Caches | None
+) -> None:
     """A signer trusted today is refused once its certificate has expired, though it was trusted (and cached)."""
-    assert _open_signed(federation, federation.expiring).trust is not None
+    assert _open_signed(federation, federation.expiring, caches=caches).trust is not None
     later = NOW + timedelta(days=1, seconds=1)
-    error = _refused(lambda: _open_signed(federation, federation.expiring, at=later))
+    error = _refused(lambda: _open_signed(federation, federation.expiring, caches=caches, at=later))
     assert (error.code, error.detail) == (ErrorCode.FAILED_AUTHENTICATION.code, UNTRUSTED)
     assert "expired" in error.log_detail or "not valid" in error.log_detail, error.log_detail
 
