@@ -221,7 +221,7 @@ class Submissions:
         header_bytes = serialize(build_envelope(header))
         kept = NewEvidence(EvidenceKind.RAW_MESSAGE, once(header_bytes), ctx.agreements.evidence_retention(route))
         stored = await ctx.store.submit(info, list(submission.payloads), now=now, evidence=[kept], hooks=hooks)
-        self.pipeline.remember_header(header)
+        self.pipeline.remember(header, submission.payloads)
         if route.pmode.binding is not Binding.PULL:  # on pull it waits for the partner's PullRequest
             try:
                 await ctx.queue.put(message_id)
