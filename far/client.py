@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from accesspoint.httpclient import fetch, new_session
+from accesspoint.servicekit.httpclient import fetch, new_session
 from far.service import FarService, InvalidInput, Reachability
 
 MAX_ANSWER = 4 * 1024 * 1024  # FaR's answer about a batch of recipients; more is a failure, not read on

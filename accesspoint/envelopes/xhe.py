@@ -308,7 +308,11 @@ def _payload(element: etree._Element) -> XhePayload:
     holder = need(element, f"{_A}PayloadContent", "PayloadContent")
     children = [c for c in holder if isinstance(c.tag, str)]
     if children:
-        content, xml = etree.tostring(detach(children[0])), True
+        payload = detach(children[0])
+        # The signature (exclusive C14N, without comments) does not cover comments: one added on the way
+        # would be delivered as if signed. The payload delivered is what was signed.
+        etree.strip_tags(payload, etree.Comment)
+        content, xml = etree.tostring(payload), True
     else:
         content, xml = b64decode(text(holder), "PayloadContent"), False
     return XhePayload(

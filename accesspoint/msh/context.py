@@ -14,16 +14,16 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from accesspoint.httpclient import new_session
 from accesspoint.msh.agreements import Agreements
 from accesspoint.msh.config import ServerConfig
 from accesspoint.msh.limits import BodyBudget
-from accesspoint.msh.revocation import AsyncFetcher, Revocation
+from accesspoint.msh.revocation import FETCH_TIMEOUT, AsyncFetcher, Revocation
 from accesspoint.msh.security import Signer, Verifier
 from accesspoint.msh.tls import client_context
 from accesspoint.msh.webhooks import WebhookNotifier
 from accesspoint.routing.outbound import RouteRecords
 from accesspoint.routing.shell import Routing
+from accesspoint.servicekit.httpclient import new_session
 from accesspoint.store import MemorySendQueue, MessageStore
 from accesspoint.store.clock import Clock
 from accesspoint.store.idempotency import IdempotencyKeys
@@ -73,12 +73,12 @@ class Context:
         else:
             queue = MemorySendQueue(clock)
         tls = client_context(settings.tls_trust, settings.tls_client or settings.tls)
-        # Every outbound call through accesspoint.httpclient: answers bounded, no redirects, addresses checked.
+        # Every outbound call through servicekit.httpclient: answers bounded, no redirects, addresses checked.
         http = new_session(timeout=settings.send_timeout.total_seconds(), ssl_context=tls, limit=64)
         revocation = None
         if settings.revocation:
             # OCSP responders and CRLs are mostly plain HTTP; HTTPS ones are checked against the system's CAs.
-            revocation = Revocation(AsyncFetcher(aiohttp.ClientSession()), clock=clock)
+            revocation = Revocation(AsyncFetcher(new_session(timeout=FETCH_TIMEOUT)), clock=clock)
         # Events and route targets live in the database, written with the moves that cause them.
         outbox = Outbox(store.db, instance=settings.instance)
         webhooks = WebhookNotifier(

@@ -25,7 +25,6 @@ from accesspoint.core.envelope import parse_envelope
 from accesspoint.core.errors import EbmsError
 from accesspoint.core.ids import new_message_id
 from accesspoint.core.model import UserMessage
-from accesspoint.httpclient import AddressPolicy
 from accesspoint.routing.decision import (
     FINAL_RECIPIENT,
     ORIGINAL_SENDER,
@@ -41,6 +40,7 @@ from accesspoint.routing.decision import (
 from accesspoint.routing.outbound import PartnerResolver, RouteRecords, RouteTarget
 from accesspoint.routing.settings import RoutingSettings
 from accesspoint.security.revocation import RevocationSource
+from accesspoint.servicekit.httpclient import AddressPolicy
 from accesspoint.store import Direction, EvidenceKind, MessageState, MessageStore, NewPayload, StoredMessage
 from accesspoint.store.hooks import TransactionHook
 from far.client import FarClient, FarUnavailable, ReachabilityLookup
