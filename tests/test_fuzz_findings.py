@@ -28,7 +28,7 @@ from accesspoint.envelopes.minameddelanden import (
     verify_sealed_delivery,
 )
 from accesspoint.envelopes.sbdh import build_sbd, parse_sbd
-from accesspoint.envelopes.xhe import XhePayload, build_xhe, verify_xhe
+from accesspoint.envelopes.xhe import XhePayload, build_xhe, parse_xhe, verify_xhe
 from accesspoint.security.algorithms import SignatureAlgorithm, TokenType
 from accesspoint.security.keys import KeyPair
 from accesspoint.security.policy import RevocationMode, SecurityPolicy, TrustSettings
@@ -353,3 +353,14 @@ def test_comment_added_inside_a_signed_xhe_payload_is_not_delivered() -> None:
     tampered = signed.replace(b">hej<", b">he<!---->j<")
     assert tampered != signed
     assert verify_xhe(tampered).xhe.payload == verify_xhe(signed).xhe.payload == xhe_model().payload
+
+
+def test_xhe_criterion_without_its_value_is_a_finding_not_an_empty_value() -> None:
+    """An XHE whose DOCUMENTID criterion lost its value element (and its signature) is refused, not read as ''."""
+    root = etree.fromstring(signed_xhe())
+    (signature,) = root.findall(f"{{{NS.DS}}}Signature")
+    root.remove(signature)
+    (value,) = [v for v in root.iter("{*}BusinessScopeCriterionValue") if "sigenc" in v.text]
+    value.getparent().remove(value)
+    with pytest.raises(EnvelopeError, match="BusinessScopeCriterionValue"):
+        parse_xhe(etree.tostring(root))

@@ -202,6 +202,12 @@ def digg_xhe_findings(root: etree._Element) -> tuple[Finding, ...]:
         (root.find(f"{_A}Payloads/{_A}Payload/{_A}PayloadContent") is not None, "PayloadContent är obligatoriskt."),
     )
     findings.extend(Finding("R14-XHE", f"{message} {_R14}") for holds, message in cardinality if not holds)
+    # A criterion without its value would be read as an empty one (the XSD requires both; it is not always given).
+    for criterion in criteria:
+        for part in ("BusinessScopeCriterionTypeCode", "BusinessScopeCriterionValue"):
+            if len(criterion.findall(f"{_B}{part}")) != 1:
+                message = f"BusinessScopeCriterion/{part} är obligatoriskt och får bara anges en gång."
+                findings.append(Finding("R14-XHE", f"{message} {_R14}"))
     for element in root.iter(etree.Element):
         if element.tag.startswith((f"{{{XENC_NS}}}", f"{{{DS_NS}}}")) or holds_elements(element):
             continue
