@@ -40,7 +40,8 @@ from accesspoint.security.encryption import (
 )
 from accesspoint.security.keys import KeyPair, load_key_pair
 from accesspoint.security.policy import SecurityPolicy, TokenReference
-from accesspoint.security.signing import AttachmentSource, sign_envelope, verify_signature
+from accesspoint.security.signing import AttachmentSource, TokenCache, sign_envelope, verify_signature
+from accesspoint.security.tokens import ResolvedToken, read_binary_security_token
 from accesspoint.testing.pki import KeyType, issue, make_ca
 from tests.conftest import interop_path
 from tests.test_signing import _ids, _user_message
@@ -182,6 +183,34 @@ def test_sign_encrypt_pack_read_decrypt_verify(profile: str) -> None:
     result = verify_signature(received.parsed, plain, policy)
     assert {r.target for r in result.references} == {"messaging", "body"} | {f"attachment:{c}" for c in PAYLOADS}
     assert result.signer.certificate == signer.certificate
+
+
+@pytest.mark.parametrize("profile", ["1.15", "2.0"])
+def test_a_recipient_token_is_decoded_once_for_the_messages_that_carry_it(
+    profile: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two messages to one certificate: its token decoded once, both decrypted; a stranger's token is not ours."""
+    decoded: list[str] = []
+
+    def recorded(token: etree._Element) -> ResolvedToken:
+        decoded.append(token.get("ValueType", ""))
+        return read_binary_security_token(token)
+
+    monkeypatch.setattr("accesspoint.security.signing.read_binary_security_token", recorded)
+    policy = SecurityPolicy.edelivery_1_15() if profile == "1.15" else SecurityPolicy.edelivery_2_0()
+    ca = make_ca() if profile == "1.15" else make_ca(kind="ed25519")
+    kind: KeyType = "rsa" if profile == "1.15" else "x25519"
+    recipient, stranger = issue(ca, "PTE000002", kind), issue(ca, "PTE000003", kind)
+    payloads = {"one@test": ("application/xml", b"<one/>")}
+    tokens = TokenCache()
+    for _ in range(2):
+        received = _wire(*_encrypt(policy, recipient, payloads))
+        plain = decrypt_attachments(received, [recipient], policy, open_part=_open_part, tokens=tokens)
+        assert b"".join(plain["one@test"].open()) == b"<one/>"
+    assert len(decoded) == len(tokens) == 1
+    received = _wire(*_encrypt(policy, stranger, payloads))
+    with pytest.raises(DecryptionKeyMissing):
+        decrypt_attachments(received, [recipient], policy, open_part=_open_part, tokens=tokens)
 
 
 def test_without_the_key_the_signature_still_checks_with_attachments_skipped(rsa_recipient: KeyPair) -> None:

@@ -9,13 +9,15 @@ import hashlib
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from accesspoint.msh import receive_pipeline, security
 from accesspoint.security import encryption, outbound
-from tests.inmemory import Pair
+from accesspoint.store import Direction, MessageState, MessageStore, StoredMessage, StoredPayload
+from tests.inmemory import Pair, eventually
 from tests.test_msh_support import submission
 
 MIB = 1024 * 1024
@@ -114,3 +116,34 @@ async def test_a_small_part_that_inflates_past_the_threshold_is_decompressed_in_
     assert (part["size"], part["sha256"]) == (len(zeros), hashlib.sha256(zeros).hexdigest())
     assert calls.threads["verify"] == [True] and calls.threads["payloads"] == [True, False]
     assert _scratch(pair) == []
+
+
+async def test_a_small_message_is_first_secured_from_the_submitted_bytes_and_retried_from_the_store(
+    pair_factory: Callable[..., Pair], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A small submission's first attempt reads no payload back from the store; its retry reads the stored one."""
+    read: list[tuple[MessageStore, str]] = []
+    payloads = MessageStore.payloads
+
+    async def recorded(store: MessageStore, message: StoredMessage) -> list[StoredPayload]:
+        read.append((store, message.message_id))
+        return await payloads(store, message)
+
+    monkeypatch.setattr(MessageStore, "payloads", recorded)
+    pair = pair_factory(retries=1, backoff="5s")
+    await pair.se.start()  # Belgium is down: the first attempt fails
+
+    async def sent() -> StoredMessage | None:
+        return await pair.se.store.get(Direction.OUT, "twice@se")
+
+    letter = os.urandom(2048).hex().encode()
+    assert (await pair.se.api("POST", "/api/v1/messages", submission("se-to-be", letter, "twice@se")))[0] == 202
+    await eventually(sent, lambda m: m is not None and m.attempts == 1 and m.lease_owner is None, "a failed attempt")
+    await pair.be.start()
+    delivered = await pair.advance_until(
+        timedelta(seconds=5), sent, lambda m: m is not None and m.state is MessageState.DELIVERED, "delivered"
+    )
+    assert delivered.attempts == 2
+    assert [message_id for store, message_id in read if store is pair.se.store] == ["twice@se"]  # the retry's
+    (part,) = (await pair.be.message("twice@se", "in"))["payloads"]
+    assert part["sha256"] == hashlib.sha256(letter).hexdigest()

@@ -51,7 +51,8 @@ async def test_two_access_points_in_one_process_keep_their_own_signers_and_verif
     assert se.verifier.tokens is not be.verifier.tokens and se.verifier.trust is not be.verifier.trust
     assert (await pair.se.api("POST", "/api/v1/messages", submission("se-to-be", b"<x/>", "own@se")))[0] == 202
     assert (await pair.se.until("own@se", {"delivered", "failed"}))["state"] == "delivered"
-    # Belgium decoded Sweden's token (the message), Sweden Belgium's (the receipt); each signed with its own.
-    assert len(be.verifier.tokens) == len(se.verifier.tokens) == 1
+    # Belgium decoded Sweden's signing token and the token naming its own certificate (the message's signature
+    # and EncryptedKey), Sweden Belgium's (the receipt); each signed with its own.
+    assert (len(be.verifier.tokens), len(se.verifier.tokens)) == (2, 1)
     assert len(se.signer.templates) == len(be.signer.templates) == 1
     assert len(be.verifier.trust) == 1  # revocation is off on these legs: the decision is kept

@@ -26,7 +26,7 @@ from accesspoint.msh.receiving import pull_request
 from accesspoint.msh.send_pipeline import SendPipeline
 from accesspoint.msh.sending import ANSWER_LIMIT
 from accesspoint.msh.signals import Settlement
-from accesspoint.msh.wire import READ_CHUNK, discard, read_message_body, spooled_chunks
+from accesspoint.msh.wire import READ_CHUNK, discard, read_message_body
 from accesspoint.servicekit.httpclient import fetch, open_request
 from accesspoint.store import Direction, EvidenceKind, MessageState, StoredMessage
 from pmode import Route
@@ -72,8 +72,12 @@ class PullServer:
             response = web.StreamResponse(status=200, headers={"Content-Type": spooled.content_type})
             response.content_length = spooled.size
             await response.prepare(request)
-            async for chunk in spooled_chunks(spooled.body):
-                await response.write(chunk)
+            body = spooled.payload()
+            if isinstance(body, bytes):
+                await response.write(body)
+            else:
+                async for chunk in body:
+                    await response.write(chunk)
             await response.write_eof()
         finally:
             await spooled.close()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import IO
 
@@ -21,14 +21,16 @@ from accesspoint.core.model import Property, UserMessage
 from accesspoint.core.namespaces import PartProperty, SoapVersion
 from accesspoint.msh.context import Context
 from accesspoint.msh.security import Signer
-from accesspoint.msh.wire import SPOOL_IN_MEMORY, Spools
+from accesspoint.msh.wire import SPOOL_IN_MEMORY, InMemory, Spools, spooled_chunks
 from accesspoint.routing.outbound import addressed
-from accesspoint.security.outbound import Payload, SecuredMessage
+from accesspoint.security.outbound import ChunkSource, Payload, SecuredMessage
 from accesspoint.servicekit.metrics import timed
-from accesspoint.store import Direction, EvidenceKind, MessageStore, StoredMessage, StoredPayload
+from accesspoint.store import Direction, EvidenceKind, MessageStore, NewPayload, StoredMessage, StoredPayload
 from pmode import Route
 
 SUBMITTED_HEADERS = 4096  # headers as submitted kept in memory for their first attempt (the oldest go first)
+SUBMITTED_PAYLOAD_BYTES = 64 * 1024 * 1024  # ... with their payloads while these add up to no more than this
+SUBMITTED_PAYLOAD_LIMIT = 256 * 1024  # a message's payloads kept so only up to this (larger: read from the store)
 
 
 @dataclass(slots=True)
@@ -44,12 +46,42 @@ class SpooledMessage:
         """The HTTP Content-Type of the packed body (multipart/related with its start and boundary)."""
         return self.secured.packed.content_type
 
+    def payload(self) -> bytes | AsyncIterator[bytes]:
+        """The packed body for a request or response: its bytes when the spool is in memory (reading them costs
+        less than a hop to a thread would), else chunks read off the loop."""
+        if self.size <= SPOOL_IN_MEMORY:
+            return self.body.read()
+        return spooled_chunks(self.body)
+
     async def close(self) -> None:
         """Drop the spool (a large one in a worker thread: freeing a large file takes a while)."""
         if self.size > SPOOL_IN_MEMORY:
             await asyncio.to_thread(self.body.close)
         else:
             self.body.close()
+
+
+@dataclass(frozen=True, slots=True)
+class _Part:
+    """A payload as securing reads it: from the store, or the bytes just submitted."""
+
+    content_id: str
+    mime_type: str
+    properties: dict[str, str]
+    size: int
+    open: ChunkSource
+
+
+@dataclass(frozen=True, slots=True)
+class _Submitted:
+    """A just-submitted message until its first attempt: its header, and its payloads when they were small."""
+
+    header: UserMessage
+    parts: tuple[_Part, ...] | None
+
+    @property
+    def size(self) -> int:
+        return 0 if self.parts is None else sum(p.size for p in self.parts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,26 +119,46 @@ class SendPipeline:
         self.ctx = ctx
         # The header of each message submitted here, until its first attempt: the model its kept evidence was
         # serialised from, so the first attempt neither reads those bytes back nor parses them (retries and other
-        # instances do).
-        self._submitted: dict[str, UserMessage] = {}
+        # instances do); with it the payloads submitted in memory, the very bytes the store kept, so the first
+        # attempt does not read them back either (a read is a hop to a thread on SQLite).
+        self._submitted: dict[str, _Submitted] = {}
+        self._submitted_bytes = 0
 
-    def remember_header(self, header: UserMessage) -> None:
-        """Keep a just-submitted message's header for its first attempt."""
-        if len(self._submitted) >= SUBMITTED_HEADERS:
-            del self._submitted[next(iter(self._submitted))]
-        self._submitted[header.message_id] = header
+    def remember(self, header: UserMessage, payloads: Sequence[NewPayload]) -> None:
+        """Keep a just-submitted message's header (and its payloads when small and in memory) for its first attempt."""
+        parts: tuple[_Part, ...] | None = None
+        if all(isinstance(p.chunks, InMemory) for p in payloads):
+            parts = tuple(_in_memory(p) for p in payloads)
+            if sum(p.size for p in parts) > SUBMITTED_PAYLOAD_LIMIT:
+                parts = None
+        entry = _Submitted(header, parts)
+        while self._submitted and (
+            len(self._submitted) >= SUBMITTED_HEADERS or self._submitted_bytes + entry.size > SUBMITTED_PAYLOAD_BYTES
+        ):
+            self._forget(next(iter(self._submitted)))
+        self._submitted[header.message_id] = entry
+        self._submitted_bytes += entry.size
+
+    def _forget(self, message_id: str) -> _Submitted | None:
+        entry = self._submitted.pop(message_id, None)
+        if entry is not None:
+            self._submitted_bytes -= entry.size
+        return entry
 
     async def secure(
         self, message: StoredMessage, route: Route, soap_version: SoapVersion = SoapVersion.V12
     ) -> SpooledMessage:
         """The message compressed, signed, encrypted and packed; ValueError or EbmsError if it cannot be."""
         store = self.ctx.store
-        user = self._submitted.pop(message.message_id, None) or await self._stored_header(message)
-        stored = await store.payloads(message)
-        large = sum(p.size for p in stored) > self.ctx.settings.offload_threshold
+        submitted = self._forget(message.message_id)
+        user = submitted.header if submitted is not None else await self._stored_header(message)
+        parts = submitted.parts if submitted is not None else None
+        if parts is None:
+            parts = tuple(_stored(store, p) for p in await store.payloads(message))
+        large = sum(p.size for p in parts) > self.ctx.settings.offload_threshold
         job = _Job(
             addressed(user, route),  # a dynamic partner's eb:To is the access point discovery found
-            _payloads(store, stored, route),
+            _payloads(parts, route),
             self.ctx.signer,
             route,
             soap_version,
@@ -130,16 +182,26 @@ class SendPipeline:
 _OWN_PART_PROPERTIES = frozenset(p.value for p in PartProperty)
 
 
-def _payloads(store: MessageStore, stored: Sequence[StoredPayload], route: Route) -> tuple[Payload, ...]:
-    """The stored payloads as they are sent, each with the PartProperties it was submitted with (AS4_CP_TA27)."""
+def _stored(store: MessageStore, payload: StoredPayload) -> _Part:
+    return _Part(payload.content_id, payload.mime_type, payload.properties, payload.size, store.payload_source(payload))
+
+
+def _in_memory(payload: NewPayload) -> _Part:
+    assert isinstance(payload.chunks, InMemory)
+    data = payload.chunks.data
+    return _Part(payload.content_id, payload.mime_type, dict(payload.properties), len(data), lambda: iter((data,)))
+
+
+def _payloads(parts: Sequence[_Part], route: Route) -> tuple[Payload, ...]:
+    """The payloads as they are sent, each with the PartProperties it was submitted with (AS4_CP_TA27)."""
     return tuple(
         Payload(
             p.content_id,
             p.mime_type,
-            store.payload_source(p),
+            p.open,
             compress=route.leg.compression,
             character_set=p.properties.get(PartProperty.CHARACTER_SET.value),
             properties=tuple(Property(k, v) for k, v in p.properties.items() if k not in _OWN_PART_PROPERTIES),
         )
-        for p in stored
+        for p in parts
     )

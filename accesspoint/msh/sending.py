@@ -26,7 +26,6 @@ from accesspoint.msh.next_step import Action, Outcome
 from accesspoint.msh.send_pipeline import SendPipeline, SpooledMessage
 from accesspoint.msh.signals import Settlement
 from accesspoint.msh.webhooks import message_key
-from accesspoint.msh.wire import spooled_chunks
 from accesspoint.routing.outbound import RouteUnavailable
 from accesspoint.security.policy import RevocationMode
 from accesspoint.security.trust import CertificateUsage, TrustError, TrustFailure
@@ -196,7 +195,7 @@ class SendWorkers:
                     ctx.http,
                     "POST",
                     endpoint,
-                    data=spooled_chunks(spooled.body),
+                    data=spooled.payload(),
                     headers=headers,
                     max_bytes=ANSWER_LIMIT,
                     addresses=addresses,

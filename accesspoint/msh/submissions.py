@@ -222,7 +222,7 @@ class Submissions:
         header_bytes = serialize(build_envelope(header))
         kept = NewEvidence(EvidenceKind.RAW_MESSAGE, once(header_bytes), ctx.agreements.evidence_retention(route))
         stored = await ctx.store.submit(info, list(submission.payloads), now=now, evidence=[kept], hooks=hooks)
-        self.pipeline.remember_header(header)
+        self.pipeline.remember(header, submission.payloads)
         ctx.handoffs.keep(message_key(Direction.OUT.value, message_id))  # its send continues the submitter's trace
         if route.pmode.binding is not Binding.PULL:  # on pull it waits for the partner's PullRequest
             try:

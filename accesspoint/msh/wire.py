@@ -138,9 +138,22 @@ class Spools:
         self.made.clear()
 
 
-async def once(data: bytes) -> AsyncIterator[bytes]:
+class InMemory:
+    """Bytes as a stream of one chunk (what the store takes) that still says which bytes they are: the send
+    pipeline secures a just-submitted payload from them instead of reading it back from the store."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield self.data
+
+
+def once(data: bytes) -> InMemory:
     """Bytes as a stream of one chunk (what the store takes)."""
-    yield data
+    return InMemory(data)
 
 
 async def spooled_chunks(handle: IO[bytes]) -> AsyncIterator[bytes]:

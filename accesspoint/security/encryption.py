@@ -56,7 +56,7 @@ from accesspoint.security.algorithms import (
 )
 from accesspoint.security.keys import KeyPair
 from accesspoint.security.policy import Profile, SecurityPolicy
-from accesspoint.security.signing import AttachmentSource, resolve_token, security_header
+from accesspoint.security.signing import AttachmentSource, TokenCache, resolve_token, security_header
 from accesspoint.security.tokens import add_security_token
 
 XENC = f"{{{NS.XENC}}}"
@@ -501,12 +501,17 @@ def _resolve_recipient(
     ids: Mapping[str, etree._Element],
     keys: Sequence[KeyPair],
     wanted: Callable[[KeyPair], bool],
+    tokens: TokenCache | None = None,
 ) -> list[KeyPair]:
-    """The key pairs an STR may address: exactly the referenced one, or every fitting key when there is none."""
+    """The key pairs an STR may address: exactly the referenced one, or every fitting key when there is none.
+
+    ``tokens``: a referenced BinarySecurityToken decoded once for every message that carries the same one (the
+    sender's token names our certificate the same way each time; decoding it cost more than the rest of this).
+    """
     if token_reference is None:
         return [k for k in keys if wanted(k)]
     try:
-        resolved = resolve_token(token_reference, ids, [k.certificate for k in keys])
+        resolved = resolve_token(token_reference, ids, [k.certificate for k in keys], tokens)
     except EbmsError as exc:
         if _names_outside_message(token_reference):
             return []
@@ -534,12 +539,16 @@ def _describe(token_reference: etree._Element | None) -> str:
 
 
 def _unwrap_rsa(
-    encrypted_key: etree._Element, ids: Mapping[str, etree._Element], keys: Sequence[KeyPair]
+    encrypted_key: etree._Element,
+    ids: Mapping[str, etree._Element],
+    keys: Sequence[KeyPair],
+    tokens: TokenCache | None = None,
 ) -> bytes | None:
     method = encrypted_key.find(f"{XENC}EncryptionMethod")
     assert method is not None
     token_reference = encrypted_key.find(f"{DS}KeyInfo/{WSSE}SecurityTokenReference")
-    candidates = _resolve_recipient(token_reference, ids, keys, lambda k: isinstance(k.private_key, rsa.RSAPrivateKey))
+    wanted: Callable[[KeyPair], bool] = lambda k: isinstance(k.private_key, rsa.RSAPrivateKey)  # noqa: E731
+    candidates = _resolve_recipient(token_reference, ids, keys, wanted, tokens)
     if not candidates:
         return None
     digest, mgf = _oaep_parameters(method)
@@ -606,14 +615,18 @@ def _hkdf_parameters(agreement: etree._Element, kek_size: int) -> tuple[str, byt
 
 
 def _unwrap_agreed(
-    encrypted_key: etree._Element, ids: Mapping[str, etree._Element], keys: Sequence[KeyPair]
+    encrypted_key: etree._Element,
+    ids: Mapping[str, etree._Element],
+    keys: Sequence[KeyPair],
+    tokens: TokenCache | None = None,
 ) -> bytes | None:
     agreement = encrypted_key.find(f"{DS}KeyInfo/{XENC}AgreementMethod")
     assert agreement is not None
     x25519_wanted = _algorithm(agreement) == KeyAgreement.X25519
     key_type = x25519.X25519PrivateKey if x25519_wanted else ec.EllipticCurvePrivateKey
     token_reference = agreement.find(f"{XENC}RecipientKeyInfo/{WSSE}SecurityTokenReference")
-    candidates = _resolve_recipient(token_reference, ids, keys, lambda k: isinstance(k.private_key, key_type))
+    wanted: Callable[[KeyPair], bool] = lambda k: isinstance(k.private_key, key_type)  # noqa: E731
+    candidates = _resolve_recipient(token_reference, ids, keys, wanted, tokens)
     if not candidates:
         return None
     kek_size = _KEK_SIZES[_algorithm(encrypted_key.find(f"{XENC}EncryptionMethod"))]
@@ -643,10 +656,16 @@ def unwrap_key(
     return _unwrap_checked(encrypted_key, ids, keys)
 
 
-def _unwrap_checked(encrypted_key: etree._Element, ids: Mapping[str, etree._Element], keys: Sequence[KeyPair]) -> bytes:
+def _unwrap_checked(
+    encrypted_key: etree._Element,
+    ids: Mapping[str, etree._Element],
+    keys: Sequence[KeyPair],
+    tokens: TokenCache | None = None,
+) -> bytes:
     """``unwrap_key`` for an EncryptedKey whose algorithms ``check_key_algorithms`` has passed already."""
     agreed = _algorithm(encrypted_key.find(f"{XENC}EncryptionMethod")) in _KEK_SIZES
-    cek = _unwrap_agreed(encrypted_key, ids, keys) if agreed else _unwrap_rsa(encrypted_key, ids, keys)
+    unwrap = _unwrap_agreed if agreed else _unwrap_rsa
+    cek = unwrap(encrypted_key, ids, keys, tokens)
     if cek is None:
         # Looked up only to say which key was wanted: a path search on every message would cost for nothing.
         if agreed:
@@ -801,10 +820,12 @@ def decrypt_attachments(
     *,
     open_part: Callable[[ReceivedPart], Iterable[bytes]],
     spool: SpoolFactory | None = None,
+    tokens: TokenCache | None = None,
 ) -> dict[str, AttachmentSource]:
     """The encrypted attachments as plaintext sources (original MIME type, re-openable, decrypted lazily).
 
-    ``spool`` keeps a large part's plaintext after its first complete reading, so it is decrypted once.
+    ``spool`` keeps a large part's plaintext after its first complete reading, so it is decrypted once;
+    ``tokens`` decodes a recipient's BinarySecurityToken once (the verifier's cache, see ``signing.TokenCache``).
     """
     # All algorithms are checked first (EBMS:0103), then every content key is unwrapped (EBMS:0102 on failure,
     # DecryptionKeyMissing when addressed to none of ``keys``). The returned streams raise EBMS:0102 at
@@ -817,7 +838,7 @@ def decrypt_attachments(
             continue
         try:
             # _targets checked every EncryptedKey's algorithms against the policy already.
-            cek = _unwrap_checked(target.encrypted_key, received.parsed.ids, keys)
+            cek = _unwrap_checked(target.encrypted_key, received.parsed.ids, keys, tokens)
         except DecryptionKeyMissing as exc:
             raise DecryptionKeyMissing(exc.detail, frozenset(t.content_id for t in targets)) from None
         keys_by_element[element_key] = cek

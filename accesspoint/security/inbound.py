@@ -99,6 +99,7 @@ def payload_sources(
     read_part: PartReader = read_memory_part,
     unavailable: frozenset[str] = frozenset(),
     spool: SpoolFactory | None = None,
+    tokens: TokenCache | None = None,
 ) -> tuple[dict[str, AttachmentSource], frozenset[str], frozenset[str]]:
     """Each attachment as a re-openable plaintext stream, the encrypted Content-IDs and those left undecrypted.
 
@@ -110,7 +111,7 @@ def payload_sources(
     # Parts that are not there at all need no key; what remains to decrypt is decrypted as one message.
     if encrypted - unavailable:
         try:
-            sources.update(decrypt_attachments(received, keys, policy, open_part=read_part, spool=spool))
+            sources.update(decrypt_attachments(received, keys, policy, open_part=read_part, spool=spool, tokens=tokens))
         except DecryptionKeyMissing:
             undecrypted = encrypted
     for part in received.attachments:
@@ -152,7 +153,7 @@ def verify_parts(
     """The first steps of ``open_message``: decrypt (lazily) and verify the signature; EbmsError if they fail."""
     parsed = received.parsed
     sources, encrypted, undecrypted = payload_sources(
-        received, keys, policy, read_part=read_part, unavailable=unavailable, spool=spool
+        received, keys, policy, read_part=read_part, unavailable=unavailable, spool=spool, tokens=tokens
     )
     if policy.encrypt and _user(parsed) is not None:
         plain = [cid for cid in sources if cid not in encrypted]
