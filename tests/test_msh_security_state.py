@@ -10,6 +10,9 @@ from tests.inmemory import Pair
 from tests.test_msh_support import submission
 
 SHELL_AND_SECURITY = [REPO / "accesspoint" / "security", REPO / "accesspoint" / "msh"]
+# State that is the process's by nature, not an access point's: a PKCS#11 module may be initialised (C_Initialize)
+# only once per process, so the loaded modules are kept per process, behind a lock.
+PER_PROCESS = {("pkcs11.py", "threading.Lock()")}
 
 
 def _process_wide_state(path: str, tree: ast.Module) -> list[str]:
@@ -35,7 +38,7 @@ def test_no_module_keeps_security_caches_for_the_whole_process() -> None:
     for folder in SHELL_AND_SECURITY:
         for path in sorted(folder.glob("*.py")):
             found += _process_wide_state(path.name, ast.parse(path.read_text("utf-8")))
-    assert found == []
+    assert [f for f in found if (f.split(":")[0], f.split(" ", 1)[1]) not in PER_PROCESS] == []
 
 
 async def test_two_access_points_in_one_process_keep_their_own_signers_and_verifiers(
