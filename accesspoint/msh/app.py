@@ -31,6 +31,7 @@ from accesspoint.msh.context import Context
 from accesspoint.msh.health import READINESS, Readiness, healthz, readyz
 from accesspoint.msh.inbound import Inbound
 from accesspoint.msh.maintenance import Maintenance
+from accesspoint.msh.operations import Operations
 from accesspoint.msh.pull import Puller, PullServer
 from accesspoint.msh.receive_pipeline import ReceivePipeline
 from accesspoint.msh.replies import Replies
@@ -52,6 +53,8 @@ SUBMISSIONS = web.AppKey("submissions", Submissions)
 MAINTENANCE = web.AppKey("maintenance", Maintenance)
 SUPERVISOR = web.AppKey("supervisor", Supervisor)
 PULLER = web.AppKey("puller", Puller)
+# What an operator does by hand (resend, park, ping): the console calls it, the access point never does.
+OPERATIONS = web.AppKey("operations", Operations)
 
 
 def create_app(settings: ServerConfig, *, clock: Clock | None = None) -> web.Application:
@@ -113,6 +116,7 @@ def _compose(app: web.Application, ctx: Context, supervisor: Supervisor) -> None
     app[MAINTENANCE] = maintenance
     app[SUPERVISOR] = supervisor
     app[PULLER] = puller
+    app[OPERATIONS] = Operations(ctx, submissions)
     app[API] = Api(ctx, submissions)
     app[READINESS] = Readiness(ctx, supervisor)
     supervisor.spawn("recovery", maintenance.recover)
