@@ -202,7 +202,7 @@ class MessageSearch:
         )
 
         def read(connection: Connection) -> QueueFigures:
-            by_state = {state: 0 for state in waiting}
+            by_state = dict.fromkeys(waiting, 0)
             by_state.update({row[0]: int(row[1]) for row in connection.execute(counts)})
             # min() and max() take their column's type: the UTC datetime comes back aware.
             return QueueFigures(by_state, connection.execute(oldest).scalar_one_or_none())
