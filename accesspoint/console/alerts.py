@@ -17,6 +17,7 @@ Webhook bodies are JSON, signed like the access point's events (``X-Accesspoint-
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
@@ -192,10 +193,8 @@ class Alerts:
         while True:
             await self.deliver_due()
             self.wake.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), 1.0)
-            except TimeoutError:
-                pass
 
     async def deliver_due(self) -> int:
         """Send every delivery that is due and within its channel's rate; the number sent."""
@@ -205,36 +204,13 @@ class Alerts:
         return sent
 
     async def _deliver_channel(self, channel: str) -> int:
-        deliveries, alerts = model.deliveries, model.alerts
         sent = 0
         while True:
-            now = self.clock.now()
-            window_start = now - self.policy.per
-
-            def next_due(connection: Connection) -> tuple[Any, int, datetime | None]:
-                used = connection.execute(
-                    select(func.count(), func.min(deliveries.c.sent_at)).where(
-                        deliveries.c.channel == channel, deliveries.c.sent_at > window_start
-                    )
-                ).one()
-                row = connection.execute(
-                    select(deliveries, alerts)
-                    .join(alerts, alerts.c.id == deliveries.c.alert_id)
-                    .where(
-                        deliveries.c.channel == channel,
-                        deliveries.c.state == "pending",
-                        deliveries.c.not_before <= now,
-                    )
-                    .order_by(deliveries.c.id)
-                    .limit(1)
-                ).one_or_none()
-                return row, int(used[0]), used[1]
-
-            row, used, oldest = await self.db.run(next_due)
+            row, used = await self.db.run(functools.partial(self._next_due, channel=channel, now=self.clock.now()))
             if row is None:
                 return sent
             if used >= self.policy.rate:
-                # Held back until the oldest send of the window leaves it; the loop looks again then.
+                # Held back until the oldest send of the window leaves it; the loop looks again each second.
                 log.info("alerts to %s held back by the rate limit (%d per %s)", channel, used, self.policy.per)
                 return sent
             alert = Alert(
@@ -247,6 +223,21 @@ class Alerts:
                 log.warning("alert %d not delivered to %s: %s", alert.id, channel, error)
                 return sent
             sent += 1
+
+    def _next_due(self, connection: Connection, *, channel: str, now: datetime) -> tuple[Any, int]:
+        """The channel's first pending delivery that is due, and how many it was sent in the rate window."""
+        deliveries, alerts = model.deliveries, model.alerts
+        used = connection.execute(
+            select(func.count()).where(deliveries.c.channel == channel, deliveries.c.sent_at > now - self.policy.per)
+        ).scalar_one()
+        row = connection.execute(
+            select(deliveries, alerts)
+            .join(alerts, alerts.c.id == deliveries.c.alert_id)
+            .where(deliveries.c.channel == channel, deliveries.c.state == "pending", deliveries.c.not_before <= now)
+            .order_by(deliveries.c.id)
+            .limit(1)
+        ).one_or_none()
+        return row, int(used)
 
     def _settle(self, connection: Connection, *, row: Any, error: str | None) -> None:
         now = self.clock.now()

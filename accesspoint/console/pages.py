@@ -32,6 +32,7 @@ from accesspoint.console.certificates import inventory
 from accesspoint.console.incidents import Classification, Notified, Severity, timeline_csv, timeline_json
 from accesspoint.console.settings import Remote
 from accesspoint.msh.operations import PARKABLE, RESENDABLE, Done, ping_pmodes
+from accesspoint.servicekit.problems import Problem
 from accesspoint.store import Direction, MessageState
 from accesspoint.store.search import COUNT_CAP, Cursor, MessageQuery
 
@@ -339,7 +340,7 @@ async def pmodes(request: web.Request) -> web.StreamResponse:
                    model.pmode_versions.c.sha256).order_by(model.pmode_versions.c.id.desc()).limit(100)
         ).all()
     )  # fmt: skip
-    return render(request, "pmodes.html", pmodes=list(agreements.current), path=str(agreements.path), versions=versions)
+    return render(request, "pmodes.html", pmodes=list(agreements.current), file=str(agreements.path), versions=versions)
 
 
 async def pmode_version(request: web.Request) -> web.StreamResponse:
@@ -661,7 +662,10 @@ async def status(request: web.Request) -> web.StreamResponse:
     """
     console = _console(request)
     if SESSION not in request:
-        console.status_auth.authorize(request, "status")
+        try:
+            console.status_auth.authorize(request, "status")
+        except Problem as refused:  # 401/403 with WWW-Authenticate and an RFC 9457 body, as every service answers
+            return refused.response()
     ctx, now = console.ctx, console.now()
     queues = await console.search.queues()
     partners: dict[str, list[str]] = {}
