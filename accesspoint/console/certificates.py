@@ -62,6 +62,16 @@ def inventory(settings: ServerConfig, pmodes: PModeSet) -> list[Held]:
     for use, certificate in _uses(settings, pmodes):
         item = held(use, certificate)
         found.setdefault((use, item.sha256), item)
+    anchors: dict[x509.Certificate, list[str]] = {}
+    for pmode in pmodes:
+        for leg in pmode.legs:
+            for anchor in leg.security.trust.anchors:
+                users = anchors.setdefault(anchor, [])
+                if pmode.id not in users:
+                    users.append(pmode.id)
+    for anchor, users in anchors.items():
+        item = held(f"trust anchor ({', '.join(users)})", anchor)
+        found.setdefault(("anchor", item.sha256), item)
     return sorted(found.values(), key=lambda item: (item.not_after, item.use))
 
 
@@ -80,9 +90,6 @@ def _uses(settings: ServerConfig, pmodes: PModeSet) -> Iterator[tuple[str, x509.
                 yield f"party {party.name}: signing", party.signing_certificate
             if party.encryption_certificate is not None:
                 yield f"party {party.name}: encryption", party.encryption_certificate
-        for leg in pmode.legs:
-            for anchor in leg.security.trust.anchors:
-                yield f"trust anchor ({pmode.id})", anchor
 
 
 def _pem(path: Path) -> list[x509.Certificate]:

@@ -46,7 +46,8 @@ FAILED_EVERY = timedelta(seconds=5)
 PMODES_EVERY = timedelta(seconds=5)
 REMIND_EXPIRING = timedelta(days=14)
 REMIND_EXPIRED = timedelta(days=7)
-FAILED_CURSOR = "failed-messages-after"
+FAILED_CURSOR = "failed-messages"
+FAILED_LAG = timedelta(seconds=30)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,15 +132,20 @@ class Checks:
     # --- failed messages -----------------------------------------------------------------------------------
 
     async def failed_messages(self) -> int:
-        """Alert the outgoing messages that failed since the last look, one alert per partner; how many failed."""
+        """Alert the outgoing messages that failed since the last look, one alert per partner; how many failed.
+
+        A move's time is taken before its transaction commits, so one can commit a little after a later one: each
+        look reaches ``FAILED_LAG`` back, and the messages alerted within that reach are kept so none is alerted
+        twice.
+        """
         stored = await self.db.cursor(FAILED_CURSOR)
         if stored is None:
             # The first look starts now: what failed before the console ran was nobody's to alert.
-            await self.db.set_cursor(FAILED_CURSOR, self.ctx.clock.now().isoformat())
+            await self.db.set_cursor(FAILED_CURSOR, {"at": self.ctx.clock.now().isoformat(), "seen": []})
             return 0
-        failed = await self.search.failed_since(datetime.fromisoformat(stored))
-        if not failed:
-            return 0
+        at = datetime.fromisoformat(stored["at"])
+        seen = {int(pk): datetime.fromisoformat(when) for pk, when in stored["seen"]}
+        failed = [m for m in await self.search.failed_since(at - FAILED_LAG) if m.pk not in seen]
         by_partner: dict[str, list[str]] = defaultdict(list)
         for message in failed:
             line = f"{message.message_id}: {message.last_error_code or ''} {message.last_error_detail or ''}".strip()
@@ -148,7 +154,10 @@ class Checks:
             subject = f"{len(lines)} message(s) to {partner} failed permanently"
             body = "\n".join(lines[:50]) + (f"\n… and {len(lines) - 50} more" if len(lines) > 50 else "")
             await self.alerts.raise_alert(Kind.SEND_FAILED, partner, Level.HIGH, subject, body)
-        await self.db.set_cursor(FAILED_CURSOR, failed[-1].updated_at.isoformat())
+        seen.update({message.pk: message.updated_at for message in failed})
+        newest = max([at, *seen.values()])
+        kept = [[pk, when.isoformat()] for pk, when in seen.items() if when >= newest - FAILED_LAG]
+        await self.db.set_cursor(FAILED_CURSOR, {"at": newest.isoformat(), "seen": kept})
         return len(failed)
 
     # --- connection monitoring -----------------------------------------------------------------------------

@@ -175,13 +175,13 @@ class MessageSearch:
         statement = select(M).where(*conditions).order_by(M.c.updated_at.desc(), M.c.id.desc()).limit(limit)
         return [_message(row) for row in await self._all(statement)]
 
-    async def failed_since(self, after: datetime, *, limit: int = 1000) -> list[StoredMessage]:
-        """Outgoing messages that became ``failed`` after ``after``, in the order they did (alerting's feed)."""
+    async def failed_since(self, since: datetime, *, limit: int = 1000) -> list[StoredMessage]:
+        """Outgoing messages that became ``failed`` at or after ``since``, in the order they did (alerting's feed)."""
         statement = (
             select(M)
             .where(
                 M.c.state == MessageState.FAILED.value,
-                M.c.updated_at > after,
+                M.c.updated_at >= since,
                 M.c.direction == Direction.OUT.value,
             )
             .order_by(M.c.updated_at, M.c.id)
