@@ -213,10 +213,10 @@ async def test_a_certificate_within_sixty_days_of_expiry_is_warned_and_alerted_o
     raised (looking again within the reminder period raises none)."""
     _pair, console, client, _smtp, webhook = running
     await client.login(ADMIN)
-    status, page = await client.get("/certificates")
+    _status, page = await client.get("/certificates")
     row = next(line for line in page.splitlines() if "Soon Expiring Test CA" in line)
     assert 'class="cert-expiring"' in row and ("<td>29</td>" in row or "<td>30</td>" in row)
-    status, page = await client.get("/messages")
+    _status, page = await client.get("/messages")
     assert 'id="certificate-warning"' in page and "1 certificate(s) expire within 60 days" in page
     await until(lambda: _first(webhook.received, "certificate-expiring"), lambda e: e is not None, "the expiry alert")
     assert await console.console.checks.certificates() == 0
@@ -227,7 +227,7 @@ async def test_a_partner_failing_its_connection_checks_in_a_row_is_alerted(runni
     pair, console, client, _smtp, _webhook = running
     checks = console.console.checks
     await client.login(ADMIN)
-    status, page = await client.get("/monitoring")
+    _status, page = await client.get("/monitoring")
     assert "se-ping-be" in page
     assert (await client.post("/monitoring/se-ping-be/monitor", {"enabled": "1"}))[0] == 303
     assert await checks.monitored() == ["se-ping-be"]
