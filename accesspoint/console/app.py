@@ -48,7 +48,7 @@ log = logging.getLogger("accesspoint.console")
 HERE = Path(__file__).resolve().parent
 SESSION_COOKIE = "console_session"
 LOGIN_COOKIE = "console_login"  # the login form's double-submit CSRF token
-PUBLIC = ("/login", "/static/", "/status")
+PUBLIC = ("/login", "/static/", "/status", "/favicon.ico")
 SECURITY_HEADERS = {
     # No script runs in the console, no frame holds it, forms post only to it.
     "Content-Security-Policy": (
@@ -188,7 +188,7 @@ async def _headers(request: web.Request, handler: Handler) -> web.StreamResponse
 @web.middleware
 async def _sessions(request: web.Request, handler: Handler) -> web.StreamResponse:
     console = request.app[CONSOLE]
-    public = request.path == "/login" or request.path.startswith(PUBLIC[1:])
+    public = request.path in PUBLIC or request.path.startswith("/static/")
     session = None
     secret = request.cookies.get(SESSION_COOKIE)
     if secret:
@@ -309,7 +309,10 @@ def set_session_cookie(response: web.StreamResponse, console: Console, secret: s
 def login_form(request: web.Request, *, status: int = 200, target: str, error: str) -> web.Response:
     """The login page with a fresh double-submit CSRF token, in the form and in its cookie."""
     console = request.app[CONSOLE]
-    token = secrets.token_urlsafe(32)
+    # The token a browser already holds is kept: another tab's login page (or the browser's own request for a
+    # favicon, redirected here) must not invalidate the form already shown.
+    held = request.cookies.get(LOGIN_COOKIE, "")
+    token = held if len(held) == 43 and held.replace("-", "").replace("_", "").isalnum() else secrets.token_urlsafe(32)
     response = render(request, "login.html", status=status, token=token, next=target, error=error)
     response.set_cookie(
         LOGIN_COOKIE, token, httponly=True, samesite="Strict", secure=console.settings.secure_cookies, path="/login"
