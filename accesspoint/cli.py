@@ -186,6 +186,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "accesspoint.far_cli",
     "accesspoint.keys_cli",
     "accesspoint.operators_cli",
+    "accesspoint.mailbox_cli",
+    "accesspoint.keyarchive_cli",
     "accesspoint.conformance_cli",
     "accesspoint.tsa_cli",
 )

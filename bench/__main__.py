@@ -17,6 +17,7 @@ from lxml import etree
 
 from bench import e2e as e2e_bench
 from bench import far as far_bench
+from bench import holder_crypto as holder_crypto_bench
 from bench import loop as loop_bench
 from bench import routing as routing_bench
 from bench import security as security_bench
@@ -169,6 +170,7 @@ def main(argv: list[str] | None = None) -> None:
         "--only",
         choices=(
             "small", "stream", "smp", "far", "security", "store", "e2e", "e2e-postgresql", "routing", "soak", "loop",
+            "holder-crypto",
         ),
         help="run one benchmark only (soak only when named: a million messages take the best part of an hour)",
     )
@@ -226,6 +228,11 @@ def main(argv: list[str] | None = None) -> None:
             stream_repeats=args.stream_repeats,
         )
         security_bench.print_result(report["security"], _say)
+        _say()
+    if args.only in (None, "holder-crypto"):
+        # End-to-end encryption to the holder per letter and as a 1 GiB stream; signatures through PKCS#11.
+        report["holder_crypto"] = holder_crypto_bench.run(size=args.size, seconds=min(args.seconds, 1.0))
+        holder_crypto_bench.print_result(report["holder_crypto"], _say)
         _say()
     if args.only in (None, "store"):
         # The group-committing writer alone, against raw sqlite3 doing the same rows (and on PostgreSQL).

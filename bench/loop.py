@@ -42,10 +42,11 @@ import aiohttp
 
 from accesspoint.core.model import CollaborationInfo, MessageInfo, PartyInfo, Property, UserMessage
 from accesspoint.demo import PARTIES, RECEIVER, SENDER, pmode_document
+from accesspoint.demo_common import free_port as _free_port
 from accesspoint.keys_cli import DevelopmentPki, generate_keys
 from accesspoint.security.keys import KeyPair
 from accesspoint.security.outbound import Payload, secure_message
-from bench.e2e import Server, _free_port
+from bench.e2e import Server
 from bench.fixtures import GIB, MIB, payload_chunks, random_block
 from pmode import load_pmodes
 

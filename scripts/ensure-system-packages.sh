@@ -11,6 +11,7 @@ openssl openssl
 xmlsec1 xmlsec1
 dnsmasq dnsmasq
 redis-server redis-server
+softhsm2-util softhsm2
 chromium chromium
 chromedriver chromium-driver
 /usr/lib/postgresql/15/bin/initdb postgresql-15

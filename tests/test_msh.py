@@ -21,6 +21,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from accesspoint.testing.processes import listens, wait_until
 from tests.conftest import REPO
 
 if TYPE_CHECKING:
@@ -108,15 +109,7 @@ class AccessPointProcess:
             stderr=log,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, (self.folder / "server.log").read_text()
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise AssertionError("server did not start")
+        wait_until(listens(self.port), self.process, "accesspoint serve", log=self.folder / "server.log")
 
     def stop(self) -> None:
         """Terminate the server."""

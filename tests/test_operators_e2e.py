@@ -28,6 +28,7 @@ import pytest
 
 from accesspoint.servicekit.webhooks import SIGNATURE_HEADER, signature
 from accesspoint.testing import services
+from accesspoint.testing.processes import wait_until
 from operators.channels import As4Channel, SoapChannel
 from operators.sender import SenderStatus, end_to_end_status
 from tests.conftest import INTEROP, REPO
@@ -141,16 +142,9 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]
     try:
         with ThreadPoolExecutor(2) as starting:  # both access points start at once: a few seconds saved
             list(starting.map(Peer.start, (operator_ap, sender)))
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, (folder / "operator" / "operator.log").read_text()
-            try:
-                if _http(f"{url}/health")[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "the operator did not start"
-            time.sleep(0.1)
+        wait_until(
+            lambda: _http(f"{url}/health")[0] == 200, process, "the operator", log=folder / "operator" / "operator.log"
+        )
         yield Federation(sender, operator_ap, url, folder, process.pid)
     finally:
         sender.stop()
@@ -219,7 +213,8 @@ def test_sealed_delivery_reaches_the_mailbox_and_the_signed_receipt_comes_back(f
     )
     assert code == 204
     time.sleep(1.5)
-    assert len(federation.sender.messages(ref_to_message_id="mm-1@se", direction="in")) == 1
+    # The delivery's one answer, and the read receipt the holder's first opening sent (the letter asked for one).
+    assert len(federation.sender.messages(ref_to_message_id="mm-1@se", direction="in")) == 2
     mailbox = _http(f"{federation.operator_url}/api/v1/mailboxes/{PERSON}/messages", PERSONAL)[1]
     assert [m["as4_message_id"] for m in mailbox["messages"]].count("mm-1@se") == 1
 

@@ -486,3 +486,34 @@ async def test_a_routed_submission_names_its_mistakes(tmp_path: Path) -> None:
         assert routed["pmode"] == "to-network" and "route" not in routed and routed["message_id"]
     finally:
         await routing.close()
+
+
+def test_discovery_endpoint_policy_is_https_and_public_unless_the_settings_say_otherwise(tmp_path: Path) -> None:
+    """allow_http and allow_networks are read (per network too); endpoints elsewhere are refused by default."""
+    trust = str(CERTS / "ca.pem")
+    strict = parse_discovery(tmp_path, {"zone": "z", "smp_trust": trust}, "field discovery")
+    assert strict is not None and (strict.allow_http, strict.allowed_networks) == (False, ())
+    section = {
+        "zone": "z",
+        "smp_trust": trust,
+        "allow_http": True,
+        "allow_networks": ["127.0.0.0/8", "::1"],
+        "networks": {"peppol": {"allow_http": False, "allow_networks": []}},
+    }
+    settings = parse_discovery(tmp_path, section, "field discovery")
+    assert isinstance(settings, NetworkDiscovery)
+    resolver = PartnerResolver(settings, RouteRecords(tmp_path / "routing"))
+    loopback = resolver.addresses("edelivery-1.15")
+    assert loopback is not None and loopback.allow_http
+    loopback.check_url("http://127.0.0.1:8080/as4")
+    peppol = resolver.addresses("peppol")
+    assert peppol is not None
+    for url in ("http://ap.example/as4", "https://127.0.0.1/as4"):
+        with pytest.raises(ValueError, match=r"not https|loopback"):
+            peppol.check_url(url)
+    assert PartnerResolver(None, RouteRecords(tmp_path)).addresses("peppol") is None
+    with pytest.raises(ValueError, match=r"discovery\.allow_http: must be true or false"):
+        parse_discovery(tmp_path, {**section, "allow_http": "yes"}, "field discovery")
+    with pytest.raises(ValueError, match=r"discovery\.networks\.peppol\.allow_networks: 'intranet' is not"):
+        bad = {**section, "networks": {"peppol": {"allow_networks": ["intranet"]}}}
+        parse_discovery(tmp_path, bad, "field discovery")

@@ -29,6 +29,7 @@ from aiohttp import web
 from accesspoint.msh import end_to_end
 from accesspoint.msh.context import Context
 from accesspoint.msh.headers import stored_header
+from accesspoint.msh.holder_encryption import HolderKeyUnavailable
 from accesspoint.msh.limits import Admission, BodyRefused, declared_length
 from accesspoint.msh.openapi import OPENAPI
 from accesspoint.msh.submissions import Submissions, part_properties
@@ -207,6 +208,8 @@ async def _submit(
         stored = await api.submissions.submit(document, files, hooks=[answer], allowed=_submittable(token))
     except ValueError as exc:
         raise Problem(422, kind="invalid-submission", detail=str(exc)) from None
+    except HolderKeyUnavailable as exc:
+        raise Problem(503, kind="holder-key-unavailable", detail=str(exc), headers={"Retry-After": "30"}) from None
     except DuplicateMessage as exc:
         kept = await api.ctx.idempotency.get(token.name, keys)
         if kept is not None and kept.same_request(request_sha256):

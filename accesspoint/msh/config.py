@@ -40,10 +40,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from accesspoint.msh.holder_encryption import HolderKeySource
+from accesspoint.msh.holder_encryption import parse_source as parse_holder_key_source
 from accesspoint.msh.limits import BodyLimits
 from accesspoint.routing.settings import RoutingSettings, parse_discovery, parse_routing
 from accesspoint.security.algorithms import SignatureAlgorithm
 from accesspoint.security.keys import KeyLoadError, KeyPair, load_key_pair
+from accesspoint.security.pkcs11 import HardwareKeys, Pkcs11ConfigError, open_hardware_keys
 from accesspoint.security.policy import SecurityPolicy
 from accesspoint.servicekit.tls import VERSIONS
 from accesspoint.servicekit.tokens import BearerToken, Scope
@@ -67,19 +70,28 @@ class KeyRing:
 
     signing: tuple[KeyPair, ...]
     decryption: tuple[KeyPair, ...] = ()
+    # keys.pkcs11: keys in a token, looked up again now and then (rollover without restart); they come first.
+    hardware: HardwareKeys | None = None
+
+    def _signing(self) -> tuple[KeyPair, ...]:
+        return self.signing if self.hardware is None else (*self.hardware.signing_keys(), *self.signing)
 
     def signing_key(self, policy: SecurityPolicy | None = None) -> KeyPair:
         """The signing key that suits the policy's signature algorithm (the first one when no policy is given)."""
+        signing = self._signing()
         if policy is None:
-            return self.signing[0]
-        for pair in self.signing:
+            return signing[0]
+        for pair in signing:
             if _suits(pair, policy.signature_algorithm):
                 return pair
         raise ConfigError(f"no signing key for {policy.signature_algorithm.value}")
 
     def decryption_keys(self) -> tuple[KeyPair, ...]:
-        """Every key that may decrypt: the decryption keys, then the RSA signing keys (1.15 uses one for both)."""
-        return self.decryption + tuple(p for p in self.signing if isinstance(p.private_key, rsa.RSAPrivateKey))
+        """Every key that may decrypt: the decryption keys (a token's, checked at start, then files'), then the RSA
+        signing keys in files (1.15 uses one for both; a token's signing key decrypts only when listed)."""
+        hardware = () if self.hardware is None else tuple(self.hardware.decryption_keys())
+        rsa_signing = tuple(p for p in self.signing if isinstance(p.private_key, rsa.RSAPrivateKey))
+        return hardware + self.decryption + rsa_signing
 
 
 def _suits(pair: KeyPair, algorithm: SignatureAlgorithm) -> bool:
@@ -166,6 +178,8 @@ class ServerConfig:
     routing: RoutingSettings | None = None  # the router: FaR, routed P-Modes, forwarding
     # end_to_end.operators: operators whose signed answers count (besides the P-Modes' party certificates)
     operator_certificates: tuple[x509.Certificate, ...] = ()
+    # holder_keys: where submissions that ask for encryption to the mailbox holder find the holder's key (FaR)
+    holder_keys: HolderKeySource | None = None
     # limits: request bodies taken in at once (bytes, large requests), stalled bodies, JSON submissions, headers
     body_limits: BodyLimits = field(default_factory=BodyLimits)
     json_submission_limit: int = JSON_SUBMISSION_LIMIT  # larger payloads go as multipart/form-data, streamed
@@ -232,7 +246,7 @@ def load_config(path: str | Path) -> ServerConfig:
         "listen", "pmodes", "database", "storage", "keys", "api_tokens", "instance", "redis", "send", "durability",
         "max_message_size", "revocation", "evidence_retention", "pull", "webhooks", "tls", "tls_trust",
         "tls_client", "retention", "discovery", "routing", "end_to_end", "offload_threshold", "limits",
-        "idempotency_retention",
+        "idempotency_retention", "holder_keys",
     }  # fmt: skip
     unknown = sorted(set(data) - known)
     if unknown:
@@ -243,16 +257,21 @@ def load_config(path: str | Path) -> ServerConfig:
         raise ConfigError(f"{file}: field listen.port: {port!r} is not a TCP port")
     if "pmodes" not in data:
         raise ConfigError(f"{file}: field pmodes: required (the P-Mode file)")
-    keys = _fields(data.get("keys"), f"{file}: field keys", {"signing", "decryption"})
-    if "signing" not in keys:
-        raise ConfigError(f"{file}: field keys.signing: required")
-    entries = keys["signing"] if isinstance(keys["signing"], list) else [keys["signing"]]
+    keys = _fields(data.get("keys"), f"{file}: field keys", {"signing", "decryption", "pkcs11"})
+    if "signing" not in keys and "pkcs11" not in keys:
+        raise ConfigError(f"{file}: field keys.signing: required (or keys.pkcs11)")
+    entries = keys.get("signing", [])
+    entries = entries if isinstance(entries, list) else [entries]
     signing = tuple(_key_pair(base, entry, f"{file}: field keys.signing[{i}]") for i, entry in enumerate(entries))
     entries = keys.get("decryption", [])
     decryption = tuple(
         _key_pair(base, entry, f"{file}: field keys.decryption[{i}]")
         for i, entry in enumerate(entries if isinstance(entries, list) else [entries])
     )
+    try:
+        hardware = open_hardware_keys(base, keys.get("pkcs11"), f"{file}: field keys.pkcs11")
+    except Pkcs11ConfigError as exc:
+        raise ConfigError(str(exc)) from None
     storage = base / str(data.get("storage", "data"))
     database = _database(data.get("database"), f"{file}: field database") or f"sqlite:///{storage / 'accesspoint.db'}"
     tokens = _api_tokens(data.get("api_tokens", []), f"{file}: field api_tokens")
@@ -276,7 +295,7 @@ def load_config(path: str | Path) -> ServerConfig:
         pmodes=base / str(data["pmodes"]),
         database_url=database,
         storage=storage,
-        keys=KeyRing(signing, decryption),
+        keys=KeyRing(signing, decryption, hardware),
         api_tokens=tuple(tokens),
         instance=_instance(data.get("instance", "ap"), f"{file}: field instance"),
         redis_url=_redis(data.get("redis"), f"{file}: field redis"),
@@ -298,6 +317,7 @@ def load_config(path: str | Path) -> ServerConfig:
         discovery=discovery,
         routing=routing,
         operator_certificates=_operator_certificates(base, data.get("end_to_end"), f"{file}: field end_to_end"),
+        holder_keys=_holder_keys(data.get("holder_keys"), f"{file}: field holder_keys"),
         idempotency_retention=_duration(
             data.get("idempotency_retention", "7d"), f"{file}: field idempotency_retention"
         ),
@@ -305,6 +325,13 @@ def load_config(path: str | Path) -> ServerConfig:
     )
     _check_together(config, data)
     return config
+
+
+def _holder_keys(value: object, where: str) -> HolderKeySource | None:
+    try:
+        return parse_holder_key_source(value, where)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _limits(value: object, where: str) -> dict[str, Any]:

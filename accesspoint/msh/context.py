@@ -23,6 +23,7 @@ from accesspoint.msh.tls import client_context
 from accesspoint.msh.webhooks import WebhookNotifier
 from accesspoint.routing.outbound import RouteRecords
 from accesspoint.routing.shell import Routing
+from accesspoint.servicekit.httpclient import new_session
 from accesspoint.store import MemorySendQueue, MessageStore
 from accesspoint.store.clock import Clock
 from accesspoint.store.idempotency import IdempotencyKeys
@@ -71,9 +72,9 @@ class Context:
             )
         else:
             queue = MemorySendQueue(clock)
-        timeout = aiohttp.ClientTimeout(total=settings.send_timeout.total_seconds())
         tls = client_context(settings.tls_trust, settings.tls_client or settings.tls)
-        http = aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=64, ssl=tls))
+        # Every outbound call through servicekit.httpclient: answers bounded, no redirects, addresses checked.
+        http = new_session(timeout=settings.send_timeout.total_seconds(), ssl_context=tls, limit=64)
         revocation = None
         if settings.revocation:
             # OCSP responders and CRLs are mostly plain HTTP; HTTPS ones are checked against the system's CAs.

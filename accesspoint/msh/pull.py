@@ -24,8 +24,10 @@ from accesspoint.msh.context import Context
 from accesspoint.msh.next_step import Action, Outcome
 from accesspoint.msh.receiving import pull_request
 from accesspoint.msh.send_pipeline import SendPipeline
+from accesspoint.msh.sending import ANSWER_LIMIT
 from accesspoint.msh.signals import Settlement
 from accesspoint.msh.wire import READ_CHUNK, discard, read_message_body, spooled_chunks
+from accesspoint.servicekit.httpclient import fetch, open_request
 from accesspoint.store import Direction, EvidenceKind, MessageState, StoredMessage
 from pmode import Route
 
@@ -155,7 +157,7 @@ class Puller:
         request = ctx.signer.signal(pull_request(route.leg.mpc, at=ctx.clock.now()), policy, SoapVersion.V12)
         headers = {"Content-Type": f"{SoapVersion.V12.content_type}; charset=UTF-8"}
         try:
-            async with ctx.http.post(endpoint, data=request, headers=headers) as response:
+            async with open_request(ctx.http, "POST", endpoint, data=request, headers=headers) as response:
                 if response.status != 200:
                     log.warning("PullRequest to %s: HTTP %d", endpoint, response.status)
                     return False
@@ -195,9 +197,8 @@ class Puller:
         the duplicate gets the stored receipt."""
         headers = {"Content-Type": f"{soap_version.content_type}; charset=UTF-8"}
         try:
-            async with self.ctx.http.post(endpoint, data=signal, headers=headers) as response:
-                await response.read()
-                if response.status != 200:
-                    log.warning("signal to %s: HTTP %d", endpoint, response.status)
+            answer = await fetch(self.ctx.http, "POST", endpoint, data=signal, headers=headers, max_bytes=ANSWER_LIMIT)
+            if answer.status != 200:
+                log.warning("signal to %s: HTTP %d", endpoint, answer.status)
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("signal to %s failed: %s", endpoint, exc)

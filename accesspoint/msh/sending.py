@@ -27,6 +27,7 @@ from accesspoint.msh.wire import spooled_chunks
 from accesspoint.routing.outbound import RouteUnavailable
 from accesspoint.security.policy import RevocationMode
 from accesspoint.security.trust import CertificateUsage, TrustError, TrustFailure
+from accesspoint.servicekit.httpclient import AddressPolicy, fetch
 from accesspoint.store import EvidenceKind, StoredMessage, StoreUnavailable
 from accesspoint.store.queue import Claim, Claims
 from pmode import Binding, Route
@@ -34,6 +35,7 @@ from pmode import Binding, Route
 log = logging.getLogger("accesspoint.msh")
 
 PAUSE_AFTER_FAULT = 1.0  # seconds a worker waits after the database or the queue failed under it
+ANSWER_LIMIT = 4 * 1024 * 1024  # a partner's synchronous answer to a push (a signal): more is a failed attempt
 
 
 class PartnerLanes:
@@ -124,7 +126,9 @@ class SendWorkers:
         decision = await settlement.settle(message, route, Outcome.CLAIMED)
         if decision.action is not Action.SEND:
             return
+        addresses = None  # a dynamic partner's endpoint is connected to only where discovery's policy allows
         if route.dynamic:  # endpoint and certificates from a route record or BDXL + SMP
+            addresses = ctx.routing.addresses(route)
             try:
                 route = await ctx.routing.resolve(ctx.store, message, route, at=ctx.clock.now())
             except RouteUnavailable as exc:
@@ -154,16 +158,29 @@ class SendWorkers:
             unsendable = EbmsError(ErrorCode.OTHER, f"cannot be prepared for sending: {exc}")
             await settlement.failed(message, route, Outcome.UNSENDABLE, unsendable)
             return
-        await self._post(message, route, endpoint, spooled)
+        await self._post(message, route, endpoint, spooled, addresses)
 
-    async def _post(self, message: StoredMessage, route: Route, endpoint: str, spooled: SpooledMessage) -> None:
+    async def _post(
+        self,
+        message: StoredMessage,
+        route: Route,
+        endpoint: str,
+        spooled: SpooledMessage,
+        addresses: AddressPolicy | None = None,
+    ) -> None:
         settlement = self.settlement
         try:
             headers = {"Content-Type": spooled.content_type, "Content-Length": str(spooled.size)}
-            async with self.ctx.http.post(endpoint, data=spooled_chunks(spooled.body), headers=headers) as response:
-                answer = await response.read()
-                answer_type = response.headers.get("Content-Type", "")
-                status = response.status
+            sent = await fetch(
+                self.ctx.http,
+                "POST",
+                endpoint,
+                data=spooled_chunks(spooled.body),
+                headers=headers,
+                max_bytes=ANSWER_LIMIT,
+                addresses=addresses,
+            )
+            answer, answer_type, status = sent.body, sent.content_type, sent.status
         except (aiohttp.ClientError, TimeoutError) as exc:
             await settlement.settle(message, route, Outcome.TRANSIENT, detail=f"{type(exc).__name__}: {exc}")
             return

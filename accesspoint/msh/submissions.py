@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from accesspoint.core.envelope import build_envelope, serialize
@@ -19,6 +19,7 @@ from accesspoint.core.ids import new_message_id
 from accesspoint.core.model import CollaborationInfo, PartyInfo, Property, UserMessage
 from accesspoint.core.model import MessageInfo as HeaderInfo
 from accesspoint.core.namespaces import PartProperty
+from accesspoint.msh import holder_encryption
 from accesspoint.msh.context import Context
 from accesspoint.msh.receiving import valid_character_set
 from accesspoint.msh.send_pipeline import SendPipeline
@@ -159,7 +160,14 @@ class Submissions:
         writes = list(hooks)
         if routed.target is not None:
             writes.append(self.ctx.routing.records.hook(routed.target, now=self.ctx.clock.now()))
-        return await self.accept(Submission.from_document(routed.document, files), hooks=writes, allowed=allowed)
+        submission = Submission.from_document(routed.document, files)
+        wanted = holder_encryption.parse_request(routed.document)
+        if wanted is not None:  # end-to-end to the mailbox holder, before anything is stored
+            payloads = await holder_encryption.encrypt_payloads(
+                wanted, submission.payloads, source=self.ctx.settings.holder_keys, now=self.ctx.clock.now()
+            )
+            submission = replace(submission, payloads=payloads)
+        return await self.accept(submission, hooks=writes, allowed=allowed)
 
     async def accept(
         self, submission: Submission, *, hooks: Sequence[TransactionHook] = (), allowed: Allowed | None = None

@@ -26,6 +26,7 @@ from typing import Any
 import aiohttp
 
 from accesspoint.msh.config import Webhook, WebhookEvent
+from accesspoint.servicekit.httpclient import open_request
 from accesspoint.servicekit.webhooks import EVENT_HEADER, SIGNATURE_HEADER, signature
 from accesspoint.store.clock import Clock
 from accesspoint.store.hooks import TransactionHook
@@ -115,11 +116,12 @@ class WebhookNotifier:
             SIGNATURE_HEADER: signature(hook.secret, body),
         }
         try:
-            async with session.post(hook.url, data=body, headers=headers, allow_redirects=False) as response:
-                await response.content.read(64 * 1024)  # the answer does not matter beyond its status
-                if 200 <= response.status < 300:
-                    return
-                raise DeliveryFailed(f"HTTP {response.status}")
+            # Only the status counts: the answer's body is never read, nor a redirect followed.
+            async with open_request(session, "POST", hook.url, data=body, headers=headers) as response:
+                status = response.status
+            if 200 <= status < 300:
+                return
+            raise DeliveryFailed(f"HTTP {status}")
         except aiohttp.ClientError as exc:
             raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from None
 

@@ -33,10 +33,18 @@ from accesspoint.core.model import Party, PartyId, PartyInfo, UserMessage
 from accesspoint.routing.settings import NetworkDiscovery
 from accesspoint.security.revocation import RevocationSource
 from accesspoint.security.trust import CertificateUsage, TrustError, validate_certificate
+from accesspoint.servicekit.httpclient import AddressPolicy
 from accesspoint.store.routes import RouteHook, RouteTargets, StoredRoute
 from pmode import Route
 from pmode.model import Side
-from smp.client import DiscoveryClient, DiscoveryError, DiscoverySettings, NotRegistered, SmpSignatureError
+from smp.client import (
+    DiscoveryClient,
+    DiscoveryError,
+    DiscoverySettings,
+    EndpointRefused,
+    NotRegistered,
+    SmpSignatureError,
+)
 from smp.model import CertPubUsage
 
 log = logging.getLogger("accesspoint.routing")
@@ -210,18 +218,28 @@ class PartnerResolver:
         self.revocation = revocation
         self._clients: dict[str, DiscoveryClient] = {}
 
+    def _settings(self, network: str) -> tuple[str, DiscoverySettings] | None:
+        settings = self.settings
+        if settings is None:
+            return None
+        if isinstance(settings, NetworkDiscovery) and network in dict(settings.networks):
+            return network, settings.for_network(network)
+        return "", settings  # every network without its own settings shares one client (and its caches)
+
     def client(self, network: str) -> DiscoveryClient | None:
         """The discovery client for a P-Mode network (made on first use); None without ``discovery`` settings."""
-        if self.settings is None:
+        found = self._settings(network)
+        if found is None:
             return None
-        settings = self.settings
-        if isinstance(settings, NetworkDiscovery) and network in dict(settings.networks):
-            settings = settings.for_network(network)
-        else:
-            network = ""  # every network without its own settings shares one client (and its caches)
-        if network not in self._clients:
-            self._clients[network] = DiscoveryClient(settings)
-        return self._clients[network]
+        key, settings = found
+        if key not in self._clients:
+            self._clients[key] = DiscoveryClient(settings)
+        return self._clients[key]
+
+    def addresses(self, network: str) -> AddressPolicy | None:
+        """Where a dynamic partner's endpoint on this P-Mode network may be connected to (None: no discovery)."""
+        found = self._settings(network)
+        return None if found is None else found[1].endpoint_policy
 
     async def close(self) -> None:
         """Close the discovery clients' HTTP sessions."""
@@ -274,6 +292,9 @@ class PartnerResolver:
             ) from None
         except SmpSignatureError as exc:
             raise EbmsError(ErrorCode.OTHER, f"the SMP answer for {participant} is not trusted: {exc}") from None
+        except EndpointRefused as exc:
+            refused = f"the endpoint the SMP names for {participant} is refused: {exc}"
+            raise EbmsError(ErrorCode.OTHER, refused) from None
         except DiscoveryError as exc:
             raise RouteUnavailable(f"discovery of {participant} failed: {exc}") from None
         published = dict(endpoint.certpub)

@@ -40,6 +40,7 @@ from accesspoint.routing.decision import (
 from accesspoint.routing.outbound import PartnerResolver, RouteRecords, RouteTarget
 from accesspoint.routing.settings import RoutingSettings
 from accesspoint.security.revocation import RevocationSource
+from accesspoint.servicekit.httpclient import AddressPolicy
 from accesspoint.store import Direction, EvidenceKind, MessageState, MessageStore, NewPayload, StoredMessage
 from accesspoint.store.hooks import TransactionHook
 from far.client import FarClient, FarUnavailable, ReachabilityLookup
@@ -184,6 +185,10 @@ class Routing:
         await self.resolver.close()
         if self.far is not None:
             await self.far.close()
+
+    def addresses(self, route: Route) -> AddressPolicy | None:
+        """Where the endpoint of a dynamic partner on this leg may be connected to (see PartnerResolver)."""
+        return self.resolver.addresses(route.pmode.network)
 
     async def resolve(self, store: MessageStore, message: StoredMessage, route: Route, *, at: datetime) -> Route:
         """The leg with a dynamic partner filled in (see :meth:`PartnerResolver.resolve`); others unchanged."""
