@@ -3,6 +3,8 @@ cookies, CSRF, roles, the audit, resend and dead-letter with the same MessageId,
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
@@ -10,12 +12,20 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import aiohttp
 import pytest
+from aiohttp.test_utils import TestServer
 
+from accesspoint import cli
 from accesspoint.console.accounts import hash_password, password_matches
+from accesspoint.console.app import CONSOLE
+from accesspoint.console.serve import RUNNER, beside_from
 from accesspoint.console.settings import load_settings
+from accesspoint.msh.app import create_app
+from accesspoint.msh.config import load_config
 from accesspoint.servicekit.settings import SettingsError
 from accesspoint.store import Direction, MessageState
+from accesspoint.testing import services
 from tests.console_support import (
     ADMIN,
     STATUS_TOKEN,
@@ -237,3 +247,48 @@ async def test_pmode_history_keeps_each_version_with_its_diff(
     added = [line for line in page.splitlines() if line.startswith('<span class="add">+') and "renamed" in line]
     removed = [line for line in page.splitlines() if line.startswith('<span class="del">-') and "se-to-be&#34;" in line]
     assert status == 200 and added and removed
+
+
+async def test_the_console_serves_on_its_own_listener_beside_the_access_point_with_a_user_set_from_the_command_line(
+    pair_factory: Callable[..., Pair],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``accesspoint console-user`` refuses a weak password and sets an admin from stdin, audited; the console then
+    serves beside the started access point on its own port, that admin logs in, and it stops with the access point."""
+    pair = pair_factory(retries=0)
+    with_ping(pair, retries=0)
+    console_port = services.free_port()
+    settings_file = write_settings(tmp_path, port=console_port)
+    server_file = pair.se.folder / "server.yaml"
+    command = ["console-user", ADMIN[0], "--role", "admin", "--console", str(settings_file)]
+    command += ["--config", str(server_file)]
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("too short\n"))
+    assert await asyncio.to_thread(cli.main, command) == cli.EXIT_MALFORMED
+    assert json.loads(capsys.readouterr().out)["error"]["code"] == "invalid-user"
+    monkeypatch.setattr("sys.stdin", io.StringIO(ADMIN[1] + "\n"))
+    assert await asyncio.to_thread(cli.main, command) == cli.EXIT_OK
+    assert json.loads(capsys.readouterr().out) == {"ok": True, "user": ADMIN[0], "role": "admin"}
+
+    app = create_app(load_config(server_file), clock=pair.se.clock)
+    beside_from(settings_file)(app)
+    server = TestServer(app, host="127.0.0.1", port=pair.se.port)
+    await server.start_server()
+    client = ConsoleClient(f"http://127.0.0.1:{console_port}")
+    try:
+        assert await client.login(ADMIN) == 303
+        status, page = await client.get("/messages")
+        assert status == 200 and "ada (admin)" in page
+        (entry,) = await app[RUNNER].app[CONSOLE].audit.latest(action="user-set")
+        assert (entry.actor, entry.target, entry.detail) == ("command-line", ADMIN[0], {"role": "admin"})
+        async with client.http.get(f"{pair.se.base}/healthz") as answer:
+            assert answer.status == 200  # the access point's own listener, without the console's pages
+        async with client.http.get(f"{pair.se.base}/login") as answer:
+            assert answer.status == 404
+    finally:
+        await server.close()
+    with pytest.raises(aiohttp.ClientConnectorError):
+        await client.get("/login")
+    await client.close()

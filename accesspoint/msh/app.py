@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
@@ -134,9 +134,12 @@ def _compose(app: web.Application, ctx: Context, supervisor: Supervisor) -> None
     )
 
 
-def run_server(settings: ServerConfig) -> None:
-    """Serve until interrupted (``accesspoint serve``)."""
+def run_server(settings: ServerConfig, *, beside: Callable[[web.Application], None] | None = None) -> None:
+    """Serve until interrupted (``accesspoint serve``); ``beside`` adds what else runs with the access point (the
+    console on its own listener)."""
     app = create_app(settings)
+    if beside is not None:
+        beside(app)
     tls = None if settings.tls is None else server_context(settings.tls)
     with contextlib.suppress(KeyboardInterrupt):
         # aiohttp closes a connection whose request has not fully arrived once its keep-alive time runs out (the
