@@ -96,6 +96,9 @@ messages = Table(
     Index("ix_messages_state_updated_at", "state", "updated_at"),
     Index("ix_messages_conversation_id", "conversation_id"),
     Index("ix_messages_to_party_state_updated_at", "to_party", "state", "updated_at"),
+    Index("ix_messages_state_created_at", "state", "created_at"),
+    Index("ix_messages_to_party_created_at", "to_party", "created_at"),
+    Index("ix_messages_from_party_created_at", "from_party", "created_at"),
 )
 
 payloads = Table(

@@ -6,8 +6,10 @@ stop at a cap (50,000 by default, as Domibus caps its message count): ``SELECT c
 never reads more than ``cap + 1`` index entries, however many messages the window holds.
 
 The indexes these queries use come with migration 0006: ``created_at`` (the window), ``(state, updated_at)``
-(the error log, failures since a moment, counts per state), ``conversation_id``, and
-``(to_party, state, updated_at)`` (the last delivery per partner).
+(the error log, failures since a moment, counts per state), ``conversation_id``,
+``(to_party, state, updated_at)`` (the last delivery per partner), and ``(state, created_at)``,
+``(to_party, created_at)``, ``(from_party, created_at)`` so that a state or a partner filter within a window reads
+only its own rows (the partner's two as one OR of two index ranges).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Indexes for operators' searches and the status: the time window, errors by state, conversations, partners."""
+"""Indexes for operators' searches and the status: the time window, errors by state, conversations, partners; a
+state or a partner within a time window (the console's common filters) read only their own rows."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ INDEXES = {
     "ix_messages_state_updated_at": ["state", "updated_at"],
     "ix_messages_conversation_id": ["conversation_id"],
     "ix_messages_to_party_state_updated_at": ["to_party", "state", "updated_at"],
+    "ix_messages_state_created_at": ["state", "created_at"],
+    "ix_messages_to_party_created_at": ["to_party", "created_at"],
+    "ix_messages_from_party_created_at": ["from_party", "created_at"],
 }
 
 
