@@ -13,6 +13,7 @@ acts; every action is audited, refused ones too.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hmac
 import logging
@@ -31,7 +32,7 @@ from aiohttp import web
 from accesspoint.console.accounts import Accounts, Session
 from accesspoint.console.alerts import Alerts, Kind, Level
 from accesspoint.console.audit import Audit
-from accesspoint.console.certificates import inventory
+from accesspoint.console.certificates import Held, inventory
 from accesspoint.console.checks import Checks
 from accesspoint.console.db import ConsoleDb
 from accesspoint.console.incidents import Incidents
@@ -42,6 +43,7 @@ from accesspoint.msh.operations import Operations
 from accesspoint.msh.supervisor import Supervisor
 from accesspoint.servicekit.tokens import BearerAuth
 from accesspoint.store.search import MessageSearch
+from pmode import PModeSet
 
 log = logging.getLogger("accesspoint.console")
 
@@ -80,6 +82,9 @@ class Console:
     http: aiohttp.ClientSession
     status_auth: BearerAuth
     supervisor: Supervisor
+    # The certificate inventory of the P-Mode set it was read for: every page's banner needs it, and reading and
+    # parsing the PEM files each time would block the event loop (a reload brings a new set, hence a new read).
+    held: tuple[PModeSet, list[Held]] | None = None
 
     @property
     def ctx(self) -> Context:
@@ -99,6 +104,14 @@ class Console:
     def now(self) -> datetime:
         """The access point's clock."""
         return self.ctx.clock.now()
+
+    async def certificates(self) -> list[Held]:
+        """The certificates in use (keys, TLS, trust anchors) with the P-Modes in force, read off the event loop
+        once per P-Mode set."""
+        current = self.ctx.agreements.current
+        if self.held is None or self.held[0] is not current:
+            self.held = (current, await asyncio.to_thread(inventory, self.ctx.settings, current))
+        return self.held[1]
 
 
 CONSOLE = web.AppKey("console", Console)
@@ -195,6 +208,7 @@ async def _sessions(request: web.Request, handler: Handler) -> web.StreamRespons
         session = await console.accounts.session(secret)
     if session is not None:
         request[SESSION] = session
+        await console.certificates()  # for the page's banner: read now, off the loop, if the P-Modes changed
     if request.method not in ("GET", "HEAD"):
         await _check_post(request, console, session)
     if session is None and not public:
@@ -252,11 +266,10 @@ def render(request: web.Request, template: str, status: int = 200, **context: An
     expiring = 0
     if session is not None:
         now = console.now()
-        expiring = sum(
-            1
-            for item in inventory(console.ctx.settings, console.ctx.agreements.current)
-            if item.status(now, console.settings.warn_before) != "ok"
-        )
+        current = console.ctx.agreements.current
+        fresh = console.held is not None and console.held[0] is current
+        held = console.held[1] if console.held and fresh else inventory(console.ctx.settings, current)
+        expiring = sum(1 for item in held if item.status(now, console.settings.warn_before) != "ok")
     text = console.templates.get_template(template).render(
         session=session,
         csrf=session.csrf if session else "",

@@ -28,7 +28,6 @@ from accesspoint.console.app import (
     session_of,
     set_session_cookie,
 )
-from accesspoint.console.certificates import inventory
 from accesspoint.console.incidents import Classification, Notified, Severity, timeline_csv, timeline_json
 from accesspoint.console.settings import Remote
 from accesspoint.msh.operations import PARKABLE, RESENDABLE, Done, ping_pmodes
@@ -389,7 +388,7 @@ async def certificates(request: web.Request) -> web.StreamResponse:
     """Every certificate with its not-after date; warnings from ``warn_before`` ahead."""
     console = _console(request)
     now = console.now()
-    items = inventory(console.ctx.settings, console.ctx.agreements.current)
+    items = await console.certificates()
     rows = [(item, item.status(now, console.settings.warn_before), item.days_left(now)) for item in items]
     return render(request, "certificates.html", rows=rows)
 
@@ -676,7 +675,7 @@ async def status(request: web.Request) -> web.StreamResponse:
                 name = first.value if first.type is None else f"{first.type}::{first.value}"
                 partners.setdefault(name, []).append(pmode.id)
     delivered = await console.search.last_delivered(list(partners))
-    certs = inventory(ctx.settings, ctx.agreements.current)
+    certs = await console.certificates()
     open_alerts = len(await console.alerts.latest(status="open", limit=1000))
     open_incidents = sum(1 for item in await console.incidents.latest() if item.status == "open")
     oldest = queues.oldest_pending
