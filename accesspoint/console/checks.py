@@ -110,7 +110,7 @@ class Checks:
     async def certificates(self) -> int:
         """Alert every certificate near or past its not-after; the number alerted anew."""
         now, raised = self.ctx.clock.now(), 0
-        for item in inventory(self.ctx.settings, self.ctx.agreements.current):
+        for item in await asyncio.to_thread(inventory, self.ctx.settings, self.ctx.agreements.current):
             status = item.status(now, self.settings.warn_before)
             if status == "ok":
                 continue
