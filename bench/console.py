@@ -4,8 +4,9 @@ Sweden's access point (``bench.e2e``'s settings, keys and P-Modes) with its SQLi
 ``--messages`` messages (default 1,000,000: outgoing and incoming, 40 partners, a few services, 93 % delivered, the
 rest failed or parked, some of the last ten minutes pending, each with the transitions of its states), spread evenly
 over ``--days`` days (default 10: 100,000 a day, so the default 24-hour window holds more than the count cap of
-50,000). The console runs on its own listener in the same process, as in production. One logged-in viewer (a pooled
-aiohttp client in this process) then asks, one request at a time, ``--requests`` times each:
+50,000), then ANALYZEd (the plans without statistics are checked in tests/test_store_search.py). The console runs
+on its own listener in the same process, as in production. One logged-in viewer (a pooled aiohttp client in this
+process) then asks, one request at a time, ``--requests`` times each:
 
 - search: ``/messages``, the last 24 hours, 50 rows newest first, the count capped ("more than 50,000");
 - filtered: ``/messages`` for one partner's failed messages in the last 24 hours (a narrow filter on a big window);
