@@ -17,6 +17,7 @@ from accesspoint.store.search import M, MessageQuery, MessageSearch
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 PARTNERS = ("0007:111", "0007:222")
+S = MessageState
 
 
 async def _chunks(data: bytes) -> AsyncIterator[bytes]:
@@ -65,6 +66,32 @@ async def test_a_partner_and_a_window_narrow_the_search(store: MessageStore) -> 
     page = await search.page(window)
     assert [message.message_id for message in page.messages] == ["m5@ap", "m3@ap"]
     assert (await search.page(MessageQuery(partner="0007:000"))).count == 8
+
+
+async def test_the_error_log_merges_the_errored_states_latest_move_first_and_the_queues_count_each_state(
+    store: MessageStore,
+) -> None:
+    """Failed, parked and retrying messages come latest move first up to the limit, filtered by code; the queue
+    figures count each waiting state and name the oldest pending message."""
+    moves = [("m0@ap", S.FAILED, "EBMS:0301"), ("m1@ap", S.AWAITING_RECEIPT, "EBMS:0005"),
+             ("m2@ap", S.FAILED, "EBMS:0004"), ("m3@ap", S.DEAD_LETTER, "EBMS:0301")]  # fmt: skip
+    for minute, (message_id, target, code) in enumerate(moves, start=10):
+        sending = await store.claim(message_id, now=T0 + timedelta(minutes=minute), lease=timedelta(seconds=30))
+        assert sending is not None
+        later = T0 + timedelta(minutes=minute)
+        first = S.FAILED if target is S.DEAD_LETTER else target
+        moved = await store.transition(sending, first, now=later, error=(code, "why"), next_attempt_at=later)
+        if target is S.DEAD_LETTER:
+            assert moved is not None
+            moved = await store.transition(moved, target, now=later)
+        assert moved is not None and moved.state is target
+    search = MessageSearch(store.db)
+    found = await search.errors(since=T0, limit=3)
+    assert [message.message_id for message in found] == ["m3@ap", "m2@ap", "m1@ap"]
+    assert [m.message_id for m in await search.errors(since=T0, code="EBMS:0301")] == ["m3@ap", "m0@ap"]
+    queues = await search.queues()
+    assert queues.by_state == {"submitted": 4, "sending": 0, "awaiting_receipt": 1, "dead_letter": 1}
+    assert queues.oldest_pending == T0 + timedelta(minutes=1)  # m1, awaiting its receipt
 
 
 def _plan(database: Path, statement: Select[tuple[int]]) -> str:

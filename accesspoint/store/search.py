@@ -25,7 +25,7 @@ from accesspoint.store import schema
 from accesspoint.store.db import Database
 from accesspoint.store.messages import _message
 from accesspoint.store.records import StoredMessage
-from accesspoint.store.states import Direction, MessageState
+from accesspoint.store.states import Direction, MessageState, states_of
 
 M = schema.messages
 
@@ -35,6 +35,9 @@ MAX_PAGE = 500
 PENDING = (MessageState.SUBMITTED, MessageState.SENDING, MessageState.AWAITING_RECEIPT)
 # States whose messages carry the error that put them there.
 ERRORED = (MessageState.FAILED, MessageState.DEAD_LETTER, MessageState.AWAITING_RECEIPT)
+_OUTGOING_ONLY = (*PENDING, MessageState.DEAD_LETTER)
+if set(_OUTGOING_ONLY) & states_of(Direction.IN):  # the queue figures below count these states without a direction
+    raise AssertionError("a pending state is also an incoming message's")
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,15 +170,20 @@ class MessageSearch:
 
     async def errors(self, *, since: datetime, limit: int = 100, code: str | None = None) -> list[StoredMessage]:
         """Messages that carry an error and moved since ``since``, latest move first (the error log)."""
-        conditions = [
-            M.c.state.in_([state.value for state in ERRORED]),
-            M.c.updated_at >= since,
-            M.c.last_error_code.is_not(None),
-        ]
-        if code is not None:
-            conditions.append(M.c.last_error_code == code)
-        statement = select(M).where(*conditions).order_by(M.c.updated_at.desc(), M.c.id.desc()).limit(limit)
-        return [_message(row) for row in await self._all(statement)]
+
+        def newest(state: MessageState) -> Select[Any]:
+            # One state at a time: each reads at most ``limit`` entries of (state, updated_at) in order, where one
+            # query over all three would walk the whole window of updated_at and look at every row's state.
+            conditions = [M.c.state == state.value, M.c.updated_at >= since, M.c.last_error_code.is_not(None)]
+            if code is not None:
+                conditions.append(M.c.last_error_code == code)
+            return select(M).where(*conditions).order_by(M.c.updated_at.desc(), M.c.id.desc()).limit(limit)
+
+        def read(connection: Connection) -> list[Any]:
+            return [row for state in ERRORED for row in connection.execute(newest(state)).all()]
+
+        rows = sorted(await self.db.run(read), key=lambda row: (row.updated_at, row.id), reverse=True)
+        return [_message(row) for row in rows[:limit]]
 
     async def failed_since(self, since: datetime, *, limit: int = 1000) -> list[StoredMessage]:
         """Outgoing messages that became ``failed`` at or after ``since``, in the order they did (alerting's feed)."""
@@ -193,15 +201,11 @@ class MessageSearch:
 
     async def queues(self) -> QueueFigures:
         """How many outgoing messages wait in each pending state (and the dead-letter), and the oldest one."""
-        waiting = [state.value for state in (*PENDING, MessageState.DEAD_LETTER)]
-        counts = (
-            select(M.c.state, func.count())
-            .where(M.c.state.in_(waiting), M.c.direction == Direction.OUT.value)
-            .group_by(M.c.state)
-        )
-        oldest = select(func.min(M.c.created_at)).where(
-            M.c.state.in_([state.value for state in PENDING]), M.c.direction == Direction.OUT.value
-        )
+        # These states are outgoing messages' only, so the (state, created_at) index answers alone: no direction
+        # to read from each row.
+        waiting = [state.value for state in _OUTGOING_ONLY]
+        counts = select(M.c.state, func.count()).where(M.c.state.in_(waiting)).group_by(M.c.state)
+        oldest = select(func.min(M.c.created_at)).where(M.c.state.in_([state.value for state in PENDING]))
 
         def read(connection: Connection) -> QueueFigures:
             by_state = dict.fromkeys(waiting, 0)
@@ -228,4 +232,3 @@ class MessageSearch:
 
     async def _all(self, statement: Select[Any]) -> Sequence[Any]:
         return await self.db.run(lambda connection: connection.execute(statement).all())
-
