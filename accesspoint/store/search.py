@@ -173,17 +173,22 @@ class MessageSearch:
 
         def newest(state: MessageState) -> Select[Any]:
             # One state at a time: each reads at most ``limit`` entries of (state, updated_at) in order, where one
-            # query over all three would walk the whole window of updated_at and look at every row's state.
+            # query over all three would walk the whole window of updated_at and look at every row's state. Only
+            # keys first: the whole rows of the merged newest ``limit`` are read after.
             conditions = [M.c.state == state.value, M.c.updated_at >= since, M.c.last_error_code.is_not(None)]
             if code is not None:
                 conditions.append(M.c.last_error_code == code)
-            return select(M).where(*conditions).order_by(M.c.updated_at.desc(), M.c.id.desc()).limit(limit)
+            keys = select(M.c.id, M.c.updated_at).where(*conditions)
+            return keys.order_by(M.c.updated_at.desc(), M.c.id.desc()).limit(limit)
 
         def read(connection: Connection) -> list[Any]:
-            return [row for state in ERRORED for row in connection.execute(newest(state)).all()]
+            keys = [tuple(row) for state in ERRORED for row in connection.execute(newest(state)).all()]
+            wanted = [pk for pk, _ in sorted(keys, key=lambda key: (key[1], key[0]), reverse=True)[:limit]]
+            order = {pk: place for place, pk in enumerate(wanted)}
+            rows = connection.execute(select(M).where(M.c.id.in_(wanted))).all() if wanted else []
+            return sorted(rows, key=lambda row: order[row.id])
 
-        rows = sorted(await self.db.run(read), key=lambda row: (row.updated_at, row.id), reverse=True)
-        return [_message(row) for row in rows[:limit]]
+        return [_message(row) for row in await self.db.run(read)]
 
     async def failed_since(self, since: datetime, *, limit: int = 1000) -> list[StoredMessage]:
         """Outgoing messages that became ``failed`` at or after ``since``, in the order they did (alerting's feed)."""
