@@ -13,6 +13,9 @@ What happens, in order:
    the wire, the receipt Sweden kept (signed by Norway, echoing the digests Sweden signed), and the payload's
    SHA-256 on both sides.
 5. Both processes are stopped; the temporary folder is removed. Exit 0, or 1 with the reason on stderr.
+
+Part 2 (``demo_federation``): FaR, a router and two mailbox operators deliver letters, move a mailbox and open a
+company's; part 3 (``demo_twoway``, in the same federation): an answer, a served letter and a paid invoice.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from accesspoint import demo_federation
+from accesspoint import demo_twoway
 from accesspoint.core.envelope import ParsedEnvelope, parse_envelope
 from accesspoint.core.errors import EbmsError
 from accesspoint.core.namespaces import NS
@@ -399,7 +402,7 @@ def run(folder: Path) -> None:
         f"{time.monotonic() - started:.1f} s"
     )
     (folder / "federation").mkdir()
-    demo_federation.run(folder / "federation", len(PROFILES) + 4)
+    demo_twoway.run(folder / "federation", len(PROFILES) + 4)  # parts 2 and 3: the federation, two-way post
     say()
     say(f"The demo took {time.monotonic() - started:.1f} s and leaves nothing behind", 0)
 

@@ -109,7 +109,12 @@ class Child:
         return "\n".join(f"    {line}" for line in text.splitlines()[-lines:])
 
 
-def stop_process(process: subprocess.Popen[bytes], timeout: float = 15, *, terminate: bool = True) -> int:
+# A service finishes its requests for up to servicekit.server.GRACE_SECONDS (10 s) after SIGTERM, then cleans up and
+# exits: on a loaded machine that took over 15 s, and a SIGKILL then reads as a failed stop.
+STOP_TIMEOUT = 30.0
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT, *, terminate: bool = True) -> int:
     """SIGTERM (unless it has stopped, or ``terminate`` is False: sent already), wait up to ``timeout`` s, then
     SIGKILL; the exit code."""
     if process.poll() is None:

@@ -29,8 +29,10 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +45,11 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from lxml import etree
 
 from accesspoint.demo_common import Child, DemoFailure, free_port, key_files, say, stop_process
+from accesspoint.envelopes.identity import sign_assertion
 from accesspoint.envelopes.sbdh import DocumentIdentification, Partner, Sbdh, Scope, ScopeType, build_sbd
-from accesspoint.keys_cli import DevelopmentPki, generate_keys
+from accesspoint.keys_cli import DevelopmentPki, EidIssuer, generate_keys
 from accesspoint.msh.end_to_end import certificate_sha256, verify_answer
+from accesspoint.security.keys import KeyPair
 from far.identifiers import with_check_digit
 from smp.documents import render_service_metadata
 from smp.identifiers import NO_PROCESS, Identifier, peppol_naptr_name
@@ -70,6 +74,10 @@ REFUSED_AGENCY = with_check_digit("212000123")  # a sender one recipient has ref
 
 
 FOREIGN = "iso6523-actorid-upis::0088:5798000000009"  # a participant abroad: BDXL + SMP name its access point
+PORTABILITY_SERVICE = "urn:accesspoint:operators:portability"  # operators/portability.py
+PORTABILITY_ACTION = "Transfer"
+REGISTERS_TOKEN = "registers-demo-" + secrets.token_hex(8)
+OPERATOR_ADMIN_TOKEN = "operator-admin-" + secrets.token_hex(8)  # reads every mailbox (the operator's own staff)
 
 
 @dataclass(frozen=True)
@@ -92,11 +100,34 @@ OPERATORS = (
         ("19" + with_check_digit("811218987"), FOREIGN.partition("::")[2]),
     ),
 )
+OPERATOR_TOKENS = {o.key: f"far-{o.key}-" + secrets.token_hex(8) for o in OPERATORS}  # write:operator=<orgnr>
 ALICE = OPERATORS[0].mailboxes[0]  # a mailbox at operator 1
 BERTIL = OPERATORS[1].mailboxes[0]  # a mailbox at operator 2; refuses REFUSED_AGENCY
 CECILIA = "19" + with_check_digit("850505123")  # FaR says operator 2, but operator 2 has no mailbox for her
 NOBODY = "19" + with_check_digit("900101123")  # not in FaR: no digital mailbox
 ACTION = "busdox-docid-qns::urn:example:letter::Letter##1.0"  # the letters' document type (and leg action)
+COMPANY_ORGNR = with_check_digit("559876543")
+COMPANY = "16" + COMPANY_ORGNR  # Exempel Bygg AB: its mailbox, read by whoever may sign for it
+SIGNATORY = "19" + with_check_digit("700707123")
+FORMER_SIGNATORY = "19" + with_check_digit("650606123")
+PEOPLE = {
+    ALICE: "Alice Andersson",
+    BERTIL: "Bertil Berg",
+    SIGNATORY: "Stina Styrelse",
+    FORMER_SIGNATORY: "Folke Förra",
+}
+REGISTERS: dict[str, Any] = {
+    "persons": {},
+    "companies": {
+        COMPANY_ORGNR: {
+            "name": "Exempel Bygg AB",
+            "form": "AB",
+            "signatory_rule": "Firman tecknas var för sig av ledamöterna",
+            "signatories": [{"id": SIGNATORY, "name": PEOPLE[SIGNATORY]}],
+        }
+    },
+    "roles": {},
+}
 ZONE = "participant.sml.demo.example"
 # The demo's SMP and access points run on loopback over http: the endpoint policy refuses both unless told.
 LOOPBACK = {"allow_http": True, "allow_networks": ["127.0.0.0/8"]}
@@ -205,6 +236,24 @@ def _two_way(pmode_id: str, initiator: str, responder: str, anchors: str) -> dic
     }
 
 
+def _portability(initiator: str, responder: str, anchors: str) -> dict[str, Any]:
+    """Operator to operator: a mailbox's move (operators/moves.py), one way; large archives, stored as they are."""
+    leg = _leg(ACTION, anchors)
+    leg.update(
+        service={"value": PORTABILITY_SERVICE},
+        action=PORTABILITY_ACTION,
+        compression=False,
+        payload={"max_size": "4GiB"},
+    )
+    return {
+        "id": f"{initiator}-to-{responder}",
+        "network": "edelivery-1.15",
+        "initiator": {"party": initiator},
+        "responder": {"party": responder},
+        "legs": [leg],
+    }
+
+
 def _party(pki: DevelopmentPki, name: str, endpoint: str) -> dict[str, Any]:
     return {
         "party_ids": [{"value": PARTY_IDS[name], "type": UNREGISTERED}],
@@ -224,10 +273,35 @@ class Federation:
     sweden: AccessPointServer
     operator_aps: dict[str, AccessPointServer]
     operators: dict[str, Child]
+    registers: Child
+    eid: EidIssuer
+    folder: Path
+    holders: dict[str, KeyPair] = field(default_factory=dict)
 
     @property
     def all(self) -> list[Child]:
-        return [self.far, self.smp, *self.operator_aps.values(), *self.operators.values(), self.sweden, self.nordic]
+        return [
+            self.far,
+            self.registers,
+            self.smp,
+            *self.operator_aps.values(),
+            *self.operators.values(),
+            self.sweden,
+            self.nordic,
+        ]
+
+    def holder(self, identity: str, name: str) -> KeyPair:
+        """A holder's e-ID key pair from the federation's development e-ID CA (made once per identity)."""
+        if identity not in self.holders:
+            key, certificate = self.eid.holder(identity, name)
+            self.holders[identity] = KeyPair(key, certificate, (self.eid.certificate,))
+        return self.holders[identity]
+
+    def signed(self, text: str, *identities: str) -> list[dict[str, Any]]:
+        """The holders' e-ID signatures over ``text`` (made now), as FaR and the operators take them."""
+        return [
+            sign_assertion(text, self.holder(i, PEOPLE.get(i, i)), at=datetime.now(UTC)).to_json() for i in identities
+        ]
 
     @property
     def letters(self) -> tuple[Letter, ...]:
@@ -235,9 +309,19 @@ class Federation:
         return LETTERS if self.dns is None else (*LETTERS, ABROAD)
 
 
-def build(folder: Path, pki: DevelopmentPki, *, nordic_settings: dict[str, Any] | None = None) -> Federation:
-    """Write every process's settings (nothing runs yet); ``nordic_settings`` adds to the Nordic access point's."""
-    names = ("far", "smp", "nordic", "sweden", "op1", "op2", "mailbox-op1", "mailbox-op2")
+def build(
+    folder: Path,
+    pki: DevelopmentPki,
+    *,
+    nordic_settings: dict[str, Any] | None = None,
+    far_extra: str = "",
+    operator_extra: str = "",
+    portability: str = "",
+) -> Federation:
+    """Write every process's settings (nothing runs yet); ``nordic_settings`` adds to the Nordic access point's,
+    ``far_extra`` and ``operator_extra`` (TOML tables) are appended to FaR's and each operator's settings,
+    ``portability`` (TOML keys) to each operator's ``[operator.portability]``."""
+    names = ("far", "registers", "smp", "nordic", "sweden", "op1", "op2", "mailbox-op1", "mailbox-op2")
     ports = {name: free_port() for name in names}
     url = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     anchors = str(pki.ca.certificate_path)
@@ -246,11 +330,37 @@ def build(folder: Path, pki: DevelopmentPki, *, nordic_settings: dict[str, Any] 
     binary = shutil.which("dnsmasq") or shutil.which("dnsmasq", path="/usr/sbin:/sbin")
     dns = None if binary is None else Dnsmasq(binary, folder / "dns")
 
+    eid = EidIssuer.create("Demo e-ID CA")
+    eid_ca = folder / "keys" / "eid-ca.pem"
+    eid_ca.write_bytes(eid.certificate.public_bytes(Encoding.PEM))
+    (folder / "registers").mkdir()
+    (folder / "registers" / "registers.json").write_text(json.dumps(REGISTERS, indent=2, ensure_ascii=False))
+    registers = Child(
+        "registers",
+        folder / "registers",
+        ports["registers"],
+        [
+            "far",
+            "registers",
+            "--data",
+            str(folder / "registers" / "registers.json"),
+            "--port",
+            str(ports["registers"]),
+            "--token",
+            REGISTERS_TOKEN,
+        ],
+    )
     (folder / "far").mkdir()
     far_settings = folder / "far" / "far.toml"
+    operator_tokens = "".join(
+        f'[[far.tokens]]\nname = "{o.key}"\ntoken = "{OPERATOR_TOKENS[o.key]}"\n'
+        f'scopes = ["read", "write:operator={o.orgnr}"]\n\n'
+        for o in OPERATORS
+    )
     far_settings.write_text(
         f'[far]\ndatabase = "sqlite+aiosqlite:///far.db"\nport = {ports["far"]}\n\n'
-        f'[[far.tokens]]\nname = "demo"\ntoken = "{FAR_TOKEN}"\nscopes = ["read", "write"]\n'
+        f'[[far.tokens]]\nname = "demo"\ntoken = "{FAR_TOKEN}"\nscopes = ["read", "write"]\n\n{operator_tokens}'
+        f'[far.eid]\nanchors = ["{eid_ca}"]\n\n[far.registers]\nurl = "{url["registers"]}"\n\n{far_extra}'
     )
     far = Child("far", folder / "far", ports["far"], ["far", "serve", "--config", str(far_settings)])
 
@@ -331,10 +441,13 @@ def build(folder: Path, pki: DevelopmentPki, *, nordic_settings: dict[str, Any] 
                 "version": 1,
                 "self": operator.key,
                 "parties": {
-                    operator.key: _party(pki, operator.key, url[operator.key] + "/as4"),
+                    **{o.key: _party(pki, o.key, url[o.key] + "/as4") for o in OPERATORS},
                     "sweden": _party(pki, "sweden", url["sweden"] + "/as4"),
                 },
-                "pmodes": [_two_way(f"se-to-{operator.key}", "sweden", operator.key, anchors)],
+                "pmodes": [
+                    _two_way(f"se-to-{operator.key}", "sweden", operator.key, anchors),
+                    *(_portability(a.key, b.key, anchors) for a in OPERATORS for b in OPERATORS if a != b),
+                ],
             },
             {"keys": keys[operator.key], "webhooks": [hook]},
         )
@@ -344,15 +457,24 @@ def build(folder: Path, pki: DevelopmentPki, *, nordic_settings: dict[str, Any] 
         mailbox_folder.mkdir()
         settings = mailbox_folder / "operator.toml"
         mailboxes = ", ".join(f'"{m}"' for m in operator.mailboxes)
+        peers = "".join(
+            f'[[operator.peers]]\nid = "16{other.orgnr}"\npmode = "{operator.key}-to-{other.key}"\n'
+            f'certificate = "{pki.parties[other.key].rsa.certificate_path}"\n\n'
+            for other in OPERATORS
+            if other != operator
+        )
         settings.write_text(
             f'[operator]\nid = "16{operator.orgnr}"\nname = "{operator.name}"\n'
             f"port = {ports['mailbox-' + operator.key]}\n"
-            f'database = "sqlite+aiosqlite:///mailbox.db"\nmailboxes = [{mailboxes}]\n'
+            f'database = "sqlite+aiosqlite:///mailbox.db"\nmailboxes = [{mailboxes}]\nstorage = "mail"\n'
             f'keys = {{ key = "{issued.key_path}", certificate = "{issued.certificate_path}" }}\n\n'
             f'[operator.access_point]\nurl = "{ap.url}"\ntoken = "{ap.token}"\n'
             f'webhook_secret = "{WEBHOOK_SECRET}"\npoll_interval = "1s"\n\n'
             f'[operator.trust]\nintermediaries = ["{pki.parties["sweden"].rsa.certificate_path}"]\n'
-            f'sender_anchors = ["{anchors}"]\n'
+            f'sender_anchors = ["{anchors}"]\n\n'
+            f'[operator.far]\nurl = "{url["far"]}"\ntoken = "{OPERATOR_TOKENS[operator.key]}"\n\n'
+            f'[operator.eid]\nanchors = ["{eid_ca}"]\n\n[operator.portability]\nretry = "1s"\n{portability}\n\n'
+            f'[[operator.tokens]]\ntoken = "{OPERATOR_ADMIN_TOKEN}"\n\n{peers}{operator_extra}'
         )
         operators[operator.key] = Child(
             f"mailbox-{operator.key}",
@@ -360,7 +482,7 @@ def build(folder: Path, pki: DevelopmentPki, *, nordic_settings: dict[str, Any] 
             ports["mailbox-" + operator.key],
             ["operator", "serve", "--config", str(settings)],
         )
-    return Federation(far, smp, dns, nordic, sweden, operator_aps, operators)
+    return Federation(far, smp, dns, nordic, sweden, operator_aps, operators, registers, eid, folder)
 
 
 def _smp(folder: Path, port: int, pki: DevelopmentPki) -> Child:
@@ -485,8 +607,11 @@ def load_far(federation: Federation) -> None:
     )
     done = subprocess.run(
         [sys.executable, "-m", "accesspoint", "far", "import", str(csv), "--config", str(federation.far.argv[-1])],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     if done.returncode != 0:
         raise DemoFailure(f"far import failed: {done.stderr.strip()}")
 
@@ -568,8 +693,18 @@ def reverify(nordic: AccessPointServer, sent: dict[str, Any], pki: DevelopmentPk
     raise DemoFailure(f"{sent['message_id']}: the answer verifies with no operator's certificate")
 
 
-def run(folder: Path, number: int) -> int:
-    """Part two of the demo, its sections numbered from ``number``; the next free number."""
+def run(
+    folder: Path,
+    number: int,
+    *,
+    made: tuple[Federation, DevelopmentPki] | None = None,
+    begin: Callable[[], None] | None = None,
+    end: Callable[[], dict[str, int | None]] | None = None,
+    more: Callable[[int], int] | None = None,
+) -> int:
+    """Part two of the demo, its sections numbered from ``number``; the next free number. A caller that adds to
+    the federation (``demo_twoway``) passes it ``made``, how to ``begin`` and ``end`` it, and ``more`` sections
+    (given their first number, returning the next) shown before it stops."""
     say()
     say("Part 2: Swedish digital post as a small federation: FaR, a router and two mailbox operators", 0)
     say(
@@ -582,14 +717,18 @@ def run(folder: Path, number: int) -> int:
         0,
     )
     started = time.monotonic()
-    pki = generate_keys(folder / "keys", PARTY_IDS, days=1)
-    federation = build(folder, pki)
+    if made is None:
+        pki = generate_keys(folder / "keys", PARTY_IDS, days=1)
+        made = (build(folder, pki), pki)
+    federation, pki = made
+    after = number + 6
     try:
-        start(federation, pki)
+        (begin or partial(start, federation, pki))()
         say()
         say(f"{number}. The federation, each its own process (keys from one development CA):")
         roles = {
             "far": "FaR, the routing register (accesspoint far serve)",
+            "registers": "population and business registers FaR asks about holders (accesspoint far registers)",
             "smp": "an SMP (accesspoint smp serve) publishing where a participant abroad receives",
             "nordic": "the Nordic sender's access point (AP-NO-0100)",
             "sweden": "the Swedish access point, router (AP-SE-0001), asks FaR before it answers",
@@ -627,20 +766,152 @@ def run(folder: Path, number: int) -> int:
         failures = [problem for letter in federation.letters if (problem := _outcome(federation, letter, pki))]
         if failures:
             raise DemoFailure("; ".join(failures))
+        say()
+        move_mailbox(federation, number + 4)
+        say()
+        company_mailbox(federation, number + 5)
+        if more is not None:
+            say()
+            after = more(after)
     except Exception:
         for server in federation.all:
             sys.stderr.write(f"{server.name}'s log (last lines):\n{server.log_tail()}\n")
         raise
     finally:
-        codes = stop(federation)
+        codes = (end or partial(stop, federation))()
     if any(code != 0 for code in codes.values()):
         raise DemoFailure(f"a process of the federation did not stop cleanly: exit codes {codes}")
     say()
     say(
-        f"{number + 4}. All {len(codes)} processes of the federation stopped cleanly (exit code 0) after "
+        f"{after}. All {len(codes)} processes of the federation stopped cleanly (exit code 0) after "
         f"{time.monotonic() - started:.1f} s"
     )
-    return number + 5
+    return after + 1
+
+
+HOLDER_TEXT = "Jag vill ha min digitala brevlåda här och godkänner villkoren."
+
+
+def _operator_api(
+    federation: Federation, key: str, method: str, path: str, body: Any = None, token: str = OPERATOR_ADMIN_TOKEN
+) -> tuple[int, Any]:
+    return _call(federation.operators[key].url + path, token, method, body)
+
+
+def _letters(federation: Federation, key: str, holder: str) -> list[dict[str, Any]]:
+    code, body = _operator_api(federation, key, "GET", f"/api/v1/mailboxes/{holder}/letters")
+    return list(body["letters"]) if code == 200 else []
+
+
+def _poll(what: str, check: Any, timeout: float = 120) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.25)
+    raise DemoFailure(f"{what}: not within {timeout:.0f} s")
+
+
+def move_mailbox(federation: Federation, number: int) -> None:
+    """Alice moves her mailbox from Brevlådan Ett to Brevlådan Två and her mail goes with her."""
+    ett, tva = OPERATORS
+    before = {x["origin"]: sorted(p["sha256"] for p in x["parts"]) for x in _letters(federation, "op1", ALICE)}
+    say(
+        f"{number}. Alice ({ALICE}) moves her mailbox from {ett.name} to {tva.name}, taking her mail along "
+        f"(portability). At {ett.name} she has {len(before)} letter(s): "
+        + ", ".join(f"{origin} (SHA-256 {digests[0][:12]}…)" for origin, digests in sorted(before.items())),
+        indent=6,
+    )
+    body = {"holder": ALICE, "agreement_text": HOLDER_TEXT, "signatures": federation.signed(HOLDER_TEXT, ALICE)}
+    code, opened = _operator_api(federation, "op2", "POST", "/api/v1/holders", body)
+    if code != 202 or opened.get("state") != "moving-in":
+        raise DemoFailure(f"{tva.name} did not start the move: HTTP {code} {opened}")
+    switch = opened["switch"]
+    say(
+        f"   She signs the agreement with her e-ID at {tva.name}; FaR records the switch {switch['id'][:8]}… as "
+        f"{switch['state']} and {tva.name} asks {ett.name} over AS4 (SwitchRequest, signed).",
+        indent=6,
+    )
+
+    def done() -> dict[str, Any] | None:
+        found = _operator_api(federation, "op1", "GET", f"/api/v1/holders/{ALICE}")[1].get("move") or {}
+        return found if found.get("state") == "done" and not _letters(federation, "op1", ALICE) else None
+
+    move = _poll("the move", done)
+    code, far_switch = _call(f"{federation.far.url}/api/v1/switches/{ALICE}?id={switch['id']}", FAR_TOKEN)
+    say(
+        f"   {ett.name} checks the request against FaR and completes the switch at {far_switch['switched_at']}; "
+        f"from then on the router sends Alice's letters to {tva.name}.",
+        indent=6,
+    )
+    for batch in move["batches"]:
+        say(
+            f"   transfer {batch['seq']}: {batch['letters']} letter(s) as a signed, streamed archive over AS4; "
+            f"{tva.name} checked the signature, every file's SHA-256, every seal and signed answer, stored them "
+            f"and answered with a signed receipt; only then {ett.name} deleted its copies ({batch['state']}).",
+            indent=6,
+        )
+    after = {x["origin"]: sorted(p["sha256"] for p in x["parts"]) for x in _letters(federation, "op2", ALICE)}
+    if any(after.get(origin) != digests for origin, digests in before.items()):
+        raise DemoFailure(f"the letters at {tva.name} differ from those that left {ett.name}: {before} {after}")
+    letter = Letter("letter-7@nordic", ALICE, AGENCY, "delivered-to-mailbox", "after the move")
+    send(federation, letter)
+    answer = federation.nordic.wait(letter.message_id, lambda d: "end_to_end" in d, what="end-to-end receipt")
+    operator = answer["end_to_end"]["operator"]
+    if operator["id"] != f"16{tva.orgnr}":
+        raise DemoFailure(f"{letter.message_id} went to {operator['id']}, not to {tva.name}")
+    say(
+        f"   OK every letter is at {tva.name} with the same SHA-256, {ett.name} holds none, FaR names {tva.name}, "
+        f"and {letter.message_id} to Alice is delivered there (signed by {operator['subject']}).",
+        indent=6,
+    )
+
+
+def company_mailbox(federation: Federation, number: int) -> None:
+    """Exempel Bygg AB's mailbox at Brevlådan Två, opened and read by its signatory."""
+    tva = OPERATORS[1]
+    company = REGISTERS["companies"][COMPANY_ORGNR]
+    say(
+        f'{number}. {company["name"]} ({COMPANY}): the business register says "{company["signatory_rule"]}" and '
+        f"names {PEOPLE[SIGNATORY]} ({SIGNATORY}).",
+        indent=6,
+    )
+    body = {"holder": COMPANY, "agreement_text": HOLDER_TEXT, "signatures": federation.signed(HOLDER_TEXT, SIGNATORY)}
+    code, opened = _operator_api(federation, "op2", "POST", "/api/v1/holders", body)
+    if code != 201:
+        raise DemoFailure(f"the company mailbox was not opened: HTTP {code} {opened}")
+    say(
+        f"   She signs for the company; FaR checks her against the signatory rule (Complete) and registers the "
+        f"mailbox at {tva.name}.",
+        indent=6,
+    )
+    letter = Letter("letter-8@nordic", COMPANY, AGENCY, "delivered-to-mailbox", "a company")
+    send(federation, letter)
+    federation.nordic.wait(letter.message_id, lambda d: "end_to_end" in d, what="end-to-end receipt")
+    text = f"Inloggning hos {tva.name} (16{tva.orgnr})"
+    code, session = _operator_api(
+        federation,
+        "op2",
+        "POST",
+        "/api/v1/sessions",
+        {"agreement_text": text, "signatures": federation.signed(text, SIGNATORY)},
+    )
+    if code != 201:
+        raise DemoFailure(f"the signatory could not log in: HTTP {code} {session}")
+    code, listed = _operator_api(
+        federation, "op2", "GET", f"/api/v1/mailboxes/{COMPANY}/messages", token=session["token"]
+    )
+    if code != 200 or not listed["messages"]:
+        raise DemoFailure(f"the signatory could not read the company's mailbox: HTTP {code} {listed}")
+    audit = _operator_api(federation, "op2", "GET", f"/api/v1/holders/{COMPANY}/audit", token=session["token"])[1]
+    read = next(a for a in audit["audit"] if a["action"] == "read")
+    say(
+        f"   {letter.message_id} arrives; she logs in with her e-ID and reads it ({listed['messages'][0]['subject']}, "
+        f"from {listed['messages'][0]['sender']}); {tva.name}'s audit trail: {read['action']} by {read['actor']} as "
+        f"{read['detail']['grant']} at {read['at']}.",
+        indent=6,
+    )
 
 
 def _outcome(federation: Federation, letter: Letter, pki: DevelopmentPki) -> str | None:

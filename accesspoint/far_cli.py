@@ -1,5 +1,5 @@
-"""``accesspoint far serve | import | senders import | reachable``: run FaR, bulk-import recipients or senders, ask
-FaR about recipients.
+"""``accesspoint far serve | import | senders import | reachable | registers``: run FaR, bulk-import recipients or
+senders, ask FaR about recipients, serve the reference population and business registers FaR asks about holders.
 
 ``far reachable --far URL --sender ORGNR RECIPIENT...`` prints a JSON array, one object per recipient
 (``recipient``, ``reachable``, ``reason``, ``operator``, ``endpoint``, ``sender_accepted``) and exits 0 when FaR
@@ -57,6 +57,15 @@ def register(commands: Any) -> None:
     reachable.add_argument("recipients", nargs="+", metavar="RECIPIENT", help="12 digits each")
     reachable.set_defaults(handler=cmd_reachable)
 
+    registers = far_commands.add_parser(
+        "registers", help="serve the reference population and business registers from a JSON file (development)"
+    )
+    registers.add_argument("--data", required=True, help="JSON: {persons: {id: …}, companies: {orgnr: …}, roles: …}")
+    registers.add_argument("--host", default="127.0.0.1")
+    registers.add_argument("--port", type=int, default=8490)
+    registers.add_argument("--token", help="bearer token that may replace records (PUT); default: none may")
+    registers.set_defaults(handler=cmd_registers)
+
 
 def _settings(config: str | None) -> Any:
     from far.settings import FarSettings, load_settings
@@ -69,6 +78,7 @@ def cmd_serve(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     from accesspoint.servicekit.server import Listener, run
     from accesspoint.servicekit.settings import SettingsError
     from accesspoint.servicekit.tls import server_context
+    from accesspoint.servicekit.tracing import configure_tracing
     from far.app import create_app
 
     try:
@@ -76,6 +86,8 @@ def cmd_serve(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     except SettingsError as exc:
         return EXIT_USAGE, failure("config", str(exc), problems=exc.problems)
     tls = None if settings.tls is None else server_context(settings.tls)
+    settings.observability.configure_logging()
+    configure_tracing("far")
     listener = Listener(create_app(settings), settings.host, settings.port, tls)
 
     def started() -> None:
@@ -90,6 +102,30 @@ def cmd_serve(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
         run([listener], started=started)
     except OSError as exc:
         return EXIT_MALFORMED, failure("listen", f"cannot listen: {exc}", config=args.config)
+    return EXIT_OK, {"ok": True, "stopped": True, "url": listener.url}
+
+
+def cmd_registers(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
+    """Serve the reference registers (far/registers.py) until SIGINT or SIGTERM."""
+    from accesspoint.servicekit.server import Listener, run
+    from far.registers import load_data, reference_app
+
+    try:
+        data = load_data(Path(args.data))
+    except (OSError, ValueError) as exc:
+        return EXIT_USAGE, failure("usage", f"cannot read {args.data}: {exc}")
+    if args.token is not None and len(args.token) < 16:
+        return EXIT_USAGE, failure("usage", "--token must be at least 16 characters")
+    listener = Listener(reference_app(data, token=args.token), args.host, args.port)
+
+    def started() -> None:
+        sys.stderr.write(f"registers: listening on {listener.url}\n")
+        sys.stderr.flush()
+
+    try:
+        run([listener], started=started)
+    except OSError as exc:
+        return EXIT_MALFORMED, failure("listen", f"cannot listen: {exc}")
     return EXIT_OK, {"ok": True, "stopped": True, "url": listener.url}
 
 

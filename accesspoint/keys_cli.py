@@ -204,6 +204,39 @@ def write_pem(folder: Path, stem: str, key: PrivateKey, certificate: x509.Certif
     return certificate_path, key_path
 
 
+# ------------------------------------------------------------------------------- development e-ID
+
+
+@dataclass(frozen=True, slots=True)
+class EidIssuer:
+    """A development e-ID CA: it issues holders' signing certificates whose subject serialNumber is the holder's
+    personnummer (or eIDAS identifier), as Swedish e-ID certificates do (accesspoint/envelopes/identity.py)."""
+
+    key: rsa.RSAPrivateKey
+    certificate: x509.Certificate
+
+    @classmethod
+    def create(cls, name: str = "Development e-ID CA", *, now: datetime | None = None, days: int = 3650) -> EidIssuer:
+        """A new CA valid from a little before ``now`` for ``days``."""
+        start = (now or datetime.now(UTC)) - CLOCK_SKEW
+        key, certificate = new_ca(dev_name(name), start, start + timedelta(days=days))
+        return cls(key, certificate)
+
+    def holder(
+        self, identity: str, name: str, *, not_before: datetime | None = None, not_after: datetime | None = None
+    ) -> tuple[PrivateKey, x509.Certificate]:
+        """An RSA key and signing certificate for ``identity`` (CN = name, serialNumber = identity)."""
+        start = not_before or (datetime.now(UTC) - CLOCK_SKEW)
+        subject = x509.Name(
+            [
+                x509.NameAttribute(NameOID.COUNTRY_NAME, "SE"),
+                x509.NameAttribute(NameOID.SERIAL_NUMBER, identity),
+                x509.NameAttribute(NameOID.COMMON_NAME, name),
+            ]
+        )
+        return issue(self.key, self.certificate, subject, "rsa", start, not_after or start + timedelta(days=365))
+
+
 # -------------------------------------------------------------------------------------------- recipe
 
 _PROFILES: tuple[tuple[str, str, str, KeyKind, str], ...] = (

@@ -1,4 +1,5 @@
-"""``accesspoint operator serve | status``: run the reference mailbox operator; follow a sent message end to end.
+"""``accesspoint operator serve | status | export | import``: run the reference mailbox operator; follow a sent
+message end to end; move a mailbox's letters between operators by file (operators' own migrations).
 
 ``operator serve --config FILE`` runs the operator (settings: ``operators/settings.py``) until interrupted.
 ``operator status ID --api URL --token T --operator-cert FILE`` asks the sender's access point for the
@@ -8,15 +9,22 @@ transport state while no answer has come; under ``two_way`` what else came back 
 verified: the holder's answers, the read receipt, the delgivning (``served`` with its kvitto and RFC 3161
 time-stamp, checked against ``--tsa-trust``, or ``not-served``) and the payment confirmation.
 
-Exit codes: 0 success (also "no answer yet"); 1 an answer came but does not verify or fit the message, or the
-delivery was rejected; 2 a settings file that does not validate; 3 the access point cannot be reached or does
-not know the message; 64 usage.
+``operator export HOLDER --config FILE --to OPERATOR --out FILE`` writes every letter of a mailbox, exactly as it
+arrived, into one archive signed by this operator (operators/portability.py); nothing is deleted.
+``operator import FILE --config FILE [--trust CERT]`` verifies such an archive (the signature with the exporting
+operator's certificate from ``operator.peers`` or ``--trust``, every file's SHA-256, every letter's seal and
+signatures) and stores it in one transaction, or refuses it whole.
+
+Exit codes: 0 success (also "no answer yet"); 1 an answer came but does not verify or fit the message, the
+delivery was rejected, or an archive was refused (its reason in ``error.reason``; nothing imported); 2 a settings
+file that does not validate; 3 the access point cannot be reached or does not know the message; 64 usage.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+from pathlib import Path
 from typing import Any
 
 from accesspoint.cli import EXIT_MALFORMED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, failure
@@ -44,6 +52,17 @@ def register(commands: Any) -> None:
         help="anchors of the time-stamp authority that stamps delgivningskvitton (repeatable)",
     )
     status.set_defaults(handler=cmd_status)
+    export = sub.add_parser("export", help="write a mailbox's letters into a signed transfer archive")
+    export.add_argument("holder", help="the mailbox (12 digits or an eIDAS identifier)")
+    export.add_argument("--config", required=True, help="the operator's settings file")
+    export.add_argument("--to", default="any", help="the operator the archive is for (16 + orgnr); default any")
+    export.add_argument("--out", required=True, help="the archive file to write")
+    export.set_defaults(handler=cmd_export)
+    load = sub.add_parser("import", help="verify a transfer archive and store its letters (all or nothing)")
+    load.add_argument("archive", help="an archive written by operator export (or sent in a move)")
+    load.add_argument("--config", required=True, help="the operator's settings file")
+    load.add_argument("--trust", help="the exporting operator's signing certificate (default: operator.peers)")
+    load.set_defaults(handler=cmd_import)
 
 
 def cmd_serve(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
@@ -89,3 +108,69 @@ def cmd_status(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
         return EXIT_UNREACHABLE, failure("unreachable", str(exc), message_id=args.message_id)
     document = {"ok": status.state != "rejected", **status.to_json(), "two_way": two_way.to_json()}
     return (EXIT_REFUSED if status.state == "rejected" else EXIT_OK), document
+
+
+def _offline(config: str) -> Any:
+    """The operator's settings and an Operator over its database and storage (no server, no access point)."""
+    from operators.service import Operator
+    from operators.settings import load_settings
+
+    return Operator(load_settings(config))
+
+
+def cmd_export(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
+    """Write the archive."""
+    from accesspoint.servicekit.settings import SettingsError
+    from operators.moves import export_mailbox
+    from operators.portability import TransferRefused
+
+    try:
+        operator = _offline(args.config)
+    except SettingsError as exc:
+        return EXIT_MALFORMED, failure("config", str(exc), problems=exc.problems)
+
+    async def run() -> dict[str, Any]:
+        try:
+            await operator.store.create((), now=operator.clock())
+            return await export_mailbox(operator, args.holder, args.to, Path(args.out))
+        finally:
+            await operator.store.engine.dispose()
+
+    try:
+        return EXIT_OK, {"ok": True, **asyncio.run(run())}
+    except TransferRefused as exc:
+        Path(args.out).unlink(missing_ok=True)
+        return EXIT_REFUSED, failure("export", exc.reason, holder=args.holder)
+    except OSError as exc:
+        return EXIT_USAGE, failure("usage", f"cannot write {args.out}: {exc}")
+
+
+def cmd_import(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
+    """Verify and store the archive, all or nothing."""
+    from accesspoint.security.keys import KeyLoadError, load_certificates
+    from accesspoint.servicekit.settings import SettingsError
+    from operators.moves import import_mailbox
+    from operators.portability import TransferRefused
+
+    try:
+        operator = _offline(args.config)
+        trusted = None if args.trust is None else load_certificates(args.trust)[0]
+    except SettingsError as exc:
+        return EXIT_MALFORMED, failure("config", str(exc), problems=exc.problems)
+    except (KeyLoadError, OSError, ValueError, IndexError) as exc:
+        return EXIT_USAGE, failure("usage", f"cannot read {args.trust}: {exc}")
+    archive = Path(args.archive)
+    if not archive.is_file():
+        return EXIT_USAGE, failure("usage", f"cannot read {args.archive}")
+
+    async def run() -> dict[str, Any]:
+        try:
+            await operator.store.create((), now=operator.clock())
+            return await import_mailbox(operator, archive, trusted)
+        finally:
+            await operator.store.engine.dispose()
+
+    try:
+        return EXIT_OK, {"ok": True, **asyncio.run(run())}
+    except TransferRefused as exc:
+        return EXIT_REFUSED, failure("refused", exc.reason, archive=args.archive)

@@ -19,6 +19,7 @@ from bench import console as console_bench
 from bench import e2e as e2e_bench
 from bench import far as far_bench
 from bench import holder_crypto as holder_crypto_bench
+from bench import holders as holders_bench
 from bench import loop as loop_bench
 from bench import routing as routing_bench
 from bench import security as security_bench
@@ -171,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
         "--only",
         choices=(
             "small", "stream", "smp", "far", "security", "store", "e2e", "e2e-postgresql", "routing", "soak", "loop",
-            "holder-crypto", "console",
+            "holder-crypto", "holders", "console",
         ),
         help="run one benchmark only (soak only when named: a million messages take the best part of an hour)",
     )
@@ -260,6 +261,11 @@ def main(argv: list[str] | None = None) -> None:
             share = postgres_rate / sqlite_rate
             met = "met" if share >= 0.6 else "NOT met"
             _say(f"  PostgreSQL / SQLite msg/s (1.15, 64 in flight): {share:.2f} (target >= 0.60: {met})")
+        _say()
+    if args.only in (None, "holders"):
+        # A mailbox of 10,000 letters (1,000 with --quick) moved between the two operators of the federation.
+        report["holders"] = holders_bench.run(letters=1000 if args.quick else 10_000)
+        holders_bench.print_result(report["holders"], _say)
         _say()
     if args.only in (None, "routing"):
         # Seven processes (the demo's federation): routed letters with the operator's signed receipt back.

@@ -20,30 +20,45 @@ PUT      /api/v1/operators/{orgnr}                  ``{"name", "party_id", "endp
 DELETE   /api/v1/operators/{orgnr}                  409 while recipients use it
 =======  =========================================  ==========================================================
 
+Operators write for their holders through ``far/holder_api.py`` (REST) and the Recipient contract's other
+operations (``far/holder_soap.py``); a caller is a bearer token or a TLS client certificate (``far/access.py``),
+and an operator's may change only its own record and holders (403 otherwise, audited).
+
 The sender register (``/api/v1/senders``): :mod:`far.sender_api`. SOAP: ``POST /Recipient/v3`` (also
-``/soap/Recipient/v3``), see :mod:`far.soap`.
+``/soap/Recipient/v3``), see :mod:`far.soap` and :mod:`far.holder_soap`; ``POST /Recipient/v4`` answers isReachable
+and isRegistered for eIDAS identifiers too.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
 
+from accesspoint.servicekit.metrics import http_metrics_middleware
+from accesspoint.servicekit.observability import admin_context
 from accesspoint.servicekit.problems import Problem, problem_middleware
 from accesspoint.servicekit.tokens import CALLER, BearerAuth
-from far import holder_keys_api, sender_api, soap
+from accesspoint.servicekit.tracing import trace_middleware, tracer_for
+from far import holder_keys_api, holder_soap, sender_api, soap
+from far.access import Callers
+from far.holder_api import DORMANT_AFTER, HOLDERS, QUERIES, WRITER, add_routes
 from far.holder_keys import HolderKeyRegister
+from far.holders import HolderService, Refused
+from far.metrics import FarMetrics
 from far.model import AccountStatus, create_engine, upgrade_schema
+from far.registers import Registers, RegistersClient
 from far.senders import SenderRegister
-from far.service import DISCOVERY, FarError, FarService, InvalidInput, Operator
+from far.service import DISCOVERY, FarError, FarService, Forbidden, InvalidInput, Operator
 from far.settings import FarSettings
 
 log = logging.getLogger("far")
@@ -51,11 +66,16 @@ log = logging.getLogger("far")
 SETTINGS = web.AppKey("settings", FarSettings)
 SERVICE = web.AppKey("service", FarService)
 AUTH = web.AppKey("auth", BearerAuth)
+CALLERS = web.AppKey("callers", Callers)
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _problem(exc: Exception) -> Problem | None:
     """FaR's own refusals with their status and field; a database failure as 503 (the cause to the log only)."""
+    if isinstance(exc, Forbidden):
+        return Problem(403, exc.detail, kind="forbidden")
+    if isinstance(exc, Refused):
+        return Problem(422, exc.detail, kind="refused", field=exc.field, code=exc.code)
     if isinstance(exc, FarError):
         return Problem(exc.status, exc.detail, field=exc.field)
     if isinstance(exc, SQLAlchemyError):
@@ -66,13 +86,17 @@ def _problem(exc: Exception) -> Problem | None:
 
 @web.middleware
 async def _authorised(request: web.Request, handler: _Handler) -> web.StreamResponse:
-    """Bearer tokens on /api/: the read scope for GET and the two queries, the write scope for changes."""
+    """Callers on /api/: the read scope for GET and the queries; for changes a write scope, the administrator's or
+    an operator's (which the change then checks against what it touches)."""
     # The sender routes authorise in their handlers: a write may be narrowed to one sender (write:sender=…).
     # So do the holder key routes: a write may be narrowed to the holder's operator (write:operator=…).
     self_authorised = (sender_api.PATH, holder_keys_api.PATH)
     if request.path.startswith("/api/") and not request.path.startswith(self_authorised):
-        queries = request.method in {"GET", "HEAD"} or request.path.endswith(("/reachable", "/registered"))
-        request.app[AUTH].authorize(request, "read" if queries else "write")
+        queries = request.method in {"GET", "HEAD"} or request.path.endswith(("/reachable", "/registered", *QUERIES))
+        if queries:
+            request.app[CALLERS].authorize(request, "read")
+        else:
+            request[WRITER] = request.app[CALLERS].writer(request)
     return await handler(request)
 
 
@@ -178,13 +202,16 @@ async def put_recipient(request: web.Request) -> web.Response:
         operator_id=_field(body, "operator", str, required=False),
         last_registration=last_registration,
         actor=_actor(request),
+        guard=request[WRITER].recipient_guard(),
     )
     return web.json_response(stored.to_json(), status=201 if created else 200)
 
 
 async def delete_recipient(request: web.Request) -> web.Response:
     """DELETE /api/v1/recipients/{id}."""
-    await request.app[SERVICE].delete_recipient(request.match_info["id"], actor=_actor(request))
+    await request.app[SERVICE].delete_recipient(
+        request.match_info["id"], actor=_actor(request), guard=request[WRITER].recipient_guard()
+    )
     return web.Response(status=204)
 
 
@@ -199,7 +226,10 @@ async def list_refusals(request: web.Request) -> web.Response:
 async def put_refusal(request: web.Request) -> web.Response:
     """PUT /api/v1/recipients/{id}/refusals/{sender}."""
     created = await request.app[SERVICE].refuse_sender(
-        request.match_info["id"], request.match_info["sender"], actor=_actor(request)
+        request.match_info["id"],
+        request.match_info["sender"],
+        actor=_actor(request),
+        guard=request[WRITER].holder_guard(),
     )
     return web.json_response({"refused": True}, status=201 if created else 200)
 
@@ -207,7 +237,10 @@ async def put_refusal(request: web.Request) -> web.Response:
 async def delete_refusal(request: web.Request) -> web.Response:
     """DELETE /api/v1/recipients/{id}/refusals/{sender}."""
     await request.app[SERVICE].accept_sender(
-        request.match_info["id"], request.match_info["sender"], actor=_actor(request)
+        request.match_info["id"],
+        request.match_info["sender"],
+        actor=_actor(request),
+        guard=request[WRITER].holder_guard(),
     )
     return web.Response(status=204)
 
@@ -256,14 +289,16 @@ async def put_operator(request: web.Request) -> web.Response:
         ui_address=_url(body, "ui_address"),
     )
     service = request.app[SERVICE]
-    created = await service.put_operator(operator, actor=_actor(request))
+    created = await service.put_operator(operator, actor=_actor(request), guard=request[WRITER].operator_guard())
     stored = await service.get_operator(operator.id)
     return web.json_response(stored.to_json(), status=201 if created else 200)
 
 
 async def delete_operator(request: web.Request) -> web.Response:
     """DELETE /api/v1/operators/{orgnr}."""
-    await request.app[SERVICE].delete_operator(request.match_info["orgnr"], actor=_actor(request))
+    await request.app[SERVICE].delete_operator(
+        request.match_info["orgnr"], actor=_actor(request), guard=request[WRITER].operator_guard()
+    )
     return web.Response(status=204)
 
 
@@ -276,7 +311,11 @@ async def soap_endpoint(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     try:
         body = await request.content.read(soap.MAX_REQUEST_BYTES + 1)
-        parsed = soap.parse_request(body)
+        operation = soap.operation_element(body)
+        if holder_soap.handles(operation, version=request.match_info.get("version", "v3")):
+            answer = await holder_soap.answer(operation, request, request.app[HOLDERS], request.app[CALLERS])
+            return _soap(answer, 200)
+        parsed = soap.parse_operation(operation)
         if isinstance(parsed, soap.IsReachable):
             answer = soap.is_reachable_response(await service.is_reachable(parsed.sender_orgnr, parsed.recipients))
         else:
@@ -284,9 +323,10 @@ async def soap_endpoint(request: web.Request) -> web.Response:
     except soap.SoapFault as fault:
         log.info("SOAP fault %s (call %s): %s", int(fault.code), call_id, fault.description)
         return _soap(soap.fault_response(fault, call_id), 500)
-    except FarError as exc:
-        invalid = soap.SoapFault(soap.FaultCode.INVALID_REQUEST, exc.detail)
-        return _soap(soap.fault_response(invalid, call_id), 500)
+    except (FarError, Problem) as exc:
+        refused = holder_soap.fault_for(exc)
+        log.info("SOAP fault %s (call %s): %s", int(refused.code), call_id, refused.description)
+        return _soap(soap.fault_response(refused, call_id), 500)
     except SQLAlchemyError:
         log.exception("database failure (call %s)", call_id)
         failed = soap.SoapFault(soap.FaultCode.INTERNAL, "the register's database failed; retry later")
@@ -298,6 +338,19 @@ def _soap(body: bytes, status: int) -> web.Response:
     return web.Response(body=body, status=status, headers={"Content-Type": soap.CONTENT_TYPE})
 
 
+async def _dormancy(holders: HolderService, settings: FarSettings) -> None:
+    """The dormancy job: every ``dormancy.interval``, mark recipients quiet for ``dormancy.after`` dormant."""
+    assert settings.dormancy is not None
+    while True:
+        try:
+            marked = await holders.mark_dormant(after=settings.dormancy.after)
+            if marked:
+                log.info("dormancy: %d recipient(s) marked dormant", len(marked))
+        except SQLAlchemyError:
+            log.exception("dormancy: the database failed; trying again next round")
+        await asyncio.sleep(settings.dormancy.interval.total_seconds())
+
+
 async def health(_request: web.Request) -> web.Response:
     """GET /health."""
     return web.json_response({"ok": True})
@@ -306,28 +359,63 @@ async def health(_request: web.Request) -> web.Response:
 # ---------------------------------------------------------------------------------------------- the app
 
 
-def create_app(settings: FarSettings, *, service: FarService | None = None) -> web.Application:
-    """The FaR web application; it opens (and at cleanup disposes) its engine unless ``service`` is given."""
-    app = web.Application(middlewares=[problem_middleware(_problem), _authorised], client_max_size=2 * 1024 * 1024)
+def create_app(
+    settings: FarSettings, *, service: FarService | None = None, registers: Registers | None = None
+) -> web.Application:
+    """The FaR web application; it opens (and at cleanup disposes) its engine unless ``service`` is given, and
+    asks the registers of ``settings.registers`` unless ``registers`` is given.
+
+    Its admin listener (``admin`` in the settings: ``GET /metrics``) runs while it does.
+    """
+    metrics = service.metrics if service is not None else FarMetrics()
+    middlewares = [
+        http_metrics_middleware(metrics),
+        trace_middleware(tracer_for("far")),
+        problem_middleware(_problem),
+        _authorised,
+    ]
+    app = web.Application(middlewares=middlewares, client_max_size=2 * 1024 * 1024)
     app[SETTINGS] = settings
     app[AUTH] = BearerAuth(settings.tokens, realm="far")
+    app[CALLERS] = Callers(app[AUTH], settings.clients)
+    app[DORMANT_AFTER] = timedelta(days=730) if settings.dormancy is None else settings.dormancy.after
 
     async def database(app: web.Application) -> AsyncIterator[None]:
+        engine = None
         if service is not None:
             app[SERVICE] = service
             app[sender_api.SENDERS] = SenderRegister(service.engine, policy=service.parties)
             app[holder_keys_api.KEYS] = HolderKeyRegister(service.engine, policy=service.policy, now=service.now)
-            yield
-            return
-        engine = create_engine(settings.database)
-        await upgrade_schema(engine)
-        app[SERVICE] = FarService(engine, policy=settings.policy, parties=settings.parties)
-        app[sender_api.SENDERS] = SenderRegister(engine, policy=settings.parties)
-        app[holder_keys_api.KEYS] = HolderKeyRegister(engine, policy=settings.policy, now=app[SERVICE].now)
+        else:
+            engine = create_engine(settings.database)
+            await upgrade_schema(engine)
+            app[SERVICE] = FarService(engine, policy=settings.policy, parties=settings.parties, metrics=metrics)
+            app[sender_api.SENDERS] = SenderRegister(engine, policy=settings.parties)
+            app[holder_keys_api.KEYS] = HolderKeyRegister(engine, policy=settings.policy, now=app[SERVICE].now)
+        client = None
+        if registers is None and settings.registers is not None:
+            client = RegistersClient(settings.registers, timeout=settings.registers_timeout.total_seconds())
+        app[HOLDERS] = HolderService(
+            app[SERVICE],
+            eid_anchors=settings.eid_anchors,
+            eid_max_age=settings.eid_max_age,
+            registers=registers or client,
+            minors=settings.minors,
+        )
+        job = None if settings.dormancy is None else asyncio.create_task(_dormancy(app[HOLDERS], settings))
         yield
-        await engine.dispose()
+        if job is not None:
+            job.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await job
+        if client is not None:
+            await client.close()
+        if engine is not None:
+            await engine.dispose()
 
     app.cleanup_ctx.append(database)
+    app.cleanup_ctx.append(admin_context(metrics, settings.observability.admin))
+    add_routes(app.router)
     recipient = "/api/v1/recipients/{id}"
     app.router.add_post("/api/v1/reachable", reachable)
     app.router.add_post("/api/v1/registered", registered)
@@ -346,5 +434,6 @@ def create_app(settings: FarSettings, *, service: FarService | None = None) -> w
     holder_keys_api.routes(app, AUTH)
     app.router.add_post("/Recipient/v3", soap_endpoint)
     app.router.add_post("/soap/Recipient/v3", soap_endpoint)
+    app.router.add_post("/Recipient/{version:v4}", soap_endpoint)
     app.router.add_get("/health", health)
     return app

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 import aiohttp
 
 from accesspoint.servicekit.httpclient import fetch, new_session
-from far.service import FarService, InvalidInput, Reachability
+from far.service import FarService, InvalidInput, Operator, Reachability
 
 MAX_ANSWER = 4 * 1024 * 1024  # FaR's answer about a batch of recipients; more is a failure, not read on
 
@@ -57,11 +57,22 @@ class FarClient:
         except (KeyError, TypeError, ValueError) as exc:
             raise FarUnavailable(f"FaR's answer is malformed: {exc}") from None
 
+    async def operators(self) -> list[Operator]:
+        """Every operator FaR knows (for an operator broadcast); FarUnavailable when FaR cannot answer."""
+        answer = await self._call("GET", "/api/v1/operators", None)
+        try:
+            return [Operator.from_json(item) for item in answer["operators"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise FarUnavailable(f"FaR's answer is malformed: {exc}") from None
+
     async def _post(self, path: str, body: dict[str, Any]) -> Any:
+        return await self._call("POST", path, body)
+
+    async def _call(self, method: str, path: str, body: dict[str, Any] | None) -> Any:
         if self._session is None:
             raise RuntimeError("use FarClient as an async context manager")
         try:
-            answer = await fetch(self._session, "POST", self.base_url + path, json=body, max_bytes=MAX_ANSWER)
+            answer = await fetch(self._session, method, self.base_url + path, json=body, max_bytes=MAX_ANSWER)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise FarUnavailable(f"FaR at {self.base_url} cannot be reached: {exc or type(exc).__name__}") from None
         status = answer.status

@@ -22,6 +22,7 @@ import calendar
 import enum
 import re
 from dataclasses import dataclass
+from datetime import date
 
 # The Recipient v3 schema type recipient:RecipientId, verbatim (schema/Recipient.xsd).
 RECIPIENT_ID_PATTERN = re.compile(
@@ -166,3 +167,24 @@ def with_check_digit(nine: str) -> str:
         if luhn_ok(nine + last):
             return nine + last
     raise AssertionError("unreachable: one of ten digits always completes a Luhn sum")
+
+
+def birth_date(value: str) -> date | None:
+    """The birth date a personnummer or samordningsnummer carries (day - 60 for the latter); None for an
+    organisation, an eIDAS identifier or a number whose date does not exist."""
+    if len(value) != 12 or not value.isdigit() or value.startswith("16"):
+        return None
+    day = int(value[6:8])
+    day = day - SAMORDNING_DAY_OFFSET if day > SAMORDNING_DAY_OFFSET else day
+    try:
+        return date(int(value[0:4]), int(value[4:6]), day)
+    except ValueError:
+        return None
+
+
+def age_on(value: str, today: date) -> int | None:
+    """Whole years of age on ``today`` of the person ``value`` names (None: not a person with a date)."""
+    born = birth_date(value)
+    if born is None:
+        return None
+    return today.year - born.year - ((today.month, today.day) < (born.month, born.day))

@@ -110,6 +110,10 @@ recipients = Table(
     Column("operator_id", String(10), ForeignKey("far_operators.id"), nullable=True),
     Column("last_registration", UtcDateTime(), nullable=True),
     Column("updated_at", UtcDateTime(), nullable=False),
+    # The last activity an operator reported (far/holders.py), and since when the recipient is dormant (None:
+    # active); a dormant recipient is not reachable (reason "dormant") until its next activity.
+    Column("last_activity", UtcDateTime(), nullable=True),
+    Column("dormant_since", UtcDateTime(), nullable=True),
     # Operator changes and "how many recipients has this operator" walk this index, never the whole table.
     Index("far_recipients_operator", "operator_id"),
     sqlite_with_rowid=False,
@@ -186,7 +190,8 @@ audit = Table(
     Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
     Column("at", UtcDateTime(), nullable=False),
     Column("actor", String(128), nullable=False),
-    # create, update, delete, import, refuse, accept
+    # create, update, delete, import, refuse, accept; holders: register, deregister, switch, dormant, reactivate,
+    # consent, refused (a change FaR refused, with who tried)
     Column("action", String(16), nullable=False),
     # recipient, operator, refusal, sender
     Column("entity", String(16), nullable=False),
@@ -194,6 +199,72 @@ audit = Table(
     # The new state as JSON (NULL for a delete).
     Column("detail", Text, nullable=True),
     Index("far_audit_entity", "entity", "entity_id"),
+)
+
+# ------------------------------------------------------------------ holders (far/holders.py; migration h001)
+
+# A holder's move from one operator to another (changeServiceSupplier): pending until the current operator
+# completes it (state switched, at switched_at) or someone cancels it. At most one pending switch per recipient.
+switches = Table(
+    "far_switches",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("recipient_id", String(256), nullable=False),
+    Column("from_operator", String(10), nullable=False),
+    Column("to_operator", String(10), nullable=False),
+    Column("state", String(16), nullable=False),  # pending, switched, cancelled
+    Column("requested_at", UtcDateTime(), nullable=False),
+    Column("requested_by", String(128), nullable=False),
+    Column("switch_at", UtcDateTime(), nullable=True),  # not before (None: as soon as the current operator can)
+    Column("switched_at", UtcDateTime(), nullable=True),
+    Column("cancelled_at", UtcDateTime(), nullable=True),
+    Column("closed_by", String(128), nullable=True),
+    Column("agreement", Text, nullable=False),  # JSON: the agreement's digest and who signed it
+    Index("far_switches_recipient", "recipient_id", "state"),
+)
+
+# A registration waiting for more signatures (a company's joint signatories, a guardian's consent).
+account_requests = Table(
+    "far_account_requests",
+    metadata,
+    Column("recipient_id", String(256), primary_key=True),
+    Column("operator_id", String(10), nullable=False),
+    Column("account_type", String(10), nullable=False),
+    Column("agreement_text", Text, nullable=False),
+    Column("signers", Text, nullable=False),  # JSON list of verified signers so far
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("created_by", String(128), nullable=False),
+)
+
+# Senders a holder accepts explicitly (storeAccountPreferences); refusals stay in far_refusals.
+accepted_senders = Table(
+    "far_accepted_senders",
+    metadata,
+    Column("recipient_id", String(256), primary_key=True),
+    Column("sender_id", String(256), primary_key=True),  # the sender's canonical party id (far/parties.py)
+    Column("name", String(256), nullable=False),
+    Column("accepted", Boolean, nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    sqlite_with_rowid=False,
+)
+
+# What a guardian consented to (a minor's mailbox) or a holder signed, kept as long as the registration.
+consents = Table(
+    "far_consents",
+    metadata,
+    Column("recipient_id", String(256), primary_key=True),
+    Column("detail", Text, nullable=False),  # JSON: who gave it (guardian id, name, certificate), when, for what
+    Column("given_at", UtcDateTime(), nullable=False),
+    sqlite_with_rowid=False,
+)
+
+# Nonces of identity assertions already used: each assertion counts once.
+nonces = Table(
+    "far_nonces",
+    metadata,
+    Column("nonce", String(200), primary_key=True),
+    Column("used_at", UtcDateTime(), nullable=False),
+    sqlite_with_rowid=False,
 )
 
 

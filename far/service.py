@@ -11,8 +11,12 @@ Reachability reasons (``Reachability.reason``; ``None`` when reachable), first m
 ``no-mailbox``            unknown to FaR, or known with account status ``none`` and nothing pending
 ``pending``               status ``none`` with a registration pending: not yet able to receive
 ``anonymous``             an anonymous account, which cannot receive secure digital post
+``dormant``               a secure account an operator has not reported active for the configured period
+                          (far/holders.py): the sender should use paper; the holder's next activity ends it
 ``sender-refused``        a secure account whose holder refuses this sender
 ``no-operator``           a secure account with no operator on record (inconsistent data)
+``minor``                 not registered, and a minor too young for a mailbox of their own, when the minors
+                          policy says senders are told so (instead of ``no-mailbox``)
 ========================  =========================================================================
 
 A secure account with a *pending* change (say, to another operator) stays reachable at its current operator.
@@ -20,10 +24,12 @@ A secure account with a *pending* change (say, to another operator) stays reacha
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import functools
 import json
-from collections.abc import Callable, Sequence
+import types
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -33,6 +39,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from accesspoint.servicekit.metrics import timed
 from far.identifiers import (
     STRICT,
     InvalidIdentifier,
@@ -43,6 +50,7 @@ from far.identifiers import (
     parse_recipient,
     recipient_kind,
 )
+from far.metrics import FarMetrics
 from far.model import AccountStatus, audit, operators, recipients, refusals
 from far.parties import PartyPolicy, parse_party_id
 
@@ -58,8 +66,10 @@ class Reason(enum.Enum):
     NO_MAILBOX = "no-mailbox"
     PENDING = "pending"
     ANONYMOUS = "anonymous"
+    DORMANT = "dormant"
     SENDER_REFUSED = "sender-refused"
     NO_OPERATOR = "no-operator"
+    MINOR = "minor"
 
 
 class FarError(Exception):
@@ -87,6 +97,17 @@ class Conflict(FarError):
     """The change contradicts what is stored, e.g. deleting an operator that still has recipients (409)."""
 
     status = 409
+
+
+class Forbidden(FarError):
+    """The caller may not make this change: another operator's record or holder (403)."""
+
+    status = 403
+
+
+# Called inside a change's transaction with the recipient's operator before and after it (None: none), or an
+# operator record's id twice; raises Forbidden when the caller may not make the change (far/access.py).
+Guard = Callable[[str | None, str | None], None]
 
 
 @dataclass(frozen=True)
@@ -249,6 +270,8 @@ def decide(recipient: str, row: Sequence[Any] | None, operator: Operator | None)
         reason = Reason.PENDING if pending else Reason.NO_MAILBOX
     elif status is AccountStatus.ANONYMOUS:
         reason = Reason.ANONYMOUS
+    elif row[11] is not None:
+        reason = Reason.DORMANT
     elif refused:
         reason = Reason.SENDER_REFUSED
     elif operator is None:
@@ -282,7 +305,8 @@ def _reach_query(dialect: str) -> Any:
         refusals, (refusals.c.recipient_id == recipients.c.id) & (refusals.c.sender_id == sender)
     )
     columns = (recipients.c.id, recipients.c.status, recipients.c.pending, recipients.c.last_registration)
-    return select(*columns, *_OPERATOR_COLUMNS, refusals.c.created_at).select_from(joined).where(wanted)
+    query = select(*columns, *_OPERATOR_COLUMNS, refusals.c.created_at, recipients.c.dormant_since)
+    return query.select_from(joined).where(wanted)
 
 
 @functools.cache
@@ -307,11 +331,15 @@ class FarService:
         policy: Policy = STRICT,
         parties: PartyPolicy | None = None,
         now: Callable[[], datetime] = _now,
+        metrics: FarMetrics | None = None,
     ) -> None:
         self.engine = engine
         self.policy = policy
         self.parties = parties or PartyPolicy(check_digits=policy.check_digits)
         self.now = now
+        self.metrics = metrics or FarMetrics()  # what the admin listener's /metrics shows
+        # Set by far/holders.py when the minors policy tells senders: which unregistered ids are minors.
+        self.minor: Callable[[str], bool] | None = None
 
     # ------------------------------------------------------------------------------------------- lookups
 
@@ -322,12 +350,19 @@ class FarService:
         digits, ``16`` + 10 or ``0007:``). Raises InvalidInput for a bad sender or more than 1,000 recipients; an
         invalid recipient is answered with ``invalid-identifier``, not raised.
         """
-        return await self._lookup(self.party(sender, "sender"), recipients_)
+        party = self.party(sender, "sender")
+        with timed(self.metrics.duration, question="reachable"):
+            results = await self._lookup(party, recipients_)
+        self.metrics.answered("reachable", results)
+        return results
 
     async def is_registered(self, recipients_: Sequence[str]) -> list[Reachability]:
         """Account status of each recipient (sender acceptance left out), at most 1,000, in one query."""
         # No party id is empty, so no refusal joins: the answer is the account.
-        return await self._lookup("", recipients_)
+        with timed(self.metrics.duration, question="registered"):
+            results = await self._lookup("", recipients_)
+        self.metrics.answered("registered", results)
+        return results
 
     async def _lookup(self, sender: str, ids: Sequence[str]) -> list[Reachability]:
         if len(ids) > MAX_RECIPIENTS:
@@ -362,12 +397,19 @@ class FarService:
         for row in rows.values():
             if row[4] is not None and row[4] not in known:
                 known[row[4]] = _operator(row[4:10])
-        return [
+        answers = [
             decide(r, rows.get(r), known.get(rows[r][4]) if r in rows else None)
             if r in valid
             else Reachability(str(r), False, Reason.INVALID_IDENTIFIER, None, None, False)
             for r in ids
         ]
+        minor = self.minor
+        if minor is not None:
+            answers = [
+                a._replace(reason=Reason.MINOR) if a.reason is Reason.NO_MAILBOX and minor(a.recipient) else a
+                for a in answers
+            ]
+        return answers
 
     async def get_recipient(self, recipient: str) -> Recipient:
         """The stored recipient; NotFound when FaR does not know it."""
@@ -420,9 +462,12 @@ class FarService:
 
     # ------------------------------------------------------------------------------------------- changes
 
-    async def put_operator(self, operator: Operator, *, actor: str) -> bool:
+    async def put_operator(self, operator: Operator, *, actor: str, guard: Guard | None = None) -> bool:
         """Create or replace an operator; True when it was created."""
         oid = self._orgnr(operator.id, "id")
+        if guard is not None:
+            async with self.refusal_audited(actor, "operator", oid, "put operator"):
+                guard(oid, oid)
         for field, value in (("name", operator.name), ("party_id", operator.party_id)):
             # Control characters could not be written into a Recipient v3 answer (XML 1.0 forbids them).
             if not value or len(value) > 512 or not value.isprintable():
@@ -444,9 +489,12 @@ class FarService:
             await self._audit(conn, actor, "create" if created else "update", "operator", oid, detail)
         return created
 
-    async def delete_operator(self, operator_id: str, *, actor: str) -> None:
+    async def delete_operator(self, operator_id: str, *, actor: str, guard: Guard | None = None) -> None:
         """Delete an operator that no recipient uses; Conflict otherwise."""
         oid = self._orgnr(operator_id, "id")
+        if guard is not None:
+            async with self.refusal_audited(actor, "operator", oid, "delete operator"):
+                guard(oid, oid)
         async with self.engine.begin() as conn:
             used = await conn.scalar(
                 select(func.count()).select_from(
@@ -469,6 +517,7 @@ class FarService:
         operator_id: str | None = None,
         last_registration: datetime | None = None,
         actor: str,
+        guard: Guard | None = None,
     ) -> tuple[Recipient, bool]:
         """Create or replace a recipient; the stored recipient and whether it was created."""
         rid = self._recipient(recipient)
@@ -484,9 +533,13 @@ class FarService:
             "last_registration": stored.last_registration,
             "updated_at": self.now(),
         }
-        async with self.engine.begin() as conn:
+        attempted = f"put recipient (operator {oid})"
+        async with self.refusal_audited(actor, "recipient", rid.value, attempted), self.engine.begin() as conn:
             if oid is not None and await conn.scalar(select(operators.c.id).where(operators.c.id == oid)) is None:
                 raise InvalidInput(f"no operator {oid}", field="operator")
+            if guard is not None:
+                # In the write transaction: the recipient cannot move between the check and the change.
+                guard(await conn.scalar(select(recipients.c.operator_id).where(recipients.c.id == rid.value)), oid)
             done = await conn.execute(update(recipients).where(recipients.c.id == rid.value).values(**values))
             created = done.rowcount == 0
             if created:
@@ -494,23 +547,28 @@ class FarService:
                     await conn.execute(recipients.insert().values(id=rid.value, **values))
                 except IntegrityError:
                     raise Conflict(f"recipient {rid.value} was created concurrently; retry") from None
-            await self._audit(conn, actor, "create" if created else "update", "recipient", rid.value, stored.to_json())
+            action = "create" if created else "update"
+            await self._audit(conn, actor, action, "recipient", rid.value, stored.to_json())
         return stored, created
 
-    async def delete_recipient(self, recipient: str, *, actor: str) -> None:
+    async def delete_recipient(self, recipient: str, *, actor: str, guard: Guard | None = None) -> None:
         """Delete a recipient and its refusals."""
         rid = self._recipient(recipient)
-        async with self.engine.begin() as conn:
+        async with self.refusal_audited(actor, "recipient", rid.value, "delete recipient"), self.engine.begin() as conn:
+            if guard is not None:
+                guard(await conn.scalar(select(recipients.c.operator_id).where(recipients.c.id == rid.value)), None)
             done = await conn.execute(delete(recipients).where(recipients.c.id == rid.value))
             if done.rowcount == 0:
                 raise NotFound(f"no recipient {rid.value}")
             await conn.execute(delete(refusals).where(refusals.c.recipient_id == rid.value))
             await self._audit(conn, actor, "delete", "recipient", rid.value, None)
 
-    async def refuse_sender(self, recipient: str, sender_id: str, *, actor: str) -> bool:
+    async def refuse_sender(self, recipient: str, sender_id: str, *, actor: str, guard: Guard | None = None) -> bool:
         """Record that ``recipient`` refuses mail from the sender ``sender_id`` (a party id); True when it is new."""
         rid = self._recipient(recipient)
         sender = self.party(sender_id, "sender")
+        async with self.refusal_audited(actor, "refusal", f"{rid.value}/{sender}", "refuse sender"):
+            await self._guard(guard, rid.value, ...)
         key = (refusals.c.recipient_id == rid.value) & (refusals.c.sender_id == sender)
         async with self.engine.begin() as conn:
             if await conn.scalar(select(recipients.c.id).where(recipients.c.id == rid.value)) is None:
@@ -523,10 +581,12 @@ class FarService:
             await self._audit(conn, actor, "refuse", "refusal", f"{rid.value}/{sender}", {"sender": sender})
         return True
 
-    async def accept_sender(self, recipient: str, sender_id: str, *, actor: str) -> None:
+    async def accept_sender(self, recipient: str, sender_id: str, *, actor: str, guard: Guard | None = None) -> None:
         """Remove a refusal; NotFound when there was none."""
         rid = self._recipient(recipient)
         sender = self.party(sender_id, "sender")
+        async with self.refusal_audited(actor, "refusal", f"{rid.value}/{sender}", "accept sender"):
+            await self._guard(guard, rid.value, ...)
         key = (refusals.c.recipient_id == rid.value) & (refusals.c.sender_id == sender)
         async with self.engine.begin() as conn:
             done = await conn.execute(delete(refusals).where(key))
@@ -535,6 +595,25 @@ class FarService:
             await self._audit(conn, actor, "accept", "refusal", f"{rid.value}/{sender}", None)
 
     # ------------------------------------------------------------------------------------------- helpers
+
+    async def _guard(self, guard: Guard | None, recipient: str, after: str | types.EllipsisType | None) -> None:
+        """Ask ``guard`` about a change of ``recipient`` to operator ``after`` (``...``: its operator stays)."""
+        if guard is None:
+            return
+        async with self.engine.connect() as conn:
+            current = await conn.scalar(select(recipients.c.operator_id).where(recipients.c.id == recipient))
+        guard(current, current if after is ... else after)
+
+    @contextlib.asynccontextmanager
+    async def refusal_audited(self, actor: str, entity: str, entity_id: str, attempted: str) -> AsyncIterator[None]:
+        """Record a Forbidden raised inside as a ``refused`` audit row (who tried what), then let it go on."""
+        try:
+            yield
+        except Forbidden as exc:
+            async with self.engine.begin() as conn:
+                await self._audit(conn, actor, "refused", entity, entity_id, {"attempted": attempted,
+                                                                               "reason": exc.detail})  # fmt: skip
+            raise
 
     def _recipient(self, value: str) -> RecipientId:
         try:

@@ -9,10 +9,16 @@ Fault error codes:
 
 ====  ======================================================================
 1001  not a SOAP 1.1 envelope, or not well-formed
-1002  unknown operation (only isReachable and isRegistered are offered)
+1002  unknown operation
 1003  a request element out of the schema (name, order, count, pattern)
 1004  more than 1,000 recipients
+1005  the caller may not do this (no credentials, or another operator's holder: far/access.py)
+1006  refused on its merits: an identity assertion that does not hold, the minors policy (the Description
+      starts with the reason's code, e.g. ``expired:``)
+1007  nothing to act on (no such recipient, no pending switch or registration)
+1008  contradicts the register (a switch to the operator that holds the mailbox, one pending already)
 5000  FaR failed (the database); the sender may retry
+5001  a register FaR asks (population, business) did not answer; retry
 ====  ======================================================================
 
 A recipient that matches the schema but fails the check digit is answered, not faulted: ``Type`` ``Not``.
@@ -53,7 +59,12 @@ class FaultCode(enum.IntEnum):
     UNKNOWN_OPERATION = 1002
     INVALID_REQUEST = 1003
     TOO_MANY_RECIPIENTS = 1004
+    FORBIDDEN = 1005
+    REFUSED = 1006
+    NOT_FOUND = 1007
+    CONFLICT = 1008
     INTERNAL = 5000
+    UNAVAILABLE = 5001
 
 
 class SoapFault(Exception):
@@ -67,7 +78,7 @@ class SoapFault(Exception):
     @property
     def client(self) -> bool:
         """True when the sender is at fault (``soap:Client``), False for ``soap:Server``."""
-        return self.code is not FaultCode.INTERNAL
+        return self.code not in (FaultCode.INTERNAL, FaultCode.UNAVAILABLE)
 
 
 @dataclass(frozen=True)
@@ -87,6 +98,11 @@ class IsRegistered:
 
 def parse_request(body: bytes) -> IsReachable | IsRegistered:
     """Read a Recipient v3 request; raise SoapFault when it is not one FaR answers."""
+    return parse_operation(operation_element(body))
+
+
+def operation_element(body: bytes) -> etree._Element:
+    """The one request element in the Body of a SOAP 1.1 envelope; SoapFault (1001) otherwise."""
     try:
         envelope = parse_xml(body, max_bytes=MAX_REQUEST_BYTES, what="SOAP request")
     except EbmsError as exc:
@@ -100,7 +116,11 @@ def parse_request(body: bytes) -> IsReachable | IsRegistered:
     operations = _elements(bodies[0])
     if len(operations) != 1:
         raise SoapFault(FaultCode.NOT_SOAP, "the Body must hold exactly one request element")
-    operation = operations[0]
+    return operations[0]
+
+
+def parse_operation(operation: etree._Element) -> IsReachable | IsRegistered:
+    """An isReachable or isRegistered request element; SoapFault for any other (1002) or a malformed one."""
     if operation.tag == f"{{{RECIPIENT_V3}}}isReachable":
         return _is_reachable(operation)
     if operation.tag == f"{{{RECIPIENT_V3}}}isRegistered":
@@ -141,6 +161,13 @@ def _recipient_ids(elements: Sequence[etree._Element], *, minimum: int) -> tuple
         if element.tag != f"{{{RECIPIENT_V3}}}recipientId":
             raise SoapFault(FaultCode.INVALID_REQUEST, f"unexpected element {element.tag}")
         value = _value(element)
+        if "/" in value:
+            # The v3 schema's RecipientId is 12 digits: an eIDAS holder is answered by /Recipient/v4 (far/README.md).
+            raise SoapFault(
+                FaultCode.INVALID_REQUEST,
+                f"recipientId {value[:64]!r} is an eIDAS identifier, which Recipient v3 does not allow (its "
+                "RecipientId is 12 digits); ask isReachable of Recipient v4 (urn:accesspoint:far:schema:Recipient:v4)",
+            )
         if not RECIPIENT_ID_PATTERN.fullmatch(value):
             raise SoapFault(FaultCode.INVALID_REQUEST, f"recipientId {value[:32]!r} is not a RecipientId")
         ids.append(value)
@@ -188,8 +215,11 @@ def _account_status(result: Reachability, suppliers: dict[int, str]) -> str:
     return "".join(parts)
 
 
-def is_reachable_response(results: Sequence[Reachability]) -> bytes:
-    """The isReachableResponse envelope: one ReachabilityStatus per recipient, in request order."""
+def is_reachable_response(
+    results: Sequence[Reachability], *, operations: str = RECIPIENT_V3, types: str = RECIPIENT_V1
+) -> bytes:
+    """The isReachableResponse envelope: one ReachabilityStatus per recipient, in request order (Recipient v4
+    writes the same elements with both namespaces its own)."""
     items = []
     suppliers: dict[int, str] = {}
     for result in results:
@@ -200,15 +230,17 @@ def is_reachable_response(results: Sequence[Reachability]) -> bytes:
             + ("" if change is None else f"<r:LastSenderAcceptChange>{_datetime(change)}</r:LastSenderAcceptChange>")
             + "</v3:return>"
         )
-    body = f'<v3:isReachableResponse xmlns:v3="{RECIPIENT_V3}" xmlns:r="{RECIPIENT_V1}">{"".join(items)}'
+    body = f'<v3:isReachableResponse xmlns:v3="{operations}" xmlns:r="{types}">{"".join(items)}'
     return (_ENVELOPE_START + body + "</v3:isReachableResponse>" + _ENVELOPE_END).encode()
 
 
-def is_registered_response(results: Sequence[Reachability]) -> bytes:
+def is_registered_response(
+    results: Sequence[Reachability], *, operations: str = RECIPIENT_V3, types: str = RECIPIENT_V1
+) -> bytes:
     """The isRegisteredResponse envelope: one AccountStatus per recipient, in request order."""
     suppliers: dict[int, str] = {}
     items = "".join(f"<v3:return>{_account_status(result, suppliers)}</v3:return>" for result in results)
-    body = f'<v3:isRegisteredResponse xmlns:v3="{RECIPIENT_V3}" xmlns:r="{RECIPIENT_V1}">{items}'
+    body = f'<v3:isRegisteredResponse xmlns:v3="{operations}" xmlns:r="{types}">{items}'
     return (_ENVELOPE_START + body + "</v3:isRegisteredResponse>" + _ENVELOPE_END).encode()
 
 

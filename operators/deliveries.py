@@ -19,7 +19,7 @@ that refusal.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -342,6 +342,27 @@ def _letter_item(reference: str, letter: LetterDocument) -> MailItem:
         ),
         terms=letter.terms,
     )
+
+
+def verdict(
+    payloads: Sequence[tuple[str, bytes]], trust: DeliveryTrust, *, at: datetime
+) -> tuple[str | None, CheckedDelivery | Refusal]:
+    """The verdict on a message's payloads (key, bytes): the first in a known format is the delivery (its key is
+    returned with the outcome; the first payload's when none is known, None without payloads)."""
+    chosen = payloads[0] if payloads else None
+    for key, data in payloads:
+        try:
+            if classify(parse_document(data, what="payload")) is not None:
+                chosen = (key, data)
+                break
+        except EnvelopeError:
+            continue
+    try:
+        return (None if chosen is None else chosen[0]), check_delivery(
+            b"" if chosen is None else chosen[1], trust, at=at
+        )
+    except Refusal as refusal:
+        return (None if chosen is None else chosen[0]), refusal
 
 
 def unknown_recipient(delivery: CheckedDelivery) -> Refusal:

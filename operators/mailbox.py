@@ -8,13 +8,14 @@ unique per AS4 MessageId and position, so a delivery handled twice is stored onc
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     Column,
     DateTime,
     ForeignKey,
@@ -25,31 +26,41 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    delete,
     insert,
     select,
     update,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from accesspoint.servicekit.database import Migrations
 from accesspoint.servicekit.database import create_engine as servicekit_engine
 from operators.deliveries import CheckedDelivery, MailAttachment, payload_sha256
+from operators.letters import FileStore, Letter, LetterPart
 
 metadata = MetaData()
+
+# A mailbox key is FaR's recipient id: 12 digits, or an eIDAS identifier of up to 256 characters.
+KEY_LENGTH = 256
 
 mailboxes = Table(
     "mailboxes",
     metadata,
-    Column("recipient", String(64), primary_key=True),
+    Column("recipient", String(KEY_LENGTH), primary_key=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # active; pending (waiting for signatures at FaR); moving-in / moving-out (a switch under way), moved (handed
+    # over: whatever still arrives is passed on); closed (deregistered: kept until the retention rule erases it)
+    Column("state", String(16), nullable=False, server_default="active"),
+    Column("holder_name", String(256)),
+    Column("closed_at", DateTime(timezone=True)),
 )
 
 mail = Table(
     "mail",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("recipient", String(64), ForeignKey("mailboxes.recipient"), nullable=False, index=True),
+    Column("recipient", String(KEY_LENGTH), ForeignKey("mailboxes.recipient"), nullable=False, index=True),
     Column("as4_message_id", String(255), nullable=False),
     Column("position", Integer, nullable=False),
     Column("network", String(32), nullable=False),
@@ -84,6 +95,103 @@ handled = Table(
     Column("reply_message_id", String(255)),
     Column("handled_at", DateTime(timezone=True), nullable=False),
     Column("answer", Text),  # JSON: the reply's payloads (content id, mime type), kept to resend after a crash
+)
+
+
+# A letter exactly as it arrived: the business envelope and every other payload as files (``storage``), the
+# signed answer sent back, and the access point's record of the AS4 message (its evidence digests), so that a
+# move to another operator can hand it over as received (operators/letters.py, operators/portability.py).
+letters = Table(
+    "letters",
+    metadata,
+    Column("uid", String(36), primary_key=True),
+    Column("recipient", String(KEY_LENGTH), ForeignKey("mailboxes.recipient"), nullable=False),
+    # Where the letter first arrived: the AS4 MessageId (or soap:<business id>); unique per mailbox, so a letter
+    # handed over twice (a retried transfer) is stored once.
+    Column("origin", String(255), nullable=False),
+    Column("network", String(32), nullable=False),
+    Column("business_id", String(255), nullable=False),
+    Column("sender", String(255), nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("parts", Text, nullable=False),  # JSON: [{name, content_id, mime_type, role, size, sha256}]
+    Column("size", Integer, nullable=False),  # of every part together
+    Column("metadata", Text, nullable=False),  # JSON: the AS4 record (parties, service, action, evidence digests)
+    Column("answered_by", String(64)),  # the operator whose signed answer the letter carries
+    Column("imported_from", String(64)),
+    Column("imported_at", DateTime(timezone=True)),
+    UniqueConstraint("recipient", "origin", name="uq_letter_origin"),
+)
+
+# Who did what with a mailbox: reads of company mailboxes (with the person), holder changes, erasure, switches.
+audit = Table(
+    "audit",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("actor", String(256), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("mailbox", String(KEY_LENGTH), nullable=False, index=True),
+    Column("detail", Text),
+)
+
+# Holders' sessions after an e-ID login: the SHA-256 of the bearer secret, whose, until when.
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("token_sha256", String(64), primary_key=True),
+    Column("person", String(KEY_LENGTH), nullable=False),
+    Column("name", String(256), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+)
+
+# Nonces of identity assertions this operator accepted: each counts once.
+used_nonces = Table(
+    "used_nonces",
+    metadata,
+    Column("nonce", String(200), primary_key=True),
+    Column("used_at", DateTime(timezone=True), nullable=False),
+)
+
+# Where to notify: per mailbox and person ("" for the holder of a personal mailbox) and channel.
+contacts = Table(
+    "contacts",
+    metadata,
+    Column("mailbox", String(KEY_LENGTH), primary_key=True),
+    Column("person", String(KEY_LENGTH), primary_key=True),
+    Column("channel", String(16), primary_key=True),  # email, sms, push
+    Column("address", String(512), nullable=False),
+    Column("enabled", Boolean, nullable=False),
+)
+
+# The operator's side of a holder's move (FaR's switch id): as the old operator (exporting) or the new one.
+moves = Table(
+    "moves",
+    metadata,
+    Column("switch_id", String(64), primary_key=True),
+    Column("recipient", String(KEY_LENGTH), nullable=False),
+    Column("role", String(8), nullable=False),  # from | to
+    Column("peer", String(64), nullable=False),  # the other operator's id (16 + orgnr)
+    Column("state", String(16), nullable=False),  # requested, switched, done, cancelled, failed
+    Column("detail", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# Export batches of a move (the old operator) and imports of them (the new one): what was in each, its AS4
+# message, and its state (prepared, sent, confirmed; imported, refused).
+batches = Table(
+    "batches",
+    metadata,
+    Column("switch_id", String(64), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("side", String(8), primary_key=True),  # export | import
+    Column("letters", Text, nullable=False),  # JSON list of letter uids
+    Column("message_id", String(255), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("manifest_sha256", String(64)),
+    Column("detail", Text),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 
 
@@ -152,10 +260,13 @@ class MailboxStore:
                 await conn.execute(insert(mailboxes), new)
 
     async def has_mailbox(self, recipient: str) -> bool:
-        """Whether the recipient has a mailbox here."""
+        """Whether the recipient has a mailbox here that takes mail (not closed, not waiting for signatures)."""
+        return await self.state(recipient) in RECEIVING
+
+    async def state(self, recipient: str) -> str | None:
+        """The mailbox's state (None: no mailbox here)."""
         async with self.engine.connect() as conn:
-            found = await conn.execute(select(mailboxes.c.recipient).where(mailboxes.c.recipient == recipient))
-            return found.first() is not None
+            return await conn.scalar(select(mailboxes.c.state).where(mailboxes.c.recipient == recipient))
 
     async def handled(self, as4_message_id: str) -> Handled | None:
         """What was done with that AS4 message, if anything."""
@@ -163,45 +274,31 @@ class MailboxStore:
             row = (await conn.execute(select(handled).where(handled.c.as4_message_id == as4_message_id))).first()
         return None if row is None else Handled(row.as4_message_id, row.outcome, row.detail, row.reply_message_id)
 
-    async def deliver(self, as4_message_id: str, delivery: CheckedDelivery, *, now: datetime) -> list[int]:
-        """Put the delivery's messages in the recipient's mailbox and record it handled, in one transaction.
-        A delivery already stored is not stored again (its mail ids are returned)."""
-        signed_by = (
-            None if delivery.sender_certificate is None else delivery.sender_certificate.subject.rfc4514_string()
-        )
+    async def deliver(
+        self,
+        as4_message_id: str,
+        delivery: CheckedDelivery,
+        *,
+        now: datetime,
+        letter: Letter | None = None,
+        files: FileStore | None = None,
+        staged: Path | None = None,
+        also: Callable[[AsyncConnection, list[int]], Awaitable[None]] | None = None,
+    ) -> list[int]:
+        """Put the delivery's messages in the recipient's mailbox and record it handled, in one transaction; with
+        ``letter``, its files (``staged``) are moved into place and its row written in the same transaction;
+        ``also`` writes what else goes with the new mail ids (the two-way records) in it too, so no reader sees
+        the mail without them. A delivery already stored is not stored again (its mail ids are returned, the
+        staged files left)."""
+        if letter is not None and files is not None and staged is not None:
+            files.place(staged, letter.uid)
         try:
             async with self.engine.begin() as conn:
-                ids: list[int] = []
-                for position, item in enumerate(delivery.items):
-                    result = await conn.execute(
-                        insert(mail).values(
-                            recipient=delivery.recipient,
-                            as4_message_id=as4_message_id,
-                            position=position,
-                            network=str(delivery.network),
-                            reference=item.reference,
-                            sender=delivery.sender,
-                            sender_name=delivery.sender_name,
-                            subject=item.subject,
-                            content_type=item.content_type,
-                            body=item.body,
-                            sha256=payload_sha256(item.body),
-                            signed_by=signed_by,
-                            received_at=now,
-                        )
-                    )
-                    mail_id = int(result.inserted_primary_key[0])  # type: ignore[index]
-                    ids.append(mail_id)
-                    for index, attachment in enumerate(item.attachments):
-                        await conn.execute(
-                            insert(attachments).values(
-                                mail_id=mail_id,
-                                position=index,
-                                filename=attachment.filename,
-                                content_type=attachment.content_type,
-                                body=attachment.body,
-                            )
-                        )
+                ids = await insert_mail(conn, as4_message_id, delivery, received_at=now)
+                if also is not None:
+                    await also(conn, ids)
+                if letter is not None:
+                    await conn.execute(insert(letters).values(**letter.row()))
                 await conn.execute(
                     insert(handled).values(
                         as4_message_id=as4_message_id, outcome="delivered", detail=None, handled_at=now
@@ -209,9 +306,86 @@ class MailboxStore:
                 )
                 return ids
         except IntegrityError:
+            if letter is not None and files is not None:
+                files.remove([letter.uid])
             async with self.engine.connect() as conn:
                 rows = await conn.execute(select(mail.c.id).where(mail.c.as4_message_id == as4_message_id))
                 return [int(i) for i in rows.scalars()]
+        except BaseException:
+            if letter is not None and files is not None:
+                files.remove([letter.uid])
+            raise
+
+    async def letter(self, recipient: str, origin: str) -> Letter | None:
+        """The letter that arrived as ``origin`` in ``recipient``'s mailbox."""
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(select(letters).where(letters.c.recipient == recipient, letters.c.origin == origin))
+            ).first()
+        return None if row is None else Letter.from_row(row)
+
+    async def letters_of(self, recipient: str, *, limit: int = 100_000) -> list[Letter]:
+        """A mailbox's letters, oldest first."""
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(letters)
+                .where(letters.c.recipient == recipient)
+                .order_by(letters.c.received_at, letters.c.uid)
+                .limit(limit)
+            )
+            return [Letter.from_row(row) for row in rows]
+
+    async def add_answer(self, uid: str, parts: Sequence[LetterPart], answered_by: str) -> None:
+        """Record the answer files written into a letter's folder."""
+        async with self.engine.begin() as conn:
+            row = (await conn.execute(select(letters.c.parts).where(letters.c.uid == uid))).first()
+            if row is None:
+                return
+            kept = [p for p in json.loads(row.parts) if p["role"] != "answer"]
+            await conn.execute(
+                update(letters)
+                .where(letters.c.uid == uid)
+                .values(
+                    parts=json.dumps(kept + [p.to_json() for p in parts]),
+                    size=sum(p["size"] for p in kept) + sum(p.size for p in parts),
+                    answered_by=answered_by,
+                )
+            )
+
+    async def erase(self, mailbox: str, *, actor: str, action: str, detail: dict[str, Any], now: datetime) -> list[str]:
+        """Delete every letter and mail of a mailbox (not the mailbox), audited in the same transaction; the uids
+        whose files the caller removes."""
+        async with self.engine.begin() as conn:
+            uids = list((await conn.execute(select(letters.c.uid).where(letters.c.recipient == mailbox))).scalars())
+            ids = select(mail.c.id).where(mail.c.recipient == mailbox)
+            count = len(list((await conn.execute(ids)).scalars()))
+            await conn.execute(delete(attachments).where(attachments.c.mail_id.in_(ids)))
+            await conn.execute(delete(mail).where(mail.c.recipient == mailbox))
+            await conn.execute(delete(letters).where(letters.c.recipient == mailbox))
+            await write_audit(conn, actor, action, mailbox, {**detail, "letters": len(uids), "mail": count}, now=now)
+        return uids
+
+    async def audit(self, actor: str, action: str, mailbox: str, detail: Any, *, now: datetime) -> None:
+        """One row of the audit trail."""
+        async with self.engine.begin() as conn:
+            await write_audit(conn, actor, action, mailbox, detail, now=now)
+
+    async def audit_trail(self, mailbox: str, *, limit: int = 100) -> list[dict[str, Any]]:
+        """The latest audit rows of a mailbox, newest first."""
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(audit).where(audit.c.mailbox == mailbox).order_by(audit.c.id.desc()).limit(limit)
+            )
+            return [
+                {
+                    "at": _aware(r.at).isoformat(),
+                    "actor": r.actor,
+                    "action": r.action,
+                    "mailbox": r.mailbox,
+                    "detail": None if r.detail is None else json.loads(r.detail),
+                }
+                for r in rows
+            ]
 
     async def reject(self, as4_message_id: str, detail: str, *, now: datetime) -> None:
         """Record a delivery that went into no mailbox (a second call keeps the first record)."""
@@ -274,4 +448,62 @@ def _mail(row: Any, files: tuple[MailAttachment, ...] = ()) -> StoredMail:
         received_at=_aware(row["received_at"]),
         body=row.get("body", b""),
         attachments=files,
+    )
+
+
+# Mailbox states in which deliveries are taken (a closed mailbox, or one waiting for signatures, takes none).
+RECEIVING = frozenset({"active", "moving-in", "moving-out", "moved"})
+
+
+async def insert_mail(
+    conn: AsyncConnection, as4_message_id: str, delivery: CheckedDelivery, *, received_at: datetime
+) -> list[int]:
+    """The delivery's messages as mail rows (and their attachments); the mail ids."""
+    signed_by = None if delivery.sender_certificate is None else delivery.sender_certificate.subject.rfc4514_string()
+    ids: list[int] = []
+    for position, item in enumerate(delivery.items):
+        result = await conn.execute(
+            insert(mail).values(
+                recipient=delivery.recipient,
+                as4_message_id=as4_message_id,
+                position=position,
+                network=str(delivery.network),
+                reference=item.reference,
+                sender=delivery.sender,
+                sender_name=delivery.sender_name,
+                subject=item.subject,
+                content_type=item.content_type,
+                body=item.body,
+                sha256=payload_sha256(item.body),
+                signed_by=signed_by,
+                received_at=received_at,
+            )
+        )
+        mail_id = int(result.inserted_primary_key[0])  # type: ignore[index]
+        ids.append(mail_id)
+        for index, attachment in enumerate(item.attachments):
+            await conn.execute(
+                insert(attachments).values(
+                    mail_id=mail_id,
+                    position=index,
+                    filename=attachment.filename,
+                    content_type=attachment.content_type,
+                    body=attachment.body,
+                )
+            )
+    return ids
+
+
+async def write_audit(
+    conn: AsyncConnection, actor: str, action: str, mailbox: str, detail: Any, *, now: datetime
+) -> None:
+    """One audit row in the caller's transaction."""
+    await conn.execute(
+        insert(audit).values(
+            at=now,
+            actor=actor[:256],
+            action=action,
+            mailbox=mailbox,
+            detail=None if detail is None else json.dumps(detail, sort_keys=True),
+        )
     )

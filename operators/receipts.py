@@ -201,10 +201,12 @@ def build_answer(
     at: datetime,
     minameddelanden_schema: etree.XMLSchema | None = None,
     xhe_schema: etree.XMLSchema | None = None,
+    digests: Sequence[tuple[str, str]] | None = None,
 ) -> tuple[AnswerPart, ...]:
     """The reply-leg payloads for the AS4 message ``message_id`` whose ``payloads`` (content id, bytes) the
-    operator checked with ``outcome``; signed with the operator's ``keys``; the Receipt and the XHE validated
-    against the schemas when given."""
+    operator checked with ``outcome`` — or, for payloads kept as files, their ``digests`` (content id, hex
+    SHA-256); signed with the operator's ``keys``; the Receipt and the XHE validated against the schemas when
+    given."""
     domain = operator
     delivered = isinstance(outcome, CheckedDelivery)
     notification = DeliveryNotification(
@@ -215,7 +217,9 @@ def build_answer(
         at=at,
         operator=operator,
         recipient=outcome.recipient,
-        payloads=tuple((cid, payload_sha256(data)) for cid, data in payloads),
+        payloads=tuple(digests)
+        if digests is not None
+        else tuple((cid, payload_sha256(data)) for cid, data in payloads),
         reasons=() if isinstance(outcome, CheckedDelivery) else (Reason(outcome.code, outcome.text),),
     )
     parts = [AnswerPart(f"notification@{domain}", "application/xml", build_notification(notification, keys))]

@@ -26,33 +26,44 @@ import asyncio
 import base64
 import json
 import logging
+import shutil
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 from aiohttp import web
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from accesspoint.envelopes._common import EnvelopeError, parse_document
 from accesspoint.envelopes.schemas import load_minameddelanden_schema, load_xhe_schema
 from accesspoint.servicekit import server
+from accesspoint.servicekit.metrics import Metrics, http_metrics_middleware
+from accesspoint.servicekit.observability import admin_context
 from accesspoint.servicekit.problems import Problem, problem_middleware
 from accesspoint.servicekit.tls import server_context
 from accesspoint.servicekit.tokens import BearerAuth
+from accesspoint.servicekit.tracing import configure_tracing, trace_middleware, tracer_for
 from accesspoint.servicekit.webhooks import SIGNATURE_HEADER, signature_matches
 from operators.deliveries import (
     CheckedDelivery,
     DeliveryTrust,
     Network,
     Refusal,
-    check_delivery,
-    classify,
+    payload_sha256,
     unknown_recipient,
+    verdict,
 )
-from operators.mailbox import MailboxStore, StoredMail, create_engine
-from operators.receipts import build_answer, stable_id
+from operators.holders import HolderDesk
+from operators.letters import CHUNK, FileStore, Letter, LetterPart, Sink, as4_metadata, new_uid
+from operators.mailbox import MailboxStore, StoredMail, create_engine, letters
+from operators.moves import Mover, MoveWaits
+from operators.notifications import Notifier, channels
+from operators.receipts import AnswerPart, build_answer, stable_id
+from operators.retention import Retention
 from operators.settings import OperatorSettings
 from operators.soap import SoapBodyLimit, deliver_secure_handler
 from operators.twoway import TwoWay
@@ -61,6 +72,8 @@ log = logging.getLogger("operators.service")
 
 MAX_ATTEMPTS = 5
 SERVICE_V3_PATH = "/soap/v3/service"
+# Payloads larger than this are attachments, never the business envelope (which is parsed in memory).
+MAX_ENVELOPE = 32 * 1024 * 1024
 WEBHOOK_MAX_SIZE = 1024 * 1024
 
 
@@ -111,6 +124,20 @@ class AccessPointClient:
                 raise AccessPointError(f"download {message_id}/{content_id}: HTTP {response.status}")
             return await response.read()
 
+    async def download_to(self, message_id: str, payload: dict[str, Any], folder: Path, index: int) -> LetterPart:
+        """A payload streamed into ``folder/part-<index>`` (written and hashed off the event loop)."""
+        content_id = str(payload["content_id"])
+        path = f"/api/v1/messages/{quote(message_id, safe='')}/payloads/{quote(content_id, safe='')}?direction=in"
+        sink = Sink(folder / f"part-{index}")
+        async with self.session.get(self.url + path, headers=self._headers()) as response:
+            if response.status != 200:
+                raise AccessPointError(f"download {message_id}/{content_id}: HTTP {response.status}")
+            async for chunk in response.content.iter_chunked(CHUNK):
+                await sink.write(chunk)
+        size, digest = await sink.close()
+        mime = str(payload.get("mime_type") or "application/octet-stream")
+        return LetterPart(sink.path.name, content_id, mime, "payload", size, digest)
+
     async def ack(self, message_id: str) -> None:
         """Tell the access point the operator has the message."""
         status, document = await self._json("POST", f"/api/v1/messages/{quote(message_id, safe='')}/ack")
@@ -121,6 +148,26 @@ class AccessPointClient:
         """Submit a message (202 queued, 409 already submitted)."""
         return await self._json("POST", "/api/v1/messages", document)
 
+    async def submit_files(self, document: dict[str, Any], files: list[tuple[str, str, Path]]) -> tuple[int, Any]:
+        """Submit a message whose payloads are files (content id, MIME type, path), streamed as multipart/form-data
+        (202 queued, 409 already submitted)."""
+        described = [{"part": cid, "content_id": cid, "mime_type": mime} for cid, mime, _path in files]
+        form = aiohttp.FormData()
+        form.add_field("metadata", json.dumps({**document, "payloads": described}), content_type="application/json")
+        handles = [path.open("rb") for _cid, _mime, path in files]
+        try:
+            for (cid, mime, path), handle in zip(files, handles, strict=True):
+                form.add_field(cid, handle, filename=path.name, content_type=mime)
+            timeout = aiohttp.ClientTimeout(total=None, sock_read=300)
+            async with self.session.post(
+                self.url + "/api/v1/messages", data=form, headers=self._headers(), timeout=timeout
+            ) as response:
+                raw = await response.read()
+                return response.status, json.loads(raw) if raw else None
+        finally:
+            for handle in handles:
+                handle.close()
+
 
 class Operator:
     """One operator: its settings, mailbox database, access point client, and the queue of work."""
@@ -128,6 +175,7 @@ class Operator:
     def __init__(self, settings: OperatorSettings, *, clock: Callable[[], datetime] | None = None) -> None:
         self.settings = settings
         self.clock = clock or (lambda: datetime.now(UTC))
+        self.metrics = OperatorMetrics()
         self.store = MailboxStore(create_engine(settings.database))
         contracts, xhe = settings.minameddelanden_contracts, settings.xhe_schema
         self.trust = DeliveryTrust(
@@ -141,6 +189,12 @@ class Operator:
         self.pending: set[str] = set()
         self.client: AccessPointClient | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self.files = FileStore(settings.storage)
+        self.moves: Mover | None = Mover(self) if settings.peers else None
+        self.desk = HolderDesk(self)
+        configured = channels(self)
+        self.notifier: Notifier | None = Notifier(self, configured) if configured else None
+        self.retention = Retention(self)
         self.twoway = TwoWay(self)  # replies, receipts, delgivning, invoices, case events (operators/twoway.py)
 
     # ------------------------------------------------------------------------------------------- lifecycle
@@ -151,9 +205,17 @@ class Operator:
         session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
         link = self.settings.access_point
         self.client = AccessPointClient(link.url, link.token, session)
+        async with self.store.engine.connect() as conn:
+            known = set((await conn.execute(select(letters.c.uid))).scalars())
+        swept = await asyncio.to_thread(self.files.sweep, known)
+        if swept:
+            log.info("removed %d letter folder(s) no letter names (left by a stop mid-delivery)", swept)
         self._tasks = [asyncio.create_task(self._worker()) for _ in range(link.workers)]
         if link.poll_interval.total_seconds() > 0:
             self._tasks.append(asyncio.create_task(self._poller()))
+        if self.moves is not None:
+            self._tasks.append(asyncio.create_task(self.moves.run()))
+        self._tasks.append(asyncio.create_task(self.retention.run()))
         await self.twoway.start()
 
     async def stop(self) -> None:
@@ -178,7 +240,7 @@ class Operator:
             try:
                 for message_id in await self.client.received():
                     self.enqueue(message_id)
-            except (aiohttp.ClientError, TimeoutError, AccessPointError) as exc:
+            except (aiohttp.ClientError, TimeoutError, AccessPointError, MoveWaits) as exc:
                 log.warning("polling the access point failed: %s", exc)
             await asyncio.sleep(self.settings.access_point.poll_interval.total_seconds())
 
@@ -187,7 +249,7 @@ class Operator:
             message_id, attempt = await self.queue.get()
             try:
                 await self.handle(message_id)
-            except (aiohttp.ClientError, TimeoutError, AccessPointError) as exc:
+            except (aiohttp.ClientError, TimeoutError, AccessPointError, MoveWaits) as exc:
                 log.warning("delivery %s: attempt %d failed: %s", message_id, attempt + 1, exc)
                 self.pending.discard(message_id)
                 if attempt + 1 < MAX_ATTEMPTS:
@@ -201,18 +263,13 @@ class Operator:
 
     def check(self, payloads: list[tuple[str, bytes]]) -> CheckedDelivery | Refusal:
         """The verdict on a message's payloads: the first payload in a known format is the delivery."""
-        chosen = payloads[0][1] if payloads else b""
-        for _cid, data in payloads:
-            try:
-                if classify(parse_document(data, what="payload")) is not None:
-                    chosen = data
-                    break
-            except EnvelopeError:
-                continue
-        try:
-            return check_delivery(chosen, self.trust, at=self.clock())
-        except Refusal as refusal:
-            return refusal
+        return verdict(payloads, self.trust, at=self.clock())[1]
+
+    def _check_files(self, folder: Path, parts: list[LetterPart]) -> tuple[int, CheckedDelivery | Refusal]:
+        """The verdict on downloaded payloads: only those small enough to be an envelope are read."""
+        small = [(str(i), (folder / p.name).read_bytes()) for i, p in enumerate(parts) if p.size <= MAX_ENVELOPE]
+        chosen, outcome = verdict(small, self.trust, at=self.clock())
+        return (int(chosen) if chosen is not None else -1), outcome
 
     async def handle(self, message_id: str) -> None:
         """Check, store, answer and acknowledge one received message (safe to repeat)."""
@@ -227,30 +284,59 @@ class Operator:
             return
         if record["state"] == "acknowledged":
             return
-        payloads = [(p["content_id"], await client.download(message_id, p["content_id"])) for p in record["payloads"]]
-        now = self.clock()
-        outcome = self.check(payloads)
-        if isinstance(outcome, CheckedDelivery):
-            outcome = self.twoway.screen(outcome, payloads)
-        if isinstance(outcome, CheckedDelivery) and not await self.store.has_mailbox(outcome.recipient):
-            outcome = unknown_recipient(outcome)
-        if isinstance(outcome, CheckedDelivery):
-            ids = await self.store.deliver(message_id, self.twoway.for_mailbox(outcome), now=now)
-            await self.twoway.delivered(message_id, record, outcome, ids, now)
-            log.info("delivery %s: in the mailbox of %s", message_id, outcome.recipient)
-        else:
-            await self.store.reject(message_id, str(outcome), now=now)
-            log.info("delivery %s: rejected (%s)", message_id, outcome)
-        parts = build_answer(
-            outcome,
-            message_id=message_id,
-            payloads=payloads,
-            operator=self.settings.id,
-            keys=self.settings.keys,
-            at=now,
-            minameddelanden_schema=self.trust.minameddelanden_schema,
-            xhe_schema=self.trust.xhe_schema,
-        )
+        if self.moves is not None and self.moves.handles(record):
+            await self.moves.received(record)
+            await client.ack(message_id)
+            return
+        staged = self.files.staging(message_id)
+        try:
+            received = [await client.download_to(message_id, p, staged, i) for i, p in enumerate(record["payloads"])]
+            now = self.clock()
+            if await self.twoway.broadcast(message_id, record, staged, received):
+                return
+            chosen, outcome = await asyncio.to_thread(self._check_files, staged, received)
+            if isinstance(outcome, CheckedDelivery):
+                outcome = await asyncio.to_thread(self.twoway.screen, outcome, staged, received)
+            if isinstance(outcome, CheckedDelivery) and not await self.store.has_mailbox(outcome.recipient):
+                outcome = unknown_recipient(outcome)
+            letter = None
+            if isinstance(outcome, CheckedDelivery):
+                parts_ = tuple(replace(p, role="envelope") if i == chosen else p for i, p in enumerate(received))
+                fresh = Letter(
+                    new_uid(),
+                    outcome.recipient,
+                    message_id,
+                    str(outcome.network),
+                    outcome.business_id,
+                    outcome.sender,
+                    now,
+                    parts_,
+                    metadata=as4_metadata(record),
+                )
+                checked = outcome
+
+                async def two_way(conn: AsyncConnection, ids: list[int]) -> None:
+                    await self.twoway.delivered(conn, message_id, record, checked, ids, now)
+
+                await self.store.deliver(
+                    message_id,
+                    self.twoway.for_mailbox(outcome),
+                    now=now,
+                    letter=fresh,
+                    files=self.files,
+                    staged=staged,
+                    also=two_way,
+                )
+                letter = await self.store.letter(outcome.recipient, message_id)
+                log.info("delivery %s: in the mailbox of %s", message_id, outcome.recipient)
+                self.metrics.deliveries.labels(network=outcome.network.value, result="delivered").inc()
+            else:
+                await self.store.reject(message_id, str(outcome), now=now)
+                log.info("delivery %s: rejected (%s)", message_id, outcome)
+                self.metrics.deliveries.labels(network=outcome.network.value, result=outcome.code).inc()
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
+        parts = await self._answer(outcome, message_id, received, letter, now)
         reply_id = f"{stable_id('reply', message_id)}@{self.settings.id}"
         answer = [{"content_id": p.content_id, "mime_type": p.mime_type} for p in parts]
         reply_pmode = self.settings.access_point.reply_pmode
@@ -269,20 +355,94 @@ class Operator:
             raise AccessPointError(f"reply to {message_id}: HTTP {status} {document}")
         await self.store.replied(message_id, reply_id, answer)
         await client.ack(message_id)
+        if letter is not None and self.notifier is not None:
+            await self.notifier.mail_arrived(letter)
 
-    async def deliver_soap(self, delivery: CheckedDelivery) -> bool:
-        """A delivery that came over Service v3: into the mailbox (once per business id) when there is one."""
+    async def _answer(
+        self,
+        outcome: CheckedDelivery | Refusal,
+        message_id: str,
+        received: list[LetterPart],
+        letter: Letter | None,
+        now: datetime,
+    ) -> tuple[AnswerPart, ...]:
+        """The signed answer: the one kept with the letter (after a restart), else built and kept with it first, so
+        the letter carries exactly the answer that was sent."""
+        kept = () if letter is None else tuple(p for p in letter.parts if p.role == "answer")
+        if kept:
+            assert letter is not None
+            again = []
+            for p in kept:
+                data = await asyncio.to_thread(self.files.path(letter.uid, p.name).read_bytes)
+                again.append(AnswerPart(p.content_id, p.mime_type, data))
+            return tuple(again)
+        parts = build_answer(
+            outcome,
+            message_id=message_id,
+            payloads=(),
+            digests=[(p.content_id, p.sha256) for p in received],
+            operator=self.settings.id,
+            keys=self.settings.keys,
+            at=now,
+            minameddelanden_schema=self.trust.minameddelanden_schema,
+            xhe_schema=self.trust.xhe_schema,
+        )
+        if letter is not None:
+            written = []
+            for index, part in enumerate(parts):
+                name = f"answer-{index}"
+                await asyncio.to_thread(self.files.path(letter.uid, name).write_bytes, part.data)
+                written.append(
+                    LetterPart(
+                        name, part.content_id, part.mime_type, "answer", len(part.data), payload_sha256(part.data)
+                    )
+                )
+            await self.store.add_answer(letter.uid, written, self.settings.id)
+        return parts
+
+    async def deliver_soap(self, delivery: CheckedDelivery, document: bytes) -> bool:
+        """A delivery that came over Service v3: into the mailbox (once per business id) when there is one, the
+        deliverSecure element kept as the letter's envelope."""
         if not await self.store.has_mailbox(delivery.recipient):
             return False
-        await self.store.deliver(f"soap:{delivery.business_id}", delivery, now=self.clock())
+        origin = f"soap:{delivery.business_id}"
+        staged = self.files.staging(origin)
+        try:
+            sink = Sink(staged / "part-0")
+            await sink.write(document)
+            size, digest = await sink.close()
+            now = self.clock()
+            part = LetterPart("part-0", "deliverSecure", "application/xml", "envelope", size, digest)
+            letter = Letter(
+                new_uid(),
+                delivery.recipient,
+                origin,
+                str(delivery.network),
+                delivery.business_id,
+                delivery.sender,
+                now,
+                (part,),
+                metadata={"channel": "service-v3"},
+            )
+            await self.store.deliver(origin, delivery, now=now, letter=letter, files=self.files, staged=staged)
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
+        stored = await self.store.letter(delivery.recipient, origin)
+        if stored is not None and self.notifier is not None:
+            await self.notifier.mail_arrived(stored)
         return True
 
     # ------------------------------------------------------------------------------------------------ HTTP
 
-    def _reader(self, request: web.Request) -> str:
-        """The mailbox a request reads, when its token may read it (``read:recipient=<id>``, or ``read``)."""
+    async def _reader(self, request: web.Request, what: Any) -> str:
+        """The mailbox a request reads, when its caller may read it: a configured token (``read:recipient=<id>``
+        or ``read``) or a holder's session (its own, or a company's it may view now: audited with the person)."""
         recipient = request.match_info["recipient"]
-        self.auth.authorize(request, "read", recipient=recipient)
+        reader = await self.desk.reader(request, recipient)
+        if reader.person is not None and reader.person != recipient:
+            await self.store.audit(
+                reader.actor, "read", recipient, {"what": what, "grant": reader.grant}, now=self.clock()
+            )
         return recipient
 
     async def webhook(self, request: web.Request) -> web.Response:
@@ -302,14 +462,14 @@ class Operator:
 
     async def api_list(self, request: web.Request) -> web.Response:
         """GET /api/v1/mailboxes/{recipient}/messages."""
-        recipient = self._reader(request)
-        if not await self.store.has_mailbox(recipient):
+        recipient = await self._reader(request, "list")
+        if await self.store.state(recipient) is None:
             raise Problem(404, f"{recipient} has no mailbox here", kind="no-mailbox")
         return web.json_response({"messages": [_mail_json(m) for m in await self.store.list(recipient)]})
 
     async def api_read(self, request: web.Request) -> web.Response:
         """GET /api/v1/mailboxes/{recipient}/messages/{id}."""
-        recipient = self._reader(request)
+        recipient = await self._reader(request, {"mail": request.match_info["id"]})
         text = request.match_info["id"]
         # Mail ids are positive 64-bit integers: anything else names no message (and must not reach the database).
         mail_id = int(text) if text.isascii() and text.isdigit() and len(text) <= 19 else 0
@@ -334,6 +494,32 @@ class Operator:
             }
         )
 
+    async def api_letters(self, request: web.Request) -> web.Response:
+        """GET /api/v1/mailboxes/{recipient}/letters: the letters as kept (every file with its size and SHA-256,
+        where each first arrived, from which operator it was moved here)."""
+        recipient = await self._reader(request, "letters")
+        if await self.store.state(recipient) is None:
+            raise Problem(404, f"{recipient} has no mailbox here", kind="no-mailbox")
+        found = await self.store.letters_of(recipient)
+        return web.json_response(
+            {
+                "letters": [
+                    {
+                        "uid": x.uid,
+                        "origin": x.origin,
+                        "network": x.network,
+                        "business_id": x.business_id,
+                        "sender": x.sender,
+                        "received_at": x.received_at.isoformat(),
+                        "imported_from": x.imported_from,
+                        "answered_by": x.answered_by,
+                        "parts": [p.to_json() for p in x.parts],
+                    }
+                    for x in found
+                ]
+            }
+        )
+
     async def api_delivery(self, request: web.Request) -> web.Response:
         """GET /api/v1/deliveries/{id}: what became of an AS4 message (tokens that see every mailbox only)."""
         self.auth.authorize(request, "read")
@@ -353,10 +539,16 @@ class Operator:
         """The aiohttp application; starting it starts the operator."""
         # What this service reads whole is the webhook's small JSON event, unauthenticated until its HMAC is checked;
         # the SOAP endpoint reads its body itself, within the operator's soap_max_size.
-        app = web.Application(middlewares=[problem_middleware()], client_max_size=WEBHOOK_MAX_SIZE)
+        middlewares = [
+            http_metrics_middleware(self.metrics),
+            trace_middleware(tracer_for("operator")),
+            problem_middleware(),
+        ]
+        app = web.Application(middlewares=middlewares, client_max_size=WEBHOOK_MAX_SIZE)
         app.router.add_post("/hooks/accesspoint", self.webhook)
         app.router.add_get("/api/v1/mailboxes/{recipient}/messages", self.api_list)
         app.router.add_get("/api/v1/mailboxes/{recipient}/messages/{id}", self.api_read)
+        app.router.add_get("/api/v1/mailboxes/{recipient}/letters", self.api_letters)
         app.router.add_get("/api/v1/deliveries/{id}", self.api_delivery)
         # Service v3 for routers that still call deliverSecure: the same checks, the same mailboxes.
         schema = self.trust.minameddelanden_schema
@@ -364,14 +556,18 @@ class Operator:
         handler = deliver_secure_handler(self.deliver_soap, self.trust, schema=schema, limit=limit)
         app.router.add_post(SERVICE_V3_PATH, handler)
         app.router.add_get("/health", _health)
+        self.desk.add_routes(app.router)
+        app.router.add_delete("/api/v1/holders/{id}/mail", self.retention.erase_on_request)
         self.twoway.add_routes(app.router)
 
         async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
             await self.start()
             yield
+            await self.desk.close()
             await self.stop()
 
         app.cleanup_ctx.append(lifecycle)
+        app.cleanup_ctx.append(admin_context(self.metrics, self.settings.observability.admin))
         return app
 
 
@@ -398,8 +594,20 @@ async def _health(_request: web.Request) -> web.Response:
 
 def run(settings: OperatorSettings) -> None:
     """Serve until SIGTERM or SIGINT (``accesspoint operator serve``); OSError when the address is taken."""
+    settings.observability.configure_logging()
+    configure_tracing("operator")
     tls = None if settings.tls is None else server_context(settings.tls)
     server.run([server.Listener(Operator(settings).application(), settings.host, settings.port, tls)])
+
+
+class OperatorMetrics(Metrics):
+    """The operator's series: deliveries by network and result (delivered, or the refusal's code)."""
+
+    def __init__(self) -> None:
+        super().__init__("operator")
+        self.deliveries = self.counter(
+            "operator_deliveries_total", "Deliveries handled, by network and result", ("network", "result")
+        )
 
 
 __all__ = ["AccessPointClient", "AccessPointError", "Network", "Operator", "run"]

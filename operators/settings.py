@@ -35,6 +35,34 @@ recipients = ["197001011234"]
 [operator.tls]                      # optional: serve HTTPS (TLS 1.2+; min_version, max_version, ciphers, client_ca)
 certificate = "operator-tls.pem"
 key = "operator-tls.key"
+
+[operator.far]                      # FaR, where the operator writes for its holders (optional)
+url = "http://127.0.0.1:8470"
+token = "…"                         # scopes read and write:operator=<our orgnr>
+
+[operator.eid]                      # whose e-ID signatures open mailboxes and log holders in
+anchors = ["eid-ca.pem"]
+max_age = "10m"                     # how old an assertion may be
+session = "1h"                      # how long a login lasts
+
+[operator.portability]              # moving mailboxes between operators over AS4
+batch_letters = 500                 # letters per transfer message at most
+batch_size = "64MiB"                # and bytes (a larger letter goes alone)
+retry = "5s"                        # how often unfinished moves are looked at
+
+[[operator.peers]]                  # other operators: their AS4 P-Mode from here, their signing certificate
+id = "165590123456"
+pmode = "op1-to-op2"
+certificate = "op2.pem"
+
+[operator.notifications]            # tell holders that mail arrived (never what it says)
+smtp = { host = "127.0.0.1", port = 25, sender = "brevladan@example.se" }
+sms = { record = "sms.jsonl" }      # a recording channel (tests, development); a real gateway plugs in here
+push = { record = "push.jsonl" }
+
+[operator.retention]
+closed_mailboxes = "90d"            # a closed mailbox's mail is erased this long after it closed
+interval = "1h"
 ```
 
 Read with :mod:`accesspoint.servicekit.settings`: every mistake is named at once with its field. A mailbox token's
@@ -50,6 +78,7 @@ from pathlib import Path
 from cryptography import x509
 
 from accesspoint.security.keys import KeyLoadError, KeyPair, load_certificates, load_key_pair
+from accesspoint.servicekit.observability import OBSERVABILITY_KEYS, Observability, read_observability
 from accesspoint.servicekit.settings import Section, SettingsReader, read_document
 from accesspoint.servicekit.tls import TlsSettings
 from accesspoint.servicekit.tokens import BearerToken, Scope
@@ -58,10 +87,33 @@ from operators.twoway_settings import KNOWN as TWO_WAY_KNOWN
 from operators.twoway_settings import TwoWaySettings, read_two_way
 
 MIN_SECRET = 16
-KNOWN = frozenset(
-    {"id", "name", "host", "port", "database", "mailboxes", "keys", "access_point", "trust", "tokens", "tls",
-     "soap_max_size"}
-) | TWO_WAY_KNOWN
+KNOWN = (
+    frozenset(
+        {
+            "id",
+            "name",
+            "host",
+            "port",
+            "database",
+            "mailboxes",
+            "keys",
+            "access_point",
+            "trust",
+            "tokens",
+            "tls",
+            "storage",
+            "far",
+            "eid",
+            "portability",
+            "peers",
+            "notifications",
+            "retention",
+            "soap_max_size",
+        }
+    )
+    | TWO_WAY_KNOWN
+    | OBSERVABILITY_KEYS
+)
 LINK_KEYS = frozenset({"url", "token", "webhook_secret", "poll_interval", "reply_pmode", "workers"})
 TRUST_KEYS = frozenset({"intermediaries", "sender_anchors", "minameddelanden_contracts", "xhe_schema"})
 
@@ -83,6 +135,43 @@ class AccessPointLink:
 
 
 @dataclass(frozen=True)
+class FarLink:
+    """FaR's REST API and the operator's token there (``write:operator=<orgnr>``)."""
+
+    url: str
+    token: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Another operator: its id (16 + orgnr), the P-Mode that reaches its access point, its signing certificate."""
+
+    id: str
+    pmode: str
+    certificate: x509.Certificate = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Portability:
+    """How mailboxes move: at most ``batch_letters`` letters and ``batch_size`` bytes a transfer message."""
+
+    batch_letters: int = 500
+    batch_size: int = 64 * 1024 * 1024
+    retry: timedelta = timedelta(seconds=5)
+
+
+@dataclass(frozen=True)
+class Notifications:
+    """Channels: SMTP (host, port, sender), and SMS and push recording to JSON-lines files (or None: off)."""
+
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_sender: str = "no-reply@localhost"
+    sms_record: Path | None = None
+    push_record: Path | None = None
+
+
+@dataclass(frozen=True)
 class OperatorSettings:
     """Everything ``accesspoint operator serve`` needs."""
 
@@ -101,7 +190,28 @@ class OperatorSettings:
     xhe_schema: Path | None = None
     tls: TlsSettings | None = None
     soap_max_size: int = SOAP_MAX_SIZE  # bytes: the largest Service v3 deliverSecure request taken in
+    storage: Path = Path("mail")
+    far: FarLink | None = None
+    eid_anchors: tuple[x509.Certificate, ...] = field(default=(), repr=False)
+    eid_max_age: timedelta = timedelta(minutes=10)
+    session_lifetime: timedelta = timedelta(hours=1)
+    portability: Portability = Portability()
+    peers: tuple[Peer, ...] = ()
+    notifications: Notifications = Notifications()
+    closed_retention: timedelta = timedelta(days=90)
+    retention_interval: timedelta = timedelta(hours=1)
     two_way: TwoWaySettings = field(default_factory=TwoWaySettings)  # operators/twoway_settings.py
+    observability: Observability = field(default_factory=Observability)  # admin listener (/metrics), logging
+
+    @property
+    def orgnr(self) -> str:
+        """The organisationsnummer (FaR's operator id): the id without ``16``."""
+        return self.id[2:] if len(self.id) == 12 and self.id.startswith("16") else self.id
+
+    def peer(self, operator: str) -> Peer | None:
+        """The peer with that id (``16`` + orgnr or the bare orgnr)."""
+        wanted = operator if operator.startswith("16") and len(operator) == 12 else f"16{operator}"
+        return next((p for p in self.peers if p.id == wanted), None)
 
 
 def load_settings(path: str | Path) -> OperatorSettings:
@@ -124,8 +234,32 @@ def load_settings(path: str | Path) -> OperatorSettings:
     contracts = trust.path("minameddelanden_contracts")
     xhe_schema = trust.path("xhe_schema")
     tls = table.tls("tls")
+    storage = table.path("storage", exists=False) or reader.base / "mail"
+    far = table.section("far", known={"url", "token"})
+    far_link = (
+        FarLink(far.url("url", required=True) or "", far.secret("token", required=True) or "")
+        if table.has("far")
+        else None
+    )
+    eid = table.section("eid", known={"anchors", "max_age", "session"})
+    portability = table.section("portability", known={"batch_letters", "batch_size", "retry"})
+    notifications = table.section("notifications", known={"smtp", "sms", "push"})
+    retention = table.section("retention", known={"closed_mailboxes", "interval"})
+    peers = tuple(
+        peer
+        for item in table.sections("peers", known={"id", "pmode", "certificate"})
+        if (peer := _peer(item)) is not None
+    )
+    eid_anchors = _certificates(eid, "anchors")
+    moving = Portability(
+        portability.integer("batch_letters", 500, minimum=1, maximum=100_000),
+        portability.size("batch_size", "64MiB", positive=True),
+        portability.duration("retry", "5s", positive=True),
+    )
+    notify = _notifications(notifications)
     soap_max_size = table.size("soap_max_size", SOAP_MAX_SIZE, positive=True)
     two_way = read_two_way(table, _certificates)
+    observability = read_observability(table)
     reader.done()
     assert keys is not None, "missing keys are a mistake done() raised"
     return OperatorSettings(
@@ -144,7 +278,44 @@ def load_settings(path: str | Path) -> OperatorSettings:
         xhe_schema=xhe_schema,
         tls=tls,
         soap_max_size=soap_max_size,
+        storage=storage,
+        far=far_link,
+        eid_anchors=eid_anchors,
+        eid_max_age=eid.duration("max_age", "10m", positive=True),
+        session_lifetime=eid.duration("session", "1h", positive=True),
+        portability=moving,
+        peers=peers,
+        notifications=notify,
+        closed_retention=retention.duration("closed_mailboxes", "90d", positive=True),
+        retention_interval=retention.duration("interval", "1h", positive=True),
         two_way=two_way,
+        observability=observability,
+    )
+
+
+def _peer(item: Section) -> Peer | None:
+    operator = item.string("id", required=True)
+    pmode = item.string("pmode", required=True)
+    path = item.path("certificate", required=True)
+    if not operator or not pmode or path is None:
+        return None
+    try:
+        return Peer(operator, pmode, load_certificates(path)[0])
+    except (KeyLoadError, OSError, ValueError, IndexError) as exc:
+        item.mistake("certificate", f"{path}: {exc}")
+        return None
+
+
+def _notifications(section: Section) -> Notifications:
+    smtp = section.section("smtp", known={"host", "port", "sender"})
+    sms = section.section("sms", known={"record"})
+    push = section.section("push", known={"record"})
+    return Notifications(
+        smtp_host=smtp.optional_string("host"),
+        smtp_port=smtp.port("port", 25),
+        smtp_sender=smtp.string("sender", "no-reply@localhost", min_length=3),
+        sms_record=sms.path("record", exists=False),
+        push_record=push.path("record", exists=False),
     )
 
 

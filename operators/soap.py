@@ -142,7 +142,8 @@ class ServiceV3Client:
 
 # --- the legacy operator (server side) ---
 
-Deliver = Callable[[CheckedDelivery], Awaitable[bool]]
+# Stores a checked delivery (with the deliverSecure element as received) and says whether it had a mailbox.
+Deliver = Callable[[CheckedDelivery, bytes], Awaitable[bool]]
 
 
 def _call_id() -> str:
@@ -260,8 +261,9 @@ def deliver_secure_handler(
             return soap(fault_response(code, refused.reason, schema=schema), refused.status, retry)
         if isinstance(checked, bytes):
             return soap(checked, 500)
-        delivered = await deliver(checked)
-        answer = deliver_secure_response(str(uuid.uuid4()), [(checked.recipient, delivered)], schema=schema)
+        delivery, document = checked
+        delivered = await deliver(delivery, document)
+        answer = deliver_secure_response(str(uuid.uuid4()), [(delivery.recipient, delivered)], schema=schema)
         return soap(answer)
 
     return handle
@@ -269,8 +271,9 @@ def deliver_secure_handler(
 
 def _check_request(
     body: bytes, trust: DeliveryTrust, schema: etree.XMLSchema | None, at: datetime
-) -> CheckedDelivery | bytes:
-    """The checked delivery of a ``deliverSecure`` request, or the fault that answers it."""
+) -> tuple[CheckedDelivery, bytes] | bytes:
+    """The checked delivery of a ``deliverSecure`` request with the element as received, or the fault that
+    answers it."""
     try:
         child = body_child(body)
     except EnvelopeError as exc:
@@ -281,8 +284,9 @@ def _check_request(
         _validate(schema, child)
     except EnvelopeError as exc:
         return fault_response(FAULT_SCHEMA, str(exc), schema=schema)
+    document = etree.tostring(child)
     try:
-        return check_delivery(etree.tostring(child), trust, at=at)
+        return check_delivery(document, trust, at=at), document
     except Refusal as refusal:
         code = FAULT_SIGNATURE if refusal.code in ("signature", "seal") else FAULT_SCHEMA
         return fault_response(code, refusal.text, schema=schema)

@@ -18,14 +18,23 @@ POST     /api/v1/mailboxes/{r}/messages/{id}/replies          answer: ``{text, a
 GET      /api/v1/mailboxes/{r}/invoices                       ``?state=unpaid|overdue|paid&due_before=&
                                                               due_after=`` (ISO dates), by due date
 POST     /api/v1/mailboxes/{r}/messages/{id}/payment          pay the invoice once (201); 409 the second time
+POST     /api/v1/mailboxes/{r}/messages/{id}/acknowledgement  a served letter acknowledged: ``{signatures: [the
+                                                              holder's e-ID signature over its
+                                                              acknowledgement_text]}``, in an e-ID session →
+                                                              201 with the kvitto's digest and time-stamp
 GET      /api/v1/mailboxes/{r}/cases                          the case timeline: per sender and case
 GET      /api/v1/mailboxes/{r}/cases/{sender}/{case}          one case's events, oldest first
 =======  ===================================================  =============================================
 
 Reading a letter (``GET …/messages/{id}``) as its holder for the first time sends the receipt it asked for
 (``ReceiptRequest`` SIMPLE or SIGNED): a signed ``opened`` mailbox event, and for Mina meddelanden the contract's
-Receipt. A served letter (*e-delgivning*) whose deadline passes unacknowledged gets a signed ``not-served``
-notice (the sweep, every ``two_way.sweep_interval``, on the operator's clock).
+Receipt. A served letter (*e-delgivning*) is acknowledged by its holder, logged in with e-ID, signing the text
+``GET …/two-way`` shows (it names the letter and the SHA-256 of every part): the operator sends the sender a
+signed delgivningskvitto (``evidence.build_kvitto``) with an RFC 3161 token over its SHA-256 from
+``[operator.timestamping]`` (nonce checked, the authority's certificate against ``trust``); a forged or foreign
+signature, a letter not served, served already or past its deadline is refused and nothing is stored. One whose
+deadline passes unacknowledged gets a signed ``not-served`` notice (the sweep, every ``two_way.sweep_interval``,
+on the operator's clock).
 """
 
 from __future__ import annotations
@@ -34,25 +43,45 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import hashlib
 import json
 import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from accesspoint.envelopes._common import EnvelopeError
+from accesspoint.envelopes.broadcast import MAX_CONTENT, is_broadcast, verify_broadcast
+from accesspoint.envelopes.identity import AssertionRefused, SignatureData
 from accesspoint.envelopes.kvittens import ReasonCode
 from accesspoint.envelopes.letter import InlineFile, terms_to_json
 from accesspoint.envelopes.minameddelanden import ReceiptRequest
 from accesspoint.envelopes.schemas import load_reply_schema
+from accesspoint.security import timestamp
+from accesspoint.servicekit.httpclient import fetch, new_session
 from accesspoint.servicekit.problems import Problem
-from accesspoint.servicekit.tokens import BearerToken
+from accesspoint.servicekit.tokens import CALLER
 from operators.deliveries import CheckedDelivery, MailItem, Network, Refusal, payload_sha256
-from operators.evidence import EventKind, MailboxEvent, build_event, read_receipt
+from operators.evidence import (
+    Acknowledgement,
+    EventKind,
+    Kvitto,
+    MailboxEvent,
+    ServedPart,
+    acknowledgement_text,
+    build_event,
+    build_kvitto,
+    kvitto_sha256,
+    read_receipt,
+)
+from operators.letters import CHUNK, LetterPart
 from operators.payments import (
     PaymentConfirmation,
     PaymentOrder,
@@ -70,6 +99,7 @@ if TYPE_CHECKING:
     from operators.service import Operator
 
 log = logging.getLogger("operators.twoway")
+MAX_BROADCAST = 2 * MAX_CONTENT  # a broadcast document: its content in base64 and a signature
 STATES = ("unpaid", "overdue", "paid")
 
 
@@ -79,6 +109,7 @@ class Holder:
 
     actor: str
     name: str
+    person: str | None = None  # the e-ID identity of a session (None for a token)
 
 
 def _problem(status: int, code: str, reason: str) -> Problem:
@@ -143,11 +174,13 @@ class TwoWay:
 
     # ----------------------------------------------------------------------------------------- deliveries
 
-    def screen(self, outcome: CheckedDelivery, payloads: Sequence[tuple[str, bytes]]) -> CheckedDelivery | Refusal:
+    def screen(
+        self, outcome: CheckedDelivery, staged: Path, received: Sequence[LetterPart]
+    ) -> CheckedDelivery | Refusal:
         """The delivery, or the refusal: a content part that did not come as its envelope says (content id, size,
-        SHA-256), or content outside the presentation policy."""
-        found = dict(payloads)
-        policy = self.settings.presentation
+        SHA-256, as measured while it was written to ``staged``), or content outside the presentation policy (large
+        parts streamed from their files). Blocking: run it in a worker thread."""
+        found = {p.content_id: p for p in received}
 
         def refuse(code: str, text: str) -> Refusal:
             return Refusal(
@@ -163,31 +196,35 @@ class TwoWay:
 
         for item in outcome.items:
             for part in () if item.terms is None else item.terms.parts:
-                data = found.get(part.content_id)
-                if data is None:
+                kept = found.get(part.content_id)
+                if kept is None:
                     return refuse("parts", f"the part {part.content_id} the letter names did not come with it")
-                if len(data) != part.size or payload_sha256(data) != part.sha256:
+                if kept.size != part.size or kept.sha256 != part.sha256:
                     return refuse("parts", f"the part {part.content_id} is not what the letter's digest binds")
-            if policy is not None:
-                violation = self._presentation(item, found)
+            if self.settings.presentation is not None:
+                violation = self._presentation(item, {c: staged / p.name for c, p in found.items()})
                 if violation is not None:
                     return refuse("presentation", str(violation))
         return outcome
 
-    def _presentation(self, item: MailItem, payloads: dict[str, bytes]) -> Violation | None:
+    def _presentation(self, item: MailItem, files: dict[str, Path]) -> Violation | None:
         policy = self.settings.presentation
         assert policy is not None
-        checks: list[tuple[str, str, bytes]] = []
+        inline: list[tuple[str, str, bytes]] = []
         if item.body:
-            checks.append((f"{item.reference}/body", item.content_type, item.body))
-        checks += [(f"{item.reference}/{a.filename}", a.content_type, a.body) for a in item.attachments]
-        for part in () if item.terms is None else item.terms.parts:
-            checks.append((part.filename or part.content_id, part.content_type, payloads[part.content_id]))
-        for name, content_type, data in checks:
+            inline.append((f"{item.reference}/body", item.content_type, item.body))
+        inline += [(f"{item.reference}/{a.filename}", a.content_type, a.body) for a in item.attachments]
+        for name, content_type, data in inline:
             check = PartCheck(policy, name, content_type)
             check.feed(data)
-            violation = check.finish()
-            if violation is not None:
+            if (violation := check.finish()) is not None:
+                return violation
+        for part in () if item.terms is None else item.terms.parts:
+            check = PartCheck(policy, part.filename or part.content_id, part.content_type)
+            with files[part.content_id].open("rb") as stream:
+                while (chunk := stream.read(CHUNK)) and check.violation is None:
+                    check.feed(chunk)
+            if (violation := check.finish()) is not None:
                 return violation
         return None
 
@@ -199,13 +236,15 @@ class TwoWay:
 
     async def delivered(
         self,
+        conn: AsyncConnection,
         message_id: str,
         record: dict[str, Any],
         outcome: CheckedDelivery,
         mail_ids: Sequence[int],
         now: datetime,
     ) -> None:
-        """Record the terms of the delivery's letters and its case events (safe to repeat)."""
+        """Record the terms of the delivery's letters and its case events on ``conn``, in the transaction that
+        stores the mail (``MailboxStore.deliver(also=…)``; safe to repeat)."""
         sender, holder, federation = _parties(outcome)
         letters: list[dict[str, Any]] = []
         events: list[dict[str, Any]] = []
@@ -260,21 +299,97 @@ class TwoWay:
                         "received_at": now,
                     }
                 )
-        await self.store.record(letters, events)
+        await self.store.record(conn, letters, events)
+
+    # ---------------------------------------------------------------------------------- operator broadcasts
+
+    async def broadcast(
+        self, message_id: str, record: dict[str, Any], staged: Path, received: Sequence[LetterPart]
+    ) -> bool:
+        """A broadcast from the infrastructure owner: into every mailbox of its group, answered with how many (a
+        signed ``broadcast`` event), acknowledged; False when the message is no broadcast (safe to repeat)."""
+        found = await asyncio.to_thread(_broadcast_document, staged, received)
+        if found is None:
+            return False
+        client = self.operator.client
+        assert client is not None
+        operator = self.operator.settings
+        now = self.operator.clock()
+        details: list[tuple[str, str]]
+        try:
+            broadcast, _signature = verify_broadcast(found, self.operator.trust.intermediaries)
+        except EnvelopeError as exc:
+            await self.operator.store.reject(message_id, f"broadcast: {exc}", now=now)
+            details, business_id = [("delivered", "0"), ("refused", str(exc))], None
+            log.warning("broadcast %s refused: %s", message_id, exc)
+        else:
+            business_id = broadcast.id
+            audience = broadcast.audience
+            reached = [r for r in await self.store.mailbox_keys() if audience.includes(r)]
+            rows = [
+                {
+                    "recipient": r,
+                    "as4_message_id": message_id,
+                    "position": i,
+                    "network": "broadcast",
+                    "reference": broadcast.id,
+                    "sender": broadcast.issuer,
+                    "sender_name": None,
+                    "subject": broadcast.subject,
+                    "content_type": broadcast.content_type,
+                    "body": broadcast.body,
+                    "sha256": payload_sha256(broadcast.body),
+                    "signed_by": None,
+                    "received_at": now,
+                }
+                for i, r in enumerate(reached)
+            ]
+            if await self.store.broadcast(message_id, rows, f"broadcast to {len(rows)} mailboxes", now):
+                log.info("broadcast %s: in %d mailboxes (%s)", broadcast.id, len(rows), audience.describe())
+            details = [("delivered", str(len(rows))), ("audience", audience.describe())]
+        event = MailboxEvent(EventKind.BROADCAST, message_id, operator.id, now, business_id, None, tuple(details))
+        answer = AnswerPart(f"broadcast@{operator.id}", "application/xml", build_event(event, operator.keys))
+        reply_id = self._message_id("broadcast", message_id)
+        pmode = operator.access_point.reply_pmode
+        document = {
+            **({"pmode": pmode} if pmode else {}),
+            "message_id": reply_id,
+            "ref_to_message_id": message_id,
+            **({"conversation_id": record["conversation_id"]} if record.get("conversation_id") else {}),
+            "payloads": [
+                {
+                    "content_id": answer.content_id,
+                    "mime_type": answer.mime_type,
+                    "data": base64.b64encode(answer.data).decode(),
+                }
+            ],
+        }
+        await self.store.send(reply_id, "broadcast", None, document, now)
+        await self.flush()
+        await self.operator.store.replied(
+            message_id, reply_id, [{"content_id": answer.content_id, "mime_type": answer.mime_type}]
+        )
+        await client.ack(message_id)
+        return True
 
     # ------------------------------------------------------------------------------------------ the holder
 
-    def holder(self, request: web.Request, recipient: str) -> Holder:
-        """The holder of ``recipient`` acting: a token scoped to that mailbox (the operator's own tokens for every
-        mailbox read, but do not act for a holder); 401/403 otherwise."""
-        token: BearerToken = self.operator.auth.authorize(request, "read", recipient=recipient)
-        if token.grant("read").unrestricted:
+    async def holder(self, request: web.Request, recipient: str) -> Holder:
+        """The holder of ``recipient`` acting: their e-ID session, or a token scoped to that mailbox (the operator's
+        tokens for every mailbox read, but never act for a holder); 401/403 otherwise."""
+        reader = await self.operator.desk.reader(request, recipient)
+        if reader.person is not None:
+            if reader.person != recipient:
+                raise _problem(403, "forbidden", f"only the holder of {recipient} may do this")
+            found = await self.operator.desk.session(request)
+            return Holder(reader.actor, found[1] if found is not None else recipient, person=reader.person)
+        if request[CALLER].grant("read").unrestricted:
             raise _problem(403, "forbidden", "only the mailbox's holder may do this, not a token for every mailbox")
-        return Holder(token.name, recipient)
+        return Holder(reader.actor, recipient)
 
     async def _letter(self, request: web.Request) -> tuple[str, LetterRow, Holder]:
         recipient = request.match_info["recipient"]
-        holder = self.holder(request, recipient)
+        holder = await self.holder(request, recipient)
         mail_id = _mail_id(request)
         letter = await self.store.letter(recipient, mail_id)
         if letter is None:
@@ -283,9 +398,10 @@ class TwoWay:
 
     async def opened(self, request: web.Request, recipient: str, mail_id: int) -> None:
         """A letter read: the first time its holder reads it, the receipt it asked for is sent."""
-        token = self.operator.auth.authenticate(request)
-        if token.grant("read").unrestricted:
-            return  # the operator's own reading is not the holder's
+        try:
+            await self.holder(request, recipient)
+        except Problem:
+            return  # the operator's own reading, or someone the holder allowed to, is not the holder opening it
         letter = await self.store.letter(recipient, mail_id)
         now = self.operator.clock()
         if letter is None or not await self.store.mark_opened(mail_id, now):
@@ -321,7 +437,7 @@ class TwoWay:
     async def api_two_way(self, request: web.Request) -> web.Response:
         """GET …/messages/{id}/two-way."""
         recipient = request.match_info["recipient"]
-        self.operator.auth.authorize(request, "read", recipient=recipient)
+        await self.operator.desk.reader(request, recipient)
         letter = await self.store.letter(recipient, _mail_id(request))
         if letter is None:
             raise _problem(404, "not-found", "no letter with two-way terms there")
@@ -338,7 +454,12 @@ class TwoWay:
                 "opened_at": _iso(letter.opened_at),
                 "delgivning": None
                 if letter.delgivning_state is None
-                else {"state": letter.delgivning_state, "served_at": _iso(letter.served_at)},
+                else {
+                    "state": letter.delgivning_state,
+                    "served_at": _iso(letter.served_at),
+                    "deadline": _iso(letter.terms.delgivning_deadline),
+                    "acknowledgement_text": await self._acknowledgement_text(letter),
+                },
                 "invoice": None if letter.terms.payment is None else self._invoice_json(letter, payment),
                 "replies": [
                     {"reply_id": r["reply_id"], "message_id": r["message_id"], "at": _iso(r["created_at"])}
@@ -436,7 +557,7 @@ class TwoWay:
     async def api_invoices(self, request: web.Request) -> web.Response:
         """GET …/invoices?state=&due_before=&due_after=."""
         recipient = request.match_info["recipient"]
-        self.operator.auth.authorize(request, "read", recipient=recipient)
+        await self.operator.desk.reader(request, recipient)
         state = request.query.get("state")
         if state is not None and state not in STATES:
             raise _problem(400, "invalid-query", f"state is one of {', '.join(STATES)}")
@@ -516,10 +637,135 @@ class TwoWay:
             status=201,
         )
 
+    async def _served_parts(self, letter: LetterRow) -> tuple[ServedPart, ...]:
+        """What a served letter consists of, by digest: its body, its attachments, the parts beside it."""
+        stored = await self.operator.store.read(letter.recipient, letter.mail_id)
+        if stored is None:
+            raise _problem(404, "not-found", "no such message")
+        inline = [(f"{letter.business_id}/body", stored.body)] + [
+            (f"{letter.business_id}/{a.filename}", a.body) for a in stored.attachments
+        ]
+        parts = [ServedPart(c, len(data), hashlib.sha256(data).hexdigest()) for c, data in inline]
+        parts += [ServedPart(p.content_id, p.size, p.sha256) for p in letter.terms.parts]
+        return tuple(parts)
+
+    async def _acknowledgement_text(self, letter: LetterRow) -> str:
+        parts = await self._served_parts(letter)
+        return acknowledgement_text(business_id=letter.business_id, subject=letter.subject, sender=letter.sender,
+                                    parts=parts)  # fmt: skip
+
+    async def api_acknowledge(self, request: web.Request) -> web.Response:
+        """POST …/messages/{id}/acknowledgement: the holder, logged in with e-ID, acknowledges a served letter
+        with a fresh e-ID signature over its acknowledgement text; the sender gets the time-stamped kvitto."""
+        recipient, letter, holder = await self._letter(request)
+        if holder.person is None:
+            raise _problem(403, "e-id-required", "a served letter is acknowledged in the holder's e-ID session")
+        deadline = letter.terms.delgivning_deadline
+        if deadline is None:
+            raise _problem(409, "not-served-letter", f"{letter.business_id} is not served: nothing to acknowledge")
+        if letter.delgivning_state != "pending":
+            raise _problem(409, f"delgivning-{letter.delgivning_state}",
+                           f"{letter.business_id} is {letter.delgivning_state} already")  # fmt: skip
+        now = self.operator.clock()
+        if now > deadline:
+            raise _problem(409, "deadline-passed", f"the deadline to acknowledge was {deadline.isoformat()}")
+        tsa = self.settings.timestamping
+        if tsa is None:
+            raise _problem(
+                503, "no-timestamping", "this operator has no time-stamp authority ([operator.timestamping])"
+            )
+        body = await self._json(request)
+        items = body.get("signatures")
+        if not isinstance(items, list) or len(items) != 1:
+            raise _problem(400, "invalid-request", "signatures: a list with the holder's one e-ID signature")
+        try:
+            signature = SignatureData.from_json(items[0])
+        except AssertionRefused as exc:
+            raise _problem(422, exc.code.value, exc.reason) from None
+        parts = await self._served_parts(letter)
+        text = acknowledgement_text(business_id=letter.business_id, subject=letter.subject, sender=letter.sender,
+                                    parts=parts)  # fmt: skip
+        assertion = self.operator.desk.verify(text, [signature], subject=recipient)[0]
+        operator = self.operator.settings
+        kvitto = Kvitto(
+            message_id=letter.as4_message_id,
+            business_id=letter.business_id,
+            sender=letter.sender,
+            subject=letter.subject,
+            recipient=recipient,
+            operator=operator.id,
+            served_at=now,
+            deadline=deadline,
+            acknowledgement=Acknowledgement(
+                assertion.subject,
+                assertion.name,
+                assertion.certificate_sha256,
+                assertion.nonce,
+                assertion.signed_at,
+                assertion.text_sha256,
+            ),
+            parts=parts,
+        )
+        data = await asyncio.to_thread(build_kvitto, kvitto, operator.keys)
+        token, stamp = await self._timestamp(kvitto_sha256(data))
+        message_id = self._message_id("served", letter.as4_message_id, str(letter.mail_id))
+        answer = [
+            AnswerPart(f"kvitto@{operator.id}", "application/xml", data),
+            AnswerPart(f"kvitto-timestamp@{operator.id}", "application/timestamp-reply", token),
+        ]
+        if not await self.store.serve(letter.mail_id, now, message_id, self._submission(message_id, letter, answer)):
+            raise _problem(409, "delgivning-served", f"{letter.business_id} was acknowledged meanwhile")
+        await self.operator.store.audit(
+            holder.actor,
+            "delgivning-acknowledged",
+            recipient,
+            {
+                "mail_id": letter.mail_id,
+                "business_id": letter.business_id,
+                "kvitto_sha256": hashlib.sha256(data).hexdigest(),
+            },
+            now=now,
+        )
+        self._wake.set()
+        log.info("%s in the mailbox of %s: served, kvitto %s", letter.business_id, recipient, message_id)
+        return web.json_response(
+            {
+                "served_at": now.isoformat(),
+                "kvitto_sha256": hashlib.sha256(data).hexdigest(),
+                "timestamp": stamp.to_json(),
+                "message_id": message_id,
+            },
+            status=201,
+        )
+
+    async def _timestamp(self, digest: bytes) -> tuple[bytes, timestamp.VerifiedTimestamp]:
+        """An RFC 3161 token over ``digest`` from the configured authority, checked (imprint, nonce, the
+        authority's certificate) before it is used; 503 when the authority cannot be reached or fails."""
+        tsa = self.settings.timestamping
+        assert tsa is not None
+        asked = timestamp.request(digest)
+        session = new_session(timeout=tsa.timeout.total_seconds())
+        try:
+            answer = await fetch(session, "POST", tsa.url, data=asked.der, max_bytes=timestamp.MAX_TOKEN,
+                                 headers={"Content-Type": "application/timestamp-query"})  # fmt: skip
+            if answer.status != 200:
+                raise timestamp.TimestampError(f"the authority answered HTTP {answer.status}")
+            token = timestamp.token_of(answer.body)
+            stamp = await asyncio.to_thread(
+                timestamp.verify_token, token, digest=digest, anchors=tsa.anchors, nonce=asked.nonce
+            )
+        except (aiohttp.ClientError, TimeoutError, timestamp.TimestampError) as exc:
+            log.warning("time-stamp from %s: %s", tsa.url, exc)
+            raise Problem(503, f"the time-stamp authority failed: {exc}", kind="timestamping-failed",
+                          code="timestamping-failed", headers={"Retry-After": "5"}) from None  # fmt: skip
+        finally:
+            await session.close()
+        return token, stamp
+
     async def api_cases(self, request: web.Request) -> web.Response:
         """GET …/cases: the timeline, grouped per sender and case, each case's events oldest first."""
         recipient = request.match_info["recipient"]
-        self.operator.auth.authorize(request, "read", recipient=recipient)
+        await self.operator.desk.reader(request, recipient)
         sender, case_id = request.match_info.get("sender"), request.match_info.get("case")
         events = await self.store.timeline(recipient, sender, case_id)
         cases: dict[tuple[str, str], dict[str, Any]] = {}
@@ -559,6 +805,7 @@ class TwoWay:
         router.add_get(base + "/messages/{id}/two-way", self.api_two_way)
         router.add_post(base + "/messages/{id}/replies", self.api_reply)
         router.add_post(base + "/messages/{id}/payment", self.api_pay)
+        router.add_post(base + "/messages/{id}/acknowledgement", self.api_acknowledge)
         router.add_get(base + "/invoices", self.api_invoices)
         router.add_get(base + "/cases", self.api_cases)
         router.add_get(base + "/cases/{sender}/{case}", self.api_cases)
@@ -627,6 +874,16 @@ class TwoWay:
                 count += 1
                 log.info("%s in the mailbox of %s: not served by %s", letter.business_id, letter.recipient, deadline)
         return count
+
+
+def _broadcast_document(staged: Path, received: Sequence[LetterPart]) -> bytes | None:
+    """The broadcast document among the payloads written to ``staged`` (only small XML parts are looked at)."""
+    for part in received:
+        if part.size <= MAX_BROADCAST and "xml" in part.mime_type:
+            data = (staged / part.name).read_bytes()
+            if is_broadcast(data):
+                return data
+    return None
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -40,7 +40,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from accesspoint.envelopes.letter import LetterTerms, terms_from_json
-from operators.mailbox import metadata
+from operators.mailbox import handled, mail, mailboxes
+from operators.mailbox import metadata as metadata  # re-exported: the mailbox's tables with these beside them
 
 Moment = DateTime(timezone=True)
 
@@ -207,30 +208,28 @@ class TwoWayStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
 
-    async def record(self, rows: Sequence[dict[str, Any]], events: Sequence[dict[str, Any]]) -> None:
-        """Letters' records and case events of one delivery, once: what is already there is left as it is."""
-        async with self.engine.begin() as conn:
-            if rows:
-                known = set(
-                    (
-                        await conn.execute(
-                            select(letters.c.mail_id).where(letters.c.mail_id.in_([r["mail_id"] for r in rows]))
-                        )
-                    ).scalars()
-                )
-                fresh = [r for r in rows if r["mail_id"] not in known]
-                if fresh:
-                    await conn.execute(insert(letters), fresh)
-            if events:
-                ids = events[0]["as4_message_id"]
-                seen = set(
-                    (
-                        await conn.execute(select(case_events.c.position).where(case_events.c.as4_message_id == ids))
-                    ).scalars()
-                )
-                fresh = [e for e in events if e["position"] not in seen]
-                if fresh:
-                    await conn.execute(insert(case_events), fresh)
+    @staticmethod
+    async def record(conn: AsyncConnection, rows: Sequence[dict[str, Any]], events: Sequence[dict[str, Any]]) -> None:
+        """Letters' records and case events of one delivery, once, on ``conn`` (the delivery's transaction): what
+        is already there is left as it is."""
+        if rows:
+            found = await conn.execute(
+                select(letters.c.mail_id).where(letters.c.mail_id.in_([r["mail_id"] for r in rows]))
+            )
+            known = set(found.scalars())
+            fresh = [r for r in rows if r["mail_id"] not in known]
+            if fresh:
+                await conn.execute(insert(letters), fresh)
+        if events:
+            ids = events[0]["as4_message_id"]
+            seen = set(
+                (
+                    await conn.execute(select(case_events.c.position).where(case_events.c.as4_message_id == ids))
+                ).scalars()
+            )
+            fresh = [e for e in events if e["position"] not in seen]
+            if fresh:
+                await conn.execute(insert(case_events), fresh)
 
     async def letter(self, recipient: str, mail_id: int) -> LetterRow | None:
         """A letter's record, when it is in that mailbox."""
@@ -378,6 +377,31 @@ class TwoWayStore:
             await conn.execute(update(payments).where(payments.c.mail_id == mail_id).values(**values, state="paid"))
             await conn.execute(update(letters).where(letters.c.mail_id == mail_id).values(paid_at=values["paid_at"]))
             await self._queue(conn, message_id, "payment-confirmation", mail_id, document, values["paid_at"])
+
+    # --- operator broadcasts ---
+
+    async def mailbox_keys(self) -> list[str]:
+        """Every mailbox here (open ones, where mailboxes have a state)."""
+        state = getattr(mailboxes.c, "state", None)
+        query = select(mailboxes.c.recipient)
+        if state is not None:
+            query = query.where(state == "active")
+        async with self.engine.connect() as conn:
+            return list((await conn.execute(query.order_by(mailboxes.c.recipient))).scalars())
+
+    async def broadcast(self, message_id: str, rows: Sequence[dict[str, Any]], detail: str, at: datetime) -> bool:
+        """A broadcast's mail, one row per mailbox, and the delivery handled, in one transaction; False when the
+        broadcast was stored before."""
+        try:
+            async with self.engine.begin() as conn:
+                if rows:
+                    await conn.execute(insert(mail), list(rows))
+                await conn.execute(
+                    insert(handled).values(as4_message_id=message_id, outcome="delivered", detail=detail, handled_at=at)
+                )
+            return True
+        except IntegrityError:
+            return False
 
     # --- the outbox ---
 

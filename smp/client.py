@@ -381,7 +381,9 @@ class DiscoveryClient:
             headers["If-None-Match"] = cached.etag
         try:
             self.settings.smp_policy.check_url(url, "the SMP URL")
-            answer = await fetch(self._session_for(), "GET", url, headers=headers, max_bytes=self.settings.max_response)
+            # The SMP is usually another organisation's (BDXL names it): our trace ids stay here.
+            session, limit = self._session_for(), self.settings.max_response
+            answer = await fetch(session, "GET", url, headers=headers, max_bytes=limit, trace=False)
         except UrlRefused as exc:
             raise DiscoveryError(str(exc)) from None
         except (aiohttp.ClientError, TimeoutError) as exc:

@@ -1,5 +1,6 @@
 """``make demo`` (``python -m accesspoint.demo``): two real access points exchange 1.15 and 2.0 messages, then a
-federation (FaR, a router, two mailbox operators) delivers letters and brings the operators' signed answers back."""
+federation (FaR, a router, two mailbox operators) delivers letters and brings the operators' signed answers back,
+and two-way post brings a holder's answer, a time-stamped delgivningskvitto and a payment confirmation back."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-@pytest.mark.timeout(150)
+@pytest.mark.timeout(240)
 def test_demo_delivers_both_profiles_with_verified_receipts_and_stops_its_servers() -> None:
     """The demo exits 0 having delivered under 1.15 and 2.0 with verified receipts and routed each letter as FaR says
     with the operators' verified answers at the sender, and no server outlives it."""
@@ -31,7 +32,7 @@ def test_demo_delivers_both_profiles_with_verified_receipts_and_stops_its_server
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
@@ -60,6 +61,18 @@ def test_demo_delivers_both_profiles_with_verified_receipts_and_stops_its_server
         "receipt: Brevlådan Två AB (operator",
         "payload digests match what was sent",
         "processes of the federation stopped cleanly (exit code 0)",
+        # holders: Alice's mailbox moves with its mail; a company's mailbox read by its signatory
+        "OK every letter is at Brevlådan Två AB with the same SHA-256, Brevlådan Ett AB holds none",
+        "and letter-7@nordic to Alice is delivered there (signed by CN=AP-OPERATOR-2",
+        "she logs in with her e-ID and reads it",
+        "audit trail: read by person:",
+        # part 3, two-way post: an answer, a served letter, a paid invoice, each verified at the agency
+        "(signature verified) in reply to",
+        "(case Dnr 2026/1234), 'Jag godtar beslutet.'",
+        "OK served at",
+        "time-stamped",
+        "paid once",
+        "a second payment refused: already-paid",
     ):
         assert expected in text, done.stdout
     if dnsmasq_binary() is not None:  # the letter abroad: BDXL (dnsmasq) + the SMP name operator 2's access point
@@ -70,5 +83,5 @@ def test_demo_delivers_both_profiles_with_verified_receipts_and_stops_its_server
     answers = 4 if dnsmasq_binary() is not None else 3
     assert text.count(", verified") == answers  # each answer re-checked with the operator's certificate
     pids = [int(pid) for pid in re.findall(r"\bpid (\d+)\b", done.stdout)]
-    assert len(pids) == 2 + 8  # part 1's two access points; FaR, the SMP, 4 access points, 2 operators
+    assert len(pids) == 2 + 9  # part 1's two access points; FaR, the registers, the SMP, 4 access points, 2 operators
     assert not [pid for pid in pids if _alive(pid)]

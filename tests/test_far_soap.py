@@ -198,7 +198,7 @@ BAD_REQUESTS = {
         b"</soapenv:Envelope>",
         1001,
     ),
-    "other-operation": (request("deregister", ("x", "y")), 1002),
+    "other-operation": (request("getRecipientCatalog", ("x", "y")), 1002),
     "sender-not-16": (request("isReachable", ("senderOrgNr", "2021005448")), 1003),
     "no-sender": (request("isReachable", ("recipientId", "197802022389")), 1003),
     "recipient-pattern": (is_reachable(SENDER, "19780202238X"), 1003),

@@ -63,7 +63,7 @@ class LegacyOperator:
     def __init__(self) -> None:
         self.stored: list[CheckedDelivery] = []
 
-    async def deliver(self, delivery: CheckedDelivery) -> bool:
+    async def deliver(self, delivery: CheckedDelivery, document: bytes = b"") -> bool:
         if delivery.recipient != PERSON:
             return False
         self.stored.append(delivery)

@@ -18,12 +18,15 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
+from accesspoint.envelopes.broadcast import Audience, Broadcast, Group, build_broadcast
 from accesspoint.envelopes.letter import CaseEvent, ExternalPart, LetterTerms, PartRole, ReplyTerms, with_terms
 from accesspoint.envelopes.minameddelanden import MatterStatus, ReceiptRequest, ReplyOption, verify_delivery_receipt
 from accesspoint.envelopes.payment import INVOICE_TAG
 from accesspoint.testing import services
+from accesspoint.testing.eid import EidCa
 from operators.deliveries import payload_sha256
 from operators.evidence import EventKind, verify_event
+from operators.holders import login_text
 from operators.payments import verify_confirmation
 from operators.replies import read_reply
 from operators.sender import two_way_status
@@ -35,10 +38,12 @@ from tests.test_envelopes_payment import BANKGIRO, _wrong_digit
 from tests.test_msh import CERTS, TOKEN
 from tests.test_operators_support import (
     COMPANY,
+    INTERMEDIARY,
     OPERATOR,
     OPERATOR_ID,
     PERSON,
     SENDERS_CA,
+    STRANGER,
     sealed,
     secure_delivery,
     write_certificate,
@@ -50,6 +55,7 @@ ADMIN = "mailbox-admin-token-0123456789"
 PERSONAL = "mailbox-person-token-0123456789"
 COMPANY_TOKEN = "mailbox-company-token-012345678"
 TWO_WAY = "se-be-request-reply"
+EID = EidCa()
 PDF_A = b"%PDF-1.7\n<x:xmpmeta><pdfaid:part>2</pdfaid:part></x:xmpmeta>\n%%EOF"
 
 
@@ -120,6 +126,8 @@ class Rig:
 def _settings(folder: Path, port: int, ap_port: int, *, presentation: bool = True) -> Path:
     key, certificate = write_key_pair(OPERATOR, folder, "operator")
     anchors = write_certificate(SENDERS_CA, folder, "senders-ca")
+    eid_ca = folder / "eid-ca.pem"
+    eid_ca.write_bytes(EID.pem)
     policy = '\n[operator.presentation]\ncontent_types = ["application/pdf", "text/plain"]\n' if presentation else ""
     (folder / "operator.toml").write_text(
         f'[operator]\nid = "{OPERATOR_ID}"\nname = "Test Mailbox AB"\nport = {port}\n'
@@ -129,6 +137,10 @@ def _settings(folder: Path, port: int, ap_port: int, *, presentation: bool = Tru
         f'webhook_secret = "{SECRET}"\npoll_interval = "0s"\n\n'
         f'[operator.trust]\nintermediaries = ["{CERTS / "ap-sweden-sign.pem"}"]\nsender_anchors = ["{anchors}"]\n\n'
         f'[operator.two_way]\nsweep_interval = "1h"\n{policy}\n'
+        f'[operator.eid]\nanchors = ["{eid_ca}"]\n\n'
+        # an authority that is not there: acknowledgements here are refused with 503 (the federation test has one)
+        f'[operator.timestamping]\nurl = "http://127.0.0.1:{services.free_port()}/"\ntrust = ["{eid_ca}"]\n'
+        'timeout = "2s"\n\n'
         f'[[operator.tokens]]\ntoken = "{ADMIN}"\n\n'
         f'[[operator.tokens]]\ntoken = "{PERSONAL}"\nrecipients = ["{PERSON}"]\n\n'
         f'[[operator.tokens]]\ntoken = "{COMPANY_TOKEN}"\nrecipients = ["{COMPANY}"]\n'
@@ -207,6 +219,8 @@ async def test_first_opening_by_the_holder_sends_the_read_receipt_once(rig: Rig)
     contract's signed Receipt; opening again sends nothing more."""
     letter = await rig.deliver(_letter(LetterTerms(receipt=ReceiptRequest.SIGNED)))
     mail_id = await rig.mail_id(letter)
+    delivered = {"network": "minameddelanden", "result": "delivered"}  # counted for the operator's /metrics
+    assert rig.operator.metrics.registry.get_sample_value("operator_deliveries_total", delivered) == 1
     assert (await rig.holder("GET", f"/api/v1/mailboxes/{PERSON}/messages/{mail_id}", token=ADMIN))[0] == 200
     assert await rig.operator.twoway.flush() == 0
     for _ in range(2):
@@ -277,6 +291,37 @@ async def test_served_letter_not_acknowledged_by_its_deadline_is_not_served(rig:
     assert status == 200 and state["delgivning"]["state"] == "not-served"
 
 
+async def test_a_served_letter_is_acknowledged_only_in_an_e_id_session_with_a_time_stamp_before_its_deadline(
+    rig: Rig,
+) -> None:
+    """Acknowledging a served letter with a mailbox token is refused (403), with the time-stamp authority away it is
+    refused (503), after the deadline it is refused (409); the letter stays pending and nothing goes to the sender."""
+    letter = await rig.deliver(_letter(LetterTerms(delgivning_deadline=rig.now + timedelta(days=7))))
+    base = f"/api/v1/mailboxes/{PERSON}/messages/{await rig.mail_id(letter)}"
+
+    async def acknowledge(token: str) -> tuple[int, Any]:
+        _, state = await rig.holder("GET", base + "/two-way", token=token)
+        signatures = EID.signed(state["delgivning"]["acknowledgement_text"], PERSON, at=rig.now)
+        return await rig.holder("POST", base + "/acknowledgement", {"signatures": signatures}, token=token)
+
+    async def login() -> str:
+        text = login_text(OPERATOR_ID, "Test Mailbox AB")
+        code, session = await rig.holder("POST", "/api/v1/sessions", {"agreement_text": text,
+                                         "signatures": EID.signed(text, PERSON, at=rig.now)})  # fmt: skip
+        assert code == 201, session
+        return str(session["token"])
+
+    code, refused = await acknowledge(PERSONAL)
+    assert code == 403 and refused["code"] == "e-id-required"
+    code, refused = await acknowledge(await login())
+    assert code == 503 and refused["code"] == "timestamping-failed", refused
+    await rig.pair.advance(timedelta(days=7, seconds=1))
+    code, refused = await acknowledge(await login())
+    assert code == 409 and refused["code"] == "deadline-passed", refused
+    code, state = await rig.holder("GET", base + "/two-way")
+    assert state["delgivning"]["state"] == "pending" and state["sent"] == []
+
+
 async def test_case_events_build_a_timeline_per_sender_and_case(rig: Rig) -> None:
     """Event-only messages go to the timeline and not the mail list; a letter of the case appears in both; its
     metadata reaches the mailbox instead of being dropped."""
@@ -319,3 +364,25 @@ async def test_parts_bound_by_digest_and_the_presentation_policy(rig: Rig) -> No
         rows = (await conn.execute(letters.select())).all()
     assert [r.as4_message_id for r in rows] == [letter]
     assert datetime.now(UTC) > rig.now - timedelta(days=1)
+
+
+async def test_broadcast_reaches_its_audience_and_a_forged_one_none(rig: Rig) -> None:
+    """A broadcast signed by a trusted intermediary goes into every mailbox of its group and is answered with the
+    count; one signed by anyone else is refused (count 0, the reason) and stored nowhere."""
+    persons = Broadcast("bc-1", "0007:2021005448", rig.now, "Driftstörning", "text/plain", b"Hej alla!",
+                        Audience(Group.PERSONS))  # fmt: skip
+    message_id = await rig.deliver(build_broadcast(persons, INTERMEDIARY))
+    back = await rig.at_sender(message_id, 1)
+    event = verify_event(back[f"broadcast@{OPERATOR_ID}"], OPERATOR.certificate)
+    assert event.kind is EventKind.BROADCAST and event.detail("delivered") == "1" and event.business_id == "bc-1"
+    _status, mail = await rig.holder("GET", f"/api/v1/mailboxes/{PERSON}/messages")
+    assert [(m["network"], m["subject"]) for m in mail["messages"]] == [("broadcast", "Driftstörning")]
+    assert (await rig.holder("GET", f"/api/v1/mailboxes/{COMPANY}/messages", token=ADMIN))[1]["messages"] == []
+    everyone = dataclasses.replace(persons, id="bc-2", audience=Audience())
+    back = await rig.at_sender(await rig.deliver(build_broadcast(everyone, INTERMEDIARY)), 1)
+    assert verify_event(back[f"broadcast@{OPERATOR_ID}"], OPERATOR.certificate).detail("delivered") == "2"
+    forged = await rig.deliver(build_broadcast(dataclasses.replace(everyone, id="bc-3"), STRANGER))
+    back = await rig.at_sender(forged, 1)
+    refused = verify_event(back[f"broadcast@{OPERATOR_ID}"], OPERATOR.certificate)
+    assert refused.detail("delivered") == "0" and "no intermediary" in (refused.detail("refused") or "")
+    assert len((await rig.holder("GET", f"/api/v1/mailboxes/{COMPANY}/messages", token=ADMIN))[1]["messages"]) == 1

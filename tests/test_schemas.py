@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -81,3 +82,47 @@ def _first_revision_without_version_table(connection: Connection, migrations: Mi
     first = next(r for r in ScriptDirectory.from_config(config).walk_revisions() if r.down_revision is None)
     command.upgrade(config, first.revision)
     connection.execute(text(f"DROP TABLE {migrations.version_table}"))
+
+
+async def test_an_operator_database_with_mail_and_two_way_letters_upgrades_keeping_them(database_url: str) -> None:
+    """A mailbox with a letter and its two-way row at t001 (the two-way branch alone) upgrades to head with both:
+    the holders' revision recreates the tables they refer to without breaking their foreign keys."""
+    engine = mailbox.create_engine(database_url)
+    now = datetime.now(UTC)
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(lambda c: command.upgrade(mailbox.MIGRATIONS.config(c), "t001"))
+            await connection.execute(
+                text("INSERT INTO mailboxes (recipient, created_at) VALUES ('197001011234', :now)"), {"now": now}
+            )
+            mail_id = (
+                await connection.execute(
+                    text(
+                        "INSERT INTO mail (recipient, as4_message_id, position, network, reference, sender, subject,"
+                        " content_type, body, sha256, received_at) VALUES ('197001011234', 'm1@ap', 0,"
+                        " 'minameddelanden', 'r1', '162021005448', 'A letter', 'text/plain', :body, :sha, :now)"
+                        " RETURNING id"
+                    ),
+                    {"body": b"hello", "sha": "0" * 64, "now": now},
+                )
+            ).scalar_one()
+            await connection.execute(
+                text(
+                    "INSERT INTO twoway_letters (mail_id, recipient, as4_message_id, network, business_id, sender,"
+                    " holder_party, subject, terms, invoice, received_at) VALUES (:mail_id, '197001011234', 'm1@ap',"
+                    " 'minameddelanden', 'r1', '162021005448', '197001011234', 'A letter', '{}', :no, :now)"
+                ),
+                {"mail_id": mail_id, "no": False, "now": now},
+            )
+        await mailbox.MIGRATIONS.upgrade(engine)
+        assert await mailbox.MIGRATIONS.current(engine) == mailbox.MIGRATIONS.head
+        async with engine.connect() as connection:
+            kept = await connection.execute(
+                text(
+                    "SELECT mailboxes.state, mail.subject FROM twoway_letters JOIN mail ON mail.id ="
+                    " twoway_letters.mail_id JOIN mailboxes ON mailboxes.recipient = mail.recipient"
+                )
+            )
+            assert kept.all() == [("active", "A letter")]
+    finally:
+        await engine.dispose()

@@ -26,7 +26,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from accesspoint.msh import end_to_end
+from accesspoint.msh import broadcasts, end_to_end
 from accesspoint.msh.context import Context
 from accesspoint.msh.headers import stored_header
 from accesspoint.msh.holder_encryption import HolderKeyUnavailable
@@ -373,6 +373,7 @@ def api_application() -> web.Application:
     app.router.add_get("/messages/{id}/payloads/{cid}", download)
     app.router.add_post("/messages/{id}/ack", acknowledge, name="acknowledge")
     app.router.add_get("/openapi.json", openapi, name="openapi")
+    broadcasts.add_routes(app)  # operator broadcasts (msh/broadcasts.py)
     return app
 
 

@@ -227,6 +227,8 @@ _FAR_REASONS = {
     "anonymous": "has an anonymous account, which cannot receive secure digital post",
     "sender-refused": "does not accept digital post from this sender",
     "no-operator": "has no mailbox operator on record",
+    "dormant": "has a dormant mailbox (no activity for a long time): send on paper",
+    "minor": "is a minor without a mailbox of their own: write to the guardians",
 }
 
 

@@ -90,16 +90,34 @@ class Migrations:
 
     async def upgrade(self, engine: AsyncEngine) -> None:
         """Bring the schema on ``engine`` to the newest revision, in one transaction."""
-        async with engine.begin() as connection:
-            # Two instances starting together must not both create the tables: the second waits for the first.
-            if connection.dialect.name == "postgresql":
-                await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": self.lock})
-            elif connection.dialect.name == "sqlite":
-                # Take the write lock now (busy_timeout makes the other wait) rather than at the first CREATE, where
-                # two readers upgrading to writers would fail with "database is locked". The driver sends no BEGIN
-                # of its own before a statement that is not DML, and commits the transaction this one opens.
-                await connection.exec_driver_sql("BEGIN IMMEDIATE")
-            await connection.run_sync(self._upgrade)
+        async with engine.connect() as connection:
+            sqlite = connection.dialect.name == "sqlite"
+            if sqlite:
+                # SQLite changes a table by copying, dropping and renaming it (batch mode): dropping a table others
+                # refer to would break their foreign keys midway. SQLite's own procedure: foreign keys off outside
+                # the transaction (the pragma does nothing inside one), checked as a whole before the commit.
+                await connection.exec_driver_sql("PRAGMA foreign_keys = OFF")
+                await connection.commit()
+            try:
+                async with connection.begin():
+                    # Two instances starting together must not both create the tables: the second waits.
+                    if connection.dialect.name == "postgresql":
+                        await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": self.lock})
+                    elif sqlite:
+                        # Take the write lock now (busy_timeout makes the other wait) rather than at the first
+                        # CREATE, where two readers upgrading to writers would fail with "database is locked". The
+                        # driver sends no BEGIN of its own before a statement that is not DML, and commits the
+                        # transaction this one opens.
+                        await connection.exec_driver_sql("BEGIN IMMEDIATE")
+                    await connection.run_sync(self._upgrade)
+                    if sqlite:
+                        broken = (await connection.exec_driver_sql("PRAGMA foreign_key_check")).fetchall()
+                        if broken:
+                            raise RuntimeError(f"{self.version_table}: the migration breaks foreign keys: {broken}")
+            finally:
+                if sqlite:
+                    await connection.exec_driver_sql("PRAGMA foreign_keys = ON")
+                    await connection.commit()
 
     async def current(self, engine: AsyncEngine) -> str | None:
         """The revision the schema on ``engine`` is at (None: not migrated)."""
@@ -122,7 +140,8 @@ class Migrations:
             script = ScriptDirectory.from_config(config)
             first = next(r for r in script.walk_revisions() if r.down_revision is None)
             command.stamp(config, first.revision)
-        command.upgrade(config, "head")
+        # "heads": revisions made on parallel branches (each on the same parent) are all applied.
+        command.upgrade(config, "heads")
 
 
 def run_environment(metadata: MetaData) -> None:
