@@ -190,6 +190,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "accesspoint.keyarchive_cli",
     "accesspoint.conformance_cli",
     "accesspoint.tsa_cli",
+    "accesspoint.console_cli",
 )
 
 

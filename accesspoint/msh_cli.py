@@ -25,6 +25,7 @@ def register(commands: Any) -> None:
     """Add ``serve``, ``send`` and ``status`` to the CLI."""
     serve = commands.add_parser("serve", help="run the access point (AS4 endpoint, backend API, senders)")
     serve.add_argument("--config", required=True, help="the server settings file (YAML or TOML)")
+    serve.add_argument("--console", help="a console settings file: serve the admin console on its own listener too")
     serve.set_defaults(handler=cmd_serve)
 
     send = commands.add_parser("send", help="submit a message to a running access point")
@@ -57,12 +58,18 @@ def cmd_serve(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     """Validate the settings and P-Modes, then serve until interrupted."""
     from accesspoint.msh.app import run_server
     from accesspoint.msh.config import ConfigError, load_config
+    from accesspoint.servicekit.settings import SettingsError
     from pmode import PModeError
 
     try:
         config = load_config(args.config)
-        run_server(config)
-    except ConfigError as exc:
+        beside = None
+        if args.console:
+            from accesspoint.console.serve import beside_from
+
+            beside = beside_from(Path(args.console))
+        run_server(config, beside=beside)
+    except (ConfigError, SettingsError) as exc:
         return EXIT_MALFORMED, failure("invalid-config", str(exc))
     except PModeError as exc:
         return EXIT_MALFORMED, failure("invalid-pmode", str(exc), problems=[p.to_json() for p in exc.problems])

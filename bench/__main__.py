@@ -15,6 +15,7 @@ from typing import Any
 
 from lxml import etree
 
+from bench import console as console_bench
 from bench import e2e as e2e_bench
 from bench import far as far_bench
 from bench import holder_crypto as holder_crypto_bench
@@ -171,9 +172,12 @@ def main(argv: list[str] | None = None) -> None:
         "--only",
         choices=(
             "small", "stream", "smp", "far", "security", "store", "e2e", "e2e-postgresql", "routing", "soak", "loop",
-            "holder-crypto", "holders",
+            "holder-crypto", "holders", "console",
         ),
         help="run one benchmark only (soak only when named: a million messages take the best part of an hour)",
+    )
+    parser.add_argument(
+        "--console-messages", type=int, default=1_000_000, help="messages in the console's store (default 1M)"
     )
     parser.add_argument("--soak-messages", type=int, default=1_000_000, help="messages of the soak (default 1M)")
     parser.add_argument("--quick", action="store_true", help="short rounds and small payloads (a smoke test)")
@@ -267,6 +271,12 @@ def main(argv: list[str] | None = None) -> None:
         # Seven processes (the demo's federation): routed letters with the operator's signed receipt back.
         report["routing"] = routing_bench.run(quick=args.quick)
         routing_bench.print_result(report["routing"], _say)
+        _say()
+    if args.only in (None, "console"):
+        # The admin console's pages (search, filter, detail, errors, status) over a store of a million messages.
+        messages = min(args.console_messages, 50_000) if args.quick else args.console_messages
+        report["console"] = console_bench.run(messages=messages, requests=20 if args.quick else 200)
+        console_bench.print_result(report["console"], _say)
         _say()
     if args.only == "soak":
         # A million messages on SQLite (or --soak-messages): rate and memory flat, the store's size per message.

@@ -60,6 +60,7 @@ from bench import security as security_bench
 from bench.ledger import open_ledger
 
 ROOT = Path(__file__).resolve().parent.parent
+SERVE = [sys.executable, "-m", "accesspoint", "serve", "--config"]
 PAYLOAD_BYTES = 4096
 PMODES = {Profile.EDELIVERY_1_15: "letters-1.15", Profile.EDELIVERY_2_0: "letters-2.0"}
 LABELS = {Profile.EDELIVERY_1_15: "1.15", Profile.EDELIVERY_2_0: "2.0"}
@@ -131,6 +132,7 @@ class Server:
         (folder / "server.yaml").write_text(json.dumps(document))
         self.process: subprocess.Popen[bytes] | None = None
         self.spy: subprocess.Popen[bytes] | None = None
+        self.arguments: list[str] = []  # more for ``accesspoint serve`` (bench.console's --console)
 
     @property
     def ledger(self) -> str:
@@ -147,7 +149,7 @@ class Server:
         """Start the process and wait until /health answers."""
         with (self.folder / "server.log").open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "accesspoint", "serve", "--config", str(self.folder / "server.yaml")],
+                [*SERVE, str(self.folder / "server.yaml"), *self.arguments],
                 cwd=ROOT,
                 stdin=subprocess.DEVNULL,
                 stdout=log,

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the test suite runs for real (e.g. the xmlsec1 verifier, redis-server), where missing.
+# Installs the Debian packages the test suite runs for real (e.g. the xmlsec1 verifier, redis-server,
+# Chromium and its WebDriver for the console's browser test), where missing.
 # Idempotent and quiet when everything is there; `make test` and `.ci/run` call it.
 set -euo pipefail
 needed=()
@@ -11,6 +12,8 @@ xmlsec1 xmlsec1
 dnsmasq dnsmasq
 redis-server redis-server
 softhsm2-util softhsm2
+chromium chromium
+chromedriver chromium-driver
 /usr/lib/postgresql/15/bin/initdb postgresql-15
 LIST
 if [ ${#needed[@]} -gt 0 ]; then

@@ -40,7 +40,7 @@ def interop() -> Path:
 # --- real PostgreSQL and Redis, started once per session (tests/services.py) ---
 
 
-def _unavailable(reason: str) -> None:
+def unavailable(reason: str) -> None:
     """Skip where a server is not installed, but fail under CI=true, where it must be."""
     if os.environ.get("CI") == "true":
         pytest.fail(reason)
@@ -52,7 +52,7 @@ def postgres_server() -> Iterator[services.PostgresServer]:
     """A PostgreSQL 15 server on a free loopback port for the whole session."""
     reason = services.missing_postgres()
     if reason is not None:
-        _unavailable(reason)
+        unavailable(reason)
     with services.postgres_server() as server:
         yield server
 
@@ -62,7 +62,7 @@ def redis_server() -> Iterator[services.RedisServer]:
     """A redis-server on a free loopback port, without persistence, for the whole session."""
     reason = services.missing_redis()
     if reason is not None:
-        _unavailable(reason)
+        unavailable(reason)
     with services.redis_server() as server:
         yield server
 

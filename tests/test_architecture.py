@@ -30,6 +30,7 @@ PARTS = {
     "Envelopes": "accesspoint.envelopes",
     "Store": "accesspoint.store",
     "MSH": "accesspoint.msh",
+    "Console": "accesspoint.console",
     "Routing": "accesspoint.routing",
     "PModes": "pmode",
     "Discovery": "smp",
@@ -40,7 +41,7 @@ PARTS = {
     "Tests": "tests",
     "Bench": "bench",
 }
-SERVICES = ("MSH", "Routing", "Discovery", "FaR", "Operators")
+SERVICES = ("MSH", "Console", "Routing", "Discovery", "FaR", "Operators")
 PRODUCT = tuple(name for name in PARTS if name not in ("Fixtures", "Tests", "Bench"))
 # The application on top (cli.py, the *_cli.py commands, the demos): may use every part, never the fixtures.
 APPLICATION = sorted(f"accesspoint.{p.stem}" for p in (REPO / "accesspoint").glob("*.py") if p.stem != "__init__")
@@ -81,14 +82,33 @@ CONTRACTS = [
     # database helpers are below it).
     Contract("Store", _all_but("Core", "Store", "Toolkit"), frozenset(APPLICATION), "the application sits on top"),
     # Agreements are data, loaded by the shell.
-    Contract("PModes", ("MSH", "Store", "Routing", "Discovery", "FaR", "Operators", "Fixtures", "Tests", "Bench")),
-    Contract("Discovery", ("MSH", "Store", "Routing", "FaR", "Operators", "PModes", "Fixtures", "Tests", "Bench")),
-    Contract("FaR", ("MSH", "Store", "Routing", "Discovery", "Operators", "PModes", "Fixtures", "Tests", "Bench")),
+    Contract(
+        "PModes", ("MSH", "Console", "Store", "Routing", "Discovery", "FaR", "Operators", "Fixtures", "Tests", "Bench")
+    ),
+    Contract(
+        "Discovery", ("MSH", "Console", "Store", "Routing", "FaR", "Operators", "PModes", "Fixtures", "Tests", "Bench")
+    ),
+    Contract(
+        "FaR", ("MSH", "Console", "Store", "Routing", "Discovery", "Operators", "PModes", "Fixtures", "Tests", "Bench")
+    ),
     # Routing decides; the MSH carries out.
-    Contract("Routing", ("MSH", "Operators", "Fixtures", "Tests", "Bench")),
+    Contract("Routing", ("MSH", "Console", "Operators", "Fixtures", "Tests", "Bench")),
     # Operators see verified deliveries, not the transport.
-    Contract("Operators", ("MSH", "Store", "Routing", "Discovery", "FaR", "PModes", "Fixtures", "Tests", "Bench")),
-    Contract("MSH", ("Fixtures", "Tests", "Bench"), frozenset(APPLICATION), "the application sits on the MSH"),
+    Contract(
+        "Operators",
+        ("MSH", "Console", "Store", "Routing", "Discovery", "FaR", "PModes", "Fixtures", "Tests", "Bench"),
+    ),
+    # The console sits above the MSH: the MSH never knows it is watched.
+    Contract(
+        "MSH", ("Console", "Fixtures", "Tests", "Bench"), frozenset(APPLICATION), "the application sits on the MSH"
+    ),
+    # The console reads the store and calls the MSH's public services; FaR and the operator only over their APIs.
+    Contract(
+        "Console",
+        ("FaR", "Operators", "Fixtures", "Tests", "Bench"),
+        frozenset(APPLICATION),
+        "the application sits on the console",
+    ),
     # The toolkit is below every service and knows none of them, nor any other part.
     Contract("Toolkit", _all_but("Toolkit"), frozenset(APPLICATION), "the toolkit knows no service"),
     Contract(

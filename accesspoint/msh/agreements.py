@@ -47,9 +47,16 @@ class Agreements:
         """Re-read the P-Mode file whenever it changes (a supervised task)."""
         while True:
             await asyncio.sleep(RELOAD_INTERVAL)
-            reload = await asyncio.to_thread(load_if_changed, self.path, self.current)
-            if reload.error is not None:
-                log.error("P-Mode file %s not reloaded: %s", self.path, reload.error)
-            elif reload.changed:
-                self.current = reload.pmodes
-                log.info("P-Modes reloaded from %s", self.path)
+            await self.reload()
+
+    async def reload(self) -> str | None:
+        """Re-read the P-Mode file now if it changed (also an operator's button); the error when it does not
+        validate (the previous version stays), else None."""
+        reload = await asyncio.to_thread(load_if_changed, self.path, self.current)
+        if reload.error is not None:
+            log.error("P-Mode file %s not reloaded: %s", self.path, reload.error)
+            return str(reload.error)
+        if reload.changed:
+            self.current = reload.pmodes
+            log.info("P-Modes reloaded from %s", self.path)
+        return None

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aiohttp import web
@@ -34,6 +34,7 @@ from accesspoint.msh.health import READINESS, Readiness, healthz, readyz, status
 from accesspoint.msh.inbound import Inbound
 from accesspoint.msh.maintenance import Maintenance
 from accesspoint.msh.metrics import MshMetrics, own_certificates
+from accesspoint.msh.operations import Operations
 from accesspoint.msh.pull import Puller, PullServer
 from accesspoint.msh.receive_pipeline import ReceivePipeline
 from accesspoint.msh.replies import Replies
@@ -59,6 +60,8 @@ MAINTENANCE = web.AppKey("maintenance", Maintenance)
 SUPERVISOR = web.AppKey("supervisor", Supervisor)
 PULLER = web.AppKey("puller", Puller)
 METRICS = web.AppKey("metrics", MshMetrics)
+# What an operator does by hand (resend, park, ping): the console calls it, the access point never does.
+OPERATIONS = web.AppKey("operations", Operations)
 
 
 def create_app(
@@ -137,6 +140,7 @@ def _compose(app: web.Application, ctx: Context, supervisor: Supervisor) -> None
     app[MAINTENANCE] = maintenance
     app[SUPERVISOR] = supervisor
     app[PULLER] = puller
+    app[OPERATIONS] = Operations(ctx, submissions)
     app[API] = Api(ctx, submissions)
     app[READINESS] = Readiness(ctx, supervisor)
     ctx.metrics.watch(ctx.store, ctx.outbox, lambda: own_certificates(ctx.settings), lambda: ctx.agreements.current)
@@ -161,11 +165,14 @@ async def _status(app: web.Application) -> dict[str, Any]:
     return await status(app[CONTEXT])
 
 
-def run_server(settings: ServerConfig) -> None:
-    """Serve until interrupted (``accesspoint serve``): JSON logs, traces when ``OTEL_*`` asks, the admin listener."""
+def run_server(settings: ServerConfig, *, beside: Callable[[web.Application], None] | None = None) -> None:
+    """Serve until interrupted (``accesspoint serve``): JSON logs, traces when ``OTEL_*`` asks, the admin listener;
+    ``beside`` adds what else runs with the access point (the console on its own listener)."""
     settings.observability.configure_logging()
     configure_tracing("accesspoint")
     app = create_app(settings)
+    if beside is not None:
+        beside(app)
     tls = None if settings.tls is None else server_context(settings.tls)
     with contextlib.suppress(KeyboardInterrupt):
         # aiohttp closes a connection whose request has not fully arrived once its keep-alive time runs out (the

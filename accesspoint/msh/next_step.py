@@ -88,6 +88,7 @@ OUTGOING_STATES = (
     MessageState.AWAITING_RECEIPT,
     MessageState.DELIVERED,
     MessageState.FAILED,
+    MessageState.DEAD_LETTER,  # parked by an operator: a late signal is only kept, a stale attempt ignored
 )
 _SIGNALS = frozenset({Outcome.RECEIPT, Outcome.ERROR_SIGNAL, Outcome.WARNING_SIGNAL})
 _ATTEMPTS = frozenset(Outcome) - _SIGNALS  # outcomes of an attempt: only a message in `sending` has them

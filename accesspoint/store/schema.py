@@ -91,6 +91,14 @@ messages = Table(
     Index("ix_messages_state_next_attempt_at", "state", "next_attempt_at"),
     Index("ix_messages_ref_to_message_id", "ref_to_message_id"),
     Index("ix_messages_updated_at", "updated_at"),
+    # What operators search and the status reads (accesspoint/store/search.py; migration 0006).
+    Index("ix_messages_created_at", "created_at"),
+    Index("ix_messages_state_updated_at", "state", "updated_at"),
+    Index("ix_messages_conversation_id", "conversation_id"),
+    Index("ix_messages_to_party_state_updated_at", "to_party", "state", "updated_at"),
+    Index("ix_messages_state_created_at", "state", "created_at"),
+    Index("ix_messages_to_party_created_at", "to_party", "created_at"),
+    Index("ix_messages_from_party_created_at", "from_party", "created_at"),
 )
 
 payloads = Table(

@@ -21,6 +21,8 @@ class MessageState(StrEnum):
     AWAITING_RECEIPT = "awaiting_receipt"
     DELIVERED = "delivered"
     FAILED = "failed"
+    # Parked by an operator (the console): nothing claims, retries or purges it until an operator sends it again.
+    DEAD_LETTER = "dead_letter"
     # incoming
     RECEIVED = "received"
     DELIVERED_TO_BACKEND = "delivered_to_backend"
@@ -30,6 +32,22 @@ class MessageState(StrEnum):
 S = MessageState
 
 INITIAL: dict[Direction, MessageState] = {Direction.OUT: S.SUBMITTED, Direction.IN: S.RECEIVED}
+
+# Moves only an operator makes (the console, through ``accesspoint.msh.operations``), never the exchange itself: a
+# resend of a failed or parked message (same MessageId: the partner's duplicate elimination still holds), and
+# parking a message in the dead-letter state, out of the workers' and the purge's way.
+OPERATOR_MOVES: dict[Direction, frozenset[tuple[MessageState, MessageState]]] = {
+    Direction.OUT: frozenset(
+        {
+            (S.FAILED, S.SUBMITTED),
+            (S.DEAD_LETTER, S.SUBMITTED),
+            (S.SUBMITTED, S.DEAD_LETTER),
+            (S.AWAITING_RECEIPT, S.DEAD_LETTER),
+            (S.FAILED, S.DEAD_LETTER),
+        }
+    ),
+    Direction.IN: frozenset(),
+}
 
 TRANSITIONS: dict[Direction, frozenset[tuple[MessageState, MessageState]]] = {
     Direction.OUT: frozenset(
@@ -46,7 +64,8 @@ TRANSITIONS: dict[Direction, frozenset[tuple[MessageState, MessageState]]] = {
             (S.AWAITING_RECEIPT, S.DELIVERED),
             (S.AWAITING_RECEIPT, S.FAILED),  # an error signal, or MissingReceipt (EBMS:0301) after the last try
         }
-    ),
+    )
+    | OPERATOR_MOVES[Direction.OUT],
     Direction.IN: frozenset(
         {
             (S.RECEIVED, S.DELIVERED_TO_BACKEND),
@@ -55,7 +74,7 @@ TRANSITIONS: dict[Direction, frozenset[tuple[MessageState, MessageState]]] = {
     ),
 }
 
-# States after which nothing happens on its own; retention purges only these.
+# States after which nothing happens on its own (only an operator's move leaves one); retention purges only these.
 FINAL: dict[Direction, frozenset[MessageState]] = {
     Direction.OUT: frozenset({S.DELIVERED, S.FAILED}),
     Direction.IN: frozenset({S.ACKNOWLEDGED}),
