@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from urllib.parse import quote
 from types import TracebackType
 from typing import Any, Protocol
 
 import aiohttp
 
-from far.service import FarService, InvalidInput, Reachability
+from far.senders import SenderRegister, SenderView
+from far.service import FarService, InvalidInput, NotFound, Reachability
 
 
 class ReachabilityLookup(Protocol):
@@ -17,6 +19,14 @@ class ReachabilityLookup(Protocol):
 
     async def is_reachable(self, sender: str, recipients: Sequence[str]) -> list[Reachability]:
         """One Reachability per recipient, in order (``sender`` a party id, far/parties.py)."""
+        ...
+
+
+class SenderLookup(Protocol):
+    """What the router needs from the sender register: SenderRegister in-process, FarClient over HTTP."""
+
+    async def get(self, sender_id: str) -> SenderView:
+        """The sender with its dispatchers; NotFound when it is not registered."""
         ...
 
 
@@ -53,11 +63,22 @@ class FarClient:
         except (KeyError, TypeError, ValueError) as exc:
             raise FarUnavailable(f"FaR's answer is malformed: {exc}") from None
 
+    async def get(self, sender_id: str) -> SenderView:
+        """The sender register's record of a sender (``GET /api/v1/senders/{id}``); NotFound when unregistered."""
+        answer = await self._request("GET", "/api/v1/senders/" + quote(sender_id, safe=":"))
+        try:
+            return SenderView.from_json(answer)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise FarUnavailable(f"FaR's answer is malformed: {exc}") from None
+
     async def _post(self, path: str, body: dict[str, Any]) -> Any:
+        return await self._request("POST", path, body)
+
+    async def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         if self._session is None:
             raise RuntimeError("use FarClient as an async context manager")
         try:
-            async with self._session.post(self.base_url + path, json=body) as response:
+            async with self._session.request(method, self.base_url + path, json=body) as response:
                 text = await response.text()
                 status = response.status
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
@@ -66,6 +87,8 @@ class FarClient:
             document = json.loads(text)
         except json.JSONDecodeError:
             raise FarUnavailable(f"FaR answered HTTP {status} without JSON") from None
+        if status == 404:
+            raise NotFound(document.get("detail", "not found") if isinstance(document, dict) else "not found")
         if 400 <= status < 500:
             detail = document.get("detail", "") if isinstance(document, dict) else ""
             field = document.get("field") if isinstance(document, dict) else None
@@ -78,3 +101,8 @@ class FarClient:
 def _lookups(service: FarService, client: FarClient) -> list[ReachabilityLookup]:
     """Never called: mypy checks here that both the in-process service and the client fit the router's protocol."""
     return [service, client]
+
+
+def _senders(register: SenderRegister, client: FarClient) -> list[SenderLookup]:
+    """Never called: as above, for the sender register."""
+    return [register, client]

@@ -166,7 +166,11 @@ def _kvittens(
 ) -> bytes:
     if isinstance(outcome, Refusal):
         code = ResponseCode.REJECTED
-        lines: tuple[LineResponse, ...] = (LineResponse(outcome.reason, outcome.text, status_reason_code=outcome.code),)
+        # SDK's own word for a recipient not served here, the code SDK senders act on; ours stays in the text.
+        reason_code = "NOT_SERVICED" if outcome.code == "unknown-recipient" else outcome.code
+        lines: tuple[LineResponse, ...] = (
+            LineResponse(outcome.reason, f"{outcome.code}: {outcome.text}", status_reason_code=reason_code),
+        )
     else:
         code, lines = ResponseCode.ACCEPTED, ()
     moment = at.astimezone(UTC)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import aiohttp
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from accesspoint.msh.agreements import Agreements
 from accesspoint.msh.config import ServerConfig
@@ -69,6 +70,8 @@ class Context:
             RouteRecords(settings.storage / "routing"),
             revocation=revocation,
             routing=settings.routing,
+            # The router seals with its RSA key (XML-DSig RSA-SHA256, as Mina meddelanden signs every layer).
+            seal=next((k for k in settings.keys.signing if isinstance(k.private_key, rsa.RSAPrivateKey)), None),
         )
         return cls(settings, clock, agreements, store, queue, http, webhooks, routing, revocation)
 
