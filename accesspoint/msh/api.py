@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from accesspoint.msh import end_to_end
+from accesspoint.msh import end_to_end, mailings
 from accesspoint.msh.context import Context
 from accesspoint.msh.headers import stored_header
 from accesspoint.msh.openapi import OPENAPI
@@ -250,6 +250,7 @@ def api_application() -> web.Application:
     app.router.add_get("/messages/{id}/payloads/{cid}", download)
     app.router.add_post("/messages/{id}/ack", acknowledge)
     app.router.add_get("/openapi.json", openapi, name="openapi")
+    mailings.add_routes(app)
     return app
 
 

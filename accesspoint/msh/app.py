@@ -29,6 +29,7 @@ from accesspoint.msh.config import ServerConfig
 from accesspoint.msh.context import Context
 from accesspoint.msh.health import READINESS, Readiness, healthz, readyz
 from accesspoint.msh.inbound import Inbound
+from accesspoint.msh.mailings import MAILINGS, Mailings
 from accesspoint.msh.maintenance import Maintenance
 from accesspoint.msh.problems import problems
 from accesspoint.msh.pull import Puller, PullServer
@@ -42,6 +43,7 @@ from accesspoint.msh.supervisor import Supervisor
 from accesspoint.msh.tls import server_context
 from accesspoint.store import SystemClock
 from accesspoint.store.clock import Clock
+from accesspoint.store.mailings import MailingStore
 
 CONTEXT = web.AppKey("context", Context)
 INBOUND = web.AppKey("inbound", Inbound)
@@ -74,15 +76,20 @@ async def _running(
 ) -> AsyncIterator[None]:
     ctx = await Context.open(settings, clock, agreements)
     supervisor = Supervisor()
+    mailings = None
     try:
-        _compose(app, ctx, supervisor)
+        if settings.routing is not None:  # mass mailings go out through the router (msh/mailings.py)
+            mailings = await MailingStore.open(settings.database_url, durability=settings.durability)
+        _compose(app, ctx, supervisor, mailings)
         yield
     finally:
         await supervisor.stop()
+        if mailings is not None:
+            await mailings.close()
         await ctx.close()
 
 
-def _compose(app: web.Application, ctx: Context, supervisor: Supervisor) -> None:
+def _compose(app: web.Application, ctx: Context, supervisor: Supervisor, mailings: MailingStore | None) -> None:
     """Build the components over the context, put them on the application and start the supervised tasks."""
     send_pipeline = SendPipeline(ctx)
     settlement = Settlement(ctx)
@@ -109,6 +116,9 @@ def _compose(app: web.Application, ctx: Context, supervisor: Supervisor) -> None
     supervisor.spawn("P-Mode watcher", ctx.agreements.watch)
     for name, deliver in ctx.webhooks.deliveries(ctx.http):
         supervisor.spawn(name, deliver)
+    if mailings is not None:
+        app[MAILINGS] = Mailings(ctx, submissions, mailings)
+        supervisor.spawn("mailings", app[MAILINGS].run)
     # Routed messages a stop left received but not forwarded (their senders have the receipt) go on now.
     supervisor.spawn(
         "routing recovery", functools.partial(ctx.routing.resume, submissions, now=ctx.clock.now()), once=True
