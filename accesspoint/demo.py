@@ -171,7 +171,7 @@ class AccessPoint(Child):
             "instance": name,
             "revocation": False,  # the development CA publishes no CRL or OCSP
             "api_tokens": [self.token],
-            "send": {"workers": 2, "timeout": "10s", "lease": "30s"},
+            "send": {"timeout": "10s", "lease": "30s"},
             "keys": {
                 # One RSA key (1.15 signs and decrypts with it) and one Ed25519 key: the P-Mode picks.
                 "signing": [key_files(self.keys.rsa), key_files(self.keys.ed25519)],

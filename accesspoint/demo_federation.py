@@ -151,7 +151,7 @@ class AccessPointServer(Child):
             "instance": name,
             "revocation": False,  # the development CA publishes no CRL or OCSP
             "api_tokens": [self.token],
-            "send": {"workers": 2, "timeout": "10s", "lease": "30s"},
+            "send": {"timeout": "10s", "lease": "30s"},
         }
         (folder / "server.yaml").write_text(json.dumps({**base, **settings}, indent=2))
         super().__init__(name, folder, port, ["serve", "--config", str(folder / "server.yaml")])

@@ -2,6 +2,11 @@
 
 Exit codes: 0 valid; 1 refused (EBMS:0101 signature or trust, 0102 decryption, 0103 policy, 0303 decompression);
 2 malformed; 3 the signature holds but some references could not be checked (no key for an encrypted part).
+
+The wire format is read leniently, as files saved by other tools come (bare LF line ends, SOAP 1.1 spec
+examples): each departure an AS4 endpoint refuses (``accesspoint.core.conformance``) is listed under
+``wire_deviations`` with the code the endpoint would answer, and does not change the exit code. Decompression is
+held to the same size and ratio limits as the endpoint's defaults (``--decompression-ratio`` etc. to change them).
 """
 
 from __future__ import annotations
@@ -24,6 +29,13 @@ from accesspoint.cli import (
     failure,
     load_message,
 )
+from accesspoint.core.compression import (
+    DEFAULT_DECOMPRESSION_FLOOR,
+    DEFAULT_DECOMPRESSION_LIMIT,
+    DEFAULT_DECOMPRESSION_RATIO,
+    DecompressionLimits,
+)
+from accesspoint.core.conformance import Deviation
 from accesspoint.core.envelope import parse_envelope
 from accesspoint.core.errors import EbmsError, ErrorCode
 from accesspoint.core.message import ReceivedMessage, memory_sink, read_message
@@ -46,6 +58,7 @@ from accesspoint.security.policy import (
 from accesspoint.security.revocation import RevocationChecker
 from accesspoint.security.tokens import read_binary_security_token
 from accesspoint.security.trust import TrustError, load_truststore
+from pmode.values import parse_size
 
 log = logging.getLogger("accesspoint.verify")
 
@@ -79,6 +92,18 @@ def register(commands: Any) -> None:
     verify.add_argument(
         "--legacy", action="store_true", help="accept SHA-1 based algorithms (e.g. rsa-oaep-mgf1p) on input"
     )
+    verify.add_argument(
+        "--decompression-limit", type=_size, default=DEFAULT_DECOMPRESSION_LIMIT, metavar="SIZE",
+        help="largest payload after decompression (default 2GiB); past it EBMS:0303",
+    )  # fmt: skip
+    verify.add_argument(
+        "--decompression-ratio", type=int, default=DEFAULT_DECOMPRESSION_RATIO, metavar="N",
+        help="past the floor, a payload may inflate at most N times its compressed bytes (default 200; 0: no limit)",
+    )  # fmt: skip
+    verify.add_argument(
+        "--decompression-floor", type=_size, default=DEFAULT_DECOMPRESSION_FLOOR, metavar="SIZE",
+        help="output below which the ratio is not checked (default 64MiB)",
+    )  # fmt: skip
     verify.set_defaults(handler=cmd_verify)
 
 
@@ -120,6 +145,9 @@ def cmd_verify(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
             partner_certificates=(*trust.pinned, *trust.anchors),
             strict_coverage=False,
             unavailable=unavailable,
+            decompression=DecompressionLimits(
+                args.decompression_limit, args.decompression_ratio or None, args.decompression_floor
+            ),
         )
     except TrustError as exc:
         log.warning("verify %s: %s", args.file, exc.reason)
@@ -145,6 +173,17 @@ def _soap_part_alone(content_type: str, body: bytes) -> tuple[ReceivedMessage, f
     if not named:
         return None
     return ReceivedMessage(parsed, body, (), media, is_mime=False), named
+
+
+def _size(text: str) -> int:
+    size = parse_size(text)
+    if size is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (bytes, or a number with KiB, MiB, GiB)")
+    return size
+
+
+def _deviation(deviation: Deviation) -> dict[str, str]:
+    return {"rule": deviation.rule.value, "code": deviation.rule.error_code.code, "detail": deviation.detail}
 
 
 def _moment(text: str | None) -> datetime:
@@ -222,7 +261,12 @@ def _message_certificates(received: ReceivedMessage) -> list[x509.Certificate]:
 def _header(received: ReceivedMessage) -> dict[str, Any]:
     messaging = received.parsed.messaging
     info = messaging.message.message_info
-    return {"kind": messaging.kind, "message_id": info.message_id, "ref_to_message_id": info.ref_to_message_id}
+    return {
+        "kind": messaging.kind,
+        "message_id": info.message_id,
+        "ref_to_message_id": info.ref_to_message_id,
+        "wire_deviations": [_deviation(d) for d in received.deviations],
+    }
 
 
 def _certificate(certificate: x509.Certificate) -> dict[str, Any]:

@@ -21,6 +21,8 @@ from bench import routing as routing_bench
 from bench import security as security_bench
 from bench import small
 from bench import smp as smp_bench
+from bench import soak as soak_bench
+from bench import store as store_bench
 from bench.fixtures import GIB, MIB
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -163,8 +165,11 @@ def main(argv: list[str] | None = None) -> None:
     """Run the benchmarks."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
-        "--only", choices=("small", "stream", "smp", "far", "security", "e2e", "routing"), help="run one benchmark only"
+        "--only",
+        choices=("small", "stream", "smp", "far", "security", "store", "e2e", "e2e-postgresql", "routing", "soak"),
+        help="run one benchmark only (soak only when named: a million messages take the best part of an hour)",
     )
+    parser.add_argument("--soak-messages", type=int, default=1_000_000, help="messages of the soak (default 1M)")
     parser.add_argument("--quick", action="store_true", help="short rounds and small payloads (a smoke test)")
     parser.add_argument("--seconds", type=float, default=2.0, help="seconds per round of the 4 KB case")
     parser.add_argument("--repeats", type=int, default=5, help="rounds of the 4 KB case (the median is reported)")
@@ -219,15 +224,38 @@ def main(argv: list[str] | None = None) -> None:
         )
         security_bench.print_result(report["security"], _say)
         _say()
+    if args.only in (None, "store"):
+        # The group-committing writer alone, against raw sqlite3 doing the same rows (and on PostgreSQL).
+        report["store"] = store_bench.run(quick=args.quick, postgresql=True)
+        store_bench.print_result(report["store"], _say)
+        _say()
     if args.only in (None, "e2e"):
-        # Two access point processes and a load generator: a 60 s steady run of 1.15 (10 s with --quick).
-        report["e2e"] = e2e_bench.run(quick=args.quick)
+        # Two access point processes and a load generator: a 60 s steady run of 1.15 (10 s with --quick), then
+        # 200 KB and 2 MB payloads.
+        sizes = () if args.quick else (200 * 1024, 2 * MIB)
+        report["e2e"] = e2e_bench.run(quick=args.quick, sizes=sizes)
         e2e_bench.print_result(report["e2e"], _say)
+        _say()
+    if args.only in (None, "e2e-postgresql"):
+        # The same pair, each on its database of one PostgreSQL (fsync on), 4 KB.
+        report["e2e_postgresql"] = e2e_bench.run(quick=args.quick, database="postgresql")
+        e2e_bench.print_result(report["e2e_postgresql"], _say)
+        if "e2e" in report:
+            sqlite_rate = report["e2e"]["profiles"]["1.15"]["max"]["msg_per_s"]
+            postgres_rate = report["e2e_postgresql"]["profiles"]["1.15"]["max"]["msg_per_s"]
+            share = postgres_rate / sqlite_rate
+            met = "met" if share >= 0.6 else "NOT met"
+            _say(f"  PostgreSQL / SQLite msg/s (1.15, 64 in flight): {share:.2f} (target >= 0.60: {met})")
         _say()
     if args.only in (None, "routing"):
         # Seven processes (the demo's federation): routed letters with the operator's signed receipt back.
         report["routing"] = routing_bench.run(quick=args.quick)
         routing_bench.print_result(report["routing"], _say)
+        _say()
+    if args.only == "soak":
+        # A million messages on SQLite (or --soak-messages): rate and memory flat, the store's size per message.
+        report["soak"] = soak_bench.run(messages=args.soak_messages, round_seconds=10.0 if args.quick else 60.0)
+        soak_bench.print_summary(report["soak"], _say)
         _say()
     report["seconds"] = time.time() - started
     RESULTS.mkdir(exist_ok=True)

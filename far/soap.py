@@ -30,7 +30,7 @@ from xml.sax.saxutils import escape
 from lxml import etree
 
 from accesspoint.core.errors import EbmsError
-from accesspoint.core.xml import parse_xml
+from accesspoint.core.xml import holds_elements, parse_xml, string_value
 from far.identifiers import RECIPIENT_ID_PATTERN
 from far.model import AccountStatus
 from far.service import MAX_RECIPIENTS, Operator, Reachability
@@ -114,11 +114,18 @@ def _elements(parent: etree._Element) -> list[etree._Element]:
     return [child for child in parent if isinstance(child.tag, str)]
 
 
+def _value(element: etree._Element) -> str:
+    """A request value: the element's string-value (a comment inside changes nothing), trimmed; no element in it."""
+    if holds_elements(element):
+        raise SoapFault(FaultCode.INVALID_REQUEST, f"unexpected element inside {etree.QName(element).localname}")
+    return string_value(element).strip()
+
+
 def _is_reachable(operation: etree._Element) -> IsReachable:
     children = _elements(operation)
     if not children or children[0].tag != f"{{{RECIPIENT_V3}}}senderOrgNr":
         raise SoapFault(FaultCode.INVALID_REQUEST, "isReachable starts with senderOrgNr")
-    sender = (children[0].text or "").strip()
+    sender = _value(children[0])
     if not _ORGANIZATION_NUMBER.fullmatch(sender):
         raise SoapFault(FaultCode.INVALID_REQUEST, "senderOrgNr is 16 followed by the 10-digit organisationsnummer")
     return IsReachable(sender[2:], _recipient_ids(children[1:], minimum=0))
@@ -131,9 +138,9 @@ def _recipient_ids(elements: Sequence[etree._Element], *, minimum: int) -> tuple
         raise SoapFault(FaultCode.INVALID_REQUEST, "at least one recipientId is required")
     ids = []
     for element in elements:
-        if element.tag != f"{{{RECIPIENT_V3}}}recipientId" or len(element):
+        if element.tag != f"{{{RECIPIENT_V3}}}recipientId":
             raise SoapFault(FaultCode.INVALID_REQUEST, f"unexpected element {element.tag}")
-        value = (element.text or "").strip()
+        value = _value(element)
         if not RECIPIENT_ID_PATTERN.fullmatch(value):
             raise SoapFault(FaultCode.INVALID_REQUEST, f"recipientId {value[:32]!r} is not a RecipientId")
         ids.append(value)

@@ -143,12 +143,12 @@ class Operator:
     # ------------------------------------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
-        """Create the tables and mailboxes, then start the worker and the poller."""
+        """Create the tables and mailboxes, then start the workers and the poller."""
         await self.store.create(self.settings.mailboxes, now=self.clock())
         session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
         link = self.settings.access_point
         self.client = AccessPointClient(link.url, link.token, session)
-        self._tasks = [asyncio.create_task(self._worker())]
+        self._tasks = [asyncio.create_task(self._worker()) for _ in range(link.workers)]
         if link.poll_interval.total_seconds() > 0:
             self._tasks.append(asyncio.create_task(self._poller()))
 

@@ -19,6 +19,7 @@ token = "…"                         # its backend API token
 webhook_secret = "…"                # the secret of its message-received webhook (HMAC-SHA256)
 poll_interval = "5s"                # also search the API for received messages this often ("0s": webhooks only)
 reply_pmode = "operator-answers"    # optional: the P-Mode of the answers (default: the delivery's two-way P-Mode)
+workers = 8                         # deliveries handled at once (each waits on the access point's API)
 
 [operator.trust]
 intermediaries = ["ap-sweden-sign.pem"]    # who may seal Mina meddelanden deliveries (pinned)
@@ -56,7 +57,7 @@ MIN_SECRET = 16
 KNOWN = frozenset(
     {"id", "name", "host", "port", "database", "mailboxes", "keys", "access_point", "trust", "tokens", "tls"}
 )
-LINK_KEYS = frozenset({"url", "token", "webhook_secret", "poll_interval", "reply_pmode"})
+LINK_KEYS = frozenset({"url", "token", "webhook_secret", "poll_interval", "reply_pmode", "workers"})
 TRUST_KEYS = frozenset({"intermediaries", "sender_anchors", "minameddelanden_contracts", "xhe_schema"})
 
 
@@ -71,6 +72,9 @@ class AccessPointLink:
     # The P-Mode the answers go out on. Unset: the delivery's own two-way P-Mode (its reply leg), which the access
     # point picks from ref_to_message_id; set it when deliveries come on a one-way P-Mode (a router forwarding).
     reply_pmode: str | None = None
+    # Deliveries handled at once: each spends most of its time waiting on the access point's API (read, download,
+    # submit the answer, acknowledge), so one at a time leaves both idle.
+    workers: int = 8
 
 
 @dataclass(frozen=True)
@@ -154,6 +158,7 @@ def _link(link: Section) -> AccessPointLink:
         # "0s": no polling, webhooks only.
         poll_interval=link.duration("poll_interval", "5s"),
         reply_pmode=link.optional_string("reply_pmode"),
+        workers=link.integer("workers", 8, minimum=1, maximum=1024),
     )
 
 

@@ -26,6 +26,7 @@ import aiohttp
 from aiohttp import web
 from lxml import etree
 
+from accesspoint.core.xml import find_value
 from accesspoint.envelopes._common import EnvelopeError, parse_document, schema_findings, serialize, sub
 from accesspoint.envelopes.minameddelanden import (
     SERVICE3_NS,
@@ -97,12 +98,13 @@ def read_deliver_secure_answer(data: bytes, *, schema: etree.XMLSchema | None = 
     if child.tag == f"{_E}Fault":
         fault = child.find(f"detail/{_C3}applicationFault")
         if fault is None:
-            raise DeliverSecureFault(0, (child.findtext("faultstring") or "SOAP Fault")[:500])
+            raise DeliverSecureFault(0, (find_value(child, "faultstring") or "SOAP Fault")[:500])
         try:
-            code = int(fault.findtext(f"{_C3}ErrorCode") or "0")
+            code = int(find_value(fault, f"{_C3}ErrorCode") or "0")
         except ValueError:
             code = 0
-        raise DeliverSecureFault(code, fault.findtext(f"{_C3}Description") or "", fault.findtext(f"{_C3}CallId") or "")
+        description, call_id = find_value(fault, f"{_C3}Description"), find_value(fault, f"{_C3}CallId")
+        raise DeliverSecureFault(code, description or "", call_id or "")
     _validate(schema, child)
     return parse_delivery_result(child)
 

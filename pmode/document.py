@@ -164,6 +164,8 @@ def describe_leg(leg: Leg) -> dict[str, Any]:
             "max_size": leg.payload.max_size,
             "max_parts": leg.payload.max_parts,
             "decompression_limit": leg.payload.decompression_limit,
+            "decompression_ratio": leg.payload.decompression_ratio,
+            "decompression_floor": leg.payload.decompression_floor,
             "format": leg.payload.format.value,
         },
         "reception_awareness": {
@@ -192,6 +194,8 @@ def describe_pmode(pmode: PMode) -> dict[str, Any]:
         "network": pmode.network,
         "transport_profile": pmode.transport_profile,
         "agreement": None if agreement is None else {"value": agreement.value, "type": agreement.type},
+        "shared_id": pmode.shared_id,
+        "leniency": sorted(rule.value for rule in pmode.leniency),
         "mep": pmode.mep.value,
         "mep_uri": pmode.mep.uri.value,
         "binding": pmode.binding.value,

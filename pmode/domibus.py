@@ -279,8 +279,12 @@ class _Importer:
             name = item.get("name", "")
             attachments = [a.get("name", "") for a in _children(item, "attachment")]
             limits: dict[str, Any] = {"max_parts": max(len(attachments), 1)}
-            if item.get("maxSize") is not None:
-                limits["max_size"] = int(item.get("maxSize", "0"))
+            max_size = item.get("maxSize")
+            if max_size is not None:
+                try:
+                    limits["max_size"] = int(max_size)
+                except ValueError:
+                    self.note(f"payloadProfile[@name={name!r}]/@maxSize", f"maxSize {max_size!r} is not a number")
             profiles[name] = limits
             described = ", ".join(
                 f"{payloads.get(a, {}).get('cid', a)} ({payloads.get(a, {}).get('mimeType', '?')}, "

@@ -13,6 +13,7 @@ from urllib.parse import urlparse
 import yaml
 from cryptography import x509
 
+from accesspoint.core.conformance import RELAXABLE, WireRule
 from accesspoint.core.model import PartyId, Service
 from accesspoint.security.algorithms import (
     SHA1_BASED,
@@ -224,6 +225,14 @@ def _party_ids(ctx: _Loader, fields: Fields) -> tuple[PartyId, ...]:
     return tuple(found)
 
 
+def _http_url(text: str) -> bool:
+    try:
+        url = urlparse(text)
+    except ValueError:  # "http://[abc": an IPv6 host that does not close
+        return False
+    return url.scheme in ("http", "https") and bool(url.netloc)
+
+
 def _parties(ctx: _Loader, table: Fields) -> dict[str, PartyDefinition]:
     parties: dict[str, PartyDefinition] = {}
     for name, value in table.data.items():
@@ -232,10 +241,8 @@ def _parties(ctx: _Loader, table: Fields) -> dict[str, PartyDefinition]:
         party_ids = _party_ids(ctx, fields)
         endpoint = fields.text("endpoint", required=True)
         dynamic = endpoint == DYNAMIC
-        if endpoint is not None and not dynamic:
-            url = urlparse(endpoint)
-            if url.scheme not in ("http", "https") or not url.netloc:
-                ctx.error(fields.at("endpoint"), f"expected an http(s) URL or 'dynamic', found {endpoint!r}")
+        if endpoint is not None and not dynamic and not _http_url(endpoint):
+            ctx.error(fields.at("endpoint"), f"expected an http(s) URL or 'dynamic', found {endpoint!r}")
         if not party_ids and not dynamic:
             ctx.error(fields.at("party_ids"), "is required (only a dynamic party may leave its PartyIds to discovery)")
         before = len(ctx.problems)
@@ -300,6 +307,10 @@ def _pmode(ctx: _Loader, item: object, path: str, parties: dict[str, PartyDefini
     initiator = _side(ctx, fields, "initiator", parties)
     responder = _side(ctx, fields, "responder", parties)
     retention = _retention(ctx, fields.table("retention"), profile)
+    shared_id = fields.flag("shared_id", False)
+    if shared_id and agreement is None:
+        ctx.error("shared_id", "needs an agreement: eb:AgreementRef carries the id in its pmode attribute")
+    leniency = _leniency(fields.table("leniency"))
     if initiator is None or responder is None:
         fields.raw("legs")
         fields.finish()
@@ -331,6 +342,8 @@ def _pmode(ctx: _Loader, item: object, path: str, parties: dict[str, PartyDefini
         legs=tuple(legs),
         retention=retention,
         agreement=agreement,
+        shared_id=shared_id,
+        leniency=leniency,
     )
     if len(legs) == count:
         for field_path, message in profile.validate(pmode):
@@ -354,6 +367,13 @@ def _value_and_type(ctx: _Loader, fields: Fields, key: str) -> tuple[str, str | 
 def _agreement(ctx: _Loader, fields: Fields) -> Agreement | None:
     found = _value_and_type(ctx, fields, "agreement")
     return None if found is None else Agreement(*found)
+
+
+def _leniency(fields: Fields) -> frozenset[WireRule]:
+    # Only the rules real peers break may be relaxed (conformance.RELAXABLE); any other name is an unknown field.
+    relaxed = frozenset(rule for rule in sorted(RELAXABLE) if fields.flag(rule.value, False))
+    fields.finish()
+    return relaxed
 
 
 def _local_side(ctx: _Loader, initiator: PModeParty, responder: PModeParty, local: set[str]) -> Side:
@@ -433,6 +453,8 @@ def _payload(fields: Fields, default: PayloadLimits) -> PayloadLimits:
         max_parts=fields.integer("max_parts", default.max_parts, minimum=1),
         decompression_limit=fields.size("decompression_limit", default.decompression_limit),
         format=fields.choice("format", PayloadFormat, default.format) or default.format,
+        decompression_ratio=fields.integer("decompression_ratio", default.decompression_ratio, minimum=1),
+        decompression_floor=fields.size("decompression_floor", default.decompression_floor),
     )
     fields.finish()
     return limits

@@ -59,9 +59,11 @@ class Route:
 
     @property
     def agreement_ref(self) -> AgreementRef | None:
-        """eb:AgreementRef for an outgoing message (None when the P-Mode has no agreement)."""
+        """eb:AgreementRef for an outgoing message (None when the P-Mode has no agreement); its ``pmode`` attribute
+        names the P-Mode only when the id is shared with the partner."""
         agreement = self.pmode.agreement
-        return None if agreement is None else AgreementRef(agreement.value, agreement.type)
+        pmode = self.pmode.id if self.pmode.shared_id else None
+        return None if agreement is None else AgreementRef(agreement.value, agreement.type, pmode)
 
     @property
     def endpoint(self) -> str | None:
@@ -93,6 +95,7 @@ class MatchStatus(StrEnum):
     MATCHED = "matched"
     NONE = "none"
     AMBIGUOUS = "ambiguous"
+    MISMATCH = "mismatch"  # the message names (AgreementRef/@pmode) another P-Mode than the shared-id one it fits
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,12 +106,16 @@ class Match:
     route: Route | None = None
     reason: str = ""
     candidates: tuple[str, ...] = ()
+    routes: tuple[Route, ...] = ()  # the candidates themselves, when ambiguous
 
     @property
     def error_code(self) -> ErrorCode | None:
-        """The ebMS error an incoming message gets: EBMS:0001 when nothing matches, EBMS:0004 when ambiguous."""
+        """The ebMS error an incoming message gets: EBMS:0001 when nothing matches, EBMS:0004 when ambiguous,
+        EBMS:0010 when it names another P-Mode than the one it fits."""
         if self.status is MatchStatus.NONE:
             return ErrorCode.VALUE_NOT_RECOGNIZED
+        if self.status is MatchStatus.MISMATCH:
+            return ErrorCode.PROCESSING_MODE_MISMATCH
         if self.status is MatchStatus.AMBIGUOUS:
             # The sender did nothing wrong: our agreements overlap, so the error is ours ("Other").
             return ErrorCode.OTHER
@@ -119,7 +126,10 @@ class Match:
         code = self.error_code
         if code is None:
             return None
-        detail = "no P-Mode agrees with the message" if code is ErrorCode.VALUE_NOT_RECOGNIZED else "P-Mode ambiguous"
+        detail = {
+            ErrorCode.VALUE_NOT_RECOGNIZED: "no P-Mode agrees with the message",
+            ErrorCode.PROCESSING_MODE_MISMATCH: "AgreementRef/@pmode names another P-Mode than the one agreed",
+        }.get(code, "P-Mode ambiguous")
         return EbmsError(code, detail, ref_to_message_id=ref_to_message_id, log_detail=self.reason)
 
 
@@ -136,8 +146,25 @@ def _narrow(routes: Sequence[Route], filters: Sequence[Filter]) -> Match:
         routes = kept
     if len(routes) > 1:
         names = tuple(route.name for route in routes)
-        return Match(MatchStatus.AMBIGUOUS, reason=f"several P-Mode legs match: {', '.join(names)}", candidates=names)
+        reason = f"several P-Mode legs match: {', '.join(names)}"
+        return Match(MatchStatus.AMBIGUOUS, reason=reason, candidates=names, routes=tuple(routes))
     return Match(MatchStatus.MATCHED, route=routes[0])
+
+
+def _by_pmode_attribute(match: Match, named: str | None) -> Match:
+    """ebMS 3 5.2.2.7: AgreementRef/@pmode names the P-Mode. Only an id the P-Mode says is shared with the partner
+    means anything (phase4 sends its own ids): it picks among legs that fit equally well, and a message fitting
+    a shared-id P-Mode while naming another is refused (EBMS:0010). Other P-Modes ignore the attribute."""
+    if named is None:
+        return match
+    if match.status is MatchStatus.AMBIGUOUS:
+        named_routes = [r for r in match.routes if r.pmode.shared_id and r.pmode.id == named]
+        return Match(MatchStatus.MATCHED, route=named_routes[0]) if len(named_routes) == 1 else match
+    route = match.route
+    if route is not None and route.pmode.shared_id and route.pmode.id != named:
+        reason = f"AgreementRef/@pmode {named[:80]!r} is not {route.pmode.id!r}, whose id is shared"
+        return Match(MatchStatus.MISMATCH, reason=reason, candidates=(route.name,))
+    return match
 
 
 def _ids(party_ids: Sequence[PartyId]) -> str:
@@ -195,9 +222,6 @@ class PModeSet:
         sender, receiver = message.party_info.sender, message.party_info.receiver
         routes = self.routes(Direction.INCOMING)
         agreement = collab.agreement_ref
-        if agreement is not None and agreement.pmode is not None and self.get(agreement.pmode) is not None:
-            # ebMS 3 5.2.2.7: AgreementRef/@pmode names the P-Mode; it narrows the search but must still agree.
-            routes = [route for route in routes if route.pmode.id == agreement.pmode]
         wanted_agreement = None if agreement is None else (agreement.value, agreement.type)
         filters: list[Filter] = [
             (
@@ -221,7 +245,7 @@ class PModeSet:
             ),
             (f"MPC {message.effective_mpc!r}", lambda r: r.leg.mpc == message.effective_mpc),
         ]
-        return _narrow(routes, filters)
+        return _by_pmode_attribute(_narrow(routes, filters), None if agreement is None else agreement.pmode)
 
     def match_submission(
         self,

@@ -9,6 +9,8 @@ from enum import StrEnum
 
 from cryptography import x509
 
+from accesspoint.core.compression import DEFAULT_DECOMPRESSION_FLOOR, DEFAULT_DECOMPRESSION_RATIO, DecompressionLimits
+from accesspoint.core.conformance import WireRule
 from accesspoint.core.model import Party, PartyId, Service
 from accesspoint.core.namespaces import MEP, MEPBinding
 from accesspoint.security.policy import SecurityPolicy
@@ -156,6 +158,14 @@ class PayloadLimits:
     max_parts: int = 100
     decompression_limit: int = 1024 * 1024 * 1024
     format: PayloadFormat = PayloadFormat.ANY
+    # Past ``decompression_floor`` bytes a part may not inflate more than this many times its compressed bytes.
+    decompression_ratio: int = DEFAULT_DECOMPRESSION_RATIO
+    decompression_floor: int = DEFAULT_DECOMPRESSION_FLOOR
+
+    @property
+    def decompression(self) -> DecompressionLimits:
+        """The limits ``compression.decompress_with`` applies to each part."""
+        return DecompressionLimits(self.decompression_limit, self.decompression_ratio, self.decompression_floor)
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +210,10 @@ class PMode:
     legs: tuple[Leg, ...]
     retention: Retention
     agreement: Agreement | None = None
+    # The id is agreed with the partner: sent in eb:AgreementRef/@pmode, and a message naming another is refused.
+    shared_id: bool = False
+    # Wire-format rules (``accesspoint.core.conformance``) relaxed for this partner: only RELAXABLE ones.
+    leniency: frozenset[WireRule] = frozenset()
 
     def side(self, side: Side) -> PModeParty:
         """The initiator or the responder."""

@@ -70,6 +70,41 @@ def _service_api(service: str) -> SmpApi | None:
     return None
 
 
+# A regexp from DNS is an attacker's when DNS is: Python's re backtracks without bound, and "!(.*)*1!x!" took
+# minutes on a 100-character name, on the event loop. Real records use "^.*$" (U-NAPTR, RFC 4848 2.2, allows
+# only that) or a capture or two, so a regexp may hold at most two quantifiers, and none may repeat a group.
+_MAX_QUANTIFIERS = 2
+_QUANTIFIER_START = frozenset("*+?{")
+
+
+def _refuse_backtracking(pattern: str) -> None:
+    """BdxlError for a regexp whose matching time could explode: a quantified group or too many quantifiers."""
+    quantifiers, index, previous = 0, 0, ""
+    while index < len(pattern):
+        char = pattern[index]
+        if char == "\\":
+            previous, index = "escape", index + 2
+            continue
+        if char == "[":  # a class: its characters are literal ("]" first in it is one of them)
+            end = index + 1 + (pattern[index + 1 : index + 2] == "^")
+            end = pattern.find("]", end + 1)
+            previous, index = "class", (len(pattern) if end < 0 else end + 1)
+            continue
+        if char in _QUANTIFIER_START and previous not in ("", "(", "|", "quantifier"):
+            if previous == ")":
+                raise BdxlError(f"NAPTR regexp {pattern[:100]!r} repeats a group (unbounded backtracking)")
+            quantifiers += 1
+            end = pattern.find("}", index) if char == "{" else index
+            index = (len(pattern) if end < 0 else end) + 1
+            if pattern[index : index + 1] in ("?", "+"):  # lazy or possessive: the same quantifier
+                index += 1
+            previous = "quantifier"
+            continue
+        previous, index = char if char in "()|" else "atom", index + 1
+    if quantifiers > _MAX_QUANTIFIERS:
+        raise BdxlError(f"NAPTR regexp {pattern[:100]!r} has more than {_MAX_QUANTIFIERS} quantifiers")
+
+
 def apply_naptr_regexp(regexp: str, name: str) -> str:
     """Apply a NAPTR ``<delim>ere<delim>replacement<delim>[i]`` to ``name`` (RFC 3402 section 3.2)."""
     if len(regexp) < 3:
@@ -79,6 +114,7 @@ def apply_naptr_regexp(regexp: str, name: str) -> str:
     if len(parts) != 3 or parts[2] not in ("", "i"):
         raise BdxlError(f"malformed NAPTR regexp {regexp[:200]!r}")
     pattern, replacement, flags = parts
+    _refuse_backtracking(pattern)
     try:
         compiled = re.compile(pattern, re.IGNORECASE if flags == "i" else 0)
         # RFC 3402 backreferences are \1..\9, which Python's re understands as they are.

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from cryptography import x509
 from lxml import etree
 
+from accesspoint.core.xml import holds_elements, string_value
 from smp.identifiers import Identifier
 from smp.model import (
     CERTPUB_EXTENSION_ID,
@@ -217,7 +218,15 @@ def _render_smp2(metadata: ServiceMetadata) -> etree._Element:
 
 
 def _text(element: etree._Element | None) -> str:
-    return "" if element is None or element.text is None else element.text.strip()
+    """The value of an element (its string-value, as signed), trimmed; '' when absent.
+
+    Every SMP value is of simple type: an element inside one is refused (there is no schema check here).
+    """
+    if element is None:
+        return ""
+    if holds_elements(element):
+        raise DocumentError(f"{etree.QName(element).localname} holds an element where a value belongs")
+    return string_value(element).strip()
 
 
 def _identifier(element: etree._Element | None, attribute: str, what: str) -> Identifier:

@@ -21,7 +21,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from lxml import etree
 
-from accesspoint.security.keys import KeyPair
+from accesspoint.core.xml import holds_elements, string_value
+from accesspoint.security.keys import KeyPair, load_der_certificate
 from smp.model import Flavour
 
 DS = "http://www.w3.org/2000/09/xmldsig#"
@@ -119,11 +120,11 @@ def verify_document(root: etree._Element, *, allowed: frozenset[str] = ALLOWED) 
     if refused:
         raise SignatureError(f"algorithm not allowed: {', '.join(refused)}")
     certificates = signature.findall(f"{{{DS}}}KeyInfo/{{{DS}}}X509Data/{{{DS}}}X509Certificate")
-    if len(certificates) != 1 or not (certificates[0].text or "").strip():
+    if len(certificates) != 1 or holds_elements(certificates[0]) or not string_value(certificates[0]).strip():
         raise SignatureError("KeyInfo must carry the signer's certificate (one X509Certificate)")
     try:
-        der = _b64decode(certificates[0].text or "")
-        signer = x509.load_der_x509_certificate(der)
+        der = _b64decode(string_value(certificates[0]))
+        signer = load_der_certificate(der)
         key = xmlsec.Key.from_memory(der, xmlsec.constants.KeyDataFormatCertDer)
     except (ValueError, xmlsec.Error):
         raise SignatureError("the KeyInfo certificate cannot be read") from None

@@ -51,7 +51,8 @@ async def test_csv_is_imported_with_refusals_and_audit(far: FarService, tmp_path
     assert answers[0].last_registration is not None and answers[0].last_registration.hour == 14
     assert await count(far, audit) == 2 + 5  # two operators, five recipients
     trail = await far.audit_trail("198112189876")
-    assert trail[0]["action"] == "import" and trail[0]["detail"]["refused_senders"] == ["0007:2021005448", "0007:2120000142"]
+    assert trail[0]["action"] == "import"
+    assert trail[0]["detail"]["refused_senders"] == ["0007:2021005448", "0007:2120000142"]
 
 
 async def test_jsonl_is_imported(far: FarService, tmp_path: Path) -> None:

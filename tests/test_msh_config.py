@@ -107,6 +107,7 @@ TOKEN = "t" * 16
         ({"send": {"lease": "0s"}}, "field send.lease: '0s' must be longer than zero"),
         ({"send": {"timout": "10s"}}, "field send.timout: unknown setting"),
         ({"send": {"workers": True}}, "field send.workers"),
+        ({"send": {"per_partner": 0}}, "field send.per_partner: a positive integer"),
         # instances sharing Redis share the database (and storage), each under its own name
         ({"redis": "redis://cache:6379/0", "instance": "se-1"}, "field database: instances sharing a Redis queue"),
         ({"redis": "redis://cache", "instance": "se-1", "database": "sqlite:///ap.db"}, "field database: instances"),

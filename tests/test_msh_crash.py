@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import re
 import threading
 import time
@@ -27,7 +28,8 @@ from tests.test_msh_support import BE_KEY, SE_KEY, Peer, agreements, submission
 
 # Short leases and backoff: a message whose sender died is taken over within seconds.
 SEND = {"workers": 4, "timeout": "1s", "lease": "2s"}
-BATCH = 40
+# Messages of the batch the kills hit; AP_CRASH_BATCH=1000 runs the same kills with a thousand in flight (minutes).
+BATCH = int(os.environ.get("AP_CRASH_BATCH", "40"))
 
 Databases = dict[str, dict[str, Any]]
 
@@ -279,23 +281,23 @@ def test_kill_9_of_receiver_and_sender_in_flight_leaves_every_message_delivered_
         receiver.start()
         sender.start()
         # 1. The receiver dies while it is storing a message; the sender retries until it is back.
-        proxy.kill_on_request(5, receiver)
+        proxy.kill_on_request(BATCH // 8, receiver)
         sent = submit_batch(sender, range(BATCH), "crash")
         restart_once_killed(receiver)
 
         # 2. The sender dies after the receiver stored messages whose receipts it never saw (held by the proxy).
-        proxy.kill_holding(sender, after=12, count=2)
+        proxy.kill_holding(sender, after=BATCH * 3 // 10, count=2)
         restart_once_killed(sender)
 
         # 3. The receiver again, later in the batch.
-        proxy.kill_on_request(20, receiver)
+        proxy.kill_on_request(BATCH // 2, receiver)
         restart_once_killed(receiver)
 
         # 4. The sender again, while it waits for a receipt.
-        proxy.kill_on_request(28, sender)
+        proxy.kill_on_request(BATCH * 7 // 10, sender)
         restart_once_killed(sender)
 
-        assert_delivered_exactly_once(sender, receiver, sent)
+        assert_delivered_exactly_once(sender, receiver, sent, timeout=max(40, BATCH / 4))
     finally:
         sender.stop()
         receiver.stop()

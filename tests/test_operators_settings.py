@@ -30,6 +30,7 @@ def _table(folder: Path) -> dict[str, object]:
             "webhook_secret": "s" * 16,
             "poll_interval": "500ms",
             "reply_pmode": "operator-answers",
+            "workers": 3,
         },
         "trust": {"intermediaries": [str(CERTS / "ap-sweden-sign.pem")]},
         "tokens": [{"token": "m" * 16, "recipients": ["197001011234"]}],
@@ -45,6 +46,7 @@ def test_yaml_settings_load_with_paths_relative_to_the_file(tmp_path: Path) -> N
     assert settings.access_point.url == "http://127.0.0.1:8080"
     assert settings.access_point.poll_interval.total_seconds() == 0.5
     assert settings.access_point.reply_pmode == "operator-answers"
+    assert settings.access_point.workers == 3
     assert settings.keys.certificate == OPERATOR.certificate
     assert len(settings.intermediaries) == 1
     (token,) = settings.tokens
@@ -69,6 +71,7 @@ url = "ftp://x"
 token = "short"
 webhook_secret = "ssssssssssssssss"
 poll_interval = "soon"
+workers = 0
 """
     )
     with pytest.raises(SettingsError) as caught:
@@ -80,6 +83,7 @@ poll_interval = "soon"
         "operator.access_point.url",
         "operator.access_point.token",
         "operator.access_point.poll_interval",
+        "operator.access_point.workers",
     }
 
 

@@ -16,6 +16,8 @@ from cryptography import x509
 from hypothesis import given
 from hypothesis import strategies as st
 
+from accesspoint.core.compression import DecompressionLimits
+from accesspoint.core.conformance import WireRule
 from accesspoint.core.namespaces import DEFAULT_MPC, PartyIdType
 from accesspoint.security.algorithms import KeyAgreement, SignatureAlgorithm
 from accesspoint.security.keys import load_certificates
@@ -122,6 +124,21 @@ def test_defaults_fill_what_the_file_leaves_out() -> None:
     assert leg.reception_awareness == ReceptionAwareness()
     assert leg.security.trust.revocation is RevocationMode.SOFT_FAIL
     assert leg.security.trust.pinned == (certificate("partner-20-sign.pem"),)
+
+
+def test_wire_leniency_shared_id_and_decompression_ratio_load_as_written(folder: Path) -> None:
+    """leniency names the relaxed wire rules, shared_id the agreed id; the ratio and floor default to 200 and 64 MiB."""
+    document = example()
+    pmode(document, "be-to-se").update({"leniency": {"soap11": True, "message_id": False}, "shared_id": True})
+    pmode(document, "be-to-se")["legs"][0]["payload"] = {"decompression_ratio": 50, "decompression_floor": "1MiB"}
+    loaded = load_pmodes(write(folder, document))
+    incoming = loaded.get("be-to-se")
+    assert incoming is not None
+    assert incoming.leniency == frozenset({WireRule.SOAP11}) and incoming.shared_id
+    assert incoming.legs[0].payload.decompression == DecompressionLimits(2**30, 50, 2**20)
+    outgoing = loaded.get("se-to-be")
+    assert outgoing is not None and outgoing.leniency == frozenset() and not outgoing.shared_id
+    assert outgoing.legs[0].payload.decompression == DecompressionLimits(2**30, 200, 64 * 2**20)
 
 
 def test_yaml_and_toml_examples_load_to_the_same_model() -> None:
@@ -370,6 +387,27 @@ MISTAKES: list[tuple[str, Change, str | None, str, str]] = [
         "se-to-be",
         "initiator.party",
         "neither side is one of this access point's parties",
+    ),
+    (
+        "leniency_not_relaxable",
+        _set(["be-to-se", "leniency"], {"charset": True}),
+        "be-to-se",
+        "leniency.charset",
+        "unknown field",
+    ),
+    (
+        "shared_id_without_agreement",
+        _set(["se-no-request-reply", "shared_id"], True),
+        "se-no-request-reply",
+        "shared_id",
+        "needs an agreement",
+    ),
+    (
+        "decompression_ratio_zero",
+        _set(["se-to-be", "legs", 0, "payload", "decompression_ratio"], 0),
+        "se-to-be",
+        "legs[0].payload.decompression_ratio",
+        "at least 1",
     ),
     ("self_undefined", lambda d: d.update({"self": "ghost"}), None, "self", "names the party 'ghost'"),
     ("wrong_version", lambda d: d.update({"version": 2}), None, "version", "reads version 1, found 2"),

@@ -121,14 +121,54 @@ def test_explicit_default_mpc_matches_like_an_absent_one(pmodes: PModeSet) -> No
     assert pmodes.match_incoming(message(mpc=DEFAULT_MPC)).status is MatchStatus.MATCHED
 
 
-def test_agreement_pmode_attribute_narrows_the_search(pmodes: PModeSet) -> None:
-    """AgreementRef/@pmode naming a P-Mode restricts matching to it: naming another one then matches nothing."""
-    named = AgreementRef(AGREEMENT.value, AGREEMENT.type, pmode="be-to-se")
-    assert pmodes.match_incoming(message(agreement=named)).status is MatchStatus.MATCHED
-    wrong = AgreementRef(AGREEMENT.value, AGREEMENT.type, pmode="no-to-se")
-    assert pmodes.match_incoming(message(agreement=wrong)).status is MatchStatus.NONE
-    unknown = AgreementRef(AGREEMENT.value, AGREEMENT.type, pmode="not-a-pmode")
-    assert pmodes.match_incoming(message(agreement=unknown)).status is MatchStatus.MATCHED
+def test_agreement_pmode_attribute_is_ignored_where_the_id_is_not_shared(pmodes: PModeSet) -> None:
+    """AgreementRef/@pmode means nothing to a P-Mode whose id is not shared (phase4 sends its own ids)."""
+    for named in ("be-to-se", "no-to-se", "phase4-pmode-id"):
+        agreement = AgreementRef(AGREEMENT.value, AGREEMENT.type, pmode=named)
+        match = pmodes.match_incoming(message(agreement=agreement))
+        assert match.status is MatchStatus.MATCHED and match.route is not None
+        assert match.route.pmode.id == "be-to-se"
+
+
+def _with_shared_ids(tmp_path: Path, *, twin: bool = False) -> PModeSet:
+    """The examples with be-to-se's id shared with the partner (and a shared-id twin that fits the same messages)."""
+    shutil.copytree(EXAMPLES / "certs", tmp_path / "certs")
+    document = yaml.safe_load((EXAMPLES / "pmodes.yaml").read_text())
+    original = next(p for p in document["pmodes"] if p["id"] == "be-to-se")
+    original["shared_id"] = True
+    if twin:
+        document["pmodes"].append(dict(original, id="be-to-se-twin"))
+    (tmp_path / "pmodes.yaml").write_text(dump_yaml(document))
+    return load_pmodes(tmp_path / "pmodes.yaml")
+
+
+def test_refuses_agreement_pmode_naming_another_pmode_than_the_shared_id_one(tmp_path: Path) -> None:
+    """A shared-id P-Mode: its own id or none matches; another id is EBMS:0010 referring to the message."""
+    shared = _with_shared_ids(tmp_path)
+    for named in ("be-to-se", None):
+        match = shared.match_incoming(message(agreement=AgreementRef(AGREEMENT.value, AGREEMENT.type, pmode=named)))
+        assert match.status is MatchStatus.MATCHED
+    other = AgreementRef(AGREEMENT.value, AGREEMENT.type, pmode="phase4-pmode-id")
+    match = shared.match_incoming(message(agreement=other))
+    assert match.status is MatchStatus.MISMATCH and match.route is None
+    error = match.ebms_error(ref_to_message_id="m1@example")
+    assert error is not None and error.error_code is ErrorCode.PROCESSING_MODE_MISMATCH
+    assert error.ref_to_message_id == "m1@example" and "phase4-pmode-id" in error.log_detail
+
+
+def test_agreement_pmode_attribute_picks_among_shared_id_pmodes_that_fit_equally(tmp_path: Path) -> None:
+    """Two shared-id P-Modes fit: @pmode names the one that governs; without it the match stays ambiguous."""
+    shared = _with_shared_ids(tmp_path, twin=True)
+    assert shared.match_incoming(message()).status is MatchStatus.AMBIGUOUS
+    named = AgreementRef(AGREEMENT.value, AGREEMENT.type, pmode="be-to-se-twin")
+    match = shared.match_incoming(message(agreement=named))
+    assert match.status is MatchStatus.MATCHED and match.route is not None
+    assert match.route.pmode.id == "be-to-se-twin"
+    outgoing = shared.match_submission(pmode_id="se-to-be").route
+    assert outgoing is not None and outgoing.agreement_ref is not None and outgoing.agreement_ref.pmode is None
+    assert shared.routes(Direction.INCOMING)[0].agreement_ref == AgreementRef(
+        AGREEMENT.value, AGREEMENT.type, pmode="be-to-se"
+    )
 
 
 def test_overlapping_pmodes_are_ambiguous_and_give_ebms_0004(tmp_path: Path) -> None:

@@ -45,6 +45,10 @@ K = EvidenceKind
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=30)
 KEEP = timedelta(days=3650)
+# The stores under test keep content up to this many bytes in the database, longer content in files: the short
+# test documents go inline, LONG goes to a file, so both ways are exercised.
+INLINE = 64
+LONG = b"<doc>" + b"x" * INLINE + b"</doc>"
 
 
 async def chunks(*parts: bytes) -> AsyncIterator[bytes]:
@@ -66,7 +70,7 @@ def payload(content_id: str = "cid:part-1", data: bytes = b"<doc/>") -> NewPaylo
 @pytest.fixture
 async def store(migrated_database_url: str, tmp_path: Path) -> AsyncIterator[MessageStore]:
     """A store on a migrated database of each backend, files under tmp_path."""
-    opened = await MessageStore.open(migrated_database_url, tmp_path / "files", instance="a")
+    opened = await MessageStore.open(migrated_database_url, tmp_path / "files", instance="a", inline_limit=INLINE)
     yield opened
     await opened.close()
 
@@ -74,7 +78,9 @@ async def store(migrated_database_url: str, tmp_path: Path) -> AsyncIterator[Mes
 @pytest.fixture
 async def other(store: MessageStore, migrated_database_url: str) -> AsyncIterator[MessageStore]:
     """A second instance over the same database and file store, with its own connections."""
-    opened = await MessageStore.open(migrated_database_url, store.files.root, instance="b", migrate=False)
+    opened = await MessageStore.open(
+        migrated_database_url, store.files.root, instance="b", migrate=False, inline_limit=INLINE
+    )
     yield opened
     await opened.close()
 
@@ -271,6 +277,22 @@ async def test_an_expired_lease_is_taken_over_and_fences_the_old_worker(
     assert history[-1].detail is not None and "lease of a expired" in history[-1].detail
 
 
+async def test_a_renewed_lease_keeps_the_message_and_a_lost_one_cannot_be_renewed(
+    store: MessageStore, other: MessageStore
+) -> None:
+    """Renewing extends the holder's lease (no takeover until it runs out); once taken over, renewing gives None."""
+    await store.submit(MessageInfo("renew@ap"), [], now=T0)
+    held = await store.claim("renew@ap", now=T0, lease=LEASE)
+    assert held is not None
+    later = T0 + LEASE - timedelta(seconds=1)
+    renewed = await store.renew(held, now=later, lease=LEASE)
+    assert renewed is not None and renewed.lease_until == later + LEASE and renewed.attempts == 1
+    assert await other.claim("renew@ap", now=T0 + LEASE + timedelta(seconds=1), lease=LEASE) is None
+    taken = await other.claim("renew@ap", now=later + LEASE + timedelta(seconds=1), lease=LEASE)
+    assert taken is not None and await store.renew(renewed, now=later + LEASE, lease=LEASE) is None
+    assert [step.detail for step in await store.history(taken)][-2] == "lease renewed"
+
+
 async def test_recoverable_lists_what_a_restart_must_enqueue(store: MessageStore) -> None:
     """After a restart, submitted messages and due retries are listed; pending retries and final ones are not."""
     for message_id in ("fresh@ap", "retry-due@ap", "retry-later@ap", "done@ap"):
@@ -365,10 +387,10 @@ async def test_evidence_given_with_a_message_or_a_move_is_kept_in_its_transactio
 async def test_a_message_id_raced_by_two_instances_is_stored_once(store: MessageStore, other: MessageStore) -> None:
     """Two instances receiving the same MessageId at once: one stores it, the other reports a duplicate."""
     results = await asyncio.gather(
-        *(node.receive(MessageInfo("twice@partner"), [payload()], now=T0) for node in (store, other))
+        *(node.receive(MessageInfo("twice@partner"), [payload(data=LONG)], now=T0) for node in (store, other))
     )
     assert sorted(result.duplicate for result in results) == [False, True]
-    assert len(_files(store.files)) == 1
+    assert len(_files(store.files)) == 1  # the loser's payload file is gone
 
 
 async def test_a_repeated_outgoing_message_id_is_refused(store: MessageStore) -> None:
@@ -385,7 +407,7 @@ async def test_a_repeated_outgoing_message_id_is_refused(store: MessageStore) ->
 async def test_payload_purge_keeps_evidence_and_follows_each_pmode(store: MessageStore) -> None:
     """Purges follow each P-Mode's durations, spare unfinished messages and leave evidence to its own schedule."""
     for message_id, pmode in (("short@ap", "p-short"), ("long@ap", "p-long"), ("open@ap", "p-short")):
-        await store.submit(MessageInfo(message_id, pmode_id=pmode), [payload()], now=T0)
+        await store.submit(MessageInfo(message_id, pmode_id=pmode), [payload(data=LONG)], now=T0)
         await store.add_evidence(
             Direction.OUT, message_id, EvidenceKind.RAW_MESSAGE, chunks(b"raw"), now=T0, retain_for=timedelta(days=90)
         )
@@ -403,7 +425,7 @@ async def test_payload_purge_keeps_evidence_and_follows_each_pmode(store: Messag
     assert await store.payloads(short) == [] and short.payloads_purged_at == T0 + timedelta(days=2)
     assert len(await store.payloads(await _get_out(store, "long@ap"))) == 1
     assert len(await store.payloads(await _get_out(store, "open@ap"))) == 1
-    assert len(_files(store.files)) == 2 + 3  # two payloads left, three pieces of evidence
+    assert len(_files(store.files)) == 2  # two payloads left (the short evidence is kept inline)
 
     report = await store.purge(now=T0 + timedelta(days=31), retention=retention)
     assert (report.payloads, report.messages) == (1, 1)

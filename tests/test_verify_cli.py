@@ -148,13 +148,15 @@ def test_tampered_receipt_fails_on_the_messaging_digest() -> None:
 
 
 def test_soap11_receipt_signing_only_the_body_verifies_with_a_warning() -> None:
-    """TestReceipt11 signs only its Body: valid for the README's verifiers, reported with a coverage warning."""
+    """TestReceipt11 signs only its Body: valid for the README's verifiers, reported with a coverage warning; its
+    SOAP 1.1, which an AS4 endpoint refuses (EBMS:0010) unless the P-Mode relaxes soap11, is a wire deviation."""
     code, report = _verify(
         _p("phase4/receipts/TestReceipt11.xml"), "--trust", _p("phase4/keys/ph-as4.cert.pem"), "--no-revocation"
     )
     assert code == 0, report
     assert report["trust"]["pinned"] is True
     assert any("eb:Messaging is not covered" in w for w in report["warnings"])
+    assert [(d["rule"], d["code"]) for d in report["wire_deviations"]] == [("soap11", "EBMS:0010")]
 
 
 def test_expired_signer_is_refused_as_of_now_and_accepted_as_of_its_time() -> None:

@@ -1,9 +1,10 @@
-"""GZIP per payload part as the AS4 profile prescribes (AS4 section 3.1), streaming, with a size limit."""
+"""GZIP per payload part as the AS4 profile prescribes (AS4 section 3.1), streaming, with size and ratio limits."""
 
 from __future__ import annotations
 
 import zlib
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Final
 
 from accesspoint.core.errors import EbmsError, ErrorCode
@@ -11,6 +12,11 @@ from accesspoint.core.namespaces import GZIP
 
 # Decompressed output beyond this is refused (a gzip bomb inflates 1000:1); P-Modes may lower or raise it.
 DEFAULT_DECOMPRESSION_LIMIT: Final = 2 * 1024**3
+# A bomb is stopped long before the size limit by its ratio: output may exceed this many times the compressed
+# bytes read so far only below the floor. Real documents stay far below (XML gzips 5:1 to 20:1, a page of
+# zeros in a PDF briefly more, hence the floor); deflate's maximum is about 1032:1.
+DEFAULT_DECOMPRESSION_RATIO: Final = 200
+DEFAULT_DECOMPRESSION_FLOOR: Final = 64 * 1024**2
 _GZIP_WBITS: Final = 31  # zlib: gzip container
 _OUT_CHUNK: Final = 256 * 1024
 
@@ -31,10 +37,36 @@ def compress_stream(chunks: Iterable[bytes], level: int = 6) -> Iterator[bytes]:
     yield compressor.flush()
 
 
-def decompress_stream(chunks: Iterable[bytes], *, limit: int = DEFAULT_DECOMPRESSION_LIMIT) -> Iterator[bytes]:
-    """Inflate a gzip stream chunk by chunk; EBMS:0303 for corrupt data, trailing garbage or output past ``limit``."""
+@dataclass(frozen=True, slots=True)
+class DecompressionLimits:
+    """How far a payload may inflate: ``limit`` bytes at most, and past ``floor`` bytes no more than ``ratio``
+    times the compressed bytes read so far (None: no ratio limit)."""
+
+    limit: int = DEFAULT_DECOMPRESSION_LIMIT
+    ratio: int | None = DEFAULT_DECOMPRESSION_RATIO
+    floor: int = DEFAULT_DECOMPRESSION_FLOOR
+
+
+DEFAULT_LIMITS: Final = DecompressionLimits()
+
+
+def decompress_with(chunks: Iterable[bytes], limits: DecompressionLimits) -> Iterator[bytes]:
+    """``decompress_stream`` under ``limits``."""
+    return decompress_stream(chunks, limit=limits.limit, ratio=limits.ratio, floor=limits.floor)
+
+
+def decompress_stream(
+    chunks: Iterable[bytes],
+    *,
+    limit: int = DEFAULT_DECOMPRESSION_LIMIT,
+    ratio: int | None = DEFAULT_DECOMPRESSION_RATIO,
+    floor: int = DEFAULT_DECOMPRESSION_FLOOR,
+) -> Iterator[bytes]:
+    """Inflate a gzip stream chunk by chunk; EBMS:0303 for corrupt data, trailing garbage, output past ``limit``,
+    or output past both ``floor`` and ``ratio`` times the compressed bytes read so far (a bomb stops early)."""
     decompressor = zlib.decompressobj(_GZIP_WBITS)
     produced = 0
+    fed = 0
     seen_input = False
     for chunk in chunks:
         if not chunk:
@@ -42,6 +74,7 @@ def decompress_stream(chunks: Iterable[bytes], *, limit: int = DEFAULT_DECOMPRES
         if decompressor.eof:
             raise EbmsError(ErrorCode.DECOMPRESSION_FAILURE, "data after the end of the gzip stream")
         seen_input = True
+        fed += len(chunk)
         data = chunk
         while data:
             try:
@@ -51,6 +84,11 @@ def decompress_stream(chunks: Iterable[bytes], *, limit: int = DEFAULT_DECOMPRES
             produced += len(out)
             if produced > limit:
                 raise EbmsError(ErrorCode.DECOMPRESSION_FAILURE, f"payload inflates past the limit of {limit} bytes")
+            if ratio is not None and produced > floor and produced > ratio * (fed - len(decompressor.unconsumed_tail)):
+                raise EbmsError(
+                    ErrorCode.DECOMPRESSION_FAILURE,
+                    f"payload inflates more than {ratio} times the compressed bytes (past {floor} bytes)",
+                )
             if out:
                 yield out
             data = decompressor.unconsumed_tail

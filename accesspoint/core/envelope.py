@@ -8,6 +8,7 @@ from typing import Final
 
 from lxml import etree
 
+from accesspoint.core.conformance import Deviation, message_id_deviation, soap_deviations
 from accesspoint.core.errors import EbmsError, ErrorCode
 from accesspoint.core.model import (
     AgreementRef,
@@ -33,7 +34,7 @@ from accesspoint.core.model import (
 )
 from accesspoint.core.namespaces import NS, SoapVersion
 from accesspoint.core.timestamps import format_timestamp, parse_timestamp
-from accesspoint.core.xml import check_unique_ids, parse_xml, validate_messaging
+from accesspoint.core.xml import check_unique_ids, parse_xml, string_value, validate_messaging
 
 EB: Final = f"{{{NS.EBMS}}}"
 DS: Final = f"{{{NS.DS}}}"
@@ -478,6 +479,8 @@ class ParsedEnvelope:
     messaging_element: etree._Element
     body: etree._Element
     ids: dict[str, etree._Element]
+    # Departures from the AS4 wire format the envelope was read despite (``conformance.check_wire`` refuses them).
+    deviations: tuple[Deviation, ...] = ()
 
     @property
     def soap_version(self) -> SoapVersion:
@@ -559,12 +562,16 @@ def parse_envelope_tree(root: etree._Element, *, validate: bool = True) -> Parse
     header: AS4Header = read_user_message(users[0]) if users else read_signal_message(signals[0])
     if isinstance(header, UserMessage):
         _check_body_parts(header, body, ids)
+    info = header.message_info
+    bad_id = message_id_deviation(info.message_id, info.ref_to_message_id)
+    deviations = soap_deviations(soap_version, messaging.get(f"{soap}mustUnderstand"), info.message_id)
     return ParsedEnvelope(
         messaging=Messaging(header, soap_version),
         envelope=root,
         messaging_element=messaging,
         body=body,
         ids=ids,
+        deviations=deviations if bad_id is None else (*deviations, bad_id),
     )
 
 
@@ -625,7 +632,7 @@ def _value(element: etree._Element | None, what: str, detail: str = "") -> str:
     """
     if element is None:
         raise EbmsError(ErrorCode.INVALID_HEADER, f"{what}{detail} is missing")
-    text = (element.text or "").strip()
+    text = string_value(element).strip()
     if not text:
         raise EbmsError(ErrorCode.INVALID_HEADER, f"{what}{detail} is empty")
     return text
@@ -708,7 +715,7 @@ def _read_properties(container: etree._Element | None, where: str) -> tuple[Prop
         name = _attr(item, "name")
         if not name:
             raise EbmsError(ErrorCode.INVALID_HEADER, f"a {where} Property has no name")
-        value = (item.text or "").strip()
+        value = string_value(item).strip()
         if not value:
             raise EbmsError(ErrorCode.INVALID_HEADER, f"{where} Property {name!r} is empty")
         properties.append(Property(name, value, _attr(item, "type")))  # positional: kwargs cost a third more
@@ -718,7 +725,7 @@ def _read_properties(container: etree._Element | None, where: str) -> tuple[Prop
 def _read_description(element: etree._Element | None) -> Description | None:
     if element is None:
         return None
-    return Description((element.text or "").strip(), element.get(XML_LANG) or "en")
+    return Description(string_value(element).strip(), element.get(XML_LANG) or "en")
 
 
 def _read_part_info(part: etree._Element) -> PartInfo:
@@ -797,7 +804,7 @@ def read_reference(reference: etree._Element) -> ReferenceEcho:
     return ReferenceEcho(
         uri=reference.get("URI", ""),
         digest_method="" if digest_method is None else digest_method.get("Algorithm", ""),
-        digest_value="" if digest_value is None else "".join((digest_value.text or "").split()),
+        digest_value="" if digest_value is None else "".join(string_value(digest_value).split()),
         transforms=tuple(transforms),
     )
 
@@ -850,5 +857,5 @@ def _read_error(element: etree._Element) -> ErrorInfo:
         ref_to_message_in_error=_attr(element, "refToMessageInError") or None,
         origin=_attr(element, "origin"),
         description=_read_description(_child(element, f"{EB}Description")),
-        detail=None if detail is None else (detail.text or "").strip() or None,
+        detail=None if detail is None else string_value(detail).strip() or None,
     )

@@ -8,12 +8,14 @@ sink the caller provides (a file in the shell, memory in tests), so payloads nev
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import quote
 
 from accesspoint.core.compression import check_compression_type
+from accesspoint.core.conformance import Deviation, WireRule, charset_deviation
 from accesspoint.core.envelope import ParsedEnvelope, parse_envelope
 from accesspoint.core.errors import EbmsError, ErrorCode
 from accesspoint.core.mime import (
@@ -147,6 +149,13 @@ class ReceivedMessage:
     attachments: tuple[ReceivedPart, ...]
     content_type: ContentType
     is_mime: bool = field(default=True)
+    # Departures from the wire format in the packaging (MIME, character set); the envelope's are in ``parsed``.
+    packaging_deviations: tuple[Deviation, ...] = ()
+
+    @property
+    def deviations(self) -> tuple[Deviation, ...]:
+        """Every departure from the AS4 wire format the message was read despite (``conformance.check_wire``)."""
+        return self.packaging_deviations + self.parsed.deviations
 
     def attachment(self, content_id: str) -> ReceivedPart | None:
         """The attachment with that Content-ID (as in a ``cid:`` href, percent-decoded), or None."""
@@ -242,8 +251,12 @@ class MessageReader:
     def finish(self) -> ReceivedMessage:
         """Check completeness, parse the envelope and reconcile PartInfo with the attachments."""
         if self._bare is not None:
-            parsed = parse_envelope(bytes(self._bare), validate=self._validate)
-            bare = ReceivedMessage(parsed, bytes(self._bare), (), self._content_type, is_mime=False)
+            envelope = bytes(self._bare)
+            parsed = parse_envelope(envelope, validate=self._validate)
+            charset = charset_deviation(self._content_type.param("charset"), envelope, parsed.header.message_id)
+            bare = ReceivedMessage(
+                parsed, envelope, (), self._content_type, is_mime=False, packaging_deviations=_some(charset)
+            )
             if isinstance(parsed.header, UserMessage):
                 reconcile_payloads(parsed.header, bare)
             return bare
@@ -273,7 +286,13 @@ class MessageReader:
             attachments.append(part)
         envelope = bytes(root_bytes)
         parsed = parse_envelope(envelope, validate=self._validate)
-        received = ReceivedMessage(parsed, envelope, tuple(attachments), self._content_type)
+        ref = parsed.header.message_id
+        deviations: list[Deviation | None] = [charset_deviation(_charset(root.content_type), envelope, ref)]
+        if self._parser.bare_line_break is not None:
+            deviations.insert(0, Deviation(WireRule.MIME_LINE_BREAK, self._parser.bare_line_break, ref))
+        received = ReceivedMessage(
+            parsed, envelope, tuple(attachments), self._content_type, packaging_deviations=_some(*deviations)
+        )
         if isinstance(parsed.header, UserMessage):
             reconcile_payloads(parsed.header, received)
         return received
@@ -286,6 +305,21 @@ class MessageReader:
             if part.content_id == wanted:
                 return index
         raise EbmsError(ErrorCode.MIME_INCONSISTENCY, f"no part has the start Content-ID {wanted!r}")
+
+
+def _charset(content_type: str) -> str | None:
+    """The charset parameter of a part's Content-Type (the whole Content-Type is parsed only when unusual)."""
+    found = _CHARSET.search(content_type)
+    if found is not None:
+        return found.group(1)
+    return parse_content_type(content_type).param("charset") if "charset" in content_type.lower() else None
+
+
+_CHARSET = re.compile(r";\s*charset=([A-Za-z0-9._-]+)\s*(?:;|$)", re.IGNORECASE)
+
+
+def _some(*deviations: Deviation | None) -> tuple[Deviation, ...]:
+    return tuple(d for d in deviations if d is not None)
 
 
 class _NullSink:

@@ -159,25 +159,55 @@ MimeEvent = PartStart | PartData | PartEnd | MultipartEnd
 _PREAMBLE, _HEADERS, _BODY, _AFTER_DELIMITER, _EPILOGUE = range(5)
 
 
+# RFC 2045 6.8: "characters not found in Table 1 must be ignored by decoding software" ('=' is in the table).
+_NOT_BASE64: Final = bytes(
+    sorted(set(range(256)) - set(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="))
+)
+
+
 class _Base64Decoder:
-    """Streaming base64: decodes whole quanta, keeps the remainder for the next chunk."""
+    """Streaming base64: decodes whole quanta, keeps the remainder for the next chunk.
+
+    Whatever the chunking, the same bytes decode the same way: characters outside the alphabet are dropped
+    before quanta are counted, and '=' is accepted only as the padding of the last quantum (more base64 after
+    it, or '=' anywhere else, is EBMS:0007; binascii's lenient mode would stop or skip depending on where a
+    chunk happened to end).
+    """
 
     def __init__(self) -> None:
         self._pending = b""
+        self._ended = False
 
     def decode(self, data: bytes) -> bytes:
-        joined = self._pending + b"".join(data.split())
-        usable = len(joined) - len(joined) % 4
+        joined = self._pending + data.translate(None, _NOT_BASE64)
+        if self._ended:
+            if joined.strip(b"="):
+                raise EbmsError(ErrorCode.MIME_INCONSISTENCY, "base64 part body continues after its padding")
+            return b""
+        pad = joined.find(b"=")
+        head = joined if pad < 0 else joined[:pad]
+        usable = len(head) - len(head) % 4
         self._pending = joined[usable:]
-        try:
-            return binascii.a2b_base64(joined[:usable], strict_mode=False)
-        except binascii.Error as exc:
-            raise EbmsError(ErrorCode.MIME_INCONSISTENCY, f"invalid base64 part body: {exc}") from None
+        out = _a2b_base64(head[:usable])
+        if pad >= 0 and len(self._pending) >= 4:
+            # The padded last quantum ("xx==" or "xxx="): decoded strictly, then only more '=' may follow.
+            out += _a2b_base64(self._pending[:4])
+            rest, self._pending, self._ended = self._pending[4:], b"", True
+            if rest.strip(b"="):
+                raise EbmsError(ErrorCode.MIME_INCONSISTENCY, "base64 part body continues after its padding")
+        return out
 
     def finish(self) -> bytes:
-        if self._pending.strip(b"="):
+        if self._pending:
             raise EbmsError(ErrorCode.MIME_INCONSISTENCY, "base64 part body ends in a partial quantum")
         return b""
+
+
+def _a2b_base64(quanta: bytes) -> bytes:
+    try:
+        return binascii.a2b_base64(quanta, strict_mode=True)
+    except binascii.Error as exc:
+        raise EbmsError(ErrorCode.MIME_INCONSISTENCY, f"invalid base64 part body: {exc}") from None
 
 
 class _QuotedPrintableDecoder:
@@ -248,7 +278,10 @@ def _headers_end(buffer: bytes, pos: int) -> tuple[int, int] | None:
 class MultipartParser:
     """Push parser for a multipart body: ``feed`` bytes, get events; ``close`` checks the body was complete.
 
-    Delimiters are found on LF as well as CRLF line ends (some peers and dumps use bare LF).
+    Delimiters are found on LF as well as CRLF line ends (some peers and dumps use bare LF). A bare CR or LF in a
+    delimiter line or a part's header block is read, and ``bare_line_break`` says where the first one was: an
+    endpoint refuses it (``conformance``), since a bare LF inside a header line is how a second header is smuggled
+    past a parser that splits on CRLF only.
     """
 
     def __init__(self, boundary: str, *, max_parts: int = MAX_PARTS) -> None:
@@ -261,6 +294,7 @@ class MultipartParser:
         self._decoder: _Decoder = _Identity()
         self._parts = 0
         self._max_parts = max_parts
+        self.bare_line_break: str | None = None
 
     @property
     def complete(self) -> bool:
@@ -303,6 +337,8 @@ class MultipartParser:
                         return events
                     if buffer[pos:line_end].strip(b" \t\r"):
                         raise EbmsError(ErrorCode.MIME_INCONSISTENCY, "garbage after a multipart delimiter")
+                    if (line_end == pos or buffer[line_end - 1] != _CR) and self.bare_line_break is None:
+                        self.bare_line_break = f"a bare LF ends delimiter line {self._parts + 1}"
                     pos = line_end + 1
                     self._state = _HEADERS
                 elif self._state == _HEADERS:
@@ -310,7 +346,10 @@ class MultipartParser:
                     if found is None:
                         return events
                     end, skip = found
-                    raw = buffer[pos:end].decode("latin-1")
+                    block = buffer[pos:end]
+                    if self.bare_line_break is None:
+                        self._check_line_breaks(block, buffer[end : end + skip], end == pos)
+                    raw = block.decode("latin-1")
                     pos = end + skip
                     events.append(self._start_part(raw))
                     self._state = _BODY
@@ -333,6 +372,13 @@ class MultipartParser:
                     self._state = _AFTER_DELIMITER
         finally:
             self._buffer = buffer[pos:]
+
+    def _check_line_breaks(self, block: bytes, blank_line: bytes, empty: bool) -> None:
+        """Note a bare CR or LF in a header block or the blank line ending it (CRLF is the only line break)."""
+        pairs = block.count(b"\r\n")
+        clean_end = blank_line == (b"\r\n" if empty else b"\r\n\r\n")
+        if block.count(b"\r") != pairs or block.count(b"\n") != pairs or not clean_end:
+            self.bare_line_break = f"a bare CR or LF in the headers of MIME part {self._parts + 1}"
 
     def _start_part(self, raw: str) -> PartStart:
         """The PartStart for a part's raw header block; the decoder for its body is chosen here."""

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from lxml import etree
 
@@ -52,8 +53,37 @@ def parse_xml(data: bytes, *, max_bytes: int = MAX_ENVELOPE_BYTES, what: str = "
     if getattr(docinfo, "doctype", "") or getattr(docinfo, "internalDTD", None) is not None:
         raise EbmsError(ErrorCode.INVALID_HEADER, f"{what} carries a DTD, which AS4 forbids")
     for node in root.iter(etree.Entity):
-        raise EbmsError(ErrorCode.INVALID_HEADER, f"{what} references entity {node.text!r}")
+        raise EbmsError(ErrorCode.INVALID_HEADER, f"{what} references entity {getattr(node, 'name', '')!r}")
     return root
+
+
+def string_value(element: etree._Element) -> str:
+    """The element's string-value (XPath 1.0 section 5.2): all its descendant text, in document order.
+
+    Read every value from signed XML with this, never with ``element.text``: that is only the text before the
+    first child node, so a comment inside a signed value (``<eb:MessageId>abc<!---->-def@x</eb:MessageId>``)
+    would cut it to ``abc`` while exclusive C14N without comments signs ``abc-def@x`` (the comment-truncation
+    class of CVE-2017-11427). Comments and processing instructions add nothing; the text of child elements
+    does, as it does to what is signed (whether a child element may be there at all is the caller's schema).
+    """
+    if not len(element):  # no child node of any kind, the common case: its text is the whole value
+        return element.text or ""
+    # Text nodes of a tree parsed from bytes are str (the stubs allow bytes for trees built otherwise).
+    return "".join(cast(Iterator[str], element.itertext()))
+
+
+def holds_elements(element: etree._Element) -> bool:
+    """True when a child element sits inside ``element`` (comments and processing instructions do not count).
+
+    A value of simple type holding an element is malformed; each layer refuses it with its own error.
+    """
+    return len(element) > 0 and next(element.iterchildren(etree.Element), None) is not None
+
+
+def find_value(parent: etree._Element, path: str) -> str | None:
+    """``parent.findtext(path)`` done right: the string-value of the first element at ``path``, None if none."""
+    found = parent.find(path)
+    return None if found is None else string_value(found)
 
 
 def check_unique_ids(root: etree._Element) -> dict[str, etree._Element]:

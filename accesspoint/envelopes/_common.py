@@ -12,7 +12,7 @@ from typing import Any
 from lxml import etree
 
 from accesspoint.core.errors import EbmsError
-from accesspoint.core.xml import parse_xml
+from accesspoint.core.xml import holds_elements, parse_xml, string_value
 
 # Envelopes carry whole business documents (an XHE may hold a 100 MB payload in SDK), so their bound is larger
 # than the SOAP header's; the caller may pass a tighter one.
@@ -83,8 +83,16 @@ def need(parent: etree._Element, tag: str, what: str) -> etree._Element:
 
 
 def text(element: etree._Element | None) -> str:
-    """The element's text, whitespace-trimmed ('' when absent)."""
-    return (element.text or "").strip() if element is not None else ""
+    """The element's string-value (all its text, as signed), whitespace-trimmed ('' when absent).
+
+    Every value an envelope reads is of simple type: an element inside one is a FORMAT error (comments and
+    processing instructions change nothing, as they change nothing that is signed).
+    """
+    if element is None:
+        return ""
+    if holds_elements(element):
+        raise EnvelopeError(f"{etree.QName(element).localname} holds an element where a value belongs", "FORMAT")
+    return string_value(element).strip()
 
 
 def need_text(parent: etree._Element, tag: str, what: str) -> str:
@@ -180,9 +188,17 @@ def detach(element: etree._Element) -> etree._Element:
     parent = element.getparent()
     inherited = parent.nsmap if parent is not None else {}
     own = [p for p, uri in element.nsmap.items() if p is not None and inherited.get(p) != uri]
-    copied = etree.fromstring(etree.tostring(element))
+    copied = etree.fromstring(standalone_bytes(element))
     etree.cleanup_namespaces(copied, keep_ns_prefixes=own)
     return copied
+
+
+def standalone_bytes(source: etree._Element | etree._ElementTree) -> bytes:
+    """An element (or a whole tree) as the bytes of a document of its own, which parse back to the same tree.
+
+    Not lxml's default: that encodes as ASCII, which writes a non-ASCII element name as a character reference
+    (``<ds&#699;x>``, not XML), and it appends the element's tail, text that belongs to the parent."""
+    return etree.tostring(source, encoding="UTF-8", with_tail=False)
 
 
 def serialize(root: etree._Element) -> bytes:

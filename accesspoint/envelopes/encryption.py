@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from lxml import etree
 
 from accesspoint.core.namespaces import NS
-from accesspoint.envelopes._common import EnvelopeError, Finding, b64decode, parse_document
+from accesspoint.envelopes._common import EnvelopeError, Finding, b64decode, parse_document, text
 from accesspoint.envelopes.xhe import XhePayload
 from accesspoint.security.keys import KeyPair
 
@@ -65,7 +65,7 @@ def encrypted_for(encrypted: bytes | etree._Element) -> x509.Certificate | None:
     if found is None:
         return None
     try:
-        return x509.load_der_x509_certificate(b64decode(found.text or "", "X509Certificate"))
+        return x509.load_der_x509_certificate(b64decode(text(found), "X509Certificate"))
     except (ValueError, EnvelopeError):
         return None
 

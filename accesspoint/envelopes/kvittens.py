@@ -19,6 +19,7 @@ from enum import StrEnum
 
 from lxml import etree
 
+from accesspoint.core.xml import holds_elements, string_value
 from accesspoint.envelopes._common import (
     ISO6523_ACTORID,
     EnvelopeError,
@@ -179,7 +180,7 @@ def digg_response_findings(root: etree._Element) -> tuple[Finding, ...]:
                 findings.append(Finding("R1-APP", f"{_local(element.tag)}/@{name}: attribute not in the profile"))
     findings.extend(_cardinality(root))
     for element in root.iter(etree.Element):
-        if not len(element) and not (element.text or "").strip():
+        if not holds_elements(element) and not string_value(element).strip():
             findings.append(Finding("R2-APP", f"{_local(element.tag)}: tomma element eller attribut får inte anges"))
     if text(root.find(f"{_B}CustomizationID")) != RESPONSE_CUSTOMIZATION_ID:
         findings.append(Finding("R3-APP", f"CustomizationID must be {RESPONSE_CUSTOMIZATION_ID}"))

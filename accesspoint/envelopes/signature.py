@@ -28,8 +28,8 @@ from lxml import etree
 
 from accesspoint.core.namespaces import NS
 from accesspoint.core.xml import parse_xml
-from accesspoint.envelopes._common import MAX_DOCUMENT_BYTES, EnvelopeError, Finding, b64decode
-from accesspoint.security.keys import KeyPair
+from accesspoint.envelopes._common import MAX_DOCUMENT_BYTES, EnvelopeError, Finding, b64decode, standalone_bytes, text
+from accesspoint.security.keys import KeyPair, load_der_certificate
 
 _DS = NS.DS.value
 SIGNATURE = f"{{{_DS}}}Signature"
@@ -147,7 +147,7 @@ def _key_info_certificate(signature: etree._Element) -> x509.Certificate:
     if len(certificates) != 1:
         raise _fail("KeyInfo must carry the signer's certificate (one X509Certificate)")
     try:
-        return x509.load_der_x509_certificate(b64decode(certificates[0].text or "", "X509Certificate"))
+        return load_der_certificate(b64decode(text(certificates[0]), "X509Certificate"))
     except (ValueError, EnvelopeError):
         raise _fail("the KeyInfo certificate cannot be read") from None
 
@@ -159,7 +159,7 @@ def standalone(element: etree._Element) -> etree._Element:
     Re-parsing also matters for trees that xmlsec has just written into: lxml's ``find`` matches names by their
     interned pointer and misses the nodes libxmlsec created, so a signature made in memory would not be found."""
     source: etree._Element | etree._ElementTree = element.getroottree() if element.getparent() is None else element
-    return parse_xml(etree.tostring(source), max_bytes=MAX_DOCUMENT_BYTES, what="signed document")
+    return parse_xml(standalone_bytes(source), max_bytes=MAX_DOCUMENT_BYTES, what="signed document")
 
 
 def verify_enveloped(

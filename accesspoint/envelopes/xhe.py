@@ -21,6 +21,7 @@ from cryptography import x509
 from lxml import etree
 
 from accesspoint.core.namespaces import NS
+from accesspoint.core.xml import holds_elements, string_value
 from accesspoint.envelopes._common import (
     ISO6523_ACTORID,
     EnvelopeError,
@@ -202,7 +203,9 @@ def digg_xhe_findings(root: etree._Element) -> tuple[Finding, ...]:
     )
     findings.extend(Finding("R14-XHE", f"{message} {_R14}") for holds, message in cardinality if not holds)
     for element in root.iter(etree.Element):
-        if len(element) or (element.text or "").strip() or element.tag.startswith((f"{{{XENC_NS}}}", f"{{{DS_NS}}}")):
+        if element.tag.startswith((f"{{{XENC_NS}}}", f"{{{DS_NS}}}")) or holds_elements(element):
+            continue
+        if string_value(element).strip():
             continue
         if any(a.tag == f"{_A}PayloadContent" for a in element.iterancestors()):
             continue
@@ -307,7 +310,7 @@ def _payload(element: etree._Element) -> XhePayload:
     if children:
         content, xml = etree.tostring(detach(children[0])), True
     else:
-        content, xml = b64decode(holder.text or "", "PayloadContent"), False
+        content, xml = b64decode(text(holder), "PayloadContent"), False
     return XhePayload(
         document_type_code=need_text(element, f"{_B}DocumentTypeCode", "DocumentTypeCode"),
         content_type_code=need_text(element, f"{_B}ContentTypeCode", "ContentTypeCode"),

@@ -8,7 +8,7 @@ Paths are relative to the settings file. Everything but ``pmodes`` and ``keys`` 
     storage: data                      # database (SQLite by default), payload files, webhook outbox
     database: postgresql+asyncpg://... # optional; redis: redis://... shares the send queue (with database, instance)
     api_tokens: [a-secret-of-16-chars-or-more]
-    send: {workers: 4, timeout: 30s, lease: 2m}
+    send: {workers: 16, per_partner: 16, timeout: 30s, lease: 2m}
     pull: {interval: 5s}               # how often to pull from partners whose legs are pull
     retention: {interval: 1h}          # how often to purge; how long to keep is each P-Mode's retention
     tls: {certificate: tls.pem, key: tls.key, client_ca: clients-ca.pem}  # client_ca: client certs required
@@ -50,6 +50,9 @@ from accesspoint.store.db import Durability
 from smp.client import DiscoverySettings
 
 log = logging.getLogger("accesspoint.msh.config")
+
+
+SEND_WORKERS = 16  # the default of send.workers
 
 
 class ConfigError(ValueError):
@@ -139,7 +142,8 @@ class ServerConfig:
     api_tokens: tuple[str, ...]
     instance: str = "ap"
     redis_url: str | None = None
-    send_workers: int = 4
+    send_workers: int = 16
+    send_per_partner: int = 16  # sends at once to one receiving party, at most
     send_timeout: timedelta = timedelta(seconds=30)
     lease: timedelta = timedelta(minutes=2)
     durability: Durability = Durability.POWER_LOSS  # what a committed message survives (store/db.py)
@@ -242,10 +246,9 @@ def load_config(path: str | Path) -> ServerConfig:
     storage = base / str(data.get("storage", "data"))
     database = _database(data.get("database"), f"{file}: field database") or f"sqlite:///{storage / 'accesspoint.db'}"
     tokens = _api_tokens(data.get("api_tokens", []), f"{file}: field api_tokens")
-    send = _fields(data.get("send"), f"{file}: field send", {"workers", "timeout", "lease"})
-    workers = send.get("workers", 4)
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ConfigError(f"{file}: field send.workers: a positive integer")
+    send = _fields(data.get("send"), f"{file}: field send", {"workers", "per_partner", "timeout", "lease"})
+    workers = _positive(send.get("workers", SEND_WORKERS), f"{file}: field send.workers")
+    per_partner = _positive(send.get("per_partner", workers), f"{file}: field send.per_partner")
     pull = _fields(data.get("pull"), f"{file}: field pull", {"interval"})
     retention = _fields(data.get("retention"), f"{file}: field retention", {"interval"})
     tls_trust = None if data.get("tls_trust") is None else base / str(data["tls_trust"])
@@ -268,6 +271,7 @@ def load_config(path: str | Path) -> ServerConfig:
         instance=_instance(data.get("instance", "ap"), f"{file}: field instance"),
         redis_url=_redis(data.get("redis"), f"{file}: field redis"),
         send_workers=workers,
+        send_per_partner=per_partner,
         durability=_durability(data.get("durability", Durability.POWER_LOSS.value), f"{file}: field durability"),
         send_timeout=_duration(send.get("timeout", "30s"), f"{file}: field send.timeout"),
         lease=_duration(send.get("lease", "2m"), f"{file}: field send.lease"),
@@ -399,6 +403,12 @@ def _size(value: object, where: str) -> int:
     if size < 1:
         raise ConfigError(f"{where}: {value!r} is not a positive number of bytes")
     return size
+
+
+def _positive(value: object, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{where}: a positive integer")
+    return value
 
 
 def _flag(value: object, where: str) -> bool:

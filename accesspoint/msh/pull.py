@@ -15,6 +15,7 @@ from datetime import datetime
 import aiohttp
 from aiohttp import web
 
+from accesspoint.core.conformance import check_wire
 from accesspoint.core.errors import EbmsError, ErrorCode
 from accesspoint.core.message import ReceivedMessage
 from accesspoint.core.model import SignalMessage
@@ -48,6 +49,7 @@ class PullServer:
         assert signal.pull_request is not None
         mpc = signal.pull_request.mpc
         authorised = self._authorised(received, signal, mpc, now)
+        check_wire(received.deviations, lenient=frozenset().union(*(r.pmode.leniency for r in authorised)))
         claimed = await self._claim(authorised)
         empty = EbmsError(ErrorCode.EMPTY_MPC, f"nothing waits on {mpc}", ref_to_message_id=signal.message_id)
         if claimed is None:

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
-from accesspoint.core.compression import decompress_stream
+from accesspoint.core.compression import decompress_with
 from accesspoint.core.message import ReceivedMessage
 from accesspoint.core.model import SignalMessage, UserMessage
 from accesspoint.core.namespaces import GZIP, SoapVersion
@@ -84,7 +84,6 @@ async def _iterate(chunks: Iterable[bytes]) -> AsyncIterator[bytes]:
 
 def _new_payloads(accepted: AcceptedMessage) -> Iterator[NewPayload]:
     user = accepted.user_message
-    limit = accepted.route.leg.payload.decompression_limit
     for part in user.payload_info:
         content_id = part.content_id
         if content_id is None:
@@ -92,6 +91,6 @@ def _new_payloads(accepted: AcceptedMessage) -> Iterator[NewPayload]:
         source = accepted.opened.sources[content_id]
         chunks: Iterable[bytes] = source.open()
         if part.compression_type == GZIP:
-            chunks = decompress_stream(chunks, limit=limit)
+            chunks = decompress_with(chunks, accepted.route.leg.payload.decompression)
         properties = {p.name: p.value for p in part.properties}
         yield NewPayload(content_id, part.mime_type or source.content_type, _iterate(chunks), properties)

@@ -14,6 +14,7 @@ from datetime import datetime
 
 from cryptography.hazmat.primitives import serialization
 
+from accesspoint.core.conformance import check_wire
 from accesspoint.core.errors import EbmsError, ErrorCode
 from accesspoint.core.ids import new_message_id
 from accesspoint.core.message import ReceivedMessage
@@ -58,6 +59,8 @@ def accept_user_message(
     if not isinstance(user, UserMessage):
         raise EbmsError(ErrorCode.PROCESSING_MODE_MISMATCH, "expected a user message")
     match = pmodes.match_incoming(user)
+    # The wire format first, strictly unless the P-Mode relaxes a rule for its partner.
+    check_wire(received.deviations, lenient=frozenset() if match.route is None else match.route.pmode.leniency)
     problem = match.ebms_error(user.message_id)
     if problem is not None or match.route is None:
         raise problem or EbmsError(ErrorCode.VALUE_NOT_RECOGNIZED, "no P-Mode", ref_to_message_id=user.message_id)
@@ -73,7 +76,7 @@ def accept_user_message(
             revocation=revocation,
             partner_certificates=partner,
             read_part=read_part,
-            decompression_limit=route.leg.payload.decompression_limit,
+            decompression=route.leg.payload.decompression,
         )
     except EbmsError as exc:
         exc.ref_to_message_id = exc.ref_to_message_id or user.message_id

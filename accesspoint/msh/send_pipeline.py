@@ -14,19 +14,18 @@ import asyncio
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO
 
 from accesspoint.core.envelope import parse_envelope
 from accesspoint.core.model import Property, UserMessage
 from accesspoint.core.namespaces import PartProperty, SoapVersion
 from accesspoint.msh.context import Context
-from accesspoint.msh.wire import SPOOL_IN_MEMORY, file_source
+from accesspoint.msh.wire import SPOOL_IN_MEMORY
 from accesspoint.routing.outbound import addressed
 from accesspoint.security.keys import KeyPair
 from accesspoint.security.outbound import Payload, SecuredMessage, secure_message
 from accesspoint.security.policy import SecurityPolicy
-from accesspoint.store import Direction, EvidenceKind, StoredMessage, StoredPayload
+from accesspoint.store import Direction, EvidenceKind, MessageStore, StoredMessage, StoredPayload
 from pmode import Route
 
 SUBMITTED_HEADERS = 4096  # headers as submitted kept in memory for their first attempt (the oldest go first)
@@ -87,32 +86,27 @@ class SendPipeline:
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
-        # The serialised header of each message submitted here, until its first attempt: the bytes kept as its
-        # evidence, so the sender need not read them back (retries and other instances do).
-        self._submitted: dict[str, bytes] = {}
+        # The header of each message submitted here, until its first attempt: the model its kept evidence was
+        # serialised from, so the first attempt neither reads those bytes back nor parses them (retries and other
+        # instances do).
+        self._submitted: dict[str, UserMessage] = {}
 
-    def remember_header(self, message_id: str, header: bytes) -> None:
+    def remember_header(self, header: UserMessage) -> None:
         """Keep a just-submitted message's header for its first attempt."""
         if len(self._submitted) >= SUBMITTED_HEADERS:
             del self._submitted[next(iter(self._submitted))]
-        self._submitted[message_id] = header
+        self._submitted[header.message_id] = header
 
     async def secure(
         self, message: StoredMessage, route: Route, soap_version: SoapVersion = SoapVersion.V12
     ) -> SpooledMessage:
         """The message compressed, signed, encrypted and packed; ValueError or EbmsError if it cannot be."""
         store = self.ctx.store
-        header = self._submitted.pop(message.message_id, None)
-        if header is None:
-            kept = (await store.evidence(Direction.OUT, message.message_id, EvidenceKind.RAW_MESSAGE))[0]
-            header = b"".join([c async for c in store.read(kept)])
-        user = parse_envelope(header).messaging.message
-        if not isinstance(user, UserMessage):
-            raise ValueError("the stored header is not a user message")
+        user = self._submitted.pop(message.message_id, None) or await self._stored_header(message)
         stored = await store.payloads(message)
         job = _Job(
             addressed(user, route),  # a dynamic partner's eb:To is the access point discovery found
-            _payloads(store.files.root, stored, route),
+            _payloads(store, stored, route),
             route.security,
             self.ctx.settings.keys.signing_key(route.security),
             route,
@@ -122,18 +116,27 @@ class SendPipeline:
             return await asyncio.to_thread(job.run)
         return job.run()
 
+    async def _stored_header(self, message: StoredMessage) -> UserMessage:
+        """The header as submitted, from its evidence (a retry, or a message another instance took in)."""
+        store = self.ctx.store
+        kept = (await store.evidence(Direction.OUT, message.message_id, EvidenceKind.RAW_MESSAGE))[0]
+        user = parse_envelope(b"".join([c async for c in store.read(kept)])).messaging.message
+        if not isinstance(user, UserMessage):
+            raise ValueError("the stored header is not a user message")
+        return user
+
 
 # Part properties the MSH writes itself: MimeType and CharacterSet from the payload, CompressionType from the leg.
 _OWN_PART_PROPERTIES = frozenset(p.value for p in PartProperty)
 
 
-def _payloads(root: Path, stored: Sequence[StoredPayload], route: Route) -> tuple[Payload, ...]:
+def _payloads(store: MessageStore, stored: Sequence[StoredPayload], route: Route) -> tuple[Payload, ...]:
     """The stored payloads as they are sent, each with the PartProperties it was submitted with (AS4_CP_TA27)."""
     return tuple(
         Payload(
             p.content_id,
             p.mime_type,
-            file_source(root / p.path),
+            store.payload_source(p),
             compress=route.leg.compression,
             character_set=p.properties.get(PartProperty.CHARACTER_SET.value),
             properties=tuple(Property(k, v) for k, v in p.properties.items() if k not in _OWN_PART_PROPERTIES),

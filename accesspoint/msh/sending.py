@@ -9,7 +9,9 @@ due in the database, so the recovery sweep queues it again). What an attempt led
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 
 import aiohttp
 
@@ -33,13 +35,32 @@ log = logging.getLogger("accesspoint.msh")
 PAUSE_AFTER_FAULT = 1.0  # seconds a worker waits after the database or the queue failed under it
 
 
+class PartnerLanes:
+    """At most ``per_partner`` sends at once to one receiving party, so a slow partner cannot hold every worker."""
+
+    def __init__(self, per_partner: int) -> None:
+        self.per_partner = per_partner
+        self._lanes: dict[str | None, asyncio.Semaphore] = {}
+
+    @contextlib.asynccontextmanager
+    async def slot(self, partner: str | None) -> AsyncIterator[bool]:
+        """Hold one of the partner's slots; yields whether it had to wait for it."""
+        lane = self._lanes.get(partner)
+        if lane is None:
+            lane = self._lanes[partner] = asyncio.Semaphore(self.per_partner)
+        waited = lane.locked()
+        async with lane:
+            yield waited
+
+
 class SendWorkers:
-    """The workers that push outgoing messages (``run`` is one worker)."""
+    """The workers that push outgoing messages (``run`` is one worker; ``send.workers`` of them run)."""
 
     def __init__(self, ctx: Context, pipeline: SendPipeline, settlement: Settlement) -> None:
         self.ctx = ctx
         self.pipeline = pipeline
         self.settlement = settlement
+        self.lanes = PartnerLanes(ctx.settings.send_per_partner)
 
     async def run(self, number: int) -> None:
         """One worker: claim, send, settle, acknowledge; forever."""
@@ -55,8 +76,16 @@ class SendWorkers:
 
     async def _attempt(self, number: int, item: QueueItem, message: StoredMessage) -> None:
         ctx = self.ctx
+        renewed: StoredMessage | None = None
         try:
-            await self.send(message)
+            async with self.lanes.slot(message.to_party) as waited:
+                if waited:  # the wait ate into the claim's lease: renewed, unless another worker took it over
+                    renewed = await ctx.store.renew(message, now=ctx.clock.now(), lease=ctx.settings.lease)
+                    if renewed is None:
+                        log.info("worker %d: %s was taken over while it waited", number, message.message_id)
+                    message = renewed or message
+                if renewed is not None or not waited:
+                    await self.send(message)
         except Exception as exc:
             # A bug or a broken stored message must not leave it in `sending` until its lease runs out.
             log.exception("worker %d: sending %s failed unexpectedly", number, message.message_id)

@@ -12,6 +12,7 @@ import logging
 import random
 from datetime import datetime
 
+from accesspoint.core.conformance import check_wire
 from accesspoint.core.envelope import parse_envelope
 from accesspoint.core.errors import EbmsError, ErrorCode
 from accesspoint.core.message import ReceivedMessage
@@ -188,6 +189,7 @@ class Signals:
                 ref_to_message_id=signal.message_id,
                 log_detail=f"{signal.kind} {signal.message_id} refers to {ref!r}",
             )
+        check_wire(received.deviations, lenient=route.pmode.leniency)
         try:
             if route.dynamic:  # the partner's certificate is the one its route record or discovery gives
                 route = await self._resolved(message, route)

@@ -189,7 +189,7 @@ class Submissions:
         stored = await ctx.store.submit(
             message_info(header, route), list(submission.payloads), now=now, evidence=[kept]
         )
-        self.pipeline.remember_header(message_id, header_bytes)
+        self.pipeline.remember_header(header)
         if route.pmode.binding is not Binding.PULL:  # on pull it waits for the partner's PullRequest
             await ctx.queue.put(message_id)
         return stored

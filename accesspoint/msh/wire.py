@@ -14,7 +14,6 @@ from accesspoint.core.errors import EbmsError, ErrorCode
 from accesspoint.core.message import MessageReader, ReceivedMessage, ReceivedPart
 from accesspoint.core.mime import PartStart
 from accesspoint.core.namespaces import SoapVersion
-from accesspoint.security.outbound import ChunkSource
 
 READ_CHUNK = 64 * 1024
 SPOOL_READ_CHUNK = 256 * 1024
@@ -64,17 +63,6 @@ async def file_chunks(path: Path) -> AsyncIterator[bytes]:
     with path.open("rb") as handle:
         async for chunk in spooled_chunks(handle):
             yield chunk
-
-
-def file_source(path: Path) -> ChunkSource:
-    """A file as a re-openable stream of chunks (for the crypto, which runs in a thread)."""
-
-    def open_file() -> Iterator[bytes]:
-        with path.open("rb") as handle:
-            while chunk := handle.read(SPOOL_READ_CHUNK):
-                yield chunk
-
-    return open_file
 
 
 def soap_response(body: bytes, version: SoapVersion) -> web.Response:

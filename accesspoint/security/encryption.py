@@ -38,6 +38,7 @@ from accesspoint.core.envelope import ParsedEnvelope
 from accesspoint.core.errors import EbmsError, ErrorCode
 from accesspoint.core.message import ReceivedMessage, ReceivedPart
 from accesspoint.core.namespaces import NS
+from accesspoint.core.xml import holds_elements, string_value
 from accesspoint.security.algorithms import (
     DataEncryption,
     DigestAlgorithm,
@@ -131,9 +132,12 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def _unb64(text: str | None, what: str) -> bytes:
+def _unb64(element: etree._Element | None, what: str) -> bytes:
+    """The bytes of a base64 element (its string-value; empty when absent); an element inside is not base64."""
+    if element is not None and holds_elements(element):
+        raise _failed(f"{what} is not base64")
     try:
-        return base64.b64decode("".join((text or "").split()), validate=True)
+        return base64.b64decode("".join(("" if element is None else string_value(element)).split()), validate=True)
     except (binascii.Error, ValueError):
         raise _failed(f"{what} is not base64") from None
 
@@ -539,7 +543,7 @@ def _unwrap_rsa(
         return None
     digest, mgf = _oaep_parameters(method)
     oaep = padding.OAEP(mgf=padding.MGF1(_MGF_DIGESTS[mgf]()), algorithm=_OAEP_DIGESTS[digest](), label=None)
-    wrapped = _unb64(encrypted_key.findtext(f"{XENC}CipherData/{XENC}CipherValue"), "EncryptedKey CipherValue")
+    wrapped = _unb64(encrypted_key.find(f"{XENC}CipherData/{XENC}CipherValue"), "EncryptedKey CipherValue")
     for candidate in candidates:
         private_key = candidate.private_key
         assert isinstance(private_key, rsa.RSAPrivateKey)
@@ -557,7 +561,7 @@ def _originator_key(agreement: etree._Element) -> object:
     der = originator.find(f"{DSIG11}DEREncodedKeyValue")
     try:
         if der is not None:
-            return serialization.load_der_public_key(_unb64(der.text, "DEREncodedKeyValue"))
+            return serialization.load_der_public_key(_unb64(der, "DEREncodedKeyValue"))
         # Inside ds:KeyValue as XML Signature 1.1 has it, or bare as some profile texts show it.
         key_value = originator.find(f"{DS}KeyValue/{DSIG11}ECKeyValue")
         key_value = originator.find(f"{DSIG11}ECKeyValue") if key_value is None else key_value
@@ -566,7 +570,7 @@ def _originator_key(agreement: etree._Element) -> object:
             curve = _CURVES.get("" if curve_uri is None else curve_uri.get("URI", ""))
             if curve is None:
                 raise _failed("ECKeyValue names an unsupported curve")
-            point = _unb64(key_value.findtext(f"{DSIG11}PublicKey"), "ECKeyValue PublicKey")
+            point = _unb64(key_value.find(f"{DSIG11}PublicKey"), "ECKeyValue PublicKey")
             return ec.EllipticCurvePublicKey.from_encoded_point(curve, point)
     except (ValueError, TypeError, UnsupportedAlgorithm):
         raise _failed("unreadable originator public key") from None
@@ -590,10 +594,10 @@ def _hkdf_parameters(agreement: etree._Element, kek_size: int) -> tuple[str, byt
     params = _hkdf_params(agreement)
     prf = _algorithm(params.get("PRF"))
     salt_element, info_element = params.get("Salt"), params.get("Info")
-    salt = b"" if salt_element is None else _unb64(salt_element.text, "HKDF Salt")
-    infos = [b""] if info_element is None else _info_readings(info_element.text)
+    salt = b"" if salt_element is None else _unb64(salt_element, "HKDF Salt")
+    infos = [b""] if info_element is None else _info_readings(string_value(info_element))
     length_element = params.get("KeyLength")
-    length_text = "" if length_element is None else (length_element.text or "").strip()
+    length_text = "" if length_element is None else string_value(length_element).strip()
     # Bytes per the profile; a length in bits for the same key is read the same (HKDF output is a prefix).
     if length_text and length_text not in (str(kek_size), str(8 * kek_size)):
         raise _failed(f"HKDF KeyLength {length_text[:20]!r} does not fit the key wrap algorithm")
@@ -614,7 +618,7 @@ def _unwrap_agreed(
     kek_size = _KEK_SIZES[_algorithm(encrypted_key.find(f"{XENC}EncryptionMethod"))]
     prf, salt, infos = _hkdf_parameters(agreement, kek_size)
     originator = _originator_key(agreement)
-    wrapped = _unb64(encrypted_key.findtext(f"{XENC}CipherData/{XENC}CipherValue"), "EncryptedKey CipherValue")
+    wrapped = _unb64(encrypted_key.find(f"{XENC}CipherData/{XENC}CipherValue"), "EncryptedKey CipherValue")
     # Trying each key and each reading of Info is safe: the key wrap's integrity check accepts only the right one.
     for candidate, info in itertools.product(candidates, infos):
         kek = hkdf_derive(_agree(candidate.private_key, originator), prf, salt, info, kek_size)

@@ -19,7 +19,7 @@ from datetime import datetime
 from cryptography import x509
 from lxml import etree
 
-from accesspoint.core.compression import DEFAULT_DECOMPRESSION_LIMIT, decompress_stream
+from accesspoint.core.compression import DEFAULT_LIMITS, DecompressionLimits, decompress_with
 from accesspoint.core.envelope import ParsedEnvelope
 from accesspoint.core.errors import EbmsError, ErrorCode
 from accesspoint.core.message import ReceivedMessage, ReceivedPart
@@ -122,7 +122,7 @@ def open_message(
     revocation: RevocationChecker | None = None,
     partner_certificates: Iterable[x509.Certificate] = (),
     read_part: PartReader = read_memory_part,
-    decompression_limit: int = DEFAULT_DECOMPRESSION_LIMIT,
+    decompression: DecompressionLimits = DEFAULT_LIMITS,
     check_trust: bool = True,
     strict_coverage: bool = True,
     unavailable: frozenset[str] = frozenset(),
@@ -172,7 +172,7 @@ def open_message(
             )
             warnings.extend(trust.warnings)
 
-    payloads = tuple(_open_payloads(received, sources, encrypted, undecrypted | unavailable, decompression_limit))
+    payloads = tuple(_open_payloads(received, sources, encrypted, undecrypted | unavailable, decompression))
     return OpenedMessage(
         received,
         signature,
@@ -246,7 +246,7 @@ def _open_payloads(
     sources: dict[str, AttachmentSource],
     encrypted: frozenset[str],
     undecrypted: frozenset[str],
-    limit: int,
+    limits: DecompressionLimits,
 ) -> Iterator[OpenedPayload]:
     user = _user(received.parsed)
     if user is None:
@@ -264,7 +264,7 @@ def _open_payloads(
         compressed = part.compression_type == GZIP
         chunks: Iterable[bytes] = source.open()
         if compressed:
-            chunks = decompress_stream(chunks, limit=limit)
+            chunks = decompress_with(chunks, limits)
         digest = hashlib.sha256()
         size = 0
         for chunk in chunks:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Protocol
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa, x25519
 from cryptography.hazmat.primitives.serialization import pkcs12
@@ -75,6 +76,27 @@ def _read(path: str | Path) -> bytes:
         return Path(path).read_bytes()
     except OSError as exc:
         raise KeyLoadError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def load_der_certificate(data: bytes) -> x509.Certificate:
+    """An untrusted DER certificate, its names and public key parsed now: ValueError for anything unusable.
+
+    cryptography parses lazily: up to 48 a name attribute with an unknown ASN.1 string tag raised a bare KeyError
+    on ``.subject`` (pyca/cryptography#15076), and a key of an unknown type raises UnsupportedAlgorithm from
+    ``public_key()``; a version other than 1 or 3 raises InvalidVersion on load. Here each is a malformed
+    certificate like any other.
+    """
+    try:
+        certificate = x509.load_der_x509_certificate(data)
+    except x509.InvalidVersion as exc:  # not a ValueError either
+        raise ValueError(f"unusable certificate ({exc})") from None
+    try:
+        certificate.subject  # noqa: B018 - parsed for the exception, see above
+        certificate.issuer  # noqa: B018
+        certificate.public_key()
+    except (KeyError, UnsupportedAlgorithm) as exc:
+        raise ValueError(f"unusable certificate ({type(exc).__name__}: {exc})") from None
+    return certificate
 
 
 def load_certificates(path: str | Path, password: bytes | None = None) -> list[x509.Certificate]:

@@ -10,7 +10,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from accesspoint.core.envelope import ParsedEnvelope, build_envelope, serialize
 from accesspoint.core.errors import EbmsError, ErrorCode
@@ -45,10 +44,6 @@ class VerifiedReceipt:
     signature: VerifiedSignature | None  # None only when the policy accepts unsigned receipts
 
 
-def _der(certificate: x509.Certificate) -> bytes:
-    return certificate.public_bytes(serialization.Encoding.DER)
-
-
 def verify_receipt(
     parsed: ParsedEnvelope,
     policy: SecurityPolicy,
@@ -73,8 +68,8 @@ def verify_receipt(
         receipt = check_receipt(header, sent_message_id=sent_message_id, sent_references=sent_references)
         return VerifiedReceipt(header, receipt, None)
     signature = verify_signature(parsed, {}, policy, candidates=partners)
-    signer = _der(signature.signer.certificate)
-    if not any(_der(certificate) == signer for certificate in partners):
+    # Certificates compare by their DER encoding (cryptography's __eq__), without re-encoding either.
+    if signature.signer.certificate not in partners:
         raise EbmsError(
             ErrorCode.INVALID_RECEIPT,
             "the receipt is not signed by the partner",

@@ -29,7 +29,7 @@ from accesspoint.core.errors import EbmsError, ErrorCode
 from accesspoint.core.model import ReferenceEcho
 from accesspoint.core.model import Transform as ReferenceTransform
 from accesspoint.core.namespaces import NS
-from accesspoint.core.xml import element_id, parse_xml
+from accesspoint.core.xml import element_id, holds_elements, parse_xml, string_value
 from accesspoint.security.algorithms import C14N, DigestAlgorithm, SignatureAlgorithm, Transform
 from accesspoint.security.keys import KeyPair
 from accesspoint.security.policy import SecurityPolicy, TokenReference
@@ -339,14 +339,21 @@ def resolve_token(
     if reference is not None:
         uri = reference.get("URI", "")
         token = ids.get(uri[1:]) if uri.startswith("#") else None
-        if token is not None and token.tag == f"{WSSE}BinarySecurityToken":
-            return _read_token(token.get("ValueType", ""), token.text or "")
+        if token is not None and token.tag == f"{WSSE}BinarySecurityToken" and not holds_elements(token):
+            return _read_token(token.get("ValueType", ""), string_value(token))
     return resolve_token_reference(str_element, dict(ids), candidates)
 
 
 def _fail(detail: str) -> EbmsError:
     # The wire says only that authentication failed; the log gets the precise reason.
     return EbmsError(ErrorCode.FAILED_AUTHENTICATION, "the signature could not be verified", log_detail=detail)
+
+
+def _unb64(text: str, what: str) -> bytes:
+    try:
+        return base64.b64decode("".join(text.split()))
+    except ValueError:  # binascii.Error, or a character outside ASCII
+        raise _fail(f"{what} is not base64") from None
 
 
 def _policy(detail: str) -> EbmsError:
@@ -405,7 +412,7 @@ def verify_signature(
     parts = _first_children(signature)
     signed_info = parts.get(_SIGNED_INFO)
     value_element = parts.get(_SIGNATURE_VALUE)
-    value_text = None if value_element is None else value_element.text or ""
+    value_text = None if value_element is None or holds_elements(value_element) else string_value(value_element)
     if signed_info is None or value_text is None:
         raise _fail("ds:Signature lacks SignedInfo or SignatureValue")
     signed_parts = _first_children(signed_info)
@@ -435,7 +442,7 @@ def verify_signature(
         signer = resolve_token(token_reference, parsed.ids, candidates)
     except EbmsError as exc:
         raise _fail(exc.log_detail) from None
-    raw = base64.b64decode("".join(value_text.split()))
+    raw = _unb64(value_text, "SignatureValue")
     if not verify_bytes(signer.certificate.public_key(), method, raw, exc_c14n(signed_info, prefixes)):
         raise _fail("the SignatureValue does not verify with the signer's key")
 
@@ -480,7 +487,7 @@ def _verify_reference(
     skip_attachments: frozenset[str],
 ) -> VerifiedReference | ReferenceEcho:
     """A verified reference, or the bare echo of an attachment reference that could not be checked."""
-    expected = base64.b64decode(echo.digest_value)
+    expected = _unb64(echo.digest_value, f"DigestValue of {echo.uri[:80]!r}")
     if echo.uri.startswith("cid:"):
         content_id = echo.uri[4:]
         if [t.algorithm for t in echo.transforms] not in (

@@ -12,7 +12,9 @@ from lxml import etree
 
 from accesspoint.core.errors import EbmsError, ErrorCode
 from accesspoint.core.namespaces import NS
+from accesspoint.core.xml import find_value, holds_elements, string_value
 from accesspoint.security.algorithms import TokenType
+from accesspoint.security.keys import load_der_certificate
 from accesspoint.security.policy import TokenReference
 
 WSSE = f"{{{NS.WSSE}}}"
@@ -61,7 +63,7 @@ def parse_pkipath(data: bytes) -> list[x509.Certificate]:
         if data[offset] != 0x30:
             raise ValueError("PKIPath element is not a certificate")
         inner, body = _der_length(data, offset + 1)
-        certificates.append(x509.load_der_x509_certificate(data[offset : body + inner]))
+        certificates.append(load_der_certificate(data[offset : body + inner]))
         offset = body + inner
     if not certificates:
         raise ValueError("PKIPath is empty")
@@ -168,19 +170,23 @@ def resolve_token_reference(
     pool = list(candidates)
     if key_identifier is not None:
         value_type = key_identifier.get("ValueType", "")
-        raw = base64.b64decode("".join((key_identifier.text or "").split()))
+        try:
+            raw = base64.b64decode("".join(string_value(key_identifier).split()))
+            embedded = load_der_certificate(raw) if value_type == TokenType.X509V3 else None
+        except ValueError as exc:  # binascii.Error is one
+            raise EbmsError(ErrorCode.FAILED_AUTHENTICATION, f"unreadable KeyIdentifier: {exc}") from None
         if value_type == TokenType.X509_SKI:
             for certificate in pool:
                 if subject_key_identifier(certificate) == raw:
                     return ResolvedToken(certificate, (), TokenReference.SUBJECT_KEY_IDENTIFIER)
             raise EbmsError(ErrorCode.FAILED_AUTHENTICATION, "no known certificate has the referenced SKI")
-        if value_type == TokenType.X509V3:
-            return ResolvedToken(x509.load_der_x509_certificate(raw), (), TokenReference.BST_X509V3)
+        if embedded is not None:
+            return ResolvedToken(embedded, (), TokenReference.BST_X509V3)
         raise EbmsError(ErrorCode.FAILED_AUTHENTICATION, f"unsupported KeyIdentifier type {value_type[:100]!r}")
     issuer_serial = str_element.find(f"{DS}X509Data/{DS}X509IssuerSerial")
     if issuer_serial is not None:
-        issuer = (issuer_serial.findtext(f"{DS}X509IssuerName") or "").strip()
-        serial_text = (issuer_serial.findtext(f"{DS}X509SerialNumber") or "").strip()
+        issuer = (find_value(issuer_serial, f"{DS}X509IssuerName") or "").strip()
+        serial_text = (find_value(issuer_serial, f"{DS}X509SerialNumber") or "").strip()
         if not serial_text.isdigit():
             raise EbmsError(ErrorCode.FAILED_AUTHENTICATION, "X509SerialNumber is not a number")
         serial = int(serial_text)
@@ -195,9 +201,11 @@ def read_binary_security_token(token: etree._Element) -> ResolvedToken:
     """Decode a BinarySecurityToken (X509v3 or X509PKIPathv1)."""
     value_type = token.get("ValueType", "")
     try:
-        raw = base64.b64decode("".join((token.text or "").split()), validate=True)
+        if holds_elements(token):
+            raise ValueError("an element inside the token")
+        raw = base64.b64decode("".join(string_value(token).split()), validate=True)
         if value_type == TokenType.X509V3:
-            return ResolvedToken(x509.load_der_x509_certificate(raw), (), TokenReference.BST_X509V3)
+            return ResolvedToken(load_der_certificate(raw), (), TokenReference.BST_X509V3)
         if value_type == TokenType.X509_PKIPATH_V1:
             chain = parse_pkipath(raw)
             leaf = _leaf_of(chain)

@@ -149,7 +149,8 @@ def _validity(certificate: x509.Certificate, at: datetime, role: str) -> TrustEr
 def _extensions(certificate: x509.Certificate, role: str) -> tuple[x509.Extensions | None, TrustError | None]:
     try:
         extensions = certificate.extensions
-    except ValueError as exc:
+    # cryptography raises these two apart from ValueError: an extension present twice, a name form it lacks.
+    except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as exc:
         return None, TrustError(TrustFailure.INVALID_PATH, f"{role} {describe(certificate)}: bad extensions ({exc})")
     for extension in extensions:
         if extension.critical and extension.oid not in _UNDERSTOOD_CRITICAL:

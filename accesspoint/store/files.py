@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import os
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -23,6 +23,17 @@ class StoredFile:
     path: str
     size: int
     sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class Content:
+    """Bytes to keep: held in the database (``data``) when short, else a durable file (``path``); size and SHA-256
+    (hex) either way."""
+
+    size: int
+    sha256: str
+    data: bytes | None = None
+    path: str | None = None
 
 
 class FileTooLarge(Exception):
@@ -76,6 +87,27 @@ class FileStore:
             raise
         return StoredFile(path=final.relative_to(self.root).as_posix(), size=size, sha256=digest.hexdigest())
 
+    async def take(self, chunks: AsyncIterable[bytes], *, inline_limit: int, limit: int | None = None) -> Content:
+        """The stream as Content: in memory when it ends within inline_limit bytes (it then goes into the database
+        with its row, in the writer's transaction), else streamed to a durable file like ``write``.
+
+        Short content costs no file, no fsync and no thread hop here: the database's one commit per batch makes it
+        durable together with the rows that refer to it.
+        """
+        held: list[bytes] = []
+        size = 0
+        iterator = aiter(chunks)
+        async for chunk in iterator:
+            size += len(chunk)
+            if limit is not None and size > limit:
+                raise FileTooLarge(f"stream longer than {limit} bytes")
+            held.append(chunk)
+            if size > inline_limit:
+                stored = await self.write(_resumed(held, iterator), limit=limit)
+                return Content(size=stored.size, sha256=stored.sha256, path=stored.path)
+        data = b"".join(held)
+        return Content(size=size, sha256=hashlib.sha256(data).hexdigest(), data=data)
+
     async def read(self, path: str) -> AsyncIterator[bytes]:
         """Yield the file's bytes in chunks (a file shorter than a chunk costs one hop to a worker thread)."""
         handle, first = await asyncio.to_thread(_open_and_read, self._resolve(path))
@@ -90,6 +122,12 @@ class FileStore:
         finally:
             await asyncio.to_thread(handle.close)
 
+    def blocking_read(self, path: str) -> Iterator[bytes]:
+        """The file's bytes in chunks, read in the calling thread (for a worker thread, never the event loop)."""
+        with self._resolve(path).open("rb") as handle:
+            while chunk := handle.read(READ_CHUNK):
+                yield chunk
+
     async def delete(self, path: str) -> None:
         """Remove a file; one already gone is fine, since purges may be repeated after a crash."""
         await asyncio.to_thread(self._resolve(path).unlink, missing_ok=True)
@@ -100,6 +138,14 @@ class FileStore:
         if not resolved.is_relative_to(self.root.resolve()):
             raise ValueError(f"path {path!r} is outside the file store")
         return resolved
+
+
+async def _resumed(held: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The chunks already taken from a stream, then the rest of it."""
+    for chunk in held:
+        yield chunk
+    async for chunk in rest:
+        yield chunk
 
 
 def _finish(handle: BinaryIO, temp: Path, final: Path, fsync: bool) -> None:

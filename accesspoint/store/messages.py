@@ -25,17 +25,16 @@ Recovery rules (what a restart, or another instance, does with what a crash left
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar, overload
 
 from sqlalchemy import (
     ColumnElement,
     Connection,
     Executable,
     Row,
-    Table,
     and_,
     bindparam,
     delete,
@@ -45,12 +44,12 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.sql.dml import Insert, Update
 from sqlalchemy.sql.elements import BindParameter
 
 from accesspoint.store import schema
 from accesspoint.store.db import Database, Durability, upgrade_to_head
-from accesspoint.store.files import FileStore, StoredFile
+from accesspoint.store.files import Content, FileStore
+from accesspoint.store.ops import Claim, Duplicate, EvidenceRow, Insert, Inserted, Keep, Move, PayloadRow
 from accesspoint.store.records import (
     EndToEnd,
     Evidence,
@@ -66,13 +65,13 @@ from accesspoint.store.records import (
     Transition,
 )
 from accesspoint.store.shield import Shield
-from accesspoint.store.states import FINAL, INITIAL, Direction, MessageState, check_transition
+from accesspoint.store.states import FINAL, Direction, MessageState, check_transition
+from accesspoint.store.writer import INLINE_LIMIT, WriteFailed, Writer, open_writer
 
 M = schema.messages
 P = schema.payloads
 E = schema.evidence
 T = schema.transitions
-_AUDIT = insert(T)  # with its values as parameters (see _insert_row)
 
 # Rows handled per statement by purges, so one purge never holds a long transaction.
 PURGE_BATCH = 500
@@ -99,12 +98,26 @@ class DuplicateMessage(Exception):
 
 
 class MessageStore:
-    """Messages, payloads and evidence in one database and one file store."""
+    """Messages, payloads and evidence in one database (short content inline) and one file store (the rest).
 
-    def __init__(self, database: Database, files: FileStore, *, instance: str = "local") -> None:
+    Every write goes through the database's group-committing writer (``accesspoint.store.writer``); reads go
+    through SQLAlchemy.
+    """
+
+    def __init__(
+        self,
+        database: Database,
+        files: FileStore,
+        writer: Writer,
+        *,
+        instance: str = "local",
+        inline_limit: int = INLINE_LIMIT,
+    ) -> None:
         self.db = database
         self.files = files
+        self.writer = writer
         self.instance = instance
+        self.inline_limit = inline_limit
         self._shield = Shield()
 
     @classmethod
@@ -116,16 +129,21 @@ class MessageStore:
         instance: str = "local",
         migrate: bool = True,
         durability: Durability = Durability.POWER_LOSS,
+        inline_limit: int = INLINE_LIMIT,
     ) -> MessageStore:
         """Connect to url (running the migrations first unless told not to) with files under file_root."""
         if migrate:
             await upgrade_to_head(url)
         files = FileStore(file_root, fsync=durability is Durability.POWER_LOSS)
-        return cls(Database(url, durability=durability), files, instance=instance)
+        database = Database(url, durability=durability)
+        writer = open_writer(url, instance=instance, durability=durability)
+        await writer.start()
+        return cls(database, files, writer, instance=instance, inline_limit=inline_limit)
 
     async def close(self) -> None:
-        """Let the operations still running finish, then close the database connections."""
+        """Let the operations still running finish, then close the writer and the database connections."""
         await self._shield.drain()
+        await self.writer.close()
         await self.db.dispose()
 
     # --- inserting ---------------------------------------------------------------------------------------
@@ -135,30 +153,26 @@ class MessageStore:
     ) -> StoredMessage:
         """Store an outgoing message as ``submitted`` with its evidence; DuplicateMessage if its MessageId is taken."""
         # No look-up first: duplicates are a backend's mistake, so the unique constraint alone catches them.
-        try:
-            return await self._insert(Direction.OUT, info, payloads, now=now, evidence=evidence)
-        except IntegrityError as error:
-            raise DuplicateMessage(info.message_id) from error
+        outcome = await self._insert(Direction.OUT, info, payloads, now=now, evidence=evidence)
+        if isinstance(outcome, Duplicate):
+            raise DuplicateMessage(info.message_id)
+        return outcome.message
 
     async def receive(
         self, info: MessageInfo, payloads: Sequence[NewPayload], *, now: datetime, evidence: Sequence[NewEvidence] = ()
     ) -> Reception:
         """Store an incoming message as ``received`` with its evidence, or report it as a duplicate with its stored
         receipt (then nothing is stored: the caller decides what a repetition keeps)."""
-        existing = await self.get(Direction.IN, info.message_id)
+        outcome = await self._insert(Direction.IN, info, payloads, now=now, evidence=evidence)
+        if isinstance(outcome, Inserted):
+            return Reception(outcome.message, duplicate=False)
+        # Another instance's insert may have committed after the writer's snapshot: then it is read here.
+        existing = outcome.existing or await self.get(Direction.IN, info.message_id)
         if existing is None:
-            try:
-                stored = await self._insert(Direction.IN, info, payloads, now=now, evidence=evidence)
-                return Reception(stored, duplicate=False)
-            except IntegrityError:
-                # Another instance stored the same MessageId between our look-up and our insert.
-                existing = await self.get(Direction.IN, info.message_id)
-                if existing is None:
-                    raise
+            raise WriteFailed(f"{info.message_id} was refused as a duplicate but is not stored")
         receipts = await self.evidence(Direction.IN, info.message_id, EvidenceKind.OUR_RECEIPT)
         return Reception(existing, duplicate=True, receipt=receipts[-1] if receipts else None)
 
-    @_shielded
     async def _insert(
         self,
         direction: Direction,
@@ -167,56 +181,62 @@ class MessageStore:
         *,
         now: datetime,
         evidence: Sequence[NewEvidence],
-    ) -> StoredMessage:
-        # The message, its payloads and its evidence in one transaction: none is ever kept without the others,
-        # and one commit (one disk flush) instead of one per piece.
-        stored: list[StoredFile] = []
-        kept: list[StoredFile] = []
+    ) -> Inserted | Duplicate:
+        # The message, its payloads and its evidence in one operation of the writer: none is ever kept without the
+        # others, and the batch's one commit covers them.
+        taken: list[Content] = []
         try:
+            rows = []
             for payload in payloads:
-                stored.append(await self.files.write(payload.chunks))
-            for item in evidence:
-                kept.append(await self.files.write(item.chunks))
-
-            def insert_rows(connection: Connection) -> Row[Any]:
-                row = _insert_row(
-                    connection,
-                    M,
-                    direction=direction.value,
-                    state=INITIAL[direction].value,
-                    version=1,
-                    attempts=0,
-                    payload_bytes=sum(file.size for file in stored),
-                    created_at=now,
-                    updated_at=now,
-                    **_info_values(info),
-                )
-                if payloads:
-                    connection.execute(
-                        insert(P),
-                        [
-                            {
-                                "message": row.id,
-                                "content_id": payload.content_id,
-                                "mime_type": payload.mime_type,
-                                "properties": dict(payload.properties),
-                                "size": file.size,
-                                "sha256": file.sha256,
-                                "path": file.path,
-                            }
-                            for payload, file in zip(payloads, stored, strict=True)
-                        ],
-                    )
-                self._audit(connection, row.id, None, INITIAL[direction], now=now, detail=None)
-                _insert_evidence(connection, direction, info.message_id, evidence, kept, now=now)
-                return row
-
-            row = await self.db.run(insert_rows)
+                taken.append(content := await self._take(payload.chunks))
+                rows.append(PayloadRow(payload.content_id, payload.mime_type, content, dict(payload.properties)))
         except BaseException:
-            for file in stored + kept:
-                await self.files.delete(file.path)
+            await self._discard(taken)
             raise
-        return _message(row)
+        kept = await self._evidence_rows(evidence, now, taken)
+        outcome = await self._write(Insert(direction, info, now, tuple(rows), kept), taken)
+        if isinstance(outcome, Duplicate):
+            await self._discard(taken)
+        return outcome
+
+    @overload
+    async def _write(self, op: Insert, taken: Sequence[Content]) -> Inserted | Duplicate: ...
+    @overload
+    async def _write(self, op: Move, taken: Sequence[Content]) -> StoredMessage | None: ...
+    @overload
+    async def _write(self, op: Keep, taken: Sequence[Content]) -> tuple[Evidence, ...]: ...
+    async def _write(self, op: Insert | Move | Keep, taken: Sequence[Content]) -> Any:
+        """Submit op to the writer; the files taken for it are deleted when it is known not to be kept. A caller
+        cancelled while waiting leaves them: its operation stays queued and commits like any other (no shield is
+        needed, the writer finishes what it was given)."""
+        try:
+            return await self.writer.submit(op)
+        except WriteFailed:
+            await self._discard(taken)
+            raise
+
+    async def _take(self, chunks: AsyncIterable[bytes]) -> Content:
+        return await self.files.take(chunks, inline_limit=self.inline_limit)
+
+    async def _evidence_rows(
+        self, evidence: Sequence[NewEvidence], now: datetime, taken: list[Content]
+    ) -> tuple[EvidenceRow, ...]:
+        """Each piece of evidence's stream taken into content (appended to taken); on failure, all taken is dropped."""
+        rows = []
+        try:
+            for item in evidence:
+                taken.append(content := await self._take(item.chunks))
+                rows.append(EvidenceRow(item.kind, content, now + item.retain_for))
+        except BaseException:
+            await self._discard(taken)
+            raise
+        return tuple(rows)
+
+    async def _discard(self, contents: Sequence[Content]) -> None:
+        """Delete the files of content that was not kept (short content was only in memory)."""
+        for content in contents:
+            if content.path is not None:
+                await self.files.delete(content.path)
 
     # --- reading -----------------------------------------------------------------------------------------
 
@@ -266,13 +286,32 @@ class MessageStore:
                 size=row.size,
                 sha256=row.sha256,
                 path=row.path,
+                data=row.data,
             )
             for row in rows
         ]
 
     def read(self, item: StoredPayload | Evidence) -> AsyncIterator[bytes]:
-        """The bytes of a payload or of evidence, in chunks."""
-        return self.files.read(item.path)
+        """The bytes of a payload or of evidence, in chunks (from its file, or the database where kept inline)."""
+        if item.path is not None:
+            return self.files.read(item.path)
+        return self._read_inline(item)
+
+    def payload_source(self, payload: StoredPayload) -> Callable[[], Iterator[bytes]]:
+        """A payload's bytes as a re-openable blocking stream, for code that reads it in a worker thread."""
+        if payload.path is None:
+            data = payload.data or b""
+            return lambda: iter((data,))
+        return functools.partial(self.files.blocking_read, payload.path)
+
+    async def _read_inline(self, item: StoredPayload | Evidence) -> AsyncIterator[bytes]:
+        data = item.data if isinstance(item, StoredPayload) else None
+        if data is None:
+            table = P if isinstance(item, StoredPayload) else E
+            query = select(table.c.data).where(table.c.id == item.pk)
+            data = await self._shield.run(self.db.run(lambda connection: connection.execute(query).scalar_one()))
+        if data:
+            yield data
 
     @_shielded
     async def history(self, message: StoredMessage) -> list[Transition]:
@@ -291,7 +330,6 @@ class MessageStore:
 
     # --- moving ------------------------------------------------------------------------------------------
 
-    @_shielded
     async def transition(
         self,
         message: StoredMessage,
@@ -313,53 +351,35 @@ class MessageStore:
         check_transition(message.direction, message.state, target)
         if target is MessageState.SENDING:
             raise ValueError("use claim() to move a message to sending: it takes the lease")
-        values: dict[str, Any] = {"next_attempt_at": next_attempt_at, "lease_owner": None, "lease_until": None}
         if error is not None:
-            values["last_error_code"], values["last_error_detail"] = error
             detail = detail or error[0]
-        kept: list[StoredFile] = []
+        taken: list[Content] = []
+        rows = await self._evidence_rows(evidence, now, taken)
+        move = Move(message, target, now, next_attempt_at=next_attempt_at, error=error, detail=detail, evidence=rows)
+        return await self._write(move, taken)
 
-        def move(connection: Connection) -> StoredMessage | None:
-            moved = self._cas(connection, message, target, values, now=now, detail=detail)
-            _insert_evidence(connection, message.direction, message.message_id, evidence, kept, now=now)
-            return moved
+    async def renew(self, message: StoredMessage, *, now: datetime, lease: timedelta) -> StoredMessage | None:
+        """Extend this instance's lease of a message it claimed to now + lease (``sending -> sending``); None when it
+        is no longer as read (its lease ran out and another worker took it over)."""
+        if message.state is not MessageState.SENDING or message.lease_owner != self.instance:
+            raise ValueError("only a message this instance holds in sending has a lease to renew")
+        renewal = Move(
+            message,
+            MessageState.SENDING,
+            now,
+            lease_owner=self.instance,
+            lease_until=now + lease,
+            detail="lease renewed",
+        )
+        return await self.writer.submit(renewal)
 
-        try:
-            for item in evidence:
-                kept.append(await self.files.write(item.chunks))
-            return await self.db.run(move)
-        except BaseException:
-            for file in kept:
-                await self.files.delete(file.path)
-            raise
-
-    @_shielded
     async def claim(self, message_id: str, *, now: datetime, lease: timedelta) -> StoredMessage | None:
         """Take an outgoing message for sending (attempts + 1, leased until now + lease) if it is due.
 
         Due means: ``submitted``; ``awaiting_receipt`` whose next attempt has come; or ``sending`` whose
         lease has run out. None when it is not due, unknown, or another worker claimed it first.
         """
-        # One connection and one transaction for the look-up and the move: each round trip to the driver's
-        # thread costs more than the statements themselves.
-
-        def take(connection: Connection) -> StoredMessage | None:
-            row = connection.execute(_CLAIMABLE, {"b_message_id": message_id, "b_now": now}).one_or_none()
-            if row is None:
-                return None
-            message = _message(row)
-            detail = None
-            if message.state is MessageState.SENDING:
-                detail = f"lease of {message.lease_owner} expired at {message.lease_until}"
-            values = {
-                "attempts": _NEXT_ATTEMPT,
-                "lease_owner": self.instance,
-                "lease_until": now + lease,
-                "next_attempt_at": None,
-            }
-            return self._cas(connection, message, MessageState.SENDING, values, now=now, detail=detail)
-
-        return await self.db.run(take)
+        return await self.writer.submit(Claim(message_id, now, now + lease))
 
     @_shielded
     async def recoverable(self, *, now: datetime, limit: int = 1000, idle: timedelta | None = None) -> list[str]:
@@ -374,62 +394,8 @@ class MessageStore:
         rows = await self._all(due.order_by(M.c.id).limit(limit))
         return [row.message_id for row in rows]
 
-    def _cas(
-        self,
-        connection: Connection,
-        message: StoredMessage,
-        target: MessageState,
-        values: dict[str, Any],
-        *,
-        now: datetime,
-        detail: str | None,
-    ) -> StoredMessage | None:
-        """The compare-and-set: move the row only if it is still as read, and audit the move."""
-        check_transition(message.direction, message.state, target)
-        plain = {key: value for key, value in values.items() if not isinstance(value, ColumnElement)}
-        expressions = tuple((key, value) for key, value in values.items() if isinstance(value, ColumnElement))
-        parameters = {f"b_{key}": value for key, value in plain.items()}
-        row = connection.execute(
-            _cas_statement(tuple(plain), expressions),
-            {
-                **parameters,
-                "b_pk": message.pk,
-                "b_state": message.state.value,
-                "b_version": message.version,
-                "b_target": target.value,
-                "b_now": now,
-            },
-        ).one_or_none()
-        if row is None:
-            return None
-        self._audit(connection, message.pk, message.state, target, now=now, detail=detail)
-        return _message(row)
-
-    def _audit(
-        self,
-        connection: Connection,
-        pk: int,
-        source: MessageState | None,
-        target: MessageState,
-        *,
-        now: datetime,
-        detail: str | None,
-    ) -> None:
-        connection.execute(
-            _AUDIT,
-            {
-                "message": pk,
-                "from_state": None if source is None else source.value,
-                "to_state": target.value,
-                "at": now,
-                "actor": self.instance,
-                "detail": detail,
-            },
-        )
-
     # --- evidence ----------------------------------------------------------------------------------------
 
-    @_shielded
     async def add_evidence(
         self,
         direction: Direction,
@@ -440,27 +406,11 @@ class MessageStore:
         now: datetime,
         retain_for: timedelta,
     ) -> Evidence:
-        """Stream evidence to the file store and record it; it is kept until now + retain_for."""
-        file = await self.files.write(chunks)
-        try:
-            row = await self.db.run(
-                lambda connection: _insert_row(
-                    connection,
-                    E,
-                    direction=direction.value,
-                    message_id=message_id,
-                    kind=kind.value,
-                    size=file.size,
-                    sha256=file.sha256,
-                    path=file.path,
-                    created_at=now,
-                    retain_until=now + retain_for,
-                )
-            )
-        except BaseException:
-            await self.files.delete(file.path)
-            raise
-        return _evidence(row)
+        """Keep evidence (inline when short, else in the file store) until now + retain_for."""
+        taken: list[Content] = []
+        rows = await self._evidence_rows([NewEvidence(kind, chunks, retain_for)], now, taken)
+        (kept,) = await self._write(Keep(direction, message_id, now, rows), taken)
+        return kept
 
     @_shielded
     async def evidence(self, direction: Direction, message_id: str, kind: EvidenceKind | None = None) -> list[Evidence]:
@@ -582,7 +532,7 @@ _Drop = Callable[[Connection, list[int]], Sequence[str]]
 
 def _delete_payloads(connection: Connection, message_ids: list[int]) -> Sequence[str]:
     result = connection.execute(delete(P).where(P.c.message.in_(message_ids)).returning(P.c.path))
-    return result.scalars().all()
+    return [path for path in result.scalars() if path is not None]  # inline payloads leave no file
 
 
 def _drop_payloads(now: datetime) -> _Drop:
@@ -603,60 +553,7 @@ def _drop_messages(connection: Connection, message_ids: list[int]) -> Sequence[s
 
 def _drop_evidence(connection: Connection, ids: list[int]) -> Sequence[str]:
     result = connection.execute(delete(E).where(E.c.id.in_(ids)).returning(E.c.path))
-    return result.scalars().all()
-
-
-def _insert_evidence(
-    connection: Connection,
-    direction: Direction,
-    message_id: str,
-    items: Sequence[NewEvidence],
-    files: Sequence[StoredFile],
-    *,
-    now: datetime,
-) -> None:
-    if not items:
-        return
-    rows = [
-        {
-            "direction": direction.value,
-            "message_id": message_id,
-            "kind": item.kind.value,
-            "size": file.size,
-            "sha256": file.sha256,
-            "path": file.path,
-            "created_at": now,
-            "retain_until": now + item.retain_for,
-        }
-        for item, file in zip(items, files, strict=True)
-    ]
-    connection.execute(insert(E), rows)
-
-
-def _insert_row(connection: Connection, table: Table, **values: Any) -> Row[Any]:
-    # The values as parameters of one statement per table rather than .values(): SQLAlchemy then builds no
-    # bound literal per column and compiles the statement once; each insert costs a quarter of the CPU time.
-    return connection.execute(_returning_insert(table), values).one()
-
-
-@functools.cache
-def _returning_insert(table: Table) -> Insert:
-    return insert(table).returning(*table.c)
-
-
-def _info_values(info: MessageInfo) -> dict[str, Any]:
-    return {
-        "message_id": info.message_id,
-        "ref_to_message_id": info.ref_to_message_id,
-        "conversation_id": info.conversation_id,
-        "pmode_id": info.pmode_id,
-        "leg": info.leg,
-        "mpc": info.mpc,
-        "from_party": info.from_party,
-        "to_party": info.to_party,
-        "service": info.service,
-        "action": info.action,
-    }
+    return [path for path in result.scalars() if path is not None]
 
 
 def _due_clause(now: datetime | BindParameter[datetime]) -> ColumnElement[bool]:
@@ -668,37 +565,17 @@ def _due_clause(now: datetime | BindParameter[datetime]) -> ColumnElement[bool]:
     )
 
 
-# Statements built once with bound parameters (b_...), so a claim or a move only binds values: building a
-# statement with its values as literals costs more CPU than SQLite takes to run it.
-_CLAIMABLE = select(M).where(
-    M.c.direction == Direction.OUT.value,
-    M.c.message_id == bindparam("b_message_id"),
-    _due_clause(bindparam("b_now", type_=M.c.updated_at.type)),
-)
+# Statements built once with bound parameters (b_...): building one with its values as literals costs more CPU than
+# SQLite takes to run it.
 _BY_MESSAGE_ID = select(M).where(M.c.direction == bindparam("b_direction"), M.c.message_id == bindparam("b_message_id"))
 _PAYLOADS = select(P).where(P.c.message == bindparam("b_message")).order_by(P.c.id)
+# Evidence is listed without its inline bytes (read() fetches them).
 _EVIDENCE = (
-    select(E).where(E.c.direction == bindparam("b_direction"), E.c.message_id == bindparam("b_message_id"))
+    select(*[column for column in E.c if column.name != "data"]).where(
+        E.c.direction == bindparam("b_direction"), E.c.message_id == bindparam("b_message_id")
+    )
 ).order_by(E.c.id)
 _EVIDENCE_OF_KIND = _EVIDENCE.where(E.c.kind == bindparam("b_kind"))
-_NEXT_ATTEMPT = M.c.attempts + 1  # one object, so that claims share one cached CAS statement
-
-
-@functools.cache
-def _cas_statement(plain: tuple[str, ...], expressions: tuple[tuple[str, ColumnElement[Any]], ...]) -> Update:
-    """UPDATE messages the compare-and-set way; ``plain`` columns take parameters b_<column>."""
-    return (
-        update(M)
-        .where(M.c.id == bindparam("b_pk"), M.c.state == bindparam("b_state"), M.c.version == bindparam("b_version"))
-        .values(
-            state=bindparam("b_target"),
-            version=M.c.version + 1,
-            updated_at=bindparam("b_now", type_=M.c.updated_at.type),
-            **{key: bindparam(f"b_{key}", type_=M.c[key].type) for key in plain},
-            **dict(expressions),
-        )
-        .returning(*M.c)
-    )
 
 
 def _message(row: Row[Any]) -> StoredMessage:

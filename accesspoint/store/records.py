@@ -86,7 +86,8 @@ class StoredMessage:
 
 @dataclass(frozen=True, slots=True)
 class StoredPayload:
-    """A payload's metadata; its bytes are read with ``MessageStore.read``."""
+    """A payload's metadata, and its bytes when they are kept in the database (``data``; else in the file store at
+    ``path``); ``MessageStore.read`` reads either."""
 
     pk: int
     content_id: str
@@ -94,12 +95,13 @@ class StoredPayload:
     properties: dict[str, str]
     size: int
     sha256: str
-    path: str
+    path: str | None
+    data: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Evidence:
-    """One piece of stored evidence; its bytes are read with ``MessageStore.read``."""
+    """One piece of stored evidence; its bytes are read with ``MessageStore.read`` (from the database or a file)."""
 
     pk: int
     direction: Direction
@@ -107,7 +109,7 @@ class Evidence:
     kind: EvidenceKind
     size: int
     sha256: str
-    path: str
+    path: str | None  # None: the bytes are kept in the database
     created_at: datetime
     retain_until: datetime
 

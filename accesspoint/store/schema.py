@@ -14,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -102,7 +103,9 @@ payloads = Table(
     Column("properties", JSON, nullable=False),
     Column("size", BigInteger, nullable=False),
     Column("sha256", String(64), nullable=False),
-    Column("path", String(255), nullable=False),
+    # Exactly one of the two: short content inline, committed with its row; longer content in the file store.
+    Column("path", String(255)),
+    Column("data", LargeBinary),
     UniqueConstraint("message", "content_id", name="uq_payloads_message_content_id"),
 )
 
@@ -116,7 +119,8 @@ evidence = Table(
     Column("kind", String(32), nullable=False),
     Column("size", BigInteger, nullable=False),
     Column("sha256", String(64), nullable=False),
-    Column("path", String(255), nullable=False),
+    Column("path", String(255)),  # or, for short evidence, inline:
+    Column("data", LargeBinary),
     Column("created_at", UtcDateTime(), nullable=False),
     Column("retain_until", UtcDateTime(), nullable=False),
     Index("ix_evidence_message_id", "message_id"),

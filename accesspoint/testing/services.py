@@ -73,8 +73,11 @@ def _as_postgres(argv: list[str]) -> list[str]:
 
 
 @contextlib.contextmanager
-def postgres_server() -> Iterator[PostgresServer]:
-    """Start a throw-away PostgreSQL 15 (initdb, pg_ctl) and stop and remove it afterwards."""
+def postgres_server(*, durable: bool = False) -> Iterator[PostgresServer]:
+    """Start a throw-away PostgreSQL 15 (initdb, pg_ctl) and stop and remove it afterwards.
+
+    ``durable``: every commit flushed to disk, as in production (benchmarks of the power-loss durability).
+    """
     root = Path(tempfile.mkdtemp(prefix="ap-pg-"))
     data, log = root / "data", root / "server.log"
     try:
@@ -84,11 +87,9 @@ def postgres_server() -> Iterator[PostgresServer]:
         port = free_port()
         initdb = [str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8"]
         subprocess.run(_as_postgres([*initdb, "--locale=C", "--no-sync"]), check=True, capture_output=True)
-        # Durability settings off: the tests prove logic, not what survives a power cut.
-        options = (
-            f"-p {port} -c listen_addresses=127.0.0.1 -k {root} -c fsync=off -c synchronous_commit=off"
-            " -c full_page_writes=off -c max_connections=200"
-        )
+        # Durability settings off unless asked for: the tests prove logic, not what survives a power cut.
+        durability = "" if durable else " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        options = f"-p {port} -c listen_addresses=127.0.0.1 -k {root}{durability} -c max_connections=200"
         subprocess.run(
             _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w", "start"]),
             check=True,
