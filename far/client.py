@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from urllib.parse import quote
 from types import TracebackType
 from typing import Any, Protocol
+from urllib.parse import quote
 
 import aiohttp
 
