@@ -187,6 +187,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "accesspoint.keys_cli",
     "accesspoint.operators_cli",
     "accesspoint.conformance_cli",
+    "accesspoint.mailing_cli",
 )
 
 

@@ -172,6 +172,8 @@ class AccessPointServer(Child):
             "revocation": False,  # the development CA publishes no CRL or OCSP
             "api_tokens": [self.token],
             "send": {"timeout": "10s", "lease": "30s"},
+            # The demo's stores live in a temporary folder: safe through kill -9, not fsynced at every commit.
+            "durability": "process-crash",
         }
         (folder / "server.yaml").write_text(json.dumps({**base, **settings}, indent=2))
         super().__init__(name, folder, port, ["serve", "--config", str(folder / "server.yaml")])
@@ -388,6 +390,7 @@ def build(
         },
         {
             "keys": keys["sweden"],
+            "send": {"workers": 8, "timeout": "10s", "lease": "30s"},  # the mass mailing's letters
             "routing": {"far": url["far"], "token": FAR_TOKEN, "pmodes": ["nordic-to-se", "fi-to-se"], "timeout": "3s"},
             **(
                 {}

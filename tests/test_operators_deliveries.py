@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from accesspoint.envelopes.kvittens import ReasonCode, parse_application_response
-from accesspoint.envelopes.minameddelanden import build_signed_delivery
+from accesspoint.envelopes.minameddelanden import build_sealed_delivery, build_signed_delivery
 from accesspoint.envelopes.schemas import load_minameddelanden_schema, load_xhe_schema
 from accesspoint.envelopes.xhe import parse_xhe
 from operators.deliveries import CheckedDelivery, Network, Refusal, check_delivery, mailbox_key, unknown_recipient
@@ -104,6 +104,26 @@ def test_sdk_unknown_recipient_gets_a_rejected_meddelandekvittens() -> None:
         _answer(delivery, payload), message_id="m1@se", sent={"letter@se": payload}, operator=OPERATOR.certificate
     )
     assert accepted.network_receipts == ("meddelandekvittens:ACCEPTED",)
+
+
+def test_a_signed_delivery_sealed_on_its_way_is_proven_to_its_sender_by_the_operators_receipt() -> None:
+    """The sender sent a SignedDelivery and the router sealed it: the notification quotes the sealed bytes, and the
+    operator's signed Receipt fitting the delivery is the proof; without a Receipt the answer does not count."""
+    for asked in (True, False):
+        signed = build_signed_delivery(secure_delivery(receipt=asked), AUTHORITY)
+        sealed_on_the_way = build_sealed_delivery(signed, INTERMEDIARY, received=NOW.date())
+        reply = _answer(check_delivery(sealed_on_the_way, TRUST, at=NOW), sealed_on_the_way)
+        if asked:
+            answer = check_end_to_end(
+                reply, message_id="m1@se", sent={"letter@se": signed}, operator=OPERATOR.certificate
+            )
+            assert answer.state == "delivered-to-mailbox"
+            assert answer.network_receipts[0].startswith("minameddelanden-receipt:")
+        else:
+            with pytest.raises(ReceiptMismatch, match="without a Receipt"):
+                check_end_to_end(reply, message_id="m1@se", sent={"letter@se": signed}, operator=OPERATOR.certificate)
+    with pytest.raises(ReceiptMismatch, match="digests differ"):  # any other payload must be quoted as it was sent
+        check_end_to_end(reply, message_id="m1@se", sent={"letter@se": b"<other/>"}, operator=OPERATOR.certificate)
 
 
 def test_an_unsealed_signed_delivery_is_refused() -> None:
