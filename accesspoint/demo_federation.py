@@ -126,6 +126,10 @@ class Letter:
 
 LETTERS = (
     Letter("letter-1@nordic", ALICE, AGENCY, "delivered-to-mailbox", "a mailbox at Brevlådan Ett AB"),
+    Letter("letter-2@nordic", BERTIL, AGENCY, "delivered-to-mailbox", "a mailbox at Brevlådan Två AB"),
+    Letter("letter-3@nordic", NOBODY, AGENCY, "refused:no-mailbox", "no digital mailbox (not in FaR)"),
+    Letter("letter-4@nordic", BERTIL, REFUSED_AGENCY, "refused:sender-refused", "the recipient refuses this sender"),
+    Letter("letter-5@nordic", CECILIA, AGENCY, "rejected", "FaR names Brevlådan Två AB, which has no such mailbox"),
     Letter("letter-7@finland", ALICE, FINNISH_AGENCY, "delivered-to-mailbox", "the Finnish agency, over AS4 2.0"),
     Letter(
         "letter-8@finland",
@@ -134,10 +138,6 @@ LETTERS = (
         "refused:sender-not-connected-here",
         "the Finnish access point claims the Norwegian agency, which it does not send for",
     ),
-    Letter("letter-2@nordic", BERTIL, AGENCY, "delivered-to-mailbox", "a mailbox at Brevlådan Två AB"),
-    Letter("letter-3@nordic", NOBODY, AGENCY, "refused:no-mailbox", "no digital mailbox (not in FaR)"),
-    Letter("letter-4@nordic", BERTIL, REFUSED_AGENCY, "refused:sender-refused", "the recipient refuses this sender"),
-    Letter("letter-5@nordic", CECILIA, AGENCY, "rejected", "FaR names Brevlådan Två AB, which has no such mailbox"),
 )
 ABROAD = Letter(
     "letter-6@nordic", FOREIGN, AGENCY, "delivered-to-mailbox", "a participant abroad: BDXL (dnsmasq) + SMP"
