@@ -17,6 +17,7 @@ from lxml import etree
 
 from bench import e2e as e2e_bench
 from bench import far as far_bench
+from bench import mailing as mailing_bench
 from bench import routing as routing_bench
 from bench import security as security_bench
 from bench import small
@@ -166,10 +167,24 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
         "--only",
-        choices=("small", "stream", "smp", "far", "security", "store", "e2e", "e2e-postgresql", "routing", "soak"),
+        choices=(
+            "small",
+            "stream",
+            "smp",
+            "far",
+            "security",
+            "store",
+            "e2e",
+            "e2e-postgresql",
+            "routing",
+            "mailing",
+            "soak",
+        ),
         help="run one benchmark only (soak only when named: a million messages take the best part of an hour)",
     )
     parser.add_argument("--soak-messages", type=int, default=1_000_000, help="messages of the soak (default 1M)")
+    parser.add_argument("--mailing-recipients", type=int, default=100_000, help="recipients of the mass mailing")
+    parser.add_argument("--mailing-registered", type=int, default=1_000_000, help="recipients registered in FaR")
     parser.add_argument("--quick", action="store_true", help="short rounds and small payloads (a smoke test)")
     parser.add_argument("--seconds", type=float, default=2.0, help="seconds per round of the 4 KB case")
     parser.add_argument("--repeats", type=int, default=5, help="rounds of the 4 KB case (the median is reported)")
@@ -252,6 +267,11 @@ def main(argv: list[str] | None = None) -> None:
         report["routing"] = routing_bench.run(quick=args.quick)
         routing_bench.print_result(report["routing"], _say)
         _say()
+    if args.only in (None, "mailing"):
+        _say()
+        size = (1000, 20_000) if args.quick else (args.mailing_recipients, args.mailing_registered)
+        report["mailing"] = mailing_bench.run(recipients=size[0], registered=size[1])
+        mailing_bench.print_result(report["mailing"], _say)
     if args.only == "soak":
         # A million messages on SQLite (or --soak-messages): rate and memory flat, the store's size per message.
         report["soak"] = soak_bench.run(messages=args.soak_messages, round_seconds=10.0 if args.quick else 60.0)
