@@ -178,12 +178,12 @@ def test_an_xhe_letter_to_a_person_is_answered_with_a_meddelandekvittens(
             "urn:fdc:digg.se:edelivery:federation:test",
         ),
         from_party=XheParty(sender),
-        to_party=XheParty(fed.BERTIL),
+        to_party=XheParty(fed.ALICE),
         payload=XhePayload("Q{urn:example:letter}Letter", "application/xml", b'<Letter xmlns="urn:example:letter"/>'),
     )
     xhe = build_xhe(envelope, keys=_signing_keys(pki))
     code, answer = federation.nordic.api(
-        "POST", "/api/v1/messages", _letter("xhe-1@nordic", "nordic-to-se", sender, fed.BERTIL, xhe)
+        "POST", "/api/v1/messages", _letter("xhe-1@nordic", "nordic-to-se", sender, fed.ALICE, xhe)
     )
     assert code == 202, answer
     answered = federation.nordic.wait("xhe-1@nordic", lambda d: "end_to_end" in d, what="end-to-end receipt")
