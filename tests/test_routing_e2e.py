@@ -406,12 +406,45 @@ def test_a_mass_mailing_goes_through_far_in_batches_with_an_answer_per_recipient
     assert _post_lines(federation.sweden, "/api/v1/mailings", lines[:1])[0] == 409
 
 
+def test_a_mailing_may_come_as_multipart_with_the_recipients_as_a_file(federation: Federation) -> None:
+    """metadata JSON, the content as a file part, then the recipients one a line (a header line skipped): a bad line
+    is named by its line in the recipients part, the others are checked in FaR and sent or refused."""
+    boundary = "mailing-boundary-0123456789"
+    metadata = {"id": "m-multipart", "sender": f"0007:{SENDER}", "action": ACTION}
+    parts = [
+        ("metadata", "application/json", json.dumps(metadata).encode()),
+        ("letter@se", "application/xml", b'<Letter xmlns="urn:example:letter">Multipart</Letter>'),
+        ("recipients", "text/plain", f"recipient\n{PERSON}\n{NOBODY}\nnot-a-number\n".encode()),
+    ]
+    body = (
+        b"".join(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\nContent-Type: {kind}\r\n\r\n'.encode()
+            + data
+            + b"\r\n"
+            for name, kind, data in parts
+        )
+        + f"--{boundary}--\r\n".encode()
+    )
+    status, answer = _post(federation.sweden, "/api/v1/mailings", body, f"multipart/form-data; boundary={boundary}")
+    assert status == 202, answer
+    assert (answer["rows"], answer["invalid"], answer["errors"][0]["line"]) == (3, 1, 4), answer
+    deadline = time.monotonic() + 90
+    while (progress := federation.sweden.api("GET", "/api/v1/mailings/m-multipart")[1])["state"] != "completed":
+        assert time.monotonic() < deadline, progress
+        time.sleep(0.5)
+    assert progress["recipients"] == {"queued": 1, "refused": 1, "invalid": 1}, progress
+
+
 def _post_lines(point: AccessPointProcess, path: str, lines: list[str]) -> tuple[int, Any]:
     """POST JSON lines to an access point's API; (status, JSON answer)."""
-    body = ("\n".join(lines) + "\n").encode()
+    return _post(point, path, ("\n".join(lines) + "\n").encode(), "application/x-ndjson")
+
+
+def _post(point: AccessPointProcess, path: str, body: bytes, content_type: str) -> tuple[int, Any]:
+    """POST a body to an access point's API; (status, JSON answer)."""
     request = urllib.request.Request(f"http://127.0.0.1:{point.port}{path}", data=body, method="POST")
     request.add_header("Authorization", f"Bearer {TOKEN}")
-    request.add_header("Content-Type", "application/x-ndjson")
+    request.add_header("Content-Type", content_type)
     try:
         with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 (http on loopback)
             return response.status, json.loads(response.read())
