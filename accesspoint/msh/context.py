@@ -72,6 +72,7 @@ class Context:
             routing=settings.routing,
             # The router seals with its RSA key (XML-DSig RSA-SHA256, as Mina meddelanden signs every layer).
             seal=next((k for k in settings.keys.signing if isinstance(k.private_key, rsa.RSAPrivateKey)), None),
+            own=settings.keys.signing,
         )
         return cls(settings, clock, agreements, store, queue, http, webhooks, routing, revocation)
 

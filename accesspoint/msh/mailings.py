@@ -40,6 +40,7 @@ import contextlib
 import json
 import logging
 import re
+import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -349,6 +350,7 @@ class Mailings:
             raise problem(422, "invalid-submission", str(exc)) from None
         except BaseException:
             await self.store.discard(mailing_id)  # a broken upload leaves nothing half-stored
+            await asyncio.to_thread(shutil.rmtree, folder, True)
             raise
         await self.store.start(mailing_id, intake.rows, now=self.ctx.clock.now())
         self.wake.set()
@@ -373,7 +375,7 @@ class Mailings:
             return "far-unavailable: the routing register (FaR) cannot answer now; try again later"
         facts = MessageFacts("mailing", None, original_sender=sender)
         decision = check_sender(
-            facts, sender, found, certificate_sha256=routing.own_certificate, party_ids=None, network=None
+            facts, sender, found, certificate_sha256=routing.own_certificates, party_ids=None, network=None
         )
         return None if decision is None else decision.error().detail
 

@@ -255,14 +255,15 @@ def check_sender(
     sender: str,
     found: SenderView | None,
     *,
-    certificate_sha256: str | None,
+    certificate_sha256: str | frozenset[str] | None,
     party_ids: tuple[PartyId, ...] | None,
     network: SenderNetwork | None,
 ) -> RoutingDecision | None:
     """The refusal when ``sender`` may not send this letter through the access point that signed it, else None.
 
     ``found`` is the register's record (None: not registered); ``certificate_sha256`` the SHA-256 of the certificate
-    the security layer verified the message with (None: the message was not signed, which proves nothing);
+    the security layer verified the message with (None: the message was not signed, which proves nothing; a set:
+    this access point's own signing certificates, for what its backend sends);
     ``party_ids`` the PartyIds of eb:From (None: this access point submitted it itself, the certificate is enough);
     ``network`` the letter's network by its business envelope (None: not known, not checked).
     """
@@ -271,12 +272,13 @@ def check_sender(
         return refuse(facts, recipient, Refusal.UNKNOWN_SENDER, f"{sender} is not a registered sender of digital post")
     if not found.sender.active:
         return refuse(facts, recipient, Refusal.SENDER_SUSPENDED, f"{sender} is suspended from sending digital post")
-    if certificate_sha256 is None:
+    if not certificate_sha256:
         return refuse(facts, recipient, Refusal.SENDER_NOT_CONNECTED, "the message is not signed by an access point")
+    signers = {certificate_sha256} if isinstance(certificate_sha256, str) else certificate_sha256
     connected = [
         owner
         for owner, ap in found.connected()
-        if ap.certificate_sha256 == certificate_sha256 and (party_ids is None or _names_party(ap.party_id, party_ids))
+        if ap.certificate_sha256 in signers and (party_ids is None or _names_party(ap.party_id, party_ids))
     ]
     if not connected:
         return refuse(

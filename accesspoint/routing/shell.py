@@ -237,14 +237,18 @@ class Routing:
         revocation: RevocationChecker | None = None,
         routing: RoutingSettings | None = None,
         seal: KeyPair | None = None,
+        own: Sequence[KeyPair] = (),
     ) -> None:
         self.records = records
         self.resolver = PartnerResolver(discovery, records, revocation=revocation)
         self.settings = routing
         self.far = None if routing is None else _FarLookup(routing)
-        # The intermediary's key: it seals Mina meddelanden deliveries and submits for this access point's backend.
+        # The intermediary's key seals Mina meddelanden deliveries; what this access point's backend sends is bound to
+        # its senders through the access point's own signing certificates.
         self.seal = seal
-        self.own_certificate = None if seal is None else certificate_sha256(seal.certificate)
+        self.own_certificates = frozenset(
+            certificate_sha256(pair.certificate) for pair in (*own, *([seal] if seal else []))
+        )
 
     async def close(self) -> None:
         """Close the discovery client and FaR's."""
@@ -329,7 +333,7 @@ class Routing:
         sender: str,
         parts: AsyncIterator[LetterPart],
         *,
-        signer: str | None,
+        signer: str | frozenset[str] | None,
         party_ids: tuple[PartyId, ...] | None,
         bound: bool,
     ) -> tuple[RoutingDecision | None, LetterCheck]:
@@ -504,7 +508,7 @@ class Routing:
             # this access point's own certificate (no PartyId: nothing came over AS4).
             empty = _read_parts([])
             decision, _letter = await self._check_sender(
-                facts, destination.sender, empty, signer=self.own_certificate, party_ids=None, bound=False
+                facts, destination.sender, empty, signer=self.own_certificates, party_ids=None, bound=False
             )
             if decision is None:
                 answer = await self.far.is_reachable(destination.sender, destination.recipient)
