@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck unit bench fuzz clean
+.PHONY: install demo test lint typecheck unit bench fuzz mutation clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,5 +49,28 @@ fuzz: $(FUZZ_STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
+# Mutation check of accesspoint/security (README: Mutation check), not part of `make test`: CPU heavy, so niced.
+# Only the functions that decide whether a message or receipt is accepted are mutated ([tool.mutmut] in
+# pyproject.toml names the files and the fast security tests that run against each mutant).
+SEC := accesspoint.security
+MUTANTS ?= \
+	'$(SEC).signing.x_verify_signature*' '$(SEC).signing.x__verify_reference*' '$(SEC).signing.x_verify_bytes*' \
+	'$(SEC).signing.x_find_signature*' '$(SEC).signing.x_coverage_gaps*' '$(SEC).signing.x__check_reference_algorithms*' \
+	'$(SEC).signing.x__fail*' '$(SEC).signing.x_resolve_token*' '$(SEC).signing.xǁVerifiedSignatureǁcovers*' \
+	'$(SEC).encryption.x_decrypt_stream*' '$(SEC).encryption.x__unwrap_rsa*' '$(SEC).encryption.x__unwrap_agreed*' \
+	'$(SEC).encryption.x__unwrap_checked*' '$(SEC).encryption.x_decrypt_attachments*' '$(SEC).encryption.x__targets*' \
+	'$(SEC).encryption.x__encrypted_key_for*' '$(SEC).encryption.x__failed*' '$(SEC).encryption.xǁ_Plaintextǁ*' \
+	'$(SEC).encryption.x__resolve_recipient*' \
+	'$(SEC).inbound.x_open_message*' '$(SEC).inbound.x__validate_signer*' \
+	'$(SEC).receipts.x_verify_receipt*' \
+	'$(SEC).trust.x_validate_certificate*' '$(SEC).trust.xǁ_PathSearchǁextend*' '$(SEC).trust.x__issuer_problem*' \
+	'$(SEC).trust.x__validity*' '$(SEC).trust.x__key_usage*' '$(SEC).trust.x__party_binding*' \
+	'$(SEC).tokens.x_resolve_token_reference*' '$(SEC).tokens.x_read_binary_security_token*'
+MUTATION_CHILDREN ?= 2
+
+mutation: $(STAMP)
+	nice -n 19 $(BIN)/mutmut run --max-children $(MUTATION_CHILDREN) $(MUTANTS)
+	$(BIN)/python scripts/mutation_report.py $(MUTANTS)
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info mutants

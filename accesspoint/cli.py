@@ -186,8 +186,11 @@ COMMAND_MODULES: tuple[str, ...] = (
     "accesspoint.far_cli",
     "accesspoint.keys_cli",
     "accesspoint.operators_cli",
+    "accesspoint.mailbox_cli",
+    "accesspoint.keyarchive_cli",
     "accesspoint.conformance_cli",
     "accesspoint.mailing_cli",
+    "accesspoint.tsa_cli",
 )
 
 

@@ -110,6 +110,8 @@ CECILIA = "19" + with_check_digit("850505123")  # FaR says operator 2, but opera
 NOBODY = "19" + with_check_digit("900101123")  # not in FaR: no digital mailbox
 ACTION = "busdox-docid-qns::urn:example:letter::Letter##1.0"  # the letters' document type (and leg action)
 ZONE = "participant.sml.demo.example"
+# The demo's SMP and access points run on loopback over http: the endpoint policy refuses both unless told.
+LOOPBACK = {"allow_http": True, "allow_networks": ["127.0.0.0/8"]}
 SMP_TOKEN = "smp-demo-token-" + secrets.token_hex(8)
 
 
@@ -395,7 +397,7 @@ def build(
             **(
                 {}
                 if dns is None
-                else {"discovery": {"zone": ZONE, "dns": f"127.0.0.1:{dns.port}", "smp_trust": anchors}}
+                else {"discovery": {"zone": ZONE, "dns": f"127.0.0.1:{dns.port}", "smp_trust": anchors, **LOOPBACK}}
             ),
         },
     )

@@ -2,8 +2,10 @@
 
 ``discover`` exits 0 when an endpoint is found, 1 when the participant is not registered (no DNS record, or the
 SMP knows no such participant, document type or fitting endpoint), and 2 on any other failure, including an SMP
-signature that does not verify or whose signer ``--smp-trust`` does not trust. Without ``--smp-trust`` the
-signature is still checked, but ``signature_verified`` is false: nobody vouched for the signer.
+signature that does not verify or whose signer ``--smp-trust`` does not trust, and an SMP or endpoint the
+address policy refuses (an endpoint URL that is not https without ``--allow-http``; a loopback, private or
+link-local address outside the ``--allow-network`` ranges). Without ``--smp-trust`` the signature is still
+checked, but ``signature_verified`` is false: nobody vouched for the signer.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 from cryptography import x509
 
 from accesspoint.cli import EXIT_MALFORMED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, UsageError, failure
+from accesspoint.httpclient import networks
 from accesspoint.security.keys import KeyLoadError, certificate_sha256
 from accesspoint.security.trust import load_truststore
 
@@ -43,6 +46,14 @@ def register(commands: Any) -> None:
     discover.add_argument("--zone", required=True, help="the SML/BDXL zone, e.g. participant.sml.test.tech.peppol.org")
     discover.add_argument("--scheme", choices=("peppol", "bdxl"), default="peppol", help="how the DNS name is formed")
     discover.add_argument("--smp-trust", help="PEM with the SMP signer or the CA(s) it must chain to")
+    discover.add_argument("--allow-http", action="store_true", help="accept an endpoint URL over plain http")
+    discover.add_argument(
+        "--allow-network",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="a non-public address range SMPs and endpoints may be at (e.g. 127.0.0.0/8); repeatable",
+    )
     discover.set_defaults(handler=cmd_discover)
 
 
@@ -72,12 +83,18 @@ def cmd_discover(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
             trust = load_truststore(args.smp_trust)
         except (KeyLoadError, OSError, ValueError) as exc:
             raise UsageError(f"cannot read --smp-trust {args.smp_trust}: {exc}") from None
+    try:
+        allowed = networks(args.allow_network, "--allow-network")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     settings = DiscoverySettings(
         zone=args.zone,
         scheme=BdxlScheme(args.scheme),
         nameserver=None if args.dns is None else _nameserver(args.dns),
         smp_trust=tuple(trust),
         require_trust=bool(trust),
+        allow_http=args.allow_http,
+        allowed_networks=allowed,
     )
     profiles = tuple(args.transport_profile) if args.transport_profile else DEFAULT_PROFILES
     asked = {"participant": args.participant, "document_type": args.document_type}

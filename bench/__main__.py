@@ -17,6 +17,8 @@ from lxml import etree
 
 from bench import e2e as e2e_bench
 from bench import far as far_bench
+from bench import holder_crypto as holder_crypto_bench
+from bench import loop as loop_bench
 from bench import mailing as mailing_bench
 from bench import routing as routing_bench
 from bench import security as security_bench
@@ -179,6 +181,8 @@ def main(argv: list[str] | None = None) -> None:
             "routing",
             "mailing",
             "soak",
+            "loop",
+            "holder-crypto",
         ),
         help="run one benchmark only (soak only when named: a million messages take the best part of an hour)",
     )
@@ -239,6 +243,11 @@ def main(argv: list[str] | None = None) -> None:
         )
         security_bench.print_result(report["security"], _say)
         _say()
+    if args.only in (None, "holder-crypto"):
+        # End-to-end encryption to the holder per letter and as a 1 GiB stream; signatures through PKCS#11.
+        report["holder_crypto"] = holder_crypto_bench.run(size=args.size, seconds=min(args.seconds, 1.0))
+        holder_crypto_bench.print_result(report["holder_crypto"], _say)
+        _say()
     if args.only in (None, "store"):
         # The group-committing writer alone, against raw sqlite3 doing the same rows (and on PostgreSQL).
         report["store"] = store_bench.run(quick=args.quick, postgresql=True)
@@ -276,6 +285,11 @@ def main(argv: list[str] | None = None) -> None:
         # A million messages on SQLite (or --soak-messages): rate and memory flat, the store's size per message.
         report["soak"] = soak_bench.run(messages=args.soak_messages, round_seconds=10.0 if args.quick else 60.0)
         soak_bench.print_summary(report["soak"], _say)
+        _say()
+    if args.only in (None, "loop"):
+        # /healthz latency of an access point receiving and sending a 1 GiB message and meeting slow OCSP/CRL.
+        report["loop"] = loop_bench.run(size=args.size)
+        loop_bench.print_result(report["loop"], _say)
         _say()
     report["seconds"] = time.time() - started
     RESULTS.mkdir(exist_ok=True)

@@ -55,12 +55,12 @@ from accesspoint.core.namespaces import NS
 from accesspoint.core.signals import build_receipt
 from accesspoint.security.algorithms import DigestAlgorithm
 from accesspoint.security.encryption import IV_SIZE, decrypt_attachments, encrypt_attachments
-from accesspoint.security.inbound import OpenedMessage, open_message
+from accesspoint.security.inbound import OpenedMessage, TrustCache, open_message
 from accesspoint.security.keys import KeyPair
 from accesspoint.security.outbound import Payload, secure_message
 from accesspoint.security.policy import Profile, RevocationMode, SecurityPolicy, TrustSettings
 from accesspoint.security.receipts import sign_signal, verify_receipt
-from accesspoint.security.signing import AttachmentSource, attachment_digest, exc_c14n
+from accesspoint.security.signing import AttachmentSource, TokenCache, TokenTemplates, attachment_digest, exc_c14n
 from accesspoint.testing.pki import issue, make_ca
 from bench.fixtures import KIB, NOW, PAYLOAD_CID, invoice_attachment, payload_chunks, random_block, user_message
 from bench.small import rate
@@ -107,6 +107,23 @@ def parties(profile: Profile) -> Parties:
     )
 
 
+class _Caches:
+    """What an access point's Signer and Verifier hold (``accesspoint.msh.security``): one set for the run."""
+
+    def __init__(self) -> None:
+        self.templates = TokenTemplates()
+        self.tokens = TokenCache()
+        self.trust = TrustCache()
+
+    @property
+    def verifying(self) -> dict[str, Any]:
+        """``open_message``'s cache arguments."""
+        return {"tokens": self.tokens, "trust_cache": self.trust}
+
+
+CACHES = _Caches()
+
+
 def _ids() -> Callable[[], str]:
     counter = itertools.count()
     return lambda: f"_bench-{next(counter)}"
@@ -125,6 +142,7 @@ def send(parties: Parties, message: UserMessage, attachment: bytes, new_id: Call
         signing_key=parties.sender,
         recipient_certificate=parties.receiver_encryption.certificate,
         new_id=new_id,
+        templates=CACHES.templates,
     )
     return secured.packed.content_type, secured.packed.to_bytes()
 
@@ -132,11 +150,13 @@ def send(parties: Parties, message: UserMessage, attachment: bytes, new_id: Call
 def receive(parties: Parties, content_type: str, body: bytes, new_id: Callable[[], str]) -> tuple[OpenedMessage, bytes]:
     """Read, decrypt, verify, trust; then the signed receipt (NonRepudiationInformation) as bare SOAP."""
     received = read_message(content_type, body)
-    opened = open_message(received, parties.policy, at=NOW, keys=(parties.receiver_encryption,))
+    opened = open_message(received, parties.policy, at=NOW, keys=(parties.receiver_encryption,), **CACHES.verifying)
     user = received.parsed.header
     assert isinstance(user, UserMessage) and opened.signature is not None
     signal = build_receipt(user, opened.signature.echoes, message_id=f"{new_id()}@receiver.example", now=NOW)
-    return opened, sign_signal(signal, parties.receiver_signing, parties.policy, new_id=new_id)
+    return opened, sign_signal(
+        signal, parties.receiver_signing, parties.policy, new_id=new_id, templates=CACHES.templates
+    )
 
 
 # ---------------------------------------------------------------------------------------- raw ceiling
@@ -334,12 +354,15 @@ def run_profile(profile: Profile, *, seconds: float, repeats: int) -> dict[str, 
     echoes = opened.signature.echoes
     steps: dict[str, Callable[[], object]] = {
         "read_message": lambda: read_message(content_type, body),
-        "open_message": lambda: open_message(received, setup.policy, at=NOW, keys=(setup.receiver_encryption,)),
+        "open_message": lambda: open_message(
+            received, setup.policy, at=NOW, keys=(setup.receiver_encryption,), **CACHES.verifying
+        ),
         "build_receipt + sign_signal": lambda: sign_signal(
             build_receipt(user, echoes, message_id="r@receiver.example", now=NOW),
             setup.receiver_signing,
             setup.policy,
             new_id=new_id,
+            templates=CACHES.templates,
         ),
     }
     stage_seconds = min(seconds, 0.3)

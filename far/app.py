@@ -39,7 +39,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from accesspoint.servicekit.problems import Problem, problem_middleware
 from accesspoint.servicekit.tokens import CALLER, BearerAuth
-from far import sender_api, soap
+from far import holder_keys_api, sender_api, soap
+from far.holder_keys import HolderKeyRegister
 from far.model import AccountStatus, create_engine, upgrade_schema
 from far.senders import SenderRegister
 from far.service import DISCOVERY, FarError, FarService, InvalidInput, Operator
@@ -67,7 +68,9 @@ def _problem(exc: Exception) -> Problem | None:
 async def _authorised(request: web.Request, handler: _Handler) -> web.StreamResponse:
     """Bearer tokens on /api/: the read scope for GET and the two queries, the write scope for changes."""
     # The sender routes authorise in their handlers: a write may be narrowed to one sender (write:sender=…).
-    if request.path.startswith("/api/") and not request.path.startswith(sender_api.PATH):
+    # So do the holder key routes: a write may be narrowed to the holder's operator (write:operator=…).
+    self_authorised = (sender_api.PATH, holder_keys_api.PATH)
+    if request.path.startswith("/api/") and not request.path.startswith(self_authorised):
         queries = request.method in {"GET", "HEAD"} or request.path.endswith(("/reachable", "/registered"))
         request.app[AUTH].authorize(request, "read" if queries else "write")
     return await handler(request)
@@ -112,7 +115,15 @@ async def reachable(request: web.Request) -> web.Response:
     """POST /api/v1/reachable."""
     body = await _json(request)
     results = await request.app[SERVICE].is_reachable(_field(body, "sender", str), _ids(body))
-    return web.json_response({"results": [r.to_json() for r in results]})
+    # Each result names the holder's current encryption key (or null): what end-to-end encryption needs.
+    keys = await request.app[holder_keys_api.KEYS].current([r.recipient for r in results if r.reachable])
+    return web.json_response(
+        {
+            "results": [
+                {**r.to_json(), "encryption_key": holder_keys_api.published(keys.get(r.recipient))} for r in results
+            ]
+        }
+    )
 
 
 async def registered(request: web.Request) -> web.Response:
@@ -305,12 +316,14 @@ def create_app(settings: FarSettings, *, service: FarService | None = None) -> w
         if service is not None:
             app[SERVICE] = service
             app[sender_api.SENDERS] = SenderRegister(service.engine, policy=service.parties)
+            app[holder_keys_api.KEYS] = HolderKeyRegister(service.engine, policy=service.policy, now=service.now)
             yield
             return
         engine = create_engine(settings.database)
         await upgrade_schema(engine)
         app[SERVICE] = FarService(engine, policy=settings.policy, parties=settings.parties)
         app[sender_api.SENDERS] = SenderRegister(engine, policy=settings.parties)
+        app[holder_keys_api.KEYS] = HolderKeyRegister(engine, policy=settings.policy, now=app[SERVICE].now)
         yield
         await engine.dispose()
 
@@ -330,6 +343,7 @@ def create_app(settings: FarSettings, *, service: FarService | None = None) -> w
     app.router.add_put("/api/v1/operators/{orgnr}", put_operator)
     app.router.add_delete("/api/v1/operators/{orgnr}", delete_operator)
     sender_api.routes(app, AUTH)
+    holder_keys_api.routes(app, AUTH)
     app.router.add_post("/Recipient/v3", soap_endpoint)
     app.router.add_post("/soap/Recipient/v3", soap_endpoint)
     app.router.add_get("/health", health)

@@ -10,8 +10,11 @@ from urllib.parse import quote
 
 import aiohttp
 
+from accesspoint.httpclient import fetch, new_session
 from far.senders import SenderRegister, SenderView
 from far.service import FarService, InvalidInput, NotFound, Reachability
+
+MAX_ANSWER = 4 * 1024 * 1024  # FaR's answer about a batch of recipients; more is a failure, not read on
 
 
 class ReachabilityLookup(Protocol):
@@ -40,12 +43,13 @@ class FarClient:
     def __init__(self, base_url: str, token: str | None = None, *, timeout: float = 10.0) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
-        self.timeout = aiohttp.ClientTimeout(total=timeout)
+        self.timeout = timeout
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> FarClient:
         headers = {} if self.token is None else {"Authorization": f"Bearer {self.token}"}
-        self._session = aiohttp.ClientSession(timeout=self.timeout, headers=headers)
+        # FaR is where the settings say: its address is not policed, its answers are bounded like any other.
+        self._session = new_session(timeout=self.timeout, headers=headers)
         return self
 
     async def __aexit__(
@@ -78,14 +82,13 @@ class FarClient:
         if self._session is None:
             raise RuntimeError("use FarClient as an async context manager")
         try:
-            async with self._session.request(method, self.base_url + path, json=body) as response:
-                text = await response.text()
-                status = response.status
+            answer = await fetch(self._session, method, self.base_url + path, json=body, max_bytes=MAX_ANSWER)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise FarUnavailable(f"FaR at {self.base_url} cannot be reached: {exc or type(exc).__name__}") from None
+        status = answer.status
         try:
-            document = json.loads(text)
-        except json.JSONDecodeError:
+            document = json.loads(answer.body)
+        except (json.JSONDecodeError, UnicodeDecodeError):
             raise FarUnavailable(f"FaR answered HTTP {status} without JSON") from None
         if status == 404:
             raise NotFound(document.get("detail", "not found") if isinstance(document, dict) else "not found")

@@ -164,6 +164,22 @@ dispatched_senders = Table(
     sqlite_with_rowid=False,
 )
 
+# Holders' encryption certificates (far/holder_keys.py): one current key per holder, earlier ones kept as
+# previous (old mail was encrypted to them), withdrawn ones as revoked. Keyed on (recipient, certificate SHA-256).
+holder_keys = Table(
+    "far_holder_keys",
+    metadata,
+    Column("recipient_id", String(256), primary_key=True),
+    Column("key_id", String(64), primary_key=True),
+    Column("key_type", String(16), nullable=False),  # rsa-oaep | x25519
+    Column("state", String(10), nullable=False),  # current | previous | revoked
+    Column("certificate", Text, nullable=False),  # PEM
+    Column("operator_id", String(10), nullable=False),  # the operator that registered it
+    Column("registered_at", UtcDateTime(), nullable=False),
+    Column("not_after", UtcDateTime(), nullable=False),
+    sqlite_with_rowid=False,
+)
+
 audit = Table(
     "far_audit",
     metadata,

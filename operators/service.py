@@ -54,12 +54,13 @@ from operators.deliveries import (
 from operators.mailbox import MailboxStore, StoredMail, create_engine
 from operators.receipts import build_answer, stable_id
 from operators.settings import OperatorSettings
-from operators.soap import deliver_secure_handler
+from operators.soap import SoapBodyLimit, deliver_secure_handler
 
 log = logging.getLogger("operators.service")
 
 MAX_ATTEMPTS = 5
 SERVICE_V3_PATH = "/soap/v3/service"
+WEBHOOK_MAX_SIZE = 1024 * 1024
 
 
 class AccessPointError(RuntimeError):
@@ -302,10 +303,11 @@ class Operator:
     async def api_read(self, request: web.Request) -> web.Response:
         """GET /api/v1/mailboxes/{recipient}/messages/{id}."""
         recipient = self._reader(request)
-        try:
-            mail_id = int(request.match_info["id"])
-        except ValueError:
-            raise Problem(404, "no such message", kind="not-found") from None
+        text = request.match_info["id"]
+        # Mail ids are positive 64-bit integers: anything else names no message (and must not reach the database).
+        mail_id = int(text) if text.isascii() and text.isdigit() and len(text) <= 19 else 0
+        if not 0 < mail_id < 2**63:
+            raise Problem(404, "no such message", kind="not-found")
         found = await self.store.read(recipient, mail_id)
         if found is None:
             raise Problem(404, f"no message {mail_id} in the mailbox of {recipient}", kind="not-found")
@@ -341,14 +343,18 @@ class Operator:
 
     def application(self) -> web.Application:
         """The aiohttp application; starting it starts the operator."""
-        app = web.Application(middlewares=[problem_middleware()], client_max_size=64 * 1024 * 1024)
+        # What this service reads whole is the webhook's small JSON event, unauthenticated until its HMAC is checked;
+        # the SOAP endpoint reads its body itself, within the operator's soap_max_size.
+        app = web.Application(middlewares=[problem_middleware()], client_max_size=WEBHOOK_MAX_SIZE)
         app.router.add_post("/hooks/accesspoint", self.webhook)
         app.router.add_get("/api/v1/mailboxes/{recipient}/messages", self.api_list)
         app.router.add_get("/api/v1/mailboxes/{recipient}/messages/{id}", self.api_read)
         app.router.add_get("/api/v1/deliveries/{id}", self.api_delivery)
         # Service v3 for routers that still call deliverSecure: the same checks, the same mailboxes.
         schema = self.trust.minameddelanden_schema
-        app.router.add_post(SERVICE_V3_PATH, deliver_secure_handler(self.deliver_soap, self.trust, schema=schema))
+        limit = SoapBodyLimit(max_size=self.settings.soap_max_size)
+        handler = deliver_secure_handler(self.deliver_soap, self.trust, schema=schema, limit=limit)
+        app.router.add_post(SERVICE_V3_PATH, handler)
         app.router.add_get("/health", _health)
 
         async def lifecycle(_app: web.Application) -> AsyncIterator[None]:

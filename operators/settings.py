@@ -8,6 +8,7 @@ host = "127.0.0.1"
 port = 8480
 database = "sqlite+aiosqlite:///mailbox.db"   # relative paths are taken from this file's folder
 mailboxes = ["197001011234", "165566778899", "0203:kommun.example.se"]
+soap_max_size = "48MiB"             # the largest Service v3 deliverSecure request taken in (unauthenticated)
 
 [operator.keys]                     # signs the end-to-end receipts
 key = "operator.key.pem"
@@ -52,10 +53,12 @@ from accesspoint.security.keys import KeyLoadError, KeyPair, load_certificates, 
 from accesspoint.servicekit.settings import Section, SettingsReader, read_document
 from accesspoint.servicekit.tls import TlsSettings
 from accesspoint.servicekit.tokens import BearerToken, Scope
+from operators.soap import SOAP_MAX_SIZE
 
 MIN_SECRET = 16
 KNOWN = frozenset(
-    {"id", "name", "host", "port", "database", "mailboxes", "keys", "access_point", "trust", "tokens", "tls"}
+    {"id", "name", "host", "port", "database", "mailboxes", "keys", "access_point", "trust", "tokens", "tls",
+     "soap_max_size"}
 )
 LINK_KEYS = frozenset({"url", "token", "webhook_secret", "poll_interval", "reply_pmode", "workers"})
 TRUST_KEYS = frozenset({"intermediaries", "sender_anchors", "minameddelanden_contracts", "xhe_schema"})
@@ -95,6 +98,7 @@ class OperatorSettings:
     minameddelanden_contracts: Path | None = None
     xhe_schema: Path | None = None
     tls: TlsSettings | None = None
+    soap_max_size: int = SOAP_MAX_SIZE  # bytes: the largest Service v3 deliverSecure request taken in
 
 
 def load_settings(path: str | Path) -> OperatorSettings:
@@ -117,6 +121,7 @@ def load_settings(path: str | Path) -> OperatorSettings:
     contracts = trust.path("minameddelanden_contracts")
     xhe_schema = trust.path("xhe_schema")
     tls = table.tls("tls")
+    soap_max_size = table.size("soap_max_size", SOAP_MAX_SIZE, positive=True)
     reader.done()
     assert keys is not None, "missing keys are a mistake done() raised"
     return OperatorSettings(
@@ -134,6 +139,7 @@ def load_settings(path: str | Path) -> OperatorSettings:
         minameddelanden_contracts=contracts,
         xhe_schema=xhe_schema,
         tls=tls,
+        soap_max_size=soap_max_size,
     )
 
 

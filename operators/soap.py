@@ -16,9 +16,11 @@ The WSDL's soapAction is ``""`` for every operation; the binding is document/lit
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import secrets
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -179,41 +181,111 @@ def deliver_secure_response(
 Handler = Callable[[web.Request], Awaitable[web.Response]]
 
 
+SOAP_MAX_SIZE = 48 * 1024 * 1024  # a Mina meddelanden delivery of 30 MB, base64 in XML, with room to spare
+LARGE_BODY = 1024 * 1024
+
+
+@dataclass
+class SoapBodyLimit:
+    """How much of a ``deliverSecure`` request is taken in before anything about its sender is known.
+
+    At most ``max_size`` bytes (a declared Content-Length above it is refused before reading, 413), and bodies above
+    ``large`` only ``max_large`` at a time (503 with Retry-After): checking a delivery's seal and signature holds its
+    XML several times over in memory, so concurrency, not only size, bounds the process's memory.
+    """
+
+    max_size: int = SOAP_MAX_SIZE
+    max_large: int = 1
+    large: int = LARGE_BODY
+    retry_after: int = 10
+    in_progress: int = 0  # large bodies being read or checked now
+
+    @contextlib.asynccontextmanager
+    async def admitted(self, request: web.Request) -> AsyncIterator[Callable[[], Awaitable[bytes]]]:
+        """A reader of the request's body within the limits; _Refused when it may not be read."""
+        declared = request.content_length
+        if declared is not None and declared > self.max_size:
+            raise _Refused(413, f"the request is {declared} bytes; at most {self.max_size} are taken")
+        large = declared is None or declared > self.large
+        if large and self.in_progress >= self.max_large:
+            raise _Refused(503, "busy with other large deliveries; try again later", retry_after=self.retry_after)
+        self.in_progress += large
+        try:
+            yield lambda: self._read(request)
+        finally:
+            self.in_progress -= large
+
+    async def _read(self, request: web.Request) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.content.iter_chunked(64 * 1024):
+            size += len(chunk)
+            if size > self.max_size:
+                raise _Refused(413, f"the request is larger than {self.max_size} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, reason: str, *, retry_after: int | None = None) -> None:
+        super().__init__(reason)
+        self.status, self.reason, self.retry_after = status, reason, retry_after
+
+
 def deliver_secure_handler(
     deliver: Deliver,
     trust: DeliveryTrust,
     *,
     schema: etree.XMLSchema | None = None,
     clock: Callable[[], datetime] | None = None,
+    limit: SoapBodyLimit | None = None,
 ) -> Handler:
     """The aiohttp handler of a Service v3 ``deliverSecure`` endpoint; ``deliver`` stores a checked delivery
-    and says whether the recipient had a mailbox (``Delivered``)."""
+    and says whether the recipient had a mailbox (``Delivered``). The body is read within ``limit``, and parsed
+    and checked in a worker thread (a large delivery's XML and signatures do not hold up the event loop)."""
     now = clock or (lambda: datetime.now(UTC))
+    bounds = limit or SoapBodyLimit()
 
-    def soap(body: bytes, status: int = 200) -> web.Response:
-        return web.Response(body=body, status=status, headers={"Content-Type": SOAP11_CONTENT_TYPE})
+    def soap(body: bytes, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+        return web.Response(body=body, status=status, headers={"Content-Type": SOAP11_CONTENT_TYPE, **(headers or {})})
 
     async def handle(request: web.Request) -> web.Response:
         try:
-            child = body_child(await request.read())
-        except EnvelopeError as exc:
-            return soap(fault_response(FAULT_FORMAT, str(exc), schema=schema), 500)
-        if child.tag != f"{_SV3}deliverSecure":
-            return soap(fault_response(FAULT_FORMAT, f"operation not offered: {child.tag}", schema=schema), 500)
-        try:
-            _validate(schema, child)
-        except EnvelopeError as exc:
-            return soap(fault_response(FAULT_SCHEMA, str(exc), schema=schema), 500)
-        try:
-            delivery = check_delivery(etree.tostring(child), trust, at=now())
-        except Refusal as refusal:
-            code = FAULT_SIGNATURE if refusal.code in ("signature", "seal") else FAULT_SCHEMA
-            return soap(fault_response(code, refusal.text, schema=schema), 500)
-        delivered = await deliver(delivery)
-        answer = deliver_secure_response(str(uuid.uuid4()), [(delivery.recipient, delivered)], schema=schema)
+            async with bounds.admitted(request) as read:
+                body = await read()
+                checked = await asyncio.to_thread(_check_request, body, trust, schema, now())
+        except _Refused as refused:
+            code = 0 if refused.status == 503 else FAULT_FORMAT
+            retry = {} if refused.retry_after is None else {"Retry-After": str(refused.retry_after)}
+            return soap(fault_response(code, refused.reason, schema=schema), refused.status, retry)
+        if isinstance(checked, bytes):
+            return soap(checked, 500)
+        delivered = await deliver(checked)
+        answer = deliver_secure_response(str(uuid.uuid4()), [(checked.recipient, delivered)], schema=schema)
         return soap(answer)
 
     return handle
+
+
+def _check_request(
+    body: bytes, trust: DeliveryTrust, schema: etree.XMLSchema | None, at: datetime
+) -> CheckedDelivery | bytes:
+    """The checked delivery of a ``deliverSecure`` request, or the fault that answers it."""
+    try:
+        child = body_child(body)
+    except EnvelopeError as exc:
+        return fault_response(FAULT_FORMAT, str(exc), schema=schema)
+    if child.tag != f"{_SV3}deliverSecure":
+        return fault_response(FAULT_FORMAT, f"operation not offered: {child.tag}", schema=schema)
+    try:
+        _validate(schema, child)
+    except EnvelopeError as exc:
+        return fault_response(FAULT_SCHEMA, str(exc), schema=schema)
+    try:
+        return check_delivery(etree.tostring(child), trust, at=at)
+    except Refusal as refusal:
+        code = FAULT_SIGNATURE if refusal.code in ("signature", "seal") else FAULT_SCHEMA
+        return fault_response(code, refusal.text, schema=schema)
 
 
 def legacy_operator_app(
@@ -222,16 +294,20 @@ def legacy_operator_app(
     *,
     schema: etree.XMLSchema | None = None,
     clock: Callable[[], datetime] | None = None,
+    limit: SoapBodyLimit | None = None,
 ) -> web.Application:
     """A Service v3 endpoint (any path) answering ``deliverSecure`` (see ``deliver_secure_handler``)."""
-    app = web.Application(client_max_size=64 * 1024 * 1024)
-    app.router.add_post("/{tail:.*}", deliver_secure_handler(deliver, trust, schema=schema, clock=clock))
+    bounds = limit or SoapBodyLimit()
+    # The handler reads the body itself, within its limit; aiohttp's own cap only has to stay out of the way.
+    app = web.Application(client_max_size=bounds.max_size)
+    app.router.add_post("/{tail:.*}", deliver_secure_handler(deliver, trust, schema=schema, clock=clock, limit=bounds))
     return app
 
 
 __all__ = [
     "DeliverSecureFault",
     "ServiceV3Client",
+    "SoapBodyLimit",
     "deliver_secure_handler",
     "deliver_secure_request",
     "deliver_secure_response",

@@ -10,6 +10,7 @@ openssl openssl
 xmlsec1 xmlsec1
 dnsmasq dnsmasq
 redis-server redis-server
+softhsm2-util softhsm2
 /usr/lib/postgresql/15/bin/initdb postgresql-15
 LIST
 if [ ${#needed[@]} -gt 0 ]; then

@@ -5,11 +5,17 @@
 1. locates the SMP through DNS (``smp.bdxl``), cached for the answer's TTL;
 2. fetches the ServiceMetadata (SMP 1.0 or 2.0 REST binding, as the NAPTR service says), honouring HTTP caching
    (``Cache-Control: max-age`` and ``ETag`` revalidation);
-3. verifies the enveloped signature and trusts the signer only if it is in, or chains to, the SMP truststore;
-4. checks that the document is about the participant and document type asked for (a validly signed answer about
-   someone else is a substitution), follows at most one SMP Redirect, whose target must be signed by the
-   certificate the Redirect names;
-5. picks the first endpoint, in the caller's order of transport profiles, that is active now.
+3. verifies the enveloped signature and trusts the signer only if it is in, or chains to, the SMP truststore,
+   before acting on anything the document says, its Redirect included;
+4. follows at most one SMP Redirect, whose target must be signed by the certificate the Redirect names and be
+   trusted in its own right; checks that the document is about the participant and document type asked for (a
+   validly signed answer about someone else is a substitution);
+5. picks the first endpoint, in the caller's order of transport profiles, that is active now, and refuses it
+   unless its URL passes the endpoint policy (https; no loopback, private or link-local address unless allowed).
+
+Every HTTP call goes through ``accesspoint.httpclient``: answers bounded (``max_response``), HTTP redirects never
+followed, a timeout on each, and connections made only to addresses the policy allows, checked at connect time
+after DNS (an SMP, or a name an SMP gives, that resolves to an internal address is not connected to).
 
 Negative answers (no DNS record, 404 from the SMP) are cached too, but never longer than ``negative_ttl``, so
 that a participant registered a moment ago becomes reachable quickly.
@@ -33,6 +39,7 @@ from cryptography.x509.oid import NameOID
 
 from accesspoint.core.errors import EbmsError
 from accesspoint.core.xml import parse_xml
+from accesspoint.httpclient import AddressPolicy, IpNetwork, UrlRefused, fetch, new_session
 from accesspoint.security.policy import RevocationMode, TrustSettings
 from accesspoint.security.trust import CertificateUsage, TrustError, validate_certificate
 from smp.bdxl import BdxlError, BdxlResolver, BdxlScheme, SmpApi, SmpLocation
@@ -71,6 +78,12 @@ class SmpSignatureError(DiscoveryError):
     """The SMP's signature is missing, broken, or by a certificate the SMP truststore does not trust."""
 
     kind = "smp-signature"
+
+
+class EndpointRefused(DiscoveryError):
+    """The trusted SMP names an endpoint URL the endpoint policy refuses (plain http, a non-public address)."""
+
+    kind = "endpoint-refused"
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +131,22 @@ class DiscoverySettings:
     legacy_cname: bool = True
     legacy_port: int = 80
     max_entries: int = 10_000
+    # Where an SMP may send this access point. Endpoint URLs must be https unless allow_http (test networks);
+    # an address that is not public (loopback, private, link-local, shared, reserved) is refused unless it lies
+    # in allowed_networks, for the SMPs themselves (http is theirs by Peppol's rules) as for the endpoints.
+    allow_http: bool = False
+    allowed_networks: tuple[IpNetwork, ...] = ()
+    max_response: int = MAX_RESPONSE
+
+    @property
+    def endpoint_policy(self) -> AddressPolicy:
+        """What an endpoint URL found through discovery must be, and where its connections may go."""
+        return AddressPolicy(self.allowed_networks, allow_http=self.allow_http)
+
+    @property
+    def smp_policy(self) -> AddressPolicy:
+        """Where SMP requests may go: http or https, to the addresses the endpoint policy allows."""
+        return AddressPolicy(self.allowed_networks, allow_http=True)
 
 
 @dataclass(slots=True)
@@ -273,12 +302,15 @@ class DiscoveryClient:
         url = metadata_url(location.url, location.api, who, what)
         verified, metadata, ttl = await self._fetch_metadata(url)
         ttl = min(ttl, location.ttl)
+        # Trust first: nothing an untrusted document says is acted on, least of all where to fetch next.
+        trusted = self._trusted(verified)
         redirected = False
         if metadata.redirect is not None:
             redirect = metadata.redirect
             verified, metadata, redirect_ttl = await self._fetch_metadata(redirect.href)
             ttl = min(ttl, redirect_ttl)
             _check_redirect_signer(redirect, verified)
+            trusted = self._trusted(verified)
             if metadata.redirect is not None:
                 # Peppol SMP spec: a client should not follow a second redirect.
                 raise DiscoveryError(f"{redirect.href} redirects again; only one Redirect is followed")
@@ -288,11 +320,14 @@ class DiscoveryClient:
             raise SmpSignatureError(
                 f"the SMP answered about {metadata.participant} / {metadata.document}, not {who} / {what}"
             )
-        trusted = self._trusted(verified)
         chosen = choose_endpoint(metadata, how, profiles, self._now())
         if chosen is None:
             raise NotRegistered(f"{who} has no active endpoint for {what} with transport profile {', '.join(profiles)}")
         process, info = chosen
+        try:
+            self.settings.endpoint_policy.check_url(info.url, "the endpoint URL")
+        except UrlRefused as exc:
+            raise EndpointRefused(f"{who} / {what}: {exc}") from None
         try:
             certificate = x509.load_der_x509_certificate(info.certificate)
         except ValueError:
@@ -333,8 +368,7 @@ class DiscoveryClient:
 
     def _session_for(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            timeout = aiohttp.ClientTimeout(total=self.settings.timeout)
-            self._session = aiohttp.ClientSession(timeout=timeout, auto_decompress=True)
+            self._session = new_session(timeout=self.settings.timeout, addresses=self.settings.smp_policy)
         return self._session
 
     async def _fetch_metadata(self, url: str) -> tuple[VerifiedDocument, ServiceMetadata, float]:
@@ -346,22 +380,22 @@ class DiscoveryClient:
         if cached is not None and cached.etag:
             headers["If-None-Match"] = cached.etag
         try:
-            async with self._session_for().get(url, headers=headers, allow_redirects=False) as response:
-                if response.status == 304 and cached is not None:
-                    cached.expires = now + min(_max_age(response.headers), self.settings.max_ttl)
-                    return cached.verified, cached.metadata, cached.expires - now
-                if response.status == 404:
-                    raise NotRegistered(f"the SMP knows no such participant or document type ({url})")
-                if response.status != 200:
-                    raise DiscoveryError(f"the SMP answered HTTP {response.status} for {url}")
-                body = await response.content.read(MAX_RESPONSE + 1)
-                max_age = _max_age(response.headers)
-                etag = response.headers.get("ETag")
+            self.settings.smp_policy.check_url(url, "the SMP URL")
+            answer = await fetch(self._session_for(), "GET", url, headers=headers, max_bytes=self.settings.max_response)
+        except UrlRefused as exc:
+            raise DiscoveryError(str(exc)) from None
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise DiscoveryError(f"cannot fetch {url}: {exc.__class__.__name__} {exc}") from None
-        if len(body) > MAX_RESPONSE:
-            raise DiscoveryError(f"the SMP answer from {url} is larger than {MAX_RESPONSE} bytes")
-        verified, metadata = self.read_document(body)
+        if answer.status == 304 and cached is not None:
+            cached.expires = now + min(_max_age(answer.headers), self.settings.max_ttl)
+            return cached.verified, cached.metadata, cached.expires - now
+        if answer.status == 404:
+            raise NotRegistered(f"the SMP knows no such participant or document type ({url})")
+        if answer.status != 200:
+            raise DiscoveryError(f"the SMP answered HTTP {answer.status} for {url}")
+        max_age = _max_age(answer.headers)
+        etag = answer.headers.get("ETag")
+        verified, metadata = self.read_document(answer.body)
         if max_age > 0:
             if len(self._http) >= self.settings.max_entries:
                 self._http.clear()
@@ -371,7 +405,7 @@ class DiscoveryClient:
     def read_document(self, body: bytes) -> tuple[VerifiedDocument, ServiceMetadata]:
         """Parse and verify one signed ServiceMetadata (any flavour) with this client's algorithm policy."""
         try:
-            root = parse_xml(body, max_bytes=MAX_RESPONSE, what="SMP answer")
+            root = parse_xml(body, max_bytes=self.settings.max_response, what="SMP answer")
         except EbmsError as exc:
             raise DiscoveryError(exc.detail) from None
         try:
@@ -443,6 +477,7 @@ __all__ = [
     "DiscoveryError",
     "DiscoverySettings",
     "Endpoint",
+    "EndpointRefused",
     "NotRegistered",
     "SmpSignatureError",
     "discover_once",

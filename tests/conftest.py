@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -72,17 +73,23 @@ def database_templates() -> dict[str, str]:
     return {}
 
 
+async def _sqlite_template(request: pytest.FixtureRequest) -> str:
+    """A migrated SQLite file made once per session, to copy."""
+    templates: dict[str, str] = request.getfixturevalue("database_templates")
+    if "sqlite" not in templates:
+        template = request.getfixturevalue("tmp_path_factory").mktemp("template") / "store.db"
+        await upgrade_to_head(sqlite_url(template))
+        templates["sqlite"] = str(template)
+    return templates["sqlite"]
+
+
 @contextlib.asynccontextmanager
 async def _database(request: pytest.FixtureRequest, tmp_path: Path, *, migrated: bool) -> AsyncIterator[str]:
     templates: dict[str, str] = request.getfixturevalue("database_templates")
     if request.param == "sqlite":
         path = tmp_path / "store.db"
         if migrated:
-            if "sqlite" not in templates:
-                template = request.getfixturevalue("tmp_path_factory").mktemp("template") / "store.db"
-                await upgrade_to_head(sqlite_url(template))
-                templates["sqlite"] = str(template)
-            shutil.copyfile(templates["sqlite"], path)
+            shutil.copyfile(await _sqlite_template(request), path)
         yield sqlite_url(path)
         return
     server: services.PostgresServer = request.getfixturevalue("postgres_server")
@@ -113,6 +120,24 @@ async def migrated_database_url(request: pytest.FixtureRequest, tmp_path: Path) 
     """A database at the newest schema with no rows: a copied SQLite file, or the session's PostgreSQL one emptied."""
     async with _database(request, tmp_path, migrated=True) as url:
         yield url
+
+
+@pytest.fixture
+async def pair_factory(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+    """Make pairs of access points in this event loop on one manual clock (``tests/inmemory.py``); each is
+    stopped after the test. ``pair_factory(retries=1, backoff="5s")`` passes the agreements' options."""
+    from tests.inmemory import Pair
+
+    template = Path(await _sqlite_template(request))
+    made: list[Pair] = []
+
+    def make(**agreed: Any) -> Pair:
+        made.append(Pair(tmp_path / f"pair{len(made)}", template, **agreed))
+        return made[-1]
+
+    yield make
+    for pair in made:
+        await pair.stop()
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from accesspoint.msh.receiving import AcceptedMessage, accept_user_message, sign
 from accesspoint.security.inbound import read_memory_part
 from accesspoint.security.keys import load_key_pair
 from accesspoint.testing.dnsserver import DnsServer
-from accesspoint.testing.smp import ZONE, pem, pki, publish, write_config
+from accesspoint.testing.smp import LOOPBACK, ZONE, pem, pki, publish, write_config
 from pmode import load_pmodes
 from smp.identifiers import NO_PROCESS, Identifier, peppol_naptr_name
 from smp.model import EndpointInfo, ProcessInfo, ServiceMetadata, TransportProfile
@@ -42,6 +42,7 @@ PARTICIPANT = "iso6523-actorid-upis::0088:5798000000001"
 UNPUBLISHED = "iso6523-actorid-upis::0088:5798000000002"  # in DNS, but the SMP knows no such participant
 NOWHERE = "iso6523-actorid-upis::0088:5798000000003"  # not even in DNS
 ASYNCHRONOUS = "iso6523-actorid-upis::0088:5798000000004"  # an access point that sends its receipts later
+METADATA_SERVICE = "iso6523-actorid-upis::0088:5798000000005"  # its SMP names a cloud metadata address
 DOCUMENT = "busdox-docid-qns::urn:example:letters::Letter##1.0"
 SOAP12 = f"{SoapVersion.V12.content_type}; charset=UTF-8"
 SERVICE = {"value": "urn:example:service:letters", "type": "urn:example:service-type"}
@@ -155,12 +156,14 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]
         asyncio.run(publish(base, published(PARTICIPANT, f"http://127.0.0.1:{port_be}/as4", receiver_certificate)))
         later = published(ASYNCHRONOUS, f"http://127.0.0.1:{port_async}/as4", receiver_certificate)
         asyncio.run(publish(base, later))
-        for participant in (PARTICIPANT, UNPUBLISHED, ASYNCHRONOUS):
+        internal = published(METADATA_SERVICE, "http://169.254.169.254/latest/meta-data", receiver_certificate)
+        asyncio.run(publish(base, internal))
+        for participant in (PARTICIPANT, UNPUBLISHED, ASYNCHRONOUS, METADATA_SERVICE):
             dns.add_naptr(peppol_naptr_name(Identifier.parse(participant), ZONE), base + "/")
         dns.start()
         (folder / "smp-trust.pem").write_bytes(pem(pki().ca))
         host, port = dns.address
-        discovery = {"zone": ZONE, "dns": f"{host}:{port}", "smp_trust": str(folder / "smp-trust.pem")}
+        discovery = {"zone": ZONE, "dns": f"{host}:{port}", "smp_trust": str(folder / "smp-trust.pem"), **LOOPBACK}
         configure(sweden, sender_pmodes(), discovery=discovery)
         configure(belgium, receiver_pmodes())
         belgium.start()
@@ -225,6 +228,16 @@ def test_unregistered_participant_fails_with_the_reason(federation: Federation, 
     assert "not registered in SMP" in failed["last_error"]["detail"]
     assert participant in failed["last_error"]["detail"]
     assert failed["attempts"] == 1  # not retried: the answer will not change by waiting
+
+
+def test_an_endpoint_at_a_link_local_address_is_never_posted_to(federation: Federation) -> None:
+    """A trusted SMP naming 169.254.169.254 as the endpoint: the message fails at once with EBMS:0004 and why."""
+    submit(federation.sweden, "internal@se", METADATA_SERVICE, b"<letter/>")
+    failed = federation.sweden.wait_state("internal@se", {"delivered", "failed"})
+    assert failed["state"] == "failed", failed
+    assert failed["last_error"]["code"] == "EBMS:0004"
+    assert "169.254.169.254 is a link-local address" in failed["last_error"]["detail"]
+    assert failed["attempts"] == 1
 
 
 def test_the_server_settings_name_a_bad_discovery_section(tmp_path: Path) -> None:

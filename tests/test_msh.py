@@ -1,4 +1,8 @@
-"""Two real access point processes over HTTP: send with receipt, duplicates, peer down then up, MissingReceipt."""
+"""Two access points exchanging over HTTP in one event loop: receipt, problems, peer down then up, MissingReceipt.
+
+``AccessPointProcess`` (``accesspoint serve`` in a process of its own) is kept here for the tests where the
+process is the point (CLI, TLS, kill -9, several instances, the federations).
+"""
 
 from __future__ import annotations
 
@@ -12,13 +16,16 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pytest
-
+from accesspoint.testing.processes import listens, wait_until
 from tests.conftest import REPO
+
+if TYPE_CHECKING:
+    from tests.inmemory import Node, Pair
 
 CERTS = REPO / "pmode" / "examples" / "certs"
 TOKEN = "test-token-0123456789abcdef"
@@ -102,15 +109,7 @@ class AccessPointProcess:
             stderr=log,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, (self.folder / "server.log").read_text()
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise AssertionError("server did not start")
+        wait_until(listens(self.port), self.process, "accesspoint serve", log=self.folder / "server.log")
 
     def stop(self) -> None:
         """Terminate the server."""
@@ -149,122 +148,112 @@ class AccessPointProcess:
         raise AssertionError(f"{message_id} never reached {states}: {document}")
 
 
-@pytest.fixture
-def pair(tmp_path: Path) -> Iterator[tuple[AccessPointProcess, AccessPointProcess]]:
-    """Sweden's access point (sender) and Belgium's (receiver), both running."""
-    port_se, port_be = _free_port(), _free_port()
-    sweden = AccessPointProcess(tmp_path / "se", "ap-sweden", "ap-sweden-sign", port_se, port_be)
-    belgium = AccessPointProcess(tmp_path / "be", "partner-115", "partner-115", port_be, port_se)
-    try:
-        belgium.start()
-        sweden.start()
-        yield sweden, belgium
-    finally:
-        sweden.stop()
-        belgium.stop()
+def _submission(payload: bytes, message_id: str) -> dict[str, Any]:
+    return {
+        "pmode": "se-to-be",
+        "message_id": message_id,
+        "properties": {"originalSender": "urn:se:sender", "finalRecipient": "urn:be:recipient"},
+        "payloads": [
+            {"content_id": "letter@se", "mime_type": "application/xml", "data": base64.b64encode(payload).decode()}
+        ],
+    }
 
 
-def _submit(ap: AccessPointProcess, payload: bytes, message_id: str) -> None:
-    status, document = ap.api(
-        "POST",
-        "/api/v1/messages",
-        {
-            "pmode": "se-to-be",
-            "message_id": message_id,
-            "properties": {"originalSender": "urn:se:sender", "finalRecipient": "urn:be:recipient"},
-            "payloads": [
-                {"content_id": "letter@se", "mime_type": "application/xml", "data": base64.b64encode(payload).decode()}
-            ],
-        },
-    )
+async def _submit(node: Node, payload: bytes, message_id: str) -> None:
+    status, document = await node.api("POST", "/api/v1/messages", _submission(payload, message_id))
     assert status == 202, document
     assert document["state"] == "submitted"
 
 
-def test_message_is_delivered_with_a_verified_receipt_and_downloadable_at_the_receiver(
-    pair: tuple[AccessPointProcess, AccessPointProcess],
+async def test_message_is_delivered_with_a_verified_receipt_and_downloadable_at_the_receiver(
+    pair_factory: Callable[..., Pair],
 ) -> None:
-    """Signed, encrypted 1.15 message from one process to the other; the receipt is verified and kept as evidence."""
-    sweden, belgium = pair
+    """Signed, encrypted 1.15 message from one access point to the other; the receipt is verified and kept."""
+    pair = pair_factory()
+    sweden, belgium = pair.se, pair.be
+    await belgium.start()
+    await sweden.start()
     payload = b"<letter>" + os.urandom(2000).hex().encode() + b"</letter>"
-    _submit(sweden, payload, "m1@se")
-    sent = sweden.wait_state("m1@se", {"delivered", "failed"})
+    await _submit(sweden, payload, "m1@se")
+    sent = await sweden.until("m1@se", {"delivered", "failed"})
     assert sent["state"] == "delivered", sent
     assert "partner-receipt" in {e["kind"] for e in sent["evidence"]}
-    received = belgium.wait_state("m1@se", {"received"}, direction="in")
+    received = await belgium.until("m1@se", {"received"}, direction="in")
     assert received["from"].endswith("AP-SE-0001")
     (part,) = received["payloads"]
     assert (part["size"], part["sha256"]) == (len(payload), hashlib.sha256(payload).hexdigest())
-    status, body = belgium.api("GET", "/api/v1/messages/m1@se/payloads/letter@se?direction=in")
+    status, body = await belgium.api("GET", "/api/v1/messages/m1@se/payloads/letter@se?direction=in")
     assert status == 200 and body == payload
-    status, acked = belgium.api("POST", "/api/v1/messages/m1@se/ack")
+    status, acked = await belgium.api("POST", "/api/v1/messages/m1@se/ack")
     assert status == 200 and acked["state"] == "acknowledged"
-    assert {"raw-message", "our-receipt"} <= {
-        e["kind"] for e in belgium.api("GET", "/api/v1/messages/m1@se?direction=in")[1]["evidence"]
-    }
+    evidence = (await belgium.message("m1@se", "in"))["evidence"]
+    assert {"raw-message", "our-receipt"} <= {e["kind"] for e in evidence}
 
 
-def test_backend_api_answers_bad_requests_with_problem_bodies(
-    pair: tuple[AccessPointProcess, AccessPointProcess],
-) -> None:
-    """No token: 401; unknown P-Mode: 422; unknown message: 404; each with a JSON problem body."""
-    sweden, _belgium = pair
-    request = urllib.request.Request(f"http://127.0.0.1:{sweden.port}/api/v1/messages/x", method="GET")
-    with pytest.raises(urllib.error.HTTPError) as caught:
-        urllib.request.urlopen(request, timeout=5)  # noqa: S310 (http on loopback)
-    assert caught.value.code == 401
-    assert json.loads(caught.value.read())["status"] == 401
-    status, problem = sweden.api("POST", "/api/v1/messages", {"pmode": "nope", "payloads": [{"data": "AA=="}]})
+async def test_backend_api_answers_bad_requests_with_problem_bodies(pair_factory: Callable[..., Pair]) -> None:
+    """No token or a bare one: 401 with a challenge; unknown P-Mode: 422; unknown message: 404; problem bodies."""
+    sweden = pair_factory().se
+    await sweden.start()
+    assert sweden.http is not None
+    for headers in ({}, {"Authorization": TOKEN}, {"Authorization": "Basic " + TOKEN}):
+        async with sweden.http.get(f"{sweden.base}/api/v1/messages/x", headers=headers) as response:
+            assert response.status == 401 and response.content_type == "application/problem+json"
+            assert response.headers["WWW-Authenticate"].startswith("Bearer realm=")
+            assert (await response.json())["status"] == 401
+    async with sweden.http.get(
+        f"{sweden.base}/api/v1/messages/x", headers={"Authorization": "bearer " + TOKEN}
+    ) as response:
+        assert response.status == 404  # the scheme in any case (RFC 9110 11.1)
+    status, problem = await sweden.api("POST", "/api/v1/messages", {"pmode": "nope", "payloads": [{"data": "AA=="}]})
     assert status == 422 and "P-Mode" in problem["detail"]
-    status, problem = sweden.api("GET", "/api/v1/messages/unknown@x")
+    status, problem = await sweden.api("GET", "/api/v1/messages/unknown@x")
     assert status == 404 and problem["title"] == "not-found"
-    status, spec = sweden.api("GET", "/api/v1/openapi.json")
+    status, spec = await sweden.api("GET", "/api/v1/openapi.json")
     assert status == 200 and spec["openapi"].startswith("3.")
 
 
-def test_peer_down_then_up_is_retried_until_delivered(tmp_path: Path) -> None:
+async def test_peer_down_then_up_is_retried_until_delivered(pair_factory: Callable[..., Pair]) -> None:
     """The receiver starts only after the first attempt failed: reception awareness retries and delivers."""
-    port_se, port_be = _free_port(), _free_port()
-    sweden = AccessPointProcess(tmp_path / "se", "ap-sweden", "ap-sweden-sign", port_se, port_be, retries=10)
-    belgium = AccessPointProcess(tmp_path / "be", "partner-115", "partner-115", port_be, port_se)
-    try:
-        sweden.start()
-        _submit(sweden, b"<late/>", "late@se")
-        waiting = sweden.wait_state("late@se", {"awaiting_receipt"})
-        assert waiting["attempts"] >= 1 and waiting["next_attempt_at"] is not None
-        belgium.start()
-        sent = sweden.wait_state("late@se", {"delivered", "failed"})
-        assert sent["state"] == "delivered", sent
-        assert sent["attempts"] >= 2
-        assert belgium.wait_state("late@se", {"received"}, direction="in")["payloads"][0]["size"] == len(b"<late/>")
-    finally:
-        sweden.stop()
-        belgium.stop()
-
-
-def test_missing_receipt_after_the_last_retry(tmp_path: Path) -> None:
-    """Nobody listens at the partner's endpoint: after the last retry the message fails with EBMS:0301."""
-    port_se, port_be = _free_port(), _free_port()
-    sweden = AccessPointProcess(tmp_path / "se", "ap-sweden", "ap-sweden-sign", port_se, port_be, retries=1)
-    try:
-        sweden.start()
-        _submit(sweden, b"<void/>", "void@se")
-        failed = sweden.wait_state("void@se", {"failed", "delivered"})
-        assert failed["state"] == "failed"
-        assert failed["last_error"]["code"] == "EBMS:0301"
-        assert failed["attempts"] == 2
-    finally:
-        sweden.stop()
-
-
-def test_a_payload_larger_than_the_in_memory_spool_is_streamed_through_and_arrives_intact(
-    pair: tuple[AccessPointProcess, AccessPointProcess],
-) -> None:
-    """3 MiB (past the 1 MiB in-memory spool on both sides) goes out from a spool file and arrives byte for byte."""
-    sweden, belgium = pair
-    payload = os.urandom(3 * 1024 * 1024)
-    _submit(sweden, payload, "big@se")
-    sent = sweden.wait_state("big@se", {"delivered", "failed"}, timeout=60)
+    pair = pair_factory(retries=10, backoff="5s")
+    sweden, belgium = pair.se, pair.be
+    await sweden.start()
+    await _submit(sweden, b"<late/>", "late@se")
+    waiting = await sweden.until("late@se", {"awaiting_receipt"})
+    assert waiting["attempts"] == 1 and waiting["next_attempt_at"] is not None
+    await belgium.start()
+    await pair.advance(timedelta(seconds=5))
+    sent = await sweden.until("late@se", {"delivered", "failed"})
     assert sent["state"] == "delivered", sent
-    (part,) = belgium.wait_state("big@se", {"received"}, direction="in")["payloads"]
+    assert sent["attempts"] == 2
+    received = await belgium.until("late@se", {"received"}, direction="in")
+    assert received["payloads"][0]["size"] == len(b"<late/>")
+
+
+async def test_missing_receipt_after_the_last_retry(pair_factory: Callable[..., Pair]) -> None:
+    """Nobody listens at the partner's endpoint: after the last retry the message fails with EBMS:0301."""
+    pair = pair_factory(retries=1, backoff="5s")
+    sweden = pair.se
+    await sweden.start()
+    await _submit(sweden, b"<void/>", "void@se")
+    await sweden.until("void@se", {"awaiting_receipt"})
+    await pair.advance(timedelta(seconds=5))
+    failed = await sweden.until("void@se", {"failed", "delivered"})
+    assert failed["state"] == "failed"
+    assert failed["last_error"]["code"] == "EBMS:0301"
+    assert failed["attempts"] == 2
+
+
+async def test_a_payload_larger_than_the_in_memory_spool_is_streamed_through_and_arrives_intact(
+    pair_factory: Callable[..., Pair],
+) -> None:
+    """3 MiB (past the 1 MiB in-memory spool and the offload threshold) is secured in a thread, arrives intact."""
+    pair = pair_factory()
+    sweden, belgium = pair.se, pair.be
+    await belgium.start()
+    await sweden.start()
+    payload = os.urandom(3 * 1024 * 1024)
+    await _submit(sweden, payload, "big@se")
+    sent = await sweden.until("big@se", {"delivered", "failed"}, timeout=60)
+    assert sent["state"] == "delivered", sent
+    (part,) = (await belgium.until("big@se", {"received"}, direction="in"))["payloads"]
     assert (part["size"], part["sha256"]) == (len(payload), hashlib.sha256(payload).hexdigest())

@@ -9,6 +9,8 @@ even though the receiver answers a repeated MessageId with the stored receipt an
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import os
 from collections import Counter
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +21,6 @@ import pytest
 import redis
 
 from accesspoint.testing import services
-from tests import test_msh
 from tests.test_msh_crash import (
     CountingProxy,
     assert_delivered_exactly_once,
@@ -27,7 +28,7 @@ from tests.test_msh_crash import (
     submit_batch,
     wait_until,
 )
-from tests.test_msh_support import BE_KEY, SE_KEY, Peer, agreements, pair, running
+from tests.test_msh_support import BE_KEY, SE_KEY, Peer, agreements, pair, running, submission
 
 # A lease longer than the send timeout: a live sender never loses its claim mid-send.
 SEND = {"workers": 4, "timeout": "2s", "lease": "3s"}
@@ -45,10 +46,17 @@ async def postgres_databases(postgres_server: services.PostgresServer) -> AsyncI
 
 
 def test_basic_delivery_between_two_processes_on_postgresql(tmp_path: Path, postgres_databases: list[str]) -> None:
-    """The two-process send with a verified receipt of test_msh, each access point on a PostgreSQL database."""
+    """Two ``accesspoint serve`` processes, each on a PostgreSQL database: delivered, receipt kept, downloadable."""
     sweden, belgium = pair(tmp_path, se={"database": postgres_databases[0]}, be={"database": postgres_databases[1]})
+    payload = b"<letter>" + os.urandom(2000).hex().encode() + b"</letter>"
     with running(belgium, sweden):
-        test_msh.test_message_is_delivered_with_a_verified_receipt_and_downloadable_at_the_receiver((sweden, belgium))
+        assert sweden.api("POST", "/api/v1/messages", submission("se-to-be", payload, "m1@se"))[0] == 202
+        sent = sweden.wait_state("m1@se", {"delivered", "failed"})
+        assert sent["state"] == "delivered" and "partner-receipt" in {e["kind"] for e in sent["evidence"]}
+        received = belgium.wait_state("m1@se", {"received"}, direction="in")
+        assert received["payloads"][0]["sha256"] == hashlib.sha256(payload).hexdigest()
+        status, body = belgium.api("GET", "/api/v1/messages/m1@se/payloads/letter@se?direction=in")
+        assert status == 200 and body == payload
 
 
 def _claims(url: str) -> list[tuple[str, str, str | None]]:

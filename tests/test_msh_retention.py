@@ -2,85 +2,74 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
-import time
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
-from aiohttp.test_utils import TestClient
+from accesspoint.msh.app import MAINTENANCE
+from accesspoint.store import PurgeReport
+from tests.inmemory import Node, Pair, eventually
+from tests.test_msh_support import submission
 
-from accesspoint.msh.app import MAINTENANCE, create_app
-from accesspoint.msh.config import load_config
-from accesspoint.store import ManualClock, PurgeReport
-from tests.test_msh import TOKEN
-from tests.test_msh_support import Peer, agreements, pair, running, submission
-
-Client = Callable[..., Awaitable[TestClient[Any, Any]]]
+DAY = timedelta(days=1)
 
 
-def _files(peer: Peer) -> list[Path]:
-    return [p for p in (peer.folder / "data" / "files").rglob("*") if p.is_file()]
+def _files(node: Node) -> list[Path]:
+    return [p for p in (node.folder / "data" / "files").rglob("*") if p.is_file() and p.parent.name != "tmp"]
 
 
-def _wait(condition: str, check: Callable[[], bool], timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(condition)
+async def test_purge_drops_payloads_then_messages_then_evidence_per_pmode_retention(
+    pair_factory: Callable[..., Pair],
+) -> None:
+    """Payloads after a day, records and evidence after two once final; an unacknowledged message stays."""
+    pair = pair_factory(retention={"payloads": "1d", "messages": "2d", "evidence": "2d"})
+    sweden, belgium = pair.se, pair.be
+    for node in (sweden, belgium):
+        pair.configure(node, retention={"interval": "1h"})
+    await belgium.start()
+    await sweden.start()
+    assert (await sweden.api("POST", "/api/v1/messages", submission("se-to-be", b"<old/>", "r1@se")))[0] == 202
+    sent = await sweden.until("r1@se", {"delivered", "failed"})
+    assert sent["state"] == "delivered" and sent["payloads"]
+
+    async def record() -> tuple[int, dict[str, object]]:
+        return await sweden.api("GET", "/api/v1/messages/r1@se")
+
+    hour = timedelta(hours=1)
+    await pair.advance(DAY)
+    await pair.advance_until(hour, record, lambda answer: answer[1].get("payloads") == [], "payloads purged")
+    await pair.advance(DAY - 2 * hour)
+    await pair.advance_until(hour, record, lambda answer: answer[0] == 404, "message purged")
+
+    async def files() -> list[Path]:
+        return _files(sweden)
+
+    await eventually(files, lambda found: found == [], "evidence and payload files deleted")
+
+    # Received but not acknowledged is not final: the purge leaves it however old it is.
+    kept = await belgium.message("r1@se", "in")
+    assert kept["state"] == "received" and kept["payloads"]
+    assert (await belgium.api("POST", "/api/v1/messages/r1@se/ack"))[0] == 200
+    await pair.advance(2 * DAY - hour)
+
+    async def acknowledged() -> int:
+        return (await belgium.api("GET", "/api/v1/messages/r1@se?direction=in"))[0]
+
+    await pair.advance_until(hour, acknowledged, lambda status: status == 404, "acknowledged message purged")
 
 
-def test_purge_drops_payloads_then_messages_then_evidence_per_pmode_retention(tmp_path: Path) -> None:
-    """Payloads after 0.5 s, records and evidence after 1 s once final; an unacknowledged message stays."""
-    retention = {"payloads": 0.5, "messages": 1, "evidence": 1}
-    quick = {"retention": {"interval": "200ms"}}
-    sweden, belgium = pair(tmp_path, se=quick, be=quick, retention=retention)
-    with running(belgium, sweden):
-        assert sweden.api("POST", "/api/v1/messages", submission("se-to-be", b"<old/>", "r1@se"))[0] == 202
-        sent = sweden.wait_state("r1@se", {"delivered", "failed"})
-        assert sent["state"] == "delivered" and sent["payloads"]
-        _wait("payloads purged", lambda: sweden.api("GET", "/api/v1/messages/r1@se")[1].get("payloads") == [])
-        _wait("message purged", lambda: sweden.api("GET", "/api/v1/messages/r1@se")[0] == 404)
-        _wait("evidence and payload files deleted", lambda: _files(sweden) == [])
-
-        # Received but not acknowledged is not final: the purge leaves it however old it is.
-        time.sleep(1.5)
-        kept = belgium.api("GET", "/api/v1/messages/r1@se?direction=in")[1]
-        assert kept["state"] == "received" and kept["payloads"]
-        assert belgium.api("POST", "/api/v1/messages/r1@se/ack")[0] == 200
-        _wait(
-            "acknowledged message purged", lambda: belgium.api("GET", "/api/v1/messages/r1@se?direction=in")[0] == 404
-        )
-
-
-async def test_purge_runs_on_the_injected_clock(aiohttp_client: Client, tmp_path: Path) -> None:
-    """With a manual clock, a failed message loses its payloads after 30 days, its record after 90, evidence later."""
-    retention = {"payloads": "30d", "messages": "90d", "evidence": "1y"}
-    sweden, _belgium = pair(tmp_path)
-    pmodes = agreements("ap-sweden", sweden.base + "/as4", "http://127.0.0.1:9/as4", retries=0, retention=retention)
-    sweden.folder.joinpath("pmodes.yaml").write_text(json.dumps(pmodes))
-    clock = ManualClock(datetime.now(UTC))
-    app = create_app(load_config(sweden.folder / "server.yaml"), clock=clock)
-    client = await aiohttp_client(app)
-    maintenance = app[MAINTENANCE]
-    auth = {"Authorization": f"Bearer {TOKEN}"}
-    response = await client.post("/api/v1/messages", json=submission("se-to-be", b"<x/>", "old@se"), headers=auth)
-    assert response.status == 202
+async def test_purge_runs_on_the_injected_clock(pair_factory: Callable[..., Pair]) -> None:
+    """A failed message loses its payloads after 30 days, its record after 90, its evidence after a year."""
+    pair = pair_factory(retries=0, retention={"payloads": "30d", "messages": "90d", "evidence": "1y"})
+    sweden = pair.se
+    await sweden.start()
+    assert (await sweden.api("POST", "/api/v1/messages", submission("se-to-be", b"<x/>", "old@se")))[0] == 202
     # Nobody listens at the partner's endpoint and the leg allows no wait: it fails at once, a final state.
-    for _ in range(100):
-        document = await (await client.get("/api/v1/messages/old@se", headers=auth)).json()
-        if document["state"] == "failed":
-            break
-        await asyncio.sleep(0.05)
-    assert document["state"] == "failed", document
-
-    day = timedelta(days=1)
-    assert await maintenance.purge(now=clock.now() + 29 * day) == PurgeReport()
-    assert await maintenance.purge(now=clock.now() + 31 * day) == PurgeReport(payloads=1)
-    assert await maintenance.purge(now=clock.now() + 91 * day) == PurgeReport(messages=1)
-    assert (await client.get("/api/v1/messages/old@se", headers=auth)).status == 404
-    assert (await maintenance.purge(now=clock.now() + 366 * day)).evidence >= 1
+    assert (await sweden.until("old@se", {"failed"}))["state"] == "failed"
+    assert sweden.app is not None
+    maintenance, now = sweden.app[MAINTENANCE], pair.clock.now()
+    assert await maintenance.purge(now=now + 29 * DAY) == PurgeReport()
+    assert await maintenance.purge(now=now + 31 * DAY) == PurgeReport(payloads=1)
+    assert await maintenance.purge(now=now + 91 * DAY) == PurgeReport(messages=1)
+    assert (await sweden.api("GET", "/api/v1/messages/old@se"))[0] == 404
+    assert (await maintenance.purge(now=now + 366 * DAY)).evidence >= 1

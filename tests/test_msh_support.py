@@ -12,7 +12,6 @@ import os
 import ssl
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from typing import Any
 
 from accesspoint.core.message import read_message
 from accesspoint.core.model import SignalMessage
+from accesspoint.testing.processes import wait_until
 from tests.conftest import REPO
 from tests.test_msh import CERTS, SERVICE, TOKEN, AccessPointProcess, _free_port, _party
 
@@ -128,15 +128,11 @@ class Peer(AccessPointProcess):
             stderr=log,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, (self.folder / "server.log").read_text()
-            try:
-                with self._open(self._request("/health"), 1):
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise AssertionError("server did not start")
+        wait_until(self._answers, self.process, "accesspoint serve", log=self.folder / "server.log")
+
+    def _answers(self) -> bool:
+        with self._open(self._request("/health"), 1):
+            return True
 
     def api(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
         """Call the backend API; (status, JSON or bytes)."""

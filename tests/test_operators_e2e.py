@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +27,8 @@ from typing import Any
 import pytest
 
 from accesspoint.servicekit.webhooks import SIGNATURE_HEADER, signature
+from accesspoint.testing import services
+from accesspoint.testing.processes import wait_until
 from operators.channels import As4Channel, SoapChannel
 from operators.sender import SenderStatus, end_to_end_status
 from tests.conftest import INTEROP, REPO
@@ -59,6 +62,7 @@ class Federation:
     operator_ap: Peer
     operator_url: str
     folder: Path
+    operator_pid: int
 
 
 def _http(url: str, token: str | None = None, data: bytes | None = None, headers: dict[str, str] | None = None) -> Any:
@@ -138,17 +142,10 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]
     try:
         with ThreadPoolExecutor(2) as starting:  # both access points start at once: a few seconds saved
             list(starting.map(Peer.start, (operator_ap, sender)))
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, (folder / "operator" / "operator.log").read_text()
-            try:
-                if _http(f"{url}/health")[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "the operator did not start"
-            time.sleep(0.1)
-        yield Federation(sender, operator_ap, url, folder)
+        wait_until(
+            lambda: _http(f"{url}/health")[0] == 200, process, "the operator", log=folder / "operator" / "operator.log"
+        )
+        yield Federation(sender, operator_ap, url, folder, process.pid)
     finally:
         sender.stop()
         operator_ap.stop()
@@ -289,3 +286,33 @@ def test_legacy_router_delivers_over_service_v3_into_the_same_mailbox(federation
     assert refused.delivered is False
     mailbox = _http(f"{federation.operator_url}/api/v1/mailboxes/{PERSON}/messages", PERSONAL)[1]
     assert f"soap:{delivery.messages[0].id}" in [m["as4_message_id"] for m in mailbox["messages"]]
+
+
+def test_a_mail_id_beyond_64_bits_is_no_message_not_a_server_error(federation: Federation) -> None:
+    """Mail ids past 2**63 - 1, zero or written with non-ASCII digits answer 404 with a problem body."""
+    base = f"{federation.operator_url}/api/v1/mailboxes/{PERSON}/messages"
+    for mail_id in (str(2**63), str(2**64 + 5), "9" * 40, "0", "\u0663"):
+        code, problem = _http(f"{base}/{urllib.parse.quote(mail_id)}", ADMIN)
+        assert (code, problem["title"]) == (404, "not-found"), mail_id
+
+
+def test_an_oversized_soap_request_is_refused_before_it_is_read_and_leaves_no_memory_or_files_behind(
+    federation: Federation,
+) -> None:
+    """60 MiB posted to the unauthenticated Service v3 endpoint: 413 from the Content-Length alone; the operator's
+    RSS and open files are as before (it once read such a body whole: RSS 108 -> 598 MB, kept)."""
+    pid = federation.operator_pid
+    files_before, rss_before = services.open_files(pid), services.rss_bytes(pid)
+    body = b"<x>" + b"A" * (60 * 1024 * 1024) + b"</x>"
+    request = urllib.request.Request(f"{federation.operator_url}/soap/v3/service", data=body, method="POST")  # noqa: S310
+    request.add_header("Content-Type", "text/xml; charset=utf-8")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)  # noqa: S310 (loopback)
+    assert refused.value.code == 413 and b"Fault" in refused.value.read()
+    del body
+    rss_after = services.rss_bytes(pid)
+    print(f"operator RSS {rss_before / 2**20:.0f} -> {rss_after / 2**20:.0f} MiB after a refused 60 MiB SOAP body")
+    assert rss_after - rss_before < 16 * 1024 * 1024
+    files_after = services.open_files(pid)
+    print(f"operator open files {len(files_before)} -> {len(files_after)} (sockets included)")
+    assert services.files_only(files_after) == services.files_only(files_before)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import io
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import TestClient
 from lxml import etree
 
 from accesspoint.envelopes._common import EnvelopeError
@@ -18,6 +21,7 @@ from operators.soap import (
     FAULT_SIGNATURE,
     DeliverSecureFault,
     ServiceV3Client,
+    SoapBodyLimit,
     body_child,
     deliver_secure_request,
     fault_response,
@@ -150,3 +154,36 @@ async def test_client_reads_recorded_answers_from_a_stub(schema: etree.XMLSchema
     async for url in _serve(app):
         result = await ServiceV3Client(url, schema).deliver_secure(sealed(secure_delivery()))
         assert result.statuses == (("192301010168", True),)
+
+
+async def test_a_soap_request_over_the_limit_or_past_the_large_slots_is_refused_before_it_is_read(
+    aiohttp_client: Callable[..., Awaitable[TestClient]],
+) -> None:
+    """413 for a body over soap_max_size (declared or streamed), 503 with Retry-After while the one large slot is
+    taken; a delivery within the limits is still taken."""
+    mib = 1024 * 1024
+    operator = LegacyOperator()
+    limit = SoapBodyLimit(max_size=2 * mib, max_large=1, large=64 * 1024, retry_after=3)
+    client = await aiohttp_client(legacy_operator_app(operator.deliver, TRUST, limit=limit))
+    declared = await client.post("/service", data=io.BytesIO(b"x" * (3 * mib)))
+    assert declared.status == 413 and b"Fault" in await declared.read()
+
+    release = asyncio.Event()
+
+    async def slow(size: int) -> AsyncIterator[bytes]:
+        yield b"<" * (128 * 1024)
+        await release.wait()
+        for _ in range(size // (128 * 1024)):
+            yield b"x" * (128 * 1024)
+
+    holding = asyncio.create_task(client.post("/service", data=slow(3 * mib)))
+    while limit.in_progress == 0:
+        await asyncio.sleep(0.01)
+    busy = await client.post("/service", data=io.BytesIO(b"y" * (256 * 1024)))
+    assert (busy.status, busy.headers.get("Retry-After")) == (503, "3")
+    release.set()
+    streamed = await holding
+    assert streamed.status == 413, "a chunked body is cut off once it passes the limit"
+    assert limit.in_progress == 0
+    good = await client.post("/service", data=deliver_secure_request(sealed(secure_delivery(PERSON))))
+    assert good.status == 200 and len(operator.stored) == 1

@@ -433,7 +433,7 @@ def test_fetcher_refuses_non_http_locations() -> None:
 
 
 def test_fetcher_http_errors_and_size_cap(lab: Lab) -> None:
-    """404s, refused connections, redirects off HTTP and answers past the size cap are FetchErrors."""
+    """404s, refused connections, every redirect (its location never fetched) and answers past the cap: FetchErrors."""
     lab.server.routes["/big"] = lambda _body: Reply(b"x" * 2048)
     lab.server.routes["/to-big"] = lambda _body: Reply(status=302, headers={"Location": lab.server.url("/big")})
     lab.server.routes["/to-ftp"] = lambda _body: Reply(status=302, headers={"Location": "ftp://127.0.0.1/x.crl"})
@@ -445,11 +445,13 @@ def test_fetcher_http_errors_and_size_cap(lab: Lab) -> None:
     with pytest.raises(FetchError, match="larger than"):
         UrlFetcher(max_bytes=1024)(lab.server.url("/big"), None)
     assert UrlFetcher(max_bytes=2048)(lab.server.url("/big"), None) == b"x" * 2048
-    assert UrlFetcher()(lab.server.url("/to-big"), None) == b"x" * 2048
-    with pytest.raises(FetchError, match="non-HTTP"):  # urllib alone would follow this one
-        UrlFetcher()(lab.server.url("/to-ftp"), None)
+    assert lab.server.count("/big") == 2
+    for path in ("/to-big", "/to-ftp"):
+        with pytest.raises(FetchError, match=f"HTTP 302 redirect from .*{path} to .* not followed"):
+            UrlFetcher()(lab.server.url(path), None)
     with pytest.raises(FetchError, match="HTTP 302"):  # urllib itself refuses to follow this one
         UrlFetcher()(lab.server.url("/to-file"), None)
+    assert lab.server.count("/big") == 2  # the redirect to it was not followed
 
 
 # ----------------------------------------------------------------------------- OCSP responses, in memory

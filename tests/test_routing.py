@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -39,8 +40,10 @@ from accesspoint.routing.outbound import DISCOVERY, PartnerResolver, RouteRecord
 from accesspoint.routing.settings import NetworkDiscovery, parse_discovery, parse_routing
 from accesspoint.routing.shell import Routing
 from accesspoint.servicekit.settings import SettingsError
-from accesspoint.store import Direction, EvidenceKind, MessageStore, NewEvidence, NewPayload, StoredMessage
+from accesspoint.store import Database, Direction, EvidenceKind, MessageStore, NewEvidence, NewPayload, StoredMessage
 from accesspoint.store import MessageInfo as StoreInfo
+from accesspoint.store.hooks import TransactionHook
+from accesspoint.store.routes import RouteTargets
 from far.identifiers import with_check_digit
 from far.model import AccountStatus, create_engine, upgrade_schema
 from far.service import FarService, Operator, Reachability, Reason
@@ -224,14 +227,33 @@ def test_forward_route_names_the_operator_party_or_the_dynamic_partner(tmp_path:
     assert refusal.reason == Refusal.NO_AGREEMENT and "Other AB" in refusal.error().detail
 
 
-def test_route_records_survive_as_files(tmp_path: Path) -> None:
-    """A forwarded message's route target is read back as written."""
-    records = RouteRecords(tmp_path / "routing")
+async def test_a_route_target_is_kept_with_its_message_and_earlier_files_are_taken_in(tmp_path: Path) -> None:
+    """A target written with its message is read back as written; targets an older version kept as JSON files
+    are taken into the database once (the files removed), without overwriting one recorded there."""
+    store = await MessageStore.open(f"sqlite:///{tmp_path / 'ap.db'}", tmp_path / "files")
+    records = RouteRecords(RouteTargets(store.db))
     target = RouteTarget("fwd-1", "m1", OPERATOR.id, OPERATOR.name, OPERATOR.party_id, "https://op/as4")
-    assert records.get("fwd-1") is None
-    records.put(target)
-    assert records.get("fwd-1") == target
-    assert "Mailbox AB" in target.describe() and "https://op/as4" in target.describe()
+    try:
+        assert await records.get("fwd-1") is None
+        now = datetime.now(UTC)
+        await store.submit(StoreInfo("fwd-1"), [], now=now, hooks=[records.hook(target, now=now)])
+        assert await records.get("fwd-1") == target
+        assert "Mailbox AB" in target.describe() and "https://op/as4" in target.describe()
+        folder = tmp_path / "routing"
+        folder.mkdir()
+        older = RouteTarget("fwd-2", "m2", OPERATOR.id, OPERATOR.name, OPERATOR.party_id, "https://op2/as4")
+        for name, kept in (("a", older), ("b", replace(target, endpoint="https://elsewhere/as4"))):
+            fields = {
+                "message_id": kept.message_id, "original_message_id": kept.original_message_id,
+                "operator_id": kept.operator_id, "operator_name": kept.operator_name, "party_id": kept.party_id,
+                "endpoint": kept.endpoint,
+            }  # fmt: skip
+            (folder / f"{name}.json").write_text(json.dumps(fields))
+        assert await records.adopt_folder(folder) == 1
+        assert await records.get("fwd-2") == older and await records.get("fwd-1") == target
+        assert list(folder.iterdir()) == []
+    finally:
+        await store.close()
 
 
 def test_routing_and_discovery_settings_name_their_mistakes(tmp_path: Path) -> None:
@@ -284,7 +306,7 @@ async def test_a_network_may_have_its_own_discovery_zone(tmp_path: Path) -> None
     assert isinstance(settings, NetworkDiscovery)
     sdk = settings.for_network("sdk")
     assert (sdk.zone, sdk.smp_trust) == ("sdk.example", settings.smp_trust)  # the truststore is inherited
-    resolver = PartnerResolver(settings, RouteRecords(tmp_path / "routing"))
+    resolver = PartnerResolver(settings, _records(tmp_path))
     try:
         sdk_client, peppol_client = resolver.client("sdk"), resolver.client("peppol")
         assert sdk_client is not None and peppol_client is not None
@@ -294,14 +316,14 @@ async def test_a_network_may_have_its_own_discovery_zone(tmp_path: Path) -> None
         await resolver.close()
     with pytest.raises(ValueError, match=r"discovery\.networks\.sdk\.bogus: unknown setting"):
         parse_discovery(tmp_path, {**section, "networks": {"sdk": {"bogus": 1}}}, "field discovery")
-    assert PartnerResolver(None, RouteRecords(tmp_path)).client("sdk") is None
+    assert PartnerResolver(None, _records(tmp_path)).client("sdk") is None
 
 
 async def test_far_in_process_answers_and_far_unreachable_is_a_failure(tmp_path: Path) -> None:
     """FaR run in-process from a settings mapping answers; a FaR URL nobody listens on gives FarFailure."""
     in_process = parse_routing(tmp_path, {"far": {"database": "sqlite+aiosqlite:///far.db"}}, "routing")
     assert in_process is not None
-    routing = Routing(None, RouteRecords(tmp_path / "routing"), routing=in_process)
+    routing = Routing(None, _records(tmp_path), routing=in_process)
     try:
         assert routing.far is not None
         answer = await routing.far.is_reachable(SENDER, PERSON)
@@ -314,7 +336,7 @@ async def test_far_in_process_answers_and_far_unreachable_is_a_failure(tmp_path:
         port = sock.getsockname()[1]  # bound, never listening: connections are refused
         down = parse_routing(tmp_path, {"far": f"http://127.0.0.1:{port}", "timeout": "2s"}, "routing")
         assert down is not None
-        routing = Routing(None, RouteRecords(tmp_path / "routing"), routing=down)
+        routing = Routing(None, _records(tmp_path), routing=down)
         try:
             assert routing.far is not None
             failure = await routing.far.is_reachable(SENDER, PERSON)
@@ -326,7 +348,8 @@ async def test_far_in_process_answers_and_far_unreachable_is_a_failure(tmp_path:
 async def test_a_forwarded_message_goes_to_the_endpoint_its_route_record_names(tmp_path: Path) -> None:
     """The operator's endpoint comes from the record (FaR), its certificate from the P-Mode; none is an error."""
     pmodes = load_pmodes(_pmodes(tmp_path))
-    records = RouteRecords(tmp_path / "routing")
+    store = await MessageStore.open(f"sqlite:///{tmp_path / 'ap.db'}", tmp_path / "files")
+    records = RouteRecords(RouteTargets(store.db))
     resolver = PartnerResolver(None, records)
     routes = {r.pmode.id: r for r in pmodes.routes()}
     header = UserMessage(
@@ -336,7 +359,10 @@ async def test_a_forwarded_message_goes_to_the_endpoint_its_route_record_names(t
             service=Service("urn:example:post"), action="Deliver", conversation_id="c"
         ),
     )
-    records.put(RouteTarget("fwd-1", "m1", OPERATOR.id, OPERATOR.name, "AP-OPERATOR-1", "https://op.example/as4"))
+    target = RouteTarget("fwd-1", "m1", OPERATOR.id, OPERATOR.name, "AP-OPERATOR-1", "https://op.example/as4")
+    now = datetime.now(UTC)
+    await store.submit(StoreInfo("fwd-1"), [], now=now, hooks=[records.hook(target, now=now)])
+    await store.close()
     resolved = await resolver.resolve("fwd-1", header, routes["to-operator"], at=datetime.now(UTC))
     assert resolved.endpoint == "https://op.example/as4"
     assert resolved.partner_signing_certificate == routes["to-operator"].partner.signing_certificate
@@ -360,6 +386,11 @@ def test_an_sdk_message_is_forwarded_on_the_sdk_pmode_with_a_dynamic_partner() -
     assert forward_route(foreign, pmodes, action=incoming.leg.action) is None  # only SDK legs here
 
 
+def _records(tmp_path: Path) -> RouteRecords:
+    """Route records over a database that is never opened (for tests that do not read or write one)."""
+    return RouteRecords(RouteTargets(Database(f"sqlite:///{tmp_path / 'unused.db'}")))
+
+
 class _Submitter:
     """The access point as forwarding sees it: P-Modes, store, and a submit that stores and remembers."""
 
@@ -368,10 +399,17 @@ class _Submitter:
         self.store: MessageStore | None = store
         self.submitted: list[dict[str, Any]] = []
 
-    async def submit(self, document: dict[str, Any], files: Sequence[NewPayload] | None = None) -> StoredMessage:
+    async def submit(
+        self,
+        document: dict[str, Any],
+        files: Sequence[NewPayload] | None = None,
+        *,
+        hooks: Sequence[TransactionHook] = (),
+    ) -> StoredMessage:
         self.submitted.append(document)
         assert self.store is not None
-        return await self.store.submit(StoreInfo(str(document["message_id"])), list(files or ()), now=datetime.now(UTC))
+        info = StoreInfo(str(document["message_id"]))
+        return await self.store.submit(info, list(files or ()), now=datetime.now(UTC), hooks=hooks)
 
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:
@@ -407,7 +445,7 @@ async def test_a_message_received_but_not_forwarded_before_a_stop_is_forwarded_a
     await engine.dispose()
     store = await MessageStore.open(f"sqlite:///{tmp_path / 'ap.db'}", tmp_path / "files")
     settings = parse_routing(tmp_path, {"far": {"database": far_url}}, "routing")
-    routing = Routing(None, RouteRecords(tmp_path / "routing"), routing=settings)
+    routing = Routing(None, RouteRecords(RouteTargets(store.db)), routing=settings)
     access_point = _Submitter(load_pmodes(_pmodes(tmp_path)), store)
     try:
         sender = {"originalSender": f"0007:{SENDER}"}
@@ -425,7 +463,7 @@ async def test_a_message_received_but_not_forwarded_before_a_stop_is_forwarded_a
         history = await store.history(routable)
         assert "forwarded to operator Mailbox AB" in (history[-1].detail or "")
         assert (await store.history(half_done))[-1].detail == "forwarded as fwd-m4"
-        target = RouteRecords(tmp_path / "routing").get("fwd-m1")
+        target = await routing.records.get("fwd-m1")
         assert target is not None and target.endpoint == OPERATOR.endpoint
         assert await routing.recover(access_point, now=datetime.now(UTC)) == 0  # nothing twice
     finally:
@@ -437,21 +475,52 @@ async def test_a_routed_submission_names_its_mistakes(tmp_path: Path) -> None:
     """route must be true, needs routing settings and a finalRecipient; without the key nothing changes."""
     pmodes = load_pmodes(_pmodes(tmp_path))
     plain = {"pmode": "to-operator", "properties": {}}
-    bare = Routing(None, RouteRecords(tmp_path / "routing"))
-    assert await bare.route_submission(pmodes, plain) is plain
+    bare = Routing(None, _records(tmp_path))
+    assert (await bare.route_submission(pmodes, plain)).document is plain
     with pytest.raises(ValueError, match="no routing settings"):
         await bare.route_submission(pmodes, {"route": True})
     with pytest.raises(ValueError, match="route: true, or leave it out"):
         await bare.route_submission(pmodes, {"route": "yes"})
     settings = parse_routing(tmp_path, {"far": "http://127.0.0.1:9"}, "routing")
-    routing = Routing(None, RouteRecords(tmp_path / "routing"), routing=settings)
+    routing = Routing(None, _records(tmp_path), routing=settings)
     try:
         with pytest.raises(ValueError, match="finalRecipient: required"):
             await routing.route_submission(pmodes, {"route": True, "properties": {"originalSender": SENDER}})
         with pytest.raises(ValueError, match="refused: invalid-sender"):
             await routing.route_submission(pmodes, {"route": True, "properties": {"finalRecipient": PERSON}})
         foreign = {"route": True, "action": "Deliver", "properties": {"finalRecipient": "iso6523-actorid-upis::0088:1"}}
-        routed = await routing.route_submission(pmodes, foreign)
+        routed = (await routing.route_submission(pmodes, foreign)).document
         assert routed["pmode"] == "to-network" and "route" not in routed and routed["message_id"]
     finally:
         await routing.close()
+
+
+def test_discovery_endpoint_policy_is_https_and_public_unless_the_settings_say_otherwise(tmp_path: Path) -> None:
+    """allow_http and allow_networks are read (per network too); endpoints elsewhere are refused by default."""
+    trust = str(CERTS / "ca.pem")
+    strict = parse_discovery(tmp_path, {"zone": "z", "smp_trust": trust}, "field discovery")
+    assert strict is not None and (strict.allow_http, strict.allowed_networks) == (False, ())
+    section = {
+        "zone": "z",
+        "smp_trust": trust,
+        "allow_http": True,
+        "allow_networks": ["127.0.0.0/8", "::1"],
+        "networks": {"peppol": {"allow_http": False, "allow_networks": []}},
+    }
+    settings = parse_discovery(tmp_path, section, "field discovery")
+    assert isinstance(settings, NetworkDiscovery)
+    resolver = PartnerResolver(settings, RouteRecords(tmp_path / "routing"))
+    loopback = resolver.addresses("edelivery-1.15")
+    assert loopback is not None and loopback.allow_http
+    loopback.check_url("http://127.0.0.1:8080/as4")
+    peppol = resolver.addresses("peppol")
+    assert peppol is not None
+    for url in ("http://ap.example/as4", "https://127.0.0.1/as4"):
+        with pytest.raises(ValueError, match=r"not https|loopback"):
+            peppol.check_url(url)
+    assert PartnerResolver(None, RouteRecords(tmp_path)).addresses("peppol") is None
+    with pytest.raises(ValueError, match=r"discovery\.allow_http: must be true or false"):
+        parse_discovery(tmp_path, {**section, "allow_http": "yes"}, "field discovery")
+    with pytest.raises(ValueError, match=r"discovery\.networks\.peppol\.allow_networks: 'intranet' is not"):
+        bad = {**section, "networks": {"peppol": {"allow_networks": ["intranet"]}}}
+        parse_discovery(tmp_path, bad, "field discovery")

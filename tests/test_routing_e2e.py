@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from accesspoint.security.keys import load_key_pair
 from accesspoint.testing.dnsserver import DnsServer
 from accesspoint.testing.pki import issue
-from accesspoint.testing.smp import ZONE, pem, pki, publish, write_config, write_keys
+from accesspoint.testing.smp import LOOPBACK, ZONE, pem, pki, publish, write_config, write_keys
 from far.identifiers import with_check_digit
 from smp.identifiers import NO_PROCESS, Identifier, peppol_naptr_name
 from smp.model import EndpointInfo, ProcessInfo, ServiceMetadata, TransportProfile
@@ -248,7 +248,7 @@ def _foreign_smp(folder: Path, url: str, certificate_file: Path) -> Iterator[dic
         dns.start()
         (folder / "smp-trust.pem").write_bytes(pem(pki().ca))
         host, port = dns.address
-        yield {"zone": ZONE, "dns": f"{host}:{port}", "smp_trust": str(folder / "smp-trust.pem")}
+        yield {"zone": ZONE, "dns": f"{host}:{port}", "smp_trust": str(folder / "smp-trust.pem"), **LOOPBACK}
     finally:
         dns.stop()
         _stop(smp)

@@ -27,7 +27,7 @@ from accesspoint.envelopes.xhe import check_xhe
 from accesspoint.security.keys import load_key_pair
 from accesspoint.testing.dnsserver import DnsServer
 from accesspoint.testing.pki import issue
-from accesspoint.testing.smp import ZONE, pem, pki, publish, write_config, write_keys
+from accesspoint.testing.smp import LOOPBACK, ZONE, pem, pki, publish, write_config, write_keys
 from pmode.profiles import sdk
 from smp.identifiers import NO_PROCESS, Identifier, peppol_naptr_name
 from smp.model import EndpointInfo, ProcessInfo, ServiceMetadata, TransportProfile
@@ -95,7 +95,7 @@ def _sdk_smp(folder: Path, url: str, certificate_file: Path) -> Iterator[dict[st
         (folder / "smp-trust.pem").write_bytes(pem(pki().ca))
         host, port = dns.address
         # SDK's own discovery settings (per P-Mode network), as a router in several networks would have them.
-        sdk_network = {"zone": ZONE, "dns": f"{host}:{port}", "smp_trust": str(folder / "smp-trust.pem")}
+        sdk_network = {"zone": ZONE, "dns": f"{host}:{port}", "smp_trust": str(folder / "smp-trust.pem"), **LOOPBACK}
         yield {**sdk_network, "networks": {sdk.NAME: sdk_network}}
     finally:
         dns.stop()

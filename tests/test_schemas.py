@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Connection, MetaData, inspect
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, MetaData, inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from accesspoint.servicekit.database import Migrations, create_engine
@@ -63,10 +65,18 @@ async def test_a_database_made_before_migrations_is_adopted(schema: Schema, tmp_
     engine = schema.engine(f"sqlite+aiosqlite:///{tmp_path / 'old.db'}")
     try:
         async with engine.begin() as connection:
-            await connection.run_sync(schema.metadata.create_all)
+            await connection.run_sync(_first_revision_without_version_table, schema.migrations)
         assert await schema.migrations.current(engine) is None
         await schema.migrations.upgrade(engine)
         assert await schema.migrations.current(engine) == schema.migrations.head
     finally:
         await engine.dispose()
 
+
+def _first_revision_without_version_table(connection: Connection, migrations: Migrations) -> None:
+    """The tables as the service made them before it had migrations: the first revision's schema (later revisions
+    change it, so the code's metadata of today is not it), and no version table."""
+    config = migrations.config(connection)
+    first = next(r for r in ScriptDirectory.from_config(config).walk_revisions() if r.down_revision is None)
+    command.upgrade(config, first.revision)
+    connection.execute(text(f"DROP TABLE {migrations.version_table}"))

@@ -6,10 +6,8 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +17,7 @@ import pytest
 
 from accesspoint.testing.dnsserver import DnsServer
 from accesspoint.testing.pki import make_ca
+from accesspoint.testing.processes import listens, wait_until
 from accesspoint.testing.services import free_port
 from accesspoint.testing.smp import DOCUMENT, PARTICIPANT, ZONE, metadata, pem, pki, publish, write_config
 from smp.identifiers import Identifier, peppol_naptr_name
@@ -45,17 +44,7 @@ def _serve(config: Path) -> subprocess.Popen[bytes]:
 
 
 def _wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(
-                f"smp serve exited with {process.returncode}: {process.stderr.read() if process.stderr else ''}"
-            )
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    pytest.fail("smp serve did not listen within 20 s")
+    wait_until(listens(port), process, "smp serve")
 
 
 @dataclass
@@ -97,9 +86,11 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
                 stream.close()
 
 
-def _discover(deployment: Deployment, participant: str, *extra: str) -> tuple[int, dict[str, Any]]:
+def _discover(
+    deployment: Deployment, participant: str, *extra: str, allow: tuple[str, ...] = ("--allow-network", "127.0.0.0/8")
+) -> tuple[int, dict[str, Any]]:
     host, port = deployment.dns.address
-    return _cli("discover", participant, DOCUMENT, "--dns", f"{host}:{port}", "--zone", ZONE, *extra)
+    return _cli("discover", participant, DOCUMENT, "--dns", f"{host}:{port}", "--zone", ZONE, *allow, *extra)
 
 
 def test_discover_found_prints_endpoint_and_certificate(deployment: Deployment) -> None:
@@ -142,11 +133,21 @@ def test_discover_untrusted_signer_exits_2(deployment: Deployment, tmp_path: Pat
 
 
 def test_discover_usage_errors_exit_64(deployment: Deployment) -> None:
-    """A malformed --dns and an unreadable --smp-trust are usage errors."""
+    """A malformed --dns, an unreadable --smp-trust and a malformed --allow-network are usage errors."""
     code, out = _cli("discover", PARTICIPANT, DOCUMENT, "--dns", "nope", "--zone", ZONE)
     assert code == 64, out
     code, out = _discover(deployment, PARTICIPANT, "--smp-trust", "/nonexistent.pem")
     assert code == 64, out
+    code, out = _discover(deployment, PARTICIPANT, allow=("--allow-network", "localhost"))
+    assert code == 64 and "--allow-network" in out["error"]["reason"], out
+
+
+def test_discover_refuses_an_smp_at_a_loopback_address_unless_allowed(deployment: Deployment) -> None:
+    """Without --allow-network the SMP on 127.0.0.1 is not connected to: exit 2 naming the loopback address."""
+    code, out = _discover(deployment, PARTICIPANT, "--smp-trust", str(deployment.trust), allow=())
+    assert code == 2, out
+    assert out["error"]["code"] == "discovery-failed"
+    assert "127.0.0.1 is a loopback address" in out["error"]["reason"]
 
 
 def test_serve_bad_config_and_clean_stop(tmp_path: Path) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import ipaddress
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from accesspoint.testing.dnsserver import DnsServer, dns_server
 from accesspoint.testing.smp import DOCUMENT, PARTICIPANT, PROCESS, ZONE, metadata, pki, publish, running_server
@@ -16,6 +19,7 @@ from smp.client import (
     DiscoveryClient,
     DiscoveryError,
     DiscoverySettings,
+    EndpointRefused,
     NotRegistered,
     SmpSignatureError,
     choose_endpoint,
@@ -26,6 +30,8 @@ from smp.model import EndpointInfo, Flavour, ProcessInfo, Redirect, ServiceMetad
 P = Identifier.parse(PARTICIPANT)
 D = Identifier.parse(DOCUMENT)
 AP_URL = "https://ap.example.se/as4"
+Server = Callable[..., Awaitable[TestServer]]
+LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 
 
 @pytest.fixture
@@ -45,7 +51,12 @@ class Clock:
 
 
 def _settings(dns: DnsServer, **overrides: object) -> DiscoverySettings:
-    options: dict[str, object] = {"zone": ZONE, "nameserver": dns.address, "smp_trust": (pki().ca.certificate,)}
+    options: dict[str, object] = {
+        "zone": ZONE,
+        "nameserver": dns.address,
+        "smp_trust": (pki().ca.certificate,),
+        "allowed_networks": LOOPBACK,  # the test's SMPs run on loopback, which production refuses
+    }
     options.update(overrides)
     return DiscoverySettings(**options)  # type: ignore[arg-type]
 
@@ -275,3 +286,135 @@ def test_endpoints_outside_their_activation_window_are_skipped() -> None:
     assert chosen is not None
     assert chosen[1].url == "https://fine"
     assert choose_endpoint(model, None, ("a",), now) is None
+
+
+# ---------------------------------------------------------------------------------- what discovery refuses
+
+
+class Internal:
+    """A server standing for an internal service (or a hostile SMP): it records every path asked of it."""
+
+    def __init__(self, answer: web.StreamResponse | None = None) -> None:
+        self.paths: list[str] = []
+        self.answer = answer
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.paths.append(request.path)
+        if self.answer is not None:
+            return self.answer
+        return web.Response(text="internal admin page")
+
+    async def start(self, aiohttp_server: Server) -> str:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        server = await aiohttp_server(app, host="127.0.0.1")
+        return f"http://127.0.0.1:{server.port}"
+
+
+async def test_a_redirect_signed_by_an_untrusted_signer_is_never_followed(
+    tmp_path: Path, dns: DnsServer, aiohttp_server: Server
+) -> None:
+    """An SMP signing with a certificate outside the truststore redirects to an internal URL: refused, never fetched."""
+    internal = Internal()
+    target = await internal.start(aiohttp_server) + "/internal-admin"
+    async with running_server(tmp_path, signer=pki().rogue) as base:
+        redirect = Redirect(target, certificate_uid=pki().rogue.certificate.subject.rfc4514_string())
+        await publish(base, ServiceMetadata(P, D, redirect=redirect))
+        dns.add_naptr(peppol_naptr_name(P, ZONE), base)
+        dns.start()
+        async with DiscoveryClient(_settings(dns)) as client:
+            with pytest.raises(SmpSignatureError, match="not trusted"):
+                await client.discover(PARTICIPANT, DOCUMENT)
+    assert internal.paths == []
+
+
+async def test_a_redirect_target_signed_by_its_named_but_untrusted_signer_is_refused(
+    tmp_path: Path, dns: DnsServer
+) -> None:
+    """A trusted SMP may redirect only to documents whose signer is trusted too, whatever the Redirect names."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    rogue = pki().rogue
+    async with running_server(tmp_path / "a") as a, running_server(tmp_path / "b", signer=rogue) as b:
+        target = f"{b}/{P.url_segment()}/services/{D.url_segment()}"
+        await publish(a, ServiceMetadata(P, D, redirect=Redirect(target, rogue.certificate.subject.rfc4514_string())))
+        await publish(b, metadata(AP_URL))
+        dns.add_naptr(peppol_naptr_name(P, ZONE), a)
+        dns.start()
+        async with DiscoveryClient(_settings(dns)) as client:
+            with pytest.raises(SmpSignatureError, match="not trusted"):
+                await client.discover(PARTICIPANT, DOCUMENT)
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://ap.example.se/as4", "is not https"),
+        ("https://169.254.169.254/latest/meta-data", "link-local"),
+        ("https://10.20.30.40/as4", "private"),
+        ("https://[fd00::1]/as4", "private"),
+    ],
+)
+async def test_an_endpoint_url_over_http_or_at_a_non_public_address_is_refused(
+    tmp_path: Path, dns: DnsServer, url: str, reason: str
+) -> None:
+    """A trusted SMP naming a plain-http endpoint, or one at a private or link-local address, gives EndpointRefused."""
+    async with running_server(tmp_path) as base:
+        await publish(base, metadata(url))
+        dns.add_naptr(peppol_naptr_name(P, ZONE), base)
+        dns.start()
+        async with DiscoveryClient(_settings(dns)) as client:
+            with pytest.raises(EndpointRefused, match=reason):
+                await client.discover(PARTICIPANT, DOCUMENT)
+
+
+async def test_an_http_or_loopback_endpoint_passes_only_where_configured(tmp_path: Path, dns: DnsServer) -> None:
+    """allow_http and allowed_networks admit what a test network needs, and only that."""
+    async with running_server(tmp_path) as base:
+        await publish(base, metadata("http://127.0.0.1:8080/as4"))
+        dns.add_naptr(peppol_naptr_name(P, ZONE), base)
+        dns.start()
+        async with DiscoveryClient(_settings(dns)) as client:
+            with pytest.raises(EndpointRefused, match="is not https"):
+                await client.discover(PARTICIPANT, DOCUMENT)
+        async with DiscoveryClient(_settings(dns, allow_http=True)) as client:
+            assert (await client.discover(PARTICIPANT, DOCUMENT)).url == "http://127.0.0.1:8080/as4"
+
+
+async def test_an_smp_at_a_loopback_address_is_not_connected_to(tmp_path: Path, dns: DnsServer) -> None:
+    """Without loopback in allowed_networks, neither the SMP at 127.0.0.1 nor one named localhost is asked."""
+    async with running_server(tmp_path) as base:
+        await publish(base, metadata(AP_URL))
+        dns.add_naptr(peppol_naptr_name(P, ZONE), base)
+        dns.start()
+        async with DiscoveryClient(_settings(dns, allowed_networks=())) as client:
+            with pytest.raises(DiscoveryError, match=r"127\.0\.0\.1 is a loopback address"):
+                await client.discover(PARTICIPANT, DOCUMENT)
+        # Behind a name it is refused as well: the address is checked when connecting, after DNS.
+        dns.add_naptr(peppol_naptr_name(P, ZONE), base.replace("127.0.0.1", "localhost"))
+        dns.restart()
+        async with DiscoveryClient(_settings(dns, allowed_networks=())) as client:
+            with pytest.raises(DiscoveryError, match=r"localhost.*127\.0\.0\.1 is a loopback address"):
+                await client.discover(PARTICIPANT, DOCUMENT)
+
+
+async def test_an_smp_answer_past_the_size_limit_is_refused(dns: DnsServer, aiohttp_server: Server) -> None:
+    """An SMP streaming more than max_response bytes gives DiscoveryError naming the limit; the rest is not read."""
+    answer = web.Response(body=b"<x>" + b" " * (3 * 1024 * 1024) + b"</x>", content_type="application/xml")
+    smp = Internal(answer)
+    dns.add_naptr(peppol_naptr_name(P, ZONE), await smp.start(aiohttp_server))
+    dns.start()
+    async with DiscoveryClient(_settings(dns)) as client:
+        with pytest.raises(DiscoveryError, match="larger than 2097152 bytes"):
+            await client.discover(PARTICIPANT, DOCUMENT)
+
+
+async def test_an_http_redirect_from_an_smp_is_not_followed(dns: DnsServer, aiohttp_server: Server) -> None:
+    """An SMP answering 302 to an internal path gives DiscoveryError; that path is never asked for."""
+    smp = Internal(web.Response(status=302, headers={"Location": "/internal-admin"}))
+    dns.add_naptr(peppol_naptr_name(P, ZONE), await smp.start(aiohttp_server))
+    dns.start()
+    async with DiscoveryClient(_settings(dns)) as client:
+        with pytest.raises(DiscoveryError, match="redirect to '/internal-admin' not followed"):
+            await client.discover(PARTICIPANT, DOCUMENT)
+    assert len(smp.paths) == 1 and "/internal-admin" not in smp.paths

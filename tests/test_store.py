@@ -110,6 +110,9 @@ async def test_migrations_build_the_schema_on_an_empty_database(database_url: st
                 "evidence",
                 "transitions",
                 "end_to_end",
+                "outbox",
+                "route_targets",
+                "idempotency_keys",
             }
             assert await connection.run_sync(_schema_differences) == []
     finally:

@@ -21,7 +21,10 @@ from accesspoint.store import (
     SendQueue,
     claim_next,
 )
+from accesspoint.store.queue import Claims, QueueUnavailable
 from accesspoint.store.redis_queue import RedisSendQueue
+from accesspoint.testing import services
+from tests.inmemory import database_away
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=30)
@@ -230,3 +233,78 @@ async def test_a_consumer_cancelled_mid_command_stops_and_the_queue_goes_on(redi
     finally:
         await queue.close()
     assert set(seen) == {f"m{n}" for n in range(40)}
+
+
+# --- outages ----------------------------------------------------------------------------------------------
+
+
+async def test_claims_take_due_messages_from_the_database_while_the_queue_is_away(store: MessageStore) -> None:
+    """With Redis unreachable, a worker still gets every due message, from the database, skipping pulled ones."""
+    clock = ManualClock(T0)
+    away = RedisSendQueue.from_url(f"redis://127.0.0.1:{services.free_port()}/0", clock=clock, consumer="a")
+    for message_id in ("pulled@ap", "pushed@ap"):
+        await store.submit(MessageInfo(message_id, pmode_id=message_id.split("@")[0]), [], now=T0)
+    claims = Claims(away, store, clock=clock, lease=LEASE, skip=lambda message: message.pmode_id == "pulled")
+    try:
+        with pytest.raises(QueueUnavailable):
+            await away.put("pushed@ap")
+        claim = await asyncio.wait_for(claims.next(), 5)
+        assert claim.item is None and claim.message.message_id == "pushed@ap"
+        assert claim.message.state is MessageState.SENDING
+        await claims.done(claim)
+        waiting = asyncio.create_task(claims.next())
+        await asyncio.sleep(0.2)
+        assert not waiting.done(), "the pulled message is not a push worker's"
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
+    finally:
+        await away.close()
+
+
+async def test_claims_keep_the_entry_in_hand_while_the_database_is_away(store: MessageStore, tmp_path: Path) -> None:
+    """An entry taken while the database cannot be reached is claimed once it is back, not lost."""
+    clock = ManualClock(T0)
+    queue = MemorySendQueue(clock)
+    await store.submit(MessageInfo("kept@ap"), [], now=T0)
+    await queue.put("kept@ap")
+    claims = Claims(queue, store, clock=clock, lease=LEASE)
+    async with database_away(store, tmp_path):
+        waiting = asyncio.create_task(claims.next())
+        await asyncio.sleep(0.3)
+        assert not waiting.done() and len(queue) == 0, "the entry is taken and held"
+    try:
+        for _ in range(50):
+            await clock.advance(timedelta(seconds=2))
+            await asyncio.sleep(0.02)
+            if waiting.done():
+                break
+        claim = waiting.result()
+        assert claim.item is not None and claim.message.message_id == "kept@ap" and claim.message.attempts == 1
+    finally:
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
+
+
+async def test_a_redis_that_restarted_empty_gets_its_group_back_and_the_queue_goes_on(redis_url: str) -> None:
+    """After Redis lost everything and dropped its connections, the queue says so once and then works again."""
+    import redis
+
+    queue = RedisSendQueue.from_url(redis_url, clock=ManualClock(T0), consumer="a", **FAST)
+    try:
+        await queue.put("before@ap")
+        assert (await queue.get()).message_id == "before@ap"
+        admin = redis.Redis.from_url(redis_url)
+        try:
+            admin.flushall()  # what a restart without persistence leaves: no stream, no group
+            admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+        finally:
+            admin.close()
+        with pytest.raises(QueueUnavailable):
+            await queue.get()
+        await queue.put("after@ap")
+        item = await asyncio.wait_for(queue.get(), 2)
+        assert item.message_id == "after@ap"
+        await queue.ack(item)
+        assert await queue.pending() == 0
+    finally:
+        await queue.close()

@@ -20,10 +20,10 @@ from sqlalchemy.engine import make_url
 from accesspoint.store import Direction, EvidenceKind, MessageInfo, MessageState, StoredMessage
 from accesspoint.store.codec import from_sqlite_datetime, sqlite_datetime
 from accesspoint.store.db import Database
-from accesspoint.store.files import Content, FileStore
+from accesspoint.store.files import Content, FileStore, PreparedFile
 from accesspoint.store.ops import Claim, Duplicate, EvidenceRow, Insert, Inserted, Keep, Move, PayloadRow
 from accesspoint.store.schema import UtcDateTime, evidence, messages, payloads, transitions
-from accesspoint.store.writer import SqliteWriter, WriteFailed, Writer, open_writer
+from accesspoint.store.writer import SqliteWriter, WriteFailed, Writer, WriteUnavailable, open_writer
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 KEEP = T0 + timedelta(days=3650)
@@ -226,7 +226,8 @@ async def test_a_failed_commit_fails_every_caller_of_the_batch_and_keeps_nothing
     migrated_database_url: str, database: Database
 ) -> None:
     """When the batch cannot commit (SQLite: COMMIT fails; PostgreSQL: the connection is lost mid-statement) every
-    caller gets WriteFailed, none of the batch is stored, and the writer goes on with a new connection."""
+    caller gets WriteFailed (WriteUnavailable: try later), none of the batch is stored, and the writer goes on with
+    a new connection."""
     url = make_url(migrated_database_url)
     batch = [insert(f"batch-{n}@partner") for n in range(4)] + [insert("slow@partner")]
     if url.get_backend_name() == "sqlite":
@@ -247,7 +248,8 @@ async def test_a_failed_commit_fails_every_caller_of_the_batch_and_keeps_nothing
             await database.run(lambda c: c.exec_driver_sql(f"SELECT pg_terminate_backend({pid})"))
             outcomes = await pending
     try:
-        assert [type(outcome) for outcome in outcomes] == [WriteFailed] * 5
+        # An I/O error or a lost connection is the store being away: WriteFailed, and StoreUnavailable (HTTP 503).
+        assert [type(outcome) for outcome in outcomes] == [WriteUnavailable] * 5
         assert [await count(database, table) for table in (messages, payloads, evidence, transitions)] == [1] * 4
         assert isinstance(await writer.submit(insert("after@partner")), Inserted)
         assert await count(database, messages) == 2
@@ -287,6 +289,21 @@ async def test_short_content_is_held_inline_and_long_content_goes_to_a_durable_f
     assert long.data is None and long.path is not None and long.size == 5
     assert b"".join([chunk async for chunk in files.read(long.path)]) == b"abcde"
     assert long.sha256 == "36bbe50ed96841d10443bcb670d6554f0a34b761be67ec9c4a8ad2c0c44ca42c"
+
+
+async def test_a_prepared_file_past_the_inline_limit_is_moved_into_place_and_a_short_one_inlined(
+    tmp_path: Path,
+) -> None:
+    """take() adopts a PreparedFile longer than the inline limit (renamed, not copied) and inlines a short one."""
+    files = FileStore(tmp_path)
+    long_path, short_path = files.scratch / "long.prepared", files.scratch / "short.prepared"
+    long_path.write_bytes(b"x" * 10)
+    short_path.write_bytes(b"abc")
+    long = await files.take(PreparedFile(long_path, 10, "not-recomputed"), inline_limit=4)
+    assert (long.path is not None, long.sha256, long_path.exists()) == (True, "not-recomputed", False)
+    assert long.path is not None and (tmp_path / long.path).read_bytes() == b"x" * 10
+    short = await files.take(PreparedFile(short_path, 3, "unused"), inline_limit=4)
+    assert (short.data, short.path) == (b"abc", None)
 
 
 async def test_writer_outcomes_match_what_sqlalchemy_reads(writer: Writer, database: Database) -> None:

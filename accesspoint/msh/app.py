@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -31,7 +32,6 @@ from accesspoint.msh.health import READINESS, Readiness, healthz, readyz
 from accesspoint.msh.inbound import Inbound
 from accesspoint.msh.mailings import MAILINGS, Mailings
 from accesspoint.msh.maintenance import Maintenance
-from accesspoint.msh.problems import problems
 from accesspoint.msh.pull import Puller, PullServer
 from accesspoint.msh.receive_pipeline import ReceivePipeline
 from accesspoint.msh.replies import Replies
@@ -41,9 +41,12 @@ from accesspoint.msh.signals import Settlement, Signals
 from accesspoint.msh.submissions import Submissions
 from accesspoint.msh.supervisor import Supervisor
 from accesspoint.msh.tls import server_context
-from accesspoint.store import SystemClock
+from accesspoint.servicekit.problems import Problem, problem_middleware
+from accesspoint.store import StoreUnavailable, SystemClock
 from accesspoint.store.clock import Clock
 from accesspoint.store.mailings import MailingStore
+
+log = logging.getLogger("accesspoint.msh")
 
 CONTEXT = web.AppKey("context", Context)
 INBOUND = web.AppKey("inbound", Inbound)
@@ -56,7 +59,8 @@ PULLER = web.AppKey("puller", Puller)
 def create_app(settings: ServerConfig, *, clock: Clock | None = None) -> web.Application:
     """The access point's application; P-Modes are loaded now (PModeError stops a start), the rest at start."""
     agreements = Agreements(settings.pmodes, evidence_retention=settings.evidence_retention)
-    app = web.Application(client_max_size=settings.max_message_size, middlewares=[problems])
+    translate = functools.partial(_unavailable, settings)
+    app = web.Application(client_max_size=settings.max_message_size, middlewares=[problem_middleware(translate)])
     app.router.add_post("/as4", _as4)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/health", healthz)
@@ -64,6 +68,16 @@ def create_app(settings: ServerConfig, *, clock: Clock | None = None) -> web.App
     app.add_subapp("/api/v1", api_application())
     app.cleanup_ctx.append(functools.partial(_running, settings, clock or SystemClock(), agreements))
     return app
+
+
+def _unavailable(settings: ServerConfig, error: Exception) -> Problem | None:
+    """The database away is 503 with Retry-After: nothing was stored, the request may simply be sent again."""
+    if not isinstance(error, StoreUnavailable):
+        return None
+    log.warning("answering 503: the database is unavailable (%s)", error)
+    retry = str(max(1, round(settings.body_limits.retry_after.total_seconds())))
+    return Problem(503, "the database is unavailable; nothing was stored, try again later", kind="unavailable",
+                   headers={"Retry-After": retry})  # fmt: skip
 
 
 async def _as4(request: web.Request) -> web.StreamResponse:
@@ -119,6 +133,7 @@ def _compose(app: web.Application, ctx: Context, supervisor: Supervisor, mailing
     if mailings is not None:
         app[MAILINGS] = Mailings(ctx, submissions, mailings)
         supervisor.spawn("mailings", app[MAILINGS].run)
+    supervisor.spawn("reply jobs", replies.dispatcher().run)
     # Routed messages a stop left received but not forwarded (their senders have the receipt) go on now.
     supervisor.spawn(
         "routing recovery", functools.partial(ctx.routing.resume, submissions, now=ctx.clock.now()), once=True
@@ -130,4 +145,10 @@ def run_server(settings: ServerConfig) -> None:
     app = create_app(settings)
     tls = None if settings.tls is None else server_context(settings.tls)
     with contextlib.suppress(KeyboardInterrupt):
-        web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None, ssl_context=tls)
+        # aiohttp closes a connection whose request has not fully arrived once its keep-alive time runs out (the
+        # timer starts when the connection opens and is not moved by bytes trickling in): that is the header timeout
+        # that stops a slowloris, and an idle connection between requests gets the same time.
+        web.run_app(
+            app, host=settings.host, port=settings.port, print=None, access_log=None, ssl_context=tls,
+            keepalive_timeout=settings.header_timeout.total_seconds(),
+        )  # fmt: skip

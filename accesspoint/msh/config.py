@@ -27,7 +27,7 @@ import logging
 import re
 import ssl
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -40,11 +40,16 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from accesspoint.msh.holder_encryption import HolderKeySource
+from accesspoint.msh.holder_encryption import parse_source as parse_holder_key_source
+from accesspoint.msh.limits import BodyLimits
 from accesspoint.routing.settings import RoutingSettings, parse_discovery, parse_routing
 from accesspoint.security.algorithms import SignatureAlgorithm
 from accesspoint.security.keys import KeyLoadError, KeyPair, load_key_pair
+from accesspoint.security.pkcs11 import HardwareKeys, Pkcs11ConfigError, open_hardware_keys
 from accesspoint.security.policy import SecurityPolicy
 from accesspoint.servicekit.tls import VERSIONS
+from accesspoint.servicekit.tokens import BearerToken, Scope
 from accesspoint.servicekit.units import parse_duration, parse_size
 from accesspoint.store.db import Durability
 from smp.client import DiscoverySettings
@@ -65,19 +70,28 @@ class KeyRing:
 
     signing: tuple[KeyPair, ...]
     decryption: tuple[KeyPair, ...] = ()
+    # keys.pkcs11: keys in a token, looked up again now and then (rollover without restart); they come first.
+    hardware: HardwareKeys | None = None
+
+    def _signing(self) -> tuple[KeyPair, ...]:
+        return self.signing if self.hardware is None else (*self.hardware.signing_keys(), *self.signing)
 
     def signing_key(self, policy: SecurityPolicy | None = None) -> KeyPair:
         """The signing key that suits the policy's signature algorithm (the first one when no policy is given)."""
+        signing = self._signing()
         if policy is None:
-            return self.signing[0]
-        for pair in self.signing:
+            return signing[0]
+        for pair in signing:
             if _suits(pair, policy.signature_algorithm):
                 return pair
         raise ConfigError(f"no signing key for {policy.signature_algorithm.value}")
 
     def decryption_keys(self) -> tuple[KeyPair, ...]:
-        """Every key that may decrypt: the decryption keys, then the RSA signing keys (1.15 uses one for both)."""
-        return self.decryption + tuple(p for p in self.signing if isinstance(p.private_key, rsa.RSAPrivateKey))
+        """Every key that may decrypt: the decryption keys (a token's, checked at start, then files'), then the RSA
+        signing keys in files (1.15 uses one for both; a token's signing key decrypts only when listed)."""
+        hardware = () if self.hardware is None else tuple(self.hardware.decryption_keys())
+        rsa_signing = tuple(p for p in self.signing if isinstance(p.private_key, rsa.RSAPrivateKey))
+        return hardware + self.decryption + rsa_signing
 
 
 def _suits(pair: KeyPair, algorithm: SignatureAlgorithm) -> bool:
@@ -128,6 +142,9 @@ class TlsConfig:
     ciphers: str | None = None
 
 
+JSON_SUBMISSION_LIMIT = 8 * 1024**2  # bytes: a larger JSON submission is refused (413) in favour of multipart
+
+
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
     """Everything ``accesspoint serve`` needs; paths are resolved relative to the settings file."""
@@ -139,7 +156,7 @@ class ServerConfig:
     database_url: str
     storage: Path
     keys: KeyRing
-    api_tokens: tuple[str, ...]
+    api_tokens: tuple[BearerToken, ...]  # each with its scopes (a plain secret: every action on everything)
     instance: str = "ap"
     redis_url: str | None = None
     send_workers: int = 16
@@ -162,6 +179,13 @@ class ServerConfig:
     routing: RoutingSettings | None = None  # the router: FaR, routed P-Modes, forwarding
     # end_to_end.operators: operators whose signed answers count (besides the P-Modes' party certificates)
     operator_certificates: tuple[x509.Certificate, ...] = ()
+    # holder_keys: where submissions that ask for encryption to the mailbox holder find the holder's key (FaR)
+    holder_keys: HolderKeySource | None = None
+    # limits: request bodies taken in at once (bytes, large requests), stalled bodies, JSON submissions, headers
+    body_limits: BodyLimits = field(default_factory=BodyLimits)
+    json_submission_limit: int = JSON_SUBMISSION_LIMIT  # larger payloads go as multipart/form-data, streamed
+    header_timeout: timedelta = timedelta(seconds=15)  # a request's headers must be in within this (slowloris)
+    idempotency_retention: timedelta = timedelta(days=7)  # how long a submission's answer is kept for retries
 
 
 def _duration(value: object, where: str) -> timedelta:
@@ -222,7 +246,8 @@ def load_config(path: str | Path) -> ServerConfig:
     known = {
         "listen", "pmodes", "database", "storage", "keys", "api_tokens", "instance", "redis", "send", "durability",
         "max_message_size", "revocation", "evidence_retention", "pull", "webhooks", "tls", "tls_trust",
-        "tls_client", "retention", "discovery", "routing", "end_to_end", "offload_threshold",
+        "tls_client", "retention", "discovery", "routing", "end_to_end", "offload_threshold", "limits",
+        "idempotency_retention", "holder_keys",
     }  # fmt: skip
     unknown = sorted(set(data) - known)
     if unknown:
@@ -233,16 +258,21 @@ def load_config(path: str | Path) -> ServerConfig:
         raise ConfigError(f"{file}: field listen.port: {port!r} is not a TCP port")
     if "pmodes" not in data:
         raise ConfigError(f"{file}: field pmodes: required (the P-Mode file)")
-    keys = _fields(data.get("keys"), f"{file}: field keys", {"signing", "decryption"})
-    if "signing" not in keys:
-        raise ConfigError(f"{file}: field keys.signing: required")
-    entries = keys["signing"] if isinstance(keys["signing"], list) else [keys["signing"]]
+    keys = _fields(data.get("keys"), f"{file}: field keys", {"signing", "decryption", "pkcs11"})
+    if "signing" not in keys and "pkcs11" not in keys:
+        raise ConfigError(f"{file}: field keys.signing: required (or keys.pkcs11)")
+    entries = keys.get("signing", [])
+    entries = entries if isinstance(entries, list) else [entries]
     signing = tuple(_key_pair(base, entry, f"{file}: field keys.signing[{i}]") for i, entry in enumerate(entries))
     entries = keys.get("decryption", [])
     decryption = tuple(
         _key_pair(base, entry, f"{file}: field keys.decryption[{i}]")
         for i, entry in enumerate(entries if isinstance(entries, list) else [entries])
     )
+    try:
+        hardware = open_hardware_keys(base, keys.get("pkcs11"), f"{file}: field keys.pkcs11")
+    except Pkcs11ConfigError as exc:
+        raise ConfigError(str(exc)) from None
     storage = base / str(data.get("storage", "data"))
     database = _database(data.get("database"), f"{file}: field database") or f"sqlite:///{storage / 'accesspoint.db'}"
     tokens = _api_tokens(data.get("api_tokens", []), f"{file}: field api_tokens")
@@ -266,7 +296,7 @@ def load_config(path: str | Path) -> ServerConfig:
         pmodes=base / str(data["pmodes"]),
         database_url=database,
         storage=storage,
-        keys=KeyRing(signing, decryption),
+        keys=KeyRing(signing, decryption, hardware),
         api_tokens=tuple(tokens),
         instance=_instance(data.get("instance", "ap"), f"{file}: field instance"),
         redis_url=_redis(data.get("redis"), f"{file}: field redis"),
@@ -288,9 +318,51 @@ def load_config(path: str | Path) -> ServerConfig:
         discovery=discovery,
         routing=routing,
         operator_certificates=_operator_certificates(base, data.get("end_to_end"), f"{file}: field end_to_end"),
+        holder_keys=_holder_keys(data.get("holder_keys"), f"{file}: field holder_keys"),
+        idempotency_retention=_duration(
+            data.get("idempotency_retention", "7d"), f"{file}: field idempotency_retention"
+        ),
+        **_limits(data.get("limits"), f"{file}: field limits"),
     )
     _check_together(config, data)
     return config
+
+
+def _holder_keys(value: object, where: str) -> HolderKeySource | None:
+    try:
+        return parse_holder_key_source(value, where)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _limits(value: object, where: str) -> dict[str, Any]:
+    """``limits: {spool, large_requests, large_request, json_submission, header_timeout, body_timeout,
+    retry_after}``: sizes as bytes or with a unit (64MiB), durations as elsewhere."""
+    given = _fields(
+        value, where,
+        {"spool", "large_requests", "large_request", "json_submission", "header_timeout", "body_timeout",
+         "retry_after"},
+    )  # fmt: skip
+    defaults = BodyLimits()
+
+    def size(name: str, default: int) -> int:
+        return _size(given.get(name, default), f"{where}.{name}")
+
+    large_requests = given.get("large_requests", defaults.max_large)
+    if isinstance(large_requests, bool) or not isinstance(large_requests, int) or large_requests < 1:
+        raise ConfigError(f"{where}.large_requests: {large_requests!r} is not a positive integer")
+    limits = BodyLimits(
+        max_bytes=size("spool", defaults.max_bytes),
+        max_large=large_requests,
+        large=size("large_request", defaults.large),
+        retry_after=_duration(given.get("retry_after", "10s"), f"{where}.retry_after"),
+        idle_timeout=_duration(given.get("body_timeout", "60s"), f"{where}.body_timeout"),
+    )
+    return {
+        "body_limits": limits,
+        "json_submission_limit": size("json_submission", JSON_SUBMISSION_LIMIT),
+        "header_timeout": _duration(given.get("header_timeout", "15s"), f"{where}.header_timeout"),
+    }
 
 
 def _operator_certificates(base: Path, value: object, where: str) -> tuple[x509.Certificate, ...]:
@@ -334,6 +406,11 @@ def _check_together(config: ServerConfig, data: dict[str, Any]) -> None:
                 f"{file}: field instance: required with redis: each instance sharing the queue needs a name of its "
                 "own (its Redis consumer and the owner of the leases it takes)"
             )
+    if config.body_limits.max_bytes < config.max_message_size:
+        raise ConfigError(
+            f"{file}: field limits.spool: {config.body_limits.max_bytes} bytes cannot take in one message of "
+            f"max_message_size ({config.max_message_size} bytes): raise limits.spool or lower max_message_size"
+        )
     if not config.api_tokens:
         log.warning("%s: no api_tokens: the backend API (/api/v1) refuses every request", file)
 
@@ -382,16 +459,45 @@ def _instance(value: object, where: str) -> str:
     return value
 
 
-def _api_tokens(value: object, where: str) -> tuple[str, ...]:
+API_ACTIONS = ("submit", "read", "acknowledge")
+API_RESOURCES = ("pmode", "party")  # what a scope may narrow an action to: a P-Mode id, a From or To party
+
+
+def _api_tokens(value: object, where: str) -> tuple[BearerToken, ...]:
+    """Secrets (every action on every message), or ``{token, name, scopes}`` where each scope is ``action`` or
+    ``action:pmode=<id>`` / ``action:party=<type::value>`` (servicekit's scopes; actions submit, read, acknowledge)."""
     if not isinstance(value, list):
         raise ConfigError(f"{where}: a list of secrets, each at least 16 characters")
-    for index, token in enumerate(value):
-        if not isinstance(token, str) or len(token) < 16:
-            raise ConfigError(f"{where}[{index}]: a secret of at least 16 characters")
-        if _TOKEN.match(token) is None:
+    tokens: list[BearerToken] = []
+    for index, entry in enumerate(value):
+        at = f"{where}[{index}]"
+        name, secret, scopes = f"api_tokens[{index}]", entry, list(API_ACTIONS)
+        if isinstance(entry, dict):
+            unknown = sorted(set(entry) - {"token", "name", "scopes"})
+            if unknown:
+                raise ConfigError(f"{at}.{unknown[0]}: unknown setting (known: name, scopes, token)")
+            secret, name, scopes = entry.get("token"), str(entry.get("name", name)), entry.get("scopes", scopes)
+            if not isinstance(scopes, list) or not scopes:
+                raise ConfigError(f"{at}.scopes: a list of scopes like submit, read:pmode=<id>, read:party=<id>")
+        if not isinstance(secret, str) or len(secret) < 16:
+            raise ConfigError(f"{at}: a secret of at least 16 characters")
+        if _TOKEN.match(secret) is None:
             # The server strips the header's whitespace: a token with a space or a non-ASCII letter never matches.
-            raise ConfigError(f"{where}[{index}]: only visible ASCII characters (no spaces)")
-    return tuple(value)
+            raise ConfigError(f"{at}: only visible ASCII characters (no spaces)")
+        tokens.append(BearerToken(name, secret, frozenset(_scope(text, f"{at}.scopes") for text in scopes)))
+    return tuple(tokens)
+
+
+def _scope(text: object, where: str) -> Scope:
+    try:
+        scope = Scope.parse(str(text))
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    if scope.action not in API_ACTIONS:
+        raise ConfigError(f"{where}: {scope.action!r} is no action of the API ({', '.join(API_ACTIONS)})")
+    if scope.kind is not None and scope.kind not in API_RESOURCES:
+        raise ConfigError(f"{where}: {scope} narrows to {scope.kind!r}; the API knows {', '.join(API_RESOURCES)}")
+    return scope
 
 
 def _size(value: object, where: str) -> int:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from accesspoint.routing.shell import forwarded_id
 from accesspoint.store import Direction, EndToEnd, MessageStore, StoredMessage
+from accesspoint.store.hooks import TransactionHook
 from operators.receipts import EndToEndReceipt, ReceiptMismatch, check_end_to_end
 from pmode import PModeSet
 
@@ -115,10 +116,16 @@ async def _contents(store: MessageStore, message: StoredMessage) -> dict[str, by
 
 
 async def check_reply(
-    store: MessageStore, reply: StoredMessage, certificates: Iterable[x509.Certificate], *, now: datetime
+    store: MessageStore,
+    reply: StoredMessage,
+    certificates: Iterable[x509.Certificate],
+    *,
+    now: datetime,
+    hooks: Callable[[EndToEnd], Sequence[TransactionHook]] | None = None,
 ) -> EndToEnd | None:
     """Check a received reply as the operator's answer to the message it refers to; the record kept (None when
-    it is no verified answer, or the message has one already)."""
+    it is no verified answer, or the message has one already). ``hooks`` give what is written with the record
+    (the backend's event), in its transaction."""
     if reply.ref_to_message_id is None:
         return None
     sent = await store.get(Direction.OUT, reply.ref_to_message_id)
@@ -139,7 +146,7 @@ async def check_reply(
         )
         return None
     record = record_of(answer, message_id=sent.message_id, reply_message_id=reply.message_id, now=now)
-    if not await store.record_end_to_end(record):
+    if not await store.record_end_to_end(record, hooks=() if hooks is None else hooks(record)):
         return None
     log.info(
         "%s: %s at %s, signed by %s", sent.message_id, record.status, record.at.isoformat(), record.operator_subject

@@ -29,7 +29,13 @@ class Readiness:
     def __init__(self, ctx: Context, supervisor: Supervisor) -> None:
         self.ctx = ctx
         self.supervisor = supervisor
-        self.head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+        self._head: str | None = None  # read on the first check: reading the migration scripts costs a start time
+
+    async def head(self) -> str | None:
+        """The newest migration the code ships."""
+        if self._head is None:
+            self._head = await asyncio.to_thread(_newest_migration)
+        return self._head
 
     async def check(self) -> tuple[bool, dict[str, Any]]:
         """Whether the instance is ready, and what each check found."""
@@ -41,7 +47,8 @@ class Readiness:
             checks["migrations"] = "unknown"
         else:
             checks["database"] = "ok"
-            checks["migrations"] = "ok" if revision == self.head else f"at {revision}, newest is {self.head}"
+            head = await self.head()
+            checks["migrations"] = "ok" if revision == head else f"at {revision}, newest is {head}"
         checks["keys"] = self._keys()
         checks["tasks"] = {s.name: s.state.value for s in self.supervisor.status()}
         ready = all(checks[name] == "ok" for name in ("database", "migrations", "keys")) and self.supervisor.healthy
@@ -58,6 +65,10 @@ class Readiness:
 
 
 READINESS = web.AppKey("readiness", Readiness)
+
+
+def _newest_migration() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
 def _revision(connection: Connection) -> str | None:

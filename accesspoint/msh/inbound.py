@@ -22,16 +22,18 @@ from accesspoint.core.errors import EbmsError, ErrorCode
 from accesspoint.core.message import ReceivedMessage
 from accesspoint.core.model import SignalMessage, UserMessage
 from accesspoint.core.namespaces import SoapVersion
-from accesspoint.msh.config import ConfigError, WebhookEvent
+from accesspoint.msh.config import WebhookEvent
 from accesspoint.msh.context import Context
 from accesspoint.msh.headers import refusal
+from accesspoint.msh.limits import Admission, BodyRefused, declared_length
 from accesspoint.msh.pull import PullServer
 from accesspoint.msh.receive_pipeline import ReceivePipeline, VerifiedMessage
-from accesspoint.msh.receiving import error_response, is_ping, refused_route, reply_policy, signed_signal
+from accesspoint.msh.receiving import is_ping, refused_route, reply_policy
 from accesspoint.msh.replies import Replies
+from accesspoint.msh.revocation import transient
 from accesspoint.msh.signals import Signals
 from accesspoint.msh.views import message_info, message_json
-from accesspoint.msh.wire import READ_CHUNK, once, read_message_body, soap_fault, soap_response
+from accesspoint.msh.wire import READ_CHUNK, discard, once, read_message_body, soap_fault, soap_response
 from accesspoint.routing.shell import Submitter
 from accesspoint.store import (
     Direction,
@@ -41,10 +43,19 @@ from accesspoint.store import (
     NewEvidence,
     Reception,
     StoredMessage,
+    StoreUnavailable,
 )
 from pmode import Binding, PModeSet, Route
 
 log = logging.getLogger("accesspoint.msh")
+
+_WHAT = "the AS4 message"
+
+
+def _retry(ctx: Context) -> int:
+    """Seconds a sender is asked to wait before it tries again (the limits' retry_after)."""
+    return max(1, round(ctx.settings.body_limits.retry_after.total_seconds()))
+
 
 PlanT = TypeVar("PlanT")
 
@@ -85,31 +96,57 @@ class Inbound:
         self.pulls = pulls
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        """POST /as4: a user message, a PullRequest, a receipt or an error signal."""
+        """POST /as4: a user message, a PullRequest, a receipt or an error signal.
+
+        Anyone may post here, so the body is admitted before a byte of it is read (``limits``): a declared length
+        past ``max_message_size`` is refused at once (EBMS:0103), one past the server's budget gets 503 with
+        Retry-After, and what it took is given back when the answer is made, however it ends.
+        """
         content_type = request.headers.get("Content-Type", "")
         soap_version = SoapVersion.V11 if "text/xml" in content_type.lower() else SoapVersion.V12
         try:
-            return await self._answer(request, content_type, soap_version)
+            declared = declared_length(request.headers)
+            with self.ctx.bodies.admit(declared, limit=self.ctx.settings.max_message_size, what=_WHAT) as admission:
+                return await self._answer(request, content_type, soap_version, admission)
+        except BodyRefused as refused:
+            return self._refused(refused, soap_version)
+        except StoreUnavailable as exc:
+            # Nothing was stored (or what was is covered by duplicate elimination): the sender tries again later.
+            log.warning("answering an AS4 request with 503: the database is unavailable (%s)", exc)
+            return soap_fault(soap_version, status=503, reason="temporarily unavailable", retry_after=_retry(self.ctx))
         except Exception:
             # AS4 answers with a signed ebMS error signal wherever one can be built; this is what is left (a bug,
-            # the store or a key unusable): a SOAP Fault with HTTP 500, which senders treat as transient.
+            # a key unusable): a SOAP Fault with HTTP 500, which senders treat as transient.
             log.exception("internal error while answering an AS4 request")
             return soap_fault(soap_version)
 
-    async def read(self, request: web.Request, content_type: str) -> ReceivedMessage:
-        """The request body parsed into spooled parts (EBMS:0103 past ``max_message_size``)."""
+    def _refused(self, refused: BodyRefused, soap_version: SoapVersion) -> web.Response:
+        """A body not taken in: too large is EBMS:0103 as ever; busy (503) and stalled (408) are SOAP Faults."""
+        log.warning("refused an AS4 request body: %s %s", refused.status, refused.detail)
+        if refused.status == 413:
+            error = EbmsError(ErrorCode.POLICY_NONCOMPLIANCE, "the message is larger than this access point accepts")
+            response = soap_response(self._error_signal(error, None, soap_version, self.ctx.clock.now()), soap_version)
+        else:
+            response = soap_fault(soap_version, status=refused.status, reason=refused.kind)
+        response.headers.update(refused.headers())
+        return response
+
+    async def read(self, request: web.Request, content_type: str, admission: Admission) -> ReceivedMessage:
+        """The request body parsed into spooled parts, accounted to its admission as it streams."""
         return await read_message_body(
-            request.content.iter_chunked(READ_CHUNK),
+            admission.chunks(request.content, chunk=READ_CHUNK),
             content_type,
             limit=self.ctx.settings.max_message_size,
             too_large="the message is larger than this access point accepts",
         )
 
-    async def _answer(self, request: web.Request, content_type: str, soap_version: SoapVersion) -> web.StreamResponse:
+    async def _answer(
+        self, request: web.Request, content_type: str, soap_version: SoapVersion, admission: Admission
+    ) -> web.StreamResponse:
         now = self.ctx.clock.now()
         received: ReceivedMessage | None = None
         try:
-            received = await self.read(request, content_type)
+            received = await self.read(request, content_type, admission)
             soap_version = received.parsed.messaging.soap_version
             message = received.parsed.messaging.message
             if isinstance(message, SignalMessage) and message.pull_request is not None:
@@ -119,22 +156,23 @@ class Inbound:
                 return web.Response(status=200)  # ebMS 3: signals are not acknowledged
             return soap_response(await self.accept(received, now), soap_version)
         except EbmsError as error:
+            if transient(error):
+                # Hard-fail revocation and the responder cannot be asked now: "try again later", not a refusal.
+                log.warning("answered 503 for now: %s", error.log_detail)
+                return soap_fault(soap_version, status=503, reason="try again later", retry_after=30)
             # An empty MPC is the normal answer to most PullRequests, not a refusal.
             level = logging.DEBUG if error.error_code is ErrorCode.EMPTY_MPC else logging.WARNING
             log.log(level, "refused an incoming message: %s", error)
             return soap_response(self._error_signal(error, received, soap_version, now), soap_version)
+        finally:
+            await discard(received)
 
     def _error_signal(
         self, error: EbmsError, received: ReceivedMessage | None, soap_version: SoapVersion, now: datetime
     ) -> bytes:
         """The signed error signal, signed as the leg's profile signs (Ed25519 on a 2.0 leg) where one matches."""
-        keys = self.ctx.settings.keys
         policy = reply_policy(received, self.ctx.agreements.current)
-        try:
-            signing = keys.signing_key(policy)
-        except ConfigError:
-            signing, policy = keys.signing_key(), None
-        return error_response(error, keys=signing, policy=policy, soap_version=soap_version, at=now)
+        return self.ctx.signer.error(error, policy, soap_version, at=now)
 
     async def accept(self, received: ReceivedMessage, now: datetime, pulled_on: str | None = None) -> bytes:
         """Verify, check, store and acknowledge a user message, pushed or pulled: the signed receipt to send back.
@@ -147,19 +185,16 @@ class Inbound:
         try:
             user, plan, receipt, reception = await self._verify_and_store(received, now, pulled_on)
         except EbmsError as error:
-            self._announce_refusal(received, error)
+            await self._announce_refusal(received, error)
             raise
         if reception.duplicate and reception.receipt is not None:
             log.info("duplicate %s: answering with the stored receipt", user.message_id)
             return b"".join([c async for c in ctx.store.read(reception.receipt)])
         if is_ping(user):
             await self._settle_ping(reception.message, now)
-        else:
-            ctx.webhooks.notify(WebhookEvent.MESSAGE_RECEIVED, message_json(reception.message))
+        # The backend's message-received event and a reply's check were written with the message (_persist).
         if plan is not None:
             await self.router.forward(self.submitter, plan, reception.message, user, now=now)
-        if user.message_info.ref_to_message_id is not None and not reception.duplicate:
-            await self.replies.answered(reception.message, now)
         return receipt
 
     async def _verify_and_store(
@@ -174,20 +209,22 @@ class Inbound:
             await self._check_reply(route, user)
             # The router asks FaR (or picks discovery) before the receipt: a refusal is EBMS:0004 with the reason.
             plan = await self.router.decide(ctx.store, ctx.agreements.current, verified)
-            receipt = signed_signal(
-                verified.receipt, ctx.settings.keys.signing_key(route.security), route.security, verified.soap_version
-            )
+            receipt = ctx.signer.signal(verified.receipt, route.security, verified.soap_version)
             reception = await self._persist(verified, receipt, now)
         finally:
-            verified.close()
+            await verified.close()
         return user, plan, receipt, reception
 
-    def _announce_refusal(self, received: ReceivedMessage, error: EbmsError) -> None:
-        """Tell the backend about a refused user message when its leg says so (ProcessErrorNotifyConsumer)."""
+    async def _announce_refusal(self, received: ReceivedMessage, error: EbmsError) -> None:
+        """Tell the backend about a refused user message when its leg says so (ProcessErrorNotifyConsumer); the
+        event goes to the outbox on its own (nothing is stored with it); the database away loses only it."""
         route = refused_route(received, self.ctx.agreements.current)
         user = received.parsed.messaging.message
         if route is not None and route.leg.error_handling.notify_consumer and isinstance(user, UserMessage):
-            self.ctx.webhooks.notify(WebhookEvent.MESSAGE_REFUSED, refusal(user, route, error))
+            try:
+                await self.ctx.webhooks.notify(WebhookEvent.MESSAGE_REFUSED, refusal(user, route, error))
+            except StoreUnavailable as exc:
+                log.warning("the refusal of %s was not announced: %s", user.message_id, exc)
 
     async def _settle_ping(self, message: StoredMessage, now: datetime) -> None:
         """An ebMS test message is receipted and kept as evidence, never delivered: it is acknowledged at once and
@@ -208,10 +245,18 @@ class Inbound:
             NewEvidence(EvidenceKind.OUR_RECEIPT, once(receipt), retention),
         ]
         info = message_info(user, verified.route)
-        reception = await store.receive(info, verified.new_payloads(), now=now, evidence=evidence)
+        # What the reception causes is written with it: the backend's event (not for an ebMS test message), and for
+        # a reply to a message we sent the job that checks the operator's answer and relays it; a duplicate
+        # writes neither.
+        hooks = (
+            [] if is_ping(user) else self.ctx.webhooks.hooks_for(WebhookEvent.MESSAGE_RECEIVED, message_json, now=now)
+        )
+        if user.message_info.ref_to_message_id is not None:
+            hooks.append(self.replies.job(now=now))
+        reception = await store.receive(info, verified.new_payloads(), now=now, evidence=evidence, hooks=hooks)
         if reception.duplicate and reception.receipt is None:
             # The first reception stopped (a crash) between storing the message and keeping its receipt: this
-            # one finishes it, keeping the evidence and telling the backend, as the first would have.
+            # one finishes it, keeping the evidence (the backend's event was written with the message).
             log.warning("duplicate %s without a stored receipt: keeping this reception's evidence", user.message_id)
             kept = [(EvidenceKind.OUR_RECEIPT, receipt)]
             if not await store.evidence(Direction.IN, user.message_id, EvidenceKind.RAW_MESSAGE):

@@ -616,7 +616,6 @@ class Mailings:
         except EnvelopeError as exc:  # this recipient's own payloads, or its SBDH, cannot be a letter
             return Outcome(row.seq, RowState.REFUSED, "invalid-content", str(exc)[:500], operator=row.operator)
         target = RouteTarget(message_id, message_id, operator.id, operator.name, operator.party_id, endpoint)
-        await asyncio.to_thread(routing.records.put, target)
         properties = dict(document.get("properties") or {})
         properties.update(row.properties or {})
         properties[ORIGINAL_SENDER] = {"value": sender, "type": "iso6523-actorid-upis"} if ":" in sender else sender
@@ -627,7 +626,8 @@ class Mailings:
             files,
         )  # fmt: skip
         try:
-            await self.submissions.accept(submission)
+            # The route target is stored with the letter, in its transaction.
+            await self.submissions.accept(submission, hooks=[routing.records.hook(target, now=self.ctx.clock.now())])
         except DuplicateMessage:
             pass  # stored before a stop: it is queued, and never twice
         except ValueError as exc:
@@ -667,11 +667,15 @@ class Mailings:
             return
         if any(n for state, n in counts["letters"].items() if state not in FINAL_STATES):
             return
-        if await self.store.complete(mailing_id, now=self.ctx.clock.now()):
-            progress = await self.progress(mailing_id)
-            assert progress is not None
+        progress = await self.progress(mailing_id)
+        assert progress is not None
+        # The event is in the outbox before the mailing is marked completed: a stop in between announces it again
+        # (webhooks are at least once), never not at all.
+        completed_at = self.ctx.clock.now()
+        announced = {**progress, "state": MailingState.COMPLETED.value, "completed_at": completed_at.isoformat()}
+        await self.ctx.webhooks.notify(WebhookEvent.MAILING_COMPLETED, announced)
+        if await self.store.complete(mailing_id, now=completed_at):
             log.info("mailing %s completed: %s", mailing_id, progress["recipients"])
-            self.ctx.webhooks.notify(WebhookEvent.MAILING_COMPLETED, progress)
 
 
 # --- helpers -----------------------------------------------------------------------------------------------

@@ -6,8 +6,9 @@ import logging
 from datetime import datetime, timedelta
 
 from accesspoint.msh.context import Context
-from accesspoint.store import Direction, PurgeReport
+from accesspoint.store import Direction, PurgeReport, StoreUnavailable
 from accesspoint.store import Retention as StoreRetention
+from accesspoint.store.queue import QueueUnavailable
 from pmode import Binding
 
 log = logging.getLogger("accesspoint.msh")
@@ -40,10 +41,15 @@ class Maintenance:
         The database knows what is due (a duplicate entry is harmless: the claim decides who sends).
         """
         ctx = self.ctx
-        await self.requeue()
+        idle: timedelta | None = None
         while True:
+            try:
+                await self.requeue(idle=idle)
+                idle = ctx.settings.lease
+            except (StoreUnavailable, QueueUnavailable) as exc:
+                # Everything due stays due in the database: the next round (a lease on) queues it.
+                log.warning("re-queueing what is due failed (%s); again in %s", exc, ctx.settings.lease)
             await ctx.clock.sleep_until(ctx.clock.now() + ctx.settings.lease)
-            await self.requeue(idle=ctx.settings.lease)
 
     async def purge_periodically(self) -> None:
         """Purge every ``retention.interval``."""
@@ -65,4 +71,9 @@ class Maintenance:
         report = PurgeReport(payloads=purged.payloads, messages=purged.messages, evidence=evidence.evidence)
         if report != PurgeReport():
             log.info("retention: purged %s", report)
+        # Delivered webhook events and jobs after their retention, and the answers kept for submission retries.
+        events = await ctx.webhooks.purge(now)
+        answers = await ctx.idempotency.purge(now=now)
+        if events or answers:
+            log.info("retention: purged %d settled outbox event(s), %d idempotency key(s)", events, answers)
         return report

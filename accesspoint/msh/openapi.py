@@ -198,11 +198,26 @@ OPENAPI: Final[dict[str, Any]] = {
                         },
                     }
                 },
+                "parameters": [
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "description": (
+                            "1 to 255 visible ASCII characters: a retry under the key gets the first answer again"
+                            " and stores nothing; another request under it is refused (409)"
+                        ),
+                        "schema": {"type": "string", "maxLength": 255},
+                    }
+                ],
                 "responses": {
-                    "202": {"description": "stored and queued"},
+                    "202": {"description": "stored and queued (or the same answer to a retry of that request)"},
+                    "400": _PROBLEM,
                     "401": _PROBLEM,
+                    "403": _PROBLEM,
                     "409": _PROBLEM,
+                    "413": _PROBLEM,
                     "422": _PROBLEM,
+                    "503": _PROBLEM,
                 },
             },
             "get": {

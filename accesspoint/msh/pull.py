@@ -20,12 +20,14 @@ from accesspoint.core.errors import EbmsError, ErrorCode
 from accesspoint.core.message import ReceivedMessage
 from accesspoint.core.model import SignalMessage
 from accesspoint.core.namespaces import SoapVersion
+from accesspoint.httpclient import fetch, open_request
 from accesspoint.msh.context import Context
 from accesspoint.msh.next_step import Action, Outcome
-from accesspoint.msh.receiving import error_response, pull_request, signed_signal, verify_signal
+from accesspoint.msh.receiving import pull_request
 from accesspoint.msh.send_pipeline import SendPipeline
+from accesspoint.msh.sending import ANSWER_LIMIT
 from accesspoint.msh.signals import Settlement
-from accesspoint.msh.wire import READ_CHUNK, read_message_body, spooled_chunks
+from accesspoint.msh.wire import READ_CHUNK, discard, read_message_body, spooled_chunks
 from accesspoint.store import Direction, EvidenceKind, MessageState, StoredMessage
 from pmode import Route
 
@@ -48,7 +50,7 @@ class PullServer:
         """Answer an authorised PullRequest with the oldest message waiting on its MPC; EbmsError otherwise."""
         assert signal.pull_request is not None
         mpc = signal.pull_request.mpc
-        authorised = self._authorised(received, signal, mpc, now)
+        authorised = await self._authorised(received, signal, mpc, now)
         check_wire(received.deviations, lenient=frozenset().union(*(r.pmode.leniency for r in authorised)))
         claimed = await self._claim(authorised)
         empty = EbmsError(ErrorCode.EMPTY_MPC, f"nothing waits on {mpc}", ref_to_message_id=signal.message_id)
@@ -74,16 +76,18 @@ class PullServer:
                 await response.write(chunk)
             await response.write_eof()
         finally:
-            spooled.close()
+            await spooled.close()
         return response
 
-    def _authorised(self, received: ReceivedMessage, signal: SignalMessage, mpc: str, now: datetime) -> list[Route]:
+    async def _authorised(
+        self, received: ReceivedMessage, signal: SignalMessage, mpc: str, now: datetime
+    ) -> list[Route]:
         """The pull legs on the MPC whose partner signed this PullRequest (EBMS:0101 when there is none)."""
         why = f"no P-Mode serves pulls on {mpc!r}"
         authorised: list[Route] = []
         for route in self.ctx.agreements.current.pull_requests_to_serve(mpc):
             try:
-                verify_signal(received, route, at=now, revocation=self.ctx.revocation)
+                await self.ctx.verifier.signal(received, route, at=now)
             except EbmsError as exc:
                 why = f"{route.name}: {exc.log_detail}"
                 continue
@@ -150,15 +154,10 @@ class Puller:
         if endpoint is None:
             return False
         policy = route.security
-        request = signed_signal(
-            pull_request(route.leg.mpc, at=ctx.clock.now()),
-            ctx.settings.keys.signing_key(policy),
-            policy,
-            SoapVersion.V12,
-        )
+        request = ctx.signer.signal(pull_request(route.leg.mpc, at=ctx.clock.now()), policy, SoapVersion.V12)
         headers = {"Content-Type": f"{SoapVersion.V12.content_type}; charset=UTF-8"}
         try:
-            async with ctx.http.post(endpoint, data=request, headers=headers) as response:
+            async with open_request(ctx.http, "POST", endpoint, data=request, headers=headers) as response:
                 if response.status != 200:
                     log.warning("PullRequest to %s: HTTP %d", endpoint, response.status)
                     return False
@@ -174,21 +173,22 @@ class Puller:
         except EbmsError as exc:
             log.warning("PullRequest to %s: unreadable answer: %s", endpoint, exc)
             return False
-        message = received.parsed.messaging.message
-        if isinstance(message, SignalMessage):
-            codes = [e.error_code for e in message.errors]
-            if codes != [ErrorCode.EMPTY_MPC.code]:
-                log.warning("PullRequest to %s answered with %s", endpoint, codes or message.kind)
-            return False
-        soap_version = received.parsed.messaging.soap_version
-        now = ctx.clock.now()
         try:
-            answer = await self.accept(received, now, route.leg.mpc)
-        except EbmsError as error:
-            log.warning("refused a pulled message: %s", error)
-            answer = error_response(
-                error, keys=ctx.settings.keys.signing_key(), policy=None, soap_version=soap_version, at=now
-            )
+            message = received.parsed.messaging.message
+            if isinstance(message, SignalMessage):
+                codes = [e.error_code for e in message.errors]
+                if codes != [ErrorCode.EMPTY_MPC.code]:
+                    log.warning("PullRequest to %s answered with %s", endpoint, codes or message.kind)
+                return False
+            soap_version = received.parsed.messaging.soap_version
+            now = ctx.clock.now()
+            try:
+                answer = await self.accept(received, now, route.leg.mpc)
+            except EbmsError as error:
+                log.warning("refused a pulled message: %s", error)
+                answer = ctx.signer.error(error, None, soap_version, at=now)
+        finally:
+            await discard(received)
         await self._post_signal(endpoint, answer, soap_version)
         return True
 
@@ -197,9 +197,8 @@ class Puller:
         the duplicate gets the stored receipt."""
         headers = {"Content-Type": f"{soap_version.content_type}; charset=UTF-8"}
         try:
-            async with self.ctx.http.post(endpoint, data=signal, headers=headers) as response:
-                await response.read()
-                if response.status != 200:
-                    log.warning("signal to %s: HTTP %d", endpoint, response.status)
+            answer = await fetch(self.ctx.http, "POST", endpoint, data=signal, headers=headers, max_bytes=ANSWER_LIMIT)
+            if answer.status != 200:
+                log.warning("signal to %s: HTTP %d", endpoint, answer.status)
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("signal to %s failed: %s", endpoint, exc)

@@ -22,12 +22,12 @@ from accesspoint.core.model import MessageInfo, PullRequest, SignalMessage, User
 from accesspoint.core.namespaces import TEST_ACTION, TEST_SERVICE, SoapVersion
 from accesspoint.core.signals import build_error_signal, build_receipt
 from accesspoint.security.algorithms import SignatureAlgorithm
-from accesspoint.security.inbound import OpenedMessage, PartReader, open_message
+from accesspoint.security.inbound import OpenedMessage, PartReader, TrustCache, open_message
 from accesspoint.security.keys import KeyPair
 from accesspoint.security.policy import SecurityPolicy
 from accesspoint.security.receipts import sign_signal
-from accesspoint.security.revocation import RevocationChecker
-from accesspoint.security.signing import VerifiedSignature
+from accesspoint.security.revocation import RevocationSource
+from accesspoint.security.signing import TokenCache, TokenTemplates, VerifiedSignature
 from pmode import PModeSet, Route
 
 
@@ -45,16 +45,8 @@ class AcceptedMessage:
     receipt: SignalMessage
 
 
-def accept_user_message(
-    received: ReceivedMessage,
-    pmodes: PModeSet,
-    *,
-    keys: Sequence[KeyPair],
-    at: datetime,
-    revocation: RevocationChecker | None,
-    read_part: PartReader,
-) -> AcceptedMessage:
-    """Match the P-Mode leg, open the message under its policy, check its properties; build the receipt."""
+def match_user_message(received: ReceivedMessage, pmodes: PModeSet) -> tuple[Route, UserMessage]:
+    """The P-Mode leg a received user message travels on (EbmsError: none, several, or not a user message)."""
     user = received.parsed.messaging.message
     if not isinstance(user, UserMessage):
         raise EbmsError(ErrorCode.PROCESSING_MODE_MISMATCH, "expected a user message")
@@ -64,8 +56,58 @@ def accept_user_message(
     problem = match.ebms_error(user.message_id)
     if problem is not None or match.route is None:
         raise problem or EbmsError(ErrorCode.VALUE_NOT_RECOGNIZED, "no P-Mode", ref_to_message_id=user.message_id)
-    route = match.route
+    return match.route, user
+
+
+def check_user_message(route: Route, user: UserMessage) -> None:
+    """What the leg asks of the header before any cryptography: its part properties (a MimeType each, an encoding
+    name as CharacterSet), its required properties, at most its parts."""
     check_part_properties(user)
+    names = {p.name for p in user.message_properties}
+    missing = [name for name in route.leg.required_properties if name not in names]
+    if missing:
+        raise EbmsError(
+            ErrorCode.VALUE_INCONSISTENT,
+            f"MessageProperties lack {', '.join(missing)}",
+            ref_to_message_id=user.message_id,
+        )
+    if len(user.payload_info) > route.leg.payload.max_parts:
+        raise EbmsError(ErrorCode.POLICY_NONCOMPLIANCE, "too many payload parts", ref_to_message_id=user.message_id)
+
+
+def check_decrypted(user: UserMessage, undecrypted: frozenset[str]) -> None:
+    """Parts our own keys did not open: to the sender that is a decryption failure, kept generic."""
+    if undecrypted:
+        raise EbmsError(
+            ErrorCode.FAILED_DECRYPTION,
+            "the message could not be decrypted",
+            ref_to_message_id=user.message_id,
+            log_detail=f"no decryption key for {sorted(undecrypted)}",
+        )
+
+
+def receipt_for(user: UserMessage, signature: VerifiedSignature | None, *, at: datetime) -> SignalMessage:
+    """The receipt for a verified user message: NonRepudiationInformation echoing what its sender signed."""
+    echoes = () if signature is None else signature.echoes
+    return build_receipt(user, echoes, message_id=new_message_id(), now=at)
+
+
+def accept_user_message(
+    received: ReceivedMessage,
+    pmodes: PModeSet,
+    *,
+    keys: Sequence[KeyPair],
+    at: datetime,
+    revocation: RevocationSource | None,
+    read_part: PartReader,
+) -> AcceptedMessage:
+    """Match the P-Mode leg, check the header, open the message under its policy; build the receipt.
+
+    The whole of receiving in one call, for tests and tools; the access point runs the same steps in its receive
+    pipeline (``receive_pipeline``), off the event loop for large messages.
+    """
+    route, user = match_user_message(received, pmodes)
+    check_user_message(route, user)
     partner = [c for c in (route.partner_signing_certificate,) if c is not None]
     try:
         opened = open_message(
@@ -81,27 +123,8 @@ def accept_user_message(
     except EbmsError as exc:
         exc.ref_to_message_id = exc.ref_to_message_id or user.message_id
         raise
-    if not opened.complete:
-        # Our own keys did not open it: to the sender that is a decryption failure, kept generic.
-        raise EbmsError(
-            ErrorCode.FAILED_DECRYPTION,
-            "the message could not be decrypted",
-            ref_to_message_id=user.message_id,
-            log_detail=f"no decryption key for {sorted(opened.undecrypted)}",
-        )
-    names = {p.name for p in user.message_properties}
-    missing = [name for name in route.leg.required_properties if name not in names]
-    if missing:
-        raise EbmsError(
-            ErrorCode.VALUE_INCONSISTENT,
-            f"MessageProperties lack {', '.join(missing)}",
-            ref_to_message_id=user.message_id,
-        )
-    if len(user.payload_info) > route.leg.payload.max_parts:
-        raise EbmsError(ErrorCode.POLICY_NONCOMPLIANCE, "too many payload parts", ref_to_message_id=user.message_id)
-    echoes = () if opened.signature is None else opened.signature.echoes
-    receipt = build_receipt(user, echoes, message_id=new_message_id(), now=at)
-    return AcceptedMessage(route, user, opened, receipt)
+    check_decrypted(user, opened.undecrypted)
+    return AcceptedMessage(route, user, opened, receipt_for(user, opened.signature, at=at))
 
 
 # XML 1.0 section 4.3.3: EncName, what a CharacterSet part property must be (AS4_CP_TA29).
@@ -139,9 +162,16 @@ def is_ping(user: UserMessage) -> bool:
     return collaboration.service.value == TEST_SERVICE and collaboration.action == TEST_ACTION
 
 
-def signed_signal(signal: SignalMessage, keys: KeyPair, policy: SecurityPolicy, soap_version: SoapVersion) -> bytes:
+def signed_signal(
+    signal: SignalMessage,
+    keys: KeyPair,
+    policy: SecurityPolicy,
+    soap_version: SoapVersion,
+    *,
+    templates: TokenTemplates | None = None,
+) -> bytes:
     """A receipt or error as signed bare SOAP in the request's SOAP version."""
-    return sign_signal(signal, keys, policy, soap_version=soap_version, new_id=_signal_id)
+    return sign_signal(signal, keys, policy, soap_version=soap_version, new_id=_signal_id, templates=templates)
 
 
 def policy_for_key(keys: KeyPair) -> SecurityPolicy:
@@ -176,10 +206,11 @@ def error_response(
     policy: SecurityPolicy | None,
     soap_version: SoapVersion,
     at: datetime,
+    templates: TokenTemplates | None = None,
 ) -> bytes:
     """The signed ebMS error signal answering a message that failed (wire detail only, never log detail)."""
     signal = build_error_signal([error], message_id=new_message_id(), now=at, ref_to_message_id=error.ref_to_message_id)
-    return signed_signal(signal, keys, policy or policy_for_key(keys), soap_version)
+    return signed_signal(signal, keys, policy or policy_for_key(keys), soap_version, templates=templates)
 
 
 def pull_request(mpc: str, *, at: datetime) -> SignalMessage:
@@ -192,7 +223,9 @@ def verify_signal(
     route: Route,
     *,
     at: datetime,
-    revocation: RevocationChecker | None,
+    revocation: RevocationSource | None,
+    tokens: TokenCache | None = None,
+    trust_cache: TrustCache | None = None,
 ) -> VerifiedSignature | None:
     """Check a signal's signature under the route's policy and that its signer is the route's partner.
 
@@ -200,7 +233,15 @@ def verify_signal(
     than the one the P-Mode names; None only when the policy does not sign and the signal is unsigned.
     """
     partner = [c for c in (route.partner_signing_certificate,) if c is not None]
-    opened = open_message(received, route.security, at=at, revocation=revocation, partner_certificates=partner)
+    opened = open_message(
+        received,
+        route.security,
+        at=at,
+        revocation=revocation,
+        partner_certificates=partner,
+        tokens=tokens,
+        trust_cache=trust_cache,
+    )
     signature = opened.signature
     if signature is None:
         return None

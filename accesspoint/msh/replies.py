@@ -8,50 +8,113 @@ original sender on its two-way P-Mode as ``rev-<reply id>``. Neither changes the
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from accesspoint.msh import end_to_end
 from accesspoint.msh.config import WebhookEvent
 from accesspoint.msh.context import Context
 from accesspoint.routing.shell import forwarded_id
-from accesspoint.store import Direction, DuplicateMessage, NewPayload, StoredMessage
+from accesspoint.store import Direction, DuplicateMessage, EndToEnd, NewPayload, StoredMessage, StoreUnavailable
+from accesspoint.store.hooks import TransactionHook
+from accesspoint.store.outbox import DeliveryFailed, Dispatcher, EventHook, NewEvent, OutboxEvent
 from pmode import Binding
 
 log = logging.getLogger("accesspoint.msh")
+
+REPLY_JOBS = "job:replies"  # the outbox sink of the replies to check
+
+
+def _retry(attempts: int) -> timedelta | None:
+    """Retry a job that could not run (the database away) soon, and for as long as it takes."""
+    del attempts
+    return timedelta(seconds=2)
 
 
 class Submit(Protocol):
     """How a relayed answer is submitted (``Submissions.submit``)."""
 
-    async def __call__(self, document: dict[str, Any], files: Sequence[NewPayload] | None = None) -> StoredMessage:
+    async def __call__(
+        self,
+        document: dict[str, Any],
+        files: Sequence[NewPayload] | None = None,
+        *,
+        hooks: Sequence[TransactionHook] = (),
+    ) -> StoredMessage:
         """Store and queue an outgoing message."""
         ...
 
 
 class Replies:
-    """What a received reply means for the message it answers."""
+    """What a received reply means for the message it answers: a job in the outbox, run at least once.
+
+    The reception of a reply writes the job (``job``) in its transaction; ``dispatcher`` runs it after the receipt
+    went back, and again after a crash or while the database is away, until it is done. Running it twice changes
+    nothing: the first operator's answer stands, and a relay is submitted under a MessageId of its own.
+    """
 
     def __init__(self, ctx: Context, submit: Submit) -> None:
         self.ctx = ctx
         self.submit = submit
+        self._dispatcher: Dispatcher | None = None
+
+    def job(self, *, now: datetime) -> TransactionHook:
+        """What the reception of a reply writes: the job that checks it (see the class)."""
+
+        def make(reply: StoredMessage) -> list[NewEvent]:
+            return [NewEvent("reply-received", {"message_id": reply.message_id}, (REPLY_JOBS,))]
+
+        return EventHook(make, now=now, wake=self._wake)
+
+    def _wake(self, _sinks: Sequence[str]) -> None:
+        if self._dispatcher is not None:
+            self._dispatcher.wake()
+
+    def dispatcher(self) -> Dispatcher:
+        """The loop that runs the jobs (a supervised task)."""
+        ctx = self.ctx
+        self._dispatcher = Dispatcher(
+            ctx.outbox, REPLY_JOBS, self._run, clock=ctx.clock, lease=ctx.settings.lease,
+            timeout=ctx.settings.send_timeout, retry=_retry,
+        )  # fmt: skip
+        return self._dispatcher
+
+    async def _run(self, event: OutboxEvent) -> None:
+        message_id = str(json.loads(event.body)["data"]["message_id"])
+        try:
+            reply = await self.ctx.store.get(Direction.IN, message_id)
+            if reply is not None:  # purged meanwhile: nothing left to check
+                await self.answered(reply, self.ctx.clock.now())
+        except StoreUnavailable as exc:
+            raise DeliveryFailed(str(exc)) from None
 
     async def answered(self, reply: StoredMessage, now: datetime) -> None:
-        """Check a reply as the operator's answer and relay it where this access point is the router."""
+        """Check a reply as the operator's answer and relay it where this access point is the router.
+
+        StoreUnavailable when the database is away (the job runs again); anything else is logged: the answer stays
+        stored as received.
+        """
         ctx = self.ctx
         try:
             certificates = end_to_end.operator_certificates(ctx.agreements.current, ctx.settings.operator_certificates)
-            record = await end_to_end.check_reply(ctx.store, reply, certificates, now=now)
-            if record is not None:
-                ctx.webhooks.notify(
-                    WebhookEvent.END_TO_END_RECEIPT,
-                    {"message_id": record.message_id, "end_to_end": end_to_end.to_json(record)},
-                )
+            await end_to_end.check_reply(ctx.store, reply, certificates, now=now, hooks=self._announced(now))
             await self._relay(reply)
-        except Exception:  # the receipt for the reply is given regardless; the answer stays stored as received
+        except StoreUnavailable:
+            raise
+        except Exception:
             log.exception("checking the reply %s to %s failed", reply.message_id, reply.ref_to_message_id)
+
+    def _announced(self, now: datetime) -> Callable[[EndToEnd], list[TransactionHook]]:
+        """The end-to-end-receipt event, written with the answer it announces."""
+
+        def hooks(record: EndToEnd) -> list[TransactionHook]:
+            data = {"message_id": record.message_id, "end_to_end": end_to_end.to_json(record)}
+            return self.ctx.webhooks.hooks_for(WebhookEvent.END_TO_END_RECEIPT, lambda _sent: data, now=now)
+
+        return hooks
 
     async def _relay(self, reply: StoredMessage) -> None:
         """The router: a reply to ``fwd-<id>`` goes back to the sender of ``<id>`` on its two-way P-Mode, payloads

@@ -31,6 +31,7 @@ import aiohttp
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from accesspoint.httpclient import AnswerTooLarge, open_request, read_bounded
 from accesspoint.security.revocation import (
     NONCE_LENGTH,
     FetchError,
@@ -76,24 +77,15 @@ class AsyncFetcher:
             headers |= {"Content-Type": "application/ocsp-request", "Accept": "application/ocsp-response"}
         method = "GET" if body is None else "POST"
         try:
-            async with self.http.request(
-                method,
-                url,
-                data=body,
-                headers=headers,
-                allow_redirects=False,  # a redirect could lead anywhere; responders do not need one
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
+            # No redirect followed (it could lead anywhere; responders do not need one), the answer bounded.
+            async with open_request(
+                self.http, method, url, data=body, headers=headers, timeout=self.timeout
             ) as response:
                 if response.status != 200:
                     raise FetchError(f"HTTP {response.status} from {url}")
-                if (response.content_length or 0) > self.max_bytes:
-                    raise FetchError(f"{url}: response larger than {self.max_bytes} bytes")
-                data = bytearray()
-                async for chunk in response.content.iter_chunked(64 * 1024):
-                    data += chunk
-                    if len(data) > self.max_bytes:
-                        raise FetchError(f"{url}: response larger than {self.max_bytes} bytes")
-                return bytes(data)
+                return await read_bounded(response, self.max_bytes)
+        except AnswerTooLarge:
+            raise FetchError(f"{url}: response larger than {self.max_bytes} bytes") from None
         except TimeoutError:
             raise FetchError(f"{url}: no complete answer within {self.timeout:g} s") from None
         except (aiohttp.ClientError, ValueError) as exc:

@@ -20,11 +20,10 @@ from accesspoint.core.envelope import parse_envelope
 from accesspoint.core.model import Property, UserMessage
 from accesspoint.core.namespaces import PartProperty, SoapVersion
 from accesspoint.msh.context import Context
-from accesspoint.msh.wire import SPOOL_IN_MEMORY
+from accesspoint.msh.security import Signer
+from accesspoint.msh.wire import SPOOL_IN_MEMORY, Spools
 from accesspoint.routing.outbound import addressed
-from accesspoint.security.keys import KeyPair
-from accesspoint.security.outbound import Payload, SecuredMessage, secure_message
-from accesspoint.security.policy import SecurityPolicy
+from accesspoint.security.outbound import Payload, SecuredMessage
 from accesspoint.store import Direction, EvidenceKind, MessageStore, StoredMessage, StoredPayload
 from pmode import Route
 
@@ -44,9 +43,12 @@ class SpooledMessage:
         """The HTTP Content-Type of the packed body (multipart/related with its start and boundary)."""
         return self.secured.packed.content_type
 
-    def close(self) -> None:
-        """Drop the spool."""
-        self.body.close()
+    async def close(self) -> None:
+        """Drop the spool (a large one in a worker thread: freeing a large file takes a while)."""
+        if self.size > SPOOL_IN_MEMORY:
+            await asyncio.to_thread(self.body.close)
+        else:
+            self.body.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,22 +57,15 @@ class _Job:
 
     user: UserMessage
     payloads: tuple[Payload, ...]
-    policy: SecurityPolicy
-    signing_key: KeyPair
+    signer: Signer
     route: Route
     soap_version: SoapVersion
+    compressed: Spools | None  # large payloads: gzipped once into these files, not once per reading
 
     def run(self) -> SpooledMessage:
-        secured = secure_message(
-            self.user,
-            self.payloads,
-            self.policy,
-            signing_key=self.signing_key,
-            recipient_certificate=self.route.partner_encryption_certificate,
-            soap_version=self.soap_version,
-        )
         spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115 (SpooledMessage closes it)
         try:
+            secured = self.signer.secure(self.user, self.payloads, self.route, self.soap_version, self.compressed)
             for chunk in secured.packed.body:
                 spool.write(chunk)
             size = spool.tell()
@@ -78,6 +73,9 @@ class _Job:
         except BaseException:
             spool.close()
             raise
+        finally:
+            if self.compressed is not None:
+                self.compressed.close()
         return SpooledMessage(secured, spool, size)
 
 
@@ -104,17 +102,16 @@ class SendPipeline:
         store = self.ctx.store
         user = self._submitted.pop(message.message_id, None) or await self._stored_header(message)
         stored = await store.payloads(message)
+        large = sum(p.size for p in stored) > self.ctx.settings.offload_threshold
         job = _Job(
             addressed(user, route),  # a dynamic partner's eb:To is the access point discovery found
             _payloads(store, stored, route),
-            route.security,
-            self.ctx.settings.keys.signing_key(route.security),
+            self.ctx.signer,
             route,
             soap_version,
+            Spools(store.files.scratch) if large else None,
         )
-        if sum(p.size for p in stored) > self.ctx.settings.offload_threshold:
-            return await asyncio.to_thread(job.run)
-        return job.run()
+        return await asyncio.to_thread(job.run) if large else job.run()
 
     async def _stored_header(self, message: StoredMessage) -> UserMessage:
         """The header as submitted, from its evidence (a retry, or a message another instance took in)."""

@@ -1,9 +1,10 @@
 """Send workers: take a due message from the queue, win its claim, send it, settle what came back.
 
-Each worker is a supervised task. It survives a database or queue outage: a failure to claim, to record an
-outcome or to acknowledge the queue entry is logged and the worker goes on after a pause (the message stays
-due in the database, so the recovery sweep queues it again). What an attempt led to is reported to
-``Settlement`` as an ``Outcome``; the retry policy lives in ``next_step``.
+Each worker is a supervised task. It survives a database or queue outage (``store.queue.Claims``): a claim waits
+for the database to come back, the database hands out what is due while the queue is away, and an attempt the
+database failed under leaves the message claimed until its lease runs out (then it is sent again; the partner's
+duplicate elimination answers with the same receipt), rather than failing a message the partner may have. What
+an attempt led to is reported to ``Settlement`` as an ``Outcome``; the retry policy lives in ``next_step``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import aiohttp
 from accesspoint.core.errors import EbmsError, ErrorCode
 from accesspoint.core.message import read_message
 from accesspoint.core.model import SignalMessage
+from accesspoint.httpclient import AddressPolicy, fetch
 from accesspoint.msh.context import Context
 from accesspoint.msh.next_step import Action, Outcome
 from accesspoint.msh.send_pipeline import SendPipeline, SpooledMessage
@@ -25,14 +27,15 @@ from accesspoint.msh.signals import Settlement
 from accesspoint.msh.wire import spooled_chunks
 from accesspoint.routing.outbound import RouteUnavailable
 from accesspoint.security.policy import RevocationMode
-from accesspoint.security.receipts import verify_receipt
-from accesspoint.security.trust import CertificateUsage, TrustError, TrustFailure, validate_certificate
-from accesspoint.store import EvidenceKind, QueueItem, StoredMessage, claim_next
-from pmode import Route
+from accesspoint.security.trust import CertificateUsage, TrustError, TrustFailure
+from accesspoint.store import EvidenceKind, StoredMessage, StoreUnavailable
+from accesspoint.store.queue import Claim, Claims
+from pmode import Binding, Route
 
 log = logging.getLogger("accesspoint.msh")
 
 PAUSE_AFTER_FAULT = 1.0  # seconds a worker waits after the database or the queue failed under it
+ANSWER_LIMIT = 4 * 1024 * 1024  # a partner's synchronous answer to a push (a signal): more is a failed attempt
 
 
 class PartnerLanes:
@@ -61,21 +64,30 @@ class SendWorkers:
         self.pipeline = pipeline
         self.settlement = settlement
         self.lanes = PartnerLanes(ctx.settings.send_per_partner)
+        # The queue wakes the workers and spreads the work; the database decides and, when the queue is away,
+        # hands out what is due itself (pulled messages wait for their puller instead).
+        self.claims = Claims(
+            ctx.queue, ctx.store, clock=ctx.clock, lease=ctx.settings.lease, poll=ctx.settings.lease / 4,
+            skip=self._pulled,
+        )  # fmt: skip
+
+    def _pulled(self, message: StoredMessage) -> bool:
+        route = self.ctx.agreements.route_of(message)
+        return route is not None and route.pmode.binding is Binding.PULL
 
     async def run(self, number: int) -> None:
-        """One worker: claim, send, settle, acknowledge; forever."""
-        ctx = self.ctx
+        """One worker: claim (``Claims``), send, settle, acknowledge; forever."""
         while True:
             try:
-                item, message = await claim_next(ctx.queue, ctx.store, clock=ctx.clock, lease=ctx.settings.lease)
+                claim = await self.claims.next()
             except Exception:
                 log.exception("worker %d: taking the next message failed; trying again shortly", number)
                 await asyncio.sleep(PAUSE_AFTER_FAULT)
                 continue
-            await self._attempt(number, item, message)
+            await self._attempt(number, claim)
 
-    async def _attempt(self, number: int, item: QueueItem, message: StoredMessage) -> None:
-        ctx = self.ctx
+    async def _attempt(self, number: int, claim: Claim) -> None:
+        ctx, message = self.ctx, claim.message
         renewed: StoredMessage | None = None
         try:
             async with self.lanes.slot(message.to_party) as waited:
@@ -86,6 +98,13 @@ class SendWorkers:
                     message = renewed or message
                 if renewed is not None or not waited:
                     await self.send(message)
+        except StoreUnavailable as exc:
+            # The database went away mid-attempt: whatever was sent, the message stays claimed until its lease runs
+            # out, then it is sent again and the partner's duplicate elimination answers with the same receipt.
+            # Recording a failure now (should the database be back) would fail a message the partner may have.
+            log.warning("worker %d: %s: the database is unavailable (%s); retried after its lease",
+                        number, message.message_id, exc)  # fmt: skip
+            await asyncio.sleep(PAUSE_AFTER_FAULT)
         except Exception as exc:
             # A bug or a broken stored message must not leave it in `sending` until its lease runs out.
             log.exception("worker %d: sending %s failed unexpectedly", number, message.message_id)
@@ -94,10 +113,7 @@ class SendWorkers:
                 await self.settlement.failed(message, ctx.agreements.route_of(message), Outcome.UNSENDABLE, error)
             except Exception:  # the database itself: the lease runs out and the message is taken over
                 log.exception("worker %d: recording the failure of %s failed", number, message.message_id)
-        try:
-            await ctx.queue.ack(item)
-        except Exception:  # the claim decides who sends: a redelivered entry is turned away
-            log.exception("worker %d: acknowledging %s failed", number, message.message_id)
+        await self.claims.done(claim)
 
     async def send(self, message: StoredMessage) -> None:
         """One attempt at a claimed message, from the checks before it to the settling of its answer."""
@@ -110,7 +126,9 @@ class SendWorkers:
         decision = await settlement.settle(message, route, Outcome.CLAIMED)
         if decision.action is not Action.SEND:
             return
+        addresses = None  # a dynamic partner's endpoint is connected to only where discovery's policy allows
         if route.dynamic:  # endpoint and certificates from a route record or BDXL + SMP
+            addresses = ctx.routing.addresses(route)
             try:
                 route = await ctx.routing.resolve(ctx.store, message, route, at=ctx.clock.now())
             except RouteUnavailable as exc:
@@ -140,47 +158,54 @@ class SendWorkers:
             unsendable = EbmsError(ErrorCode.OTHER, f"cannot be prepared for sending: {exc}")
             await settlement.failed(message, route, Outcome.UNSENDABLE, unsendable)
             return
-        await self._post(message, route, endpoint, spooled)
+        await self._post(message, route, endpoint, spooled, addresses)
 
-    async def _post(self, message: StoredMessage, route: Route, endpoint: str, spooled: SpooledMessage) -> None:
+    async def _post(
+        self,
+        message: StoredMessage,
+        route: Route,
+        endpoint: str,
+        spooled: SpooledMessage,
+        addresses: AddressPolicy | None = None,
+    ) -> None:
         settlement = self.settlement
         try:
             headers = {"Content-Type": spooled.content_type, "Content-Length": str(spooled.size)}
-            async with self.ctx.http.post(endpoint, data=spooled_chunks(spooled.body), headers=headers) as response:
-                answer = await response.read()
-                answer_type = response.headers.get("Content-Type", "")
-                status = response.status
+            sent = await fetch(
+                self.ctx.http,
+                "POST",
+                endpoint,
+                data=spooled_chunks(spooled.body),
+                headers=headers,
+                max_bytes=ANSWER_LIMIT,
+                addresses=addresses,
+            )
+            answer, answer_type, status = sent.body, sent.content_type, sent.status
         except (aiohttp.ClientError, TimeoutError) as exc:
             await settlement.settle(message, route, Outcome.TRANSIENT, detail=f"{type(exc).__name__}: {exc}")
             return
         finally:
-            spooled.close()
+            await spooled.close()
         if 200 <= status < 300 and not answer.strip():
             # No synchronous receipt: it comes later as a signal to /as4 and must echo what we signed.
             await settlement.keep(message, route, EvidenceKind.RAW_MESSAGE, spooled.secured.envelope)
             await settlement.settle(message, route, Outcome.ACCEPTED, detail="no synchronous receipt")
             return
         try:
-            parsed = read_message(answer_type, answer).parsed
+            received = read_message(answer_type, answer)
         except EbmsError as error:
             if status >= 500:  # a SOAP Fault or an error page: the partner could not process it now
                 await settlement.settle(message, route, Outcome.TRANSIENT, detail=f"HTTP {status}")
             else:
                 await self._unusable(message, route, answer, error)
             return
-        header = parsed.messaging.message
+        header = received.parsed.messaging.message
         if isinstance(header, SignalMessage) and header.errors:
             await settlement.error_signal(message, route, header, answer)
             return
         try:
-            partner = [c for c in (route.partner_signing_certificate,) if c is not None]
-            verify_receipt(
-                parsed,
-                route.security,
-                sent_message_id=message.message_id,
-                sent_references=spooled.secured.references,
-                partner_certificates=partner,
-            )
+            references = spooled.secured.references
+            self.ctx.verifier.receipt(received, route, message_id=message.message_id, references=references)
         except EbmsError as error:
             await self._unusable(message, route, answer, error)
             return
@@ -213,17 +238,7 @@ class SendWorkers:
             if certificate is None:
                 continue
             try:
-                # In a thread: CRL and OCSP fetches block.
-                await asyncio.to_thread(
-                    validate_certificate,
-                    certificate,
-                    (),
-                    trust,
-                    at=at,
-                    usage=usage,
-                    revocation=self.ctx.revocation,
-                    party_id=party_id,
-                )
+                await self.ctx.verifier.certificate(certificate, trust, usage=usage, party_id=party_id, at=at)
             except TrustError as exc:
                 return exc
         return None

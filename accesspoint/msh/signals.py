@@ -21,12 +21,12 @@ from accesspoint.core.signals import signed_references
 from accesspoint.msh.config import WebhookEvent
 from accesspoint.msh.context import Context
 from accesspoint.msh.next_step import Action, Channel, Decision, Facts, Outcome, decide
-from accesspoint.msh.receiving import verify_signal
 from accesspoint.msh.views import message_json
 from accesspoint.msh.wire import once
 from accesspoint.routing.outbound import RouteUnavailable
-from accesspoint.security.receipts import verify_receipt
 from accesspoint.store import Direction, EvidenceKind, NewEvidence, StoredMessage
+from accesspoint.store.hooks import TransactionHook
+from accesspoint.store.queue import QueueUnavailable
 from pmode import Binding, Route
 from pmode.model import ReceptionAwareness
 
@@ -104,33 +104,31 @@ class Settlement:
         retain = ctx.agreements.evidence_retention(route)
         kept = [] if evidence is None else [NewEvidence(evidence[0], once(evidence[1]), retain)]
         error = None if decision.code is None else (decision.code, decision.detail[:500])
+        now = ctx.clock.now()
         moved = await ctx.store.transition(
             message,
             decision.target,
-            now=ctx.clock.now(),
+            now=now,
             next_attempt_at=decision.at,
             error=error,
             detail=None if error else decision.detail,
             evidence=kept,
+            hooks=self._events(decision, now),  # the webhook event, in the move's transaction
         )
-        self._announce(message, decision, moved)
+        _log(message, decision)
         if moved is not None and decision.action is Action.RETRY and decision.at is not None:
-            await ctx.queue.put(message.message_id, due=decision.at)
+            try:
+                await ctx.queue.put(message.message_id, due=decision.at)
+            except QueueUnavailable as exc:  # the retry is due in the database: the recovery sweep queues it
+                log.warning("%s: the retry was not queued (%s); the database hands it out", message.message_id, exc)
 
-    def _announce(self, message: StoredMessage, decision: Decision, moved: StoredMessage | None) -> None:
-        action, message_id = decision.action, message.message_id
-        if action is Action.RETRY:
-            log.info("%s: attempt %d: %s; next at %s", message_id, message.attempts, decision.detail, decision.at)
-        elif action is Action.DEAD_LETTER:
-            log.error("%s cannot be sent (dead letter): %s %s", message_id, decision.code, decision.detail)
-        elif action is Action.FAIL:
-            log.warning("%s failed: %s %s", message_id, decision.code, decision.detail)
-        if moved is None:
-            return
-        if action is Action.DELIVER:
-            self.ctx.webhooks.notify(WebhookEvent.RECEIPT, message_json(moved))
-        elif action in (Action.FAIL, Action.DEAD_LETTER):
-            self.ctx.webhooks.notify(WebhookEvent.ERROR, message_json(moved))
+    def _events(self, decision: Decision, now: datetime) -> list[TransactionHook]:
+        """The webhook event a decision's move causes: receipt on delivery, error on failure."""
+        if decision.action is Action.DELIVER:
+            return self.ctx.webhooks.hooks_for(WebhookEvent.RECEIPT, message_json, now=now)
+        if decision.action in (Action.FAIL, Action.DEAD_LETTER):
+            return self.ctx.webhooks.hooks_for(WebhookEvent.ERROR, message_json, now=now)
+        return []
 
     async def failed(self, message: StoredMessage, route: Route | None, outcome: Outcome, error: EbmsError) -> None:
         """Settle an outcome that carries an ebMS error (a refusal, an unusable answer, a message not sendable)."""
@@ -167,6 +165,16 @@ class Settlement:
         return signed_references(parse_envelope(envelope))
 
 
+def _log(message: StoredMessage, decision: Decision) -> None:
+    action, message_id = decision.action, message.message_id
+    if action is Action.RETRY:
+        log.info("%s: attempt %d: %s; next at %s", message_id, message.attempts, decision.detail, decision.at)
+    elif action is Action.DEAD_LETTER:
+        log.error("%s cannot be sent (dead letter): %s %s", message_id, decision.code, decision.detail)
+    elif action is Action.FAIL:
+        log.warning("%s failed: %s %s", message_id, decision.code, decision.detail)
+
+
 class Signals:
     """Receipts and error signals POSTed to /as4 for messages we sent."""
 
@@ -194,17 +202,11 @@ class Signals:
             if route.dynamic:  # the partner's certificate is the one its route record or discovery gives
                 route = await self._resolved(message, route)
             if signal.errors:
-                verify_signal(received, route, at=now, revocation=ctx.revocation)
+                await ctx.verifier.signal(received, route, at=now)
                 await self.settlement.error_signal(message, route, signal, received.envelope_bytes)
                 return
-            partner = [c for c in (route.partner_signing_certificate,) if c is not None]
-            verify_receipt(
-                received.parsed,
-                route.security,
-                sent_message_id=message.message_id,
-                sent_references=await self.settlement.sent_references(message),
-                partner_certificates=partner,
-            )
+            references = await self.settlement.sent_references(message)
+            ctx.verifier.receipt(received, route, message_id=message.message_id, references=references)
             await self.settlement.delivered(message, route, received.envelope_bytes, "asynchronous receipt")
         except EbmsError as error:
             error.ref_to_message_id = signal.message_id

@@ -9,8 +9,9 @@ waits for the partner's PullRequest instead).
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from accesspoint.core.envelope import build_envelope, serialize
@@ -18,6 +19,7 @@ from accesspoint.core.ids import new_message_id
 from accesspoint.core.model import CollaborationInfo, PartyInfo, Property, UserMessage
 from accesspoint.core.model import MessageInfo as HeaderInfo
 from accesspoint.core.namespaces import PartProperty
+from accesspoint.msh import holder_encryption
 from accesspoint.msh.context import Context
 from accesspoint.msh.receiving import valid_character_set
 from accesspoint.msh.send_pipeline import SendPipeline
@@ -25,7 +27,14 @@ from accesspoint.msh.views import message_info
 from accesspoint.msh.wire import once
 from accesspoint.routing.outbound import submission_receiver
 from accesspoint.store import Direction, EvidenceKind, MessageStore, NewEvidence, NewPayload, StoredMessage
+from accesspoint.store.hooks import TransactionHook
+from accesspoint.store.queue import QueueUnavailable
 from pmode import Binding, MatchStatus, PModeSet
+
+log = logging.getLogger("accesspoint.msh")
+
+# Asked with a submission's P-Mode id and sender party before it is stored; raises to refuse it.
+Allowed = Callable[[str, str], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,20 +141,42 @@ class Submissions:
         """Where submissions are stored."""
         return self.ctx.store
 
-    async def submit(self, document: dict[str, Any], files: Sequence[NewPayload] | None = None) -> StoredMessage:
+    async def submit(
+        self,
+        document: dict[str, Any],
+        files: Sequence[NewPayload] | None = None,
+        *,
+        hooks: Sequence[TransactionHook] = (),
+        allowed: Allowed | None = None,
+    ) -> StoredMessage:
         """Store a submission document and queue it; ValueError for a bad one, DuplicateMessage for a taken id.
 
         With ``"route": true`` the router picks the P-Mode (FaR for digital post, else discovery) and refuses
-        with its reason (ValueError) before anything is stored.
+        with its reason (ValueError) before anything is stored; the target it chose is stored with the message.
+        ``hooks`` write in the transaction that stores it (an idempotency key, a route target); ``allowed`` is
+        asked about the P-Mode and sender party before anything is stored (a scoped token's check; it raises).
         """
-        document = await self.ctx.routing.route_submission(self.pmodes, document)
-        return await self.accept(Submission.from_document(document, files))
+        routed = await self.ctx.routing.route_submission(self.pmodes, document)
+        writes = list(hooks)
+        if routed.target is not None:
+            writes.append(self.ctx.routing.records.hook(routed.target, now=self.ctx.clock.now()))
+        submission = Submission.from_document(routed.document, files)
+        wanted = holder_encryption.parse_request(routed.document)
+        if wanted is not None:  # end-to-end to the mailbox holder, before anything is stored
+            payloads = await holder_encryption.encrypt_payloads(
+                wanted, submission.payloads, source=self.ctx.settings.holder_keys, now=self.ctx.clock.now()
+            )
+            submission = replace(submission, payloads=payloads)
+        return await self.accept(submission, hooks=writes, allowed=allowed)
 
-    async def accept(self, submission: Submission) -> StoredMessage:
+    async def accept(
+        self, submission: Submission, *, hooks: Sequence[TransactionHook] = (), allowed: Allowed | None = None
+    ) -> StoredMessage:
         """Match the leg, build and store the header as ``submitted``, queue it; ValueError if no leg fits.
 
         A reply names the received request in ``ref_to_message_id``: it takes the request's conversation and,
-        unless the submission names one, its two-way P-Mode.
+        unless the submission names one, its two-way P-Mode. Stored means committed: a queue that cannot be
+        reached now only delays the send (the recovery sweep and workers find it in the database).
         """
         ctx = self.ctx
         ref = submission.ref_to_message_id
@@ -183,13 +214,17 @@ class Submissions:
             message_properties=submission.properties,
             mpc=route.leg.mpc,
         )
+        info = message_info(header, route)
+        if allowed is not None:
+            allowed(route.pmode.id, info.from_party or "")
         # The header as submitted, kept with the message: what the sender rebuilds it from on every attempt.
         header_bytes = serialize(build_envelope(header))
         kept = NewEvidence(EvidenceKind.RAW_MESSAGE, once(header_bytes), ctx.agreements.evidence_retention(route))
-        stored = await ctx.store.submit(
-            message_info(header, route), list(submission.payloads), now=now, evidence=[kept]
-        )
+        stored = await ctx.store.submit(info, list(submission.payloads), now=now, evidence=[kept], hooks=hooks)
         self.pipeline.remember_header(header)
         if route.pmode.binding is not Binding.PULL:  # on pull it waits for the partner's PullRequest
-            await ctx.queue.put(message_id)
+            try:
+                await ctx.queue.put(message_id)
+            except QueueUnavailable as exc:
+                log.warning("%s stored; the send queue is unavailable (%s): the database hands it out", message_id, exc)
         return stored

@@ -1,111 +1,160 @@
 """Webhooks: a JSON event per incoming message, delivered receipt and failure, POSTed to the backend's URLs.
 
-Each body is signed with HMAC-SHA256 under the webhook's secret (``X-Accesspoint-Signature: sha256=<hex>``)
-so the backend knows the event came from this access point. Delivery is retried with exponential backoff
-until the backend answers 2xx or the attempts run out. Each event is written to an outbox folder per webhook
-before it is queued and deleted once delivered (or given up), so events survive a restart; the backend API
-(search by state) stays the source of truth, a webhook only saves the backend from polling.
+Each event is written to the database's outbox (``accesspoint.store.outbox``) in the transaction of the move that
+causes it (``WebhookNotifier.hooks``: a message received, delivered, failed), one row per webhook that asked
+for it, so an event exists exactly when its move does and survives any restart. One instance at a time delivers
+a webhook's events, in order (its lease), each with its stable id in the body and the ``Webhook-Id`` header,
+signed with HMAC-SHA256 under the webhook's secret (``X-Accesspoint-Signature: sha256=<hex>``). A refused
+delivery is retried with exponential backoff (``backoff`` doubling up to ``backoff_max``) and dropped after
+``max_attempts``; an instance that dies mid-delivery leaves the event to another once its lease runs out, so a
+backend can see an event twice, with the same id, and never one without its move. Delivered events are purged
+after ``retention``. The backend API (search by state) stays the source of truth; a webhook saves polling.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import json
 import logging
-import time
-import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+from accesspoint.httpclient import open_request
 from accesspoint.msh.config import Webhook, WebhookEvent
 from accesspoint.servicekit.webhooks import EVENT_HEADER, SIGNATURE_HEADER, signature
 from accesspoint.store.clock import Clock
+from accesspoint.store.hooks import TransactionHook
+from accesspoint.store.outbox import DeliveryFailed, Dispatcher, EventHook, NewEvent, Outbox, OutboxEvent
+from accesspoint.store.records import StoredMessage
 
 log = logging.getLogger("accesspoint.msh.webhooks")
 
-def _folder(outbox: Path, hook: Webhook) -> Path:
-    # Named after the URL, so reordering the webhooks in the settings keeps each one's pending events.
-    return outbox / hashlib.sha256(hook.url.encode()).hexdigest()[:16]
+ID_HEADER = "Webhook-Id"  # the event's id, the same on every delivery of it (and in the body)
+
+
+def sink_of(hook: Webhook) -> str:
+    """The outbox sink of a webhook: named after its URL, so reordering the settings keeps its pending events."""
+    return "webhook:" + hashlib.sha256(hook.url.encode()).hexdigest()[:16]
 
 
 class WebhookNotifier:
-    """One outbox folder, queue and delivery loop per webhook; ``notify`` never waits for the backend."""
+    """The webhooks of one access point over the outbox: events written in transactions, delivered by loops."""
 
-    def __init__(self, hooks: tuple[Webhook, ...], *, clock: Clock, outbox: Path) -> None:
+    def __init__(
+        self,
+        hooks: tuple[Webhook, ...],
+        outbox: Outbox,
+        *,
+        clock: Clock,
+        lease: timedelta,
+        timeout: timedelta,
+        retention: timedelta = timedelta(days=7),
+    ) -> None:
         self.hooks = hooks
-        self.clock = clock
         self.outbox = outbox
-        self._queues: list[asyncio.Queue[Path]] = [asyncio.Queue() for _ in hooks]
+        self.clock = clock
+        self.retention = retention
+        self._lease = lease
+        self._timeout = timeout
+        self._dispatchers: dict[str, Dispatcher] = {}
+
+    def sinks(self, event: WebhookEvent) -> tuple[str, ...]:
+        """The sinks of the webhooks that asked for event."""
+        return tuple(sink_of(hook) for hook in self.hooks if event in hook.events)
+
+    def hooks_for(
+        self, event: WebhookEvent, data: Callable[[StoredMessage], Mapping[str, Any]], *, now: datetime
+    ) -> list[TransactionHook]:
+        """What writes event, with data built from the message as the move leaves it, in the move's transaction."""
+        sinks = self.sinks(event)
+        if not sinks:
+            return []
+        return [EventHook(lambda message: [NewEvent(event.value, data(message), sinks)], now=now, wake=self.wake)]
+
+    async def notify(self, event: WebhookEvent, data: Mapping[str, Any]) -> None:
+        """Write an event no move causes, in a transaction of its own."""
+        sinks = self.sinks(event)
+        if sinks:
+            await self.outbox.add([NewEvent(event.value, data, sinks)], now=self.clock.now())
+            self.wake(sinks)
+
+    def wake(self, sinks: Any) -> None:
+        """Tell the dispatchers of sinks that events were committed."""
+        for sink in sinks:
+            dispatcher = self._dispatchers.get(sink)
+            if dispatcher is not None:
+                dispatcher.wake()
 
     def deliveries(self, session: aiohttp.ClientSession) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
         """One delivery loop per webhook, named after its URL, for the supervisor to run."""
-        return [
-            (f"webhook {hook.url}", functools.partial(self.deliver, index, session))
-            for index, hook in enumerate(self.hooks)
-        ]
+        loops: list[tuple[str, Callable[[], Awaitable[None]]]] = []
+        for hook in self.hooks:
+            dispatcher = Dispatcher(
+                self.outbox, sink_of(hook), partial(self._post, hook, session), clock=self.clock, lease=self._lease,
+                timeout=self._timeout, retry=partial(_retry, hook),
+            )  # fmt: skip
+            self._dispatchers[dispatcher.sink] = dispatcher
+            loops.append((f"webhook {hook.url}", dispatcher.run))
+        return loops
 
-    def notify(self, event: WebhookEvent, data: dict[str, Any]) -> None:
-        """Write the event to the outbox of every webhook that asked for it and queue it there."""
-        if not self.hooks:
-            return
-        event_id = str(uuid.uuid4())
-        body = json.dumps({"id": event_id, "event": event.value, "at": self.clock.now().isoformat(), "data": data})
-        for hook, queue in zip(self.hooks, self._queues, strict=True):
-            if event in hook.events:
-                # A name that sorts in the order the events happened; the file is small and written once.
-                path = _folder(self.outbox, hook) / f"{time.time_ns():020d}-{event_id}.json"
-                try:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    path.write_text(body, "utf-8")
-                except OSError as exc:  # the message itself is stored; only this notice is lost
-                    log.error("webhook %s: %s event not written to the outbox: %s", hook.url, event.value, exc)
-                    continue
-                queue.put_nowait(path)
+    async def purge(self, now: datetime) -> int:
+        """Delete events delivered (or dropped) longer than the retention ago."""
+        return await self.outbox.purge(now=now, keep=self.retention)
 
-    async def deliver(self, index: int, session: aiohttp.ClientSession) -> None:
-        """Deliver webhook ``index``'s events: first what its outbox holds (left by a stop, or by this loop
-        before it failed and was restarted), oldest first, then each new one as it is queued."""
-        hook, queue = self.hooks[index], self._queues[index]
-        folder = _folder(self.outbox, hook)
-        await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
-        for path in sorted(await asyncio.to_thread(lambda: list(folder.glob("*.json")))):
-            await self._deliver_one(hook, path, session)
-        # One at a time per webhook, so the backend sees a message's events in the order they happened.
-        while True:
-            await self._deliver_one(hook, await queue.get(), session)
-
-    async def _deliver_one(self, hook: Webhook, path: Path, session: aiohttp.ClientSession) -> None:
-        try:
-            body = await asyncio.to_thread(path.read_bytes)
-            event = str(json.loads(body)["event"])
-        except FileNotFoundError:
-            return  # delivered already (queued again by a restart's look at the outbox)
-        except (OSError, ValueError, KeyError) as exc:
-            log.error("webhook %s: unreadable outbox entry %s dropped: %s", hook.url, path.name, exc)
-            path.unlink(missing_ok=True)
-            return
+    async def _post(self, hook: Webhook, session: aiohttp.ClientSession, event: OutboxEvent) -> None:
+        body = event.body.encode()
         headers = {
             "Content-Type": "application/json",
-            EVENT_HEADER: event,
+            EVENT_HEADER: event.kind,
+            ID_HEADER: event.event_id,
             SIGNATURE_HEADER: signature(hook.secret, body),
         }
-        for attempt in range(hook.max_attempts):
-            try:
-                async with session.post(hook.url, data=body, headers=headers) as response:
-                    await response.read()
-                    if 200 <= response.status < 300:
-                        break
-                    reason = f"HTTP {response.status}"
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                reason = f"{type(exc).__name__}: {exc}"
-            delay = min(hook.backoff * 2**attempt, hook.backoff_max)
-            log.warning("webhook %s: %s event refused (%s); retry in %s", hook.url, event, reason, delay)
-            await self.clock.sleep_until(self.clock.now() + delay)
-        else:
-            log.error("webhook %s: %s event dropped after %d attempts", hook.url, event, hook.max_attempts)
-        path.unlink(missing_ok=True)
+        try:
+            # Only the status counts: the answer's body is never read, nor a redirect followed.
+            async with open_request(session, "POST", hook.url, data=body, headers=headers) as response:
+                status = response.status
+            if 200 <= status < 300:
+                return
+            raise DeliveryFailed(f"HTTP {status}")
+        except aiohttp.ClientError as exc:
+            raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from None
+
+    async def adopt_folder(self, folder: Path) -> int:
+        """Take in the events an earlier version left as files (``storage/webhooks/<16 hex>/*.json``, in order),
+        then delete them; how many were new. Several instances may do it at once: an event id is taken once."""
+        adopted = 0
+        for hook in self.hooks:
+            sink = sink_of(hook)
+            pending = folder / sink.removeprefix("webhook:")
+            paths = await asyncio.to_thread(_pending_files, pending)
+            events: list[tuple[str, str, str]] = []
+            for path in paths:
+                try:
+                    body = await asyncio.to_thread(path.read_text, "utf-8")
+                    document = json.loads(body)
+                    events.append((str(document["id"]), str(document["event"]), body))
+                except (OSError, ValueError, KeyError) as exc:
+                    log.error("webhook %s: outbox file %s not taken in: %s", hook.url, path.name, exc)
+            adopted += await self.outbox.adopt(sink, events, now=self.clock.now())
+            for path in paths:
+                await asyncio.to_thread(path.unlink, missing_ok=True)
+        return adopted
+
+
+def _retry(hook: Webhook, attempts: int) -> timedelta | None:
+    if attempts >= hook.max_attempts:
+        return None
+    delay: timedelta = min(hook.backoff * 2 ** (attempts - 1), hook.backoff_max)
+    return delay
+
+
+def _pending_files(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.json")) if folder.is_dir() else []
+
+

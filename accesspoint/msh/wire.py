@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import tempfile
-from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -18,6 +19,7 @@ from accesspoint.core.namespaces import SoapVersion
 READ_CHUNK = 64 * 1024
 SPOOL_READ_CHUNK = 256 * 1024
 SPOOL_IN_MEMORY = 1024 * 1024  # a part or a packed message up to this stays in memory, larger ones go to a file
+FEED_BATCH = 1024 * 1024  # bytes of a large body parsed per hop to a worker thread
 
 
 def spool(_start: PartStart | None = None) -> tempfile.SpooledTemporaryFile[bytes]:
@@ -36,15 +38,104 @@ def read_spooled(part: ReceivedPart) -> Iterator[bytes]:
 async def read_message_body(
     chunks: AsyncIterable[bytes], content_type: str, *, limit: int, too_large: str
 ) -> ReceivedMessage:
-    """Parse a streamed AS4 body into spooled parts; EBMS:0103 with ``too_large`` past ``limit`` bytes."""
-    reader = MessageReader(content_type, sink_factory=spool)
+    """Parse a streamed AS4 body into spooled parts; EBMS:0103 with ``too_large`` past ``limit`` bytes.
+
+    The caller ``discard``s the message when done with it; a body that fails to parse leaves no spool behind.
+    """
+    made: list[tempfile.SpooledTemporaryFile[bytes]] = []
+
+    def sink(start: PartStart) -> tempfile.SpooledTemporaryFile[bytes]:
+        made.append(spool(start))
+        return made[-1]
+
+    reader = MessageReader(content_type, sink_factory=sink)
     size = 0
-    async for chunk in chunks:
-        size += len(chunk)
-        if size > limit:
-            raise EbmsError(ErrorCode.POLICY_NONCOMPLIANCE, too_large)
+    batch: list[bytes] = []
+    try:
+        async for chunk in chunks:
+            size += len(chunk)
+            if size > limit:
+                raise EbmsError(ErrorCode.POLICY_NONCOMPLIANCE, too_large)
+            if size <= SPOOL_IN_MEMORY:
+                reader.feed(chunk)  # a small message stays in memory: parsing it costs less than a hop
+                continue
+            # Past that the parts go to files: parsed and written in a worker thread, a batch at a time, so a
+            # disk that throttles writes never holds the loop.
+            batch.append(chunk)
+            if sum(map(len, batch)) >= FEED_BATCH:
+                await asyncio.to_thread(_feed, reader, batch)
+                batch = []
+        if batch:
+            await asyncio.to_thread(_feed, reader, batch)
+        return reader.finish()
+    except BaseException:
+        await release(made, large=size > SPOOL_IN_MEMORY)
+        raise
+
+
+def _feed(reader: MessageReader, chunks: list[bytes]) -> None:
+    for chunk in chunks:
         reader.feed(chunk)
-    return reader.finish()
+
+
+async def release(handles: Sequence[IO[bytes]], *, large: bool) -> None:
+    """Close spools; ``large`` ones in a worker thread (a file system can take a while to free a large file)."""
+    if large:
+        await asyncio.to_thread(_close_all, handles)
+    else:
+        _close_all(handles)
+
+
+def _close_all(handles: Sequence[IO[bytes]]) -> None:
+    for handle in handles:
+        handle.close()
+
+
+async def discard(received: ReceivedMessage | None) -> None:
+    """Close the spools of a received message's parts."""
+    parts = () if received is None else received.attachments
+    sinks: list[Any] = [part.sink for part in parts if hasattr(part.sink, "close")]
+    await release(sinks, large=any(part.size > SPOOL_IN_MEMORY for part in parts))
+
+
+class FileSpool:
+    """An unnamed temporary file written once and read from the start by each reader (pread: no shared offset).
+
+    What a large part's plaintext (receiving) or a large payload's gzip (sending) is kept in between readings.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.handle = tempfile.TemporaryFile(dir=folder)  # noqa: SIM115 (discard closes it)
+
+    def write(self, data: bytes, /) -> int:
+        return self.handle.write(data)
+
+    def chunks(self) -> Iterator[bytes]:
+        self.handle.flush()
+        offset = 0
+        while chunk := os.pread(self.handle.fileno(), SPOOL_READ_CHUNK, offset):
+            offset += len(chunk)
+            yield chunk
+
+    def discard(self) -> None:
+        self.handle.close()
+
+
+class Spools:
+    """Makes ``FileSpool``s in one folder and discards them all together."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.made: list[FileSpool] = []
+
+    def __call__(self) -> FileSpool:
+        self.made.append(FileSpool(self.folder))
+        return self.made[-1]
+
+    def close(self) -> None:
+        for spool in self.made:
+            spool.discard()
+        self.made.clear()
 
 
 async def once(data: bytes) -> AsyncIterator[bytes]:
@@ -70,7 +161,9 @@ def soap_response(body: bytes, version: SoapVersion) -> web.Response:
     return web.Response(body=body, status=200, headers={"Content-Type": f"{version.content_type}; charset=UTF-8"})
 
 
-def soap_fault(version: SoapVersion, *, status: int = 500, reason: str = "internal error") -> web.Response:
+def soap_fault(
+    version: SoapVersion, *, status: int = 500, reason: str = "internal error", retry_after: int | None = None
+) -> web.Response:
     """A SOAP Fault (Receiver / Server) saying nothing about the cause; 500 for a fault, 503 for "try later"."""
     text = reason.encode()
     if version is SoapVersion.V11:
@@ -85,4 +178,6 @@ def soap_fault(version: SoapVersion, *, status: int = 500, reason: str = "intern
         b"<soap:Body><soap:Fault>" + fault + b"</soap:Fault></soap:Body></soap:Envelope>"
     )
     headers = {"Content-Type": f"{version.content_type}; charset=UTF-8"}
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
     return web.Response(body=body, status=status, headers=headers)

@@ -19,25 +19,32 @@ SDK address it). Caching is the discovery client's (DNS TTL, HTTP max-age, bound
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from accesspoint.core.errors import EbmsError, ErrorCode
 from accesspoint.core.model import Party, PartyId, PartyInfo, UserMessage
+from accesspoint.httpclient import AddressPolicy
 from accesspoint.routing.settings import NetworkDiscovery
-from accesspoint.security.revocation import RevocationChecker
+from accesspoint.security.revocation import RevocationSource
 from accesspoint.security.trust import CertificateUsage, TrustError, validate_certificate
+from accesspoint.store.routes import RouteHook, RouteTargets, StoredRoute
 from pmode import Route
 from pmode.model import Side
-from smp.client import DiscoveryClient, DiscoveryError, DiscoverySettings, NotRegistered, SmpSignatureError
+from smp.client import (
+    DiscoveryClient,
+    DiscoveryError,
+    DiscoverySettings,
+    EndpointRefused,
+    NotRegistered,
+    SmpSignatureError,
+)
 from smp.model import CertPubUsage
 
 log = logging.getLogger("accesspoint.routing")
@@ -69,36 +76,59 @@ class RouteTarget:
 
 
 class RouteRecords:
-    """Route targets of forwarded messages, one JSON file each under the server's storage folder.
+    """Route targets of forwarded messages, kept in the message store (``accesspoint.store.routes``).
 
-    Written before the forwarded message is queued, so a restart sends it to the same place.
+    A target is written in the transaction that stores the message it routes (``hook``), so every attempt, every
+    instance and a restart send it to the same place, and it is purged with its message.
     """
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
+    def __init__(self, targets: RouteTargets) -> None:
+        self.targets = targets
 
-    def _path(self, message_id: str) -> Path:
-        return self.folder / (hashlib.sha256(message_id.encode()).hexdigest() + ".json")
+    @staticmethod
+    def hook(target: RouteTarget, *, now: datetime) -> RouteHook:
+        """What records ``target`` in the transaction that stores its message."""
+        return RouteHook(_stored(target), now=now)
 
-    def put(self, target: RouteTarget) -> None:
-        """Keep ``target`` (atomically: written aside, then renamed)."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        path = self._path(target.message_id)
-        aside = path.with_suffix(".tmp")
-        aside.write_text(json.dumps(_target_json(target)), encoding="utf-8")
-        aside.replace(path)
-
-    def get(self, message_id: str) -> RouteTarget | None:
+    async def get(self, message_id: str) -> RouteTarget | None:
         """The target recorded for ``message_id``, or None."""
-        try:
-            document = json.loads(self._path(message_id).read_text(encoding="utf-8"))
-        except FileNotFoundError:
+        stored = await self.targets.get(message_id)
+        if stored is None:
             return None
-        return RouteTarget(**{k: str(v) for k, v in document.items()})
+        return RouteTarget(
+            stored.message_id,
+            stored.received_message_id,
+            stored.operator_id,
+            stored.operator_name,
+            stored.party_id,
+            stored.endpoint,
+        )
+
+    async def adopt_folder(self, folder: Path) -> int:
+        """Take in the targets an earlier version kept as JSON files in ``folder`` (then delete them); how many."""
+        paths = await asyncio.to_thread(lambda: sorted(folder.glob("*.json")) if folder.is_dir() else [])
+        found = []
+        for path in paths:
+            try:
+                document = json.loads(await asyncio.to_thread(path.read_text, "utf-8"))
+                found.append(RouteTarget(**{k: str(v) for k, v in document.items()}))
+            except (OSError, ValueError, TypeError) as exc:
+                log.error("route record %s not taken in: %s", path.name, exc)
+        adopted = await self.targets.adopt([_stored(target) for target in found])
+        for path in paths:
+            await asyncio.to_thread(path.unlink, missing_ok=True)
+        return adopted
 
 
-def _target_json(target: RouteTarget) -> dict[str, Any]:
-    return {name: getattr(target, name) for name in RouteTarget.__slots__}
+def _stored(target: RouteTarget) -> StoredRoute:
+    return StoredRoute(
+        target.message_id,
+        target.original_message_id,
+        target.operator_id,
+        target.operator_name,
+        target.party_id,
+        target.endpoint,
+    )
 
 
 def participant_of(user: UserMessage) -> str | None:
@@ -181,25 +211,35 @@ class PartnerResolver:
         settings: DiscoverySettings | None,
         records: RouteRecords,
         *,
-        revocation: RevocationChecker | None = None,
+        revocation: RevocationSource | None = None,
     ) -> None:
         self.settings = settings
         self.records = records
         self.revocation = revocation
         self._clients: dict[str, DiscoveryClient] = {}
 
+    def _settings(self, network: str) -> tuple[str, DiscoverySettings] | None:
+        settings = self.settings
+        if settings is None:
+            return None
+        if isinstance(settings, NetworkDiscovery) and network in dict(settings.networks):
+            return network, settings.for_network(network)
+        return "", settings  # every network without its own settings shares one client (and its caches)
+
     def client(self, network: str) -> DiscoveryClient | None:
         """The discovery client for a P-Mode network (made on first use); None without ``discovery`` settings."""
-        if self.settings is None:
+        found = self._settings(network)
+        if found is None:
             return None
-        settings = self.settings
-        if isinstance(settings, NetworkDiscovery) and network in dict(settings.networks):
-            settings = settings.for_network(network)
-        else:
-            network = ""  # every network without its own settings shares one client (and its caches)
-        if network not in self._clients:
-            self._clients[network] = DiscoveryClient(settings)
-        return self._clients[network]
+        key, settings = found
+        if key not in self._clients:
+            self._clients[key] = DiscoveryClient(settings)
+        return self._clients[key]
+
+    def addresses(self, network: str) -> AddressPolicy | None:
+        """Where a dynamic partner's endpoint on this P-Mode network may be connected to (None: no discovery)."""
+        found = self._settings(network)
+        return None if found is None else found[1].endpoint_policy
 
     async def close(self) -> None:
         """Close the discovery clients' HTTP sessions."""
@@ -210,7 +250,7 @@ class PartnerResolver:
         """The route with the partner filled in; EbmsError when the message cannot go, RouteUnavailable for now."""
         if not route.dynamic:
             return route
-        target = await asyncio.to_thread(self.records.get, message_id)
+        target = await self.records.get(message_id)
         if target is not None and target.endpoint != DISCOVERY:
             partner = route.partner
             if partner.signing_certificate is None:
@@ -252,6 +292,9 @@ class PartnerResolver:
             ) from None
         except SmpSignatureError as exc:
             raise EbmsError(ErrorCode.OTHER, f"the SMP answer for {participant} is not trusted: {exc}") from None
+        except EndpointRefused as exc:
+            refused = f"the endpoint the SMP names for {participant} is refused: {exc}"
+            raise EbmsError(ErrorCode.OTHER, refused) from None
         except DiscoveryError as exc:
             raise RouteUnavailable(f"discovery of {participant} failed: {exc}") from None
         published = dict(endpoint.certpub)

@@ -7,6 +7,8 @@
       dns: 127.0.0.1:5353           # optional: the resolver for the NAPTR lookup (else the system's)
       scheme: peppol                # peppol (SHA-256/base32 label) or bdxl (eDelivery BDXL 1.6)
       smp_trust: smp-ca.pem         # the SMP signers' truststore (PEM, DER or PKCS#12); required
+      allow_http: false             # endpoint URLs from an SMP must be https unless this is true (test networks)
+      allow_networks: []            # non-public ranges SMPs and endpoints may be at (e.g. [127.0.0.0/8] on loopback)
       networks:                     # optional, per P-Mode network; what an entry leaves out it inherits
         sdk: {zone: sml.sdk.example, smp_trust: sdk-smp-ca.pem}
     routing:                        # route incoming digital post through FaR to the mailbox operators
@@ -30,13 +32,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from accesspoint.httpclient import IpNetwork
 from accesspoint.security.keys import KeyLoadError
 from accesspoint.security.trust import load_truststore
 from accesspoint.servicekit.settings import Section, SettingsReader
 from smp.bdxl import BdxlScheme
 from smp.client import DiscoverySettings
 
-DISCOVERY_KEYS = frozenset({"zone", "dns", "scheme", "smp_trust"})
+DISCOVERY_KEYS = frozenset({"zone", "dns", "scheme", "smp_trust", "allow_http", "allow_networks"})
 ROUTING_KEYS = frozenset({"far", "token", "timeout", "pmodes", "forward_pmode", "sender_binding", "sender_cache"})
 _SCHEMES = {scheme.value: scheme for scheme in BdxlScheme}
 
@@ -91,6 +94,8 @@ def parse_discovery(base: Path, value: object, where: str) -> DiscoverySettings 
         scheme=default.scheme,
         nameserver=default.nameserver,
         smp_trust=default.smp_trust,
+        allow_http=default.allow_http,
+        allowed_networks=default.allowed_networks,
         networks=overrides,
     )
 
@@ -106,7 +111,26 @@ def _discovery(section: Section, inherited: DiscoverySettings | None) -> Discove
         scheme=section.choice("scheme", inherited.scheme if inherited else BdxlScheme.PEPPOL, _SCHEMES),
         nameserver=_nameserver(section) if section.has("dns") else (inherited.nameserver if inherited else None),
         smp_trust=trust,
+        allow_http=section.boolean("allow_http", inherited.allow_http if inherited else False),
+        allowed_networks=_allowed_networks(section, inherited),
     )
+
+
+def _allowed_networks(section: Section, inherited: DiscoverySettings | None) -> tuple[IpNetwork, ...]:
+    """``allow_networks``: the non-public address ranges SMPs and endpoints may be at (none by default)."""
+    fallback = inherited.allowed_networks if inherited else ()
+    ranges = section.get("allow_networks", fallback)
+    if not isinstance(ranges, list | tuple):
+        section.mistake("allow_networks", "must be a list of address ranges like 127.0.0.0/8")
+        return fallback
+    found = []
+    for item in ranges:
+        try:
+            found.append(ipaddress.ip_network(str(item), strict=False))
+        except ValueError:
+            section.mistake("allow_networks", f"{item!r} is not an address range like 127.0.0.0/8 or ::1")
+            return fallback
+    return tuple(found)
 
 
 def _truststore(section: Section) -> tuple[Any, ...]:

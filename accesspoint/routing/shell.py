@@ -1,8 +1,9 @@
 """The thin I/O layer the access point calls: dynamic partners for sending, the router for receiving.
 
-``Routing`` is built by the AccessPoint from its settings (no globals) and closed when it stops. The decisions
-themselves are pure (:mod:`accesspoint.routing.decision`); this module only asks FaR, reads the stored header,
-records route targets and submits forwarded messages.
+``Routing`` is built by the access point (``create_app``) from its settings (no globals) and closed when it
+stops; it plugs into the inbound pipeline through the interface the access point defines for it (``decide``,
+``forward``). The decisions themselves are pure (:mod:`accesspoint.routing.decision`); this module only asks
+FaR, reads the stored header, records route targets and submits forwarded messages.
 
 Receiving, with ``routing`` settings: :meth:`Routing.decide` runs after the message passed security and before
 it is stored; a refusal is an EbmsError (EBMS:0004 with the reason), which the MSH answers as a signed error
@@ -25,6 +26,7 @@ from accesspoint.core.envelope import parse_envelope
 from accesspoint.core.errors import EbmsError
 from accesspoint.core.ids import new_message_id
 from accesspoint.core.model import PartyId, UserMessage
+from accesspoint.httpclient import AddressPolicy
 from accesspoint.routing.decision import (
     FINAL_RECIPIENT,
     ORIGINAL_SENDER,
@@ -53,9 +55,10 @@ from accesspoint.routing.letters import (
 from accesspoint.routing.outbound import PartnerResolver, RouteRecords, RouteTarget
 from accesspoint.routing.settings import RoutingSettings
 from accesspoint.security.keys import KeyPair
-from accesspoint.security.revocation import RevocationChecker
+from accesspoint.security.revocation import RevocationSource
 from accesspoint.security.signing import VerifiedSignature
 from accesspoint.store import Direction, EvidenceKind, MessageState, MessageStore, NewPayload, StoredMessage
+from accesspoint.store.hooks import TransactionHook
 from far.client import FarClient, FarUnavailable, ReachabilityLookup, SenderLookup
 from far.senders import SenderView
 from far.service import FarError, NotFound, Reachability
@@ -93,8 +96,14 @@ class Submitter(Protocol):
         """The message store."""
         ...
 
-    async def submit(self, document: dict[str, Any], files: Sequence[NewPayload] | None = None) -> StoredMessage:
-        """Store and queue an outgoing message."""
+    async def submit(
+        self,
+        document: dict[str, Any],
+        files: Sequence[NewPayload] | None = None,
+        *,
+        hooks: Sequence[TransactionHook] = (),
+    ) -> StoredMessage:
+        """Store and queue an outgoing message (``hooks`` write in the transaction that stores it)."""
         ...
 
 
@@ -119,6 +128,15 @@ class VerifiedLetter(Protocol):
     def new_payloads(self) -> list[NewPayload]:
         """Its payloads, decrypted and decompressed."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class RoutedSubmission:
+    """A submission as the router left it: the P-Mode and MessageId it chose, and the target to record with it
+    (in the transaction that stores the message: ``RouteRecords.hook``)."""
+
+    document: dict[str, Any]
+    target: RouteTarget | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,7 +252,7 @@ class Routing:
         discovery: DiscoverySettings | None,
         records: RouteRecords,
         *,
-        revocation: RevocationChecker | None = None,
+        revocation: RevocationSource | None = None,
         routing: RoutingSettings | None = None,
         seal: KeyPair | None = None,
         own: Sequence[KeyPair] = (),
@@ -255,6 +273,10 @@ class Routing:
         await self.resolver.close()
         if self.far is not None:
             await self.far.close()
+
+    def addresses(self, route: Route) -> AddressPolicy | None:
+        """Where the endpoint of a dynamic partner on this leg may be connected to (see PartnerResolver)."""
+        return self.resolver.addresses(route.pmode.network)
 
     async def resolve(self, store: MessageStore, message: StoredMessage, route: Route, *, at: datetime) -> Route:
         """The leg with a dynamic partner filled in (see :meth:`PartnerResolver.resolve`); others unchanged."""
@@ -377,13 +399,14 @@ class Routing:
         decision = plan.decision
         message_id = forwarded_id(received.message_id)
         outcome = decision.describe()
+        hooks: list[TransactionHook] = []
         if decision.kind is RouteKind.OPERATOR and decision.operator is not None and decision.endpoint is not None:
             operator = decision.operator
             target = RouteTarget(
                 message_id, received.message_id, operator.id, operator.name, operator.party_id, decision.endpoint
             )
-            # Recorded before the forwarded message is queued, so every attempt (and a restart) finds it.
-            await asyncio.to_thread(self.records.put, target)
+            # Recorded with the forwarded message, in its transaction: every attempt (and a restart) finds it.
+            hooks.append(self.records.hook(target, now=now))
             outcome = target.describe()
         properties = {
             p.name: {"value": p.value, "type": p.type} if p.type else p.value for p in user.message_properties
@@ -404,7 +427,7 @@ class Routing:
             for p in await store.payloads(received)
         ]
         try:
-            forwarded = await access_point.submit(document, files)
+            forwarded = await access_point.submit(document, files, hooks=hooks)
         except Exception:
             log.exception("%s: forwarding on %s failed", received.message_id, plan.route.name)
             return None
@@ -477,14 +500,14 @@ class Routing:
 
     # ------------------------------------------------------------------------------- backend submissions
 
-    async def route_submission(self, pmodes: PModeSet, document: dict[str, Any]) -> dict[str, Any]:
+    async def route_submission(self, pmodes: PModeSet, document: dict[str, Any]) -> RoutedSubmission:
         """A backend submission with ``"route": true``, routed like a received message; others unchanged.
 
-        Returns the submission with the forwarding P-Mode and its MessageId (the route target recorded before it
-        is stored and queued); ValueError (422 for the backend) when it is refused, with the router's reason.
+        Returns the submission with the forwarding P-Mode and its MessageId, and the route target to record with the
+        message; ValueError (422 for the backend) when it is refused, with the router's reason.
         """
         if "route" not in document:
-            return document
+            return RoutedSubmission(document)
         if document.get("route") is not True:
             raise ValueError("route: true, or leave it out")
         if self.settings is None:
@@ -521,15 +544,15 @@ class Routing:
         if decision.refused:
             raise ValueError(f"refused: {decision.error().detail}")
         assert forward is not None
+        target = None
         if decision.kind is RouteKind.OPERATOR and decision.operator is not None and decision.endpoint is not None:
             operator = decision.operator
             target = RouteTarget(
                 facts.message_id, facts.message_id, operator.id, operator.name, operator.party_id, decision.endpoint
             )
-            await asyncio.to_thread(self.records.put, target)
         log.info("submission %s routed: %s on %s", facts.message_id, decision.describe(), forward.name)
         routed = {k: v for k, v in document.items() if k != "route"}
-        return {**routed, "pmode": forward.pmode.id, "message_id": facts.message_id}
+        return RoutedSubmission({**routed, "pmode": forward.pmode.id, "message_id": facts.message_id}, target)
 
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:

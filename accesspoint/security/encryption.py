@@ -22,6 +22,7 @@ import itertools
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import quote, unquote
 
 from cryptography import x509
@@ -701,48 +702,96 @@ def _targets(parsed: ParsedEnvelope, policy: SecurityPolicy) -> list[_Target]:
 
 # A part's plaintext up to this size is kept once a reading of it has ended with the GCM tag verified: the
 # signature check and the payload hash (and the MSH storing it) each read every attachment, and a small part
-# then costs one decryption instead of one per reading. Larger parts are decrypted again on each reading.
+# then costs one decryption instead of one per reading. A larger part is kept in a spool when the caller gives
+# one (the MSH: a temporary file), else decrypted again on each reading.
 PLAINTEXT_KEPT_MAX = 256 * 1024
 
 
+class PlaintextSpool(Protocol):
+    """Where a large part's plaintext is kept once decrypted: written once, then read any number of times."""
+
+    def write(self, data: bytes, /) -> object:
+        """Take the next chunk."""
+        ...
+
+    def chunks(self) -> Iterable[bytes]:
+        """Everything written, from the start (each call reads it anew)."""
+        ...
+
+    def discard(self) -> None:
+        """Drop what was written (a reading that did not reach the verified end)."""
+        ...
+
+
+SpoolFactory = Callable[[], PlaintextSpool]
+
+
 class _Plaintext:
-    """One encrypted part as a re-openable plaintext stream; a small part is decrypted once (see above)."""
+    """One encrypted part as a re-openable plaintext stream, decrypted once where it can be kept (see above)."""
 
-    __slots__ = ("cek", "kept", "open_part", "part")
+    __slots__ = ("cek", "kept", "open_part", "part", "spool", "spooled")
 
-    def __init__(self, part: ReceivedPart, cek: bytes, open_part: Callable[[ReceivedPart], Iterable[bytes]]) -> None:
+    def __init__(
+        self,
+        part: ReceivedPart,
+        cek: bytes,
+        open_part: Callable[[ReceivedPart], Iterable[bytes]],
+        spool: SpoolFactory | None,
+    ) -> None:
         self.part = part
         self.cek = cek
         self.open_part = open_part
+        self.spool = spool
         self.kept: bytes | None = None
+        self.spooled: PlaintextSpool | None = None
 
     def __call__(self) -> Iterable[bytes]:
         kept = self.kept
         if kept is not None:
             return (kept,) if kept else ()
+        if self.spooled is not None:
+            return self.spooled.chunks()
         return self._decrypt()
 
     def _decrypt(self) -> Iterator[bytes]:
         held: list[bytes] | None = []
+        spooled: PlaintextSpool | None = None
         size = 0
-        for chunk in decrypt_stream(self.cek, self.open_part(self.part)):
-            if held is not None:
+        complete = False
+        try:
+            for chunk in decrypt_stream(self.cek, self.open_part(self.part)):
                 size += len(chunk)
-                if size <= PLAINTEXT_KEPT_MAX:
+                if spooled is not None:
+                    spooled.write(chunk)
+                elif held is not None and size <= PLAINTEXT_KEPT_MAX:
                     held.append(chunk)
-                else:
+                elif held is not None:
+                    if self.spool is not None:
+                        spooled = self.spool()
+                        for earlier in (*held, chunk):
+                            spooled.write(earlier)
                     held = None
-            yield chunk
+                yield chunk
+            complete = True
+        finally:
+            if spooled is not None and not complete:
+                spooled.discard()
         # Reached only when decrypt_stream ended normally, that is after the tag verified: only authenticated
         # plaintext is ever kept (a reader that stops early or meets EBMS:0102 leaves nothing behind).
         if held is not None:
             self.kept = held[0] if len(held) == 1 else b"".join(held)
+        elif spooled is not None:
+            self.spooled = spooled
 
 
 def _plaintext_source(
-    target: _Target, part: ReceivedPart, cek: bytes, open_part: Callable[[ReceivedPart], Iterable[bytes]]
+    target: _Target,
+    part: ReceivedPart,
+    cek: bytes,
+    open_part: Callable[[ReceivedPart], Iterable[bytes]],
+    spool: SpoolFactory | None,
 ) -> AttachmentSource:
-    return AttachmentSource(target.content_id, target.mime_type, _Plaintext(part, cek, open_part))
+    return AttachmentSource(target.content_id, target.mime_type, _Plaintext(part, cek, open_part, spool))
 
 
 def decrypt_attachments(
@@ -751,8 +800,12 @@ def decrypt_attachments(
     policy: SecurityPolicy,
     *,
     open_part: Callable[[ReceivedPart], Iterable[bytes]],
+    spool: SpoolFactory | None = None,
 ) -> dict[str, AttachmentSource]:
-    """The encrypted attachments as plaintext sources (original MIME type, re-openable, decrypted lazily)."""
+    """The encrypted attachments as plaintext sources (original MIME type, re-openable, decrypted lazily).
+
+    ``spool`` keeps a large part's plaintext after its first complete reading, so it is decrypted once.
+    """
     # All algorithms are checked first (EBMS:0103), then every content key is unwrapped (EBMS:0102 on failure,
     # DecryptionKeyMissing when addressed to none of ``keys``). The returned streams raise EBMS:0102 at
     # their end when a part's GCM tag does not match: trust their bytes only once fully read.
@@ -776,5 +829,5 @@ def decrypt_attachments(
         part = received.attachment(target.content_id)
         if part is None:
             raise _failed(f"encrypted attachment {target.content_id!r} is not in the message")
-        sources[target.content_id] = _plaintext_source(target, part, cek, open_part)
+        sources[target.content_id] = _plaintext_source(target, part, cek, open_part, spool)
     return sources

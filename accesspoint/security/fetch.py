@@ -1,7 +1,9 @@
 """The shell's revocation fetcher: CRLs by HTTP GET, OCSP by HTTP POST (urllib), with timeouts and a size cap.
 
 This is the one I/O piece of revocation checking; ``revocation.RevocationChecker`` takes any ``Fetcher``. It is
-blocking: an asyncio server runs validation in an executor thread.
+blocking: an asyncio server runs validation in an executor thread. As every outbound call of this process (see
+``accesspoint.httpclient``), it reads at most ``max_bytes`` of an answer and follows no HTTP redirect: the URLs
+come from certificates, and a responder that redirects could point this process anywhere.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from accesspoint.security.revocation import FetchError
 _SCHEMES = ("http://", "https://")
 
 
-class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
-    """Follow redirects between http(s) URLs only (urllib would also follow one to ftp://)."""
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Refuse every redirect (urllib follows them by default, to ftp:// too): its location is never fetched."""
 
     def redirect_request(
         self,
@@ -29,9 +31,7 @@ class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
         headers: HTTPMessage,
         newurl: str,
     ) -> urllib.request.Request | None:
-        if not newurl.lower().startswith(_SCHEMES):
-            raise FetchError(f"redirect to a non-HTTP location {newurl[:200]!r}")
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
+        raise FetchError(f"HTTP {code} redirect from {req.full_url[:200]} to {newurl[:200]!r} not followed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,11 +52,14 @@ class UrlFetcher:
             headers["Content-Type"] = "application/ocsp-request"
             headers["Accept"] = "application/ocsp-response"
         request = urllib.request.Request(url, data=body, headers=headers, method="GET" if body is None else "POST")  # noqa: S310 (scheme checked above)
-        opener = urllib.request.build_opener(_HttpOnlyRedirects())
+        opener = urllib.request.build_opener(_NoRedirects())
         try:
             with opener.open(request, timeout=self.timeout) as response:
                 if response.status != 200:
                     raise FetchError(f"HTTP {response.status} from {url}")
+                declared = response.headers.get("Content-Length", "")
+                if declared.isdigit() and int(declared) > self.max_bytes:
+                    raise FetchError(f"{url}: response larger than {self.max_bytes} bytes")
                 data: bytes = response.read(self.max_bytes + 1)
         except urllib.error.HTTPError as exc:
             exc.close()

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 
 from cryptography import x509
 from lxml import etree
@@ -25,12 +26,18 @@ from accesspoint.core.errors import EbmsError, ErrorCode
 from accesspoint.core.message import ReceivedMessage, ReceivedPart
 from accesspoint.core.model import PartInfo, UserMessage
 from accesspoint.core.namespaces import GZIP
-from accesspoint.security.encryption import DecryptionKeyMissing, decrypt_attachments, encrypted_content_ids
+from accesspoint.security.encryption import (
+    DecryptionKeyMissing,
+    SpoolFactory,
+    decrypt_attachments,
+    encrypted_content_ids,
+)
 from accesspoint.security.keys import KeyPair
 from accesspoint.security.policy import RevocationMode, SecurityPolicy, TrustSettings
-from accesspoint.security.revocation import RevocationChecker
+from accesspoint.security.revocation import RevocationSource
 from accesspoint.security.signing import (
     AttachmentSource,
+    TokenCache,
     VerifiedSignature,
     coverage_gaps,
     find_signature,
@@ -91,15 +98,19 @@ def payload_sources(
     *,
     read_part: PartReader = read_memory_part,
     unavailable: frozenset[str] = frozenset(),
+    spool: SpoolFactory | None = None,
 ) -> tuple[dict[str, AttachmentSource], frozenset[str], frozenset[str]]:
-    """Each attachment as a re-openable plaintext stream, the encrypted Content-IDs and those left undecrypted."""
+    """Each attachment as a re-openable plaintext stream, the encrypted Content-IDs and those left undecrypted.
+
+    ``spool`` keeps a large part's plaintext once its first reading ends (see ``decrypt_attachments``).
+    """
     encrypted = encrypted_content_ids(received.parsed)
     sources: dict[str, AttachmentSource] = {}
     undecrypted: frozenset[str] = frozenset()
     # Parts that are not there at all need no key; what remains to decrypt is decrypted as one message.
     if encrypted - unavailable:
         try:
-            sources.update(decrypt_attachments(received, keys, policy, open_part=read_part))
+            sources.update(decrypt_attachments(received, keys, policy, open_part=read_part, spool=spool))
         except DecryptionKeyMissing:
             undecrypted = encrypted
     for part in received.attachments:
@@ -113,39 +124,42 @@ def _reopen(read_part: PartReader, part: ReceivedPart) -> Callable[[], Iterable[
     return lambda: read_part(part)
 
 
-def open_message(
+@dataclass(frozen=True, slots=True)
+class SignedParts:
+    """What decryption and the signature proved, before trust and decompression (``verify_parts``)."""
+
+    received: ReceivedMessage
+    signature: VerifiedSignature | None
+    encrypted: frozenset[str]
+    undecrypted: frozenset[str]
+    unavailable: frozenset[str]
+    sources: Mapping[str, AttachmentSource]
+    warnings: tuple[str, ...] = ()
+
+
+def verify_parts(
     received: ReceivedMessage,
     policy: SecurityPolicy,
     *,
-    at: datetime,
     keys: Sequence[KeyPair] = (),
-    revocation: RevocationChecker | None = None,
     partner_certificates: Iterable[x509.Certificate] = (),
     read_part: PartReader = read_memory_part,
-    decompression: DecompressionLimits = DEFAULT_LIMITS,
-    check_trust: bool = True,
     strict_coverage: bool = True,
     unavailable: frozenset[str] = frozenset(),
-) -> OpenedMessage:
-    """Decrypt, verify, validate the signer's certificate and decompress; raise the EbmsError to answer with.
-
-    ``strict_coverage=False`` turns AS4's coverage rule (Messaging, Body payload, every attachment signed)
-    into warnings for signals, for a diagnostic tool; user messages are always held to it. ``unavailable``
-    names attachments that are not there at all (a diagnostic tool reading a SOAP part alone): their
-    references stay unchecked, as for an attachment without its key.
-    """
+    tokens: TokenCache | None = None,
+    spool: SpoolFactory | None = None,
+) -> SignedParts:
+    """The first steps of ``open_message``: decrypt (lazily) and verify the signature; EbmsError if they fail."""
     parsed = received.parsed
     sources, encrypted, undecrypted = payload_sources(
-        received, keys, policy, read_part=read_part, unavailable=unavailable
+        received, keys, policy, read_part=read_part, unavailable=unavailable, spool=spool
     )
     if policy.encrypt and _user(parsed) is not None:
         plain = [cid for cid in sources if cid not in encrypted]
         if plain:
             raise EbmsError(ErrorCode.POLICY_NONCOMPLIANCE, f"attachment {plain[0]!r} is not encrypted")
-
     signature: VerifiedSignature | None = None
     warnings: list[str] = []
-    trust: TrustResult | None = None
     found = find_signature(parsed)
     if found is not None or policy.sign:
         lenient = not strict_coverage and _user(parsed) is None
@@ -157,76 +171,156 @@ def open_message(
             skip_attachments=undecrypted | unavailable,
             require_coverage=not lenient,
             found=found,
+            tokens=tokens,
         )
         if lenient:
             warnings.extend(coverage_gaps(signature, parsed, sources, undecrypted | unavailable))
-        if check_trust:
-            trust = _validate_signer(
-                signature.signer.certificate,
-                signature.signer.chain,
-                policy.trust,
-                at=at,
-                usage=CertificateUsage.SIGNATURE,
-                revocation=revocation,
-                party_id=_sender_party_id(received),
-            )
-            warnings.extend(trust.warnings)
-
-    payloads = tuple(_open_payloads(received, sources, encrypted, undecrypted | unavailable, decompression))
-    return OpenedMessage(
-        received,
-        signature,
-        trust,
-        payloads,
-        encrypted,
-        undecrypted,
-        tuple(dict.fromkeys(warnings)),
-        sources,
-        unavailable,
-    )
+    return SignedParts(received, signature, encrypted, undecrypted, unavailable, sources, tuple(warnings))
 
 
-# Trust decisions about signers, reused while nothing but the clock could change them. With revocation off,
-# validate_certificate depends on the certificate and its chain, the trust settings, the usage, the PartyId
-# (when bound) and the moment; a path that held once holds at any moment inside the validity period of every
-# certificate on it, and that is checked again on each reuse. Never cached: failures, and any decision with
-# revocation on (a revocation must count at once; the checker keeps its own cache). Keys are identities:
-# signing.resolve_token decodes a partner's token once, so its certificates are the same objects in every
-# message; an entry holds its objects, so no id is reused while it lives.
-_TRUST_CACHE_SIZE = 256
-_trusted: dict[tuple[object, ...], tuple[tuple[object, ...], TrustResult]] = {}
-_trusted_lock = threading.Lock()
-
-
-def _validate_signer(
-    certificate: x509.Certificate,
-    chain: Sequence[x509.Certificate],
+def validate_signer(
+    parts: SignedParts,
     trust: TrustSettings,
     *,
     at: datetime,
-    usage: CertificateUsage,
-    revocation: RevocationChecker | None,
-    party_id: str | None,
-) -> TrustResult:
-    """``validate_certificate``, its positive decisions reused within the validity of the path (see above)."""
-    if trust.revocation is not RevocationMode.OFF or at.tzinfo is None:
+    revocation: RevocationSource | None,
+    cache: TrustCache | None = None,
+) -> TrustResult | None:
+    """Trust in the signer of verified parts (TrustError, EBMS:0101, when there is none); None if unsigned."""
+    if parts.signature is None:
+        return None
+    signer = parts.signature.signer
+    party_id = _sender_party_id(parts.received)
+    usage = CertificateUsage.SIGNATURE
+    if cache is None:
         return validate_certificate(
-            certificate, chain, trust, at=at, usage=usage, revocation=revocation, party_id=party_id
+            signer.certificate, signer.chain, trust, at=at, usage=usage, revocation=revocation, party_id=party_id
         )
-    held = (certificate, *chain, trust)
-    key = (*map(id, held), usage, party_id if trust.bind_cn_to_party_id else None)
-    entry = _trusted.get(key)
-    if entry is not None:
-        objects, result = entry
-        same = len(objects) == len(held) and all(a is b for a, b in zip(objects, held, strict=True))
-        if same and all(c.not_valid_before_utc <= at <= c.not_valid_after_utc for c in result.path):
-            return result
-    result = validate_certificate(certificate, chain, trust, at=at, usage=usage, revocation=None, party_id=party_id)
-    with _trusted_lock:
-        while len(_trusted) >= _TRUST_CACHE_SIZE:
-            del _trusted[next(iter(_trusted))]
-        _trusted[key] = (held, result)
-    return result
+    return cache.validate(
+        signer.certificate, signer.chain, trust, at=at, usage=usage, revocation=revocation, party_id=party_id
+    )
+
+
+def open_payloads(
+    parts: SignedParts,
+    *,
+    limits: DecompressionLimits = DEFAULT_LIMITS,
+    keep: Callable[[str], PayloadSink] | None = None,
+) -> tuple[OpenedPayload, ...]:
+    """The last step of ``open_message``: each payload decompressed and hashed (EBMS:0303 past ``limits``).
+
+    ``keep(content_id)`` gives a sink that is written the payload's plaintext in the same pass (what an MSH
+    stores), so each part is read once more here and no more.
+    """
+    skipped = parts.undecrypted | parts.unavailable
+    return tuple(_open_payloads(parts.received, dict(parts.sources), parts.encrypted, skipped, limits, keep))
+
+
+def open_message(
+    received: ReceivedMessage,
+    policy: SecurityPolicy,
+    *,
+    at: datetime,
+    keys: Sequence[KeyPair] = (),
+    revocation: RevocationSource | None = None,
+    partner_certificates: Iterable[x509.Certificate] = (),
+    read_part: PartReader = read_memory_part,
+    decompression: DecompressionLimits = DEFAULT_LIMITS,
+    check_trust: bool = True,
+    strict_coverage: bool = True,
+    unavailable: frozenset[str] = frozenset(),
+    tokens: TokenCache | None = None,
+    trust_cache: TrustCache | None = None,
+) -> OpenedMessage:
+    """Decrypt, verify, validate the signer's certificate and decompress; raise the EbmsError to answer with.
+
+    ``strict_coverage=False`` turns AS4's coverage rule (Messaging, Body payload, every attachment signed)
+    into warnings for signals, for a diagnostic tool; user messages are always held to it. ``unavailable``
+    names attachments that are not there at all (a diagnostic tool reading a SOAP part alone): their
+    references stay unchecked, as for an attachment without its key. ``tokens`` and ``trust_cache`` are a
+    verifier's caches (none without them). The steps one by one: ``verify_parts``, ``validate_signer``,
+    ``open_payloads``.
+    """
+    parts = verify_parts(
+        received,
+        policy,
+        keys=keys,
+        partner_certificates=partner_certificates,
+        read_part=read_part,
+        strict_coverage=strict_coverage,
+        unavailable=unavailable,
+        tokens=tokens,
+    )
+    warnings = list(parts.warnings)
+    trust: TrustResult | None = None
+    if check_trust:
+        trust = validate_signer(parts, policy.trust, at=at, revocation=revocation, cache=trust_cache)
+        if trust is not None:
+            warnings.extend(trust.warnings)
+    payloads = open_payloads(parts, limits=decompression)
+    return OpenedMessage(
+        received,
+        parts.signature,
+        trust,
+        payloads,
+        parts.encrypted,
+        parts.undecrypted,
+        tuple(dict.fromkeys(warnings)),
+        parts.sources,
+        parts.unavailable,
+    )
+
+
+class TrustCache:
+    """Trust decisions about signers, reused while nothing but the clock could change them.
+
+    With revocation off, ``validate_certificate`` depends on the certificate and its chain, the trust settings,
+    the usage, the PartyId (when bound) and the moment; a path that held once holds at any moment inside the
+    validity period of every certificate on it, and that is checked again on each reuse. Never cached:
+    failures, and any decision with revocation on (a revocation must count at once; the revocation cache keeps
+    answers). Keys are identities: a ``TokenCache`` decodes a partner's token once, so its certificates are the
+    same objects in every message; an entry holds its objects, so no id is reused while it lives. One instance
+    belongs to one verifier.
+    """
+
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+        self._entries: dict[tuple[object, ...], tuple[tuple[object, ...], TrustResult]] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def validate(
+        self,
+        certificate: x509.Certificate,
+        chain: Sequence[x509.Certificate],
+        trust: TrustSettings,
+        *,
+        at: datetime,
+        usage: CertificateUsage,
+        revocation: RevocationSource | None,
+        party_id: str | None,
+    ) -> TrustResult:
+        """``validate_certificate``, its positive decisions reused within the validity of the path."""
+        if trust.revocation is not RevocationMode.OFF or at.tzinfo is None:
+            return validate_certificate(
+                certificate, chain, trust, at=at, usage=usage, revocation=revocation, party_id=party_id
+            )
+        held = (certificate, *chain, trust)
+        key = (*map(id, held), usage, party_id if trust.bind_cn_to_party_id else None)
+        entry = self._entries.get(key)
+        if entry is not None:
+            objects, result = entry
+            same = len(objects) == len(held) and all(a is b for a, b in zip(objects, held, strict=True))
+            if same and all(c.not_valid_before_utc <= at <= c.not_valid_after_utc for c in result.path):
+                return result
+        result = validate_certificate(certificate, chain, trust, at=at, usage=usage, revocation=None, party_id=party_id)
+        with self._lock:
+            while len(self._entries) >= self.size:
+                del self._entries[next(iter(self._entries))]
+            self._entries[key] = (held, result)
+        return result
 
 
 def _user(parsed: ParsedEnvelope) -> UserMessage | None:
@@ -241,12 +335,21 @@ def _sender_party_id(received: ReceivedMessage) -> str | None:
     return user.party_info.sender.party_ids[0].value
 
 
+class PayloadSink(Protocol):
+    """Where ``open_payloads`` writes a payload's plaintext while it hashes it."""
+
+    def write(self, data: bytes, /) -> object:
+        """Take the next chunk."""
+        ...
+
+
 def _open_payloads(
     received: ReceivedMessage,
     sources: dict[str, AttachmentSource],
     encrypted: frozenset[str],
     undecrypted: frozenset[str],
     limits: DecompressionLimits,
+    keep: Callable[[str], PayloadSink] | None = None,
 ) -> Iterator[OpenedPayload]:
     user = _user(received.parsed)
     if user is None:
@@ -267,9 +370,12 @@ def _open_payloads(
             chunks = decompress_with(chunks, limits)
         digest = hashlib.sha256()
         size = 0
+        sink = None if keep is None else keep(content_id)
         for chunk in chunks:
             digest.update(chunk)
             size += len(chunk)
+            if sink is not None:
+                sink.write(chunk)
         yield OpenedPayload(content_id, part.mime_type, size, digest.hexdigest(), content_id in encrypted, compressed)
 
 

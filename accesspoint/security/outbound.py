@@ -19,10 +19,10 @@ from accesspoint.core.envelope import build_envelope, serialize
 from accesspoint.core.message import Attachment, PackedMessage, pack_message, payload_part_info
 from accesspoint.core.model import Property, ReferenceEcho, UserMessage
 from accesspoint.core.namespaces import GZIP, SoapVersion
-from accesspoint.security.encryption import encrypt_attachments
+from accesspoint.security.encryption import PlaintextSpool, SpoolFactory, encrypt_attachments
 from accesspoint.security.keys import KeyPair
 from accesspoint.security.policy import SecurityPolicy
-from accesspoint.security.signing import AttachmentSource, sign_envelope
+from accesspoint.security.signing import AttachmentSource, TokenTemplates, sign_envelope
 
 ChunkSource = Callable[[], Iterable[bytes]]
 
@@ -53,9 +53,39 @@ def _new_id() -> str:
     return f"_{uuid.uuid4().hex}"
 
 
-def _gzip(source: ChunkSource) -> ChunkSource:
+def _gzip(source: ChunkSource, spool: SpoolFactory | None) -> ChunkSource:
     # zlib's gzip header carries no timestamp, so every opening gives the same bytes the signature digested.
-    return lambda: compress_stream(source())
+    if spool is None:
+        return lambda: compress_stream(source())
+    return _Compressed(source, spool)
+
+
+class _Compressed:
+    """A payload gzipped on its first complete reading into a spool; later readings (packing, after signing)
+    read the spool instead of compressing again."""
+
+    def __init__(self, source: ChunkSource, spool: SpoolFactory) -> None:
+        self.source = source
+        self.spool = spool
+        self.kept: PlaintextSpool | None = None
+
+    def __call__(self) -> Iterable[bytes]:
+        if self.kept is not None:
+            return self.kept.chunks()
+        return self._compress()
+
+    def _compress(self) -> Iterator[bytes]:
+        spooled = self.spool()
+        complete = False
+        try:
+            for chunk in compress_stream(self.source()):
+                spooled.write(chunk)
+                yield chunk
+            complete = True
+        finally:
+            if not complete:
+                spooled.discard()
+        self.kept = spooled
 
 
 def secure_message(
@@ -67,8 +97,16 @@ def secure_message(
     recipient_certificate: x509.Certificate | None,
     soap_version: SoapVersion = SoapVersion.V12,
     new_id: Callable[[], str] = _new_id,
+    templates: TokenTemplates | None = None,
+    spool: SpoolFactory | None = None,
 ) -> SecuredMessage:
-    """Compress each payload, sign header and parts, encrypt the parts for the recipient, pack as SwA."""
+    """Compress each payload, sign header and parts, encrypt the parts for the recipient, pack as SwA.
+
+    ``templates``: the signer's token templates (``signing.TokenTemplates``), so its token is encoded once.
+    ``spool``: where a compressed payload is kept after the signature's reading, so packing does not compress it
+    again (without one it is compressed on each reading, which costs nothing extra for small payloads). The
+    caller discards the spools once the body is written.
+    """
     part_infos = tuple(
         payload_part_info(
             p.content_id, p.mime_type, compressed=p.compress, character_set=p.character_set, extra=p.properties
@@ -79,7 +117,7 @@ def secure_message(
     envelope = build_envelope(message, soap_version=soap_version)
     # A compressed part travels as application/gzip (AS4 3.1); PartInfo's MimeType keeps the original type.
     sources = [
-        AttachmentSource(p.content_id, GZIP, _gzip(p.open))
+        AttachmentSource(p.content_id, GZIP, _gzip(p.open, spool))
         if p.compress
         else AttachmentSource(p.content_id, p.mime_type, p.open)
         for p in payloads
@@ -88,7 +126,7 @@ def secure_message(
     if policy.sign:
         if signing_key is None:
             raise ValueError("the policy signs but no signing key was given")
-        references = sign_envelope(envelope, sources, signing_key, policy, new_id=new_id)
+        references = sign_envelope(envelope, sources, signing_key, policy, new_id=new_id, templates=templates)
     wire: Sequence[AttachmentSource] = sources
     if policy.encrypt and sources:
         if recipient_certificate is None:

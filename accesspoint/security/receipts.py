@@ -18,7 +18,14 @@ from accesspoint.core.namespaces import SoapVersion
 from accesspoint.core.signals import check_receipt
 from accesspoint.security.keys import KeyPair
 from accesspoint.security.policy import SecurityPolicy
-from accesspoint.security.signing import VerifiedSignature, find_signature, sign_envelope, verify_signature
+from accesspoint.security.signing import (
+    TokenCache,
+    TokenTemplates,
+    VerifiedSignature,
+    find_signature,
+    sign_envelope,
+    verify_signature,
+)
 
 
 def sign_signal(
@@ -28,10 +35,11 @@ def sign_signal(
     *,
     soap_version: SoapVersion = SoapVersion.V12,
     new_id: Callable[[], str],
+    templates: TokenTemplates | None = None,
 ) -> bytes:
     """A receipt or error signal as signed bare SOAP (signature over eb:Messaging and the Body)."""
     envelope = build_envelope(signal, soap_version=soap_version)
-    sign_envelope(envelope, [], keys, policy, new_id=new_id)
+    sign_envelope(envelope, [], keys, policy, new_id=new_id, templates=templates)
     return serialize(envelope)
 
 
@@ -51,6 +59,7 @@ def verify_receipt(
     sent_message_id: str,
     sent_references: Sequence[ReferenceEcho],
     partner_certificates: Iterable[x509.Certificate],
+    tokens: TokenCache | None = None,
 ) -> VerifiedReceipt:
     """Accept a receipt only when signed by one of the partner's certificates and matching what was sent.
 
@@ -67,7 +76,7 @@ def verify_receipt(
             raise EbmsError(ErrorCode.INVALID_RECEIPT, "the receipt is not signed")
         receipt = check_receipt(header, sent_message_id=sent_message_id, sent_references=sent_references)
         return VerifiedReceipt(header, receipt, None)
-    signature = verify_signature(parsed, {}, policy, candidates=partners)
+    signature = verify_signature(parsed, {}, policy, candidates=partners, tokens=tokens)
     # Certificates compare by their DER encoding (cryptography's __eq__), without re-encoding either.
     if signature.signer.certificate not in partners:
         raise EbmsError(

@@ -49,6 +49,20 @@ class Fetcher(Protocol):
         ...
 
 
+class RevocationSource(Protocol):
+    """What trust validation asks for a certificate's revocation status (``RevocationChecker`` is one; the access
+    point's shell has its own, answering from what its asynchronous lookups learnt)."""
+
+    @property
+    def check_intermediates(self) -> bool:
+        """Whether intermediates are checked too, not only the end-entity certificate."""
+        ...
+
+    def check(self, certificate: x509.Certificate, issuer: x509.Certificate, *, at: datetime) -> RevocationResult:
+        """The status of ``certificate`` (issued by ``issuer``) as of ``at``."""
+        ...
+
+
 class RevocationStatus(StrEnum):
     """What a revocation check concluded."""
 

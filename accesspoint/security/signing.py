@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import functools
 import hashlib
 import hmac
 import re
@@ -234,38 +233,48 @@ def _reference(parent: etree._Element, uri: str, transform: str, digest_method: 
     return ReferenceEcho(uri, str(digest_method), value, (ReferenceTransform(str(transform)),))
 
 
-# The signer's token as add_security_token writes it, per key pair and reference kind: encoding the certificate
-# (and for a PKIPath its chain) and base64 again for every message costs more than an Ed25519 signature. Keyed
-# by identity (a P-Mode holds its KeyPair); an entry holds its KeyPair, so no id is reused while it lives.
-_TOKEN_TEMPLATES_SIZE = 32
-_token_templates: dict[tuple[int, str], tuple[KeyPair, etree._Element, etree._Element | None]] = {}
 _TEMPLATE_ID = "_token-template"
-_token_templates_lock = threading.Lock()
 
 
-def _add_signer_token(
-    security: etree._Element, keys: KeyPair, reference: TokenReference, token_id: str
-) -> etree._Element:
-    """``add_security_token`` for a signing key pair, from a template written once per pair."""
-    entry = _token_templates.get((id(keys), reference.value))
-    if entry is None or entry[0] is not keys:
-        scratch = etree.Element(f"{WSSE}Security", nsmap={"wsse": NS.WSSE.value, "wsu": NS.WSU.value})
-        template = add_security_token(scratch, keys.certificate, keys.chain, reference, _TEMPLATE_ID)
-        entry = (keys, template, scratch[0] if len(scratch) else None)
-        with _token_templates_lock:
-            while len(_token_templates) >= _TOKEN_TEMPLATES_SIZE:
-                del _token_templates[next(iter(_token_templates))]
-            _token_templates[(id(keys), reference.value)] = entry
-    _keys, template, bst_template = entry
-    str_element = copy.deepcopy(template)
-    if bst_template is not None:
-        bst = copy.deepcopy(bst_template)
-        bst.set(WSU_ID, token_id)
-        security.insert(0, bst)
-        str_reference = str_element.find(f"{WSSE}Reference")
-        assert str_reference is not None
-        str_reference.set("URI", f"#{token_id}")
-    return str_element
+class TokenTemplates:
+    """The signer's token as ``add_security_token`` writes it, per key pair and reference kind, written once.
+
+    Encoding the certificate (and for a PKIPath its chain) and base64 again for every message costs more than an
+    Ed25519 signature. One instance belongs to one signer (the access point's ``Signer``); entries are keyed by
+    the key pair's identity and hold the pair, so an id is never reused while its entry lives.
+    """
+
+    def __init__(self, size: int = 32) -> None:
+        self.size = size
+        self._entries: dict[tuple[int, str], tuple[KeyPair, etree._Element, etree._Element | None]] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def token(
+        self, security: etree._Element, keys: KeyPair, reference: TokenReference, token_id: str
+    ) -> etree._Element:
+        """``add_security_token`` for a signing key pair, from its template."""
+        entry = self._entries.get((id(keys), reference.value))
+        if entry is None or entry[0] is not keys:
+            scratch = etree.Element(f"{WSSE}Security", nsmap={"wsse": NS.WSSE.value, "wsu": NS.WSU.value})
+            template = add_security_token(scratch, keys.certificate, keys.chain, reference, _TEMPLATE_ID)
+            entry = (keys, template, scratch[0] if len(scratch) else None)
+            with self._lock:
+                while len(self._entries) >= self.size:
+                    del self._entries[next(iter(self._entries))]
+                self._entries[(id(keys), reference.value)] = entry
+        _keys, template, bst_template = entry
+        str_element = copy.deepcopy(template)
+        if bst_template is not None:
+            bst = copy.deepcopy(bst_template)
+            bst.set(WSU_ID, token_id)
+            security.insert(0, bst)
+            str_reference = str_element.find(f"{WSSE}Reference")
+            assert str_reference is not None
+            str_reference.set("URI", f"#{token_id}")
+        return str_element
 
 
 def sign_envelope(
@@ -275,10 +284,12 @@ def sign_envelope(
     policy: SecurityPolicy,
     *,
     new_id: Callable[[], str],
+    templates: TokenTemplates | None = None,
 ) -> tuple[ReferenceEcho, ...]:
     """Sign eb:Messaging, the Body and every attachment; return the references (to check the receipt with).
 
-    The envelope must carry eb:Messaging and Body with wsu:Id (``build_envelope`` gives them).
+    The envelope must carry eb:Messaging and Body with wsu:Id (``build_envelope`` gives them). ``templates``:
+    the signer's token templates (each message writes its token afresh without them).
     """
     namespace = etree.QName(envelope).namespace
     messaging = envelope.find(f"{{{namespace}}}Header/{{{NS.EBMS}}}Messaging")
@@ -308,7 +319,11 @@ def sign_envelope(
     etree.SubElement(signature, f"{DS}SignatureValue").text = _b64(value)
     key_info = etree.SubElement(signature, f"{DS}KeyInfo")
     key_info.set("Id", new_id())
-    token = _add_signer_token(security, keys, policy.token_reference, new_id())
+    token_id = new_id()
+    if templates is None:
+        token = add_security_token(security, keys.certificate, keys.chain, policy.token_reference, token_id)
+    else:
+        token = templates.token(security, keys, policy.token_reference, token_id)
     token.set(WSU_ID, new_id())
     key_info.append(token)
     return tuple(echoes)
@@ -317,30 +332,50 @@ def sign_envelope(
 # ----------------------------------------------------------------------------------------- verifying
 
 
-@functools.lru_cache(maxsize=128)
-def _read_token(value_type: str, text: str) -> ResolvedToken:
-    # A partner sends the same token with every message, and decoding it (for a PKIPath each certificate, then
-    # finding the leaf) costs more than an Ed25519 verification. Same bytes, same certificates: they are
-    # immutable, so one decoding serves every message. Only successes are kept (an exception is not cached).
-    # The key is all read_binary_security_token reads of the element: its ValueType and its text.
-    token = etree.Element(f"{WSSE}BinarySecurityToken")
-    token.set("ValueType", value_type)
-    token.text = text
-    return read_binary_security_token(token)
+class TokenCache:
+    """BinarySecurityTokens decoded once: a partner sends the same token with every message, and decoding it (for
+    a PKIPath each certificate, then finding the leaf) costs more than an Ed25519 verification. Same bytes, same
+    certificates (immutable), so one decoding serves every message, and the certificates are the same objects
+    each time (``TrustCache`` relies on that). Only successes are kept. One instance belongs to one verifier.
+    """
+
+    def __init__(self, size: int = 128) -> None:
+        self.size = size
+        self._entries: dict[tuple[str, str], ResolvedToken] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def read(self, token: etree._Element) -> ResolvedToken:
+        """``read_binary_security_token``, from the cache when these exact bytes were read before."""
+        # The key is all read_binary_security_token reads of the element: its ValueType and its whole text (the
+        # string-value: a comment inside the token must not make it another token's key).
+        key = (token.get("ValueType", ""), string_value(token))
+        found = self._entries.get(key)
+        if found is not None:
+            return found
+        resolved = read_binary_security_token(token)
+        with self._lock:
+            while len(self._entries) >= self.size:
+                del self._entries[next(iter(self._entries))]
+            self._entries[key] = resolved
+        return resolved
 
 
 def resolve_token(
     str_element: etree._Element,
     ids: Mapping[str, etree._Element],
     candidates: Iterable[x509.Certificate] = (),
+    tokens: TokenCache | None = None,
 ) -> ResolvedToken:
-    """``resolve_token_reference``, decoding each distinct BinarySecurityToken once (the same certificate objects)."""
+    """``resolve_token_reference``, a referenced BinarySecurityToken decoded through ``tokens`` when given."""
     reference = str_element.find(f"{WSSE}Reference")
-    if reference is not None:
+    if reference is not None and tokens is not None:
         uri = reference.get("URI", "")
         token = ids.get(uri[1:]) if uri.startswith("#") else None
         if token is not None and token.tag == f"{WSSE}BinarySecurityToken" and not holds_elements(token):
-            return _read_token(token.get("ValueType", ""), string_value(token))
+            return tokens.read(token)
     return resolve_token_reference(str_element, dict(ids), candidates)
 
 
@@ -395,6 +430,7 @@ def verify_signature(
     skip_attachments: frozenset[str] = frozenset(),
     require_coverage: bool = True,
     found: etree._Element | None = None,
+    tokens: TokenCache | None = None,
 ) -> VerifiedSignature:
     """Verify the message's signature: algorithms allowed, every reference digest, the signature value.
 
@@ -404,7 +440,8 @@ def verify_signature(
     without a key): their references come back in ``unchecked``.
     Trust in the signer's certificate is checked separately (``trust``). ``require_coverage=False`` leaves the
     coverage rule to the caller (``coverage_gaps``): a diagnostic tool reports a gap that an MSH refuses.
-    ``found`` is what ``find_signature(parsed)`` returned, for a caller that looked already.
+    ``found`` is what ``find_signature(parsed)`` returned, for a caller that looked already; ``tokens`` the
+    verifier's cache of decoded tokens.
     """
     signature = find_signature(parsed) if found is None else found
     if signature is None:
@@ -439,7 +476,7 @@ def verify_signature(
     if token_reference is None:
         raise _fail("ds:KeyInfo has no wsse:SecurityTokenReference")
     try:
-        signer = resolve_token(token_reference, parsed.ids, candidates)
+        signer = resolve_token(token_reference, parsed.ids, candidates, tokens)
     except EbmsError as exc:
         raise _fail(exc.log_detail) from None
     raw = _unb64(value_text, "SignatureValue")

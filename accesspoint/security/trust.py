@@ -32,7 +32,7 @@ from cryptography.x509.oid import ExtensionOID, NameOID
 from accesspoint.core.errors import EbmsError, ErrorCode
 from accesspoint.security.keys import load_certificates
 from accesspoint.security.policy import RevocationMode, TrustSettings
-from accesspoint.security.revocation import RevocationChecker, RevocationResult, RevocationStatus, describe
+from accesspoint.security.revocation import RevocationResult, RevocationSource, RevocationStatus, describe
 
 log = logging.getLogger(__name__)
 
@@ -365,7 +365,7 @@ def validate_certificate(
     *,
     at: datetime,
     usage: CertificateUsage,
-    revocation: RevocationChecker | None = None,
+    revocation: RevocationSource | None = None,
     party_id: str | None = None,
 ) -> TrustResult:
     """Decide whether to trust ``certificate`` for ``usage`` at the moment ``at`` (timezone-aware).
@@ -446,7 +446,7 @@ def _check_revocation(
     pinned: bool,
     pool: Sequence[x509.Certificate],
     mode: RevocationMode,
-    checker: RevocationChecker | None,
+    checker: RevocationSource | None,
     at: datetime,
 ) -> tuple[tuple[RevocationResult, ...], tuple[str, ...]]:
     if mode is RevocationMode.OFF:

@@ -4,8 +4,15 @@
 """
 
 from accesspoint.store.clock import Clock, ManualClock, SystemClock
-from accesspoint.store.db import Database, Durability, create_engine, sqlite_url, upgrade_to_head
-from accesspoint.store.files import FileStore, FileTooLarge, StoredFile
+from accesspoint.store.db import (
+    Database,
+    Durability,
+    StoreUnavailable,
+    create_engine,
+    sqlite_url,
+    upgrade_to_head,
+)
+from accesspoint.store.files import FileStore, FileTooLarge, PreparedFile, StoredFile
 from accesspoint.store.messages import DuplicateMessage, MessageStore
 from accesspoint.store.queue import MemorySendQueue, QueueItem, SendQueue, claim_next
 from accesspoint.store.records import (
@@ -44,11 +51,13 @@ __all__ = [
     "MessageStore",
     "NewEvidence",
     "NewPayload",
+    "PreparedFile",
     "PurgeReport",
     "QueueItem",
     "Reception",
     "Retention",
     "SendQueue",
+    "StoreUnavailable",
     "StoredFile",
     "StoredMessage",
     "StoredPayload",

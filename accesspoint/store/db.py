@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Callable
 from enum import StrEnum
 from functools import partial
@@ -13,6 +14,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, event, text
 from sqlalchemy import create_engine as create_sync_engine
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -37,6 +39,51 @@ class Durability(StrEnum):
     # SQLite syncs the WAL only at checkpoints and files are not fsynced: survives kill -9 of the process
     # (the kernel still holds every write), not a power cut or a kernel crash. Many times faster.
     PROCESS_CRASH = "process-crash"
+
+
+class StoreUnavailable(Exception):
+    """The database cannot be reached now, or failed in a way that a later try may not (a restart, a lock).
+
+    The transaction did not commit, except in the one case no client can rule out: the connection broke while
+    the commit's answer was on its way. Callers answer "try again later" (HTTP 503) or back off; they never
+    conclude that what they asked for failed for good.
+    """
+
+
+def transient(error: BaseException) -> bool:
+    """Whether error (or what caused it) is the database being away or busy rather than a refused statement."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [error]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, sa_exc.IntegrityError | sa_exc.ProgrammingError | sa_exc.DataError):
+            return False  # the statement was refused: trying again gives the same answer
+        if isinstance(current, StoreUnavailable | OSError | TimeoutError | sa_exc.OperationalError):
+            return True
+        if isinstance(current, sqlite3.OperationalError):  # locked past the busy timeout, an I/O error
+            return True
+        if isinstance(current, sa_exc.InterfaceError | sa_exc.DisconnectionError):
+            return True
+        if isinstance(current, sa_exc.DBAPIError) and current.connection_invalidated:
+            return True
+        if _asyncpg_transient(current):
+            return True
+        pending += [current.__cause__, current.__context__, getattr(current, "orig", None)]
+    return False
+
+
+# asyncpg's connection errors, a closed or broken connection, and SQLSTATE class 57P (admin or crash shutdown,
+# starting up); matched by name so that the store does not import the optional driver.
+_ASYNCPG_TRANSIENT = frozenset({"PostgresConnectionError", "InterfaceError", "OperatorInterventionError"})
+
+
+def _asyncpg_transient(error: BaseException) -> bool:
+    return any(
+        kind.__module__.startswith("asyncpg") and kind.__name__ in _ASYNCPG_TRANSIENT for kind in type(error).__mro__
+    )
 
 
 def sqlite_url(path: Path) -> str:
@@ -80,12 +127,22 @@ class Database:
             self._async = create_engine(parsed, durability=durability)
 
     async def run(self, work: Callable[[Connection], _Result]) -> _Result:
-        """Run work in a transaction that commits when it returns and rolls back when it raises."""
-        if self._sync is not None:
-            return await asyncio.to_thread(self._run_sync, self._sync, work)
-        assert self._async is not None
-        async with self._async.begin() as connection:
-            return await connection.run_sync(work)
+        """Run work in a transaction that commits when it returns and rolls back when it raises.
+
+        StoreUnavailable when the database is away or busy (see ``transient``); other errors as raised.
+        """
+        try:
+            if self._sync is not None:
+                return await asyncio.to_thread(self._run_sync, self._sync, work)
+            assert self._async is not None
+            async with self._async.begin() as connection:
+                return await connection.run_sync(work)
+        except StoreUnavailable:
+            raise
+        except Exception as error:
+            if transient(error):
+                raise StoreUnavailable(f"{type(error).__name__}: {error}"[:500]) from error
+            raise
 
     @staticmethod
     def _run_sync(engine: Engine, work: Callable[[Connection], _Result]) -> _Result:

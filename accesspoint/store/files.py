@@ -36,6 +36,28 @@ class Content:
     path: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedFile:
+    """A payload a caller wrote whole under ``FileStore.scratch`` (in a worker thread, hashing on the way).
+
+    ``FileStore.write`` given one moves it into place (made durable, renamed) instead of copying and hashing its
+    bytes again; read as a stream it is just the file's bytes.
+    """
+
+    path: Path
+    size: int
+    sha256: str
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return _chunks(self.path)
+
+
+async def _chunks(path: Path) -> AsyncIterator[bytes]:
+    with path.open("rb") as handle:
+        while chunk := await asyncio.to_thread(handle.read, READ_CHUNK):
+            yield chunk
+
+
 class FileTooLarge(Exception):
     """A stream went past the limit given to ``FileStore.write``; nothing was kept."""
 
@@ -50,6 +72,11 @@ class FileStore:
         self._tmp = root / "tmp"
         self._tmp.mkdir(parents=True, exist_ok=True)
 
+    @property
+    def scratch(self) -> Path:
+        """Where ``PreparedFile``s are written (the same file system as the store, so a rename moves them)."""
+        return self._tmp
+
     async def write(self, chunks: AsyncIterable[bytes], *, limit: int | None = None) -> StoredFile:
         """Stream chunks to a temporary file, fsync, rename into place; hashes and counts on the way.
 
@@ -61,6 +88,11 @@ class FileStore:
         name = uuid.uuid4().hex
         temp = self._tmp / f"{name}.part"
         final = self.root / name[:2] / name[2:4] / name
+        if isinstance(chunks, PreparedFile) and chunks.path.parent == self._tmp:
+            if limit is not None and chunks.size > limit:
+                raise FileTooLarge(f"stream longer than {limit} bytes")
+            await asyncio.to_thread(_adopt, chunks.path, final, self.fsync)
+            return StoredFile(path=final.relative_to(self.root).as_posix(), size=chunks.size, sha256=chunks.sha256)
         digest = hashlib.sha256()
         size = 0
         held: list[bytes] = []
@@ -94,6 +126,9 @@ class FileStore:
         Short content costs no file, no fsync and no thread hop here: the database's one commit per batch makes it
         durable together with the rows that refer to it.
         """
+        if isinstance(chunks, PreparedFile) and chunks.size > inline_limit:
+            stored = await self.write(chunks, limit=limit)  # moved into place, not copied and hashed again
+            return Content(size=stored.size, sha256=stored.sha256, path=stored.path)
         held: list[bytes] = []
         size = 0
         iterator = aiter(chunks)
@@ -163,6 +198,10 @@ def _finish(handle: BinaryIO, temp: Path, final: Path, fsync: bool) -> None:
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+def _adopt(prepared: Path, final: Path, fsync: bool) -> None:
+    _finish(prepared.open("ab"), prepared, final, fsync)
 
 
 def _open_with(temp: Path, chunks: list[bytes]) -> BinaryIO:

@@ -25,7 +25,18 @@ Recovery rules (what a restart, or another instance, does with what a crash left
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
+import sqlite3
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Collection,
+    Coroutine,
+    Iterator,
+    Mapping,
+    Sequence,
+)
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar, overload
@@ -38,6 +49,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     delete,
+    false,
     insert,
     or_,
     select,
@@ -47,8 +59,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import BindParameter
 
 from accesspoint.store import schema
+from accesspoint.store.codec import new_message
 from accesspoint.store.db import Database, Durability, upgrade_to_head
 from accesspoint.store.files import Content, FileStore
+from accesspoint.store.hooks import TransactionHook, committed_all, rows_of, write_also
 from accesspoint.store.ops import Claim, Duplicate, EvidenceRow, Insert, Inserted, Keep, Move, PayloadRow
 from accesspoint.store.records import (
     EndToEnd,
@@ -65,7 +79,7 @@ from accesspoint.store.records import (
     Transition,
 )
 from accesspoint.store.shield import Shield
-from accesspoint.store.states import FINAL, Direction, MessageState, check_transition
+from accesspoint.store.states import FINAL, INITIAL, Direction, MessageState, check_transition
 from accesspoint.store.writer import INLINE_LIMIT, WriteFailed, Writer, open_writer
 
 M = schema.messages
@@ -149,21 +163,41 @@ class MessageStore:
     # --- inserting ---------------------------------------------------------------------------------------
 
     async def submit(
-        self, info: MessageInfo, payloads: Sequence[NewPayload], *, now: datetime, evidence: Sequence[NewEvidence] = ()
+        self,
+        info: MessageInfo,
+        payloads: Sequence[NewPayload],
+        *,
+        now: datetime,
+        evidence: Sequence[NewEvidence] = (),
+        hooks: Sequence[TransactionHook] = (),
     ) -> StoredMessage:
-        """Store an outgoing message as ``submitted`` with its evidence; DuplicateMessage if its MessageId is taken."""
+        """Store an outgoing message as ``submitted`` with its evidence and what hooks write, in one transaction.
+
+        DuplicateMessage if its MessageId is taken, or a hook's row collides (an idempotency key already used).
+        """
         # No look-up first: duplicates are a backend's mistake, so the unique constraint alone catches them.
-        outcome = await self._insert(Direction.OUT, info, payloads, now=now, evidence=evidence)
+        try:
+            outcome = await self._insert(Direction.OUT, info, payloads, now=now, evidence=evidence, hooks=hooks)
+        except WriteFailed as failure:
+            if _unique_violation(failure):
+                raise DuplicateMessage(info.message_id) from failure
+            raise
         if isinstance(outcome, Duplicate):
             raise DuplicateMessage(info.message_id)
         return outcome.message
 
     async def receive(
-        self, info: MessageInfo, payloads: Sequence[NewPayload], *, now: datetime, evidence: Sequence[NewEvidence] = ()
+        self,
+        info: MessageInfo,
+        payloads: Sequence[NewPayload],
+        *,
+        now: datetime,
+        evidence: Sequence[NewEvidence] = (),
+        hooks: Sequence[TransactionHook] = (),
     ) -> Reception:
-        """Store an incoming message as ``received`` with its evidence, or report it as a duplicate with its stored
-        receipt (then nothing is stored: the caller decides what a repetition keeps)."""
-        outcome = await self._insert(Direction.IN, info, payloads, now=now, evidence=evidence)
+        """Store an incoming message as ``received`` with its evidence (and what hooks write), or report it as a
+        duplicate with its stored receipt (then nothing is stored: the caller decides what a repetition keeps)."""
+        outcome = await self._insert(Direction.IN, info, payloads, now=now, evidence=evidence, hooks=hooks)
         if isinstance(outcome, Inserted):
             return Reception(outcome.message, duplicate=False)
         # Another instance's insert may have committed after the writer's snapshot: then it is read here.
@@ -181,6 +215,7 @@ class MessageStore:
         *,
         now: datetime,
         evidence: Sequence[NewEvidence],
+        hooks: Sequence[TransactionHook] = (),
     ) -> Inserted | Duplicate:
         # The message, its payloads and its evidence in one operation of the writer: none is ever kept without the
         # others, and the batch's one commit covers them.
@@ -194,9 +229,20 @@ class MessageStore:
             await self._discard(taken)
             raise
         kept = await self._evidence_rows(evidence, now, taken)
-        outcome = await self._write(Insert(direction, info, now, tuple(rows), kept), taken)
+        op = Insert(direction, info, now, tuple(rows), kept)
+        if hooks:
+            # What the hooks write is built from the message as the insert will leave it (its pk not known yet).
+            written = new_message(0, op, INITIAL[direction], sum(row.content.size for row in rows))
+            try:
+                op = replace(op, also=rows_of(hooks, written))
+            except BaseException:
+                await self._discard(taken)
+                raise
+        outcome = await self._write(op, taken)
         if isinstance(outcome, Duplicate):
             await self._discard(taken)
+        else:
+            committed_all(hooks)
         return outcome
 
     @overload
@@ -258,9 +304,17 @@ class MessageStore:
         ref_to_message_id: str | None = None,
         after_pk: int = 0,
         limit: int = 100,
+        only: Mapping[str, Collection[str]] | None = None,
     ) -> list[StoredMessage]:
-        """Messages matching every filter given, oldest first, for pages of at most limit rows."""
+        """Messages matching every filter given, oldest first, for pages of at most limit rows.
+
+        ``only`` narrows to what a scoped caller may see: messages whose ``pmode`` (P-Mode id) or ``party`` (From
+        or To, as stored) is among the values given for that kind; any one kind matching is enough, a kind the
+        store does not know matches nothing, and an empty mapping nothing at all. None: no narrowing.
+        """
         conditions: list[ColumnElement[bool]] = [M.c.id > after_pk]
+        if only is not None:
+            conditions.append(_visible(only))
         for column, value in (
             (M.c.direction, direction),
             (M.c.state, state),
@@ -340,13 +394,14 @@ class MessageStore:
         error: tuple[str, str] | None = None,
         detail: str | None = None,
         evidence: Sequence[NewEvidence] = (),
+        hooks: Sequence[TransactionHook] = (),
     ) -> StoredMessage | None:
         """Move message to target if it is still as read; None if another writer moved it first.
 
         IllegalTransition for a move the table does not allow. Moving to ``sending`` is ``claim``'s job,
         since it also takes the lease. ``error`` is an (ebMS code, detail) pair kept as the last error.
         ``evidence`` (a partner's receipt that settles the message) is kept in the same transaction, whether
-        the move happens or not.
+        the move happens or not; ``hooks`` write only when it happens (the events a move causes).
         """
         check_transition(message.direction, message.state, target)
         if target is MessageState.SENDING:
@@ -356,7 +411,16 @@ class MessageStore:
         taken: list[Content] = []
         rows = await self._evidence_rows(evidence, now, taken)
         move = Move(message, target, now, next_attempt_at=next_attempt_at, error=error, detail=detail, evidence=rows)
-        return await self._write(move, taken)
+        if hooks:
+            try:
+                move = replace(move, also=rows_of(hooks, move.moved()))
+            except BaseException:
+                await self._discard(taken)
+                raise
+        moved = await self._write(move, taken)
+        if moved is not None:
+            committed_all(hooks)
+        return moved
 
     async def renew(self, message: StoredMessage, *, now: datetime, lease: timedelta) -> StoredMessage | None:
         """Extend this instance's lease of a message it claimed to now + lease (``sending -> sending``); None when it
@@ -425,9 +489,10 @@ class MessageStore:
     # --- end-to-end answers ------------------------------------------------------------------------------
 
     @_shielded
-    async def record_end_to_end(self, answer: EndToEnd) -> bool:
+    async def record_end_to_end(self, answer: EndToEnd, *, hooks: Sequence[TransactionHook] = ()) -> bool:
         """Keep the operator's verified answer to an outgoing message; False when one is kept already (the first
-        answer stands: an operator answers a delivery once, a repeated reply changes nothing)."""
+        answer stands: an operator answers a delivery once, a repeated reply changes nothing). ``hooks`` write
+        with it, given the outgoing message it answers (when that is still stored)."""
         values = {
             "message_id": answer.message_id,
             "status": answer.status,
@@ -441,10 +506,18 @@ class MessageStore:
             "recorded_at": answer.recorded_at,
         }
 
+        def record(connection: Connection) -> None:
+            connection.execute(insert(schema.end_to_end), values)
+            parameters = {"b_direction": Direction.OUT.value, "b_message_id": answer.message_id}
+            answered = connection.execute(_BY_MESSAGE_ID, parameters).one_or_none()
+            if answered is not None:
+                write_also(connection, rows_of(hooks, _message(answered)))
+
         try:
-            await self.db.run(lambda connection: connection.execute(insert(schema.end_to_end), values))
+            await self.db.run(record)
         except IntegrityError:
             return False
+        committed_all(hooks)
         return True
 
     @_shielded
@@ -546,7 +619,9 @@ def _drop_payloads(now: datetime) -> _Drop:
 
 def _drop_messages(connection: Connection, message_ids: list[int]) -> Sequence[str]:
     paths = _delete_payloads(connection, message_ids)
-    # Transitions go with their message through ON DELETE CASCADE.
+    # A routed message's target goes with it; transitions go with their message through ON DELETE CASCADE.
+    routed = select(M.c.message_id).where(M.c.id.in_(message_ids), M.c.direction == Direction.OUT.value)
+    connection.execute(delete(schema.route_targets).where(schema.route_targets.c.message_id.in_(routed)))
     connection.execute(delete(M).where(M.c.id.in_(message_ids)))
     return paths
 
@@ -554,6 +629,24 @@ def _drop_messages(connection: Connection, message_ids: list[int]) -> Sequence[s
 def _drop_evidence(connection: Connection, ids: list[int]) -> Sequence[str]:
     result = connection.execute(delete(E).where(E.c.id.in_(ids)).returning(E.c.path))
     return [path for path in result.scalars() if path is not None]
+
+
+def _visible(only: Mapping[str, Collection[str]]) -> ColumnElement[bool]:
+    """Rows a caller limited to these resources (kind -> values) may see."""
+    allowed: list[ColumnElement[bool]] = []
+    for kind, values in only.items():
+        wanted = sorted(values)
+        if kind == "pmode":
+            allowed.append(M.c.pmode_id.in_(wanted))
+        elif kind == "party":
+            allowed.append(or_(M.c.from_party.in_(wanted), M.c.to_party.in_(wanted)))
+    return or_(false(), *allowed)
+
+
+def _unique_violation(failure: WriteFailed) -> bool:
+    """Whether a write failed on a unique constraint (a hook's row colliding, say an idempotency key in use)."""
+    cause = failure.__cause__
+    return isinstance(cause, sqlite3.IntegrityError) or getattr(cause, "sqlstate", None) == "23505"
 
 
 def _due_clause(now: datetime | BindParameter[datetime]) -> ColumnElement[bool]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Any
 
 from accesspoint.store.codec import utc
 from accesspoint.store.files import Content
@@ -38,6 +39,27 @@ class EvidenceRow:
 
 
 @dataclass(frozen=True, slots=True)
+class Also:
+    """A row written with an insert or a move, only when that happens: an outbox event, a route target, an
+    idempotency key (``accesspoint.store.hooks`` builds them). ``values`` by column; datetimes aware."""
+
+    table: str  # one of ALSO_COLUMNS
+    values: Mapping[str, Any]
+
+
+# The tables Also rows go to and the columns each is written with (the rest take their defaults).
+ALSO_COLUMNS: dict[str, tuple[str, ...]] = {
+    "outbox": ("event_id", "sink", "kind", "body", "created_at", "available_at", "attempts"),
+    "route_targets": (
+        "message_id", "received_message_id", "operator_id", "operator_name", "party_id", "endpoint", "created_at",
+    ),
+    "idempotency_keys": (
+        "scope", "key", "request_sha256", "message_id", "status", "response", "created_at", "expires_at",
+    ),
+}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
 class Insert:
     """Store a new message in its direction's initial state, with its payloads and evidence.
 
@@ -49,6 +71,7 @@ class Insert:
     now: datetime
     payloads: tuple[PayloadRow, ...] = ()
     evidence: tuple[EvidenceRow, ...] = ()
+    also: tuple[Also, ...] = ()  # written only when the message is (not for a duplicate)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -75,6 +98,7 @@ class Move:
     attempts_add: int = 0
     detail: str | None = None
     evidence: tuple[EvidenceRow, ...] = ()
+    also: tuple[Also, ...] = ()  # written only when the move happens (the events it causes)
 
     @property
     def key(self) -> tuple[str, str]:

@@ -2,7 +2,9 @@
 
 A queue entry is only a hint. Whoever takes one must still win ``MessageStore.claim`` (a compare-and-set)
 before sending, so an entry delivered twice (redelivery after a crash, a duplicate put, the recovery sweep)
-never causes a second send. ``claim_next`` is that loop.
+never causes a second send. ``claim_next`` is that loop; ``Claims`` is the same for workers that must outlive
+an outage: the database is the record of what is due, the queue only wakes and spreads the work, so a queue
+that is away (or came back empty) costs latency, never a message.
 """
 
 from __future__ import annotations
@@ -10,14 +12,23 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-from collections.abc import Coroutine
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Protocol
 
-from accesspoint.store.clock import Clock
+from accesspoint.store.clock import Clock, first_of
+from accesspoint.store.db import StoreUnavailable
 from accesspoint.store.messages import MessageStore
 from accesspoint.store.records import StoredMessage
+from accesspoint.store.states import Direction
+
+log = logging.getLogger("accesspoint.store.queue")
+
+
+class QueueUnavailable(Exception):
+    """The shared queue cannot be reached now (Redis down or restarting); the database still knows what is due."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +95,7 @@ class MemorySendQueue:
                     heapq.heappop(self._heap)
                     del self._due[message_id]
                     return QueueItem(message_id, str(order))
-                await _first(self._changed.wait(), self._clock.sleep_until(when))
+                await first_of(self._changed.wait(), self._clock.sleep_until(when))
             else:
                 await self._changed.wait()
 
@@ -93,17 +104,6 @@ class MemorySendQueue:
 
     async def close(self) -> None:
         """Nothing to release."""
-
-
-async def _first(*waits: Coroutine[Any, Any, object]) -> None:
-    """Return when the first of the coroutines finishes, cancelling the others."""
-    tasks = [asyncio.ensure_future(wait) for wait in waits]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def claim_next(
@@ -121,3 +121,99 @@ async def claim_next(
         if message is not None:
             return item, message
         await queue.ack(item)
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A message this instance won the claim of; ``item`` is the queue entry it came from (None: from the database)."""
+
+    item: QueueItem | None
+    message: StoredMessage
+
+
+class Claims:
+    """The next message for a send worker, through outages: ``next`` never raises for a database or queue away.
+
+    - The queue hands out an entry; the claim in the database decides. Lost claims are acked and skipped.
+    - The database away (StoreUnavailable): the entry is kept in hand and its claim retried with backoff, so it
+      is not lost with an in-process queue, and a Redis entry is not left for another consumer's idle timeout.
+    - The queue away (QueueUnavailable): the worker asks the database what is due (``recoverable``) and claims
+      from that, polling every ``poll``, until the queue answers again; ``skip`` names the due messages no push
+      worker takes (those a partner pulls).
+    """
+
+    def __init__(
+        self,
+        queue: SendQueue,
+        store: MessageStore,
+        *,
+        clock: Clock,
+        lease: timedelta,
+        poll: timedelta = timedelta(seconds=1),
+        backoff_max: timedelta = timedelta(seconds=10),
+        skip: Callable[[StoredMessage], bool] | None = None,
+    ) -> None:
+        self.queue = queue
+        self.store = store
+        self._clock = clock
+        self._lease = lease
+        self._poll = poll
+        self._backoff_max = backoff_max
+        self._skip = skip
+
+    async def next(self) -> Claim:
+        """Wait for a message this instance may send, and claim it."""
+        failures = 0
+        item: QueueItem | None = None
+        while True:
+            try:
+                if item is None:
+                    item = await self.queue.get()
+                message = await self.store.claim(item.message_id, now=self._clock.now(), lease=self._lease)
+            except QueueUnavailable as exc:
+                failures += 1
+                log.warning("the send queue is unavailable (%s); taking due messages from the database", exc)
+                claim = await self._from_database()
+                if claim is not None:
+                    return claim
+                await self._pause(failures)
+                continue
+            except StoreUnavailable as exc:
+                failures += 1
+                log.warning("the database is unavailable (%s); claiming again in a moment", exc)
+                await self._pause(failures)
+                continue
+            if message is not None:
+                return Claim(item, message)
+            await self._ack(item)
+            item, failures = None, 0
+
+    async def done(self, claim: Claim) -> None:
+        """Acknowledge the claim's queue entry, if any; a queue away leaves it to its redelivery (claimed or not)."""
+        await self._ack(claim.item)
+
+    async def _ack(self, item: QueueItem | None) -> None:
+        if item is None:
+            return
+        try:
+            await self.queue.ack(item)
+        except QueueUnavailable as exc:
+            log.info("acknowledging %s failed (%s): its redelivery will find it settled", item.message_id, exc)
+
+    async def _from_database(self) -> Claim | None:
+        try:
+            for message_id in await self.store.recoverable(now=self._clock.now(), limit=20):
+                if self._skip is not None:
+                    found = await self.store.get(Direction.OUT, message_id)
+                    if found is None or self._skip(found):
+                        continue
+                message = await self.store.claim(message_id, now=self._clock.now(), lease=self._lease)
+                if message is not None:
+                    return Claim(None, message)
+        except StoreUnavailable as exc:
+            log.warning("the database is unavailable too (%s)", exc)
+        return None
+
+    async def _pause(self, failures: int) -> None:
+        wait = min(self._poll * 2 ** min(failures - 1, 10), self._backoff_max)
+        await self._clock.sleep_until(self._clock.now() + wait)

@@ -8,20 +8,25 @@
 - ``ack`` acknowledges and deletes the entry in one MULTI, so the stream does not grow.
 
 Redis only spreads the work. Whether a message is sent is still decided by ``MessageStore.claim``, a
-compare-and-set in the database: an entry handed out twice is sent at most once.
+compare-and-set in the database: an entry handed out twice is sent at most once. Redis may also forget: a
+restart without persistence loses the stream, the group and the schedule. The group is then made again on the
+first command that misses it, and what the lost entries stood for is still due in the database, which the
+recovery sweep re-queues (``MessageStore.recoverable``). While Redis cannot be reached every operation raises
+``QueueUnavailable``.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from accesspoint.store.clock import Clock
-from accesspoint.store.queue import QueueItem
+from accesspoint.store.queue import QueueItem, QueueUnavailable
 from accesspoint.store.shield import Shield
 
 # KEYS[1] scheduled set, KEYS[2] stream; ARGV[1] now (epoch seconds), ARGV[2] how many at most.
@@ -35,6 +40,7 @@ return #due
 """
 
 FIELD = "m"
+_Result = TypeVar("_Result")
 
 
 class RedisSendQueue:
@@ -77,20 +83,35 @@ class RedisSendQueue:
         if self._ready:
             return
         try:
-            await self._shield.run(self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True))
+            await self._command(self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True))
         except ResponseError as error:
             # Another instance created it first: exactly what we wanted.
             if "BUSYGROUP" not in str(error):
                 raise
         self._ready = True
 
+    async def _command(self, operation: Awaitable[_Result]) -> _Result:
+        """Run a Redis command: QueueUnavailable when Redis cannot answer, the group made again when it forgot it."""
+        try:
+            return await self._shield.run(operation)
+        except ResponseError as error:
+            if "NOGROUP" in str(error):
+                # Redis restarted without persistence: the next call makes the group (and the stream) again.
+                self._ready = False
+                self._claim_cursor = "0-0"
+                raise QueueUnavailable("the consumer group is gone (Redis restarted empty?)") from error
+            raise
+        except (RedisError, OSError) as error:
+            self._ready = False
+            raise QueueUnavailable(f"{type(error).__name__}: {error}") from error
+
     async def put(self, message_id: str, *, due: datetime | None = None) -> None:
         """Stream message_id now, or schedule it; a member scheduled twice keeps the earlier time."""
         if due is None or due <= self._clock.now():
             await self._ensure_group()
-            await self._shield.run(self.redis.xadd(self.stream, {FIELD: message_id}))
+            await self._command(self.redis.xadd(self.stream, {FIELD: message_id}))
         else:
-            await self._shield.run(self.redis.zadd(self.scheduled, {message_id: due.timestamp()}, lt=True))
+            await self._command(self.redis.zadd(self.scheduled, {message_id: due.timestamp()}, lt=True))
 
     async def get(self) -> QueueItem:
         """The next entry for this consumer: a reclaimed stuck one first, else a new one (waits for it)."""
@@ -107,7 +128,7 @@ class RedisSendQueue:
                 self._next_sweep = loop.time() + self._poll_ms / 1000
             # redis-py types replies loosely; this one is [[stream, [(entry id, {field: value})]]] or None.
             # An entry read by a get() whose caller was cancelled stays pending and is reclaimed after claim_idle.
-            answer: Any = await self._shield.run(
+            answer: Any = await self._command(
                 self.redis.xreadgroup(self.group, self.consumer, {self.stream: ">"}, count=1, block=self._poll_ms)
             )
             for _stream, entries in answer or ():
@@ -116,13 +137,13 @@ class RedisSendQueue:
 
     async def promote_due(self) -> int:
         """Move the scheduled entries that are due to the stream; how many were moved."""
-        moved = await self._shield.run(
+        moved = await self._command(
             self._promote(keys=[self.scheduled, self.stream], args=[self._clock.now().timestamp(), self._promote_batch])
         )
         return int(moved)
 
     async def _reclaim(self) -> QueueItem | None:
-        cursor, entries, *_deleted = await self._shield.run(
+        cursor, entries, *_deleted = await self._command(
             self.redis.xautoclaim(
                 self.stream, self.group, self.consumer, self._claim_idle_ms, start_id=self._claim_cursor, count=1
             )
@@ -136,7 +157,7 @@ class RedisSendQueue:
 
     async def ack(self, item: QueueItem) -> None:
         """Acknowledge and delete the entry."""
-        await self._shield.run(self._ack(item.token))
+        await self._command(self._ack(item.token))
 
     async def _ack(self, token: str) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -146,7 +167,7 @@ class RedisSendQueue:
 
     async def pending(self) -> int:
         """How many entries were handed out and not yet acknowledged (all consumers)."""
-        summary = await self._shield.run(self.redis.xpending(self.stream, self.group))
+        summary = await self._command(self.redis.xpending(self.stream, self.group))
         return int(summary["pending"])
 
     async def close(self) -> None:

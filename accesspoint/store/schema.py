@@ -155,3 +155,56 @@ end_to_end = Table(
     Column("reasons", JSON, nullable=False),
     Column("recorded_at", UtcDateTime(), nullable=False),
 )
+
+# The transactional outbox: events written in the transaction of the move that causes them, one row per sink (a
+# webhook, or a job this access point runs itself). Delivered in ``id`` order per sink, each row leased to one
+# instance at a time; a settled row (delivered or given up) is purged after its retention.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("event_id", String(64), nullable=False),
+    Column("sink", String(64), nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("available_at", UtcDateTime(), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("lease_owner", String(255)),
+    Column("lease_until", UtcDateTime()),
+    Column("last_error", Text),
+    Column("settled_at", UtcDateTime()),
+    Column("outcome", String(16)),
+    UniqueConstraint("event_id", "sink", name="uq_outbox_event_id_sink"),
+    Index("ix_outbox_sink_settled_at", "sink", "settled_at"),
+    Index("ix_outbox_settled_at", "settled_at"),
+)
+
+# Where a routed message goes (the router's or a submission's choice), kept with the message it routes.
+route_targets = Table(
+    "route_targets",
+    metadata,
+    Column("message_id", String(255), primary_key=True),
+    Column("received_message_id", String(255), nullable=False),
+    Column("operator_id", String(255), nullable=False),
+    Column("operator_name", String(255), nullable=False),
+    Column("party_id", String(255), nullable=False),
+    Column("endpoint", Text, nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+)
+
+# What a submission was answered, per backend and key (an Idempotency-Key header, or the MessageId it gave): a
+# retry of the same request gets the same answer, another request under the same key is refused.
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("scope", String(64), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("request_sha256", String(64), nullable=False),
+    Column("message_id", String(255), nullable=False),
+    Column("status", Integer, nullable=False),
+    Column("response", Text, nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("expires_at", UtcDateTime(), nullable=False),
+    Index("ix_idempotency_keys_expires_at", "expires_at"),
+)

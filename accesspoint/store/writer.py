@@ -45,8 +45,20 @@ from accesspoint.store.codec import (
     sqlite_datetime,
     utc,
 )
-from accesspoint.store.db import SQLITE_BUSY_TIMEOUT_MS, Durability
-from accesspoint.store.ops import Claim, Duplicate, EvidenceRow, Insert, Inserted, Keep, Move, Op, Outcome
+from accesspoint.store.db import SQLITE_BUSY_TIMEOUT_MS, Durability, StoreUnavailable, transient
+from accesspoint.store.ops import (
+    ALSO_COLUMNS,
+    Also,
+    Claim,
+    Duplicate,
+    EvidenceRow,
+    Insert,
+    Inserted,
+    Keep,
+    Move,
+    Op,
+    Outcome,
+)
 from accesspoint.store.records import Evidence, StoredMessage
 from accesspoint.store.states import INITIAL, Direction, MessageState
 
@@ -59,6 +71,11 @@ INLINE_LIMIT = 256 * 1024
 
 class WriteFailed(Exception):
     """The store could not commit the operation; nothing of it was kept. Worth retrying later."""
+
+
+class WriteUnavailable(WriteFailed, StoreUnavailable):
+    """The write failed because the database is away or busy (not a refused statement): callers answer "try again
+    later" (StoreUnavailable) as for a read that could not reach it."""
 
 
 @dataclass(slots=True)
@@ -138,7 +155,8 @@ class Writer(ABC):
             if entry.future.done():
                 continue
             if isinstance(outcome, BaseException):
-                failure = WriteFailed(f"{type(outcome).__name__}: {outcome}")
+                kind = WriteUnavailable if transient(outcome) else WriteFailed
+                failure = kind(f"{type(outcome).__name__}: {outcome}")
                 failure.__cause__ = outcome
                 entry.future.set_exception(failure)
             else:
@@ -326,6 +344,7 @@ class _SqliteStatements:
             ("direction", "message_id", "kind", "size", "sha256", "path", "data", "created_at", "retain_until"),
         )
         self.audit = _insert_sql("transitions", ("message", "from_state", "to_state", "at", "actor", "detail"))
+        self.also = {table: _insert_sql(table, names) for table, names in ALSO_COLUMNS.items()}
 
     def apply(self, connection: sqlite3.Connection, op: Op) -> Outcome:
         if isinstance(op, Insert):
@@ -355,6 +374,7 @@ class _SqliteStatements:
             )  # fmt: skip
         self._audit(connection, pk, None, state, op.now, None)
         self._keep(connection, op.direction, op.info.message_id, op.evidence, op.now)
+        self._also(connection, op.also)
         return Inserted(new_message(pk, op, state, size))
 
     def _move(self, connection: sqlite3.Connection, op: Move) -> StoredMessage | None:
@@ -370,6 +390,7 @@ class _SqliteStatements:
         if changed != 1:
             return None
         self._audit(connection, message.pk, message.state, op.target, op.now, op.detail)
+        self._also(connection, op.also)
         return op.moved()
 
     def _claim(self, connection: sqlite3.Connection, op: Claim) -> StoredMessage | None:
@@ -419,6 +440,13 @@ class _SqliteStatements:
             )  # fmt: skip
         return tuple(kept)
 
+    def _also(self, connection: sqlite3.Connection, rows: tuple[Also, ...]) -> None:
+        """The rows an insert or move writes when it happens (events, route targets, idempotency keys)."""
+        for row in rows:
+            names = ALSO_COLUMNS[row.table]
+            values = [_sqlite_value(row.values[name]) for name in names]
+            connection.execute(self.also[row.table], values)
+
     def _audit(
         self,
         connection: sqlite3.Connection,
@@ -431,6 +459,10 @@ class _SqliteStatements:
         source_value = None if source is None else source.value
         values = (pk, source_value, target.value, sqlite_datetime(now), self.instance, detail)
         connection.execute(self.audit, values)
+
+
+def _sqlite_value(value: Any) -> Any:
+    return sqlite_datetime(value) if isinstance(value, datetime) else value
 
 
 def _insert_sql(table: str, names: Sequence[str]) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
@@ -28,7 +29,7 @@ from accesspoint.store.codec import (
     postgres_datetime,
     utc,
 )
-from accesspoint.store.ops import Claim, Duplicate, Insert, Inserted, Keep, Move, Op, Outcome
+from accesspoint.store.ops import ALSO_COLUMNS, Also, Claim, Duplicate, Insert, Inserted, Keep, Move, Op, Outcome
 from accesspoint.store.records import Evidence
 from accesspoint.store.states import INITIAL, MessageState
 from accesspoint.store.writer import MAX_BATCH, Writer, _Entry
@@ -125,6 +126,32 @@ e_in AS (
 evidence_rows AS (
   INSERT INTO evidence (id, direction, message_id, kind, size, sha256, path, data, created_at, retain_until)
   SELECT new_id, direction, message_id, kind, size, sha256, path, data, created_at, retain_until FROM e_in
+),
+happened AS (SELECT ord FROM ins_ord UNION ALL SELECT ord FROM moved),
+outbox_rows AS (
+  INSERT INTO outbox (event_id, sink, kind, body, created_at, available_at, attempts)
+  SELECT o.event_id, o.sink, o.kind, o.body, o.created_at, o.available_at, 0
+  FROM unnest($54::int[], $55::text[], $56::text[], $57::text[], $58::text[], $59::timestamp[], $60::timestamp[])
+    WITH ORDINALITY AS o(ord, event_id, sink, kind, body, created_at, available_at, position)
+  WHERE o.ord IN (SELECT ord FROM happened)
+  ORDER BY o.position
+),
+route_rows AS (
+  INSERT INTO route_targets (message_id, received_message_id, operator_id, operator_name, party_id, endpoint,
+                             created_at)
+  SELECT r.message_id, r.received_message_id, r.operator_id, r.operator_name, r.party_id, r.endpoint, r.created_at
+  FROM unnest($61::int[], $62::text[], $63::text[], $64::text[], $65::text[], $66::text[], $67::text[],
+              $68::timestamp[])
+    AS r(ord, message_id, received_message_id, operator_id, operator_name, party_id, endpoint, created_at)
+  WHERE r.ord IN (SELECT ord FROM happened)
+),
+key_rows AS (
+  INSERT INTO idempotency_keys (scope, key, request_sha256, message_id, status, response, created_at, expires_at)
+  SELECT k.scope, k.key, k.request_sha256, k.message_id, k.status, k.response, k.created_at, k.expires_at
+  FROM unnest($69::int[], $70::text[], $71::text[], $72::text[], $73::text[], $74::int[], $75::text[],
+              $76::timestamp[], $77::timestamp[])
+    AS k(ord, scope, key, request_sha256, message_id, status, response, created_at, expires_at)
+  WHERE k.ord IN (SELECT ord FROM happened)
 )
 SELECT 'i' AS kind, ord, NULL AS from_state, {_NO_MESSAGE} FROM ins_ord
 UNION ALL SELECT 'd', i.ord, NULL, {_MESSAGE} FROM i_in i JOIN messages m ON m.direction = i.direction
@@ -229,6 +256,15 @@ class PostgresWriter(Writer):
         moves: list[list[Any]] = [[] for _ in range(14)]
         claims: list[list[Any]] = [[] for _ in range(4)]
         evidence: list[list[Any]] = [[] for _ in range(11)]
+        # The rows written when an insert or move happens, per table: its operation's ord, then the table's
+        # ALSO_COLUMNS (the outbox's attempts start at 0 in the statement itself).
+        names_of = {table: tuple(n for n in names if n != "attempts") for table, names in ALSO_COLUMNS.items()}
+        also: dict[str, list[list[Any]]] = {table: [[] for _ in range(len(n) + 1)] for table, n in names_of.items()}
+
+        def write_also(ord_: int, rows: Sequence[Also]) -> None:
+            for row in rows:
+                values = [row.values[name] for name in names_of[row.table]]
+                _append(also[row.table], (ord_, *(dt(v) if isinstance(v, datetime) else v for v in values)))
 
         def keep(ord_: int, conditional: bool, direction: str, message_id: str, rows: Sequence[Any], now: Any) -> None:
             for row in rows:
@@ -248,6 +284,7 @@ class PostgresWriter(Writer):
                     _append(payloads, (ord_, p.content_id, p.mime_type, json_text(p.properties),
                                        p.content.size, p.content.sha256, p.content.path, p.content.data))  # fmt: skip
                 keep(ord_, True, op.direction.value, info.message_id, op.evidence, op.now)
+                write_also(ord_, op.also)
             elif isinstance(op, Move):
                 message = op.message
                 code, detail = op.error if op.error is not None else (None, None)
@@ -255,11 +292,15 @@ class PostgresWriter(Writer):
                                 dt(op.now), dt(op.next_attempt_at), op.lease_owner, dt(op.lease_until),
                                 op.error is not None, code, detail, op.attempts_add, op.detail))  # fmt: skip
                 keep(ord_, False, message.direction.value, message.message_id, op.evidence, op.now)
+                write_also(ord_, op.also)
             elif isinstance(op, Claim):
                 _append(claims, (ord_, op.message_id, dt(op.now), dt(op.lease_until)))
             else:
                 keep(ord_, False, op.direction.value, op.message_id, op.evidence, op.now)
-        return [*inserts, *payloads, *moves, *claims, *evidence, self.instance]
+        return [
+            *inserts, *payloads, *moves, *claims, *evidence, self.instance,
+            *also["outbox"], *also["route_targets"], *also["idempotency_keys"],
+        ]  # fmt: skip
 
     def _outcomes(self, ops: list[Op], rows: Sequence[Any]) -> list[Outcome | BaseException]:
         outcomes: list[Any] = [None] * len(ops)

@@ -55,6 +55,20 @@ class PostgresServer:
     """A running PostgreSQL cluster with trust authentication for the ``postgres`` role."""
 
     port: int
+    data: Path | None = None
+    log: Path | None = None
+    options: str = ""
+
+    def stop(self) -> None:
+        """Stop the server as an operator's restart does (fast: sessions end, their transactions roll back)."""
+        assert self.data is not None, "a server these tests started"
+        _pg_ctl(self.data, None, "-m", "fast", "-w", "stop")
+
+    def start(self) -> None:
+        """Start the stopped server again on the same port and data."""
+        assert self.data is not None and self.log is not None, "a server these tests started"
+        _pg_ctl(self.data, self.log, "-o", self.options, "-w", "start")
+        _wait_for_port(self.port, None, self.log)
 
     def url(self, database: str = "postgres") -> str:
         """The SQLAlchemy URL of one of its databases (asyncpg driver)."""
@@ -90,33 +104,52 @@ def postgres_server(*, durable: bool = False) -> Iterator[PostgresServer]:
         # Durability settings off unless asked for: the tests prove logic, not what survives a power cut.
         durability = "" if durable else " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         options = f"-p {port} -c listen_addresses=127.0.0.1 -k {root}{durability} -c max_connections=200"
-        subprocess.run(
-            _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w", "start"]),
-            check=True,
-            capture_output=True,
-        )
+        _pg_ctl(data, log, "-o", options, "-w", "start")
         try:
             _wait_for_port(port, None, log)
-            yield PostgresServer(port)
+            yield PostgresServer(port, data, log, options)
         finally:
-            subprocess.run(
-                _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]),
-                check=False,
-                capture_output=True,
-            )
+            _pg_ctl(data, None, "-m", "immediate", "-w", "stop", check=False)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
 
-@dataclass(frozen=True)
+def _pg_ctl(data: Path, log: Path | None, *argv: str, check: bool = True) -> None:
+    logging = ["-l", str(log)] if log is not None else []
+    command = _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), *logging, *argv])
+    subprocess.run(command, check=check, capture_output=True)
+
+
+@dataclass
 class RedisServer:
-    """A running redis-server without persistence."""
+    """A running redis-server without persistence; ``stop`` and ``start`` restart it empty on the same port."""
 
     port: int
+    argv: list[str] | None = None
+    log: Path | None = None
+    process: subprocess.Popen[bytes] | None = None
 
     def url(self, db: int = 0) -> str:
         """The redis:// URL of one of its databases."""
         return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def start(self) -> None:
+        """Start the server (again: with nothing in it, as after a restart without persistence)."""
+        assert self.argv is not None and self.log is not None, "a server these tests started"
+        self.process = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_for_port(self.port, self.process, self.log)
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM; it keeps nothing)."""
+        process, self.process = self.process, None
+        if process is None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 @contextlib.contextmanager
@@ -128,17 +161,12 @@ def redis_server() -> Iterator[RedisServer]:
     port = free_port()
     argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     argv += ["--dir", str(root), "--logfile", str(log), "--daemonize", "no"]
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = RedisServer(port, argv, log)
     try:
-        _wait_for_port(port, process, log)
-        yield RedisServer(port)
+        server.start()
+        yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        server.stop()
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -179,3 +207,25 @@ async def empty_postgres_database(server: PostgresServer, name: str) -> None:
 async def drop_postgres_database(server: PostgresServer, name: str) -> None:
     """Drop a database, ending the sessions still connected to it."""
     await _admin(server, f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+def rss_bytes(pid: int) -> int:
+    """The resident set size of a process (VmRSS in /proc/<pid>/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for process {pid}")
+
+
+def open_files(pid: int) -> list[str]:
+    """What the process's file descriptors point at; a deleted temporary file shows as '<path> (deleted)'."""
+    found = []
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            found.append(str(fd.readlink()))
+    return found
+
+
+def files_only(opened: list[str]) -> list[str]:
+    """The files among open_files (sockets, pipes and event fds left out), sorted: deleted spool files stay in."""
+    return sorted(path for path in opened if path.startswith("/"))

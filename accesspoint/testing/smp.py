@@ -26,6 +26,9 @@ PARTICIPANT = "iso6523-actorid-upis::0007:2120000787"
 DOCUMENT = "busdox-docid-qns::urn:riv:infrastructure:messaging:MessageWithAttachments:3::messagePayload##3.0::tm-base"
 PROCESS = "cenbii-procid-ubl::urn:fdc:digg.se:edelivery:process"
 ZONE = "participant.sml.test.example"
+# Server settings' discovery keys for a federation on loopback: its SMPs and access points are at 127.0.0.1 over
+# http, which the endpoint policy refuses unless told (production: https and public addresses only).
+LOOPBACK = {"allow_http": True, "allow_networks": ["127.0.0.0/8"]}
 
 
 @dataclass(frozen=True)
