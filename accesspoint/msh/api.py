@@ -44,6 +44,7 @@ METADATA_LIMIT = 1024 * 1024
 SEARCH_LIMIT = 1000  # the most messages one search returns
 _JSON = "a JSON submission"
 OPEN_ROUTES = frozenset({"openapi"})  # route names answered without a token
+SUBMIT_ROUTES = frozenset({"submit", "submit-mailing"})  # route names that need the submit scope
 
 
 def bearer_auth(tokens: tuple[BearerToken, ...]) -> BearerAuth:
@@ -356,7 +357,7 @@ async def _tokens(
     # Unknown routes and wrong methods answer 404 / 405 whoever asks.
     name = request.match_info.route.name
     if request.match_info.http_exception is None and name not in OPEN_ROUTES:
-        action = "submit" if name == "submit" else "acknowledge" if name == "acknowledge" else "read"
+        action = "submit" if name in SUBMIT_ROUTES else "acknowledge" if name == "acknowledge" else "read"
         # The token must hold the action at all; what it may do it on (P-Modes, parties) the handler narrows.
         auth = _api(request).auth
         if auth.authenticate(request).grant(action).nothing:

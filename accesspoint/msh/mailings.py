@@ -56,7 +56,6 @@ from accesspoint.envelopes._common import EnvelopeError
 from accesspoint.envelopes.sbdh import DocumentIdentification, Partner, Sbdh, Scope, ScopeType, build_sbd
 from accesspoint.msh.config import WebhookEvent
 from accesspoint.msh.context import Context
-from accesspoint.msh.problems import problem
 from accesspoint.msh.submissions import Submission, Submissions
 from accesspoint.routing.decision import (
     FINAL_RECIPIENT,
@@ -70,6 +69,8 @@ from accesspoint.routing.decision import (
 )
 from accesspoint.routing.letters import LetterPart, LetterRefused, check_letter
 from accesspoint.routing.outbound import RouteTarget
+from accesspoint.servicekit.problems import Problem
+from accesspoint.servicekit.tokens import CALLER
 from accesspoint.store import Direction, DuplicateMessage, NewPayload
 from accesspoint.store.mailings import (
     DuplicateMailing,
@@ -250,6 +251,11 @@ async def lines_of(chunks: AsyncIterator[bytes], *, limit: int = MAX_LINE) -> As
         yield bytes(pending).decode("utf-8-sig", errors="replace")
 
 
+def problem(status: int, kind: str, detail: str) -> Problem:
+    """The RFC 9457 problem the API answers with (``urn:accesspoint:problem:<kind>``)."""
+    return Problem(status, detail, kind=kind)
+
+
 class _Rate:
     """A token bucket: ``rate`` letters a second, a burst of at most a second's worth."""
 
@@ -317,6 +323,9 @@ class Mailings:
             spec = read_metadata(metadata)
         except ValueError as exc:
             raise problem(422, "invalid-submission", str(exc)) from None
+        token = request[CALLER]
+        if not token.allows("submit", party=spec["sender"]):  # a token narrowed to other senders may not mail
+            raise problem(403, "forbidden", f"this token may not submit for {spec['sender']}")
         refusal = await self._sender_refusal(spec["sender"])
         if refusal is not None:
             raise problem(422, "invalid-submission", f"refused: {refusal}")
@@ -759,6 +768,6 @@ def add_routes(app: web.Application) -> None:
     async def rows(request: web.Request) -> web.Response:
         return await of(request).rows(request)
 
-    app.router.add_post("/mailings", receive)
+    app.router.add_post("/mailings", receive, name="submit-mailing")
     app.router.add_get("/mailings/{id}", read)
     app.router.add_get("/mailings/{id}/recipients", rows)
