@@ -19,15 +19,26 @@ that refusal.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from functools import partial
+from typing import Any, TypeVar
 
 from cryptography import x509
 from lxml import etree
 
 from accesspoint.envelopes._common import EnvelopeError, parse_document
 from accesspoint.envelopes.kvittens import ReasonCode
+from accesspoint.envelopes.letter import (
+    LETTER,
+    LETTER_DOCUMENT_TYPE,
+    LetterDocument,
+    LetterTerms,
+    parse_letter,
+    terms_of_secure_message,
+)
 from accesspoint.envelopes.minameddelanden import (
     SEALED_DELIVERY,
     SERVICE3_NS,
@@ -35,11 +46,14 @@ from accesspoint.envelopes.minameddelanden import (
     SecureDelivery,
     verify_sealed_delivery,
 )
-from accesspoint.envelopes.sbdh import SBDH_NS, parse_sbd
+from accesspoint.envelopes.payment import PaymentDataError
+from accesspoint.envelopes.sbdh import SBDH_NS, Sbdh, parse_sbd
 from accesspoint.envelopes.signature import SIGNATURE
 from accesspoint.envelopes.xhe import XHE_NS, Xhe, parse_xhe, verify_xhe
 from accesspoint.security.policy import RevocationMode, TrustSettings
 from accesspoint.security.trust import CertificateUsage, TrustError, TrustFailure, validate_certificate
+
+T = TypeVar("T")
 
 
 class Network(StrEnum):
@@ -68,6 +82,19 @@ class MailItem:
     content_type: str
     body: bytes
     attachments: tuple[MailAttachment, ...] = ()
+    terms: LetterTerms | None = None  # what the letter asks of the mailbox (envelopes/letter.py), when it says
+
+    @property
+    def event_only(self) -> bool:
+        """A case event without content: it goes to the holder's case timeline, not into the mail list."""
+        terms = self.terms
+        return (
+            terms is not None
+            and terms.case_event is not None
+            and not self.body
+            and not self.attachments
+            and not terms.parts
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +111,7 @@ class CheckedDelivery:
     seal_certificate: x509.Certificate | None = None
     secure_delivery: SecureDelivery | None = None  # Mina meddelanden: for the signed Receipt
     xhe: Xhe | None = None  # SDK: for the Meddelandekvittens
+    sbdh: Sbdh | None = None  # SBDH: the parties a holder's answer goes back between
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +231,7 @@ def _sealed(root: etree._Element, trust: DeliveryTrust, at: datetime) -> Checked
             recipient=delivery.recipient,
             sender=delivery.sender.id,
         ) from None
+    known = {"business_id": delivery.messages[0].id, "recipient": delivery.recipient, "sender": delivery.sender.id}
     items = tuple(
         MailItem(
             reference=m.id,
@@ -210,6 +239,7 @@ def _sealed(root: etree._Element, trust: DeliveryTrust, at: datetime) -> Checked
             content_type=m.content_type,
             body=m.body,
             attachments=tuple(MailAttachment(a.filename, a.content_type, a.body) for a in m.attachments),
+            terms=_read_terms(network, partial(terms_of_secure_message, m, reference=delivery.reference), known),
         )
         for m in delivery.messages
     )
@@ -251,6 +281,9 @@ def _xhe(root: etree._Element, trust: DeliveryTrust, at: datetime) -> CheckedDel
         content_type=payload.content_type_code if not payload.encrypted else "application/xml",
         body=payload.content,
     )
+    if payload.document_type_code == LETTER_DOCUMENT_TYPE and payload.xml and not payload.encrypted:
+        letter = _read_terms(network, partial(parse_letter, payload.content), {**known, "xhe": unverified})
+        item = _letter_item(unverified.id, letter)
     return CheckedDelivery(
         network=network,
         business_id=unverified.id,
@@ -275,6 +308,10 @@ def _sbd(root: etree._Element) -> CheckedDelivery:
         raise Refusal(network, ReasonCode.SCHEMA, "schema", "the SBDH names no sender or receiver")
     body = etree.tostring(document.document, xml_declaration=True, encoding="UTF-8")
     item = MailItem(reference=business_id, subject=header.document.type, content_type="application/xml", body=body)
+    if document.document.tag == LETTER:
+        known = {"business_id": business_id, "recipient": header.receiver[0].identifier,
+                 "sender": header.sender[0].identifier}  # fmt: skip
+        item = _letter_item(business_id, _read_terms(network, partial(parse_letter, document.document), known))
     return CheckedDelivery(
         network=network,
         business_id=business_id,
@@ -282,6 +319,33 @@ def _sbd(root: etree._Element) -> CheckedDelivery:
         sender=header.sender[0].identifier,
         sender_name=None,
         items=(item,),
+        sbdh=header,
+    )
+
+
+def _read_terms(network: Network, read: Callable[[], T], known: dict[str, Any]) -> T:
+    """What ``read`` gives (a letter's terms, a letter document), or the refusal naming the rule its terms break
+    (for payment data, the business term)."""
+    try:
+        return read()
+    except PaymentDataError as exc:
+        raise Refusal(network, ReasonCode.BUSINESS_RULE, "payment-data", f"{exc.term}: {exc.reason}", **known) from None
+    except EnvelopeError as exc:
+        raise Refusal(network, ReasonCode.BUSINESS_RULE, "terms", str(exc), **known) from None
+
+
+def _letter_item(reference: str, letter: LetterDocument) -> MailItem:
+    body = letter.body
+    return MailItem(
+        reference=reference,
+        subject=letter.subject,
+        content_type="" if body is None else body.content_type,
+        body=b"" if body is None else body.data,
+        attachments=tuple(
+            MailAttachment(a.filename or f"attachment-{i}", a.content_type, a.data)
+            for i, a in enumerate(letter.attachments, start=1)
+        ),
+        terms=letter.terms,
     )
 
 

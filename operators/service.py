@@ -55,6 +55,7 @@ from operators.mailbox import MailboxStore, StoredMail, create_engine
 from operators.receipts import build_answer, stable_id
 from operators.settings import OperatorSettings
 from operators.soap import SoapBodyLimit, deliver_secure_handler
+from operators.twoway import TwoWay
 
 log = logging.getLogger("operators.service")
 
@@ -140,6 +141,7 @@ class Operator:
         self.pending: set[str] = set()
         self.client: AccessPointClient | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self.twoway = TwoWay(self)  # replies, receipts, delgivning, invoices, case events (operators/twoway.py)
 
     # ------------------------------------------------------------------------------------------- lifecycle
 
@@ -152,9 +154,11 @@ class Operator:
         self._tasks = [asyncio.create_task(self._worker()) for _ in range(link.workers)]
         if link.poll_interval.total_seconds() > 0:
             self._tasks.append(asyncio.create_task(self._poller()))
+        await self.twoway.start()
 
     async def stop(self) -> None:
         """Stop the tasks, close the HTTP client and the database."""
+        await self.twoway.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -226,10 +230,13 @@ class Operator:
         payloads = [(p["content_id"], await client.download(message_id, p["content_id"])) for p in record["payloads"]]
         now = self.clock()
         outcome = self.check(payloads)
+        if isinstance(outcome, CheckedDelivery):
+            outcome = self.twoway.screen(outcome, payloads)
         if isinstance(outcome, CheckedDelivery) and not await self.store.has_mailbox(outcome.recipient):
             outcome = unknown_recipient(outcome)
         if isinstance(outcome, CheckedDelivery):
-            await self.store.deliver(message_id, outcome, now=now)
+            ids = await self.store.deliver(message_id, self.twoway.for_mailbox(outcome), now=now)
+            await self.twoway.delivered(message_id, record, outcome, ids, now)
             log.info("delivery %s: in the mailbox of %s", message_id, outcome.recipient)
         else:
             await self.store.reject(message_id, str(outcome), now=now)
@@ -311,6 +318,7 @@ class Operator:
         found = await self.store.read(recipient, mail_id)
         if found is None:
             raise Problem(404, f"no message {mail_id} in the mailbox of {recipient}", kind="not-found")
+        await self.twoway.opened(request, recipient, mail_id)
         return web.json_response(
             {
                 **_mail_json(found),
@@ -356,6 +364,7 @@ class Operator:
         handler = deliver_secure_handler(self.deliver_soap, self.trust, schema=schema, limit=limit)
         app.router.add_post(SERVICE_V3_PATH, handler)
         app.router.add_get("/health", _health)
+        self.twoway.add_routes(app.router)
 
         async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
             await self.start()

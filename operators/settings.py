@@ -54,12 +54,14 @@ from accesspoint.servicekit.settings import Section, SettingsReader, read_docume
 from accesspoint.servicekit.tls import TlsSettings
 from accesspoint.servicekit.tokens import BearerToken, Scope
 from operators.soap import SOAP_MAX_SIZE
+from operators.twoway_settings import KNOWN as TWO_WAY_KNOWN
+from operators.twoway_settings import TwoWaySettings, read_two_way
 
 MIN_SECRET = 16
 KNOWN = frozenset(
     {"id", "name", "host", "port", "database", "mailboxes", "keys", "access_point", "trust", "tokens", "tls",
      "soap_max_size"}
-)
+) | TWO_WAY_KNOWN
 LINK_KEYS = frozenset({"url", "token", "webhook_secret", "poll_interval", "reply_pmode", "workers"})
 TRUST_KEYS = frozenset({"intermediaries", "sender_anchors", "minameddelanden_contracts", "xhe_schema"})
 
@@ -99,6 +101,7 @@ class OperatorSettings:
     xhe_schema: Path | None = None
     tls: TlsSettings | None = None
     soap_max_size: int = SOAP_MAX_SIZE  # bytes: the largest Service v3 deliverSecure request taken in
+    two_way: TwoWaySettings = field(default_factory=TwoWaySettings)  # operators/twoway_settings.py
 
 
 def load_settings(path: str | Path) -> OperatorSettings:
@@ -122,6 +125,7 @@ def load_settings(path: str | Path) -> OperatorSettings:
     xhe_schema = trust.path("xhe_schema")
     tls = table.tls("tls")
     soap_max_size = table.size("soap_max_size", SOAP_MAX_SIZE, positive=True)
+    two_way = read_two_way(table, _certificates)
     reader.done()
     assert keys is not None, "missing keys are a mistake done() raised"
     return OperatorSettings(
@@ -140,6 +144,7 @@ def load_settings(path: str | Path) -> OperatorSettings:
         xhe_schema=xhe_schema,
         tls=tls,
         soap_max_size=soap_max_size,
+        two_way=two_way,
     )
 
 

@@ -213,7 +213,8 @@ def test_sealed_delivery_reaches_the_mailbox_and_the_signed_receipt_comes_back(f
     )
     assert code == 204
     time.sleep(1.5)
-    assert len(federation.sender.messages(ref_to_message_id="mm-1@se", direction="in")) == 1
+    # The delivery's one answer, and the read receipt the holder's first opening sent (the letter asked for one).
+    assert len(federation.sender.messages(ref_to_message_id="mm-1@se", direction="in")) == 2
     mailbox = _http(f"{federation.operator_url}/api/v1/mailboxes/{PERSON}/messages", PERSONAL)[1]
     assert [m["as4_message_id"] for m in mailbox["messages"]].count("mm-1@se") == 1
 

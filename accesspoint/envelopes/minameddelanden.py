@@ -59,8 +59,11 @@ SENDER_NS = f"{_BASE}/Sender"
 RECEIPT_NS = f"{_BASE}/Receipt"
 SERVICE_NS = f"{_BASE}/Service"
 SERVICE3_NS = f"{_BASE}/Service/v3"
+REPLY_NS = f"{_BASE}/Reply"
+OFFICIAL_MATTER_NS = f"{_BASE}/OfficialMatter/v3"
 _M1, _M2, _M3 = f"{{{M1_NS}}}", f"{{{M2_NS}}}", f"{{{M3_NS}}}"
 _S, _R, _SV, _SV3 = f"{{{SENDER_NS}}}", f"{{{RECEIPT_NS}}}", f"{{{SERVICE_NS}}}", f"{{{SERVICE3_NS}}}"
+_OFM = f"{{{OFFICIAL_MATTER_NS}}}"
 _NSMAP = {"m1": M1_NS, "m2": M2_NS, "m3": M3_NS, "snd": SENDER_NS, "rcp": RECEIPT_NS}
 
 SIGNED_DELIVERY = f"{_M3}SignedDelivery"
@@ -74,6 +77,38 @@ class ReceiptRequest(StrEnum):
     NOT = "NOT"
     SIMPLE = "SIMPLE"
     SIGNED = "SIGNED"
+
+
+class ReplyOption(StrEnum):
+    """Whether the recipient may answer (Reply.xsd ReplyOptions)."""
+
+    REQUESTED = "REQUESTED"
+    ACCEPTED = "ACCEPTED"
+    NOT_ALLOWED = "NOT_ALLOWED"
+
+
+class MatterStatus(StrEnum):
+    """Where an official matter stands after an event (OfficialMatter v3 MatterStatus)."""
+
+    SENDER_INITIATIVE = "senderinitiative"
+    RECIPIENT_INITIATIVE = "recipientinitiative"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class OfficialMatter:
+    """``Header/OfficialMatter/OfficialMatterExtension`` (v3, *kundärende*): an event in an official matter.
+    ``extensions`` are the elements of other namespaces the contract allows after ``Timestamp`` (Clark tag,
+    string value), where a sender adds what the contract has no element for."""
+
+    timestamp: date
+    official_matter_id: str | None = None
+    event_id: str | None = None
+    preceding_event_id: str | None = None
+    matter_subject: str | None = None
+    event_type: str | None = None
+    matter_status: MatterStatus | None = None
+    extensions: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +162,8 @@ class SecureMessage:
     language: str = "sv"
     metadata: tuple[tuple[str, str], ...] = ()
     receipt_request: ReceiptRequest | None = None
+    reply: ReplyOption | None = None
+    official_matter: OfficialMatter | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,11 +224,15 @@ def _secure_message(element: etree._Element, message: SecureMessage) -> None:
     ):
         if value is not None:
             sub(support, f"{_M3}{name}", value)
+    if message.official_matter is not None:
+        _official_matter(sub(header, f"{_M3}OfficialMatter"), message.official_matter)
     for tag, value in message.metadata:
         metadata = sub(header, f"{_M3}Metadata")
         sub(metadata, f"{_M1}Tag", tag)
         sub(metadata, f"{_M1}Value", value)
     sub(header, f"{_M3}Language", message.language)
+    if message.reply is not None:
+        sub(header, f"{_M3}Reply", message.reply)
     if message.receipt_request is not None:
         sub(header, f"{_M3}ReceiptRequest", message.receipt_request)
     body = sub(element, f"{_M3}Body")
@@ -203,6 +244,52 @@ def _secure_message(element: etree._Element, message: SecureMessage) -> None:
         sub(item, f"{_M1}Body", b64encode(attachment.body))
         sub(item, f"{_M1}Checksum", attachment.checksum)
         sub(item, f"{_M1}Filename", attachment.filename)
+
+
+def _official_matter(element: etree._Element, matter: OfficialMatter) -> None:
+    extension = etree.SubElement(element, f"{_OFM}OfficialMatterExtension", nsmap={"ofm": OFFICIAL_MATTER_NS})
+    sub(extension, f"{_OFM}Timestamp", matter.timestamp.isoformat())
+    for tag, value in matter.extensions:
+        if tag.startswith(_OFM) or not tag.startswith("{"):
+            raise EnvelopeError(f"an OfficialMatter extension must be in another namespace, not {tag}")
+        sub(extension, tag, value)
+    ids = (matter.event_id, matter.official_matter_id, matter.preceding_event_id)
+    if any(v is not None for v in ids):
+        identity = sub(extension, f"{_OFM}Identity")
+        for name, found in zip(("EventId", "OfficialMatterId", "PrecedingEventId"), ids, strict=True):
+            if found is not None:
+                sub(identity, f"{_OFM}{name}", found)
+    for name, found in (
+        ("MatterSubject", matter.matter_subject),
+        ("EventType", matter.event_type),
+        ("MatterStatus", matter.matter_status),
+    ):
+        if found is not None:
+            sub(extension, f"{_OFM}{name}", found)
+
+
+def _parse_official_matter(element: etree._Element) -> OfficialMatter:
+    extension = need(element, f"{_OFM}OfficialMatterExtension", "OfficialMatter/OfficialMatterExtension")
+    status = optional_text(extension, f"{_OFM}MatterStatus")
+    if status is not None and status not in set(MatterStatus):
+        raise EnvelopeError(f"MatterStatus {status[:40]!r} is not senderinitiative, recipientinitiative or closed")
+    identity = extension.find(f"{_OFM}Identity")
+    ids = [None if identity is None else optional_text(identity, f"{_OFM}{n}")
+           for n in ("EventId", "OfficialMatterId", "PrecedingEventId")]  # fmt: skip
+    return OfficialMatter(
+        timestamp=parse_date(need_text(extension, f"{_OFM}Timestamp", "OfficialMatter/Timestamp"), "Timestamp"),
+        event_id=ids[0],
+        official_matter_id=ids[1],
+        preceding_event_id=ids[2],
+        matter_subject=optional_text(extension, f"{_OFM}MatterSubject"),
+        event_type=optional_text(extension, f"{_OFM}EventType"),
+        matter_status=MatterStatus(status) if status is not None else None,
+        extensions=tuple(
+            (child.tag, text(child))
+            for child in extension
+            if isinstance(child.tag, str) and not child.tag.startswith(_OFM)
+        ),
+    )
 
 
 def _validate(layer: etree._Element, schema: etree.XMLSchema | None) -> None:
@@ -310,6 +397,10 @@ def _parse_message(element: etree._Element) -> SecureMessage:
     request = optional_text(header, f"{_M3}ReceiptRequest")
     if request and request not in set(ReceiptRequest):
         raise EnvelopeError(f"ReceiptRequest {request!r} is not NOT, SIMPLE or SIGNED")
+    reply = optional_text(header, f"{_M3}Reply")
+    if reply and reply not in set(ReplyOption):
+        raise EnvelopeError(f"Reply {reply[:40]!r} is not REQUESTED, ACCEPTED or NOT_ALLOWED")
+    matter = header.find(f"{_M3}OfficialMatter")
     message_body = need(element, f"{_M3}Body", "Message/Body")
     return SecureMessage(
         id=need_text(header, f"{_M3}Id", "Message/Header/Id"),
@@ -328,6 +419,8 @@ def _parse_message(element: etree._Element) -> SecureMessage:
             (text(m.find(f"{_M1}Tag")), text(m.find(f"{_M1}Value"))) for m in header.iterfind(f"{_M3}Metadata")
         ),
         receipt_request=ReceiptRequest(request) if request else None,
+        reply=ReplyOption(reply) if reply else None,
+        official_matter=None if matter is None else _parse_official_matter(matter),
     )
 
 

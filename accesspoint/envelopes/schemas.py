@@ -72,3 +72,24 @@ def load_minameddelanden_schema(contracts: Path) -> etree.XMLSchema:
     </schema>"""
     document = etree.fromstring(wrapper.encode(), parser=_parser(), base_url=(schema_folder / "wrapper.xsd").as_uri())
     return etree.XMLSchema(document)
+
+
+MM_REPLY_NS = "http://minameddelanden.gov.se/schema/Reply"
+
+
+@cache
+def load_reply_schema(contracts: Path) -> etree.XMLSchema:
+    """Mina meddelanden's reply delivery (``schema/Reply.xsd``) from the ``contracts`` folder.
+
+    The contract defines ``ReplyDelivery`` and ``SealedReplyDelivery`` as types only; this wrapper declares the
+    elements ``{…/Reply}SignedDelivery`` and ``{…/Reply}SealedReplyDelivery`` of those types, the names a holder's
+    answer carries (``envelopes/reply.py``)."""
+    schema_folder = (contracts / "schema").resolve()
+    wrapper = f"""<schema xmlns="http://www.w3.org/2001/XMLSchema" xmlns:reply="{MM_REPLY_NS}"
+        targetNamespace="{MM_REPLY_NS}" elementFormDefault="qualified">
+      <include schemaLocation="Reply.xsd"/>
+      <element name="SignedDelivery" type="reply:ReplyDelivery"/>
+      <element name="SealedReplyDelivery" type="reply:SealedReplyDelivery"/>
+    </schema>"""
+    base = (schema_folder / "reply-wrapper.xsd").as_uri()
+    return etree.XMLSchema(etree.fromstring(wrapper.encode(), parser=_parser(), base_url=base))
