@@ -19,7 +19,7 @@ from typing import Any
 from cryptography import x509
 
 from accesspoint.cli import EXIT_MALFORMED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, UsageError, failure
-from accesspoint.httpclient import networks
+from accesspoint.servicekit.httpclient import networks
 from accesspoint.security.keys import KeyLoadError, certificate_sha256
 from accesspoint.security.trust import load_truststore
 

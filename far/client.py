@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from accesspoint.httpclient import fetch, new_session
+from accesspoint.servicekit.httpclient import fetch, new_session
 from far.senders import SenderRegister, SenderView
 from far.service import FarService, InvalidInput, NotFound, Reachability
 

@@ -100,11 +100,12 @@ replies = Table(
     "twoway_replies",
     metadata,
     Column("reply_id", String(64), primary_key=True),
-    Column("mail_id", Integer, ForeignKey("mail.id"), nullable=False, index=True),
+    Column("mail_id", Integer, ForeignKey("mail.id"), nullable=False),
     Column("recipient", String(256), nullable=False),
     Column("message_id", String(255), nullable=False),
     Column("actor", String(256), nullable=False),
     Column("created_at", Moment, nullable=False),
+    Index("ix_twoway_replies_mail", "mail_id"),
 )
 
 payments = Table(
@@ -131,9 +132,10 @@ outbox = Table(
     Column("mail_id", Integer),
     Column("document", Text, nullable=False),
     Column("created_at", Moment, nullable=False),
-    Column("sent_at", Moment, index=True),
+    Column("sent_at", Moment),
     Column("attempts", Integer, nullable=False, default=0),
     Column("last_error", Text),
+    Index("ix_twoway_outbox_unsent", "sent_at"),
 )
 
 

@@ -13,7 +13,7 @@
 5. picks the first endpoint, in the caller's order of transport profiles, that is active now, and refuses it
    unless its URL passes the endpoint policy (https; no loopback, private or link-local address unless allowed).
 
-Every HTTP call goes through ``accesspoint.httpclient``: answers bounded (``max_response``), HTTP redirects never
+Every HTTP call goes through ``accesspoint.servicekit.httpclient``: answers bounded (``max_response``), HTTP redirects never
 followed, a timeout on each, and connections made only to addresses the policy allows, checked at connect time
 after DNS (an SMP, or a name an SMP gives, that resolves to an internal address is not connected to).
 
@@ -39,7 +39,7 @@ from cryptography.x509.oid import NameOID
 
 from accesspoint.core.errors import EbmsError
 from accesspoint.core.xml import parse_xml
-from accesspoint.httpclient import AddressPolicy, IpNetwork, UrlRefused, fetch, new_session
+from accesspoint.servicekit.httpclient import AddressPolicy, IpNetwork, UrlRefused, fetch, new_session
 from accesspoint.security.policy import RevocationMode, TrustSettings
 from accesspoint.security.trust import CertificateUsage, TrustError, validate_certificate
 from smp.bdxl import BdxlError, BdxlResolver, BdxlScheme, SmpApi, SmpLocation

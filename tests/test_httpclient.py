@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from accesspoint.httpclient import (
+from accesspoint.servicekit.httpclient import (
     ALLOW_ALL,
     AddressPolicy,
     AnswerTooLarge,

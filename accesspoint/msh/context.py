@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import aiohttp
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from accesspoint.httpclient import new_session
+from accesspoint.servicekit.httpclient import new_session
 from accesspoint.msh.agreements import Agreements
 from accesspoint.msh.config import ServerConfig
 from accesspoint.msh.limits import BodyBudget
@@ -74,7 +74,7 @@ class Context:
         else:
             queue = MemorySendQueue(clock)
         tls = client_context(settings.tls_trust, settings.tls_client or settings.tls)
-        # Every outbound call through accesspoint.httpclient: answers bounded, no redirects, addresses checked.
+        # Every outbound call through accesspoint.servicekit.httpclient: answers bounded, no redirects, addresses checked.
         http = new_session(timeout=settings.send_timeout.total_seconds(), ssl_context=tls, limit=64)
         revocation = None
         if settings.revocation:

@@ -20,7 +20,7 @@ from accesspoint.core.errors import EbmsError, ErrorCode
 from accesspoint.core.message import ReceivedMessage
 from accesspoint.core.model import SignalMessage
 from accesspoint.core.namespaces import SoapVersion
-from accesspoint.httpclient import fetch, open_request
+from accesspoint.servicekit.httpclient import fetch, open_request
 from accesspoint.msh.context import Context
 from accesspoint.msh.next_step import Action, Outcome
 from accesspoint.msh.receiving import pull_request

@@ -31,7 +31,7 @@ import aiohttp
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from accesspoint.httpclient import AnswerTooLarge, open_request, read_bounded
+from accesspoint.servicekit.httpclient import AnswerTooLarge, open_request, read_bounded
 from accesspoint.security.revocation import (
     NONCE_LENGTH,
     FetchError,

@@ -19,7 +19,7 @@ import aiohttp
 from accesspoint.core.errors import EbmsError, ErrorCode
 from accesspoint.core.message import read_message
 from accesspoint.core.model import SignalMessage
-from accesspoint.httpclient import AddressPolicy, fetch
+from accesspoint.servicekit.httpclient import AddressPolicy, fetch
 from accesspoint.msh.context import Context
 from accesspoint.msh.next_step import Action, Outcome
 from accesspoint.msh.send_pipeline import SendPipeline, SpooledMessage

@@ -30,7 +30,7 @@ from cryptography.x509.oid import NameOID
 
 from accesspoint.core.errors import EbmsError, ErrorCode
 from accesspoint.core.model import Party, PartyId, PartyInfo, UserMessage
-from accesspoint.httpclient import AddressPolicy
+from accesspoint.servicekit.httpclient import AddressPolicy
 from accesspoint.routing.settings import NetworkDiscovery
 from accesspoint.security.revocation import RevocationSource
 from accesspoint.security.trust import CertificateUsage, TrustError, validate_certificate

@@ -32,7 +32,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from accesspoint.httpclient import IpNetwork
+from accesspoint.servicekit.httpclient import IpNetwork
 from accesspoint.security.keys import KeyLoadError
 from accesspoint.security.trust import load_truststore
 from accesspoint.servicekit.settings import Section, SettingsReader

@@ -26,7 +26,7 @@ from accesspoint.core.envelope import parse_envelope
 from accesspoint.core.errors import EbmsError
 from accesspoint.core.ids import new_message_id
 from accesspoint.core.model import PartyId, UserMessage
-from accesspoint.httpclient import AddressPolicy
+from accesspoint.servicekit.httpclient import AddressPolicy
 from accesspoint.routing.decision import (
     FINAL_RECIPIENT,
     ORIGINAL_SENDER,

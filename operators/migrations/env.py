@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from accesspoint.servicekit.database import run_environment
-from operators.mailbox import metadata
+from operators.twoway_store import metadata  # the mailbox's tables and the two-way tables beside them
 
 run_environment(metadata)

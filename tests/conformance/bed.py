@@ -737,7 +737,16 @@ def start_bed(folder: Path) -> Bed:
             dns.add_naptr(peppol_naptr_name(Identifier.parse(participant), ZONE), f"http://127.0.0.1:{ports['smp']}/")
         (folder / "smp-trust.pem").write_bytes(pem(smp_pki().ca))
         host, port = dns.address
-        discovery = {"discovery": {"zone": ZONE, "dns": f"{host}:{port}", "smp_trust": str(folder / "smp-trust.pem")}}
+        discovery = {
+            "discovery": {
+                "zone": ZONE,
+                "dns": f"{host}:{port}",
+                "smp_trust": str(folder / "smp-trust.pem"),
+                # The SMP and C3 are on loopback over plain HTTP: a test network, allowed explicitly.
+                "allow_http": True,
+                "allow_networks": ["127.0.0.0/8", "::1/128"],
+            }
+        }
     processes: dict[str, Child] = {}
     adapters = {}
     for name in ("c2", "c3"):
