@@ -19,9 +19,9 @@ from typing import Any
 from cryptography import x509
 
 from accesspoint.cli import EXIT_MALFORMED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, UsageError, failure
-from accesspoint.servicekit.httpclient import networks
 from accesspoint.security.keys import KeyLoadError, certificate_sha256
 from accesspoint.security.trust import load_truststore
+from accesspoint.servicekit.httpclient import networks
 
 
 def register(commands: Any) -> None:

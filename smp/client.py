@@ -13,9 +13,10 @@
 5. picks the first endpoint, in the caller's order of transport profiles, that is active now, and refuses it
    unless its URL passes the endpoint policy (https; no loopback, private or link-local address unless allowed).
 
-Every HTTP call goes through ``accesspoint.servicekit.httpclient``: answers bounded (``max_response``), HTTP redirects never
-followed, a timeout on each, and connections made only to addresses the policy allows, checked at connect time
-after DNS (an SMP, or a name an SMP gives, that resolves to an internal address is not connected to).
+Every HTTP call goes through ``accesspoint.servicekit.httpclient``: answers bounded (``max_response``), HTTP
+redirects never followed, a timeout on each, and connections made only to addresses the policy allows, checked
+at connect time after DNS (an SMP, or a name an SMP gives, that resolves to an internal address is not connected
+to).
 
 Negative answers (no DNS record, 404 from the SMP) are cached too, but never longer than ``negative_ttl``, so
 that a participant registered a moment ago becomes reachable quickly.
@@ -39,9 +40,9 @@ from cryptography.x509.oid import NameOID
 
 from accesspoint.core.errors import EbmsError
 from accesspoint.core.xml import parse_xml
-from accesspoint.servicekit.httpclient import AddressPolicy, IpNetwork, UrlRefused, fetch, new_session
 from accesspoint.security.policy import RevocationMode, TrustSettings
 from accesspoint.security.trust import CertificateUsage, TrustError, validate_certificate
+from accesspoint.servicekit.httpclient import AddressPolicy, IpNetwork, UrlRefused, fetch, new_session
 from smp.bdxl import BdxlError, BdxlResolver, BdxlScheme, SmpApi, SmpLocation
 from smp.bdxl import NotRegistered as _DnsNotRegistered
 from smp.documents import DocumentError, parse_service_metadata

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import aiohttp
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from accesspoint.servicekit.httpclient import new_session
 from accesspoint.msh.agreements import Agreements
 from accesspoint.msh.config import ServerConfig
 from accesspoint.msh.limits import BodyBudget
@@ -25,6 +24,7 @@ from accesspoint.msh.tls import client_context
 from accesspoint.msh.webhooks import WebhookNotifier
 from accesspoint.routing.outbound import RouteRecords
 from accesspoint.routing.shell import Routing
+from accesspoint.servicekit.httpclient import new_session
 from accesspoint.store import MemorySendQueue, MessageStore
 from accesspoint.store.clock import Clock
 from accesspoint.store.idempotency import IdempotencyKeys
@@ -74,7 +74,8 @@ class Context:
         else:
             queue = MemorySendQueue(clock)
         tls = client_context(settings.tls_trust, settings.tls_client or settings.tls)
-        # Every outbound call through accesspoint.servicekit.httpclient: answers bounded, no redirects, addresses checked.
+        # Every outbound call through accesspoint.servicekit.httpclient: answers bounded, no redirects,
+        # addresses checked.
         http = new_session(timeout=settings.send_timeout.total_seconds(), ssl_context=tls, limit=64)
         revocation = None
         if settings.revocation:

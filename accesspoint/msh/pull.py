@@ -20,7 +20,6 @@ from accesspoint.core.errors import EbmsError, ErrorCode
 from accesspoint.core.message import ReceivedMessage
 from accesspoint.core.model import SignalMessage
 from accesspoint.core.namespaces import SoapVersion
-from accesspoint.servicekit.httpclient import fetch, open_request
 from accesspoint.msh.context import Context
 from accesspoint.msh.next_step import Action, Outcome
 from accesspoint.msh.receiving import pull_request
@@ -28,6 +27,7 @@ from accesspoint.msh.send_pipeline import SendPipeline
 from accesspoint.msh.sending import ANSWER_LIMIT
 from accesspoint.msh.signals import Settlement
 from accesspoint.msh.wire import READ_CHUNK, discard, read_message_body, spooled_chunks
+from accesspoint.servicekit.httpclient import fetch, open_request
 from accesspoint.store import Direction, EvidenceKind, MessageState, StoredMessage
 from pmode import Route
 

@@ -31,7 +31,6 @@ import aiohttp
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from accesspoint.servicekit.httpclient import AnswerTooLarge, open_request, read_bounded
 from accesspoint.security.revocation import (
     NONCE_LENGTH,
     FetchError,
@@ -43,6 +42,7 @@ from accesspoint.security.revocation import (
     lookup,
 )
 from accesspoint.security.trust import TrustError, TrustFailure
+from accesspoint.servicekit.httpclient import AnswerTooLarge, open_request, read_bounded
 from accesspoint.store.clock import Clock
 
 log = logging.getLogger("accesspoint.msh.revocation")

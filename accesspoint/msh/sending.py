@@ -19,7 +19,6 @@ import aiohttp
 from accesspoint.core.errors import EbmsError, ErrorCode
 from accesspoint.core.message import read_message
 from accesspoint.core.model import SignalMessage
-from accesspoint.servicekit.httpclient import AddressPolicy, fetch
 from accesspoint.msh.context import Context
 from accesspoint.msh.next_step import Action, Outcome
 from accesspoint.msh.send_pipeline import SendPipeline, SpooledMessage
@@ -28,6 +27,7 @@ from accesspoint.msh.wire import spooled_chunks
 from accesspoint.routing.outbound import RouteUnavailable
 from accesspoint.security.policy import RevocationMode
 from accesspoint.security.trust import CertificateUsage, TrustError, TrustFailure
+from accesspoint.servicekit.httpclient import AddressPolicy, fetch
 from accesspoint.store import EvidenceKind, StoredMessage, StoreUnavailable
 from accesspoint.store.queue import Claim, Claims
 from pmode import Binding, Route

@@ -25,8 +25,8 @@ from typing import Any
 
 import aiohttp
 
-from accesspoint.servicekit.httpclient import open_request
 from accesspoint.msh.config import Webhook, WebhookEvent
+from accesspoint.servicekit.httpclient import open_request
 from accesspoint.servicekit.webhooks import EVENT_HEADER, SIGNATURE_HEADER, signature
 from accesspoint.store.clock import Clock
 from accesspoint.store.hooks import TransactionHook

@@ -30,10 +30,10 @@ from cryptography.x509.oid import NameOID
 
 from accesspoint.core.errors import EbmsError, ErrorCode
 from accesspoint.core.model import Party, PartyId, PartyInfo, UserMessage
-from accesspoint.servicekit.httpclient import AddressPolicy
 from accesspoint.routing.settings import NetworkDiscovery
 from accesspoint.security.revocation import RevocationSource
 from accesspoint.security.trust import CertificateUsage, TrustError, validate_certificate
+from accesspoint.servicekit.httpclient import AddressPolicy
 from accesspoint.store.routes import RouteHook, RouteTargets, StoredRoute
 from pmode import Route
 from pmode.model import Side

@@ -32,9 +32,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from accesspoint.servicekit.httpclient import IpNetwork
 from accesspoint.security.keys import KeyLoadError
 from accesspoint.security.trust import load_truststore
+from accesspoint.servicekit.httpclient import IpNetwork
 from accesspoint.servicekit.settings import Section, SettingsReader
 from smp.bdxl import BdxlScheme
 from smp.client import DiscoverySettings

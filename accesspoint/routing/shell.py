@@ -26,7 +26,6 @@ from accesspoint.core.envelope import parse_envelope
 from accesspoint.core.errors import EbmsError
 from accesspoint.core.ids import new_message_id
 from accesspoint.core.model import PartyId, UserMessage
-from accesspoint.servicekit.httpclient import AddressPolicy
 from accesspoint.routing.decision import (
     FINAL_RECIPIENT,
     ORIGINAL_SENDER,
@@ -57,6 +56,7 @@ from accesspoint.routing.settings import RoutingSettings
 from accesspoint.security.keys import KeyPair
 from accesspoint.security.revocation import RevocationSource
 from accesspoint.security.signing import VerifiedSignature
+from accesspoint.servicekit.httpclient import AddressPolicy
 from accesspoint.store import Direction, EvidenceKind, MessageState, MessageStore, NewPayload, StoredMessage
 from accesspoint.store.hooks import TransactionHook
 from far.client import FarClient, FarUnavailable, ReachabilityLookup, SenderLookup

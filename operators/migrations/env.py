@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
+import operators.twoway_store  # noqa: F401  (declares the two-way tables on the mailbox's metadata)
 from accesspoint.servicekit.database import run_environment
-from operators.twoway_store import metadata  # the mailbox's tables and the two-way tables beside them
+from operators.mailbox import metadata
 
 run_environment(metadata)
