@@ -26,11 +26,13 @@ Who runs (each its own process on loopback):
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import secrets
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -187,6 +189,15 @@ class AccessPointServer(Child):
         code, document = self.api("GET", f"/api/v1/messages/{message_id}?direction={direction}")
         return document if code == 200 else {}
 
+    def kill_and_restart(self) -> None:
+        """SIGKILL (no chance to finish anything), then start again on the same store and wait until it answers."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+        self._terminated = False
+        self.start()
+        self.wait_ready()
+
     def wait(self, message_id: str, done: Any, direction: str = "out", what: str = "") -> dict[str, Any]:
         """Poll the message's status until ``done(document)``."""
         deadline = time.monotonic() + ANSWER_TIMEOUT
@@ -288,6 +299,50 @@ def mailing_recipients(count: int) -> tuple[str, ...]:
 def registered(index: int) -> bool:
     """Whether the mailing's recipient at ``index`` has a mailbox (one in a hundred has none)."""
     return index % 100 != 99
+
+
+def mailbox_letters(federation: Federation) -> dict[str, int]:
+    """Letters per recipient in both operators' mailboxes (their SQLite files, read as they are now)."""
+    counts: dict[str, int] = {}
+    for operator in federation.operators.values():
+        with contextlib.closing(sqlite3.connect(operator.folder / "mailbox.db")) as db:
+            rows = db.execute("SELECT recipient, count(*) FROM mail GROUP BY recipient").fetchall()
+        for recipient, count in rows:
+            counts[recipient] = counts.get(recipient, 0) + count
+    return counts
+
+
+@dataclass(frozen=True)
+class MailboxCheck:
+    """The mailing's letters as the mailboxes hold them: each reachable recipient should have exactly one."""
+
+    reachable: int
+    missing: tuple[str, ...]  # reachable, no letter
+    twice: tuple[str, ...]  # more than one letter
+    strays: tuple[str, ...]  # a letter for a recipient FaR refused
+
+    @property
+    def exactly_once(self) -> bool:
+        return not (self.missing or self.twice or self.strays)
+
+
+def check_mailboxes(federation: Federation, *, timeout: float) -> MailboxCheck:
+    """Wait (up to ``timeout`` s) until every reachable recipient of the mailing has a letter; what the mailboxes
+    hold then."""
+    reachable = [r for index, r in enumerate(federation.mailing) if registered(index)]
+    deadline = time.monotonic() + timeout
+    while True:
+        counts = mailbox_letters(federation)
+        if all(counts.get(r) for r in reachable) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    unreachable = (r for index, r in enumerate(federation.mailing) if not registered(index))
+    return MailboxCheck(
+        reachable=len(reachable),
+        missing=tuple(r for r in reachable if not counts.get(r)),
+        twice=tuple(r for r in reachable if counts.get(r, 0) > 1),
+        strays=tuple(r for r in unreachable if counts.get(r)),
+    )
 
 
 def build(

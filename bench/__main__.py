@@ -281,6 +281,10 @@ def main(argv: list[str] | None = None) -> None:
         size = (1000, 20_000) if args.quick else (args.mailing_recipients, args.mailing_registered)
         report["mailing"] = mailing_bench.run(recipients=size[0], registered=size[1])
         mailing_bench.print_result(report["mailing"], _say)
+        # A second mailing, the router killed (SIGKILL) in its middle: exactly one letter per reachable recipient.
+        size = (1000, 200) if args.quick else (10_000, 2000)
+        report["mailing_kill_9"] = mailing_bench.run(recipients=size[0], registered=size[0], kill_after=size[1])
+        mailing_bench.print_result(report["mailing_kill_9"], _say)
     if args.only == "soak":
         # A million messages on SQLite (or --soak-messages): rate and memory flat, the store's size per message.
         report["soak"] = soak_bench.run(messages=args.soak_messages, round_seconds=10.0 if args.quick else 60.0)
