@@ -346,10 +346,16 @@ def check_mailboxes(federation: Federation, *, timeout: float) -> MailboxCheck:
 
 
 def build(
-    folder: Path, pki: DevelopmentPki, *, nordic_settings: dict[str, Any] | None = None, mailing: int = 0
+    folder: Path,
+    pki: DevelopmentPki,
+    *,
+    nordic_settings: dict[str, Any] | None = None,
+    sweden_settings: dict[str, Any] | None = None,
+    mailing: int = 0,
 ) -> Federation:
-    """Write every process's settings (nothing runs yet); ``nordic_settings`` adds to the Nordic access point's;
-    ``mailing`` recipients for a mass mailing get mailboxes at the two operators, every other one at each."""
+    """Write every process's settings (nothing runs yet); ``nordic_settings`` and ``sweden_settings`` add to the
+    Nordic access point's and the router's; ``mailing`` recipients for a mass mailing get mailboxes at the two
+    operators, every other one at each."""
     names = ("far", "smp", "nordic", "finland", "sweden", "op1", "op2", "mailbox-op1", "mailbox-op2")
     ports = {name: free_port() for name in names}
     url = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
@@ -454,6 +460,7 @@ def build(
                 if dns is None
                 else {"discovery": {"zone": ZONE, "dns": f"127.0.0.1:{dns.port}", "smp_trust": anchors, **LOOPBACK}}
             ),
+            **(sweden_settings or {}),
         },
     )
     operator_aps: dict[str, AccessPointServer] = {}

@@ -15,12 +15,14 @@ import base64
 import json
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -39,18 +41,44 @@ from accesspoint.envelopes.xhe import Xhe, XheParty, XhePayload, build_xhe, pars
 from accesspoint.keys_cli import DevelopmentPki, generate_keys
 from accesspoint.msh.end_to_end import certificate_sha256
 from accesspoint.security.keys import KeyPair, load_key_pair
+from accesspoint.servicekit.webhooks import SIGNATURE_HEADER, signature
 from tests.conftest import REPO
 
 MAILING_SIZE = 1000
+HOOK_SECRET = "router-webhook-secret-0123456789"
 SIGNER = "nordic"  # the development CA's certificate the Swedish agency signs its deliveries with (a test's shortcut)
+
+
+class _MailingEvents(BaseHTTPRequestHandler):
+    """The router's webhook: each event's JSON document and whether its signature was the right one."""
+
+    events: ClassVar[list[tuple[dict[str, Any], bool]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).events.append((json.loads(body), self.headers.get(SIGNATURE_HEADER) == signature(HOOK_SECRET, body)))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *_args: Any) -> None:
+        return
 
 
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[fed.Federation, DevelopmentPki]]:
-    """The demo's federation with 1,000 mailing recipients in FaR and the operators' mailboxes."""
+    """The demo's federation with 1,000 mailing recipients in FaR and the operators' mailboxes; the router's
+    mailing-completed events go to a listener here."""
     folder = tmp_path_factory.mktemp("senders")
+    listener = ThreadingHTTPServer(("127.0.0.1", 0), _MailingEvents)
+    threading.Thread(target=listener.serve_forever, daemon=True).start()
+    hook = {
+        "url": f"http://127.0.0.1:{listener.server_address[1]}/events",
+        "events": ["mailing-completed"],
+        "secret": HOOK_SECRET,
+        "backoff": "200ms",
+    }
     pki = generate_keys(folder / "keys", fed.PARTY_IDS, days=1)
-    federation = fed.build(folder, pki, mailing=MAILING_SIZE)
+    federation = fed.build(folder, pki, sweden_settings={"webhooks": [hook]}, mailing=MAILING_SIZE)
     try:
         fed.start(federation, pki)
         yield federation, pki
@@ -60,6 +88,8 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[fed.Fede
         raise
     finally:
         fed.stop(federation)
+        listener.shutdown()
+        listener.server_close()
 
 
 def _signing_keys(pki: DevelopmentPki) -> KeyPair:
@@ -209,7 +239,8 @@ def test_a_kill_9_of_the_router_mid_mailing_sends_no_one_a_letter_twice(
 ) -> None:
     """1,000 recipients posted with ``mailing submit``; the router is killed (SIGKILL) with letters in flight and
     started again: every reachable recipient has exactly one letter in a mailbox, the others FaR's reason, and
-    the counts add up; ``mailing status --wait`` follows it to the end."""
+    the counts add up; ``mailing status --wait`` follows it to the end and the signed mailing-completed event
+    carries the final counts."""
     federation, _pki = running
     sweden, recipients = federation.sweden, federation.mailing
     file = tmp_path / "mailing.jsonl"
@@ -250,5 +281,12 @@ def test_a_kill_9_of_the_router_mid_mailing_sends_no_one_a_letter_twice(
 
     mailboxes = fed.check_mailboxes(federation, timeout=300)
     assert mailboxes.reachable == len(reachable) and mailboxes.exactly_once, mailboxes
+    deadline = time.monotonic() + 60
+    while not (completed := [(e, ok) for e, ok in _MailingEvents.events if e["data"]["id"] == "kill-9"]):
+        assert time.monotonic() < deadline, "no mailing-completed event"
+        time.sleep(0.2)
+    event, signed = completed[0]  # at least once: a second announcement would say the same
+    assert signed and event["event"] == "mailing-completed" and event["data"]["state"] == "completed"
+    assert event["data"]["recipients"] == final["recipients"] and event["data"]["letters"] == final["letters"]
     refused = sweden.api("GET", "/api/v1/mailings/kill-9/recipients?state=refused")[1]["recipients"]
     assert {(r["reason"], r["detail"].endswith("has no digital mailbox")) for r in refused} == {("no-mailbox", True)}
