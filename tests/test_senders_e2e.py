@@ -15,14 +15,12 @@ import base64
 import json
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 
@@ -41,7 +39,7 @@ from accesspoint.envelopes.xhe import Xhe, XheParty, XhePayload, build_xhe, pars
 from accesspoint.keys_cli import DevelopmentPki, generate_keys
 from accesspoint.msh.end_to_end import certificate_sha256
 from accesspoint.security.keys import KeyPair, load_key_pair
-from accesspoint.servicekit.webhooks import SIGNATURE_HEADER, signature
+from accesspoint.testing.webhooks import WebhookListener
 from tests.conftest import REPO
 
 MAILING_SIZE = 1000
@@ -49,47 +47,27 @@ HOOK_SECRET = "router-webhook-secret-0123456789"
 SIGNER = "nordic"  # the development CA's certificate the Swedish agency signs its deliveries with (a test's shortcut)
 
 
-class _MailingEvents(BaseHTTPRequestHandler):
-    """The router's webhook: each event's JSON document and whether its signature was the right one."""
-
-    events: ClassVar[list[tuple[dict[str, Any], bool]]] = []
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        type(self).events.append((json.loads(body), self.headers.get(SIGNATURE_HEADER) == signature(HOOK_SECRET, body)))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *_args: Any) -> None:
-        return
-
-
 @pytest.fixture(scope="module")
-def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[fed.Federation, DevelopmentPki]]:
+def running(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[fed.Federation, DevelopmentPki, WebhookListener]]:
     """The demo's federation with 1,000 mailing recipients in FaR and the operators' mailboxes; the router's
     mailing-completed events go to a listener here."""
     folder = tmp_path_factory.mktemp("senders")
-    listener = ThreadingHTTPServer(("127.0.0.1", 0), _MailingEvents)
-    threading.Thread(target=listener.serve_forever, daemon=True).start()
-    hook = {
-        "url": f"http://127.0.0.1:{listener.server_address[1]}/events",
-        "events": ["mailing-completed"],
-        "secret": HOOK_SECRET,
-        "backoff": "200ms",
-    }
+    events = WebhookListener(HOOK_SECRET)
     pki = generate_keys(folder / "keys", fed.PARTY_IDS, days=1)
-    federation = fed.build(folder, pki, sweden_settings={"webhooks": [hook]}, mailing=MAILING_SIZE)
+    router_events = {"webhooks": [events.hook("mailing-completed")]}
+    federation = fed.build(folder, pki, sweden_settings=router_events, mailing=MAILING_SIZE)
     try:
         fed.start(federation, pki)
-        yield federation, pki
+        yield federation, pki, events
     except Exception:
         for server in federation.all:
             sys.stderr.write(f"{server.name}'s log:\n{server.log_tail(40)}\n")
         raise
     finally:
         fed.stop(federation)
-        listener.shutdown()
-        listener.server_close()
+        events.close()
 
 
 def _signing_keys(pki: DevelopmentPki) -> KeyPair:
@@ -140,10 +118,10 @@ def _delivery(recipient: str, sender: str) -> SecureDelivery:
 
 @pytest.mark.timeout(300)
 def test_a_finnish_agencys_letter_reaches_the_mailbox_and_the_receipt_comes_back(
-    running: tuple[fed.Federation, DevelopmentPki],
+    running: tuple[fed.Federation, DevelopmentPki, WebhookListener],
 ) -> None:
     """0216 sender over AS4 2.0 through its own access point: delivered-to-mailbox, signed by the operator."""
-    federation, pki = running
+    federation, pki, _events = running
     letter = next(item for item in fed.LETTERS if item.message_id == "letter-7@finland")
     fed.send(federation, letter)
     assert fed._outcome(federation, letter, pki) is None
@@ -157,11 +135,11 @@ def test_a_finnish_agencys_letter_reaches_the_mailbox_and_the_receipt_comes_back
 
 @pytest.mark.timeout(300)
 def test_the_router_seals_a_signed_delivery_the_operator_verifies_and_refuses_one_unsealed(
-    running: tuple[fed.Federation, DevelopmentPki],
+    running: tuple[fed.Federation, DevelopmentPki, WebhookListener],
 ) -> None:
     """A SignedDelivery through the router arrives sealed by the router's key (the operator's trusted intermediary)
     and lands in the mailbox; the same delivery forwarded without the seal is rejected by the operator as unsealed."""
-    federation, pki = running
+    federation, pki, _events = running
     sender = fed.REFUSED_AGENCY  # a Swedish sender connected through the Nordic access point
     _register_signer(federation, pki, sender)
     signed = build_signed_delivery(_delivery(fed.ALICE, sender), _signing_keys(pki))
@@ -192,11 +170,11 @@ def test_the_router_seals_a_signed_delivery_the_operator_verifies_and_refuses_on
 
 @pytest.mark.timeout(300)
 def test_an_xhe_letter_to_a_person_is_answered_with_a_meddelandekvittens(
-    running: tuple[fed.Federation, DevelopmentPki],
+    running: tuple[fed.Federation, DevelopmentPki, WebhookListener],
 ) -> None:
     """A signed XHE to a personnummer goes into digital post (FaR, operator); the answer carries an ACCEPTED
     Meddelandekvittens in an XHE signed by the operator, back at the sender's access point."""
-    federation, pki = running
+    federation, pki, _events = running
     sender = fed.REFUSED_AGENCY
     _register_signer(federation, pki, sender)
     envelope = Xhe(
@@ -235,13 +213,13 @@ def _cli(*arguments: str, timeout: float = 120) -> subprocess.CompletedProcess[s
 
 @pytest.mark.timeout(1200)
 def test_a_kill_9_of_the_router_mid_mailing_sends_no_one_a_letter_twice(
-    running: tuple[fed.Federation, DevelopmentPki], tmp_path: Path
+    running: tuple[fed.Federation, DevelopmentPki, WebhookListener], tmp_path: Path
 ) -> None:
     """1,000 recipients posted with ``mailing submit``; the router is killed (SIGKILL) with letters in flight and
     started again: every reachable recipient has exactly one letter in a mailbox, the others FaR's reason, and
     the counts add up; ``mailing status --wait`` follows it to the end and the signed mailing-completed event
     carries the final counts."""
-    federation, _pki = running
+    federation, _pki, events = running
     sweden, recipients = federation.sweden, federation.mailing
     file = tmp_path / "mailing.jsonl"
     metadata = {
@@ -282,7 +260,7 @@ def test_a_kill_9_of_the_router_mid_mailing_sends_no_one_a_letter_twice(
     mailboxes = fed.check_mailboxes(federation, timeout=300)
     assert mailboxes.reachable == len(reachable) and mailboxes.exactly_once, mailboxes
     deadline = time.monotonic() + 60
-    while not (completed := [(e, ok) for e, ok in _MailingEvents.events if e["data"]["id"] == "kill-9"]):
+    while not (completed := [(e, ok) for e, ok in events.received if e["data"]["id"] == "kill-9"]):
         assert time.monotonic() < deadline, "no mailing-completed event"
         time.sleep(0.2)
     event, signed = completed[0]  # at least once: a second announcement would say the same
