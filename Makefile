@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,postgresql,redis]'
+	$(BIN)/python -m pip install -q -e '.[dev,postgresql,redis,otel]'
 	touch $@
 
 install: $(STAMP)
@@ -40,7 +40,7 @@ FUZZ_TARGETS ?=
 FUZZ_NICE    ?= 19
 
 $(FUZZ_STAMP): $(STAMP)
-	$(BIN)/python -m pip install -q -e '.[dev,postgresql,redis,fuzz]'
+	$(BIN)/python -m pip install -q -e '.[dev,postgresql,redis,otel,fuzz]'
 	touch $@
 
 fuzz: $(FUZZ_STAMP)

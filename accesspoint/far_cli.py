@@ -69,6 +69,7 @@ def cmd_serve(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     from accesspoint.servicekit.server import Listener, run
     from accesspoint.servicekit.settings import SettingsError
     from accesspoint.servicekit.tls import server_context
+    from accesspoint.servicekit.tracing import configure_tracing
     from far.app import create_app
 
     try:
@@ -76,6 +77,8 @@ def cmd_serve(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     except SettingsError as exc:
         return EXIT_USAGE, failure("config", str(exc), problems=exc.problems)
     tls = None if settings.tls is None else server_context(settings.tls)
+    settings.observability.configure_logging()
+    configure_tracing("far")
     listener = Listener(create_app(settings), settings.host, settings.port, tls)
 
     def started() -> None:

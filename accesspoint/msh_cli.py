@@ -38,6 +38,10 @@ def register(commands: Any) -> None:
     send.add_argument("--message-id")
     send.add_argument("--conversation-id")
     send.add_argument("--property", action="append", default=[], metavar="NAME=VALUE", help="a MessageProperty")
+    send.add_argument(
+        "--property-type", action="append", default=[], metavar="NAME=TYPE",
+        help="the type of a --property (Peppol: finalRecipient=iso6523-actorid-upis)",
+    )  # fmt: skip
     send.add_argument("--mime-type", help="MIME type of every payload (default: guessed from the file name)")
     send.set_defaults(handler=cmd_send)
 
@@ -91,6 +95,26 @@ def _answer(status: int, document: dict[str, Any]) -> tuple[int, dict[str, Any]]
     return EXIT_REFUSED, failure(str(document.get("title", status)), str(detail), status=status)
 
 
+def message_properties(values: list[str], types: list[str]) -> dict[str, str | dict[str, str]]:
+    """The submission's ``properties`` from ``--property NAME=VALUE`` and ``--property-type NAME=TYPE``: a plain
+    value, or ``{value, type}`` where a type is given; UsageError for anything else."""
+    properties: dict[str, str | dict[str, str]] = {}
+    for item in values:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise UsageError(f"--property {item!r} is not NAME=VALUE")
+        properties[name] = value
+    for item in types:
+        name, sep, kind = item.partition("=")
+        if not sep or not name or not kind:
+            raise UsageError(f"--property-type {item!r} is not NAME=TYPE")
+        given = properties.get(name)
+        if not isinstance(given, str):
+            raise UsageError(f"--property-type {name}: no --property {name}=VALUE to give the type to")
+        properties[name] = {"value": given, "type": kind}
+    return properties
+
+
 def cmd_send(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     """Submit the files as one message through the REST API."""
     payloads = []
@@ -103,12 +127,7 @@ def cmd_send(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
         payloads.append(
             {"content_id": f"payload-{index + 1}", "mime_type": mime, "data": base64.b64encode(data).decode()}
         )
-    properties = {}
-    for item in args.property:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise UsageError(f"--property {item!r} is not NAME=VALUE")
-        properties[name] = value
+    properties = message_properties(args.property, args.property_type)
     body = {
         key: value
         for key, value in {

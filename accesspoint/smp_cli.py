@@ -133,6 +133,7 @@ def cmd_smp_serve(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     """Run the SMP server until SIGINT or SIGTERM."""
     from accesspoint.servicekit.server import serve
     from accesspoint.servicekit.settings import SettingsError
+    from accesspoint.servicekit.tracing import configure_tracing
     from smp.server import load_settings, sites
     from smp.store import SmpStore
 
@@ -140,6 +141,9 @@ def cmd_smp_serve(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
         settings = load_settings(args.config)
     except SettingsError as exc:
         return EXIT_USAGE, failure("config", str(exc), config=args.config, problems=exc.problems)
+
+    settings.observability.configure_logging()
+    configure_tracing("smp")
 
     async def _run() -> None:
         store = await SmpStore.open(settings.database)

@@ -21,6 +21,8 @@ beyond what it must. Per profile:
   servers' CPU per message / that cost (target: at most 2).
 - sizes (``--size N``, repeatable): the 1.15 max run again with payloads of N bytes, fewer in flight as they grow.
 - memory: VmRSS of both servers after start, after the warm-up and at the end.
+- /metrics: at the end both servers' admin listeners are scraped; the sender's delivered and the receiver's
+  received counters must equal the deliveries the sender's database shows.
 
 ``python -m bench.e2e [--quick] [--seconds 60] [--workers 8] [--durability power-loss] [--database sqlite]
 [--size 204800] [--py-spy DIR]`` runs it alone and prints the table; ``python -m bench --only e2e`` runs it within
@@ -42,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,6 +112,7 @@ class Server:
         self.folder = folder
         self.port = ports[name]
         self.token = secrets.token_urlsafe(24)
+        self.admin_port, self.admin_token = free_port(), secrets.token_urlsafe(24)  # GET /metrics
         folder.mkdir(parents=True)
         endpoints = {party: f"http://127.0.0.1:{port}/as4" for party, port in ports.items()}
         (folder / "pmodes.yaml").write_text(json.dumps(pmode_document(name, pki, endpoints)))  # JSON is YAML
@@ -120,6 +124,7 @@ class Server:
             "instance": name,
             "revocation": False,
             "api_tokens": [self.token],
+            "admin": {"host": "127.0.0.1", "port": self.admin_port, "tokens": [self.admin_token]},
             "keys": {"signing": [key_files(keys.rsa), key_files(keys.ed25519)], "decryption": [key_files(keys.x25519)]},
             **settings,
         }
@@ -181,6 +186,22 @@ class Server:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+    def counted(self, series: str, **labels: str) -> float:
+        """The sum of a counter's samples with ``labels`` on the admin listener's /metrics (scraped now)."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.admin_port}/metrics", headers={"Authorization": f"Bearer {self.admin_token}"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 (a fixed loopback URL)
+            text = answer.read().decode()
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == series and all(sample.labels.get(k) == v for k, v in labels.items())
+        )
 
     def log_tail(self, lines: int = 20) -> str:
         text = (self.folder / "server.log").read_text("utf-8", errors="replace")
@@ -466,8 +487,9 @@ def run(
                 prefix = f"{LABELS[profile]}-{name}"
                 return Load(url, sender.token, PMODES[profile], prefix, length, sender.ledger, **how)
 
+            phases: list[dict[str, Any]] = []
             for profile in profiles:
-                phase(sender, receiver, load(profile, "warm", 2.0 if quick else 5.0, window=window))
+                phases.append(phase(sender, receiver, load(profile, "warm", 2.0 if quick else 5.0, window=window)))
             result["rss_warm_mib"] = [rss_mib(sender.pid), rss_mib(receiver.pid)]
             for profile in profiles:
                 length = steady_seconds if profile is Profile.EDELIVERY_1_15 else other_seconds
@@ -485,6 +507,14 @@ def run(
                 sized = load(Profile.EDELIVERY_1_15, f"size{size}", other_seconds, window=fewer, payload_bytes=size)
                 result["sizes"][str(size)] = phase(sender, receiver, sized)
             result["rss_end_mib"] = [rss_mib(sender.pid), rss_mib(receiver.pid)]
+            phases += [run_ for runs in result["profiles"].values() for run_ in runs.values()]
+            phases += list(result["sizes"].values())
+            # /metrics against the ledger: every delivery counted once on each side.
+            result["metrics"] = {
+                "ledger_delivered": sum(run_["delivered"] for run_ in phases),
+                "sender_delivered": sender.counted("as4_messages_sent_total", result="delivered"),
+                "receiver_received": receiver.counted("as4_messages_received_total", result="received"),
+            }
             result["log_bytes"] = [(s.folder / "server.log").stat().st_size for s in (sender, receiver)]
     finally:
         if keep:
@@ -572,6 +602,15 @@ def print_result(result: dict[str, Any], say: Callable[[str], None] = _say) -> N
                 (f"last 10 s >= {TARGET_STEADY:.0%} of the first", top["steady"] >= TARGET_STEADY),
                 (f"p99 < {TARGET_P99_MS:.0f} ms at 70 %", at_70["p99_ms"] < TARGET_P99_MS),
             ]
+    metrics = result.get("metrics")
+    if metrics is not None:
+        say(
+            f"  /metrics: sender as4_messages_sent_total{{result=delivered}} {metrics['sender_delivered']:.0f},"
+            f" receiver as4_messages_received_total{{result=received}} {metrics['receiver_received']:.0f};"
+            f" delivered per the sender's database {metrics['ledger_delivered']}"
+        )
+        agree = metrics["sender_delivered"] == metrics["receiver_received"] == metrics["ledger_delivered"]
+        checks.append(("/metrics counts = the database's", agree))
     growth = max(rss[2][0] - rss[1][0], rss[2][1] - rss[1][1])
     checks.append(("memory flat (< 20 MiB growth after the warm-up)", growth < 20))
     say("  targets: " + "; ".join(f"{name}: {'met' if ok else 'NOT met'}" for name, ok in checks))

@@ -37,10 +37,14 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
 
+from accesspoint.servicekit.metrics import http_metrics_middleware
+from accesspoint.servicekit.observability import admin_context
 from accesspoint.servicekit.problems import Problem, problem_middleware
 from accesspoint.servicekit.tokens import CALLER, BearerAuth
+from accesspoint.servicekit.tracing import trace_middleware, tracer_for
 from far import holder_keys_api, sender_api, soap
 from far.holder_keys import HolderKeyRegister
+from far.metrics import FarMetrics
 from far.model import AccountStatus, create_engine, upgrade_schema
 from far.senders import SenderRegister
 from far.service import DISCOVERY, FarError, FarService, InvalidInput, Operator
@@ -307,8 +311,18 @@ async def health(_request: web.Request) -> web.Response:
 
 
 def create_app(settings: FarSettings, *, service: FarService | None = None) -> web.Application:
-    """The FaR web application; it opens (and at cleanup disposes) its engine unless ``service`` is given."""
-    app = web.Application(middlewares=[problem_middleware(_problem), _authorised], client_max_size=2 * 1024 * 1024)
+    """The FaR web application; it opens (and at cleanup disposes) its engine unless ``service`` is given.
+
+    Its admin listener (``admin`` in the settings: ``GET /metrics``) runs while it does.
+    """
+    metrics = service.metrics if service is not None else FarMetrics()
+    middlewares = [
+        http_metrics_middleware(metrics),
+        trace_middleware(tracer_for("far")),
+        problem_middleware(_problem),
+        _authorised,
+    ]
+    app = web.Application(middlewares=middlewares, client_max_size=2 * 1024 * 1024)
     app[SETTINGS] = settings
     app[AUTH] = BearerAuth(settings.tokens, realm="far")
 
@@ -321,13 +335,14 @@ def create_app(settings: FarSettings, *, service: FarService | None = None) -> w
             return
         engine = create_engine(settings.database)
         await upgrade_schema(engine)
-        app[SERVICE] = FarService(engine, policy=settings.policy, parties=settings.parties)
+        app[SERVICE] = FarService(engine, policy=settings.policy, parties=settings.parties, metrics=metrics)
         app[sender_api.SENDERS] = SenderRegister(engine, policy=settings.parties)
         app[holder_keys_api.KEYS] = HolderKeyRegister(engine, policy=settings.policy, now=app[SERVICE].now)
         yield
         await engine.dispose()
 
     app.cleanup_ctx.append(database)
+    app.cleanup_ctx.append(admin_context(metrics, settings.observability.admin))
     recipient = "/api/v1/recipients/{id}"
     app.router.add_post("/api/v1/reachable", reachable)
     app.router.add_post("/api/v1/registered", registered)

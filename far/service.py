@@ -33,6 +33,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from accesspoint.servicekit.metrics import timed
 from far.identifiers import (
     STRICT,
     InvalidIdentifier,
@@ -43,6 +44,7 @@ from far.identifiers import (
     parse_recipient,
     recipient_kind,
 )
+from far.metrics import FarMetrics
 from far.model import AccountStatus, audit, operators, recipients, refusals
 from far.parties import PartyPolicy, parse_party_id
 
@@ -307,11 +309,13 @@ class FarService:
         policy: Policy = STRICT,
         parties: PartyPolicy | None = None,
         now: Callable[[], datetime] = _now,
+        metrics: FarMetrics | None = None,
     ) -> None:
         self.engine = engine
         self.policy = policy
         self.parties = parties or PartyPolicy(check_digits=policy.check_digits)
         self.now = now
+        self.metrics = metrics or FarMetrics()  # what the admin listener's /metrics shows
 
     # ------------------------------------------------------------------------------------------- lookups
 
@@ -322,12 +326,19 @@ class FarService:
         digits, ``16`` + 10 or ``0007:``). Raises InvalidInput for a bad sender or more than 1,000 recipients; an
         invalid recipient is answered with ``invalid-identifier``, not raised.
         """
-        return await self._lookup(self.party(sender, "sender"), recipients_)
+        party = self.party(sender, "sender")
+        with timed(self.metrics.duration, question="reachable"):
+            results = await self._lookup(party, recipients_)
+        self.metrics.answered("reachable", results)
+        return results
 
     async def is_registered(self, recipients_: Sequence[str]) -> list[Reachability]:
         """Account status of each recipient (sender acceptance left out), at most 1,000, in one query."""
         # No party id is empty, so no refusal joins: the answer is the account.
-        return await self._lookup("", recipients_)
+        with timed(self.metrics.duration, question="registered"):
+            results = await self._lookup("", recipients_)
+        self.metrics.answered("registered", results)
+        return results
 
     async def _lookup(self, sender: str, ids: Sequence[str]) -> list[Reachability]:
         if len(ids) > MAX_RECIPIENTS:

@@ -13,6 +13,13 @@ name = "registry-admin"  # recorded as the actor in the audit table
 token = "…"              # at least 16 visible ASCII characters
 scopes = ["read", "write"]
 
+[far.admin]              # optional: GET /metrics on its own listener, for a token with the metrics scope
+port = 9465
+tokens = [{name = "prometheus", token = "…", scopes = ["metrics"]}]
+
+[far.logging]            # level (info), format: json (default) or text
+level = "info"
+
 [far.tls]                # optional: serve HTTPS (TLS 1.2+; min_version, max_version, ciphers, client_ca)
 certificate = "far.pem"
 key = "far.key"
@@ -24,9 +31,10 @@ A relative SQLite path is taken relative to the configuration file; the rules ar
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from accesspoint.servicekit.observability import OBSERVABILITY_KEYS, Observability, read_observability
 from accesspoint.servicekit.settings import Section, SettingsReader, read_document
 from accesspoint.servicekit.tls import TlsSettings
 from accesspoint.servicekit.tokens import BearerToken
@@ -35,7 +43,7 @@ from far.parties import PartyPolicy
 
 DEFAULT_DATABASE = "sqlite+aiosqlite:///far.db"
 SCOPES = frozenset({"read", "write"})
-KNOWN = frozenset({"database", "host", "port", "check_digits", "sender_icds", "tokens", "tls"})
+KNOWN = frozenset({"database", "host", "port", "check_digits", "sender_icds", "tokens", "tls", *OBSERVABILITY_KEYS})
 
 
 @dataclass(frozen=True)
@@ -49,6 +57,7 @@ class FarSettings:
     sender_icds: frozenset[str] = frozenset()
     tokens: tuple[BearerToken, ...] = ()
     tls: TlsSettings | None = None
+    observability: Observability = field(default_factory=Observability)  # admin listener (/metrics), logging, tracing
 
     @property
     def policy(self) -> Policy:
@@ -79,6 +88,7 @@ def read_settings(far: Section) -> FarSettings:
         sender_icds=_icds(far),
         tokens=far.tokens("tokens", actions=SCOPES, kinds=("sender",)),
         tls=far.tls("tls"),
+        observability=read_observability(far),
     )
 
 

@@ -38,9 +38,12 @@ from aiohttp import web
 from accesspoint.envelopes._common import EnvelopeError, parse_document
 from accesspoint.envelopes.schemas import load_minameddelanden_schema, load_xhe_schema
 from accesspoint.servicekit import server
+from accesspoint.servicekit.metrics import Metrics, http_metrics_middleware
+from accesspoint.servicekit.observability import admin_context
 from accesspoint.servicekit.problems import Problem, problem_middleware
 from accesspoint.servicekit.tls import server_context
 from accesspoint.servicekit.tokens import BearerAuth
+from accesspoint.servicekit.tracing import configure_tracing, trace_middleware, tracer_for
 from accesspoint.servicekit.webhooks import SIGNATURE_HEADER, signature_matches
 from operators.deliveries import (
     CheckedDelivery,
@@ -128,6 +131,7 @@ class Operator:
     def __init__(self, settings: OperatorSettings, *, clock: Callable[[], datetime] | None = None) -> None:
         self.settings = settings
         self.clock = clock or (lambda: datetime.now(UTC))
+        self.metrics = OperatorMetrics()
         self.store = MailboxStore(create_engine(settings.database))
         contracts, xhe = settings.minameddelanden_contracts, settings.xhe_schema
         self.trust = DeliveryTrust(
@@ -238,9 +242,11 @@ class Operator:
             ids = await self.store.deliver(message_id, self.twoway.for_mailbox(outcome), now=now)
             await self.twoway.delivered(message_id, record, outcome, ids, now)
             log.info("delivery %s: in the mailbox of %s", message_id, outcome.recipient)
+            self.metrics.deliveries.labels(network=outcome.network.value, result="delivered").inc()
         else:
             await self.store.reject(message_id, str(outcome), now=now)
             log.info("delivery %s: rejected (%s)", message_id, outcome)
+            self.metrics.deliveries.labels(network=outcome.network.value, result=outcome.code).inc()
         parts = build_answer(
             outcome,
             message_id=message_id,
@@ -353,7 +359,12 @@ class Operator:
         """The aiohttp application; starting it starts the operator."""
         # What this service reads whole is the webhook's small JSON event, unauthenticated until its HMAC is checked;
         # the SOAP endpoint reads its body itself, within the operator's soap_max_size.
-        app = web.Application(middlewares=[problem_middleware()], client_max_size=WEBHOOK_MAX_SIZE)
+        middlewares = [
+            http_metrics_middleware(self.metrics),
+            trace_middleware(tracer_for("operator")),
+            problem_middleware(),
+        ]
+        app = web.Application(middlewares=middlewares, client_max_size=WEBHOOK_MAX_SIZE)
         app.router.add_post("/hooks/accesspoint", self.webhook)
         app.router.add_get("/api/v1/mailboxes/{recipient}/messages", self.api_list)
         app.router.add_get("/api/v1/mailboxes/{recipient}/messages/{id}", self.api_read)
@@ -372,6 +383,7 @@ class Operator:
             await self.stop()
 
         app.cleanup_ctx.append(lifecycle)
+        app.cleanup_ctx.append(admin_context(self.metrics, self.settings.observability.admin))
         return app
 
 
@@ -398,8 +410,20 @@ async def _health(_request: web.Request) -> web.Response:
 
 def run(settings: OperatorSettings) -> None:
     """Serve until SIGTERM or SIGINT (``accesspoint operator serve``); OSError when the address is taken."""
+    settings.observability.configure_logging()
+    configure_tracing("operator")
     tls = None if settings.tls is None else server_context(settings.tls)
     server.run([server.Listener(Operator(settings).application(), settings.host, settings.port, tls)])
+
+
+class OperatorMetrics(Metrics):
+    """The operator's series: deliveries by network and result (delivered, or the refusal's code)."""
+
+    def __init__(self) -> None:
+        super().__init__("operator")
+        self.deliveries = self.counter(
+            "operator_deliveries_total", "Deliveries handled, by network and result", ("network", "result")
+        )
 
 
 __all__ = ["AccessPointClient", "AccessPointError", "Network", "Operator", "run"]

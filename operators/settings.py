@@ -50,6 +50,7 @@ from pathlib import Path
 from cryptography import x509
 
 from accesspoint.security.keys import KeyLoadError, KeyPair, load_certificates, load_key_pair
+from accesspoint.servicekit.observability import OBSERVABILITY_KEYS, Observability, read_observability
 from accesspoint.servicekit.settings import Section, SettingsReader, read_document
 from accesspoint.servicekit.tls import TlsSettings
 from accesspoint.servicekit.tokens import BearerToken, Scope
@@ -61,7 +62,7 @@ MIN_SECRET = 16
 KNOWN = frozenset(
     {"id", "name", "host", "port", "database", "mailboxes", "keys", "access_point", "trust", "tokens", "tls",
      "soap_max_size"}
-) | TWO_WAY_KNOWN
+) | TWO_WAY_KNOWN | OBSERVABILITY_KEYS
 LINK_KEYS = frozenset({"url", "token", "webhook_secret", "poll_interval", "reply_pmode", "workers"})
 TRUST_KEYS = frozenset({"intermediaries", "sender_anchors", "minameddelanden_contracts", "xhe_schema"})
 
@@ -102,6 +103,7 @@ class OperatorSettings:
     tls: TlsSettings | None = None
     soap_max_size: int = SOAP_MAX_SIZE  # bytes: the largest Service v3 deliverSecure request taken in
     two_way: TwoWaySettings = field(default_factory=TwoWaySettings)  # operators/twoway_settings.py
+    observability: Observability = field(default_factory=Observability)  # admin listener (/metrics), logging
 
 
 def load_settings(path: str | Path) -> OperatorSettings:
@@ -126,6 +128,7 @@ def load_settings(path: str | Path) -> OperatorSettings:
     tls = table.tls("tls")
     soap_max_size = table.size("soap_max_size", SOAP_MAX_SIZE, positive=True)
     two_way = read_two_way(table, _certificates)
+    observability = read_observability(table)
     reader.done()
     assert keys is not None, "missing keys are a mistake done() raised"
     return OperatorSettings(
@@ -145,6 +148,7 @@ def load_settings(path: str | Path) -> OperatorSettings:
         tls=tls,
         soap_max_size=soap_max_size,
         two_way=two_way,
+        observability=observability,
     )
 
 

@@ -120,6 +120,7 @@ def load_document(
         pmodes.append(pmode)
     if not top.has("pmodes"):
         ctx.error("pmodes", "is required: at least one P-Mode")
+    _check_endpoints(ctx, pmodes)
     top.finish()
     if ctx.problems:
         raise PModeError(ctx.problems)
@@ -239,7 +240,9 @@ def _parties(ctx: _Loader, table: Fields) -> dict[str, PartyDefinition]:
         table.raw(name)
         fields = Fields(ctx, value, table.at(str(name)))
         party_ids = _party_ids(ctx, fields)
-        endpoint = fields.text("endpoint", required=True)
+        # Optional: a party that only sends to us (and never pulls from us) needs none; _check_endpoints asks for
+        # it where a P-Mode has us POST to the party.
+        endpoint = fields.text("endpoint")
         dynamic = endpoint == DYNAMIC
         if endpoint is not None and not dynamic and not _http_url(endpoint):
             ctx.error(fields.at("endpoint"), f"expected an http(s) URL or 'dynamic', found {endpoint!r}")
@@ -263,6 +266,21 @@ def _parties(ctx: _Loader, table: Fields) -> dict[str, PartyDefinition]:
     if not parties:
         ctx.error("parties", "is required: at least this access point's own party")
     return parties
+
+
+def _check_endpoints(ctx: _Loader, pmodes: list[PMode]) -> None:
+    """Where a leg has us POST to the partner (we push its message, or pull it), the partner needs an endpoint."""
+    for pmode in pmodes:
+        party = pmode.partner.party
+        if party.endpoint is not None or party.dynamic:
+            continue
+        for leg in pmode.legs:
+            if (leg.direction is Direction.OUTGOING) != (pmode.binding is Binding.PULL):
+                ctx.pmode = pmode.id
+                what = "pull from" if pmode.binding is Binding.PULL else "send to"
+                ctx.error(f"legs[{leg.index}]", f"we {what} party {party.name!r}, which has no endpoint")
+                ctx.pmode = None
+                break
 
 
 # ----------------------------------------------------------------------------------------------------- P-Modes

@@ -13,10 +13,9 @@
 5. picks the first endpoint, in the caller's order of transport profiles, that is active now, and refuses it
    unless its URL passes the endpoint policy (https; no loopback, private or link-local address unless allowed).
 
-Every HTTP call goes through ``accesspoint.servicekit.httpclient``: answers bounded (``max_response``), HTTP
-redirects never followed, a timeout on each, and connections made only to addresses the policy allows, checked
-at connect time after DNS (an SMP, or a name an SMP gives, that resolves to an internal address is not connected
-to).
+Every HTTP call goes through ``servicekit.httpclient``: answers bounded (``max_response``), HTTP redirects never
+followed, a timeout on each, and connections made only to addresses the policy allows, checked at connect time
+after DNS (an SMP, or a name an SMP gives, that resolves to an internal address is not connected to).
 
 Negative answers (no DNS record, 404 from the SMP) are cached too, but never longer than ``negative_ttl``, so
 that a participant registered a moment ago becomes reachable quickly.
@@ -382,7 +381,9 @@ class DiscoveryClient:
             headers["If-None-Match"] = cached.etag
         try:
             self.settings.smp_policy.check_url(url, "the SMP URL")
-            answer = await fetch(self._session_for(), "GET", url, headers=headers, max_bytes=self.settings.max_response)
+            # The SMP is usually another organisation's (BDXL names it): our trace ids stay here.
+            session, limit = self._session_for(), self.settings.max_response
+            answer = await fetch(session, "GET", url, headers=headers, max_bytes=limit, trace=False)
         except UrlRefused as exc:
             raise DiscoveryError(str(exc)) from None
         except (aiohttp.ClientError, TimeoutError) as exc:

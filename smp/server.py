@@ -28,10 +28,18 @@ from accesspoint.core.errors import EbmsError
 from accesspoint.core.xml import parse_xml
 from accesspoint.security.keys import KeyPair, load_key_pair
 from accesspoint.servicekit import server
+from accesspoint.servicekit.metrics import Metrics, http_metrics_middleware, timed
+from accesspoint.servicekit.observability import (
+    OBSERVABILITY_KEYS,
+    Observability,
+    admin_application,
+    read_observability,
+)
 from accesspoint.servicekit.problems import Problem, problem_middleware
 from accesspoint.servicekit.settings import SettingsReader, read_document
 from accesspoint.servicekit.tls import TlsSettings, server_context
 from accesspoint.servicekit.tokens import BearerAuth, BearerToken
+from accesspoint.servicekit.tracing import trace_middleware, tracer_for
 from smp.documents import (
     DocumentError,
     flavour_of,
@@ -81,9 +89,21 @@ class SmpSettings:
     max_age: int = 60  # seconds a client may cache a response (Cache-Control); short so changes show up quickly
     engine_options: dict[str, Any] = field(default_factory=dict)
     tls: TlsSettings | None = None
+    observability: Observability = field(default_factory=Observability)  # admin listener (/metrics), logging
 
 
-KNOWN = frozenset({"database", "signing_key", "signing_certificate", "tokens", "listen", "max_age", "tls"})
+class SmpMetrics(Metrics):
+    """The SMP's series: its HTTP requests by route template and status, and signed answers by cache use."""
+
+    def __init__(self) -> None:
+        super().__init__("smp")
+        self.answers = self.counter("smp_answers_total", "Signed read answers by flavour, cache", ("flavour", "cache"))
+        self.signing = self.histogram("smp_signing_duration_seconds", "Signing one read answer")
+
+
+KNOWN = frozenset(
+    {"database", "signing_key", "signing_certificate", "tokens", "listen", "max_age", "tls", *OBSERVABILITY_KEYS}
+)
 
 
 def load_settings(path: str | Path) -> SmpSettings:
@@ -115,14 +135,16 @@ def load_settings(path: str | Path) -> SmpSettings:
         smp.mistake("listen", "two listeners share host, port and base path (Peppol and OASIS 1.0 clash)")
     max_age = smp.integer("max_age", 60, minimum=0)
     tls = smp.tls("tls")
+    observability = read_observability(smp)
     reader.done()
     assert signing is not None, "a missing key is a mistake done() raised"
-    return SmpSettings(database, signing, tokens, tuple(listeners), max_age, tls=tls)
+    return SmpSettings(database, signing, tokens, tuple(listeners), max_age, tls=tls, observability=observability)
 
 
 STORE = web.AppKey("smp_store", SmpStore)
 SETTINGS = web.AppKey("smp_settings", SmpSettings)
 AUTH = web.AppKey("smp_auth", BearerAuth)
+METRICS = web.AppKey("smp_metrics", SmpMetrics)
 _CACHE = web.AppKey("smp_response_cache", dict)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -195,15 +217,20 @@ class _Routes:
         full_key = (store.generation, self.listener.flavour, self._base_url(request), *key)
         now = time.monotonic()
         cached = cache.get(full_key)
+        metrics, flavour = request.app[METRICS], self.listener.flavour.name.lower()
         # Another process may write to the same database; a cached answer lives at most max_age seconds.
         if cached is None or now - cached[0] > settings.max_age:
             root = await build()
             if root is None:
                 raise _not_found(str(key[0]))
-            sign_document(root, settings.signing, self.listener.flavour)
+            with timed(metrics.signing):
+                sign_document(root, settings.signing, self.listener.flavour)
             if len(cache) >= MAX_CACHED:
                 cache.clear()
             cached = cache[full_key] = (now, etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
+            metrics.answers.labels(flavour=flavour, cache="miss").inc()
+        else:
+            metrics.answers.labels(flavour=flavour, cache="hit").inc()
         return _xml_response(request, cached[1], settings.max_age)
 
     async def get_group(self, request: web.Request) -> web.Response:
@@ -286,10 +313,18 @@ class _Routes:
 
 
 def create_app(
-    settings: SmpSettings, listeners: tuple[Listener, ...] | None = None, *, store: SmpStore | None = None
+    settings: SmpSettings,
+    listeners: tuple[Listener, ...] | None = None,
+    *,
+    store: SmpStore | None = None,
+    metrics: SmpMetrics | None = None,
 ) -> web.Application:
-    """The application serving ``listeners`` (default: all of them, whatever their port) from one store."""
-    app = web.Application(client_max_size=MAX_BODY, middlewares=[problem_middleware()])
+    """The application serving ``listeners`` (default: all of them, whatever their port) from one store;
+    ``metrics``: the series it counts in (shared by the applications of one SMP)."""
+    metrics = metrics or SmpMetrics()
+    middlewares = [http_metrics_middleware(metrics), trace_middleware(tracer_for("smp")), problem_middleware()]
+    app = web.Application(client_max_size=MAX_BODY, middlewares=middlewares)
+    app[METRICS] = metrics
     app[SETTINGS] = settings
     app[AUTH] = BearerAuth(settings.tokens, realm="smp")
     app[_CACHE] = {}
@@ -308,15 +343,22 @@ def create_app(
 
 
 def sites(settings: SmpSettings, store: SmpStore) -> list[server.Listener]:
-    """One application per (host, port), each serving the flavours configured there, all on one store."""
+    """One application per (host, port), each serving the flavours configured there, all on one store and one set
+    of metrics; and the admin listener when one is configured."""
     by_address: dict[tuple[str, int], list[Listener]] = {}
     for listener in settings.listeners:
         by_address.setdefault((listener.host, listener.port), []).append(listener)
     tls = None if settings.tls is None else server_context(settings.tls)
-    return [
-        server.Listener(create_app(settings, tuple(listeners), store=store), host, port, tls)
+    metrics = SmpMetrics()
+    sites = [
+        server.Listener(create_app(settings, tuple(listeners), store=store, metrics=metrics), host, port, tls)
         for (host, port), listeners in by_address.items()
     ]
+    admin = settings.observability.admin
+    if admin is not None:  # GET /metrics on its own address, for the admin listener's tokens
+        admin_tls = None if admin.tls is None else server_context(admin.tls)
+        sites.append(server.Listener(admin_application(metrics, admin), admin.host, admin.port, admin_tls))
+    return sites
 
 
 async def serve(settings: SmpSettings) -> tuple[server.Running, SmpStore]:

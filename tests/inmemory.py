@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from opentelemetry.trace import TracerProvider
 
 from accesspoint.msh import config as config_module
 from accesspoint.msh.app import CONTEXT, create_app
@@ -52,6 +53,7 @@ class Node:
         self.server: TestServer | None = None
         self.app: web.Application | None = None
         self.http: aiohttp.ClientSession | None = None
+        self.tracer_provider: TracerProvider | None = None  # where its spans go (a test's own SDK provider)
 
     @property
     def ctx(self) -> Context:
@@ -72,7 +74,7 @@ class Node:
         """Serve on its port."""
         with _keys_loaded_once():
             settings = load_config(self.folder / "server.yaml")
-        self.app = create_app(settings, clock=self.clock)
+        self.app = create_app(settings, clock=self.clock, tracer_provider=self.tracer_provider)
         self.server = TestServer(self.app, host="127.0.0.1", port=self.port)
         await self.server.start_server()
         self.http = aiohttp.ClientSession()

@@ -28,7 +28,7 @@ from accesspoint.envelopes.minameddelanden import (
     verify_sealed_delivery,
 )
 from accesspoint.envelopes.sbdh import build_sbd, parse_sbd
-from accesspoint.envelopes.xhe import XhePayload, build_xhe, verify_xhe
+from accesspoint.envelopes.xhe import XhePayload, build_xhe, parse_xhe, verify_xhe
 from accesspoint.security.algorithms import SignatureAlgorithm, TokenType
 from accesspoint.security.keys import KeyPair
 from accesspoint.security.policy import RevocationMode, SecurityPolicy, TrustSettings
@@ -117,13 +117,22 @@ def _with_version_14(der: bytes) -> bytes:
     return der.replace(v3, v3[:-1] + b"\x0e")
 
 
-@pytest.mark.parametrize("breakage", [_with_unknown_name_string_type, _with_unknown_key_type, _with_version_14])
+def _with_bit_string_country(der: bytes) -> bytes:
+    """The subject's C=SE as a BIT STRING (tag 0x03), a type only x500UniqueIdentifier may have."""
+    country = b"\x06\x03\x55\x04\x06\x13\x02SE"
+    at = der.rindex(country) + 5
+    return der[:at] + b"\x03\x02\x00\x80" + der[at + 4 :]
+
+
+@pytest.mark.parametrize(
+    "breakage", [_with_unknown_name_string_type, _with_unknown_key_type, _with_version_14, _with_bit_string_country]
+)
 @pytest.mark.parametrize("value_type", [TokenType.X509V3, TokenType.X509_PKIPATH_V1])
 def test_token_with_an_unusable_certificate_is_failed_authentication(
     value_type: str, breakage: Callable[[bytes], bytes]
 ) -> None:
-    """A BST certificate with an unknown name string type, key type or version is EBMS:0101, not the KeyError,
-    UnsupportedAlgorithm or InvalidVersion cryptography raises for them."""
+    """A BST certificate with an unknown name string type, key type or version, or a BIT STRING name, is EBMS:0101,
+    not the KeyError, UnsupportedAlgorithm, InvalidVersion or TypeError cryptography raises for them."""
     ca = pki.make_ca()
     leaf = pki.issue(ca, "sender")
     leaf_der = leaf.certificate.public_bytes(serialization.Encoding.DER)
@@ -325,3 +334,33 @@ def test_key_identifier_that_is_not_base64_or_no_certificate_is_failed_authentic
     with pytest.raises(EbmsError) as caught:
         resolve_token_reference(reference, {})
     assert caught.value.code == "EBMS:0101"
+
+
+def test_signed_message_with_a_relative_namespace_uri_is_failed_authentication(signer: KeyPair) -> None:
+    """A relative namespace URI inside a signed part (C14N refuses it) is EBMS:0101, not lxml's C14NError."""
+    envelope = _signed_envelope(signer)
+    messaging = next(envelope.iter(f"{{{NS.EBMS}}}Messaging"))
+    etree.SubElement(messaging, "{relative}Extra")
+    with pytest.raises(EbmsError) as caught:
+        verify_signature(parse_envelope(serialize(envelope)), {}, SecurityPolicy.edelivery_1_15())
+    assert (caught.value.code, caught.value.detail) == ("EBMS:0101", "the signature could not be verified")
+    assert "C14N" in caught.value.log_detail
+
+
+def test_comment_added_inside_a_signed_xhe_payload_is_not_delivered() -> None:
+    """A comment put into a signed XHE payload on the way still verifies (C14N drops it) but is not delivered."""
+    signed = signed_xhe()
+    tampered = signed.replace(b">hej<", b">he<!---->j<")
+    assert tampered != signed
+    assert verify_xhe(tampered).xhe.payload == verify_xhe(signed).xhe.payload == xhe_model().payload
+
+
+def test_xhe_criterion_without_its_value_is_a_finding_not_an_empty_value() -> None:
+    """An XHE whose DOCUMENTID criterion lost its value element (and its signature) is refused, not read as ''."""
+    root = etree.fromstring(signed_xhe())
+    (signature,) = root.findall(f"{{{NS.DS}}}Signature")
+    root.remove(signature)
+    (value,) = [v for v in root.iter("{*}BusinessScopeCriterionValue") if "sigenc" in v.text]
+    value.getparent().remove(value)
+    with pytest.raises(EnvelopeError, match="BusinessScopeCriterionValue"):
+        parse_xhe(etree.tostring(root))

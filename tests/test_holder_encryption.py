@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from lxml import etree
 
@@ -37,9 +38,12 @@ from accesspoint.envelopes.minameddelanden import (
 from accesspoint.envelopes.sbdh import parse_sbd
 from accesspoint.envelopes.schemas import load_minameddelanden_schema
 from accesspoint.msh.holder_encryption import (
+    MAX_KEY_ANSWER,
     EncryptionRequest,
     HolderKeySource,
+    HolderKeyUnavailable,
     WithoutKey,
+    current_certificate,
     encrypt_payloads,
     parse_request,
 )
@@ -164,6 +168,31 @@ async def test_the_current_key_comes_from_far(far: HolderKeySource, holder: KeyP
         EncryptionRequest(HOLDER), [NewPayload("a@se", "text/plain", _chunks(b"secret"))], source=far, now=NOW
     )
     assert cms.decrypt(await _read(payload), [cms.DecryptionKey.from_key_pair(holder)]) == b"secret"
+
+
+@pytest.mark.parametrize("answer", ["oversized", "redirect"])
+async def test_far_answer_too_large_or_redirected_is_refused(aiohttp_server: Any, answer: str) -> None:
+    """A key lookup reads at most MAX_KEY_ANSWER of FaR's answer and follows no redirect."""
+    followed: list[str] = []
+
+    async def keys(request: web.Request) -> web.StreamResponse:
+        if answer == "redirect":
+            raise web.HTTPFound("/elsewhere")
+        return web.Response(body=b'{"results": [' + b" " * (MAX_KEY_ANSWER + 1) + b"]}")
+
+    async def elsewhere(request: web.Request) -> web.Response:
+        followed.append(request.path)
+        return web.json_response({"results": [{"encryption_key": None}]})
+
+    app = web.Application()
+    app.router.add_post("/api/v1/holder-keys/current", keys)
+    app.router.add_post("/elsewhere", elsewhere)
+    app.router.add_get("/elsewhere", elsewhere)
+    server = await aiohttp_server(app)
+    source = HolderKeySource(str(server.make_url("")).rstrip("/"), FAR_TOKEN)
+    with pytest.raises(HolderKeyUnavailable, match="could not be asked"):
+        await current_certificate(source, HOLDER)
+    assert followed == []
 
 
 async def test_expired_holder_certificate_is_refused(ca: KeyPair) -> None:

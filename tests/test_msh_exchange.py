@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import io
@@ -200,6 +201,37 @@ async def test_pushed_message_is_delivered_when_its_receipt_comes_asynchronously
         assert sent["state"] == "delivered", sent
         assert any(h["detail"] == "asynchronous receipt" for h in sent["history"])
         assert "partner-receipt" in {e["kind"] for e in sent["evidence"]}
+    finally:
+        await runner.cleanup()
+
+
+async def test_synchronous_receipt_off_the_wire_format_does_not_deliver(pair_factory: Callable[..., Pair]) -> None:
+    """A partner's signed synchronous receipt whose MessageId is no RFC 2822 msg-id: EBMS:0009, not delivered."""
+    pair = pair_factory(retries=0)
+    sweden = pair.se
+    pmodes = load_pmodes(pair.be.folder / "pmodes.yaml")
+    keys = _keys("partner-115")
+
+    async def partner(request: web.Request) -> web.Response:
+        received = read_message(request.headers["Content-Type"], await request.read())
+        accepted = accept_user_message(
+            received, pmodes, keys=[keys], at=datetime.now(UTC), revocation=None, read_part=read_memory_part
+        )
+        info = dataclasses.replace(accepted.receipt.message_info, message_id="no-at-sign")
+        receipt = dataclasses.replace(accepted.receipt, message_info=info)
+        body = signed_signal(receipt, keys, accepted.route.security, SoapVersion.V12)
+        return web.Response(body=body, content_type=SoapVersion.V12.content_type)
+
+    app = web.Application()
+    app.router.add_post("/as4", partner)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", pair.be.port).start()
+    try:
+        await sweden.start()
+        assert (await sweden.api("POST", "/api/v1/messages", submission("se-to-be", b"<w/>", "w1@se")))[0] == 202
+        sent = await sweden.until("w1@se", {"failed"})
+        assert sent["last_error"]["code"] == ErrorCode.INVALID_HEADER.code, sent
     finally:
         await runner.cleanup()
 

@@ -101,6 +101,7 @@ async def test_a_small_part_that_inflates_past_the_threshold_is_decompressed_in_
     """8 MiB of zeros gzip to a few KB: verified in place, decompression stops at the threshold and restarts in a
     thread; the payload arrives whole."""
     pair = pair_factory()
+    pair.configure(pair.se, limits={"json_submission": "16MiB"})  # base64 in JSON: ~11 MB for the 8 MiB
     await pair.be.start()
     await pair.se.start()
     zeros = bytes(8 * MIB)

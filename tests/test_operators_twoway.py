@@ -207,6 +207,8 @@ async def test_first_opening_by_the_holder_sends_the_read_receipt_once(rig: Rig)
     contract's signed Receipt; opening again sends nothing more."""
     letter = await rig.deliver(_letter(LetterTerms(receipt=ReceiptRequest.SIGNED)))
     mail_id = await rig.mail_id(letter)
+    delivered = {"network": "minameddelanden", "result": "delivered"}  # counted for the operator's /metrics
+    assert rig.operator.metrics.registry.get_sample_value("operator_deliveries_total", delivered) == 1
     assert (await rig.holder("GET", f"/api/v1/mailboxes/{PERSON}/messages/{mail_id}", token=ADMIN))[0] == 200
     assert await rig.operator.twoway.flush() == 0
     for _ in range(2):

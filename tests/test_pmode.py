@@ -34,6 +34,7 @@ from pmode import (
     load_pmodes,
 )
 from pmode.document import dump_toml, dump_yaml
+from pmode.profiles.peppol import PROFILE as PEPPOL
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "pmode" / "examples"
 Document = dict[str, Any]
@@ -160,7 +161,8 @@ def test_every_example_survives_a_toml_round_trip(folder: Path, name: str) -> No
 
 
 def test_peppol_profile_defaults() -> None:
-    """Peppol P-Modes get SBDH payloads, the four-corner properties, CN binding and hard-fail revocation."""
+    """Peppol P-Modes get SBDH payloads, the four-corner properties, CN binding and hard-fail revocation (the
+    example, on the development CA, says soft-fail)."""
     pmodes = load_pmodes(EXAMPLES / "peppol.yaml")
     out = pmodes.get("peppol-invoice-out")
     assert out is not None and out.transport_profile == "peppol-transport-as4-v2_0"
@@ -168,7 +170,8 @@ def test_peppol_profile_defaults() -> None:
     assert leg.payload.format is PayloadFormat.SBDH
     assert leg.required_properties == ("originalSender", "finalRecipient")
     assert leg.security.trust.bind_cn_to_party_id
-    assert leg.security.trust.revocation is RevocationMode.HARD_FAIL
+    assert PEPPOL.security.trust.revocation is RevocationMode.HARD_FAIL
+    assert leg.security.trust.revocation is RevocationMode.SOFT_FAIL  # its CA publishes no OCSP or CRL
     assert out.ourselves.party.party_ids[0].type == PartyIdType.PEPPOL_AP
     assert out.partner.party.dynamic and out.partner.party.endpoint is None
 

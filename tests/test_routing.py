@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 from collections.abc import AsyncIterator, Sequence
@@ -42,6 +43,7 @@ from accesspoint.routing.shell import Routing
 from accesspoint.servicekit.settings import SettingsError
 from accesspoint.store import Database, Direction, EvidenceKind, MessageStore, NewEvidence, NewPayload, StoredMessage
 from accesspoint.store import MessageInfo as StoreInfo
+from accesspoint.store.clock import ManualClock
 from accesspoint.store.hooks import TransactionHook
 from accesspoint.store.routes import RouteTargets
 from far.identifiers import with_check_digit
@@ -51,6 +53,7 @@ from pmode import PModeSet, load_pmodes
 from pmode.model import INITIATOR_ROLE as INITIATOR
 from pmode.model import RESPONDER_ROLE as RESPONDER
 from tests.conftest import REPO
+from tests.inmemory import eventually
 
 CERTS = REPO / "pmode" / "examples" / "certs"
 UNREGISTERED = "urn:oasis:names:tc:ebcore:partyid-type:unregistered"
@@ -467,6 +470,44 @@ async def test_a_message_received_but_not_forwarded_before_a_stop_is_forwarded_a
         assert target is not None and target.endpoint == OPERATOR.endpoint
         assert await routing.recover(access_point, now=datetime.now(UTC)) == 0  # nothing twice
     finally:
+        await routing.close()
+        await store.close()
+
+
+async def test_a_forward_that_failed_after_the_receipt_is_retried_while_running(tmp_path: Path) -> None:
+    """keep_forwarding(): a message received (and receipted) whose forward failed goes on a round later, once."""
+    far_url = "sqlite+aiosqlite:///" + str(tmp_path / "far.db")
+    engine = create_engine(far_url)
+    await upgrade_schema(engine)
+    far = FarService(engine)
+    await far.put_operator(OPERATOR, actor="test")
+    await far.put_recipient(PERSON, status=AccountStatus.SECURE, operator_id=OPERATOR.id, actor="test")
+    await engine.dispose()
+    store = await MessageStore.open(f"sqlite:///{tmp_path / 'ap.db'}", tmp_path / "files")
+    settings = parse_routing(tmp_path, {"far": {"database": far_url}}, "routing")
+    routing = Routing(None, RouteRecords(RouteTargets(store.db)), routing=settings)
+    access_point = _Submitter(load_pmodes(_pmodes(tmp_path)), store)
+    # The rounds' clock starts before the message is received: the start-up round's cutoff is before it.
+    clock = ManualClock(datetime.now(UTC) - timedelta(seconds=1))
+    every = timedelta(seconds=30)
+    rounds = asyncio.create_task(routing.keep_forwarding(access_point, clock, every=every))
+    try:
+        await _received(store, "late", finalRecipient=PERSON, originalSender=f"0007:{SENDER}")
+        await asyncio.sleep(0.2)  # the start-up round ran; the message came after its cutoff
+        assert access_point.submitted == []
+        await clock.advance(every)
+        await clock.advance(every)  # this round's cutoff is past the message
+        async def submitted() -> list[dict[str, Any]]:
+            return list(access_point.submitted)
+
+        await eventually(submitted, bool, "the forward")
+        await clock.advance(every)
+        await asyncio.sleep(0.2)
+        assert [d["message_id"] for d in access_point.submitted] == ["fwd-late"]  # and only once
+        assert (await store.get(Direction.IN, "late")).state.value == "delivered_to_backend"  # type: ignore[union-attr]
+    finally:
+        rounds.cancel()
+        await asyncio.gather(rounds, return_exceptions=True)
         await routing.close()
         await store.close()
 

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from accesspoint.servicekit.database import Migrations, create_engine
 from far import model as far_model
-from operators import mailbox, twoway_store
+from operators import mailbox, twoway_store  # noqa: F401  (its tables join the mailbox metadata)
 from smp import store as smp_store
 
 
@@ -36,7 +36,7 @@ SCHEMAS = [
     Schema("far", far_model.metadata, far_model.MIGRATIONS, far_model.create_engine),
     Schema("smp", smp_store.metadata, smp_store.MIGRATIONS, create_engine),
     # The two-way tables join the operator's metadata when their module is imported.
-    Schema("operators", twoway_store.metadata, mailbox.MIGRATIONS, mailbox.create_engine),
+    Schema("operators", mailbox.metadata, mailbox.MIGRATIONS, mailbox.create_engine),
 ]
 
 

@@ -202,6 +202,12 @@ def digg_xhe_findings(root: etree._Element) -> tuple[Finding, ...]:
         (root.find(f"{_A}Payloads/{_A}Payload/{_A}PayloadContent") is not None, "PayloadContent är obligatoriskt."),
     )
     findings.extend(Finding("R14-XHE", f"{message} {_R14}") for holds, message in cardinality if not holds)
+    # A criterion without its value would be read as an empty one (the XSD requires both; it is not always given).
+    for criterion in criteria:
+        for part in ("BusinessScopeCriterionTypeCode", "BusinessScopeCriterionValue"):
+            if len(criterion.findall(f"{_B}{part}")) != 1:
+                message = f"BusinessScopeCriterion/{part} är obligatoriskt och får bara anges en gång."
+                findings.append(Finding("R14-XHE", f"{message} {_R14}"))
     for element in root.iter(etree.Element):
         if element.tag.startswith((f"{{{XENC_NS}}}", f"{{{DS_NS}}}")) or holds_elements(element):
             continue
@@ -308,7 +314,11 @@ def _payload(element: etree._Element) -> XhePayload:
     holder = need(element, f"{_A}PayloadContent", "PayloadContent")
     children = [c for c in holder if isinstance(c.tag, str)]
     if children:
-        content, xml = etree.tostring(detach(children[0])), True
+        payload = detach(children[0])
+        # The signature (exclusive C14N, without comments) does not cover comments: one added on the way
+        # would be delivered as if signed. The payload delivered is what was signed.
+        etree.strip_tags(payload, etree.Comment)
+        content, xml = etree.tostring(payload), True
     else:
         content, xml = b64decode(text(holder), "PayloadContent"), False
     return XhePayload(

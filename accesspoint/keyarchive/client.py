@@ -7,10 +7,10 @@ it; the keys exist in clear only in this process (the holder's environment).
 from __future__ import annotations
 
 import base64
+import json
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import x25519
@@ -19,6 +19,9 @@ from accesspoint.keyarchive.eid import sign_proof
 from accesspoint.keyarchive.service import client_key_binding
 from accesspoint.security import cms
 from accesspoint.security.keys import KeyPair, PrivateKey
+from accesspoint.servicekit.httpclient import fetch, new_session
+
+MAX_ANSWER = 16 * 1024 * 1024  # a release carries every key the holder has: generous, but bounded
 
 
 class ArchiveRefusal(Exception):
@@ -39,14 +42,13 @@ class ArchiveClient:
     timeout: float = 30.0
 
     async def _post(self, path: str, body: dict[str, Any]) -> Any:
-        async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout)) as session,
-            session.post(self.base.rstrip("/") + path, json=body) as response,
-        ):
-            answer = await response.json(content_type=None)
-            if response.status >= 400:
-                raise ArchiveRefusal(response.status, answer)
-            return answer
+        # Through the shared client: the archive's answer bounded, no redirect followed.
+        async with new_session(timeout=self.timeout) as session:
+            answer = await fetch(session, "POST", self.base.rstrip("/") + path, json=body, max_bytes=MAX_ANSWER)
+        document = json.loads(answer.body)
+        if answer.status >= 400:
+            raise ArchiveRefusal(answer.status, document)
+        return document
 
     async def challenge(self) -> str:
         """A fresh challenge."""

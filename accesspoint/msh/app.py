@@ -21,17 +21,20 @@ import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
+from opentelemetry.trace import Tracer, TracerProvider
 
 from accesspoint.msh.agreements import Agreements
 from accesspoint.msh.api import API, Api, api_application
 from accesspoint.msh.config import ServerConfig
 from accesspoint.msh.context import Context
-from accesspoint.msh.health import READINESS, Readiness, healthz, readyz
+from accesspoint.msh.health import READINESS, Readiness, healthz, readyz, status
 from accesspoint.msh.inbound import Inbound
 from accesspoint.msh.mailings import MAILINGS, Mailings
 from accesspoint.msh.maintenance import Maintenance
+from accesspoint.msh.metrics import MshMetrics, own_certificates
 from accesspoint.msh.pull import Puller, PullServer
 from accesspoint.msh.receive_pipeline import ReceivePipeline
 from accesspoint.msh.replies import Replies
@@ -41,7 +44,10 @@ from accesspoint.msh.signals import Settlement, Signals
 from accesspoint.msh.submissions import Submissions
 from accesspoint.msh.supervisor import Supervisor
 from accesspoint.msh.tls import server_context
+from accesspoint.servicekit.metrics import http_metrics_middleware
+from accesspoint.servicekit.observability import admin_context
 from accesspoint.servicekit.problems import Problem, problem_middleware
+from accesspoint.servicekit.tracing import configure_tracing, trace_middleware, tracer_for
 from accesspoint.store import StoreUnavailable, SystemClock
 from accesspoint.store.clock import Clock
 from accesspoint.store.mailings import MailingStore
@@ -54,19 +60,37 @@ SUBMISSIONS = web.AppKey("submissions", Submissions)
 MAINTENANCE = web.AppKey("maintenance", Maintenance)
 SUPERVISOR = web.AppKey("supervisor", Supervisor)
 PULLER = web.AppKey("puller", Puller)
+METRICS = web.AppKey("metrics", MshMetrics)
 
 
-def create_app(settings: ServerConfig, *, clock: Clock | None = None) -> web.Application:
-    """The access point's application; P-Modes are loaded now (PModeError stops a start), the rest at start."""
+def create_app(
+    settings: ServerConfig, *, clock: Clock | None = None, tracer_provider: TracerProvider | None = None
+) -> web.Application:
+    """The access point's application; P-Modes are loaded now (PModeError stops a start), the rest at start.
+
+    ``tracer_provider``: where its spans go (the process's by default, set by ``OTEL_*``; tests pass their own).
+    """
     agreements = Agreements(settings.pmodes, evidence_retention=settings.evidence_retention)
     translate = functools.partial(_unavailable, settings)
-    app = web.Application(client_max_size=settings.max_message_size, middlewares=[problem_middleware(translate)])
+    metrics = MshMetrics()
+    tracer = tracer_for("accesspoint.msh", tracer_provider)
+    partners = settings.observability.trace_partners
+    middlewares = [
+        http_metrics_middleware(metrics),
+        # A partner's traceparent on /as4 is continued only when tracing.partners allows it; the API's always.
+        trace_middleware(tracer, continues=lambda request: partners or request.path != "/as4"),
+        problem_middleware(translate),
+    ]
+    app = web.Application(client_max_size=settings.max_message_size, middlewares=middlewares)
+    app[METRICS] = metrics
     app.router.add_post("/as4", _as4)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/health", healthz)
     app.router.add_get("/readyz", readyz)
     app.add_subapp("/api/v1", api_application())
-    app.cleanup_ctx.append(functools.partial(_running, settings, clock or SystemClock(), agreements))
+    app.cleanup_ctx.append(functools.partial(_running, settings, clock or SystemClock(), agreements, tracer))
+    # The admin listener (GET /metrics) is up while the access point is, on its own address: never on /as4's.
+    app.cleanup_ctx.append(admin_context(metrics, settings.observability.admin, functools.partial(_status, app)))
     return app
 
 
@@ -86,9 +110,9 @@ async def _as4(request: web.Request) -> web.StreamResponse:
 
 
 async def _running(
-    settings: ServerConfig, clock: Clock, agreements: Agreements, app: web.Application
+    settings: ServerConfig, clock: Clock, agreements: Agreements, tracer: Tracer, app: web.Application
 ) -> AsyncIterator[None]:
-    ctx = await Context.open(settings, clock, agreements)
+    ctx = await Context.open(settings, clock, agreements, app[METRICS], tracer)
     supervisor = Supervisor()
     mailings = None
     try:
@@ -122,6 +146,7 @@ def _compose(app: web.Application, ctx: Context, supervisor: Supervisor, mailing
     app[PULLER] = puller
     app[API] = Api(ctx, submissions)
     app[READINESS] = Readiness(ctx, supervisor)
+    ctx.metrics.watch(ctx.store, ctx.outbox, lambda: own_certificates(ctx.settings), lambda: ctx.agreements.current)
     supervisor.spawn("recovery", maintenance.recover)
     for number in range(ctx.settings.send_workers):
         supervisor.spawn(f"send worker {number}", functools.partial(workers.run, number))
@@ -134,14 +159,22 @@ def _compose(app: web.Application, ctx: Context, supervisor: Supervisor, mailing
         app[MAILINGS] = Mailings(ctx, submissions, mailings)
         supervisor.spawn("mailings", app[MAILINGS].run)
     supervisor.spawn("reply jobs", replies.dispatcher().run)
-    # Routed messages a stop left received but not forwarded (their senders have the receipt) go on now.
+    # Routed messages a stop or a failed forward left received but not forwarded (their senders have the receipt).
     supervisor.spawn(
-        "routing recovery", functools.partial(ctx.routing.resume, submissions, now=ctx.clock.now()), once=True
+        "routing recovery",
+        functools.partial(ctx.routing.keep_forwarding, submissions, ctx.clock, every=ctx.settings.lease),
     )
 
 
+async def _status(app: web.Application) -> dict[str, Any]:
+    """GET /status on the admin listener (``health.status``)."""
+    return await status(app[CONTEXT])
+
+
 def run_server(settings: ServerConfig) -> None:
-    """Serve until interrupted (``accesspoint serve``)."""
+    """Serve until interrupted (``accesspoint serve``): JSON logs, traces when ``OTEL_*`` asks, the admin listener."""
+    settings.observability.configure_logging()
+    configure_tracing("accesspoint")
     app = create_app(settings)
     tls = None if settings.tls is None else server_context(settings.tls)
     with contextlib.suppress(KeyboardInterrupt):

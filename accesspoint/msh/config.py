@@ -19,6 +19,9 @@ Paths are relative to the settings file. Everything but ``pmodes`` and ``keys`` 
       - {url: https://backend/hook, events: [message-received, receipt, error], secret: ..., backoff: 5s}
     discovery: {zone: sml.example, dns: 127.0.0.1:53, scheme: peppol, smp_trust: smp-ca.pem}  # dynamic partners
     routing: {far: http://far:8470, token: ..., pmodes: [...]}  # the router (accesspoint/routing/settings.py)
+    admin: {host: 127.0.0.1, port: 9464, tokens: [{name: prometheus, token: ..., scopes: [metrics]}]}  # /metrics
+    logging: {level: info, format: json}
+    tracing: {partners: false}         # true: traceparent to and from AS4 partners (OTEL_* variables export)
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ from accesspoint.security.algorithms import SignatureAlgorithm
 from accesspoint.security.keys import KeyLoadError, KeyPair, load_key_pair
 from accesspoint.security.pkcs11 import HardwareKeys, Pkcs11ConfigError, open_hardware_keys
 from accesspoint.security.policy import SecurityPolicy
+from accesspoint.servicekit.observability import OBSERVABILITY_KEYS, Observability, read_observability
+from accesspoint.servicekit.settings import SettingsReader
 from accesspoint.servicekit.tls import VERSIONS
 from accesspoint.servicekit.tokens import BearerToken, Scope
 from accesspoint.servicekit.units import parse_duration, parse_size
@@ -186,6 +191,8 @@ class ServerConfig:
     json_submission_limit: int = JSON_SUBMISSION_LIMIT  # larger payloads go as multipart/form-data, streamed
     header_timeout: timedelta = timedelta(seconds=15)  # a request's headers must be in within this (slowloris)
     idempotency_retention: timedelta = timedelta(days=7)  # how long a submission's answer is kept for retries
+    # admin (the /metrics listener), logging (level, format), tracing (partners): servicekit.observability
+    observability: Observability = field(default_factory=Observability)
 
 
 def _duration(value: object, where: str) -> timedelta:
@@ -247,7 +254,7 @@ def load_config(path: str | Path) -> ServerConfig:
         "listen", "pmodes", "database", "storage", "keys", "api_tokens", "instance", "redis", "send", "durability",
         "max_message_size", "revocation", "evidence_retention", "pull", "webhooks", "tls", "tls_trust",
         "tls_client", "retention", "discovery", "routing", "end_to_end", "offload_threshold", "limits",
-        "idempotency_retention", "holder_keys",
+        "idempotency_retention", "holder_keys", *OBSERVABILITY_KEYS,
     }  # fmt: skip
     unknown = sorted(set(data) - known)
     if unknown:
@@ -323,9 +330,20 @@ def load_config(path: str | Path) -> ServerConfig:
             data.get("idempotency_retention", "7d"), f"{file}: field idempotency_retention"
         ),
         **_limits(data.get("limits"), f"{file}: field limits"),
+        observability=_observability(file, data),
     )
     _check_together(config, data)
     return config
+
+
+def _observability(file: Path, data: dict[str, Any]) -> Observability:
+    """The admin listener, logging and tracing tables, read as every service reads them."""
+    reader = SettingsReader(file.parent)
+    section = reader.section({k: data[k] for k in OBSERVABILITY_KEYS if k in data}, f"{file}: field ")
+    observability = read_observability(section)
+    if reader.mistakes:
+        raise ConfigError(reader.mistakes[0])
+    return observability
 
 
 def _holder_keys(value: object, where: str) -> HolderKeySource | None:

@@ -10,21 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 from cryptography.hazmat.primitives.asymmetric import rsa
+from opentelemetry.trace import Tracer
 
 from accesspoint.msh.agreements import Agreements
 from accesspoint.msh.config import ServerConfig
 from accesspoint.msh.limits import BodyBudget
-from accesspoint.msh.revocation import AsyncFetcher, Revocation
+from accesspoint.msh.metrics import MshMetrics
+from accesspoint.msh.revocation import FETCH_TIMEOUT, AsyncFetcher, Revocation
 from accesspoint.msh.security import Signer, Verifier
 from accesspoint.msh.tls import client_context
 from accesspoint.msh.webhooks import WebhookNotifier
 from accesspoint.routing.outbound import RouteRecords
-from accesspoint.routing.shell import Routing
+from accesspoint.routing.shell import FarLookupMetrics, Routing
 from accesspoint.servicekit.httpclient import new_session
+from accesspoint.servicekit.tracing import Handoffs
 from accesspoint.store import MemorySendQueue, MessageStore
 from accesspoint.store.clock import Clock
 from accesspoint.store.idempotency import IdempotencyKeys
@@ -52,9 +55,15 @@ class Context:
     outbox: Outbox
     idempotency: IdempotencyKeys
     bodies: BodyBudget
+    metrics: MshMetrics
+    tracer: Tracer
+    # A message's trace (by ``webhooks.message_key``), continued by its send and its webhook events
+    handoffs: Handoffs = field(default_factory=Handoffs)
 
     @classmethod
-    async def open(cls, settings: ServerConfig, clock: Clock, agreements: Agreements) -> Context:
+    async def open(
+        cls, settings: ServerConfig, clock: Clock, agreements: Agreements, metrics: MshMetrics, tracer: Tracer
+    ) -> Context:
         """Open the store (migrating it), the send queue and the HTTP client."""
         settings.storage.mkdir(parents=True, exist_ok=True)
         store = await MessageStore.open(
@@ -74,18 +83,19 @@ class Context:
         else:
             queue = MemorySendQueue(clock)
         tls = client_context(settings.tls_trust, settings.tls_client or settings.tls)
-        # Every outbound call through accesspoint.servicekit.httpclient: answers bounded, no redirects,
-        # addresses checked.
+        # Every outbound call through servicekit.httpclient: answers bounded, no redirects, addresses checked.
         http = new_session(timeout=settings.send_timeout.total_seconds(), ssl_context=tls, limit=64)
         revocation = None
         if settings.revocation:
             # OCSP responders and CRLs are mostly plain HTTP; HTTPS ones are checked against the system's CAs.
-            revocation = Revocation(AsyncFetcher(aiohttp.ClientSession()), clock=clock)
+            revocation = Revocation(AsyncFetcher(new_session(timeout=FETCH_TIMEOUT)), clock=clock)
         # Events and route targets live in the database, written with the moves that cause them.
         outbox = Outbox(store.db, instance=settings.instance)
+        handoffs = Handoffs()  # a message's trace, from where it is taken in to its send and its webhook events
         webhooks = WebhookNotifier(
-            settings.webhooks, outbox, clock=clock, lease=settings.lease, timeout=settings.send_timeout
-        )
+            settings.webhooks, outbox, clock=clock, lease=settings.lease, timeout=settings.send_timeout,
+            handoffs=handoffs,
+        )  # fmt: skip
         # Dynamic partners (BDXL + SMP) and the router; route targets of forwarded messages live in the database.
         # Routing checks discovered certificates in worker threads: they wait there for the lookups, never here.
         routing = Routing(
@@ -96,11 +106,12 @@ class Context:
             # The router seals with its RSA key (XML-DSig RSA-SHA256, as Mina meddelanden signs every layer).
             seal=next((k for k in settings.keys.signing if isinstance(k.private_key, rsa.RSAPrivateKey)), None),
             own=settings.keys.signing,
+            far_metrics=FarLookupMetrics(metrics.far_lookups, metrics.far_duration, tracer),
         )
         signer, verifier = Signer(settings.keys), Verifier(settings.keys, revocation)
         ctx = cls(
             settings, clock, agreements, store, queue, http, webhooks, routing, signer, verifier, outbox,
-            IdempotencyKeys(store.db), BodyBudget(settings.body_limits),
+            IdempotencyKeys(store.db), BodyBudget(settings.body_limits), metrics, tracer, handoffs,
         )  # fmt: skip
         await ctx.adopt_files()
         return ctx

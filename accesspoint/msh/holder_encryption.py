@@ -32,11 +32,13 @@ from accesspoint.envelopes._common import EnvelopeError
 from accesspoint.envelopes.holder_content import CMS_MIME_TYPE, encrypt_sbd
 from accesspoint.security import cms
 from accesspoint.security.holder_keys import HolderKeyRefused, check_holder_certificate
+from accesspoint.servicekit.httpclient import fetch, new_session
 from accesspoint.store import NewPayload
 
 SPOOL_IN_MEMORY = 1024 * 1024  # a payload larger than this is spooled to a temporary file before encryption
 BLOCK = 1024 * 1024
 SBD_LIMIT = 64 * 1024 * 1024  # an SBD is parsed as a whole (its business document is one XML element)
+MAX_KEY_ANSWER = 1024 * 1024  # FaR's answer about one holder's key: a certificate and a few fields
 CONTENT_ENCRYPTION = "ContentEncryption"
 HOLDER_KEY_ID = "HolderKeyId"
 ORIGINAL_MIME_TYPE = "OriginalMimeType"
@@ -122,22 +124,24 @@ def _final_recipient(properties: object) -> str | None:
 
 async def current_certificate(source: HolderKeySource, holder: str) -> x509.Certificate | None:
     """The holder's current encryption certificate according to FaR, None when it has none."""
-    timeout = aiohttp.ClientTimeout(total=source.timeout)
     headers = {"Authorization": f"Bearer {source.token}"}
+    url = f"{source.far}/api/v1/holder-keys/current"
     try:
-        async with (
-            aiohttp.ClientSession(timeout=timeout) as session,
-            session.post(
-                f"{source.far}/api/v1/holder-keys/current", json={"recipients": [holder]}, headers=headers
-            ) as response,
-        ):
-            if response.status != 200:
-                raise HolderKeyUnavailable(f"FaR answered HTTP {response.status} for {holder}'s key")
-            answer = await response.json()
-    except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError) as exc:
+        # Through the shared client: FaR's answer bounded, no redirect followed.
+        async with new_session(timeout=source.timeout) as session:
+            answer = await fetch(
+                session, "POST", url, json={"recipients": [holder]}, headers=headers, max_bytes=MAX_KEY_ANSWER
+            )
+        if answer.status != 200:
+            raise HolderKeyUnavailable(f"FaR answered HTTP {answer.status} for {holder}'s key")
+        found = json.loads(answer.body)
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
         raise HolderKeyUnavailable(f"FaR could not be asked for {holder}'s key ({type(exc).__name__})") from None
-    key = answer["results"][0]["encryption_key"]
-    return None if key is None else x509.load_pem_x509_certificate(key["certificate"].encode())
+    try:
+        key = found["results"][0]["encryption_key"]
+        return None if key is None else x509.load_pem_x509_certificate(key["certificate"].encode())
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise HolderKeyUnavailable(f"FaR's answer about {holder}'s key is unclear ({type(exc).__name__})") from None
 
 
 async def encrypt_payloads(

@@ -26,6 +26,7 @@ from accesspoint.msh.config import WebhookEvent
 from accesspoint.msh.context import Context
 from accesspoint.msh.headers import refusal
 from accesspoint.msh.limits import Admission, BodyRefused, declared_length
+from accesspoint.msh.metrics import labels_of
 from accesspoint.msh.pull import PullServer
 from accesspoint.msh.receive_pipeline import ReceivePipeline, VerifiedMessage
 from accesspoint.msh.receiving import is_ping, refused_route, reply_policy
@@ -33,8 +34,12 @@ from accesspoint.msh.replies import Replies
 from accesspoint.msh.revocation import transient
 from accesspoint.msh.signals import Signals
 from accesspoint.msh.views import message_info, message_json
+from accesspoint.msh.webhooks import message_key
 from accesspoint.msh.wire import READ_CHUNK, discard, once, read_message_body, soap_fault, soap_response
 from accesspoint.routing.shell import Submitter
+from accesspoint.servicekit.logs import LogType, log_context
+from accesspoint.servicekit.metrics import timed
+from accesspoint.servicekit.tracing import failed
 from accesspoint.store import (
     Direction,
     EvidenceKind,
@@ -50,6 +55,10 @@ from pmode import Binding, PModeSet, Route
 log = logging.getLogger("accesspoint.msh")
 
 _WHAT = "the AS4 message"
+# Refusals that go to the security log (a signature, a certificate, a decryption or the policy failed).
+SECURITY_ERRORS = frozenset(
+    {ErrorCode.FAILED_AUTHENTICATION, ErrorCode.FAILED_DECRYPTION, ErrorCode.POLICY_NONCOMPLIANCE}
+)
 
 
 def _retry(ctx: Context) -> int:
@@ -162,7 +171,8 @@ class Inbound:
                 return soap_fault(soap_version, status=503, reason="try again later", retry_after=30)
             # An empty MPC is the normal answer to most PullRequests, not a refusal.
             level = logging.DEBUG if error.error_code is ErrorCode.EMPTY_MPC else logging.WARNING
-            log.log(level, "refused an incoming message: %s", error)
+            kind = LogType.SECURITY if error.error_code in SECURITY_ERRORS else LogType.BUSINESS
+            log.log(level, "refused an incoming message: %s", error, extra={"log_type": kind})
             return soap_response(self._error_signal(error, received, soap_version, now), soap_version)
         finally:
             await discard(received)
@@ -171,6 +181,7 @@ class Inbound:
         self, error: EbmsError, received: ReceivedMessage | None, soap_version: SoapVersion, now: datetime
     ) -> bytes:
         """The signed error signal, signed as the leg's profile signs (Ed25519 on a 2.0 leg) where one matches."""
+        self.ctx.metrics.ebms_errors.labels(code=error.code, direction="sent").inc()
         policy = reply_policy(received, self.ctx.agreements.current)
         return self.ctx.signer.error(error, policy, soap_version, at=now)
 
@@ -182,24 +193,40 @@ class Inbound:
         MessageId gets the stored receipt.
         """
         ctx = self.ctx
-        try:
-            user, plan, receipt, reception = await self._verify_and_store(received, now, pulled_on)
-        except EbmsError as error:
-            await self._announce_refusal(received, error)
-            raise
-        if reception.duplicate and reception.receipt is not None:
-            log.info("duplicate %s: answering with the stored receipt", user.message_id)
-            return b"".join([c async for c in ctx.store.read(reception.receipt)])
-        if is_ping(user):
-            await self._settle_ping(reception.message, now)
-        # The backend's message-received event and a reply's check were written with the message (_persist).
-        if plan is not None:
-            await self.router.forward(self.submitter, plan, reception.message, user, now=now)
-        return receipt
+        header = received.parsed.messaging.message
+        ids = (header.message_id, header.collaboration_info.conversation_id) if isinstance(header, UserMessage) else ()
+        with (
+            ctx.tracer.start_as_current_span("as4.receive", attributes={"as4.pulled": pulled_on is not None}) as span,
+            log_context(message_id=ids[0] if ids else None, conversation_id=ids[1] if ids else None),
+            timed(ctx.metrics.receive_duration),
+        ):
+            if ids:  # its webhook events continue this trace (kept before they can be written)
+                ctx.handoffs.keep(message_key(Direction.IN.value, ids[0]))
+            try:
+                route, user, plan, receipt, reception = await self._verify_and_store(received, now, pulled_on)
+            except EbmsError as error:
+                refused = refused_route(received, ctx.agreements.current)
+                ctx.metrics.received.labels(**labels_of(refused), result="refused").inc()
+                failed(span, error.code)
+                await self._announce_refusal(received, error)
+                raise
+            result = "duplicate" if reception.duplicate else "received"
+            ctx.metrics.received.labels(**labels_of(route), result=result).inc()
+            span.set_attributes({"as4.pmode": route.pmode.id, "as4.duplicate": reception.duplicate})
+            if reception.duplicate and reception.receipt is not None:
+                log.info("duplicate %s: answering with the stored receipt", user.message_id)
+                return b"".join([c async for c in ctx.store.read(reception.receipt)])
+            log.info("received %s on %s", user.message_id, route.name)
+            if is_ping(user):
+                await self._settle_ping(reception.message, now)
+            # The backend's message-received event and a reply's check were written with the message (_persist).
+            if plan is not None:
+                await self.router.forward(self.submitter, plan, reception.message, user, now=now)
+            return receipt
 
     async def _verify_and_store(
         self, received: ReceivedMessage, now: datetime, pulled_on: str | None
-    ) -> tuple[UserMessage, Any, bytes, Reception]:
+    ) -> tuple[Route, UserMessage, Any, bytes, Reception]:
         """Verify and check a user message, let the router decide, sign the receipt and store the message."""
         ctx = self.ctx
         verified = await self.pipeline.verify(received, now)
@@ -213,7 +240,7 @@ class Inbound:
             reception = await self._persist(verified, receipt, now)
         finally:
             await verified.close()
-        return user, plan, receipt, reception
+        return route, user, plan, receipt, reception
 
     async def _announce_refusal(self, received: ReceivedMessage, error: EbmsError) -> None:
         """Tell the backend about a refused user message when its leg says so (ProcessErrorNotifyConsumer); the

@@ -37,6 +37,7 @@ from accesspoint.msh.wire import Spools, once, read_spooled
 from accesspoint.security.inbound import OpenedPayload, SignedParts, open_payloads, validate_signer, verify_parts
 from accesspoint.security.signing import VerifiedSignature
 from accesspoint.security.trust import TrustResult
+from accesspoint.servicekit.metrics import timed
 from accesspoint.store import NewPayload, PreparedFile
 from pmode import Route
 
@@ -229,6 +230,11 @@ class ReceivePipeline:
 
     async def verify(self, received: ReceivedMessage, now: datetime) -> VerifiedMessage:
         """The verified message; EbmsError (with RefToMessageId) when it is refused."""
+        ctx = self.ctx
+        with ctx.tracer.start_as_current_span("as4.verify"), timed(ctx.metrics.security_duration, operation="verify"):
+            return await self._verify(received, now)
+
+    async def _verify(self, received: ReceivedMessage, now: datetime) -> VerifiedMessage:
         ctx = self.ctx
         route, user = match_user_message(received, ctx.agreements.current)
         check_user_message(route, user)

@@ -24,6 +24,7 @@ from accesspoint.msh.security import Signer
 from accesspoint.msh.wire import SPOOL_IN_MEMORY, Spools
 from accesspoint.routing.outbound import addressed
 from accesspoint.security.outbound import Payload, SecuredMessage
+from accesspoint.servicekit.metrics import timed
 from accesspoint.store import Direction, EvidenceKind, MessageStore, StoredMessage, StoredPayload
 from pmode import Route
 
@@ -111,7 +112,9 @@ class SendPipeline:
             soap_version,
             Spools(store.files.scratch) if large else None,
         )
-        return await asyncio.to_thread(job.run) if large else job.run()
+        metrics, tracer = self.ctx.metrics, self.ctx.tracer
+        with tracer.start_as_current_span("as4.secure"), timed(metrics.security_duration, operation="secure"):
+            return await asyncio.to_thread(job.run) if large else job.run()
 
     async def _stored_header(self, message: StoredMessage) -> UserMessage:
         """The header as submitted, from its evidence (a retry, or a message another instance took in)."""

@@ -15,7 +15,9 @@ import logging
 from collections.abc import AsyncIterator
 
 import aiohttp
+from opentelemetry.trace import SpanKind
 
+from accesspoint.core.conformance import check_wire
 from accesspoint.core.errors import EbmsError, ErrorCode
 from accesspoint.core.message import read_message
 from accesspoint.core.model import SignalMessage
@@ -23,12 +25,15 @@ from accesspoint.msh.context import Context
 from accesspoint.msh.next_step import Action, Outcome
 from accesspoint.msh.send_pipeline import SendPipeline, SpooledMessage
 from accesspoint.msh.signals import Settlement
+from accesspoint.msh.webhooks import message_key
 from accesspoint.msh.wire import spooled_chunks
 from accesspoint.routing.outbound import RouteUnavailable
 from accesspoint.security.policy import RevocationMode
 from accesspoint.security.trust import CertificateUsage, TrustError, TrustFailure
 from accesspoint.servicekit.httpclient import AddressPolicy, fetch
-from accesspoint.store import EvidenceKind, StoredMessage, StoreUnavailable
+from accesspoint.servicekit.logs import log_context
+from accesspoint.servicekit.metrics import timed
+from accesspoint.store import Direction, EvidenceKind, StoredMessage, StoreUnavailable
 from accesspoint.store.queue import Claim, Claims
 from pmode import Binding, Route
 
@@ -117,6 +122,18 @@ class SendWorkers:
 
     async def send(self, message: StoredMessage) -> None:
         """One attempt at a claimed message, from the checks before it to the settling of its answer."""
+        attributes: dict[str, str | int] = {"as4.pmode": message.pmode_id or "", "as4.attempt": message.attempts}
+        with (
+            self.ctx.tracer.start_as_current_span(
+                "as4.send",
+                context=self.ctx.handoffs.context(message_key(Direction.OUT.value, message.message_id)),
+                attributes=attributes,
+            ),
+            log_context(message_id=message.message_id, conversation_id=message.conversation_id),
+        ):
+            await self._send(message)
+
+    async def _send(self, message: StoredMessage) -> None:
         ctx, settlement = self.ctx, self.settlement
         route = ctx.agreements.route_of(message)
         if route is None:
@@ -168,18 +185,25 @@ class SendWorkers:
         spooled: SpooledMessage,
         addresses: AddressPolicy | None = None,
     ) -> None:
-        settlement = self.settlement
+        ctx, settlement = self.ctx, self.settlement
         try:
             headers = {"Content-Type": spooled.content_type, "Content-Length": str(spooled.size)}
-            sent = await fetch(
-                self.ctx.http,
-                "POST",
-                endpoint,
-                data=spooled_chunks(spooled.body),
-                headers=headers,
-                max_bytes=ANSWER_LIMIT,
-                addresses=addresses,
-            )
+            with (
+                ctx.tracer.start_as_current_span("as4.post", kind=SpanKind.CLIENT) as span,
+                timed(ctx.metrics.send_duration, partner=route.partner.name),
+            ):
+                sent = await fetch(
+                    ctx.http,
+                    "POST",
+                    endpoint,
+                    data=spooled_chunks(spooled.body),
+                    headers=headers,
+                    max_bytes=ANSWER_LIMIT,
+                    addresses=addresses,
+                    # A partner is another organisation: our trace ids go there only when tracing.partners says so.
+                    trace=ctx.settings.observability.trace_partners,
+                )
+                span.set_attribute("http.response.status_code", sent.status)
             answer, answer_type, status = sent.body, sent.content_type, sent.status
         except (aiohttp.ClientError, TimeoutError) as exc:
             await settlement.settle(message, route, Outcome.TRANSIENT, detail=f"{type(exc).__name__}: {exc}")
@@ -199,13 +223,20 @@ class SendWorkers:
             else:
                 await self._unusable(message, route, answer, error)
             return
+        try:
+            # The partner's answer is held to the wire rules its own messages are (the P-Mode's leniency aside).
+            check_wire(received.deviations, lenient=route.pmode.leniency)
+        except EbmsError as error:
+            await self._unusable(message, route, answer, error)
+            return
         header = received.parsed.messaging.message
         if isinstance(header, SignalMessage) and header.errors:
             await settlement.error_signal(message, route, header, answer)
             return
         try:
             references = spooled.secured.references
-            self.ctx.verifier.receipt(received, route, message_id=message.message_id, references=references)
+            with ctx.tracer.start_as_current_span("as4.receipt_check"):
+                ctx.verifier.receipt(received, route, message_id=message.message_id, references=references)
         except EbmsError as error:
             await self._unusable(message, route, answer, error)
             return

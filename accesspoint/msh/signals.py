@@ -20,6 +20,7 @@ from accesspoint.core.model import ReferenceEcho, SignalMessage
 from accesspoint.core.signals import signed_references
 from accesspoint.msh.config import WebhookEvent
 from accesspoint.msh.context import Context
+from accesspoint.msh.metrics import labels_of
 from accesspoint.msh.next_step import Action, Channel, Decision, Facts, Outcome, decide
 from accesspoint.msh.views import message_json
 from accesspoint.msh.wire import once
@@ -33,6 +34,8 @@ from pmode.model import ReceptionAwareness
 log = logging.getLogger("accesspoint.msh")
 
 _NO_AWARENESS = ReceptionAwareness(enabled=False)
+# What a final move means for as4_messages_sent_total.
+_RESULTS = {Action.DELIVER: "delivered", Action.FAIL: "failed", Action.DEAD_LETTER: "dead-letter"}
 
 
 class Settlement:
@@ -116,11 +119,26 @@ class Settlement:
             hooks=self._events(decision, now),  # the webhook event, in the move's transaction
         )
         _log(message, decision)
+        if moved is not None:
+            self._count(route, outcome, decision)
         if moved is not None and decision.action is Action.RETRY and decision.at is not None:
             try:
                 await ctx.queue.put(message.message_id, due=decision.at)
             except QueueUnavailable as exc:  # the retry is due in the database: the recovery sweep queues it
                 log.warning("%s: the retry was not queued (%s); the database hands it out", message.message_id, exc)
+
+    def _count(self, route: Route | None, outcome: Outcome, decision: Decision) -> None:
+        """The metrics of a move: the attempt's outcome, a retry, the message's final result."""
+        metrics, labels = self.ctx.metrics, labels_of(route)
+        if outcome is not Outcome.CLAIMED:
+            metrics.attempts.labels(**labels, outcome=outcome.value).inc()
+        if decision.action is Action.RETRY:
+            metrics.retries.labels(**labels).inc()
+        result = _RESULTS.get(decision.action)
+        if result is not None:
+            metrics.sent.labels(**labels, result=result).inc()
+        if decision.action is Action.DELIVER:
+            metrics.delivered(labels["partner"], self.ctx.clock.now())
 
     def _events(self, decision: Decision, now: datetime) -> list[TransactionHook]:
         """The webhook event a decision's move causes: receipt on delivery, error on failure."""
@@ -136,6 +154,9 @@ class Settlement:
 
     async def error_signal(self, message: StoredMessage, route: Route, signal: SignalMessage, envelope: bytes) -> None:
         """A partner's error signal about a message we sent: kept; one with severity failure fails the message."""
+        for error in signal.errors:  # a code off the wire counts as "other" unless the ebMS table knows it
+            code = error.error_code if ErrorCode.from_code(error.error_code) else "other"
+            self.ctx.metrics.ebms_errors.labels(code=code, direction="received").inc()
         failures = [e for e in signal.errors if e.severity.lower() == "failure"]
         if not failures:
             codes = [e.error_code for e in signal.errors]

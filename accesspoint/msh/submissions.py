@@ -24,6 +24,7 @@ from accesspoint.msh.context import Context
 from accesspoint.msh.receiving import valid_character_set
 from accesspoint.msh.send_pipeline import SendPipeline
 from accesspoint.msh.views import message_info
+from accesspoint.msh.webhooks import message_key
 from accesspoint.msh.wire import once
 from accesspoint.routing.outbound import submission_receiver
 from accesspoint.store import Direction, EvidenceKind, MessageStore, NewEvidence, NewPayload, StoredMessage
@@ -222,6 +223,7 @@ class Submissions:
         kept = NewEvidence(EvidenceKind.RAW_MESSAGE, once(header_bytes), ctx.agreements.evidence_retention(route))
         stored = await ctx.store.submit(info, list(submission.payloads), now=now, evidence=[kept], hooks=hooks)
         self.pipeline.remember_header(header)
+        ctx.handoffs.keep(message_key(Direction.OUT.value, message_id))  # its send continues the submitter's trace
         if route.pmode.binding is not Binding.PULL:  # on pull it waits for the partner's PullRequest
             try:
                 await ctx.queue.put(message_id)

@@ -24,9 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from opentelemetry import context as otel_context
 
 from accesspoint.msh.config import Webhook, WebhookEvent
 from accesspoint.servicekit.httpclient import open_request
+from accesspoint.servicekit.tracing import Handoffs
 from accesspoint.servicekit.webhooks import EVENT_HEADER, SIGNATURE_HEADER, signature
 from accesspoint.store.clock import Clock
 from accesspoint.store.hooks import TransactionHook
@@ -43,6 +45,20 @@ def sink_of(hook: Webhook) -> str:
     return "webhook:" + hashlib.sha256(hook.url.encode()).hexdigest()[:16]
 
 
+def message_key(direction: str, message_id: str) -> str:
+    """The key a message's trace is handed over under (``Handoffs``): its direction and MessageId."""
+    return f"{direction}/{message_id}"
+
+
+def _message_key(event: OutboxEvent) -> str:
+    """The message an event is about (events carry it in ``data``), as ``message_key`` writes it."""
+    try:
+        data = json.loads(event.body).get("data") or {}
+        return message_key(str(data.get("direction")), str(data.get("message_id")))
+    except (ValueError, AttributeError):
+        return ""
+
+
 class WebhookNotifier:
     """The webhooks of one access point over the outbox: events written in transactions, delivered by loops."""
 
@@ -55,9 +71,11 @@ class WebhookNotifier:
         lease: timedelta,
         timeout: timedelta,
         retention: timedelta = timedelta(days=7),
+        handoffs: Handoffs | None = None,
     ) -> None:
         self.hooks = hooks
         self.outbox = outbox
+        self.handoffs = handoffs or Handoffs()  # an event about a message carries that message's trace
         self.clock = clock
         self.retention = retention
         self._lease = lease
@@ -115,6 +133,8 @@ class WebhookNotifier:
             ID_HEADER: event.event_id,
             SIGNATURE_HEADER: signature(hook.secret, body),
         }
+        parent = self.handoffs.context(_message_key(event))
+        token = None if parent is None else otel_context.attach(parent)
         try:
             # Only the status counts: the answer's body is never read, nor a redirect followed.
             async with open_request(session, "POST", hook.url, data=body, headers=headers) as response:
@@ -124,6 +144,9 @@ class WebhookNotifier:
             raise DeliveryFailed(f"HTTP {status}")
         except aiohttp.ClientError as exc:
             raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from None
+        finally:
+            if token is not None:
+                otel_context.detach(token)
 
     async def adopt_folder(self, folder: Path) -> int:
         """Take in the events an earlier version left as files (``storage/webhooks/<16 hex>/*.json``, in order),

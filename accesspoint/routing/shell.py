@@ -19,8 +19,11 @@ import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
+
+from opentelemetry.trace import Tracer
+from prometheus_client import Counter, Histogram
 
 from accesspoint.core.envelope import parse_envelope
 from accesspoint.core.errors import EbmsError
@@ -58,6 +61,7 @@ from accesspoint.security.revocation import RevocationSource
 from accesspoint.security.signing import VerifiedSignature
 from accesspoint.servicekit.httpclient import AddressPolicy
 from accesspoint.store import Direction, EvidenceKind, MessageState, MessageStore, NewPayload, StoredMessage
+from accesspoint.store.clock import Clock
 from accesspoint.store.hooks import TransactionHook
 from far.client import FarClient, FarUnavailable, ReachabilityLookup, SenderLookup
 from far.senders import SenderView
@@ -149,11 +153,21 @@ class Plan:
     replaced: dict[str, bytes] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class FarLookupMetrics:
+    """Where the router counts its FaR questions by outcome and times them (the access point's /metrics)."""
+
+    outcomes: Counter
+    duration: Histogram
+    tracer: Tracer
+
+
 class _FarLookup:
     """FaR over HTTP (FarClient) or in this process (FarService on its own engine), opened on first use."""
 
-    def __init__(self, settings: RoutingSettings) -> None:
+    def __init__(self, settings: RoutingSettings, metrics: FarLookupMetrics | None = None) -> None:
         self.settings = settings
+        self.metrics = metrics
         self._lookup: ReachabilityLookup | None = None
         self._senders: SenderLookup | None = None
         self._client: FarClient | None = None
@@ -213,7 +227,20 @@ class _FarLookup:
         return found
 
     async def is_reachable(self, sender: str, recipient: str) -> Reachability | FarFailure:
-        """FaR's answer about one recipient, or why there is none."""
+        """FaR's answer about one recipient, or why there is none (a span and the metrics when given)."""
+        if self.metrics is None:
+            return await self._one(sender, recipient)
+        metrics = self.metrics
+        with metrics.tracer.start_as_current_span("far.is_reachable"), metrics.duration.time():
+            answer = await self._one(sender, recipient)
+        if isinstance(answer, FarFailure):
+            outcome = "unavailable" if answer.unavailable else "refused"
+        else:
+            outcome = "reachable" if answer.reachable else "not-reachable"
+        metrics.outcomes.labels(outcome=outcome).inc()
+        return answer
+
+    async def _one(self, sender: str, recipient: str) -> Reachability | FarFailure:
         answers = await self.reachable(sender, [recipient])
         return answers if isinstance(answers, FarFailure) else answers[0]
 
@@ -256,11 +283,12 @@ class Routing:
         routing: RoutingSettings | None = None,
         seal: KeyPair | None = None,
         own: Sequence[KeyPair] = (),
+        far_metrics: FarLookupMetrics | None = None,
     ) -> None:
         self.records = records
         self.resolver = PartnerResolver(discovery, records, revocation=revocation)
         self.settings = routing
-        self.far = None if routing is None else _FarLookup(routing)
+        self.far = None if routing is None else _FarLookup(routing, far_metrics)
         # The intermediary's key seals Mina meddelanden deliveries; what this access point's backend sends is bound to
         # its senders through the access point's own signing certificates.
         self.seal = seal
@@ -435,12 +463,14 @@ class Routing:
         log.info("%s %s", received.message_id, outcome)
         return forwarded
 
-    async def recover(self, access_point: Submitter, *, now: datetime) -> int:
-        """Forward what a stop left received but not forwarded (the receipt had gone); how many were forwarded.
+    async def recover(self, access_point: Submitter, *, now: datetime, received_before: datetime | None = None) -> int:
+        """Forward what was received but not forwarded (the receipt had gone); how many were forwarded.
 
-        Run once at start. A message that can no longer be routed (FaR now says no, or cannot answer) is logged and
-        left for the backend: its sender already has the receipt.
+        Only messages received before ``received_before`` (default ``now``) are looked at: a newer one's own
+        request is forwarding it. A message that can no longer be routed (FaR now says no, or cannot answer) is
+        logged and left for the backend: its sender already has the receipt.
         """
+        before = now if received_before is None else received_before
         store = access_point.store
         if self.settings is None or store is None:
             return 0
@@ -449,8 +479,8 @@ class Routing:
         while batch := await store.search(direction=Direction.IN, state=MessageState.RECEIVED, after_pk=after):
             after = batch[-1].pk
             for message in batch:
-                if not self._routes(message.pmode_id) or message.created_at >= now:
-                    continue  # not routed here, or received since the start (its own request forwards it)
+                if not self._routes(message.pmode_id) or message.created_at >= before:
+                    continue  # not routed here, or received too recently (its own request forwards it)
                 try:
                     forwarded += await self._recover_one(access_point, store, message, now=now)
                 except EbmsError as refusal:
@@ -488,15 +518,25 @@ class Routing:
         log.info("%s was received but not forwarded before a stop: forwarding it now", message.message_id)
         return 0 if await self.forward(access_point, plan, message, user, now=now) is None else 1
 
-    async def resume(self, access_point: Submitter, *, now: datetime) -> None:
-        """:meth:`recover` as a start-up task: whatever fails is logged, and the access point runs on."""
-        try:
-            count = await self.recover(access_point, now=now)
-        except Exception:
-            log.exception("re-routing what a stop left unforwarded failed")
-            return
-        if count:
-            log.info("forwarded %d message(s) a stop had left unforwarded", count)
+    async def keep_forwarding(self, access_point: Submitter, clock: Clock, *, every: timedelta) -> None:
+        """:meth:`recover` at start (what a stop left), then every ``every`` (what a failed forward left, e.g.
+        during a database outage: the message was stored and receipted, its forward was not).
+
+        Each later round looks only at messages received more than ``every`` ago. A message forwarded twice at
+        once cannot become two: the forward's MessageId is derived from the received one and submissions are
+        idempotent. Whatever fails is logged, and the next round tries again.
+        """
+        cutoff = clock.now()
+        while True:
+            try:
+                count = await self.recover(access_point, now=clock.now(), received_before=cutoff)
+            except Exception:
+                log.exception("re-routing received but unforwarded messages failed; again in %s", every)
+            else:
+                if count:
+                    log.info("forwarded %d received message(s) left unforwarded", count)
+            await clock.sleep_until(clock.now() + every)
+            cutoff = clock.now() - every
 
     # ------------------------------------------------------------------------------- backend submissions
 

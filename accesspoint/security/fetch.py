@@ -2,8 +2,8 @@
 
 This is the one I/O piece of revocation checking; ``revocation.RevocationChecker`` takes any ``Fetcher``. It is
 blocking: an asyncio server runs validation in an executor thread. As every outbound call of this process (see
-``accesspoint.servicekit.httpclient``), it reads at most ``max_bytes`` of an answer and follows no HTTP redirect:
-the URLs come from certificates, and a responder that redirects could point this process anywhere.
+``servicekit.httpclient``), it reads at most ``max_bytes`` of an answer and follows no HTTP redirect: the URLs
+come from certificates, and a responder that redirects could point this process anywhere.
 """
 
 from __future__ import annotations

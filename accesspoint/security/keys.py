@@ -83,8 +83,8 @@ def load_der_certificate(data: bytes) -> x509.Certificate:
 
     cryptography parses lazily: up to 48 a name attribute with an unknown ASN.1 string tag raised a bare KeyError
     on ``.subject`` (pyca/cryptography#15076), and a key of an unknown type raises UnsupportedAlgorithm from
-    ``public_key()``; a version other than 1 or 3 raises InvalidVersion on load. Here each is a malformed
-    certificate like any other.
+    ``public_key()``; a version other than 1 or 3 raises InvalidVersion on load, and a BIT STRING name attribute
+    other than x500UniqueIdentifier a TypeError. Here each is a malformed certificate like any other.
     """
     try:
         certificate = x509.load_der_x509_certificate(data)
@@ -94,7 +94,7 @@ def load_der_certificate(data: bytes) -> x509.Certificate:
         certificate.subject  # noqa: B018 - parsed for the exception, see above
         certificate.issuer  # noqa: B018
         certificate.public_key()
-    except (KeyError, UnsupportedAlgorithm) as exc:
+    except (KeyError, TypeError, UnsupportedAlgorithm) as exc:
         raise ValueError(f"unusable certificate ({type(exc).__name__}: {exc})") from None
     return certificate
 

@@ -111,14 +111,20 @@ class VerifiedSignature:
 
 
 def exc_c14n(element: etree._Element, inclusive_prefixes: Sequence[str] | None = None) -> bytes:
-    """Exclusive XML canonicalisation (without comments) of an element and its subtree."""
-    return etree.tostring(
-        element,
-        method="c14n",
-        exclusive=True,
-        with_comments=False,
-        inclusive_ns_prefixes=list(inclusive_prefixes) if inclusive_prefixes else None,
-    )
+    """Exclusive XML canonicalisation (without comments) of an element and its subtree.
+
+    EBMS:0101 for what C14N cannot canonicalise (a relative namespace URI, say): what cannot be canonicalised
+    cannot have been signed."""
+    try:
+        return etree.tostring(
+            element,
+            method="c14n",
+            exclusive=True,
+            with_comments=False,
+            inclusive_ns_prefixes=list(inclusive_prefixes) if inclusive_prefixes else None,
+        )
+    except etree.C14NError as exc:
+        raise _fail(f"exclusive C14N failed: {exc}") from None
 
 
 def _crlf(chunks: Iterable[bytes]) -> Iterable[bytes]:

@@ -7,7 +7,9 @@
 - ``server``: start and stop aiohttp applications on their addresses, gracefully on SIGTERM/SIGINT;
 - ``tls``: TLS 1.2+ contexts with configurable versions and ciphers;
 - ``database``: async engines and Alembic migrations per schema, each with its own version table;
-- ``webhooks``: the signature of webhook bodies, shared by the access point and its backends.
+- ``webhooks``: the signature of webhook bodies, shared by the access point and its backends;
+- ``metrics``, ``logs``, ``tracing``, ``observability``: Prometheus series and the admin listener's ``/metrics``,
+  JSON log lines with the message in hand, OpenTelemetry spans and W3C ``traceparent``, and their settings.
 
 It sits below every service and imports none of them (``tests/test_architecture.py``). Modules are imported one
 by one (nothing here is imported eagerly), so reading settings does not load aiohttp or Alembic.

@@ -21,6 +21,9 @@ session from :func:`new_session`. What they guarantee:
 
 Every failure is an ``aiohttp.ClientError`` (a refused address arrives as ``ClientConnectorError`` naming it),
 so a caller's one ``except (aiohttp.ClientError, TimeoutError)`` covers them all.
+
+- **Trace context.** The current trace goes along as W3C ``traceparent`` (``tracing.inject``) unless the caller
+  says ``trace=False``: the access point passes its ``tracing.partners`` setting when it posts to an AS4 partner.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+
+from accesspoint.servicekit.tracing import TRACE_HEADERS, inject
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -237,12 +242,17 @@ async def open_request(
     headers: Mapping[str, str] | None = None,
     timeout: float | None = None,
     addresses: AddressPolicy | None = None,
+    trace: bool = True,
 ) -> AsyncIterator[aiohttp.ClientResponse]:
     """The response, its body unread (read it with :func:`iter_bounded`); RedirectRefused for a redirect.
 
     ``addresses`` narrows the session's address policy for this request. Leaving the block releases the
-    connection; an answer not read to its end closes it rather than reading the rest.
+    connection; an answer not read to its end closes it rather than reading the rest. ``trace``: send the current
+    trace's ``traceparent`` (a caller's own trace headers are dropped when False, so none leaks either way).
     """
+    sent = {k: v for k, v in (headers or {}).items() if trace or k.lower() not in TRACE_HEADERS}
+    if trace:
+        inject(sent)
     token = _request_policy.set(addresses)
     try:
         request = session.request(
@@ -250,7 +260,7 @@ async def open_request(
             url,
             data=data,
             json=json,
-            headers=headers,
+            headers=sent,
             allow_redirects=False,
             timeout=None if timeout is None else client_timeout(timeout),
         )
@@ -295,10 +305,12 @@ async def fetch(
     headers: Mapping[str, str] | None = None,
     timeout: float | None = None,
     addresses: AddressPolicy | None = None,
+    trace: bool = True,
 ) -> Answer:
     """Send the request and read the whole answer, at most ``max_bytes`` of it (see :func:`open_request`)."""
     async with open_request(
-        session, method, url, data=data, json=json, headers=headers, timeout=timeout, addresses=addresses
+        session, method, url, data=data, json=json, headers=headers, timeout=timeout, addresses=addresses,
+        trace=trace,
     ) as response:
         body = await read_bounded(response, max_bytes)
         return Answer(str(response.url), response.status, response.headers, body)

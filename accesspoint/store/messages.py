@@ -36,7 +36,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar, overload
@@ -50,6 +50,7 @@ from sqlalchemy import (
     bindparam,
     delete,
     false,
+    func,
     insert,
     or_,
     select,
@@ -83,6 +84,19 @@ from accesspoint.store.states import FINAL, INITIAL, Direction, MessageState, ch
 from accesspoint.store.writer import INLINE_LIMIT, WriteFailed, Writer, open_writer
 
 M = schema.messages
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """Messages waiting in one state: how many, and when the oldest of them was stored."""
+
+    count: int
+    oldest: datetime | None
+
+# Outgoing messages not yet delivered or failed, incoming ones not yet handed to the backend.
+PENDING_STATES = (
+    MessageState.SUBMITTED, MessageState.SENDING, MessageState.AWAITING_RECEIPT, MessageState.RECEIVED
+)
 P = schema.payloads
 E = schema.evidence
 T = schema.transitions
@@ -326,6 +340,19 @@ class MessageStore:
                 conditions.append(column == value)
         rows = await self._all(select(M).where(*conditions).order_by(M.c.id).limit(limit))
         return [_message(row) for row in rows]
+
+    @_shielded
+    async def pending(self) -> dict[MessageState, Pending]:
+        """How many messages wait in each state that is not yet final, and since when the oldest has (for the
+        metrics and the status; the state index finds the rows, which are few unless something is stuck)."""
+        waiting = [state.value for state in PENDING_STATES]
+        query = (
+            select(M.c.state, func.count(), func.min(M.c.created_at)).where(M.c.state.in_(waiting)).group_by(M.c.state)
+        )
+        found = {state: Pending(0, None) for state in PENDING_STATES}
+        for state, count, oldest in (tuple(row) for row in await self._all(query)):
+            found[MessageState(state)] = Pending(int(count), oldest)
+        return found
 
     @_shielded
     async def payloads(self, message: StoredMessage) -> list[StoredPayload]:

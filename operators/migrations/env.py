@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import operators.twoway_store  # noqa: F401  (declares the two-way tables on the mailbox's metadata)
+import operators.twoway_store  # noqa: F401  (its tables join the mailbox's metadata)
 from accesspoint.servicekit.database import run_environment
 from operators.mailbox import metadata
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+from pathlib import Path
 
 import atheris  # type: ignore[import-not-found]  # the optional "fuzz" extra
 
@@ -26,7 +27,18 @@ def main() -> None:
     # A warning (say, cryptography's about a malformed certificate field) is no contract violation.
     warnings.simplefilter("ignore")
     chosen.prepare()
-    atheris.Setup([sys.argv[0], *sys.argv[2:]], chosen.run)
+    # libFuzzer writes the failing input as crash-<sha1> itself; this copy is kept even when its handler does not
+    # get that far (seen a few times on the loaded machine: the log ended after the traceback).
+    prefix = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("-artifact_prefix=")), "./")
+
+    def run(data: bytes) -> None:
+        try:
+            chosen.run(data)
+        except BaseException:
+            Path(f"{prefix}exception-input").write_bytes(data)
+            raise
+
+    atheris.Setup([sys.argv[0], *sys.argv[2:]], run)
     atheris.Fuzz()
 
 

@@ -50,6 +50,7 @@ class Outcome:
     peak_rss_mb: int = 0
     result: str = "ok"
     artifact: str = ""
+    returncode: int = 0
 
 
 def _targets() -> list[str]:
@@ -64,8 +65,8 @@ def _targets() -> list[str]:
     return found.stdout.split()
 
 
-def _parse(target: str, log: str, seconds: float, returncode: int, artifacts: Path) -> Outcome:
-    outcome = Outcome(target, seconds=round(seconds, 1))
+def _parse(target: str, log: str, seconds: float, returncode: int, artifacts: list[Path]) -> Outcome:
+    outcome = Outcome(target, seconds=round(seconds, 1), returncode=returncode)
     statuses = _STATUS.findall(log)
     if statuses:
         runs, _kind, cov, ft, corpus, _rate, rss = statuses[-1]
@@ -79,8 +80,7 @@ def _parse(target: str, log: str, seconds: float, returncode: int, artifacts: Pa
     outcome.exec_per_second = round(outcome.executions / seconds) if seconds else 0
     if returncode != 0:
         outcome.result = next((kind for kind, marker in _KINDS if marker in log), f"exit {returncode}")
-        found = sorted(artifacts.glob("*"), key=lambda p: p.stat().st_mtime)
-        outcome.artifact = str(found[-1]) if found else ""
+        outcome.artifact = str(artifacts[-1]) if artifacts else "(no input written: see the log)"
     return outcome
 
 
@@ -108,11 +108,13 @@ def run_target(target: str, args: argparse.Namespace) -> Outcome:
     if dictionary.exists():
         command.append(f"-dict={dictionary}")
     command += [str(corpus), str(HERE / "corpus" / target)]
+    before = set(artifacts.iterdir())
     started = time.monotonic()
     with (work / "log.txt").open("w") as log:
         finished = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=False)
     seconds = time.monotonic() - started
-    return _parse(target, (work / "log.txt").read_text(errors="replace"), seconds, finished.returncode, artifacts)
+    written = sorted(set(artifacts.iterdir()) - before, key=lambda p: p.stat().st_mtime)
+    return _parse(target, (work / "log.txt").read_text(errors="replace"), seconds, finished.returncode, written)
 
 
 def _row(o: Outcome) -> tuple[str, ...]:
