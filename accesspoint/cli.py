@@ -189,6 +189,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "accesspoint.mailbox_cli",
     "accesspoint.keyarchive_cli",
     "accesspoint.conformance_cli",
+    "accesspoint.mailing_cli",
     "accesspoint.tsa_cli",
     "accesspoint.console_cli",
 )

@@ -13,16 +13,26 @@ Who runs (each its own process on loopback):
 
 - an SMP (``accesspoint smp serve``) and dnsmasq as the BDXL zone: a letter to a participant abroad is
   forwarded where they say (operator 2's access point, here), and its answer comes back the same way. Without
-  dnsmasq that letter is left out, and the demo says so.
+  dnsmasq that letter is left out, and the demo says so;
+- a Finnish agency's access point (eDelivery AS4 2.0: Ed25519 and X25519). FaR's sender register (loaded with
+  ``accesspoint far senders import``) says which access point may send for which agency: the Finnish agency's
+  letter goes through, a letter from the Finnish access point claiming the Norwegian agency is refused
+  (``sender-not-connected-here``);
+- a Swedish agency, connected through the router itself, sends a mass mailing to ``DEMO_MAILING`` recipients
+  (10,000 unless the environment says otherwise) across both operators: FaR is asked in batches, each letter goes
+  to its operator at the mailing's rate, and the demo shows the progress and the final counts.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import os
 import secrets
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -31,7 +41,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -63,14 +73,18 @@ FAR_TOKEN = "far-demo-token-" + secrets.token_hex(8)
 WEBHOOK_SECRET = "operator-webhook-" + secrets.token_hex(8)
 PARTY_IDS = {
     "nordic": "AP-NO-0100",
+    "finland": "AP-FI-0001",
     "sweden": "AP-SE-0001",
     "op1": "AP-OPERATOR-1",
     "op2": "AP-OPERATOR-2",
     "smp": "SMP-0001",  # the SMP's signing certificate, not an access point
 }
 
-AGENCY = with_check_digit("202100544")  # the Norwegian agency's Swedish organisation number, for FaR
-REFUSED_AGENCY = with_check_digit("212000123")  # a sender one recipient has refused
+AGENCY = "0192:974760673"  # the Norwegian agency (organisasjonsnummer, ICD 0192), sending through AP-NO-0100
+REFUSED_AGENCY = "0007:" + with_check_digit("212000123")  # a Swedish sender one recipient has refused, via AP-NO-0100
+FINNISH_AGENCY = "0216:003701120389"  # a Finnish agency (OVT code of its Y-tunnus), sending through AP-FI-0001
+SWEDISH_AGENCY = "0007:" + with_check_digit("202100544")  # connected through the router itself: the mass mailing
+MAILING = int(os.environ.get("DEMO_MAILING", "10000"))  # recipients of the mass mailing
 
 
 FOREIGN = "iso6523-actorid-upis::0088:5798000000009"  # a participant abroad: BDXL + SMP name its access point
@@ -151,6 +165,14 @@ LETTERS = (
     Letter("letter-3@nordic", NOBODY, AGENCY, "refused:no-mailbox", "no digital mailbox (not in FaR)"),
     Letter("letter-4@nordic", BERTIL, REFUSED_AGENCY, "refused:sender-refused", "the recipient refuses this sender"),
     Letter("letter-5@nordic", CECILIA, AGENCY, "rejected", "FaR names Brevlådan Två AB, which has no such mailbox"),
+    Letter("letter-7@finland", ALICE, FINNISH_AGENCY, "delivered-to-mailbox", "the Finnish agency, over AS4 2.0"),
+    Letter(
+        "letter-8@finland",
+        BERTIL,
+        AGENCY,
+        "refused:sender-not-connected-here",
+        "the Finnish access point claims the Norwegian agency, which it does not send for",
+    ),
 )
 ABROAD = Letter(
     "letter-6@nordic", FOREIGN, AGENCY, "delivered-to-mailbox", "a participant abroad: BDXL (dnsmasq) + SMP"
@@ -185,6 +207,8 @@ class AccessPointServer(Child):
             "revocation": False,  # the development CA publishes no CRL or OCSP
             "api_tokens": [self.token],
             "send": {"timeout": "10s", "lease": "30s"},
+            # The demo's stores live in a temporary folder: safe through kill -9, not fsynced at every commit.
+            "durability": "process-crash",
         }
         (folder / "server.yaml").write_text(json.dumps({**base, **settings}, indent=2))
         super().__init__(name, folder, port, ["serve", "--config", str(folder / "server.yaml")])
@@ -195,6 +219,15 @@ class AccessPointServer(Child):
     def status(self, message_id: str, direction: str = "out") -> dict[str, Any]:
         code, document = self.api("GET", f"/api/v1/messages/{message_id}?direction={direction}")
         return document if code == 200 else {}
+
+    def kill_and_restart(self) -> None:
+        """SIGKILL (no chance to finish anything), then start again on the same store and wait until it answers."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+        self._terminated = False
+        self.start()
+        self.wait_ready()
 
     def wait(self, message_id: str, done: Any, direction: str = "out", what: str = "") -> dict[str, Any]:
         """Poll the message's status until ``done(document)``."""
@@ -210,29 +243,34 @@ class AccessPointServer(Child):
         )
 
 
-def _leg(action: str, anchors: str, *, pin: bool = True) -> dict[str, Any]:
+RSA_1_15 = {"signature_algorithm": "rsa-sha256", "token_reference": "bst-x509v3"}
+EDDSA_2_0 = {"signature_algorithm": "ed25519", "key_agreement": "x25519", "token_reference": "bst-pkipath"}
+
+
+def _leg(action: str, anchors: str, *, pin: bool = True, security: dict[str, str] | None = None) -> dict[str, Any]:
     return {
         "service": SERVICE,
         "action": action,
         "security": {
-            "signature_algorithm": "rsa-sha256",
-            "token_reference": "bst-x509v3",
+            **(security or RSA_1_15),
             "trust": {"anchors": [anchors], "pin_partner": pin, "revocation": "off"},
         },
         "reception_awareness": {"retries": 2, "backoff_base": "500ms", "backoff_max": "2s", "jitter": 0.0},
     }
 
 
-def _two_way(pmode_id: str, initiator: str, responder: str, anchors: str) -> dict[str, Any]:
-    """Letters on leg 1, the operator's signed answer back on leg 2 (ref_to_message_id = the letter)."""
+def _two_way(pmode_id: str, initiator: str, responder: str, anchors: str, *, v2: bool = False) -> dict[str, Any]:
+    """Letters on leg 1, the operator's signed answer back on leg 2 (ref_to_message_id = the letter); AS4 1.15
+    (RSA) unless ``v2`` (AS4 2.0: Ed25519 and X25519)."""
+    security = EDDSA_2_0 if v2 else RSA_1_15
     return {
         "id": pmode_id,
-        "network": "edelivery-1.15",
+        "network": "edelivery-2.0" if v2 else "edelivery-1.15",
         "mep": "two-way",
         "binding": "push-and-push",
         "initiator": {"party": initiator},
         "responder": {"party": responder},
-        "legs": [_leg(ACTION, anchors), _leg("Answer", anchors)],
+        "legs": [_leg(ACTION, anchors, security=security), _leg("Answer", anchors, security=security)],
     }
 
 
@@ -254,12 +292,16 @@ def _portability(initiator: str, responder: str, anchors: str) -> dict[str, Any]
     }
 
 
-def _party(pki: DevelopmentPki, name: str, endpoint: str) -> dict[str, Any]:
-    return {
+def _party(pki: DevelopmentPki, name: str, endpoint: str, *, v2: bool = False) -> dict[str, Any]:
+    keys = pki.parties[name]
+    party = {
         "party_ids": [{"value": PARTY_IDS[name], "type": UNREGISTERED}],
-        "signing_certificate": str(pki.parties[name].rsa.certificate_path),
+        "signing_certificate": str((keys.ed25519 if v2 else keys.rsa).certificate_path),
         "endpoint": endpoint,
     }
+    if v2:
+        party["encryption_certificate"] = str(keys.x25519.certificate_path)
+    return party
 
 
 @dataclass
@@ -276,7 +318,9 @@ class Federation:
     registers: Child
     eid: EidIssuer
     folder: Path
+    finland: AccessPointServer
     holders: dict[str, KeyPair] = field(default_factory=dict)
+    mailing: tuple[str, ...] = ()  # the mass mailing's recipients
 
     @property
     def all(self) -> list[Child]:
@@ -288,6 +332,7 @@ class Federation:
             *self.operators.values(),
             self.sweden,
             self.nordic,
+            self.finland,
         ]
 
     def holder(self, identity: str, name: str) -> KeyPair:
@@ -303,10 +348,73 @@ class Federation:
             sign_assertion(text, self.holder(i, PEOPLE.get(i, i)), at=datetime.now(UTC)).to_json() for i in identities
         ]
 
+    def sender_of(self, letter: Letter) -> AccessPointServer:
+        """The access point a letter is sent from."""
+        return self.finland if letter.message_id.endswith("@finland") else self.nordic
+
     @property
     def letters(self) -> tuple[Letter, ...]:
         """The demo's letters: the one abroad only with BDXL (dnsmasq) running."""
         return LETTERS if self.dns is None else (*LETTERS, ABROAD)
+
+
+def mailing_recipients(count: int) -> tuple[str, ...]:
+    """``count`` distinct personnummer with valid check digits, 900 born each day from 1 January 1950."""
+    found: list[str] = []
+    day = date(1950, 1, 1)
+    while len(found) < count:
+        found += ["19" + with_check_digit(f"{day:%y%m%d}{serial}") for serial in range(100, 1000)]
+        day += timedelta(days=1)
+    return tuple(found[:count])
+
+
+def registered(index: int) -> bool:
+    """Whether the mailing's recipient at ``index`` has a mailbox (one in a hundred has none)."""
+    return index % 100 != 99
+
+
+def mailbox_letters(federation: Federation) -> dict[str, int]:
+    """Letters per recipient in both operators' mailboxes (their SQLite files, read as they are now)."""
+    counts: dict[str, int] = {}
+    for operator in federation.operators.values():
+        with contextlib.closing(sqlite3.connect(operator.folder / "mailbox.db")) as db:
+            rows = db.execute("SELECT recipient, count(*) FROM mail GROUP BY recipient").fetchall()
+        for recipient, count in rows:
+            counts[recipient] = counts.get(recipient, 0) + count
+    return counts
+
+
+@dataclass(frozen=True)
+class MailboxCheck:
+    """The mailing's letters as the mailboxes hold them: each reachable recipient should have exactly one."""
+
+    reachable: int
+    missing: tuple[str, ...]  # reachable, no letter
+    twice: tuple[str, ...]  # more than one letter
+    strays: tuple[str, ...]  # a letter for a recipient FaR refused
+
+    @property
+    def exactly_once(self) -> bool:
+        return not (self.missing or self.twice or self.strays)
+
+
+def check_mailboxes(federation: Federation, *, timeout: float) -> MailboxCheck:
+    """Wait (up to ``timeout`` s) until every reachable recipient of the mailing has a letter; what the mailboxes
+    hold then."""
+    reachable = [r for index, r in enumerate(federation.mailing) if registered(index)]
+    deadline = time.monotonic() + timeout
+    while True:
+        counts = mailbox_letters(federation)
+        if all(counts.get(r) for r in reachable) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    unreachable = (r for index, r in enumerate(federation.mailing) if not registered(index))
+    return MailboxCheck(
+        reachable=len(reachable),
+        missing=tuple(r for r in reachable if not counts.get(r)),
+        twice=tuple(r for r in reachable if counts.get(r, 0) > 1),
+        strays=tuple(r for r in unreachable if counts.get(r)),
+    )
 
 
 def build(
@@ -317,15 +425,30 @@ def build(
     far_extra: str = "",
     operator_extra: str = "",
     portability: str = "",
+    sweden_settings: dict[str, Any] | None = None,
+    mailing: int = 0,
 ) -> Federation:
-    """Write every process's settings (nothing runs yet); ``nordic_settings`` adds to the Nordic access point's,
-    ``far_extra`` and ``operator_extra`` (TOML tables) are appended to FaR's and each operator's settings,
-    ``portability`` (TOML keys) to each operator's ``[operator.portability]``."""
-    names = ("far", "registers", "smp", "nordic", "sweden", "op1", "op2", "mailbox-op1", "mailbox-op2")
+    """Write every process's settings (nothing runs yet); ``nordic_settings`` and ``sweden_settings`` add to the
+    Nordic access point's and the router's, ``far_extra`` and ``operator_extra`` (TOML tables) are appended to
+    FaR's and each operator's settings, ``portability`` (TOML keys) to each operator's ``[operator.portability]``;
+    ``mailing`` recipients for a mass mailing get mailboxes at the two operators, every other one at each."""
+    names = (
+        "far", "registers", "smp", "nordic", "finland", "sweden", "op1", "op2", "mailbox-op1", "mailbox-op2",
+    )  # fmt: skip
     ports = {name: free_port() for name in names}
     url = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     anchors = str(pki.ca.certificate_path)
-    keys = {name: {"signing": [key_files(pki.parties[name].rsa)]} for name in PARTY_IDS}
+    keys: dict[str, dict[str, Any]] = {name: {"signing": [key_files(pki.parties[name].rsa)]} for name in PARTY_IDS}
+    for name in ("finland", "sweden"):  # AS4 2.0 between them: Ed25519 signatures, X25519 key agreement
+        keys[name] = {
+            "signing": [key_files(pki.parties[name].rsa), key_files(pki.parties[name].ed25519)],
+            "decryption": [key_files(pki.parties[name].x25519)],
+        }
+    recipients = mailing_recipients(mailing)
+    boxes = {
+        "op1": tuple(r for i, r in enumerate(recipients) if registered(i) and i % 2 == 0),
+        "op2": tuple(r for i, r in enumerate(recipients) if registered(i) and i % 2 == 1),
+    }
     smp = _smp(folder / "smp", ports["smp"], pki)
     binary = shutil.which("dnsmasq") or shutil.which("dnsmasq", path="/usr/sbin:/sbin")
     dns = None if binary is None else Dnsmasq(binary, folder / "dns")
@@ -384,9 +507,27 @@ def build(
             **(nordic_settings or {}),
         },
     )
+    operator_certificates = [str(pki.parties[o.key].rsa.certificate_path) for o in OPERATORS]
+    finland = AccessPointServer(
+        "finland",
+        folder / "finland",
+        ports["finland"],
+        {
+            "version": 1,
+            "self": "finland",
+            "parties": {
+                "finland": _party(pki, "finland", url["finland"] + "/as4", v2=True),
+                "sweden": _party(pki, "sweden", url["sweden"] + "/as4", v2=True),
+            },
+            "pmodes": [_two_way("fi-to-se", "finland", "sweden", anchors, v2=True)],
+        },
+        {"keys": keys["finland"], "end_to_end": {"operators": operator_certificates}},
+    )
     sweden_parties = {
         "sweden": _party(pki, "sweden", url["sweden"] + "/as4"),
+        "sweden-2.0": _party(pki, "sweden", url["sweden"] + "/as4", v2=True),
         "nordic": _party(pki, "nordic", url["nordic"] + "/as4"),
+        "finland": _party(pki, "finland", url["finland"] + "/as4", v2=True),
     }
     for operator in OPERATORS:
         # FaR gives the operator's endpoint; the agreement gives its certificate.
@@ -398,10 +539,11 @@ def build(
         ports["sweden"],
         {
             "version": 1,
-            "self": "sweden",
+            "self": ["sweden", "sweden-2.0"],
             "parties": sweden_parties,
             "pmodes": [
                 _two_way("nordic-to-se", "nordic", "sweden", anchors),
+                _two_way("fi-to-se", "finland", "sweden-2.0", anchors, v2=True),
                 *(_two_way(f"se-to-{o.key}", "sweden", o.key, anchors) for o in OPERATORS),
                 {
                     # Participants abroad: endpoint and certificate from their SMP (found through BDXL).
@@ -415,12 +557,14 @@ def build(
         },
         {
             "keys": keys["sweden"],
-            "routing": {"far": url["far"], "token": FAR_TOKEN, "pmodes": ["nordic-to-se"], "timeout": "3s"},
+            "send": {"workers": 8, "timeout": "10s", "lease": "30s"},  # the mass mailing's letters
+            "routing": {"far": url["far"], "token": FAR_TOKEN, "pmodes": ["nordic-to-se", "fi-to-se"], "timeout": "3s"},
             **(
                 {}
                 if dns is None
                 else {"discovery": {"zone": ZONE, "dns": f"127.0.0.1:{dns.port}", "smp_trust": anchors, **LOOPBACK}}
             ),
+            **(sweden_settings or {}),
         },
     )
     operator_aps: dict[str, AccessPointServer] = {}
@@ -456,7 +600,7 @@ def build(
         mailbox_folder = folder / f"mailbox-{operator.key}"
         mailbox_folder.mkdir()
         settings = mailbox_folder / "operator.toml"
-        mailboxes = ", ".join(f'"{m}"' for m in operator.mailboxes)
+        mailboxes = ", ".join(f'"{m}"' for m in (*operator.mailboxes, *boxes[operator.key]))
         peers = "".join(
             f'[[operator.peers]]\nid = "16{other.orgnr}"\npmode = "{operator.key}-to-{other.key}"\n'
             f'certificate = "{pki.parties[other.key].rsa.certificate_path}"\n\n'
@@ -482,7 +626,9 @@ def build(
             ports["mailbox-" + operator.key],
             ["operator", "serve", "--config", str(settings)],
         )
-    return Federation(far, smp, dns, nordic, sweden, operator_aps, operators, registers, eid, folder)
+    return Federation(
+        far, smp, dns, nordic, sweden, operator_aps, operators, registers, eid, folder, finland, mailing=recipients
+    )  # fmt: skip
 
 
 def _smp(folder: Path, port: int, pki: DevelopmentPki) -> Child:
@@ -573,7 +719,7 @@ def start(federation: Federation, pki: DevelopmentPki) -> None:
         server.start()
     for server in federation.all:
         server.wait_ready()
-    load_far(federation)
+    load_far(federation, pki)
     publish_abroad(federation, pki)
 
 
@@ -587,8 +733,28 @@ def stop(federation: Federation) -> dict[str, int | None]:
     return codes
 
 
-def load_far(federation: Federation) -> None:
-    """The two operators (REST) and the recipients (``accesspoint far import``, CSV)."""
+def senders(pki: DevelopmentPki) -> list[dict[str, Any]]:
+    """The sender register: each agency with the access points that may send for it (PartyId and certificate)."""
+
+    def ap(name: str, *, v2: bool = False) -> dict[str, str]:
+        keys = pki.parties[name]
+        issued = keys.ed25519 if v2 else keys.rsa
+        return {"party_id": PARTY_IDS[name], "certificate_sha256": certificate_sha256(issued.certificate)}
+
+    return [
+        {"id": AGENCY, "name": "Skatteetaten", "networks": ["cross-border"], "access_points": [ap("nordic")]},
+        {"id": REFUSED_AGENCY, "name": "Reklambyrån AB", "access_points": [ap("nordic")]},
+        {
+            "id": FINNISH_AGENCY, "name": "Verohallinto", "networks": ["cross-border"],
+            "access_points": [ap("finland", v2=True)], "support": {"text": "Soita meille", "url": "https://vero.fi"},
+        },
+        {"id": SWEDISH_AGENCY, "name": "Skatteverket", "access_points": [ap("sweden")]},
+    ]  # fmt: skip
+
+
+def load_far(federation: Federation, pki: DevelopmentPki) -> None:
+    """The two operators (REST), the recipients (``accesspoint far import``, CSV, with the mailing's) and the
+    senders (``accesspoint far senders import``, JSON lines)."""
     for operator in OPERATORS:
         body = {
             "name": operator.name,
@@ -599,26 +765,31 @@ def load_far(federation: Federation) -> None:
         if code not in (200, 201):
             raise DemoFailure(f"FaR refused the operator {operator.name}: HTTP {code} {answer}")
     csv = federation.far.folder / "recipients.csv"
-    csv.write_text(
-        "recipient,status,operator,refused_senders\n"
-        f"{ALICE},secure,{OPERATORS[0].orgnr},\n"
-        f"{BERTIL},secure,{OPERATORS[1].orgnr},{REFUSED_AGENCY}\n"
-        f"{CECILIA},secure,{OPERATORS[1].orgnr},\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-m", "accesspoint", "far", "import", str(csv), "--config", str(federation.far.argv[-1])],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise DemoFailure(f"far import failed: {done.stderr.strip()}")
+    with csv.open("w") as out:
+        out.write(
+            "recipient,status,operator,refused_senders\n"
+            f"{ALICE},secure,{OPERATORS[0].orgnr},\n"
+            f"{BERTIL},secure,{OPERATORS[1].orgnr},{REFUSED_AGENCY}\n"
+            f"{CECILIA},secure,{OPERATORS[1].orgnr},\n"
+        )
+        for index, recipient in enumerate(federation.mailing):
+            if registered(index):
+                out.write(f"{recipient},secure,{OPERATORS[index % 2].orgnr},\n")
+    register = federation.far.folder / "senders.jsonl"
+    register.write_text("".join(json.dumps(sender) + "\n" for sender in senders(pki)))
+    config = str(federation.far.argv[-1])
+    for command in (["far", "import", str(csv)], ["far", "senders", "import", str(register)]):
+        done = subprocess.run(
+            [sys.executable, "-m", "accesspoint", *command, "--config", config],
+            capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise DemoFailure(f"{' '.join(command[:-1])} failed: {done.stdout.strip()} {done.stderr.strip()}")
 
 
 def letter_document(letter: Letter) -> bytes:
     header = Sbdh(
-        sender=(Partner(f"0007:{letter.sender}"),),
+        sender=(Partner(letter.sender),),
         receiver=(Partner(letter.recipient.rpartition("::")[2]),),
         document=DocumentIdentification(
             standard="urn:example:letter",
@@ -642,10 +813,10 @@ def submission(letter: Letter) -> dict[str, Any]:
     """The REST submission of a letter at the Nordic access point, addressed through FaR (originalSender, an
     organisation number; finalRecipient, 12 digits) with the SBD letter as its payload."""
     return {
-        "pmode": "nordic-to-se",
+        "pmode": "fi-to-se" if letter.message_id.endswith("@finland") else "nordic-to-se",
         "message_id": letter.message_id,
         "properties": {
-            "originalSender": {"value": f"0007:{letter.sender}", "type": "iso6523-actorid-upis"},
+            "originalSender": {"value": letter.sender, "type": "iso6523-actorid-upis"},
             "finalRecipient": _final_recipient(letter.recipient),
         },
         "payloads": [
@@ -659,10 +830,11 @@ def submission(letter: Letter) -> dict[str, Any]:
 
 
 def send(federation: Federation, letter: Letter) -> None:
-    """Submit a letter at the Nordic access point."""
-    code, answer = federation.nordic.api("POST", "/api/v1/messages", submission(letter))
+    """Submit a letter at its sender's access point (the Nordic one, or the Finnish one for @finland)."""
+    point = federation.sender_of(letter)
+    code, answer = point.api("POST", "/api/v1/messages", submission(letter))
     if code != 202:
-        raise DemoFailure(f"the Nordic access point refused {letter.message_id}: HTTP {code} {answer}")
+        raise DemoFailure(f"{point.name} refused {letter.message_id}: HTTP {code} {answer}")
 
 
 def _payloads(point: AccessPointServer, document: dict[str, Any], direction: str) -> dict[str, bytes]:
@@ -719,7 +891,7 @@ def run(
     started = time.monotonic()
     if made is None:
         pki = generate_keys(folder / "keys", PARTY_IDS, days=1)
-        made = (build(folder, pki), pki)
+        made = (build(folder, pki, mailing=MAILING), pki)
     federation, pki = made
     after = number + 6
     try:
@@ -731,6 +903,7 @@ def run(
             "registers": "population and business registers FaR asks about holders (accesspoint far registers)",
             "smp": "an SMP (accesspoint smp serve) publishing where a participant abroad receives",
             "nordic": "the Nordic sender's access point (AP-NO-0100)",
+            "finland": "a Finnish agency's access point (AP-FI-0001), eDelivery AS4 2.0",
             "sweden": "the Swedish access point, router (AP-SE-0001), asks FaR before it answers",
             "op1-ap": f"{OPERATORS[0].name}'s access point (AP-OPERATOR-1)",
             "op2-ap": f"{OPERATORS[1].name}'s access point (AP-OPERATOR-2)",
@@ -750,13 +923,20 @@ def run(
         say()
         say(
             f"{number + 1}. FaR knows: {ALICE} at {OPERATORS[0].name}; {BERTIL} at {OPERATORS[1].name} (refuses "
-            f"sender {REFUSED_AGENCY}); {CECILIA} at {OPERATORS[1].name}; {NOBODY} is not registered."
+            f"sender {REFUSED_AGENCY}); {CECILIA} at {OPERATORS[1].name}; {NOBODY} is not registered; and "
+            f"{len(federation.mailing):,} recipients of a mass mailing, every other one at each operator, one in a "
+            "hundred without a mailbox. Its sender register (accesspoint far senders import): "
+            + "; ".join(
+                f"{s['id']} ({s['name']}) through {', '.join(ap['party_id'] for ap in s['access_points'])}"
+                for s in senders(pki)
+            )
+            + "."
         )
         say()
         say(
-            f"{number + 2}. The Nordic agency {AGENCY} sends {len(federation.letters)} letters (SBD documents, on a "
-            "two-way P-Mode with "
-            "the Swedish access point):"
+            f"{number + 2}. The Norwegian agency {AGENCY} and the Finnish agency {FINNISH_AGENCY} send "
+            f"{len(federation.letters)} letters (SBD documents, on two-way P-Modes with the Swedish access point: "
+            "AS4 1.15 from Norway, AS4 2.0 from Finland):"
         )
         for letter in federation.letters:
             send(federation, letter)
@@ -770,6 +950,10 @@ def run(
         move_mailbox(federation, number + 4)
         say()
         company_mailbox(federation, number + 5)
+        if federation.mailing:
+            say()
+            mass_mailing(federation, after)
+            after += 1
         if more is not None:
             say()
             after = more(after)
@@ -914,9 +1098,90 @@ def company_mailbox(federation: Federation, number: int) -> None:
     )
 
 
+MAILING_ID = "demo-mailing"
+MAILING_LETTER = '<Letter xmlns="urn:example:letter">Ditt årsbesked för 2026 finns här.</Letter>'.encode()
+
+
+def post_mailing(point: AccessPointServer, metadata: dict[str, Any], rows: Any) -> tuple[int, Any]:
+    """POST a mailing as JSON lines (the mailing, then one recipient a line) to an access point's API."""
+    body = "".join(json.dumps(line) + "\n" for line in (metadata, *rows)).encode()
+    request = urllib.request.Request(point.url + "/api/v1/mailings", data=body, method="POST")  # noqa: S310
+    request.add_header("Authorization", f"Bearer {point.token}")
+    request.add_header("Content-Type", "application/x-ndjson")
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:  # noqa: S310 (loopback)
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+def mass_mailing(federation: Federation, number: int) -> None:
+    """The Swedish agency's mailing through the router's API: progress until every letter is in a mailbox."""
+    sweden, recipients = federation.sweden, federation.mailing
+    mailbox_count = sum(1 for index in range(len(recipients)) if registered(index))
+    say(
+        f"{number}. The Swedish agency {SWEDISH_AGENCY} (connected through the router itself) posts a mass mailing "
+        f"to {len(recipients):,} recipients to the router's API as JSON lines (POST /api/v1/mailings):"
+    )
+    metadata = {
+        "id": MAILING_ID,
+        "sender": SWEDISH_AGENCY,
+        "action": ACTION,
+        "rate": 500,
+        "reference": "Årsbesked 2026",
+        "payloads": [
+            {"content_id": "letter@skatteverket", "mime_type": "application/xml",
+             "data": base64.b64encode(MAILING_LETTER).decode()}
+        ],
+    }  # fmt: skip
+    started = time.monotonic()
+    code, answer = post_mailing(sweden, metadata, recipients)
+    if code != 202:
+        raise DemoFailure(f"the router refused the mailing: HTTP {code} {answer}")
+    say(f"   accepted {answer['accepted']:,} recipients ({answer['invalid']} invalid rows) in "
+        f"{time.monotonic() - started:.1f} s; FaR is asked in batches, letters go out at 500 a second at most",
+        indent=6)  # fmt: skip
+    deadline = time.monotonic() + max(120.0, len(recipients) / 10)
+    shown = 0.0
+    progress: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        _code, progress = sweden.api("GET", f"/api/v1/mailings/{MAILING_ID}")
+        answered = progress.get("end_to_end", {}).get("delivered-to-mailbox", 0)
+        done = progress.get("state") == "completed" and answered >= mailbox_count
+        if done or time.monotonic() - shown >= 5:
+            shown = time.monotonic()
+            rows, letters = progress.get("recipients", {}), progress.get("letters", {})
+            say(
+                f"   {time.monotonic() - started:6.1f} s  {progress.get('state')}: checked in FaR "
+                f"{len(recipients) - rows.get('pending', 0):,}, refused {rows.get('refused', 0):,}, queued "
+                f"{rows.get('queued', 0):,}; letters delivered to the operators {letters.get('delivered', 0):,}, "
+                f"failed {letters.get('failed', 0):,}; in mailboxes (operators' signed answers) {answered:,}",
+                indent=16,
+            )
+        if done:
+            break
+        time.sleep(0.5)
+    else:
+        raise DemoFailure(f"the mailing did not finish in time: {progress}")
+    elapsed = time.monotonic() - started
+    rows, letters, far = progress["recipients"], progress["letters"], progress["far"]
+    expected = {"queued": mailbox_count, "refused": len(recipients) - mailbox_count}
+    if {k: rows.get(k, 0) for k in expected} != expected or letters != {"delivered": mailbox_count}:
+        raise DemoFailure(f"the mailing's counts are off: {progress}")
+    refused = sweden.api("GET", f"/api/v1/mailings/{MAILING_ID}/recipients?state=refused&limit=1")[1]["recipients"]
+    say(
+        f"   OK the mailing completed: {mailbox_count:,} letters in mailboxes ({mailbox_count / elapsed:.0f} letters/s "
+        f"end to end), {expected['refused']:,} refused with FaR's reason for printing on paper (e.g. "
+        f"{refused[0]['recipient']}: {refused[0]['reason']}), FaR checked "
+        f"{far['checked']:,} recipients at {far['recipients_per_second'] or 0:,.0f} a second; counts add up to "
+        f"{len(recipients):,}",
+        indent=6,
+    )
+
+
 def _outcome(federation: Federation, letter: Letter, pki: DevelopmentPki) -> str | None:
     """Print what became of one letter; a problem when it is not what the demo expects."""
-    nordic, sweden = federation.nordic, federation.sweden
+    nordic, sweden = federation.sender_of(letter), federation.sweden
     sent = nordic.wait(letter.message_id, lambda d: d["state"] in ("delivered", "failed"), what="AS4 receipt")
     if letter.expect.startswith("refused:"):
         reason = letter.expect.removeprefix("refused:")

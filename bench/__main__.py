@@ -21,6 +21,7 @@ from bench import far as far_bench
 from bench import holder_crypto as holder_crypto_bench
 from bench import holders as holders_bench
 from bench import loop as loop_bench
+from bench import mailing as mailing_bench
 from bench import routing as routing_bench
 from bench import security as security_bench
 from bench import small
@@ -171,8 +172,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--only",
         choices=(
-            "small", "stream", "smp", "far", "security", "store", "e2e", "e2e-postgresql", "routing", "soak", "loop",
-            "holder-crypto", "holders", "console",
+            "small",
+            "stream",
+            "smp",
+            "far",
+            "security",
+            "store",
+            "e2e",
+            "e2e-postgresql",
+            "routing",
+            "mailing",
+            "soak",
+            "loop",
+            "holder-crypto",
+            "holders",
+            "console",
         ),
         help="run one benchmark only (soak only when named: a million messages take the best part of an hour)",
     )
@@ -180,6 +194,8 @@ def main(argv: list[str] | None = None) -> None:
         "--console-messages", type=int, default=1_000_000, help="messages in the console's store (default 1M)"
     )
     parser.add_argument("--soak-messages", type=int, default=1_000_000, help="messages of the soak (default 1M)")
+    parser.add_argument("--mailing-recipients", type=int, default=100_000, help="recipients of the mass mailing")
+    parser.add_argument("--mailing-registered", type=int, default=1_000_000, help="recipients registered in FaR")
     parser.add_argument("--quick", action="store_true", help="short rounds and small payloads (a smoke test)")
     parser.add_argument("--seconds", type=float, default=2.0, help="seconds per round of the 4 KB case")
     parser.add_argument("--repeats", type=int, default=5, help="rounds of the 4 KB case (the median is reported)")
@@ -278,6 +294,15 @@ def main(argv: list[str] | None = None) -> None:
         report["console"] = console_bench.run(messages=messages, requests=20 if args.quick else 200)
         console_bench.print_result(report["console"], _say)
         _say()
+    if args.only in (None, "mailing"):
+        _say()
+        size = (1000, 20_000) if args.quick else (args.mailing_recipients, args.mailing_registered)
+        report["mailing"] = mailing_bench.run(recipients=size[0], registered=size[1])
+        mailing_bench.print_result(report["mailing"], _say)
+        # A second mailing, the router killed (SIGKILL) in its middle: exactly one letter per reachable recipient.
+        size = (1000, 200) if args.quick else (10_000, 2000)
+        report["mailing_kill_9"] = mailing_bench.run(recipients=size[0], registered=size[0], kill_after=size[1])
+        mailing_bench.print_result(report["mailing_kill_9"], _say)
     if args.only == "soak":
         # A million messages on SQLite (or --soak-messages): rate and memory flat, the store's size per message.
         report["soak"] = soak_bench.run(messages=args.soak_messages, round_seconds=10.0 if args.quick else 60.0)

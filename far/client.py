@@ -6,11 +6,13 @@ import json
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Protocol
+from urllib.parse import quote
 
 import aiohttp
 
 from accesspoint.servicekit.httpclient import fetch, new_session
-from far.service import FarService, InvalidInput, Operator, Reachability
+from far.senders import SenderRegister, SenderView
+from far.service import FarService, InvalidInput, NotFound, Operator, Reachability
 
 MAX_ANSWER = 4 * 1024 * 1024  # FaR's answer about a batch of recipients; more is a failure, not read on
 
@@ -20,6 +22,14 @@ class ReachabilityLookup(Protocol):
 
     async def is_reachable(self, sender: str, recipients: Sequence[str]) -> list[Reachability]:
         """One Reachability per recipient, in order (``sender`` a party id, far/parties.py)."""
+        ...
+
+
+class SenderLookup(Protocol):
+    """What the router needs from the sender register: SenderRegister in-process, FarClient over HTTP."""
+
+    async def get(self, sender_id: str) -> SenderView:
+        """The sender with its dispatchers; NotFound when it is not registered."""
         ...
 
 
@@ -59,16 +69,24 @@ class FarClient:
 
     async def operators(self) -> list[Operator]:
         """Every operator FaR knows (for an operator broadcast); FarUnavailable when FaR cannot answer."""
-        answer = await self._call("GET", "/api/v1/operators", None)
+        answer = await self._request("GET", "/api/v1/operators")
         try:
             return [Operator.from_json(item) for item in answer["operators"]]
         except (KeyError, TypeError, ValueError) as exc:
             raise FarUnavailable(f"FaR's answer is malformed: {exc}") from None
 
-    async def _post(self, path: str, body: dict[str, Any]) -> Any:
-        return await self._call("POST", path, body)
+    async def get(self, sender_id: str) -> SenderView:
+        """The sender register's record of a sender (``GET /api/v1/senders/{id}``); NotFound when unregistered."""
+        answer = await self._request("GET", "/api/v1/senders/" + quote(sender_id, safe=":"))
+        try:
+            return SenderView.from_json(answer)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise FarUnavailable(f"FaR's answer is malformed: {exc}") from None
 
-    async def _call(self, method: str, path: str, body: dict[str, Any] | None) -> Any:
+    async def _post(self, path: str, body: dict[str, Any]) -> Any:
+        return await self._request("POST", path, body)
+
+    async def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         if self._session is None:
             raise RuntimeError("use FarClient as an async context manager")
         try:
@@ -80,6 +98,8 @@ class FarClient:
             document = json.loads(answer.body)
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise FarUnavailable(f"FaR answered HTTP {status} without JSON") from None
+        if status == 404:
+            raise NotFound(document.get("detail", "not found") if isinstance(document, dict) else "not found")
         if 400 <= status < 500:
             detail = document.get("detail", "") if isinstance(document, dict) else ""
             field = document.get("field") if isinstance(document, dict) else None
@@ -92,3 +112,8 @@ class FarClient:
 def _lookups(service: FarService, client: FarClient) -> list[ReachabilityLookup]:
     """Never called: mypy checks here that both the in-process service and the client fit the router's protocol."""
     return [service, client]
+
+
+def _senders(register: SenderRegister, client: FarClient) -> list[SenderLookup]:
+    """Never called: as above, for the sender register."""
+    return [register, client]

@@ -42,6 +42,7 @@ from accesspoint.envelopes.letter import (
 from accesspoint.envelopes.minameddelanden import (
     SEALED_DELIVERY,
     SERVICE3_NS,
+    SIGNED_DELIVERY,
     SecureDelivery,
     verify_sealed_delivery,
 )
@@ -172,7 +173,7 @@ def _trusted_sender(certificate: x509.Certificate, trust: DeliveryTrust, at: dat
 
 def classify(root: etree._Element) -> Network | None:
     """The network a payload belongs to, by its root element (None when it is none of the three)."""
-    if root.tag in (SEALED_DELIVERY, f"{{{SERVICE3_NS}}}deliverSecure"):
+    if root.tag in (SEALED_DELIVERY, SIGNED_DELIVERY, f"{{{SERVICE3_NS}}}deliverSecure"):
         return Network.MINA_MEDDELANDEN
     if root.tag == f"{{{XHE_NS}}}XHE":
         return Network.SDK
@@ -199,6 +200,10 @@ def check_delivery(payload: bytes, trust: DeliveryTrust, *, at: datetime) -> Che
 
 def _sealed(root: etree._Element, trust: DeliveryTrust, at: datetime) -> CheckedDelivery:
     network = Network.MINA_MEDDELANDEN
+    if root.tag == SIGNED_DELIVERY:
+        # Only an intermediary's seal says the sender is registered and connected: a delivery that skipped the
+        # router is not taken, however good the sender's own signature.
+        raise Refusal(network, ReasonCode.SIGNATURE, "unsealed", "the delivery is not sealed by an intermediary")
     if not trust.intermediaries:
         raise Refusal(network, ReasonCode.SIGNATURE, "seal", "no intermediary is trusted to seal deliveries")
     verified = None

@@ -38,12 +38,15 @@ from accesspoint.envelopes.kvittens import (
 )
 from accesspoint.envelopes.minameddelanden import (
     RECEIPT,
+    SIGNED_DELIVERY,
     ReceiptRequest,
+    SecureDelivery,
     build_delivery_receipt,
     receipt_for,
     receipt_matches,
     verify_delivery_receipt,
     verify_sealed_delivery,
+    verify_signed_delivery,
 )
 from accesspoint.envelopes.signature import sign_enveloped, verify_enveloped
 from accesspoint.envelopes.xhe import XHE_NS, Xhe, XheParty, XhePayload, build_xhe, parse_xhe, sdk_scope, verify_xhe
@@ -166,7 +169,11 @@ def _kvittens(
 ) -> bytes:
     if isinstance(outcome, Refusal):
         code = ResponseCode.REJECTED
-        lines: tuple[LineResponse, ...] = (LineResponse(outcome.reason, outcome.text, status_reason_code=outcome.code),)
+        # SDK's own word for a recipient not served here, the code SDK senders act on; ours stays in the text.
+        reason_code = "NOT_SERVICED" if outcome.code == "unknown-recipient" else outcome.code
+        lines: tuple[LineResponse, ...] = (
+            LineResponse(outcome.reason, f"{outcome.code}: {outcome.text}", status_reason_code=reason_code),
+        )
     else:
         code, lines = ResponseCode.ACCEPTED, ()
     moment = at.astimezone(UTC)
@@ -282,30 +289,55 @@ def _check(
     notification = verify_notification(notes[0], operator)
     if notification.message_id != message_id:
         raise ReceiptMismatch(f"the notification answers {notification.message_id!r}, not {message_id!r}")
-    expected = sorted((cid, payload_sha256(data)) for cid, data in sent.items())
-    if sorted(notification.payloads) != expected:
+    expected = {cid: payload_sha256(data) for cid, data in sent.items()}
+    quoted = dict(notification.payloads)
+    if set(quoted) != set(expected) or len(quoted) != len(notification.payloads):
+        raise ReceiptMismatch("the notification's payloads differ from what was sent")
+    # The intermediary seals a SignedDelivery on its way (the router's SealedDelivery): the operator quotes the
+    # digest of what it got, and the sender's proof is the operator's signed Receipt fitting its delivery.
+    sealed_on_the_way = {cid for cid in expected if quoted[cid] != expected[cid]}
+    if any(not _is_signed_delivery(sent[cid]) for cid in sealed_on_the_way):
         raise ReceiptMismatch("the notification's payload digests differ from what was sent")
     found: list[str] = []
+    fitted: set[str] = set()
     for data in reply.values():
         root = parse_document(data, what="answer")
         if root.tag == RECEIPT:
-            found.append(_check_mm_receipt(root, sent, operator))
+            label, cid = _check_mm_receipt(root, sent, operator)
+            found.append(label)
+            fitted.add(cid)
         elif root.tag == f"{{{XHE_NS}}}XHE":
             found.append(_check_kvittens(root, sent, operator, notification))
+    if notification.status is Status.DELIVERED and sealed_on_the_way - fitted:
+        raise ReceiptMismatch("a delivery sealed on its way is answered without a Receipt that fits it")
     if notification.network is Network.SDK and notification.status is Status.DELIVERED and not found:
         raise ReceiptMismatch("an SDK delivery is answered without a Meddelandekvittens")
     return EndToEndReceipt(notification, operator, tuple(found))
 
 
-def _check_mm_receipt(root: etree._Element, sent: Mapping[str, bytes], operator: x509.Certificate) -> str:
-    verified = verify_delivery_receipt(root, operator=operator)
-    for data in sent.values():
+def _is_signed_delivery(data: bytes) -> bool:
+    try:
+        return parse_document(data, what="payload").tag == SIGNED_DELIVERY
+    except EnvelopeError:
+        return False
+
+
+def _sent_delivery(data: bytes) -> SecureDelivery | None:
+    """The delivery a sent payload carries: sealed (sent through no intermediary) or signed (sealed on its way)."""
+    for verify in (verify_sealed_delivery, verify_signed_delivery):
         try:
-            delivery = verify_sealed_delivery(data).delivery
+            return verify(data).delivery
         except EnvelopeError:
             continue
-        if receipt_matches(verified.receipt, delivery):
-            return f"minameddelanden-receipt:{verified.receipt.message_id}"
+    return None
+
+
+def _check_mm_receipt(root: etree._Element, sent: Mapping[str, bytes], operator: x509.Certificate) -> tuple[str, str]:
+    verified = verify_delivery_receipt(root, operator=operator)
+    for cid, data in sent.items():
+        delivery = _sent_delivery(data)
+        if delivery is not None and receipt_matches(verified.receipt, delivery):
+            return f"minameddelanden-receipt:{verified.receipt.message_id}", cid
     raise ReceiptMismatch(f"the Receipt for {verified.receipt.message_id!r} matches no delivery that was sent")
 
 

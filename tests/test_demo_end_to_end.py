@@ -12,7 +12,6 @@ import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +21,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from accesspoint import demo_federation as fed
 from accesspoint.keys_cli import DevelopmentPki, generate_keys
 from accesspoint.msh.end_to_end import verify_answer
-from accesspoint.servicekit.webhooks import SIGNATURE_HEADER, signature
 from accesspoint.store import EndToEnd, MessageStore, sqlite_url
+from accesspoint.testing.webhooks import WebhookListener
 from operators.deliveries import DeliveryTrust, check_delivery, unknown_recipient
 from operators.receipts import build_answer
 from tests.conftest import REPO
@@ -32,33 +31,14 @@ from tests.test_operators_support import OPERATOR, STRANGER, sbd
 HOOK_SECRET = "sender-webhook-secret-0123456789"
 
 
-class _Events(BaseHTTPRequestHandler):
-    received: list[tuple[dict[str, Any], bool]]
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        signed = self.headers.get(SIGNATURE_HEADER) == signature(HOOK_SECRET, body)
-        type(self).received.append((json.loads(body), signed))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *_args: Any) -> None:
-        return
-
-
 @pytest.fixture(scope="module")
-def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[fed.Federation, DevelopmentPki, type[_Events]]]:
+def running(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[fed.Federation, DevelopmentPki, WebhookListener]]:
     """The federation, with the sender's webhooks going to a listener in this test."""
     folder = tmp_path_factory.mktemp("federation")
-    events = type("Events", (_Events,), {"received": []})
-    listener = ThreadingHTTPServer(("127.0.0.1", 0), events)
-    threading.Thread(target=listener.serve_forever, daemon=True).start()
-    hook = {
-        "url": f"http://127.0.0.1:{listener.server_address[1]}/events",
-        "events": ["end-to-end-receipt"],
-        "secret": HOOK_SECRET,
-        "backoff": "200ms",
-    }
+    events = WebhookListener(HOOK_SECRET)
+    hook = events.hook("end-to-end-receipt")
     pki = generate_keys(folder / "keys", fed.PARTY_IDS, days=1)
     federation = fed.build(folder, pki, nordic_settings={"webhooks": [hook]})
     try:
@@ -66,8 +46,7 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[fed.Fede
         yield federation, pki, events
     finally:
         codes = fed.stop(federation)
-        listener.shutdown()
-        listener.server_close()
+        events.close()
     assert set(codes.values()) == {0}, codes
 
 
@@ -77,7 +56,7 @@ def _answered(federation: fed.Federation, message_id: str) -> dict[str, Any]:
 
 @pytest.mark.timeout(180)
 def test_sender_status_shows_delivered_to_mailbox_by_the_operators_signature_and_keeps_it(
-    running: tuple[fed.Federation, DevelopmentPki, type[_Events]],
+    running: tuple[fed.Federation, DevelopmentPki, WebhookListener],
 ) -> None:
     """A routed letter's status at the sender: delivered-to-mailbox, when, signed by operator 1 (subject and
     certificate SHA-256), also through ``accesspoint status``, announced by a signed webhook, kept over a restart."""
@@ -124,7 +103,7 @@ def test_sender_status_shows_delivered_to_mailbox_by_the_operators_signature_and
 
 @pytest.mark.timeout(180)
 def test_sender_status_shows_rejected_with_the_operators_reasons(
-    running: tuple[fed.Federation, DevelopmentPki, type[_Events]],
+    running: tuple[fed.Federation, DevelopmentPki, WebhookListener],
 ) -> None:
     """FaR names operator 2, which has no such mailbox: the sender's status says rejected, unknown-recipient,
     signed by operator 2."""

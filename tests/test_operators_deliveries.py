@@ -7,8 +7,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from accesspoint.envelopes.kvittens import ReasonCode
+from accesspoint.envelopes.kvittens import ReasonCode, parse_application_response
+from accesspoint.envelopes.minameddelanden import build_sealed_delivery, build_signed_delivery
 from accesspoint.envelopes.schemas import load_minameddelanden_schema, load_xhe_schema
+from accesspoint.envelopes.xhe import parse_xhe
 from operators.deliveries import CheckedDelivery, Network, Refusal, check_delivery, mailbox_key, unknown_recipient
 from operators.receipts import ReceiptMismatch, Status, build_answer, check_end_to_end
 from tests.conftest import interop_path
@@ -94,10 +96,41 @@ def test_sdk_unknown_recipient_gets_a_rejected_meddelandekvittens() -> None:
     assert receipt.state == "rejected"
     assert receipt.network_receipts == ("meddelandekvittens:REJECTED",)
     assert [r.code for r in receipt.notification.reasons] == ["unknown-recipient"]
+    kvittens = next(data for cid, data in reply.items() if cid.startswith("kvittens"))
+    [line] = parse_application_response(parse_xhe(kvittens).payload.content).lines
+    # SDK's own code for a recipient not served, our reason in the text
+    assert line.status_reason_code == "NOT_SERVICED" and line.status_reason.startswith("unknown-recipient: ")
     accepted = check_end_to_end(
         _answer(delivery, payload), message_id="m1@se", sent={"letter@se": payload}, operator=OPERATOR.certificate
     )
     assert accepted.network_receipts == ("meddelandekvittens:ACCEPTED",)
+
+
+def test_a_signed_delivery_sealed_on_its_way_is_proven_to_its_sender_by_the_operators_receipt() -> None:
+    """The sender sent a SignedDelivery and the router sealed it: the notification quotes the sealed bytes, and the
+    operator's signed Receipt fitting the delivery is the proof; without a Receipt the answer does not count."""
+    for asked in (True, False):
+        signed = build_signed_delivery(secure_delivery(receipt=asked), AUTHORITY)
+        sealed_on_the_way = build_sealed_delivery(signed, INTERMEDIARY, received=NOW.date())
+        reply = _answer(check_delivery(sealed_on_the_way, TRUST, at=NOW), sealed_on_the_way)
+        if asked:
+            answer = check_end_to_end(
+                reply, message_id="m1@se", sent={"letter@se": signed}, operator=OPERATOR.certificate
+            )
+            assert answer.state == "delivered-to-mailbox"
+            assert answer.network_receipts[0].startswith("minameddelanden-receipt:")
+        else:
+            with pytest.raises(ReceiptMismatch, match="without a Receipt"):
+                check_end_to_end(reply, message_id="m1@se", sent={"letter@se": signed}, operator=OPERATOR.certificate)
+    with pytest.raises(ReceiptMismatch, match="digests differ"):  # any other payload must be quoted as it was sent
+        check_end_to_end(reply, message_id="m1@se", sent={"letter@se": b"<other/>"}, operator=OPERATOR.certificate)
+
+
+def test_an_unsealed_signed_delivery_is_refused() -> None:
+    """A SignedDelivery that no intermediary sealed (it skipped the router) is refused, however good its signature."""
+    with pytest.raises(Refusal) as caught:
+        check_delivery(build_signed_delivery(secure_delivery(), AUTHORITY), TRUST, at=NOW)
+    assert (caught.value.network, caught.value.code) == (Network.MINA_MEDDELANDEN, "unsealed")
 
 
 def test_sdk_xhe_with_a_broken_signature_is_refused_with_sig() -> None:

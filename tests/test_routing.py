@@ -35,7 +35,7 @@ from accesspoint.routing.decision import (
     decide,
     forward_route,
     no_agreement,
-    sender_orgnr,
+    sender_party,
 )
 from accesspoint.routing.outbound import DISCOVERY, PartnerResolver, RouteRecords, RouteTarget, addressed
 from accesspoint.routing.settings import NetworkDiscovery, parse_discovery, parse_routing
@@ -92,10 +92,10 @@ def test_a_message_without_final_recipient_stays_for_the_backend() -> None:
 def test_digital_post_asks_far_and_goes_to_the_operator(recipient: str) -> None:
     """A Swedish person or company (or eIDAS id) is digital post: FaR is asked, the operator is the target."""
     destination = classify(facts(recipient))
-    assert (destination.kind, destination.recipient, destination.sender_orgnr) == (
+    assert (destination.kind, destination.recipient, destination.sender) == (
         RouteKind.OPERATOR,
         recipient,
-        SENDER,
+        f"0007:{SENDER}",
     )
     assert destination.needs_far
     decision = decide(facts(recipient), reachable(recipient))
@@ -145,9 +145,16 @@ def test_digital_post_from_something_that_is_not_an_orgnr_is_refused(sender: str
 
 
 @pytest.mark.parametrize("given", [SENDER, "16" + SENDER, f"0007:{SENDER}", f"iso6523-actorid-upis::0007:{SENDER}"])
-def test_sender_orgnr_forms(given: str) -> None:
-    """The orgnr is read from 10 digits, 16 + 10 digits, 0007:… and scheme::0007:…."""
-    assert sender_orgnr(given, None) == SENDER
+def test_sender_party_forms(given: str) -> None:
+    """A Swedish sender is read from 10 digits, 16 + 10 digits, 0007:… and scheme::0007:… as 0007:<orgnr>."""
+    assert sender_party(given, None) == f"0007:{SENDER}"
+
+
+def test_foreign_senders_are_read_as_their_party_ids() -> None:
+    """A Finnish (0216, or the older 0212) and a Norwegian originalSender are senders too, typed or not."""
+    assert sender_party("0212:0112038-9", "iso6523-actorid-upis") == "0216:003701120389"
+    assert sender_party("iso6523-actorid-upis::0192:974760673", None) == "0192:974760673"
+    assert sender_party("0192:974760674", None) is None  # wrong check digit: invalid-sender
 
 
 def test_sdk_message_to_a_swedish_organisation_goes_to_sdk_discovery() -> None:
@@ -480,7 +487,8 @@ async def test_a_forward_that_failed_after_the_receipt_is_retried_while_running(
     settings = parse_routing(tmp_path, {"far": {"database": far_url}}, "routing")
     routing = Routing(None, RouteRecords(RouteTargets(store.db)), routing=settings)
     access_point = _Submitter(load_pmodes(_pmodes(tmp_path)), store)
-    clock = ManualClock(datetime.now(UTC) + timedelta(seconds=1))
+    # The rounds' clock starts before the message is received: the start-up round's cutoff is before it.
+    clock = ManualClock(datetime.now(UTC) - timedelta(seconds=1))
     every = timedelta(seconds=30)
     rounds = asyncio.create_task(routing.keep_forwarding(access_point, clock, every=every))
     try:

@@ -5,7 +5,9 @@ FaR runs as ``accesspoint far serve`` with its recipients loaded by ``accesspoin
 point is an ``accesspoint serve`` process. A reachable recipient's letter is forwarded to the operator that FaR
 names, at the endpoint FaR gives; a recipient without a mailbox and a refused sender are answered at once with
 EBMS:0004 and the reason; with FaR down the sender gets a clear EBMS:0004 too. A foreign participant's letter
-goes where BDXL (dnsmasq) and the project's SMP server say.
+goes where BDXL (dnsmasq) and the project's SMP server say. FaR's sender register binds each sender to the access
+points that may send for it: an unregistered, suspended or elsewhere-connected originalSender is refused, and the
+router's own backend sends a mass mailing through FaR in batches.
 """
 
 from __future__ import annotations
@@ -13,10 +15,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
 import json
 import os
 import subprocess
 import sys
+import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,12 +41,15 @@ from smp.identifiers import NO_PROCESS, Identifier, peppol_naptr_name
 from smp.model import EndpointInfo, ProcessInfo, ServiceMetadata, TransportProfile
 from tests.conftest import REPO
 from tests.test_discovery_e2e import configure
-from tests.test_msh import CERTS, UNREGISTERED, AccessPointProcess, _free_port
+from tests.test_msh import CERTS, TOKEN, UNREGISTERED, AccessPointProcess, _free_port
 from tests.test_smp_cli import _serve, _wait_for_port
 
 FAR_TOKEN = "far-admin-token-0123456789"
 SENDER = with_check_digit("202100544")  # the authority sending from the Nordic access point
 REFUSED_SENDER = with_check_digit("212000123")  # a sender one recipient refuses
+UNREGISTERED_SENDER = with_check_digit("202100111")  # a valid organisationsnummer the sender register lacks
+SUSPENDED_SENDER = with_check_digit("202100222")
+ELSEWHERE_SENDER = "0192:974760673"  # registered, but connected through another access point only
 OPERATOR_ORGNR = with_check_digit("556840226")
 PERSON = "19" + with_check_digit("780202238")  # a mailbox at the operator
 REFUSER = "19" + with_check_digit("811218987")  # a mailbox at the operator, refusing REFUSED_SENDER
@@ -73,6 +81,10 @@ def _pmode(pmode_id: str, initiator: str, responder: str, *, pin: bool = True) -
 
 def _document(self_name: str, parties: dict[str, Any], *pmodes: dict[str, Any]) -> dict[str, Any]:
     return {"version": 1, "self": self_name, "parties": parties, "pmodes": list(pmodes)}
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(x509.load_pem_x509_certificate(path.read_bytes()).public_bytes(Encoding.DER)).hexdigest()
 
 
 def _far_call(base: str, method: str, path: str, body: dict[str, Any]) -> Any:
@@ -113,6 +125,17 @@ def _start_far(folder: Path, port: int, operator_port: int) -> subprocess.Popen[
             "endpoint": f"http://127.0.0.1:{operator_port}/as4",
         }
         _far_call(base, "PUT", f"/api/v1/operators/{OPERATOR_ORGNR}", operator)
+        nordic_ap = {"party_id": "AP-BE-0115", "certificate_sha256": _sha256(CERTS / "partner-115.pem")}
+        own_ap = {"party_id": "AP-SE-0001", "certificate_sha256": _sha256(CERTS / "ap-sweden-sign.pem")}
+        elsewhere = {"party_id": "AP-NO-0001", "certificate_sha256": "00" * 32}
+        for sender, status, points in (
+            (SENDER, "active", [nordic_ap, own_ap]),
+            (REFUSED_SENDER, "active", [nordic_ap]),
+            (SUSPENDED_SENDER, "suspended", [nordic_ap]),
+            (ELSEWHERE_SENDER, "active", [elsewhere]),
+        ):
+            record = {"name": f"Agency {sender}", "status": status, "access_points": points}
+            _far_call(base, "PUT", f"/api/v1/senders/{sender}", record)
         recipients = folder / "recipients.csv"
         recipients.write_text(
             "recipient,status,operator,refused_senders\n"
@@ -241,7 +264,10 @@ def send(nordic: AccessPointProcess, message_id: str, recipient: Any, sender: st
             "message_id": message_id,
             "conversation_id": f"conv-{message_id}",
             "properties": {
-                "originalSender": {"value": f"0007:{sender}", "type": "iso6523-actorid-upis"},
+                "originalSender": {
+                    "value": sender if ":" in sender else f"0007:{sender}",
+                    "type": "iso6523-actorid-upis",
+                },
                 "finalRecipient": recipient,
             },
             "payloads": [
@@ -328,6 +354,102 @@ def test_the_routers_own_backend_submits_digital_post_routed_through_far(federat
     status, problem = federation.sweden.api("POST", "/api/v1/messages", refused)
     assert status == 422 and problem["detail"].startswith(f"refused: no-mailbox: {NOBODY}"), problem
     assert federation.sweden.api("GET", "/api/v1/messages/own-2@se")[0] == 404
+
+
+def test_senders_the_register_does_not_bind_to_this_access_point_are_refused(federation: Federation) -> None:
+    """Unregistered, suspended, and a registered sender the signing access point may not send for (an originalSender
+    forged by a connected access point): EBMS:0004 unknown-sender, sender-suspended, sender-not-connected-here."""
+    for number, (sender, reason) in enumerate(
+        (
+            (UNREGISTERED_SENDER, "unknown-sender"),
+            (SUSPENDED_SENDER, "sender-suspended"),
+            (ELSEWHERE_SENDER, "sender-not-connected-here"),
+        ),
+        start=10,
+    ):
+        send(federation.nordic, f"post-{number}@nordic", PERSON, sender, b"<letter/>")
+        failed = refused_with(federation, f"post-{number}@nordic", reason)
+        assert sender in failed["last_error"]["detail"]
+
+
+def test_a_mass_mailing_goes_through_far_in_batches_with_an_answer_per_recipient(federation: Federation) -> None:
+    """The router's backend posts a mailing as JSON lines: a broken row is reported by line and the good ones go;
+    reachable recipients get one letter each, the others FaR's reason; the mailing completes with counts."""
+    letter = base64.b64encode(b'<Letter xmlns="urn:example:letter">Mass</Letter>').decode()
+    lines = [
+        json.dumps({"id": "m-e2e", "sender": f"0007:{SENDER}", "action": ACTION, "rate": 200,
+                    "payloads": [{"content_id": "letter@se", "mime_type": "application/xml", "data": letter}]}),
+        json.dumps(PERSON),
+        "19781302xxxx",
+        json.dumps({"recipient": NOBODY}),
+        REFUSER,
+    ]  # fmt: skip
+    status, answer = _post_lines(federation.sweden, "/api/v1/mailings", lines)
+    assert status == 202, answer
+    assert (answer["rows"], answer["accepted"], answer["invalid"]) == (4, 3, 1)
+    assert answer["errors"][0]["line"] == 3 and "19781302xxxx" in answer["errors"][0]["reason"]
+    deadline = time.monotonic() + 90
+    while True:
+        status, progress = federation.sweden.api("GET", "/api/v1/mailings/m-e2e")
+        if progress.get("state") == "completed" or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert progress["state"] == "completed", progress
+    assert progress["recipients"] == {"queued": 2, "refused": 1, "invalid": 1}, progress
+    assert progress["letters"] == {"delivered": 2}, progress
+    status, refused = federation.sweden.api("GET", "/api/v1/mailings/m-e2e/recipients?state=refused")
+    assert [(r["recipient"], r["reason"]) for r in refused["recipients"]] == [(NOBODY, "no-mailbox")]
+    status, queued = federation.sweden.api("GET", "/api/v1/mailings/m-e2e/recipients?state=queued")
+    for row in queued["recipients"]:
+        received = federation.operator.wait_state(row["message_id"], {"received"}, direction="in")
+        assert received["conversation_id"] == "mailing-m-e2e"
+    assert _post_lines(federation.sweden, "/api/v1/mailings", lines[:1])[0] == 409
+
+
+def test_a_mailing_may_come_as_multipart_with_the_recipients_as_a_file(federation: Federation) -> None:
+    """metadata JSON, the content as a file part, then the recipients one a line (a header line skipped): a bad line
+    is named by its line in the recipients part, the others are checked in FaR and sent or refused."""
+    boundary = "mailing-boundary-0123456789"
+    metadata = {"id": "m-multipart", "sender": f"0007:{SENDER}", "action": ACTION}
+    parts = [
+        ("metadata", "application/json", json.dumps(metadata).encode()),
+        ("letter@se", "application/xml", b'<Letter xmlns="urn:example:letter">Multipart</Letter>'),
+        ("recipients", "text/plain", f"recipient\n{PERSON}\n{NOBODY}\nnot-a-number\n".encode()),
+    ]
+    body = (
+        b"".join(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\nContent-Type: {kind}\r\n\r\n'.encode()
+            + data
+            + b"\r\n"
+            for name, kind, data in parts
+        )
+        + f"--{boundary}--\r\n".encode()
+    )
+    status, answer = _post(federation.sweden, "/api/v1/mailings", body, f"multipart/form-data; boundary={boundary}")
+    assert status == 202, answer
+    assert (answer["rows"], answer["invalid"], answer["errors"][0]["line"]) == (3, 1, 4), answer
+    deadline = time.monotonic() + 90
+    while (progress := federation.sweden.api("GET", "/api/v1/mailings/m-multipart")[1])["state"] != "completed":
+        assert time.monotonic() < deadline, progress
+        time.sleep(0.5)
+    assert progress["recipients"] == {"queued": 1, "refused": 1, "invalid": 1}, progress
+
+
+def _post_lines(point: AccessPointProcess, path: str, lines: list[str]) -> tuple[int, Any]:
+    """POST JSON lines to an access point's API; (status, JSON answer)."""
+    return _post(point, path, ("\n".join(lines) + "\n").encode(), "application/x-ndjson")
+
+
+def _post(point: AccessPointProcess, path: str, body: bytes, content_type: str) -> tuple[int, Any]:
+    """POST a body to an access point's API; (status, JSON answer)."""
+    request = urllib.request.Request(f"http://127.0.0.1:{point.port}{path}", data=body, method="POST")
+    request.add_header("Authorization", f"Bearer {TOKEN}")
+    request.add_header("Content-Type", content_type)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 (http on loopback)
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
 
 
 def test_far_down_is_a_clear_ebms_error(federation: Federation) -> None:

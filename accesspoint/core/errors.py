@@ -190,9 +190,12 @@ class EbmsError(Exception):
         ref_to_message_id: str | None = None,
         log_detail: str | None = None,
         severity: Severity | None = None,
+        description: str | None = None,
     ) -> None:
         self.error_code = code
         self.detail = detail[:MAX_DETAIL]
+        # eb:Description: human-readable text beside an ErrorDetail a network fixes (SDK's NOT_SERVICED).
+        self.description = None if description is None else description[:MAX_DETAIL]
         self.ref_to_message_id = ref_to_message_id
         self.log_detail = log_detail if log_detail is not None else detail
         self.severity = severity or code.value.severity

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
@@ -9,7 +10,15 @@ from lxml import etree
 
 from accesspoint.core.envelope import DS, ParsedEnvelope, read_reference
 from accesspoint.core.errors import EbmsError, ErrorCode
-from accesspoint.core.model import ErrorInfo, MessageInfo, Receipt, ReferenceEcho, SignalMessage, UserMessage
+from accesspoint.core.model import (
+    Description,
+    ErrorInfo,
+    MessageInfo,
+    Receipt,
+    ReferenceEcho,
+    SignalMessage,
+    UserMessage,
+)
 from accesspoint.core.namespaces import NS
 
 IdFactory = Callable[[], str]
@@ -55,11 +64,14 @@ def build_error_signal(
     if not errors:
         raise ValueError("an error signal needs at least one error")
     infos = tuple(
-        ErrorInfo.from_code(
-            error.error_code,
-            detail=error.detail,
-            ref_to_message_in_error=error.ref_to_message_id or ref_to_message_id,
-            severity=error.severity,
+        _described(
+            ErrorInfo.from_code(
+                error.error_code,
+                detail=error.detail,
+                ref_to_message_in_error=error.ref_to_message_id or ref_to_message_id,
+                severity=error.severity,
+            ),
+            error.description,
         )
         for error in errors
     )
@@ -67,6 +79,11 @@ def build_error_signal(
         message_info=MessageInfo(message_id=message_id, timestamp=now, ref_to_message_id=ref_to_message_id),
         errors=infos,
     )
+
+
+def _described(info: ErrorInfo, description: str | None) -> ErrorInfo:
+    """The error with its own description instead of the table's, where the error has one."""
+    return info if description is None else dataclasses.replace(info, description=Description(description))
 
 
 def _reference_key(reference: ReferenceEcho) -> tuple[object, ...]:

@@ -26,7 +26,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from accesspoint.msh import broadcasts, end_to_end
+from accesspoint.msh import broadcasts, end_to_end, mailings
 from accesspoint.msh.context import Context
 from accesspoint.msh.headers import stored_header
 from accesspoint.msh.holder_encryption import HolderKeyUnavailable
@@ -44,6 +44,7 @@ METADATA_LIMIT = 1024 * 1024
 SEARCH_LIMIT = 1000  # the most messages one search returns
 _JSON = "a JSON submission"
 OPEN_ROUTES = frozenset({"openapi"})  # route names answered without a token
+SUBMIT_ROUTES = frozenset({"submit", "submit-mailing"})  # route names that need the submit scope
 
 
 def bearer_auth(tokens: tuple[BearerToken, ...]) -> BearerAuth:
@@ -356,7 +357,7 @@ async def _tokens(
     # Unknown routes and wrong methods answer 404 / 405 whoever asks.
     name = request.match_info.route.name
     if request.match_info.http_exception is None and name not in OPEN_ROUTES:
-        action = "submit" if name == "submit" else "acknowledge" if name == "acknowledge" else "read"
+        action = "submit" if name in SUBMIT_ROUTES else "acknowledge" if name == "acknowledge" else "read"
         # The token must hold the action at all; what it may do it on (P-Modes, parties) the handler narrows.
         auth = _api(request).auth
         if auth.authenticate(request).grant(action).nothing:
@@ -374,6 +375,7 @@ def api_application() -> web.Application:
     app.router.add_post("/messages/{id}/ack", acknowledge, name="acknowledge")
     app.router.add_get("/openapi.json", openapi, name="openapi")
     broadcasts.add_routes(app)  # operator broadcasts (msh/broadcasts.py)
+    mailings.add_routes(app)
     return app
 
 

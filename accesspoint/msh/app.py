@@ -32,6 +32,7 @@ from accesspoint.msh.config import ServerConfig
 from accesspoint.msh.context import Context
 from accesspoint.msh.health import READINESS, Readiness, healthz, readyz, status
 from accesspoint.msh.inbound import Inbound
+from accesspoint.msh.mailings import MAILINGS, Mailings
 from accesspoint.msh.maintenance import Maintenance
 from accesspoint.msh.metrics import MshMetrics, own_certificates
 from accesspoint.msh.operations import Operations
@@ -50,6 +51,7 @@ from accesspoint.servicekit.problems import Problem, problem_middleware
 from accesspoint.servicekit.tracing import configure_tracing, trace_middleware, tracer_for
 from accesspoint.store import StoreUnavailable, SystemClock
 from accesspoint.store.clock import Clock
+from accesspoint.store.mailings import MailingStore
 
 log = logging.getLogger("accesspoint.msh")
 
@@ -115,15 +117,20 @@ async def _running(
 ) -> AsyncIterator[None]:
     ctx = await Context.open(settings, clock, agreements, app[METRICS], tracer)
     supervisor = Supervisor()
+    mailings = None
     try:
-        _compose(app, ctx, supervisor)
+        if settings.routing is not None:  # mass mailings go out through the router (msh/mailings.py)
+            mailings = await MailingStore.open(settings.database_url, durability=settings.durability)
+        _compose(app, ctx, supervisor, mailings)
         yield
     finally:
         await supervisor.stop()
+        if mailings is not None:
+            await mailings.close()
         await ctx.close()
 
 
-def _compose(app: web.Application, ctx: Context, supervisor: Supervisor) -> None:
+def _compose(app: web.Application, ctx: Context, supervisor: Supervisor, mailings: MailingStore | None) -> None:
     """Build the components over the context, put them on the application and start the supervised tasks."""
     send_pipeline = SendPipeline(ctx)
     settlement = Settlement(ctx)
@@ -152,6 +159,9 @@ def _compose(app: web.Application, ctx: Context, supervisor: Supervisor) -> None
     supervisor.spawn("P-Mode watcher", ctx.agreements.watch)
     for name, deliver in ctx.webhooks.deliveries(ctx.http):
         supervisor.spawn(name, deliver)
+    if mailings is not None:
+        app[MAILINGS] = Mailings(ctx, submissions, mailings)
+        supervisor.spawn("mailings", app[MAILINGS].run)
     supervisor.spawn("reply jobs", replies.dispatcher().run)
     # Routed messages a stop or a failed forward left received but not forwarded (their senders have the receipt).
     supervisor.spawn(

@@ -117,6 +117,7 @@ class WebhookEvent(StrEnum):
     RECEIPT = "receipt"
     ERROR = "error"
     END_TO_END_RECEIPT = "end-to-end-receipt"  # the recipient's operator's verified answer to a sent message
+    MAILING_COMPLETED = "mailing-completed"  # every recipient of a mass mailing settled (msh/mailings.py)
 
 
 @dataclass(frozen=True, slots=True)

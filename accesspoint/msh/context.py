@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass, field
 
 import aiohttp
+from cryptography.hazmat.primitives.asymmetric import rsa
 from opentelemetry.trace import Tracer
 
 from accesspoint.msh.agreements import Agreements
@@ -102,6 +103,9 @@ class Context:
             RouteRecords(RouteTargets(store.db)),
             revocation=None if revocation is None else revocation.blocking(asyncio.get_running_loop()),
             routing=settings.routing,
+            # The router seals with its RSA key (XML-DSig RSA-SHA256, as Mina meddelanden signs every layer).
+            seal=next((k for k in settings.keys.signing if isinstance(k.private_key, rsa.RSAPrivateKey)), None),
+            own=settings.keys.signing,
             far_metrics=FarLookupMetrics(metrics.far_lookups, metrics.far_duration, tracer),
         )
         signer, verifier = Signer(settings.keys), Verifier(settings.keys, revocation)

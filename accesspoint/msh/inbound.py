@@ -72,7 +72,7 @@ PlanT = TypeVar("PlanT")
 class InboundRouting(Protocol[PlanT]):
     """What the router does for the inbound pipeline (``accesspoint.routing.shell.Routing`` is one)."""
 
-    async def decide(self, store: MessageStore, pmodes: PModeSet, route: Route, user: UserMessage) -> PlanT | None:
+    async def decide(self, store: MessageStore, pmodes: PModeSet, verified: VerifiedMessage) -> PlanT | None:
         """Where a verified message goes before it is stored: None keeps it here, EbmsError refuses it."""
         ...
 
@@ -235,7 +235,7 @@ class Inbound:
             _check_binding(route, user, pulled_on)
             await self._check_reply(route, user)
             # The router asks FaR (or picks discovery) before the receipt: a refusal is EBMS:0004 with the reason.
-            plan = await self.router.decide(ctx.store, ctx.agreements.current, route, user)
+            plan = await self.router.decide(ctx.store, ctx.agreements.current, verified)
             receipt = ctx.signer.signal(verified.receipt, route.security, verified.soap_version)
             reception = await self._persist(verified, receipt, now)
         finally:

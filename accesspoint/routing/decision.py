@@ -17,9 +17,16 @@ any other ``scheme::value``               ``participant``: a foreign participant
 
 A message that cannot be routed is refused before the AS4 receipt is returned, with EBMS:0004 and a reason
 the sender can act on: FaR's own reasons (``no-mailbox``, ``pending``, ``anonymous``, ``sender-refused``,
-``no-operator``, ``invalid-identifier``), ``invalid-sender`` (originalSender is not an organisationsnummer),
+``no-operator``, ``invalid-identifier``), ``invalid-sender`` (originalSender is no party id),
 ``unknown-recipient`` (finalRecipient fits no route), ``far-unavailable`` (FaR could not answer: the sender may
 try again later) and ``no-agreement`` (no P-Mode to forward on).
+
+Digital post is accepted only from a registered sender through one of its access points (:func:`check_sender`,
+the sender register of ``far/senders.py``): ``unknown-sender`` (originalSender is not in the register),
+``sender-suspended``, ``sender-not-connected-here`` (the access point that signed the message, by the SHA-256 of
+the certificate the security layer verified and its PartyId, is none of the sender's or its dispatchers', or the
+sender is not registered for the letter's network). A letter of an SDK sender is refused in SDK's terms: the
+errorDetail is ``NOT_SERVICED`` (SDK's transport profile) and the description gives the reason.
 """
 
 from __future__ import annotations
@@ -30,7 +37,9 @@ from enum import StrEnum
 
 from accesspoint.core.errors import EbmsError, ErrorCode
 from accesspoint.core.model import PartyId, UserMessage
-from far.identifiers import InvalidIdentifier, parse_orgnr
+from far.identifiers import InvalidIdentifier
+from far.parties import parse_party_id
+from far.senders import SenderNetwork, SenderView
 from far.service import DISCOVERY, Operator, Reachability
 from pmode import PModeSet, Route
 from pmode.model import Direction
@@ -61,6 +70,13 @@ class Refusal(StrEnum):
     UNKNOWN_RECIPIENT = "unknown-recipient"
     FAR_UNAVAILABLE = "far-unavailable"
     NO_AGREEMENT = "no-agreement"
+    UNKNOWN_SENDER = "unknown-sender"
+    SENDER_SUSPENDED = "sender-suspended"
+    SENDER_NOT_CONNECTED = "sender-not-connected-here"
+
+
+# SDK's transport profile: a recipient the access point does not serve is EBMS:0004 with this errorDetail.
+NOT_SERVICED = "NOT_SERVICED"
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +111,7 @@ class Destination:
 
     kind: RouteKind
     recipient: str | None = None  # 12 digits or eIDAS (operator); scheme::value (sdk, participant)
-    sender_orgnr: str | None = None  # 10 digits (operator)
+    sender: str | None = None  # the sender's canonical party id (operator)
     reason: str | None = None  # when refused
     detail: str = ""
 
@@ -125,6 +141,7 @@ class RoutingDecision:
     operator: Operator | None = None
     endpoint: str | None = None  # the operator's AS4 URL, or "discovery"
     participant: str | None = None  # scheme::value to discover (sdk, participant)
+    sdk: bool = False  # the letter came from SDK: refusals in SDK's terms
 
     @property
     def refused(self) -> bool:
@@ -132,11 +149,17 @@ class RoutingDecision:
         return self.kind is RouteKind.REFUSED
 
     def error(self) -> EbmsError:
-        """The EBMS:0004 a refused message is answered with: the reason first, then what it means."""
-        return EbmsError(
-            ErrorCode.OTHER, f"{self.reason}: {self.detail}" if self.detail else str(self.reason),
-            ref_to_message_id=self.message_id,
-        )  # fmt: skip
+        """The EBMS:0004 a refused message is answered with: the reason first, then what it means.
+
+        To an SDK sender the errorDetail is SDK's own ``NOT_SERVICED`` and the reason goes in the description.
+        """
+        explained = f"{self.reason}: {self.detail}" if self.detail else str(self.reason)
+        if self.sdk:
+            return EbmsError(
+                ErrorCode.OTHER, NOT_SERVICED, ref_to_message_id=self.message_id, description=explained,
+                log_detail=explained,
+            )  # fmt: skip
+        return EbmsError(ErrorCode.OTHER, explained, ref_to_message_id=self.message_id)
 
     def describe(self) -> str:
         """One line for the logs and the message's history."""
@@ -158,18 +181,14 @@ def _split(value: str, kind: str | None) -> tuple[str | None, str]:
     return (scheme, rest) if separator and scheme and rest else (None, value)
 
 
-def sender_orgnr(value: str | None, kind: str | None) -> str | None:
-    """The 10-digit organisationsnummer in an originalSender (``2021005448``, ``16…``, ``0007:…``), or None."""
+def sender_party(value: str | None, kind: str | None) -> str | None:
+    """The canonical party id in an originalSender (``0192:974760673``, ``iso6523-actorid-upis::0216:…``, a
+    Swedish ``2021005448`` or ``16…``), or None when it is none (far/parties.py)."""
     if not value:
         return None
-    _scheme, text = _split(value, kind)
-    icd, separator, rest = text.partition(":")
-    if separator:  # an ISO 6523 value: only 0007 (organisationsnummer) names a Swedish organisation
-        if icd != "0007":
-            return None
-        text = rest
+    scheme, text = _split(value, kind)
     try:
-        return parse_orgnr(text)
+        return parse_party_id(text, kind=scheme)
     except InvalidIdentifier:
         return None
 
@@ -180,11 +199,11 @@ def classify(facts: MessageFacts) -> Destination:
         return Destination(RouteKind.LOCAL)
     scheme, value = _split(facts.final_recipient, facts.final_recipient_type)
     if (scheme is None or scheme != ISO6523) and (_TWELVE_DIGITS.fullmatch(value) or _EIDAS.fullmatch(value)):
-        orgnr = sender_orgnr(facts.original_sender, facts.original_sender_type)
-        if orgnr is None:
-            detail = f"originalSender {facts.original_sender!r} is not a Swedish organisationsnummer"
+        sender = sender_party(facts.original_sender, facts.original_sender_type)
+        if sender is None:
+            detail = f"originalSender {facts.original_sender!r} is not a party id this router knows"
             return Destination(RouteKind.REFUSED, value, reason=Refusal.INVALID_SENDER, detail=detail)
-        return Destination(RouteKind.OPERATOR, value, sender_orgnr=orgnr)
+        return Destination(RouteKind.OPERATOR, value, sender=sender)
     if scheme is None:
         detail = f"finalRecipient {value!r} is neither a Swedish recipient nor a scheme::value participant"
         return Destination(RouteKind.REFUSED, value, reason=Refusal.UNKNOWN_RECIPIENT, detail=detail)
@@ -200,9 +219,7 @@ def decide(facts: MessageFacts, far: Reachability | FarFailure | None = None) ->
     destination = classify(facts)
     message_id = facts.message_id
     if destination.kind is RouteKind.REFUSED:
-        return RoutingDecision(
-            RouteKind.REFUSED, message_id, destination.recipient, destination.reason, destination.detail
-        )
+        return refuse(facts, destination.recipient, destination.reason or "", destination.detail)
     if destination.kind in (RouteKind.SDK, RouteKind.PARTICIPANT):
         return RoutingDecision(destination.kind, message_id, destination.recipient, participant=destination.recipient)
     if destination.kind is RouteKind.LOCAL:
@@ -210,14 +227,69 @@ def decide(facts: MessageFacts, far: Reachability | FarFailure | None = None) ->
     recipient = destination.recipient
     if far is None or isinstance(far, FarFailure):
         if far is not None and not far.unavailable:
-            return RoutingDecision(RouteKind.REFUSED, message_id, recipient, Refusal.INVALID_SENDER, far.detail)
-        detail = "the routing register (FaR) cannot answer now; try again later"
-        return RoutingDecision(RouteKind.REFUSED, message_id, recipient, Refusal.FAR_UNAVAILABLE, detail)
+            return refuse(facts, recipient, Refusal.INVALID_SENDER, far.detail)
+        return refuse(facts, recipient, Refusal.FAR_UNAVAILABLE, UNAVAILABLE)
     if not far.reachable or far.operator is None or far.endpoint is None:
         reason = far.reason.value if far.reason is not None else "no-operator"
         detail = _FAR_REASONS.get(reason, "the recipient cannot receive digital post")
-        return RoutingDecision(RouteKind.REFUSED, message_id, recipient, reason, f"{recipient} {detail}")
-    return RoutingDecision(RouteKind.OPERATOR, message_id, recipient, operator=far.operator, endpoint=far.endpoint)
+        return refuse(facts, recipient, reason, f"{recipient} {detail}")
+    return RoutingDecision(
+        RouteKind.OPERATOR, message_id, recipient, operator=far.operator, endpoint=far.endpoint, sdk=facts.sdk
+    )
+
+
+UNAVAILABLE = "the routing register (FaR) cannot answer now; try again later"
+
+
+def refuse(facts: MessageFacts, recipient: str | None, reason: str, detail: str) -> RoutingDecision:
+    """The refusal of a message for ``reason``."""
+    return RoutingDecision(RouteKind.REFUSED, facts.message_id, recipient, reason, detail, sdk=facts.sdk)
+
+
+def _names_party(wanted: str, party_ids: tuple[PartyId, ...]) -> bool:
+    return any(wanted in (p.value, f"{p.type}::{p.value}", f"{p.type}:{p.value}") for p in party_ids)
+
+
+def check_sender(
+    facts: MessageFacts,
+    sender: str,
+    found: SenderView | None,
+    *,
+    certificate_sha256: str | frozenset[str] | None,
+    party_ids: tuple[PartyId, ...] | None,
+    network: SenderNetwork | None,
+) -> RoutingDecision | None:
+    """The refusal when ``sender`` may not send this letter through the access point that signed it, else None.
+
+    ``found`` is the register's record (None: not registered); ``certificate_sha256`` the SHA-256 of the certificate
+    the security layer verified the message with (None: the message was not signed, which proves nothing; a set:
+    this access point's own signing certificates, for what its backend sends);
+    ``party_ids`` the PartyIds of eb:From (None: this access point submitted it itself, the certificate is enough);
+    ``network`` the letter's network by its business envelope (None: not known, not checked).
+    """
+    recipient = facts.final_recipient
+    if found is None:
+        return refuse(facts, recipient, Refusal.UNKNOWN_SENDER, f"{sender} is not a registered sender of digital post")
+    if not found.sender.active:
+        return refuse(facts, recipient, Refusal.SENDER_SUSPENDED, f"{sender} is suspended from sending digital post")
+    if not certificate_sha256:
+        return refuse(facts, recipient, Refusal.SENDER_NOT_CONNECTED, "the message is not signed by an access point")
+    signers = {certificate_sha256} if isinstance(certificate_sha256, str) else certificate_sha256
+    connected = [
+        owner
+        for owner, ap in found.connected()
+        if ap.certificate_sha256 in signers and (party_ids is None or _names_party(ap.party_id, party_ids))
+    ]
+    if not connected:
+        return refuse(
+            facts, recipient, Refusal.SENDER_NOT_CONNECTED,
+            f"{sender} is not connected through the access point that signed this message",
+        )  # fmt: skip
+    if network is not None and found.sender.networks and network not in found.sender.networks:
+        return refuse(
+            facts, recipient, Refusal.SENDER_NOT_CONNECTED, f"{sender} is not registered to send through {network}"
+        )
+    return None
 
 
 _FAR_REASONS = {

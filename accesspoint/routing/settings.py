@@ -17,6 +17,8 @@
       timeout: 5s
       pmodes: [nordic-to-se]        # incoming P-Modes whose messages are routed (default: every incoming one)
       forward_pmode: se-to-operator # optional: the P-Mode to forward on (default: the one naming the operator)
+      sender_binding: true          # digital post only from registered senders through their access points
+      sender_cache: 10s             # how long a sender's record from FaR is used before it is asked again
 
 Each function raises SettingsError (a ValueError) naming every mistake with its field; the server's loader turns
 it into its ConfigError. Durations follow :mod:`accesspoint.servicekit.units` (``5s``, ``500ms``, ``1m``, ``PT5S``).
@@ -38,7 +40,7 @@ from smp.bdxl import BdxlScheme
 from smp.client import DiscoverySettings
 
 DISCOVERY_KEYS = frozenset({"zone", "dns", "scheme", "smp_trust", "allow_http", "allow_networks"})
-ROUTING_KEYS = frozenset({"far", "token", "timeout", "pmodes", "forward_pmode"})
+ROUTING_KEYS = frozenset({"far", "token", "timeout", "pmodes", "forward_pmode", "sender_binding", "sender_cache"})
 _SCHEMES = {scheme.value: scheme for scheme in BdxlScheme}
 
 
@@ -52,6 +54,9 @@ class RoutingSettings:
     timeout: timedelta = timedelta(seconds=5)
     pmodes: tuple[str, ...] = ()  # empty: every incoming P-Mode
     forward_pmode: str | None = None
+    # Off only where FaR keeps no sender register yet: then any originalSender FaR accepts is routed.
+    sender_binding: bool = True
+    sender_cache: timedelta = timedelta(seconds=10)
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +187,8 @@ def parse_routing(base: Path, value: object, where: str) -> RoutingSettings | No
         timeout=section.duration("timeout", "5s", positive=True),
         pmodes=section.strings("pmodes", what="P-Mode ids"),
         forward_pmode=section.optional_string("forward_pmode"),
+        sender_binding=section.boolean("sender_binding", True),
+        sender_cache=section.duration("sender_cache", "10s", positive=True),
     )
     reader.done()
     return settings

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from opentelemetry.trace import Tracer
@@ -27,28 +28,44 @@ from prometheus_client import Counter, Histogram
 from accesspoint.core.envelope import parse_envelope
 from accesspoint.core.errors import EbmsError
 from accesspoint.core.ids import new_message_id
-from accesspoint.core.model import UserMessage
+from accesspoint.core.model import PartyId, UserMessage
 from accesspoint.routing.decision import (
     FINAL_RECIPIENT,
     ORIGINAL_SENDER,
+    UNAVAILABLE,
     FarFailure,
     MessageFacts,
+    Refusal,
     RouteKind,
     RoutingDecision,
+    check_sender,
     classify,
     decide,
     forward_route,
     no_agreement,
+    refuse,
+)
+from accesspoint.routing.letters import (
+    MAX_LETTER_BYTES,
+    LetterCheck,
+    LetterPart,
+    LetterRefused,
+    certificate_sha256,
+    check_letter,
+    worth_reading,
 )
 from accesspoint.routing.outbound import PartnerResolver, RouteRecords, RouteTarget
 from accesspoint.routing.settings import RoutingSettings
+from accesspoint.security.keys import KeyPair
 from accesspoint.security.revocation import RevocationSource
+from accesspoint.security.signing import VerifiedSignature
 from accesspoint.servicekit.httpclient import AddressPolicy
 from accesspoint.store import Direction, EvidenceKind, MessageState, MessageStore, NewPayload, StoredMessage
 from accesspoint.store.clock import Clock
 from accesspoint.store.hooks import TransactionHook
-from far.client import FarClient, FarUnavailable, ReachabilityLookup
-from far.service import FarError, FarService, Operator, Reachability
+from far.client import FarClient, FarUnavailable, ReachabilityLookup, SenderLookup
+from far.senders import SenderView
+from far.service import FarError, FarService, NotFound, Operator, Reachability
 from pmode import PModeSet, Route
 from pmode.model import PayloadFormat
 from smp.client import DiscoverySettings
@@ -94,6 +111,29 @@ class Submitter(Protocol):
         ...
 
 
+class VerifiedLetter(Protocol):
+    """What the router reads of a message that passed security (the MSH's ``VerifiedMessage`` is one)."""
+
+    @property
+    def route(self) -> Route:
+        """The leg it arrived on."""
+        ...
+
+    @property
+    def user_message(self) -> UserMessage:
+        """Its header."""
+        ...
+
+    @property
+    def signature(self) -> VerifiedSignature | None:
+        """Who signed it, as the security layer verified (None on a leg that does not sign)."""
+        ...
+
+    def new_payloads(self) -> list[NewPayload]:
+        """Its payloads, decrypted and decompressed."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class RoutedSubmission:
     """A submission as the router left it: the P-Mode and MessageId it chose, and the target to record with it
@@ -105,10 +145,12 @@ class RoutedSubmission:
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """A routing decision for a received message and the leg it is forwarded on."""
+    """A routing decision for a received message, the leg it is forwarded on and the parts forwarded instead of
+    what came (the router's seal)."""
 
     decision: RoutingDecision
     route: Route
+    replaced: dict[str, bytes] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,9 +169,12 @@ class _FarLookup:
         self.settings = settings
         self.metrics = metrics
         self._lookup: ReachabilityLookup | None = None
+        self._senders: SenderLookup | None = None
         self._client: FarClient | None = None
         self._engine: Any = None
         self._lock = asyncio.Lock()
+        # Sender records as FaR gave them, with when: (monotonic time, the record or None for unregistered).
+        self._known: dict[str, tuple[float, SenderView | None]] = {}
 
     async def _open(self) -> ReachabilityLookup:
         async with self._lock:
@@ -141,23 +186,53 @@ class _FarLookup:
                 )
                 self._client = await client.__aenter__()
                 self._lookup = client
+                self._senders = client
             else:
                 from far.model import create_engine, upgrade_schema
+                from far.senders import SenderRegister
                 from far.service import FarService
 
                 far = self.settings.far_settings
                 self._engine = create_engine(far.database)
                 await upgrade_schema(self._engine)
-                self._lookup = FarService(self._engine, policy=far.policy)
+                self._lookup = FarService(self._engine, policy=far.policy, parties=far.parties)
+                self._senders = SenderRegister(self._engine, policy=far.parties)
             return self._lookup
 
-    async def is_reachable(self, sender_orgnr: str, recipient: str) -> Reachability | FarFailure:
+    async def sender(self, sender_id: str) -> SenderView | FarFailure | None:
+        """The register's record of a sender (None: not registered), kept for ``sender_cache``."""
+        now = time.monotonic()
+        cached = self._known.get(sender_id)
+        if cached is not None and now - cached[0] < self.settings.sender_cache.total_seconds():
+            return cached[1]
+        try:
+            await self._open()
+            assert self._senders is not None
+            found: SenderView | None = await asyncio.wait_for(
+                self._senders.get(sender_id), self.settings.timeout.total_seconds()
+            )
+        except NotFound:
+            found = None
+        except FarError as exc:
+            return FarFailure(unavailable=False, detail=exc.detail)
+        except (FarUnavailable, TimeoutError, OSError) as exc:
+            log.warning("FaR cannot answer about sender %s: %s", sender_id, exc or type(exc).__name__)
+            return FarFailure(unavailable=True, detail=str(exc))
+        except Exception:
+            log.exception("FaR failed")
+            return FarFailure(unavailable=True, detail="FaR failed")
+        if len(self._known) > 10_000:
+            self._known.clear()  # bounded: senders are few, a flood of made-up ids must not grow it
+        self._known[sender_id] = (now, found)
+        return found
+
+    async def is_reachable(self, sender: str, recipient: str) -> Reachability | FarFailure:
         """FaR's answer about one recipient, or why there is none (a span and the metrics when given)."""
         if self.metrics is None:
-            return await self._ask(sender_orgnr, recipient)
+            return await self._one(sender, recipient)
         metrics = self.metrics
         with metrics.tracer.start_as_current_span("far.is_reachable"), metrics.duration.time():
-            answer = await self._ask(sender_orgnr, recipient)
+            answer = await self._one(sender, recipient)
         if isinstance(answer, FarFailure):
             outcome = "unavailable" if answer.unavailable else "refused"
         else:
@@ -165,11 +240,16 @@ class _FarLookup:
         metrics.outcomes.labels(outcome=outcome).inc()
         return answer
 
-    async def _ask(self, sender_orgnr: str, recipient: str) -> Reachability | FarFailure:
+    async def _one(self, sender: str, recipient: str) -> Reachability | FarFailure:
+        answers = await self.reachable(sender, [recipient])
+        return answers if isinstance(answers, FarFailure) else answers[0]
+
+    async def reachable(self, sender: str, recipients: Sequence[str]) -> list[Reachability] | FarFailure:
+        """FaR's answers about up to 1,000 recipients, in order, or why there are none."""
         try:
             lookup = await self._open()
-            (answer,) = await asyncio.wait_for(
-                lookup.is_reachable(sender_orgnr, [recipient]), self.settings.timeout.total_seconds()
+            answer = await asyncio.wait_for(
+                lookup.is_reachable(sender, recipients), self.settings.timeout.total_seconds()
             )
         except FarError as exc:
             return FarFailure(unavailable=False, detail=exc.detail)
@@ -209,12 +289,20 @@ class Routing:
         *,
         revocation: RevocationSource | None = None,
         routing: RoutingSettings | None = None,
+        seal: KeyPair | None = None,
+        own: Sequence[KeyPair] = (),
         far_metrics: FarLookupMetrics | None = None,
     ) -> None:
         self.records = records
         self.resolver = PartnerResolver(discovery, records, revocation=revocation)
         self.settings = routing
         self.far = None if routing is None else _FarLookup(routing, far_metrics)
+        # The intermediary's key seals Mina meddelanden deliveries; what this access point's backend sends is bound to
+        # its senders through the access point's own signing certificates.
+        self.seal = seal
+        self.own_certificates = frozenset(
+            certificate_sha256(pair.certificate) for pair in (*own, *([seal] if seal else []))
+        )
 
     async def close(self) -> None:
         """Close the discovery client and FaR's."""
@@ -239,35 +327,104 @@ class Routing:
         settings = self.settings
         return settings is not None and (not settings.pmodes or pmode_id in settings.pmodes)
 
-    async def decide(self, store: MessageStore, pmodes: PModeSet, route: Route, user: UserMessage) -> Plan | None:
-        """Where a received message goes; None when it stays here. EbmsError (EBMS:0004) refuses it."""
+    async def decide(self, store: MessageStore, pmodes: PModeSet, verified: VerifiedLetter) -> Plan | None:
+        """Where a received message goes; None when it stays here. EbmsError (EBMS:0004) refuses it.
+
+        Digital post is checked before anything is stored: the sender against the register (who signed the
+        message, :func:`check_sender`), the letter's envelope against its header (and sealed,
+        :mod:`accesspoint.routing.letters`), then FaR about the recipient.
+        """
+        route, user = verified.route, verified.user_message
         if not self._routes(route.pmode.id):
             return None
         if await store.get(Direction.IN, user.message_id) is not None:
             return None  # a duplicate: it gets the stored receipt, and was routed the first time
-        return await self._plan(pmodes, route, user)
+        signer = None if verified.signature is None else certificate_sha256(verified.signature.signer.certificate)
+        return await self._plan(
+            pmodes, route, user, _read_parts(verified.new_payloads()), signer=signer,
+            party_ids=user.party_info.sender.party_ids,
+        )  # fmt: skip
 
-    async def _plan(self, pmodes: PModeSet, route: Route, user: UserMessage) -> Plan | None:
+    async def _plan(
+        self,
+        pmodes: PModeSet,
+        route: Route,
+        user: UserMessage,
+        parts: AsyncIterator[LetterPart],
+        *,
+        signer: str | None,
+        party_ids: tuple[PartyId, ...] | None,
+        bound: bool = False,
+    ) -> Plan | None:
+        """The plan for a verified message; ``bound``: its sender binding was checked when it was received."""
         settings, far = self.settings, self.far
         assert settings is not None and far is not None
         sdk = route.pmode.network == "sdk" or route.leg.payload.format is PayloadFormat.XHE
         facts = MessageFacts.of(user, sdk=sdk)
         destination = classify(facts)
         answer = None
-        if destination.needs_far and destination.sender_orgnr and destination.recipient:
-            answer = await far.is_reachable(destination.sender_orgnr, destination.recipient)
-        decision = decide(facts, answer)
+        letter = LetterCheck()
+        decision: RoutingDecision | None = None
+        if destination.needs_far and destination.sender and destination.recipient:
+            decision, letter = await self._check_sender(
+                facts, destination.sender, parts, signer=signer, party_ids=party_ids, bound=bound
+            )
+            if decision is None:
+                answer = await far.is_reachable(destination.sender, destination.recipient)
+        decision = decision or decide(facts, answer)
         if decision.kind is RouteKind.LOCAL:
             return None
         if not decision.refused:
             action = user.collaboration_info.action
             forward = forward_route(decision, pmodes, action=action, pmode_id=settings.forward_pmode)
             if forward is not None:
-                log.info("%s routed: %s on %s", user.message_id, decision.describe(), forward.name)
-                return Plan(decision, forward)
+                sealed = f" ({letter.detail})" if letter.detail else ""
+                log.info("%s routed: %s on %s%s", user.message_id, decision.describe(), forward.name, sealed)
+                return Plan(decision, forward, letter.replaced)
             decision = no_agreement(decision)
         log.info("%s %s", user.message_id, decision.describe())
         raise decision.error()
+
+    async def _check_sender(
+        self,
+        facts: MessageFacts,
+        sender: str,
+        parts: AsyncIterator[LetterPart],
+        *,
+        signer: str | frozenset[str] | None,
+        party_ids: tuple[PartyId, ...] | None,
+        bound: bool,
+    ) -> tuple[RoutingDecision | None, LetterCheck]:
+        """The sender's record, the binding (unless ``bound``) and the letter's envelope: a refusal, or None and
+        what the letter check found."""
+        settings, far = self.settings, self.far
+        assert settings is not None and far is not None
+        if not settings.sender_binding:
+            return None, LetterCheck()
+        found = await far.sender(sender)
+        if isinstance(found, FarFailure):
+            reason = Refusal.FAR_UNAVAILABLE if found.unavailable else Refusal.INVALID_SENDER
+            return refuse(facts, facts.final_recipient, reason, UNAVAILABLE if found.unavailable else found.detail), (
+                LetterCheck()
+            )
+        refusal: RoutingDecision | None = None
+        try:
+            letter = check_letter(
+                [part async for part in parts],
+                sender=sender,
+                recipient=facts.final_recipient,
+                signing_certificates=() if found is None else found.sender.signing_certificates,
+                seal=self.seal,
+                today=datetime.now(UTC).date(),
+            )
+        except LetterRefused as refused:
+            letter, refusal = LetterCheck(), refuse(facts, facts.final_recipient, refused.reason, refused.detail)
+        if not bound:
+            binding = check_sender(
+                facts, sender, found, certificate_sha256=signer, party_ids=party_ids, network=letter.network
+            )
+            refusal = binding or refusal  # who may send comes before what was sent
+        return refusal, letter
 
     async def forward(
         self, access_point: Submitter, plan: Plan, received: StoredMessage, user: UserMessage, *, now: datetime
@@ -297,7 +454,13 @@ class Routing:
             "properties": properties,
         }
         files = [
-            NewPayload(p.content_id, p.mime_type, store.read(p), p.properties) for p in await store.payloads(received)
+            NewPayload(
+                p.content_id,
+                "application/xml" if p.content_id in plan.replaced else p.mime_type,
+                _once(plan.replaced[p.content_id]) if p.content_id in plan.replaced else store.read(p),
+                p.properties,
+            )
+            for p in await store.payloads(received)
         ]
         try:
             forwarded = await access_point.submit(document, files, hooks=hooks)
@@ -352,7 +515,12 @@ class Routing:
         user = parse_envelope(b"".join([c async for c in store.read(kept[0])])).messaging.message
         if not isinstance(user, UserMessage):
             return 0
-        plan = await self._plan(access_point.pmodes, Route(pmode, pmode.legs[message.leg or 0]), user)
+        parts = _read_parts(
+            [NewPayload(p.content_id, p.mime_type, store.read(p), p.properties) for p in await store.payloads(message)]
+        )
+        route = Route(pmode, pmode.legs[message.leg or 0])
+        # Its sender was bound to the signing access point before the receipt; the seal is made again.
+        plan = await self._plan(access_point.pmodes, route, user, parts, signer=None, party_ids=None, bound=True)
         if plan is None:
             return 0
         log.info("%s was received but not forwarded before a stop: forwarding it now", message.message_id)
@@ -405,9 +573,17 @@ class Routing:
         if destination.kind is RouteKind.LOCAL:
             raise ValueError("properties.finalRecipient: required to route a submission")
         answer = None
-        if self.far is not None and destination.needs_far and destination.sender_orgnr and destination.recipient:
-            answer = await self.far.is_reachable(destination.sender_orgnr, destination.recipient)
-        decision = decide(facts, answer)
+        decision: RoutingDecision | None = None
+        if self.far is not None and destination.needs_far and destination.sender and destination.recipient:
+            # A backend of this access point sends for a sender connected here: the sender's record must name
+            # this access point's own certificate (no PartyId: nothing came over AS4).
+            empty = _read_parts([])
+            decision, _letter = await self._check_sender(
+                facts, destination.sender, empty, signer=self.own_certificates, party_ids=None, bound=False
+            )
+            if decision is None:
+                answer = await self.far.is_reachable(destination.sender, destination.recipient)
+        decision = decision or decide(facts, answer)
         if not decision.refused:
             action = str(document.get("action") or "")
             forward = forward_route(decision, pmodes, action=action, pmode_id=self.settings.forward_pmode)
@@ -425,6 +601,24 @@ class Routing:
         log.info("submission %s routed: %s on %s", facts.message_id, decision.describe(), forward.name)
         routed = {k: v for k, v in document.items() if k != "route"}
         return RoutedSubmission({**routed, "pmode": forward.pmode.id, "message_id": facts.message_id}, target)
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+async def _read_parts(payloads: Sequence[NewPayload]) -> AsyncIterator[LetterPart]:
+    """The payloads the letter check may read (XML, not too large), read into memory one at a time."""
+    for payload in payloads:
+        if not worth_reading(payload.mime_type, 0):
+            continue
+        data = bytearray()
+        async for chunk in payload.chunks:
+            data += chunk
+            if len(data) > MAX_LETTER_BYTES:
+                break
+        else:
+            yield LetterPart(payload.content_id, payload.mime_type, bytes(data))
 
 
 def _value(properties: object, name: str) -> str | None:

@@ -1,0 +1,1 @@
+"""Alembic revisions of the mailing tables (version table ``mailing_alembic_version``)."""
