@@ -85,6 +85,22 @@ def test_mistakes_name_the_file_and_the_field(tmp_path: Path, settings: dict[str
     assert field in str(caught.value)
 
 
+def test_every_mistake_of_a_file_is_named_at_once(tmp_path: Path) -> None:
+    """Five mistakes in one file: all five reported, one a line, in order, each with the file and its field."""
+    with pytest.raises(ConfigError) as caught:
+        _load(
+            tmp_path,
+            colour="blue",
+            listen={"port": 99999},
+            send={"workers": 0, "lease": "soon"},
+            webhooks={"url": "x"},
+        )
+    lines = str(caught.value).splitlines()
+    assert all(line.startswith(str(tmp_path / "server.yaml")) for line in lines)
+    fields = ("field colour", "field listen.port", "field send.workers", "field send.lease", "field webhooks")
+    assert [next(f for f in fields if f in line) for line in lines] == list(fields)
+
+
 def test_durability_defaults_to_power_loss_and_names_a_wrong_value(tmp_path: Path) -> None:
     """``durability`` is power-loss unless set to process-crash; anything else names the field and the choices."""
     assert _load(tmp_path).durability is Durability.POWER_LOSS

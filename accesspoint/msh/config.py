@@ -30,11 +30,13 @@ import logging
 import re
 import ssl
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import yaml
@@ -60,6 +62,7 @@ from accesspoint.store.db import Durability
 from smp.client import DiscoverySettings
 
 log = logging.getLogger("accesspoint.msh.config")
+T = TypeVar("T")
 
 
 SEND_WORKERS = 16  # the default of send.workers
@@ -245,95 +248,150 @@ def _key_pair(base: Path, entry: object, where: str) -> KeyPair:
         raise ConfigError(f"{where}: {exc}") from None
 
 
+class _Mistakes:
+    """Every mistake of a settings file, so one run of the file names all of them (as the other services do)."""
+
+    def __init__(self) -> None:
+        self.found: list[str] = []
+
+    def read(self, parse: Callable[[], T], fallback: T) -> T:
+        """What ``parse`` gives, or ``fallback`` after noting its ConfigError."""
+        try:
+            return parse()
+        except ConfigError as exc:
+            self.found.append(str(exc))
+            return fallback
+
+    def note(self, message: str) -> None:
+        self.found.append(message)
+
+
 def load_config(path: str | Path) -> ServerConfig:
-    """Read and validate a settings file; ConfigError names the file and field of the first mistake."""
+    """Read and validate a settings file; ConfigError names the file and field of every mistake, one a line."""
     file = Path(path).resolve()
     data = _read(file)
     base = file.parent
+    mistakes = _Mistakes()
+    at = f"{file}: field"
     known = {
         "listen", "pmodes", "database", "storage", "keys", "api_tokens", "instance", "redis", "send", "durability",
         "max_message_size", "revocation", "evidence_retention", "pull", "webhooks", "tls", "tls_trust",
         "tls_client", "retention", "discovery", "routing", "end_to_end", "offload_threshold", "limits",
         "idempotency_retention", "holder_keys", *OBSERVABILITY_KEYS,
     }  # fmt: skip
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"{file}: field {unknown[0]}: unknown setting (known: {', '.join(sorted(known))})")
-    listen = _fields(data.get("listen"), f"{file}: field listen", {"host", "port"})
+    for name in sorted(set(data) - known):
+        mistakes.note(f"{at} {name}: unknown setting (known: {', '.join(sorted(known))})")
+    listen: dict[str, Any] = mistakes.read(lambda: _fields(data.get("listen"), f"{at} listen", {"host", "port"}), {})
     port = listen.get("port", 8080)
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-        raise ConfigError(f"{file}: field listen.port: {port!r} is not a TCP port")
+        mistakes.note(f"{at} listen.port: {port!r} is not a TCP port")
+        port = 8080
     if "pmodes" not in data:
-        raise ConfigError(f"{file}: field pmodes: required (the P-Mode file)")
-    keys = _fields(data.get("keys"), f"{file}: field keys", {"signing", "decryption", "pkcs11"})
+        mistakes.note(f"{at} pmodes: required (the P-Mode file)")
+    key_fields = {"signing", "decryption", "pkcs11"}
+    keys: dict[str, Any] = mistakes.read(lambda: _fields(data.get("keys"), f"{at} keys", key_fields), {})
     if "signing" not in keys and "pkcs11" not in keys:
-        raise ConfigError(f"{file}: field keys.signing: required (or keys.pkcs11)")
-    entries = keys.get("signing", [])
-    entries = entries if isinstance(entries, list) else [entries]
-    signing = tuple(_key_pair(base, entry, f"{file}: field keys.signing[{i}]") for i, entry in enumerate(entries))
-    entries = keys.get("decryption", [])
-    decryption = tuple(
-        _key_pair(base, entry, f"{file}: field keys.decryption[{i}]")
-        for i, entry in enumerate(entries if isinstance(entries, list) else [entries])
-    )
-    try:
-        hardware = open_hardware_keys(base, keys.get("pkcs11"), f"{file}: field keys.pkcs11")
-    except Pkcs11ConfigError as exc:
-        raise ConfigError(str(exc)) from None
+        mistakes.note(f"{at} keys.signing: required (or keys.pkcs11)")
+    signing = _key_pairs(base, keys.get("signing", []), f"{at} keys.signing", mistakes)
+    decryption = _key_pairs(base, keys.get("decryption", []), f"{at} keys.decryption", mistakes)
+    hardware = mistakes.read(lambda: _hardware(base, keys.get("pkcs11"), f"{at} keys.pkcs11"), None)
     storage = base / str(data.get("storage", "data"))
-    database = _database(data.get("database"), f"{file}: field database") or f"sqlite:///{storage / 'accesspoint.db'}"
-    tokens = _api_tokens(data.get("api_tokens", []), f"{file}: field api_tokens")
-    send = _fields(data.get("send"), f"{file}: field send", {"workers", "per_partner", "timeout", "lease"})
-    workers = _positive(send.get("workers", SEND_WORKERS), f"{file}: field send.workers")
-    per_partner = _positive(send.get("per_partner", workers), f"{file}: field send.per_partner")
-    pull = _fields(data.get("pull"), f"{file}: field pull", {"interval"})
-    retention = _fields(data.get("retention"), f"{file}: field retention", {"interval"})
+    database = mistakes.read(lambda: _database(data.get("database"), f"{at} database"), None)
+    tokens: tuple[BearerToken, ...] = mistakes.read(
+        lambda: tuple(_api_tokens(data.get("api_tokens", []), f"{at} api_tokens")), ()
+    )
+    send: dict[str, Any] = mistakes.read(
+        lambda: _fields(data.get("send"), f"{at} send", {"workers", "per_partner", "timeout", "lease"}), {}
+    )
+    workers = mistakes.read(lambda: _positive(send.get("workers", SEND_WORKERS), f"{at} send.workers"), SEND_WORKERS)
+    per_partner = mistakes.read(lambda: _positive(send.get("per_partner", workers), f"{at} send.per_partner"), 1)
+    pull: dict[str, Any] = mistakes.read(lambda: _fields(data.get("pull"), f"{at} pull", {"interval"}), {})
+    retention: dict[str, Any] = mistakes.read(
+        lambda: _fields(data.get("retention"), f"{at} retention", {"interval"}), {}
+    )
     tls_trust = None if data.get("tls_trust") is None else base / str(data["tls_trust"])
     if tls_trust is not None:
-        _trust_bundle(tls_trust, f"{file}: field tls_trust")
-    try:
-        discovery = parse_discovery(base, data.get("discovery"), f"{file}: field discovery")
-        routing = parse_routing(base, data.get("routing"), f"{file}: field routing")
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+        mistakes.read(lambda: _trust_bundle(tls_trust, f"{at} tls_trust"), None)
+    discovery = mistakes.read(
+        lambda: _routing_part(parse_discovery, base, data.get("discovery"), f"{at} discovery"), None
+    )
+    routing = mistakes.read(lambda: _routing_part(parse_routing, base, data.get("routing"), f"{at} routing"), None)
+
+    def duration(value: object, field_name: str, default: str) -> timedelta:
+        return mistakes.read(lambda: _duration(value, f"{at} {field_name}"), parse_duration(default))
+
     config = ServerConfig(
         file=file,
         host=str(listen.get("host", "127.0.0.1")),
         port=port,
-        pmodes=base / str(data["pmodes"]),
-        database_url=database,
+        pmodes=base / str(data.get("pmodes", "pmodes.yaml")),
+        database_url=database or f"sqlite:///{storage / 'accesspoint.db'}",
         storage=storage,
         keys=KeyRing(signing, decryption, hardware),
         api_tokens=tuple(tokens),
-        instance=_instance(data.get("instance", "ap"), f"{file}: field instance"),
-        redis_url=_redis(data.get("redis"), f"{file}: field redis"),
+        instance=mistakes.read(lambda: _instance(data.get("instance", "ap"), f"{at} instance"), "ap"),
+        redis_url=mistakes.read(lambda: _redis(data.get("redis"), f"{at} redis"), None),
         send_workers=workers,
         send_per_partner=per_partner,
-        durability=_durability(data.get("durability", Durability.POWER_LOSS.value), f"{file}: field durability"),
-        send_timeout=_duration(send.get("timeout", "30s"), f"{file}: field send.timeout"),
-        lease=_duration(send.get("lease", "2m"), f"{file}: field send.lease"),
-        max_message_size=_size(data.get("max_message_size", 2 * 1024**3), f"{file}: field max_message_size"),
-        offload_threshold=_size(data.get("offload_threshold", 256 * 1024), f"{file}: field offload_threshold"),
-        revocation=_flag(data.get("revocation", True), f"{file}: field revocation"),
-        evidence_retention=_duration(data.get("evidence_retention", "3650d"), f"{file}: field evidence_retention"),
-        pull_interval=_duration(pull.get("interval", "5s"), f"{file}: field pull.interval"),
-        webhooks=_webhooks(data.get("webhooks"), f"{file}: field webhooks"),
-        tls=_tls(base, data.get("tls"), f"{file}: field tls"),
+        durability=mistakes.read(
+            lambda: _durability(data.get("durability", Durability.POWER_LOSS.value), f"{at} durability"),
+            Durability.POWER_LOSS,
+        ),
+        send_timeout=duration(send.get("timeout", "30s"), "send.timeout", "30s"),
+        lease=duration(send.get("lease", "2m"), "send.lease", "2m"),
+        max_message_size=mistakes.read(
+            lambda: _size(data.get("max_message_size", 2 * 1024**3), f"{at} max_message_size"), 2 * 1024**3
+        ),
+        offload_threshold=mistakes.read(
+            lambda: _size(data.get("offload_threshold", 256 * 1024), f"{at} offload_threshold"), 256 * 1024
+        ),
+        revocation=mistakes.read(lambda: _flag(data.get("revocation", True), f"{at} revocation"), True),
+        evidence_retention=duration(data.get("evidence_retention", "3650d"), "evidence_retention", "3650d"),
+        pull_interval=duration(pull.get("interval", "5s"), "pull.interval", "5s"),
+        webhooks=mistakes.read(lambda: _webhooks(data.get("webhooks"), f"{at} webhooks"), ()),
+        tls=mistakes.read(lambda: _tls(base, data.get("tls"), f"{at} tls"), None),
         tls_trust=tls_trust,
-        tls_client=_tls(base, data.get("tls_client"), f"{file}: field tls_client", client_ca=False),
-        purge_interval=_duration(retention.get("interval", "1h"), f"{file}: field retention.interval"),
+        tls_client=mistakes.read(lambda: _tls(base, data.get("tls_client"), f"{at} tls_client", client_ca=False), None),
+        purge_interval=duration(retention.get("interval", "1h"), "retention.interval", "1h"),
         discovery=discovery,
         routing=routing,
-        operator_certificates=_operator_certificates(base, data.get("end_to_end"), f"{file}: field end_to_end"),
-        holder_keys=_holder_keys(data.get("holder_keys"), f"{file}: field holder_keys"),
-        idempotency_retention=_duration(
-            data.get("idempotency_retention", "7d"), f"{file}: field idempotency_retention"
+        operator_certificates=mistakes.read(
+            lambda: _operator_certificates(base, data.get("end_to_end"), f"{at} end_to_end"), ()
         ),
-        **_limits(data.get("limits"), f"{file}: field limits"),
-        observability=_observability(file, data),
+        holder_keys=mistakes.read(lambda: _holder_keys(data.get("holder_keys"), f"{at} holder_keys"), None),
+        idempotency_retention=duration(data.get("idempotency_retention", "7d"), "idempotency_retention", "7d"),
+        **mistakes.read(lambda: _limits(data.get("limits"), f"{at} limits"), _default_limits()),
+        observability=mistakes.read(lambda: _observability(file, data), Observability()),
     )
-    _check_together(config, data)
+    if not mistakes.found:
+        mistakes.read(lambda: _check_together(config, data), None)
+    if mistakes.found:
+        raise ConfigError("\n".join(mistakes.found))
     return config
+
+
+def _key_pairs(base: Path, entries: object, where: str, mistakes: _Mistakes) -> tuple[KeyPair, ...]:
+    listed = entries if isinstance(entries, list) else [entries]
+    found = [mistakes.read(partial(_key_pair, base, entry, f"{where}[{i}]"), None) for i, entry in enumerate(listed)]
+    return tuple(pair for pair in found if pair is not None)
+
+
+def _default_limits() -> dict[str, Any]:
+    return {"body_limits": BodyLimits(), "json_submission_limit": JSON_SUBMISSION_LIMIT}
+
+
+def _hardware(base: Path, value: object, where: str) -> HardwareKeys | None:
+    try:
+        return open_hardware_keys(base, value, where)
+    except Pkcs11ConfigError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _routing_part(parse: Callable[[Path, Any, str], T], base: Path, value: object, where: str) -> T:
+    try:
+        return parse(base, value, where)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _observability(file: Path, data: dict[str, Any]) -> Observability:
