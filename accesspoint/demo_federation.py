@@ -748,7 +748,9 @@ def senders(pki: DevelopmentPki) -> list[dict[str, Any]]:
             "id": FINNISH_AGENCY, "name": "Verohallinto", "networks": ["cross-border"],
             "access_points": [ap("finland", v2=True)], "support": {"text": "Soita meille", "url": "https://vero.fi"},
         },
-        {"id": SWEDISH_AGENCY, "name": "Skatteverket", "access_points": [ap("sweden")]},
+        # Skatteverket sends its mass mailing through the router itself, and its two-way letters (demo part 3)
+        # through the Nordic access point: connected through both.
+        {"id": SWEDISH_AGENCY, "name": "Skatteverket", "access_points": [ap("sweden"), ap("nordic")]},
     ]  # fmt: skip
 
 

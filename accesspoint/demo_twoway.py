@@ -72,6 +72,10 @@ from operators.sender import TwoWayStatus, two_way_status
 
 FEDERATION_ID = "urn:fdc:digg.se:edelivery:federation:test"
 AGENCY_NAME = "Skatteverket (demo)"
+# The agency of the two-way letters: Swedish (Mina meddelanden senders are organisationsnummer), connected through
+# the Nordic access point in FaR's sender register.
+AGENCY = fed.SWEDISH_AGENCY
+AGENCY_ORGNR = AGENCY.removeprefix("0007:")
 
 
 class _Events(BaseHTTPRequestHandler):
@@ -183,11 +187,11 @@ def _tsa(folder: Path, pki: DevelopmentPki) -> tuple[Child, Path]:
     return Child("tsa", folder, port, argv), pki.ca.certificate_path
 
 
-def build(folder: Path) -> TwoWayFederation:
-    """Write every process's settings (nothing runs yet)."""
+def build(folder: Path, *, mailing: int = 0) -> TwoWayFederation:
+    """Write every process's settings (nothing runs yet); ``mailing``: recipients of the demo's mass mailing."""
     pki = generate_keys(folder / "keys", fed.PARTY_IDS, days=1)
     backend = AgencyBackend()
-    federation = fed.build(folder, pki, nordic_settings={"webhooks": [backend.hook()]})
+    federation = fed.build(folder, pki, nordic_settings={"webhooks": [backend.hook()]}, mailing=mailing)
     tsa, tsa_ca = _tsa(folder / "tsa", pki)
     tokens: dict[str, str] = {}
     nordic_certificate = pki.parties["nordic"].rsa.certificate_path
@@ -244,7 +248,7 @@ def mm_letter(
         letter_id or str(uuid.uuid4()), subject, SupportInfo("Ring 0771-567 567"), content_type, body
     )
     delivery = SecureDelivery(
-        Sender("16" + fed.AGENCY, AGENCY_NAME),
+        Sender("16" + AGENCY_ORGNR, AGENCY_NAME),
         recipient,
         (with_terms(message, terms),),
         reference=terms.case_reference,
@@ -274,7 +278,7 @@ def sdk_letter(
         letter_id,
         datetime.now(UTC).replace(microsecond=0),
         sdk_scope(f"busdox-docid-qns::{LETTER_NS}::Letter##1::tm-base-ext-sigenc", FEDERATION_ID),
-        XheParty(f"0007:{fed.AGENCY}"),
+        XheParty(AGENCY),
         XheParty(recipient),
         XhePayload(LETTER_DOCUMENT_TYPE, "application/xml", _document(terms, subject, body, content_type, letter_id)),
     )
@@ -295,7 +299,7 @@ def sbdh_letter(
     del world
     letter_id = letter_id or str(uuid.uuid4())
     header = Sbdh(
-        sender=(Partner(f"0007:{fed.AGENCY}"),),
+        sender=(Partner(AGENCY),),
         receiver=(Partner(recipient),),
         document=DocumentIdentification(LETTER_NS, "1", letter_id, "Letter", datetime.now(UTC).replace(microsecond=0)),
     )
@@ -313,7 +317,7 @@ def send(world: TwoWayFederation, recipient: str, payload: bytes, *, message_id:
         "pmode": "nordic-to-se",
         "message_id": message_id,
         "properties": {
-            "originalSender": {"value": f"0007:{fed.AGENCY}", "type": "iso6523-actorid-upis"},
+            "originalSender": {"value": AGENCY, "type": "iso6523-actorid-upis"},
             "finalRecipient": recipient,
         },
         "payloads": [
@@ -392,7 +396,7 @@ def wait_for(
 def run(folder: Path, number: int) -> int:
     """Parts two and three of ``make demo`` in one federation (``demo_federation.run`` with the time-stamp
     authority and the agency's listener beside it, and the two-way sections before it stops); the next number."""
-    world = build(folder)
+    world = build(folder, mailing=fed.MAILING)
     return fed.run(
         folder,
         number,

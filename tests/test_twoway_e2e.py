@@ -218,7 +218,7 @@ def test_case_events_make_a_timeline(world: tw.TwoWayFederation) -> None:
         assert time.monotonic() < deadline, timeline
         time.sleep(0.2)
     (found,) = cases
-    assert found["sender"] == "16" + fed.AGENCY and found["status"] == "beslut"
+    assert found["sender"] == "16" + tw.AGENCY_ORGNR and found["status"] == "beslut"
     assert [e["status"] for e in found["events"]] == ["ansökan mottagen", "handläggning pågår", "beslut"]
 
 
