@@ -124,6 +124,9 @@ def _click(driver: Any, kind: str, value: str) -> None:
     page = driver.find_element(_by("TAG_NAME"), "html")
     driver.find_element(_by(kind), value).click()
     _wait(driver).until(expected_conditions.staleness_of(page))
+    # The old page is gone as soon as the next one starts loading (a POST's redirect may still follow): wait
+    # until the page that stays has loaded, so the next step does not touch a document being replaced.
+    _wait(driver).until(lambda shown: shown.execute_script("return document.readyState") == "complete")
 
 
 def _login(driver: Any, base: str, user: tuple[str, str]) -> None:
