@@ -74,6 +74,7 @@ def _service_api(service: str) -> SmpApi | None:
 # minutes on a 100-character name, on the event loop. Real records use "^.*$" (U-NAPTR, RFC 4848 2.2, allows
 # only that) or a capture or two, so a regexp may hold at most two quantifiers, and none may repeat a group.
 _MAX_QUANTIFIERS = 2
+_MAX_REPEAT = 255  # a counted repetition beyond a DNS name's length matches nothing more (and re overflows)
 _QUANTIFIER_START = frozenset("*+?{")
 
 
@@ -95,6 +96,10 @@ def _refuse_backtracking(pattern: str) -> None:
                 raise BdxlError(f"NAPTR regexp {pattern[:100]!r} repeats a group (unbounded backtracking)")
             quantifiers += 1
             end = pattern.find("}", index) if char == "{" else index
+            if char == "{" and end > 0:
+                counts = [c for c in pattern[index + 1 : end].split(",") if c.isdigit()]
+                if any(int(count) > _MAX_REPEAT for count in counts):
+                    raise BdxlError(f"NAPTR regexp {pattern[:100]!r} repeats more than {_MAX_REPEAT} times")
             index = (len(pattern) if end < 0 else end) + 1
             if pattern[index : index + 1] in ("?", "+"):  # lazy or possessive: the same quantifier
                 index += 1
@@ -122,7 +127,7 @@ def apply_naptr_regexp(regexp: str, name: str) -> str:
             raise BdxlError(f"NAPTR regexp {pattern!r} does not match {name!r}")
         # sed-like substitution of the first match, as RFC 3402's DDDS applies it.
         return compiled.sub(replacement, name, count=1)
-    except re.error as exc:
+    except (re.error, OverflowError, RecursionError) as exc:
         raise BdxlError(f"NAPTR regexp {pattern[:100]!r}: {exc}") from None
 
 

@@ -248,6 +248,13 @@ def test_naptr_regexp_whose_matching_could_backtrack_without_bound_is_refused(re
         apply_naptr_regexp(regexp, NAPTR_NAME)
 
 
+@pytest.mark.parametrize("count", ["{55555555555555555555}", "{2,99999}"])
+def test_naptr_regexp_with_a_huge_counted_repetition_is_refused(count: str) -> None:
+    """A counted repetition past a DNS name's length is BdxlError (re's OverflowError escaped it before)."""
+    with pytest.raises(BdxlError, match="repeats more than 255 times"):
+        apply_naptr_regexp(f"![a-z].{count}!https://smp.example!", NAPTR_NAME)
+
+
 def _der(tag: int, body: bytes) -> bytes:
     length = len(body)
     if length < 0x80:
