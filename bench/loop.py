@@ -46,6 +46,7 @@ from accesspoint.demo_common import free_port as _free_port
 from accesspoint.keys_cli import DevelopmentPki, generate_keys
 from accesspoint.security.keys import KeyPair
 from accesspoint.security.outbound import Payload, secure_message
+from accesspoint.testing.processes import listens
 from bench.e2e import Server
 from bench.fixtures import GIB, MIB, payload_chunks, random_block
 from pmode import load_pmodes
@@ -64,8 +65,9 @@ def _say(text: str = "") -> None:
 # ---------------------------------------------------------------------------------------------- sampler
 
 
-def _sample(port: int, stop: Any, results: Any) -> None:
-    """GET /healthz every INTERVAL until ``stop`` is set; put (latencies in ms, failures) on ``results``."""
+def _sample(port: int, stop: Any, results: Any, ready: Any) -> None:
+    """GET /healthz every INTERVAL until ``stop`` is set; put (latencies in ms, failures) on ``results``; ``ready``
+    is set after the first sample."""
     latencies: list[float] = []
     failures = 0
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
@@ -83,6 +85,7 @@ def _sample(port: int, stop: Any, results: Any) -> None:
             connection.close()
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         latencies.append((time.monotonic() - started) * 1000)
+        ready.set()
         next_at += INTERVAL
         time.sleep(max(next_at - time.monotonic(), 0))
         next_at = max(next_at, time.monotonic())
@@ -96,10 +99,16 @@ class Sampler:
         context = multiprocessing.get_context("spawn")
         self._stop = context.Event()
         self._results = context.Queue()
-        self._process = context.Process(target=_sample, args=(port, self._stop, self._results), daemon=True)
+        self._ready = context.Event()
+        self._process = context.Process(
+            target=_sample, args=(port, self._stop, self._results, self._ready), daemon=True
+        )
 
     def __enter__(self) -> Sampler:
         self._process.start()
+        # Sampling starts before the work it watches: a spawned process takes a moment to run.
+        if not self._ready.wait(60):
+            raise RuntimeError("the /healthz sampler did not start")
         return self
 
     def __exit__(self, *_exc: object) -> None:
@@ -119,7 +128,7 @@ class Sampler:
             "p50_ms": round(ordered[len(ordered) // 2], 1),
             "samples": len(latencies),
             "failures": failures,
-            "met": ordered[-1] < TARGET_MS and failures == 0,
+            "met": bool(latencies) and ordered[-1] < TARGET_MS and failures == 0,
         }
 
 
@@ -313,6 +322,11 @@ def run_revocation(folder: Path, mode: str, messages: int = 4) -> dict[str, Any]
     slow_port = _free_port()
     server = multiprocessing.get_context("spawn").Process(target=_serve_slowly, args=(slow_port, mode), daemon=True)
     server.start()
+    deadline = time.monotonic() + 60
+    while not listens(slow_port)():  # the revocation server must be there, or there is nothing to wait for
+        if time.monotonic() > deadline or not server.is_alive():
+            raise RuntimeError(f"the {mode} revocation server did not start")
+        time.sleep(0.05)
     keys, ca, leaf = _partner_pki(folder / "partner", f"http://127.0.0.1:{slow_port}")
     pki = generate_keys(folder / "keys", PARTIES)
     ports = {name: _free_port() for name in PARTIES}
