@@ -313,3 +313,29 @@ async def test_writer_outcomes_match_what_sqlalchemy_reads(writer: Writer, datab
     assert isinstance(claimed, StoredMessage)
     row = await database.run(lambda c: c.execute(select(messages).where(messages.c.id == claimed.pk)).one())
     assert (row.updated_at, row.lease_until, row.attempts) == (claimed.updated_at, claimed.lease_until, 1)
+
+
+@pytest.mark.parametrize("migrated_database_url", ["postgresql"], indirect=True)  # SQLite's writer: a thread
+async def test_an_unexpected_driver_error_fails_its_batch_and_the_writer_goes_on(
+    migrated_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL: an exception of a kind the writer does not expect fails only its batch's callers; the next
+    operation is committed (before, the writer's task died and every later caller waited for ever)."""
+    writer = open_writer(migrated_database_url, instance="w")
+    await writer.start()
+    arguments = writer._arguments  # type: ignore[attr-defined]
+    calls: list[int] = []
+
+    def broken_once(ops: list[Any]) -> Any:
+        calls.append(len(ops))
+        if len(calls) == 1:
+            raise RuntimeError("a driver surprise")
+        return arguments(ops)
+
+    monkeypatch.setattr(writer, "_arguments", broken_once)
+    try:
+        (outcome,) = await writer.submit_all([insert("surprise@partner")], return_exceptions=True)
+        assert isinstance(outcome, WriteFailed) and "a driver surprise" in str(outcome)
+        assert isinstance(await asyncio.wait_for(writer.submit(insert("after@partner")), 30), Inserted)
+    finally:
+        await writer.close()

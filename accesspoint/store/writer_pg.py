@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -37,6 +38,10 @@ from accesspoint.store.writer import MAX_BATCH, Writer, _Entry
 # SQLSTATE classes of a failed statement that roll back only it (bad data, a constraint, a raised exception, a
 # deadlock): its operations are then run one by one. Any other failure (the connection, the server) fails them all.
 _STATEMENT_FAILURES = ("22", "23", "40", "42", "P0")
+CONNECT_TIMEOUT = 10.0  # seconds to connect (again, after an outage)
+BATCH_TIMEOUT = 60.0  # seconds one batch's statement may take before its callers hear the store is unavailable
+
+log = logging.getLogger("accesspoint.store")
 
 _SENDING = MessageState.SENDING.value
 _DUE = (
@@ -181,7 +186,7 @@ class PostgresWriter(Writer):
     async def start(self) -> None:
         """Connect (so a wrong URL fails here) and start the writer's task."""
         self._loop = asyncio.get_running_loop()
-        self._connection = await asyncpg.connect(self._dsn)
+        self._connection = await asyncpg.connect(self._dsn, timeout=CONNECT_TIMEOUT)
         self._task = asyncio.create_task(self._run(), name="store-writer:postgresql")
 
     async def close(self) -> None:
@@ -229,8 +234,9 @@ class PostgresWriter(Writer):
     async def _commit(self, ops: list[Op]) -> list[Outcome | BaseException]:
         try:
             if self._connection is None or self._connection.is_closed():
-                self._connection = await asyncpg.connect(self._dsn)
-            rows = await self._connection.fetch(BATCH_SQL, *self._arguments(ops))
+                self._connection = await asyncpg.connect(self._dsn, timeout=CONNECT_TIMEOUT)
+            # Bounded: a server that went away mid-statement must not hold every caller's future for good.
+            rows = await self._connection.fetch(BATCH_SQL, *self._arguments(ops), timeout=BATCH_TIMEOUT)
         except asyncpg.PostgresError as exc:
             if str(exc.sqlstate or "")[:2] not in _STATEMENT_FAILURES:
                 await self._drop_connection()
@@ -239,6 +245,10 @@ class PostgresWriter(Writer):
                 return [exc]
             return [(await self._commit([op]))[0] for op in ops]
         except (OSError, asyncpg.InterfaceError, TimeoutError) as exc:
+            await self._drop_connection()
+            return [exc] * len(ops)
+        except Exception as exc:  # anything else the driver raises: this batch fails, the writer goes on
+            log.exception("the PostgreSQL writer's batch failed unexpectedly")
             await self._drop_connection()
             return [exc] * len(ops)
         return self._outcomes(ops, rows)
