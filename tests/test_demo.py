@@ -34,7 +34,7 @@ def test_demo_delivers_both_profiles_with_verified_receipts_and_stops_its_server
         text=True,
         timeout=300,
         check=False,
-        env={**os.environ, "DEMO_MAILING": "100"},  # the mass mailing, small: make demo sends 10,000
+        env={**os.environ, "DEMO_MAILING": "100"},  # the mass mailing, as make demo sends it
     )
     assert done.returncode == 0, done.stdout + done.stderr
     lines = [line.strip() for line in done.stdout.splitlines()]
