@@ -187,11 +187,13 @@ def _tsa(folder: Path, pki: DevelopmentPki) -> tuple[Child, Path]:
     return Child("tsa", folder, port, argv), pki.ca.certificate_path
 
 
-def build(folder: Path, *, mailing: int = 0) -> TwoWayFederation:
-    """Write every process's settings (nothing runs yet); ``mailing``: recipients of the demo's mass mailing."""
+def build(folder: Path, *, mailing: int = 0, nordic_hooks: tuple[dict[str, Any], ...] = ()) -> TwoWayFederation:
+    """Write every process's settings (nothing runs yet); ``mailing``: recipients of the demo's mass mailing;
+    ``nordic_hooks``: more webhooks of the Nordic access point, beside the agency backend's."""
     pki = generate_keys(folder / "keys", fed.PARTY_IDS, days=1)
     backend = AgencyBackend()
-    federation = fed.build(folder, pki, nordic_settings={"webhooks": [backend.hook()]}, mailing=mailing)
+    hooks = [backend.hook(), *nordic_hooks]
+    federation = fed.build(folder, pki, nordic_settings={"webhooks": hooks}, mailing=mailing)
     tsa, tsa_ca = _tsa(folder / "tsa", pki)
     tokens: dict[str, str] = {}
     nordic_certificate = pki.parties["nordic"].rsa.certificate_path

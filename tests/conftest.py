@@ -6,13 +6,18 @@ import contextlib
 import os
 import shutil
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from accesspoint.store import sqlite_url, upgrade_to_head
 from accesspoint.testing import services
+
+if TYPE_CHECKING:
+    from accesspoint.demo_twoway import TwoWayFederation
+    from accesspoint.testing.webhooks import WebhookListener
 
 REPO = Path(__file__).resolve().parent.parent
 INTEROP = REPO.parent / "shared" / "interop"
@@ -151,3 +156,48 @@ def redis_url(redis_server: services.RedisServer) -> str:
     finally:
         client.close()
     return redis_server.url()
+
+
+# --- one federation of processes shared by the modules that only send through it ---
+
+SHARED_FEDERATION = "shared_federation"
+
+
+@dataclass(frozen=True)
+class SharedFederation:
+    """The two-way federation (``accesspoint.demo_twoway``: FaR, the registers, an SMP, the Nordic, Finnish and
+    Swedish access points, two operators, a time-stamp authority, the agency's backend) and a listener for the
+    Nordic access point's ``end-to-end-receipt`` events. Tests on it use their own message ids and never kill a
+    process (those that do build their own federation)."""
+
+    world: TwoWayFederation
+    receipts: WebhookListener
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests on the shared federation run last, together: its processes start once, for the first of them,
+    and stop with the session instead of idling through the rest of it."""
+    users = [item for item in items if SHARED_FEDERATION in getattr(item, "fixturenames", ())]
+    if users:
+        items[:] = [item for item in items if SHARED_FEDERATION not in getattr(item, "fixturenames", ())] + users
+
+
+@pytest.fixture(scope="session")
+def shared_federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedFederation]:
+    """Started when a test first needs it; every process must exit 0 on SIGTERM at the end."""
+    from accesspoint import demo_twoway as tw
+    from accesspoint.testing.webhooks import WebhookListener
+
+    receipts = WebhookListener("sender-webhook-secret-0123456789")
+    world = tw.build(tmp_path_factory.mktemp("federation"), nordic_hooks=(receipts.hook("end-to-end-receipt"),))
+    try:
+        tw.start(world)
+        yield SharedFederation(world, receipts)
+    except Exception:
+        for server in world.federation.all:
+            print(f"{server.name}:\n{server.log_tail(40)}")
+        raise
+    finally:
+        codes = tw.stop(world)
+        receipts.close()
+    assert set(codes.values()) == {0}, codes

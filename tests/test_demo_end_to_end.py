@@ -10,7 +10,6 @@ import json
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,35 +18,21 @@ import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from accesspoint import demo_federation as fed
-from accesspoint.keys_cli import DevelopmentPki, generate_keys
+from accesspoint.keys_cli import DevelopmentPki
 from accesspoint.msh.end_to_end import verify_answer
 from accesspoint.store import EndToEnd, MessageStore, sqlite_url
 from accesspoint.testing.webhooks import WebhookListener
 from operators.deliveries import DeliveryTrust, check_delivery, unknown_recipient
 from operators.receipts import build_answer
-from tests.conftest import REPO
+from tests.conftest import REPO, SharedFederation
 from tests.test_operators_support import OPERATOR, STRANGER, sbd
 
-HOOK_SECRET = "sender-webhook-secret-0123456789"
 
-
-@pytest.fixture(scope="module")
-def running(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[fed.Federation, DevelopmentPki, WebhookListener]]:
-    """The federation, with the sender's webhooks going to a listener in this test."""
-    folder = tmp_path_factory.mktemp("federation")
-    events = WebhookListener(HOOK_SECRET)
-    hook = events.hook("end-to-end-receipt")
-    pki = generate_keys(folder / "keys", fed.PARTY_IDS, days=1)
-    federation = fed.build(folder, pki, nordic_settings={"webhooks": [hook]})
-    try:
-        fed.start(federation, pki)
-        yield federation, pki, events
-    finally:
-        codes = fed.stop(federation)
-        events.close()
-    assert set(codes.values()) == {0}, codes
+@pytest.fixture
+def running(shared_federation: SharedFederation) -> tuple[fed.Federation, DevelopmentPki, WebhookListener]:
+    """The federation shared with other modules (tests/conftest.py), with the sender's end-to-end-receipt webhooks
+    going to a listener in this test."""
+    return shared_federation.world.federation, shared_federation.world.pki, shared_federation.receipts
 
 
 def _answered(federation: fed.Federation, message_id: str) -> dict[str, Any]:
@@ -87,10 +72,13 @@ def test_sender_status_shows_delivered_to_mailbox_by_the_operators_signature_and
     assert cli.returncode == 0, cli.stderr
     assert json.loads(cli.stdout)["end_to_end"] == answer
 
+    def announced() -> list[tuple[dict[str, Any], bool]]:  # other modules' letters are announced here too
+        return [(e, ok) for e, ok in events.received if e["data"]["message_id"] == letter.message_id]
+
     deadline = datetime.now(UTC).timestamp() + 20
-    while not events.received and datetime.now(UTC).timestamp() < deadline:
+    while not announced() and datetime.now(UTC).timestamp() < deadline:
         threading.Event().wait(0.1)
-    ((event, signed),) = events.received
+    ((event, signed),) = announced()
     assert signed and event["event"] == "end-to-end-receipt"
     assert event["data"] == {"message_id": letter.message_id, "end_to_end": answer}
 

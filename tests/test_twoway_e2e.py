@@ -1,6 +1,6 @@
 """Two-way digital post across real processes: the demo's federation (FaR, the Nordic agency's access point, the
 Swedish router, two operators each an access point + ``operator serve``) with a time-stamp authority and the
-agency's webhook listener, started once for the module. Each flow goes agency → router → operator → holder and
+agency's webhook listener, started once for the session. Each flow goes agency → router → operator → holder and
 back: answers in each network's form, a late answer refused, a read receipt, a served letter not acknowledged by
 its deadline, a served letter acknowledged with e-ID and its time-stamped kvitto, an invoice found by due date
 and paid once, a broadcast counted at both operators, a case timeline, and content outside the presentation
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -21,26 +20,17 @@ from accesspoint import demo_twoway as tw
 from accesspoint.envelopes.letter import CaseEvent, LetterTerms, ReplyTerms
 from accesspoint.envelopes.minameddelanden import ReceiptRequest, ReplyOption
 from accesspoint.envelopes.payment import AccountKind, PaymentData, luhn_digit
+from tests.conftest import SharedFederation
 
 pytestmark = pytest.mark.timeout(300)
 
 ALICE, BERTIL = fed.ALICE, fed.BERTIL  # mailboxes at operator 1 and operator 2
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tw.TwoWayFederation]:
-    """The federation, running for every test of the module."""
-    made = tw.build(tmp_path_factory.mktemp("two-way"))
-    try:
-        tw.start(made)
-        yield made
-    except Exception:
-        for server in made.federation.all:
-            print(f"{server.name}:\n{server.log_tail(40)}")
-        raise
-    finally:
-        codes = tw.stop(made)
-    assert set(codes.values()) <= {0, None}, codes
+@pytest.fixture
+def world(shared_federation: SharedFederation) -> tw.TwoWayFederation:
+    """The federation shared with other modules (tests/conftest.py), running for every test of the module."""
+    return shared_federation.world
 
 
 def _sent(world: tw.TwoWayFederation, message_id: str) -> dict[str, object]:
