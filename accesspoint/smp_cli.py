@@ -21,7 +21,6 @@ from cryptography import x509
 from accesspoint.cli import EXIT_MALFORMED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, UsageError, failure
 from accesspoint.security.keys import KeyLoadError, certificate_sha256
 from accesspoint.security.trust import load_truststore
-from accesspoint.servicekit.httpclient import networks
 
 
 def register(commands: Any) -> None:
@@ -74,6 +73,7 @@ def _nameserver(text: str) -> tuple[str, int]:
 
 def cmd_discover(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     """Look the participant up and print the endpoint."""
+    from accesspoint.servicekit.httpclient import networks  # here: aiohttp is heavy and most commands do without
     from smp.bdxl import BdxlScheme
     from smp.client import DEFAULT_PROFILES, DiscoveryError, DiscoverySettings, NotRegistered, discover_once
 

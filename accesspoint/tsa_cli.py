@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
@@ -22,7 +21,9 @@ from accesspoint.cli import EXIT_OK, UsageError
 from accesspoint.security.keys import KeyPair
 from accesspoint.security.timestamp import TimestampError, check_timestamping_certificate
 from accesspoint.security.tsa import QUERY_TYPE, REPLY_TYPE, TimeStampAuthority
-from accesspoint.servicekit import server
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 # A TimeStampReq is a digest, a nonce and a few flags: a hundred bytes; a few kilobytes with extensions.
 MAX_QUERY = 64 * 1024
@@ -30,6 +31,7 @@ MAX_QUERY = 64 * 1024
 
 def application(authority: TimeStampAuthority) -> web.Application:
     """``POST /``: a DER TimeStampReq in, a DER TimeStampResp out; ``GET /health``."""
+    from aiohttp import web  # here, not at the top: every command of the CLI imports this module
 
     async def stamp(request: web.Request) -> web.Response:
         if request.content_type != QUERY_TYPE:
@@ -73,6 +75,8 @@ def register(commands: Any) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     """Serve until SIGTERM or SIGINT."""
+    from accesspoint.servicekit import server
+
     authority = load_authority(args.key, args.certificate)
     server.run([server.Listener(application(authority), args.host, args.port, None)])
     return EXIT_OK, {"ok": True, "stopped": True}

@@ -10,6 +10,8 @@ from __future__ import annotations
 import ast
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -188,6 +190,20 @@ def test_the_contract_catches_a_forbidden_import(tmp_path: Path) -> None:
     assert violations(next(c for c in CONTRACTS if c.part == "Core"), [core], tmp_path) == [
         "core.py:1: asyncio (Core never imports asyncio (the core is sans-I/O))"
     ]
+
+
+def test_the_command_line_imports_no_server_stack_until_a_server_runs() -> None:
+    """Building the CLI (every command module registers) imports neither aiohttp, SQLAlchemy nor OpenTelemetry, so
+    ``verify``, ``inspect`` and the other one-shot commands start without the servers' imports."""
+    script = (
+        "import json, sys\nfrom accesspoint.cli import build_parser\nbuild_parser()\n"
+        "print(json.dumps([m for m in ('aiohttp', 'sqlalchemy', 'opentelemetry') if m in sys.modules]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == []
 
 
 def test_the_contracts_hold_every_never_arrow_of_the_architecture() -> None:
