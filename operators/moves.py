@@ -67,6 +67,12 @@ from operators.portability import (
 )
 from operators.portability import batches as cut
 from operators.receipts import verify_notification
+from operators.twoway import TwoWay
+from operators.twoway_store import case_events as twoway_events
+from operators.twoway_store import letters as twoway_letters
+from operators.twoway_store import payments as twoway_payments
+from operators.twoway_store import replies as twoway_replies
+from operators.twoway_transfer import export_records, restore
 
 if TYPE_CHECKING:
     from operators.service import Operator
@@ -375,8 +381,16 @@ class Mover:
                         imported_from,
                     ).row()
                     await conn.execute(insert(letters).values(**row, imported_at=now))
+                    record = manifest.two_way.get(letter.uid)
                     if delivery is not None:
-                        await insert_mail(conn, letter.origin, delivery, received_at=letter.received_at)
+                        # bare case events go to the timeline only, as at delivery
+                        ids = await insert_mail(
+                            conn, letter.origin, TwoWay.for_mailbox(delivery), received_at=letter.received_at
+                        )
+                        if record is not None:
+                            await restore(conn, letter, record, delivery, ids)
+                    elif record is not None:
+                        raise TransferRefused(f"letter {letter.uid}: a two-way record without a checked envelope")
                     outcomes.append((letter.uid, letter.origin, "imported"))
         except BaseException:
             self.files.remove(placed)
@@ -623,7 +637,11 @@ class Mover:
                 move.switch_id,
                 len(uids) - len(chosen),
             )
-        manifest = Manifest(move.switch_id, seq, self.me, move.peer, move.recipient, created, tuple(chosen))
+        async with self.store.engine.connect() as conn:
+            records = await export_records(conn, move.recipient, chosen)
+        manifest = Manifest(
+            move.switch_id, seq, self.me, move.peer, move.recipient, created, tuple(chosen), two_way=records
+        )
         data = build_manifest(manifest, self.settings.keys)
         path = self.files.transfers / f"{move.switch_id}-{seq}.tar"
 
@@ -749,11 +767,17 @@ async def _upsert_move(
 
 
 async def _delete_letters(conn: Any, recipient: str, confirmed: dict[str, str]) -> None:
-    """Delete the letters (and their mail rows and attachments) another operator has confirmed it holds."""
+    """Delete the letters (their mail rows, attachments and two-way records) another operator has confirmed it
+    holds; what the two-way outbox still has to send about them is left to be sent."""
     if not confirmed:
         return
     origins = list(confirmed.values())
     ids = select(mail.c.id).where(mail.c.recipient == recipient, mail.c.as4_message_id.in_(origins))
+    for table in (twoway_replies, twoway_payments, twoway_letters):
+        await conn.execute(delete(table).where(table.c.mail_id.in_(ids)))
+    await conn.execute(
+        delete(twoway_events).where(twoway_events.c.recipient == recipient, twoway_events.c.as4_message_id.in_(origins))
+    )
     await conn.execute(delete(attachments).where(attachments.c.mail_id.in_(ids)))
     await conn.execute(delete(mail).where(mail.c.recipient == recipient, mail.c.as4_message_id.in_(origins)))
     await conn.execute(delete(letters).where(letters.c.uid.in_(list(confirmed))))
@@ -769,7 +793,9 @@ async def export_mailbox(operator: Operator, holder: str, to: str, out: Path) ->
     if not found and await operator.store.state(holder) is None:
         raise TransferRefused(f"{holder} has no mailbox here")
     switch_id = f"export-{hashlib.sha256(f'{holder}{operator.clock().isoformat()}'.encode()).hexdigest()[:24]}"
-    manifest = Manifest(switch_id, 1, operator.settings.id, to, holder, operator.clock(), tuple(found))
+    async with operator.store.engine.connect() as conn:
+        records = await export_records(conn, holder, found)
+    manifest = Manifest(switch_id, 1, operator.settings.id, to, holder, operator.clock(), tuple(found), two_way=records)
     data = build_manifest(manifest, operator.settings.keys)
 
     def write() -> None:
