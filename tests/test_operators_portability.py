@@ -361,7 +361,7 @@ async def test_two_way_terms_other_than_the_sender_signed_are_refused(two_way_mo
 def test_manifest_formats() -> None:
     """A manifest of format 2 carries the two-way records under the signature; one of a format this operator does
     not know, or with a two-way record in format 1, is refused even when signed."""
-    record = {"conversation_id": None, "letters": [], "case_events": []}
+    record: dict[str, Any] = {"conversation_id": None, "letters": [], "case_events": []}
     manifest = Manifest("s", 1, A_ID, B_ID, HOLDER, NOW, (), two_way={"u": record})
     assert read_manifest(build_manifest(manifest, OPERATOR), OPERATOR.certificate).format == 2
     with pytest.raises(TransferRefused, match="format '3' is not one this operator reads"):
