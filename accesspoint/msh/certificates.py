@@ -7,53 +7,14 @@ not-after (60 days by default, as Domibus warns) is ``expiring``; past it, ``exp
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from accesspoint.msh.config import ServerConfig
+from accesspoint.servicekit.status import Held, held
 from pmode import PModeSet
-
-
-@dataclass(frozen=True, slots=True)
-class Held:
-    """A certificate and where it is used."""
-
-    use: str  # "our signing key", "party partner-115: signing", "trust anchor of se-to-be" …
-    subject: str
-    issuer: str
-    serial: str
-    sha256: str
-    not_before: datetime
-    not_after: datetime
-
-    def status(self, now: datetime, warn_before: timedelta) -> str:
-        """``expired``, ``expiring`` (within warn_before of its not-after) or ``ok``."""
-        if now > self.not_after:
-            return "expired"
-        return "expiring" if now + warn_before >= self.not_after else "ok"
-
-    def days_left(self, now: datetime) -> int:
-        """Whole days until its not-after (negative once past)."""
-        return (self.not_after - now).days
-
-
-def held(use: str, certificate: x509.Certificate) -> Held:
-    """A certificate as the inventory lists it."""
-    return Held(
-        use=use,
-        subject=certificate.subject.rfc4514_string(),
-        issuer=certificate.issuer.rfc4514_string(),
-        serial=format(certificate.serial_number, "x"),
-        sha256=hashlib.sha256(certificate.public_bytes(Encoding.DER)).hexdigest(),
-        not_before=certificate.not_valid_before_utc,
-        not_after=certificate.not_valid_after_utc,
-    )
 
 
 def inventory(settings: ServerConfig, pmodes: PModeSet) -> list[Held]:
