@@ -8,18 +8,19 @@ not-after (60 days by default, as Domibus warns) is ``expiring``; past it, ``exp
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 from cryptography import x509
 
 from accesspoint.msh.config import ServerConfig
-from accesspoint.servicekit.status import Held, held
+from accesspoint.servicekit.status import Held, held, tls_certificate
 from pmode import PModeSet
 
 
 def inventory(settings: ServerConfig, pmodes: PModeSet) -> list[Held]:
     """Every certificate of the access point and its agreements, each once per use, soonest expiry first."""
     found: dict[tuple[str, str], Held] = {}
+    for item in tls_certificate(None if settings.tls is None else settings.tls.certificate):
+        found[(item.use, item.sha256)] = item
     for use, certificate in _uses(settings, pmodes):
         item = held(use, certificate)
         found.setdefault((use, item.sha256), item)
@@ -41,9 +42,6 @@ def _uses(settings: ServerConfig, pmodes: PModeSet) -> Iterator[tuple[str, x509.
         yield "our signing key", pair.certificate
     for pair in settings.keys.decryption:
         yield "our decryption key", pair.certificate
-    if settings.tls is not None:
-        for certificate in _pem(settings.tls.certificate)[:1]:
-            yield "our TLS certificate", certificate
     for pmode in pmodes:
         for side in (pmode.initiator, pmode.responder):
             party = side.party
@@ -51,10 +49,3 @@ def _uses(settings: ServerConfig, pmodes: PModeSet) -> Iterator[tuple[str, x509.
                 yield f"party {party.name}: signing", party.signing_certificate
             if party.encryption_certificate is not None:
                 yield f"party {party.name}: encryption", party.encryption_certificate
-
-
-def _pem(path: Path) -> list[x509.Certificate]:
-    try:
-        return x509.load_pem_x509_certificates(path.read_bytes())
-    except (OSError, ValueError):
-        return []

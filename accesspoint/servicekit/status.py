@@ -12,11 +12,13 @@ import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 EXPIRY_WARNING = timedelta(days=60)  # a certificate this close to its not-after is flagged (as Domibus does)
@@ -61,6 +63,19 @@ def held(use: str, certificate: x509.Certificate) -> Held:
     )
 
 
+def tls_certificate(path: Path | None) -> list[Held]:
+    """The certificate a TLS listener presents (the first of its PEM file), as ``our TLS certificate``; none when
+    there is no TLS or the file cannot be read (the listener would not have started). Reads a file: call it off the
+    event loop."""
+    if path is None:
+        return []
+    try:
+        found = x509.load_pem_x509_certificates(path.read_bytes())
+    except (OSError, ValueError):
+        return []
+    return [held("our TLS certificate", found[0])]
+
+
 def certificate_dates(
     items: Iterable[Held], now: datetime, warn_before: timedelta = EXPIRY_WARNING
 ) -> list[dict[str, Any]]:
@@ -89,6 +104,15 @@ async def probe(
         return f"unavailable: {type(exc).__name__}: {exc}"[:300], None
 
 
+async def counts(connection: AsyncConnection, column: ColumnElement[Any]) -> dict[str, int]:
+    """How many rows have each value of a column (a status's figures by state)."""
+    rows = await connection.execute(select(column, func.count()).group_by(column))
+    return {str(value): int(count) for value, count in rows}
+
+
 def iso(value: datetime | None) -> str | None:
-    """A time as ISO 8601 (None stays None)."""
-    return None if value is None else value.isoformat()
+    """A time as ISO 8601 (None stays None); a naive one is UTC (SQLite's min() and max() drop the zone of the
+    UTC times every service stores)."""
+    if value is None:
+        return None
+    return (value if value.tzinfo is not None else value.replace(tzinfo=UTC)).isoformat()
