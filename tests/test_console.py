@@ -217,7 +217,9 @@ async def test_status_needs_a_token_and_tells_queues_certificates_and_partners(
     status, text, _ = await client.request("GET", "/status", headers={"Authorization": f"Bearer {STATUS_TOKEN}"})
     assert status == 200
     document = json.loads(text)
-    assert document["queues"]["by_state"]["submitted"]["count"] == 0 and document["queues"]["oldest_pending"] is None
+    queues = document["queues"]
+    assert queues["by_state"]["submitted"]["count"] == 0 and queues["oldest_pending"] is None
+    assert queues["dead_letter"] == 0
     belgium = next(p for p in document["partners"] if p["party"].endswith("AP-BE-0115"))
     assert belgium["last_delivered"] is not None
     assert {c["use"] for c in document["certificates"]} >= {"our signing key", "party partner-115: signing"}

@@ -1,10 +1,10 @@
 """The access point's status: one document, computed here, for the admin listener's ``GET /status`` and the
 console's status page (``accesspoint.console``), never on the public AS4 listener.
 
-What an operator looks at first: the messages waiting in each state and the oldest of them, webhook events
-waiting, every certificate in use with its not-after and a warning from ``warn_before`` ahead, and the last
-delivery to each partner (from the database, so every instance tells the same; a partner found by discovery has
-no PartyId to look it up by, and shows this instance's last delivery since its start).
+What an operator looks at first: the messages waiting in each state and the oldest of them, the dead letters,
+webhook events waiting, every certificate in use with its not-after and a warning from ``warn_before`` ahead, and
+the last delivery to each partner (from the database, so every instance tells the same; a partner found by
+discovery has no PartyId to look it up by, and shows this instance's last delivery since its start).
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from accesspoint.msh.certificates import inventory
 from accesspoint.msh.context import Context
 from accesspoint.msh.views import party_text
 from accesspoint.servicekit.status import EXPIRY_WARNING, PROBE_TIMEOUT, Held, certificate_dates, iso
-from accesspoint.store.search import PENDING, MessageSearch
+from accesspoint.store import MessageState
+from accesspoint.store.search import MessageSearch
 from pmode import PModeSet
 from pmode.model import PartyDefinition
 
@@ -71,10 +72,11 @@ class Status:
     async def _figures(self, now: datetime) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         ctx = self.ctx
         pending = await ctx.store.pending()
-        outgoing = [w.oldest for state, w in pending.items() if state in PENDING and w.oldest is not None]
-        oldest = min(outgoing, default=None)
+        outgoing = await MessageSearch(ctx.store.db).queues()  # the dead-letter count and the oldest waiting to leave
+        oldest = outgoing.oldest_pending
         queues = {
             "by_state": {state.value: {"count": w.count, "oldest": iso(w.oldest)} for state, w in pending.items()},
+            "dead_letter": outgoing.by_state.get(MessageState.DEAD_LETTER.value, 0),
             "oldest_pending": iso(oldest),
             "oldest_pending_age_seconds": None if oldest is None else round((now - oldest).total_seconds(), 3),
             "webhook_events_pending": await ctx.outbox.pending(),
