@@ -28,7 +28,7 @@ from accesspoint.servicekit.tokens import BearerToken, Scope
 from accesspoint.testing import pki, services
 from accesspoint.testing.mailboxes import deliver_letter, random_file, sbd_letter
 from operators.letters import file_digest
-from operators.moves import export_mailbox, import_mailbox
+from operators.moves import _delete_letters, export_mailbox, import_mailbox
 from operators.portability import MANIFEST, NS, Manifest, TransferRefused, build_manifest, read_manifest
 from operators.service import Operator
 from operators.settings import AccessPointLink, OperatorSettings, Peer
@@ -356,6 +356,21 @@ async def test_two_way_terms_other_than_the_sender_signed_are_refused(two_way_mo
         await import_mailbox(move.b, _with_manifest(move.archive, forged))
     assert await move.b.store.letters_of(HOLDER) == []
     assert await move.b.store.list(HOLDER) == []
+
+
+async def test_the_old_operator_deletes_moved_letters_with_their_two_way_records(two_way_move: TwoWayMove) -> None:
+    """Once the new operator confirmed them, the old one deletes the letters with their terms, answers, payment and
+    case events (their rows name the mail rows, so these go first)."""
+    move = two_way_move
+    moved = {letter.uid: letter.origin for letter in await move.a.store.letters_of(HOLDER)}
+    async with move.a.store.engine.begin() as conn:
+        await _delete_letters(conn, HOLDER, moved)
+    assert await move.a.store.letters_of(HOLDER) == [] and await move.a.store.list(HOLDER) == []
+    assert await move.a.twoway.store.timeline(HOLDER) == []
+    for mail_id in move.mail_ids.values():
+        assert await move.a.twoway.store.letter(HOLDER, mail_id) is None
+        assert await move.a.twoway.store.replies_of(mail_id) == []
+        assert await move.a.twoway.store.payment_of(mail_id) is None
 
 
 def test_manifest_formats() -> None:
