@@ -68,10 +68,7 @@ from operators.portability import (
 from operators.portability import batches as cut
 from operators.receipts import verify_notification
 from operators.twoway import TwoWay
-from operators.twoway_store import case_events as twoway_events
-from operators.twoway_store import letters as twoway_letters
-from operators.twoway_store import payments as twoway_payments
-from operators.twoway_store import replies as twoway_replies
+from operators.twoway_store import forget as forget_two_way
 from operators.twoway_transfer import export_records, restore
 
 if TYPE_CHECKING:
@@ -773,11 +770,7 @@ async def _delete_letters(conn: Any, recipient: str, confirmed: dict[str, str]) 
         return
     origins = list(confirmed.values())
     ids = select(mail.c.id).where(mail.c.recipient == recipient, mail.c.as4_message_id.in_(origins))
-    for table in (twoway_replies, twoway_payments, twoway_letters):
-        await conn.execute(delete(table).where(table.c.mail_id.in_(ids)))
-    await conn.execute(
-        delete(twoway_events).where(twoway_events.c.recipient == recipient, twoway_events.c.as4_message_id.in_(origins))
-    )
+    await forget_two_way(conn, recipient, origins)
     await conn.execute(delete(attachments).where(attachments.c.mail_id.in_(ids)))
     await conn.execute(delete(mail).where(mail.c.recipient == recipient, mail.c.as4_message_id.in_(origins)))
     await conn.execute(delete(letters).where(letters.c.uid.in_(list(confirmed))))
