@@ -50,6 +50,7 @@ from accesspoint.envelopes.minameddelanden import (
 from accesspoint.envelopes.signature import sign_enveloped, verify_enveloped
 from accesspoint.security.keys import KeyPair
 from accesspoint.security.timestamp import TimestampError, VerifiedTimestamp, verify_token
+from operators.signed_documents import operator_document, verified_operator_document
 
 EVENT_NS = "urn:accesspoint:operators:mailbox-event:1"
 KVITTO_NS = "urn:accesspoint:operators:delgivning:1"
@@ -103,10 +104,7 @@ def build_event(event: MailboxEvent, keys: KeyPair) -> bytes:
 
 def verify_event(data: bytes | etree._Element, operator: x509.Certificate) -> MailboxEvent:
     """A MailboxEvent whose signature verifies with the operator's certificate; EnvelopeError otherwise."""
-    root = parse_document(data, what="MailboxEvent")
-    if root.tag != MAILBOX_EVENT:
-        raise EnvelopeError(f"expected a MailboxEvent, found {root.tag}")
-    verify_enveloped(root, expected=operator)
+    root = verified_operator_document(data, operator, tag=MAILBOX_EVENT, what="MailboxEvent")
     try:
         kind = EventKind(need_text(root, f"{_E}Kind", "Kind"))
     except ValueError:
@@ -307,9 +305,7 @@ def verify_kvitto(
     """Check a kvitto's signature with one of the ``operators``' certificates and its time-stamp token over the
     SHA-256 of ``data`` against ``tsa_anchors``; the token's time must not precede the service. EnvelopeError
     (or TimestampError) says which check failed."""
-    root = parse_document(data, what="Delgivningskvitto")
-    if root.tag != KVITTO:
-        raise EnvelopeError(f"expected a Delgivningskvitto, found {root.tag}")
+    root = operator_document(data, tag=KVITTO, what="Delgivningskvitto")
     signer = None
     for certificate in operators:
         try:
