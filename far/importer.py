@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -38,6 +38,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from far.identifiers import STRICT, InvalidIdentifier, Kind, Policy, parse_orgnr, recipient_kind
 from far.model import AccountStatus, audit, operators, recipients, refusals, sqlite_text, upsert
 from far.parties import PartyPolicy, parse_party_id
+
+if TYPE_CHECKING:
+    from _csv import Reader as CsvReader
 
 COLUMNS = ("recipient", "status", "pending", "operator", "last_registration", "refused_senders")
 MAX_REPORTED_ERRORS = 100
@@ -193,6 +196,24 @@ def _moment(value: Any) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
+def header_names(header: list[str]) -> list[str]:
+    """A CSV header's column names as the importers match them: trimmed, lower case."""
+    return [name.strip().lower() for name in header]
+
+
+def csv_records(reader: CsvReader, names: list[str]) -> Iterator[tuple[int, dict[str, str]] | RowError]:
+    """The rows after the header as (line, column -> cell); blank rows skipped, a row whose number of fields is
+    not the header's a RowError."""
+    for cells in reader:
+        if not cells or cells == [""]:
+            continue
+        line = reader.line_num
+        if len(cells) != len(names):
+            yield RowError(line, f"{len(cells)} fields where the header has {len(names)}")
+            continue
+        yield line, dict(zip(names, cells, strict=True))
+
+
 def read_csv(lines: Iterable[str], parser: RowParser) -> Iterator[ImportRow | RowError]:
     """Rows of a CSV text with a header row."""
     reader = csv.reader(lines)
@@ -200,21 +221,20 @@ def read_csv(lines: Iterable[str], parser: RowParser) -> Iterator[ImportRow | Ro
     if header is None:
         yield RowError(1, "empty file: a header row is needed")
         return
-    names = [name.strip().lower() for name in header]
+    names = header_names(header)
     unknown = [name for name in names if name not in COLUMNS]
     if unknown or "recipient" not in names or len(set(names)) != len(names):
         yield RowError(1, f"header must name columns among {', '.join(COLUMNS)} (recipient required), once each")
         return
-    for cells in reader:
-        if not cells or cells == [""]:
+    for item in csv_records(reader, names):
+        if isinstance(item, RowError):
+            yield item
             continue
-        if len(cells) != len(names):
-            yield RowError(reader.line_num, f"{len(cells)} fields where the header has {len(names)}")
-            continue
+        line, record = item
         try:
-            yield parser.parse(dict(zip(names, cells, strict=True)))
+            yield parser.parse(record)
         except ValueError as exc:
-            yield RowError(reader.line_num, str(exc))
+            yield RowError(line, str(exc))
 
 
 def read_jsonl(lines: Iterable[str], parser: RowParser) -> Iterator[ImportRow | RowError]:

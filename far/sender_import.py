@@ -29,6 +29,8 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from far.importer import RowError as BadLine
+from far.importer import csv_records, header_names
 from far.model import audit
 from far.parties import STRICT_PARTIES, PartyPolicy
 from far.senders import Sender, parse_sender, store_senders
@@ -50,14 +52,6 @@ COLUMNS = (
 MAX_REPORTED = 100
 BATCH = 1000
 _LISTS = ("networks", "signing_certificates", "dispatches_for")
-
-
-@dataclass(frozen=True, slots=True)
-class BadLine:
-    """A row that was not stored: its line in the file and why."""
-
-    line: int
-    reason: str
 
 
 @dataclass
@@ -125,21 +119,19 @@ def read_rows(lines: Iterable[str], *, jsonl: bool, policy: PartyPolicy) -> Iter
                 yield BadLine(number, exc.detail)
         return
     reader = csv.reader(lines)
-    header = next(reader, None)
-    names = [name.strip().lower() for name in header or ()]
+    names = header_names(next(reader, []))
     if not names or set(names) - set(COLUMNS) or not {"id", "name"} <= set(names) or len(set(names)) != len(names):
         yield BadLine(1, f"the header names columns among {', '.join(COLUMNS)} (id and name required), once each")
         return
-    for cells in reader:
-        if not cells or cells == [""]:
+    for item in csv_records(reader, names):
+        if isinstance(item, BadLine):
+            yield item
             continue
-        if len(cells) != len(names):
-            yield BadLine(reader.line_num, f"{len(cells)} fields where the header has {len(names)}")
-            continue
+        number, record = item
         try:
-            yield parse_sender(_from_csv_row(dict(zip(names, cells, strict=True))), policy=policy)
+            yield parse_sender(_from_csv_row(record), policy=policy)
         except FarError as exc:
-            yield BadLine(reader.line_num, exc.detail)
+            yield BadLine(number, exc.detail)
 
 
 async def import_senders(
