@@ -189,13 +189,7 @@ class Mover:
         async with self.store.engine.connect() as conn:
             move = (await conn.execute(select(moves).where(moves.c.switch_id == manifest.switch_id))).first()
             done = (
-                await conn.execute(
-                    select(batches).where(
-                        batches.c.switch_id == manifest.switch_id,
-                        batches.c.seq == manifest.seq,
-                        batches.c.side == "import",
-                    )
-                )
+                await conn.execute(select(batches).where(_batch_key(manifest.switch_id, manifest.seq, "import")))
             ).first()
         if done is not None:
             await self._answer(manifest, base64.b64decode(json.loads(done.detail)["receipt"]))
@@ -442,13 +436,7 @@ class Mover:
         now = self.operator.clock()
         async with self.store.engine.begin() as conn:
             batch = (
-                await conn.execute(
-                    select(batches).where(
-                        batches.c.switch_id == receipt.switch_id,
-                        batches.c.seq == receipt.seq,
-                        batches.c.side == "export",
-                    )
-                )
+                await conn.execute(select(batches).where(_batch_key(receipt.switch_id, receipt.seq, "export")))
             ).first()
             move = (await conn.execute(select(moves).where(moves.c.switch_id == receipt.switch_id))).first()
             if batch is None or move is None or move.peer != receipt.sender:
@@ -644,7 +632,7 @@ class Mover:
         async with self.store.engine.begin() as conn:
             await conn.execute(
                 update(batches)
-                .where(batches.c.switch_id == move.switch_id, batches.c.seq == seq, batches.c.side == "export")
+                .where(_batch_key(move.switch_id, seq, "export"))
                 .values(
                     state="sent",
                     manifest_sha256=hashlib.sha256(data).hexdigest(),
@@ -724,8 +712,13 @@ def _read_with(path: Path, folder: Path, certificate_of: Any) -> Staged:
         return read_archive(source, folder, certificate_of)
 
 
+def _batch_key(switch_id: str, seq: int, side: str) -> Any:
+    """The condition that picks one batch: its switch, number and side (``export`` or ``import``)."""
+    return and_(batches.c.switch_id == switch_id, batches.c.seq == seq, batches.c.side == side)
+
+
 def _batch(row: Any) -> Any:
-    return and_(batches.c.switch_id == row.switch_id, batches.c.seq == row.seq, batches.c.side == row.side)
+    return _batch_key(row.switch_id, row.seq, row.side)
 
 
 async def _upsert_move(
