@@ -34,7 +34,7 @@ from accesspoint.envelopes._common import (
     need_text,
     optional_text,
     parse_datetime,
-    parse_document,
+    root_is,
     serialize,
     sub,
     text,
@@ -47,7 +47,7 @@ from accesspoint.envelopes.minameddelanden import (
     ReceiptRequest,
     build_delivery_receipt,
 )
-from accesspoint.envelopes.signature import sign_enveloped, verify_enveloped
+from accesspoint.envelopes.signature import sign_enveloped, verify_enveloped_by_one_of
 from accesspoint.security.keys import KeyPair
 from accesspoint.security.timestamp import TimestampError, VerifiedTimestamp, verify_token
 from operators.signed_documents import operator_document, verified_operator_document
@@ -288,10 +288,7 @@ def kvitto_sha256(data: bytes) -> bytes:
 
 def is_kvitto(data: bytes) -> bool:
     """Whether the bytes are a Delgivningskvitto (by their root element; nothing is verified)."""
-    try:
-        return parse_document(data, what="payload").tag == KVITTO
-    except EnvelopeError:
-        return False
+    return root_is(data, KVITTO)
 
 
 def verify_kvitto(
@@ -306,15 +303,9 @@ def verify_kvitto(
     SHA-256 of ``data`` against ``tsa_anchors``; the token's time must not precede the service. EnvelopeError
     (or TimestampError) says which check failed."""
     root = operator_document(data, tag=KVITTO, what="Delgivningskvitto")
-    signer = None
-    for certificate in operators:
-        try:
-            signer = verify_enveloped(root, expected=certificate).signer
-            break
-        except EnvelopeError:
-            continue
-    if signer is None:
-        raise EnvelopeError("the Delgivningskvitto verifies with no operator's certificate")
+    signer = verify_enveloped_by_one_of(
+        root, operators, refused="the Delgivningskvitto verifies with no operator's certificate"
+    ).signer
     kvitto = _kvitto_of(root)
     digest = kvitto_sha256(data)
     stamp = verify_token(token, digest=digest, anchors=tsa_anchors)

@@ -27,7 +27,7 @@ from enum import StrEnum
 from cryptography import x509
 from lxml import etree
 
-from accesspoint.envelopes._common import EnvelopeError, need_text, parse_document, serialize, sub, text
+from accesspoint.envelopes._common import EnvelopeError, need_text, parse_document, root_is, serialize, sub, text
 from accesspoint.envelopes.kvittens import (
     RESPONSE_DOCUMENT_ID,
     ApplicationResponse,
@@ -314,10 +314,7 @@ def _check(
 
 
 def _is_signed_delivery(data: bytes) -> bool:
-    try:
-        return parse_document(data, what="payload").tag == SIGNED_DELIVERY
-    except EnvelopeError:
-        return False
+    return root_is(data, SIGNED_DELIVERY)
 
 
 def _sent_delivery(data: bytes) -> SecureDelivery | None:
