@@ -78,19 +78,36 @@ class RowError:
 
 
 @dataclass
-class ImportReport:
+class BadRows:
+    """An import's bad rows: how many, and the first MAX_REPORTED_ERRORS of them (the recipients' and the
+    senders' imports both report so)."""
+
+    bad_rows: int = 0
+    errors: list[RowError] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when the import was stored (no row was bad)."""
+        return self.bad_rows == 0
+
+    def add(self, error: RowError) -> None:
+        """Count a bad row, and name it while fewer than MAX_REPORTED_ERRORS are named."""
+        self.bad_rows += 1
+        if len(self.errors) < MAX_REPORTED_ERRORS:
+            self.errors.append(error)
+
+    def errors_json(self) -> list[dict[str, Any]]:
+        """The named bad rows as the CLI prints them and the REST API answers."""
+        return [{"line": e.line, "reason": e.reason} for e in self.errors]
+
+
+@dataclass
+class ImportReport(BadRows):
     """What an import did: rows stored (0 when any was bad), the bad rows, and how long it took."""
 
     rows: int = 0
     refusals: int = 0
-    bad_rows: int = 0
-    errors: list[RowError] = field(default_factory=list)
     seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        """True when the import was stored."""
-        return self.bad_rows == 0
 
     def to_json(self) -> dict[str, Any]:
         """The report as the CLI prints it."""
@@ -99,7 +116,7 @@ class ImportReport:
             "stored": self.rows if self.ok else 0,
             "refusals": self.refusals if self.ok else 0,
             "bad_rows": self.bad_rows,
-            "errors": [{"line": e.line, "reason": e.reason} for e in self.errors],
+            "errors": self.errors_json(),
             "seconds": round(self.seconds, 3),
         }
 
@@ -318,9 +335,7 @@ async def import_file(
             writer = _BatchWriter(conn, actor, now())
             for item in rows:
                 if isinstance(item, RowError):
-                    report.bad_rows += 1
-                    if len(report.errors) < MAX_REPORTED_ERRORS:
-                        report.errors.append(item)
+                    report.add(item)
                     continue
                 report.rows += 1
                 # After the first bad row nothing will be stored, so the rest is only checked.

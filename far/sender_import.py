@@ -23,14 +23,14 @@ import csv
 import io
 import json
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from far.importer import BadRows, csv_records, header_names
 from far.importer import RowError as BadLine
-from far.importer import csv_records, header_names
 from far.model import audit
 from far.parties import STRICT_PARTIES, PartyPolicy
 from far.senders import Sender, parse_sender, store_senders
@@ -49,23 +49,15 @@ COLUMNS = (
     "support_phone",
     "support_email",
 )
-MAX_REPORTED = 100
 BATCH = 1000
 _LISTS = ("networks", "signing_certificates", "dispatches_for")
 
 
 @dataclass
-class SenderImportReport:
+class SenderImportReport(BadRows):
     """What an import did: senders stored (0 when any row was bad) and the bad rows."""
 
     stored: int = 0
-    bad_rows: int = 0
-    errors: list[BadLine] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        """True when the import was stored."""
-        return self.bad_rows == 0
 
     def to_json(self) -> dict[str, Any]:
         """As the CLI prints it and the REST API answers."""
@@ -73,7 +65,7 @@ class SenderImportReport:
             "ok": self.ok,
             "stored": self.stored if self.ok else 0,
             "bad_rows": self.bad_rows,
-            "errors": [{"line": e.line, "reason": e.reason} for e in self.errors],
+            "errors": self.errors_json(),
         }
 
 
@@ -148,9 +140,7 @@ async def import_senders(
     records: dict[str, Sender] = {}
     for item in read_rows(text, jsonl=jsonl, policy=policy):
         if isinstance(item, BadLine):
-            report.bad_rows += 1
-            if len(report.errors) < MAX_REPORTED:
-                report.errors.append(item)
+            report.add(item)
         else:
             records.pop(item.id, None)
             records[item.id] = item  # the last row wins
