@@ -60,6 +60,7 @@ from far.registers import Registers, RegistersClient
 from far.senders import SenderRegister
 from far.service import DISCOVERY, FarError, FarService, Forbidden, InvalidInput, Operator
 from far.settings import FarSettings
+from far.status import far_status
 
 log = logging.getLogger("far")
 
@@ -404,7 +405,9 @@ def create_app(
             await engine.dispose()
 
     app.cleanup_ctx.append(database)
-    app.cleanup_ctx.append(admin_context(metrics, settings.observability.admin))
+    app.cleanup_ctx.append(
+        admin_context(metrics, settings.observability.admin, lambda: far_status(app[SERVICE], settings.tls))
+    )
     add_routes(app.router)
     recipient = "/api/v1/recipients/{id}"
     app.router.add_post("/api/v1/reachable", reachable)
