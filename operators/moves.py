@@ -177,6 +177,29 @@ class Mover:
         data = build_notice(notice, self.settings.keys)
         await self._send(peer, f"{kind.value.lower()}-{notice.switch_id}@{self.me}", kind, [("notice", data)])
 
+    def _receipt_for(
+        self,
+        manifest: Manifest,
+        accepted: bool,
+        *,
+        letters: tuple[tuple[str, str, str], ...] = (),
+        reason: str | None = None,
+    ) -> ImportReceipt:
+        """This operator's answer to ``manifest``'s batch, made now: imported (with each letter's outcome) or
+        refused (with the reason)."""
+        return ImportReceipt(
+            manifest.switch_id,
+            manifest.seq,
+            self.me,
+            manifest.from_operator,
+            manifest.holder,
+            manifest.sha256,
+            accepted,
+            self.operator.clock(),
+            letters,
+            reason,
+        )
+
     async def _import(self, path: Path, staged: Path) -> None:
         """A MailboxExport: verified, stored in one transaction, answered with a signed receipt."""
         folder = staged / "letters"
@@ -208,30 +231,10 @@ class Mover:
                 raise TransferRefused(f"the transfer is addressed to {manifest.to_operator}, not to {self.me}")
             checked = await asyncio.to_thread(self._verify_letters, found)
             outcomes = await self.import_letters(found, checked, imported_from=manifest.from_operator)
-            receipt = ImportReceipt(
-                manifest.switch_id,
-                manifest.seq,
-                self.me,
-                manifest.from_operator,
-                manifest.holder,
-                manifest.sha256,
-                True,
-                self.operator.clock(),
-                tuple(outcomes),
-            )
+            receipt = self._receipt_for(manifest, True, letters=tuple(outcomes))
         except TransferRefused as exc:
             log.warning("transfer %s/%d refused: %s", manifest.switch_id, manifest.seq, exc.reason)
-            receipt = ImportReceipt(
-                manifest.switch_id,
-                manifest.seq,
-                self.me,
-                manifest.from_operator,
-                manifest.holder,
-                manifest.sha256,
-                False,
-                self.operator.clock(),
-                reason=exc.reason,
-            )
+            receipt = self._receipt_for(manifest, False, reason=exc.reason)
         data = build_receipt(receipt, self.settings.keys)
         now = self.operator.clock()
         async with self.store.engine.begin() as conn:
