@@ -45,7 +45,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from accesspoint.servicekit.metrics import http_metrics_middleware
 from accesspoint.servicekit.observability import admin_context
-from accesspoint.servicekit.problems import Problem, problem_middleware
+from accesspoint.servicekit.problems import Problem, json_object, problem_middleware
 from accesspoint.servicekit.tokens import CALLER, BearerAuth
 from accesspoint.servicekit.tracing import trace_middleware, tracer_for
 from far import holder_keys_api, holder_soap, sender_api, soap
@@ -53,7 +53,6 @@ from far.access import Callers
 from far.holder_api import DORMANT_AFTER, HOLDERS, QUERIES, WRITER, add_routes
 from far.holder_keys import HolderKeyRegister
 from far.holders import HolderService, Refused
-from far.json_body import json_object
 from far.metrics import FarMetrics
 from far.model import AccountStatus, create_engine, upgrade_schema
 from far.registers import Registers, RegistersClient
@@ -128,7 +127,7 @@ def _actor(request: web.Request) -> str:
 
 async def reachable(request: web.Request) -> web.Response:
     """POST /api/v1/reachable."""
-    body = await json_object(request)
+    body = await json_object(request, InvalidInput)
     results = await request.app[SERVICE].is_reachable(_field(body, "sender", str), _ids(body))
     # Each result names the holder's current encryption key (or null): what end-to-end encryption needs.
     keys = await request.app[holder_keys_api.KEYS].current([r.recipient for r in results if r.reachable])
@@ -143,7 +142,7 @@ async def reachable(request: web.Request) -> web.Response:
 
 async def registered(request: web.Request) -> web.Response:
     """POST /api/v1/registered."""
-    results = await request.app[SERVICE].is_registered(_ids(await json_object(request)))
+    results = await request.app[SERVICE].is_registered(_ids(await json_object(request, InvalidInput)))
     return web.json_response(
         {
             "results": [
@@ -172,7 +171,7 @@ async def get_recipient(request: web.Request) -> web.Response:
 
 async def put_recipient(request: web.Request) -> web.Response:
     """PUT /api/v1/recipients/{id}."""
-    body = await json_object(request)
+    body = await json_object(request, InvalidInput)
     unknown = set(body) - {"status", "pending", "operator", "last_registration"}
     if unknown:
         raise InvalidInput(f"unknown field {sorted(unknown)[0]}", field=sorted(unknown)[0])
@@ -267,7 +266,7 @@ def _url(body: dict[str, Any], name: str, *, required: bool = False) -> str | No
 
 async def put_operator(request: web.Request) -> web.Response:
     """PUT /api/v1/operators/{orgnr}."""
-    body = await json_object(request)
+    body = await json_object(request, InvalidInput)
     unknown = set(body) - {"name", "party_id", "endpoint", "service_address", "ui_address"}
     if unknown:
         raise InvalidInput(f"unknown field {sorted(unknown)[0]}", field=sorted(unknown)[0])

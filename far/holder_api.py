@@ -36,9 +36,9 @@ from typing import Any
 from aiohttp import web
 
 from accesspoint.envelopes.identity import AssertionRefused, SignatureData
+from accesspoint.servicekit.problems import json_object
 from far.access import Writer
 from far.holders import AuthorizationStatus, HolderService, Refused, SwitchState
-from far.json_body import json_object
 from far.model import AccountStatus
 from far.registers import Person
 from far.service import Forbidden, InvalidInput
@@ -53,7 +53,7 @@ _ACCOUNT_TYPES = {"secure": AccountStatus.SECURE, "anonymous": AccountStatus.ANO
 
 
 async def _body(request: web.Request, known: set[str]) -> dict[str, Any]:
-    body = await json_object(request)
+    body = await json_object(request, InvalidInput)
     unknown = sorted(set(body) - known)
     if unknown:
         raise InvalidInput(f"unknown field {unknown[0]}", field=unknown[0])

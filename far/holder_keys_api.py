@@ -37,10 +37,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from accesspoint.core.errors import EbmsError
 from accesspoint.core.xml import holds_elements, parse_xml, string_value
+from accesspoint.servicekit.problems import json_object
 from accesspoint.servicekit.tokens import BearerAuth
 from far import soap
 from far.holder_keys import ForeignHolder, HolderKey, HolderKeyRegister, parse_certificate
-from far.json_body import json_object
 from far.service import MAX_RECIPIENTS, InvalidInput
 
 PATH = "/api/v1/holder-keys"
@@ -76,7 +76,7 @@ def routes(app: web.Application, auth: web.AppKey[BearerAuth]) -> None:
         register = request.app[KEYS]
         recipient = register.recipient(request.match_info["recipient"])
         actor, operator = await write_allowed(request, register, recipient)
-        certificate = parse_certificate((await json_object(request)).get("certificate"))
+        certificate = parse_certificate((await json_object(request, InvalidInput)).get("certificate"))
         try:
             key = await register.register(recipient, certificate, operator=operator, actor=actor)
         except ForeignHolder as exc:
@@ -92,7 +92,7 @@ def routes(app: web.Application, auth: web.AppKey[BearerAuth]) -> None:
 
     async def current(request: web.Request) -> web.Response:
         request.app[auth].authorize(request, "read")
-        ids = (await json_object(request)).get("recipients")
+        ids = (await json_object(request, InvalidInput)).get("recipients")
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
             raise InvalidInput("recipients must be a list of strings", field="recipients")
         if len(ids) > MAX_RECIPIENTS:

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from accesspoint.servicekit.problems import json_object
 from accesspoint.servicekit.tokens import BearerAuth
-from far.json_body import json_object
 from far.sender_import import import_senders, lines_of
 from far.senders import SenderRegister, SenderStatus, fingerprint, parse_sender
 from far.service import InvalidInput
@@ -66,7 +66,7 @@ def routes(app: web.Application, auth: web.AppKey[BearerAuth]) -> None:
         register = _register(request)
         sender_id = register.party(request.match_info["id"])
         actor = _authorize(request, auth, "write", sender_id)
-        sender = parse_sender(await json_object(request), sender_id=sender_id, policy=register.policy)
+        sender = parse_sender(await json_object(request, InvalidInput), sender_id=sender_id, policy=register.policy)
         created = await register.put(sender, actor=actor)
         return web.json_response((await register.get(sender.id)).to_json(), status=201 if created else 200)
 
@@ -74,7 +74,7 @@ def routes(app: web.Application, auth: web.AppKey[BearerAuth]) -> None:
         register = _register(request)
         sender_id = register.party(request.match_info["id"])
         actor = _authorize(request, auth, "write", sender_id)
-        body = await json_object(request)
+        body = await json_object(request, InvalidInput)
         if set(body) != {"status"}:
             raise InvalidInput("PATCH takes {status} only", field="status")
         try:
