@@ -180,6 +180,29 @@ class Mover:
         data = build_notice(notice, self.settings.keys)
         await self._send(peer, f"{kind.value.lower()}-{notice.switch_id}@{self.me}", kind, [("notice", data)])
 
+    def _receipt_for(
+        self,
+        manifest: Manifest,
+        accepted: bool,
+        *,
+        letters: tuple[tuple[str, str, str], ...] = (),
+        reason: str | None = None,
+    ) -> ImportReceipt:
+        """This operator's answer to ``manifest``'s batch, made now: imported (with each letter's outcome) or
+        refused (with the reason)."""
+        return ImportReceipt(
+            manifest.switch_id,
+            manifest.seq,
+            self.me,
+            manifest.from_operator,
+            manifest.holder,
+            manifest.sha256,
+            accepted,
+            self.operator.clock(),
+            letters,
+            reason,
+        )
+
     async def _import(self, path: Path, staged: Path) -> None:
         """A MailboxExport: verified, stored in one transaction, answered with a signed receipt."""
         folder = staged / "letters"
@@ -192,13 +215,7 @@ class Mover:
         async with self.store.engine.connect() as conn:
             move = (await conn.execute(select(moves).where(moves.c.switch_id == manifest.switch_id))).first()
             done = (
-                await conn.execute(
-                    select(batches).where(
-                        batches.c.switch_id == manifest.switch_id,
-                        batches.c.seq == manifest.seq,
-                        batches.c.side == "import",
-                    )
-                )
+                await conn.execute(select(batches).where(_batch_key(manifest.switch_id, manifest.seq, "import")))
             ).first()
         if done is not None:
             await self._answer(manifest, base64.b64decode(json.loads(done.detail)["receipt"]))
@@ -217,30 +234,10 @@ class Mover:
                 raise TransferRefused(f"the transfer is addressed to {manifest.to_operator}, not to {self.me}")
             checked = await asyncio.to_thread(self._verify_letters, found)
             outcomes = await self.import_letters(found, checked, imported_from=manifest.from_operator)
-            receipt = ImportReceipt(
-                manifest.switch_id,
-                manifest.seq,
-                self.me,
-                manifest.from_operator,
-                manifest.holder,
-                manifest.sha256,
-                True,
-                self.operator.clock(),
-                tuple(outcomes),
-            )
+            receipt = self._receipt_for(manifest, True, letters=tuple(outcomes))
         except TransferRefused as exc:
             log.warning("transfer %s/%d refused: %s", manifest.switch_id, manifest.seq, exc.reason)
-            receipt = ImportReceipt(
-                manifest.switch_id,
-                manifest.seq,
-                self.me,
-                manifest.from_operator,
-                manifest.holder,
-                manifest.sha256,
-                False,
-                self.operator.clock(),
-                reason=exc.reason,
-            )
+            receipt = self._receipt_for(manifest, False, reason=exc.reason)
         data = build_receipt(receipt, self.settings.keys)
         now = self.operator.clock()
         async with self.store.engine.begin() as conn:
@@ -453,13 +450,7 @@ class Mover:
         now = self.operator.clock()
         async with self.store.engine.begin() as conn:
             batch = (
-                await conn.execute(
-                    select(batches).where(
-                        batches.c.switch_id == receipt.switch_id,
-                        batches.c.seq == receipt.seq,
-                        batches.c.side == "export",
-                    )
-                )
+                await conn.execute(select(batches).where(_batch_key(receipt.switch_id, receipt.seq, "export")))
             ).first()
             move = (await conn.execute(select(moves).where(moves.c.switch_id == receipt.switch_id))).first()
             if batch is None or move is None or move.peer != receipt.sender:
@@ -659,7 +650,7 @@ class Mover:
         async with self.store.engine.begin() as conn:
             await conn.execute(
                 update(batches)
-                .where(batches.c.switch_id == move.switch_id, batches.c.seq == seq, batches.c.side == "export")
+                .where(_batch_key(move.switch_id, seq, "export"))
                 .values(
                     state="sent",
                     manifest_sha256=hashlib.sha256(data).hexdigest(),
@@ -739,8 +730,13 @@ def _read_with(path: Path, folder: Path, certificate_of: Any) -> Staged:
         return read_archive(source, folder, certificate_of)
 
 
+def _batch_key(switch_id: str, seq: int, side: str) -> Any:
+    """The condition that picks one batch: its switch, number and side (``export`` or ``import``)."""
+    return and_(batches.c.switch_id == switch_id, batches.c.seq == seq, batches.c.side == side)
+
+
 def _batch(row: Any) -> Any:
-    return and_(batches.c.switch_id == row.switch_id, batches.c.seq == row.seq, batches.c.side == row.side)
+    return _batch_key(row.switch_id, row.seq, row.side)
 
 
 async def _upsert_move(
