@@ -18,6 +18,9 @@ GET      /api/v1/operators                          all operators
 GET      /api/v1/operators/{orgnr}
 PUT      /api/v1/operators/{orgnr}                  ``{"name", "party_id", "endpoint" (URL or "discovery"), …}``
 DELETE   /api/v1/operators/{orgnr}                  409 while recipients use it
+GET      /api/v1/operators/{orgnr}/approval         ``{operator, status, since, decided_by, reason, audit_id}``
+PUT      /api/v1/operators/{orgnr}/approval         ``{"status": "approved"|"suspended"|"revoked", "reason"}``:
+                                                    the ``approve`` scope only (never an operator's own)
 =======  =========================================  ==========================================================
 
 Operators write for their holders through ``far/holder_api.py`` (REST) and the Recipient contract's other
@@ -50,7 +53,7 @@ from accesspoint.servicekit.problems import Problem, problem_middleware
 from accesspoint.servicekit.tokens import CALLER, BearerAuth
 from accesspoint.servicekit.tracing import trace_middleware, tracer_for
 from far import holder_keys_api, holder_soap, sender_api, soap
-from far.access import Callers
+from far.access import Callers, standing_writer
 from far.holder_api import DORMANT_AFTER, HOLDERS, QUERIES, WRITER, add_routes
 from far.holder_keys import HolderKeyRegister
 from far.holders import HolderService, Refused
@@ -58,7 +61,7 @@ from far.metrics import FarMetrics
 from far.model import AccountStatus, create_engine, upgrade_schema
 from far.registers import Registers, RegistersClient
 from far.senders import SenderRegister
-from far.service import DISCOVERY, FarError, FarService, Forbidden, InvalidInput, Operator
+from far.service import DISCOVERY, FarError, FarService, Forbidden, InvalidInput, Operator, OperatorStatus
 from far.settings import FarSettings
 from far.status import far_status
 
@@ -91,13 +94,19 @@ async def _authorised(request: web.Request, handler: _Handler) -> web.StreamResp
     an operator's (which the change then checks against what it touches)."""
     # The sender routes authorise in their handlers: a write may be narrowed to one sender (write:sender=…).
     # So do the holder key routes: a write may be narrowed to the holder's operator (write:operator=…).
+    # So does an operator's approval: the approve scope, which no write scope implies.
     self_authorised = (sender_api.PATH, holder_keys_api.PATH)
+    approval = request.path.startswith("/api/v1/operators/") and request.path.endswith(APPROVAL)
     if request.path.startswith("/api/") and not request.path.startswith(self_authorised):
         queries = request.method in {"GET", "HEAD"} or request.path.endswith(("/reachable", "/registered", *QUERIES))
         if queries:
             request.app[CALLERS].authorize(request, "read")
-        else:
-            request[WRITER] = request.app[CALLERS].writer(request)
+        elif not approval:
+            writer = request.app[CALLERS].writer(request)
+            # A revoked operator's credentials no longer write (audited as refused, with who tried).
+            async with request.app[SERVICE].refusal_audited(writer.name, "operator", ",".join(writer.operators),
+                                                            f"{request.method} {request.path[:200]}"):  # fmt: skip
+                request[WRITER] = await standing_writer(writer, request.app[SERVICE])
     return await handler(request)
 
 
@@ -257,7 +266,10 @@ async def get_audit(request: web.Request) -> web.Response:
 
 async def list_operators(request: web.Request) -> web.Response:
     """GET /api/v1/operators."""
-    return web.json_response({"operators": [o.to_json() for o in await request.app[SERVICE].list_operators()]})
+    service = request.app[SERVICE]
+    approvals = {a.operator_id: a.to_json() for a in await service.list_approvals()}
+    listed = [{**o.to_json(), "approval": approvals.get(o.id)} for o in await service.list_operators()]
+    return web.json_response({"operators": listed})
 
 
 async def get_operator(request: web.Request) -> web.Response:
@@ -293,6 +305,38 @@ async def put_operator(request: web.Request) -> web.Response:
     created = await service.put_operator(operator, actor=_actor(request), guard=request[WRITER].operator_guard())
     stored = await service.get_operator(operator.id)
     return web.json_response(stored.to_json(), status=201 if created else 200)
+
+
+APPROVAL = "/approval"
+
+
+async def get_approval(request: web.Request) -> web.Response:
+    """GET /api/v1/operators/{orgnr}/approval (read scope)."""
+    return web.json_response((await request.app[SERVICE].get_approval(request.match_info["orgnr"])).to_json())
+
+
+async def put_approval(request: web.Request) -> web.Response:
+    """PUT /api/v1/operators/{orgnr}/approval: the ``approve`` scope decides; an operator never approves itself."""
+    service, callers = request.app[SERVICE], request.app[CALLERS]
+    caller = callers.identify(request)
+    operator_id = request.match_info["orgnr"]
+    if not caller.allows("approve"):
+        why = "only the approve scope decides an operator's approval"
+        await service.audit_refusal(caller.name, "operator", operator_id[:16], "decide operator approval", why)
+        raise callers.auth.insufficient("approve")
+    body = await _json(request)
+    unknown = set(body) - {"status", "reason"}
+    if unknown:
+        raise InvalidInput(f"unknown field {sorted(unknown)[0]}", field=sorted(unknown)[0])
+    try:
+        status = OperatorStatus(_field(body, "status", str))
+    except ValueError:
+        raise InvalidInput("status is approved, suspended or revoked", field="status") from None
+    reason = _field(body, "reason", str, required=False)
+    approval, changed = await service.decide_operator(operator_id, status, reason=reason, actor=caller.name)
+    if changed:
+        log.warning("operator %s %s by %s: %s", approval.operator_id, status.value, caller.name, reason)
+    return web.json_response(approval.to_json())
 
 
 async def delete_operator(request: web.Request) -> web.Response:
@@ -433,6 +477,8 @@ def create_app(
     app.router.add_get("/api/v1/operators/{orgnr}", get_operator)
     app.router.add_put("/api/v1/operators/{orgnr}", put_operator)
     app.router.add_delete("/api/v1/operators/{orgnr}", delete_operator)
+    app.router.add_get("/api/v1/operators/{orgnr}" + APPROVAL, get_approval)
+    app.router.add_put("/api/v1/operators/{orgnr}" + APPROVAL, put_approval)
     sender_api.routes(app, AUTH)
     holder_keys_api.routes(app, AUTH)
     app.router.add_post("/Recipient/v3", soap_endpoint)
