@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 from alembic import command
 from sqlalchemy import Connection, text
 
@@ -21,6 +21,7 @@ from far.model import MIGRATIONS, create_engine, upgrade_schema
 from far.service import Conflict, FarService, InvalidInput, OperatorStatus, Reason
 from far.settings import FarSettings
 from far.status import far_status
+from tests.test_far_holders_support import ADULT, OP_A, OP_B, TEXT, running_far, signed
 from tests.test_far_rest import auth, problem
 from tests.test_far_support import BILLO, KIVRA, NOW, SENDER, make_service, seed_people, soap_body_child
 
@@ -182,3 +183,19 @@ async def test_operators_registered_before_approval_migrate_as_approved(tmp_path
         assert approval.decided_by == "migration o001"
     finally:
         await engine.dispose()
+
+
+async def test_no_new_holder_goes_to_an_operator_that_is_not_approved(
+    aiohttp_client: Client, aiohttp_server: Callable[..., Awaitable[TestServer]], tmp_path: Path
+) -> None:
+    """A registration at, or a switch to, a suspended operator is refused (422 operator-not-approved)."""
+    async for running in running_far(aiohttp_client, aiohttp_server, tmp_path):
+        await running.service.decide_operator(KIVRA.id, OperatorStatus.SUSPENDED, reason="audit", actor="pts")
+        status, refused = await running.register(ADULT, token=OP_A)
+        assert (status, refused["code"]) == (422, "operator-not-approved")
+        assert (await running.reachable(ADULT))["reason"] == "no-mailbox"
+        assert (await running.register(ADULT, token=OP_B))[0] == 201
+        body = {"recipient": ADULT, "agreement_text": TEXT, "signatures": signed(TEXT, ADULT)}
+        status, refused = await running.call("POST", "/api/v1/switches", OP_A, body)
+        assert (status, refused["code"]) == (422, "operator-not-approved")
+        assert (await running.reachable(ADULT))["operator"]["id"] == BILLO.id
