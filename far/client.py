@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
 import aiohttp
@@ -14,6 +14,7 @@ from accesspoint.servicekit.httpclient import fetch, new_session
 from far.senders import SenderRegister, SenderView
 from far.service import FarService, InvalidInput, NotFound, Operator, Reachability
 
+_Read = TypeVar("_Read")
 MAX_ANSWER = 4 * 1024 * 1024  # FaR's answer about a batch of recipients; more is a failure, not read on
 
 
@@ -69,17 +70,21 @@ class FarClient:
 
     async def operators(self) -> list[Operator]:
         """Every operator FaR knows (for an operator broadcast); FarUnavailable when FaR cannot answer."""
-        answer = await self._request("GET", "/api/v1/operators")
-        try:
-            return [Operator.from_json(item) for item in answer["operators"]]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise FarUnavailable(f"FaR's answer is malformed: {exc}") from None
+        return await self._read("/api/v1/operators", lambda found: [Operator.from_json(i) for i in found["operators"]])
+
+    async def operator(self, operator_id: str) -> Operator:
+        """One operator with its approval status (``GET /api/v1/operators/{id}``); NotFound when FaR has none."""
+        return await self._read("/api/v1/operators/" + quote(operator_id, safe=""), Operator.from_json)
 
     async def get(self, sender_id: str) -> SenderView:
         """The sender register's record of a sender (``GET /api/v1/senders/{id}``); NotFound when unregistered."""
-        answer = await self._request("GET", "/api/v1/senders/" + quote(sender_id, safe=":"))
+        return await self._read("/api/v1/senders/" + quote(sender_id, safe=":"), SenderView.from_json)
+
+    async def _read(self, path: str, parse: Callable[[Any], _Read]) -> _Read:
+        """GET ``path`` and read the answer with ``parse``; FarUnavailable when it does not fit."""
+        answer = await self._request("GET", path)
         try:
-            return SenderView.from_json(answer)
+            return parse(answer)
         except (KeyError, TypeError, ValueError) as exc:
             raise FarUnavailable(f"FaR's answer is malformed: {exc}") from None
 

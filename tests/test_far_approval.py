@@ -17,8 +17,9 @@ from accesspoint.core.xml import string_value
 from accesspoint.servicekit.tokens import BearerToken, scopes
 from far import soap
 from far.app import create_app
+from far.client import FarClient
 from far.model import MIGRATIONS, create_engine, upgrade_schema
-from far.service import Conflict, FarService, InvalidInput, OperatorStatus, Reason
+from far.service import Conflict, FarService, InvalidInput, NotFound, OperatorStatus, Reason
 from far.settings import FarSettings
 from far.status import far_status
 from tests.test_far_holders_support import ADULT, OP_A, OP_B, TEXT, running_far, signed
@@ -199,3 +200,13 @@ async def test_no_new_holder_goes_to_an_operator_that_is_not_approved(
         status, refused = await running.call("POST", "/api/v1/switches", OP_A, body)
         assert (status, refused["code"]) == (422, "operator-not-approved")
         assert (await running.reachable(ADULT))["operator"]["id"] == BILLO.id
+
+
+async def test_the_far_client_reads_an_operators_status(client: TestClient[Any, Any], far: FarService) -> None:
+    """FarClient.operator gives the operator with its approval (what the router asks before forwarding)."""
+    await far.decide_operator(BILLO.id, OperatorStatus.SUSPENDED, reason="audit", actor="pts")
+    async with FarClient(str(client.make_url("")).rstrip("/"), KIVRA_TOKEN) as remote:
+        assert (await remote.operator(BILLO.id)).status is OperatorStatus.SUSPENDED
+        assert (await remote.operator(KIVRA.id)).status is OperatorStatus.APPROVED
+        with pytest.raises(NotFound):
+            await remote.operator(NEWCOMER)
