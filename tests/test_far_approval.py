@@ -20,7 +20,7 @@ from far.app import create_app
 from far.client import FarClient
 from far.model import MIGRATIONS, create_engine, upgrade_schema
 from far.service import Conflict, FarService, InvalidInput, NotFound, OperatorStatus, Reason
-from far.settings import FarSettings
+from far.settings import FarSettings, load_settings
 from far.status import far_status
 from tests.test_far_holders_support import ADULT, OP_A, OP_B, TEXT, running_far, signed
 from tests.test_far_rest import auth, problem
@@ -210,3 +210,15 @@ async def test_the_far_client_reads_an_operators_status(client: TestClient[Any, 
         assert (await remote.operator(KIVRA.id)).status is OperatorStatus.APPROVED
         with pytest.raises(NotFound):
             await remote.operator(NEWCOMER)
+
+
+def test_the_approve_scope_is_a_setting_of_its_own(tmp_path: Path) -> None:
+    """A token configured with the approve scope may decide approvals and write nothing; write grants no approval."""
+    config = tmp_path / "far.toml"
+    config.write_text(
+        '[far]\n[[far.tokens]]\nname = "pts"\ntoken = "approver-token-0123456789"\nscopes = ["read", "approve"]\n'
+        '[[far.tokens]]\nname = "admin"\ntoken = "admin-token-0123456789"\nscopes = ["read", "write"]\n'
+    )
+    supervisor, admin = load_settings(config).tokens
+    assert supervisor.allows("approve") and not supervisor.allows("write")
+    assert admin.allows("write") and not admin.allows("approve")
