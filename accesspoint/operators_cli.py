@@ -16,9 +16,9 @@ operator's certificate from ``operator.peers`` or ``--trust``, every file's SHA-
 signatures) and stores it in one transaction, or refuses it whole.
 
 ``operator check URL --config SERVER --pmode ID [--pmode ID …] [--operator-cert FILE]`` runs the conformance
-battery (operators/check.py) against the operator's access point at ``URL``, from this access point's settings
-(its signing key, the P-Modes agreed with the operator, one per network form): a test letter must get a receipt
-signed by the operator's registered certificate (the P-Mode party's, or ``--operator-cert``), a forged one
+battery (accesspoint/operator_check.py) against the operator's access point at ``URL``, from this access point's
+settings (its signing key, the P-Modes agreed with the operator, one per network form): a test letter must get a
+receipt signed by the operator's registered certificate (the P-Mode party's, or ``--operator-cert``), a forged one
 EBMS:0101 and no receipt. It prints ``{ok, url, passed, failed, cases: [{form, case, passed, message_id, detail}]}``.
 
 Exit codes: 0 success (also "no answer yet"; every check case passed); 1 an answer came but does not verify or fit
@@ -194,9 +194,9 @@ def cmd_import(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
 def cmd_check(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     """Run the battery and print its report."""
     from accesspoint.msh.config import ConfigError, load_config
+    from accesspoint.operator_check import check_operator
     from accesspoint.security.keys import KeyLoadError, load_certificates
     from accesspoint.servicekit.httpclient import new_session
-    from operators.check import check_operator
     from pmode import PModeError, load_pmodes
 
     try:

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from accesspoint import operator_check as check
 from accesspoint.cli import main
 from accesspoint.msh.app import create_app
 from accesspoint.msh.config import load_config
-from operators import check
 from tests.conftest import REPO
 from tests.test_msh_support import pair
 

@@ -1,5 +1,8 @@
 """The conformance battery against an operator's access point (``accesspoint operator check URL``).
 
+An application module (beside the CLI), not part of ``operators``: it speaks AS4 as a sender does, which the
+operator's own code never does (it sees verified deliveries only).
+
 For each network form the operator is agreed on (one outgoing P-Mode leg each: Mina meddelanden, SDK, Peppol …):
 
 - ``test-letter``: a letter signed (and encrypted, as the leg says) with this access point's key is sent; the answer
