@@ -11,10 +11,13 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from alembic import command
+from cryptography.hazmat.primitives import serialization
 from sqlalchemy import Connection, text
 
 from accesspoint.core.xml import string_value
 from accesspoint.servicekit.tokens import BearerToken, scopes
+from accesspoint.testing.holders import holder_key
+from accesspoint.testing.pki import make_ca
 from far import soap
 from far.app import create_app
 from far.client import FarClient
@@ -222,3 +225,19 @@ def test_the_approve_scope_is_a_setting_of_its_own(tmp_path: Path) -> None:
     supervisor, admin = load_settings(config).tokens
     assert supervisor.allows("approve") and not supervisor.allows("write")
     assert admin.allows("write") and not admin.allows("approve")
+
+
+async def test_a_revoked_operator_registers_no_holder_key(client: TestClient[Any, Any], far: FarService) -> None:
+    """The holder key routes refuse a revoked operator's token too (403, audited), though they authorise apart."""
+    ca = make_ca("Holder key CA")
+    path = f"/api/v1/holder-keys/{AT_KIVRA}"
+
+    def body() -> dict[str, str]:
+        key = holder_key(ca, AT_KIVRA, "x25519")
+        return {"certificate": key.certificate.public_bytes(serialization.Encoding.PEM).decode()}
+
+    assert (await client.put(path, json=body(), headers=auth(KIVRA_TOKEN))).status == 201
+    await far.decide_operator(KIVRA.id, OperatorStatus.REVOKED, reason="failed audit", actor="pts")
+    await problem(await client.put(path, json=body(), headers=auth(KIVRA_TOKEN)), 403, "forbidden")
+    refused = [c for c in await far.audit_trail(AT_KIVRA) if c["action"] == "refuse"]
+    assert refused and "revoked" in refused[0]["detail"]["refused"]
