@@ -279,9 +279,15 @@ def _url(body: dict[str, Any], name: str, *, required: bool = False) -> str | No
 async def put_operator(request: web.Request) -> web.Response:
     """PUT /api/v1/operators/{orgnr}."""
     body = await json_object(request, InvalidInput)
-    unknown = set(body) - {"name", "party_id", "endpoint", "service_address", "ui_address"}
+    # status: what GET shows, so a record read and written back is accepted; it is decided through …/approval.
+    unknown = set(body) - {"name", "party_id", "endpoint", "service_address", "ui_address", "status"}
     if unknown:
         raise InvalidInput(f"unknown field {sorted(unknown)[0]}", field=sorted(unknown)[0])
+    status = _field(body, "status", str, required=False)
+    try:
+        read = None if status is None else OperatorStatus(status)
+    except ValueError:
+        raise InvalidInput("status is approved, suspended or revoked", field="status") from None
     operator = Operator(
         id=request.match_info["orgnr"],
         name=_field(body, "name", str),
@@ -291,7 +297,9 @@ async def put_operator(request: web.Request) -> web.Response:
         ui_address=_url(body, "ui_address"),
     )
     service = request.app[SERVICE]
-    created = await service.put_operator(operator, actor=_actor(request), guard=request[WRITER].operator_guard())
+    created = await service.put_operator(
+        operator, actor=_actor(request), guard=request[WRITER].operator_guard(), status=read
+    )
     stored = await service.get_operator(operator.id)
     return web.json_response(stored.to_json(), status=201 if created else 200)
 

@@ -547,8 +547,12 @@ class FarService:
 
     # ------------------------------------------------------------------------------------------- changes
 
-    async def put_operator(self, operator: Operator, *, actor: str, guard: Guard | None = None) -> bool:
-        """Create or replace an operator; True when it was created."""
+    async def put_operator(
+        self, operator: Operator, *, actor: str, guard: Guard | None = None, status: OperatorStatus | None = None
+    ) -> bool:
+        """Create or replace an operator; True when it was created. ``status``: the approval the caller read with
+        the record (a record read and written back carries it); Conflict when it is not the stored one, since an
+        approval is decided only through :meth:`decide_operator`."""
         oid = self._orgnr(operator.id, "id")
         if guard is not None:
             async with self.refusal_audited(actor, "operator", oid, "put operator"):
@@ -566,6 +570,11 @@ class FarService:
             "updated_at": self.now(),
         }
         async with self.engine.begin() as conn:
+            if status is not None:
+                stored = await conn.scalar(select(operators.c.status).where(operators.c.id == oid))
+                if stored is not None and stored != status.value:
+                    why = f"operator {oid} is {stored}: its approval is decided through …/approval"
+                    raise Conflict(why, field="status")
             done = await conn.execute(update(operators).where(operators.c.id == oid).values(**values))
             created = done.rowcount == 0
             detail = Operator(oid, operator.name, operator.party_id, operator.endpoint).to_json()

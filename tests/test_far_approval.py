@@ -241,3 +241,13 @@ async def test_a_revoked_operator_registers_no_holder_key(client: TestClient[Any
     await problem(await client.put(path, json=body(), headers=auth(KIVRA_TOKEN)), 403, "forbidden")
     refused = [c for c in await far.audit_trail(AT_KIVRA) if c["action"] == "refuse"]
     assert refused and "revoked" in refused[0]["detail"]["refused"]
+
+
+async def test_an_operator_record_read_and_written_back_keeps_its_approval(client: TestClient[Any, Any]) -> None:
+    """PUT accepts the status GET shows (a round trip), refuses another one (409), and never changes it."""
+    path = f"/api/v1/operators/{KIVRA.id}"
+    record = {k: v for k, v in (await (await client.get(path, headers=auth())).json()).items() if k != "id"}
+    assert (await client.put(path, json=record, headers=auth(KIVRA_TOKEN))).status == 200
+    body = await problem(await client.put(path, json={**record, "status": "revoked"}, headers=auth(ADMIN)), 409)
+    assert body["field"] == "status"
+    assert (await (await client.get(path, headers=auth())).json())["status"] == "approved"
