@@ -271,17 +271,24 @@ def check_end_to_end(
     message_id: str,
     sent: Mapping[str, bytes],
     operator: x509.Certificate,
+    digests: Mapping[str, str] | None = None,
 ) -> EndToEndReceipt:
     """Check the reply-leg payloads (content id -> bytes) answering the AS4 message ``message_id`` whose payloads
-    were ``sent``: all must verify with ``operator`` and agree with what was sent."""
+    were ``sent``: all must verify with ``operator`` and agree with what was sent. ``digests`` (content id -> hex
+    SHA-256 of every sent payload) is for a message with parts too large to hold: ``sent`` then has only the
+    parts small enough to be envelopes, and the others are checked by their digest alone."""
     try:
-        return _check(reply, message_id, sent, operator)
+        return _check(reply, message_id, sent, operator, digests)
     except EnvelopeError as exc:
         raise ReceiptMismatch(str(exc)) from None
 
 
 def _check(
-    reply: Mapping[str, bytes], message_id: str, sent: Mapping[str, bytes], operator: x509.Certificate
+    reply: Mapping[str, bytes],
+    message_id: str,
+    sent: Mapping[str, bytes],
+    operator: x509.Certificate,
+    digests: Mapping[str, str] | None,
 ) -> EndToEndReceipt:
     notes = [data for data in reply.values() if parse_document(data, what="answer").tag == NOTIFICATION]
     if len(notes) != 1:
@@ -289,14 +296,14 @@ def _check(
     notification = verify_notification(notes[0], operator)
     if notification.message_id != message_id:
         raise ReceiptMismatch(f"the notification answers {notification.message_id!r}, not {message_id!r}")
-    expected = {cid: payload_sha256(data) for cid, data in sent.items()}
+    expected = dict(digests) if digests is not None else {cid: payload_sha256(data) for cid, data in sent.items()}
     quoted = dict(notification.payloads)
     if set(quoted) != set(expected) or len(quoted) != len(notification.payloads):
         raise ReceiptMismatch("the notification's payloads differ from what was sent")
     # The intermediary seals a SignedDelivery on its way (the router's SealedDelivery): the operator quotes the
     # digest of what it got, and the sender's proof is the operator's signed Receipt fitting its delivery.
     sealed_on_the_way = {cid for cid in expected if quoted[cid] != expected[cid]}
-    if any(not _is_signed_delivery(sent[cid]) for cid in sealed_on_the_way):
+    if any(cid not in sent or not _is_signed_delivery(sent[cid]) for cid in sealed_on_the_way):
         raise ReceiptMismatch("the notification's payload digests differ from what was sent")
     found: list[str] = []
     fitted: set[str] = set()

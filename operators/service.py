@@ -129,7 +129,9 @@ class AccessPointClient:
         content_id = str(payload["content_id"])
         path = f"/api/v1/messages/{quote(message_id, safe='')}/payloads/{quote(content_id, safe='')}?direction=in"
         sink = Sink(folder / f"part-{index}")
-        async with self.session.get(self.url + path, headers=self._headers()) as response:
+        # A large letter's content takes as long as it takes: only a stall ends the download.
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=300)
+        async with self.session.get(self.url + path, headers=self._headers(), timeout=timeout) as response:
             if response.status != 200:
                 raise AccessPointError(f"download {message_id}/{content_id}: HTTP {response.status}")
             async for chunk in response.content.iter_chunked(CHUNK):
@@ -494,6 +496,26 @@ class Operator:
             }
         )
 
+    async def api_part(self, request: web.Request) -> web.StreamResponse:
+        """GET /api/v1/mailboxes/{recipient}/messages/{id}/parts/{content_id}: a part of the letter as it came (an
+        attachment bound by digest to its envelope, of any size), streamed from its file, with its SHA-256."""
+        content_id = request.match_info["content_id"]
+        recipient = await self._reader(request, {"mail": request.match_info["id"], "part": content_id})
+        text = request.match_info["id"]
+        mail_id = int(text) if text.isascii() and text.isdigit() and len(text) <= 19 else 0
+        letter = await self.store.letter_of_mail(recipient, mail_id) if 0 < mail_id < 2**63 else None
+        if letter is None:
+            raise Problem(404, f"no message {text} in the mailbox of {recipient}", kind="not-found")
+        # Only what the sender sent: the envelope and the operator's answer are read through their own routes.
+        part = next((p for p in letter.parts if p.content_id == content_id and p.role == "payload"), None)
+        if part is None:
+            raise Problem(404, f"message {mail_id} has no part {content_id[:64]}", kind="not-found")
+        digest = base64.b64encode(bytes.fromhex(part.sha256)).decode()
+        return web.FileResponse(
+            self.files.path(letter.uid, part.name),
+            headers={"Content-Type": part.mime_type, "Repr-Digest": f"sha-256=:{digest}:", "ETag": f'"{part.sha256}"'},
+        )
+
     async def api_letters(self, request: web.Request) -> web.Response:
         """GET /api/v1/mailboxes/{recipient}/letters: the letters as kept (every file with its size and SHA-256,
         where each first arrived, from which operator it was moved here)."""
@@ -548,6 +570,7 @@ class Operator:
         app.router.add_post("/hooks/accesspoint", self.webhook)
         app.router.add_get("/api/v1/mailboxes/{recipient}/messages", self.api_list)
         app.router.add_get("/api/v1/mailboxes/{recipient}/messages/{id}", self.api_read)
+        app.router.add_get("/api/v1/mailboxes/{recipient}/messages/{id}/parts/{content_id}", self.api_part)
         app.router.add_get("/api/v1/mailboxes/{recipient}/letters", self.api_letters)
         app.router.add_get("/api/v1/deliveries/{id}", self.api_delivery)
         # Service v3 for routers that still call deliverSecure: the same checks, the same mailboxes.
