@@ -205,7 +205,9 @@ class SendWorkers:
         allowance: timedelta = timedelta(),
     ) -> None:
         ctx, settlement = self.ctx, self.settlement
-        timeout = (ctx.settings.send_timeout + allowance).total_seconds() if allowance else None
+        # Given explicitly: a request without one runs unbounded (servicekit's fetch passes None on to aiohttp as
+        # "no timeout", not as the session's), and an attempt must end before its lease does.
+        timeout = (ctx.settings.send_timeout + allowance).total_seconds()
         try:
             headers = {"Content-Type": spooled.content_type, "Content-Length": str(spooled.size)}
             with (
