@@ -233,80 +233,92 @@ def stop(world: TwoWayFederation) -> dict[str, int | None]:
 # --- letters in each network's form ---
 
 
-def mm_letter(
-    world: TwoWayFederation,
-    recipient: str,
-    terms: LetterTerms,
-    *,
-    subject: str,
-    body: bytes,
-    content_type: str = "text/plain",
-    letter_id: str | None = None,
-) -> bytes:
+@dataclass(frozen=True, slots=True)
+class LetterContent:
+    """What a demo letter says in every network's form: to whom, its terms, subject, text and id."""
+
+    recipient: str
+    terms: LetterTerms
+    subject: str
+    body: bytes
+    content_type: str
+    letter_id: str
+
+    def document(self) -> bytes:
+        """The letter document (the SDK and SBDH forms carry it; an empty body gives a letter without a file)."""
+        file = InlineFile(self.content_type, self.body) if self.body else None
+        return build_letter(LetterDocument(self.letter_id, self.subject, self.terms, file))
+
+
+LetterBuilder = Callable[..., bytes]
+
+
+def _letter_form(build: Callable[[TwoWayFederation, LetterContent], bytes]) -> LetterBuilder:
+    """The builder callers use, ``(world, recipient, terms, *, subject, body, content_type, letter_id)``, over
+    ``build`` of one network's form; a letter without an id gets a fresh UUID."""
+
+    def letter(
+        world: TwoWayFederation,
+        recipient: str,
+        terms: LetterTerms,
+        *,
+        subject: str,
+        body: bytes,
+        content_type: str = "text/plain",
+        letter_id: str | None = None,
+    ) -> bytes:
+        content = LetterContent(recipient, terms, subject, body, content_type, letter_id or str(uuid.uuid4()))
+        return build(world, content)
+
+    letter.__name__ = letter.__qualname__ = build.__name__
+    letter.__doc__ = build.__doc__
+    return letter
+
+
+@_letter_form
+def mm_letter(world: TwoWayFederation, letter: LetterContent) -> bytes:
     """A Mina meddelanden letter: signed by the agency, sealed by its förmedlare (its access point)."""
     message = SecureMessage(
-        letter_id or str(uuid.uuid4()), subject, SupportInfo("Ring 0771-567 567"), content_type, body
+        letter.letter_id, letter.subject, SupportInfo("Ring 0771-567 567"), letter.content_type, letter.body
     )
     delivery = SecureDelivery(
         Sender("16" + AGENCY_ORGNR, AGENCY_NAME),
-        recipient,
-        (with_terms(message, terms),),
-        reference=terms.case_reference,
+        letter.recipient,
+        (with_terms(message, letter.terms),),
+        reference=letter.terms.case_reference,
     )
     keys = world.agency_keys
     signed = build_signed_delivery(delivery, keys)
     return build_sealed_delivery(signed, keys, received=datetime.now(UTC).date())
 
 
-def _document(terms: LetterTerms, subject: str, body: bytes, content_type: str, letter_id: str) -> bytes:
-    return build_letter(LetterDocument(letter_id, subject, terms, InlineFile(content_type, body) if body else None))
-
-
-def sdk_letter(
-    world: TwoWayFederation,
-    recipient: str,
-    terms: LetterTerms,
-    *,
-    subject: str,
-    body: bytes,
-    content_type: str = "text/plain",
-    letter_id: str | None = None,
-) -> bytes:
+@_letter_form
+def sdk_letter(world: TwoWayFederation, letter: LetterContent) -> bytes:
     """An SDK letter: the letter document in an XHE from the agency to the holder, signed by the agency."""
-    letter_id = letter_id or str(uuid.uuid4())
     xhe = Xhe(
-        letter_id,
+        letter.letter_id,
         datetime.now(UTC).replace(microsecond=0),
         sdk_scope(f"busdox-docid-qns::{LETTER_NS}::Letter##1::tm-base-ext-sigenc", FEDERATION_ID),
         XheParty(AGENCY),
-        XheParty(recipient),
-        XhePayload(LETTER_DOCUMENT_TYPE, "application/xml", _document(terms, subject, body, content_type, letter_id)),
+        XheParty(letter.recipient),
+        XhePayload(LETTER_DOCUMENT_TYPE, "application/xml", letter.document()),
     )
     return build_xhe(xhe, keys=world.agency_keys)
 
 
-def sbdh_letter(
-    world: TwoWayFederation,
-    recipient: str,
-    terms: LetterTerms,
-    *,
-    subject: str,
-    body: bytes,
-    content_type: str = "text/plain",
-    letter_id: str | None = None,
-) -> bytes:
+@_letter_form
+def sbdh_letter(world: TwoWayFederation, letter: LetterContent) -> bytes:
     """A Peppol-style letter: the letter document in an SBD from the agency to the holder."""
     del world
-    letter_id = letter_id or str(uuid.uuid4())
+    moment = datetime.now(UTC).replace(microsecond=0)
     header = Sbdh(
         sender=(Partner(AGENCY),),
-        receiver=(Partner(recipient),),
-        document=DocumentIdentification(LETTER_NS, "1", letter_id, "Letter", datetime.now(UTC).replace(microsecond=0)),
+        receiver=(Partner(letter.recipient),),
+        document=DocumentIdentification(LETTER_NS, "1", letter.letter_id, "Letter", moment),
     )
-    return build_sbd(header, _document(terms, subject, body, content_type, letter_id))
+    return build_sbd(header, letter.document())
 
 
-LetterBuilder = Callable[..., bytes]
 FORMS: dict[str, LetterBuilder] = {"minameddelanden": mm_letter, "sdk": sdk_letter, "sbdh": sbdh_letter}
 
 

@@ -20,6 +20,7 @@ import gc
 import os
 import re
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -129,10 +130,13 @@ def cmd_registers(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     return EXIT_OK, {"ok": True, "stopped": True, "url": listener.url}
 
 
-def cmd_import(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
-    """Import recipients in one transaction, with a progress bar on stderr."""
+def _import_file(
+    args: argparse.Namespace, load: Callable[[Any, Any, Path], Awaitable[Any]], *, usage: str | None = None
+) -> tuple[int, dict[str, Any]]:
+    """What both imports share: read the settings and ``args.file``, refuse ``usage`` (a bad option) if given,
+    bring the schema up to date and ``load(engine, settings, path)`` in one transaction; a report with bad rows
+    exits 2, an unreadable file or configuration 64."""
     from accesspoint.servicekit.settings import SettingsError
-    from far.importer import Progress, import_file
     from far.model import create_engine, upgrade_schema
 
     try:
@@ -142,22 +146,14 @@ def cmd_import(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     path = Path(args.file)
     if not path.is_file():
         return EXIT_USAGE, failure("usage", f"cannot read {args.file}")
-    if args.batch < 1:
-        return EXIT_USAGE, failure("usage", "--batch must be at least 1")
+    if usage is not None:
+        return EXIT_USAGE, failure("usage", usage)
 
     async def _run() -> Any:
         engine = create_engine(settings.database)
         try:
             await upgrade_schema(engine)
-            progress = Progress(path.stat().st_size)
-            return await import_file(
-                engine,
-                path,
-                policy=settings.policy,
-                actor=f"import:{path.name}",
-                progress=progress,
-                batch_size=args.batch,
-            )
+            return await load(engine, settings, path)
         finally:
             await engine.dispose()
 
@@ -171,47 +167,40 @@ def cmd_import(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     if not report.ok:
         return EXIT_MALFORMED, {**document, "error": {"code": "bad-rows", "reason": f"{report.bad_rows} bad row(s)"}}
     return EXIT_OK, document
+
+
+def cmd_import(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
+    """Import recipients in one transaction, with a progress bar on stderr."""
+    from far.importer import Progress, import_file
+
+    async def load(engine: Any, settings: Any, path: Path) -> Any:
+        return await import_file(
+            engine,
+            path,
+            policy=settings.policy,
+            actor=f"import:{path.name}",
+            progress=Progress(path.stat().st_size),
+            batch_size=args.batch,
+        )
+
+    return _import_file(args, load, usage="--batch must be at least 1" if args.batch < 1 else None)
 
 
 def cmd_import_senders(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     """Import sender records in one transaction; every bad row named with its line."""
-    from accesspoint.servicekit.settings import SettingsError
-    from far.model import create_engine, upgrade_schema
     from far.sender_import import import_senders
 
-    try:
-        settings = _settings(args.config)
-    except SettingsError as exc:
-        return EXIT_USAGE, failure("config", str(exc), problems=exc.problems)
-    path = Path(args.file)
-    if not path.is_file():
-        return EXIT_USAGE, failure("usage", f"cannot read {args.file}")
+    async def load(engine: Any, settings: Any, path: Path) -> Any:
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            return await import_senders(
+                engine,
+                handle,
+                jsonl=path.suffix.lower() in {".jsonl", ".ndjson", ".json"},
+                policy=settings.parties,
+                actor=f"import:{path.name}",
+            )
 
-    async def _run() -> Any:
-        engine = create_engine(settings.database)
-        try:
-            await upgrade_schema(engine)
-            with path.open(encoding="utf-8-sig", newline="") as handle:
-                return await import_senders(
-                    engine,
-                    handle,
-                    jsonl=path.suffix.lower() in {".jsonl", ".ndjson", ".json"},
-                    policy=settings.parties,
-                    actor=f"import:{path.name}",
-                )
-        finally:
-            await engine.dispose()
-
-    try:
-        report = asyncio.run(_run())
-    except UnicodeDecodeError as exc:
-        return EXIT_MALFORMED, failure("encoding", f"{args.file} is not UTF-8: {exc.reason}")
-    except OSError as exc:
-        return EXIT_USAGE, failure("usage", f"cannot read {args.file}: {exc.strerror}")
-    document = {"file": args.file, **report.to_json()}
-    if not report.ok:
-        return EXIT_MALFORMED, {**document, "error": {"code": "bad-rows", "reason": f"{report.bad_rows} bad row(s)"}}
-    return EXIT_OK, document
+    return _import_file(args, load)
 
 
 def cmd_reachable(args: argparse.Namespace) -> tuple[int, dict[str, Any] | list[dict[str, Any]]]:

@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa, x25519
 from cryptography.x509.oid import NameOID
 
 from accesspoint.cli import EXIT_MALFORMED, EXIT_OK, UsageError, failure
+from accesspoint.security.issuing import certificate_builder, end_entity_key_usage
 from accesspoint.security.keys import PrivateKey, certificate_sha256
 
 KeyKind = Literal["rsa", "ed25519", "x25519"]
@@ -132,32 +133,14 @@ def new_key(kind: KeyKind) -> PrivateKey:
 
 def _key_usage(kind: KeyKind) -> x509.KeyUsage:
     agreement = kind == "x25519"
-    return x509.KeyUsage(
-        digital_signature=not agreement,
-        content_commitment=False,
-        key_encipherment=kind == "rsa",
-        data_encipherment=False,
-        key_agreement=agreement,
-        key_cert_sign=False,
-        crl_sign=False,
-        encipher_only=False,
-        decipher_only=False,
-    )
+    return end_entity_key_usage(sign=not agreement, encipher=kind == "rsa", agree=agreement)
 
 
 def new_ca(name: x509.Name, not_before: datetime, not_after: datetime) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
     """A self-signed RSA-2048 CA (basicConstraints CA, keyCertSign + cRLSign)."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        certificate_builder(name, name, key.public_key(), not_before=not_before, not_after=not_after, ca=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
@@ -175,14 +158,7 @@ def issue(
     """A new key of ``kind`` and its end-entity certificate, signed by the CA's key (SHA-256)."""
     key = new_key(kind)
     certificate = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        certificate_builder(subject, ca.subject, key.public_key(), not_before=not_before, not_after=not_after)
         .add_extension(_key_usage(kind), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)

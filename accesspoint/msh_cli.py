@@ -1,7 +1,9 @@
 """``accesspoint serve | send | status``: run the access point, and talk to a running one through its REST API.
 
-Exit codes: 0 success; 1 refused (the server said no: unknown message, no P-Mode, duplicate); 2 bad input
-(a settings file that does not validate); 3 the server could not be reached; 64 usage.
+Exit codes: 0 success; 1 refused (the server said no: unknown message, no P-Mode, duplicate, a property the
+network wants typed given without ``--property-type``; the JSON error has the server's ``status`` and, where one
+field is at fault, ``field``); 2 bad input (a settings file that does not validate); 3 the server could not be
+reached; 64 usage.
 """
 
 from __future__ import annotations
@@ -99,7 +101,8 @@ def _answer(status: int, document: dict[str, Any]) -> tuple[int, dict[str, Any]]
     if 200 <= status < 300:
         return EXIT_OK, {"ok": True, **document}
     detail = document.get("detail") or document.get("title") or f"HTTP {status}"
-    return EXIT_REFUSED, failure(str(document.get("title", status)), str(detail), status=status)
+    return EXIT_REFUSED, failure(str(document.get("title", status)), str(detail), status=status,
+                                 **({"field": document["field"]} if "field" in document else {}))  # fmt: skip
 
 
 def message_properties(values: list[str], types: list[str]) -> dict[str, str | dict[str, str]]:

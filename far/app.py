@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -46,7 +45,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from accesspoint.servicekit.metrics import http_metrics_middleware
 from accesspoint.servicekit.observability import admin_context
-from accesspoint.servicekit.problems import Problem, problem_middleware
+from accesspoint.servicekit.problems import Problem, json_object, problem_middleware
 from accesspoint.servicekit.tokens import CALLER, BearerAuth
 from accesspoint.servicekit.tracing import trace_middleware, tracer_for
 from far import holder_keys_api, holder_soap, sender_api, soap
@@ -60,6 +59,7 @@ from far.registers import Registers, RegistersClient
 from far.senders import SenderRegister
 from far.service import DISCOVERY, FarError, FarService, Forbidden, InvalidInput, Operator
 from far.settings import FarSettings
+from far.status import far_status
 
 log = logging.getLogger("far")
 
@@ -100,16 +100,6 @@ async def _authorised(request: web.Request, handler: _Handler) -> web.StreamResp
     return await handler(request)
 
 
-async def _json(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json(loads=json.loads)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise InvalidInput("the body is not JSON") from None
-    if not isinstance(body, dict):
-        raise InvalidInput("the body must be a JSON object")
-    return body
-
-
 def _field(body: dict[str, Any], name: str, kind: type | tuple[type, ...], *, required: bool = True) -> Any:
     if name not in body or body[name] is None:
         if required:
@@ -137,7 +127,7 @@ def _actor(request: web.Request) -> str:
 
 async def reachable(request: web.Request) -> web.Response:
     """POST /api/v1/reachable."""
-    body = await _json(request)
+    body = await json_object(request, InvalidInput)
     results = await request.app[SERVICE].is_reachable(_field(body, "sender", str), _ids(body))
     # Each result names the holder's current encryption key (or null): what end-to-end encryption needs.
     keys = await request.app[holder_keys_api.KEYS].current([r.recipient for r in results if r.reachable])
@@ -152,7 +142,7 @@ async def reachable(request: web.Request) -> web.Response:
 
 async def registered(request: web.Request) -> web.Response:
     """POST /api/v1/registered."""
-    results = await request.app[SERVICE].is_registered(_ids(await _json(request)))
+    results = await request.app[SERVICE].is_registered(_ids(await json_object(request, InvalidInput)))
     return web.json_response(
         {
             "results": [
@@ -181,7 +171,7 @@ async def get_recipient(request: web.Request) -> web.Response:
 
 async def put_recipient(request: web.Request) -> web.Response:
     """PUT /api/v1/recipients/{id}."""
-    body = await _json(request)
+    body = await json_object(request, InvalidInput)
     unknown = set(body) - {"status", "pending", "operator", "last_registration"}
     if unknown:
         raise InvalidInput(f"unknown field {sorted(unknown)[0]}", field=sorted(unknown)[0])
@@ -276,7 +266,7 @@ def _url(body: dict[str, Any], name: str, *, required: bool = False) -> str | No
 
 async def put_operator(request: web.Request) -> web.Response:
     """PUT /api/v1/operators/{orgnr}."""
-    body = await _json(request)
+    body = await json_object(request, InvalidInput)
     unknown = set(body) - {"name", "party_id", "endpoint", "service_address", "ui_address"}
     if unknown:
         raise InvalidInput(f"unknown field {sorted(unknown)[0]}", field=sorted(unknown)[0])
@@ -414,7 +404,9 @@ def create_app(
             await engine.dispose()
 
     app.cleanup_ctx.append(database)
-    app.cleanup_ctx.append(admin_context(metrics, settings.observability.admin))
+    app.cleanup_ctx.append(
+        admin_context(metrics, settings.observability.admin, lambda: far_status(app[SERVICE], settings.tls))
+    )
     add_routes(app.router)
     recipient = "/api/v1/recipients/{id}"
     app.router.add_post("/api/v1/reachable", reachable)

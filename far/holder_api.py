@@ -29,7 +29,6 @@ GET      /api/v1/access-rights/{company}/{person}    what the person may do with
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -37,6 +36,7 @@ from typing import Any
 from aiohttp import web
 
 from accesspoint.envelopes.identity import AssertionRefused, SignatureData
+from accesspoint.servicekit.problems import json_object
 from far.access import Writer
 from far.holders import AuthorizationStatus, HolderService, Refused, SwitchState
 from far.model import AccountStatus
@@ -53,12 +53,7 @@ _ACCOUNT_TYPES = {"secure": AccountStatus.SECURE, "anonymous": AccountStatus.ANO
 
 
 async def _body(request: web.Request, known: set[str]) -> dict[str, Any]:
-    try:
-        body = await request.json(loads=json.loads)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise InvalidInput("the body is not JSON") from None
-    if not isinstance(body, dict):
-        raise InvalidInput("the body must be a JSON object")
+    body = await json_object(request, InvalidInput)
     unknown = sorted(set(body) - known)
     if unknown:
         raise InvalidInput(f"unknown field {unknown[0]}", field=unknown[0])

@@ -25,7 +25,6 @@ more than 1,000 recipients, 5000 database.
 from __future__ import annotations
 
 import base64
-import json
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -38,6 +37,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from accesspoint.core.errors import EbmsError
 from accesspoint.core.xml import holds_elements, parse_xml, string_value
+from accesspoint.servicekit.problems import json_object
 from accesspoint.servicekit.tokens import BearerAuth
 from far import soap
 from far.holder_keys import ForeignHolder, HolderKey, HolderKeyRegister, parse_certificate
@@ -52,16 +52,6 @@ KEYS = web.AppKey("holder_keys", HolderKeyRegister)
 def published(key: HolderKey | None) -> dict[str, Any] | None:
     """The ``encryption_key`` member of an answer: null when the holder has no current key."""
     return None if key is None else key.published()
-
-
-async def _body(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json(loads=json.loads)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise InvalidInput("the body is not JSON") from None
-    if not isinstance(body, dict):
-        raise InvalidInput("the body must be a JSON object")
-    return body
 
 
 def routes(app: web.Application, auth: web.AppKey[BearerAuth]) -> None:
@@ -86,7 +76,7 @@ def routes(app: web.Application, auth: web.AppKey[BearerAuth]) -> None:
         register = request.app[KEYS]
         recipient = register.recipient(request.match_info["recipient"])
         actor, operator = await write_allowed(request, register, recipient)
-        certificate = parse_certificate((await _body(request)).get("certificate"))
+        certificate = parse_certificate((await json_object(request, InvalidInput)).get("certificate"))
         try:
             key = await register.register(recipient, certificate, operator=operator, actor=actor)
         except ForeignHolder as exc:
@@ -102,7 +92,7 @@ def routes(app: web.Application, auth: web.AppKey[BearerAuth]) -> None:
 
     async def current(request: web.Request) -> web.Response:
         request.app[auth].authorize(request, "read")
-        ids = (await _body(request)).get("recipients")
+        ids = (await json_object(request, InvalidInput)).get("recipients")
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
             raise InvalidInput("recipients must be a list of strings", field="recipients")
         if len(ids) > MAX_RECIPIENTS:

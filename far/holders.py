@@ -26,11 +26,11 @@ import contextlib
 import hashlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from cryptography import x509
@@ -65,6 +65,7 @@ from far.settings import MinorsPolicy
 
 DORMANCY_ACTOR = "dormancy-job"
 MAX_SIGNATURES = 10
+_Found = TypeVar("_Found")
 
 
 class Refused(FarError):
@@ -320,26 +321,26 @@ class HolderService:
 
     # ----------------------------------------------------------------------------- who must sign
 
-    async def _company(self, orgnr: str) -> CompanyRecord:
+    async def _look_up(
+        self, register: str, key: str, ask: Callable[[Registers], Awaitable[_Found | None]], unknown: str
+    ) -> _Found:
+        """What the ``register`` (business or population) says of ``key``: Unavailable when there is none or it
+        cannot answer, Refused(``unknown``) when it does not know the key."""
         if self.registers is None:
-            raise Unavailable("no business register is configured")
+            raise Unavailable(f"no {register} register is configured")
         try:
-            found = await self.registers.company(orgnr)
+            found = await ask(self.registers)
         except RegisterUnavailable as exc:
-            raise Unavailable(f"the business register cannot answer: {exc}") from None
+            raise Unavailable(f"the {register} register cannot answer: {exc}") from None
         if found is None:
-            raise Refused("unknown-company", f"the business register does not know {orgnr}")
+            raise Refused(unknown, f"the {register} register does not know {key}")
         return found
 
+    async def _company(self, orgnr: str) -> CompanyRecord:
+        return await self._look_up("business", orgnr, lambda r: r.company(orgnr), "unknown-company")
+
     async def _guardians(self, person: str) -> tuple[Person, ...]:
-        if self.registers is None:
-            raise Unavailable("no population register is configured")
-        try:
-            found = await self.registers.person(person)
-        except RegisterUnavailable as exc:
-            raise Unavailable(f"the population register cannot answer: {exc}") from None
-        if found is None:
-            raise Refused("unknown-person", f"the population register does not know {person}")
+        found = await self._look_up("population", person, lambda r: r.person(person), "unknown-person")
         return found.guardians
 
     async def authorization(

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -38,6 +38,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from far.identifiers import STRICT, InvalidIdentifier, Kind, Policy, parse_orgnr, recipient_kind
 from far.model import AccountStatus, audit, operators, recipients, refusals, sqlite_text, upsert
 from far.parties import PartyPolicy, parse_party_id
+
+if TYPE_CHECKING:
+    from _csv import Reader as CsvReader
 
 COLUMNS = ("recipient", "status", "pending", "operator", "last_registration", "refused_senders")
 MAX_REPORTED_ERRORS = 100
@@ -75,19 +78,36 @@ class RowError:
 
 
 @dataclass
-class ImportReport:
+class BadRows:
+    """An import's bad rows: how many, and the first MAX_REPORTED_ERRORS of them (the recipients' and the
+    senders' imports both report so)."""
+
+    bad_rows: int = 0
+    errors: list[RowError] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when the import was stored (no row was bad)."""
+        return self.bad_rows == 0
+
+    def add(self, error: RowError) -> None:
+        """Count a bad row, and name it while fewer than MAX_REPORTED_ERRORS are named."""
+        self.bad_rows += 1
+        if len(self.errors) < MAX_REPORTED_ERRORS:
+            self.errors.append(error)
+
+    def errors_json(self) -> list[dict[str, Any]]:
+        """The named bad rows as the CLI prints them and the REST API answers."""
+        return [{"line": e.line, "reason": e.reason} for e in self.errors]
+
+
+@dataclass
+class ImportReport(BadRows):
     """What an import did: rows stored (0 when any was bad), the bad rows, and how long it took."""
 
     rows: int = 0
     refusals: int = 0
-    bad_rows: int = 0
-    errors: list[RowError] = field(default_factory=list)
     seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        """True when the import was stored."""
-        return self.bad_rows == 0
 
     def to_json(self) -> dict[str, Any]:
         """The report as the CLI prints it."""
@@ -96,7 +116,7 @@ class ImportReport:
             "stored": self.rows if self.ok else 0,
             "refusals": self.refusals if self.ok else 0,
             "bad_rows": self.bad_rows,
-            "errors": [{"line": e.line, "reason": e.reason} for e in self.errors],
+            "errors": self.errors_json(),
             "seconds": round(self.seconds, 3),
         }
 
@@ -193,6 +213,24 @@ def _moment(value: Any) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
+def header_names(header: list[str]) -> list[str]:
+    """A CSV header's column names as the importers match them: trimmed, lower case."""
+    return [name.strip().lower() for name in header]
+
+
+def csv_records(reader: CsvReader, names: list[str]) -> Iterator[tuple[int, dict[str, str]] | RowError]:
+    """The rows after the header as (line, column -> cell); blank rows skipped, a row whose number of fields is
+    not the header's a RowError."""
+    for cells in reader:
+        if not cells or cells == [""]:
+            continue
+        line = reader.line_num
+        if len(cells) != len(names):
+            yield RowError(line, f"{len(cells)} fields where the header has {len(names)}")
+            continue
+        yield line, dict(zip(names, cells, strict=True))
+
+
 def read_csv(lines: Iterable[str], parser: RowParser) -> Iterator[ImportRow | RowError]:
     """Rows of a CSV text with a header row."""
     reader = csv.reader(lines)
@@ -200,21 +238,20 @@ def read_csv(lines: Iterable[str], parser: RowParser) -> Iterator[ImportRow | Ro
     if header is None:
         yield RowError(1, "empty file: a header row is needed")
         return
-    names = [name.strip().lower() for name in header]
+    names = header_names(header)
     unknown = [name for name in names if name not in COLUMNS]
     if unknown or "recipient" not in names or len(set(names)) != len(names):
         yield RowError(1, f"header must name columns among {', '.join(COLUMNS)} (recipient required), once each")
         return
-    for cells in reader:
-        if not cells or cells == [""]:
+    for item in csv_records(reader, names):
+        if isinstance(item, RowError):
+            yield item
             continue
-        if len(cells) != len(names):
-            yield RowError(reader.line_num, f"{len(cells)} fields where the header has {len(names)}")
-            continue
+        line, record = item
         try:
-            yield parser.parse(dict(zip(names, cells, strict=True)))
+            yield parser.parse(record)
         except ValueError as exc:
-            yield RowError(reader.line_num, str(exc))
+            yield RowError(line, str(exc))
 
 
 def read_jsonl(lines: Iterable[str], parser: RowParser) -> Iterator[ImportRow | RowError]:
@@ -298,9 +335,7 @@ async def import_file(
             writer = _BatchWriter(conn, actor, now())
             for item in rows:
                 if isinstance(item, RowError):
-                    report.bad_rows += 1
-                    if len(report.errors) < MAX_REPORTED_ERRORS:
-                        report.errors.append(item)
+                    report.add(item)
                     continue
                 report.rows += 1
                 # After the first bad row nothing will be stored, so the rest is only checked.

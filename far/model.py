@@ -28,6 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.schema import SchemaItem
 
 from accesspoint.servicekit.database import Migrations
 from accesspoint.servicekit.database import create_engine as servicekit_engine
@@ -75,6 +76,28 @@ class UtcDateTime(TypeDecorator[datetime]):
         return datetime.fromisoformat(value)
 
 
+# The widths of the keys the tables share: a recipient (personnummer, organisation number or an eIDAS identifier),
+# a party (a canonical party id, far/parties.py) and an operator (its organisationsnummer, 10 digits).
+RecipientId = String(256)
+PartyId = String(256)
+OperatorId = String(10)
+
+
+def _text_keyed(name: str, *items: SchemaItem) -> Table:
+    """A table whose text primary key is the table on SQLite (``WITHOUT ROWID``: one B-tree probe per lookup)."""
+    return Table(name, metadata, *items, sqlite_with_rowid=False)
+
+
+def _recipient_key() -> Column[str]:
+    """``recipient_id`` as (part of) the primary key."""
+    return Column("recipient_id", RecipientId, primary_key=True)
+
+
+def _sender_key() -> Column[str]:
+    """``sender_id``, the sender's canonical party id, as (part of) the primary key."""
+    return Column("sender_id", PartyId, primary_key=True)
+
+
 class AccountStatus(enum.Enum):
     """A recipient's mailbox: secure (can receive), anonymous (not identified, cannot), or none."""
 
@@ -83,11 +106,10 @@ class AccountStatus(enum.Enum):
     NONE = "none"
 
 
-operators = Table(
+operators = _text_keyed(
     "far_operators",
-    metadata,
     # The operator's organisationsnummer (10 digits); Recipient v3 shows it as ServiceSupplier/Id with "16".
-    Column("id", String(10), primary_key=True),
+    Column("id", OperatorId, primary_key=True),
     Column("name", String(256), nullable=False),
     # The AS4 party id the access point sends to, e.g. urn:oasis:names:tc:ebcore:partyid-type:iso6523:0007:…
     Column("party_id", String(512), nullable=False),
@@ -97,17 +119,15 @@ operators = Table(
     Column("service_address", String(2048), nullable=True),
     Column("ui_address", String(2048), nullable=True),
     Column("updated_at", UtcDateTime(), nullable=False),
-    sqlite_with_rowid=False,
 )
 
-recipients = Table(
+recipients = _text_keyed(
     "far_recipients",
-    metadata,
-    Column("id", String(256), primary_key=True),
+    Column("id", RecipientId, primary_key=True),
     Column("kind", String(20), nullable=False),
     Column("status", String(10), nullable=False),
     Column("pending", Boolean, nullable=False, default=False),
-    Column("operator_id", String(10), ForeignKey("far_operators.id"), nullable=True),
+    Column("operator_id", OperatorId, ForeignKey("far_operators.id"), nullable=True),
     Column("last_registration", UtcDateTime(), nullable=True),
     Column("updated_at", UtcDateTime(), nullable=False),
     # The last activity an operator reported (far/holders.py), and since when the recipient is dormant (None:
@@ -116,27 +136,23 @@ recipients = Table(
     Column("dormant_since", UtcDateTime(), nullable=True),
     # Operator changes and "how many recipients has this operator" walk this index, never the whole table.
     Index("far_recipients_operator", "operator_id"),
-    sqlite_with_rowid=False,
 )
 
-refusals = Table(
+refusals = _text_keyed(
     "far_refusals",
-    metadata,
     # No foreign key to recipients: the bulk import writes refusals in the same batches as the recipients, and a
     # refusal of an unknown recipient is harmless (the recipient has no mailbox either way).
-    Column("recipient_id", String(256), primary_key=True),
-    # The refused sender's canonical party id (far/parties.py): 0007:<orgnr>, 0192:<orgnr>, XX/YY/…
-    Column("sender_id", String(256), primary_key=True),
+    _recipient_key(),
+    # The refused sender: 0007:<orgnr>, 0192:<orgnr>, XX/YY/…
+    _sender_key(),
     Column("created_at", UtcDateTime(), nullable=False),
     Index("far_refusals_sender", "sender_id"),
-    sqlite_with_rowid=False,
 )
 
 # The sender register (far/senders.py): who may send digital post, through which access points and networks.
-senders = Table(
+senders = _text_keyed(
     "far_senders",
-    metadata,
-    Column("id", String(256), primary_key=True),  # canonical party id
+    Column("id", PartyId, primary_key=True),
     Column("name", String(256), nullable=False),
     Column("status", String(16), nullable=False),  # active | suspended
     Column("networks", Text, nullable=False),  # JSON list: minameddelanden, sdk, cross-border
@@ -144,44 +160,37 @@ senders = Table(
     # SHA-256 of the certificates the sender signs its deliveries with (SignedDelivery, XHE): JSON list
     Column("signing_certificates", Text, nullable=False),
     Column("updated_at", UtcDateTime(), nullable=False),
-    sqlite_with_rowid=False,
 )
 
-sender_access_points = Table(
+sender_access_points = _text_keyed(
     "far_sender_access_points",
-    metadata,
-    Column("sender_id", String(256), ForeignKey("far_senders.id", ondelete="CASCADE"), primary_key=True),
+    Column("sender_id", PartyId, ForeignKey("far_senders.id", ondelete="CASCADE"), primary_key=True),
     Column("certificate_sha256", String(64), primary_key=True),  # the AS4 signing certificate, hex
     Column("party_id", String(512), nullable=False),  # the access point's AS4 PartyId
     Index("far_sender_access_points_certificate", "certificate_sha256"),
-    sqlite_with_rowid=False,
 )
 
 # Dispatcher.Senders of the contracts: an intermediary or service provider (itself a sender record) sends for
 # these senders through its access points. No foreign key on sender_id: a dispatcher may list a sender first.
-dispatched_senders = Table(
+dispatched_senders = _text_keyed(
     "far_dispatched_senders",
-    metadata,
-    Column("dispatcher_id", String(256), ForeignKey("far_senders.id", ondelete="CASCADE"), primary_key=True),
-    Column("sender_id", String(256), primary_key=True),
+    Column("dispatcher_id", PartyId, ForeignKey("far_senders.id", ondelete="CASCADE"), primary_key=True),
+    _sender_key(),
     Index("far_dispatched_senders_sender", "sender_id"),
-    sqlite_with_rowid=False,
 )
 
 # Holders' encryption certificates (far/holder_keys.py): one current key per holder, earlier ones kept as
 # previous (old mail was encrypted to them), withdrawn ones as revoked. Keyed on (recipient, certificate SHA-256).
-holder_keys = Table(
+holder_keys = _text_keyed(
     "far_holder_keys",
-    metadata,
-    Column("recipient_id", String(256), primary_key=True),
+    _recipient_key(),
     Column("key_id", String(64), primary_key=True),
     Column("key_type", String(16), nullable=False),  # rsa-oaep | x25519
     Column("state", String(10), nullable=False),  # current | previous | revoked
     Column("certificate", Text, nullable=False),  # PEM
-    Column("operator_id", String(10), nullable=False),  # the operator that registered it
+    Column("operator_id", OperatorId, nullable=False),  # the operator that registered it
     Column("registered_at", UtcDateTime(), nullable=False),
     Column("not_after", UtcDateTime(), nullable=False),
-    sqlite_with_rowid=False,
 )
 
 audit = Table(
@@ -209,9 +218,9 @@ switches = Table(
     "far_switches",
     metadata,
     Column("id", String(36), primary_key=True),
-    Column("recipient_id", String(256), nullable=False),
-    Column("from_operator", String(10), nullable=False),
-    Column("to_operator", String(10), nullable=False),
+    Column("recipient_id", RecipientId, nullable=False),
+    Column("from_operator", OperatorId, nullable=False),
+    Column("to_operator", OperatorId, nullable=False),
     Column("state", String(16), nullable=False),  # pending, switched, cancelled
     Column("requested_at", UtcDateTime(), nullable=False),
     Column("requested_by", String(128), nullable=False),
@@ -227,8 +236,8 @@ switches = Table(
 account_requests = Table(
     "far_account_requests",
     metadata,
-    Column("recipient_id", String(256), primary_key=True),
-    Column("operator_id", String(10), nullable=False),
+    _recipient_key(),
+    Column("operator_id", OperatorId, nullable=False),
     Column("account_type", String(10), nullable=False),
     Column("agreement_text", Text, nullable=False),
     Column("signers", Text, nullable=False),  # JSON list of verified signers so far
@@ -237,34 +246,28 @@ account_requests = Table(
 )
 
 # Senders a holder accepts explicitly (storeAccountPreferences); refusals stay in far_refusals.
-accepted_senders = Table(
+accepted_senders = _text_keyed(
     "far_accepted_senders",
-    metadata,
-    Column("recipient_id", String(256), primary_key=True),
-    Column("sender_id", String(256), primary_key=True),  # the sender's canonical party id (far/parties.py)
+    _recipient_key(),
+    _sender_key(),
     Column("name", String(256), nullable=False),
     Column("accepted", Boolean, nullable=False),
     Column("updated_at", UtcDateTime(), nullable=False),
-    sqlite_with_rowid=False,
 )
 
 # What a guardian consented to (a minor's mailbox) or a holder signed, kept as long as the registration.
-consents = Table(
+consents = _text_keyed(
     "far_consents",
-    metadata,
-    Column("recipient_id", String(256), primary_key=True),
+    _recipient_key(),
     Column("detail", Text, nullable=False),  # JSON: who gave it (guardian id, name, certificate), when, for what
     Column("given_at", UtcDateTime(), nullable=False),
-    sqlite_with_rowid=False,
 )
 
 # Nonces of identity assertions already used: each assertion counts once.
-nonces = Table(
+nonces = _text_keyed(
     "far_nonces",
-    metadata,
     Column("nonce", String(200), primary_key=True),
     Column("used_at", UtcDateTime(), nullable=False),
-    sqlite_with_rowid=False,
 )
 
 

@@ -35,7 +35,7 @@ from urllib.parse import quote
 import aiohttp
 from aiohttp import web
 
-from accesspoint.servicekit.problems import Problem, problem_middleware
+from accesspoint.servicekit.problems import Problem, json_object, problem_middleware
 from accesspoint.servicekit.tokens import BearerAuth, BearerToken, scopes
 
 
@@ -235,12 +235,7 @@ def reference_app(data: dict[str, Any], *, token: str | None = None) -> web.Appl
 
     async def replace(request: web.Request) -> web.Response:
         auth.authorize(request, "write")
-        try:
-            body = await request.json()
-        except ValueError:
-            raise Problem(400, "the body is not JSON") from None
-        if not isinstance(body, dict):
-            raise Problem(400, "the body must be a JSON object")
+        body = await json_object(request)
         try:
             await _store(request.match_info, body)
         except (KeyError, TypeError) as exc:

@@ -16,10 +16,9 @@ audited with the token's name as actor (``GET /api/v1/audit/{id}``).
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
+from accesspoint.servicekit.problems import json_object
 from accesspoint.servicekit.tokens import BearerAuth
 from far.sender_import import import_senders, lines_of
 from far.senders import SenderRegister, SenderStatus, fingerprint, parse_sender
@@ -67,7 +66,7 @@ def routes(app: web.Application, auth: web.AppKey[BearerAuth]) -> None:
         register = _register(request)
         sender_id = register.party(request.match_info["id"])
         actor = _authorize(request, auth, "write", sender_id)
-        sender = parse_sender(await _body(request), sender_id=sender_id, policy=register.policy)
+        sender = parse_sender(await json_object(request, InvalidInput), sender_id=sender_id, policy=register.policy)
         created = await register.put(sender, actor=actor)
         return web.json_response((await register.get(sender.id)).to_json(), status=201 if created else 200)
 
@@ -75,7 +74,7 @@ def routes(app: web.Application, auth: web.AppKey[BearerAuth]) -> None:
         register = _register(request)
         sender_id = register.party(request.match_info["id"])
         actor = _authorize(request, auth, "write", sender_id)
-        body = await _body(request)
+        body = await json_object(request, InvalidInput)
         if set(body) != {"status"}:
             raise InvalidInput("PATCH takes {status} only", field="status")
         try:
@@ -128,11 +127,3 @@ def routes(app: web.Application, auth: web.AppKey[BearerAuth]) -> None:
     app.router.add_delete(PATH + "/{id}", remove)
 
 
-async def _body(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except ValueError:
-        raise InvalidInput("the body is not JSON") from None
-    if not isinstance(body, dict):
-        raise InvalidInput("the body must be a JSON object")
-    return body

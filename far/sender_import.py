@@ -23,12 +23,14 @@ import csv
 import io
 import json
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from far.importer import BadRows, csv_records, header_names
+from far.importer import RowError as BadLine
 from far.model import audit
 from far.parties import STRICT_PARTIES, PartyPolicy
 from far.senders import Sender, parse_sender, store_senders
@@ -47,31 +49,15 @@ COLUMNS = (
     "support_phone",
     "support_email",
 )
-MAX_REPORTED = 100
 BATCH = 1000
 _LISTS = ("networks", "signing_certificates", "dispatches_for")
 
 
-@dataclass(frozen=True, slots=True)
-class BadLine:
-    """A row that was not stored: its line in the file and why."""
-
-    line: int
-    reason: str
-
-
 @dataclass
-class SenderImportReport:
+class SenderImportReport(BadRows):
     """What an import did: senders stored (0 when any row was bad) and the bad rows."""
 
     stored: int = 0
-    bad_rows: int = 0
-    errors: list[BadLine] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        """True when the import was stored."""
-        return self.bad_rows == 0
 
     def to_json(self) -> dict[str, Any]:
         """As the CLI prints it and the REST API answers."""
@@ -79,7 +65,7 @@ class SenderImportReport:
             "ok": self.ok,
             "stored": self.stored if self.ok else 0,
             "bad_rows": self.bad_rows,
-            "errors": [{"line": e.line, "reason": e.reason} for e in self.errors],
+            "errors": self.errors_json(),
         }
 
 
@@ -125,21 +111,19 @@ def read_rows(lines: Iterable[str], *, jsonl: bool, policy: PartyPolicy) -> Iter
                 yield BadLine(number, exc.detail)
         return
     reader = csv.reader(lines)
-    header = next(reader, None)
-    names = [name.strip().lower() for name in header or ()]
+    names = header_names(next(reader, []))
     if not names or set(names) - set(COLUMNS) or not {"id", "name"} <= set(names) or len(set(names)) != len(names):
         yield BadLine(1, f"the header names columns among {', '.join(COLUMNS)} (id and name required), once each")
         return
-    for cells in reader:
-        if not cells or cells == [""]:
+    for item in csv_records(reader, names):
+        if isinstance(item, BadLine):
+            yield item
             continue
-        if len(cells) != len(names):
-            yield BadLine(reader.line_num, f"{len(cells)} fields where the header has {len(names)}")
-            continue
+        number, record = item
         try:
-            yield parse_sender(_from_csv_row(dict(zip(names, cells, strict=True))), policy=policy)
+            yield parse_sender(_from_csv_row(record), policy=policy)
         except FarError as exc:
-            yield BadLine(reader.line_num, exc.detail)
+            yield BadLine(number, exc.detail)
 
 
 async def import_senders(
@@ -156,9 +140,7 @@ async def import_senders(
     records: dict[str, Sender] = {}
     for item in read_rows(text, jsonl=jsonl, policy=policy):
         if isinstance(item, BadLine):
-            report.bad_rows += 1
-            if len(report.errors) < MAX_REPORTED:
-                report.errors.append(item)
+            report.add(item)
         else:
             records.pop(item.id, None)
             records[item.id] = item  # the last row wins

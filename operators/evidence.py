@@ -34,7 +34,7 @@ from accesspoint.envelopes._common import (
     need_text,
     optional_text,
     parse_datetime,
-    parse_document,
+    root_is,
     serialize,
     sub,
     text,
@@ -47,9 +47,10 @@ from accesspoint.envelopes.minameddelanden import (
     ReceiptRequest,
     build_delivery_receipt,
 )
-from accesspoint.envelopes.signature import sign_enveloped, verify_enveloped
+from accesspoint.envelopes.signature import sign_enveloped, verify_enveloped_by_one_of
 from accesspoint.security.keys import KeyPair
 from accesspoint.security.timestamp import TimestampError, VerifiedTimestamp, verify_token
+from operators.signed_documents import operator_document, verified_operator_document
 
 EVENT_NS = "urn:accesspoint:operators:mailbox-event:1"
 KVITTO_NS = "urn:accesspoint:operators:delgivning:1"
@@ -103,10 +104,7 @@ def build_event(event: MailboxEvent, keys: KeyPair) -> bytes:
 
 def verify_event(data: bytes | etree._Element, operator: x509.Certificate) -> MailboxEvent:
     """A MailboxEvent whose signature verifies with the operator's certificate; EnvelopeError otherwise."""
-    root = parse_document(data, what="MailboxEvent")
-    if root.tag != MAILBOX_EVENT:
-        raise EnvelopeError(f"expected a MailboxEvent, found {root.tag}")
-    verify_enveloped(root, expected=operator)
+    root = verified_operator_document(data, operator, tag=MAILBOX_EVENT, what="MailboxEvent")
     try:
         kind = EventKind(need_text(root, f"{_E}Kind", "Kind"))
     except ValueError:
@@ -290,10 +288,7 @@ def kvitto_sha256(data: bytes) -> bytes:
 
 def is_kvitto(data: bytes) -> bool:
     """Whether the bytes are a Delgivningskvitto (by their root element; nothing is verified)."""
-    try:
-        return parse_document(data, what="payload").tag == KVITTO
-    except EnvelopeError:
-        return False
+    return root_is(data, KVITTO)
 
 
 def verify_kvitto(
@@ -307,18 +302,10 @@ def verify_kvitto(
     """Check a kvitto's signature with one of the ``operators``' certificates and its time-stamp token over the
     SHA-256 of ``data`` against ``tsa_anchors``; the token's time must not precede the service. EnvelopeError
     (or TimestampError) says which check failed."""
-    root = parse_document(data, what="Delgivningskvitto")
-    if root.tag != KVITTO:
-        raise EnvelopeError(f"expected a Delgivningskvitto, found {root.tag}")
-    signer = None
-    for certificate in operators:
-        try:
-            signer = verify_enveloped(root, expected=certificate).signer
-            break
-        except EnvelopeError:
-            continue
-    if signer is None:
-        raise EnvelopeError("the Delgivningskvitto verifies with no operator's certificate")
+    root = operator_document(data, tag=KVITTO, what="Delgivningskvitto")
+    signer = verify_enveloped_by_one_of(
+        root, operators, refused="the Delgivningskvitto verifies with no operator's certificate"
+    ).signer
     kvitto = _kvitto_of(root)
     digest = kvitto_sha256(data)
     stamp = verify_token(token, digest=digest, anchors=tsa_anchors)

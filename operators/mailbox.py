@@ -365,9 +365,12 @@ class MailboxStore:
             )
 
     async def erase(self, mailbox: str, *, actor: str, action: str, detail: dict[str, Any], now: datetime) -> list[str]:
-        """Delete every letter and mail of a mailbox (not the mailbox), audited in the same transaction; the uids
-        whose files the caller removes."""
+        """Delete every letter and mail of a mailbox with their two-way records (not the mailbox), audited in the
+        same transaction; the uids whose files the caller removes."""
+        from operators.twoway_store import forget  # the two-way tables build on these (a cycle at import time)
+
         async with self.engine.begin() as conn:
+            await forget(conn, mailbox)  # first: their rows name the mail rows
             uids = list((await conn.execute(select(letters.c.uid).where(letters.c.recipient == mailbox))).scalars())
             ids = select(mail.c.id).where(mail.c.recipient == mailbox)
             count = len(list((await conn.execute(ids)).scalars()))

@@ -67,6 +67,9 @@ from operators.portability import (
 )
 from operators.portability import batches as cut
 from operators.receipts import verify_notification
+from operators.twoway import TwoWay
+from operators.twoway_store import forget as forget_two_way
+from operators.twoway_transfer import export_records, restore
 
 if TYPE_CHECKING:
     from operators.service import Operator
@@ -177,6 +180,29 @@ class Mover:
         data = build_notice(notice, self.settings.keys)
         await self._send(peer, f"{kind.value.lower()}-{notice.switch_id}@{self.me}", kind, [("notice", data)])
 
+    def _receipt_for(
+        self,
+        manifest: Manifest,
+        accepted: bool,
+        *,
+        letters: tuple[tuple[str, str, str], ...] = (),
+        reason: str | None = None,
+    ) -> ImportReceipt:
+        """This operator's answer to ``manifest``'s batch, made now: imported (with each letter's outcome) or
+        refused (with the reason)."""
+        return ImportReceipt(
+            manifest.switch_id,
+            manifest.seq,
+            self.me,
+            manifest.from_operator,
+            manifest.holder,
+            manifest.sha256,
+            accepted,
+            self.operator.clock(),
+            letters,
+            reason,
+        )
+
     async def _import(self, path: Path, staged: Path) -> None:
         """A MailboxExport: verified, stored in one transaction, answered with a signed receipt."""
         folder = staged / "letters"
@@ -189,13 +215,7 @@ class Mover:
         async with self.store.engine.connect() as conn:
             move = (await conn.execute(select(moves).where(moves.c.switch_id == manifest.switch_id))).first()
             done = (
-                await conn.execute(
-                    select(batches).where(
-                        batches.c.switch_id == manifest.switch_id,
-                        batches.c.seq == manifest.seq,
-                        batches.c.side == "import",
-                    )
-                )
+                await conn.execute(select(batches).where(_batch_key(manifest.switch_id, manifest.seq, "import")))
             ).first()
         if done is not None:
             await self._answer(manifest, base64.b64decode(json.loads(done.detail)["receipt"]))
@@ -214,30 +234,10 @@ class Mover:
                 raise TransferRefused(f"the transfer is addressed to {manifest.to_operator}, not to {self.me}")
             checked = await asyncio.to_thread(self._verify_letters, found)
             outcomes = await self.import_letters(found, checked, imported_from=manifest.from_operator)
-            receipt = ImportReceipt(
-                manifest.switch_id,
-                manifest.seq,
-                self.me,
-                manifest.from_operator,
-                manifest.holder,
-                manifest.sha256,
-                True,
-                self.operator.clock(),
-                tuple(outcomes),
-            )
+            receipt = self._receipt_for(manifest, True, letters=tuple(outcomes))
         except TransferRefused as exc:
             log.warning("transfer %s/%d refused: %s", manifest.switch_id, manifest.seq, exc.reason)
-            receipt = ImportReceipt(
-                manifest.switch_id,
-                manifest.seq,
-                self.me,
-                manifest.from_operator,
-                manifest.holder,
-                manifest.sha256,
-                False,
-                self.operator.clock(),
-                reason=exc.reason,
-            )
+            receipt = self._receipt_for(manifest, False, reason=exc.reason)
         data = build_receipt(receipt, self.settings.keys)
         now = self.operator.clock()
         async with self.store.engine.begin() as conn:
@@ -375,8 +375,16 @@ class Mover:
                         imported_from,
                     ).row()
                     await conn.execute(insert(letters).values(**row, imported_at=now))
+                    record = manifest.two_way.get(letter.uid)
                     if delivery is not None:
-                        await insert_mail(conn, letter.origin, delivery, received_at=letter.received_at)
+                        # bare case events go to the timeline only, as at delivery
+                        ids = await insert_mail(
+                            conn, letter.origin, TwoWay.for_mailbox(delivery), received_at=letter.received_at
+                        )
+                        if record is not None:
+                            await restore(conn, letter, record, delivery, ids)
+                    elif record is not None:
+                        raise TransferRefused(f"letter {letter.uid}: a two-way record without a checked envelope")
                     outcomes.append((letter.uid, letter.origin, "imported"))
         except BaseException:
             self.files.remove(placed)
@@ -442,13 +450,7 @@ class Mover:
         now = self.operator.clock()
         async with self.store.engine.begin() as conn:
             batch = (
-                await conn.execute(
-                    select(batches).where(
-                        batches.c.switch_id == receipt.switch_id,
-                        batches.c.seq == receipt.seq,
-                        batches.c.side == "export",
-                    )
-                )
+                await conn.execute(select(batches).where(_batch_key(receipt.switch_id, receipt.seq, "export")))
             ).first()
             move = (await conn.execute(select(moves).where(moves.c.switch_id == receipt.switch_id))).first()
             if batch is None or move is None or move.peer != receipt.sender:
@@ -623,7 +625,11 @@ class Mover:
                 move.switch_id,
                 len(uids) - len(chosen),
             )
-        manifest = Manifest(move.switch_id, seq, self.me, move.peer, move.recipient, created, tuple(chosen))
+        async with self.store.engine.connect() as conn:
+            records = await export_records(conn, move.recipient, chosen)
+        manifest = Manifest(
+            move.switch_id, seq, self.me, move.peer, move.recipient, created, tuple(chosen), two_way=records
+        )
         data = build_manifest(manifest, self.settings.keys)
         path = self.files.transfers / f"{move.switch_id}-{seq}.tar"
 
@@ -644,7 +650,7 @@ class Mover:
         async with self.store.engine.begin() as conn:
             await conn.execute(
                 update(batches)
-                .where(batches.c.switch_id == move.switch_id, batches.c.seq == seq, batches.c.side == "export")
+                .where(_batch_key(move.switch_id, seq, "export"))
                 .values(
                     state="sent",
                     manifest_sha256=hashlib.sha256(data).hexdigest(),
@@ -724,8 +730,13 @@ def _read_with(path: Path, folder: Path, certificate_of: Any) -> Staged:
         return read_archive(source, folder, certificate_of)
 
 
+def _batch_key(switch_id: str, seq: int, side: str) -> Any:
+    """The condition that picks one batch: its switch, number and side (``export`` or ``import``)."""
+    return and_(batches.c.switch_id == switch_id, batches.c.seq == seq, batches.c.side == side)
+
+
 def _batch(row: Any) -> Any:
-    return and_(batches.c.switch_id == row.switch_id, batches.c.seq == row.seq, batches.c.side == row.side)
+    return _batch_key(row.switch_id, row.seq, row.side)
 
 
 async def _upsert_move(
@@ -749,11 +760,13 @@ async def _upsert_move(
 
 
 async def _delete_letters(conn: Any, recipient: str, confirmed: dict[str, str]) -> None:
-    """Delete the letters (and their mail rows and attachments) another operator has confirmed it holds."""
+    """Delete the letters (their mail rows, attachments and two-way records) another operator has confirmed it
+    holds; what the two-way outbox still has to send about them is left to be sent."""
     if not confirmed:
         return
     origins = list(confirmed.values())
     ids = select(mail.c.id).where(mail.c.recipient == recipient, mail.c.as4_message_id.in_(origins))
+    await forget_two_way(conn, recipient, origins)
     await conn.execute(delete(attachments).where(attachments.c.mail_id.in_(ids)))
     await conn.execute(delete(mail).where(mail.c.recipient == recipient, mail.c.as4_message_id.in_(origins)))
     await conn.execute(delete(letters).where(letters.c.uid.in_(list(confirmed))))
@@ -769,7 +782,9 @@ async def export_mailbox(operator: Operator, holder: str, to: str, out: Path) ->
     if not found and await operator.store.state(holder) is None:
         raise TransferRefused(f"{holder} has no mailbox here")
     switch_id = f"export-{hashlib.sha256(f'{holder}{operator.clock().isoformat()}'.encode()).hexdigest()[:24]}"
-    manifest = Manifest(switch_id, 1, operator.settings.id, to, holder, operator.clock(), tuple(found))
+    async with operator.store.engine.connect() as conn:
+        records = await export_records(conn, holder, found)
+    manifest = Manifest(switch_id, 1, operator.settings.id, to, holder, operator.clock(), tuple(found), two_way=records)
     data = build_manifest(manifest, operator.settings.keys)
 
     def write() -> None:

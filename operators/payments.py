@@ -30,15 +30,15 @@ from accesspoint.envelopes._common import (
     optional_text,
     parse_date,
     parse_datetime,
-    parse_document,
     serialize,
     sub,
     text,
     xml_datetime,
 )
 from accesspoint.envelopes.payment import AccountKind, PaymentData, PaymentDataError, validate
-from accesspoint.envelopes.signature import sign_enveloped, verify_enveloped
+from accesspoint.envelopes.signature import sign_enveloped
 from accesspoint.security.keys import KeyPair
+from operators.signed_documents import verified_operator_document
 
 PAYMENTS_NS = "urn:accesspoint:payments:1"
 _P = f"{{{PAYMENTS_NS}}}"
@@ -150,10 +150,7 @@ def build_confirmation(confirmation: PaymentConfirmation, keys: KeyPair) -> byte
 
 def verify_confirmation(data: bytes | etree._Element, operator: x509.Certificate) -> PaymentConfirmation:
     """A confirmation whose signature verifies with the operator's certificate; EnvelopeError otherwise."""
-    root = parse_document(data, what="PaymentConfirmation")
-    if root.tag != CONFIRMATION:
-        raise EnvelopeError(f"expected a PaymentConfirmation, found {root.tag}")
-    verify_enveloped(root, expected=operator)
+    root = verified_operator_document(data, operator, tag=CONFIRMATION, what="PaymentConfirmation")
     terms = need(root, f"{_P}Terms", "Terms")
     amount = need(terms, f"{_P}Amount", "Amount")
     account = need(terms, f"{_P}Account", "Account")

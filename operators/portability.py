@@ -18,6 +18,10 @@ over twice is stored once), its network, business id, sender, time of arrival, t
 it carries, the access point's record of it, and every file with its size and SHA-256. ``write_archive`` copies
 the files through a hash and refuses a file that no longer matches; ``read_archive`` streams each member into a
 staging folder through a hash and refuses the whole batch at the first mismatch, missing or unexpected member.
+
+Manifest formats (``Format``; absent means 1): **1** letters and their files; **2** also, per letter that has one,
+its two-way record (``TwoWay``, JSON: the terms, what the holder did with the letter, the case events; see
+``operators/twoway_transfer.py``) inside the signed manifest, so the signature covers it. A reader takes both.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ _P = f"{{{NS}}}"
 MANIFEST = "manifest.xml"
 MAX_MANIFEST = 64 * 1024 * 1024
 ARCHIVE_TYPE = "application/x-tar"
+FORMAT = 2  # the manifest format written (see the module docstring)
 
 
 class Kind(StrEnum):
@@ -200,6 +205,8 @@ class Manifest:
     created: datetime
     letters: tuple[Letter, ...]
     sha256: str = field(default="", compare=False)  # of the signed manifest as sent
+    two_way: dict[str, dict[str, Any]] = field(default_factory=dict)  # letter uid -> its two-way record
+    format: int = FORMAT
 
     def member(self, letter: Letter, part: LetterPart) -> str:
         """The archive member of one file."""
@@ -218,6 +225,8 @@ def build_manifest(manifest: Manifest, keys: KeyPair) -> bytes:
         ("Created", _utc(manifest.created)),
     ):
         _sub(root, name, value)
+    if manifest.format > 1:  # format 1 was written before formats were named
+        _sub(root, "Format", str(manifest.format))
     for letter in manifest.letters:
         item = _sub(
             root,
@@ -231,6 +240,9 @@ def build_manifest(manifest: Manifest, keys: KeyPair) -> bytes:
             **({"AnsweredBy": letter.answered_by} if letter.answered_by else {}),
         )
         _sub(item, "Metadata", json.dumps(letter.metadata, sort_keys=True))
+        record = manifest.two_way.get(letter.uid) if manifest.format > 1 else None
+        if record is not None:
+            _sub(item, "TwoWay", json.dumps(record, sort_keys=True))
         for part in letter.parts:
             _sub(
                 item,
@@ -249,6 +261,8 @@ def read_manifest(data: bytes, signer: x509.Certificate) -> Manifest:
     """The MailboxTransfer verified with the old operator's certificate (TransferRefused otherwise)."""
     root = _verified(data, Kind.TRANSFER, signer)
     holder = _text(root, "Holder")
+    version = _format(root)
+    two_way: dict[str, dict[str, Any]] = {}
     letters = []
     seen: set[str] = set()
     for item in root.iterfind(f"{_P}Letter"):
@@ -276,6 +290,11 @@ def read_manifest(data: bytes, signer: x509.Certificate) -> Manifest:
                 )
             )
         metadata = item.find(f"{_P}Metadata")
+        record = item.find(f"{_P}TwoWay")
+        if record is not None:
+            if version < 2:
+                raise TransferRefused(f"letter {uid}: a two-way record in a manifest of format {version}")
+            two_way[uid] = _json_object(string_value(record), f"letter {uid}: the two-way record")
         letters.append(
             Letter(
                 uid=uid,
@@ -303,7 +322,29 @@ def read_manifest(data: bytes, signer: x509.Certificate) -> Manifest:
         _moment(_text(root, "Created")),
         tuple(letters),
         hashlib.sha256(data).hexdigest(),
+        two_way,
+        version,
     )
+
+
+def _format(root: etree._Element) -> int:
+    found = root.find(f"{_P}Format")
+    if found is None:
+        return 1  # written before formats were named
+    text = string_value(found).strip()
+    if not text.isdigit() or not 1 <= int(text) <= FORMAT:
+        raise TransferRefused(f"the manifest's format {text[:20]!r} is not one this operator reads (1 to {FORMAT})")
+    return int(text)
+
+
+def _json_object(text: str, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise TransferRefused(f"{what} is not JSON") from None
+    if not isinstance(value, dict):
+        raise TransferRefused(f"{what} is not a JSON object")
+    return value
 
 
 # ------------------------------------------------------------------------------------------- archive

@@ -27,7 +27,7 @@ from enum import StrEnum
 from cryptography import x509
 from lxml import etree
 
-from accesspoint.envelopes._common import EnvelopeError, need_text, parse_document, serialize, sub, text
+from accesspoint.envelopes._common import EnvelopeError, need_text, parse_document, root_is, serialize, sub, text
 from accesspoint.envelopes.kvittens import (
     RESPONSE_DOCUMENT_ID,
     ApplicationResponse,
@@ -48,10 +48,11 @@ from accesspoint.envelopes.minameddelanden import (
     verify_sealed_delivery,
     verify_signed_delivery,
 )
-from accesspoint.envelopes.signature import sign_enveloped, verify_enveloped
+from accesspoint.envelopes.signature import sign_enveloped
 from accesspoint.envelopes.xhe import XHE_NS, Xhe, XheParty, XhePayload, build_xhe, parse_xhe, sdk_scope, verify_xhe
 from accesspoint.security.keys import KeyPair
 from operators.deliveries import CheckedDelivery, Network, Refusal, payload_sha256
+from operators.signed_documents import verified_operator_document
 
 NOTIFICATION_NS = "urn:accesspoint:operators:delivery-notification:1"
 _N = f"{{{NOTIFICATION_NS}}}"
@@ -132,10 +133,7 @@ def build_notification(notification: DeliveryNotification, keys: KeyPair) -> byt
 
 def verify_notification(data: bytes, operator: x509.Certificate) -> DeliveryNotification:
     """Verify a DeliveryNotification with the operator's certificate and return what it says."""
-    root = parse_document(data, what="DeliveryNotification")
-    if root.tag != NOTIFICATION:
-        raise EnvelopeError(f"expected a DeliveryNotification, found {root.tag}")
-    verify_enveloped(root, expected=operator)
+    root = verified_operator_document(data, operator, tag=NOTIFICATION, what="DeliveryNotification")
     try:
         at = datetime.fromisoformat(need_text(root, f"{_N}Time", "Time").replace("Z", "+00:00"))
         network, status = Network(need_text(root, f"{_N}Network", "Network")), Status(text(root.find(f"{_N}Status")))
@@ -323,10 +321,7 @@ def _check(
 
 
 def _is_signed_delivery(data: bytes) -> bool:
-    try:
-        return parse_document(data, what="payload").tag == SIGNED_DELIVERY
-    except EnvelopeError:
-        return False
+    return root_is(data, SIGNED_DELIVERY)
 
 
 def _sent_delivery(data: bytes) -> SecureDelivery | None:

@@ -66,6 +66,7 @@ from operators.receipts import AnswerPart, build_answer, stable_id
 from operators.retention import Retention
 from operators.settings import OperatorSettings
 from operators.soap import SoapBodyLimit, deliver_secure_handler
+from operators.status import operator_status
 from operators.twoway import TwoWay
 
 log = logging.getLogger("operators.service")
@@ -557,6 +558,10 @@ class Operator:
             }
         )
 
+    async def status(self) -> dict[str, Any]:
+        """``GET /status`` on the admin listener (``operators.status``)."""
+        return await operator_status(self)
+
     def application(self) -> web.Application:
         """The aiohttp application; starting it starts the operator."""
         # What this service reads whole is the webhook's small JSON event, unauthenticated until its HMAC is checked;
@@ -590,7 +595,7 @@ class Operator:
             await self.stop()
 
         app.cleanup_ctx.append(lifecycle)
-        app.cleanup_ctx.append(admin_context(self.metrics, self.settings.observability.admin))
+        app.cleanup_ctx.append(admin_context(self.metrics, self.settings.observability.admin, self.status))
         return app
 
 

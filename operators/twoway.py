@@ -245,60 +245,7 @@ class TwoWay:
     ) -> None:
         """Record the terms of the delivery's letters and its case events on ``conn``, in the transaction that
         stores the mail (``MailboxStore.deliver(also=…)``; safe to repeat)."""
-        sender, holder, federation = _parties(outcome)
-        letters: list[dict[str, Any]] = []
-        events: list[dict[str, Any]] = []
-        kept = iter(mail_ids)
-        for position, item in enumerate(outcome.items):
-            mail_id = None if item.event_only else next(kept, None)
-            terms = item.terms
-            if terms is None:
-                continue
-            if mail_id is not None:
-                letters.append(
-                    {
-                        "mail_id": mail_id,
-                        "recipient": outcome.recipient,
-                        "as4_message_id": message_id,
-                        "conversation_id": record.get("conversation_id"),
-                        "network": str(outcome.network),
-                        "business_id": item.reference,
-                        "sender": sender,
-                        "sender_name": outcome.sender_name,
-                        "holder_party": holder,
-                        "subject": item.subject,
-                        "federation": federation,
-                        "terms": json.dumps(terms_to_json(terms)),
-                        "reply_option": None if terms.reply is None else terms.reply.option.value,
-                        "reply_deadline": None if terms.reply is None else terms.reply.deadline,
-                        "receipt_request": None if terms.receipt is None else terms.receipt.value,
-                        "delgivning_deadline": terms.delgivning_deadline,
-                        "delgivning_state": "pending" if terms.served else None,
-                        "invoice": terms.invoice,
-                        "due_date": None if terms.payment is None else terms.payment.due_date,
-                        "received_at": now,
-                    }
-                )
-            event = terms.case_event
-            if event is not None:
-                events.append(
-                    {
-                        "recipient": outcome.recipient,
-                        "sender": outcome.sender,
-                        "sender_name": outcome.sender_name,
-                        "case_id": event.case_id,
-                        "status": event.status,
-                        "time": event.time,
-                        "link": event.link,
-                        "matter_status": None if event.matter_status is None else event.matter_status.value,
-                        "event_id": event.event_id,
-                        "subject": event.subject or item.subject or None,
-                        "mail_id": mail_id,
-                        "as4_message_id": message_id,
-                        "position": position,
-                        "received_at": now,
-                    }
-                )
+        letters, events = delivery_records(outcome, message_id, record.get("conversation_id"), mail_ids, now)
         await self.store.record(conn, letters, events)
 
     # ---------------------------------------------------------------------------------- operator broadcasts
@@ -874,6 +821,68 @@ class TwoWay:
                 count += 1
                 log.info("%s in the mailbox of %s: not served by %s", letter.business_id, letter.recipient, deadline)
         return count
+
+
+def delivery_records(
+    outcome: CheckedDelivery, message_id: str, conversation_id: str | None, mail_ids: Sequence[int], now: datetime
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The ``twoway_letters`` rows and ``twoway_case_events`` of a delivery whose mail rows got ``mail_ids`` (in the
+    order of its items that are no bare case events): what its signed envelope asks, nothing done yet."""
+    sender, holder, federation = _parties(outcome)
+    letters: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
+    kept = iter(mail_ids)
+    for position, item in enumerate(outcome.items):
+        mail_id = None if item.event_only else next(kept, None)
+        terms = item.terms
+        if terms is None:
+            continue
+        if mail_id is not None:
+            letters.append(
+                {
+                    "mail_id": mail_id,
+                    "recipient": outcome.recipient,
+                    "as4_message_id": message_id,
+                    "conversation_id": conversation_id,
+                    "network": str(outcome.network),
+                    "business_id": item.reference,
+                    "sender": sender,
+                    "sender_name": outcome.sender_name,
+                    "holder_party": holder,
+                    "subject": item.subject,
+                    "federation": federation,
+                    "terms": json.dumps(terms_to_json(terms)),
+                    "reply_option": None if terms.reply is None else terms.reply.option.value,
+                    "reply_deadline": None if terms.reply is None else terms.reply.deadline,
+                    "receipt_request": None if terms.receipt is None else terms.receipt.value,
+                    "delgivning_deadline": terms.delgivning_deadline,
+                    "delgivning_state": "pending" if terms.served else None,
+                    "invoice": terms.invoice,
+                    "due_date": None if terms.payment is None else terms.payment.due_date,
+                    "received_at": now,
+                }
+            )
+        event = terms.case_event
+        if event is not None:
+            events.append(
+                {
+                    "recipient": outcome.recipient,
+                    "sender": outcome.sender,
+                    "sender_name": outcome.sender_name,
+                    "case_id": event.case_id,
+                    "status": event.status,
+                    "time": event.time,
+                    "link": event.link,
+                    "matter_status": None if event.matter_status is None else event.matter_status.value,
+                    "event_id": event.event_id,
+                    "subject": event.subject or item.subject or None,
+                    "mail_id": mail_id,
+                    "as4_message_id": message_id,
+                    "position": position,
+                    "received_at": now,
+                }
+            )
+    return letters, events
 
 
 def _broadcast_document(staged: Path, received: Sequence[LetterPart]) -> bytes | None:

@@ -146,6 +146,20 @@ def _aware(value: Any) -> Any:
     return value
 
 
+async def forget(conn: AsyncConnection, recipient: str, origins: Sequence[str] | None = None) -> None:
+    """Delete the two-way records (terms, answers, payments, case events) of a mailbox's letters that arrived as
+    ``origins`` (None: of all its letters) on ``conn``, before the mail rows they name are deleted (a move, an
+    erasure); the outbox still sends what waits in it."""
+    ids = select(mail.c.id).where(mail.c.recipient == recipient)
+    events = delete(case_events).where(case_events.c.recipient == recipient)
+    if origins is not None:
+        ids = ids.where(mail.c.as4_message_id.in_(origins))
+        events = events.where(case_events.c.as4_message_id.in_(origins))
+    for table in (replies, payments, letters):
+        await conn.execute(delete(table).where(table.c.mail_id.in_(ids)))
+    await conn.execute(events)
+
+
 @dataclass(frozen=True, slots=True)
 class LetterRow:
     """A letter's two-way record."""

@@ -13,11 +13,14 @@ may write to the same database): signing costs an RSA operation, a lookup should
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,7 @@ from accesspoint.servicekit.observability import (
 )
 from accesspoint.servicekit.problems import Problem, problem_middleware
 from accesspoint.servicekit.settings import SettingsReader, read_document
+from accesspoint.servicekit.status import certificate_dates, held, probe, tls_certificate
 from accesspoint.servicekit.tls import TlsSettings, server_context
 from accesspoint.servicekit.tokens import BearerAuth, BearerToken
 from accesspoint.servicekit.tracing import trace_middleware, tracer_for
@@ -357,8 +361,27 @@ def sites(settings: SmpSettings, store: SmpStore) -> list[server.Listener]:
     admin = settings.observability.admin
     if admin is not None:  # GET /metrics on its own address, for the admin listener's tokens
         admin_tls = None if admin.tls is None else server_context(admin.tls)
-        sites.append(server.Listener(admin_application(metrics, admin), admin.host, admin.port, admin_tls))
+        status = functools.partial(smp_status, settings, store)
+        sites.append(server.Listener(admin_application(metrics, admin, status), admin.host, admin.port, admin_tls))
     return sites
+
+
+async def smp_status(settings: SmpSettings, store: SmpStore) -> dict[str, Any]:
+    """``GET /status`` on the admin listener (``accesspoint.servicekit.status``): whether the database answers, how
+    many participants and ServiceMetadata documents are published, and the dates of the certificate that signs
+    the answers (and of the TLS one)."""
+    now = datetime.now(UTC)
+    database, counts = await probe(store.engine, store.counts)
+    certificates = [held("SMP signing", settings.signing.certificate)]
+    certificates += await asyncio.to_thread(tls_certificate, None if settings.tls is None else settings.tls.certificate)
+    return {
+        "service": "smp",
+        "at": now.isoformat(),
+        "ok": database == "ok",
+        "database": database,
+        "published": counts,
+        "certificates": certificate_dates(certificates, now),
+    }
 
 
 async def serve(settings: SmpSettings) -> tuple[server.Running, SmpStore]:

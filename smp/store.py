@@ -13,8 +13,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ForeignKey, String, Text, delete, select
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy import ForeignKey, String, Text, delete, func, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from accesspoint.servicekit.database import Migrations, create_engine
@@ -166,6 +166,13 @@ class SmpStore:
     async def close(self) -> None:
         """Dispose of the engine's connections."""
         await self.engine.dispose()
+
+    @staticmethod
+    async def counts(connection: AsyncConnection) -> dict[str, int]:
+        """How many participants (service groups) are published, and how many ServiceMetadata documents."""
+        groups = await connection.scalar(select(func.count()).select_from(_GroupRow))
+        documents = await connection.scalar(select(func.count()).select_from(_MetadataRow))
+        return {"participants": int(groups or 0), "service_metadata": int(documents or 0)}
 
     async def put_group(self, participant: Identifier) -> bool:
         """Create or keep a service group; True when it was created."""

@@ -205,8 +205,9 @@ def _partner_receipt() -> Any:
 async def test_status_needs_a_token_and_tells_queues_certificates_and_partners(
     running: tuple[Pair, RunningConsole, ConsoleClient],
 ) -> None:
-    """GET /status is 401 without credentials; with a status token it gives the queue, the oldest pending message,
-    every certificate's not-after and the last delivery per partner."""
+    """GET /status is 401 without credentials; with a status token it gives the access point's status (the queue,
+    the oldest pending message, every certificate's not-after, the last delivery per partner: the document of the
+    admin listener's /status) with the open alerts and incidents."""
     pair, console, client = running
     status, _, _ = await client.request("GET", "/status")
     assert status == 401
@@ -216,12 +217,18 @@ async def test_status_needs_a_token_and_tells_queues_certificates_and_partners(
     status, text, _ = await client.request("GET", "/status", headers={"Authorization": f"Bearer {STATUS_TOKEN}"})
     assert status == 200
     document = json.loads(text)
-    assert document["queues"]["outgoing"]["submitted"] == 0 and document["queues"]["oldest_pending"] is None
+    queues = document["queues"]
+    assert queues["by_state"]["submitted"]["count"] == 0 and queues["oldest_pending"] is None
+    assert queues["dead_letter"] == 0
     belgium = next(p for p in document["partners"] if p["party"].endswith("AP-BE-0115"))
     assert belgium["last_delivered"] is not None
     assert {c["use"] for c in document["certificates"]} >= {"our signing key", "party partner-115: signing"}
     assert all(c["status"] == "ok" for c in document["certificates"])
-    _ = console
+    assert (document["alerts_open"], document["incidents_open"]) == (0, 0)
+    admin = await console.console.status.document(console.console.settings.warn_before)
+    assert {k: v for k, v in document.items() if k not in ("at", "alerts_open", "incidents_open")} == {
+        k: v for k, v in admin.items() if k != "at"
+    }
 
 
 async def test_pmode_history_keeps_each_version_with_its_diff(

@@ -117,13 +117,31 @@ def _text(driver: Any, css: str) -> str:
     return str(_wait(driver).until(lambda shown: shown.find_element(_by("CSS_SELECTOR"), css).text))
 
 
+def _replaced(page: Any) -> Callable[[Any], bool]:
+    """A wait condition: the element's document has been replaced. ChromeDriver says so either as a stale element or,
+    while the next document is being attached, as an inspector error that the node is not in the document
+    (Selenium's ``staleness_of`` knows only the first)."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+
+    def gone(_driver: Any) -> bool:
+        try:
+            page.is_enabled()
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as exc:
+            if "does not belong to the document" in str(exc):
+                return True
+            raise
+        return False
+
+    return gone
+
+
 def _click(driver: Any, kind: str, value: str) -> None:
     """Click what navigates, and wait until the next page has replaced this one."""
-    from selenium.webdriver.support import expected_conditions
-
     page = driver.find_element(_by("TAG_NAME"), "html")
     driver.find_element(_by(kind), value).click()
-    _wait(driver).until(expected_conditions.staleness_of(page))
+    _wait(driver).until(_replaced(page))
     # The old page is gone as soon as the next one starts loading (a POST's redirect may still follow): wait
     # until the page that stays has loaded, so the next step does not touch a document being replaced.
     _wait(driver).until(lambda shown: shown.execute_script("return document.readyState") == "complete")

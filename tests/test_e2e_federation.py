@@ -1,6 +1,7 @@
 """End-to-end encryption over the federation's processes: the sender's access point encrypts to the holder's key
-from FaR, routers and operators keep ciphertext only, the holder's new device gets its keys from the key archive
-(SoftHSM2) and reads old and new mail; the sender's choice without a key is followed and stated."""
+from FaR, routers and operators keep ciphertext only (also after the holder moves her mailbox to another operator),
+the holder's new device gets its keys from the key archive (SoftHSM2) and reads old and new mail at her new
+operator; the sender's choice without a key is followed and stated."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import base64
 import json
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from accesspoint.testing.pki import make_ca
 from tests.conftest import REPO
 
 MAILBOX_TOKEN = "alice-mailbox-token-0123456789"
+OP1, OP2 = fed.OPERATORS
 
 
 def _letter(message_id: str, recipient: str, marker: str, **encrypt: Any) -> dict[str, Any]:
@@ -44,6 +47,24 @@ def _found_anywhere(folder: Path, marker: str) -> list[str]:
     """Every file under ``folder`` holding ``marker`` (databases, WAL files, payload and evidence files, logs)."""
     needle = marker.encode()
     return [str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and needle in p.read_bytes()]
+
+
+def _moved(federation: fed.Federation, timeout: float = 120) -> dict[str, Any]:
+    """Alice opens a mailbox at operator 2 (switch now): the move as operator 1 reports it once it is done."""
+    body = {
+        "holder": fed.ALICE,
+        "agreement_text": fed.HOLDER_TEXT,
+        "signatures": federation.signed(fed.HOLDER_TEXT, fed.ALICE),
+    }
+    code, opened = fed._operator_api(federation, "op2", "POST", "/api/v1/holders", body)
+    assert code == 202 and opened["state"] == "moving-in", opened
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        move = fed._operator_api(federation, "op1", "GET", f"/api/v1/holders/{fed.ALICE}")[1].get("move") or {}
+        if move.get("state") == "done" and not fed._letters(federation, "op1", fed.ALICE):
+            return dict(move)
+        time.sleep(0.25)
+    raise AssertionError(f"Alice's move to operator 2: not done within {timeout:.0f} s")
 
 
 def _cli(*args: str) -> tuple[int, dict[str, Any]]:
@@ -68,9 +89,10 @@ def _archive(folder: Path, eid_ca: KeyPair) -> Child:
 
 @pytest.mark.timeout(300)
 def test_letters_encrypted_at_the_sender_reach_only_the_holder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Alice's letters are ciphertext in every store of the federation and open on her new device with the keys the
-    archive released to it (the key she had before the rotation too); Bertil has no key, so a letter to him is
-    refused or goes hop-by-hop, as the sender chose, and says so."""
+    """Alice's letters are ciphertext in every store of the federation, also after she moved her mailbox to operator
+    2, and the old letters and a new one open on her new device, fetched from operator 2, with the keys the archive
+    released to it (the key she had before the rotation too); Bertil has no key, so a letter to him is refused or
+    goes hop-by-hop, as the sender chose, and says so."""
     monkeypatch.setenv("ARCHIVE_PIN", shared_softhsm().pin)
     eid_ca, holder_ca = make_ca("Test e-ID CA", "p256"), make_ca("Holder key CA")
     alice_eid = eid_certificate(eid_ca, fed.ALICE)
@@ -80,10 +102,11 @@ def test_letters_encrypted_at_the_sender_reach_only_the_holder(tmp_path: Path, m
     settings = json.loads(settings_file.read_text())
     settings["holder_keys"] = {"far": federation.far.url, "token": fed.FAR_TOKEN}
     settings_file.write_text(json.dumps(settings))
-    with (federation.operators["op1"].folder / "operator.toml").open("a") as toml:
-        toml.write(f'\n[[operator.tokens]]\ntoken = "{MAILBOX_TOKEN}"\nrecipients = ["{fed.ALICE}"]\n')
+    for operator in ("op1", "op2"):  # Alice's mailbox token, at her operator and at the one she moves to
+        with (federation.operators[operator].folder / "operator.toml").open("a") as toml:
+            toml.write(f'\n[[operator.tokens]]\ntoken = "{MAILBOX_TOKEN}"\nrecipients = ["{fed.ALICE}"]\n')
     archive = _archive(tmp_path / "archive", eid_ca)
-    markers = {name: f"Hemligt beslut {name} {uuid.uuid4().hex}" for name in ("first", "second", "bertil")}
+    markers = {name: f"Hemligt beslut {name} {uuid.uuid4().hex}" for name in ("first", "second", "bertil", "after")}
     try:
         fed.start(federation, pki)
         archive.start()
@@ -133,10 +156,29 @@ def test_letters_encrypted_at_the_sender_reach_only_the_holder(tmp_path: Path, m
         assert _found_anywhere(tmp_path, markers["second"]) == []
         assert any("mailbox-op2" in path for path in _found_anywhere(tmp_path, markers["bertil"]))  # the scan sees
 
-        # The mailbox API serves ciphertext with the key id; save what Alice's device downloads.
-        mailbox = f"{federation.operators['op1'].url}/api/v1/mailboxes/{fed.ALICE}/messages"
+        # Alice moves to operator 2 (portability): her letters travel as they are, ciphertext, in the signed
+        # archive; operator 1 keeps none, and operator 2's store holds no plaintext either.
+        started = time.monotonic()
+        move = _moved(federation)
+        sys.stdout.write(f"\nAlice's move to operator 2 (2 encrypted letters): {time.monotonic() - started:.1f} s\n")
+        assert [b["state"] for b in move["batches"] if b["side"] == "export"] == ["confirmed"], move
+        moved = {x["origin"]: x["imported_from"] for x in fed._letters(federation, "op2", fed.ALICE)}
+        assert moved == {"fwd-e2e-1@nordic": f"16{OP1.orgnr}", "fwd-e2e-2@nordic": f"16{OP1.orgnr}"}, moved
+        code, answer = federation.nordic.api(
+            "POST", "/api/v1/messages", _letter("e2e-5@nordic", fed.ALICE, markers["after"])
+        )
+        assert code == 202, answer
+        done = federation.nordic.wait("e2e-5@nordic", lambda d: "end_to_end" in d, what="end-to-end receipt")
+        assert done["end_to_end"]["operator"]["id"] == f"16{OP2.orgnr}", done["end_to_end"]
+        assert done["payloads"][0]["properties"]["HolderKeyId"] == cms.key_id(second.certificate)
+        for name in ("first", "second", "after"):
+            assert _found_anywhere(tmp_path, markers[name]) == [], name
+
+        # Operator 2's mailbox API serves the old letters and the new one as ciphertext with the key id; save what
+        # Alice's device downloads.
+        mailbox = f"{federation.operators['op2'].url}/api/v1/mailboxes/{fed.ALICE}/messages"
         code, listed = fed._call(mailbox, MAILBOX_TOKEN)
-        assert code == 200 and len(listed["messages"]) == 2
+        assert code == 200 and len(listed["messages"]) == 3, listed
         letters = []
         for item in listed["messages"]:
             code, letter = fed._call(f"{mailbox}/{item['id']}", MAILBOX_TOKEN)
@@ -166,7 +208,7 @@ def test_letters_encrypted_at_the_sender_reach_only_the_holder(tmp_path: Path, m
         out = path.with_suffix(".xml")
         code, answer = _cli("mailbox", "decrypt", str(path), *key_args, "--out", str(out))
         assert code == 0, answer
-        opened.add(next(m for m in ("first", "second") if markers[m].encode() in out.read_bytes()))
-    assert opened == {"first", "second"}
+        opened.add(next(m for m in ("first", "second", "after") if markers[m].encode() in out.read_bytes()))
+    assert opened == {"first", "second", "after"}
     code, report = _cli("keyarchive", "verify-log", "--config", str(archive.folder / "archive.toml"))
     assert code == 0 and report["ok"] and report["entries"] >= 4, report

@@ -10,6 +10,7 @@ letter ends at operator 2 exactly once with the digests it had, operator 1 keeps
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import json
 import os
@@ -30,15 +31,18 @@ import pytest
 
 from accesspoint import demo_federation as fed
 from accesspoint.demo_common import Child
+from accesspoint.envelopes.letter import LetterTerms, ReplyTerms, with_terms
+from accesspoint.envelopes.minameddelanden import ReplyOption
 from accesspoint.keys_cli import DevelopmentPki, generate_keys
 from accesspoint.security.keys import load_key_pair
-from accesspoint.testing.mailboxes import random_file, sbd_letter, seed_letters
+from accesspoint.testing.mailboxes import deliver_letter, random_file, sbd_letter, seed_letters
 from accesspoint.testing.smtp import SmtpServer, smtp_server
 from far.identifiers import with_check_digit
 from operators.holders import login_text
 from operators.service import Operator
 from operators.settings import load_settings
 from tests.conftest import REPO
+from tests.test_envelopes_payment import BANKGIRO
 from tests.test_operators_support import sealed, secure_delivery
 
 OP1, OP2 = fed.OPERATORS
@@ -54,6 +58,7 @@ EIDAS = "DE/SE/4711ABCDE0815"
 NEW_SIGNATORY = "19" + with_check_digit("760606123")
 MOVE_TIMEOUT = 900
 PEAK_BOUND = 192 * 2**20  # below the 200 MB attachment: it is streamed, never held
+TWO_WAY = "seed-two-way@nordic"  # one seeded letter that takes an answer and is an unpaid invoice
 
 
 @dataclass
@@ -83,7 +88,7 @@ def _seed(federation: fed.Federation, pki: DevelopmentPki, folder: Path) -> dict
         big = folder / "big.bin"
         await asyncio.to_thread(random_file, big, BIG)
         items: list[tuple[str, list[tuple[str, str, bytes | Path]]]] = []
-        for index in range(SEEDED - 1):
+        for index in range(SEEDED - 2):
             if index % 100 == 0:
                 document = sealed(secure_delivery(ALICE), sender=agency, intermediary=seal)
             else:
@@ -101,6 +106,13 @@ def _seed(federation: fed.Federation, pki: DevelopmentPki, folder: Path) -> dict
             others = [item for index, item in enumerate(items) if index % 20 != 0]
             made = await seed_letters(operator, answered, answer=True)
             made += await seed_letters(operator, others, answer=False)
+            later = datetime.now(UTC) + timedelta(days=30)
+            terms = LetterTerms(ReplyTerms(ReplyOption.REQUESTED, later), invoice=True,
+                                payment=dataclasses.replace(BANKGIRO, due_date=later.date()))  # fmt: skip
+            delivery = secure_delivery(ALICE, receipt=False)
+            message = dataclasses.replace(with_terms(delivery.messages[0], terms), attachments=())
+            document = sealed(dataclasses.replace(delivery, messages=(message,)), sender=agency, intermediary=seal)
+            made.append(await deliver_letter(operator, TWO_WAY, [("letter@nordic", "application/xml", document)]))
         finally:
             await operator.store.engine.dispose()
         return {letter.origin: sorted((p.name, p.sha256, p.size) for p in letter.parts) for letter in made}
@@ -537,6 +549,16 @@ def test_a_mailbox_moves_with_every_letter_exactly_once(running: Running) -> Non
         assert (letter["imported_from"] == f"16{OP1.orgnr}") == before_switch, (message_id, letter["imported_from"])
     assert _letters(federation, "op1", ALICE) == []
     assert _far(federation, "GET", f"/api/v1/recipients/{ALICE}")[1]["operator"] == OP2.orgnr
+    # The letter's two-way terms moved with it: at operator 2 Alice still answers it and pays its invoice, once.
+    session, base = _login(federation, "op2", ALICE), f"/api/v1/mailboxes/{ALICE}"
+    status, unpaid = _operator(federation, "op2", "GET", f"{base}/invoices?state=unpaid", token=session)
+    assert status == 200 and len(unpaid["invoices"]) == 1, unpaid  # the seeded TWO_WAY letter: the only invoice
+    assert unpaid["invoices"][0]["payment_data"]["reference"] == BANKGIRO.reference
+    letter_path = f"{base}/messages/{unpaid['invoices'][0]['mail_id']}"
+    status, sent = _operator(federation, "op2", "POST", f"{letter_path}/replies", {"text": "Flyttat."}, token=session)
+    assert status == 202, sent
+    paid = [_operator(federation, "op2", "POST", f"{letter_path}/payment", {}, token=session)[0] for _ in range(2)]
+    assert paid == [201, 409], paid
     sys.stdout.write(
         f"\nmove of {len(at_b)} letters ({sum(p[2] for parts in running.seeded.values() for p in parts) / 1e6:.0f} MB) "
         f"in {moved_in:.1f} s; peak resident memory: "

@@ -113,12 +113,13 @@ async def test_metrics_count_the_exchange_by_pmode_partner_and_result(pair_facto
 
     status, report = await _status(se_metrics.replace("/metrics", "/status"))
     assert status == 200
-    assert report["messages_pending"]["awaiting_receipt"] == {"count": 0, "oldest": None}
+    assert (report["ok"], report["database"]) == (True, "ok")
+    assert report["queues"]["by_state"]["awaiting_receipt"] == {"count": 0, "oldest": None}
+    assert report["queues"]["oldest_pending"] is None
     (partner,) = [p for p in report["partners"] if p["partner"] == "partner-115"]
-    assert partner["last_delivery"] is not None
-    (partner_certificate,) = [c for c in report["certificates"] if c["usage"] == "partner-signing"]
-    assert partner_certificate["name"] == "partner-115"
-    assert partner_certificate["warning"] is (partner_certificate["days_left"] < 60)
+    assert partner["last_delivered"] is not None and "se-to-be" in partner["pmodes"]
+    (partner_certificate,) = [c for c in report["certificates"] if c["use"] == "party partner-115: signing"]
+    assert partner_certificate["status"] == ("ok" if partner_certificate["days_left"] > 60 else "expiring")
 
 
 async def test_refusals_count_their_ebms_error_code_and_security_ones_go_to_the_security_log(
@@ -146,7 +147,8 @@ async def test_refusals_count_their_ebms_error_code_and_security_ones_go_to_the_
 async def test_metrics_answer_only_to_a_token_with_the_metrics_scope_and_only_on_the_admin_listener(
     pair_factory: Callable[..., Pair],
 ) -> None:
-    """No token is 401, a token without the metrics (or status) scope 403, and the AS4 listener has no /metrics."""
+    """No token is 401, a token without the metrics (or status) scope 403, and the AS4 listener has neither
+    /metrics nor /status."""
     pair = pair_factory()
     url = _with_admin(pair, pair.be)
     await pair.be.start()
@@ -155,6 +157,9 @@ async def test_metrics_answer_only_to_a_token_with_the_metrics_scope_and_only_on
             assert answer.status == 401 and answer.headers["WWW-Authenticate"].startswith("Bearer")
         async with http.get(pair.be.base + "/metrics", headers={"Authorization": f"Bearer {SCRAPER}"}) as answer:
             assert answer.status == 404
+        async with http.get(pair.be.base + "/status", headers={"Authorization": f"Bearer {STATUS_ONLY}"}) as answer:
+            assert answer.status == 404
+    assert (await _status(url.replace("/metrics", "/status")))[0] == 200
     assert (await _scrape(url, STATUS_ONLY))[0] == 403
     assert (await _status(url.replace("/metrics", "/status"), SCRAPER))[0] == 403
     assert (await _scrape(url, "not-a-configured-token-000"))[0] == 401

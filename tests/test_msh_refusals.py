@@ -16,7 +16,7 @@ from lxml import etree
 from accesspoint.core.envelope import build_envelope, serialize
 from accesspoint.core.errors import ErrorCode
 from accesspoint.core.message import read_message
-from accesspoint.core.model import CollaborationInfo, MessageInfo, PartyInfo, Service, UserMessage
+from accesspoint.core.model import CollaborationInfo, MessageInfo, PartyInfo, Service, SignalMessage, UserMessage
 from accesspoint.core.namespaces import SoapVersion
 from accesspoint.msh import receive_pipeline
 from accesspoint.msh.app import INBOUND, create_app
@@ -24,7 +24,8 @@ from accesspoint.msh.config import load_config
 from accesspoint.security.outbound import Payload, SecuredMessage, secure_message
 from accesspoint.security.revocation import RevocationResult, RevocationStatus
 from accesspoint.security.signing import find_signature
-from accesspoint.security.trust import TrustError, TrustFailure
+from accesspoint.security.trust import PATH_REASONS, TrustError, TrustFailure
+from accesspoint.testing.pki import issue, make_ca
 from pmode import Route, load_pmodes
 from tests.inmemory import Node, Pair
 from tests.test_msh_exchange import SOAP12, _keys
@@ -177,3 +178,29 @@ async def test_a_signer_whose_revocation_status_cannot_be_learnt_now_is_asked_to
     ns = {"s": SoapVersion.V12.value}
     assert root.findtext("s:Body/s:Fault/s:Code/s:Value", namespaces=ns) == "soap:Receiver"
     assert await belgium.messages(direction="in") == []
+
+
+async def test_the_error_signal_names_the_certificate_path_reason_of_an_untrusted_signer(
+    pair_factory: Callable[..., Pair], tmp_path: Path
+) -> None:
+    """POST /as4 signed by a certificate of a CA Belgium does not trust: the signed EBMS:0101 error's detail says
+    untrusted issuer and names no certificate; nothing is stored."""
+    pair = pair_factory()
+    await pair.be.start()
+    route = _route(pair.se, "se-to-be", tmp_path)
+    stranger = issue(make_ca("Stranger CA"), "AP-SE-STRANGER")
+    secured = secure_message(
+        _user_message(route, "stranger@se"),
+        [Payload("letter@x", "application/xml", lambda: [b"<letter/>"])],
+        route.security,
+        signing_key=stranger,
+        recipient_certificate=route.partner_encryption_certificate,
+    )
+    status, kind, body = await pair.be.post_as4(b"".join(secured.packed.body), secured.packed.content_type)
+    assert status == 200 and _signed_error(kind, body) == [ErrorCode.FAILED_AUTHENTICATION.code]
+    signal = read_message(kind, body).parsed.messaging.message
+    assert isinstance(signal, SignalMessage)
+    (error,) = signal.errors
+    assert error.detail == PATH_REASONS[TrustFailure.UNTRUSTED_ISSUER]
+    assert b"STRANGER" not in body and b"Stranger CA" not in body
+    assert await pair.be.messages(direction="in") == []

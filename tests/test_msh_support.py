@@ -7,6 +7,7 @@ optional HTTPS base URL; ``agreements`` writes one P-Mode file for both sides (o
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import os
 import ssl
@@ -21,7 +22,7 @@ from typing import Any
 
 from accesspoint.core.message import read_message
 from accesspoint.core.model import SignalMessage
-from accesspoint.testing.processes import wait_until
+from accesspoint.testing.processes import log_tail, wait_until
 from tests.conftest import REPO
 from tests.test_msh import CERTS, SERVICE, TOKEN, AccessPointProcess, _free_port, _party
 
@@ -151,6 +152,14 @@ class Peer(AccessPointProcess):
                 return response.status, json.loads(raw) if "json" in kind else raw
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read() or b"{}")
+        except (ConnectionError, http.client.HTTPException) as exc:
+            # A dropped connection means the server died or closed on us: say which, with its log, so a rare
+            # failure in CI can be understood from its report alone.
+            exit_code = None if self.process is None else self.process.poll()
+            raise AssertionError(
+                f"{self.folder.name}: {method} {path} got {exc!r} (server exit code {exit_code}):\n"
+                f"{log_tail(self.folder / 'server.log')}"
+            ) from exc
 
     def post_as4(self, body: bytes, content_type: str) -> tuple[int, str, bytes]:
         """POST raw bytes to /as4: (status, Content-Type, body)."""

@@ -5,7 +5,6 @@ register, and a company mailbox is read by whoever may sign for the company now 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -15,79 +14,32 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from operators.holders import login_text
 from operators.service import Operator
-from operators.settings import AccessPointLink, FarLink, OperatorSettings
 from tests.test_far_holders_support import (
     ADULT,
     CHILD,
     COMPANY,
     EID,
     GUARDIAN,
-    OP_A,
     ORGNR,
     OTHER_ADULT,
     SIGNER_1,
     SIGNER_2,
     TEEN,
     TEXT,
-    Far,
     running_far,
 )
 from tests.test_far_support import KIVRA, NOW
-from tests.test_operators_support import OPERATOR
+from tests.test_operators_holders_support import NAME, OPERATOR_ID, Desk, operator_settings
 
 Client = Callable[..., Awaitable[TestClient[Any, Any]]]
 Server = Callable[..., Awaitable[TestServer]]
-OPERATOR_ID = f"16{KIVRA.id}"
-NAME = "Kivra"
-
-
-@dataclass
-class Desk:
-    """FaR and the operator, both running over HTTP."""
-
-    far: Far
-    client: TestClient[Any, Any]
-    operator: Operator
-
-    async def call(self, method: str, path: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
-        headers = {} if token is None else {"Authorization": f"Bearer {token}"}
-        response = await self.client.request(method, path, json=body, headers=headers)
-        return response.status, await response.json(content_type=None)
-
-    async def open(self, holder: str, *signers: str, **sign: Any) -> tuple[int, Any]:
-        signatures = [EID.sign(TEXT, s, at=NOW, **sign).to_json() for s in signers or (holder,)]
-        return await self.call(
-            "POST", "/api/v1/holders", {"holder": holder, "agreement_text": TEXT, "signatures": signatures}
-        )
-
-    async def login(self, person: str) -> str:
-        text = login_text(OPERATOR_ID, NAME)
-        status, body = await self.call(
-            "POST",
-            "/api/v1/sessions",
-            {"agreement_text": text, "signatures": [EID.sign(text, person, at=NOW).to_json()]},
-        )
-        assert status == 201, body
-        return str(body["token"])
 
 
 @pytest.fixture
 async def desk(aiohttp_client: Client, aiohttp_server: Server, tmp_path: Path) -> AsyncIterator[Desk]:
     """FaR (Kivra's token for the operator) and Kivra's operator with the test e-ID CA, clock at FaR's now."""
     async for far in running_far(aiohttp_client, aiohttp_server, tmp_path):
-        settings = OperatorSettings(
-            id=OPERATOR_ID,
-            name=NAME,
-            keys=OPERATOR,
-            access_point=AccessPointLink(
-                "http://127.0.0.1:9", "access-point-token-0123", "webhook-secret-0123456", poll_interval=timedelta(0)
-            ),
-            database=f"sqlite+aiosqlite:///{tmp_path / 'mailbox.db'}",
-            storage=tmp_path / "mail",
-            far=FarLink(str(far.client.make_url("")).rstrip("/"), OP_A),
-            eid_anchors=(EID.certificate,),
-        )
-        operator = Operator(settings, clock=lambda: NOW)
+        operator = Operator(operator_settings(far, tmp_path), clock=lambda: NOW)
         yield Desk(far, await aiohttp_client(operator.application()), operator)
 
 

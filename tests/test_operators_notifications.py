@@ -18,12 +18,11 @@ from accesspoint.testing.mailboxes import deliver_letter
 from accesspoint.testing.smtp import SmtpServer, smtp_server
 from operators.letters import Letter
 from operators.service import Operator
-from operators.settings import AccessPointLink, FarLink, Notifications, OperatorSettings
+from operators.settings import Notifications
 from tests.test_far_holders_support import (
     ADULT,
     COMPANY,
     EID,
-    OP_A,
     ORGNR,
     OTHER_ADULT,
     SIGNER_1,
@@ -32,8 +31,8 @@ from tests.test_far_holders_support import (
     running_far,
 )
 from tests.test_far_support import NOW
-from tests.test_operators_holders import NAME, OPERATOR_ID, Desk
-from tests.test_operators_support import INTERMEDIARY, OPERATOR, SENDERS_CA, sealed, secure_delivery
+from tests.test_operators_holders_support import Desk, operator_settings
+from tests.test_operators_support import INTERMEDIARY, SENDERS_CA, sealed, secure_delivery
 
 Client = Callable[..., Awaitable[TestClient[Any, Any]]]
 Server = Callable[..., Awaitable[TestServer]]
@@ -62,17 +61,9 @@ async def desk(
 ) -> AsyncIterator[tuple[Desk, Clock]]:
     """FaR and Kivra's operator with SMTP and recorded SMS and push."""
     async for far in running_far(aiohttp_client, aiohttp_server, tmp_path):
-        settings = OperatorSettings(
-            id=OPERATOR_ID,
-            name=NAME,
-            keys=OPERATOR,
-            access_point=AccessPointLink(
-                "http://127.0.0.1:9", "access-point-token-0123", "webhook-secret-0123456", poll_interval=timedelta(0)
-            ),
-            database=f"sqlite+aiosqlite:///{tmp_path / 'mailbox.db'}",
-            storage=tmp_path / "mail",
-            far=FarLink(str(far.client.make_url("")).rstrip("/"), OP_A),
-            eid_anchors=(EID.certificate,),
+        settings = operator_settings(
+            far,
+            tmp_path,
             notifications=Notifications(
                 smtp.host, smtp.port, "brevlada@kivra.example", tmp_path / "sms.jsonl", tmp_path / "push.jsonl"
             ),

@@ -4,28 +4,40 @@ import stores nothing twice, and an archive that does not verify is refused whol
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import json
 import tarfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp.test_utils import TestServer
+from lxml import etree
 
+from accesspoint.envelopes._common import serialize
+from accesspoint.envelopes.letter import CaseEvent, LetterTerms, ReplyTerms, with_terms
+from accesspoint.envelopes.minameddelanden import ReceiptRequest, ReplyOption
+from accesspoint.envelopes.signature import sign_enveloped
 from accesspoint.security.keys import KeyPair
-from accesspoint.testing import pki
+from accesspoint.servicekit.tokens import BearerToken, Scope
+from accesspoint.testing import pki, services
 from accesspoint.testing.mailboxes import deliver_letter, random_file, sbd_letter
 from operators.letters import file_digest
-from operators.moves import export_mailbox, import_mailbox
-from operators.portability import TransferRefused
+from operators.moves import _delete_letters, export_mailbox, import_mailbox
+from operators.portability import MANIFEST, NS, Manifest, TransferRefused, build_manifest, read_manifest
 from operators.service import Operator
 from operators.settings import AccessPointLink, OperatorSettings, Peer
+from tests.test_envelopes_payment import BANKGIRO
 from tests.test_far_support import NOW
 from tests.test_operators_support import INTERMEDIARY, OPERATOR, SENDERS_CA, sealed, secure_delivery
 
 HOLDER = "197001011234"
+HOLDER_TOKEN = "holder-mailbox-token-0123456789"
 A_ID, B_ID = "165568402266", "165590123456"
 B_KEYS = pki.issue(pki.make_ca("Operators B CA"), "Brevlådan Två AB")
 
@@ -38,7 +50,14 @@ class Pair:
     b: Operator
 
 
-def _operator(folder: Path, operator_id: str, keys: KeyPair, peer: Peer) -> Operator:
+def _operator(
+    folder: Path,
+    operator_id: str,
+    keys: KeyPair,
+    peer: Peer,
+    clock: Callable[[], datetime] = lambda: NOW,
+    port: int = 8480,
+) -> Operator:
     settings = OperatorSettings(
         id=operator_id,
         name=operator_id,
@@ -52,8 +71,10 @@ def _operator(folder: Path, operator_id: str, keys: KeyPair, peer: Peer) -> Oper
         intermediaries=(INTERMEDIARY.certificate,),
         sender_anchors=(SENDERS_CA.certificate,),
         peers=(peer,),
+        port=port,
+        tokens=(BearerToken("holder", HOLDER_TOKEN, frozenset({Scope("read", "recipient", HOLDER)})),),
     )
-    return Operator(settings, clock=lambda: NOW)
+    return Operator(settings, clock=clock)
 
 
 @pytest.fixture
@@ -155,3 +176,217 @@ async def test_a_letter_that_no_longer_verifies_refuses_the_batch(pair: Pair, tm
     with pytest.raises(TransferRefused, match="does not verify"):
         await import_mailbox(pair.b, archive)
     assert await pair.b.store.letters_of(HOLDER) == []
+
+
+# ------------------------------------------------------------------------------------- two-way terms
+
+
+def _two_way_letter(terms: LetterTerms, *, body: bytes | None = None) -> bytes:
+    """A sealed Mina meddelanden letter to HOLDER with ``terms`` (``body``: a text body, b"" for a bare event)."""
+    delivery = secure_delivery(HOLDER, receipt=False)
+    message = dataclasses.replace(with_terms(delivery.messages[0], terms), attachments=())
+    if body is not None:
+        message = dataclasses.replace(message, body=body, content_type="text/plain")
+    return sealed(dataclasses.replace(delivery, messages=(message,), reference=terms.case_reference))
+
+
+@dataclass
+class TwoWayMove:
+    """Operator A with two-way letters (some acted on), operator B on a clock the test moves, and the archive."""
+
+    a: Operator
+    b: Operator
+    archive: Path
+    clock: list[datetime]
+    mail_ids: dict[str, int]  # at A, by origin
+
+
+TERMS = {
+    "reply@router": LetterTerms(reply=ReplyTerms(ReplyOption.REQUESTED, NOW + timedelta(days=3)), case_reference="D1"),
+    "silent@router": LetterTerms(reply=ReplyTerms(ReplyOption.NOT_ALLOWED), receipt=ReceiptRequest.SIMPLE),
+    "paid@router": LetterTerms(invoice=True, payment=dataclasses.replace(BANKGIRO, due_date=NOW.date())),
+    "unpaid@router": LetterTerms(invoice=True, payment=dataclasses.replace(BANKGIRO, due_date=NOW.date())),
+    "served@router": LetterTerms(delgivning_deadline=NOW + timedelta(days=7)),
+    "event@router": LetterTerms(case_event=CaseEvent("2026/7", "ansökan mottagen", NOW)),
+}
+
+
+@pytest.fixture
+async def two_way_move(tmp_path: Path) -> AsyncIterator[TwoWayMove]:
+    """At A: a letter answered once and opened, one that takes no answer, an invoice paid and one not, a served
+    letter acknowledged, a bare case event; exported for B."""
+    clock = [NOW]
+    a = _operator(tmp_path / "a", A_ID, OPERATOR, Peer(B_ID, "a-to-b", B_KEYS.certificate))
+    b = _operator(tmp_path / "b", B_ID, B_KEYS, Peer(A_ID, "b-to-a", OPERATOR.certificate), lambda: clock[0],
+                  services.free_port())  # fmt: skip
+    for operator in (a, b):
+        await operator.store.create(operator.settings.mailboxes, now=NOW)
+    for origin, terms in TERMS.items():
+        body = b"" if origin == "event@router" else None
+        await deliver_letter(a, origin, [("delivery@x", "application/xml", _two_way_letter(terms, body=body))])
+    ids = {m.as4_message_id: m.id for m in await a.store.list(HOLDER)}
+    store = a.twoway.store
+    reply = {"reply_id": "reply-at-a", "mail_id": ids["reply@router"], "recipient": HOLDER,
+             "message_id": "two-way-reply@a", "actor": "holder", "created_at": NOW}  # fmt: skip
+    await store.reply(reply, {"message_id": "two-way-reply@a"}, at=NOW)
+    assert await store.mark_opened(ids["reply@router"], NOW)
+    claim = {"mail_id": ids["paid@router"], "payment_id": "paid-at-a", "recipient": HOLDER, "payer": "holder",
+             "amount": "100.00", "currency": "SEK"}  # fmt: skip
+    assert await store.reserve_payment(claim)
+    paid = {"provider": "reference", "provider_reference": "ref-1", "paid_at": NOW, "message_id": "pay@a"}
+    await store.paid(ids["paid@router"], paid, "pay@a", {"message_id": "pay@a"})
+    assert await store.serve(ids["served@router"], NOW, "kvitto@a", {"message_id": "kvitto@a"})
+    archive = tmp_path / "move.tar"
+    await export_mailbox(a, HOLDER, B_ID, archive)
+    yield TwoWayMove(a, b, archive, clock, ids)
+    for operator in (a, b):
+        await operator.store.engine.dispose()
+
+
+def _with_manifest(archive: Path, manifest: bytes) -> Path:
+    """A copy of the archive with ``manifest`` in place of its manifest."""
+    out = archive.with_name("changed.tar")
+    with tarfile.open(archive) as source, tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as sink:
+        for member in source:
+            handle = source.extractfile(member)
+            assert handle is not None
+            data = handle.read()
+            if member.name == MANIFEST:
+                data, member.size = manifest, len(manifest)
+            sink.addfile(member, io.BytesIO(data))
+    return out
+
+
+def _manifest(archive: Path) -> bytes:
+    with tarfile.open(archive) as source:
+        handle = source.extractfile(MANIFEST)
+        assert handle is not None
+        return handle.read()
+
+
+async def test_two_way_terms_and_what_the_holder_did_move_with_the_mailbox(two_way_move: TwoWayMove) -> None:
+    """At B the holder still answers the letter that takes answers (until its deadline) and not the one that takes
+    none, the answer and opening made at A are there, the invoice paid at A is not paid again and the unpaid one is
+    paid once, the served letter stays served, and the case event is on the timeline."""
+    move = two_way_move
+    result = await import_mailbox(move.b, move.archive)
+    assert result["imported"] == len(TERMS)
+    url = f"http://127.0.0.1:{move.b.settings.port}/api/v1/mailboxes/{HOLDER}"
+    server = TestServer(move.b.application(), host="127.0.0.1", port=move.b.settings.port)
+    await server.start_server()
+    headers = {"Authorization": f"Bearer {HOLDER_TOKEN}"}
+    try:
+        async with aiohttp.ClientSession(headers=headers) as http:
+
+            async def call(method: str, path: str, body: Any = None) -> tuple[int, Any]:
+                async with http.request(method, url + path, json=body) as response:
+                    return response.status, await response.json()
+
+            _, listed = await call("GET", "/messages")
+            ids = {m["as4_message_id"]: m["id"] for m in listed["messages"]}
+            assert set(ids) == set(TERMS) - {"event@router"}
+            status, state = await call("GET", f"/messages/{ids['reply@router']}/two-way")
+            assert status == 200 and state["opened_at"] == NOW.isoformat(), state
+            assert [r["reply_id"] for r in state["replies"]] == ["reply-at-a"]
+            answer = {"text": "Jag svarar från min nya brevlåda."}
+            status, sent = await call("POST", f"/messages/{ids['reply@router']}/replies", answer)
+            assert status == 202 and sent["case_reference"] == "D1", sent
+            status, refused = await call("POST", f"/messages/{ids['silent@router']}/replies", answer)
+            assert status == 409 and refused["code"] == "reply-not-allowed", refused
+            status, refused = await call("POST", f"/messages/{ids['paid@router']}/payment", {})
+            assert status == 409 and refused["code"] == "already-paid", refused
+            status, paid = await call("POST", f"/messages/{ids['unpaid@router']}/payment", {})
+            assert status == 201, paid
+            status, refused = await call("POST", f"/messages/{ids['unpaid@router']}/payment", {})
+            assert status == 409 and refused["code"] == "already-paid", refused
+            status, state = await call("GET", f"/messages/{ids['served@router']}/two-way")
+            assert state["delgivning"]["state"] == "served", state
+            status, timeline = await call("GET", "/cases")
+            assert [e["status"] for c in timeline["cases"] for e in c["events"]] == ["ansökan mottagen"]
+            move.clock[0] = NOW + timedelta(days=4)
+            status, refused = await call("POST", f"/messages/{ids['reply@router']}/replies", answer)
+            assert status == 409 and refused["code"] == "reply-too-late", refused
+    finally:
+        await server.close()
+
+
+async def test_an_archive_of_format_1_imports_without_two_way_records(two_way_move: TwoWayMove) -> None:
+    """An older exporter's manifest (no Format, no TwoWay) still imports every letter, and B offers no terms it
+    cannot know the state of."""
+    move = two_way_move
+    old = dataclasses.replace(read_manifest(_manifest(move.archive), OPERATOR.certificate), format=1)
+    written = build_manifest(old, OPERATOR)
+    assert b"Format" not in written and b"TwoWay" not in written
+    result = await import_mailbox(move.b, _with_manifest(move.archive, written))
+    assert result["imported"] == len(TERMS)
+    assert len(await move.b.store.list(HOLDER)) == len(TERMS) - 1
+    for mail in await move.b.store.list(HOLDER):
+        assert await move.b.twoway.store.letter(HOLDER, mail.id) is None
+    assert await move.b.twoway.store.timeline(HOLDER) == []
+
+
+async def test_a_two_way_state_changed_after_signing_is_refused(two_way_move: TwoWayMove) -> None:
+    """A served letter turned back to pending in the signed manifest: the signature no longer verifies, nothing is
+    imported."""
+    move = two_way_move
+    manifest = _manifest(move.archive)
+    assert manifest.count(b'"delgivning_state": "served"') == 1
+    changed = manifest.replace(b'"delgivning_state": "served"', b'"delgivning_state": "pending"')
+    with pytest.raises(TransferRefused, match="signature does not verify"):
+        await import_mailbox(move.b, _with_manifest(move.archive, changed))
+    assert await move.b.store.letters_of(HOLDER) == []
+
+
+async def test_two_way_terms_other_than_the_sender_signed_are_refused(two_way_move: TwoWayMove) -> None:
+    """An exporter that signs a longer answer deadline, or a case event the sender never sent, than the letter's
+    signed envelope says: the batch is refused with the reason and nothing is imported."""
+    move = two_way_move
+    found = read_manifest(_manifest(move.archive), OPERATOR.certificate)
+    by_origin = {letter.origin: letter.uid for letter in found.letters}
+    later = (NOW + timedelta(days=30)).isoformat()
+    records = json.loads(json.dumps(found.two_way))
+    records[by_origin["reply@router"]]["letters"][0]["terms"]["reply"]["deadline"] = later
+    forged = build_manifest(dataclasses.replace(found, two_way=records), OPERATOR)
+    with pytest.raises(TransferRefused, match="terms of part 0 differ from those its sender signed"):
+        await import_mailbox(move.b, _with_manifest(move.archive, forged))
+    records = json.loads(json.dumps(found.two_way))
+    records[by_origin["event@router"]]["case_events"][0]["status"] = "beslut fattat"
+    forged = build_manifest(dataclasses.replace(found, two_way=records), OPERATOR)
+    with pytest.raises(TransferRefused, match="case events of the two-way record differ"):
+        await import_mailbox(move.b, _with_manifest(move.archive, forged))
+    assert await move.b.store.letters_of(HOLDER) == []
+    assert await move.b.store.list(HOLDER) == []
+
+
+async def test_the_old_operator_deletes_moved_letters_with_their_two_way_records(two_way_move: TwoWayMove) -> None:
+    """Once the new operator confirmed them, the old one deletes the letters with their terms, answers, payment and
+    case events (their rows name the mail rows, so these go first)."""
+    move = two_way_move
+    moved = {letter.uid: letter.origin for letter in await move.a.store.letters_of(HOLDER)}
+    async with move.a.store.engine.begin() as conn:
+        await _delete_letters(conn, HOLDER, moved)
+    assert await move.a.store.letters_of(HOLDER) == [] and await move.a.store.list(HOLDER) == []
+    assert await move.a.twoway.store.timeline(HOLDER) == []
+    for mail_id in move.mail_ids.values():
+        assert await move.a.twoway.store.letter(HOLDER, mail_id) is None
+        assert await move.a.twoway.store.replies_of(mail_id) == []
+        assert await move.a.twoway.store.payment_of(mail_id) is None
+
+
+def test_manifest_formats() -> None:
+    """A manifest of format 2 carries the two-way records under the signature; one of a format this operator does
+    not know, or with a two-way record in format 1, is refused even when signed."""
+    record: dict[str, Any] = {"conversation_id": None, "letters": [], "case_events": []}
+    manifest = Manifest("s", 1, A_ID, B_ID, HOLDER, NOW, (), two_way={"u": record})
+    assert read_manifest(build_manifest(manifest, OPERATOR), OPERATOR.certificate).format == 2
+    with pytest.raises(TransferRefused, match="format '3' is not one this operator reads"):
+        read_manifest(build_manifest(dataclasses.replace(manifest, format=3), OPERATOR), OPERATOR.certificate)
+    root = etree.fromstring(build_manifest(manifest, OPERATOR))
+    for name in ("{http://www.w3.org/2000/09/xmldsig#}Signature", f"{{{NS}}}Format"):
+        found = root.find(name)
+        assert found is not None
+        root.remove(found)
+    root.append(etree.fromstring(f'<p:Letter xmlns:p="{NS}" Uid="u"><p:TwoWay>{{}}</p:TwoWay></p:Letter>'))
+    sign_enveloped(root, OPERATOR)
+    with pytest.raises(TransferRefused, match="two-way record in a manifest of format 1"):
+        read_manifest(serialize(root), OPERATOR.certificate)

@@ -328,7 +328,7 @@ def test_ocsp_revoked_refuses(lab: Lab) -> None:
     error = caught.value
     assert error.code == "EBMS:0101"
     assert error.failure is TrustFailure.REVOKED
-    assert error.detail == WIRE_DETAIL
+    assert error.detail == f"{WIRE_DETAIL}: revoked"
     assert "revoked" in error.reason and "keyCompromise" in error.reason
     assert error.revocation is not None
     assert error.revocation.revoked_at == REVOKED_AT
@@ -377,7 +377,7 @@ def test_responder_down_hard_fail_refuses(lab: Lab) -> None:
     assert error.code == "EBMS:0101"
     assert error.failure is TrustFailure.REVOCATION_UNKNOWN
     assert "unreachable" in error.reason
-    assert error.detail == WIRE_DETAIL
+    assert error.detail == f"{WIRE_DETAIL}: revocation status unknown"
 
 
 def test_crl_fallback_when_ocsp_down(lab: Lab) -> None:

@@ -57,6 +57,7 @@ from accesspoint.security.policy import RevocationMode, SecurityPolicy, TokenRef
 from accesspoint.security.receipts import VerifiedReceipt, sign_signal, verify_receipt
 from accesspoint.security.revocation import FetchError, RevocationChecker
 from accesspoint.security.signing import AttachmentSource, TokenCache, exc_c14n, security_header, sign_bytes
+from accesspoint.security.trust import PATH_REASONS, TrustError, TrustFailure
 from accesspoint.security.trust import WIRE_DETAIL as UNTRUSTED
 from accesspoint.store import Direction
 from accesspoint.testing.pki import issue, make_ca
@@ -253,10 +254,33 @@ def test_a_swapped_token_is_refused(side: Side) -> None:
 
 
 def test_a_signature_by_a_certificate_nobody_trusts_is_refused(side: Side) -> None:
-    """A correct signature by a key of an untrusted CA: EBMS:0101, generic on the wire, the log says why."""
+    """A correct signature by a key of an untrusted CA: EBMS:0101 naming the untrusted issuer and no more, the log
+    says which."""
     error = _refused(lambda: _open(side, _send(side, side.outsider)))
-    assert (error.code, error.detail) == (ErrorCode.FAILED_AUTHENTICATION.code, UNTRUSTED)
+    assert (error.code, error.detail) == (ErrorCode.FAILED_AUTHENTICATION.code, f"{UNTRUSTED}: untrusted issuer")
     assert "Rogue CA" in error.log_detail or "anchor" in error.log_detail, error.log_detail
+    assert "Rogue CA" not in error.detail
+
+
+def test_signature_digest_and_decryption_failures_by_an_untrusted_signer_stay_generic(side: Side) -> None:
+    """A broken signature value, a changed header and a flipped ciphertext bit in a message whose signer nobody
+    trusts get the same generic details as from a trusted one: the certificate-path reason is never named for
+    them, so the endpoint is no oracle."""
+    wire = _send(side, side.outsider)
+    _flip_base64(_one(wire.envelope, f".//{DS}SignatureValue"))
+    _signature_failure(_refused(lambda: _open(side, wire)), "SignatureValue does not verify")
+    wire = _send(side, side.outsider)
+    _one(wire.envelope, f".//{EB}ConversationId").text = "conversation-2"
+    _signature_failure(_refused(lambda: _open(side, wire)), "digest mismatch")
+    wire = _send(side, side.outsider)
+    _flip_base64(_one(_reference(wire, "body"), f"{DS}DigestValue"))
+    _signature_failure(_refused(lambda: _open(side, wire)), "SignatureValue does not verify")
+    wire = _send(side, side.outsider)
+    data = bytearray(wire.parts[CONTENT_ID])
+    data[-1] ^= 0x01
+    wire.parts[CONTENT_ID] = bytes(data)
+    error = _refused(lambda: _open(side, wire))
+    assert (error.code, error.detail) == (ErrorCode.FAILED_DECRYPTION.code, BAD_DECRYPTION), error
 
 
 @pytest.mark.parametrize("kind", ["messaging", "body", "attachment"])
@@ -324,9 +348,7 @@ def test_tampered_content_with_its_digest_recomputed_is_refused_by_the_signature
         target = _one(wire.envelope, f".//{EB}Messaging") if kind == "messaging" else wire.envelope[-1]
         digest = _digest(target)
     _one(reference, f"{DS}DigestValue").text = digest
-    _signature_failure(
-        _refused(lambda: _open(side, wire, encrypt=False)), "SignatureValue does not verify"
-    )
+    _signature_failure(_refused(lambda: _open(side, wire, encrypt=False)), "SignatureValue does not verify")
 
 
 def test_an_unsigned_message_is_refused_where_the_policy_signs(side: Side) -> None:
@@ -647,12 +669,13 @@ def _open_signed(
 def test_a_revoked_signer_is_refused_where_revocation_is_checked(
     federation: Federation, mode: RevocationMode, caches: Caches | None
 ) -> None:
-    """A signer the CA's CRL revokes: EBMS:0101, generic on the wire, every time; a good signer opens each time."""
+    """A signer the CA's CRL revokes: EBMS:0101 saying revoked and no more, every time; a good signer opens each
+    time."""
     for _ in range(2):  # the second time past any cached decision
         opened = _open_signed(federation, federation.good, caches=caches, revocation=mode)
         assert opened.trust is not None and [r.status.value for r in opened.trust.revocation] == ["good"]
         error = _refused(lambda: _open_signed(federation, federation.revoked, caches=caches, revocation=mode))
-        assert (error.code, error.detail) == (ErrorCode.FAILED_AUTHENTICATION.code, UNTRUSTED)
+        assert (error.code, error.detail) == (ErrorCode.FAILED_AUTHENTICATION.code, f"{UNTRUSTED}: revoked")
         assert "revoked" in error.log_detail
 
 
@@ -713,8 +736,37 @@ def test_a_trust_decision_does_not_outlive_the_signer_certificate(
     assert _open_signed(federation, federation.expiring, caches=caches).trust is not None
     later = NOW + timedelta(days=1, seconds=1)
     error = _refused(lambda: _open_signed(federation, federation.expiring, caches=caches, at=later))
-    assert (error.code, error.detail) == (ErrorCode.FAILED_AUTHENTICATION.code, UNTRUSTED)
+    assert (error.code, error.detail) == (ErrorCode.FAILED_AUTHENTICATION.code, f"{UNTRUSTED}: expired")
     assert "expired" in error.log_detail or "not valid" in error.log_detail, error.log_detail
+
+
+@pytest.mark.parametrize("failure", sorted(PATH_REASONS))
+def test_ebms_0101_names_the_certificate_path_reason_of_a_refused_signer(
+    federation: Federation, failure: TrustFailure
+) -> None:
+    """An expired signer, one from an untrusted CA, a revoked one and one whose revocation status cannot be learnt
+    (hard-fail) each get EBMS:0101 naming that reason and nothing of the certificate; a key-usage refusal stays
+    generic."""
+    stranger = trustpki.root("Stranger CA", "rsa")
+    nowhere = "http://crl.unreachable.example/ca.crl"  # _open_signed's fetcher answers only CRL_URL
+    cases: dict[TrustFailure, Callable[[], object]] = {
+        TrustFailure.EXPIRED: lambda: _open_signed(federation, federation.expiring, at=NOW + timedelta(days=2)),
+        TrustFailure.UNTRUSTED_ISSUER: lambda: _open_signed(
+            federation, trustpki.certificate("AP-SENDER", "rsa", issuer=stranger)
+        ),
+        TrustFailure.REVOKED: lambda: _open_signed(federation, federation.revoked, revocation=RevocationMode.HARD_FAIL),
+        TrustFailure.REVOCATION_UNKNOWN: lambda: _open_signed(
+            federation,
+            trustpki.certificate("AP-SENDER", "rsa", issuer=federation.ca, crl_url=nowhere),
+            revocation=RevocationMode.HARD_FAIL,
+        ),
+    }
+    error = _refused(cases[failure])
+    assert isinstance(error, TrustError) and error.failure is failure, error
+    assert (error.code, error.detail) == (ErrorCode.FAILED_AUTHENTICATION.code, PATH_REASONS[failure])
+    assert error.detail.startswith(f"{UNTRUSTED}: ") and "AP-SENDER" not in error.detail
+    usage = _refused(partial(_open_signed, federation, federation.encrypt_only))
+    assert usage.detail == UNTRUSTED
 
 
 # --------------------------------------------------------------------------------------------- the receipt

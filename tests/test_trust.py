@@ -141,14 +141,14 @@ def test_critical_eku_is_tolerated(hierarchy: tuple[KeyPair, KeyPair, KeyPair]) 
 
 
 def test_expired_leaf_refused(hierarchy: tuple[KeyPair, KeyPair, KeyPair]) -> None:
-    """A moment after notAfter refuses the certificate as expired, with a generic EBMS:0101 on the wire."""
+    """A moment after notAfter refuses the certificate as expired, with an EBMS:0101 that says expired and no more."""
     top, issuing, leaf = hierarchy
     later = leaf.certificate.not_valid_after_utc + timedelta(seconds=1)
     error = _refused(leaf.certificate, [issuing.certificate], _anchored(top), at=later)
     assert isinstance(error, EbmsError)
     assert error.error_code is ErrorCode.FAILED_AUTHENTICATION and error.code == "EBMS:0101"
     assert error.failure is TrustFailure.EXPIRED
-    assert error.detail == WIRE_DETAIL
+    assert error.detail == f"{WIRE_DETAIL}: expired"
     assert error.log_detail == error.reason
     assert leaf.certificate.not_valid_after_utc.isoformat() in error.reason
 

@@ -13,7 +13,6 @@ acts; every action is audited, refused ones too.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import hmac
 import logging
@@ -32,18 +31,19 @@ from aiohttp import web
 from accesspoint.console.accounts import Accounts, Session
 from accesspoint.console.alerts import Alerts, Kind, Level
 from accesspoint.console.audit import Audit
-from accesspoint.console.certificates import Held, inventory
 from accesspoint.console.checks import Checks
 from accesspoint.console.db import ConsoleDb
 from accesspoint.console.incidents import Incidents
 from accesspoint.console.settings import ConsoleSettings
-from accesspoint.msh.app import CONTEXT, OPERATIONS
+from accesspoint.msh.app import CONTEXT, OPERATIONS, STATUS
+from accesspoint.msh.certificates import inventory
 from accesspoint.msh.context import Context
 from accesspoint.msh.operations import Operations
+from accesspoint.msh.status import Status
 from accesspoint.msh.supervisor import Supervisor
+from accesspoint.servicekit.status import Held
 from accesspoint.servicekit.tokens import BearerAuth
 from accesspoint.store.search import MessageSearch
-from pmode import PModeSet
 
 log = logging.getLogger("accesspoint.console")
 
@@ -82,9 +82,6 @@ class Console:
     http: aiohttp.ClientSession
     status_auth: BearerAuth
     supervisor: Supervisor
-    # The certificate inventory of the P-Mode set it was read for: every page's banner needs it, and reading and
-    # parsing the PEM files each time would block the event loop (a reload brings a new set, hence a new read).
-    held: tuple[PModeSet, list[Held]] | None = None
 
     @property
     def ctx(self) -> Context:
@@ -97,6 +94,11 @@ class Console:
         return self.access_point[OPERATIONS]
 
     @property
+    def status(self) -> Status:
+        """The access point's status (``accesspoint.msh.status``): what the status page shows."""
+        return self.access_point[STATUS]
+
+    @property
     def search(self) -> MessageSearch:
         """Operators' queries over the message store."""
         return MessageSearch(self.ctx.store.db)
@@ -107,11 +109,8 @@ class Console:
 
     async def certificates(self) -> list[Held]:
         """The certificates in use (keys, TLS, trust anchors) with the P-Modes in force, read off the event loop
-        once per P-Mode set."""
-        current = self.ctx.agreements.current
-        if self.held is None or self.held[0] is not current:
-            self.held = (current, await asyncio.to_thread(inventory, self.ctx.settings, current))
-        return self.held[1]
+        once per P-Mode set (the status keeps them: every page's banner needs them)."""
+        return await self.status.certificates()
 
 
 CONSOLE = web.AppKey("console", Console)
@@ -266,9 +265,9 @@ def render(request: web.Request, template: str, status: int = 200, **context: An
     expiring = 0
     if session is not None:
         now = console.now()
-        current = console.ctx.agreements.current
-        fresh = console.held is not None and console.held[0] is current
-        held = console.held[1] if console.held and fresh else inventory(console.ctx.settings, current)
+        held = console.status.held()
+        if held is None:
+            held = inventory(console.ctx.settings, console.ctx.agreements.current)
         expiring = sum(1 for item in held if item.status(now, console.settings.warn_before) != "ok")
     text = console.templates.get_template(template).render(
         session=session,

@@ -32,9 +32,9 @@ from sqlalchemy import Connection, insert, select, update
 
 from accesspoint.console import model
 from accesspoint.console.alerts import Alerts, Kind, Level
-from accesspoint.console.certificates import inventory
 from accesspoint.console.db import ConsoleDb
 from accesspoint.console.settings import ConsoleSettings, Watch
+from accesspoint.msh.certificates import inventory
 from accesspoint.msh.context import Context
 from accesspoint.msh.operations import Operations
 from accesspoint.store import Direction, MessageState

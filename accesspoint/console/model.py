@@ -4,20 +4,12 @@ may share a PostgreSQL database with the message store and the other services.""
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, BigInteger, Boolean, Column, ForeignKey, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy import JSON, Boolean, Column, ForeignKey, Index, Integer, MetaData, String, Table, Text
 
-from accesspoint.store.schema import UtcDateTime
+from accesspoint.store.schema import NAMING_CONVENTION, BigId, UtcDateTime
 
-BigId = BigInteger().with_variant(Integer(), "sqlite")
-
-metadata = MetaData(
-    naming_convention={
-        "ix": "ix_%(table_name)s_%(column_0_name)s",
-        "uq": "uq_%(table_name)s_%(column_0_name)s",
-        "fk": "fk_%(table_name)s_%(column_0_name)s",
-        "pk": "pk_%(table_name)s",
-    }
-)
+# Its own metadata (the console's migrations create these tables), named as the store names its own.
+metadata = MetaData(naming_convention=dict(NAMING_CONVENTION))
 
 users = Table(
     "console_users",

@@ -655,7 +655,8 @@ def _pretty(value: Any) -> str:
 
 
 async def status(request: web.Request) -> web.StreamResponse:
-    """``GET /status``: queues, the oldest pending message, certificate dates, the last delivery per partner.
+    """``GET /status``: the access point's status (``accesspoint.msh.status``, as its admin listener's ``/status``)
+    with the console's open alerts and incidents.
 
     A session or a bearer token of ``status_tokens`` (monitoring systems); never on the AS4 listener.
     """
@@ -665,45 +666,9 @@ async def status(request: web.Request) -> web.StreamResponse:
             console.status_auth.authorize(request, "status")
         except Problem as refused:  # 401/403 with WWW-Authenticate and an RFC 9457 body, as every service answers
             return refused.response()
-    ctx, now = console.ctx, console.now()
-    queues = await console.search.queues()
-    partners: dict[str, list[str]] = {}
-    for pmode in ctx.agreements.current:
-        for route_party in (pmode.partner,):
-            first = route_party.party.party_ids[0] if route_party.party.party_ids else None
-            if first is not None:
-                name = first.value if first.type is None else f"{first.type}::{first.value}"
-                partners.setdefault(name, []).append(pmode.id)
-    delivered = await console.search.last_delivered(list(partners))
-    certs = await console.certificates()
-    open_alerts = len(await console.alerts.latest(status="open", limit=1000))
-    open_incidents = sum(1 for item in await console.incidents.latest() if item.status == "open")
-    oldest = queues.oldest_pending
-    document = {
-        "ok": True,
-        "at": now.isoformat(),
-        "instance": ctx.settings.instance,
-        "queues": {
-            "outgoing": queues.by_state,
-            "oldest_pending": None if oldest is None else oldest.isoformat(),
-            "oldest_pending_age_seconds": None if oldest is None else round((now - oldest).total_seconds(), 3),
-        },
-        "certificates": [
-            {
-                "use": item.use, "subject": item.subject, "sha256": item.sha256,
-                "not_after": item.not_after.isoformat(), "days_left": item.days_left(now),
-                "status": item.status(now, console.settings.warn_before),
-            }
-            for item in certs
-        ],
-        "partners": [
-            {"party": party, "pmodes": sorted(ids), "last_delivered": None if delivered.get(party) is None
-             else delivered[party].isoformat()}  # type: ignore[union-attr]
-            for party, ids in sorted(partners.items())
-        ],
-        "alerts_open": open_alerts,
-        "incidents_open": open_incidents,
-    }  # fmt: skip
+    document = await console.status.document(console.settings.warn_before)
+    document["alerts_open"] = len(await console.alerts.latest(status="open", limit=1000))
+    document["incidents_open"] = sum(1 for item in await console.incidents.latest() if item.status == "open")
     return web.json_response(document, headers={"Cache-Control": "no-store"})
 
 

@@ -63,6 +63,14 @@ def parse_document(data: bytes | etree._Element, *, what: str, max_bytes: int = 
         raise EnvelopeError(exc.detail or str(exc), "XML") from None
 
 
+def root_is(data: bytes, tag: str) -> bool:
+    """Whether the bytes are a document whose root element is ``tag`` (Clark notation); nothing is verified."""
+    try:
+        return parse_document(data, what="payload").tag == tag
+    except EnvelopeError:
+        return False
+
+
 def expect_root(root: etree._Element, tag: str, what: str) -> None:
     """Refuse a document whose element is not ``tag`` (Clark notation)."""
     if root.tag != tag:

@@ -29,12 +29,13 @@ from accesspoint.envelopes._common import (
     parse_date,
     parse_datetime,
     parse_document,
+    root_is,
     serialize,
     sub,
     text,
     xml_datetime,
 )
-from accesspoint.envelopes.signature import VerifiedSignature, sign_enveloped, verify_enveloped
+from accesspoint.envelopes.signature import VerifiedSignature, sign_enveloped, verify_enveloped_by_one_of
 from accesspoint.security.keys import KeyPair
 
 BROADCAST_NS = "urn:accesspoint:broadcast:1"
@@ -136,10 +137,7 @@ def build_broadcast(broadcast: Broadcast, keys: KeyPair) -> bytes:
 
 def is_broadcast(data: bytes) -> bool:
     """Whether the bytes are a Broadcast document (by their root; nothing is verified)."""
-    try:
-        return parse_document(data, what="payload").tag == BROADCAST
-    except EnvelopeError:
-        return False
+    return root_is(data, BROADCAST)
 
 
 def verify_broadcast(
@@ -148,15 +146,9 @@ def verify_broadcast(
     """A Broadcast whose signature verifies with one of ``issuers``; EnvelopeError otherwise."""
     root = parse_document(data, what="Broadcast")
     expect_root(root, BROADCAST, "a Broadcast")
-    signature = None
-    for certificate in issuers:
-        try:
-            signature = verify_enveloped(root, expected=certificate)
-            break
-        except EnvelopeError:
-            continue
-    if signature is None:
-        raise EnvelopeError("the broadcast is signed by no intermediary this operator trusts")
+    signature = verify_enveloped_by_one_of(
+        root, issuers, refused="the broadcast is signed by no intermediary this operator trusts"
+    )
     found = need(root, f"{_B}Filter", "Filter")
     try:
         group = Group(found.get("Group") or "all")

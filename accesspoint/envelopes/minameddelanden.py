@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 from enum import StrEnum
@@ -149,6 +150,36 @@ def attachment_checksum(body: bytes) -> str:
     return hashlib.md5(body, usedforsecurity=False).hexdigest().upper()
 
 
+def append_attachments(parent: etree._Element, tag: str, attachments: Iterable[Attachment]) -> None:
+    """One ``tag`` element per attachment under ``parent``, with the Message v1 ContentType, Body (base64),
+    Checksum and Filename that a SecureMessage's and a ReplyMessage's attachments both are."""
+    for attachment in attachments:
+        item = sub(parent, tag)
+        sub(item, f"{_M1}ContentType", attachment.content_type)
+        sub(item, f"{_M1}Body", b64encode(attachment.body))
+        sub(item, f"{_M1}Checksum", attachment.checksum)
+        sub(item, f"{_M1}Filename", attachment.filename)
+
+
+def parse_attachments(parent: etree._Element, tag: str) -> tuple[Attachment, ...]:
+    """The attachments in ``parent``'s ``tag`` elements; EnvelopeError when a checksum is not the recomputed one."""
+    attachments: list[Attachment] = []
+    for item in parent.iterfind(tag):
+        body = b64decode(text(need(item, f"{_M1}Body", "Attachment/Body")), "Attachment/Body")
+        checksum = need_text(item, f"{_M1}Checksum", "Attachment/Checksum")
+        if checksum.upper() != attachment_checksum(body):
+            raise EnvelopeError(f"the checksum of attachment {optional_text(item, f'{_M1}Filename')!r} is wrong")
+        attachments.append(
+            Attachment(
+                need_text(item, f"{_M1}ContentType", "ContentType"),
+                body,
+                need_text(item, f"{_M1}Filename", "Filename"),
+                checksum,
+            )
+        )
+    return tuple(attachments)
+
+
 @dataclass(frozen=True, slots=True)
 class SecureMessage:
     """One message: its header (id, subject, support info, language, receipt request), body and attachments."""
@@ -238,12 +269,7 @@ def _secure_message(element: etree._Element, message: SecureMessage) -> None:
     body = sub(element, f"{_M3}Body")
     sub(body, f"{_M1}ContentType", message.content_type)
     sub(body, f"{_M1}Body", b64encode(message.body))
-    for attachment in message.attachments:
-        item = sub(element, f"{_M3}Attachment")
-        sub(item, f"{_M1}ContentType", attachment.content_type)
-        sub(item, f"{_M1}Body", b64encode(attachment.body))
-        sub(item, f"{_M1}Checksum", attachment.checksum)
-        sub(item, f"{_M1}Filename", attachment.filename)
+    append_attachments(element, f"{_M3}Attachment", message.attachments)
 
 
 def _official_matter(element: etree._Element, matter: OfficialMatter) -> None:
@@ -380,20 +406,7 @@ def from_deliver_secure(request: bytes | etree._Element) -> etree._Element:
 def _parse_message(element: etree._Element) -> SecureMessage:
     header = need(element, f"{_M3}Header", "Message/Header")
     support = need(header, f"{_M3}Supportinfo", "Supportinfo")
-    attachments: list[Attachment] = []
-    for item in element.iterfind(f"{_M3}Attachment"):
-        body = b64decode(text(need(item, f"{_M1}Body", "Attachment/Body")), "Attachment/Body")
-        checksum = need_text(item, f"{_M1}Checksum", "Attachment/Checksum")
-        if checksum.upper() != attachment_checksum(body):
-            raise EnvelopeError(f"the checksum of attachment {optional_text(item, f'{_M1}Filename')!r} is wrong")
-        attachments.append(
-            Attachment(
-                need_text(item, f"{_M1}ContentType", "ContentType"),
-                body,
-                need_text(item, f"{_M1}Filename", "Filename"),
-                checksum,
-            )
-        )
+    attachments = parse_attachments(element, f"{_M3}Attachment")
     request = optional_text(header, f"{_M3}ReceiptRequest")
     if request and request not in set(ReceiptRequest):
         raise EnvelopeError(f"ReceiptRequest {request!r} is not NOT, SIMPLE or SIGNED")
@@ -413,7 +426,7 @@ def _parse_message(element: etree._Element) -> SecureMessage:
         ),
         content_type=need_text(message_body, f"{_M1}ContentType", "Body/ContentType"),
         body=b64decode(text(need(message_body, f"{_M1}Body", "Body/Body")), "Body/Body"),
-        attachments=tuple(attachments),
+        attachments=attachments,
         language=need_text(header, f"{_M3}Language", "Language"),
         metadata=tuple(
             (text(m.find(f"{_M1}Tag")), text(m.find(f"{_M1}Value"))) for m in header.iterfind(f"{_M3}Metadata")

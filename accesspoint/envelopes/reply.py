@@ -44,7 +44,8 @@ from accesspoint.envelopes.minameddelanden import (
     Attachment,
     Sender,
     SupportInfo,
-    attachment_checksum,
+    append_attachments,
+    parse_attachments,
 )
 from accesspoint.envelopes.signature import ALLOWED, VerifiedSignature, sign_enveloped, verify_enveloped
 from accesspoint.security.keys import KeyPair
@@ -114,12 +115,7 @@ def _reply_delivery(root: etree._Element, reply: ReplyDelivery) -> None:
     body = sub(message, f"{_M1}Body")
     sub(body, f"{_M1}ContentType", answer.content_type)
     sub(body, f"{_M1}Body", b64encode(answer.body))
-    for attachment in answer.attachments:
-        item = sub(message, f"{_M1}Attachment")
-        sub(item, f"{_M1}ContentType", attachment.content_type)
-        sub(item, f"{_M1}Body", b64encode(attachment.body))
-        sub(item, f"{_M1}Checksum", attachment.checksum)
-        sub(item, f"{_M1}Filename", attachment.filename)
+    append_attachments(message, f"{_M1}Attachment", answer.attachments)
     sub(root, f"{_Y}ReplyTime", reply.reply_time.isoformat())
 
 
@@ -151,20 +147,7 @@ def _parse_reply(element: etree._Element) -> ReplyDelivery:
     message = need(element, f"{_Y}ReplyMessage", "ReplyMessage")
     message_header = need(message, f"{_M1}Header", "ReplyMessage/Header")
     body = need(message, f"{_M1}Body", "ReplyMessage/Body")
-    attachments = []
-    for item in message.iterfind(f"{_M1}Attachment"):
-        data = b64decode(text(need(item, f"{_M1}Body", "Attachment/Body")), "Attachment/Body")
-        checksum = need_text(item, f"{_M1}Checksum", "Attachment/Checksum")
-        if checksum.upper() != attachment_checksum(data):
-            raise EnvelopeError(f"the checksum of attachment {optional_text(item, f'{_M1}Filename')!r} is wrong")
-        attachments.append(
-            Attachment(
-                need_text(item, f"{_M1}ContentType", "ContentType"),
-                data,
-                need_text(item, f"{_M1}Filename", "Filename"),
-                checksum,
-            )
-        )
+    attachments = parse_attachments(message, f"{_M1}Attachment")
     return ReplyDelivery(
         sender=Sender(need_text(sender, f"{_S}Id", "Sender/Id"), need_text(sender, f"{_S}Name", "Sender/Name")),
         recipient=recipients[0],
@@ -173,7 +156,7 @@ def _parse_reply(element: etree._Element) -> ReplyDelivery:
             subject=text(need(message_header, f"{_M1}Subject", "Subject")),
             content_type=need_text(body, f"{_M1}ContentType", "Body/ContentType"),
             body=b64decode(text(need(body, f"{_M1}Body", "Body/Body")), "Body/Body"),
-            attachments=tuple(attachments),
+            attachments=attachments,
             support=SupportInfo(text(need(message_header, f"{_M1}Supportinfo/{_M1}Text", "Supportinfo/Text"))),
             language=need_text(message_header, f"{_M1}Language", "Language"),
         ),

@@ -17,6 +17,7 @@ The document is verified as a standalone, re-parsed copy, which is how the layer
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -187,3 +188,16 @@ def verify_enveloped(
     except xmlsec.Error:
         raise _fail("the signature does not verify (digest or signature value)") from None
     return VerifiedSignature(signer, used)
+
+
+def verify_enveloped_by_one_of(
+    element: etree._Element, certificates: Iterable[x509.Certificate], *, refused: str
+) -> VerifiedSignature:
+    """``verify_enveloped`` with the first of ``certificates`` the signature verifies with (tried in order);
+    EnvelopeError(``refused``) when it verifies with none of them."""
+    for certificate in certificates:
+        try:
+            return verify_enveloped(element, expected=certificate)
+        except EnvelopeError:
+            continue
+    raise EnvelopeError(refused)

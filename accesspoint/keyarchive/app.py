@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -35,7 +34,7 @@ from accesspoint.keyarchive.model import upgrade_schema
 from accesspoint.keyarchive.service import ArchiveError, Invalid, KeyArchive
 from accesspoint.keyarchive.settings import ArchiveSettings
 from accesspoint.servicekit.database import create_engine
-from accesspoint.servicekit.problems import Problem, problem_middleware
+from accesspoint.servicekit.problems import Problem, json_object, problem_middleware
 from accesspoint.servicekit.tokens import BearerAuth
 
 ARCHIVE = web.AppKey("archive", KeyArchive)
@@ -47,16 +46,6 @@ def _problem(exc: Exception) -> Problem | None:
         headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
         return Problem(exc.status, exc.detail, headers=headers)
     return None
-
-
-async def _body(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json(loads=json.loads)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise Invalid("the body is not JSON") from None
-    if not isinstance(body, dict):
-        raise Invalid("the body must be a JSON object")
-    return body
 
 
 def _proof(body: dict[str, Any]) -> tuple[str, eid.EidProof]:
@@ -84,7 +73,7 @@ async def challenge(request: web.Request) -> web.Response:
 
 async def deposit(request: web.Request) -> web.Response:
     """POST /api/v1/holders/{holder}/keys."""
-    body = await _body(request)
+    body = await json_object(request, Invalid)
     challenge_, proof = _proof(body)
     try:
         certificate = x509.load_pem_x509_certificate(str(body.get("certificate", "")).encode())
@@ -98,7 +87,7 @@ async def deposit(request: web.Request) -> web.Response:
 
 async def release(request: web.Request) -> web.Response:
     """POST /api/v1/holders/{holder}/releases."""
-    body = await _body(request)
+    body = await json_object(request, Invalid)
     challenge_, proof = _proof(body)
     packages = await request.app[ARCHIVE].release(
         request.match_info["holder"], challenge_, proof, _b64(body, "client_key")
@@ -108,7 +97,7 @@ async def release(request: web.Request) -> web.Response:
 
 async def deletion(request: web.Request) -> web.Response:
     """POST /api/v1/holders/{holder}/deletion."""
-    challenge_, proof = _proof(await _body(request))
+    challenge_, proof = _proof(await json_object(request, Invalid))
     count = await request.app[ARCHIVE].delete(request.match_info["holder"], challenge_, proof)
     return web.json_response({"deleted": count})
 
@@ -116,7 +105,7 @@ async def deletion(request: web.Request) -> web.Response:
 async def propose(request: web.Request) -> web.Response:
     """POST /api/v1/admin/acts."""
     token = request.app[AUTH].authorize(request, "admin")
-    body = await _body(request)
+    body = await json_object(request, Invalid)
     act = await request.app[ARCHIVE].propose(token.name, str(body.get("action")), str(body.get("subject", "archive")))
     return web.json_response(act, status=202)
 

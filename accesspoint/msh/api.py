@@ -32,7 +32,7 @@ from accesspoint.msh.headers import stored_header
 from accesspoint.msh.holder_encryption import HolderKeyUnavailable
 from accesspoint.msh.limits import Admission, BodyRefused, declared_length
 from accesspoint.msh.openapi import OPENAPI
-from accesspoint.msh.submissions import Submissions, part_properties
+from accesspoint.msh.submissions import FieldRefused, Submissions, part_properties
 from accesspoint.msh.views import message_json
 from accesspoint.msh.wire import READ_CHUNK, file_chunks
 from accesspoint.servicekit.problems import Problem
@@ -208,7 +208,8 @@ async def _submit(
     try:
         stored = await api.submissions.submit(document, files, hooks=[answer], allowed=_submittable(token))
     except ValueError as exc:
-        raise Problem(422, kind="invalid-submission", detail=str(exc)) from None
+        field = exc.field if isinstance(exc, FieldRefused) else None
+        raise Problem(422, kind="invalid-submission", detail=str(exc), field=field) from None
     except HolderKeyUnavailable as exc:
         raise Problem(503, kind="holder-key-unavailable", detail=str(exc), headers={"Retry-After": "30"}) from None
     except DuplicateMessage as exc:

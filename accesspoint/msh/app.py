@@ -30,7 +30,7 @@ from accesspoint.msh.agreements import Agreements
 from accesspoint.msh.api import API, Api, api_application
 from accesspoint.msh.config import ServerConfig
 from accesspoint.msh.context import Context
-from accesspoint.msh.health import READINESS, Readiness, healthz, readyz, status
+from accesspoint.msh.health import READINESS, Readiness, healthz, readyz
 from accesspoint.msh.inbound import Inbound
 from accesspoint.msh.mailings import MAILINGS, Mailings
 from accesspoint.msh.maintenance import Maintenance
@@ -42,6 +42,7 @@ from accesspoint.msh.replies import Replies
 from accesspoint.msh.send_pipeline import SendPipeline
 from accesspoint.msh.sending import SendWorkers
 from accesspoint.msh.signals import Settlement, Signals
+from accesspoint.msh.status import Status
 from accesspoint.msh.submissions import Submissions
 from accesspoint.msh.supervisor import Supervisor
 from accesspoint.msh.tls import server_context
@@ -64,6 +65,8 @@ PULLER = web.AppKey("puller", Puller)
 METRICS = web.AppKey("metrics", MshMetrics)
 # What an operator does by hand (resend, park, ping): the console calls it, the access point never does.
 OPERATIONS = web.AppKey("operations", Operations)
+# The status document of the admin listener's /status and the console's status page.
+STATUS = web.AppKey("status", Status)
 
 
 def create_app(
@@ -150,6 +153,7 @@ def _compose(app: web.Application, ctx: Context, supervisor: Supervisor, mailing
     app[OPERATIONS] = Operations(ctx, submissions)
     app[API] = Api(ctx, submissions)
     app[READINESS] = Readiness(ctx, supervisor)
+    app[STATUS] = Status(ctx)
     ctx.metrics.watch(ctx.store, ctx.outbox, lambda: own_certificates(ctx.settings), lambda: ctx.agreements.current)
     supervisor.spawn("recovery", maintenance.recover)
     for number in range(ctx.settings.send_workers):
@@ -171,8 +175,8 @@ def _compose(app: web.Application, ctx: Context, supervisor: Supervisor, mailing
 
 
 async def _status(app: web.Application) -> dict[str, Any]:
-    """GET /status on the admin listener (``health.status``)."""
-    return await status(app[CONTEXT])
+    """GET /status on the admin listener (``accesspoint.msh.status``, as the console's status page)."""
+    return await app[STATUS].document()
 
 
 def run_server(settings: ServerConfig, *, beside: Callable[[web.Application], None] | None = None) -> None:

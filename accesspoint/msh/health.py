@@ -1,5 +1,5 @@
-"""Liveness, readiness and status: ``/healthz`` (and its old name ``/health``), ``/readyz``, and the admin
-listener's ``/status``.
+"""Liveness and readiness: ``/healthz`` (and its old name ``/health``) and ``/readyz`` (the admin listener's
+``/status`` is ``accesspoint.msh.status``).
 
 ``/healthz`` answers from the event loop and nothing else, so it says exactly that the loop is not blocked.
 ``/readyz`` says whether this instance can do its work: the database answers, its schema is at the newest
@@ -10,7 +10,6 @@ It answers 200 or 503 with each check's verdict, for load balancers and operator
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
@@ -19,7 +18,6 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
 
 from accesspoint.msh.context import Context
-from accesspoint.msh.metrics import configured_certificates, own_certificates
 from accesspoint.msh.supervisor import Supervisor
 from accesspoint.store.db import alembic_config
 
@@ -90,37 +88,3 @@ async def readyz(request: web.Request) -> web.Response:
         return web.json_response({"ready": False, "checks": {"start": "not started yet"}}, status=503)
     ready, checks = await readiness.check()
     return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
-
-
-EXPIRY_WARNING = timedelta(days=60)  # a certificate this close to its not-after is flagged (as Domibus does)
-
-
-async def status(ctx: Context) -> dict[str, Any]:
-    """What an operator looks at first (``GET /status`` on the admin listener, scope ``status``): the messages
-    waiting and the oldest of them, webhook events waiting, certificate dates with warnings, the last delivery
-    to each partner (by this instance since its start) and the supervised tasks."""
-    now = ctx.clock.now()
-    pending = await asyncio.wait_for(ctx.store.pending(), CHECK_TIMEOUT)
-    certificates = []
-    for usage, name, certificate in configured_certificates(own_certificates(ctx.settings), ctx.agreements.current):
-        not_after = certificate.not_valid_after_utc
-        certificates.append({
-            "usage": usage, "name": name, "not_after": not_after.isoformat(),
-            "days_left": (not_after - now).days, "warning": not_after - now < EXPIRY_WARNING,
-        })  # fmt: skip
-    partners = {route.partner.name for route in ctx.agreements.current.routes()}
-    last = ctx.metrics.last_deliveries
-    return {
-        "instance": ctx.settings.instance,
-        "time": now.isoformat(),
-        "messages_pending": {
-            state.value: {"count": w.count, "oldest": None if w.oldest is None else w.oldest.isoformat()}
-            for state, w in pending.items()
-        },
-        "webhook_events_pending": await asyncio.wait_for(ctx.outbox.pending(), CHECK_TIMEOUT),
-        "certificates": certificates,
-        "partners": [
-            {"partner": name, "last_delivery": None if name not in last else last[name].isoformat()}
-            for name in sorted(partners)
-        ],
-    }

@@ -31,11 +31,20 @@ from accesspoint.store import Direction, EvidenceKind, MessageStore, NewEvidence
 from accesspoint.store.hooks import TransactionHook
 from accesspoint.store.queue import QueueUnavailable
 from pmode import Binding, MatchStatus, PModeSet
+from pmode.profiles import all_profiles
 
 log = logging.getLogger("accesspoint.msh")
 
 # Asked with a submission's P-Mode id and sender party before it is stored; raises to refuse it.
 Allowed = Callable[[str, str], None]
+
+
+class FieldRefused(ValueError):
+    """A submission refused for one field, which the API's problem names in its ``field`` member."""
+
+    def __init__(self, field: str, detail: str) -> None:
+        super().__init__(detail)
+        self.field = field
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +208,11 @@ class Submissions:
         route = match.route
         if route.pmode.binding is Binding.PUSH_AND_PUSH and route.leg.index == 1 and request is None:
             raise ValueError("ref_to_message_id: a reply on a two-way P-Mode names the request it answers")
+        profile = all_profiles().get(route.pmode.network)
+        untyped = [] if profile is None else profile.untyped_properties(submission.properties)
+        if untyped:
+            detail = "; ".join(f"{field}: {why}" for field, why in untyped)
+            raise FieldRefused(untyped[0][0], f"{detail} (P-Mode {route.pmode.id})")
         now = ctx.clock.now()
         message_id = submission.message_id
         conversation = submission.conversation_id or (request and request.conversation_id) or message_id

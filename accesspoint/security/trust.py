@@ -1,7 +1,8 @@
 """Trust in a partner's certificate: pinned certificates, or a verified path to a trust anchor, plus revocation.
 
-``validate_certificate`` returns a ``TrustResult`` (the path that held) or raises ``TrustError``: EBMS:0101 with
-a generic wire detail, and the precise reason in ``reason`` / ``log_detail`` for the log and the CLI.
+``validate_certificate`` returns a ``TrustResult`` (the path that held) or raises ``TrustError``: EBMS:0101 whose
+wire detail names the certificate-path reason (expired, untrusted issuer, revoked, revocation status unknown) or
+is generic, and the precise reason in ``reason`` / ``log_detail`` for the log and the CLI.
 
 Why a small path builder of our own rather than ``cryptography.x509.verification`` (PolicyBuilder, Store,
 ClientVerifier): that verifier implements the CA/Browser Forum web-PKI profile. Even with
@@ -17,11 +18,12 @@ a certificate that marks either critical is refused rather than half-checked.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
+from types import MappingProxyType
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -84,11 +86,25 @@ class TrustFailure(StrEnum):
     REVOCATION_UNKNOWN = "revocation-unknown"  # hard-fail mode and no fresh "good"
 
 
+# The certificate-path reasons the wire may name (eDelivery lets an EBMS:0101 say why the signer's certificate was
+# refused): the sender can act on them (renew, fix its chain, ask its CA), and they are facts about a public
+# certificate, so they tell a prober nothing it could not find itself. Every other refusal (key usage, party
+# binding, policy, a path that is malformed) stays WIRE_DETAIL, and signature, digest and decryption failures are
+# other errors with their own generic details: naming those would make the endpoint an oracle.
+PATH_REASONS: Mapping[TrustFailure, str] = MappingProxyType({
+    TrustFailure.EXPIRED: f"{WIRE_DETAIL}: expired",
+    TrustFailure.UNTRUSTED_ISSUER: f"{WIRE_DETAIL}: untrusted issuer",
+    TrustFailure.REVOKED: f"{WIRE_DETAIL}: revoked",
+    TrustFailure.REVOCATION_UNKNOWN: f"{WIRE_DETAIL}: revocation status unknown",
+})  # fmt: skip
+
+
 class TrustError(EbmsError):
-    """A refused certificate: EBMS:0101 with a generic detail; ``failure`` and ``reason`` say why."""
+    """A refused certificate: EBMS:0101 whose wire detail names a certificate-path reason (``PATH_REASONS``) or
+    says no more than ``WIRE_DETAIL``; ``failure`` and ``reason`` say exactly why, for the log."""
 
     def __init__(self, failure: TrustFailure, reason: str, *, revocation: RevocationResult | None = None) -> None:
-        super().__init__(ErrorCode.FAILED_AUTHENTICATION, WIRE_DETAIL, log_detail=reason)
+        super().__init__(ErrorCode.FAILED_AUTHENTICATION, PATH_REASONS.get(failure, WIRE_DETAIL), log_detail=reason)
         self.failure = failure
         self.reason = reason
         self.revocation = revocation

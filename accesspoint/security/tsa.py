@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from accesspoint.security import der
+from accesspoint.security.issuing import certificate_builder
 from accesspoint.security.keys import KeyPair
 from accesspoint.security.timestamp import GENERALIZED_TIME, Oids, TimestampError, message_imprint, parse_request
 
@@ -45,14 +46,9 @@ def authority_certificate(
     key usage ``purposes`` (id-kp-timeStamping alone and critical, unless a test asks for another)."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     certificate = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(ca.certificate.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        certificate_builder(
+            subject, ca.certificate.subject, key.public_key(), not_before=not_before, not_after=not_after
+        )
         .add_extension(x509.KeyUsage(True, True, False, False, False, False, False, False, False), critical=True)
         .add_extension(x509.ExtendedKeyUsage(list(purposes)), critical=critical)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)

@@ -11,10 +11,11 @@ Each service's settings take the same three tables beside its own (``observabili
     tracing: {partners: false}      # true: send traceparent to AS4 partners and continue theirs
 
 Traces are exported when the standard ``OTEL_*`` variables say so (:mod:`accesspoint.servicekit.tracing`).
-The admin listener answers ``GET /metrics`` (scope ``metrics``) and, where the service reports one, ``GET /status``
-(scope ``status``) to a bearer token, as every admin endpoint of
-the project does (:mod:`accesspoint.servicekit.tokens`); it is started and stopped with the service's
-application (:func:`admin_context`), so a service that starts it in a test gets it too.
+The admin listener answers ``GET /metrics`` (scope ``metrics``) and, where the service reports one (the access
+point, FaR, the SMP and the operator do, from :mod:`accesspoint.servicekit.status`), ``GET /status`` (scope
+``status``) to a bearer token, as every admin endpoint of the project does (:mod:`accesspoint.servicekit.tokens`);
+it is started and stopped with the service's application (:func:`admin_context`), so a service that starts it in
+a test gets it too.
 """
 
 from __future__ import annotations

@@ -83,6 +83,24 @@ class Problem(Exception):
 _BODY_HEADERS = frozenset({"content-type", "content-length", "content-encoding"})
 
 
+def _bad_request(detail: str) -> Problem:
+    return Problem(400, detail)
+
+
+async def json_object(
+    request: web.Request, refuse: Callable[[str], Exception] = _bad_request
+) -> dict[str, Any]:
+    """The request's body as a JSON object; ``refuse(detail)`` is raised when it is not JSON or not an object
+    (a 400 problem unless the service maps its own exception to one)."""
+    try:
+        body = await request.json(loads=json.loads)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise refuse("the body is not JSON") from None
+    if not isinstance(body, dict):
+        raise refuse("the body must be a JSON object")
+    return body
+
+
 def from_http_exception(exc: web.HTTPException) -> Problem:
     """aiohttp's HTTP error (404 for an unknown route, 405, 413 …) as a problem; its headers (Allow …) kept."""
     headers = {name: value for name, value in exc.headers.items() if name.lower() not in _BODY_HEADERS}

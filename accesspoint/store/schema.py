@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import (
     JSON,
@@ -26,14 +26,15 @@ from sqlalchemy.types import TypeDecorator
 # SQLite keeps only INTEGER PRIMARY KEY as the auto-increment rowid alias.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
-metadata = MetaData(
-    naming_convention={
-        "ix": "ix_%(table_name)s_%(column_0_name)s",
-        "uq": "uq_%(table_name)s_%(column_0_name)s",
-        "fk": "fk_%(table_name)s_%(column_0_name)s",
-        "pk": "pk_%(table_name)s",
-    }
-)
+# How constraints and indexes are named, in the store's tables and in every service's beside them (the console's).
+NAMING_CONVENTION: Final = {
+    "ix": "ix_%(table_name)s_%(column_0_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=dict(NAMING_CONVENTION))
 
 
 class UtcDateTime(TypeDecorator[datetime]):

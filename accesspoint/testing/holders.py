@@ -7,25 +7,11 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from accesspoint.security.issuing import certificate_builder, end_entity_key_usage, signing_hash
 from accesspoint.security.keys import KeyPair
 from accesspoint.testing.pki import NOT_AFTER, NOT_BEFORE, KeyType, new_key
-
-
-def _usage(*, sign: bool, encipher: bool, agree: bool) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=sign,
-        content_commitment=False,
-        key_encipherment=encipher,
-        data_encipherment=False,
-        key_agreement=agree,
-        key_cert_sign=False,
-        crl_sign=False,
-        encipher_only=False,
-        decipher_only=False,
-    )
 
 
 def holder_key(
@@ -40,50 +26,40 @@ def holder_key(
     """A holder's encryption key with its certificate: RSA for key encipherment, X25519 for key agreement."""
     key = new_key(kind)
     if usage is None:
-        usage = _usage(sign=False, encipher=kind == "rsa", agree=kind != "rsa")
+        usage = end_entity_key_usage(sign=False, encipher=kind == "rsa", agree=kind != "rsa")
+    subject = x509.Name([x509.NameAttribute(NameOID.SERIAL_NUMBER, holder)])
     certificate = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.SERIAL_NUMBER, holder)]))
-        .issuer_name(ca.certificate.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        certificate_builder(
+            subject, ca.certificate.subject, key.public_key(), not_before=not_before, not_after=not_after
+        )
         .add_extension(usage, critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(ca.private_key, None if isinstance(ca.private_key, ed25519.Ed25519PrivateKey) else hashes.SHA256())  # type: ignore[arg-type]
+        .sign(ca.private_key, signing_hash(ca.private_key))  # type: ignore[arg-type]
     )
     return KeyPair(key, certificate, (ca.certificate,))
 
 
 def signing_holder_key(ca: KeyPair, holder: str) -> KeyPair:
     """An RSA certificate whose key usage is signing only: a holder key FaR must refuse."""
-    return holder_key(ca, holder, "rsa", usage=_usage(sign=True, encipher=False, agree=False))
+    return holder_key(ca, holder, "rsa", usage=end_entity_key_usage(sign=True, encipher=False, agree=False))
 
 
 def eid_certificate(ca: KeyPair, personal_number: str, *, kind: KeyType = "p256") -> KeyPair:
     """A test e-ID: the person's number in the subject's serialNumber, a signing key for authentication."""
     key = new_key(kind)
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COUNTRY_NAME, "SE"),
+            x509.NameAttribute(NameOID.SERIAL_NUMBER, personal_number),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"Test Person {personal_number}"),
+        ]
+    )
     certificate = (
-        x509.CertificateBuilder()
-        .subject_name(
-            x509.Name(
-                [
-                    x509.NameAttribute(NameOID.COUNTRY_NAME, "SE"),
-                    x509.NameAttribute(NameOID.SERIAL_NUMBER, personal_number),
-                    x509.NameAttribute(NameOID.COMMON_NAME, f"Test Person {personal_number}"),
-                ]
-            )
+        certificate_builder(
+            subject, ca.certificate.subject, key.public_key(), not_before=NOT_BEFORE, not_after=NOT_AFTER
         )
-        .issuer_name(ca.certificate.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOT_BEFORE)
-        .not_valid_after(NOT_AFTER)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_usage(sign=True, encipher=False, agree=False), critical=True)
+        .add_extension(end_entity_key_usage(sign=True, encipher=False, agree=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         .sign(ca.private_key, hashes.SHA256())  # type: ignore[arg-type]
     )

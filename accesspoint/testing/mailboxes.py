@@ -13,6 +13,8 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from accesspoint.envelopes.sbdh import DocumentIdentification, Partner, Sbdh, Scope, ScopeType, build_sbd
 from operators.deliveries import CheckedDelivery
 from operators.letters import Letter, LetterPart, Sink, new_uid
@@ -68,7 +70,8 @@ async def deliver_letter(
     at: datetime | None = None,
 ) -> Letter:
     """Put one letter into the operator's store as a delivery would: its payloads (content id, MIME type, bytes or
-    a file moved into place) checked, kept as files, the mail stored, and (``answer``) the signed answer kept."""
+    a file moved into place) checked, kept as files, the mail stored with its two-way terms and case events, and
+    (``answer``) the signed answer kept."""
     staged = operator.files.staging(origin)
     parts: list[LetterPart] = []
     for index, (content_id, mime, data) in enumerate(payloads):
@@ -98,7 +101,15 @@ async def deliver_letter(
         kept,
         metadata={"message_id": origin},
     )
-    await operator.store.deliver(origin, outcome, now=now, letter=letter, files=operator.files, staged=staged)
+    checked = outcome
+
+    async def two_way(conn: AsyncConnection, ids: list[int]) -> None:
+        await operator.twoway.delivered(conn, origin, {}, checked, ids, now)
+
+    delivery = operator.twoway.for_mailbox(outcome)
+    await operator.store.deliver(
+        origin, delivery, now=now, letter=letter, files=operator.files, staged=staged, also=two_way
+    )
     stored = await operator.store.letter(outcome.recipient, origin)
     assert stored is not None
     if answer:

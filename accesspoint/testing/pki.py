@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa, x25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from accesspoint.security.issuing import certificate_builder, end_entity_key_usage, signing_hash
 from accesspoint.security.keys import KeyPair, PrivateKey
 
 KeyType = Literal["rsa", "ed25519", "x25519", "p256", "p384", "p521", "brainpool"]
@@ -47,26 +48,14 @@ def _name(common_name: str) -> x509.Name:
     )
 
 
-def _signing_hash(key: PrivateKey) -> hashes.HashAlgorithm | None:
-    return None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
-
-
 def make_ca(common_name: str = "Test CA", kind: KeyType = "rsa") -> KeyPair:
     """A self-signed CA."""
     key = new_key(kind)
     name = _name(common_name)
     certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOT_BEFORE)
-        .not_valid_after(NOT_AFTER)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        certificate_builder(name, name, key.public_key(), not_before=NOT_BEFORE, not_after=NOT_AFTER, ca=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, _signing_hash(key))  # type: ignore[arg-type]
+        .sign(key, signing_hash(key))  # type: ignore[arg-type]
     )
     return KeyPair(key, certificate)
 
@@ -85,30 +74,9 @@ def issue(
     the certificate ``policies`` (dotted OIDs) when given."""
     key = new_key(kind)
     agreement = kind in ("x25519",) or kind in _CURVES
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(common_name))
-        .issuer_name(ca.certificate.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=kind != "x25519",
-                content_commitment=False,
-                key_encipherment=kind == "rsa",
-                data_encipherment=False,
-                key_agreement=agreement,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-    )
+    builder = certificate_builder(
+        _name(common_name), ca.certificate.subject, key.public_key(), not_before=not_before, not_after=not_after
+    ).add_extension(end_entity_key_usage(sign=kind != "x25519", encipher=kind == "rsa", agree=agreement), critical=True)
     if ski:
         builder = builder.add_extension(
             x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
@@ -119,7 +87,7 @@ def issue(
             x509.CertificatePolicies([x509.PolicyInformation(x509.ObjectIdentifier(p), None) for p in policies]),
             critical=False,
         )
-    certificate = builder.sign(ca.private_key, _signing_hash(ca.private_key))  # type: ignore[arg-type]
+    certificate = builder.sign(ca.private_key, signing_hash(ca.private_key))  # type: ignore[arg-type]
     return KeyPair(key, certificate, (ca.certificate,))
 
 
@@ -131,15 +99,11 @@ def later(days: int) -> datetime:
 def tls_certificate(ca: KeyPair, name: str, folder: Path) -> dict[str, str]:
     """A TLS server and client certificate for 127.0.0.1 issued by ca, written as PEM files."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     certificate = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-        .issuer_name(ca.certificate.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOT_BEFORE)
-        .not_valid_after(NOT_AFTER)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        certificate_builder(
+            subject, ca.certificate.subject, key.public_key(), not_before=NOT_BEFORE, not_after=NOT_AFTER
+        )
         .add_extension(
             x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName(name)]),
             critical=False,

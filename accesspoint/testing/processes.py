@@ -33,14 +33,14 @@ def wait_until(
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise DidNotStart(f"{what} exited with {process.returncode}:\n{_tail(log)}")
+            raise DidNotStart(f"{what} exited with {process.returncode}:\n{log_tail(log)}")
         try:
             if answers():
                 return
         except OSError:
             pass
         time.sleep(0.1)
-    raise DidNotStart(f"{what} did not answer within {timeout:.0f} s:\n{_tail(log)}")
+    raise DidNotStart(f"{what} did not answer within {timeout:.0f} s:\n{log_tail(log)}")
 
 
 def listens(port: int, host: str = "127.0.0.1") -> Callable[[], bool]:
@@ -53,7 +53,8 @@ def listens(port: int, host: str = "127.0.0.1") -> Callable[[], bool]:
     return check
 
 
-def _tail(log: Path | None, lines: int = 40) -> str:
+def log_tail(log: Path | None, lines: int = 40) -> str:
+    """The last lines of a server's log, for a failure report."""
     if log is None or not log.exists():
         return "(no log)"
     return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from accesspoint.core.model import Property
 from accesspoint.core.namespaces import CONFORMANCE_TEST_SERVICE, DEFAULT_MPC
 from accesspoint.security.policy import Profile, SecurityPolicy
 from pmode.model import Agreement, Binding, Leg, Mep, PayloadLimits, PMode, ReceptionAwareness, Retention
@@ -34,6 +35,9 @@ class NetworkProfile:
     reception_awareness: ReceptionAwareness = field(default_factory=ReceptionAwareness)
     retention: Retention = field(default_factory=Retention)
     required_properties: tuple[str, ...] = ()
+    # Message properties a submission must give with their type attribute (Peppol's originalSender and
+    # finalRecipient carry their identifier scheme); one given without it, or missing, is refused before storing.
+    typed_properties: tuple[str, ...] = ()
     party_id_type: str | None = None  # the PartyId type the network prescribes, if any
     agreement: Agreement | None = None  # the AgreementRef every P-Mode of the network carries, if any
     validator: Validator = _no_checks
@@ -41,6 +45,19 @@ class NetworkProfile:
     def validate(self, pmode: PMode) -> list[Finding]:
         """Every way the P-Mode breaks this profile's rules (those every network shares, then its own)."""
         return common_rules(pmode, self.name) + self.validator(pmode)
+
+    def untyped_properties(self, properties: Iterable[Property]) -> list[Finding]:
+        """(``properties.<name>``, why) for each property this network wants typed that a submission lacks or
+        gives without its type."""
+        given = {item.name: item for item in properties}
+        found: list[Finding] = []
+        for name in self.typed_properties:
+            item = given.get(name)
+            if item is None:
+                found.append((f"properties.{name}", f"required by the {self.name} profile, with its type"))
+            elif not item.type:
+                found.append((f"properties.{name}", f"the {self.name} profile requires its type: {{value, type}}"))
+        return found
 
 
 def common_rules(pmode: PMode, profile: str) -> list[Finding]:

@@ -46,6 +46,7 @@ def four_corner_profile(
     payload: PayloadLimits,
     validator: Validator,
     agreement: Agreement | None = None,
+    typed_properties: tuple[str, ...] = (),
 ) -> NetworkProfile:
     """A four-corner network profile on eDelivery AS4 1.15 whose AP certificate CN is the PartyId."""
     return NetworkProfile(
@@ -58,6 +59,7 @@ def four_corner_profile(
         ),
         payload=payload,
         required_properties=REQUIRED_PROPERTIES,
+        typed_properties=typed_properties,
         party_id_type=party_id_type,
         validator=validator,
         agreement=agreement,

@@ -6,7 +6,7 @@ from accesspoint.core.namespaces import PartyIdType
 from accesspoint.security.policy import RevocationMode
 from pmode.model import Agreement, PayloadFormat, PayloadLimits, PMode
 from pmode.profiles import Finding
-from pmode.profiles.four_corner import four_corner_profile, require_four_corner
+from pmode.profiles.four_corner import REQUIRED_PROPERTIES, four_corner_profile, require_four_corner
 
 NAME = "peppol"
 TRANSPORT_PROFILE = "peppol-transport-as4-v2_0"
@@ -27,4 +27,8 @@ PROFILE = four_corner_profile(
     validator=validate,
     # Peppol AS4 2.x: every message carries the Transport Infrastructure Agreement as its AgreementRef.
     agreement=Agreement("urn:fdc:peppol.eu:2017:agreements:tia:ap_provider"),
+    # Peppol AS4 profile 2.0: originalSender and finalRecipient carry the participant identifier scheme in their
+    # type attribute (iso6523-actorid-upis); a submission without it would make a message the receiving access
+    # point refuses.
+    typed_properties=REQUIRED_PROPERTIES,
 )
