@@ -254,7 +254,9 @@ def test_a_200_mb_letter_is_streamed_to_the_mailbox_and_downloaded_intact(
     answer = _sent(world, message_id)["end_to_end"]  # the operator's signed answer quotes the content's digest
     assert answer["status"] == "delivered-to-mailbox", answer
     peaks = large_letters.peaks(processes)
-    assert all(peak < PEAK_BOUND for peak in peaks.values()), {name: peak >> 20 for name, peak in peaks.items()}
+    in_mib = {name: peak >> 20 for name, peak in peaks.items()}
+    print(f"\n{LARGE >> 20} MiB letter, peak RSS in MiB: {in_mib}")
+    assert all(peak < PEAK_BOUND for peak in peaks.values()), in_mib
     code, _envelope = tw.holder(world, ALICE, "GET", f"/messages/{mail_id}/parts/{large_letters.LETTER_ID}")
     assert code == 404  # the envelope is not a part of the content
     content.path.unlink()
