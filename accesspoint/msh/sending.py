@@ -205,8 +205,7 @@ class SendWorkers:
         allowance: timedelta = timedelta(),
     ) -> None:
         ctx, settlement = self.ctx, self.settlement
-        # Given explicitly: a request without one runs unbounded (servicekit's fetch passes None on to aiohttp as
-        # "no timeout", not as the session's), and an attempt must end before its lease does.
+        # Given explicitly: an attempt must end before its lease does, and a large one needs more than the session's.
         timeout = (ctx.settings.send_timeout + allowance).total_seconds()
         try:
             headers = {"Content-Type": spooled.content_type, "Content-Length": str(spooled.size)}
