@@ -193,11 +193,13 @@ def stall_timeout(seconds: float) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(total=None, connect=min(seconds, CONNECT_TIMEOUT), sock_read=seconds)
 
 
-def _request_timeout(timeout: float | aiohttp.ClientTimeout | None) -> dict[str, aiohttp.ClientTimeout]:
-    # Left out when None: aiohttp takes an explicit ``timeout=None`` as "no timeout at all", not as the session's.
+def _request_timeout(
+    session: aiohttp.ClientSession, timeout: float | aiohttp.ClientTimeout | None
+) -> aiohttp.ClientTimeout:
+    # The session's own when None, given explicitly: aiohttp takes ``timeout=None`` as "no timeout at all".
     if timeout is None:
-        return {}
-    return {"timeout": timeout if isinstance(timeout, aiohttp.ClientTimeout) else client_timeout(timeout)}
+        return session.timeout
+    return timeout if isinstance(timeout, aiohttp.ClientTimeout) else client_timeout(timeout)
 
 
 def new_session(
@@ -276,7 +278,7 @@ async def open_request(
             json=json,
             headers=sent,
             allow_redirects=False,
-            **_request_timeout(timeout),
+            timeout=_request_timeout(session, timeout),
         )
         async with request as response:
             if response.status in REDIRECTS:
