@@ -17,6 +17,7 @@ Anything else on a reply leg (an ordinary business reply, an answer that does no
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
@@ -30,7 +31,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from accesspoint.routing.shell import forwarded_id
 from accesspoint.store import Direction, EndToEnd, MessageStore, StoredMessage
 from accesspoint.store.hooks import TransactionHook
-from operators.receipts import EndToEndReceipt, ReceiptMismatch, check_end_to_end
+from operators.receipts import EndToEndReceipt, ReceiptMismatch, answer_hint, check_end_to_end
 from pmode import PModeSet
 
 log = logging.getLogger("accesspoint.msh.end_to_end")
@@ -60,8 +61,13 @@ def verify_answer(
     verifies with one of ``certificates`` and fits what was ``sent`` (sans-I/O)."""
     if not any(_MARK in data for data in reply.values()):
         return None
-    for certificate in certificates:
-        for answered in (message_id, forwarded_id(message_id)):
+    # Each try is a full verification: the notification's own (unverified) claims say which to try first, so an
+    # answer costs one verification, not one per operator and id.
+    hint = answer_hint(reply)
+    candidates = sorted(certificates, key=lambda c: c.public_bytes(Encoding.DER) != hint.certificate)
+    answered_ids = sorted((message_id, forwarded_id(message_id)), key=lambda i: i != hint.message_id)
+    for certificate in candidates:
+        for answered in answered_ids:
             with contextlib.suppress(ReceiptMismatch):
                 return check_end_to_end(reply, message_id=answered, sent=sent, operator=certificate)
     return None
@@ -137,7 +143,10 @@ async def check_reply(
     sent_parts = await _contents(store, sent)
     if sent_parts is None:
         sent_parts = {}
-    answer = verify_answer(answer_parts, message_id=sent.message_id, sent=sent_parts, certificates=certificates)
+    # XML signatures, tried with each operator certificate in turn: off the event loop.
+    answer = await asyncio.to_thread(
+        verify_answer, answer_parts, message_id=sent.message_id, sent=sent_parts, certificates=tuple(certificates)
+    )
     if answer is None:
         log.warning(
             "%s: the answer %s verifies with no operator's certificate or does not fit",
