@@ -27,7 +27,17 @@ from enum import StrEnum
 from cryptography import x509
 from lxml import etree
 
-from accesspoint.envelopes._common import EnvelopeError, need_text, parse_document, root_is, serialize, sub, text
+from accesspoint.core.namespaces import NS
+from accesspoint.envelopes._common import (
+    EnvelopeError,
+    b64decode,
+    need_text,
+    parse_document,
+    root_is,
+    serialize,
+    sub,
+    text,
+)
 from accesspoint.envelopes.kvittens import (
     RESPONSE_DOCUMENT_ID,
     ApplicationResponse,
@@ -48,7 +58,7 @@ from accesspoint.envelopes.minameddelanden import (
     verify_sealed_delivery,
     verify_signed_delivery,
 )
-from accesspoint.envelopes.signature import sign_enveloped
+from accesspoint.envelopes.signature import SIGNATURE, sign_enveloped
 from accesspoint.envelopes.xhe import XHE_NS, Xhe, XheParty, XhePayload, build_xhe, parse_xhe, sdk_scope, verify_xhe
 from accesspoint.security.keys import KeyPair
 from operators.deliveries import CheckedDelivery, Network, Refusal, payload_sha256
@@ -261,6 +271,38 @@ class EndToEndReceipt:
     def state(self) -> str:
         """``delivered-to-mailbox`` or ``rejected``."""
         return "delivered-to-mailbox" if self.notification.status is Status.DELIVERED else "rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerHint:
+    """What a reply's DeliveryNotification claims before anything is verified: the message it answers and the
+    certificate its KeyInfo carries (DER). Only an order to try candidates in, never trusted."""
+
+    message_id: str | None
+    certificate: bytes | None
+
+
+_DS = f"{{{NS.DS.value}}}"
+_KEY_INFO_CERTIFICATE = f"{SIGNATURE}/{_DS}KeyInfo/{_DS}X509Data/{_DS}X509Certificate"
+
+
+def answer_hint(reply: Mapping[str, bytes]) -> AnswerHint:
+    """The unverified claims of the reply's DeliveryNotification (``None`` each when absent or unreadable)."""
+    for data in reply.values():
+        try:
+            root = parse_document(data, what="answer")
+        except EnvelopeError:
+            continue
+        if root.tag != NOTIFICATION:
+            continue
+        message_id = text(root.find(f"{_N}MessageId")) or None
+        certificates = root.findall(_KEY_INFO_CERTIFICATE)
+        try:
+            der = b64decode(text(certificates[0]), "X509Certificate") if len(certificates) == 1 else None
+        except EnvelopeError:
+            der = None
+        return AnswerHint(message_id, der)
+    return AnswerHint(None, None)
 
 
 def check_end_to_end(

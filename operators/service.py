@@ -30,6 +30,7 @@ import shutil
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -240,11 +241,14 @@ class Operator:
     async def _poller(self) -> None:
         assert self.client is not None
         while True:
-            try:
-                for message_id in await self.client.received():
-                    self.enqueue(message_id)
-            except (aiohttp.ClientError, TimeoutError, AccessPointError, MoveWaits) as exc:
-                log.warning("polling the access point failed: %s", exc)
+            # The search is the safety net for a lost webhook: while the workers have work waiting it finds nothing
+            # new and costs both sides a thousand-row answer, so it waits until they catch up.
+            if self.queue.qsize() < self.settings.access_point.workers:
+                try:
+                    for message_id in await self.client.received():
+                        self.enqueue(message_id)
+                except (aiohttp.ClientError, TimeoutError, AccessPointError, MoveWaits) as exc:
+                    log.warning("polling the access point failed: %s", exc)
             await asyncio.sleep(self.settings.access_point.poll_interval.total_seconds())
 
     async def _worker(self) -> None:
@@ -379,16 +383,19 @@ class Operator:
                 data = await asyncio.to_thread(self.files.path(letter.uid, p.name).read_bytes)
                 again.append(AnswerPart(p.content_id, p.mime_type, data))
             return tuple(again)
-        parts = build_answer(
-            outcome,
-            message_id=message_id,
-            payloads=(),
-            digests=[(p.content_id, p.sha256) for p in received],
-            operator=self.settings.id,
-            keys=self.settings.keys,
-            at=now,
-            minameddelanden_schema=self.trust.minameddelanden_schema,
-            xhe_schema=self.trust.xhe_schema,
+        parts = await asyncio.to_thread(  # signing (and schema checks): off the event loop
+            partial(
+                build_answer,
+                outcome,
+                message_id=message_id,
+                payloads=(),
+                digests=[(p.content_id, p.sha256) for p in received],
+                operator=self.settings.id,
+                keys=self.settings.keys,
+                at=now,
+                minameddelanden_schema=self.trust.minameddelanden_schema,
+                xhe_schema=self.trust.xhe_schema,
+            )
         )
         if letter is not None:
             written = []

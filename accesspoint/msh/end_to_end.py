@@ -17,6 +17,7 @@ Anything else on a reply leg (an ordinary business reply, an answer that does no
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
@@ -31,7 +32,7 @@ from accesspoint.routing.letters import worth_reading
 from accesspoint.routing.shell import forwarded_id
 from accesspoint.store import Direction, EndToEnd, MessageStore, StoredMessage
 from accesspoint.store.hooks import TransactionHook
-from operators.receipts import EndToEndReceipt, ReceiptMismatch, check_end_to_end
+from operators.receipts import EndToEndReceipt, ReceiptMismatch, answer_hint, check_end_to_end
 from pmode import PModeSet
 
 log = logging.getLogger("accesspoint.msh.end_to_end")
@@ -63,8 +64,13 @@ def verify_answer(
     sent payload when ``sent`` holds only the small ones, see ``check_end_to_end``)."""
     if not any(_MARK in data for data in reply.values()):
         return None
-    for certificate in certificates:
-        for answered in (message_id, forwarded_id(message_id)):
+    # Each try is a full verification: the notification's own (unverified) claims say which to try first, so an
+    # answer costs one verification, not one per operator and id.
+    hint = answer_hint(reply)
+    candidates = sorted(certificates, key=lambda c: c.public_bytes(Encoding.DER) != hint.certificate)
+    answered_ids = sorted((message_id, forwarded_id(message_id)), key=lambda i: i != hint.message_id)
+    for certificate in candidates:
+        for answered in answered_ids:
             with contextlib.suppress(ReceiptMismatch):
                 return check_end_to_end(reply, message_id=answered, sent=sent, operator=certificate, digests=digests)
     return None
@@ -146,8 +152,14 @@ async def check_reply(
         if worth_reading(p.mime_type, p.size)
     }
     digests = {p.content_id: p.sha256 for p in payloads}
-    answer = verify_answer(
-        answer_parts, message_id=sent.message_id, sent=sent_parts, certificates=certificates, digests=digests
+    # XML signatures, tried with each operator certificate in turn: off the event loop.
+    answer = await asyncio.to_thread(
+        verify_answer,
+        answer_parts,
+        message_id=sent.message_id,
+        sent=sent_parts,
+        certificates=tuple(certificates),
+        digests=digests,
     )
     if answer is None:
         log.warning(
