@@ -60,7 +60,16 @@ from far.metrics import FarMetrics
 from far.model import AccountStatus, create_engine, upgrade_schema
 from far.registers import Registers, RegistersClient
 from far.senders import SenderRegister
-from far.service import DISCOVERY, FarError, FarService, Forbidden, InvalidInput, Operator, OperatorStatus
+from far.service import (
+    DISCOVERY,
+    FarError,
+    FarService,
+    Forbidden,
+    InvalidInput,
+    Operator,
+    OperatorStatus,
+    routes_answer,
+)
 from far.settings import FarSettings
 from far.status import far_status
 
@@ -135,9 +144,14 @@ def _actor(request: web.Request) -> str:
 
 
 async def reachable(request: web.Request) -> web.Response:
-    """POST /api/v1/reachable."""
+    """POST /api/v1/reachable (``"answer": "routes"``: the compact form for routers, ``service.routes_answer``)."""
     body = await json_object(request, InvalidInput)
+    form = _field(body, "answer", str, required=False) or "full"
+    if form not in ("full", "routes"):
+        raise InvalidInput("answer is full or routes", field="answer")
     results = await request.app[SERVICE].is_reachable(_field(body, "sender", str), _ids(body))
+    if form == "routes":
+        return web.json_response(routes_answer(results))
     # Each result names the holder's current encryption key (or null): what end-to-end encryption needs.
     keys = await request.app[holder_keys_api.KEYS].current([r.recipient for r in results if r.reachable])
     return web.json_response(

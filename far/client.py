@@ -12,7 +12,7 @@ import aiohttp
 
 from accesspoint.servicekit.httpclient import fetch, new_session
 from far.senders import SenderRegister, SenderView
-from far.service import FarService, InvalidInput, NotFound, Operator, Reachability
+from far.service import FarService, InvalidInput, NotFound, Operator, Reachability, read_routes_answer
 
 _Read = TypeVar("_Read")
 MAX_ANSWER = 4 * 1024 * 1024  # FaR's answer about a batch of recipients; more is a failure, not read on
@@ -23,6 +23,10 @@ class ReachabilityLookup(Protocol):
 
     async def is_reachable(self, sender: str, recipients: Sequence[str]) -> list[Reachability]:
         """One Reachability per recipient, in order (``sender`` a party id, far/parties.py)."""
+        ...
+
+    async def reachable_routes(self, sender: str, recipients: Sequence[str]) -> list[Reachability]:
+        """As ``is_reachable``, where only routing is asked (reachable, reason, operator, endpoint): a mailing."""
         ...
 
 
@@ -64,9 +68,19 @@ class FarClient:
         """Ask FaR; InvalidInput when FaR refuses the request (4xx), FarUnavailable when it cannot answer."""
         answer = await self._post("/api/v1/reachable", {"sender": sender, "recipients": list(recipients)})
         try:
-            return [Reachability.from_json(item) for item in answer["results"]]
+            operators: dict[tuple[Any, ...], Operator] = {}
+            return [Reachability.from_json(item, operators) for item in answer["results"]]
         except (KeyError, TypeError, ValueError) as exc:
             raise FarUnavailable(f"FaR's answer is malformed: {exc}") from None
+
+    async def reachable_routes(self, sender: str, recipients: Sequence[str]) -> list[Reachability]:
+        """``is_reachable`` in the compact form (``service.routes_answer``): reachable, reason, operator, endpoint."""
+        body = {"sender": sender, "recipients": list(recipients), "answer": "routes"}
+        answer = await self._post("/api/v1/reachable", body)
+        try:
+            return read_routes_answer(recipients, answer)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise FarUnavailable(f"FaR's answer is malformed: {exc!r}") from None
 
     async def operators(self) -> list[Operator]:
         """Every operator FaR knows (for an operator broadcast); FarUnavailable when FaR cannot answer."""

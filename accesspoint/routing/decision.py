@@ -32,6 +32,7 @@ errorDetail is ``NOT_SERVICED`` (SDK's transport profile) and the description gi
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -182,6 +183,7 @@ def _split(value: str, kind: str | None) -> tuple[str | None, str]:
     return (scheme, rest) if separator and scheme and rest else (None, value)
 
 
+@functools.lru_cache(maxsize=4096)  # a mailing asks about one sender a million times; parsing it is the cost
 def sender_party(value: str | None, kind: str | None) -> str | None:
     """The canonical party id in an originalSender (``0192:974760673``, ``iso6523-actorid-upis::0216:…``, a
     Swedish ``2021005448`` or ``16…``), or None when it is none (far/parties.py)."""

@@ -280,7 +280,7 @@ class _FarLookup:
         try:
             lookup = await self._open()
             answer = await asyncio.wait_for(
-                lookup.is_reachable(sender, recipients), self.settings.timeout.total_seconds()
+                lookup.reachable_routes(sender, recipients), self.settings.timeout.total_seconds()
             )
         except FarError as exc:
             return FarFailure(unavailable=False, detail=exc.detail)
