@@ -244,6 +244,9 @@ class AccessPointServer(Child):
         )
 
 
+# Large letters (issue 14): content travels as attachments beside the sealed delivery, up to 3 GiB a message
+# (the P-Mode's default is 100 MiB); every hop streams it.
+LETTER_PAYLOAD = {"max_size": "3GiB", "decompression_limit": "3GiB"}
 RSA_1_15 = {"signature_algorithm": "rsa-sha256", "token_reference": "bst-x509v3"}
 EDDSA_2_0 = {"signature_algorithm": "ed25519", "key_agreement": "x25519", "token_reference": "bst-pkipath"}
 
@@ -271,7 +274,10 @@ def _two_way(pmode_id: str, initiator: str, responder: str, anchors: str, *, v2:
         "binding": "push-and-push",
         "initiator": {"party": initiator},
         "responder": {"party": responder},
-        "legs": [_leg(ACTION, anchors, security=security), _leg("Answer", anchors, security=security)],
+        "legs": [
+            {**_leg(ACTION, anchors, security=security), "payload": LETTER_PAYLOAD},
+            _leg("Answer", anchors, security=security),
+        ],
     }
 
 

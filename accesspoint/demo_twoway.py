@@ -206,7 +206,7 @@ def build(folder: Path, *, mailing: int = 0, nordic_hooks: tuple[dict[str, Any],
         text += '\n[operator.two_way]\nsweep_interval = "500ms"\n\n'
         text += f'[operator.timestamping]\nurl = "{tsa.url}/"\ntrust = ["{tsa_ca}"]\n\n'
         shown = '["application/pdf", "text/plain", "text/html", "application/xml"]'
-        text += f"[operator.presentation]\ncontent_types = {shown}\n"
+        text += f'[operator.presentation]\ncontent_types = {shown}\nmax_part_size = "3GiB"\n'
         text += '\n[[operator.tokens]]\ntoken = "operator-admin-' + secrets.token_hex(8) + '"\n'
         for mailbox in operator.mailboxes:
             tokens[mailbox] = "holder-" + secrets.token_hex(12)

@@ -15,9 +15,16 @@ arrived, into one archive signed by this operator (operators/portability.py); no
 operator's certificate from ``operator.peers`` or ``--trust``, every file's SHA-256, every letter's seal and
 signatures) and stores it in one transaction, or refuses it whole.
 
-Exit codes: 0 success (also "no answer yet"); 1 an answer came but does not verify or fit the message, the
-delivery was rejected, or an archive was refused (its reason in ``error.reason``; nothing imported); 2 a settings
-file that does not validate; 3 the access point cannot be reached or does not know the message; 64 usage.
+``operator check URL --config SERVER --pmode ID [--pmode ID …] [--operator-cert FILE]`` runs the conformance
+battery (accesspoint/operator_check.py) against the operator's access point at ``URL``, from this access point's
+settings (its signing key, the P-Modes agreed with the operator, one per network form): a test letter must get a
+receipt signed by the operator's registered certificate (the P-Mode party's, or ``--operator-cert``), a forged one
+EBMS:0101 and no receipt. It prints ``{ok, url, passed, failed, cases: [{form, case, passed, message_id, detail}]}``.
+
+Exit codes: 0 success (also "no answer yet"; every check case passed); 1 an answer came but does not verify or fit
+the message, the delivery was rejected, an archive was refused (its reason in ``error.reason``; nothing imported),
+or a check case failed; 2 a settings file that does not validate; 3 the access point cannot be reached or does not
+know the message (for ``check``: no case could be sent at all); 64 usage.
 """
 
 from __future__ import annotations
@@ -63,6 +70,14 @@ def register(commands: Any) -> None:
     load.add_argument("--config", required=True, help="the operator's settings file")
     load.add_argument("--trust", help="the exporting operator's signing certificate (default: operator.peers)")
     load.set_defaults(handler=cmd_import)
+    check = sub.add_parser("check", help="the conformance battery against an operator's access point")
+    check.add_argument("url", help="the operator's AS4 endpoint, e.g. https://as4.operator.example/as4")
+    check.add_argument("--config", required=True, help="this access point's settings file (keys, P-Modes)")
+    check.add_argument(
+        "--pmode", action="append", required=True, metavar="ID", help="a P-Mode agreed with the operator (repeatable)"
+    )
+    check.add_argument("--operator-cert", help="the operator's registered signing certificate (default: the P-Mode's)")
+    check.set_defaults(handler=cmd_check)
 
 
 def cmd_serve(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
@@ -174,3 +189,46 @@ def cmd_import(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
         return EXIT_OK, {"ok": True, **asyncio.run(run())}
     except TransferRefused as exc:
         return EXIT_REFUSED, failure("refused", exc.reason, archive=args.archive)
+
+
+def cmd_check(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
+    """Run the battery and print its report."""
+    from accesspoint.msh.config import ConfigError, load_config
+    from accesspoint.operator_check import check_operator
+    from accesspoint.security.keys import KeyLoadError, load_certificates
+    from accesspoint.servicekit.httpclient import new_session
+    from pmode import PModeError, load_pmodes
+
+    try:
+        config = load_config(args.config)
+        pmodes = load_pmodes(config.pmodes)
+    except (ConfigError, PModeError, OSError) as exc:
+        return EXIT_MALFORMED, failure("invalid-config", str(exc))
+    routes = []
+    for pmode_id in args.pmode:
+        route = pmodes.match_submission(pmode_id=pmode_id).route
+        if route is None:
+            return EXIT_USAGE, failure("usage", f"no outgoing P-Mode {pmode_id!r} in {config.pmodes.name}")
+        routes.append(route)
+    try:
+        certificates = [] if args.operator_cert is None else load_certificates(args.operator_cert)
+        key = config.keys.signing_key(routes[0].security)
+    except (KeyLoadError, ConfigError, OSError, ValueError) as exc:
+        return EXIT_USAGE, failure("usage", f"cannot read a key or certificate: {exc}")
+
+    async def run() -> list[Any]:
+        async with new_session(timeout=30) as http:
+            return await check_operator(args.url, routes, key, http=http, certificates=certificates)
+
+    cases = asyncio.run(run())
+    failed = [c for c in cases if not c.passed]
+    report = {
+        "ok": not failed,
+        "url": args.url,
+        "passed": len(cases) - len(failed),
+        "failed": len(failed),
+        "cases": [c.to_json() for c in cases],
+    }
+    if all(c.detail.startswith("not sent:") for c in cases):
+        return EXIT_UNREACHABLE, {**report, "error": {"code": "unreachable", "reason": cases[0].detail}}
+    return (EXIT_REFUSED if failed else EXIT_OK), report

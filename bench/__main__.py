@@ -20,6 +20,7 @@ from bench import e2e as e2e_bench
 from bench import far as far_bench
 from bench import holder_crypto as holder_crypto_bench
 from bench import holders as holders_bench
+from bench import large_letter as large_letter_bench
 from bench import loop as loop_bench
 from bench import mailing as mailing_bench
 from bench import routing as routing_bench
@@ -187,6 +188,7 @@ def main(argv: list[str] | None = None) -> None:
             "holder-crypto",
             "holders",
             "console",
+            "large-letter",
         ),
         help="run one benchmark only (soak only when named: a million messages take the best part of an hour)",
     )
@@ -205,10 +207,14 @@ def main(argv: list[str] | None = None) -> None:
         "--gzip-size", type=_size, default=256 * MIB, help="the large payload, gzip (default 256M: deflate is slow)"
     )
     parser.add_argument("--stream-repeats", type=int, default=3, help="runs of each uncompressed payload")
+    parser.add_argument(
+        "--letter-size", type=_size, default=2 * GIB, help="the large letter through the federation (default 2G)"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.seconds, args.repeats = 0.3, 3
         args.small_size, args.size, args.gzip_size, args.stream_repeats = 4 * MIB, 64 * MIB, 16 * MIB, 1
+        args.letter_size = 200 * MIB
 
     started = time.time()
     report: dict[str, Any] = {"machine": _machine(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -282,6 +288,12 @@ def main(argv: list[str] | None = None) -> None:
         # A mailbox of 10,000 letters (1,000 with --quick) moved between the two operators of the federation.
         report["holders"] = holders_bench.run(letters=1000 if args.quick else 10_000)
         holders_bench.print_result(report["holders"], _say)
+        _say()
+    if args.only in (None, "large-letter"):
+        # A 2 GiB letter from the agency through the router to a mailbox and the holder's download: MB/s, and the
+        # peak memory of each process on the way (issue 14: under 150 MB each).
+        report["large_letter"] = large_letter_bench.run(size=args.letter_size)
+        large_letter_bench.print_result(report["large_letter"], _say)
         _say()
     if args.only in (None, "routing"):
         # Seven processes (the demo's federation): routed letters with the operator's signed receipt back.

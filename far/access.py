@@ -7,6 +7,10 @@ preferences, deregistration), new registrations at itself, a switch of a holder 
 signature decides) and completing a switch *away* from itself. Anything else is refused with 403
 (:class:`far.service.Forbidden`), nothing changes, and the attempt is audited with who made it.
 
+The operator's approval (``far/service.py``) is the register's, never the operator's: only the ``approve`` scope
+changes it. A revoked operator's credentials no longer write (:func:`standing_writer`); a suspended one's still do,
+so that its holders can leave.
+
 Client certificates are matched by the SHA-256 of their DER, after the TLS layer checked them against
 ``tls.client_ca``; a request with an ``Authorization`` header is judged by its token.
 """
@@ -25,7 +29,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from accesspoint.servicekit.problems import Problem
 from accesspoint.servicekit.tokens import CALLER, BearerAuth, BearerToken, Scope
-from far.service import Forbidden, Guard
+from far.service import FarService, Forbidden, Guard
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,3 +164,16 @@ class Writer:
                 raise Forbidden(f"{self.name} may change only its own operator record, not {operator_id}")
 
         return guard
+
+
+async def standing_writer(writer: Writer, service: FarService) -> Writer:
+    """The writer without the operators that are revoked; Forbidden when it speaks for none that is not."""
+    if writer.admin or not writer.operators:
+        return writer
+    revoked = await service.revoked_operators(writer.operators)
+    if not revoked:
+        return writer
+    left = writer.operators - revoked
+    if not left:
+        raise Forbidden(f"{writer.name} acts for operator {', '.join(sorted(revoked))}, whose approval is revoked")
+    return Writer(writer.name, False, left)

@@ -18,6 +18,9 @@ GET      /api/v1/operators                          all operators
 GET      /api/v1/operators/{orgnr}
 PUT      /api/v1/operators/{orgnr}                  ``{"name", "party_id", "endpoint" (URL or "discovery"), …}``
 DELETE   /api/v1/operators/{orgnr}                  409 while recipients use it
+GET      /api/v1/operators/{orgnr}/approval         ``{operator, status, since, decided_by, reason, audit_id}``
+PUT      /api/v1/operators/{orgnr}/approval         ``{"status": "approved"|"suspended"|"revoked", "reason"}``:
+                                                    the ``approve`` scope only (never an operator's own)
 =======  =========================================  ==========================================================
 
 Operators write for their holders through ``far/holder_api.py`` (REST) and the Recipient contract's other
@@ -49,7 +52,7 @@ from accesspoint.servicekit.problems import Problem, json_object, problem_middle
 from accesspoint.servicekit.tokens import CALLER, BearerAuth
 from accesspoint.servicekit.tracing import trace_middleware, tracer_for
 from far import holder_keys_api, holder_soap, sender_api, soap
-from far.access import Callers
+from far.access import Callers, standing_writer
 from far.holder_api import DORMANT_AFTER, HOLDERS, QUERIES, WRITER, add_routes
 from far.holder_keys import HolderKeyRegister
 from far.holders import HolderService, Refused
@@ -57,7 +60,16 @@ from far.metrics import FarMetrics
 from far.model import AccountStatus, create_engine, upgrade_schema
 from far.registers import Registers, RegistersClient
 from far.senders import SenderRegister
-from far.service import DISCOVERY, FarError, FarService, Forbidden, InvalidInput, Operator
+from far.service import (
+    DISCOVERY,
+    FarError,
+    FarService,
+    Forbidden,
+    InvalidInput,
+    Operator,
+    OperatorStatus,
+    routes_answer,
+)
 from far.settings import FarSettings
 from far.status import far_status
 
@@ -90,13 +102,19 @@ async def _authorised(request: web.Request, handler: _Handler) -> web.StreamResp
     an operator's (which the change then checks against what it touches)."""
     # The sender routes authorise in their handlers: a write may be narrowed to one sender (write:sender=…).
     # So do the holder key routes: a write may be narrowed to the holder's operator (write:operator=…).
+    # So does an operator's approval: the approve scope, which no write scope implies.
     self_authorised = (sender_api.PATH, holder_keys_api.PATH)
+    approval = request.path.startswith("/api/v1/operators/") and request.path.endswith(APPROVAL)
     if request.path.startswith("/api/") and not request.path.startswith(self_authorised):
         queries = request.method in {"GET", "HEAD"} or request.path.endswith(("/reachable", "/registered", *QUERIES))
         if queries:
             request.app[CALLERS].authorize(request, "read")
-        else:
-            request[WRITER] = request.app[CALLERS].writer(request)
+        elif not approval:
+            writer = request.app[CALLERS].writer(request)
+            # A revoked operator's credentials no longer write (audited as refused, with who tried).
+            async with request.app[SERVICE].refusal_audited(writer.name, "operator", ",".join(writer.operators),
+                                                            f"{request.method} {request.path[:200]}"):  # fmt: skip
+                request[WRITER] = await standing_writer(writer, request.app[SERVICE])
     return await handler(request)
 
 
@@ -126,9 +144,14 @@ def _actor(request: web.Request) -> str:
 
 
 async def reachable(request: web.Request) -> web.Response:
-    """POST /api/v1/reachable."""
+    """POST /api/v1/reachable (``"answer": "routes"``: the compact form for routers, ``service.routes_answer``)."""
     body = await json_object(request, InvalidInput)
+    form = _field(body, "answer", str, required=False) or "full"
+    if form not in ("full", "routes"):
+        raise InvalidInput("answer is full or routes", field="answer")
     results = await request.app[SERVICE].is_reachable(_field(body, "sender", str), _ids(body))
+    if form == "routes":
+        return web.json_response(routes_answer(results))
     # Each result names the holder's current encryption key (or null): what end-to-end encryption needs.
     keys = await request.app[holder_keys_api.KEYS].current([r.recipient for r in results if r.reachable])
     return web.json_response(
@@ -246,7 +269,10 @@ async def get_audit(request: web.Request) -> web.Response:
 
 async def list_operators(request: web.Request) -> web.Response:
     """GET /api/v1/operators."""
-    return web.json_response({"operators": [o.to_json() for o in await request.app[SERVICE].list_operators()]})
+    service = request.app[SERVICE]
+    approvals = {a.operator_id: a.to_json() for a in await service.list_approvals()}
+    listed = [{**o.to_json(), "approval": approvals.get(o.id)} for o in await service.list_operators()]
+    return web.json_response({"operators": listed})
 
 
 async def get_operator(request: web.Request) -> web.Response:
@@ -267,9 +293,15 @@ def _url(body: dict[str, Any], name: str, *, required: bool = False) -> str | No
 async def put_operator(request: web.Request) -> web.Response:
     """PUT /api/v1/operators/{orgnr}."""
     body = await json_object(request, InvalidInput)
-    unknown = set(body) - {"name", "party_id", "endpoint", "service_address", "ui_address"}
+    # status: what GET shows, so a record read and written back is accepted; it is decided through …/approval.
+    unknown = set(body) - {"name", "party_id", "endpoint", "service_address", "ui_address", "status"}
     if unknown:
         raise InvalidInput(f"unknown field {sorted(unknown)[0]}", field=sorted(unknown)[0])
+    status = _field(body, "status", str, required=False)
+    try:
+        read = None if status is None else OperatorStatus(status)
+    except ValueError:
+        raise InvalidInput("status is approved, suspended or revoked", field="status") from None
     operator = Operator(
         id=request.match_info["orgnr"],
         name=_field(body, "name", str),
@@ -279,9 +311,43 @@ async def put_operator(request: web.Request) -> web.Response:
         ui_address=_url(body, "ui_address"),
     )
     service = request.app[SERVICE]
-    created = await service.put_operator(operator, actor=_actor(request), guard=request[WRITER].operator_guard())
+    created = await service.put_operator(
+        operator, actor=_actor(request), guard=request[WRITER].operator_guard(), status=read
+    )
     stored = await service.get_operator(operator.id)
     return web.json_response(stored.to_json(), status=201 if created else 200)
+
+
+APPROVAL = "/approval"
+
+
+async def get_approval(request: web.Request) -> web.Response:
+    """GET /api/v1/operators/{orgnr}/approval (read scope)."""
+    return web.json_response((await request.app[SERVICE].get_approval(request.match_info["orgnr"])).to_json())
+
+
+async def put_approval(request: web.Request) -> web.Response:
+    """PUT /api/v1/operators/{orgnr}/approval: the ``approve`` scope decides; an operator never approves itself."""
+    service, callers = request.app[SERVICE], request.app[CALLERS]
+    caller = callers.identify(request)
+    operator_id = request.match_info["orgnr"]
+    if not caller.allows("approve"):
+        why = "only the approve scope decides an operator's approval"
+        await service.audit_refusal(caller.name, "operator", operator_id[:16], "decide operator approval", why)
+        raise callers.auth.insufficient("approve")
+    body = await json_object(request, InvalidInput)
+    unknown = set(body) - {"status", "reason"}
+    if unknown:
+        raise InvalidInput(f"unknown field {sorted(unknown)[0]}", field=sorted(unknown)[0])
+    try:
+        status = OperatorStatus(_field(body, "status", str))
+    except ValueError:
+        raise InvalidInput("status is approved, suspended or revoked", field="status") from None
+    reason = _field(body, "reason", str, required=False)
+    approval, changed = await service.decide_operator(operator_id, status, reason=reason, actor=caller.name)
+    if changed:
+        log.warning("operator %s %s by %s: %s", approval.operator_id, status.value, caller.name, reason)
+    return web.json_response(approval.to_json())
 
 
 async def delete_operator(request: web.Request) -> web.Response:
@@ -422,6 +488,8 @@ def create_app(
     app.router.add_get("/api/v1/operators/{orgnr}", get_operator)
     app.router.add_put("/api/v1/operators/{orgnr}", put_operator)
     app.router.add_delete("/api/v1/operators/{orgnr}", delete_operator)
+    app.router.add_get("/api/v1/operators/{orgnr}" + APPROVAL, get_approval)
+    app.router.add_put("/api/v1/operators/{orgnr}" + APPROVAL, put_approval)
     sender_api.routes(app, AUTH)
     holder_keys_api.routes(app, AUTH)
     app.router.add_post("/Recipient/v3", soap_endpoint)

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
 import aiohttp
 
 from accesspoint.servicekit.httpclient import fetch, new_session
 from far.senders import SenderRegister, SenderView
-from far.service import FarService, InvalidInput, NotFound, Operator, Reachability
+from far.service import FarService, InvalidInput, NotFound, Operator, Reachability, read_routes_answer
 
+_Read = TypeVar("_Read")
 MAX_ANSWER = 4 * 1024 * 1024  # FaR's answer about a batch of recipients; more is a failure, not read on
 
 
@@ -22,6 +23,10 @@ class ReachabilityLookup(Protocol):
 
     async def is_reachable(self, sender: str, recipients: Sequence[str]) -> list[Reachability]:
         """One Reachability per recipient, in order (``sender`` a party id, far/parties.py)."""
+        ...
+
+    async def reachable_routes(self, sender: str, recipients: Sequence[str]) -> list[Reachability]:
+        """As ``is_reachable``, where only routing is asked (reachable, reason, operator, endpoint): a mailing."""
         ...
 
 
@@ -63,23 +68,37 @@ class FarClient:
         """Ask FaR; InvalidInput when FaR refuses the request (4xx), FarUnavailable when it cannot answer."""
         answer = await self._post("/api/v1/reachable", {"sender": sender, "recipients": list(recipients)})
         try:
-            return [Reachability.from_json(item) for item in answer["results"]]
+            operators: dict[tuple[Any, ...], Operator] = {}
+            return [Reachability.from_json(item, operators) for item in answer["results"]]
         except (KeyError, TypeError, ValueError) as exc:
             raise FarUnavailable(f"FaR's answer is malformed: {exc}") from None
+
+    async def reachable_routes(self, sender: str, recipients: Sequence[str]) -> list[Reachability]:
+        """``is_reachable`` in the compact form (``service.routes_answer``): reachable, reason, operator, endpoint."""
+        body = {"sender": sender, "recipients": list(recipients), "answer": "routes"}
+        answer = await self._post("/api/v1/reachable", body)
+        try:
+            return read_routes_answer(recipients, answer)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise FarUnavailable(f"FaR's answer is malformed: {exc!r}") from None
 
     async def operators(self) -> list[Operator]:
         """Every operator FaR knows (for an operator broadcast); FarUnavailable when FaR cannot answer."""
-        answer = await self._request("GET", "/api/v1/operators")
-        try:
-            return [Operator.from_json(item) for item in answer["operators"]]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise FarUnavailable(f"FaR's answer is malformed: {exc}") from None
+        return await self._read("/api/v1/operators", lambda found: [Operator.from_json(i) for i in found["operators"]])
+
+    async def operator(self, operator_id: str) -> Operator:
+        """One operator with its approval status (``GET /api/v1/operators/{id}``); NotFound when FaR has none."""
+        return await self._read("/api/v1/operators/" + quote(operator_id, safe=""), Operator.from_json)
 
     async def get(self, sender_id: str) -> SenderView:
         """The sender register's record of a sender (``GET /api/v1/senders/{id}``); NotFound when unregistered."""
-        answer = await self._request("GET", "/api/v1/senders/" + quote(sender_id, safe=":"))
+        return await self._read("/api/v1/senders/" + quote(sender_id, safe=":"), SenderView.from_json)
+
+    async def _read(self, path: str, parse: Callable[[Any], _Read]) -> _Read:
+        """GET ``path`` and read the answer with ``parse``; FarUnavailable when it does not fit."""
+        answer = await self._request("GET", path)
         try:
-            return SenderView.from_json(answer)
+            return parse(answer)
         except (KeyError, TypeError, ValueError) as exc:
             raise FarUnavailable(f"FaR's answer is malformed: {exc}") from None
 

@@ -41,7 +41,7 @@ from accesspoint.servicekit.problems import json_object
 from accesspoint.servicekit.tokens import BearerAuth
 from far import soap
 from far.holder_keys import ForeignHolder, HolderKey, HolderKeyRegister, parse_certificate
-from far.service import MAX_RECIPIENTS, InvalidInput
+from far.service import MAX_RECIPIENTS, InvalidInput, revoked_operators
 
 PATH = "/api/v1/holder-keys"
 SOAP_PATH = "/HolderKeys/v1"
@@ -64,6 +64,9 @@ def routes(app: web.Application, auth: web.AppKey[BearerAuth]) -> None:
         if operator is None or not token.allows("write", operator=operator):
             await register.refusal(recipient, token.name, "the token does not write for the holder's operator")
             raise request.app[auth].insufficient("write", {"operator": operator or "(none)"})
+        if not token.allows("write") and operator in await revoked_operators(register.engine, [operator]):
+            await register.refusal(recipient, token.name, f"operator {operator}'s approval is revoked")
+            raise request.app[auth].insufficient("write", {"operator": operator})
         return token.name, operator
 
     async def list_keys(request: web.Request) -> web.Response:

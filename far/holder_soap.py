@@ -33,7 +33,7 @@ from lxml import etree
 from accesspoint.core.xml import string_value
 from accesspoint.envelopes.identity import SignatureData
 from accesspoint.servicekit.problems import Problem
-from far.access import Callers, Writer
+from far.access import Callers, Writer, standing_writer
 from far.holders import AuthorizationResult, HolderService, Refused, Unavailable
 from far.model import AccountStatus
 from far.parties import mina_meddelanden_id
@@ -234,6 +234,9 @@ async def answer(operation: etree._Element, request: web.Request, holders: Holde
         return await _v4(operation, request, holders, callers)
     if operation.tag in WRITES:
         writer = callers.writer(request)
+        attempted = f"Recipient v3 {name}"
+        async with holders.far.refusal_audited(writer.name, "operator", ",".join(writer.operators), attempted):
+            writer = await standing_writer(writer, holders.far)  # a revoked operator no longer writes
         return await _write(name, operation, writer, holders)
     callers.authorize(request, "read")
     return await _read(name, operation, holders)

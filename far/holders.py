@@ -60,7 +60,7 @@ from far.registers import (
     SignatoryRule,
     interpret_rule,
 )
-from far.service import Conflict, FarError, FarService, Forbidden, InvalidInput, NotFound, utc
+from far.service import Conflict, FarError, FarService, Forbidden, InvalidInput, NotFound, OperatorStatus, utc
 from far.settings import MinorsPolicy
 
 DORMANCY_ACTOR = "dormancy-job"
@@ -76,6 +76,17 @@ class Refused(FarError):
     def __init__(self, code: str, detail: str, *, field: str | None = None) -> None:
         super().__init__(detail, field=field)
         self.code = code
+
+
+async def _approved_operator(conn: AsyncConnection, operator_id: str) -> None:
+    """InvalidInput when FaR does not know the operator; Refused (``operator-not-approved``) when its approval is
+    suspended or revoked: no new holder goes to an operator that cannot receive (far/service.py)."""
+    status = await conn.scalar(select(operators.c.status).where(operators.c.id == operator_id))
+    if status is None:
+        raise InvalidInput(f"no operator {operator_id}", field="operator")
+    if status != OperatorStatus.APPROVED.value:
+        raise Refused("operator-not-approved", f"operator {operator_id} is {status}: it takes no new holders",
+                      field="operator")  # fmt: skip
 
 
 class Unavailable(FarError):
@@ -453,8 +464,7 @@ class HolderService:
                     )
                 await self.far._audit(conn, writer.name, "register", "recipient", rid.value, detail)
                 return result
-            if await conn.scalar(select(operators.c.id).where(operators.c.id == oid)) is None:
-                raise InvalidInput(f"no operator {oid}", field="operator")
+            await _approved_operator(conn, oid)
             values = {
                 "kind": rid.kind.value,
                 "status": account_type.value,
@@ -600,8 +610,7 @@ class HolderService:
                 raise NotFound(f"{rid.value} has no mailbox to move: register it instead")
             if current.operator_id == target:
                 raise Conflict(f"{rid.value}'s mailbox is at operator {target} already: nothing to switch")
-            if await conn.scalar(select(operators.c.id).where(operators.c.id == target)) is None:
-                raise InvalidInput(f"no operator {target}", field="operator")
+            await _approved_operator(conn, target)
             open_ = await conn.scalar(
                 select(switches.c.id).where(
                     switches.c.recipient_id == rid.value, switches.c.state == SwitchState.PENDING.value

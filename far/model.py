@@ -119,6 +119,14 @@ operators = _text_keyed(
     Column("service_address", String(2048), nullable=True),
     Column("ui_address", String(2048), nullable=True),
     Column("updated_at", UtcDateTime(), nullable=False),
+    # The operator's approval (far/service.py, migration o001): approved | suspended | revoked, since when, who
+    # decided it, why, and the far_audit row that recorded the decision. Only a caller with the ``approve`` scope
+    # changes it, never the operator's own write scope.
+    Column("status", String(10), nullable=False, default="approved", server_default="approved"),
+    Column("status_since", UtcDateTime(), nullable=True),
+    Column("status_decided_by", String(128), nullable=True),
+    Column("status_reason", String(512), nullable=True),
+    Column("status_audit_id", BigInteger().with_variant(Integer, "sqlite"), nullable=True),
 )
 
 recipients = _text_keyed(

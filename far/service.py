@@ -14,6 +14,9 @@ Reachability reasons (``Reachability.reason``; ``None`` when reachable), first m
 ``dormant``               a secure account an operator has not reported active for the configured period
                           (far/holders.py): the sender should use paper; the holder's next activity ends it
 ``sender-refused``        a secure account whose holder refuses this sender
+``operator-suspended``    a secure account at an operator whose approval is suspended (the sender uses paper
+                          until it is approved again); the Recipient contract answers ``SenderAccepted`` false
+``operator-revoked``      the same for an operator whose approval is revoked
 ``no-operator``           a secure account with no operator on record (inconsistent data)
 ``minor``                 not registered, and a minor too young for a mailbox of their own, when the minors
                           policy says senders are told so (instead of ``no-mailbox``)
@@ -29,7 +32,7 @@ import enum
 import functools
 import json
 import types
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -68,8 +71,26 @@ class Reason(enum.Enum):
     ANONYMOUS = "anonymous"
     DORMANT = "dormant"
     SENDER_REFUSED = "sender-refused"
+    OPERATOR_SUSPENDED = "operator-suspended"
+    OPERATOR_REVOKED = "operator-revoked"
     NO_OPERATOR = "no-operator"
     MINOR = "minor"
+
+
+class OperatorStatus(enum.Enum):
+    """An operator's approval: ``approved`` (its holders are reachable), ``suspended`` (not reachable until approved
+    again; the operator still writes, so that holders can leave), ``revoked`` (final: not reachable, and the
+    operator's credentials no longer write)."""
+
+    APPROVED = "approved"
+    SUSPENDED = "suspended"
+    REVOKED = "revoked"
+
+
+# Why a holder at an operator that is not approved cannot be reached.
+_NOT_APPROVED = {"suspended": Reason.OPERATOR_SUSPENDED, "revoked": Reason.OPERATOR_REVOKED}
+# The audit action of each decision.
+DECISIONS = {OperatorStatus.APPROVED: "approve", OperatorStatus.SUSPENDED: "suspend", OperatorStatus.REVOKED: "revoke"}
 
 
 class FarError(Exception):
@@ -120,6 +141,7 @@ class Operator:
     endpoint: str | None = None
     service_address: str | None = None
     ui_address: str | None = None
+    status: OperatorStatus = OperatorStatus.APPROVED
 
     def to_json(self) -> dict[str, Any]:
         """The operator as the REST API shows it."""
@@ -130,6 +152,7 @@ class Operator:
             "endpoint": self.endpoint or DISCOVERY,
             "service_address": self.service_address,
             "ui_address": self.ui_address,
+            "status": self.status.value,
         }
 
     @classmethod
@@ -143,7 +166,32 @@ class Operator:
             endpoint=None if endpoint in (None, DISCOVERY) else str(endpoint),
             service_address=item.get("service_address"),
             ui_address=item.get("ui_address"),
+            # A FaR from before operator approval names no status: its operators are all approved.
+            status=OperatorStatus(item.get("status", "approved")),
         )
+
+
+@dataclass(frozen=True)
+class Approval:
+    """An operator's approval as decided: the status, since when, who decided it, why, and the audit row."""
+
+    operator_id: str
+    status: OperatorStatus
+    since: datetime | None
+    decided_by: str | None
+    reason: str | None
+    audit_id: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        """The approval as the REST API and /status show it."""
+        return {
+            "operator": self.operator_id,
+            "status": self.status.value,
+            "since": _iso(self.since),
+            "decided_by": self.decided_by,
+            "reason": self.reason,
+            "audit_id": self.audit_id,
+        }
 
 
 @dataclass(frozen=True)
@@ -205,21 +253,81 @@ class Reachability(NamedTuple):
         }
 
     @classmethod
-    def from_json(cls, item: dict[str, Any]) -> Reachability:
-        """Read one element of the REST API's answer back (raises KeyError or ValueError when malformed)."""
+    def from_json(
+        cls, item: dict[str, Any], operators: dict[tuple[Any, ...], Operator] | None = None
+    ) -> Reachability:
+        """Read one element of the REST API's answer back (raises KeyError, TypeError or ValueError when malformed).
+
+        ``operators`` keeps the operators read so far: an answer about 1,000 recipients names a few operators, each
+        read once (and shared) instead of once per recipient."""
         operator = item["operator"]
+        found = None
+        if operator is not None:
+            if operators is None:
+                found = Operator.from_json(operator)
+            else:
+                key = tuple(operator.items())
+                found = operators.get(key)
+                if found is None:
+                    found = operators[key] = Operator.from_json(operator)
+        reason = item["reason"]
         return cls(
-            recipient=str(item["recipient"]),
-            reachable=bool(item["reachable"]),
-            reason=None if item["reason"] is None else Reason(item["reason"]),
-            operator=None if operator is None else Operator.from_json(operator),
-            endpoint=item["endpoint"],
-            sender_accepted=bool(item["sender_accepted"]),
-            status=AccountStatus(item.get("status", "none")),
-            pending=bool(item.get("pending", False)),
-            last_registration=_moment(item.get("last_registration")),
-            sender_refused_at=_moment(item.get("sender_refused_at")),
+            str(item["recipient"]),
+            bool(item["reachable"]),
+            None if reason is None else _REASONS[reason],
+            found,
+            item["endpoint"],
+            bool(item["sender_accepted"]),
+            _STATUS[item.get("status", "none")],
+            bool(item.get("pending", False)),
+            _moment(item.get("last_registration")),
+            _moment(item.get("sender_refused_at")),
         )
+
+
+def routes_answer(results: Sequence[Reachability]) -> dict[str, Any]:
+    """The REST API's ``"answer": "routes"`` form, for routers checking mailings: what routing needs and no more.
+
+    ``operators`` lists each operator once (its REST form, ``endpoint`` the one the results use); ``results`` has one
+    element per recipient asked about, in order: the index of the operator it is reachable at, or the reason it is
+    not. A batch of 1,000 is a few kilobytes instead of a few hundred, read and written without a dict per recipient.
+    """
+    operators: list[dict[str, Any]] = []
+    index: dict[tuple[str, str], int] = {}  # by operator id: one answer builds each operator once (``_lookup``)
+    reasons = _REASON_TEXT
+    out: list[int | str] = []
+    for result in results:
+        operator, endpoint = result.operator, result.endpoint
+        if result.reachable and operator is not None and endpoint is not None:
+            where = index.get((operator.id, endpoint))
+            if where is None:
+                where = index[(operator.id, endpoint)] = len(operators)
+                operators.append({**operator.to_json(), "endpoint": endpoint})
+            out.append(where)
+        else:
+            out.append(reasons[result.reason] if result.reason is not None else Reason.NO_OPERATOR.value)
+    return {"operators": operators, "results": out}
+
+
+def read_routes_answer(recipients: Sequence[str], document: Any) -> list[Reachability]:
+    """``routes_answer`` read back as Reachability, one per recipient (raises KeyError, TypeError, ValueError,
+    IndexError when malformed). It carries reachable, reason, and where reachable the operator and endpoint; the
+    account's status, pending change and times are not in this form (``status`` stays NONE, the times None)."""
+    operators = [(Operator.from_json(item), str(item["endpoint"])) for item in document["operators"]]
+    results = document["results"]
+    if not isinstance(results, list) or len(results) != len(recipients):
+        raise ValueError("one result per recipient")
+    answers = []
+    for recipient, result in zip(recipients, results, strict=True):
+        if isinstance(result, int) and not isinstance(result, bool):
+            if result < 0:
+                raise IndexError(result)
+            operator, endpoint = operators[result]
+            answers.append(Reachability(recipient, True, None, operator, endpoint, True))
+        else:
+            reason = _REASONS[result]
+            answers.append(Reachability(recipient, False, reason, None, None, False))
+    return answers
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -248,14 +356,30 @@ _OPERATOR_COLUMNS = (
     operators.c.endpoint,
     operators.c.service_address,
     operators.c.ui_address,
+    operators.c.status,
+)
+_OPERATOR_STATUS = {status.value: status for status in OperatorStatus}
+_APPROVAL_COLUMNS = (
+    operators.c.id,
+    operators.c.status,
+    operators.c.status_since,
+    operators.c.status_decided_by,
+    operators.c.status_reason,
+    operators.c.status_audit_id,
 )
 
 
 def _operator(row: Sequence[Any]) -> Operator:
-    return Operator(id=row[0], name=row[1], party_id=row[2], endpoint=row[3], service_address=row[4], ui_address=row[5])
+    return Operator(row[0], row[1], row[2], row[3], row[4], row[5], _OPERATOR_STATUS[row[6]])
+
+
+def _approval(row: Sequence[Any]) -> Approval:
+    return Approval(row[0], _OPERATOR_STATUS[row[1]], utc(_time(row[2])), row[3], row[4], row[5])
 
 
 _STATUS = {status.value: status for status in AccountStatus}
+_REASONS = {reason.value: reason for reason in Reason}
+_REASON_TEXT = {reason: reason.value for reason in Reason}
 
 
 def decide(recipient: str, row: Sequence[Any] | None, operator: Operator | None) -> Reachability:
@@ -264,24 +388,28 @@ def decide(recipient: str, row: Sequence[Any] | None, operator: Operator | None)
         return Reachability(recipient, False, Reason.NO_MAILBOX, None, None, False)
     status = _STATUS[row[1]]
     pending = bool(row[2])
-    refused = row[10] is not None
+    refused = row[11] is not None
     reason: Reason | None = None
     if status is AccountStatus.NONE:
         reason = Reason.PENDING if pending else Reason.NO_MAILBOX
     elif status is AccountStatus.ANONYMOUS:
         reason = Reason.ANONYMOUS
-    elif row[11] is not None:
+    elif row[12] is not None:
         reason = Reason.DORMANT
     elif refused:
         reason = Reason.SENDER_REFUSED
     elif operator is None:
         reason = Reason.NO_OPERATOR
-    # Recipient v3 answers SenderAccepted=false for a recipient without an account (the recorded samples do).
-    accepted = status is not AccountStatus.NONE and not refused
+    elif operator.status is not OperatorStatus.APPROVED:
+        reason = _NOT_APPROVED[operator.status.value]
+    # Recipient v3 answers SenderAccepted=false for a recipient without an account (the recorded samples do). The
+    # contract has no element for a reason: a holder at an operator that is not approved is not accepted either,
+    # which tells a sender reading only the contract to use paper.
+    accepted = status is not AccountStatus.NONE and not refused and reason not in _NOT_APPROVED.values()
     endpoint = None if reason is not None or operator is None else operator.endpoint or DISCOVERY
     # Positional: an answer builds 1,000 of these, and keywords cost a third more.
     return Reachability(
-        recipient, reason is None, reason, operator, endpoint, accepted, status, pending, _time(row[3]), _time(row[10])
+        recipient, reason is None, reason, operator, endpoint, accepted, status, pending, _time(row[3]), _time(row[11])
     )
 
 
@@ -356,6 +484,10 @@ class FarService:
         self.metrics.answered("reachable", results)
         return results
 
+    async def reachable_routes(self, sender: str, recipients_: Sequence[str]) -> list[Reachability]:
+        """What a router checking a mailing asks (``client.ReachabilityLookup``): in-process, the whole answer."""
+        return await self.is_reachable(sender, recipients_)
+
     async def is_registered(self, recipients_: Sequence[str]) -> list[Reachability]:
         """Account status of each recipient (sender acceptance left out), at most 1,000, in one query."""
         # No party id is empty, so no refusal joins: the answer is the account.
@@ -396,7 +528,7 @@ class FarService:
         known: dict[str, Operator] = {}
         for row in rows.values():
             if row[4] is not None and row[4] not in known:
-                known[row[4]] = _operator(row[4:10])
+                known[row[4]] = _operator(row[4:11])
         answers = [
             decide(r, rows.get(r), known.get(rows[r][4]) if r in rows else None)
             if r in valid
@@ -435,6 +567,25 @@ class FarService:
             rows = (await conn.execute(select(*_OPERATOR_COLUMNS).order_by(operators.c.id))).all()
         return [_operator(row) for row in rows]
 
+    async def get_approval(self, operator_id: str) -> Approval:
+        """The operator's approval; NotFound when the operator is unknown."""
+        oid = self._orgnr(operator_id, "id")
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(*_APPROVAL_COLUMNS).where(operators.c.id == oid))).first()
+        if row is None:
+            raise NotFound(f"no operator {oid}")
+        return _approval(row)
+
+    async def list_approvals(self) -> list[Approval]:
+        """Every operator's approval, by operator id."""
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(select(*_APPROVAL_COLUMNS).order_by(operators.c.id))).all()
+        return [_approval(row) for row in rows]
+
+    async def revoked_operators(self, operator_ids: Iterable[str]) -> frozenset[str]:
+        """Which of these operators are revoked (their credentials no longer write)."""
+        return await revoked_operators(self.engine, operator_ids)
+
     async def list_refusals(self, recipient: str) -> list[dict[str, Any]]:
         """The senders a recipient refuses, with when."""
         rid = self._recipient(recipient)
@@ -462,8 +613,12 @@ class FarService:
 
     # ------------------------------------------------------------------------------------------- changes
 
-    async def put_operator(self, operator: Operator, *, actor: str, guard: Guard | None = None) -> bool:
-        """Create or replace an operator; True when it was created."""
+    async def put_operator(
+        self, operator: Operator, *, actor: str, guard: Guard | None = None, status: OperatorStatus | None = None
+    ) -> bool:
+        """Create or replace an operator; True when it was created. ``status``: the approval the caller read with
+        the record (a record read and written back carries it); Conflict when it is not the stored one, since an
+        approval is decided only through :meth:`decide_operator`."""
         oid = self._orgnr(operator.id, "id")
         if guard is not None:
             async with self.refusal_audited(actor, "operator", oid, "put operator"):
@@ -481,13 +636,68 @@ class FarService:
             "updated_at": self.now(),
         }
         async with self.engine.begin() as conn:
+            if status is not None:
+                stored = await conn.scalar(select(operators.c.status).where(operators.c.id == oid))
+                if stored is not None and stored != status.value:
+                    why = f"operator {oid} is {stored}: its approval is decided through …/approval"
+                    raise Conflict(why, field="status")
             done = await conn.execute(update(operators).where(operators.c.id == oid).values(**values))
             created = done.rowcount == 0
-            if created:
-                await conn.execute(operators.insert().values(id=oid, **values))
             detail = Operator(oid, operator.name, operator.party_id, operator.endpoint).to_json()
-            await self._audit(conn, actor, "create" if created else "update", "operator", oid, detail)
+            del detail["status"]  # an approval is decided apart (decide_operator), never by this change
+            if created:
+                # Created by the register's administrators: approved by that act. Created by the operator itself
+                # (a guard): suspended until the administrators approve it, so no operator approves itself.
+                status = OperatorStatus.APPROVED if guard is None else OperatorStatus.SUSPENDED
+                why = "registered by the administrators" if guard is None else "awaiting approval"
+                await conn.execute(
+                    operators.insert().values(
+                        id=oid, status=status.value, status_since=values["updated_at"], status_decided_by=actor[:128],
+                        status_reason=why, **values,
+                    )
+                )  # fmt: skip
+                detail["status"] = status.value
+            audit_id = await self._audit(conn, actor, "create" if created else "update", "operator", oid, detail)
+            if created:
+                await conn.execute(update(operators).where(operators.c.id == oid).values(status_audit_id=audit_id))
         return created
+
+    async def decide_operator(
+        self, operator_id: str, status: OperatorStatus, *, reason: str | None, actor: str
+    ) -> tuple[Approval, bool]:
+        """Approve, suspend or revoke an operator; the approval and whether it changed.
+
+        The caller must hold the register's ``approve`` scope (far/app.py checks it; an operator's own write scope
+        never does). The decision is audited (``approve``, ``suspend``, ``revoke``) in the transaction that stores
+        it, and the operator remembers that audit row. A suspension or revocation needs a reason; a revocation is
+        final (Conflict for any later decision but the same one). The same status again changes nothing.
+        """
+        oid = self._orgnr(operator_id, "id")
+        if reason is not None and (len(reason) > 512 or not reason.isprintable()):
+            raise InvalidInput("reason must be at most 512 printable characters", field="reason")
+        if status is not OperatorStatus.APPROVED and not reason:
+            raise InvalidInput(f"a decision to {DECISIONS[status]} an operator needs a reason", field="reason")
+        async with self.engine.begin() as conn:
+            row = (await conn.execute(select(*_APPROVAL_COLUMNS).where(operators.c.id == oid))).first()
+            if row is None:
+                raise NotFound(f"no operator {oid}")
+            current = _approval(row)
+            if current.status is status:
+                return current, False
+            if current.status is OperatorStatus.REVOKED:
+                raise Conflict(f"operator {oid} is revoked, which is final; register it anew to approve it")
+            at = self.now()
+            detail = {"status": status.value, "previous": current.status.value, "reason": reason}
+            audit_id = await self._audit(conn, actor, DECISIONS[status], "operator", oid, detail)
+            decided = {
+                "status": status.value,
+                "status_since": at,
+                "status_decided_by": actor[:128],
+                "status_reason": reason,
+                "status_audit_id": audit_id,
+            }
+            await conn.execute(update(operators).where(operators.c.id == oid).values(**decided))
+        return Approval(oid, status, utc(at), actor[:128], reason, audit_id), True
 
     async def delete_operator(self, operator_id: str, *, actor: str, guard: Guard | None = None) -> None:
         """Delete an operator that no recipient uses; Conflict otherwise."""
@@ -610,10 +820,13 @@ class FarService:
         try:
             yield
         except Forbidden as exc:
-            async with self.engine.begin() as conn:
-                await self._audit(conn, actor, "refused", entity, entity_id, {"attempted": attempted,
-                                                                               "reason": exc.detail})  # fmt: skip
+            await self.audit_refusal(actor, entity, entity_id, attempted, exc.detail)
             raise
+
+    async def audit_refusal(self, actor: str, entity: str, entity_id: str, attempted: str, reason: str) -> None:
+        """Record a change FaR refused as a ``refused`` audit row: who tried what, and why not."""
+        async with self.engine.begin() as conn:
+            await self._audit(conn, actor, "refused", entity, entity_id, {"attempted": attempted, "reason": reason})
 
     def _recipient(self, value: str) -> RecipientId:
         try:
@@ -636,8 +849,9 @@ class FarService:
 
     async def _audit(
         self, conn: AsyncConnection, actor: str, action: str, entity: str, entity_id: str, detail: Any
-    ) -> None:
-        await conn.execute(
+    ) -> int | None:
+        """Write one audit row; its id."""
+        done = await conn.execute(
             audit.insert().values(
                 at=self.now(),
                 actor=actor[:128],
@@ -647,6 +861,18 @@ class FarService:
                 detail=None if detail is None else json.dumps(detail, sort_keys=True),
             )
         )
+        key = done.inserted_primary_key
+        return None if key is None else int(key[0])
+
+
+async def revoked_operators(engine: AsyncEngine, operator_ids: Iterable[str]) -> frozenset[str]:
+    """Which of these operators are revoked, in one primary-key query."""
+    wanted = sorted(set(operator_ids))
+    if not wanted:
+        return frozenset()
+    query = select(operators.c.id).where(operators.c.id.in_(wanted), operators.c.status == OperatorStatus.REVOKED.value)
+    async with engine.connect() as conn:
+        return frozenset((await conn.execute(query)).scalars())
 
 
 def _recipient_from_row(row: Any) -> Recipient:

@@ -18,6 +18,11 @@ name = "brevladan-ett"
 token = "…"
 scopes = ["read", "write:operator=5568402266"]
 
+[[far.tokens]]           # a supervisor's: approves, suspends and revokes operators (no write scope implies it)
+name = "pts"
+token = "…"
+scopes = ["read", "approve"]
+
 [far.admin]              # optional: GET /metrics on its own listener, for a token with the metrics scope
 port = 9465
 tokens = [{name = "prometheus", token = "…", scopes = ["metrics"]}]
@@ -74,7 +79,7 @@ from far.identifiers import Policy
 from far.parties import PartyPolicy
 
 DEFAULT_DATABASE = "sqlite+aiosqlite:///far.db"
-SCOPES = frozenset({"read", "write"})
+SCOPES = frozenset({"read", "write", "approve"})  # approve: operator approvals (far/access.py)
 KNOWN = frozenset(
     {
         "database",

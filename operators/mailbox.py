@@ -324,6 +324,18 @@ class MailboxStore:
             ).first()
         return None if row is None else Letter.from_row(row)
 
+    async def letter_of_mail(self, recipient: str, mail_id: int) -> Letter | None:
+        """The letter that brought mail ``mail_id`` into ``recipient``'s mailbox (None: not there)."""
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(letters)
+                    .join(mail, (mail.c.as4_message_id == letters.c.origin) & (mail.c.recipient == letters.c.recipient))
+                    .where(mail.c.id == mail_id, mail.c.recipient == recipient)
+                )
+            ).first()
+        return None if row is None else Letter.from_row(row)
+
     async def letters_of(self, recipient: str, *, limit: int = 100_000) -> list[Letter]:
         """A mailbox's letters, oldest first."""
         async with self.engine.connect() as conn:

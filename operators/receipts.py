@@ -27,7 +27,17 @@ from enum import StrEnum
 from cryptography import x509
 from lxml import etree
 
-from accesspoint.envelopes._common import EnvelopeError, need_text, parse_document, root_is, serialize, sub, text
+from accesspoint.core.namespaces import NS
+from accesspoint.envelopes._common import (
+    EnvelopeError,
+    b64decode,
+    need_text,
+    parse_document,
+    root_is,
+    serialize,
+    sub,
+    text,
+)
 from accesspoint.envelopes.kvittens import (
     RESPONSE_DOCUMENT_ID,
     ApplicationResponse,
@@ -48,7 +58,7 @@ from accesspoint.envelopes.minameddelanden import (
     verify_sealed_delivery,
     verify_signed_delivery,
 )
-from accesspoint.envelopes.signature import sign_enveloped
+from accesspoint.envelopes.signature import SIGNATURE, sign_enveloped
 from accesspoint.envelopes.xhe import XHE_NS, Xhe, XheParty, XhePayload, build_xhe, parse_xhe, sdk_scope, verify_xhe
 from accesspoint.security.keys import KeyPair
 from operators.deliveries import CheckedDelivery, Network, Refusal, payload_sha256
@@ -263,23 +273,62 @@ class EndToEndReceipt:
         return "delivered-to-mailbox" if self.notification.status is Status.DELIVERED else "rejected"
 
 
+@dataclass(frozen=True, slots=True)
+class AnswerHint:
+    """What a reply's DeliveryNotification claims before anything is verified: the message it answers and the
+    certificate its KeyInfo carries (DER). Only an order to try candidates in, never trusted."""
+
+    message_id: str | None
+    certificate: bytes | None
+
+
+_DS = f"{{{NS.DS.value}}}"
+_KEY_INFO_CERTIFICATE = f"{SIGNATURE}/{_DS}KeyInfo/{_DS}X509Data/{_DS}X509Certificate"
+
+
+def answer_hint(reply: Mapping[str, bytes]) -> AnswerHint:
+    """The unverified claims of the reply's DeliveryNotification (``None`` each when absent or unreadable)."""
+    for data in reply.values():
+        try:
+            root = parse_document(data, what="answer")
+        except EnvelopeError:
+            continue
+        if root.tag != NOTIFICATION:
+            continue
+        message_id = text(root.find(f"{_N}MessageId")) or None
+        certificates = root.findall(_KEY_INFO_CERTIFICATE)
+        try:
+            der = b64decode(text(certificates[0]), "X509Certificate") if len(certificates) == 1 else None
+        except EnvelopeError:
+            der = None
+        return AnswerHint(message_id, der)
+    return AnswerHint(None, None)
+
+
 def check_end_to_end(
     reply: Mapping[str, bytes],
     *,
     message_id: str,
     sent: Mapping[str, bytes],
     operator: x509.Certificate,
+    digests: Mapping[str, str] | None = None,
 ) -> EndToEndReceipt:
     """Check the reply-leg payloads (content id -> bytes) answering the AS4 message ``message_id`` whose payloads
-    were ``sent``: all must verify with ``operator`` and agree with what was sent."""
+    were ``sent``: all must verify with ``operator`` and agree with what was sent. ``digests`` (content id -> hex
+    SHA-256 of every sent payload) is for a message with parts too large to hold: ``sent`` then has only the
+    parts small enough to be envelopes, and the others are checked by their digest alone."""
     try:
-        return _check(reply, message_id, sent, operator)
+        return _check(reply, message_id, sent, operator, digests)
     except EnvelopeError as exc:
         raise ReceiptMismatch(str(exc)) from None
 
 
 def _check(
-    reply: Mapping[str, bytes], message_id: str, sent: Mapping[str, bytes], operator: x509.Certificate
+    reply: Mapping[str, bytes],
+    message_id: str,
+    sent: Mapping[str, bytes],
+    operator: x509.Certificate,
+    digests: Mapping[str, str] | None,
 ) -> EndToEndReceipt:
     notes = [data for data in reply.values() if parse_document(data, what="answer").tag == NOTIFICATION]
     if len(notes) != 1:
@@ -287,14 +336,14 @@ def _check(
     notification = verify_notification(notes[0], operator)
     if notification.message_id != message_id:
         raise ReceiptMismatch(f"the notification answers {notification.message_id!r}, not {message_id!r}")
-    expected = {cid: payload_sha256(data) for cid, data in sent.items()}
+    expected = dict(digests) if digests is not None else {cid: payload_sha256(data) for cid, data in sent.items()}
     quoted = dict(notification.payloads)
     if set(quoted) != set(expected) or len(quoted) != len(notification.payloads):
         raise ReceiptMismatch("the notification's payloads differ from what was sent")
     # The intermediary seals a SignedDelivery on its way (the router's SealedDelivery): the operator quotes the
     # digest of what it got, and the sender's proof is the operator's signed Receipt fitting its delivery.
     sealed_on_the_way = {cid for cid in expected if quoted[cid] != expected[cid]}
-    if any(not _is_signed_delivery(sent[cid]) for cid in sealed_on_the_way):
+    if any(cid not in sent or not _is_signed_delivery(sent[cid]) for cid in sealed_on_the_way):
         raise ReceiptMismatch("the notification's payload digests differ from what was sent")
     found: list[str] = []
     fitted: set[str] = set()

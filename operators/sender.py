@@ -24,6 +24,7 @@ from operators.evidence import KVITTO, MAILBOX_EVENT, EventKind, is_kvitto, veri
 from operators.payments import CONFIRMATION, verify_confirmation
 from operators.receipts import NOTIFICATION, EndToEndReceipt, ReceiptMismatch, check_end_to_end
 from operators.replies import is_reply, read_reply
+from operators.service import MAX_ENVELOPE
 
 T = TypeVar("T")
 
@@ -73,10 +74,16 @@ async def _json(session: aiohttp.ClientSession, url: str, token: str) -> Any:
     return json.loads(raw)
 
 
-async def _payloads(session: aiohttp.ClientSession, api: str, token: str, record: dict[str, Any]) -> dict[str, bytes]:
+async def _payloads(
+    session: aiohttp.ClientSession, api: str, token: str, record: dict[str, Any], *, envelopes: bool = False
+) -> dict[str, bytes]:
+    """A message's payloads by content id; with ``envelopes`` only those that may be a letter's envelope (XML, at
+    most the operator's ``MAX_ENVELOPE``), never a large letter's content."""
     found: dict[str, bytes] = {}
     base = f"{api}/api/v1/messages/{quote(record['message_id'], safe='')}/payloads"
     for part in record["payloads"]:
+        if envelopes and ("xml" not in str(part["mime_type"]).lower() or int(part["size"]) > MAX_ENVELOPE):
+            continue
         url = f"{base}/{quote(part['content_id'], safe='')}?direction={record['direction']}"
         status, data = await _get(session, url, token)
         if status != 200:
@@ -101,7 +108,9 @@ async def end_to_end_status(
         )
         if not replies["messages"]:
             return SenderStatus(message_id, sent["state"], None)
-        sent_payloads = await _payloads(own, api, token, sent)
+        # What was sent is checked by the digests the access point lists, its envelopes by their bytes.
+        sent_payloads = await _payloads(own, api, token, sent, envelopes=True)
+        digests = {str(p["content_id"]): str(p["sha256"]) for p in sent["payloads"]}
         problems: list[str] = []
         for reply in replies["messages"]:
             record = await _json(
@@ -113,6 +122,7 @@ async def end_to_end_status(
                     message_id=message_id,
                     sent=sent_payloads,
                     operator=operator,
+                    digests=digests,
                 )
             except ReceiptMismatch as exc:
                 problems.append(f"{reply['message_id']}: {exc}")

@@ -30,6 +30,7 @@ import shutil
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -130,7 +131,9 @@ class AccessPointClient:
         content_id = str(payload["content_id"])
         path = f"/api/v1/messages/{quote(message_id, safe='')}/payloads/{quote(content_id, safe='')}?direction=in"
         sink = Sink(folder / f"part-{index}")
-        async with self.session.get(self.url + path, headers=self._headers()) as response:
+        # A large letter's content takes as long as it takes: only a stall ends the download.
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=300)
+        async with self.session.get(self.url + path, headers=self._headers(), timeout=timeout) as response:
             if response.status != 200:
                 raise AccessPointError(f"download {message_id}/{content_id}: HTTP {response.status}")
             async for chunk in response.content.iter_chunked(CHUNK):
@@ -238,11 +241,14 @@ class Operator:
     async def _poller(self) -> None:
         assert self.client is not None
         while True:
-            try:
-                for message_id in await self.client.received():
-                    self.enqueue(message_id)
-            except (aiohttp.ClientError, TimeoutError, AccessPointError, MoveWaits) as exc:
-                log.warning("polling the access point failed: %s", exc)
+            # The search is the safety net for a lost webhook: while the workers have work waiting it finds nothing
+            # new and costs both sides a thousand-row answer, so it waits until they catch up.
+            if self.queue.qsize() < self.settings.access_point.workers:
+                try:
+                    for message_id in await self.client.received():
+                        self.enqueue(message_id)
+                except (aiohttp.ClientError, TimeoutError, AccessPointError, MoveWaits) as exc:
+                    log.warning("polling the access point failed: %s", exc)
             await asyncio.sleep(self.settings.access_point.poll_interval.total_seconds())
 
     async def _worker(self) -> None:
@@ -377,16 +383,19 @@ class Operator:
                 data = await asyncio.to_thread(self.files.path(letter.uid, p.name).read_bytes)
                 again.append(AnswerPart(p.content_id, p.mime_type, data))
             return tuple(again)
-        parts = build_answer(
-            outcome,
-            message_id=message_id,
-            payloads=(),
-            digests=[(p.content_id, p.sha256) for p in received],
-            operator=self.settings.id,
-            keys=self.settings.keys,
-            at=now,
-            minameddelanden_schema=self.trust.minameddelanden_schema,
-            xhe_schema=self.trust.xhe_schema,
+        parts = await asyncio.to_thread(  # signing (and schema checks): off the event loop
+            partial(
+                build_answer,
+                outcome,
+                message_id=message_id,
+                payloads=(),
+                digests=[(p.content_id, p.sha256) for p in received],
+                operator=self.settings.id,
+                keys=self.settings.keys,
+                at=now,
+                minameddelanden_schema=self.trust.minameddelanden_schema,
+                xhe_schema=self.trust.xhe_schema,
+            )
         )
         if letter is not None:
             written = []
@@ -495,6 +504,26 @@ class Operator:
             }
         )
 
+    async def api_part(self, request: web.Request) -> web.StreamResponse:
+        """GET /api/v1/mailboxes/{recipient}/messages/{id}/parts/{content_id}: a part of the letter as it came (an
+        attachment bound by digest to its envelope, of any size), streamed from its file, with its SHA-256."""
+        content_id = request.match_info["content_id"]
+        recipient = await self._reader(request, {"mail": request.match_info["id"], "part": content_id})
+        text = request.match_info["id"]
+        mail_id = int(text) if text.isascii() and text.isdigit() and len(text) <= 19 else 0
+        letter = await self.store.letter_of_mail(recipient, mail_id) if 0 < mail_id < 2**63 else None
+        if letter is None:
+            raise Problem(404, f"no message {text} in the mailbox of {recipient}", kind="not-found")
+        # Only what the sender sent: the envelope and the operator's answer are read through their own routes.
+        part = next((p for p in letter.parts if p.content_id == content_id and p.role == "payload"), None)
+        if part is None:
+            raise Problem(404, f"message {mail_id} has no part {content_id[:64]}", kind="not-found")
+        digest = base64.b64encode(bytes.fromhex(part.sha256)).decode()
+        return web.FileResponse(
+            self.files.path(letter.uid, part.name),
+            headers={"Content-Type": part.mime_type, "Repr-Digest": f"sha-256=:{digest}:", "ETag": f'"{part.sha256}"'},
+        )
+
     async def api_letters(self, request: web.Request) -> web.Response:
         """GET /api/v1/mailboxes/{recipient}/letters: the letters as kept (every file with its size and SHA-256,
         where each first arrived, from which operator it was moved here)."""
@@ -553,6 +582,7 @@ class Operator:
         app.router.add_post("/hooks/accesspoint", self.webhook)
         app.router.add_get("/api/v1/mailboxes/{recipient}/messages", self.api_list)
         app.router.add_get("/api/v1/mailboxes/{recipient}/messages/{id}", self.api_read)
+        app.router.add_get("/api/v1/mailboxes/{recipient}/messages/{id}/parts/{content_id}", self.api_part)
         app.router.add_get("/api/v1/mailboxes/{recipient}/letters", self.api_letters)
         app.router.add_get("/api/v1/deliveries/{id}", self.api_delivery)
         # Service v3 for routers that still call deliverSecure: the same checks, the same mailboxes.

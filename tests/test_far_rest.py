@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient
 
 from accesspoint.servicekit.tokens import BearerToken, scopes
 from far.app import create_app
-from far.service import FarService
+from far.service import FarService, Reachability, read_routes_answer
 from far.settings import FarSettings
 from tests.test_far_support import KIVRA, SENDER, make_service, seed_people
 
@@ -63,6 +63,26 @@ async def test_reachable_query(client: TestClient[Any, Any]) -> None:
     assert results[0]["endpoint"] == KIVRA.endpoint and results[0]["operator"]["id"] == KIVRA.id
 
 
+async def test_the_routes_answer_routes_every_recipient_as_the_full_answer_does(client: TestClient[Any, Any]) -> None:
+    """``"answer": "routes"`` names each operator once and reads back to the full answer's routing fields."""
+    recipients = ["197802022389", "199001302380", "ES/SE/1", "not-a-person", "197802022389"]
+    asked = {"sender": SENDER, "recipients": recipients}
+    full = await (await client.post("/api/v1/reachable", json=asked, headers=auth(READER))).json()
+    response = await client.post("/api/v1/reachable", json={**asked, "answer": "routes"}, headers=auth(READER))
+    assert response.status == 200
+    routes = await response.json()
+    assert routes["results"] == [0, "sender-refused", "no-mailbox", "invalid-identifier", 0]
+    assert [o["id"] for o in routes["operators"]] == [KIVRA.id]
+
+    def routed(answers: list[Reachability]) -> list[tuple[Any, ...]]:
+        return [(a.recipient, a.reachable, a.reason, a.operator if a.reachable else None, a.endpoint) for a in answers]
+
+    expected = [Reachability.from_json(item) for item in full["results"]]
+    assert routed(read_routes_answer(recipients, routes)) == routed(expected)
+    with pytest.raises(IndexError):
+        read_routes_answer(recipients, {**routes, "results": [1, *routes["results"][1:]]})
+
+
 async def test_recipient_crud_and_eidas_in_the_path(client: TestClient[Any, Any]) -> None:
     """An eIDAS recipient is created, read, refused a sender, audited and deleted through its encoded id."""
     path = "/api/v1/recipients/ES%2FSE%2F99999142H"
@@ -101,6 +121,7 @@ async def test_operators(client: TestClient[Any, Any]) -> None:
     [
         ("POST", "/api/v1/reachable", {"sender": "123", "recipients": []}, 400, "sender"),
         ("POST", "/api/v1/reachable", {"sender": SENDER}, 400, "recipients"),
+        ("POST", "/api/v1/reachable", {"sender": SENDER, "recipients": [], "answer": "short"}, 400, "answer"),
         ("POST", "/api/v1/reachable", {"sender": SENDER, "recipients": [1]}, 400, "recipients"),
         ("POST", "/api/v1/reachable", {"sender": SENDER, "recipients": ["197802022389"] * 1001}, 400, "recipients"),
         ("POST", "/api/v1/reachable", [1, 2], 400, None),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import ipaddress
 from collections.abc import Awaitable, Callable
@@ -21,6 +22,7 @@ from accesspoint.servicekit.httpclient import (
     new_session,
     open_request,
     read_bounded,
+    stall_timeout,
 )
 
 Server = Callable[..., Awaitable[TestServer]]
@@ -60,6 +62,15 @@ class Partner:
                     self.sent += len(chunk)
             except (ConnectionResetError, ConnectionError):
                 pass
+            return response
+        if request.path == "/silent":
+            await asyncio.Event().wait()  # never answers: only a timeout ends the call
+        if request.path == "/steady":
+            response = web.StreamResponse()
+            await response.prepare(request)
+            for _ in range(6):  # 0.6 s in all, never 0.2 s without a byte
+                await response.write(b"x")
+                await asyncio.sleep(0.1)
             return response
         if request.path == "/bomb":
             body = gzip.compress(b"\0" * (64 * MIB))
@@ -181,3 +192,42 @@ def test_public_https_urls_pass_and_configured_ranges_are_allowed() -> None:
         allowed.check_url("http://10.0.0.1/as4")
 
 
+async def _ends_in_time(call: Awaitable[object]) -> BaseException | None:
+    """What ``call`` raised; fails the test should it still run after 20 s (so a missing limit fails, not hangs)."""
+    task = asyncio.ensure_future(call)
+    done, _ = await asyncio.wait({task}, timeout=20)
+    if task not in done:
+        task.cancel()
+        pytest.fail("the call was not bounded by its timeout")
+    return task.exception()
+
+
+async def test_a_call_without_its_own_timeout_is_bounded_by_the_sessions(aiohttp_server: Server) -> None:
+    """A partner that never answers is given up after the session's time when the call names none (aiohttp would
+    take an explicit None as no limit at all)."""
+    partner = Partner()
+    server = await _started(aiohttp_server, partner)
+    url = str(server.make_url("/silent"))
+
+    async def streamed() -> bytes:
+        async with new_session(timeout=0.3) as session, open_request(session, "GET", url) as response:
+            return await read_bounded(response, MIB)
+
+    async def whole() -> object:
+        async with new_session(timeout=0.3) as session:
+            return await fetch(session, "GET", url, max_bytes=MIB)
+
+    assert isinstance(await _ends_in_time(whole()), TimeoutError)
+    assert isinstance(await _ends_in_time(streamed()), TimeoutError)
+
+
+async def test_a_stall_timeout_ends_a_silent_partner_but_not_a_slow_steady_one(aiohttp_server: Server) -> None:
+    """With a stall limit there is no whole-call limit: an answer trickling in for longer than the session's limit
+    is read whole, while one that sends nothing for the stall limit fails."""
+    partner = Partner()
+    server = await _started(aiohttp_server, partner)
+    async with new_session(timeout=0.3) as session:
+        steady = await fetch(session, "GET", str(server.make_url("/steady")), max_bytes=MIB, timeout=stall_timeout(2))
+        assert steady.body == b"x" * 6
+        silent = fetch(session, "GET", str(server.make_url("/silent")), max_bytes=MIB, timeout=stall_timeout(0.3))
+        assert isinstance(await _ends_in_time(silent), TimeoutError)

@@ -101,6 +101,12 @@ def test_every_mistake_of_a_file_is_named_at_once(tmp_path: Path) -> None:
     assert [next(f for f in fields if f in line) for line in lines] == list(fields)
 
 
+def test_replies_are_checked_eight_at_once_unless_configured(tmp_path: Path) -> None:
+    """``replies.workers`` sizes how many received replies are checked at once (8 when not set)."""
+    assert _load(tmp_path).reply_workers == 8
+    assert _load(tmp_path, replies={"workers": 32}).reply_workers == 32
+
+
 def test_durability_defaults_to_power_loss_and_names_a_wrong_value(tmp_path: Path) -> None:
     """``durability`` is power-loss unless set to process-crash; anything else names the field and the choices."""
     assert _load(tmp_path).durability is Durability.POWER_LOSS
@@ -124,6 +130,8 @@ TOKEN = "t" * 16
         ({"send": {"timout": "10s"}}, "field send.timout: unknown setting"),
         ({"send": {"workers": True}}, "field send.workers"),
         ({"send": {"per_partner": 0}}, "field send.per_partner: a positive integer"),
+        ({"replies": {"workers": 0}}, "field replies.workers: a positive integer"),
+        ({"replies": {"worker": 4}}, "field replies.worker: unknown setting"),
         # instances sharing Redis share the database (and storage), each under its own name
         ({"redis": "redis://cache:6379/0", "instance": "se-1"}, "field database: instances sharing a Redis queue"),
         ({"redis": "redis://cache", "instance": "se-1", "database": "sqlite:///ap.db"}, "field database: instances"),

@@ -11,7 +11,15 @@ from accesspoint.envelopes.kvittens import ReasonCode, parse_application_respons
 from accesspoint.envelopes.minameddelanden import build_sealed_delivery, build_signed_delivery
 from accesspoint.envelopes.schemas import load_minameddelanden_schema, load_xhe_schema
 from accesspoint.envelopes.xhe import parse_xhe
-from operators.deliveries import CheckedDelivery, Network, Refusal, check_delivery, mailbox_key, unknown_recipient
+from operators.deliveries import (
+    CheckedDelivery,
+    Network,
+    Refusal,
+    check_delivery,
+    mailbox_key,
+    payload_sha256,
+    unknown_recipient,
+)
 from operators.receipts import ReceiptMismatch, Status, build_answer, check_end_to_end
 from tests.conftest import interop_path
 from tests.test_operators_support import (
@@ -124,6 +132,24 @@ def test_a_signed_delivery_sealed_on_its_way_is_proven_to_its_sender_by_the_oper
                 check_end_to_end(reply, message_id="m1@se", sent={"letter@se": signed}, operator=OPERATOR.certificate)
     with pytest.raises(ReceiptMismatch, match="digests differ"):  # any other payload must be quoted as it was sent
         check_end_to_end(reply, message_id="m1@se", sent={"letter@se": b"<other/>"}, operator=OPERATOR.certificate)
+
+
+def test_an_answer_to_a_letter_with_content_too_large_to_hold_is_checked_by_that_contents_digest() -> None:
+    """A letter whose content travels beside its envelope: the answer fits the envelope's bytes and the content's
+    digest as stored, and is refused when that digest is another or the content is not accounted for."""
+    payload = sealed(secure_delivery())
+    quoted = [("letter@se", payload_sha256(payload)), ("content@se", payload_sha256(b"200 MB of drawings"))]
+    parts = build_answer(check_delivery(payload, TRUST, at=NOW), message_id="m1@se", payloads=(), digests=quoted,
+                         operator=OPERATOR_ID, keys=OPERATOR, at=NOW)  # fmt: skip
+    reply = {p.content_id: p.data for p in parts}
+    sent, digests = {"letter@se": payload}, dict(quoted)
+    answer = check_end_to_end(reply, message_id="m1@se", sent=sent, operator=OPERATOR.certificate, digests=digests)
+    assert answer.state == "delivered-to-mailbox" and answer.network_receipts[0].startswith("minameddelanden-receipt")
+    other = {**digests, "content@se": payload_sha256(b"something else")}
+    with pytest.raises(ReceiptMismatch, match="digests differ"):
+        check_end_to_end(reply, message_id="m1@se", sent=sent, operator=OPERATOR.certificate, digests=other)
+    with pytest.raises(ReceiptMismatch, match="payloads differ"):
+        check_end_to_end(reply, message_id="m1@se", sent=sent, operator=OPERATOR.certificate)
 
 
 def test_an_unsealed_signed_delivery_is_refused() -> None:

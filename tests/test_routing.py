@@ -37,7 +37,14 @@ from accesspoint.routing.decision import (
     no_agreement,
     sender_party,
 )
-from accesspoint.routing.outbound import DISCOVERY, PartnerResolver, RouteRecords, RouteTarget, addressed
+from accesspoint.routing.outbound import (
+    DISCOVERY,
+    PartnerResolver,
+    RouteRecords,
+    RouteTarget,
+    RouteUnavailable,
+    addressed,
+)
 from accesspoint.routing.settings import NetworkDiscovery, parse_discovery, parse_routing
 from accesspoint.routing.shell import Routing
 from accesspoint.servicekit.settings import SettingsError
@@ -48,7 +55,7 @@ from accesspoint.store.hooks import TransactionHook
 from accesspoint.store.routes import RouteTargets
 from far.identifiers import with_check_digit
 from far.model import AccountStatus, create_engine, upgrade_schema
-from far.service import FarService, Operator, Reachability, Reason
+from far.service import FarService, Operator, OperatorStatus, Reachability, Reason
 from pmode import PModeSet, load_pmodes
 from pmode.model import INITIATOR_ROLE as INITIATOR
 from pmode.model import RESPONDER_ROLE as RESPONDER
@@ -565,3 +572,62 @@ def test_discovery_endpoint_policy_is_https_and_public_unless_the_settings_say_o
     with pytest.raises(ValueError, match=r"discovery\.networks\.peppol\.allow_networks: 'intranet' is not"):
         bad = {**section, "networks": {"peppol": {"allow_networks": ["intranet"]}}}
         parse_discovery(tmp_path, bad, "field discovery")
+
+
+async def test_a_letter_accepted_for_an_operator_suspended_since_fails_at_once_and_is_not_forwarded(
+    tmp_path: Path,
+) -> None:
+    """Before each forwarding attempt FaR is asked: approved goes on to the record's endpoint; suspended or revoked
+    is EBMS:0004 operator-suspended / operator-revoked (permanent, the reason in the detail); FaR down is retried;
+    the receipt of what was sent is still checked against the operator."""
+    far_url = "sqlite+aiosqlite:///" + str(tmp_path / "far.db")
+    engine = create_engine(far_url)
+    await upgrade_schema(engine)
+    far = FarService(engine)
+    await far.put_operator(OPERATOR, actor="test")
+    await far.put_recipient(PERSON, status=AccountStatus.SECURE, operator_id=OPERATOR.id, actor="test")
+    pmodes = load_pmodes(_pmodes(tmp_path))
+    route = next(r for r in pmodes.routes() if r.pmode.id == "to-operator")
+    store = await MessageStore.open(f"sqlite:///{tmp_path / 'ap.db'}", tmp_path / "files")
+    settings = parse_routing(tmp_path, {"far": {"database": far_url}, "sender_cache": "1ms"}, "routing")
+    routing = Routing(None, RouteRecords(RouteTargets(store.db)), routing=settings)
+    header = UserMessage(
+        message_info=MessageInfo(message_id="fwd-m1", timestamp=datetime.now(UTC)),
+        party_info=PartyInfo(route.from_party, route.to_party),
+        collaboration_info=CollaborationInfo(
+            service=Service("urn:example:post"), action="Deliver", conversation_id="c"
+        ),
+    )
+    raw = NewEvidence(EvidenceKind.RAW_MESSAGE, _once(serialize(build_envelope(header))), timedelta(days=1))
+    target = RouteTarget("fwd-m1", "m1", OPERATOR.id, OPERATOR.name, "AP-OPERATOR-1", "https://op.example/as4")
+    now = datetime.now(UTC)
+    hooks = [routing.records.hook(target, now=now)]
+    message = await store.submit(StoreInfo("fwd-m1"), [], now=now, evidence=[raw], hooks=hooks)
+    try:
+        assert (await routing.resolve(store, message, route, at=now)).endpoint == "https://op.example/as4"
+        await far.decide_operator(OPERATOR.id, OperatorStatus.SUSPENDED, reason="failed audit", actor="pts")
+        with pytest.raises(EbmsError) as refused:
+            await routing.resolve(store, message, route, at=now)
+        assert refused.value.code == "EBMS:0004" and refused.value.detail.startswith("operator-suspended: ")
+        assert "Mailbox AB" in refused.value.detail and "paper" in refused.value.detail
+        assert routing.far is not None  # and a new letter to its holder is refused before the receipt
+        answer = await routing.far.is_reachable(SENDER, PERSON)
+        assert isinstance(answer, Reachability) and answer.reason is Reason.OPERATOR_SUSPENDED
+        assert decide(facts(PERSON), answer).error().detail.startswith("operator-suspended: ")
+        checked = await routing.resolve(store, message, route, at=now, sending=False)  # its receipt, say
+        assert checked.endpoint == "https://op.example/as4"
+        await far.decide_operator(OPERATOR.id, OperatorStatus.REVOKED, reason="failed audit", actor="pts")
+        with pytest.raises(EbmsError) as revoked:
+            await routing.resolve(store, message, route, at=now)
+        assert revoked.value.detail.startswith("operator-revoked: ")
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))  # bound, never listening: FaR does not answer, so the attempt is retried
+            down = parse_routing(tmp_path, {"far": f"http://127.0.0.1:{sock.getsockname()[1]}"}, "routing")
+            unanswered = Routing(None, routing.records, routing=down)
+            with pytest.raises(RouteUnavailable, match="cannot say whether operator"):
+                await unanswered.resolve(store, message, route, at=now)
+            await unanswered.close()
+    finally:
+        await engine.dispose()
+        await routing.close()
+        await store.close()

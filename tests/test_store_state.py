@@ -271,6 +271,55 @@ async def test_a_dispatcher_gives_back_what_it_did_not_deliver_when_cancelled(st
     assert [(e.lease_owner, outcome) for e, outcome in rows] == [(None, None), (None, None)]
 
 
+async def test_a_dispatcher_of_independent_jobs_runs_them_at_once_and_a_failure_holds_back_only_its_own(
+    store: MessageStore,
+) -> None:
+    """With concurrency 2 a job starts while another is still running, and a failed job waits its backoff alone."""
+    clock = ManualClock(T0)
+    outbox = Outbox(store.db, instance="a")
+    jobs = "job:checks"
+    both_running = asyncio.Event()
+    running: list[str] = []
+    peak = 0
+    seen: list[tuple[str, int]] = []
+    refuse = {"e-0": 1}
+
+    async def deliver(event: OutboxEvent) -> None:
+        nonlocal peak
+        name = json.loads(event.body)["data"]["name"]
+        seen.append((name, event.attempts))
+        if refuse.get(name, 0) > 0:
+            refuse[name] -= 1
+            raise DeliveryFailed("the database of the answer is away")
+        running.append(name)
+        peak = max(peak, len(running))
+        if len(running) == 2:
+            both_running.set()
+        try:
+            await both_running.wait()  # one at a time, this never returns: the delivery times out instead
+        finally:
+            running.remove(name)
+
+    dispatcher = Dispatcher(
+        outbox, jobs, deliver, clock=clock, lease=LEASE, timeout=timedelta(seconds=2),
+        retry=lambda attempts: timedelta(seconds=10 * attempts), concurrency=2,
+    )  # fmt: skip
+    await outbox.add([NewEvent("e", {"name": f"e-{n}"}, (jobs,)) for n in range(3)], now=T0)
+    assert await dispatcher.round() == 3
+    assert peak == 2, "the second job did not start while the first was running"
+    outcomes = [(json.loads(e.body)["data"]["name"], outcome) for e, outcome in await outbox.events(jobs)]
+    assert outcomes == [("e-0", None), ("e-1", DELIVERED), ("e-2", DELIVERED)]
+    # The failed e-0 waits its backoff; a job written after it goes now.
+    both_running.clear()
+    await outbox.add([NewEvent("e", {"name": "e-3"}, (jobs,))], now=T0)
+    refuse["e-3"] = 1
+    assert await dispatcher.round() == 1 and seen[-1] == ("e-3", 0)
+    await clock.advance(timedelta(seconds=10))
+    assert await dispatcher.round() == 2  # e-0 (its second try) and e-3 again, together
+    assert sorted(seen[-2:]) == [("e-0", 1), ("e-3", 1)]
+    assert [outcome for _, outcome in await outbox.events(jobs)] == [DELIVERED] * 4
+
+
 # --- route targets ---------------------------------------------------------------------------------------
 
 

@@ -4,7 +4,8 @@ agency's webhook listener, started once for the session. Each flow goes agency �
 back: answers in each network's form, a late answer refused, a read receipt, a served letter not acknowledged by
 its deadline, a served letter acknowledged with e-ID and its time-stamped kvitto, an invoice found by due date
 and paid once, a broadcast counted at both operators, a case timeline, and content outside the presentation
-policy refused with the reason."""
+policy refused with the reason; and a 200 MB letter, its content an attachment bound by digest to the sealed
+delivery, streamed through every hop with each process's memory far below its size."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import hashlib
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -20,11 +22,14 @@ from accesspoint import demo_twoway as tw
 from accesspoint.envelopes.letter import CaseEvent, LetterTerms, ReplyTerms
 from accesspoint.envelopes.minameddelanden import ReceiptRequest, ReplyOption
 from accesspoint.envelopes.payment import AccountKind, PaymentData, luhn_digit
+from accesspoint.testing import large_letters
 from tests.conftest import SharedFederation
 
 pytestmark = pytest.mark.timeout(300)
 
 ALICE, BERTIL = fed.ALICE, fed.BERTIL  # mailboxes at operator 1 and operator 2
+LARGE = 200 * 2**20  # the large letter's content (2 GiB in ``python -m bench --only large-letter``)
+PEAK_BOUND = 150 * 10**6  # each process's peak resident memory while it passes: the content is streamed, never held
 
 
 @pytest.fixture
@@ -222,3 +227,26 @@ def test_content_outside_the_presentation_policy_is_refused_with_the_reason(worl
     assert "<script>" in answer["reasons"][0]["text"]
     _code, mail = tw.holder(world, ALICE, "GET", "/messages")
     assert all(m["as4_message_id"] != f"fwd-{message_id}" for m in mail["messages"])
+
+
+@pytest.mark.timeout(900)
+def test_a_200_mb_letter_is_streamed_to_the_mailbox_and_downloaded_intact(
+    world: tw.TwoWayFederation, tmp_path: Path
+) -> None:
+    """A 200 MB letter, its content an AS4 attachment bound by digest to the sealed delivery, goes agency → router →
+    operator into Alice's mailbox and is downloaded intact by her, every process's peak memory under 150 MB."""
+    content = large_letters.write_pdf(tmp_path / "ritningar.pdf", LARGE)
+    processes = large_letters.servers(world)
+    large_letters.reset_peaks(processes)  # what this letter takes, whatever the module's other tests took
+    message_id = large_letters.send(world, ALICE, content)
+    mail_id = tw.mail_id(world, ALICE, message_id, timeout=600)
+    assert large_letters.download(world, ALICE, mail_id, large_letters.CONTENT_ID) == (content.size, content.sha256)
+    answer = _sent(world, message_id)["end_to_end"]  # the operator's signed answer quotes the content's digest
+    assert answer["status"] == "delivered-to-mailbox", answer
+    peaks = large_letters.peaks(processes)
+    in_mib = {name: peak >> 20 for name, peak in peaks.items()}
+    print(f"\n{LARGE >> 20} MiB letter, peak RSS in MiB: {in_mib}")
+    assert all(peak < PEAK_BOUND for peak in peaks.values()), in_mib
+    code, _envelope = tw.holder(world, ALICE, "GET", f"/messages/{mail_id}/parts/{large_letters.LETTER_ID}")
+    assert code == 404  # the envelope is not a part of the content
+    content.path.unlink()

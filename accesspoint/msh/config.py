@@ -9,6 +9,7 @@ Paths are relative to the settings file. Everything but ``pmodes`` and ``keys`` 
     database: postgresql+asyncpg://... # optional; redis: redis://... shares the send queue (with database, instance)
     api_tokens: [a-secret-of-16-chars-or-more]
     send: {workers: 16, per_partner: 16, timeout: 30s, lease: 2m}
+    replies: {workers: 8}              # received replies (operators' answers) checked and relayed at once
     pull: {interval: 5s}               # how often to pull from partners whose legs are pull
     retention: {interval: 1h}          # how often to purge; how long to keep is each P-Mode's retention
     tls: {certificate: tls.pem, key: tls.key, client_ca: clients-ca.pem}  # client_ca: client certs required
@@ -66,6 +67,7 @@ T = TypeVar("T")
 
 
 SEND_WORKERS = 16  # the default of send.workers
+REPLY_WORKERS = 8  # the default of replies.workers
 
 
 class ConfigError(ValueError):
@@ -168,6 +170,9 @@ class ServerConfig:
     instance: str = "ap"
     redis_url: str | None = None
     send_workers: int = 16
+    # Replies checked (and, at a router, relayed) at once: each job mostly waits on the database, one at a time
+    # held a mass mailing's signed answers to a few a second.
+    reply_workers: int = REPLY_WORKERS
     send_per_partner: int = 16  # sends at once to one receiving party, at most
     send_timeout: timedelta = timedelta(seconds=30)
     lease: timedelta = timedelta(minutes=2)
@@ -274,7 +279,8 @@ def load_config(path: str | Path) -> ServerConfig:
     mistakes = _Mistakes()
     at = f"{file}: field"
     known = {
-        "listen", "pmodes", "database", "storage", "keys", "api_tokens", "instance", "redis", "send", "durability",
+        "listen", "pmodes", "database", "storage", "keys", "api_tokens", "instance", "redis", "send", "replies",
+        "durability",
         "max_message_size", "revocation", "evidence_retention", "pull", "webhooks", "tls", "tls_trust",
         "tls_client", "retention", "discovery", "routing", "end_to_end", "offload_threshold", "limits",
         "idempotency_retention", "holder_keys", *OBSERVABILITY_KEYS,
@@ -305,6 +311,10 @@ def load_config(path: str | Path) -> ServerConfig:
     )
     workers = mistakes.read(lambda: _positive(send.get("workers", SEND_WORKERS), f"{at} send.workers"), SEND_WORKERS)
     per_partner = mistakes.read(lambda: _positive(send.get("per_partner", workers), f"{at} send.per_partner"), 1)
+    replies: dict[str, Any] = mistakes.read(lambda: _fields(data.get("replies"), f"{at} replies", {"workers"}), {})
+    reply_workers = mistakes.read(
+        lambda: _positive(replies.get("workers", REPLY_WORKERS), f"{at} replies.workers"), REPLY_WORKERS
+    )
     pull: dict[str, Any] = mistakes.read(lambda: _fields(data.get("pull"), f"{at} pull", {"interval"}), {})
     retention: dict[str, Any] = mistakes.read(
         lambda: _fields(data.get("retention"), f"{at} retention", {"interval"}), {}
@@ -332,6 +342,7 @@ def load_config(path: str | Path) -> ServerConfig:
         instance=mistakes.read(lambda: _instance(data.get("instance", "ap"), f"{at} instance"), "ap"),
         redis_url=mistakes.read(lambda: _redis(data.get("redis"), f"{at} redis"), None),
         send_workers=workers,
+        reply_workers=reply_workers,
         send_per_partner=per_partner,
         durability=mistakes.read(
             lambda: _durability(data.get("durability", Durability.POWER_LOSS.value), f"{at} durability"),

@@ -17,6 +17,7 @@ Anything else on a reply leg (an ordinary business reply, an answer that does no
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
@@ -27,10 +28,11 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from accesspoint.routing.letters import worth_reading
 from accesspoint.routing.shell import forwarded_id
 from accesspoint.store import Direction, EndToEnd, MessageStore, StoredMessage
 from accesspoint.store.hooks import TransactionHook
-from operators.receipts import EndToEndReceipt, ReceiptMismatch, check_end_to_end
+from operators.receipts import EndToEndReceipt, ReceiptMismatch, answer_hint, check_end_to_end
 from pmode import PModeSet
 
 log = logging.getLogger("accesspoint.msh.end_to_end")
@@ -55,15 +57,22 @@ def verify_answer(
     message_id: str,
     sent: Mapping[str, bytes],
     certificates: Iterable[x509.Certificate],
+    digests: Mapping[str, str] | None = None,
 ) -> EndToEndReceipt | None:
     """The verified answer to ``message_id`` among the reply's payloads, or None when there is none that
-    verifies with one of ``certificates`` and fits what was ``sent`` (sans-I/O)."""
+    verifies with one of ``certificates`` and fits what was ``sent`` (sans-I/O; ``digests``: the SHA-256 of every
+    sent payload when ``sent`` holds only the small ones, see ``check_end_to_end``)."""
     if not any(_MARK in data for data in reply.values()):
         return None
-    for certificate in certificates:
-        for answered in (message_id, forwarded_id(message_id)):
+    # Each try is a full verification: the notification's own (unverified) claims say which to try first, so an
+    # answer costs one verification, not one per operator and id.
+    hint = answer_hint(reply)
+    candidates = sorted(certificates, key=lambda c: c.public_bytes(Encoding.DER) != hint.certificate)
+    answered_ids = sorted((message_id, forwarded_id(message_id)), key=lambda i: i != hint.message_id)
+    for certificate in candidates:
+        for answered in answered_ids:
             with contextlib.suppress(ReceiptMismatch):
-                return check_end_to_end(reply, message_id=answered, sent=sent, operator=certificate)
+                return check_end_to_end(reply, message_id=answered, sent=sent, operator=certificate, digests=digests)
     return None
 
 
@@ -134,10 +143,24 @@ async def check_reply(
     answer_parts = await _contents(store, reply)
     if not answer_parts or not any(_MARK in data for data in answer_parts.values()):
         return None
-    sent_parts = await _contents(store, sent)
-    if sent_parts is None:
-        sent_parts = {}
-    answer = verify_answer(answer_parts, message_id=sent.message_id, sent=sent_parts, certificates=certificates)
+    # What was sent is checked by the digests the store keeps; only what may be the letter's envelope (XML within
+    # the router's letter limit) is read, never a large letter's content beside it.
+    payloads = await store.payloads(sent)
+    sent_parts = {
+        p.content_id: b"".join([chunk async for chunk in store.read(p)])
+        for p in payloads
+        if worth_reading(p.mime_type, p.size)
+    }
+    digests = {p.content_id: p.sha256 for p in payloads}
+    # XML signatures, tried with each operator certificate in turn: off the event loop.
+    answer = await asyncio.to_thread(
+        verify_answer,
+        answer_parts,
+        message_id=sent.message_id,
+        sent=sent_parts,
+        certificates=tuple(certificates),
+        digests=digests,
+    )
     if answer is None:
         log.warning(
             "%s: the answer %s verifies with no operator's certificate or does not fit",

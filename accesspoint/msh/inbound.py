@@ -237,7 +237,10 @@ class Inbound:
             # The router asks FaR (or picks discovery) before the receipt: a refusal is EBMS:0004 with the reason.
             plan = await self.router.decide(ctx.store, ctx.agreements.current, verified)
             receipt = ctx.signer.signal(verified.receipt, route.security, verified.soap_version)
-            reception = await self._persist(verified, receipt, now)
+            # Stored as received now, not when its request began: a large message takes minutes to read and check,
+            # and the router's recovery takes a message received longer ago than a lease without its forward for
+            # one a stop left behind (it forwarded a 2 GiB letter a second time, racing the request's own forward).
+            reception = await self._persist(verified, receipt, ctx.clock.now())
         finally:
             await verified.close()
         return route, user, plan, receipt, reception

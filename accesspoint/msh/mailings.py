@@ -573,10 +573,14 @@ class Mailings:
             log.warning("mailing: FaR cannot answer (%s); trying again", answers.detail)
             return None
         outcomes = []
+        targets: dict[tuple[str, str | None], dict[str, Any]] = {}  # a few operators serve a whole batch
         for row, answer in zip(rows, answers, strict=True):
             decision = decide(MessageFacts(row.recipient, row.recipient, original_sender=sender), answer)
             if decision.kind is RouteKind.OPERATOR and decision.operator is not None:
-                target = {**decision.operator.to_json(), "endpoint": decision.endpoint}
+                where = (decision.operator.id, decision.endpoint)
+                target = targets.get(where)
+                if target is None:
+                    target = targets[where] = {**decision.operator.to_json(), "endpoint": decision.endpoint}
                 outcomes.append(Outcome(row.seq, RowState.REACHABLE, operator=target))
             else:
                 outcomes.append(Outcome(row.seq, RowState.REFUSED, reason=decision.reason, detail=decision.detail))

@@ -27,7 +27,7 @@ from accesspoint.msh.send_pipeline import SendPipeline
 from accesspoint.msh.sending import ANSWER_LIMIT
 from accesspoint.msh.signals import Settlement
 from accesspoint.msh.wire import READ_CHUNK, discard, read_message_body
-from accesspoint.servicekit.httpclient import fetch, open_request
+from accesspoint.servicekit.httpclient import fetch, open_request, stall_timeout
 from accesspoint.store import Direction, EvidenceKind, MessageState, StoredMessage
 from pmode import Route
 
@@ -161,7 +161,10 @@ class Puller:
         request = ctx.signer.signal(pull_request(route.leg.mpc, at=ctx.clock.now()), policy, SoapVersion.V12)
         headers = {"Content-Type": f"{SoapVersion.V12.content_type}; charset=UTF-8"}
         try:
-            async with open_request(ctx.http, "POST", endpoint, data=request, headers=headers) as response:
+            # The pulled message may be as large as max_message_size: no whole-call limit, but none may stall.
+            stall = stall_timeout(ctx.settings.send_timeout.total_seconds())
+            call = open_request(ctx.http, "POST", endpoint, data=request, headers=headers, timeout=stall)
+            async with call as response:
                 if response.status != 200:
                     log.warning("PullRequest to %s: HTTP %d", endpoint, response.status)
                     return False

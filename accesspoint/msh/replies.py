@@ -78,7 +78,7 @@ class Replies:
         ctx = self.ctx
         self._dispatcher = Dispatcher(
             ctx.outbox, REPLY_JOBS, self._run, clock=ctx.clock, lease=ctx.settings.lease,
-            timeout=ctx.settings.send_timeout, retry=_retry,
+            timeout=ctx.settings.send_timeout, retry=_retry, concurrency=ctx.settings.reply_workers,
         )  # fmt: skip
         return self._dispatcher
 

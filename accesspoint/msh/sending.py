@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import aiohttp
 from opentelemetry.trace import SpanKind
@@ -40,6 +41,17 @@ log = logging.getLogger("accesspoint.msh")
 
 PAUSE_AFTER_FAULT = 1.0  # seconds a worker waits after the database or the queue failed under it
 ANSWER_LIMIT = 4 * 1024 * 1024  # a partner's synchronous answer to a push (a signal): more is a failed attempt
+# A large message's attempt (securing it, the POST, the partner's checks before its receipt) takes time with its
+# size: past LARGE_MESSAGE bytes of payloads, its lease and the POST's timeout grow by a second per
+# LARGE_SEND_RATE bytes (a slow floor: a busy host moves a few MiB a second through every step), so a 2 GiB
+# letter is not cut off at send.timeout and sent again, nor taken over by another worker while it is sent.
+LARGE_MESSAGE = 16 * 1024 * 1024
+LARGE_SEND_RATE = 1024 * 1024
+
+
+def large_allowance(payload_bytes: int) -> timedelta:
+    """The time added to an attempt's lease and timeout for a message of ``payload_bytes`` (zero when small)."""
+    return timedelta(seconds=payload_bytes / LARGE_SEND_RATE) if payload_bytes > LARGE_MESSAGE else timedelta()
 
 
 class PartnerLanes:
@@ -168,13 +180,20 @@ class SendWorkers:
                     message, route, Outcome.REFUSED, code=ErrorCode.FAILED_AUTHENTICATION.code, detail=reason
                 )
             return
+        allowance = large_allowance(message.payload_bytes)
+        if allowance:
+            renewed = await ctx.store.renew(message, now=ctx.clock.now(), lease=ctx.settings.lease + allowance)
+            if renewed is None:
+                log.info("%s was taken over before it was sent", message.message_id)
+                return
+            message = renewed
         try:
             spooled = await self.pipeline.secure(message, route)
         except (ValueError, EbmsError) as exc:  # no certificate to encrypt to, say: every attempt would fail
             unsendable = EbmsError(ErrorCode.OTHER, f"cannot be prepared for sending: {exc}")
             await settlement.failed(message, route, Outcome.UNSENDABLE, unsendable)
             return
-        await self._post(message, route, endpoint, spooled, addresses)
+        await self._post(message, route, endpoint, spooled, addresses, allowance)
 
     async def _post(
         self,
@@ -183,8 +202,11 @@ class SendWorkers:
         endpoint: str,
         spooled: SpooledMessage,
         addresses: AddressPolicy | None = None,
+        allowance: timedelta = timedelta(),
     ) -> None:
         ctx, settlement = self.ctx, self.settlement
+        # Given explicitly: an attempt must end before its lease does, and a large one needs more than the session's.
+        timeout = (ctx.settings.send_timeout + allowance).total_seconds()
         try:
             headers = {"Content-Type": spooled.content_type, "Content-Length": str(spooled.size)}
             with (
@@ -199,6 +221,7 @@ class SendWorkers:
                     headers=headers,
                     max_bytes=ANSWER_LIMIT,
                     addresses=addresses,
+                    timeout=timeout,
                     # A partner is another organisation: our trace ids go there only when tracing.partners says so.
                     trace=ctx.settings.observability.trace_partners,
                 )

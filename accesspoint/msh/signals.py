@@ -237,6 +237,7 @@ class Signals:
         """A dynamic partner filled in for checking its asynchronous signal (EbmsError when it cannot be now)."""
         ctx = self.ctx
         try:
-            return await ctx.routing.resolve(ctx.store, message, route, at=ctx.clock.now())
+            # sending=False: a receipt for what was sent is checked even if the operator was suspended since.
+            return await ctx.routing.resolve(ctx.store, message, route, at=ctx.clock.now(), sending=False)
         except RouteUnavailable as exc:
             raise EbmsError(ErrorCode.OTHER, "the partner cannot be looked up now", log_detail=str(exc)) from None

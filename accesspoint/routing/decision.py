@@ -17,9 +17,10 @@ any other ``scheme::value``               ``participant``: a foreign participant
 
 A message that cannot be routed is refused before the AS4 receipt is returned, with EBMS:0004 and a reason
 the sender can act on: FaR's own reasons (``no-mailbox``, ``pending``, ``anonymous``, ``sender-refused``,
-``no-operator``, ``invalid-identifier``), ``invalid-sender`` (originalSender is no party id),
-``unknown-recipient`` (finalRecipient fits no route), ``far-unavailable`` (FaR could not answer: the sender may
-try again later) and ``no-agreement`` (no P-Mode to forward on).
+``operator-suspended``, ``operator-revoked``, ``no-operator``, ``invalid-identifier``), ``invalid-sender``
+(originalSender is no party id), ``unknown-recipient`` (finalRecipient fits no route), ``far-unavailable`` (FaR
+could not answer: the sender may try again later) and ``no-agreement`` (no P-Mode to forward on). A letter accepted
+before its operator was suspended is not forwarded either (:func:`operator_standing`, before every attempt).
 
 Digital post is accepted only from a registered sender through one of its access points (:func:`check_sender`,
 the sender register of ``far/senders.py``): ``unknown-sender`` (originalSender is not in the register),
@@ -31,6 +32,7 @@ errorDetail is ``NOT_SERVICED`` (SDK's transport profile) and the description gi
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -40,7 +42,7 @@ from accesspoint.core.model import PartyId, UserMessage
 from far.identifiers import InvalidIdentifier
 from far.parties import parse_party_id
 from far.senders import SenderNetwork, SenderView
-from far.service import DISCOVERY, Operator, Reachability
+from far.service import DISCOVERY, Operator, OperatorStatus, Reachability
 from pmode import PModeSet, Route
 from pmode.model import Direction
 
@@ -181,6 +183,7 @@ def _split(value: str, kind: str | None) -> tuple[str | None, str]:
     return (scheme, rest) if separator and scheme and rest else (None, value)
 
 
+@functools.lru_cache(maxsize=4096)  # a mailing asks about one sender a million times; parsing it is the cost
 def sender_party(value: str | None, kind: str | None) -> str | None:
     """The canonical party id in an originalSender (``0192:974760673``, ``iso6523-actorid-upis::0216:…``, a
     Swedish ``2021005448`` or ``16…``), or None when it is none (far/parties.py)."""
@@ -250,6 +253,20 @@ def _names_party(wanted: str, party_ids: tuple[PartyId, ...]) -> bool:
     return any(wanted in (p.value, f"{p.type}::{p.value}", f"{p.type}:{p.value}") for p in party_ids)
 
 
+def operator_standing(target_operator: str, found: Operator | None) -> EbmsError | None:
+    """Whether a letter already accepted may still be forwarded to ``target_operator`` (its route record), given
+    FaR's record of the operator now (None: FaR has none): None when it may; the permanent EBMS:0004 when the
+    operator is no longer approved (``operator-suspended``, ``operator-revoked``) or no longer in FaR
+    (``no-operator``)."""
+    if found is None:
+        return EbmsError(ErrorCode.OTHER, f"no-operator: operator {target_operator} is no longer in FaR")
+    if found.status is OperatorStatus.APPROVED:
+        return None
+    reason = f"operator-{found.status.value}"
+    detail = f"{reason}: operator {found.name} ({found.id}) is {found.status.value}; the letter is not forwarded"
+    return EbmsError(ErrorCode.OTHER, detail + ": send it on paper")
+
+
 def check_sender(
     facts: MessageFacts,
     sender: str,
@@ -299,6 +316,8 @@ _FAR_REASONS = {
     "anonymous": "has an anonymous account, which cannot receive secure digital post",
     "sender-refused": "does not accept digital post from this sender",
     "no-operator": "has no mailbox operator on record",
+    "operator-suspended": "has a mailbox at an operator whose approval is suspended: send on paper",
+    "operator-revoked": "has a mailbox at an operator whose approval is revoked: send on paper",
     "dormant": "has a dormant mailbox (no activity for a long time): send on paper",
     "minor": "is a minor without a mailbox of their own: write to the guardians",
 }

@@ -17,10 +17,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from opentelemetry.trace import Tracer
 from prometheus_client import Counter, Histogram
@@ -43,6 +43,7 @@ from accesspoint.routing.decision import (
     decide,
     forward_route,
     no_agreement,
+    operator_standing,
     refuse,
 )
 from accesspoint.routing.letters import (
@@ -54,7 +55,7 @@ from accesspoint.routing.letters import (
     check_letter,
     worth_reading,
 )
-from accesspoint.routing.outbound import PartnerResolver, RouteRecords, RouteTarget
+from accesspoint.routing.outbound import PartnerResolver, RouteRecords, RouteTarget, RouteUnavailable
 from accesspoint.routing.settings import RoutingSettings
 from accesspoint.security.keys import KeyPair
 from accesspoint.security.revocation import RevocationSource
@@ -71,6 +72,7 @@ from pmode.model import PayloadFormat
 from smp.client import DiscoverySettings
 
 log = logging.getLogger("accesspoint.routing")
+_Record = TypeVar("_Record")
 
 
 async def stored_header(store: MessageStore, message: StoredMessage) -> UserMessage:
@@ -175,6 +177,8 @@ class _FarLookup:
         self._lock = asyncio.Lock()
         # Sender records as FaR gave them, with when: (monotonic time, the record or None for unregistered).
         self._known: dict[str, tuple[float, SenderView | None]] = {}
+        # Operator records (their approval) likewise, for the check before each forwarding attempt.
+        self._operators: dict[str, tuple[float, Operator | None]] = {}
 
     async def _open(self) -> ReachabilityLookup:
         async with self._lock:
@@ -201,29 +205,56 @@ class _FarLookup:
 
     async def sender(self, sender_id: str) -> SenderView | FarFailure | None:
         """The register's record of a sender (None: not registered), kept for ``sender_cache``."""
+
+        async def fetch() -> SenderView:
+            await self._open()
+            assert self._senders is not None
+            return await self._senders.get(sender_id)
+
+        # Bounded: senders are few, a flood of made-up ids must not grow it.
+        return await self._cached(self._known, sender_id, fetch, f"sender {sender_id}", limit=10_000)
+
+    async def operator(self, operator_id: str) -> Operator | FarFailure | None:
+        """FaR's record of an operator with its approval (None: FaR has none), kept for ``sender_cache``."""
+
+        async def fetch() -> Operator:
+            lookup = await self._open()
+            if isinstance(lookup, FarClient):
+                return await lookup.operator(operator_id)
+            assert isinstance(lookup, FarService)
+            return await lookup.get_operator(operator_id)
+
+        return await self._cached(self._operators, operator_id, fetch, f"operator {operator_id}", limit=1_000)
+
+    async def _cached(
+        self,
+        cache: dict[str, tuple[float, _Record | None]],
+        key: str,
+        fetch: Callable[[], Awaitable[_Record]],
+        what: str,
+        *,
+        limit: int,
+    ) -> _Record | FarFailure | None:
+        """A record FaR gave less than ``sender_cache`` ago, else FaR's answer now (None: FaR has none)."""
         now = time.monotonic()
-        cached = self._known.get(sender_id)
+        cached = cache.get(key)
         if cached is not None and now - cached[0] < self.settings.sender_cache.total_seconds():
             return cached[1]
         try:
-            await self._open()
-            assert self._senders is not None
-            found: SenderView | None = await asyncio.wait_for(
-                self._senders.get(sender_id), self.settings.timeout.total_seconds()
-            )
+            found: _Record | None = await asyncio.wait_for(fetch(), self.settings.timeout.total_seconds())
         except NotFound:
             found = None
         except FarError as exc:
             return FarFailure(unavailable=False, detail=exc.detail)
         except (FarUnavailable, TimeoutError, OSError) as exc:
-            log.warning("FaR cannot answer about sender %s: %s", sender_id, exc or type(exc).__name__)
+            log.warning("FaR cannot answer about %s: %s", what, exc or type(exc).__name__)
             return FarFailure(unavailable=True, detail=str(exc))
         except Exception:
             log.exception("FaR failed")
             return FarFailure(unavailable=True, detail="FaR failed")
-        if len(self._known) > 10_000:
-            self._known.clear()  # bounded: senders are few, a flood of made-up ids must not grow it
-        self._known[sender_id] = (now, found)
+        if len(cache) > limit:
+            cache.clear()
+        cache[key] = (now, found)
         return found
 
     async def is_reachable(self, sender: str, recipient: str) -> Reachability | FarFailure:
@@ -249,7 +280,7 @@ class _FarLookup:
         try:
             lookup = await self._open()
             answer = await asyncio.wait_for(
-                lookup.is_reachable(sender, recipients), self.settings.timeout.total_seconds()
+                lookup.reachable_routes(sender, recipients), self.settings.timeout.total_seconds()
             )
         except FarError as exc:
             return FarFailure(unavailable=False, detail=exc.detail)
@@ -314,12 +345,37 @@ class Routing:
         """Where the endpoint of a dynamic partner on this leg may be connected to (see PartnerResolver)."""
         return self.resolver.addresses(route.pmode.network)
 
-    async def resolve(self, store: MessageStore, message: StoredMessage, route: Route, *, at: datetime) -> Route:
-        """The leg with a dynamic partner filled in (see :meth:`PartnerResolver.resolve`); others unchanged."""
+    async def resolve(
+        self, store: MessageStore, message: StoredMessage, route: Route, *, at: datetime, sending: bool = True
+    ) -> Route:
+        """The leg with a dynamic partner filled in (see :meth:`PartnerResolver.resolve`); others unchanged.
+
+        Before a forwarding attempt (``sending``) the router asks FaR whether the operator the route record names
+        is still approved: a suspended or revoked operator fails the forward at once with EBMS:0004
+        ``operator-suspended`` / ``operator-revoked`` (recorded with the message, never retried); FaR without an
+        answer is RouteUnavailable (retried). A receipt from the operator for what was sent is still checked.
+        """
         if not route.dynamic:
             return route
+        if sending:
+            await self._check_operator(message.message_id)
         user = await stored_header(store, message)
         return await self.resolver.resolve(message.message_id, user, route, at=at)
+
+    async def _check_operator(self, message_id: str) -> None:
+        """EbmsError when the operator of this forward's route record is no longer approved (see ``resolve``)."""
+        if self.far is None:
+            return
+        target = await self.records.get(message_id)
+        if target is None:
+            return
+        found = await self.far.operator(target.operator_id)
+        if isinstance(found, FarFailure):
+            raise RouteUnavailable(f"FaR cannot say whether operator {target.operator_id} is approved: {found.detail}")
+        refusal = operator_standing(target.operator_id, found)
+        if refusal is not None:
+            log.warning("%s (received as %s) not forwarded: %s", message_id, target.original_message_id, refusal)
+            raise refusal
 
     # ------------------------------------------------------------------------------------------ the router
 

@@ -25,6 +25,10 @@ from accesspoint.security.policy import SecurityPolicy
 from accesspoint.security.signing import AttachmentSource, TokenTemplates, sign_envelope
 
 ChunkSource = Callable[[], Iterable[bytes]]
+# A spooled (large) payload is gzipped at level 1: there the CPU is what sending costs, and level 1 runs about
+# 2.5 times as fast as zlib's default 6 for some 3 % more bytes on text-like content (a 200 MB letter: ~25 s
+# less per hop on a busy host); small payloads keep the default.
+LARGE_PAYLOAD_LEVEL = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +82,7 @@ class _Compressed:
         spooled = self.spool()
         complete = False
         try:
-            for chunk in compress_stream(self.source()):
+            for chunk in compress_stream(self.source(), level=LARGE_PAYLOAD_LEVEL):
                 spooled.write(chunk)
                 yield chunk
             complete = True

@@ -187,6 +187,21 @@ def client_timeout(total: float) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(total=total, connect=min(total, CONNECT_TIMEOUT))
 
 
+def stall_timeout(seconds: float) -> aiohttp.ClientTimeout:
+    """For answers of unknown size (a pulled message may be gigabytes): no whole-call limit, but the call fails once
+    ``seconds`` pass without a byte, and connecting must succeed within min(seconds, CONNECT_TIMEOUT)."""
+    return aiohttp.ClientTimeout(total=None, connect=min(seconds, CONNECT_TIMEOUT), sock_read=seconds)
+
+
+def _request_timeout(
+    session: aiohttp.ClientSession, timeout: float | aiohttp.ClientTimeout | None
+) -> aiohttp.ClientTimeout:
+    # The session's own when None, given explicitly: aiohttp takes ``timeout=None`` as "no timeout at all".
+    if timeout is None:
+        return session.timeout
+    return timeout if isinstance(timeout, aiohttp.ClientTimeout) else client_timeout(timeout)
+
+
 def new_session(
     *,
     timeout: float,
@@ -240,12 +255,13 @@ async def open_request(
     data: Any = None,
     json: Any = None,
     headers: Mapping[str, str] | None = None,
-    timeout: float | None = None,
+    timeout: float | aiohttp.ClientTimeout | None = None,
     addresses: AddressPolicy | None = None,
     trace: bool = True,
 ) -> AsyncIterator[aiohttp.ClientResponse]:
     """The response, its body unread (read it with :func:`iter_bounded`); RedirectRefused for a redirect.
 
+    ``timeout``: seconds for the whole call, or an aiohttp timeout (:func:`stall_timeout`); None keeps the session's.
     ``addresses`` narrows the session's address policy for this request. Leaving the block releases the
     connection; an answer not read to its end closes it rather than reading the rest. ``trace``: send the current
     trace's ``traceparent`` (a caller's own trace headers are dropped when False, so none leaks either way).
@@ -262,7 +278,7 @@ async def open_request(
             json=json,
             headers=sent,
             allow_redirects=False,
-            timeout=None if timeout is None else client_timeout(timeout),
+            timeout=_request_timeout(session, timeout),
         )
         async with request as response:
             if response.status in REDIRECTS:
@@ -303,13 +319,20 @@ async def fetch(
     data: Any = None,
     json: Any = None,
     headers: Mapping[str, str] | None = None,
-    timeout: float | None = None,
+    timeout: float | aiohttp.ClientTimeout | None = None,
     addresses: AddressPolicy | None = None,
     trace: bool = True,
 ) -> Answer:
     """Send the request and read the whole answer, at most ``max_bytes`` of it (see :func:`open_request`)."""
     async with open_request(
-        session, method, url, data=data, json=json, headers=headers, timeout=timeout, addresses=addresses,
+        session,
+        method,
+        url,
+        data=data,
+        json=json,
+        headers=headers,
+        timeout=timeout,
+        addresses=addresses,
         trace=trace,
     ) as response:
         body = await read_bounded(response, max_bytes)

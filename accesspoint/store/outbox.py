@@ -9,6 +9,8 @@
   out and another delivers it again (at least once; the ``event_id`` stays the same, receivers deduplicate on it).
 - A failed delivery waits its backoff (``available_at``) and blocks the events behind it, as the order demands;
   after the sink's last attempt it is settled as ``dropped``. Settled rows are purged after their retention.
+- A sink of independent jobs (the replies to check) needs no order: claimed ``ordered=False``, any due event no
+  other instance holds is taken, a failed one waits its backoff alone, and its dispatcher runs several at once.
 
 ``Dispatcher`` is that loop for one sink: claim, deliver, settle, wait for a wake-up or the poll interval.
 """
@@ -173,11 +175,37 @@ class Outbox:
             return 0
         return await self._run(insert_new)
 
-    async def claim(self, sink: str, *, now: datetime, lease: timedelta, limit: int = 20) -> list[OutboxEvent]:
+    async def claim(
+        self, sink: str, *, now: datetime, lease: timedelta, limit: int = 20, ordered: bool = True
+    ) -> list[OutboxEvent]:
         """Lease up to limit of the sink's oldest pending events to this instance, in order.
 
         Empty when the sink has nothing due, its head waits out a backoff, or another instance holds its head.
+        Unordered (a sink of independent jobs), the oldest due events no other instance holds, whatever is ahead.
         """
+
+        def take_any(connection: Connection) -> list[OutboxEvent]:
+            # SKIP LOCKED (PostgreSQL): instances claiming at once take different events instead of queueing.
+            pending = (O.c.sink == sink, O.c.settled_at.is_(None), O.c.available_at <= now)
+            due = connection.execute(
+                select(O.c.id)
+                .where(*pending, _free_for(self.instance, now))
+                .order_by(O.c.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            ).scalars()
+            return _lease(connection, list(due))
+
+        def _lease(connection: Connection, wanted: list[int]) -> list[OutboxEvent]:
+            if not wanted:
+                return []
+            rows = connection.execute(
+                update(O)
+                .where(O.c.id.in_(wanted), O.c.settled_at.is_(None), _free_for(self.instance, now))
+                .values(lease_owner=self.instance, lease_until=now + lease)
+                .returning(*O.c)
+            ).all()
+            return sorted((_event(row) for row in rows), key=lambda event: event.pk)
 
         def take(connection: Connection) -> list[OutboxEvent]:
             # FOR UPDATE in id order (PostgreSQL; SQLite serialises writers anyway): two instances claiming the
@@ -196,15 +224,9 @@ class Outbox:
                 if row.available_at > now or _held_by_other(row, self.instance, now):
                     break
                 wanted.append(row.id)
-            rows = connection.execute(
-                update(O)
-                .where(O.c.id.in_(wanted), O.c.settled_at.is_(None), _free_for(self.instance, now))
-                .values(lease_owner=self.instance, lease_until=now + lease)
-                .returning(*O.c)
-            ).all()
-            return sorted((_event(row) for row in rows), key=lambda event: event.pk)
+            return _lease(connection, wanted)
 
-        return await self._run(take)
+        return await self._run(take if ordered else take_any)
 
     async def delivered(self, event: OutboxEvent, *, now: datetime) -> bool:
         """Settle a delivered event; False when this instance no longer held it (another delivered it too)."""
@@ -314,6 +336,10 @@ class Dispatcher:
     delivery; an event is only handed to ``deliver`` while its lease has that much left, so no lease runs out
     mid-delivery (leave room: ``lease`` well above ``timeout``). The loop survives the database going away: it
     backs off and tries again, and what it held is redelivered once its lease ran out.
+
+    With ``concurrency`` above 1 the sink is one of independent jobs: claimed unordered, up to ``concurrency``
+    deliveries run at once (each a job that mostly waits on the database or a partner), and a failure holds back
+    only its own event.
     """
 
     def __init__(
@@ -328,9 +354,13 @@ class Dispatcher:
         retry: Callable[[int], timedelta | None],
         poll: timedelta = timedelta(seconds=1),
         batch: int = 20,
+        concurrency: int = 1,
     ) -> None:
         if lease <= timeout:
             raise ValueError("the lease must be longer than the delivery timeout")
+        if concurrency < 1:
+            raise ValueError("at least one delivery at a time")
+        self._concurrency = concurrency
         self.outbox = outbox
         self.sink = sink
         self._deliver = deliver
@@ -367,8 +397,8 @@ class Dispatcher:
                 failures += 1
                 handled = 0
                 log.warning("outbox %s: the database is unavailable (%s); trying again", self.sink, exc)
-            if handled and self._retry_at is None:
-                continue
+            if handled and (self._retry_at is None or self._concurrency > 1):
+                continue  # independent jobs: a failed one does not hold back those due now
             until = self._clock.now() + self._poll * min(2**failures, 30)
             if self._retry_at is not None:
                 until, self._retry_at = min(until, self._retry_at), None
@@ -376,6 +406,8 @@ class Dispatcher:
 
     async def round(self) -> int:
         """Claim a batch and deliver it; how many events were settled (0: nothing to do now)."""
+        if self._concurrency > 1:
+            return await self._round_unordered()
         events = await self.outbox.claim(self.sink, now=self._clock.now(), lease=self._lease, limit=self._batch)
         settled = 0
         try:
@@ -397,6 +429,50 @@ class Dispatcher:
             if len(events) > settled:
                 await _quietly(self.outbox.release(self.sink))
         return settled
+
+    async def _round_unordered(self) -> int:
+        """A round of independent jobs: at most ``concurrency`` deliveries at once, each settled on its own."""
+        limit = max(self._batch, self._concurrency)
+        now = self._clock.now()
+        events = await self.outbox.claim(self.sink, now=now, lease=self._lease, limit=limit, ordered=False)
+        slots = asyncio.Semaphore(self._concurrency)
+        retries: list[datetime] = []
+
+        async def one(event: OutboxEvent) -> int:
+            async with slots:
+                assert event.lease_until is not None
+                if self._clock.now() + self._timeout >= event.lease_until:
+                    return 0  # too little lease left: given back below, claimed (and renewed) next round
+                try:
+                    await asyncio.wait_for(self._deliver(event), self._timeout.total_seconds())
+                except (DeliveryFailed, TimeoutError) as exc:
+                    retry_at = await self._failed_alone(event, str(exc) or type(exc).__name__)
+                    if retry_at is not None:
+                        retries.append(retry_at)
+                    return 1
+                await self.outbox.delivered(event, now=self._clock.now())
+                return 1
+
+        settled = 0
+        try:
+            # Every job ends before the round does (a failing one does not leave the others running unowned).
+            results = await asyncio.gather(*(one(event) for event in events), return_exceptions=True)
+            settled = sum(result for result in results if isinstance(result, int))
+        finally:
+            if len(events) > settled:
+                await _quietly(self.outbox.release(self.sink))
+            if retries:
+                self._retry_at = min(retries)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return settled
+
+    async def _failed_alone(self, event: OutboxEvent, reason: str) -> datetime | None:
+        """Record a failed job without holding back the others; when it is due again."""
+        await self._failed(event, reason)
+        retry_at, self._retry_at = self._retry_at, None
+        return retry_at
 
     async def _failed(self, event: OutboxEvent, reason: str) -> None:
         attempts = event.attempts + 1
