@@ -444,15 +444,21 @@ async def _received(store: MessageStore, message_id: str, **properties: str) -> 
     return (await store.receive(info, [payload], now=datetime.now(UTC), evidence=[raw])).message
 
 
-async def test_a_message_received_but_not_forwarded_before_a_stop_is_forwarded_at_start(tmp_path: Path) -> None:
-    """recover(): routable ones are forwarded once, local and now-unroutable ones stay, half-done ones are settled."""
+async def _far_with_person(tmp_path: Path) -> tuple[str, FarService]:
+    """FaR's database under ``tmp_path`` with OPERATOR and PERSON (secure, at OPERATOR): its URL and the service."""
     far_url = "sqlite+aiosqlite:///" + str(tmp_path / "far.db")
     engine = create_engine(far_url)
     await upgrade_schema(engine)
     far = FarService(engine)
     await far.put_operator(OPERATOR, actor="test")
     await far.put_recipient(PERSON, status=AccountStatus.SECURE, operator_id=OPERATOR.id, actor="test")
-    await engine.dispose()
+    return far_url, far
+
+
+async def test_a_message_received_but_not_forwarded_before_a_stop_is_forwarded_at_start(tmp_path: Path) -> None:
+    """recover(): routable ones are forwarded once, local and now-unroutable ones stay, half-done ones are settled."""
+    far_url, far = await _far_with_person(tmp_path)
+    await far.engine.dispose()
     store = await MessageStore.open(f"sqlite:///{tmp_path / 'ap.db'}", tmp_path / "files")
     settings = parse_routing(tmp_path, {"far": {"database": far_url}}, "routing")
     routing = Routing(None, RouteRecords(RouteTargets(store.db)), routing=settings)
@@ -483,13 +489,8 @@ async def test_a_message_received_but_not_forwarded_before_a_stop_is_forwarded_a
 
 async def test_a_forward_that_failed_after_the_receipt_is_retried_while_running(tmp_path: Path) -> None:
     """keep_forwarding(): a message received (and receipted) whose forward failed goes on a round later, once."""
-    far_url = "sqlite+aiosqlite:///" + str(tmp_path / "far.db")
-    engine = create_engine(far_url)
-    await upgrade_schema(engine)
-    far = FarService(engine)
-    await far.put_operator(OPERATOR, actor="test")
-    await far.put_recipient(PERSON, status=AccountStatus.SECURE, operator_id=OPERATOR.id, actor="test")
-    await engine.dispose()
+    far_url, far = await _far_with_person(tmp_path)
+    await far.engine.dispose()
     store = await MessageStore.open(f"sqlite:///{tmp_path / 'ap.db'}", tmp_path / "files")
     settings = parse_routing(tmp_path, {"far": {"database": far_url}}, "routing")
     routing = Routing(None, RouteRecords(RouteTargets(store.db)), routing=settings)
@@ -580,12 +581,7 @@ async def test_a_letter_accepted_for_an_operator_suspended_since_fails_at_once_a
     """Before each forwarding attempt FaR is asked: approved goes on to the record's endpoint; suspended or revoked
     is EBMS:0004 operator-suspended / operator-revoked (permanent, the reason in the detail); FaR down is retried;
     the receipt of what was sent is still checked against the operator."""
-    far_url = "sqlite+aiosqlite:///" + str(tmp_path / "far.db")
-    engine = create_engine(far_url)
-    await upgrade_schema(engine)
-    far = FarService(engine)
-    await far.put_operator(OPERATOR, actor="test")
-    await far.put_recipient(PERSON, status=AccountStatus.SECURE, operator_id=OPERATOR.id, actor="test")
+    far_url, far = await _far_with_person(tmp_path)
     pmodes = load_pmodes(_pmodes(tmp_path))
     route = next(r for r in pmodes.routes() if r.pmode.id == "to-operator")
     store = await MessageStore.open(f"sqlite:///{tmp_path / 'ap.db'}", tmp_path / "files")
@@ -628,6 +624,6 @@ async def test_a_letter_accepted_for_an_operator_suspended_since_fails_at_once_a
                 await unanswered.resolve(store, message, route, at=now)
             await unanswered.close()
     finally:
-        await engine.dispose()
+        await far.engine.dispose()
         await routing.close()
         await store.close()
