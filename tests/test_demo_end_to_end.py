@@ -66,7 +66,7 @@ def test_sender_status_shows_delivered_to_mailbox_by_the_operators_signature_and
 
     cli = subprocess.run(
         [sys.executable, "-m", "accesspoint", "status", letter.message_id, "--direction", "out",
-         "--api", federation.nordic.url, "--token", federation.nordic.token],
+         "--api", federation.nordic.url, f"--token={federation.nordic.token}"],
         cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert cli.returncode == 0, cli.stderr

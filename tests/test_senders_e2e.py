@@ -233,7 +233,7 @@ def test_a_kill_9_of_the_router_mid_mailing_sends_no_one_a_letter_twice(
         ],
     }  # fmt: skip
     file.write_text("".join(json.dumps(line) + "\n" for line in (metadata, *recipients)))
-    submitted = _cli("submit", str(file), "--api", sweden.url, "--token", sweden.token)
+    submitted = _cli("submit", str(file), "--api", sweden.url, f"--token={sweden.token}")
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
     assert json.loads(submitted.stdout)["accepted"] == MAILING_SIZE
 
@@ -247,7 +247,7 @@ def test_a_kill_9_of_the_router_mid_mailing_sends_no_one_a_letter_twice(
     sweden.kill_and_restart()
 
     followed = _cli(
-        "status", "kill-9", "--api", sweden.url, "--token", sweden.token, "--wait", "--interval", "2",
+        "status", "kill-9", "--api", sweden.url, f"--token={sweden.token}", "--wait", "--interval", "2",
         "--timeout", "900", timeout=960,
     )  # fmt: skip
     assert followed.returncode == 0, followed.stdout + followed.stderr
