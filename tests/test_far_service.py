@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
 from sqlalchemy.pool import StaticPool
 
-from far.identifiers import Policy
+from far.identifiers import Policy, with_check_digit
 from far.importer import import_file
 from far.model import AccountStatus, audit, create_engine
-from far.service import DISCOVERY, Conflict, FarService, InvalidInput, NotFound, Reason
+from far.service import DISCOVERY, Conflict, FarService, InvalidInput, NotFound, OperatorStatus, Reachability, Reason
 from tests.test_far_support import BILLO, KIVRA, NOW, OTHER_SENDER, SENDER, make_service, seed_people
 
 
@@ -106,6 +107,24 @@ async def test_answers_keep_request_order_and_duplicates_in_one_query(far: FarSe
     assert [a.recipient for a in answers] == ids
     assert [a.reason for a in answers[:4]] == [None, Reason.INVALID_IDENTIFIER, Reason.NO_MAILBOX, None]
     assert len([s for s in statements if s.lstrip().upper().startswith("SELECT")]) == 1
+
+
+async def test_the_routes_answer_routes_each_recipient_as_the_full_answer_does(far: FarService) -> None:
+    """A batch with every reason, invalid ids and repeats gets the routes answer the full one gives, row for row."""
+    await far.put_recipient("191001012382", status=AccountStatus.SECURE, operator_id=BILLO.id, actor="t")
+    await far.decide_operator(BILLO.id, OperatorStatus.SUSPENDED, reason="audit", actor="t")
+    known = ["197802022389", "198112189876", "194004048569", "195806142377", "196408233234", "199001302380",
+             "201112192396", "165568402266", "191001012382", "20" + with_check_digit("000101238")]  # fmt: skip
+    ids = [*known, "bogus", "197802022388", "ES/SE/1", *reversed(known), "197802022389"]
+    full = await far.is_reachable(SENDER, ids)
+    routes = await far.routes(SENDER, ids)
+
+    def routed(answers: list[Reachability]) -> list[tuple[Any, ...]]:
+        return [(a.recipient, a.reachable, a.reason, a.operator if a.reachable else None, a.endpoint) for a in answers]
+
+    assert routed(routes.answers(ids)) == routed(full)
+    assert {a.reason for a in full} >= {None, Reason.OPERATOR_SUSPENDED, Reason.INVALID_IDENTIFIER, Reason.PENDING}
+    assert [operator.id for operator, _ in routes.operators] == [KIVRA.id]  # only the operators answers use
 
 
 async def test_more_than_1000_recipients_or_a_bad_sender_is_refused(far: FarService) -> None:
