@@ -209,6 +209,10 @@ async def test_sqlite_and_postgresql_answer_alike(database_url: str, tmp_path: P
             Reason.INVALID_IDENTIFIER,
         ]
         assert answers[0].last_registration == NOW and answers[1].endpoint == DISCOVERY
+        routes = await far.routes(SENDER, [*ids, "191001012382", "x"])
+        assert [(a.reason, a.endpoint) for a in routes.answers([*ids, "191001012382", "x"])] == [
+            (a.reason, a.endpoint) for a in answers
+        ]
         assert [a.status for a in await far.is_registered(ids[:2])] == [AccountStatus.SECURE] * 2
         path = tmp_path / "people.csv"
         path.write_text(
