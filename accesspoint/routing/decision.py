@@ -54,6 +54,7 @@ ISO6523 = "iso6523-actorid-upis"
 SDK_ICDS = frozenset({"0007", "0203"})
 _TWELVE_DIGITS = re.compile(r"\d{12}")
 _EIDAS = re.compile(r"[A-Z]{2}/[A-Z]{2}/\S+")
+_FAR_RECIPIENT = re.compile(f"{_TWELVE_DIGITS.pattern}|{_EIDAS.pattern}")  # either, as one pattern
 
 
 class RouteKind(StrEnum):
@@ -254,9 +255,11 @@ def decide_routes(sender: str, recipients: Sequence[str], routes: Routes) -> lis
     party = sender_party(sender, None)
     results = routes.results
     decided: list[int | RoutingDecision] = []
+    shaped = _FAR_RECIPIENT.fullmatch
     for index, recipient in enumerate(recipients):
         result = results[index]
-        if party is not None and result.__class__ is int and _operator_recipient(recipient):
+        # classify's test for a recipient FaR routes (12 digits or eIDAS, no scheme::), in one match.
+        if party is not None and result.__class__ is int and "::" not in recipient and shaped(recipient) is not None:
             decided.append(result)
         else:  # refused by FaR, or no recipient FaR routes: the one-row decision says how
             facts = MessageFacts(recipient, recipient, original_sender=sender)
@@ -265,10 +268,6 @@ def decide_routes(sender: str, recipients: Sequence[str], routes: Routes) -> lis
             decided.append(result if decision.kind is RouteKind.OPERATOR else decision)  # type: ignore[arg-type]
     return decided
 
-
-def _operator_recipient(value: str) -> bool:
-    """A finalRecipient :func:`classify` sends to FaR: 12 digits or eIDAS, without a ``scheme::``."""
-    return "::" not in value and (_TWELVE_DIGITS.fullmatch(value) or _EIDAS.fullmatch(value)) is not None
 
 
 def refuse(facts: MessageFacts, recipient: str | None, reason: str, detail: str) -> RoutingDecision:
