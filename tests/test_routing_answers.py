@@ -1,11 +1,13 @@
-"""The router's own end-to-end answer, through two access points in this event loop (Sweden sends, Belgium routes
-with FaR in its process): a letter accepted before its operator was suspended is not forwarded, and its sender is
-told so by a signed ``rejected`` answer with the reason, which its status shows."""
+"""The router through access points in this event loop (Sweden sends, Belgium routes with FaR in its process, a
+third access point is the mailbox operator's): a letter accepted before its operator was suspended is not forwarded,
+and its sender is told so by a signed ``rejected`` answer with the reason, which its status shows; a forwarded
+letter keeps one trace id from the sender through the router to the operator's access point."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
@@ -21,9 +23,10 @@ from accesspoint.routing.decision import NotForwarded
 from accesspoint.store import Direction, MessageState
 from accesspoint.testing import services
 from far.service import OperatorStatus
-from tests.inmemory import Pair, eventually
+from tests.inmemory import Node, Pair, eventually, settings
 from tests.test_msh import CERTS
-from tests.test_msh_support import agreements, submission
+from tests.test_msh_observability import _spans, _trace_id, _tracing
+from tests.test_msh_support import SE_KEY, agreements, submission
 from tests.test_routing import OPERATOR, PERSON, SENDER, UNREGISTERED, _far_with_person
 
 pytestmark = pytest.mark.timeout(60)
@@ -113,3 +116,46 @@ def test_the_refusal_of_a_forward_carries_the_reason_the_sender_is_told() -> Non
     assert suspended.code == "EBMS:0004" and suspended.detail.startswith("operator-suspended: ")
     gone = operator_standing(OPERATOR.id, None)
     assert gone is not None and gone.reason == "no-operator"
+
+
+async def test_a_routed_letter_keeps_one_trace_id_from_the_sender_through_the_router_to_the_operator(
+    pair_factory: Callable[..., Pair], tmp_path: Path
+) -> None:
+    """With tracing.partners on every access point, the sender's send, the router's reception and forward, and the
+    operator's access point's reception are spans of one trace."""
+    pair = pair_factory()
+    far_url, far = await _far_with_person(tmp_path)
+    port = services.free_port()
+    operator = Node(tmp_path / "op", port, settings("mailbox-operator", SE_KEY, port), pair.clock)
+    await far.put_operator(replace(OPERATOR, endpoint=f"{operator.base}/as4"), actor="test")
+    await far.engine.dispose()
+    router = _router_pmodes(pair)
+    operator.write_pmodes(
+        {**router, "self": "mailbox-operator", "pmodes": [p for p in router["pmodes"] if p["id"] == "be-to-operator"]}
+    )
+    router["parties"]["mailbox-operator"]["endpoint"] = "dynamic"
+    pair.be.write_pmodes(router)
+    (operator.folder / "data").mkdir()
+    shutil.copy(pair.be.folder / "data" / "accesspoint.db", operator.folder / "data" / "accesspoint.db")
+    routing = {"far": {"database": far_url}, "pmodes": ["se-be-request-reply"], "forward_pmode": "be-to-operator",
+               "sender_binding": False}  # fmt: skip
+    pair.configure(pair.be, routing=routing, tracing={"partners": True})
+    pair.configure(pair.se, tracing={"partners": True})
+    operator_settings = json.loads((operator.folder / "server.yaml").read_text())
+    (operator.folder / "server.yaml").write_text(json.dumps({**operator_settings, "tracing": {"partners": True}}))
+    sender, routed, received = _tracing(pair.se), _tracing(pair.be), _tracing(operator)
+    await operator.start()
+    try:
+        await pair.be.start()
+        await pair.se.start()
+        letter = submission("se-be-request-reply", b"<letter/>", "traced@se.example")
+        letter["properties"] = {"finalRecipient": PERSON, "originalSender": f"0007:{SENDER}"}
+        assert (await pair.se.api("POST", "/api/v1/messages", letter))[0] == 202
+        await pair.be.until("fwd-traced@se.example", {"delivered"})
+    finally:
+        await operator.stop()
+    (send,) = _spans(sender, "as4.send")
+    (reception,) = _spans(routed, "as4.receive")
+    (forward,) = _spans(routed, "as4.send")
+    (arrival,) = _spans(received, "as4.receive")
+    assert len({_trace_id(span) for span in (send, reception, forward, arrival)}) == 1
