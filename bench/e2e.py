@@ -14,7 +14,8 @@ beyond what it must. Per profile:
 - 70 %: an open loop submits at 70 % of that rate, evenly spaced; latency = submit (the generator's clock,
   before the POST) -> delivered (the sender's ``updated_at`` of the ``delivered`` row, same machine clock).
 - CPU: user + system time of both servers (from /proc) per delivered message, since the machine is shared;
-  the load average alongside.
+  the load average alongside; and what both burn idle (ms per second, measured after the warm-up), with its
+  share of each max run's CPU per message (large when a loaded machine lets a run deliver few messages).
 - ceiling: ``bench.security``'s CPU cost of one message's sending (sign + encrypt + pack) and receiving
   (read, decrypt, verify, signed receipt) in this process: the security + core path alone, each side
   single-threaded, the two sides on two cores at most. Ratio = end-to-end messages/s / ceiling; CPU x = both
@@ -369,12 +370,14 @@ async def settled_rows(
 def phase(sender: Server, receiver: Server, load: Load) -> dict[str, Any]:
     """Run the generator, wait until its messages are settled, and measure: rates, latencies, CPU, memory."""
     cpu_before = cpu_seconds(sender.pid), cpu_seconds(receiver.pid)
+    clock_before = time.monotonic()
     busy_before = machine_busy()
     load_average = os.getloadavg()
     generated = run_generator(load)
     submitted: dict[str, float] = dict(generated["submitted"])
     rows = asyncio.run(settled_rows(load.ledger, generated["first_id"], len(submitted)))
     cpu_after = cpu_seconds(sender.pid), cpu_seconds(receiver.pid)
+    cpu_window = time.monotonic() - clock_before
     busy_after = machine_busy()
     start, end = generated["started"], generated["ended"]
     delivered = {mid: at for mid, state, at in rows if state == "delivered" and mid in submitted}
@@ -409,11 +412,19 @@ def phase(sender: Server, receiver: Server, load: Load) -> dict[str, Any]:
         "sender_cpu_s": cpu_after[0] - cpu_before[0],
         "receiver_cpu_s": cpu_after[1] - cpu_before[1],
         "cpu_ms_per_msg": cpu * 1000 / max(len(delivered), 1),
+        "cpu_window_s": cpu_window,  # the wall time the CPU figures span (the generator's run and the drain)
         "generator_cpu_s": generated["cpu_seconds"],
         "machine_busy": busy * (os.cpu_count() or 1),  # cores busy on average (everyone's)
         "load_average": load_average,
         "rss_mib": [rss_mib(sender.pid), rss_mib(receiver.pid)],
     }
+
+
+def idle_cpu(sender: Server, receiver: Server, seconds: float) -> float:
+    """Both servers' CPU with nothing to do (timers, pollers, the P-Mode watcher), milliseconds per second."""
+    before, started = cpu_seconds(sender.pid) + cpu_seconds(receiver.pid), time.monotonic()
+    time.sleep(seconds)
+    return (cpu_seconds(sender.pid) + cpu_seconds(receiver.pid) - before) * 1000 / (time.monotonic() - started)
 
 
 # ---------------------------------------------------------------------------------------- the whole
@@ -493,6 +504,8 @@ def run(
             for profile in profiles:
                 phases.append(phase(sender, receiver, load(profile, "warm", 2.0 if quick else 5.0, window=window)))
             result["rss_warm_mib"] = [rss_mib(sender.pid), rss_mib(receiver.pid)]
+            # On a loaded machine a run delivers few messages, and what the servers burn idle weighs on each.
+            result["idle_cpu_ms_per_s"] = idle_cpu(sender, receiver, 2.0 if quick else 5.0)
             for profile in profiles:
                 length = steady_seconds if profile is Profile.EDELIVERY_1_15 else other_seconds
                 if py_spy is not None and profile is profiles[0]:
@@ -571,6 +584,17 @@ def print_result(result: dict[str, Any], say: Callable[[str], None] = _say) -> N
         say(
             f"  ceiling {label}: send {limit['send_us']:.0f} us + receive {limit['receive_us']:.0f} us CPU per"
             f" message = {(limit['send_us'] + limit['receive_us']) / 1000:.2f} ms -> {limit['msg_per_s']:.0f} msg/s"
+        )
+    idle = result.get("idle_cpu_ms_per_s")
+    if idle is not None:
+        shares = ", ".join(
+            f"{label} max {idle * runs['max']['cpu_window_s'] / max(runs['max']['delivered'], 1):.2f}"
+            for label, runs in result["profiles"].items()
+            if "cpu_window_s" in runs["max"]
+        )
+        say(
+            f"  idle: both servers use {idle:.1f} ms of CPU per second with nothing to do (timers, pollers); of the"
+            f" CPU ms/msg above that is ({shares}) ms at this run's rates"
         )
     for size, run_ in result.get("sizes", {}).items():
         megabytes = run_["msg_per_s"] * int(size) / 1e6

@@ -28,7 +28,7 @@ from accesspoint.servicekit.logs import JsonFormatter, LogType, log_context
 from accesspoint.servicekit.observability import AdminSettings, Observability, read_observability
 from accesspoint.servicekit.settings import SettingsError, SettingsReader
 from accesspoint.servicekit.tokens import BearerToken, scopes
-from accesspoint.servicekit.tracing import trace_id_of
+from accesspoint.servicekit.tracing import extract, trace_id_of, tracer_for
 from accesspoint.testing import services
 from accesspoint.testing.smp import DOCUMENT, PARTICIPANT, metadata, publish
 from accesspoint.testing.smp import settings as smp_settings
@@ -224,6 +224,21 @@ async def test_outbound_calls_carry_the_current_trace_unless_told_not_to() -> No
         await server.close()
     assert seen[0] is not None and seen[0].split("-")[1] == trace_id_of(span)
     assert seen[1] is None
+
+
+
+def test_without_an_sdk_a_span_continues_a_callers_trace_and_is_invalid_otherwise() -> None:
+    """With no SDK installed, a span under a caller's traceparent carries its trace id; one without is invalid."""
+    from opentelemetry import trace
+
+    tracer = tracer_for("test")
+    caller = extract({"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"})
+    with tracer.start_as_current_span("continued", context=caller):
+        assert trace_id_of() == "0af7651916cd43dd8448eb211c80319c"
+        with tracer.start_as_current_span("inner"):
+            assert trace_id_of() == "0af7651916cd43dd8448eb211c80319c"
+    with tracer.start_as_current_span("alone") as span:
+        assert span is trace.INVALID_SPAN and trace_id_of() is None
 
 
 COUNTING = """

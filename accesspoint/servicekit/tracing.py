@@ -18,13 +18,25 @@ import logging
 import os
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from contextlib import AbstractContextManager, nullcontext
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer, TracerProvider
+from opentelemetry.trace import (
+    INVALID_SPAN,
+    NoOpTracerProvider,
+    ProxyTracerProvider,
+    Span,
+    SpanKind,
+    Status,
+    StatusCode,
+    Tracer,
+    TracerProvider,
+)
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.util import types
 
 log = logging.getLogger("accesspoint.servicekit.tracing")
 
@@ -43,7 +55,61 @@ def route_label(request: web.Request) -> str:
 
 def tracer_for(name: str, provider: TracerProvider | None = None) -> Tracer:
     """The tracer a component uses: from ``provider`` (tests pass their own) or the process's."""
-    return (provider or trace.get_tracer_provider()).get_tracer(name)
+    if provider is not None:
+        return provider.get_tracer(name)
+    return _ProcessTracer(trace.get_tracer_provider().get_tracer(name))
+
+
+# What a span is while no SDK records it and no caller's trace is being continued: the API's no-op tracer would
+# build a span, a context and three context managers for it (some 16 per message on the AS4 path).
+_NO_SPAN: AbstractContextManager[Span] = nullcontext(INVALID_SPAN)
+_NO_SDK = (ProxyTracerProvider, NoOpTracerProvider)
+
+
+class _ProcessTracer(Tracer):
+    """The process's tracer, with a shortcut for the common case of tracing off: a span that nothing would record
+    and that continues no trace is the invalid span, at the cost of two look-ups. Where the SDK is installed (also
+    after this tracer was made) or a caller's ``traceparent`` is being continued, the API's tracer does the work,
+    so trace ids still reach the logs and outbound requests."""
+
+    def __init__(self, inner: Tracer) -> None:
+        self._inner = inner
+
+    def start_span(
+        self,
+        name: str,
+        context: otel_context.Context | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: types.Attributes = None,
+        links: trace._Links = None,
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+    ) -> Span:
+        return self._inner.start_span(
+            name, context, kind, attributes, links, start_time, record_exception, set_status_on_exception
+        )
+
+    def start_as_current_span(  # type: ignore[override]  # a context manager, as the API's decorator makes it
+        self,
+        name: str,
+        context: otel_context.Context | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: types.Attributes = None,
+        links: trace._Links = None,
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+        end_on_exit: bool = True,
+    ) -> AbstractContextManager[Span]:
+        if (
+            isinstance(trace.get_tracer_provider(), _NO_SDK)
+            and not trace.get_current_span(context).get_span_context().is_valid
+        ):
+            return _NO_SPAN
+        return self._inner.start_as_current_span(
+            name, context, kind, attributes, links, start_time, record_exception, set_status_on_exception, end_on_exit
+        )
 
 
 def inject(headers: MutableMapping[str, str]) -> None:
