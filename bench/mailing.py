@@ -99,8 +99,11 @@ def _drive(
     answer = _post(federation, file)
     posted = time.monotonic() - started
     mailbox_count = sum(1 for index in range(len(recipients)) if fed.registered(index))
+    far_cpu_from = cpu_seconds(federation.far.pid)
     rss: list[float] = []
     loads: list[float] = []
+    far_load: float | None = None  # the load average when the router had checked every recipient in FaR
+    far_cpu = 0.0
     progress: dict[str, Any] = {}
     killed: dict[str, Any] = {}
     cpu_of_the_killed = 0.0
@@ -108,6 +111,9 @@ def _drive(
         rss.append(rss_mib(sweden.pid))
         loads.append(os.getloadavg()[0])
         progress = sweden.api("GET", "/api/v1/mailings/bench")[1]
+        if far_load is None and progress.get("far", {}).get("checked", 0) >= len(recipients):
+            far_load = loads[-1]
+            far_cpu = cpu_seconds(federation.far.pid) - far_cpu_from
         answered = progress.get("end_to_end", {}).get("delivered-to-mailbox", 0)
         if progress.get("state") == "completed" and (answered >= mailbox_count or killed):
             break  # after a kill, the mailboxes themselves are counted (below)
@@ -145,6 +151,9 @@ def _drive(
         "counts": {key: progress.get(key) for key in ("recipients", "letters", "end_to_end")},
         "far_checked": far.get("checked"),
         "far_recipients_per_s": far.get("recipients_per_second"),
+        # FaR's process CPU until the last recipient was checked (its only work then: the mailing's batches).
+        "far_cpu_us_per_recipient": far_cpu * 1e6 / len(recipients) if far_load is not None else None,
+        "far_load_average": far_load,
         "seconds": elapsed,
         "letters_in_mailboxes": in_mailboxes,
         "letters_per_s": in_mailboxes / elapsed,
@@ -193,7 +202,12 @@ def print_result(result: dict[str, Any], say: Callable[[str], None]) -> None:
     far_rate = result["far_recipients_per_s"] or 0.0
     if result["far_checked"]:
         checked = result["far_checked"]
-        say(f"  FaR checks {far_rate:12,.0f} recipients/s ({checked:,} checked, batches of 1,000, 4 at once)")
+        cpu = result.get("far_cpu_us_per_recipient")
+        load = result.get("far_load_average")
+        say(
+            f"  FaR checks {far_rate:12,.0f} recipients/s ({checked:,} checked, batches of 1,000, 4 at once; FaR's CPU "
+            + (f"{cpu:.1f} us per recipient, load average {load:.1f} then)" if cpu is not None else "not measured)")
+        )
     else:  # the router counts FaR's calls since it started: after a kill, none
         say("  FaR checks: not measured (all before the router's restart)")
     say(

@@ -69,7 +69,6 @@ from far.service import (
     InvalidInput,
     Operator,
     OperatorStatus,
-    routes_answer,
 )
 from far.settings import FarSettings
 from far.status import far_status
@@ -145,14 +144,15 @@ def _actor(request: web.Request) -> str:
 
 
 async def reachable(request: web.Request) -> web.Response:
-    """POST /api/v1/reachable (``"answer": "routes"``: the compact form for routers, ``service.routes_answer``)."""
+    """POST /api/v1/reachable (``"answer": "routes"``: the compact form for routers, ``service.Routes``)."""
     body = await json_object(request, InvalidInput)
     form = _field(body, "answer", str, required=False) or "full"
     if form not in ("full", "routes"):
         raise InvalidInput("answer is full or routes", field="answer")
-    results = await request.app[SERVICE].is_reachable(_field(body, "sender", str), _ids(body))
+    service = request.app[SERVICE]
     if form == "routes":
-        return web.json_response(routes_answer(results))
+        return web.json_response((await service.routes(_field(body, "sender", str), _ids(body))).to_json())
+    results = await service.is_reachable(_field(body, "sender", str), _ids(body))
     # Each result names the holder's current encryption key (or null): what end-to-end encryption needs.
     keys = await request.app[holder_keys_api.KEYS].current([r.recipient for r in results if r.reachable])
     return web.json_response(

@@ -12,7 +12,7 @@ import aiohttp
 
 from accesspoint.servicekit.httpclient import fetch, new_session
 from far.senders import SenderRegister, SenderView
-from far.service import FarService, InvalidInput, NotFound, Operator, Reachability, read_routes_answer
+from far.service import FarService, InvalidInput, NotFound, Operator, Reachability, Routes, read_routes
 
 _Read = TypeVar("_Read")
 MAX_ANSWER = 4 * 1024 * 1024  # FaR's answer about a batch of recipients; more is a failure, not read on
@@ -25,8 +25,8 @@ class ReachabilityLookup(Protocol):
         """One Reachability per recipient, in order (``sender`` a party id, far/parties.py)."""
         ...
 
-    async def reachable_routes(self, sender: str, recipients: Sequence[str]) -> list[Reachability]:
-        """As ``is_reachable``, where only routing is asked (reachable, reason, operator, endpoint): a mailing."""
+    async def routes(self, sender: str, recipients: Sequence[str]) -> Routes:
+        """As ``is_reachable``, where only routing is asked (reachable, reason, operator, endpoint): the router."""
         ...
 
 
@@ -73,12 +73,12 @@ class FarClient:
         except (KeyError, TypeError, ValueError) as exc:
             raise FarUnavailable(f"FaR's answer is malformed: {exc}") from None
 
-    async def reachable_routes(self, sender: str, recipients: Sequence[str]) -> list[Reachability]:
-        """``is_reachable`` in the compact form (``service.routes_answer``): reachable, reason, operator, endpoint."""
+    async def routes(self, sender: str, recipients: Sequence[str]) -> Routes:
+        """``is_reachable`` in the compact form (``service.Routes``): reachable, reason, operator, endpoint."""
         body = {"sender": sender, "recipients": list(recipients), "answer": "routes"}
         answer = await self._post("/api/v1/reachable", body)
         try:
-            return read_routes_answer(recipients, answer)
+            return read_routes(answer, len(recipients))
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise FarUnavailable(f"FaR's answer is malformed: {exc!r}") from None
 

@@ -35,5 +35,16 @@ class FarMetrics(Metrics):
         counts = Counter(
             "reachable" if result.reachable else str(getattr(result.reason, "value", "unknown")) for result in results
         )
+        self._count(question, counts)
+
+    def counted(self, question: str, results: Counter[int | str], operators: int) -> None:
+        """Count a routes answer's results (``far.service.Routes``: an operator's index means reachable)."""
+        reachable = sum(results[index] for index in range(operators))
+        counts = Counter({answer: n for answer, n in results.items() if isinstance(answer, str)})
+        if reachable:
+            counts["reachable"] = reachable
+        self._count(question, counts)
+
+    def _count(self, question: str, counts: Counter[str]) -> None:
         for answer, count in counts.items():
             self.lookups.labels(question=question, answer=answer).inc(count)

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from far.identifiers import (
     RECIPIENT_ID_PATTERN,
+    SOAP_POLICY,
     STRICT,
     InvalidIdentifier,
     Kind,
@@ -15,6 +16,8 @@ from far.identifiers import (
     luhn_ok,
     parse_orgnr,
     parse_recipient,
+    recipient_kind,
+    valid_recipients,
     with_check_digit,
 )
 
@@ -136,3 +139,38 @@ def test_bad_organisation_numbers(value: str) -> None:
     """Wrong check digit, length, prefix or third digit is refused."""
     with pytest.raises(InvalidIdentifier):
         parse_orgnr(value)
+
+
+# Around every edge of the batch check's fast path: days 28-31 and 61-91, 29 February, check digits, an
+# organisation's third digit, eIDAS, non-ASCII digits, a prefix or suffix too many.
+_EDGES = [
+    "19" + with_check_digit(nine)
+    for nine in ("780228238", "780229238", "800229238", "780230238", "780131238", "780431238", "780188238",
+                 "780189238", "780191238", "780192238", "780160238", "780100238", "781302238", "780002238")
+] + ["165568402266", "165518402266", "165568402267", "ES/SE/99999142H", "ES/SE/", "197802022389\n", "1978020223899",
+     "\uff11\uff19" + "7802022389", "18" + with_check_digit("780202238"), "21" + "7802022389"]  # fmt: skip
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from(_EDGES),
+            st.text(alphabet="0123456789", min_size=12, max_size=12),
+            st.builds(lambda head, nine: head + with_check_digit(nine), st.sampled_from(["16", "18", "19", "20"]),
+                      st.text(alphabet="0123456789", min_size=9, max_size=9)),
+            st.text(max_size=14),
+        ),
+        max_size=40,
+    )
+)  # fmt: skip
+def test_the_batch_check_accepts_exactly_what_recipient_kind_accepts(values: list[str]) -> None:
+    """valid_recipients keeps an id exactly when recipient_kind accepts it, under every policy."""
+    for policy in (STRICT, LENIENT, SOAP_POLICY):
+        accepted = set()
+        for value in values:
+            try:
+                recipient_kind(value, policy)
+            except InvalidIdentifier:
+                continue
+            accepted.add(value)
+        assert valid_recipients(values, policy) == accepted

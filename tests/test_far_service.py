@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
 from sqlalchemy.pool import StaticPool
 
-from far.identifiers import Policy
+from far.identifiers import Policy, with_check_digit
 from far.importer import import_file
 from far.model import AccountStatus, audit, create_engine
-from far.service import DISCOVERY, Conflict, FarService, InvalidInput, NotFound, Reason
+from far.service import DISCOVERY, Conflict, FarService, InvalidInput, NotFound, OperatorStatus, Reachability, Reason
 from tests.test_far_support import BILLO, KIVRA, NOW, OTHER_SENDER, SENDER, make_service, seed_people
 
 
@@ -108,6 +109,24 @@ async def test_answers_keep_request_order_and_duplicates_in_one_query(far: FarSe
     assert len([s for s in statements if s.lstrip().upper().startswith("SELECT")]) == 1
 
 
+async def test_the_routes_answer_routes_each_recipient_as_the_full_answer_does(far: FarService) -> None:
+    """A batch with every reason, invalid ids and repeats gets the routes answer the full one gives, row for row."""
+    await far.put_recipient("191001012382", status=AccountStatus.SECURE, operator_id=BILLO.id, actor="t")
+    await far.decide_operator(BILLO.id, OperatorStatus.SUSPENDED, reason="audit", actor="t")
+    known = ["197802022389", "198112189876", "194004048569", "195806142377", "196408233234", "199001302380",
+             "201112192396", "165568402266", "191001012382", "20" + with_check_digit("000101238")]  # fmt: skip
+    ids = [*known, "bogus", "197802022388", "ES/SE/1", *reversed(known), "197802022389"]
+    full = await far.is_reachable(SENDER, ids)
+    routes = await far.routes(SENDER, ids)
+
+    def routed(answers: list[Reachability]) -> list[tuple[Any, ...]]:
+        return [(a.recipient, a.reachable, a.reason, a.operator if a.reachable else None, a.endpoint) for a in answers]
+
+    assert routed(routes.answers(ids)) == routed(full)
+    assert {a.reason for a in full} >= {None, Reason.OPERATOR_SUSPENDED, Reason.INVALID_IDENTIFIER, Reason.PENDING}
+    assert [operator.id for operator, _ in routes.operators] == [KIVRA.id]  # only the operators answers use
+
+
 async def test_more_than_1000_recipients_or_a_bad_sender_is_refused(far: FarService) -> None:
     """The request itself is refused: over 1,000 recipients, or a sender that is no organisationsnummer."""
     with pytest.raises(InvalidInput):
@@ -190,6 +209,10 @@ async def test_sqlite_and_postgresql_answer_alike(database_url: str, tmp_path: P
             Reason.INVALID_IDENTIFIER,
         ]
         assert answers[0].last_registration == NOW and answers[1].endpoint == DISCOVERY
+        routes = await far.routes(SENDER, [*ids, "191001012382", "x"])
+        assert [(a.reason, a.endpoint) for a in routes.answers([*ids, "191001012382", "x"])] == [
+            (a.reason, a.endpoint) for a in answers
+        ]
         assert [a.status for a in await far.is_registered(ids[:2])] == [AccountStatus.SECURE] * 2
         path = tmp_path / "people.csv"
         path.write_text(

@@ -35,6 +35,7 @@ from accesspoint.routing.decision import (
     RoutingDecision,
     classify,
     decide,
+    decide_routes,
     forward_route,
     no_agreement,
     sender_party,
@@ -57,7 +58,7 @@ from accesspoint.store.hooks import TransactionHook
 from accesspoint.store.routes import RouteTargets
 from far.identifiers import with_check_digit
 from far.model import AccountStatus, create_engine, upgrade_schema
-from far.service import FarService, Operator, OperatorStatus, Reachability, Reason
+from far.service import FarService, Operator, OperatorStatus, Reachability, Reason, Routes
 from pmode import PModeSet, load_pmodes
 from pmode.model import INITIATOR_ROLE as INITIATOR
 from pmode.model import RESPONDER_ROLE as RESPONDER
@@ -184,6 +185,29 @@ def test_a_recipient_that_fits_no_route_is_refused() -> None:
     """A finalRecipient that is neither Swedish nor scheme::value: unknown-recipient."""
     decision = decide(facts("somebody"))
     assert decision.refused and decision.reason == Refusal.UNKNOWN_RECIPIENT
+
+
+@pytest.mark.parametrize("sender", [SENDER, "0192:974760673", "not-a-sender"])
+def test_a_mailing_batch_is_decided_as_each_letter_would_be(sender: str) -> None:
+    """decide_routes gives, row for row and in order, the decision decide() gives each recipient (repeats too)."""
+    discovered = Operator(with_check_digit("556780750"), "Other AB", "AP-OPERATOR-2", None)
+    routes = Routes(
+        [(OPERATOR, str(OPERATOR.endpoint)), (discovered, DISCOVERY)],
+        [0, "no-mailbox", 1, "invalid-identifier", "sender-refused", 0, "operator-suspended", 1, "invalid-identifier",
+         "invalid-identifier", 0],
+    )  # fmt: skip
+    people = ["19" + with_check_digit(f"7802{day:02d}238") for day in range(1, 9)]
+    recipients = [*people, "bogus", "iso6523-actorid-upis::0088:5798000000001", people[0]]
+    decided = decide_routes(sender, recipients, routes)
+    assert len(decided) == len(recipients)
+    for index, (recipient, decision) in enumerate(zip(recipients, decided, strict=True)):
+        expected = decide(MessageFacts(recipient, recipient, original_sender=sender), routes.answer(recipient, index))
+        if isinstance(decision, int):
+            assert expected.kind is RouteKind.OPERATOR
+            assert (expected.operator, expected.endpoint) == routes.operators[decision]
+        else:
+            assert expected.kind is not RouteKind.OPERATOR and decision == expected
+    assert any(isinstance(d, int) for d in decided) is (sender != "not-a-sender")
 
 
 # ------------------------------------------------------------------------------------ forwarding P-Modes

@@ -62,9 +62,9 @@ from accesspoint.routing.decision import (
     ORIGINAL_SENDER,
     FarFailure,
     MessageFacts,
-    RouteKind,
     check_sender,
     decide,
+    decide_routes,
     forward_route,
 )
 from accesspoint.routing.letters import LetterPart, LetterRefused, check_letter
@@ -568,23 +568,20 @@ class Mailings:
     async def _ask(self, sender: str, rows: Sequence[Row]) -> list[Outcome] | None:
         far = self.ctx.routing.far
         assert far is not None
-        answers = await far.reachable(sender, [r.recipient for r in rows])
-        if isinstance(answers, FarFailure):
-            log.warning("mailing: FaR cannot answer (%s); trying again", answers.detail)
+        recipients = [r.recipient for r in rows]
+        routes = await far.routes(sender, recipients)
+        if isinstance(routes, FarFailure):
+            log.warning("mailing: FaR cannot answer (%s); trying again", routes.detail)
             return None
-        outcomes = []
-        targets: dict[tuple[str, str | None], dict[str, Any]] = {}  # a few operators serve a whole batch
-        for row, answer in zip(rows, answers, strict=True):
-            decision = decide(MessageFacts(row.recipient, row.recipient, original_sender=sender), answer)
-            if decision.kind is RouteKind.OPERATOR and decision.operator is not None:
-                where = (decision.operator.id, decision.endpoint)
-                target = targets.get(where)
-                if target is None:
-                    target = targets[where] = {**decision.operator.to_json(), "endpoint": decision.endpoint}
-                outcomes.append(Outcome(row.seq, RowState.REACHABLE, operator=target))
-            else:
-                outcomes.append(Outcome(row.seq, RowState.REFUSED, reason=decision.reason, detail=decision.detail))
-        return outcomes
+        # A few operators serve a whole batch: each target is written once and shared by its rows.
+        targets = [{**operator.to_json(), "endpoint": endpoint} for operator, endpoint in routes.operators]
+        reachable, refused = RowState.REACHABLE, RowState.REFUSED
+        return [
+            Outcome(row.seq, reachable, operator=targets[decision])
+            if isinstance(decision, int)
+            else Outcome(row.seq, refused, reason=decision.reason, detail=decision.detail)
+            for row, decision in zip(rows, decide_routes(sender, recipients, routes), strict=True)
+        ]
 
     async def _send(self, mailing_id: str, sender: str, document: dict[str, Any]) -> bool:
         """Send the reachable rows at the mailing's rate, a claim of a hundred at a time."""

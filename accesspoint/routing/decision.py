@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -42,7 +43,7 @@ from accesspoint.core.model import PartyId, UserMessage
 from far.identifiers import InvalidIdentifier
 from far.parties import parse_party_id
 from far.senders import SenderNetwork, SenderView
-from far.service import DISCOVERY, Operator, OperatorStatus, Reachability
+from far.service import DISCOVERY, Operator, OperatorStatus, Reachability, Routes
 from pmode import PModeSet, Route
 from pmode.model import Direction
 
@@ -53,6 +54,7 @@ ISO6523 = "iso6523-actorid-upis"
 SDK_ICDS = frozenset({"0007", "0203"})
 _TWELVE_DIGITS = re.compile(r"\d{12}")
 _EIDAS = re.compile(r"[A-Z]{2}/[A-Z]{2}/\S+")
+_FAR_RECIPIENT = re.compile(f"{_TWELVE_DIGITS.pattern}|{_EIDAS.pattern}")  # either, as one pattern
 
 
 class RouteKind(StrEnum):
@@ -242,6 +244,30 @@ def decide(facts: MessageFacts, far: Reachability | FarFailure | None = None) ->
 
 
 UNAVAILABLE = "the routing register (FaR) cannot answer now; try again later"
+
+
+def decide_routes(sender: str, recipients: Sequence[str], routes: Routes) -> list[int | RoutingDecision]:
+    """The decisions of a mailing's batch (``sender`` its originalSender, each recipient its finalRecipient and
+    MessageId) from FaR's routes answer about it, in order: an ``int`` where :func:`decide` routes the recipient to
+    an operator (the index of that operator and endpoint in ``routes.operators``), else the decision itself
+    (a refusal). The same as :func:`decide` row by row (``tests/test_routing.py`` compares them), without a
+    RoutingDecision or a dictionary per routed recipient."""
+    party = sender_party(sender, None)
+    results = routes.results
+    decided: list[int | RoutingDecision] = []
+    shaped = _FAR_RECIPIENT.fullmatch
+    for index, recipient in enumerate(recipients):
+        result = results[index]
+        # classify's test for a recipient FaR routes (12 digits or eIDAS, no scheme::), in one match.
+        if party is not None and result.__class__ is int and "::" not in recipient and shaped(recipient) is not None:
+            decided.append(result)
+        else:  # refused by FaR, or no recipient FaR routes: the one-row decision says how
+            facts = MessageFacts(recipient, recipient, original_sender=sender)
+            decision = decide(facts, routes.answer(recipient, index))
+            # Routed to an operator only on FaR's reachable answer, which is an index.
+            decided.append(result if decision.kind is RouteKind.OPERATOR else decision)  # type: ignore[arg-type]
+    return decided
+
 
 
 def refuse(facts: MessageFacts, recipient: str | None, reason: str, detail: str) -> RoutingDecision:

@@ -66,7 +66,7 @@ from accesspoint.store.clock import Clock
 from accesspoint.store.hooks import TransactionHook
 from far.client import FarClient, FarUnavailable, ReachabilityLookup, SenderLookup
 from far.senders import SenderView
-from far.service import FarError, FarService, NotFound, Operator, Reachability
+from far.service import FarError, FarService, NotFound, Operator, Reachability, Routes
 from pmode import PModeSet, Route
 from pmode.model import PayloadFormat
 from smp.client import DiscoverySettings
@@ -272,16 +272,14 @@ class _FarLookup:
         return answer
 
     async def _one(self, sender: str, recipient: str) -> Reachability | FarFailure:
-        answers = await self.reachable(sender, [recipient])
-        return answers if isinstance(answers, FarFailure) else answers[0]
+        answers = await self.routes(sender, [recipient])
+        return answers if isinstance(answers, FarFailure) else answers.answers([recipient])[0]
 
-    async def reachable(self, sender: str, recipients: Sequence[str]) -> list[Reachability] | FarFailure:
+    async def routes(self, sender: str, recipients: Sequence[str]) -> Routes | FarFailure:
         """FaR's answers about up to 1,000 recipients, in order, or why there are none."""
         try:
             lookup = await self._open()
-            answer = await asyncio.wait_for(
-                lookup.reachable_routes(sender, recipients), self.settings.timeout.total_seconds()
-            )
+            answer = await asyncio.wait_for(lookup.routes(sender, recipients), self.settings.timeout.total_seconds())
         except FarError as exc:
             return FarFailure(unavailable=False, detail=exc.detail)
         except (FarUnavailable, TimeoutError, OSError) as exc:
