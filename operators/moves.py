@@ -69,7 +69,7 @@ from operators.portability import batches as cut
 from operators.receipts import verify_notification
 from operators.twoway import TwoWay
 from operators.twoway_store import forget as forget_two_way
-from operators.twoway_transfer import export_records, restore
+from operators.twoway_transfer import export_records, restore, unsettled
 
 if TYPE_CHECKING:
     from operators.service import Operator
@@ -578,7 +578,11 @@ class Mover:
             if batch.state == "prepared":
                 await self._submit(move, batch.seq, json.loads(batch.letters), batch.updated_at)
             return
-        left = await self.store.letters_of(move.recipient)
+        await self.operator.twoway.flush()  # what the holder did here goes out first (see exportable)
+        left, ready = await self.exportable(move.recipient)
+        if sent and left and not ready:
+            log.info("move %s: %d letters wait for a payment or the outbox", move.switch_id, len(left))
+            return
         if not left and sent:
             if move.state != "done":
                 await self._set_move(move.switch_id, "done", {"batches": len(sent)})
@@ -589,7 +593,7 @@ class Mover:
             return
         chosen = next(
             cut(
-                left,
+                ready,
                 max_letters=self.settings.portability.batch_letters,
                 max_bytes=self.settings.portability.batch_size,
             ),
@@ -613,6 +617,15 @@ class Mover:
             if move.state == "done":
                 await conn.execute(update(moves).where(moves.c.switch_id == move.switch_id).values(state="switched"))
         await self._submit(move, seq, [x.uid for x in chosen], now)
+
+    async def exportable(self, holder: str) -> tuple[list[Letter], list[Letter]]:
+        """``holder``'s letters here, and those of them that may go now: settled, their two-way record final (no
+        payment pending, nothing waiting in the outbox; ``twoway_transfer.unsettled``). The rest wait here until
+        the payment completes and the access point took what the holder did."""
+        left = await self.store.letters_of(holder)
+        async with self.store.engine.connect() as conn:
+            waiting = await unsettled(conn, holder)
+        return left, [letter for letter in left if letter.origin not in waiting]
 
     async def _submit(self, move: Any, seq: int, uids: list[str], created: datetime) -> None:
         """Build the batch's archive (signed manifest + files) and send it; a duplicate (sent before a crash)

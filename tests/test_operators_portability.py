@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 from lxml import etree
+from sqlalchemy import select, update
 
 from accesspoint.envelopes._common import serialize
 from accesspoint.envelopes.letter import CaseEvent, LetterTerms, ReplyTerms, with_terms
@@ -28,10 +29,12 @@ from accesspoint.servicekit.tokens import BearerToken, Scope
 from accesspoint.testing import pki, services
 from accesspoint.testing.mailboxes import deliver_letter, random_file, sbd_letter
 from operators.letters import file_digest
-from operators.moves import _delete_letters, export_mailbox, import_mailbox
+from operators.mailbox import mailboxes
+from operators.moves import Mover, _delete_letters, export_mailbox, import_mailbox
 from operators.portability import MANIFEST, NS, Manifest, TransferRefused, build_manifest, read_manifest
 from operators.service import Operator
 from operators.settings import AccessPointLink, OperatorSettings, Peer
+from operators.twoway_store import MailboxMoving, outbox
 from tests.test_envelopes_payment import BANKGIRO
 from tests.test_far_support import NOW
 from tests.test_operators_support import INTERMEDIARY, OPERATOR, SENDERS_CA, sealed, secure_delivery
@@ -390,3 +393,93 @@ def test_manifest_formats() -> None:
     sign_enveloped(root, OPERATOR)
     with pytest.raises(TransferRefused, match="two-way record in a manifest of format 1"):
         read_manifest(serialize(root), OPERATOR.certificate)
+
+
+# ------------------------------------------------------- what the holder did at the old operator, during a move
+
+
+async def _freeze(operator: Operator) -> None:
+    """The old operator completed the switch (``Mover._complete``): the mailbox is moving out."""
+    async with operator.store.engine.begin() as conn:
+        await conn.execute(update(mailboxes).where(mailboxes.c.recipient == HOLDER).values(state="moving-out"))
+
+
+async def _outbox(operator: Operator) -> list[tuple[str, bool]]:
+    async with operator.store.engine.connect() as conn:
+        rows = await conn.execute(select(outbox.c.message_id, outbox.c.sent_at).order_by(outbox.c.message_id))
+        return [(row.message_id, row.sent_at is not None) for row in rows]
+
+
+async def test_a_mailbox_moving_out_records_nothing_more_the_holder_does(two_way_move: TwoWayMove) -> None:
+    """Once the old operator's mailbox is moving out, an answer, a payment, an opening, an acknowledgement or a
+    not-served notice there is refused (the API with 409 mailbox-moving) and stores and queues nothing."""
+    move, store = two_way_move, two_way_move.a.twoway.store
+    ids = move.mail_ids
+    await _freeze(move.a)
+    queued = await _outbox(move.a)
+    reply = {"reply_id": "late-at-a", "mail_id": ids["reply@router"], "recipient": HOLDER,
+             "message_id": "late-reply@a", "actor": "holder", "created_at": NOW}  # fmt: skip
+    claim = {"mail_id": ids["unpaid@router"], "payment_id": "late-at-a", "recipient": HOLDER, "payer": "holder",
+             "amount": "100.00", "currency": "SEK"}  # fmt: skip
+    attempts = [
+        store.reply(reply, {"message_id": "late-reply@a"}, at=NOW),
+        store.reserve_payment(claim),
+        store.mark_opened(ids["silent@router"], NOW, "opened@a", {"message_id": "opened@a"}),
+        store.serve(ids["served@router"], NOW, "kvitto-2@a", {"message_id": "kvitto-2@a"}),
+        store.not_served(ids["served@router"], NOW, "not-served@a", {"message_id": "not-served@a"}),
+    ]
+    for attempt in attempts:
+        with pytest.raises(MailboxMoving, match="moving-out"):
+            await attempt
+    assert await _outbox(move.a) == queued
+    assert [r["reply_id"] for r in await store.replies_of(ids["reply@router"])] == ["reply-at-a"]
+    assert await store.payment_of(ids["unpaid@router"]) is None
+    silent = await store.letter(HOLDER, ids["silent@router"])
+    assert silent is not None and silent.opened_at is None
+    server = TestServer(move.a.application(), host="127.0.0.1", port=services.free_port())
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {HOLDER_TOKEN}"}) as http:
+            base = f"http://127.0.0.1:{server.port}/api/v1/mailboxes/{HOLDER}/messages"
+            calls = ((f"{ids['reply@router']}/replies", {"text": "Hej"}), (f"{ids['unpaid@router']}/payment", {}))
+            for path, body in calls:
+                async with http.post(f"{base}/{path}", json=body) as response:
+                    problem = await response.json()
+                    assert response.status == 409 and problem["code"] == "mailbox-moving", problem
+    finally:
+        await server.close()
+    assert await _outbox(move.a) == queued and await store.payment_of(ids["unpaid@router"]) is None
+
+
+async def test_a_letter_leaves_the_old_operator_only_when_what_the_holder_did_there_is_finished(
+    two_way_move: TwoWayMove,
+) -> None:
+    """A letter whose answer, kvitto or payment confirmation still waits in the old operator's outbox, or whose
+    payment is still at the provider, is not exported; once the payment completed and the access point took every
+    message it goes, its record says paid, and the new operator does not let the holder pay it again."""
+    move, store = two_way_move, two_way_move.a.twoway.store
+    ids = move.mail_ids
+    claim = {"mail_id": ids["unpaid@router"], "payment_id": "pending-at-a", "recipient": HOLDER,
+             "payer": "holder", "amount": "100.00", "currency": "SEK"}  # fmt: skip
+    assert await store.reserve_payment(claim)  # the provider is being asked when the switch completes
+    await _freeze(move.a)
+    mover = Mover(move.a)
+    left, ready = await mover.exportable(HOLDER)
+    assert len(left) == len(TERMS)
+    assert {x.origin for x in ready} == {"silent@router", "event@router"}  # the rest wait for outbox or payment
+    done = {"provider": "reference", "provider_reference": "ref-2", "paid_at": NOW, "message_id": "pay-2@a"}
+    await store.paid(ids["unpaid@router"], done, "pay-2@a", {"message_id": "pay-2@a"})
+    _left, ready = await mover.exportable(HOLDER)
+    assert "unpaid@router" not in {x.origin for x in ready}  # its confirmation is not sent yet
+    for message_id, _sent in await _outbox(move.a):
+        await store.sent(message_id, NOW)
+    _left, ready = await mover.exportable(HOLDER)
+    assert {x.origin for x in ready} == set(TERMS)
+    archive = move.archive.with_name("settled.tar")
+    await export_mailbox(move.a, HOLDER, B_ID, archive)
+    assert (await import_mailbox(move.b, archive))["imported"] == len(TERMS)
+    at_b = {m.as4_message_id: m.id for m in await move.b.store.list(HOLDER)}
+    paid = await move.b.twoway.store.payment_of(at_b["unpaid@router"])
+    assert paid is not None and (paid["state"], paid["payment_id"]) == ("paid", "pending-at-a")
+    again = {**claim, "mail_id": at_b["unpaid@router"], "payment_id": "again-at-b"}
+    assert not await move.b.twoway.store.reserve_payment(again)
