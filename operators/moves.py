@@ -206,12 +206,16 @@ class Mover:
     async def _import(self, path: Path, staged: Path) -> None:
         """A MailboxExport: verified, stored in one transaction, answered with a signed receipt."""
         folder = staged / "letters"
+        found: Staged | None = None
+        unreadable: TransferRefused | None = None
         try:
             found = await asyncio.to_thread(_read_with, path, folder, self._peer_certificate)
+            manifest = found.manifest
         except TransferRefused as exc:
             log.warning("a transfer archive was refused: %s", exc.reason)
-            return  # not even its sender is known to be genuine: nothing to answer
-        manifest = found.manifest
+            if exc.manifest is None:
+                return  # not even its sender is known to be genuine: nothing to answer
+            manifest, unreadable = exc.manifest, exc  # signed, but a file or member is wrong: its sender is told
         async with self.store.engine.connect() as conn:
             move = (await conn.execute(select(moves).where(moves.c.switch_id == manifest.switch_id))).first()
             done = (
@@ -232,6 +236,8 @@ class Mover:
                 )
             if manifest.to_operator != self.me:
                 raise TransferRefused(f"the transfer is addressed to {manifest.to_operator}, not to {self.me}")
+            if unreadable is not None or found is None:
+                raise unreadable or TransferRefused("the archive could not be read")
             checked = await asyncio.to_thread(self._verify_letters, found)
             outcomes = await self.import_letters(found, checked, imported_from=manifest.from_operator)
             receipt = self._receipt_for(manifest, True, letters=tuple(outcomes))

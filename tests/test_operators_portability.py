@@ -4,6 +4,7 @@ import stores nothing twice, and an archive that does not verify is refused whol
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import io
 import json
@@ -12,13 +13,13 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 from lxml import etree
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 
 from accesspoint.envelopes._common import serialize
 from accesspoint.envelopes.letter import CaseEvent, LetterTerms, ReplyTerms, with_terms
@@ -29,10 +30,18 @@ from accesspoint.servicekit.tokens import BearerToken, Scope
 from accesspoint.testing import pki, services
 from accesspoint.testing.mailboxes import deliver_letter, random_file, sbd_letter
 from operators.letters import file_digest
-from operators.mailbox import mailboxes
+from operators.mailbox import mailboxes, moves
 from operators.moves import Mover, _delete_letters, export_mailbox, import_mailbox
-from operators.portability import MANIFEST, NS, Manifest, TransferRefused, build_manifest, read_manifest
-from operators.service import Operator
+from operators.portability import (
+    MANIFEST,
+    NS,
+    Manifest,
+    TransferRefused,
+    build_manifest,
+    read_manifest,
+    read_receipt,
+)
+from operators.service import AccessPointClient, Operator
 from operators.settings import AccessPointLink, OperatorSettings, Peer
 from operators.twoway_store import MailboxMoving, outbox
 from tests.test_envelopes_payment import BANKGIRO
@@ -483,3 +492,55 @@ async def test_a_letter_leaves_the_old_operator_only_when_what_the_holder_did_th
     assert paid is not None and (paid["state"], paid["payment_id"]) == ("paid", "pending-at-a")
     again = {**claim, "mail_id": at_b["unpaid@router"], "payment_id": "again-at-b"}
     assert not await move.b.twoway.store.reserve_payment(again)
+
+
+class Relay:
+    """Stands in for an operator's access point's submission API (no AS4 here): keeps what is submitted, the
+    files' bytes included, and takes everything (202)."""
+
+    def __init__(self) -> None:
+        self.documents: list[dict[str, Any]] = []
+        self.files: dict[str, bytes] = {}
+
+    async def submit(self, document: dict[str, Any]) -> tuple[int, Any]:
+        self.documents.append(document)
+        return 202, {}
+
+    async def submit_files(self, document: dict[str, Any], files: list[tuple[str, str, Path]]) -> tuple[int, Any]:
+        self.documents.append(document)
+        for _content_id, _mime_type, path in files:
+            self.files[document["message_id"]] = path.read_bytes()
+        return 202, {}
+
+
+async def test_a_batch_whose_digests_do_not_match_is_refused_by_a_signed_receipt_and_nothing_moves(
+    pair: Pair, tmp_path: Path
+) -> None:
+    """A batch sent over AS4 with a file changed after its manifest was signed: the new operator stores nothing and
+    answers with a signed refusal naming the file, and the old operator marks the move failed with that reason and
+    keeps every letter."""
+    relay_a, relay_b = Relay(), Relay()
+    pair.a.client, pair.b.client = cast(AccessPointClient, relay_a), cast(AccessPointClient, relay_b)
+    async with pair.a.store.engine.begin() as conn:
+        await conn.execute(insert(moves).values(switch_id="s-1", recipient=HOLDER, role="from", peer=B_ID,
+                                                state="switched", created_at=NOW, updated_at=NOW))  # fmt: skip
+    async with pair.b.store.engine.begin() as conn:
+        await conn.execute(insert(moves).values(switch_id="s-1", recipient=HOLDER, role="to", peer=A_ID,
+                                                state="requested", created_at=NOW, updated_at=NOW))  # fmt: skip
+    await Mover(pair.a).step()
+    (sent,) = relay_a.files.values()
+    archive = tmp_path / "batch.tar"
+    archive.write_bytes(sent)
+    staged = tmp_path / "staged"
+    staged.mkdir()
+    await Mover(pair.b)._import(_tamper(archive, "/part-1"), staged)
+    assert await pair.b.store.letters_of(HOLDER) == []
+    (answer,) = relay_b.documents
+    data = base64.b64decode(answer["payloads"][0]["data"])
+    receipt = read_receipt(data, B_KEYS.certificate)
+    assert not receipt.accepted and receipt.reason is not None and "digest does not match" in receipt.reason
+    await Mover(pair.a)._receipt(data)
+    described = await Mover(pair.a).describe(HOLDER)
+    assert described is not None and described["state"] == "failed", described
+    assert "digest does not match" in described["detail"]["reason"]
+    assert len(await pair.a.store.letters_of(HOLDER)) == 3
