@@ -38,6 +38,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 from cryptography import x509
 from sqlalchemy import and_, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -151,12 +152,25 @@ class Mover:
     # ------------------------------------------------------------------------------------ new operator
 
     async def start_incoming(self, switch: dict[str, Any]) -> None:
-        """The holder is moving here: record it and ask the old operator (over AS4) to hand the mailbox over."""
+        """The holder is moving here: record it and ask the old operator (over AS4) to hand the mailbox over; when
+        the access point cannot take the request now, the worker sends it (``_ask_again``)."""
         now = self.operator.clock()
         peer = self._full(str(switch["from_operator"]))
         async with self.store.engine.begin() as conn:
             await _upsert_move(conn, str(switch["id"]), str(switch["recipient"]), "to", peer, "requested", now)
-        await self._send_notice(Kind.SWITCH_REQUEST, switch, peer)
+        try:
+            await self._send_notice(Kind.SWITCH_REQUEST, switch, peer)
+        except (MoveWaits, aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("switch %s: the request to %s waits for the access point: %s", switch["id"], peer, exc)
+            return
+        await self._set_move(str(switch["id"]), "requested", {"request": "sent"})
+
+    async def _ask_again(self, move: Any) -> None:
+        """A move here whose SwitchRequest the access point never took: send it (the same MessageId, so one that
+        was taken after all counts as sent)."""
+        switch = {"id": move.switch_id, "from_operator": move.peer, "to_operator": self.me, "recipient": move.recipient}
+        await self._send_notice(Kind.SWITCH_REQUEST, switch, move.peer)
+        await self._set_move(move.switch_id, "requested", {"request": "sent"})
 
     async def cancelled_here(self, switch: dict[str, Any]) -> None:
         """The holder cancelled the move before the switch time: record it and tell the old operator."""
@@ -524,6 +538,13 @@ class Mover:
                     select(moves).where(moves.c.role == "from", moves.c.state.in_(("requested", "switched", "done")))
                 )
             ).all()
+            unasked = (
+                await conn.execute(
+                    select(moves).where(moves.c.role == "to", moves.c.state == "requested", moves.c.detail.is_(None))
+                )
+            ).all()
+        for move in unasked:
+            await self._ask_again(move)
         for move in rows:
             if move.state == "requested":
                 await self._complete(move)

@@ -35,10 +35,12 @@ from operators.moves import Mover, _delete_letters, export_mailbox, import_mailb
 from operators.portability import (
     MANIFEST,
     NS,
+    Kind,
     Manifest,
     TransferRefused,
     build_manifest,
     read_manifest,
+    read_notice,
     read_receipt,
 )
 from operators.service import AccessPointClient, Operator
@@ -544,3 +546,33 @@ async def test_a_batch_whose_digests_do_not_match_is_refused_by_a_signed_receipt
     assert described is not None and described["state"] == "failed", described
     assert "digest does not match" in described["detail"]["reason"]
     assert len(await pair.a.store.letters_of(HOLDER)) == 3
+
+
+class Away(Relay):
+    """An access point that cannot be reached for the first ``refusals`` submissions, then takes everything."""
+
+    def __init__(self, refusals: int) -> None:
+        super().__init__()
+        self.refusals = refusals
+
+    async def submit(self, document: dict[str, Any]) -> tuple[int, Any]:
+        if self.refusals > 0:
+            self.refusals -= 1
+            raise aiohttp.ClientConnectionError("connection refused")
+        return await super().submit(document)
+
+
+async def test_a_switch_request_the_access_point_could_not_take_is_sent_by_the_worker_once(pair: Pair) -> None:
+    """The new operator's SwitchRequest while its access point is away: the move is recorded and the holder's
+    opening goes on; the worker sends the request when the access point is back, and only once."""
+    relay = Away(refusals=1)
+    pair.b.client = cast(AccessPointClient, relay)
+    switch = {"id": "s-2", "from_operator": A_ID[2:], "to_operator": B_ID[2:], "recipient": HOLDER}
+    mover = Mover(pair.b)
+    await mover.start_incoming(switch)
+    assert relay.documents == []
+    await mover.step()
+    await mover.step()
+    (request,) = relay.documents
+    notice = read_notice(base64.b64decode(request["payloads"][0]["data"]), Kind.SWITCH_REQUEST, B_KEYS.certificate)
+    assert (notice.switch_id, notice.holder, notice.from_operator, notice.to_operator) == ("s-2", HOLDER, A_ID, B_ID)
