@@ -605,6 +605,12 @@ class Mover:
             if batch.state == "prepared":
                 await self._submit(move, batch.seq, json.loads(batch.letters), batch.updated_at)
             return
+        async with self.store.engine.begin() as conn:  # frozen before anything leaves, however the switch was learnt
+            await conn.execute(
+                update(mailboxes)
+                .where(mailboxes.c.recipient == move.recipient, mailboxes.c.state.in_(("active", "pending")))
+                .values(state="moving-out")
+            )
         await self.operator.twoway.flush()  # what the holder did here goes out first (see exportable)
         left, ready = await self.exportable(move.recipient)
         if sent and left and not ready:

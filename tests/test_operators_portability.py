@@ -518,7 +518,8 @@ class Relay:
 async def test_a_batch_whose_digests_do_not_match_is_refused_by_a_signed_receipt_and_nothing_moves(
     pair: Pair, tmp_path: Path
 ) -> None:
-    """A batch sent over AS4 with a file changed after its manifest was signed: the new operator stores nothing and
+    """The old operator freezes the mailbox before it exports (even a switch it learnt of from FaR); a batch sent
+    over AS4 with a file changed after its manifest was signed: the new operator stores nothing and
     answers with a signed refusal naming the file, and the old operator marks the move failed with that reason and
     keeps every letter."""
     relay_a, relay_b = Relay(), Relay()
@@ -530,6 +531,7 @@ async def test_a_batch_whose_digests_do_not_match_is_refused_by_a_signed_receipt
         await conn.execute(insert(moves).values(switch_id="s-1", recipient=HOLDER, role="to", peer=A_ID,
                                                 state="requested", created_at=NOW, updated_at=NOW))  # fmt: skip
     await Mover(pair.a).step()
+    assert await pair.a.store.state(HOLDER) == "moving-out"  # switched (as FaR said), frozen before the export
     (sent,) = relay_a.files.values()
     archive = tmp_path / "batch.tar"
     archive.write_bytes(sent)
