@@ -612,9 +612,9 @@ class Mover:
                 .values(state="moving-out")
             )
         await self.operator.twoway.flush()  # what the holder did here goes out first (see exportable)
-        left, ready = await self.exportable(move.recipient)
+        left, ready = await self.exportable(move.recipient, self.settings.portability.batch_letters)
         if sent and left and not ready:
-            log.info("move %s: %d letters wait for a payment or the outbox", move.switch_id, len(left))
+            log.info("move %s: its letters left wait for a payment or the outbox", move.switch_id)
             return
         if not left and sent:
             if move.state != "done":
@@ -651,19 +651,20 @@ class Mover:
                 await conn.execute(update(moves).where(moves.c.switch_id == move.switch_id).values(state="switched"))
         await self._submit(move, seq, [x.uid for x in chosen], now)
 
-    async def exportable(self, holder: str) -> tuple[list[Letter], list[Letter]]:
-        """``holder``'s letters here, and those of them that may go now: settled, their two-way record final (no
-        payment pending, nothing waiting in the outbox; ``twoway_transfer.unsettled``). The rest wait here until
-        the payment completes and the access point took what the holder did."""
-        left = await self.store.letters_of(holder)
+    async def exportable(self, holder: str, count: int) -> tuple[list[Letter], list[Letter]]:
+        """``holder``'s oldest letters here (empty: none is left), and the first ``count`` of them that may go now:
+        settled, their two-way record final (no payment pending, nothing waiting in the outbox;
+        ``twoway_transfer.unsettled``). The rest wait here until the payment completes and the access point took
+        what the holder did. Only a batch's worth is read, whatever the mailbox's size (memory per batch)."""
         async with self.store.engine.connect() as conn:
             waiting = await unsettled(conn, holder)
-        return left, [letter for letter in left if letter.origin not in waiting]
+        left = await self.store.letters_of(holder, limit=count + len(waiting))
+        return left, [letter for letter in left if letter.origin not in waiting][:count]
 
     async def _submit(self, move: Any, seq: int, uids: list[str], created: datetime) -> None:
         """Build the batch's archive (signed manifest + files) and send it; a duplicate (sent before a crash)
         counts as sent."""
-        chosen = [x for x in await self.store.letters_of(move.recipient) if x.uid in set(uids)]
+        chosen = await self.store.letters_of(move.recipient, uids=uids)
         if len(chosen) != len(uids):
             log.warning(
                 "batch %d of %s: %d of its letters are gone; sending the rest",

@@ -475,17 +475,18 @@ async def test_a_letter_leaves_the_old_operator_only_when_what_the_holder_did_th
     assert await store.reserve_payment(claim)  # the provider is being asked when the switch completes
     await _freeze(move.a)
     mover = Mover(move.a)
-    left, ready = await mover.exportable(HOLDER)
+    left, ready = await mover.exportable(HOLDER, 100)
     assert len(left) == len(TERMS)
     assert {x.origin for x in ready} == {"silent@router", "event@router"}  # the rest wait for outbox or payment
     done = {"provider": "reference", "provider_reference": "ref-2", "paid_at": NOW, "message_id": "pay-2@a"}
     await store.paid(ids["unpaid@router"], done, "pay-2@a", {"message_id": "pay-2@a"})
-    _left, ready = await mover.exportable(HOLDER)
+    _left, ready = await mover.exportable(HOLDER, 100)
     assert "unpaid@router" not in {x.origin for x in ready}  # its confirmation is not sent yet
     for message_id, _sent in await _outbox(move.a):
         await store.sent(message_id, NOW)
-    _left, ready = await mover.exportable(HOLDER)
+    _left, ready = await mover.exportable(HOLDER, 100)
     assert {x.origin for x in ready} == set(TERMS)
+    assert [len(found) for found in await mover.exportable(HOLDER, 2)] == [2, 2]  # a batch's worth is read
     archive = move.archive.with_name("settled.tar")
     await export_mailbox(move.a, HOLDER, B_ID, archive)
     assert (await import_mailbox(move.b, archive))["imported"] == len(TERMS)
