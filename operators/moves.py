@@ -479,6 +479,10 @@ class Mover:
                 )
             if batch.state in ("confirmed", "refused"):
                 return
+            if batch.state == "prepared":
+                # Sent, but not yet recorded as sent (a crash between the two, and the batch is being sent again):
+                # its manifest's digest is not known here yet, so the receipt waits (not acknowledged, handled again).
+                raise MoveWaits(f"batch {receipt.seq} of switch {receipt.switch_id} is being sent; its receipt waits")
             if batch.manifest_sha256 != receipt.manifest_sha256:
                 raise TransferRefused(f"the receipt for batch {receipt.seq} names another manifest")
             if not receipt.accepted:

@@ -30,8 +30,8 @@ from accesspoint.servicekit.tokens import BearerToken, Scope
 from accesspoint.testing import pki, services
 from accesspoint.testing.mailboxes import deliver_letter, random_file, sbd_letter
 from operators.letters import file_digest
-from operators.mailbox import mailboxes, moves
-from operators.moves import Mover, _delete_letters, export_mailbox, import_mailbox
+from operators.mailbox import batches, mailboxes, moves
+from operators.moves import Mover, MoveWaits, _delete_letters, export_mailbox, import_mailbox
 from operators.portability import (
     MANIFEST,
     NS,
@@ -579,3 +579,35 @@ async def test_a_switch_request_the_access_point_could_not_take_is_sent_by_the_w
     (request,) = relay.documents
     notice = read_notice(base64.b64decode(request["payloads"][0]["data"]), Kind.SWITCH_REQUEST, B_KEYS.certificate)
     assert (notice.switch_id, notice.holder, notice.from_operator, notice.to_operator) == ("s-2", HOLDER, A_ID, B_ID)
+
+
+async def test_a_receipt_for_a_batch_sent_again_after_a_crash_waits_for_it_and_then_confirms(
+    pair: Pair, tmp_path: Path
+) -> None:
+    """The old operator crashed after its access point took a batch but before recording it sent: the new operator's
+    receipt, arriving while the batch is sent again, waits (nothing deleted, the message handled again) and then
+    confirms it, and the letters are deleted once."""
+    relay_a, relay_b = Relay(), Relay()
+    pair.a.client, pair.b.client = cast(AccessPointClient, relay_a), cast(AccessPointClient, relay_b)
+    for operator, role, peer, state in ((pair.a, "from", B_ID, "switched"), (pair.b, "to", A_ID, "requested")):
+        async with operator.store.engine.begin() as conn:
+            await conn.execute(insert(moves).values(switch_id="s-3", recipient=HOLDER, role=role, peer=peer,
+                                                    state=state, created_at=NOW, updated_at=NOW))  # fmt: skip
+    await Mover(pair.a).step()
+    (sent,) = relay_a.files.values()
+    async with pair.a.store.engine.begin() as conn:  # as if killed before the batch was recorded as sent
+        await conn.execute(update(batches).values(state="prepared", manifest_sha256=None))
+    archive, staged = tmp_path / "batch.tar", tmp_path / "staged"
+    archive.write_bytes(sent)
+    staged.mkdir()
+    await Mover(pair.b)._import(archive, staged)
+    (answer,) = relay_b.documents
+    receipt = base64.b64decode(answer["payloads"][0]["data"])
+    with pytest.raises(MoveWaits, match="is being sent"):
+        await Mover(pair.a)._receipt(receipt)
+    assert len(await pair.a.store.letters_of(HOLDER)) == 3
+    await Mover(pair.a).step()  # sent again: the same manifest
+    assert list(relay_a.files.values()) == [sent]
+    await Mover(pair.a)._receipt(receipt)
+    assert await pair.a.store.letters_of(HOLDER) == []
+    assert len(await pair.b.store.letters_of(HOLDER)) == 3
