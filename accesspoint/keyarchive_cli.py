@@ -55,12 +55,15 @@ def cmd_serve(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     from accesspoint.servicekit.server import Listener, run
     from accesspoint.servicekit.settings import SettingsError
     from accesspoint.servicekit.tls import server_context
+    from accesspoint.servicekit.tracing import configure_tracing
 
     try:
         settings = load_settings(Path(args.config))
     except SettingsError as exc:
         return EXIT_MALFORMED, failure("config", str(exc), problems=exc.problems)
     tls = None if settings.tls is None else server_context(settings.tls)
+    settings.observability.configure_logging()
+    configure_tracing("keyarchive")
     listener = Listener(create_app(settings), settings.host, settings.port, tls)
 
     def started() -> None:

@@ -15,11 +15,15 @@ arrived, into one archive signed by this operator (operators/portability.py); no
 operator's certificate from ``operator.peers`` or ``--trust``, every file's SHA-256, every letter's seal and
 signatures) and stores it in one transaction, or refuses it whole.
 
-``operator check URL --config SERVER --pmode ID [--pmode ID …] [--operator-cert FILE]`` runs the conformance
-battery (accesspoint/operator_check.py) against the operator's access point at ``URL``, from this access point's
-settings (its signing key, the P-Modes agreed with the operator, one per network form): a test letter must get a
-receipt signed by the operator's registered certificate (the P-Mode party's, or ``--operator-cert``), a forged one
-EBMS:0101 and no receipt. It prints ``{ok, url, passed, failed, cases: [{form, case, passed, message_id, detail}]}``.
+``operator check URL --config SERVER --pmode ID [--pmode ID …] [--operator-cert FILE] [--answer-cert FILE]
+[--listen HOST:PORT] [--answer-timeout SECONDS]`` runs the conformance battery (accesspoint/operator_check.py)
+against the operator's access point at ``URL``, from this access point's settings (its keys, the P-Modes agreed with
+the operator, one per network form): a test letter must get a receipt signed by the operator's registered
+certificate (the P-Mode party's, or ``--operator-cert``), then the operator's signed business answer on the two-way
+P-Mode's reply leg, received by the check itself at ``--listen`` (default: the settings' ``listen``, the endpoint the
+operator's P-Modes name for this access point) within ``--answer-timeout`` (60 s), verified with ``--answer-cert``
+(default: the settings' ``end_to_end.operators`` and the operator's registered certificate); a forged one EBMS:0101
+and no receipt. It prints ``{ok, url, passed, failed, cases: [{form, case, passed, message_id, detail}]}``.
 
 Exit codes: 0 success (also "no answer yet"; every check case passed); 1 an answer came but does not verify or fit
 the message, the delivery was rejected, an archive was refused (its reason in ``error.reason``; nothing imported),
@@ -77,6 +81,12 @@ def register(commands: Any) -> None:
         "--pmode", action="append", required=True, metavar="ID", help="a P-Mode agreed with the operator (repeatable)"
     )
     check.add_argument("--operator-cert", help="the operator's registered signing certificate (default: the P-Mode's)")
+    check.add_argument(
+        "--answer-cert",
+        help="the certificate the operator signs its business answers with (default: end_to_end.operators)",
+    )
+    check.add_argument("--listen", help="HOST:PORT where the operator's answers arrive (default: the settings' listen)")
+    check.add_argument("--answer-timeout", type=float, default=60.0, help="seconds to wait for each business answer")
     check.set_defaults(handler=cmd_check)
 
 
@@ -193,8 +203,10 @@ def cmd_import(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
 
 def cmd_check(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     """Run the battery and print its report."""
+    from aiohttp import web
+
     from accesspoint.msh.config import ConfigError, load_config
-    from accesspoint.operator_check import check_operator
+    from accesspoint.operator_check import AnswerInbox, check_operator
     from accesspoint.security.keys import KeyLoadError, load_certificates
     from accesspoint.servicekit.httpclient import new_session
     from pmode import PModeError, load_pmodes
@@ -212,15 +224,34 @@ def cmd_check(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
         routes.append(route)
     try:
         certificates = [] if args.operator_cert is None else load_certificates(args.operator_cert)
+        answers = list(config.operator_certificates) + certificates
+        if args.answer_cert is not None:
+            answers = load_certificates(args.answer_cert)
         key = config.keys.signing_key(routes[0].security)
+        host, port = _listen(args.listen, config.host, config.port)
     except (KeyLoadError, ConfigError, OSError, ValueError) as exc:
-        return EXIT_USAGE, failure("usage", f"cannot read a key or certificate: {exc}")
+        return EXIT_USAGE, failure("usage", f"cannot read a key or certificate, or --listen: {exc}")
+    if args.answer_timeout <= 0:
+        return EXIT_USAGE, failure("usage", "--answer-timeout must be positive")
+    inbox = AnswerInbox(key, config.keys.decryption_keys())
 
     async def run() -> list[Any]:
-        async with new_session(timeout=30) as http:
-            return await check_operator(args.url, routes, key, http=http, certificates=certificates)
+        runner = web.AppRunner(inbox.application(), access_log=None)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, host, port).start()
+            async with new_session(timeout=30) as http:
+                return await check_operator(
+                    args.url, routes, key, http=http, certificates=certificates, inbox=inbox,
+                    answer_certificates=answers, answer_timeout=args.answer_timeout,
+                )  # fmt: skip
+        finally:
+            await runner.cleanup()
 
-    cases = asyncio.run(run())
+    try:
+        cases = asyncio.run(run())
+    except OSError as exc:
+        return EXIT_USAGE, failure("usage", f"cannot listen on {host}:{port} for the operator's answers: {exc}")
     failed = [c for c in cases if not c.passed]
     report = {
         "ok": not failed,
@@ -232,3 +263,13 @@ def cmd_check(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     if all(c.detail.startswith("not sent:") for c in cases):
         return EXIT_UNREACHABLE, {**report, "error": {"code": "unreachable", "reason": cases[0].detail}}
     return (EXIT_REFUSED if failed else EXIT_OK), report
+
+
+def _listen(given: str | None, host: str, port: int) -> tuple[str, int]:
+    """``--listen HOST:PORT``, or the settings' listen address; ValueError for one that is not."""
+    if given is None:
+        return host, port
+    name, _, number = given.rpartition(":")
+    if not name or not number.isdigit() or not 0 < int(number) < 65536:
+        raise ValueError(f"--listen {given!r} is not HOST:PORT")
+    return name.strip("[]"), int(number)

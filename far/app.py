@@ -19,7 +19,8 @@ GET      /api/v1/operators/{orgnr}
 PUT      /api/v1/operators/{orgnr}                  ``{"name", "party_id", "endpoint" (URL or "discovery"), …}``
 DELETE   /api/v1/operators/{orgnr}                  409 while recipients use it
 GET      /api/v1/operators/{orgnr}/approval         ``{operator, status, since, decided_by, reason, audit_id}``
-PUT      /api/v1/operators/{orgnr}/approval         ``{"status": "approved"|"suspended"|"revoked", "reason"}``:
+PUT      /api/v1/operators/{orgnr}/approval         ``{"status": "approved"|"suspended"|"revoked", "reason",
+                                                    "requested_by"?}``:
                                                     the ``approve`` scope only (never an operator's own)
 =======  =========================================  ==========================================================
 
@@ -336,7 +337,7 @@ async def put_approval(request: web.Request) -> web.Response:
         await service.audit_refusal(caller.name, "operator", operator_id[:16], "decide operator approval", why)
         raise callers.auth.insufficient("approve")
     body = await json_object(request, InvalidInput)
-    unknown = set(body) - {"status", "reason"}
+    unknown = set(body) - {"status", "reason", "requested_by"}
     if unknown:
         raise InvalidInput(f"unknown field {sorted(unknown)[0]}", field=sorted(unknown)[0])
     try:
@@ -344,9 +345,14 @@ async def put_approval(request: web.Request) -> web.Response:
     except ValueError:
         raise InvalidInput("status is approved, suspended or revoked", field="status") from None
     reason = _field(body, "reason", str, required=False)
-    approval, changed = await service.decide_operator(operator_id, status, reason=reason, actor=caller.name)
+    # A console deciding for one of its users names that user: recorded as the caller's word, "console for ada".
+    requested_by = _field(body, "requested_by", str, required=False)
+    if requested_by is not None and not (0 < len(requested_by) <= 64 and requested_by.isprintable()):
+        raise InvalidInput("requested_by must be 1 to 64 printable characters", field="requested_by")
+    actor = caller.name if requested_by is None else f"{caller.name} for {requested_by}"
+    approval, changed = await service.decide_operator(operator_id, status, reason=reason, actor=actor)
     if changed:
-        log.warning("operator %s %s by %s: %s", approval.operator_id, status.value, caller.name, reason)
+        log.warning("operator %s %s by %s: %s", approval.operator_id, status.value, actor, reason)
     return web.json_response(approval.to_json())
 
 

@@ -518,6 +518,7 @@ class Operator:
         part = next((p for p in letter.parts if p.content_id == content_id and p.role == "payload"), None)
         if part is None:
             raise Problem(404, f"message {mail_id} has no part {content_id[:64]}", kind="not-found")
+        await self.twoway.opened(request, recipient, mail_id)  # a part fetched by the holder is the letter read
         digest = base64.b64encode(bytes.fromhex(part.sha256)).decode()
         return web.FileResponse(
             self.files.path(letter.uid, part.name),

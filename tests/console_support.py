@@ -26,12 +26,16 @@ from accesspoint.console.accounts import Role
 from accesspoint.console.app import CONSOLE, Console, create_console
 from accesspoint.console.settings import load_settings
 from accesspoint.core.namespaces import TEST_ACTION, TEST_SERVICE
+from accesspoint.servicekit.tokens import BearerToken, scopes
 from accesspoint.servicekit.webhooks import signature_matches
 from accesspoint.testing import services
+from far.service import FarService
 from tests.inmemory import Node, Pair
 from tests.test_msh import CERTS
 
 ADMIN, VIEWER = ("ada", "a-long-admin-password"), ("vic", "a-long-viewer-password")
+FAR_READER = "console-far-reader-0123456789"  # FaR's read token for the console
+FAR_APPROVER = "console-far-approver-0123456789"  # FaR's token with the approve scope
 WEBHOOK_SECRET = "console-webhook-secret-0123"
 STATUS_TOKEN = "status-token-0123456789abcdef"
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
@@ -231,6 +235,46 @@ class WebhookSink:
             return web.Response(status=401)
         self.received.append(json.loads(body))
         return web.Response(text="ok")
+
+
+@dataclass
+class RunningFar:
+    """FaR served in this event loop (SQLite, Kivra and Billo as approved operators) for the console's FaR pages."""
+
+    server: TestServer
+    service: FarService
+
+    @property
+    def url(self) -> str:
+        """Its base URL."""
+        return f"http://127.0.0.1:{self.server.port}"
+
+    def console_settings(self, *, approve: bool = True) -> dict[str, str]:
+        """The console's ``far`` table: the read token, and the approval token unless ``approve`` is False."""
+        return {"url": self.url, "token": FAR_READER, **({"approval_token": FAR_APPROVER} if approve else {})}
+
+    async def close(self) -> None:
+        """Stop serving and close its database."""
+        await self.server.close()
+        await self.service.engine.dispose()
+
+
+async def start_far(folder: Path) -> RunningFar:
+    """FaR with the console's two tokens: ``console`` reads, ``console-approver`` reads and approves."""
+    from far.app import create_app as far_app
+    from far.settings import FarSettings
+    from tests.test_far_support import make_service
+
+    service = await make_service(folder / "far.db")
+    settings = FarSettings(
+        tokens=(
+            BearerToken("console", FAR_READER, scopes("read")),
+            BearerToken("console-approver", FAR_APPROVER, scopes("read", "approve")),
+        )
+    )
+    server = TestServer(far_app(settings, service=service), host="127.0.0.1", port=services.free_port())
+    await server.start_server()
+    return RunningFar(server, service)
 
 
 async def until(read: Any, holds: Any, what: str, timeout: float = 15) -> Any:

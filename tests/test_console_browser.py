@@ -1,6 +1,7 @@
 """The console in a real headless Chromium (Debian's chromium + chromium-driver, driven by Selenium), one browser
 session: failed logins are slowed and alerted; an admin logs in, finds a failed message, reads its timeline,
-resends it and sees it delivered, downloads its receipt, sees the certificate warning and the alert; a forged form
+resends it and sees it delivered, downloads its receipt, sees the certificate warning and the alert, suspends a
+mailbox operator in FaR (in this event loop) with a reason; a forged form
 (a tampered token, or another site's page) is refused; logging out ends the session on the server. Screenshots go
 to tests/artifacts/console/ (not committed)."""
 
@@ -20,17 +21,21 @@ from aiohttp.test_utils import TestServer
 
 from accesspoint.store import Direction, EvidenceKind
 from accesspoint.testing import services
+from far.service import OperatorStatus
 from tests.conftest import REPO, unavailable
 from tests.console_support import (
     ADMIN,
     RunningConsole,
+    RunningFar,
     expiring_anchor,
     start_console,
+    start_far,
     until,
     with_ping,
     write_settings,
 )
 from tests.inmemory import Pair
+from tests.test_far_support import KIVRA
 from tests.test_msh import CERTS
 from tests.test_msh_support import submission
 
@@ -76,16 +81,22 @@ def browser(tmp_path: Path) -> Iterator[Any]:
 
 
 @pytest.fixture
-async def running(pair_factory: Callable[..., Pair], tmp_path: Path) -> AsyncIterator[tuple[Pair, RunningConsole]]:
-    """Sweden with a console (an extra trust anchor expiring in 20 days); Belgium not started yet."""
+async def running(
+    pair_factory: Callable[..., Pair], tmp_path: Path
+) -> AsyncIterator[tuple[Pair, RunningConsole, RunningFar]]:
+    """Sweden with a console (an extra trust anchor expiring in 20 days) over FaR in this loop; Belgium not started
+    yet."""
     pair = pair_factory(retries=0)
     with_ping(pair, anchors=[str(CERTS / "ca.pem"), str(expiring_anchor(tmp_path, days=20))], retries=0)
+    far = await start_far(tmp_path)
     await pair.se.start()
-    console = await start_console(pair.se, write_settings(tmp_path, login={"delay": "200ms", "alert_after": 3}))
+    settings = write_settings(tmp_path, login={"delay": "200ms", "alert_after": 3}, far=far.console_settings())
+    console = await start_console(pair.se, settings)
     try:
-        yield pair, console
+        yield pair, console, far
     finally:
         await console.server.close()
+        await far.close()
 
 
 def _local(base: str) -> str:
@@ -159,11 +170,12 @@ async def _read(path: Path) -> bytes | None:
 
 
 async def test_an_admin_works_through_the_console_in_a_browser(
-    browser: Any, running: tuple[Pair, RunningConsole]
+    browser: Any, running: tuple[Pair, RunningConsole, RunningFar]
 ) -> None:
     """Failed logins are slowed and alerted; the admin finds a failed message, resends it, sees it delivered and
-    downloads its receipt byte for byte; forged forms are refused; logging out ends the session."""
-    pair, console = running
+    downloads its receipt byte for byte; suspends a mailbox operator in FaR with a reason; forged forms are refused;
+    logging out ends the session."""
+    pair, console, far = running
     base = _local(console.base)
     message_id = "browser-1@se.example"
     status, document = await pair.se.api("POST", "/api/v1/messages", submission("se-to-be", b"letter", message_id))
@@ -223,6 +235,29 @@ async def test_an_admin_works_through_the_console_in_a_browser(
     await run(browser.get, base + "/alerts")
     alerts = await run(_text, browser, "#alerts")
     assert "3 failed console logins for 'ada'" in alerts and "login-failures" in alerts
+
+    # FaR's operators with their approval: the admin suspends one with a reason, FaR records it as the console's
+    # decision for ada, and the page shows the new status with who decided and why.
+    await run(browser.get, base + "/far")
+    assert "approved" in await run(_text, browser, f"#operator-{KIVRA.id}")
+    await run(_click, browser, "LINK_TEXT", KIVRA.name)
+    assert await run(_text, browser, "#approval-status") == "approved"
+
+    def suspend() -> None:
+        from selenium.webdriver.support.select import Select
+
+        Select(browser.find_element(_by("ID"), "approval-choice")).select_by_value("suspended")
+        browser.find_element(_by("ID"), "approval-reason-input").send_keys("supervisory audit overdue")
+        _click(browser, "ID", "decide")
+
+    await run(suspend)
+    assert "operator suspended" in await run(_text, browser, "#note")
+    assert await run(_text, browser, "#approval-status") == "suspended"
+    assert await run(_text, browser, "#approval-decided-by") == "console-approver for ada"
+    assert "supervisory audit overdue" in await run(_text, browser, "#operator-audit")
+    await run(browser.save_screenshot, str(ARTIFACTS / "far-operator-suspended.png"))
+    assert (await far.service.get_approval(KIVRA.id)).status is OperatorStatus.SUSPENDED
+    assert [e.outcome for e in await console.console.audit.latest(action="operator-approval")] == ["done"]
 
     # A tampered token: the page's own form, its hidden csrf field changed.
     await run(browser.get, base + "/pmodes")

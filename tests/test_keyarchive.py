@@ -27,7 +27,9 @@ from accesspoint.keyarchive.service import Limits, client_key_binding
 from accesspoint.keyarchive.settings import ArchiveSettings
 from accesspoint.security import cms
 from accesspoint.security.keys import KeyPair
+from accesspoint.servicekit.observability import AdminSettings, Observability
 from accesspoint.servicekit.tokens import BearerToken, scopes
+from accesspoint.testing import services
 from accesspoint.testing.holders import eid_certificate, holder_key
 from accesspoint.testing.hsm import shared_softhsm
 from accesspoint.testing.pki import make_ca
@@ -36,6 +38,7 @@ from tests.conftest import REPO
 HOLDER = "197802022389"
 OTHER = "198112189876"
 ANNA, BERTIL = "admin-anna-0123456789", "admin-bertil-0123456789"
+SCRAPER = "keyarchive-scraper-0123456789"
 OLD_MAIL = b"<Letter>Ditt beslut finns i brevladan.</Letter>"
 
 
@@ -53,7 +56,14 @@ def pki() -> tuple[KeyPair, KeyPair]:
     return make_ca("Test e-ID CA", "p256"), make_ca("Holder key CA")
 
 
-async def _archive(aiohttp_server: Any, tmp_path: Path, pki: tuple[KeyPair, KeyPair], **limits: Any) -> Archive:
+async def _archive(
+    aiohttp_server: Any,
+    tmp_path: Path,
+    pki: tuple[KeyPair, KeyPair],
+    *,
+    observability: Observability | None = None,
+    **limits: Any,
+) -> Archive:
     hsm = shared_softhsm()
     eid_ca, holder_ca = pki
     settings = ArchiveSettings(
@@ -63,6 +73,7 @@ async def _archive(aiohttp_server: Any, tmp_path: Path, pki: tuple[KeyPair, KeyP
         master_label=f"master-{uuid.uuid4().hex[:8]}",
         limits=replace(Limits(), **limits),
         tokens=(BearerToken("anna", ANNA, scopes("admin")), BearerToken("bertil", BERTIL, scopes("admin"))),
+        observability=observability or Observability(),
     )
     server = await aiohttp_server(create_app(settings))
     return Archive(
@@ -220,3 +231,26 @@ async def test_audit_log_verifies_and_tampering_is_detected(archive: Archive) ->
         db.execute("DELETE FROM keyarchive_audit WHERE seq >= ?", (seq,))
     code, report = _verify_log(archive.database, "--expect-head", head)
     assert code == 1 and "head differs" in report["problem"]
+
+
+async def test_metrics_are_served_on_the_admin_listener_only_by_route_template(
+    aiohttp_server: Any, tmp_path: Path, pki: tuple[KeyPair, KeyPair]
+) -> None:
+    """The archive's /metrics answers a metrics token on its admin listener, counting requests by route template
+    (no holder id in any label); the public listener has no /metrics."""
+    port = services.free_port()
+    admin = AdminSettings(port=port, tokens=(BearerToken("prometheus", SCRAPER, scopes("metrics")),))
+    archive = await _archive(aiohttp_server, tmp_path, pki, observability=Observability(admin=admin))
+    async with aiohttp.ClientSession() as session:
+        async with session.post(archive.url + f"/api/v1/holders/{HOLDER}/deletion", json={}) as refused:
+            assert refused.status == 400
+        async with session.get(archive.url + "/metrics") as public:
+            assert public.status == 404
+        async with session.get(f"http://127.0.0.1:{port}/metrics") as anonymous:
+            assert anonymous.status == 401
+        headers = {"Authorization": f"Bearer {SCRAPER}"}
+        async with session.get(f"http://127.0.0.1:{port}/metrics", headers=headers) as scraped:
+            assert scraped.status == 200
+            text = await scraped.text()
+    labels = 'method="POST",route="/api/v1/holders/{holder}/deletion",status="400"'
+    assert f"http_requests_total{{{labels}}} 1.0" in text and HOLDER not in text

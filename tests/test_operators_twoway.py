@@ -366,6 +366,26 @@ async def test_parts_bound_by_digest_and_the_presentation_policy(rig: Rig) -> No
     assert datetime.now(UTC) > rig.now - timedelta(days=1)
 
 
+async def test_a_part_fetched_by_the_holder_is_the_letter_opened(rig: Rig) -> None:
+    """Fetching a content part through the parts route is reading the letter: the operator's own fetch sends
+    nothing, the holder's first sends the signed opened event once, and reading the letter afterwards no more."""
+    part = ExternalPart("body@agency", payload_sha256(PDF_A), len(PDF_A), "application/pdf", PartRole.BODY, "b.pdf")
+    terms = LetterTerms(parts=(part,), receipt=ReceiptRequest.SIMPLE)
+    letter = await rig.deliver(_letter(terms, body=b""), extra=(("body@agency", PDF_A),))
+    mail_id = await rig.mail_id(letter)
+    path = f"{rig.url}/api/v1/mailboxes/{PERSON}/messages/{mail_id}/parts/body@agency"
+    for token in (ADMIN, PERSONAL):
+        async with rig.http.get(path, headers={"Authorization": f"Bearer {token}"}) as response:
+            assert response.status == 200 and await response.read() == PDF_A
+        if token == ADMIN:
+            assert await rig.operator.twoway.flush() == 0
+    back = await rig.at_sender(letter, 2)  # the delivery answer and the opened event
+    event = verify_event(back[f"opened@{OPERATOR_ID}"], OPERATOR.certificate)
+    assert event.kind is EventKind.OPENED and event.message_id == letter
+    assert (await rig.holder("GET", f"/api/v1/mailboxes/{PERSON}/messages/{mail_id}"))[0] == 200
+    assert await rig.operator.twoway.flush() == 0
+
+
 async def test_broadcast_reaches_its_audience_and_a_forged_one_none(rig: Rig) -> None:
     """A broadcast signed by a trusted intermediary goes into every mailbox of its group and is answered with the
     count; one signed by anyone else is refused (count 0, the reason) and stored nowhere."""

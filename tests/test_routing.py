@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import os
 import socket
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
@@ -426,7 +428,9 @@ async def _once(data: bytes) -> AsyncIterator[bytes]:
     yield data
 
 
-async def _received(store: MessageStore, message_id: str, **properties: str) -> StoredMessage:
+async def _received(
+    store: MessageStore, message_id: str, *, content: bytes = b"hello", **properties: str
+) -> StoredMessage:
     header = UserMessage(
         message_info=MessageInfo(message_id=message_id, timestamp=datetime.now(UTC)),
         party_info=PartyInfo(
@@ -440,7 +444,7 @@ async def _received(store: MessageStore, message_id: str, **properties: str) -> 
     )
     raw = NewEvidence(EvidenceKind.RAW_MESSAGE, _once(serialize(build_envelope(header))), timedelta(days=1))
     info = StoreInfo(message_id, pmode_id="from-nordic", leg=0)
-    payload = NewPayload("letter@x", "text/plain", _once(b"hello"))
+    payload = NewPayload("letter@x", "text/plain", _once(content))
     return (await store.receive(info, [payload], now=datetime.now(UTC), evidence=[raw])).message
 
 
@@ -482,6 +486,34 @@ async def test_a_message_received_but_not_forwarded_before_a_stop_is_forwarded_a
         target = await routing.records.get("fwd-m1")
         assert target is not None and target.endpoint == OPERATOR.endpoint
         assert await routing.recover(access_point, now=datetime.now(UTC)) == 0  # nothing twice
+    finally:
+        await routing.close()
+        await store.close()
+
+
+async def test_a_forwarded_payload_is_the_received_file_under_a_second_name_not_a_copy(tmp_path: Path) -> None:
+    """A large payload is forwarded as a hard link to the received file (a 2 GiB letter needs no second 2 GiB);
+    each name is deleted on its own, the other still reads whole."""
+    far_url, far = await _far_with_person(tmp_path)
+    await far.engine.dispose()
+    store = await MessageStore.open(f"sqlite:///{tmp_path / 'ap.db'}", tmp_path / "files")
+    settings = parse_routing(tmp_path, {"far": {"database": far_url}}, "routing")
+    routing = Routing(None, RouteRecords(RouteTargets(store.db)), routing=settings)
+    access_point = _Submitter(load_pmodes(_pmodes(tmp_path)), store)
+    letter = os.urandom(300 * 1024)  # past the inline limit: a file
+    try:
+        received = await _received(store, "big", content=letter, finalRecipient=PERSON, originalSender=f"0007:{SENDER}")
+        assert await routing.recover(access_point, now=datetime.now(UTC) + timedelta(seconds=1)) == 1
+        forwarded = await store.get(Direction.OUT, "fwd-big")
+        assert forwarded is not None
+        [kept] = await store.payloads(received)
+        [sent] = await store.payloads(forwarded)
+        assert kept.path is not None and sent.path is not None and kept.path != sent.path
+        kept_file, sent_file = tmp_path / "files" / kept.path, tmp_path / "files" / sent.path
+        assert (kept_file.stat().st_ino, kept_file.stat().st_nlink) == (sent_file.stat().st_ino, 2)
+        assert (sent.size, sent.sha256) == (len(letter), hashlib.sha256(letter).hexdigest())
+        await store.files.delete(kept.path)
+        assert b"".join([chunk async for chunk in store.read(sent)]) == letter
     finally:
         await routing.close()
         await store.close()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
+import os
 import sqlite3
 import threading
 from collections.abc import AsyncIterator
@@ -20,7 +22,7 @@ from sqlalchemy.engine import make_url
 from accesspoint.store import Direction, EvidenceKind, MessageInfo, MessageState, StoredMessage
 from accesspoint.store.codec import from_sqlite_datetime, sqlite_datetime
 from accesspoint.store.db import Database
-from accesspoint.store.files import Content, FileStore, PreparedFile
+from accesspoint.store.files import Content, FileStore, FileTooLarge, PreparedFile, StoredFileRef
 from accesspoint.store.ops import Claim, Duplicate, EvidenceRow, Insert, Inserted, Keep, Move, PayloadRow
 from accesspoint.store.schema import UtcDateTime, evidence, messages, payloads, transitions
 from accesspoint.store.writer import SqliteWriter, WriteFailed, Writer, WriteUnavailable, open_writer
@@ -304,6 +306,35 @@ async def test_a_prepared_file_past_the_inline_limit_is_moved_into_place_and_a_s
     assert long.path is not None and (tmp_path / long.path).read_bytes() == b"x" * 10
     short = await files.take(PreparedFile(short_path, 3, "unused"), inline_limit=4)
     assert (short.data, short.path) == (b"abc", None)
+
+
+async def test_a_stored_file_taken_again_is_linked_and_copied_where_links_fail(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """take() of a StoredFileRef of the same store gives the file a second name (same inode); where the file
+    system refuses links it copies the bytes; past the limit it refuses either way."""
+    files = FileStore(tmp_path)
+    first = await files.write(_stream(b"y" * 10))
+    ref = StoredFileRef(files, first.path, first.size, first.sha256)
+    linked = await files.take(ref, inline_limit=4)
+    assert linked.path is not None and linked.path != first.path
+    assert (tmp_path / linked.path).stat().st_ino == (tmp_path / first.path).stat().st_ino
+    with pytest.raises(FileTooLarge):
+        await files.take(ref, inline_limit=4, limit=9)
+
+    def no_links(source: object, target: object) -> None:
+        raise OSError(errno.EXDEV, "cross-device link")
+
+    monkeypatch.setattr(os, "link", no_links)
+    copied = await files.take(ref, inline_limit=4)
+    assert copied.path is not None and copied.sha256 == first.sha256
+    assert (tmp_path / copied.path).stat().st_ino != (tmp_path / first.path).stat().st_ino
+    assert (tmp_path / copied.path).read_bytes() == b"y" * 10
+    assert (await files.take(ref, inline_limit=64)).data == b"y" * 10  # short: inlined as before
+
+
+async def _stream(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 async def test_writer_outcomes_match_what_sqlalchemy_reads(writer: Writer, database: Database) -> None:

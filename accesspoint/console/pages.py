@@ -599,13 +599,24 @@ async def audit(request: web.Request) -> web.StreamResponse:
 # --- FaR and the mailbox operator ------------------------------------------------------------------------------
 
 
-async def _remote(console: Console, remote: Remote | None, path: str) -> tuple[int, Any]:
-    """GET a path of FaR's or the operator's API: (status, JSON or error text); 0 when it cannot be reached."""
+async def _remote(
+    console: Console,
+    remote: Remote | None,
+    path: str,
+    *,
+    method: str = "GET",
+    token: str | None = None,
+    body: dict[str, Any] | None = None,
+) -> tuple[int, Any]:
+    """Call a path of FaR's or the operator's API (GET with the read token unless told otherwise): (status, JSON or
+    error text); 0 when it cannot be reached."""
     if remote is None:
         raise web.HTTPNotFound(text="not configured")
-    headers = {"Authorization": f"Bearer {remote.token}", "Accept": "application/json"}
+    headers = {"Authorization": f"Bearer {token or remote.token}", "Accept": "application/json"}
     try:
-        async with console.http.get(remote.url + path, headers=headers, allow_redirects=False) as answer:
+        async with console.http.request(
+            method, remote.url + path, headers=headers, json=body, allow_redirects=False
+        ) as answer:
             text = await answer.text()
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         return 0, f"cannot reach {remote.url}: {type(exc).__name__}"
@@ -615,12 +626,21 @@ async def _remote(console: Console, remote: Remote | None, path: str) -> tuple[i
         return answer.status, text[:500]
 
 
+def _operators(answer: tuple[int, Any]) -> list[dict[str, Any]] | None:
+    """The operators of FaR's ``GET /api/v1/operators``, or None when it gave no list."""
+    status, body = answer
+    listed = body.get("operators") if status == 200 and isinstance(body, dict) else None
+    return [item for item in listed if isinstance(item, dict)] if isinstance(listed, list) else None
+
+
 async def far(request: web.Request) -> web.StreamResponse:
-    """FaR: look a recipient up, list the operators and senders, read an entity's audit trail."""
+    """FaR: the operators with their approval, a recipient looked up, the senders, an entity's audit trail."""
     console = _console(request)
     remote = console.settings.far
     recipient, entity = request.query.get("recipient", "").strip(), request.query.get("entity", "").strip()
-    sections: dict[str, tuple[int, Any]] = {"operators": await _remote(console, remote, "/api/v1/operators")}
+    listed = await _remote(console, remote, "/api/v1/operators")
+    operators = _operators(listed)
+    sections: dict[str, tuple[int, Any]] = {} if operators is not None else {"operators": listed}
     sections["senders"] = await _remote(console, remote, "/api/v1/senders")
     if recipient:
         sections["recipient"] = await _remote(console, remote, f"/api/v1/recipients/{quote(recipient, safe='')}")
@@ -629,7 +649,65 @@ async def far(request: web.Request) -> web.StreamResponse:
         )
     if entity:
         sections["audit"] = await _remote(console, remote, f"/api/v1/audit/{quote(entity, safe='')}")
-    return render(request, "far.html", sections=sections, recipient=recipient, entity=entity, dumps=_pretty)
+    return render(
+        request, "far.html", operators=operators or [], sections=sections, recipient=recipient, entity=entity,
+        dumps=_pretty,
+    )  # fmt: skip
+
+
+APPROVAL_STATES = ("approved", "suspended", "revoked")
+REASON_LIMIT = 512  # FaR's own limit for an approval's reason
+
+
+async def far_operator(request: web.Request) -> web.StreamResponse:
+    """One operator in FaR: its approval (status, since, decided by, reason, audit row) and its audit trail; an
+    admin may approve, suspend or revoke it when the console holds a token with FaR's approve scope."""
+    console = _console(request)
+    remote = console.settings.far
+    orgnr = request.match_info["orgnr"]
+    path = f"/api/v1/operators/{quote(orgnr, safe='')}"
+    record = await _remote(console, remote, path)
+    approval = await _remote(console, remote, path + "/approval")
+    trail = await _remote(console, remote, f"/api/v1/audit/{quote(orgnr, safe='')}")
+    changes = trail[1].get("changes") if trail[0] == 200 and isinstance(trail[1], dict) else None
+    return render(
+        request, "far_operator.html", orgnr=orgnr, record=record, approval=approval,
+        changes=changes if isinstance(changes, list) else [], trail=trail, dumps=_pretty, states=APPROVAL_STATES,
+        can_decide=remote is not None and remote.approval_token is not None, why=request.query.get("why", ""),
+    )  # fmt: skip
+
+
+@admin_only
+async def far_operator_decide(request: web.Request) -> web.StreamResponse:
+    """Approve, suspend or revoke an operator in FaR with a reason: sent with the console's approval token and the
+    admin's name, audited here (done, or refused with FaR's answer) as FaR audits it."""
+    console = _console(request)
+    remote = console.settings.far
+    orgnr = request.match_info["orgnr"]
+    back = f"/far/operators/{quote(orgnr, safe='')}"
+    form = await request.post()
+    status, reason = str(form.get("status", "")), str(form.get("reason", "")).strip()
+    target = f"operator {orgnr[:16]}"
+    if remote is None or remote.approval_token is None:
+        await audited(request, "operator-approval", target=target, outcome="refused", status=status[:16],
+                      why="the console holds no token with FaR's approve scope")  # fmt: skip
+        raise web.HTTPForbidden(text="this console may not decide approvals: far.approval_token is not set")
+    if status not in APPROVAL_STATES or len(reason) > REASON_LIMIT:
+        raise web.HTTPBadRequest(text=f"status is one of {', '.join(APPROVAL_STATES)}; a reason of at most 512")
+    body = {"status": status, "reason": reason or None, "requested_by": session_of(request).user.name}
+    answered, document = await _remote(
+        console, remote, f"/api/v1/operators/{quote(orgnr, safe='')}/approval",
+        method="PUT", token=remote.approval_token, body=body,
+    )  # fmt: skip
+    if answered == 200 and isinstance(document, dict):
+        await audited(request, "operator-approval", target=target, status=status, reason=reason or None,
+                      far_audit_id=document.get("audit_id"))  # fmt: skip
+        raise _back(back, f"operator {status}")
+    why = document.get("detail") if isinstance(document, dict) else document
+    why = f"FaR answered {answered}: {why}" if answered else str(why)
+    await audited(request, "operator-approval", target=target, outcome="refused", status=status,
+                  reason=reason or None, why=why[:500])  # fmt: skip
+    raise _back(back, "refused", why=why[:300])
 
 
 async def operator(request: web.Request) -> web.StreamResponse:
@@ -705,4 +783,6 @@ def routes(app: web.Application) -> None:
     add.add_get("/incidents/{incident}/timeline.{format}", incident_export)
     add.add_get("/audit", audit)
     add.add_get("/far", far)
+    add.add_get("/far/operators/{orgnr}", far_operator)
+    add.add_post("/far/operators/{orgnr}/approval", far_operator_decide)
     add.add_get("/operator", operator)

@@ -44,6 +44,7 @@ name = "FaR"; url = "http://far:8470/health"; interval = "1m"; failures = 3
 
 [console.far]               # FaR's pages, over FaR's REST API with a read token
 url = "http://far:8470"; token = "…"
+approval_token = "…"        # optional: a FaR token with the approve scope; admins then decide operator approvals
 [console.operator]          # the mailbox operator's pages, over its mailbox API
 url = "http://operator:8480"; token = "…"
 
@@ -137,6 +138,9 @@ class Remote:
 
     url: str
     token: str = field(repr=False)
+    # FaR only: a token with FaR's ``approve`` scope, which lets admins approve, suspend and revoke operators from
+    # the console; without it the console shows each operator's approval read-only.
+    approval_token: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,6 +283,7 @@ def _watch(item: Section) -> Watch:
 def _remote(console: Section, key: str) -> Remote | None:
     if not console.has(key):
         return None
-    table = console.section(key, known={"url", "token"})
+    table = console.section(key, known={"url", "token", "approval_token"} if key == "far" else {"url", "token"})
     url, token = table.url("url", required=True), table.secret("token", required=True)
-    return None if url is None or token is None else Remote(url.rstrip("/"), token)
+    approval = table.secret("approval_token") if key == "far" else None
+    return None if url is None or token is None else Remote(url.rstrip("/"), token, approval)

@@ -16,6 +16,9 @@ GET      /api/v1/admin/audit                    (admin) the chain verified: ``{o
 ``eid`` is ``{certificate, chain, signature}`` (eid.py): the signature over the purpose, holder, challenge and,
 for a release, the SHA-256 of client_key. A failed authentication is one generic 403 (the reason goes to the
 audit log only); too many attempts 429 with Retry-After.
+
+With ``admin`` in the settings, ``GET /metrics`` (Prometheus: the HTTP series by route template, so a holder's id
+never becomes a label) is served on a listener of its own, never on this one.
 """
 
 from __future__ import annotations
@@ -34,8 +37,11 @@ from accesspoint.keyarchive.model import upgrade_schema
 from accesspoint.keyarchive.service import ArchiveError, Invalid, KeyArchive
 from accesspoint.keyarchive.settings import ArchiveSettings
 from accesspoint.servicekit.database import create_engine
+from accesspoint.servicekit.metrics import Metrics, http_metrics_middleware
+from accesspoint.servicekit.observability import admin_context
 from accesspoint.servicekit.problems import Problem, json_object, problem_middleware
 from accesspoint.servicekit.tokens import BearerAuth
+from accesspoint.servicekit.tracing import trace_middleware, tracer_for
 
 ARCHIVE = web.AppKey("archive", KeyArchive)
 AUTH = web.AppKey("auth", BearerAuth)
@@ -130,7 +136,14 @@ async def health(_request: web.Request) -> web.Response:
 
 def create_app(settings: ArchiveSettings) -> web.Application:
     """The archive's application: the engine, the token session and the schema are opened at start-up."""
-    app = web.Application(middlewares=[problem_middleware(_problem)], client_max_size=1024 * 1024)
+    # The HTTP series by route template only: a holder's id in a path never becomes a label.
+    metrics = Metrics("keyarchive")
+    middlewares = [
+        http_metrics_middleware(metrics),
+        trace_middleware(tracer_for("keyarchive")),
+        problem_middleware(_problem),
+    ]
+    app = web.Application(middlewares=middlewares, client_max_size=1024 * 1024)
     app[AUTH] = BearerAuth(settings.tokens, realm="keyarchive")
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -147,6 +160,7 @@ def create_app(settings: ArchiveSettings) -> web.Application:
         await engine.dispose()
 
     app.cleanup_ctx.append(lifecycle)
+    app.cleanup_ctx.append(admin_context(metrics, settings.observability.admin))
     app.router.add_post("/api/v1/challenges", challenge)
     app.router.add_post("/api/v1/holders/{holder}/keys", deposit)
     app.router.add_post("/api/v1/holders/{holder}/releases", release)

@@ -23,7 +23,13 @@ window = "1h"
 name = "admin-anna"
 token = "…"
 scopes = ["admin"]
+
+[keyarchive.admin]                    # optional: Prometheus /metrics on a listener of its own, as every service's
+port = 9467
+tokens = [{name = "prometheus", token = "…", scopes = ["metrics"]}]
 ```
+
+``logging`` and ``tracing`` are read as for every service (``accesspoint.servicekit.observability``).
 """
 
 from __future__ import annotations
@@ -36,11 +42,12 @@ from cryptography import x509
 
 from accesspoint.keyarchive.master import TokenSettings
 from accesspoint.keyarchive.service import Limits
+from accesspoint.servicekit.observability import OBSERVABILITY_KEYS, Observability, read_observability
 from accesspoint.servicekit.settings import Section, SettingsReader, read_document
 from accesspoint.servicekit.tls import TlsSettings
 from accesspoint.servicekit.tokens import BearerToken
 
-KNOWN = frozenset({"database", "host", "port", "eid_anchors", "hsm", "limits", "tokens", "tls"})
+KNOWN = frozenset({"database", "host", "port", "eid_anchors", "hsm", "limits", "tokens", "tls"}) | OBSERVABILITY_KEYS
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,7 @@ class ArchiveSettings:
     limits: Limits = field(default_factory=Limits)
     tokens: tuple[BearerToken, ...] = ()
     tls: TlsSettings | None = None
+    observability: Observability = field(default_factory=Observability)  # admin listener (/metrics), logging
 
 
 def load_settings(path: Path) -> ArchiveSettings:
@@ -107,4 +115,5 @@ def read_settings(section: Section) -> ArchiveSettings:
         ),
         tokens=section.tokens("tokens", actions=frozenset({"admin"})),
         tls=section.tls("tls"),
+        observability=read_observability(section),
     )

@@ -141,7 +141,7 @@ def _compose(app: web.Application, ctx: Context, supervisor: Supervisor, mailing
     replies = Replies(ctx, submissions.submit)
     pulls = PullServer(ctx, send_pipeline, settlement)
     inbound = Inbound(ctx, ReceivePipeline(ctx), ctx.routing, submissions, replies, Signals(ctx, settlement), pulls)
-    workers = SendWorkers(ctx, send_pipeline, settlement)
+    workers = SendWorkers(ctx, send_pipeline, settlement, not_forwarded=replies.not_forwarded_job)
     puller = Puller(ctx, inbound.accept)
     maintenance = Maintenance(ctx)
     app[CONTEXT] = ctx

@@ -4,28 +4,52 @@ A received user message that refers to one we sent may carry the operator's sign
 (``end_to_end.check_reply`` verifies it and keeps the outcome with the original, announced as the
 ``end-to-end-receipt`` event). A router hands an answer to a message it forwarded (``fwd-<id>``) back to the
 original sender on its two-way P-Mode as ``rev-<reply id>``. Neither changes the receipt the reply gets.
+
+A letter the router accepted but will not forward (its operator suspended, revoked or gone from FaR after the
+receipt: ``routing.decision.NotForwarded``) gets the router's own answer instead, on the same way back: a
+``DeliveryNotification`` ``rejected`` with the reason (``operator-suspended`` …) signed with the router's RSA key
+(the key its seal uses), as ``rev-fwd-<id>``. The sender checks it as any end-to-end answer (the router's
+certificate is its P-Mode partner's), so its status shows ``rejected`` with that reason instead of waiting for an
+answer that never comes. The job is written with the forward's failure, in its transaction.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from accesspoint.core.model import PartyId
+from accesspoint.envelopes._common import EnvelopeError, parse_document
 from accesspoint.msh import end_to_end
 from accesspoint.msh.config import WebhookEvent
 from accesspoint.msh.context import Context
-from accesspoint.routing.shell import forwarded_id
-from accesspoint.store import Direction, DuplicateMessage, EndToEnd, NewPayload, StoredMessage, StoreUnavailable
+from accesspoint.msh.wire import once
+from accesspoint.routing.decision import FINAL_RECIPIENT, NotForwarded
+from accesspoint.routing.letters import worth_reading
+from accesspoint.routing.shell import forwarded_id, stored_header
+from accesspoint.store import (
+    Direction,
+    DuplicateMessage,
+    EndToEnd,
+    NewPayload,
+    StoredMessage,
+    StoredPayload,
+    StoreUnavailable,
+)
 from accesspoint.store.hooks import TransactionHook
 from accesspoint.store.outbox import DeliveryFailed, Dispatcher, EventHook, NewEvent, OutboxEvent
+from operators.deliveries import Network, classify
+from operators.receipts import DeliveryNotification, Reason, Status, build_notification
 from pmode import Binding
 
 log = logging.getLogger("accesspoint.msh")
 
-REPLY_JOBS = "job:replies"  # the outbox sink of the replies to check
+REPLY_JOBS = "job:replies"  # the outbox sink of the replies to check (and of the letters not forwarded)
+NOT_FORWARDED = "forward-refused"  # the job's kind for a letter the router will not forward
 
 
 def _retry(attempts: int) -> timedelta | None:
@@ -69,6 +93,17 @@ class Replies:
 
         return EventHook(make, now=now, wake=self._wake)
 
+    def not_forwarded_job(self, refusal: NotForwarded, *, now: datetime) -> list[TransactionHook]:
+        """What the failure of a forward the router will not make writes: the job that answers its sender."""
+        if self.ctx.settings.routing is None:
+            return []
+        data = {"reason": refusal.reason, "text": refusal.explanation}
+
+        def make(forward: StoredMessage) -> list[NewEvent]:
+            return [NewEvent(NOT_FORWARDED, {"message_id": forward.message_id, **data}, (REPLY_JOBS,))]
+
+        return [EventHook(make, now=now, wake=self._wake)]
+
     def _wake(self, _sinks: Sequence[str]) -> None:
         if self._dispatcher is not None:
             self._dispatcher.wake()
@@ -83,13 +118,66 @@ class Replies:
         return self._dispatcher
 
     async def _run(self, event: OutboxEvent) -> None:
-        message_id = str(json.loads(event.body)["data"]["message_id"])
+        data = json.loads(event.body)["data"]
+        message_id = str(data["message_id"])
         try:
+            if event.kind == NOT_FORWARDED:
+                try:
+                    await self.not_forwarded(message_id, str(data["reason"]), str(data["text"]))
+                except StoreUnavailable:
+                    raise
+                except Exception:
+                    log.exception("answering the sender of %s, which is not forwarded, failed", message_id)
+                return
             reply = await self.ctx.store.get(Direction.IN, message_id)
             if reply is not None:  # purged meanwhile: nothing left to check
                 await self.answered(reply, self.ctx.clock.now())
         except StoreUnavailable as exc:
             raise DeliveryFailed(str(exc)) from None
+
+    async def not_forwarded(self, forward_id: str, reason: str, text: str) -> None:
+        """The router's signed ``rejected`` answer to the sender of a letter it will not forward (see the module).
+
+        Nothing goes back to a sender on a one-way P-Mode (it has no reply leg): the forward's failure, its error and
+        the log say what became of the letter. StoreUnavailable when the database is away (the job runs again).
+        """
+        ctx = self.ctx
+        original = forward_id.removeprefix("fwd-")
+        request = await ctx.store.get(Direction.IN, original)
+        pmode = None if request is None else ctx.agreements.current.get(request.pmode_id or "")
+        if request is None or pmode is None or pmode.binding is not Binding.PUSH_AND_PUSH:
+            # A mailing's letter, a backend's submission, or a sender on a one-way P-Mode: no reply leg to answer on.
+            log.warning("%s is not forwarded (%s); there is no AS4 sender's reply leg to tell", original, reason)
+            return
+        keys = ctx.routing.seal
+        if keys is None:
+            log.warning("%s is not forwarded (%s); no RSA key to sign the sender's answer with", original, reason)
+            return
+        payloads = await ctx.store.payloads(request)
+        forward = await ctx.store.get(Direction.OUT, forward_id)
+        header = None if forward is None else await stored_header(ctx.store, forward)  # the letter's properties
+        properties = () if header is None else header.message_properties
+        recipient = next((p.value for p in properties if p.name == FINAL_RECIPIENT), None)
+        router = (pmode.ourselves.party.party_ids or (PartyId(pmode.ourselves.party.name),))[0].value
+        notification = DeliveryNotification(
+            message_id=original,
+            business_id=None,
+            network=Network.SDK if pmode.network == "sdk" else await self._network(payloads),
+            status=Status.REJECTED,
+            at=ctx.clock.now(),
+            operator=router,
+            recipient=recipient,
+            payloads=tuple((p.content_id, p.sha256) for p in payloads),
+            reasons=(Reason(reason, text),),
+        )
+        signed = await asyncio.to_thread(build_notification, notification, keys)  # an XML signature: off the loop
+        answer = NewPayload(f"notification@{_domain(router)}", "application/xml", once(signed))
+        document = {"pmode": pmode.id, "ref_to_message_id": original, "message_id": f"rev-{forward_id}"}
+        try:
+            await self.submit(document, [answer])
+        except DuplicateMessage:
+            return
+        log.info("%s is not forwarded (%s): its sender is told with %s", original, reason, document["message_id"])
 
     async def answered(self, reply: StoredMessage, now: datetime) -> None:
         """Check a reply as the operator's answer and relay it where this access point is the router.
@@ -106,6 +194,19 @@ class Replies:
             raise
         except Exception:
             log.exception("checking the reply %s to %s failed", reply.message_id, reply.ref_to_message_id)
+
+    async def _network(self, payloads: Sequence[StoredPayload]) -> Network:
+        """The letter's network by its envelope's root (a small XML part), else foreign (an SBDH or unknown)."""
+        for payload in payloads:
+            if worth_reading(payload.mime_type, payload.size):
+                data = b"".join([chunk async for chunk in self.ctx.store.read(payload)])
+                try:
+                    network = classify(parse_document(data, what="letter"))
+                except EnvelopeError:
+                    continue
+                if network is not None:
+                    return network
+        return Network.FOREIGN
 
     def _announced(self, now: datetime) -> Callable[[EndToEnd], list[TransactionHook]]:
         """The end-to-end-receipt event, written with the answer it announces."""
@@ -139,3 +240,8 @@ class Replies:
         except DuplicateMessage:
             return
         log.info("relayed the answer %s to %s back to its sender", reply.message_id, original)
+
+
+def _domain(party_id: str) -> str:
+    """A Content-ID's right-hand side made of a party id (its letters and digits)."""
+    return "".join(c for c in party_id if c.isalnum() or c in ".-").strip(".-") or "router"

@@ -13,7 +13,8 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Protocol
 
 import aiohttp
 from opentelemetry.trace import SpanKind
@@ -27,6 +28,7 @@ from accesspoint.msh.next_step import Action, Outcome
 from accesspoint.msh.send_pipeline import SendPipeline, SpooledMessage
 from accesspoint.msh.signals import Settlement
 from accesspoint.msh.webhooks import message_key
+from accesspoint.routing.decision import NotForwarded
 from accesspoint.routing.outbound import RouteUnavailable
 from accesspoint.security.policy import RevocationMode
 from accesspoint.security.trust import CertificateUsage, TrustError, TrustFailure
@@ -34,6 +36,7 @@ from accesspoint.servicekit.httpclient import AddressPolicy, fetch
 from accesspoint.servicekit.logs import log_context
 from accesspoint.servicekit.metrics import timed
 from accesspoint.store import Direction, EvidenceKind, StoredMessage, StoreUnavailable
+from accesspoint.store.hooks import TransactionHook
 from accesspoint.store.queue import Claim, Claims
 from pmode import Binding, Route
 
@@ -72,13 +75,29 @@ class PartnerLanes:
             yield waited
 
 
+class NotForwardedJob(Protocol):
+    """What the router writes with the failure of a forward it will not make (``Replies.not_forwarded_job``)."""
+
+    def __call__(self, refusal: NotForwarded, *, now: datetime) -> list[TransactionHook]:
+        """The hooks that answer the letter's sender."""
+        ...
+
+
 class SendWorkers:
     """The workers that push outgoing messages (``run`` is one worker; ``send.workers`` of them run)."""
 
-    def __init__(self, ctx: Context, pipeline: SendPipeline, settlement: Settlement) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        pipeline: SendPipeline,
+        settlement: Settlement,
+        *,
+        not_forwarded: NotForwardedJob | None = None,
+    ) -> None:
         self.ctx = ctx
         self.pipeline = pipeline
         self.settlement = settlement
+        self.not_forwarded = not_forwarded
         self.lanes = PartnerLanes(ctx.settings.send_per_partner)
         # The queue wakes the workers and spreads the work; the database decides and, when the queue is away,
         # hands out what is due itself (pulled messages wait for their puller instead).
@@ -163,7 +182,10 @@ class SendWorkers:
                 await settlement.settle(message, route, Outcome.TRANSIENT, detail=str(exc))
                 return
             except EbmsError as exc:
-                await settlement.failed(message, route, Outcome.REFUSED, exc)
+                hooks: list[TransactionHook] = []
+                if isinstance(exc, NotForwarded) and self.not_forwarded is not None:
+                    hooks = self.not_forwarded(exc, now=ctx.clock.now())  # the sender's answer, with the failure
+                await settlement.failed(message, route, Outcome.REFUSED, exc, hooks=hooks)
                 return
         endpoint = route.endpoint
         if endpoint is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Sequence
 from datetime import datetime
 
 from accesspoint.core.conformance import check_wire
@@ -81,10 +82,12 @@ class Settlement:
         code: str | None = None,
         detail: str = "",
         evidence: tuple[EvidenceKind, bytes] | None = None,
+        hooks: Sequence[TransactionHook] = (),
     ) -> Decision:
-        """Decide what happens next after ``outcome`` and do it; ``evidence`` is kept with the move (or alone)."""
+        """Decide what happens next after ``outcome`` and do it; ``evidence`` is kept with the move (or alone),
+        ``hooks`` written with the move."""
         decision = self.decide(message, route, outcome, code=code, detail=detail)
-        await self.apply(message, route, decision, outcome=outcome, evidence=evidence)
+        await self.apply(message, route, decision, outcome=outcome, evidence=evidence, hooks=hooks)
         return decision
 
     async def apply(
@@ -95,8 +98,10 @@ class Settlement:
         *,
         outcome: Outcome,
         evidence: tuple[EvidenceKind, bytes] | None = None,
+        hooks: Sequence[TransactionHook] = (),
     ) -> None:
-        """Carry a decision out: the transition (with the evidence, in one transaction), the retry, the event."""
+        """Carry a decision out: the transition (with the evidence and ``hooks``, in one transaction), the retry, the
+        event."""
         ctx = self.ctx
         if decision.target is None:
             if evidence is not None:
@@ -116,7 +121,7 @@ class Settlement:
             error=error,
             detail=None if error else decision.detail,
             evidence=kept,
-            hooks=self._events(decision, now),  # the webhook event, in the move's transaction
+            hooks=[*self._events(decision, now), *hooks],  # the webhook event, in the move's transaction
         )
         _log(message, decision)
         if moved is not None:
@@ -148,9 +153,17 @@ class Settlement:
             return self.ctx.webhooks.hooks_for(WebhookEvent.ERROR, message_json, now=now)
         return []
 
-    async def failed(self, message: StoredMessage, route: Route | None, outcome: Outcome, error: EbmsError) -> None:
+    async def failed(
+        self,
+        message: StoredMessage,
+        route: Route | None,
+        outcome: Outcome,
+        error: EbmsError,
+        *,
+        hooks: Sequence[TransactionHook] = (),
+    ) -> None:
         """Settle an outcome that carries an ebMS error (a refusal, an unusable answer, a message not sendable)."""
-        await self.settle(message, route, outcome, code=error.code, detail=error.log_detail)
+        await self.settle(message, route, outcome, code=error.code, detail=error.log_detail, hooks=hooks)
 
     async def error_signal(self, message: StoredMessage, route: Route, signal: SignalMessage, envelope: bytes) -> None:
         """A partner's error signal about a message we sent: kept; one with severity failure fails the message."""

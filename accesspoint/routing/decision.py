@@ -253,18 +253,28 @@ def _names_party(wanted: str, party_ids: tuple[PartyId, ...]) -> bool:
     return any(wanted in (p.value, f"{p.type}::{p.value}", f"{p.type}:{p.value}") for p in party_ids)
 
 
-def operator_standing(target_operator: str, found: Operator | None) -> EbmsError | None:
+class NotForwarded(EbmsError):
+    """EBMS:0004 for a letter the router accepted (receipt given) but will not forward: its operator is no longer
+    approved or no longer in FaR. ``reason`` is the code the sender gets in the router's signed answer."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(ErrorCode.OTHER, f"{reason}: {detail}")
+        self.reason = reason
+        self.explanation = detail
+
+
+def operator_standing(target_operator: str, found: Operator | None) -> NotForwarded | None:
     """Whether a letter already accepted may still be forwarded to ``target_operator`` (its route record), given
     FaR's record of the operator now (None: FaR has none): None when it may; the permanent EBMS:0004 when the
     operator is no longer approved (``operator-suspended``, ``operator-revoked``) or no longer in FaR
     (``no-operator``)."""
     if found is None:
-        return EbmsError(ErrorCode.OTHER, f"no-operator: operator {target_operator} is no longer in FaR")
+        return NotForwarded("no-operator", f"operator {target_operator} is no longer in FaR")
     if found.status is OperatorStatus.APPROVED:
         return None
-    reason = f"operator-{found.status.value}"
-    detail = f"{reason}: operator {found.name} ({found.id}) is {found.status.value}; the letter is not forwarded"
-    return EbmsError(ErrorCode.OTHER, detail + ": send it on paper")
+    status = found.status.value
+    detail = f"operator {found.name} ({found.id}) is {status}; the letter is not forwarded: send it on paper"
+    return NotForwarded(f"operator-{found.status.value}", detail)
 
 
 def check_sender(

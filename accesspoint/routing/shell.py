@@ -513,7 +513,7 @@ class Routing:
             NewPayload(
                 p.content_id,
                 "application/xml" if p.content_id in plan.replaced else p.mime_type,
-                _once(plan.replaced[p.content_id]) if p.content_id in plan.replaced else store.read(p),
+                _once(plan.replaced[p.content_id]) if p.content_id in plan.replaced else store.reusable(p),
                 p.properties,
             )
             for p in await store.payloads(received)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
+
+log = logging.getLogger(__name__)
 
 READ_CHUNK = 256 * 1024
 # A stream that ends within this many bytes is written in one hop to a worker thread (see FileStore.write).
@@ -50,6 +53,24 @@ class PreparedFile:
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return _chunks(self.path)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFileRef:
+    """A file already in ``store`` (path relative to its root, size and SHA-256 as recorded when it was written).
+
+    ``FileStore.write`` given one of its own gives the file a second name (a hard link) instead of copying it:
+    stored files are never changed in place, and each name is deleted on its own. A router forwarding a 2 GiB
+    letter so needs no second 2 GiB. Read as a stream it is just the file's bytes.
+    """
+
+    store: FileStore
+    path: str
+    size: int
+    sha256: str
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self.store.read(self.path)
 
 
 async def _chunks(path: Path) -> AsyncIterator[bytes]:
@@ -93,6 +114,15 @@ class FileStore:
                 raise FileTooLarge(f"stream longer than {limit} bytes")
             await asyncio.to_thread(_adopt, chunks.path, final, self.fsync)
             return StoredFile(path=final.relative_to(self.root).as_posix(), size=chunks.size, sha256=chunks.sha256)
+        if isinstance(chunks, StoredFileRef) and chunks.store is self:
+            if limit is not None and chunks.size > limit:
+                raise FileTooLarge(f"stream longer than {limit} bytes")
+            try:
+                await asyncio.to_thread(_link, self._resolve(chunks.path), final, self.fsync)
+            except OSError as exc:  # a file system without hard links (or across devices): copy it instead
+                log.debug("linking %s failed (%s); copying it", chunks.path, exc)
+            else:
+                return StoredFile(path=final.relative_to(self.root).as_posix(), size=chunks.size, sha256=chunks.sha256)
         digest = hashlib.sha256()
         size = 0
         held: list[bytes] = []
@@ -126,7 +156,7 @@ class FileStore:
         Short content costs no file, no fsync and no thread hop here: the database's one commit per batch makes it
         durable together with the rows that refer to it.
         """
-        if isinstance(chunks, PreparedFile) and chunks.size > inline_limit:
+        if isinstance(chunks, PreparedFile | StoredFileRef) and chunks.size > inline_limit:
             stored = await self.write(chunks, limit=limit)  # moved into place, not copied and hashed again
             return Content(size=stored.size, sha256=stored.sha256, path=stored.path)
         held: list[bytes] = []
@@ -191,13 +221,24 @@ def _finish(handle: BinaryIO, temp: Path, final: Path, fsync: bool) -> None:
     handle.close()
     final.parent.mkdir(parents=True, exist_ok=True)
     temp.replace(final)
-    if not fsync:
-        return
-    directory = os.open(final.parent, os.O_RDONLY)
+    if fsync:
+        _sync_directory(final.parent)
+
+
+def _sync_directory(path: Path) -> None:
+    directory = os.open(path, os.O_RDONLY)
     try:
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+def _link(existing: Path, final: Path, fsync: bool) -> None:
+    """Give an existing file its new final name; durable once the directory entry is."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    os.link(existing, final)
+    if fsync:
+        _sync_directory(final.parent)
 
 
 def _adopt(prepared: Path, final: Path, fsync: bool) -> None:

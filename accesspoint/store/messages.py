@@ -62,7 +62,7 @@ from sqlalchemy.sql.elements import BindParameter
 from accesspoint.store import schema
 from accesspoint.store.codec import new_message
 from accesspoint.store.db import Database, Durability, upgrade_to_head
-from accesspoint.store.files import Content, FileStore
+from accesspoint.store.files import Content, FileStore, StoredFileRef
 from accesspoint.store.hooks import TransactionHook, committed_all, rows_of, write_also
 from accesspoint.store.ops import Claim, Duplicate, EvidenceRow, Insert, Inserted, Keep, Move, PayloadRow
 from accesspoint.store.records import (
@@ -377,6 +377,13 @@ class MessageStore:
         if item.path is not None:
             return self.files.read(item.path)
         return self._read_inline(item)
+
+    def reusable(self, payload: StoredPayload) -> AsyncIterable[bytes]:
+        """A payload's bytes as a stream this store takes again without a copy (a second name for its file), e.g.
+        for a router forwarding what it received unchanged; read anywhere else it is just the bytes."""
+        if payload.path is None:
+            return self._read_inline(payload)
+        return StoredFileRef(self.files, payload.path, payload.size, payload.sha256)
 
     def payload_source(self, payload: StoredPayload) -> Callable[[], Iterator[bytes]]:
         """A payload's bytes as a re-openable blocking stream, for code that reads it in a worker thread."""
