@@ -7,7 +7,7 @@ the SwitchRequest over AS4) and stops when operator 1 holds none of her letters 
 switch, every export batch (signed manifest, streamed tar, AS4 to the other access point), the re-verification
 and import at operator 2, its signed receipt, the deletion at operator 1. Reported: letters/s, MB/s of the
 letters' files, and the operators' resident memory sampled through the move (flat: the first and the last
-sample, and the peak).
+sample, and the peak) and at each batch operator 1 saw confirmed (``per_batch``: both operators' RSS then).
 
 ``python -m bench.holders [--letters 10000] [--batch 500]``, or ``python -m bench --only holders``.
 """
@@ -97,6 +97,7 @@ def run(*, letters: int = 10_000, batch: int = 500, timeout: float = 3600) -> di
             watcher = threading.Thread(target=sample, daemon=True)
             watcher.start()
             started = time.monotonic()
+            per_batch: list[dict[str, int]] = []
             body = {"holder": fed.ALICE, "agreement_text": TEXT, "signatures": federation.signed(TEXT, fed.ALICE)}
             code, answer = fed._call(
                 federation.operators["op2"].url + "/api/v1/holders", fed.OPERATOR_ADMIN_TOKEN, "POST", body
@@ -106,6 +107,10 @@ def run(*, letters: int = 10_000, batch: int = 500, timeout: float = 3600) -> di
             deadline = started + timeout
             while time.monotonic() < deadline:
                 move = _get(federation, "op1", f"/api/v1/holders/{fed.ALICE}").get("move") or {}
+                confirmed = [b for b in move.get("batches", []) if b["side"] == "export" and b["state"] == "confirmed"]
+                if len(confirmed) > len(per_batch):  # polled: batches confirmed meanwhile share this reading
+                    reading = {name: _resident(federation.operators[name].pid) for name in samples}
+                    per_batch += [reading] * (len(confirmed) - len(per_batch))
                 if move.get("state") == "done" and not _get(federation, "op1", _letters_path())["letters"]:
                     break
                 time.sleep(0.5)
@@ -134,6 +139,7 @@ def run(*, letters: int = 10_000, batch: int = 500, timeout: float = 3600) -> di
             for name, values in samples.items()
             if values
         },
+        "per_batch": [{name: value / 2**20 for name, value in batch.items()} for batch in per_batch],
         "load_average": os.getloadavg()[0],
         "finished": datetime.now(UTC).isoformat(),
         "exit_codes": codes,
@@ -167,6 +173,8 @@ def print_result(result: dict[str, Any], say: Callable[[str], None]) -> None:
             f"  {name} resident memory during the move: first {memory['first'] / 2**20:.0f} MiB, "
             f"last {memory['last'] / 2**20:.0f} MiB, peak {memory['peak'] / 2**20:.0f} MiB"
         )
+        per_batch = " ".join(f"{batch[name]:.0f}" for batch in result["per_batch"])
+        say(f"  {name} resident memory (MiB) as each batch was confirmed: {per_batch}")
 
 
 def main(argv: list[str] | None = None) -> None:

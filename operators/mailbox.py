@@ -336,15 +336,15 @@ class MailboxStore:
             ).first()
         return None if row is None else Letter.from_row(row)
 
-    async def letters_of(self, recipient: str, *, limit: int = 100_000) -> list[Letter]:
-        """A mailbox's letters, oldest first."""
+    async def letters_of(
+        self, recipient: str, *, limit: int = 100_000, uids: Sequence[str] | None = None
+    ) -> list[Letter]:
+        """A mailbox's letters (those of ``uids`` only, when given), oldest first."""
+        query = select(letters).where(letters.c.recipient == recipient)
+        if uids is not None:
+            query = query.where(letters.c.uid.in_(list(uids)))
         async with self.engine.connect() as conn:
-            rows = await conn.execute(
-                select(letters)
-                .where(letters.c.recipient == recipient)
-                .order_by(letters.c.received_at, letters.c.uid)
-                .limit(limit)
-            )
+            rows = await conn.execute(query.order_by(letters.c.received_at, letters.c.uid).limit(limit))
             return [Letter.from_row(row) for row in rows]
 
     async def add_answer(self, uid: str, parts: Sequence[LetterPart], answered_by: str) -> None:

@@ -38,6 +38,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 from cryptography import x509
 from sqlalchemy import and_, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -69,7 +70,7 @@ from operators.portability import batches as cut
 from operators.receipts import verify_notification
 from operators.twoway import TwoWay
 from operators.twoway_store import forget as forget_two_way
-from operators.twoway_transfer import export_records, restore
+from operators.twoway_transfer import export_records, restore, unsettled
 
 if TYPE_CHECKING:
     from operators.service import Operator
@@ -151,12 +152,25 @@ class Mover:
     # ------------------------------------------------------------------------------------ new operator
 
     async def start_incoming(self, switch: dict[str, Any]) -> None:
-        """The holder is moving here: record it and ask the old operator (over AS4) to hand the mailbox over."""
+        """The holder is moving here: record it and ask the old operator (over AS4) to hand the mailbox over; when
+        the access point cannot take the request now, the worker sends it (``_ask_again``)."""
         now = self.operator.clock()
         peer = self._full(str(switch["from_operator"]))
         async with self.store.engine.begin() as conn:
             await _upsert_move(conn, str(switch["id"]), str(switch["recipient"]), "to", peer, "requested", now)
-        await self._send_notice(Kind.SWITCH_REQUEST, switch, peer)
+        try:
+            await self._send_notice(Kind.SWITCH_REQUEST, switch, peer)
+        except (MoveWaits, aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("switch %s: the request to %s waits for the access point: %s", switch["id"], peer, exc)
+            return
+        await self._set_move(str(switch["id"]), "requested", {"request": "sent"})
+
+    async def _ask_again(self, move: Any) -> None:
+        """A move here whose SwitchRequest the access point never took: send it (the same MessageId, so one that
+        was taken after all counts as sent)."""
+        switch = {"id": move.switch_id, "from_operator": move.peer, "to_operator": self.me, "recipient": move.recipient}
+        await self._send_notice(Kind.SWITCH_REQUEST, switch, move.peer)
+        await self._set_move(move.switch_id, "requested", {"request": "sent"})
 
     async def cancelled_here(self, switch: dict[str, Any]) -> None:
         """The holder cancelled the move before the switch time: record it and tell the old operator."""
@@ -206,12 +220,16 @@ class Mover:
     async def _import(self, path: Path, staged: Path) -> None:
         """A MailboxExport: verified, stored in one transaction, answered with a signed receipt."""
         folder = staged / "letters"
+        found: Staged | None = None
+        unreadable: TransferRefused | None = None
         try:
             found = await asyncio.to_thread(_read_with, path, folder, self._peer_certificate)
+            manifest = found.manifest
         except TransferRefused as exc:
             log.warning("a transfer archive was refused: %s", exc.reason)
-            return  # not even its sender is known to be genuine: nothing to answer
-        manifest = found.manifest
+            if exc.manifest is None:
+                return  # not even its sender is known to be genuine: nothing to answer
+            manifest, unreadable = exc.manifest, exc  # signed, but a file or member is wrong: its sender is told
         async with self.store.engine.connect() as conn:
             move = (await conn.execute(select(moves).where(moves.c.switch_id == manifest.switch_id))).first()
             done = (
@@ -232,6 +250,8 @@ class Mover:
                 )
             if manifest.to_operator != self.me:
                 raise TransferRefused(f"the transfer is addressed to {manifest.to_operator}, not to {self.me}")
+            if unreadable is not None or found is None:
+                raise unreadable or TransferRefused("the archive could not be read")
             checked = await asyncio.to_thread(self._verify_letters, found)
             outcomes = await self.import_letters(found, checked, imported_from=manifest.from_operator)
             receipt = self._receipt_for(manifest, True, letters=tuple(outcomes))
@@ -459,6 +479,10 @@ class Mover:
                 )
             if batch.state in ("confirmed", "refused"):
                 return
+            if batch.state == "prepared":
+                # Sent, but not yet recorded as sent (a crash between the two, and the batch is being sent again):
+                # its manifest's digest is not known here yet, so the receipt waits (not acknowledged, handled again).
+                raise MoveWaits(f"batch {receipt.seq} of switch {receipt.switch_id} is being sent; its receipt waits")
             if batch.manifest_sha256 != receipt.manifest_sha256:
                 raise TransferRefused(f"the receipt for batch {receipt.seq} names another manifest")
             if not receipt.accepted:
@@ -518,6 +542,13 @@ class Mover:
                     select(moves).where(moves.c.role == "from", moves.c.state.in_(("requested", "switched", "done")))
                 )
             ).all()
+            unasked = (
+                await conn.execute(
+                    select(moves).where(moves.c.role == "to", moves.c.state == "requested", moves.c.detail.is_(None))
+                )
+            ).all()
+        for move in unasked:
+            await self._ask_again(move)
         for move in rows:
             if move.state == "requested":
                 await self._complete(move)
@@ -578,7 +609,17 @@ class Mover:
             if batch.state == "prepared":
                 await self._submit(move, batch.seq, json.loads(batch.letters), batch.updated_at)
             return
-        left = await self.store.letters_of(move.recipient)
+        async with self.store.engine.begin() as conn:  # frozen before anything leaves, however the switch was learnt
+            await conn.execute(
+                update(mailboxes)
+                .where(mailboxes.c.recipient == move.recipient, mailboxes.c.state.in_(("active", "pending")))
+                .values(state="moving-out")
+            )
+        await self.operator.twoway.flush()  # what the holder did here goes out first (see exportable)
+        left, ready = await self.exportable(move.recipient, self.settings.portability.batch_letters)
+        if sent and left and not ready:
+            log.info("move %s: its letters left wait for a payment or the outbox", move.switch_id)
+            return
         if not left and sent:
             if move.state != "done":
                 await self._set_move(move.switch_id, "done", {"batches": len(sent)})
@@ -589,7 +630,7 @@ class Mover:
             return
         chosen = next(
             cut(
-                left,
+                ready,
                 max_letters=self.settings.portability.batch_letters,
                 max_bytes=self.settings.portability.batch_size,
             ),
@@ -614,10 +655,20 @@ class Mover:
                 await conn.execute(update(moves).where(moves.c.switch_id == move.switch_id).values(state="switched"))
         await self._submit(move, seq, [x.uid for x in chosen], now)
 
+    async def exportable(self, holder: str, count: int) -> tuple[list[Letter], list[Letter]]:
+        """``holder``'s oldest letters here (empty: none is left), and the first ``count`` of them that may go now:
+        settled, their two-way record final (no payment pending, nothing waiting in the outbox;
+        ``twoway_transfer.unsettled``). The rest wait here until the payment completes and the access point took
+        what the holder did. Only a batch's worth is read, whatever the mailbox's size (memory per batch)."""
+        async with self.store.engine.connect() as conn:
+            waiting = await unsettled(conn, holder)
+        left = await self.store.letters_of(holder, limit=count + len(waiting))
+        return left, [letter for letter in left if letter.origin not in waiting][:count]
+
     async def _submit(self, move: Any, seq: int, uids: list[str], created: datetime) -> None:
         """Build the batch's archive (signed manifest + files) and send it; a duplicate (sent before a crash)
         counts as sent."""
-        chosen = [x for x in await self.store.letters_of(move.recipient) if x.uid in set(uids)]
+        chosen = await self.store.letters_of(move.recipient, uids=uids)
         if len(chosen) != len(uids):
             log.warning(
                 "batch %d of %s: %d of its letters are gone; sending the rest",

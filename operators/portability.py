@@ -65,10 +65,13 @@ class Kind(StrEnum):
 
 
 class TransferRefused(ValueError):
-    """A transfer that cannot be taken: its ``reason`` names what failed (a digest, a signature, a member)."""
+    """A transfer that cannot be taken: its ``reason`` names what failed (a digest, a signature, a member);
+    ``manifest``: the archive's manifest when its signature verified before the rest failed (the sender is known,
+    so it can be told)."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, manifest: Manifest | None = None) -> None:
         self.reason = reason
+        self.manifest = manifest
         super().__init__(reason)
 
 
@@ -402,6 +405,22 @@ def _read(archive: tarfile.TarFile, staging: Path, signer: Callable[[str], x509.
     assert handle is not None
     manifest_bytes = handle.read()
     manifest = read_manifest(manifest_bytes, signer(claimed_sender(manifest_bytes, "From")))
+    try:
+        return _read_members(archive, members, manifest, manifest_bytes, staging)
+    except tarfile.TarError as exc:
+        raise TransferRefused(f"not a complete transfer archive: {exc}", manifest) from None
+    except TransferRefused as exc:
+        raise TransferRefused(exc.reason, manifest) from None
+
+
+def _read_members(
+    archive: tarfile.TarFile,
+    members: Iterator[tarfile.TarInfo],
+    manifest: Manifest,
+    manifest_bytes: bytes,
+    staging: Path,
+) -> Staged:
+    """The members after a verified manifest, each staged and compared with it."""
     expected = {manifest.member(letter, part): (letter, part) for letter in manifest.letters for part in letter.parts}
     for member in members:
         wanted = expected.pop(member.name, None)

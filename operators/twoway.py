@@ -93,7 +93,7 @@ from operators.payments import (
 from operators.presentation import PartCheck, Violation
 from operators.receipts import AnswerPart, stable_id
 from operators.replies import AnsweredLetter, HolderAnswer, ReplyRefused, build_reply
-from operators.twoway_store import LetterRow, TwoWayStore
+from operators.twoway_store import FROZEN, LetterRow, MailboxMoving, TwoWayStore
 
 if TYPE_CHECKING:
     from operators.service import Operator
@@ -114,6 +114,10 @@ class Holder:
 
 def _problem(status: int, code: str, reason: str) -> Problem:
     return Problem(status, reason, kind=code, code=code)
+
+
+def _moving(exc: MailboxMoving) -> Problem:
+    return _problem(409, "mailbox-moving", str(exc))
 
 
 def _mail_id(request: web.Request) -> int:
@@ -341,6 +345,9 @@ class TwoWay:
         letter = await self.store.letter(recipient, mail_id)
         if letter is None:
             raise _problem(404, "not-found", f"no letter {mail_id} with two-way terms in the mailbox of {recipient}")
+        state = await self.operator.store.state(recipient)
+        if state in FROZEN:  # early, before a provider or time-stamp authority is asked; the store checks again
+            raise _moving(MailboxMoving(recipient, str(state)))
         return recipient, letter, holder
 
     async def opened(self, request: web.Request, recipient: str, mail_id: int) -> None:
@@ -351,11 +358,22 @@ class TwoWay:
             return  # the operator's own reading, or someone the holder allowed to, is not the holder opening it
         letter = await self.store.letter(recipient, mail_id)
         now = self.operator.clock()
-        if letter is None or not await self.store.mark_opened(mail_id, now):
+        if letter is None or letter.opened_at is not None:
             return
         request_kind = letter.terms.receipt
-        if request_kind not in (ReceiptRequest.SIMPLE, ReceiptRequest.SIGNED):
-            return
+        message_id, document = None, None
+        if request_kind in (ReceiptRequest.SIMPLE, ReceiptRequest.SIGNED):
+            message_id = self._message_id("opened", letter.as4_message_id, str(mail_id))
+            document = self._submission(message_id, letter, self._read_receipt(letter, request_kind, now))
+        try:
+            # the opening and its receipt in one transaction: a crash between them would lose the receipt
+            if await self.store.mark_opened(mail_id, now, message_id, document) and message_id is not None:
+                self._wake.set()
+        except MailboxMoving:
+            return  # the new operator records the opening, and sends the receipt, once the letter is there
+
+    def _read_receipt(self, letter: LetterRow, request_kind: ReceiptRequest, now: datetime) -> list[AnswerPart]:
+        """The signed ``opened`` event, and for Mina meddelanden the contract's Receipt."""
         operator = self.operator.settings
         event = MailboxEvent(
             EventKind.OPENED,
@@ -363,7 +381,7 @@ class TwoWay:
             operator.id,
             now,
             letter.business_id,
-            recipient,
+            letter.recipient,
             (("receipt", request_kind.value),),
         )
         parts = [AnswerPart(f"opened@{operator.id}", "application/xml", build_event(event, operator.keys))]
@@ -377,9 +395,7 @@ class TwoWay:
                 keys=operator.keys,
             )
             parts.append(AnswerPart(f"read-receipt@{operator.id}", "application/xml", receipt))
-        message_id = self._message_id("opened", letter.as4_message_id, str(mail_id))
-        await self.store.send(message_id, "opened", mail_id, self._submission(message_id, letter, parts), now)
-        self._wake.set()
+        return parts
 
     async def api_two_way(self, request: web.Request) -> web.Response:
         """GET …/messages/{id}/two-way."""
@@ -450,7 +466,10 @@ class TwoWay:
             "actor": holder.actor,
             "created_at": now,
         }
-        await self.store.reply(row, self._submission(message_id, letter, parts), at=now)
+        try:
+            await self.store.reply(row, self._submission(message_id, letter, parts), at=now)
+        except MailboxMoving as exc:
+            raise _moving(exc) from None
         self._wake.set()
         log.info("answer %s to %s sent as %s", reply_id, letter.business_id, message_id)
         return web.json_response(
@@ -536,7 +555,11 @@ class TwoWay:
             "amount": payment.amount_text,
             "currency": payment.currency,
         }
-        if not await self.store.reserve_payment(claim):
+        try:
+            claimed = await self.store.reserve_payment(claim)
+        except MailboxMoving as exc:
+            raise _moving(exc) from None
+        if not claimed:
             earlier = await self.store.payment_of(letter.mail_id)
             when = "" if earlier is None or earlier["paid_at"] is None else f" on {earlier['paid_at'].isoformat()}"
             raise _problem(409, "already-paid", f"the invoice {letter.business_id} is paid already{when}")
@@ -660,7 +683,12 @@ class TwoWay:
             AnswerPart(f"kvitto@{operator.id}", "application/xml", data),
             AnswerPart(f"kvitto-timestamp@{operator.id}", "application/timestamp-reply", token),
         ]
-        if not await self.store.serve(letter.mail_id, now, message_id, self._submission(message_id, letter, answer)):
+        try:
+            submission = self._submission(message_id, letter, answer)
+            served = await self.store.serve(letter.mail_id, now, message_id, submission)
+        except MailboxMoving as exc:
+            raise _moving(exc) from None
+        if not served:
             raise _problem(409, "delgivning-served", f"{letter.business_id} was acknowledged meanwhile")
         await self.operator.store.audit(
             holder.actor,
@@ -815,9 +843,13 @@ class TwoWay:
             )
             parts = [AnswerPart(f"not-served@{operator.id}", "application/xml", build_event(event, operator.keys))]
             message_id = self._message_id("not-served", letter.as4_message_id, str(letter.mail_id))
-            if await self.store.not_served(
-                letter.mail_id, now, message_id, self._submission(message_id, letter, parts)
-            ):
+            try:
+                marked = await self.store.not_served(
+                    letter.mail_id, now, message_id, self._submission(message_id, letter, parts)
+                )
+            except MailboxMoving:
+                continue  # the letter's new operator sends the notice once it holds the letter
+            if marked:
                 count += 1
                 log.info("%s in the mailbox of %s: not served by %s", letter.business_id, letter.recipient, deadline)
         return count

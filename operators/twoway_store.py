@@ -9,6 +9,12 @@
 - ``twoway_outbox``: what the operator submits to its access point (answers, receipts, kvitton, confirmations),
   written before it is submitted and marked when the access point took it, so a crash or an outage loses none
   and a retry sends none twice (the MessageIds are derived, the access point refuses a repeated one).
+
+A mailbox that is moving out (``moving-out``, then ``moved``) is frozen for the holder's two-way doings: every write
+that records one (an answer, an opening, a served letter, a payment claimed, a letter not served) first takes the
+mailbox's row (an UPDATE: PostgreSQL's row lock, SQLite's write lock) and raises ``MailboxMoving`` when the move has
+begun, so each either committed before the mailbox became ``moving-out`` or stores nothing. Only a payment claimed
+before may still complete (``paid``): the move waits for it (``twoway_transfer.unsettled``).
 """
 
 from __future__ import annotations
@@ -140,6 +146,34 @@ outbox = Table(
 )
 
 
+FROZEN = frozenset({"moving-out", "moved"})  # the mailbox's letters belong to a move: nothing more is done here
+
+
+class MailboxMoving(Exception):
+    """The holder acted on a letter of a mailbox that is moving to another operator: nothing was stored."""
+
+    def __init__(self, recipient: str, state: str) -> None:
+        self.recipient, self.state = recipient, state
+        super().__init__(f"the mailbox of {recipient} is {state}: its letters are handled by the new operator")
+
+
+async def _hold(conn: AsyncConnection, *, recipient: str | None = None, mail_id: int | None = None) -> None:
+    """Take the mailbox's row for this transaction (the mailbox of ``recipient``, or of letter ``mail_id``) and
+    raise MailboxMoving when a move has begun. The UPDATE comes first: it waits for a move's state change in flight
+    and is waited for by it, so the state read after it is the one the transaction commits against."""
+    owner: Any = (
+        recipient
+        if recipient is not None
+        else select(letters.c.recipient).where(letters.c.mail_id == mail_id).scalar_subquery()
+    )
+    await conn.execute(update(mailboxes).where(mailboxes.c.recipient == owner).values(state=mailboxes.c.state))
+    found = (
+        await conn.execute(select(mailboxes.c.recipient, mailboxes.c.state).where(mailboxes.c.recipient == owner))
+    ).first()
+    if found is not None and found.state in FROZEN:
+        raise MailboxMoving(found.recipient, found.state)
+
+
 def _aware(value: Any) -> Any:
     if isinstance(value, datetime) and value.tzinfo is None:
         return value.replace(tzinfo=UTC)
@@ -255,12 +289,19 @@ class TwoWayStore:
             ).first()
         return None if row is None else LetterRow.of(row)
 
-    async def mark_opened(self, mail_id: int, at: datetime) -> bool:
-        """Record the first opening; True only for the call that recorded it."""
+    async def mark_opened(
+        self, mail_id: int, at: datetime, message_id: str | None = None, document: dict[str, Any] | None = None
+    ) -> bool:
+        """Record the first opening with its read receipt's submission (``message_id``, ``document``; None when none
+        was asked for) in one transaction; True only for the call that recorded it, MailboxMoving when the mailbox
+        is moving out."""
         async with self.engine.begin() as conn:
+            await _hold(conn, mail_id=mail_id)
             done = await conn.execute(
                 update(letters).where(letters.c.mail_id == mail_id, letters.c.opened_at.is_(None)).values(opened_at=at)
             )
+            if done.rowcount and message_id is not None and document is not None:
+                await self._queue(conn, message_id, "opened", mail_id, document, at)
             return bool(done.rowcount)
 
     async def invoices(
@@ -330,14 +371,18 @@ class TwoWayStore:
             return False
 
     async def reply(self, row: dict[str, Any], document: dict[str, Any], *, at: datetime) -> None:
-        """A holder's answer and its submission (IntegrityError when that answer id was sent already)."""
+        """A holder's answer and its submission (IntegrityError when that answer id was sent already, MailboxMoving
+        when the mailbox is moving out)."""
         async with self.engine.begin() as conn:
+            await _hold(conn, recipient=row["recipient"])
             await conn.execute(insert(replies).values(**row))
             await self._queue(conn, row["message_id"], "reply", row["mail_id"], document, at)
 
     async def serve(self, mail_id: int, at: datetime, message_id: str, document: dict[str, Any]) -> bool:
-        """Mark a letter served (only while pending) and queue its kvitto; False when it was not pending."""
+        """Mark a letter served (only while pending) and queue its kvitto; False when it was not pending,
+        MailboxMoving when the mailbox is moving out."""
         async with self.engine.begin() as conn:
+            await _hold(conn, mail_id=mail_id)
             done = await conn.execute(
                 update(letters)
                 .where(letters.c.mail_id == mail_id, letters.c.delgivning_state == "pending")
@@ -359,8 +404,10 @@ class TwoWayStore:
             return [LetterRow.of(row) for row in rows]
 
     async def not_served(self, mail_id: int, at: datetime, message_id: str, document: dict[str, Any]) -> bool:
-        """Mark a letter not served (only while pending) and queue the notice; False when it was not pending."""
+        """Mark a letter not served (only while pending) and queue the notice; False when it was not pending,
+        MailboxMoving when the mailbox is moving out (its new operator's sweep sends the notice)."""
         async with self.engine.begin() as conn:
+            await _hold(conn, mail_id=mail_id)
             done = await conn.execute(
                 update(letters)
                 .where(letters.c.mail_id == mail_id, letters.c.delgivning_state == "pending")
@@ -372,9 +419,11 @@ class TwoWayStore:
             return True
 
     async def reserve_payment(self, row: dict[str, Any]) -> bool:
-        """Claim an invoice for one payment; False when it is paid or being paid."""
+        """Claim an invoice for one payment; False when it is paid or being paid, MailboxMoving when the mailbox is
+        moving out."""
         try:
             async with self.engine.begin() as conn:
+                await _hold(conn, recipient=row["recipient"])
                 await conn.execute(insert(payments).values(**row, state="pending"))
             return True
         except IntegrityError:
@@ -386,7 +435,8 @@ class TwoWayStore:
             await conn.execute(delete(payments).where(payments.c.mail_id == mail_id, payments.c.state == "pending"))
 
     async def paid(self, mail_id: int, values: dict[str, Any], message_id: str, document: dict[str, Any]) -> None:
-        """The payment carried out: recorded with its confirmation's submission."""
+        """The payment carried out: recorded with its confirmation's submission (also in a mailbox moving out: the
+        claim was made before, and the move waits for it)."""
         async with self.engine.begin() as conn:
             await conn.execute(update(payments).where(payments.c.mail_id == mail_id).values(**values, state="paid"))
             await conn.execute(update(letters).where(letters.c.mail_id == mail_id).values(paid_at=values["paid_at"]))

@@ -14,8 +14,15 @@ a payment) and what became of it (opened, served or not, paid, answers sent) liv
 
 The new operator takes the *terms* and case events from the letter's envelope, whose sender's signature it has
 just checked, exactly as at delivery, and refuses the batch when the record's terms or events differ from them;
-what the holder *did* comes from the record, which the old operator's signature over the manifest covers. Only a
-completed payment travels (a payment still being made stays with the operator that asked the provider).
+what the holder *did* comes from the record, which the old operator's signature over the manifest covers.
+
+What the holder did at the old operator is *finished there* before the letter leaves: from the moment its mailbox
+is ``moving-out`` nothing new is recorded there (``twoway_store.MailboxMoving``), and a letter is exported only once
+it is settled (``unsettled``): no payment of it still pending at the provider, and nothing about it (answer, read
+receipt, kvitto, not-served notice, payment confirmation) still waiting in the outbox. So the record is final when
+it is signed, every message it names was taken by the old operator's access point before the new operator could
+take the letter over, and the new operator, seeing the answers, opening, service and payment in the record, never
+sends or pays them again. Only a completed payment travels: a letter with one still pending is not exported yet.
 
 A letter from a manifest of format 1 (an older exporter) arrives without a record and gets none: without the old
 operator's state the new one cannot know whether an invoice was paid or a served letter acknowledged, so it offers
@@ -29,7 +36,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, union
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from operators.deliveries import CheckedDelivery
@@ -37,7 +44,7 @@ from operators.letters import Letter
 from operators.mailbox import mail
 from operators.portability import TransferRefused
 from operators.twoway import delivery_records
-from operators.twoway_store import TwoWayStore, case_events, letters, payments, replies
+from operators.twoway_store import TwoWayStore, case_events, letters, outbox, payments, replies
 
 STATES = ("opened_at", "delgivning_state", "served_at", "paid_at")
 DELGIVNING = (None, "pending", "served", "not-served")
@@ -65,6 +72,19 @@ def _moment(value: Any, what: str) -> datetime | None:
 def _events(events: list[Any]) -> list[str]:
     """Case events compared by what the sender signed (position, case, event id, status), in any order."""
     return sorted(json.dumps([e.get(k) if isinstance(e, dict) else e for k in EVENT_KEYS]) for e in events)
+
+
+async def unsettled(conn: AsyncConnection, holder: str) -> set[str]:
+    """The origins (AS4 MessageIds) of ``holder``'s letters that may not be exported yet: one of their mail items
+    has a payment still pending, or something in the outbox the access point has not taken."""
+    waiting = select(mail.c.as4_message_id).where(mail.c.recipient == holder)
+    found = await conn.execute(
+        union(
+            waiting.join(outbox, outbox.c.mail_id == mail.c.id).where(outbox.c.sent_at.is_(None)),
+            waiting.join(payments, payments.c.mail_id == mail.c.id).where(payments.c.state != "paid"),
+        )
+    )
+    return set(found.scalars())
 
 
 async def export_records(conn: AsyncConnection, holder: str, chosen: Sequence[Letter]) -> dict[str, dict[str, Any]]:

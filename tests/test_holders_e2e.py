@@ -506,6 +506,13 @@ def test_a_mailbox_moves_with_every_letter_exactly_once(running: Running) -> Non
 
     _wait("operator 1 has a batch confirmed", lambda: exported({"confirmed"}) >= 1, timeout=MOVE_TIMEOUT)
     assert _move(federation, "op1")["state"] != "done"
+    # Moving out, operator 1 takes no more payments (the TWO_WAY invoice, seeded last, is still there): nothing can
+    # be left half-paid there when it hands the letter over; Alice pays it at operator 2, once (below).
+    at_op1 = f"/api/v1/mailboxes/{ALICE}"
+    invoice = _operator(federation, "op1", "GET", f"{at_op1}/invoices")[1]["invoices"][0]["mail_id"]
+    status, refused = _operator(federation, "op1", "POST", f"{at_op1}/messages/{invoice}/payment", {},
+                                token=_login(federation, "op1", ALICE))  # fmt: skip
+    assert status == 409 and refused["code"] == "mailbox-moving", refused
     _kill_and_restart(a)
     _wait(
         "operator 2 has imported two batches",

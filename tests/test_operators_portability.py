@@ -4,6 +4,7 @@ import stores nothing twice, and an archive that does not verify is refused whol
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import io
 import json
@@ -12,12 +13,13 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 from lxml import etree
+from sqlalchemy import insert, select, update
 
 from accesspoint.envelopes._common import serialize
 from accesspoint.envelopes.letter import CaseEvent, LetterTerms, ReplyTerms, with_terms
@@ -28,10 +30,22 @@ from accesspoint.servicekit.tokens import BearerToken, Scope
 from accesspoint.testing import pki, services
 from accesspoint.testing.mailboxes import deliver_letter, random_file, sbd_letter
 from operators.letters import file_digest
-from operators.moves import _delete_letters, export_mailbox, import_mailbox
-from operators.portability import MANIFEST, NS, Manifest, TransferRefused, build_manifest, read_manifest
-from operators.service import Operator
+from operators.mailbox import batches, mailboxes, moves
+from operators.moves import Mover, MoveWaits, _delete_letters, export_mailbox, import_mailbox
+from operators.portability import (
+    MANIFEST,
+    NS,
+    Kind,
+    Manifest,
+    TransferRefused,
+    build_manifest,
+    read_manifest,
+    read_notice,
+    read_receipt,
+)
+from operators.service import AccessPointClient, Operator
 from operators.settings import AccessPointLink, OperatorSettings, Peer
+from operators.twoway_store import MailboxMoving, outbox
 from tests.test_envelopes_payment import BANKGIRO
 from tests.test_far_support import NOW
 from tests.test_operators_support import INTERMEDIARY, OPERATOR, SENDERS_CA, sealed, secure_delivery
@@ -390,3 +404,210 @@ def test_manifest_formats() -> None:
     sign_enveloped(root, OPERATOR)
     with pytest.raises(TransferRefused, match="two-way record in a manifest of format 1"):
         read_manifest(serialize(root), OPERATOR.certificate)
+
+
+# ------------------------------------------------------- what the holder did at the old operator, during a move
+
+
+async def _freeze(operator: Operator) -> None:
+    """The old operator completed the switch (``Mover._complete``): the mailbox is moving out."""
+    async with operator.store.engine.begin() as conn:
+        await conn.execute(update(mailboxes).where(mailboxes.c.recipient == HOLDER).values(state="moving-out"))
+
+
+async def _outbox(operator: Operator) -> list[tuple[str, bool]]:
+    async with operator.store.engine.connect() as conn:
+        rows = await conn.execute(select(outbox.c.message_id, outbox.c.sent_at).order_by(outbox.c.message_id))
+        return [(row.message_id, row.sent_at is not None) for row in rows]
+
+
+async def test_a_mailbox_moving_out_records_nothing_more_the_holder_does(two_way_move: TwoWayMove) -> None:
+    """Once the old operator's mailbox is moving out, an answer, a payment, an opening, an acknowledgement or a
+    not-served notice there is refused (the API with 409 mailbox-moving) and stores and queues nothing."""
+    move, store = two_way_move, two_way_move.a.twoway.store
+    ids = move.mail_ids
+    await _freeze(move.a)
+    queued = await _outbox(move.a)
+    reply = {"reply_id": "late-at-a", "mail_id": ids["reply@router"], "recipient": HOLDER,
+             "message_id": "late-reply@a", "actor": "holder", "created_at": NOW}  # fmt: skip
+    claim = {"mail_id": ids["unpaid@router"], "payment_id": "late-at-a", "recipient": HOLDER, "payer": "holder",
+             "amount": "100.00", "currency": "SEK"}  # fmt: skip
+    attempts = [
+        store.reply(reply, {"message_id": "late-reply@a"}, at=NOW),
+        store.reserve_payment(claim),
+        store.mark_opened(ids["silent@router"], NOW, "opened@a", {"message_id": "opened@a"}),
+        store.serve(ids["served@router"], NOW, "kvitto-2@a", {"message_id": "kvitto-2@a"}),
+        store.not_served(ids["served@router"], NOW, "not-served@a", {"message_id": "not-served@a"}),
+    ]
+    for attempt in attempts:
+        with pytest.raises(MailboxMoving, match="moving-out"):
+            await attempt
+    assert await _outbox(move.a) == queued
+    assert [r["reply_id"] for r in await store.replies_of(ids["reply@router"])] == ["reply-at-a"]
+    assert await store.payment_of(ids["unpaid@router"]) is None
+    silent = await store.letter(HOLDER, ids["silent@router"])
+    assert silent is not None and silent.opened_at is None
+    server = TestServer(move.a.application(), host="127.0.0.1", port=services.free_port())
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {HOLDER_TOKEN}"}) as http:
+            base = f"http://127.0.0.1:{server.port}/api/v1/mailboxes/{HOLDER}/messages"
+            calls = ((f"{ids['reply@router']}/replies", {"text": "Hej"}), (f"{ids['unpaid@router']}/payment", {}))
+            for path, body in calls:
+                async with http.post(f"{base}/{path}", json=body) as response:
+                    problem = await response.json()
+                    assert response.status == 409 and problem["code"] == "mailbox-moving", problem
+    finally:
+        await server.close()
+    assert await _outbox(move.a) == queued and await store.payment_of(ids["unpaid@router"]) is None
+
+
+async def test_a_letter_leaves_the_old_operator_only_when_what_the_holder_did_there_is_finished(
+    two_way_move: TwoWayMove,
+) -> None:
+    """A letter whose answer, kvitto or payment confirmation still waits in the old operator's outbox, or whose
+    payment is still at the provider, is not exported; once the payment completed and the access point took every
+    message it goes, its record says paid, and the new operator does not let the holder pay it again."""
+    move, store = two_way_move, two_way_move.a.twoway.store
+    ids = move.mail_ids
+    claim = {"mail_id": ids["unpaid@router"], "payment_id": "pending-at-a", "recipient": HOLDER,
+             "payer": "holder", "amount": "100.00", "currency": "SEK"}  # fmt: skip
+    assert await store.reserve_payment(claim)  # the provider is being asked when the switch completes
+    await _freeze(move.a)
+    mover = Mover(move.a)
+    left, ready = await mover.exportable(HOLDER, 100)
+    assert len(left) == len(TERMS)
+    assert {x.origin for x in ready} == {"silent@router", "event@router"}  # the rest wait for outbox or payment
+    done = {"provider": "reference", "provider_reference": "ref-2", "paid_at": NOW, "message_id": "pay-2@a"}
+    await store.paid(ids["unpaid@router"], done, "pay-2@a", {"message_id": "pay-2@a"})
+    _left, ready = await mover.exportable(HOLDER, 100)
+    assert "unpaid@router" not in {x.origin for x in ready}  # its confirmation is not sent yet
+    for message_id, _sent in await _outbox(move.a):
+        await store.sent(message_id, NOW)
+    _left, ready = await mover.exportable(HOLDER, 100)
+    assert {x.origin for x in ready} == set(TERMS)
+    assert [len(found) for found in await mover.exportable(HOLDER, 2)] == [2, 2]  # a batch's worth is read
+    archive = move.archive.with_name("settled.tar")
+    await export_mailbox(move.a, HOLDER, B_ID, archive)
+    assert (await import_mailbox(move.b, archive))["imported"] == len(TERMS)
+    at_b = {m.as4_message_id: m.id for m in await move.b.store.list(HOLDER)}
+    paid = await move.b.twoway.store.payment_of(at_b["unpaid@router"])
+    assert paid is not None and (paid["state"], paid["payment_id"]) == ("paid", "pending-at-a")
+    again = {**claim, "mail_id": at_b["unpaid@router"], "payment_id": "again-at-b"}
+    assert not await move.b.twoway.store.reserve_payment(again)
+
+
+class Relay:
+    """Stands in for an operator's access point's submission API (no AS4 here): keeps what is submitted, the
+    files' bytes included, and takes everything (202)."""
+
+    def __init__(self) -> None:
+        self.documents: list[dict[str, Any]] = []
+        self.files: dict[str, bytes] = {}
+
+    async def submit(self, document: dict[str, Any]) -> tuple[int, Any]:
+        self.documents.append(document)
+        return 202, {}
+
+    async def submit_files(self, document: dict[str, Any], files: list[tuple[str, str, Path]]) -> tuple[int, Any]:
+        self.documents.append(document)
+        for _content_id, _mime_type, path in files:
+            self.files[document["message_id"]] = path.read_bytes()
+        return 202, {}
+
+
+async def test_a_batch_whose_digests_do_not_match_is_refused_by_a_signed_receipt_and_nothing_moves(
+    pair: Pair, tmp_path: Path
+) -> None:
+    """The old operator freezes the mailbox before it exports (even a switch it learnt of from FaR); a batch sent
+    over AS4 with a file changed after its manifest was signed: the new operator stores nothing and
+    answers with a signed refusal naming the file, and the old operator marks the move failed with that reason and
+    keeps every letter."""
+    relay_a, relay_b = Relay(), Relay()
+    pair.a.client, pair.b.client = cast(AccessPointClient, relay_a), cast(AccessPointClient, relay_b)
+    async with pair.a.store.engine.begin() as conn:
+        await conn.execute(insert(moves).values(switch_id="s-1", recipient=HOLDER, role="from", peer=B_ID,
+                                                state="switched", created_at=NOW, updated_at=NOW))  # fmt: skip
+    async with pair.b.store.engine.begin() as conn:
+        await conn.execute(insert(moves).values(switch_id="s-1", recipient=HOLDER, role="to", peer=A_ID,
+                                                state="requested", created_at=NOW, updated_at=NOW))  # fmt: skip
+    await Mover(pair.a).step()
+    assert await pair.a.store.state(HOLDER) == "moving-out"  # switched (as FaR said), frozen before the export
+    (sent,) = relay_a.files.values()
+    archive = tmp_path / "batch.tar"
+    archive.write_bytes(sent)
+    staged = tmp_path / "staged"
+    staged.mkdir()
+    await Mover(pair.b)._import(_tamper(archive, "/part-1"), staged)
+    assert await pair.b.store.letters_of(HOLDER) == []
+    (answer,) = relay_b.documents
+    data = base64.b64decode(answer["payloads"][0]["data"])
+    receipt = read_receipt(data, B_KEYS.certificate)
+    assert not receipt.accepted and receipt.reason is not None and "digest does not match" in receipt.reason
+    await Mover(pair.a)._receipt(data)
+    described = await Mover(pair.a).describe(HOLDER)
+    assert described is not None and described["state"] == "failed", described
+    assert "digest does not match" in described["detail"]["reason"]
+    assert len(await pair.a.store.letters_of(HOLDER)) == 3
+
+
+class Away(Relay):
+    """An access point that cannot be reached for the first ``refusals`` submissions, then takes everything."""
+
+    def __init__(self, refusals: int) -> None:
+        super().__init__()
+        self.refusals = refusals
+
+    async def submit(self, document: dict[str, Any]) -> tuple[int, Any]:
+        if self.refusals > 0:
+            self.refusals -= 1
+            raise aiohttp.ClientConnectionError("connection refused")
+        return await super().submit(document)
+
+
+async def test_a_switch_request_the_access_point_could_not_take_is_sent_by_the_worker_once(pair: Pair) -> None:
+    """The new operator's SwitchRequest while its access point is away: the move is recorded and the holder's
+    opening goes on; the worker sends the request when the access point is back, and only once."""
+    relay = Away(refusals=1)
+    pair.b.client = cast(AccessPointClient, relay)
+    switch = {"id": "s-2", "from_operator": A_ID[2:], "to_operator": B_ID[2:], "recipient": HOLDER}
+    mover = Mover(pair.b)
+    await mover.start_incoming(switch)
+    assert relay.documents == []
+    await mover.step()
+    await mover.step()
+    (request,) = relay.documents
+    notice = read_notice(base64.b64decode(request["payloads"][0]["data"]), Kind.SWITCH_REQUEST, B_KEYS.certificate)
+    assert (notice.switch_id, notice.holder, notice.from_operator, notice.to_operator) == ("s-2", HOLDER, A_ID, B_ID)
+
+
+async def test_a_receipt_for_a_batch_sent_again_after_a_crash_waits_for_it_and_then_confirms(
+    pair: Pair, tmp_path: Path
+) -> None:
+    """The old operator crashed after its access point took a batch but before recording it sent: the new operator's
+    receipt, arriving while the batch is sent again, waits (nothing deleted, the message handled again) and then
+    confirms it, and the letters are deleted once."""
+    relay_a, relay_b = Relay(), Relay()
+    pair.a.client, pair.b.client = cast(AccessPointClient, relay_a), cast(AccessPointClient, relay_b)
+    for operator, role, peer, state in ((pair.a, "from", B_ID, "switched"), (pair.b, "to", A_ID, "requested")):
+        async with operator.store.engine.begin() as conn:
+            await conn.execute(insert(moves).values(switch_id="s-3", recipient=HOLDER, role=role, peer=peer,
+                                                    state=state, created_at=NOW, updated_at=NOW))  # fmt: skip
+    await Mover(pair.a).step()
+    (sent,) = relay_a.files.values()
+    async with pair.a.store.engine.begin() as conn:  # as if killed before the batch was recorded as sent
+        await conn.execute(update(batches).values(state="prepared", manifest_sha256=None))
+    archive, staged = tmp_path / "batch.tar", tmp_path / "staged"
+    archive.write_bytes(sent)
+    staged.mkdir()
+    await Mover(pair.b)._import(archive, staged)
+    (answer,) = relay_b.documents
+    receipt = base64.b64decode(answer["payloads"][0]["data"])
+    with pytest.raises(MoveWaits, match="is being sent"):
+        await Mover(pair.a)._receipt(receipt)
+    assert len(await pair.a.store.letters_of(HOLDER)) == 3
+    await Mover(pair.a).step()  # sent again: the same manifest
+    assert list(relay_a.files.values()) == [sent]
+    await Mover(pair.a)._receipt(receipt)
+    assert await pair.a.store.letters_of(HOLDER) == []
+    assert len(await pair.b.store.letters_of(HOLDER)) == 3
