@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import io
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -787,13 +789,18 @@ def load_far(federation: Federation, pki: DevelopmentPki) -> None:
     register = federation.far.folder / "senders.jsonl"
     register.write_text("".join(json.dumps(sender) + "\n" for sender in senders(pki)))
     config = str(federation.far.argv[-1])
+    # The commands run through the CLI's main here: a fresh interpreter for each cost a second or more of CPU.
+    from accesspoint.cli import main
+
     for command in (["far", "import", str(csv)], ["far", "senders", "import", str(register)]):
-        done = subprocess.run(
-            [sys.executable, "-m", "accesspoint", *command, "--config", config],
-            capture_output=True, text=True, timeout=300, check=False,
-        )  # fmt: skip
-        if done.returncode != 0:
-            raise DemoFailure(f"{' '.join(command[:-1])} failed: {done.stdout.strip()} {done.stderr.strip()}")
+        printed, logged = io.StringIO(), io.StringIO()
+        handlers = list(logging.getLogger().handlers)  # main's logging.basicConfig must not keep the captured stderr
+        with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(logged):
+            code = main([*command, "--config", config])
+        logging.getLogger().handlers[:] = handlers
+        if code != 0:
+            reason = f"{printed.getvalue().strip()} {logged.getvalue().strip()}"
+            raise DemoFailure(f"{' '.join(command[:-1])} failed: {reason}")
 
 
 def letter_document(letter: Letter) -> bytes:

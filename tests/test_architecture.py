@@ -7,6 +7,7 @@ the service toolkit imports no service, and the product never imports the test f
 
 from __future__ import annotations
 
+import argparse
 import ast
 import json
 import os
@@ -204,6 +205,20 @@ def test_the_command_line_imports_no_server_stack_until_a_server_runs() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == []
+
+
+def test_each_command_word_names_the_module_that_registers_it() -> None:
+    """The command table the CLI imports from names, for every command, the one module that registers it."""
+    from accesspoint.cli import COMMAND_MODULES, build_parser
+
+    def words(parser: argparse.ArgumentParser) -> set[str]:
+        actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        return set(actions[0].choices)
+
+    assert words(build_parser()) == {"inspect", *COMMAND_MODULES}
+    for command in COMMAND_MODULES:
+        module = COMMAND_MODULES[command]
+        assert words(build_parser(command)) == {"inspect"} | {w for w, m in COMMAND_MODULES.items() if m == module}
 
 
 def test_the_contracts_hold_every_never_arrow_of_the_architecture() -> None:

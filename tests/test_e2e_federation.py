@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import subprocess
 import sys
 import time
 import uuid
@@ -27,7 +26,7 @@ from accesspoint.security.keys import KeyPair
 from accesspoint.testing.holders import eid_certificate, holder_key, write_key_pair
 from accesspoint.testing.hsm import shared_softhsm
 from accesspoint.testing.pki import make_ca
-from tests.conftest import REPO
+from tests.cli import as_process, in_process
 
 MAILBOX_TOKEN = "alice-mailbox-token-0123456789"
 OP1, OP2 = fed.OPERATORS
@@ -67,11 +66,10 @@ def _moved(federation: fed.Federation, timeout: float = 120) -> dict[str, Any]:
     raise AssertionError(f"Alice's move to operator 2: not done within {timeout:.0f} s")
 
 
-def _cli(*args: str) -> tuple[int, dict[str, Any]]:
-    done = subprocess.run(
-        [sys.executable, "-m", "accesspoint", *args], cwd=REPO, capture_output=True, timeout=60, check=False
-    )
-    return done.returncode, json.loads(done.stdout)
+def _cli(*args: str, process: bool = False) -> tuple[int, dict[str, Any]]:
+    """``accesspoint ARGS`` through ``main`` here, or as a process (``tests/cli.py``)."""
+    done = (as_process if process else in_process)(*args)
+    return done.code, done.document
 
 
 def _archive(folder: Path, eid_ca: KeyPair) -> Child:
@@ -191,7 +189,8 @@ def test_letters_encrypted_at_the_sender_reach_only_the_holder(tmp_path: Path, m
         # Alice's new device: e-ID; the archive releases both keys wrapped to a key the device made.
         eid_key, eid_cert = write_key_pair(alice_eid, tmp_path / "device", "eid")
         code, released = _cli("keyarchive", "release", fed.ALICE, "--archive", archive.url, "--eid-key", str(eid_key),
-                              "--eid-cert", str(eid_cert), "--out", str(tmp_path / "device" / "keys"))  # fmt: skip
+                              "--eid-cert", str(eid_cert), "--out", str(tmp_path / "device" / "keys"),
+                              process=True)  # fmt: skip
         assert code == 0, released
         assert {k["key_id"] for k in released["keys"]} == {
             cms.key_id(first.certificate),
@@ -204,9 +203,9 @@ def test_letters_encrypted_at_the_sender_reach_only_the_holder(tmp_path: Path, m
 
     key_args = [arg for k in released["keys"] for arg in ("--key", k["key"], "--cert", k["certificate"])]
     opened = set()
-    for path in letters:
+    for index, path in enumerate(letters):
         out = path.with_suffix(".xml")
-        code, answer = _cli("mailbox", "decrypt", str(path), *key_args, "--out", str(out))
+        code, answer = _cli("mailbox", "decrypt", str(path), *key_args, "--out", str(out), process=index == 0)
         assert code == 0, answer
         opened.add(next(m for m in ("first", "second", "after") if markers[m].encode() in out.read_bytes()))
     assert opened == {"first", "second", "after"}

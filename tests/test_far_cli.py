@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -16,22 +15,17 @@ import pytest
 
 from accesspoint.cli import main
 from accesspoint.testing.processes import listens, wait_until
+from tests.cli import as_process, in_process
 from tests.test_far_support import BILLO, KIVRA, SENDER
 
 TOKEN = "cli-test-token-0123456789"
 
 
-def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, Any, str]:
-    """Run ``accesspoint ARGS``; return the exit code, the parsed stdout and stderr."""
-    done = subprocess.run(
-        [sys.executable, "-m", "accesspoint", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={**os.environ, **(env or {})},
-    )
-    return done.returncode, json.loads(done.stdout), done.stderr
+def run(*args: str, env: dict[str, str] | None = None, process: bool = False) -> tuple[int, Any, str]:
+    """Run ``accesspoint ARGS`` through ``main`` here, or as a process (``tests/cli.py``); return the exit code, the
+    parsed stdout and stderr."""
+    done = (as_process if process else in_process)(*args, env=env)
+    return done.code, done.document, done.stderr
 
 
 def free_port() -> int:
@@ -91,7 +85,7 @@ def test_import_then_reachable(far_server: tuple[str, Path], tmp_path: Path) -> 
         "recipient,status,operator,refused_senders\n"
         f"197802022389,secure,{KIVRA.id},\n198112189876,secure,{BILLO.id},{SENDER}\n194004048569,none,,\n"
     )
-    code, report, stderr = run("far", "import", str(people), "--config", str(config))
+    code, report, stderr = run("far", "import", str(people), "--config", str(config), process=True)
     assert (code, report["ok"], report["stored"]) == (0, True, 3)
     assert "100.0%" in stderr
     code, answer, _ = run(

@@ -41,6 +41,7 @@ from far.identifiers import with_check_digit
 from operators.holders import login_text
 from operators.service import Operator
 from operators.settings import load_settings
+from tests.cli import in_process
 from tests.conftest import REPO
 from tests.test_envelopes_payment import BANKGIRO
 from tests.test_operators_support import sealed, secure_delivery
@@ -408,9 +409,8 @@ def test_an_import_whose_digests_do_not_match_is_refused(running: Running, tmp_p
             if member.name.endswith("/part-0"):
                 data = data[:-2] + bytes([data[-2] ^ 1]) + data[-1:]
             sink.addfile(member, io.BytesIO(data))
-    refused = _cli("operator", "import", str(bad), "--config", federation.operators["op1"].argv[-1])
-    answer = json.loads(refused.stdout)
-    assert refused.returncode == 1 and "digest does not match" in answer["error"]["reason"], refused.stdout
+    refused = in_process("operator", "import", str(bad), "--config", federation.operators["op1"].argv[-1])
+    assert refused.code == 1 and "digest does not match" in refused.document["error"]["reason"], refused.stdout
     status, kept = _operator(federation, "op1", "GET", f"/api/v1/mailboxes/{BERTIL}/letters")
     assert status == 404 or kept["letters"] == [], kept
 

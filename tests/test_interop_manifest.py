@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import email
 import email.policy
-import json
-import subprocess
-import sys
 import tomllib
 from collections.abc import Callable
 from datetime import datetime
@@ -22,7 +19,8 @@ from accesspoint.core.message import ReceivedMessage, href_content_id, read_mess
 from accesspoint.core.mime import content_id_of, parse_content_type
 from accesspoint.core.model import Party, SignalMessage, UserMessage
 from accesspoint.core.signals import check_receipt, signed_references
-from tests.conftest import REPO, interop_path
+from tests.cli import as_process, in_process
+from tests.conftest import interop_path
 
 MANIFEST = Path(__file__).with_name("interop_manifest.toml")
 VECTORS: list[dict[str, Any]] = tomllib.loads(MANIFEST.read_text(encoding="utf-8"))["vector"]
@@ -354,21 +352,15 @@ def test_receipt_echoes_what_its_user_message_signed(vector: dict[str, Any]) -> 
 # ---------------------------------------------------------------------------------------------------- CLI
 
 
-def _inspect(*args: str) -> tuple[int, dict[str, Any]]:
-    result = subprocess.run(
-        [sys.executable, "-m", "accesspoint", "inspect", *args],
-        capture_output=True,
-        cwd=REPO,
-        timeout=120,
-        check=False,
-    )
-    return result.returncode, json.loads(result.stdout)
+def _inspect(*args: str, process: bool = False) -> tuple[int, dict[str, Any]]:
+    done = (as_process if process else in_process)("inspect", *args)
+    return done.code, done.document
 
 
 def test_cli_inspect_summarises_a_mime_user_message_with_exit_0() -> None:
     """``accesspoint inspect`` prints the user message's ids and its attachment's size as received, exit 0."""
     vector = _by_path("python-peers/as4.usermessage.mime")
-    code, document = _inspect(str(interop_path(vector["path"])))
+    code, document = _inspect(str(interop_path(vector["path"])), process=True)
     assert code == 0
     assert document["ok"] is True
     assert (document["kind"], document["message_id"], document["mime"]) == ("user-message", vector["message_id"], True)

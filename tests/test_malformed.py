@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import copy
-import json
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -47,7 +44,8 @@ from accesspoint.core.model import (
 from accesspoint.core.namespaces import NS, PartProperty
 from accesspoint.core.signals import build_error_signal, build_receipt, check_receipt
 from accesspoint.core.xml import MAX_ENVELOPE_BYTES, parse_xml, validate_messaging
-from tests.conftest import REPO, interop_path
+from tests.cli import in_process
+from tests.conftest import interop_path
 
 NOW = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)
 CID = "letter@agency.example"
@@ -736,11 +734,9 @@ def test_pull_request_in_place_of_a_receipt_is_invalid_receipt_0302() -> None:
 
 
 def _inspect(path: Path, content_type: str | None) -> tuple[int, dict[str, object]]:
-    args = [sys.executable, "-m", "accesspoint", "inspect", str(path)]
-    if content_type is not None:
-        args += ["--content-type", content_type]
-    done = subprocess.run(args, capture_output=True, cwd=REPO, timeout=60, check=False)
-    return done.returncode, json.loads(done.stdout)
+    # Through the CLI's main in this process: tests/test_interop_manifest.py runs inspect as a process.
+    done = in_process("inspect", path, *(() if content_type is None else ("--content-type", content_type)))
+    return done.code, done.document
 
 
 def test_cli_inspect_prints_0009_and_exits_2_for_a_dtd(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""``accesspoint pmode validate|show|import`` as a real process: exit codes and the JSON document."""
+"""``accesspoint pmode validate|show|import``: exit codes and the JSON document (the first test through the console
+script's process, the rest through the CLI's ``main`` in this process)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 import yaml
 
 from pmode.document import dump_yaml
+from tests.cli import in_process
 from tests.conftest import interop_path
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "pmode" / "examples"
@@ -19,15 +21,19 @@ ACCESSPOINT = Path(sys.executable).parent / "accesspoint"
 BLUE = "domibus/harmony/pmodes/domibus-gw-sample-pmode-blue.xml"
 
 
-def run(*args: str | Path) -> tuple[int, dict[str, Any]]:
-    """Run the CLI; its exit code and the one JSON document it printed."""
-    done = subprocess.run([str(ACCESSPOINT), "pmode", *map(str, args)], capture_output=True, text=True, timeout=60)
-    return done.returncode, json.loads(done.stdout)
+def run(*args: str | Path, process: bool = False) -> tuple[int, dict[str, Any]]:
+    """Run ``accesspoint pmode ARGS`` (as the installed console script's process, or through ``main`` here); its exit
+    code and the one JSON document it printed."""
+    if not process:
+        done = in_process("pmode", *args)
+        return done.code, done.document
+    ran = subprocess.run([str(ACCESSPOINT), "pmode", *map(str, args)], capture_output=True, text=True, timeout=60)
+    return ran.returncode, json.loads(ran.stdout)
 
 
 def test_validate_example_exits_0_listing_pmodes() -> None:
     """A valid file exits 0 with its P-Mode ids and parties."""
-    code, document = run("validate", EXAMPLES / "pmodes.yaml")
+    code, document = run("validate", EXAMPLES / "pmodes.yaml", process=True)
     assert code == 0 and document["ok"] is True
     assert document["pmodes"] == ["se-to-be", "be-to-se", "se-no-request-reply", "no-to-se"]
     assert document["self"] == ["ap-sweden"]

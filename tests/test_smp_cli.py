@@ -22,16 +22,16 @@ from accesspoint.testing.services import free_port
 from accesspoint.testing.smp import DOCUMENT, PARTICIPANT, ZONE, metadata, pem, pki, publish, write_config
 from smp.identifiers import Identifier, peppol_naptr_name
 from smp.model import TransportProfile
+from tests.cli import as_process, in_process
 
 AP_URL = "https://ap.example.se/as4"
 UNPUBLISHED = "iso6523-actorid-upis::0007:5555555555"
 
 
-def _cli(*args: str, timeout: float = 60) -> tuple[int, dict[str, Any]]:
-    done = subprocess.run(
-        [sys.executable, "-m", "accesspoint", *args], capture_output=True, text=True, timeout=timeout, check=False
-    )
-    return done.returncode, json.loads(done.stdout)
+def _cli(*args: str, process: bool = False) -> tuple[int, dict[str, Any]]:
+    """``accesspoint ARGS`` through ``main`` here, or as a process (``tests/cli.py``)."""
+    done = (as_process if process else in_process)(*args)
+    return done.code, done.document
 
 
 def _serve(config: Path) -> subprocess.Popen[bytes]:
@@ -87,15 +87,20 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
 
 
 def _discover(
-    deployment: Deployment, participant: str, *extra: str, allow: tuple[str, ...] = ("--allow-network", "127.0.0.0/8")
+    deployment: Deployment,
+    participant: str,
+    *extra: str,
+    allow: tuple[str, ...] = ("--allow-network", "127.0.0.0/8"),
+    process: bool = False,
 ) -> tuple[int, dict[str, Any]]:
     host, port = deployment.dns.address
-    return _cli("discover", participant, DOCUMENT, "--dns", f"{host}:{port}", "--zone", ZONE, *allow, *extra)
+    arguments = ("discover", participant, DOCUMENT, "--dns", f"{host}:{port}", "--zone", ZONE, *allow, *extra)
+    return _cli(*arguments, process=process)
 
 
 def test_discover_found_prints_endpoint_and_certificate(deployment: Deployment) -> None:
     """Exit 0 with the SMP URL, endpoint URL, transport profile, certificate and a verified signature."""
-    code, out = _discover(deployment, PARTICIPANT, "--smp-trust", str(deployment.trust))
+    code, out = _discover(deployment, PARTICIPANT, "--smp-trust", str(deployment.trust), process=True)
     assert code == 0, out
     assert out["ok"] is True
     assert out["smp_url"].startswith(deployment.base + "/iso6523-actorid-upis%3A%3A0007%3A2120000787/services/")

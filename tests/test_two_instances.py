@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 
 from accesspoint.security.keys import KeyPair
 from accesspoint.testing.pki import KeyType, issue, make_ca
+from tests.cli import in_process
 from tests.conftest import REPO
 
 PASSWORD = "s3cret-pw"
@@ -176,8 +177,12 @@ def _peer(script: Path, mode: str, config: dict[str, Any], path: Path) -> tuple[
     return _run(str(script), mode, str(path))
 
 
-def _verify(*args: str) -> tuple[int, dict[str, Any], str]:
-    return _run("-m", "accesspoint", "verify", *args, "--at", AT, "--no-revocation")
+def _verify(*args: str, process: bool = True) -> tuple[int, dict[str, Any], str]:
+    """``accesspoint verify`` as a process (the exchanges), or through the CLI's main here (the refusals)."""
+    if process:
+        return _run("-m", "accesspoint", "verify", *args, "--at", AT, "--no-revocation")
+    done = in_process("verify", *args, "--at", AT, "--no-revocation")
+    return done.code, done.document, done.stderr[-3000:]
 
 
 def _write_key(directory: Path, name: str, keys: KeyPair) -> Path:
@@ -395,9 +400,8 @@ def test_receiver_trusting_another_ca_refuses_the_message_with_0101(
     """A receiver whose only anchor is a CA of the same name but another key refuses the sender: EBMS:0101."""
     exchange = exchanges["2.0"]
     impostor = _write_certificate(tmp_path / "other-ca.pem", make_ca("Sender Federation CA", "ed25519"))
-    code, report, stderr = _verify(
-        str(exchange.dump), "--trust", str(impostor), "--key", str(exchange.decryption_key), "--password", PASSWORD
-    )
+    keys = ("--key", str(exchange.decryption_key), "--password", PASSWORD)
+    code, report, stderr = _verify(str(exchange.dump), "--trust", str(impostor), *keys, process=False)
     assert code == 1, (report, stderr)
     assert report["error"]["code"] == "EBMS:0101"
     assert report["trust_failure"] == "untrusted-issuer"
@@ -419,9 +423,8 @@ def test_tampered_attachment_byte_is_refused_with_0102(
     exchange = exchanges[profile]
     tampered = tmp_path / "tampered.http"
     tampered.write_bytes(_flip_attachment_byte(exchange.dump.read_bytes(), exchange.payloads[2]["content_id"]))
-    code, report, stderr = _verify(
-        str(tampered), "--trust", str(exchange.sender_ca), "--key", str(exchange.decryption_key), "--password", PASSWORD
-    )
+    keys = ("--key", str(exchange.decryption_key), "--password", PASSWORD)
+    code, report, stderr = _verify(str(tampered), "--trust", str(exchange.sender_ca), *keys, process=False)
     assert code == 1, (report, stderr)
     assert report["error"]["code"] == "EBMS:0102"
     assert "tag" in report["error"]["reason"]
