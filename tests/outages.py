@@ -158,7 +158,7 @@ class Stream:
 def _settle_refusals(stream: Stream, sender: Peer, report: Report) -> dict[str, bytes]:
     """Check that no refused submission was stored, then submit each again as the backend would: all 202."""
     statuses = Counter(code for code, _headers in stream.answers.values())
-    assert set(statuses) <= {202, 503}, f"answers other than 202 and 503: {dict(statuses)}"
+    assert set(statuses) <= {202, 503}, f"answers other than 202 and 503: {dict(statuses)}\n{_errors_logged(sender)}"
     refused = stream.ids(503)
     for message_id in refused:
         assert "Retry-After" in stream.answers[message_id][1], message_id
@@ -169,6 +169,16 @@ def _settle_refusals(stream: Stream, sender: Peer, report: Report) -> dict[str, 
         assert status == 202, (message_id, status)
     report.accepted, report.refused, report.resubmitted = statuses[202], statuses[503], len(refused)
     return stream.ids(202) | refused
+
+
+def _errors_logged(peer: Peer, limit: int = 80) -> str:
+    """The server's logged errors with their tracebacks (what a 500 came from), for a failure report."""
+    log = peer.folder / "server.log"
+    lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+    found = [n for n, line in enumerate(lines) if "error" in line.lower() or "traceback" in line.lower()]
+    if not found:
+        return "(no error logged)"
+    return "\n".join(lines[found[0] : found[0] + limit])
 
 
 def pair_on(folder: Path, *, se: dict[str, Any], be: dict[str, Any], retries: int) -> tuple[Peer, Peer, CountingProxy]:
