@@ -389,6 +389,23 @@ def test_a_part_left_out_of_an_otherwise_valid_signature_is_refused(side: Side, 
     assert error.code == ErrorCode.POLICY_NONCOMPLIANCE.code and "not covered by the signature" in error.detail
 
 
+def test_a_body_payload_left_out_of_the_signature_is_refused_but_an_empty_unsigned_body_opens(side: Side) -> None:
+    """Signed without the Body reference: an empty Body opens; a payload put in it (with its PartInfo) is EBMS:0103."""
+    wire = _send(side, encrypt=False)
+    reference = _reference(wire, "body")
+    reference.getparent().remove(reference)  # type: ignore[union-attr]
+    _resign(wire, side)
+    assert _open(side, wire, encrypt=False).complete
+    messaging = _one(wire.envelope, f".//{EB}Messaging")
+    etree.SubElement(_one(messaging, f".//{EB}PayloadInfo"), f"{EB}PartInfo")  # no href: the Body's payload
+    etree.SubElement(wire.envelope[-1], "{urn:example:letters}Letter").text = "pay the forger"
+    _one(_reference(wire, "messaging"), f"{DS}DigestValue").text = _digest(messaging)
+    _resign(wire, side)
+    error = _refused(lambda: _open(side, wire, encrypt=False))
+    assert error.code == ErrorCode.POLICY_NONCOMPLIANCE.code
+    assert "the SOAP Body carries a payload that is not signed" in error.detail
+
+
 def test_a_signal_whose_messaging_is_left_out_of_its_signature_is_refused_unless_lenient_coverage_is_asked(
     side: Side,
 ) -> None:
