@@ -389,17 +389,23 @@ def test_a_part_left_out_of_an_otherwise_valid_signature_is_refused(side: Side, 
     assert error.code == ErrorCode.POLICY_NONCOMPLIANCE.code and "not covered by the signature" in error.detail
 
 
-def test_a_body_payload_left_out_of_the_signature_is_refused_but_an_empty_unsigned_body_opens(side: Side) -> None:
-    """Signed without the Body reference: an empty Body opens; a payload put in it (with its PartInfo) is EBMS:0103."""
-    wire = _send(side, encrypt=False)
-    reference = _reference(wire, "body")
+def test_a_body_payload_must_be_signed_but_an_empty_body_need_not_be(side: Side) -> None:
+    """A signed Body payload opens and the same payload left out of SignedInfo is EBMS:0103; an empty Body may be."""
+    empty = _send(side, encrypt=False)
+    reference = _reference(empty, "body")
     reference.getparent().remove(reference)  # type: ignore[union-attr]
-    _resign(wire, side)
-    assert _open(side, wire, encrypt=False).complete
+    _resign(empty, side)
+    assert _open(side, empty, encrypt=False).complete
+    wire = _send(side, encrypt=False)
     messaging = _one(wire.envelope, f".//{EB}Messaging")
     etree.SubElement(_one(messaging, f".//{EB}PayloadInfo"), f"{EB}PartInfo")  # no href: the Body's payload
     etree.SubElement(wire.envelope[-1], "{urn:example:letters}Letter").text = "pay the forger"
     _one(_reference(wire, "messaging"), f"{DS}DigestValue").text = _digest(messaging)
+    _one(_reference(wire, "body"), f"{DS}DigestValue").text = _digest(wire.envelope[-1])
+    _resign(wire, side)
+    assert _open(side, wire, encrypt=False).complete
+    reference = _reference(wire, "body")
+    reference.getparent().remove(reference)  # type: ignore[union-attr]
     _resign(wire, side)
     error = _refused(lambda: _open(side, wire, encrypt=False))
     assert error.code == ErrorCode.POLICY_NONCOMPLIANCE.code
