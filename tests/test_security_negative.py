@@ -48,7 +48,7 @@ from accesspoint.core.namespaces import GZIP, NS
 from accesspoint.core.signals import build_receipt
 from accesspoint.msh.app import CONTEXT, create_app
 from accesspoint.msh.config import load_config
-from accesspoint.security.algorithms import C14N, SignatureAlgorithm
+from accesspoint.security.algorithms import C14N, DigestAlgorithm, SignatureAlgorithm
 from accesspoint.security.encryption import encrypt_attachments
 from accesspoint.security.inbound import OpenedMessage, TrustCache, open_message, verify_parts
 from accesspoint.security.keys import KeyPair
@@ -332,8 +332,8 @@ def test_tampered_content_is_refused_by_its_digest(side: Side, kind: str, encryp
     _signature_failure(_refused(lambda: _open(side, wire, encrypt=encrypt)), "digest mismatch")
 
 
-def _digest(element: etree._Element) -> str:
-    return base64.b64encode(hashlib.sha256(etree.tostring(element, method="c14n", exclusive=True)).digest()).decode()
+def _digest(element: etree._Element, hash_function: Callable[[bytes], Any] = hashlib.sha256) -> str:
+    return base64.b64encode(hash_function(etree.tostring(element, method="c14n", exclusive=True)).digest()).decode()
 
 
 @pytest.mark.parametrize("kind", ["messaging", "body", "attachment"])
@@ -349,6 +349,20 @@ def test_tampered_content_with_its_digest_recomputed_is_refused_by_the_signature
         digest = _digest(target)
     _one(reference, f"{DS}DigestValue").text = digest
     _signature_failure(_refused(lambda: _open(side, wire, encrypt=False)), "SignatureValue does not verify")
+
+
+def test_a_sha1_digest_is_refused_unless_the_policy_lists_it_as_legacy(side: Side) -> None:
+    """Messaging digested with SHA-1 and signed again: EBMS:0103 by default, opens with SHA-1 on the legacy list."""
+    wire = _send(side, encrypt=False)
+    reference = _reference(wire, "messaging")
+    _one(reference, f"{DS}DigestMethod").set("Algorithm", DigestAlgorithm.SHA1)
+    _one(reference, f"{DS}DigestValue").text = _digest(_one(wire.envelope, f".//{EB}Messaging"), hashlib.sha1)
+    _resign(wire, side)
+    error = _refused(lambda: _open(side, wire, encrypt=False))
+    assert error.code == ErrorCode.POLICY_NONCOMPLIANCE.code
+    assert error.detail == f"digest algorithm {DigestAlgorithm.SHA1.value!r} is not allowed"
+    legacy = replace(side.policy, encrypt=False, legacy_algorithms=frozenset({DigestAlgorithm.SHA1.value}))
+    assert open_message(wire.received(), legacy, at=NOW, keys=[side.recipient]).complete
 
 
 def test_an_unsigned_message_is_refused_where_the_policy_signs(side: Side) -> None:
