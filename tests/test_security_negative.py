@@ -365,6 +365,28 @@ def test_a_sha1_digest_is_refused_unless_the_policy_lists_it_as_legacy(side: Sid
     assert open_message(wire.received(), legacy, at=NOW, keys=[side.recipient]).complete
 
 
+@pytest.mark.parametrize("extra", ["security header", "signature", "stray signature"])
+def test_a_second_security_header_or_signature_is_refused(side: Side, extra: str) -> None:
+    """An empty second wsse:Security, a second ds:Signature in it, or one outside it: refused, never passed over."""
+    wire = _send(side, encrypt=False)
+    security = _one(wire.envelope, f".//{WSSE}Security")
+    soap_header = security.getparent()
+    assert soap_header is not None
+    if extra == "security header":
+        etree.SubElement(soap_header, f"{WSSE}Security")
+    elif extra == "signature":
+        etree.SubElement(security, f"{DS}Signature")
+    else:
+        etree.SubElement(soap_header, f"{DS}Signature")
+    error = _refused(lambda: _open(side, wire, encrypt=False))
+    if extra == "stray signature":
+        _signature_failure(error, "a ds:Signature outside the wsse:Security header")
+    else:
+        assert error.code == ErrorCode.POLICY_NONCOMPLIANCE.code
+        what = "wsse:Security header" if extra == "security header" else "ds:Signature in wsse:Security"
+        assert error.detail == f"more than one {what}"
+
+
 def test_an_unsigned_message_is_refused_where_the_policy_signs(side: Side) -> None:
     """No signature at all where the leg signs: EBMS:0103; under a leg that does not sign it opens unsigned."""
     unsigned = secure_message(
