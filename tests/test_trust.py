@@ -161,6 +161,15 @@ def test_not_yet_valid_leaf_refused(hierarchy: tuple[KeyPair, KeyPair, KeyPair])
     assert error.failure is TrustFailure.NOT_YET_VALID
 
 
+def test_a_certificate_is_valid_at_the_very_instants_its_validity_starts_and_ends() -> None:
+    """notBefore and notAfter are inclusive (RFC 5280 4.1.2.5): the leaf is trusted at each of those instants."""
+    top = root()
+    issuing = intermediate(top)
+    leaf = certificate("PTE000004", issuer=issuing).certificate
+    for at in (leaf.not_valid_before_utc, leaf.not_valid_after_utc):
+        validate_certificate(leaf, [issuing.certificate], _anchored(top), at=at, usage=SIGNATURE)
+
+
 def test_expired_intermediate_refused() -> None:
     """An intermediate past its notAfter breaks the path even when the leaf is still valid."""
     top = root()
