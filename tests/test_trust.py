@@ -385,6 +385,16 @@ def test_required_certificate_policies(hierarchy: tuple[KeyPair, KeyPair, KeyPai
 # ---------------------------------------------------------------------------------------------- pinning
 
 
+def test_a_pinned_self_signed_certificate_is_trusted_without_anchors_and_an_unpinned_one_is_not() -> None:
+    """Pinned alone (no anchors), a self-signed partner certificate is trusted as pinned; another one is refused."""
+    partner = certificate("PTE000017").certificate
+    trust = TrustSettings(pinned=(partner,), revocation=OFF)
+    result = validate_certificate(partner, [], trust, at=AT, usage=SIGNATURE)
+    assert result.pinned and result.path == (partner,) and result.anchor is None
+    stranger = certificate("PTE000017").certificate
+    assert _refused(stranger, [], trust).failure is TrustFailure.UNTRUSTED_ISSUER
+
+
 def test_pinned_partner_certificate() -> None:
     """A pinned self-signed partner certificate (Domibus blue_gw) is trusted as such while it is valid."""
     blue = load_truststore(interop_path("domibus/keys/blue_gw.cert.pem"))
