@@ -600,10 +600,9 @@ def fuzz_domibus(data: bytes) -> None:
 def _pmode_folder() -> Path:
     """A folder holding the certificates the seed P-Modes name: ca.pem, sender.pem, receiver.pem, and certs/ as
     in pmode/examples (certificates only)."""
-    # load_pmodes reads a file and the certificates it names: each execution writes one, so in memory where the
-    # system has a tmpfs (a tenth of an execution went to disk writes).
-    shm = Path("/dev/shm")
-    folder = Path(tempfile.mkdtemp(prefix="fuzz-pmode-", dir=shm if shm.is_dir() else None))
+    # Not on tmpfs, though each execution writes a file here: libFuzzer ends the process without atexit handlers,
+    # so under atheris the folder outlives the run (the smoke test's process removes it).
+    folder = Path(tempfile.mkdtemp(prefix="fuzz-pmode-"))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     keys = fixtures.parties()
     for name, pair in (("ca", keys.ca), ("sender", keys.sender_rsa), ("receiver", keys.receiver_rsa)):
