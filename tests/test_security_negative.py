@@ -48,7 +48,7 @@ from accesspoint.core.namespaces import GZIP, NS
 from accesspoint.core.signals import build_receipt
 from accesspoint.msh.app import CONTEXT, create_app
 from accesspoint.msh.config import load_config
-from accesspoint.security.algorithms import C14N, SignatureAlgorithm
+from accesspoint.security.algorithms import C14N, DigestAlgorithm, SignatureAlgorithm
 from accesspoint.security.encryption import encrypt_attachments
 from accesspoint.security.inbound import OpenedMessage, TrustCache, open_message, verify_parts
 from accesspoint.security.keys import KeyPair
@@ -332,8 +332,8 @@ def test_tampered_content_is_refused_by_its_digest(side: Side, kind: str, encryp
     _signature_failure(_refused(lambda: _open(side, wire, encrypt=encrypt)), "digest mismatch")
 
 
-def _digest(element: etree._Element) -> str:
-    return base64.b64encode(hashlib.sha256(etree.tostring(element, method="c14n", exclusive=True)).digest()).decode()
+def _digest(element: etree._Element, hash_function: Callable[[bytes], Any] = hashlib.sha256) -> str:
+    return base64.b64encode(hash_function(etree.tostring(element, method="c14n", exclusive=True)).digest()).decode()
 
 
 @pytest.mark.parametrize("kind", ["messaging", "body", "attachment"])
@@ -349,6 +349,42 @@ def test_tampered_content_with_its_digest_recomputed_is_refused_by_the_signature
         digest = _digest(target)
     _one(reference, f"{DS}DigestValue").text = digest
     _signature_failure(_refused(lambda: _open(side, wire, encrypt=False)), "SignatureValue does not verify")
+
+
+def test_a_sha1_digest_is_refused_unless_the_policy_lists_it_as_legacy(side: Side) -> None:
+    """Messaging digested with SHA-1 and signed again: EBMS:0103 by default, opens with SHA-1 on the legacy list."""
+    wire = _send(side, encrypt=False)
+    reference = _reference(wire, "messaging")
+    _one(reference, f"{DS}DigestMethod").set("Algorithm", DigestAlgorithm.SHA1)
+    _one(reference, f"{DS}DigestValue").text = _digest(_one(wire.envelope, f".//{EB}Messaging"), hashlib.sha1)
+    _resign(wire, side)
+    error = _refused(lambda: _open(side, wire, encrypt=False))
+    assert error.code == ErrorCode.POLICY_NONCOMPLIANCE.code
+    assert error.detail == f"digest algorithm {DigestAlgorithm.SHA1.value!r} is not allowed"
+    legacy = replace(side.policy, encrypt=False, legacy_algorithms=frozenset({DigestAlgorithm.SHA1.value}))
+    assert open_message(wire.received(), legacy, at=NOW, keys=[side.recipient]).complete
+
+
+@pytest.mark.parametrize("extra", ["security header", "signature", "stray signature"])
+def test_a_second_security_header_or_signature_is_refused(side: Side, extra: str) -> None:
+    """An empty second wsse:Security, a second ds:Signature in it, or one outside it: refused, never passed over."""
+    wire = _send(side, encrypt=False)
+    security = _one(wire.envelope, f".//{WSSE}Security")
+    soap_header = security.getparent()
+    assert soap_header is not None
+    if extra == "security header":
+        etree.SubElement(soap_header, f"{WSSE}Security")
+    elif extra == "signature":
+        etree.SubElement(security, f"{DS}Signature")
+    else:
+        etree.SubElement(soap_header, f"{DS}Signature")
+    error = _refused(lambda: _open(side, wire, encrypt=False))
+    if extra == "stray signature":
+        _signature_failure(error, "a ds:Signature outside the wsse:Security header")
+    else:
+        assert error.code == ErrorCode.POLICY_NONCOMPLIANCE.code
+        what = "wsse:Security header" if extra == "security header" else "ds:Signature in wsse:Security"
+        assert error.detail == f"more than one {what}"
 
 
 def test_an_unsigned_message_is_refused_where_the_policy_signs(side: Side) -> None:
@@ -387,6 +423,29 @@ def test_a_part_left_out_of_an_otherwise_valid_signature_is_refused(side: Side, 
     _resign(wire, side)
     error = _refused(lambda: _open(side, wire, encrypt=False))
     assert error.code == ErrorCode.POLICY_NONCOMPLIANCE.code and "not covered by the signature" in error.detail
+
+
+def test_a_body_payload_must_be_signed_but_an_empty_body_need_not_be(side: Side) -> None:
+    """A signed Body payload opens and the same payload left out of SignedInfo is EBMS:0103; an empty Body may be."""
+    empty = _send(side, encrypt=False)
+    reference = _reference(empty, "body")
+    reference.getparent().remove(reference)  # type: ignore[union-attr]
+    _resign(empty, side)
+    assert _open(side, empty, encrypt=False).complete
+    wire = _send(side, encrypt=False)
+    messaging = _one(wire.envelope, f".//{EB}Messaging")
+    etree.SubElement(_one(messaging, f".//{EB}PayloadInfo"), f"{EB}PartInfo")  # no href: the Body's payload
+    etree.SubElement(wire.envelope[-1], "{urn:example:letters}Letter").text = "pay the forger"
+    _one(_reference(wire, "messaging"), f"{DS}DigestValue").text = _digest(messaging)
+    _one(_reference(wire, "body"), f"{DS}DigestValue").text = _digest(wire.envelope[-1])
+    _resign(wire, side)
+    assert _open(side, wire, encrypt=False).complete
+    reference = _reference(wire, "body")
+    reference.getparent().remove(reference)  # type: ignore[union-attr]
+    _resign(wire, side)
+    error = _refused(lambda: _open(side, wire, encrypt=False))
+    assert error.code == ErrorCode.POLICY_NONCOMPLIANCE.code
+    assert "the SOAP Body carries a payload that is not signed" in error.detail
 
 
 def test_a_signal_whose_messaging_is_left_out_of_its_signature_is_refused_unless_lenient_coverage_is_asked(

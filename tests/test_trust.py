@@ -161,6 +161,15 @@ def test_not_yet_valid_leaf_refused(hierarchy: tuple[KeyPair, KeyPair, KeyPair])
     assert error.failure is TrustFailure.NOT_YET_VALID
 
 
+def test_a_certificate_is_valid_at_the_very_instants_its_validity_starts_and_ends() -> None:
+    """notBefore and notAfter are inclusive (RFC 5280 4.1.2.5): the leaf is trusted at each of those instants."""
+    top = root()
+    issuing = intermediate(top)
+    leaf = certificate("PTE000004", issuer=issuing).certificate
+    for at in (leaf.not_valid_before_utc, leaf.not_valid_after_utc):
+        validate_certificate(leaf, [issuing.certificate], _anchored(top), at=at, usage=SIGNATURE)
+
+
 def test_expired_intermediate_refused() -> None:
     """An intermediate past its notAfter breaks the path even when the leaf is still valid."""
     top = root()
@@ -374,6 +383,16 @@ def test_required_certificate_policies(hierarchy: tuple[KeyPair, KeyPair, KeyPai
 
 
 # ---------------------------------------------------------------------------------------------- pinning
+
+
+def test_a_pinned_self_signed_certificate_is_trusted_without_anchors_and_an_unpinned_one_is_not() -> None:
+    """Pinned alone (no anchors), a self-signed partner certificate is trusted as pinned; another one is refused."""
+    partner = certificate("PTE000017").certificate
+    trust = TrustSettings(pinned=(partner,), revocation=OFF)
+    result = validate_certificate(partner, [], trust, at=AT, usage=SIGNATURE)
+    assert result.pinned and result.path == (partner,) and result.anchor is None
+    stranger = certificate("PTE000017").certificate
+    assert _refused(stranger, [], trust).failure is TrustFailure.UNTRUSTED_ISSUER
 
 
 def test_pinned_partner_certificate() -> None:

@@ -38,7 +38,8 @@ def main() -> None:
             Path(f"{prefix}exception-input").write_bytes(data)
             raise
 
-    atheris.Setup([sys.argv[0], *sys.argv[2:]], run)
+    # The target's input cap first, so that a -max_len given on the command line overrides it.
+    atheris.Setup([sys.argv[0], f"-max_len={chosen.max_len}", *sys.argv[2:]], run)
     atheris.Fuzz()
 
 

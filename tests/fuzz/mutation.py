@@ -58,7 +58,9 @@ class ByteReader:
 
 
 def _elements(root: etree._Element) -> list[etree._Element]:
-    return [element for element in root.iter() if isinstance(element.tag, str)]
+    # iter(etree.Element) leaves comments and PIs out in C: a Python filter over every node cost a tenth of an
+    # execution of the signed-message targets.
+    return list(root.iter(etree.Element))
 
 
 def _is_inside(element: etree._Element, ancestor: etree._Element) -> bool:

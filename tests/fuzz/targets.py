@@ -12,9 +12,11 @@ Targets are plain functions over bytes so that the atheris entry point (``main.p
 
 from __future__ import annotations
 
+import atexit
 import functools
 import io
 import json
+import shutil
 import tempfile
 import zlib
 from collections.abc import Callable, Sequence
@@ -108,6 +110,14 @@ ENVELOPE_CODES = _codes(1, 2, 3, 9, 11)
 OPEN_CODES = _codes(101, 102, 103, 303)
 
 
+# libFuzzer's -max_len. 64 KiB for what is parsed byte by byte: eight times the largest seed; longer inputs only
+# run the same loops longer (the size limits themselves are fuzzed scaled down, e.g. compression's 1 MiB). An
+# edit program (mutation.py) reads at most about 100 bytes for its 8 edits, so those targets take 256: libFuzzer
+# would otherwise spend its time growing bytes that no edit reads.
+MAX_INPUT = 64 * 1024
+MAX_PROGRAM = 256
+
+
 @dataclass(frozen=True)
 class Target:
     """A fuzz target: a name, what it checks, the function over bytes, and set-up run before fuzzing."""
@@ -116,18 +126,19 @@ class Target:
     summary: str
     run: Callable[[bytes], None]
     prepare: Callable[[], object] = lambda: None
+    max_len: int = MAX_INPUT
 
 
 TARGETS: dict[str, Target] = {}
 
 
 def target(
-    name: str, summary: str, prepare: Callable[[], object] = lambda: None
+    name: str, summary: str, prepare: Callable[[], object] = lambda: None, max_len: int = MAX_INPUT
 ) -> Callable[[Callable[[bytes], None]], Callable[[bytes], None]]:
     """Register a target function under ``name``."""
 
     def register(function: Callable[[bytes], None]) -> Callable[[bytes], None]:
-        TARGETS[name] = Target(name, summary, function, prepare)
+        TARGETS[name] = Target(name, summary, function, prepare, max_len)
         return function
 
     return register
@@ -328,6 +339,7 @@ def _fuzz_as4(profile: str, data: bytes) -> None:
     "as4_1_15",
     "structured edits of a signed + encrypted AS4 1.15 message (RSA): refused, or opens as signed",
     lambda: _as4_case("1.15"),
+    MAX_PROGRAM,
 )
 def fuzz_as4_1_15(data: bytes) -> None:
     _fuzz_as4("1.15", data)
@@ -337,6 +349,7 @@ def fuzz_as4_1_15(data: bytes) -> None:
     "as4_2_0",
     "structured edits of a signed + encrypted AS4 2.0 message (Ed25519, X25519): as for 1.15",
     lambda: _as4_case("2.0"),
+    MAX_PROGRAM,
 )
 def fuzz_as4_2_0(data: bytes) -> None:
     _fuzz_as4("2.0", data)
@@ -380,6 +393,7 @@ def _prepare_receipts() -> None:
     "receipt",
     "structured edits of signed receipts (first byte: 1.15 or 2.0): refused, or the same receipt",
     _prepare_receipts,
+    MAX_PROGRAM,
 )
 def fuzz_receipt(data: bytes) -> None:
     case = _receipt_case("1.15" if not data or data[0] % 2 == 0 else "2.0")
@@ -505,6 +519,7 @@ def _document_cases() -> tuple[_DocumentCase, ...]:
     "structured edits of signed XHE, Mina meddelanden layers and receipts, SMP metadata (first byte picks one): "
     "refused with the documented error, or verified with the same content",
     _document_cases,
+    MAX_PROGRAM,
 )
 def fuzz_signed_documents(data: bytes) -> None:
     cases = _document_cases()
@@ -585,7 +600,10 @@ def fuzz_domibus(data: bytes) -> None:
 def _pmode_folder() -> Path:
     """A folder holding the certificates the seed P-Modes name: ca.pem, sender.pem, receiver.pem, and certs/ as
     in pmode/examples (certificates only)."""
+    # Not on tmpfs, though each execution writes a file here: libFuzzer ends the process without atexit handlers,
+    # so under atheris the folder outlives the run (the smoke test's process removes it).
     folder = Path(tempfile.mkdtemp(prefix="fuzz-pmode-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
     keys = fixtures.parties()
     for name, pair in (("ca", keys.ca), ("sender", keys.sender_rsa), ("receiver", keys.receiver_rsa)):
         (folder / f"{name}.pem").write_bytes(pair.certificate.public_bytes(serialization.Encoding.PEM))
