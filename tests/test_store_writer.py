@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from asyncpg.exceptions._base import InternalClientError
 from sqlalchemy import func, select
 from sqlalchemy.dialects.sqlite.pysqlite import dialect as pysqlite_dialect
 from sqlalchemy.engine import make_url
@@ -357,16 +358,21 @@ async def test_an_unexpected_driver_error_fails_its_batch_and_the_writer_goes_on
     arguments = writer._arguments  # type: ignore[attr-defined]
     calls: list[int] = []
 
-    def broken_once(ops: list[Any]) -> Any:
+    def broken_twice(ops: list[Any]) -> Any:
         calls.append(len(ops))
         if len(calls) == 1:
             raise RuntimeError("a driver surprise")
+        if len(calls) == 2:  # what a connection left mid-operation by a stopped server raised in an outage test
+            raise InternalClientError("cannot switch to state 12; another operation (2) is in progress")
         return arguments(ops)
 
-    monkeypatch.setattr(writer, "_arguments", broken_once)
+    monkeypatch.setattr(writer, "_arguments", broken_twice)
     try:
         (outcome,) = await writer.submit_all([insert("surprise@partner")], return_exceptions=True)
         assert isinstance(outcome, WriteFailed) and "a driver surprise" in str(outcome)
+        assert not isinstance(outcome, WriteUnavailable)  # unknown: a 500, not "try again"
+        (outcome,) = await writer.submit_all([insert("mid-operation@partner")], return_exceptions=True)
+        assert isinstance(outcome, WriteUnavailable), outcome  # the API answers 503 with Retry-After
         assert isinstance(await asyncio.wait_for(writer.submit(insert("after@partner")), 30), Inserted)
     finally:
         await writer.close()

@@ -76,8 +76,12 @@ def transient(error: BaseException) -> bool:
 
 
 # asyncpg's connection errors, a closed or broken connection, and SQLSTATE class 57P (admin or crash shutdown,
-# starting up); matched by name so that the store does not import the optional driver.
-_ASYNCPG_TRANSIENT = frozenset({"PostgresConnectionError", "InterfaceError", "OperatorInterventionError"})
+# starting up); matched by name so that the store does not import the optional driver. InternalClientError is a
+# connection left mid-operation by a server that went away ("cannot switch to state …; another operation is in
+# progress"): raised before anything is sent, and the connection is replaced, so trying again is right.
+_ASYNCPG_TRANSIENT = frozenset(
+    {"PostgresConnectionError", "InterfaceError", "OperatorInterventionError", "InternalClientError"}
+)
 
 
 def _asyncpg_transient(error: BaseException) -> bool:
