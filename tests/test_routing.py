@@ -483,14 +483,19 @@ async def _far_with_person(tmp_path: Path) -> tuple[str, FarService]:
     return far_url, far
 
 
-async def test_a_message_received_but_not_forwarded_before_a_stop_is_forwarded_at_start(tmp_path: Path) -> None:
-    """recover(): routable ones are forwarded once, local and now-unroutable ones stay, half-done ones are settled."""
+async def _forwarding_router(tmp_path: Path) -> tuple[MessageStore, Routing, _Submitter]:
+    """A router's store, its routing (FaR from ``_far_with_person``) and the access point forwarding submits to."""
     far_url, far = await _far_with_person(tmp_path)
     await far.engine.dispose()
     store = await MessageStore.open(f"sqlite:///{tmp_path / 'ap.db'}", tmp_path / "files")
     settings = parse_routing(tmp_path, {"far": {"database": far_url}}, "routing")
     routing = Routing(None, RouteRecords(RouteTargets(store.db)), routing=settings)
-    access_point = _Submitter(load_pmodes(_pmodes(tmp_path)), store)
+    return store, routing, _Submitter(load_pmodes(_pmodes(tmp_path)), store)
+
+
+async def test_a_message_received_but_not_forwarded_before_a_stop_is_forwarded_at_start(tmp_path: Path) -> None:
+    """recover(): routable ones are forwarded once, local and now-unroutable ones stay, half-done ones are settled."""
+    store, routing, access_point = await _forwarding_router(tmp_path)
     try:
         sender = {"originalSender": f"0007:{SENDER}"}
         routable = await _received(store, "m1", finalRecipient=PERSON, **sender)
@@ -518,12 +523,7 @@ async def test_a_message_received_but_not_forwarded_before_a_stop_is_forwarded_a
 async def test_a_forwarded_payload_is_the_received_file_under_a_second_name_not_a_copy(tmp_path: Path) -> None:
     """A large payload is forwarded as a hard link to the received file (a 2 GiB letter needs no second 2 GiB);
     each name is deleted on its own, the other still reads whole."""
-    far_url, far = await _far_with_person(tmp_path)
-    await far.engine.dispose()
-    store = await MessageStore.open(f"sqlite:///{tmp_path / 'ap.db'}", tmp_path / "files")
-    settings = parse_routing(tmp_path, {"far": {"database": far_url}}, "routing")
-    routing = Routing(None, RouteRecords(RouteTargets(store.db)), routing=settings)
-    access_point = _Submitter(load_pmodes(_pmodes(tmp_path)), store)
+    store, routing, access_point = await _forwarding_router(tmp_path)
     letter = os.urandom(300 * 1024)  # past the inline limit: a file
     try:
         received = await _received(store, "big", content=letter, finalRecipient=PERSON, originalSender=f"0007:{SENDER}")
@@ -545,12 +545,7 @@ async def test_a_forwarded_payload_is_the_received_file_under_a_second_name_not_
 
 async def test_a_forward_that_failed_after_the_receipt_is_retried_while_running(tmp_path: Path) -> None:
     """keep_forwarding(): a message received (and receipted) whose forward failed goes on a round later, once."""
-    far_url, far = await _far_with_person(tmp_path)
-    await far.engine.dispose()
-    store = await MessageStore.open(f"sqlite:///{tmp_path / 'ap.db'}", tmp_path / "files")
-    settings = parse_routing(tmp_path, {"far": {"database": far_url}}, "routing")
-    routing = Routing(None, RouteRecords(RouteTargets(store.db)), routing=settings)
-    access_point = _Submitter(load_pmodes(_pmodes(tmp_path)), store)
+    store, routing, access_point = await _forwarding_router(tmp_path)
     # The rounds' clock starts before the message is received: the start-up round's cutoff is before it.
     clock = ManualClock(datetime.now(UTC) - timedelta(seconds=1))
     every = timedelta(seconds=30)
