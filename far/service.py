@@ -35,10 +35,11 @@ import types
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import String, bindparam, cast, delete, func, select, update
+from sqlalchemy import String, bindparam, cast, delete, func, literal_column, select, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -461,16 +462,25 @@ def _reach_query(dialect: str) -> Any:
     return query.select_from(joined).where(_wanted(dialect))
 
 
+# Between the ids of a routes row: no valid recipient has a space (twelve digits, or eIDAS: printable ASCII).
+_ID_SEPARATOR = " "
+
+
 @functools.cache
 def _routes_query(dialect: str) -> Any:
-    """What routing needs of each recipient and nothing more: account status, pending, operator id, refused,
-    dormant. No operator columns per row (``_operators_query`` reads the few operators once per answer) and no
-    times to parse: a third of the values the full query hands back."""
+    """What routing needs of each recipient and nothing more (account status, pending, operator id, refused,
+    dormant), one row per distinct state with the ids in that state joined by ``_ID_SEPARATOR``: a batch of 1,000
+    comes back as a handful of rows instead of 1,000. The driver hands over each row in a step of its own that
+    releases and takes back the GIL, and builds a tuple of six per row; with the event loop busy on the other core
+    that cost twice the lookups themselves. No operator columns (``_operators_query`` reads the few operators once
+    per answer) and no times to parse."""
     joined = recipients.outerjoin(refusals, _refused())
     refused = refusals.c.recipient_id.is_not(None)
     dormant = recipients.c.dormant_since.is_not(None)
-    columns = (recipients.c.id, recipients.c.status, recipients.c.pending, recipients.c.operator_id, refused, dormant)
-    return select(*columns).select_from(joined).where(_wanted(dialect))
+    state = (recipients.c.status, recipients.c.pending, recipients.c.operator_id, refused, dormant)
+    aggregate = func.string_agg if dialect == "postgresql" else func.group_concat
+    ids = aggregate(recipients.c.id, literal_column(f"'{_ID_SEPARATOR}'"))
+    return select(*state, ids).select_from(joined).where(_wanted(dialect)).group_by(*state)
 
 
 @functools.cache
@@ -494,10 +504,19 @@ async def _fetch(conn: AsyncConnection, query: Callable[[str], Any], values: dic
     sql, order = _compiled(dialect, query)
     driver = (await conn.get_raw_connection()).driver_connection
     assert driver is not None, "a checked-out connection has its driver connection"
-    parameters = tuple(json.dumps(values[k]) if k == "ids" else values[k] for k in order)
+    parameters = tuple(_json_array(values[k]) if k == "ids" else values[k] for k in order)
     if dialect.name == "sqlite":
         return list(await driver.execute_fetchall(sql, parameters))
     return list(await driver.fetch(sql, *parameters))
+
+
+def _json_array(ids: list[str]) -> str:
+    """``ids`` as a JSON array: joined as they are unless one needs escaping (only an eIDAS identifier can), a
+    tenth of what ``json.dumps`` costs."""
+    joined = '","'.join(ids)
+    if '"' in joined or "\\" in joined:
+        return json.dumps(ids)
+    return f'["{joined}"]' if ids else "[]"
 
 
 def _time(value: Any) -> datetime | None:
@@ -640,11 +659,15 @@ class FarService:
                 stored = await _fetch(conn, _operators_query, {})
                 fetched = await _fetch(conn, _routes_query, {"ids": sorted(valid), "sender": sender})
         routing = _RouteTable({row[0]: _operator(row) for row in stored})
-        # A batch has a handful of distinct (status, pending, operator, refused, dormant): each decided once.
-        outcome = routing.outcome
-        found = {row[0]: outcome((row[1], row[2], row[3], row[4], row[5])) for row in fetched}
+        # One row per distinct (status, pending, operator, refused, dormant), decided once for all its ids.
+        found: dict[str, int | str] = {}
+        for row in fetched:
+            found.update(zip(row[5].split(_ID_SEPARATOR), repeat(routing.outcome(tuple(row[:5])))))
         no_mailbox, invalid = Reason.NO_MAILBOX.value, Reason.INVALID_IDENTIFIER.value
-        results = [found.get(r, no_mailbox) if r in valid else invalid for r in ids]
+        if len(valid) == len(ids):  # every id valid (and distinct): no per-id test
+            results = list(map(found.get, ids, repeat(no_mailbox)))
+        else:
+            results = [found.get(r, no_mailbox) if r in valid else invalid for r in ids]
         minor = self.minor
         if minor is not None:
             results = [
