@@ -6,7 +6,6 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -16,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 from accesspoint.keys_cli import Issued
+from accesspoint.servicekit.ports import free_port as free_port
 
 # Generous: eight processes start at once, and a loaded machine (or one that writes no .pyc) takes long to import.
 START_TIMEOUT = 120.0
@@ -31,13 +31,6 @@ def say(text: str = "", indent: int = 3) -> None:
     wrapped = textwrap.fill(text, WIDTH, subsequent_indent=" " * indent, break_on_hyphens=False) if text else ""
     sys.stdout.write(wrapped + "\n")
     sys.stdout.flush()
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Child:

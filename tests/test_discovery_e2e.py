@@ -30,11 +30,12 @@ from accesspoint.msh.receiving import AcceptedMessage, accept_user_message, sign
 from accesspoint.security.inbound import read_memory_part
 from accesspoint.security.keys import load_key_pair
 from accesspoint.testing.dnsserver import DnsServer
+from accesspoint.testing.services import free_port
 from accesspoint.testing.smp import LOOPBACK, ZONE, pem, pki, publish, write_config
 from pmode import load_pmodes
 from smp.identifiers import NO_PROCESS, Identifier, peppol_naptr_name
 from smp.model import EndpointInfo, ProcessInfo, ServiceMetadata, TransportProfile
-from tests.test_msh import CERTS, TOKEN, UNREGISTERED, AccessPointProcess, _free_port
+from tests.test_msh import CERTS, TOKEN, UNREGISTERED, AccessPointProcess
 from tests.test_msh_support import error_codes
 from tests.test_smp_cli import _serve, _wait_for_port
 
@@ -144,7 +145,7 @@ class Federation:
 def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
     """dnsmasq + SMP server process + two access point processes; Sweden knows Belgium only through them."""
     folder = tmp_path_factory.mktemp("discovery-e2e")
-    smp_port, port_se, port_be, port_async = _free_port(), _free_port(), _free_port(), _free_port()
+    smp_port, port_se, port_be, port_async = free_port(), free_port(), free_port(), free_port()
     smp = _serve(write_config(folder, smp_port))
     dns = DnsServer(folder, (ZONE,))
     sweden = AccessPointProcess(folder / "se", "ap-sweden", "ap-sweden-sign", port_se, port_be)
@@ -244,7 +245,7 @@ def test_the_server_settings_name_a_bad_discovery_section(tmp_path: Path) -> Non
     """A discovery section without its SMP truststore is refused on load, naming the field."""
     from accesspoint.msh.config import ConfigError, load_config
 
-    ap = AccessPointProcess(tmp_path / "ap", "ap-sweden", "ap-sweden-sign", _free_port(), _free_port())
+    ap = AccessPointProcess(tmp_path / "ap", "ap-sweden", "ap-sweden-sign", free_port(), free_port())
     configure(ap, sender_pmodes(), discovery={"zone": ZONE})
     with pytest.raises(ConfigError, match=r"field discovery\.smp_trust: required"):
         load_config(ap.folder / "server.yaml")

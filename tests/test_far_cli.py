@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -15,6 +14,7 @@ import pytest
 
 from accesspoint.cli import main
 from accesspoint.testing.processes import listens, wait_until
+from accesspoint.testing.services import free_port
 from tests.cli import as_process, in_process
 from tests.test_far_support import BILLO, KIVRA, SENDER
 
@@ -26,14 +26,6 @@ def run(*args: str, env: dict[str, str] | None = None, process: bool = False) ->
     parsed stdout and stderr."""
     done = (as_process if process else in_process)(*args, env=env)
     return done.code, done.document, done.stderr
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 def call(url: str, method: str, body: dict[str, Any]) -> int:

@@ -10,7 +10,6 @@ import base64
 import hashlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -31,12 +30,6 @@ CERTS = REPO / "pmode" / "examples" / "certs"
 TOKEN = "test-token-0123456789abcdef"
 SERVICE = {"value": "urn:example:service:letters", "type": "urn:example:service-type"}
 UNREGISTERED = "urn:oasis:names:tc:ebcore:partyid-type:unregistered"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _party(value: str, **extra: Any) -> dict[str, Any]:

@@ -23,8 +23,9 @@ from typing import Any
 from accesspoint.core.message import read_message
 from accesspoint.core.model import SignalMessage
 from accesspoint.testing.processes import log_tail, wait_until
+from accesspoint.testing.services import free_port
 from tests.conftest import REPO
-from tests.test_msh import CERTS, SERVICE, TOKEN, AccessPointProcess, _free_port, _party
+from tests.test_msh import CERTS, SERVICE, TOKEN, AccessPointProcess, _party
 
 LOOKUP = {"value": "urn:example:service:lookup", "type": "urn:example:service-type"}
 PULL_MPC = "urn:example:mpc:for-be"
@@ -213,7 +214,7 @@ def pair(
     tmp_path: Path, *, se: dict[str, Any] | None = None, be: dict[str, Any] | None = None, **agreed: Any
 ) -> tuple[Peer, Peer]:
     """Sweden and Belgium over HTTP with the agreements (not started)."""
-    port_se, port_be = _free_port(), _free_port()
+    port_se, port_be = free_port(), free_port()
     se_url, be_url = f"http://127.0.0.1:{port_se}/as4", f"http://127.0.0.1:{port_be}/as4"
     sweden = Peer(
         tmp_path / "se", "ap-sweden", SE_KEY, port_se, agreements("ap-sweden", se_url, be_url, **agreed), settings=se

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from accesspoint.msh.config import TlsConfig
 from accesspoint.msh.tls import server_context
 from accesspoint.testing.pki import make_ca, tls_certificate
-from tests.test_msh import _free_port
+from accesspoint.testing.services import free_port
 from tests.test_msh_support import BE_KEY, SE_KEY, Peer, agreements, running, submission
 
 
@@ -42,7 +42,7 @@ def test_as4_over_https_with_and_without_required_client_certificates(tmp_path: 
     se_tls = tls_certificate(ca, "ap-se.test", tmp_path / "tls")
     be_tls = tls_certificate(ca, "ap-be.test", tmp_path / "tls")
     tester = tls_certificate(ca, "backend.test", tmp_path / "tls")
-    port_se, port_be = _free_port(), _free_port()
+    port_se, port_be = free_port(), free_port()
     se_url, be_url = f"https://127.0.0.1:{port_se}/as4", f"https://127.0.0.1:{port_be}/as4"
 
     def peer(name: str, key: str, port: int, tls: dict[str, str]) -> Peer:

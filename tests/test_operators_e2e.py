@@ -29,10 +29,11 @@ import pytest
 from accesspoint.servicekit.webhooks import SIGNATURE_HEADER, signature
 from accesspoint.testing import services
 from accesspoint.testing.processes import wait_until
+from accesspoint.testing.services import free_port
 from operators.channels import As4Channel, SoapChannel
 from operators.sender import SenderStatus, end_to_end_status
 from tests.conftest import INTEROP, REPO
-from tests.test_msh import CERTS, TOKEN, _free_port
+from tests.test_msh import CERTS, TOKEN
 from tests.test_msh_support import Peer, pair
 from tests.test_operators_support import (
     COMPANY,
@@ -119,7 +120,7 @@ recipients = ["{PERSON}"]
 def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
     """Sweden's access point, the operator's access point (webhook to the operator) and the operator, running."""
     folder = tmp_path_factory.mktemp("operators")
-    operator_port = _free_port()
+    operator_port = free_port()
     hook = {
         "url": f"http://127.0.0.1:{operator_port}/hooks/accesspoint",
         "events": ["message-received"],

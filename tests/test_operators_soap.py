@@ -14,6 +14,7 @@ from lxml import etree
 
 from accesspoint.envelopes._common import EnvelopeError
 from accesspoint.envelopes.schemas import load_minameddelanden_schema
+from accesspoint.testing.services import free_port
 from operators.channels import SoapChannel
 from operators.deliveries import CheckedDelivery, check_delivery
 from operators.soap import (
@@ -29,7 +30,6 @@ from operators.soap import (
     read_deliver_secure_answer,
 )
 from tests.conftest import interop_path
-from tests.test_msh import _free_port
 from tests.test_operators_support import PERSON, STRANGER, TRUST, sealed, secure_delivery
 
 RECORDED = {
@@ -49,7 +49,7 @@ def schema() -> etree.XMLSchema:
 async def _serve(app: web.Application) -> AsyncIterator[str]:
     runner = web.AppRunner(app)
     await runner.setup()
-    port = _free_port()
+    port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
         yield f"http://127.0.0.1:{port}/deliversecure"

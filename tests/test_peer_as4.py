@@ -34,9 +34,10 @@ from cryptography.hazmat.primitives import serialization
 
 from accesspoint.core.namespaces import PartyIdType
 from accesspoint.security.keys import KeyPair
+from accesspoint.testing.services import free_port
 from tests.peers import HERE as PEERS
 from tests.peers import peer_python
-from tests.test_msh import AccessPointProcess, _free_port
+from tests.test_msh import AccessPointProcess
 from tests.trustpki import CA_USAGE, SIGN_AND_ENCRYPT, certificate, crl
 
 AS4 = "as4==0.2.0"
@@ -193,7 +194,7 @@ def _peppol_pmodes(pki: Pki, our_port: int, peer_endpoint: str) -> dict[str, Any
 @pytest.fixture(scope="module")
 def our_ap(pki: Pki, receiver: Receiver, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AccessPointProcess]:
     """Our access point (POP000001) as a process, with revocation checking on (the profile's hard-fail)."""
-    port = _free_port()
+    port = free_port()
     folder = tmp_path_factory.mktemp("our-ap")
     ap = AccessPointProcess(folder, "our-ap", "unused", port, receiver.port)
     # The helper writes the two-AP test's settings; these replace them with the Peppol deployment.

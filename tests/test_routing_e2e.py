@@ -35,13 +35,14 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from accesspoint.security.keys import load_key_pair
 from accesspoint.testing.dnsserver import DnsServer
 from accesspoint.testing.pki import issue
+from accesspoint.testing.services import free_port
 from accesspoint.testing.smp import LOOPBACK, ZONE, pem, pki, publish, write_config, write_keys
 from far.identifiers import with_check_digit
 from smp.identifiers import NO_PROCESS, Identifier, peppol_naptr_name
 from smp.model import EndpointInfo, ProcessInfo, ServiceMetadata, TransportProfile
 from tests.conftest import REPO
 from tests.test_discovery_e2e import configure
-from tests.test_msh import CERTS, TOKEN, UNREGISTERED, AccessPointProcess, _free_port
+from tests.test_msh import CERTS, TOKEN, UNREGISTERED, AccessPointProcess
 from tests.test_smp_cli import _serve, _wait_for_port
 
 FAR_TOKEN = "far-admin-token-0123456789"
@@ -157,7 +158,7 @@ def _start_far(folder: Path, port: int, operator_port: int) -> subprocess.Popen[
 def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
     """FaR and the three access points, all running."""
     folder = tmp_path_factory.mktemp("routing-e2e")
-    far_port, nordic_port, se_port, op_port = (_free_port() for _ in range(4))
+    far_port, nordic_port, se_port, op_port = (free_port() for _ in range(4))
     ca = load_key_pair(CERTS / "ca.key.pem", None, certificate=CERTS / "ca.pem")
     operator_key, operator_certificate = write_keys(folder, issue(ca, "AP-OPERATOR-1"), "operator")
     se_endpoint = f"http://127.0.0.1:{se_port}/as4"
@@ -234,7 +235,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 @contextlib.contextmanager
 def _foreign_smp(folder: Path, url: str, certificate_file: Path) -> Iterator[dict[str, str]]:
     """dnsmasq and ``smp serve`` publishing FOREIGN at ``url``; yields the router's discovery settings."""
-    smp_port = _free_port()
+    smp_port = free_port()
     smp = _serve(write_config(folder, smp_port))
     dns = DnsServer(folder, (ZONE,))
     try:

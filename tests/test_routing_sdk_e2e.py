@@ -27,12 +27,13 @@ from accesspoint.envelopes.xhe import check_xhe
 from accesspoint.security.keys import load_key_pair
 from accesspoint.testing.dnsserver import DnsServer
 from accesspoint.testing.pki import issue
+from accesspoint.testing.services import free_port
 from accesspoint.testing.smp import LOOPBACK, ZONE, pem, pki, publish, write_config, write_keys
 from pmode.profiles import sdk
 from smp.identifiers import NO_PROCESS, Identifier, peppol_naptr_name
 from smp.model import EndpointInfo, ProcessInfo, ServiceMetadata, TransportProfile
 from tests.test_discovery_e2e import _b64, configure
-from tests.test_msh import CERTS, AccessPointProcess, _free_port
+from tests.test_msh import CERTS, AccessPointProcess
 from tests.test_operators_support import SDK_DOCUMENT, SDK_ORG, xhe
 from tests.test_routing_e2e import _document, _stop
 from tests.test_smp_cli import _serve, _wait_for_port
@@ -79,7 +80,7 @@ class Federation:
 @contextlib.contextmanager
 def _sdk_smp(folder: Path, url: str, certificate_file: Path) -> Iterator[dict[str, str]]:
     """dnsmasq and ``smp serve`` publishing ORGANISATION for ACTION on SDK's transport profile at ``url``."""
-    smp_port = _free_port()
+    smp_port = free_port()
     smp = _serve(write_config(folder, smp_port))
     dns = DnsServer(folder, (ZONE,))
     try:
@@ -106,7 +107,7 @@ def _sdk_smp(folder: Path, url: str, certificate_file: Path) -> Iterator[dict[st
 def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
     """The municipality's AP -> the Swedish AP (router) -> the organisation's AP found through BDXL + SMP."""
     folder = tmp_path_factory.mktemp("routing-sdk-e2e")
-    municipality_port, se_port, org_port = (_free_port() for _ in range(3))
+    municipality_port, se_port, org_port = (free_port() for _ in range(3))
     ca = load_key_pair(CERTS / "ca.key.pem", None, certificate=CERTS / "ca.pem")
     org_key, org_certificate = write_keys(folder, issue(ca, ORG_AP), "organisation")
     sign = {"ap-sweden": str(CERTS / "ap-sweden-sign.pem"), "municipality": str(CERTS / "partner-115.pem")}

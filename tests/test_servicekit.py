@@ -760,3 +760,27 @@ def test_webhook_signatures_match_only_their_body_and_secret() -> None:
     assert not signature_matches("webhook-secret-0002", b'{"event":"receipt"}', header)
     assert not signature_matches("webhook-secret-0001", b'{"event":"error"}', header)
     assert not signature_matches("webhook-secret-0001", b'{"event":"receipt"}', None)
+
+
+def test_a_free_port_lies_below_the_kernels_ephemeral_range_and_is_not_handed_out_twice() -> None:
+    """A picked port is bindable, outside the range the kernel gives outgoing connections, and never repeated."""
+    from accesspoint.servicekit import ports
+
+    ephemeral_start = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    picked = [free_port() for _ in range(200)]
+    assert len(set(picked)) == len(picked)
+    assert all(10000 <= port < ephemeral_start for port in picked)
+    both = ports.free_port(udp=True)
+    assert both not in picked and 10000 <= both < ephemeral_start
+
+
+def test_parallel_test_workers_pick_ports_from_disjoint_slices(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each pytest-xdist worker has its own slice of the port range, so two workers never pick the same port."""
+    from accesspoint.servicekit import ports
+
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "3")
+    slices = []
+    for worker in ("gw0", "gw1", "gw2"):
+        monkeypatch.setenv("PYTEST_XDIST_WORKER", worker)
+        slices.append(set(ports._picking_range()))
+    assert all(slices) and not (slices[0] & slices[1] or slices[1] & slices[2] or slices[0] & slices[2])

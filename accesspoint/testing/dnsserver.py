@@ -7,7 +7,6 @@ dnsmasq answer NXDOMAIN for any other name in the zone instead of forwarding it,
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -19,22 +18,9 @@ import dns.message
 import dns.query
 import dns.rdatatype
 
+from accesspoint.servicekit.ports import free_port
+
 TTL = 60
-
-
-def _free_port() -> int:
-    # UDP and TCP must both be free; ask for a UDP port and check TCP on the same number.
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port = int(udp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no free port for dnsmasq")
 
 
 def dnsmasq_binary() -> str | None:
@@ -91,7 +77,7 @@ class DnsServer:
         if binary is None:
             raise RuntimeError("dnsmasq is not installed (scripts/ensure-system-packages.sh installs it)")
         if not self.port:
-            self.port = _free_port()
+            self.port = free_port(udp=True)
         conf = self._write()
         command = [binary, "--keep-in-foreground", f"--conf-file={conf}", "--pid-file=", "--log-facility=-"]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from accesspoint.servicekit.ports import free_port as free_port
+
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
@@ -30,13 +32,6 @@ def missing_redis() -> str | None:
     if shutil.which("redis-server") is None:
         return "redis-server is not installed (scripts/ensure-system-packages.sh installs it)"
     return None
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _wait_for_port(port: int, process: subprocess.Popen[bytes] | None, log: Path, seconds: float = 30) -> None:

@@ -45,7 +45,7 @@ from accesspoint.conformance.protocol import BackendMessage, BusinessMessage, No
 from accesspoint.core.envelope import build_envelope, parse_envelope, serialize
 from accesspoint.core.message import Attachment, ReceivedMessage, pack_message, read_message
 from accesspoint.core.model import PartInfo, PartyId, Property, Service, SignalMessage, UserMessage
-from accesspoint.demo_common import Child, DemoFailure
+from accesspoint.demo_common import Child, DemoFailure, free_port
 from accesspoint.keys_cli import Issued, generate_keys
 from accesspoint.security.encryption import encrypt_attachments
 from accesspoint.security.inbound import payload_sources
@@ -53,7 +53,6 @@ from accesspoint.security.keys import KeyPair, load_key_pair
 from accesspoint.security.policy import SecurityPolicy
 from accesspoint.security.signing import AttachmentSource, sign_envelope
 from accesspoint.testing.dnsserver import DnsServer, dnsmasq_binary
-from accesspoint.testing.dnsserver import _free_port as _free_dns_port
 from accesspoint.testing.pki import issue
 from accesspoint.testing.smp import ZONE, pem, publish
 from accesspoint.testing.smp import pki as smp_pki
@@ -71,12 +70,6 @@ DRIVER_ID = "minder"
 WAIT = 20.0  # seconds a test waits for what it expects
 # ONEWAY_RETRY: three retries, half a second apart at first (AS4_CP_TA09, TA10, TA15 wait for them).
 RETRY = Retry(retries=3, interval="500ms", maximum="1s")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def ipv6_loopback() -> bool:
@@ -701,7 +694,7 @@ def start_bed(folder: Path) -> Bed:
         sockets["interceptor"].append(_listening("::1", socket.AF_INET6))
     v6_port = sockets["interceptor"][-1].getsockname()[1]
     driver_url = f"http://127.0.0.1:{sockets['driver'][0].getsockname()[1]}/as4"
-    ports = {name: _free_port() for name in ("c2", "c3", "adapter-c2", "adapter-c3", "smp")}
+    ports = {name: free_port() for name in ("c2", "c3", "adapter-c2", "adapter-c3", "smp")}
     # C2 reaches C3 over IPv6 where there is ::1 (AS4_CP_TA46); C3 listens and answers on IPv4 only.
     to_c3 = f"http://[::1]:{v6_port}/c3/as4" if ipv6 else f"http://127.0.0.1:{v4_port}/c3/as4"
     to_c2 = f"http://127.0.0.1:{v4_port}/c2/as4"
@@ -732,7 +725,7 @@ def start_bed(folder: Path) -> Bed:
     discovery_missing = None if dnsmasq_binary() is not None else "dnsmasq is not installed: BDXL needs a DNS server"
     discovery: dict[str, Any] = {}
     if discovery_missing is None:
-        dns = DnsServer(folder, (ZONE,), port=_free_dns_port())
+        dns = DnsServer(folder, (ZONE,), port=free_port(udp=True))
         for participant in (DS_FOUR_CORNER, DS_POINT_TO_POINT, DS_STALE):
             dns.add_naptr(peppol_naptr_name(Identifier.parse(participant), ZONE), f"http://127.0.0.1:{ports['smp']}/")
         (folder / "smp-trust.pem").write_bytes(pem(smp_pki().ca))

@@ -40,6 +40,7 @@ from accesspoint.msh.config import ConfigError, load_config
 from accesspoint.msh.tls import server_context
 from accesspoint.security.outbound import Payload, secure_message
 from accesspoint.testing.pki import make_ca, tls_certificate
+from accesspoint.testing.services import free_port
 from tests.conformance.bed import (
     FOUR_CORNER,
     INITIATOR,
@@ -47,7 +48,6 @@ from tests.conformance.bed import (
     UNREGISTERED,
     XML_PAYLOAD,
     Bed,
-    _free_port,
     new_message_id,
 )
 
@@ -73,7 +73,7 @@ def tls_access_point(bed: Bed, tmp_path_factory: pytest.TempPathFactory) -> Iter
     home = tmp_path_factory.mktemp("tls-access-point")
     shutil.copyfile(bed.folder / "c3" / "pmodes.yaml", home / "pmodes.yaml")
     settings = json.loads((bed.folder / "c3" / "server.yaml").read_text())
-    port = _free_port()
+    port = free_port()
     certificate = tls_certificate(make_ca("Conformance TLS CA"), "c3.conformance.test", home / "tls")
     settings.update(
         listen={"host": "127.0.0.1", "port": port},
