@@ -35,8 +35,8 @@ import types
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from itertools import repeat
 from datetime import UTC, datetime
+from itertools import repeat
 from typing import Any, NamedTuple
 
 from sqlalchemy import String, bindparam, cast, delete, func, literal_column, select, update
