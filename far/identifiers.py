@@ -24,6 +24,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
+from itertools import compress
 
 # The Recipient v3 schema type recipient:RecipientId, verbatim (schema/Recipient.xsd).
 RECIPIENT_ID_PATTERN = re.compile(
@@ -151,11 +152,29 @@ _COMMON_ORGANISATION = re.compile(r"16[0-9]{2}[2-9][0-9]{7}")
 _QUADS = {f"{a}{b}": _PAIRS[a] + _PAIRS[b] for a in _PAIRS for b in _PAIRS}
 
 
+# A batch of common shapes, one a line: the shape of 1,000 ids in one match.
+_COMMON_LINES = re.compile(
+    f"(?:(?:{_COMMON_PERSON.pattern}|{_COMMON_ORGANISATION.pattern})\n)*"
+    f"(?:{_COMMON_PERSON.pattern}|{_COMMON_ORGANISATION.pattern})"
+)
+# Each ASCII digit as the value Luhn adds for it, doubled (digit sum of 2d) or plain, and a per-id digit sum (at most
+# 10 * 9) as 0 when it is a multiple of ten, else 1.
+_DOUBLED_BYTES = bytes.maketrans(b"0123456789", bytes(int(_DOUBLED[str(d)]) for d in range(10)))
+_PLAIN_BYTES = bytes.maketrans(b"0123456789", bytes(range(10)))
+_SUM_PASSES = bytes(int(total % 10 == 0) for total in range(256))
+
+
 def valid_recipients(values: Iterable[str], policy: Policy = STRICT) -> set[str]:
     """The valid recipient identifiers among ``values``: exactly those :func:`recipient_kind` accepts, checked
-    in one pass without an exception or an object per identifier (a mailing is checked a thousand at a time)."""
+    without an exception or an object per identifier (a mailing is checked a thousand at a time)."""
     if not policy.check_digits:
         return {value for value in values if _is_recipient(value, policy)}
+    values = list(values)
+    joined = "\n".join(values)
+    # No id with a newline of its own (it would pass as two lines), every line a common shape: all twelve ASCII
+    # digits whose date needs no further look, so only the check digits are left.
+    if joined.count("\n") == len(values) - 1 and _COMMON_LINES.fullmatch(joined) is not None:
+        return _luhn_passes(values, joined.encode("ascii"))
     person, organisation, quads, pairs = _COMMON_PERSON.fullmatch, _COMMON_ORGANISATION.fullmatch, _QUADS, _PAIRS
     valid = set()
     for value in values:
@@ -166,6 +185,17 @@ def valid_recipients(values: Iterable[str], policy: Policy = STRICT) -> set[str]
         elif _is_recipient(value, policy):
             valid.add(value)
     return valid
+
+
+def _luhn_passes(values: list[str], lines: bytes) -> set[str]:
+    """The ``values`` (twelve ASCII digits each, ``lines`` them joined by newlines) whose ten digits after the
+    century pass Luhn, summed column by column as big integers with one byte per id (a sum of ten digit values
+    fits a byte, so no carry crosses ids): a handful of C calls for the batch instead of Python per id."""
+    total = 0
+    for position in range(2, 12):
+        column = lines[position::13].translate(_DOUBLED_BYTES if position % 2 == 0 else _PLAIN_BYTES)
+        total += int.from_bytes(column, "big")
+    return set(compress(values, total.to_bytes(len(values), "big").translate(_SUM_PASSES)))
 
 
 def _is_recipient(value: str, policy: Policy) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from far.identifiers import (
@@ -174,3 +174,39 @@ def test_the_batch_check_accepts_exactly_what_recipient_kind_accepts(values: lis
                 continue
             accepted.add(value)
         assert valid_recipients(values, policy) == accepted
+
+
+_COMMON_SHAPES = st.builds(
+    lambda head, nine: head + with_check_digit(nine),
+    st.sampled_from(["18", "19", "20"]),
+    st.builds(lambda yy, mm, dd, serial: f"{yy:02d}{mm:02d}{dd:02d}{serial:03d}",
+              st.integers(0, 99), st.integers(1, 12), st.sampled_from([*range(1, 29), *range(61, 89)]),
+              st.integers(0, 999)),
+) | st.builds(lambda nine: "16" + with_check_digit(nine), st.from_regex(r"[2-9][0-9]{8}", fullmatch=True))  # fmt: skip
+
+
+@given(
+    st.lists(
+        st.one_of(
+            _COMMON_SHAPES,
+            _COMMON_SHAPES.map(lambda value: value[:-1] + str((int(value[-1]) + 1) % 10)),  # a check digit off
+            _COMMON_SHAPES.map(lambda value: value[:5] + str((int(value[5]) + 5) % 10) + value[6:]),
+        ),
+        min_size=1,
+        max_size=60,
+    ),
+    st.sampled_from(["", "\n", "\n197802022389"]),
+)
+@settings(deadline=None)  # a 60-id batch on a loaded machine
+def test_a_batch_of_common_shapes_is_checked_as_recipient_kind_checks_each(values: list[str], glued: str) -> None:
+    """A batch of only twelve-digit ids of the common shapes (and one with a newline glued on) keeps exactly what
+    recipient_kind accepts."""
+    values = [*values[:-1], values[-1] + glued]
+    accepted = set()
+    for value in values:
+        try:
+            recipient_kind(value, STRICT)
+        except InvalidIdentifier:
+            continue
+        accepted.add(value)
+    assert valid_recipients(values, STRICT) == accepted
