@@ -90,3 +90,19 @@ async def test_a_mailings_rows_are_its_own(store: MailingStore) -> None:
     await _mailing(store, "m10", [RowState.REACHABLE, RowState.REACHABLE])
     assert [r.seq for r in await store.claim("m1", 10)] == [0]
     assert (await store.counts("m10"))["recipients"] == {"reachable": 2}
+
+
+async def test_an_outcome_without_an_operator_keeps_the_one_the_check_noted(store: MailingStore) -> None:
+    """FaR's check notes a row's operator; claiming and queueing without one keep it, and a refusal has none."""
+    target = {"id": "5567212431", "endpoint": "https://kivra.example/as4"}
+    await _mailing(store, "m3", [RowState.PENDING, RowState.PENDING])
+    await store.settle(
+        "m3", [Outcome(0, RowState.REACHABLE, operator=target), Outcome(1, RowState.REFUSED, reason="dormant")], now=NOW
+    )
+    assert [r.operator for r in await store.claim("m3", 10)] == [target]
+    await store.settle("m3", [Outcome(0, RowState.QUEUED, message_id=letter_id("m3", 0))], now=NOW)
+    rows = await store.rows("m3")
+    assert [(r.state, r.operator, r.payloads, r.properties) for r in rows] == [
+        (RowState.QUEUED, target, None, None),
+        (RowState.REFUSED, None, None, None),
+    ]

@@ -532,9 +532,7 @@ class Mailings:
             message_id = letter_id(mailing_id, row.seq)
             stored = await store.get(Direction.OUT, message_id)
             state = RowState.QUEUED if stored is not None else RowState.REACHABLE
-            outcomes.append(
-                Outcome(row.seq, state, message_id=message_id if stored is not None else None, operator=row.operator)
-            )
+            outcomes.append(Outcome(row.seq, state, message_id=message_id if stored is not None else None))
         await self.store.settle(mailing_id, outcomes, now=self.ctx.clock.now())
         log.info("mailing %s: %d rows a stop left in flight settled", mailing_id, len(outcomes))
         return True
@@ -557,13 +555,18 @@ class Mailings:
             started = time.monotonic()
             answers = await asyncio.gather(*(self._ask(sender, rows) for rows in batches))
             stats.seconds += time.monotonic() - started
-            for rows, outcomes in zip(batches, answers, strict=True):
+            answered: list[Outcome] = []  # the batches' answers in one transaction
+            for outcomes in answers:
                 if outcomes is None:
-                    await asyncio.sleep(IDLE)  # FaR cannot answer now: these rows stay pending
-                    return did
-                stats.checked += len(rows)
-                await self.store.settle(mailing_id, outcomes, now=self.ctx.clock.now())
+                    break
+                answered += outcomes
+            if answered:
+                await self.store.settle(mailing_id, answered, now=self.ctx.clock.now())
+                stats.checked += len(answered)
                 did = True
+            if len(answered) < sum(len(rows) for rows in batches):
+                await asyncio.sleep(IDLE)  # FaR cannot answer now: the rest stay pending
+                return did
 
     async def _ask(self, sender: str, rows: Sequence[Row]) -> list[Outcome] | None:
         far = self.ctx.routing.far
@@ -618,13 +621,13 @@ class Mailings:
         forward = forward_route(decision, self.submissions.pmodes, action=action, pmode_id=pmode_id)
         if forward is None:
             detail = f"this access point has no agreement to forward to {operator.name}"
-            return Outcome(row.seq, RowState.REFUSED, reason="no-agreement", detail=detail, operator=row.operator)
+            return Outcome(row.seq, RowState.REFUSED, reason="no-agreement", detail=detail)
         try:
             files = await self._files(mailing_id, sender, document, content, row)
         except LetterRefused as refused:
-            return Outcome(row.seq, RowState.REFUSED, refused.reason, refused.detail, operator=row.operator)
+            return Outcome(row.seq, RowState.REFUSED, refused.reason, refused.detail)
         except EnvelopeError as exc:  # this recipient's own payloads, or its SBDH, cannot be a letter
-            return Outcome(row.seq, RowState.REFUSED, "invalid-content", str(exc)[:500], operator=row.operator)
+            return Outcome(row.seq, RowState.REFUSED, "invalid-content", str(exc)[:500])
         target = RouteTarget(message_id, message_id, operator.id, operator.name, operator.party_id, endpoint)
         properties = dict(document.get("properties") or {})
         properties.update(row.properties or {})
@@ -641,8 +644,8 @@ class Mailings:
         except DuplicateMessage:
             pass  # stored before a stop: it is queued, and never twice
         except ValueError as exc:
-            return Outcome(row.seq, RowState.REFUSED, "no-agreement", str(exc), operator=row.operator)
-        return Outcome(row.seq, RowState.QUEUED, message_id=message_id, operator=row.operator)
+            return Outcome(row.seq, RowState.REFUSED, "no-agreement", str(exc))
+        return Outcome(row.seq, RowState.QUEUED, message_id=message_id)
 
     async def _files(
         self, mailing_id: str, sender: str, document: dict[str, Any], content: list[bytes], row: Row

@@ -73,9 +73,11 @@ recipients = Table(
     Column("reason", String(64), nullable=True),
     Column("detail", Text, nullable=True),
     Column("message_id", String(255), nullable=True),
-    Column("operator", JSON, nullable=True),  # FaR's operator: the forwarding target
-    Column("payloads", JSON, nullable=True),  # this recipient's own payload files
-    Column("properties", JSON, nullable=True),  # this recipient's own message properties
+    # None is SQL NULL, not the JSON text null: most rows have none of these, and a row then costs no JSON
+    # written at intake nor read at each look (rows stored as JSON null before still read back as None).
+    Column("operator", JSON(none_as_null=True), nullable=True),  # FaR's operator: the forwarding target
+    Column("payloads", JSON(none_as_null=True), nullable=True),  # this recipient's own payload files
+    Column("properties", JSON(none_as_null=True), nullable=True),  # this recipient's own message properties
     Index("ix_mailing_recipients_state", "mailing_id", "state", "seq"),
 )
 
@@ -159,7 +161,7 @@ class Row:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What became of a row."""
+    """What became of a row (``operator`` None: the row keeps the operator it has)."""
 
     seq: int
     state: RowState
@@ -191,7 +193,9 @@ _SETTLE = (
         reason=bindparam("b_reason"),
         detail=bindparam("b_detail"),
         message_id=bindparam("b_message_id"),
-        operator=bindparam("b_operator"),
+        # An outcome without an operator keeps the row's: only FaR's check sets one, and the send phase need not
+        # write each row's operator back (a JSON document a row).
+        operator=func.coalesce(bindparam("b_operator", type_=recipients.c.operator.type), recipients.c.operator),
     )
 )
 
