@@ -115,7 +115,7 @@ async def test_the_routes_answer_routes_each_recipient_as_the_full_answer_does(f
     await far.decide_operator(BILLO.id, OperatorStatus.SUSPENDED, reason="audit", actor="t")
     known = ["197802022389", "198112189876", "194004048569", "195806142377", "196408233234", "199001302380",
              "201112192396", "165568402266", "191001012382", "20" + with_check_digit("000101238")]  # fmt: skip
-    ids = [*known, "bogus", "197802022388", "ES/SE/1", *reversed(known), "197802022389"]
+    ids = [*known, "bogus", "197802022388", "ES/SE/1", 'ES/SE/"1\\', *reversed(known), "197802022389"]
     full = await far.is_reachable(SENDER, ids)
     routes = await far.routes(SENDER, ids)
 
