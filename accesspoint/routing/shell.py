@@ -20,6 +20,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, Protocol, TypeVar
 
 from opentelemetry.trace import Tracer
@@ -523,15 +524,19 @@ class Routing:
                 LetterCheck()
             )
         refusal: RoutingDecision | None = None
+        read = [part async for part in parts]
+        check = partial(
+            check_letter,
+            read,
+            sender=sender,
+            recipient=facts.final_recipient,
+            signing_certificates=() if found is None else found.sender.signing_certificates,
+            seal=self.seal,
+            today=datetime.now(UTC).date(),
+        )
         try:
-            letter = check_letter(
-                [part async for part in parts],
-                sender=sender,
-                recipient=facts.final_recipient,
-                signing_certificates=() if found is None else found.sender.signing_certificates,
-                seal=self.seal,
-                today=datetime.now(UTC).date(),
-            )
+            # Parsing, verifying and sealing a letter is off the event loop; with nothing to read, nothing is.
+            letter = await asyncio.to_thread(check) if read else check()
         except LetterRefused as refused:
             letter, refusal = LetterCheck(), refuse(facts, facts.final_recipient, refused.reason, refused.detail)
         if not bound:
