@@ -38,6 +38,7 @@ from typing import Any
 from accesspoint import demo_federation as fed
 from accesspoint.keys_cli import generate_keys
 from bench.e2e import cpu_seconds, rss_mib
+from bench.routing import per_letter, process_cpu, say_split
 
 TARGET_FAR_RATE = 50_000.0
 
@@ -94,7 +95,7 @@ def _drive(
         for recipient in recipients:
             out.write(f'"{recipient}"\n')
     sweden = federation.sweden
-    cpu_from = sum(cpu_seconds(child.pid) for child in federation.all)
+    cpu_from = process_cpu(federation.all)
     started = time.monotonic()
     answer = _post(federation, file)
     posted = time.monotonic() - started
@@ -142,7 +143,9 @@ def _drive(
         )
         progress = sweden.api("GET", "/api/v1/mailings/bench")[1]  # with the operators' answers come meanwhile
     elapsed = time.monotonic() - started
-    cpu = sum(cpu_seconds(child.pid) for child in federation.all) + cpu_of_the_killed - cpu_from
+    cpu_to = process_cpu(federation.all)
+    cpu_to[sweden.name] += cpu_of_the_killed  # the router restarted: its first process's CPU as well
+    cpu = sum(cpu_to.values()) - sum(cpu_from.values())
     return {
         "recipients": len(recipients),
         "accepted": answer.get("accepted"),
@@ -158,6 +161,7 @@ def _drive(
         "letters_in_mailboxes": in_mailboxes,
         "letters_per_s": in_mailboxes / elapsed,
         "cpu_ms_per_letter": cpu * 1000 / max(in_mailboxes, 1),
+        "cpu_ms_per_letter_by_process": per_letter(cpu_from, cpu_to, in_mailboxes),
         "router_rss_mib": {
             "first": rss[0] if rss else None,
             "min": min(rss, default=0),
@@ -220,6 +224,7 @@ def print_result(result: dict[str, Any], say: Callable[[str], None]) -> None:
         f"{rss['min']:.0f}-{rss['max']:.0f} MiB (first {rss['first']:.0f}, last {rss['last']:.0f}); load average "
         f"{result['load_average']['min']:.1f}-{result['load_average']['max']:.1f} on {os.cpu_count()} CPUs"
     )
+    say_split(result["cpu_ms_per_letter_by_process"], say)
     say(f"  counts: {result['counts']}")
     killed = result.get("kill_9")
     if killed:

@@ -231,6 +231,14 @@ class StoredMail:
 
 
 @dataclass(frozen=True, slots=True)
+class Delivered:
+    """A delivery in the mailbox: its mail ids, and whether this call stored it (else it was stored before)."""
+
+    ids: list[int]
+    new: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Handled:
     """What was done with an AS4 message."""
 
@@ -284,12 +292,12 @@ class MailboxStore:
         files: FileStore | None = None,
         staged: Path | None = None,
         also: Callable[[AsyncConnection, list[int]], Awaitable[None]] | None = None,
-    ) -> list[int]:
+    ) -> Delivered:
         """Put the delivery's messages in the recipient's mailbox and record it handled, in one transaction; with
         ``letter``, its files (``staged``) are moved into place and its row written in the same transaction;
         ``also`` writes what else goes with the new mail ids (the two-way records) in it too, so no reader sees
-        the mail without them. A delivery already stored is not stored again (its mail ids are returned, the
-        staged files left)."""
+        the mail without them. A delivery already stored is not stored again (its mail ids are returned, not
+        ``new``, the staged files left)."""
         if letter is not None and files is not None and staged is not None:
             files.place(staged, letter.uid)
         try:
@@ -304,13 +312,13 @@ class MailboxStore:
                         as4_message_id=as4_message_id, outcome="delivered", detail=None, handled_at=now
                     )
                 )
-                return ids
+                return Delivered(ids, new=True)
         except IntegrityError:
             if letter is not None and files is not None:
                 files.remove([letter.uid])
             async with self.engine.connect() as conn:
                 rows = await conn.execute(select(mail.c.id).where(mail.c.as4_message_id == as4_message_id))
-                return [int(i) for i in rows.scalars()]
+                return Delivered([int(i) for i in rows.scalars()], new=False)
         except BaseException:
             if letter is not None and files is not None:
                 files.remove([letter.uid])

@@ -27,7 +27,7 @@ import base64
 import json
 import logging
 import shutil
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
@@ -77,6 +77,18 @@ SERVICE_V3_PATH = "/soap/v3/service"
 # Payloads larger than this are attachments, never the business envelope (which is parsed in memory).
 MAX_ENVELOPE = 32 * 1024 * 1024
 WEBHOOK_MAX_SIZE = 1024 * 1024
+
+
+def _file_answer(folder: Path, parts: Sequence[AnswerPart]) -> tuple[LetterPart, ...]:
+    """Write the answer's parts into a letter's folder (``answer-<index>``): the letter's parts that list them."""
+    written = []
+    for index, part in enumerate(parts):
+        name = f"answer-{index}"
+        (folder / name).write_bytes(part.data)
+        written.append(
+            LetterPart(name, part.content_id, part.mime_type, "answer", len(part.data), payload_sha256(part.data))
+        )
+    return tuple(written)
 
 
 class AccessPointError(RuntimeError):
@@ -278,6 +290,14 @@ class Operator:
         chosen, outcome = verdict(small, self.trust, at=self.clock())
         return (int(chosen) if chosen is not None else -1), outcome
 
+    def _examine(self, folder: Path, parts: list[LetterPart]) -> tuple[int, CheckedDelivery | Refusal]:
+        """The verdict on downloaded payloads, then the two-way screen of a delivery (blocking: one worker thread
+        for both)."""
+        chosen, outcome = self._check_files(folder, parts)
+        if isinstance(outcome, CheckedDelivery):
+            outcome = self.twoway.screen(outcome, folder, parts)
+        return chosen, outcome
+
     async def handle(self, message_id: str) -> None:
         """Check, store, answer and acknowledge one received message (safe to repeat)."""
         client = self.client
@@ -301,14 +321,19 @@ class Operator:
             now = self.clock()
             if await self.twoway.broadcast(message_id, record, staged, received):
                 return
-            chosen, outcome = await asyncio.to_thread(self._check_files, staged, received)
-            if isinstance(outcome, CheckedDelivery):
-                outcome = await asyncio.to_thread(self.twoway.screen, outcome, staged, received)
+            chosen, outcome = await asyncio.to_thread(self._examine, staged, received)
             if isinstance(outcome, CheckedDelivery) and not await self.store.has_mailbox(outcome.recipient):
                 outcome = unknown_recipient(outcome)
-            letter = None
+            letter = fresh = None
+            signed: tuple[AnswerPart, ...] = ()
             if isinstance(outcome, CheckedDelivery):
                 parts_ = tuple(replace(p, role="envelope") if i == chosen else p for i, p in enumerate(received))
+                if done is None:
+                    # A first delivery: its answer is signed now and filed with the letter, in the transaction that
+                    # stores it, so the letter carries exactly the answer that is sent (handled again after a stop,
+                    # the delivery is answered with what its letter kept).
+                    signed = await self._sign(outcome, message_id, received, now)
+                    parts_ += await asyncio.to_thread(_file_answer, staged, signed)
                 fresh = Letter(
                     new_uid(),
                     outcome.recipient,
@@ -319,13 +344,14 @@ class Operator:
                     now,
                     parts_,
                     metadata=as4_metadata(record),
+                    answered_by=self.settings.id if signed else None,
                 )
                 checked = outcome
 
                 async def two_way(conn: AsyncConnection, ids: list[int]) -> None:
                     await self.twoway.delivered(conn, message_id, record, checked, ids, now)
 
-                await self.store.deliver(
+                stored = await self.store.deliver(
                     message_id,
                     self.twoway.for_mailbox(outcome),
                     now=now,
@@ -334,7 +360,7 @@ class Operator:
                     staged=staged,
                     also=two_way,
                 )
-                letter = await self.store.letter(outcome.recipient, message_id)
+                letter = fresh if stored.new else await self.store.letter(outcome.recipient, message_id)
                 log.info("delivery %s: in the mailbox of %s", message_id, outcome.recipient)
                 self.metrics.deliveries.labels(network=outcome.network.value, result="delivered").inc()
             else:
@@ -343,7 +369,8 @@ class Operator:
                 self.metrics.deliveries.labels(network=outcome.network.value, result=outcome.code).inc()
         finally:
             shutil.rmtree(staged, ignore_errors=True)
-        parts = await self._answer(outcome, message_id, received, letter, now)
+        # The answer filed with the letter this call stored, else the one a letter kept (or a refusal's, built now).
+        parts = signed if signed and letter is fresh else await self._answer(outcome, message_id, received, letter, now)
         reply_id = f"{stable_id('reply', message_id)}@{self.settings.id}"
         answer = [{"content_id": p.content_id, "mime_type": p.mime_type} for p in parts]
         reply_pmode = self.settings.access_point.reply_pmode
@@ -383,7 +410,17 @@ class Operator:
                 data = await asyncio.to_thread(self.files.path(letter.uid, p.name).read_bytes)
                 again.append(AnswerPart(p.content_id, p.mime_type, data))
             return tuple(again)
-        parts = await asyncio.to_thread(  # signing (and schema checks): off the event loop
+        parts = await self._sign(outcome, message_id, received, now)
+        if letter is not None:  # a letter stored before its answer was filed with it (by an earlier version)
+            written = await asyncio.to_thread(_file_answer, self.files.folder(letter.uid), parts)
+            await self.store.add_answer(letter.uid, written, self.settings.id)
+        return parts
+
+    async def _sign(
+        self, outcome: CheckedDelivery | Refusal, message_id: str, received: list[LetterPart], now: datetime
+    ) -> tuple[AnswerPart, ...]:
+        """The signed answer to a delivery (built off the event loop: signing and schema checks)."""
+        return await asyncio.to_thread(
             partial(
                 build_answer,
                 outcome,
@@ -397,18 +434,6 @@ class Operator:
                 xhe_schema=self.trust.xhe_schema,
             )
         )
-        if letter is not None:
-            written = []
-            for index, part in enumerate(parts):
-                name = f"answer-{index}"
-                await asyncio.to_thread(self.files.path(letter.uid, name).write_bytes, part.data)
-                written.append(
-                    LetterPart(
-                        name, part.content_id, part.mime_type, "answer", len(part.data), payload_sha256(part.data)
-                    )
-                )
-            await self.store.add_answer(letter.uid, written, self.settings.id)
-        return parts
 
     async def deliver_soap(self, delivery: CheckedDelivery, document: bytes) -> bool:
         """A delivery that came over Service v3: into the mailbox (once per business id) when there is one, the

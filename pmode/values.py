@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -99,8 +100,11 @@ class Context:
         self.problems.append(Problem(self.file, self.pmode, path, message))
 
     def resolve(self, text: str) -> Path:
-        """A path from the file, relative to the file's folder."""
-        path = Path(text).expanduser()
+        """A path from the file, relative to the file's folder; ``~`` or ``~user`` is a home folder where there is
+        one, else the name as written (so its load fails with the field named, not an exception)."""
+        path = Path(text)
+        with contextlib.suppress(RuntimeError):  # no such user, or no HOME
+            path = path.expanduser()
         return path if path.is_absolute() else self.base / path
 
 

@@ -241,6 +241,23 @@ def test_pmode_party_endpoint_with_an_unclosed_ipv6_host_is_a_problem_not_a_valu
     assert (str(path), f"parties.{party}.endpoint") in [(p.file, p.field) for p in caught.value.problems]
 
 
+def test_pmode_certificate_path_in_an_unknown_users_home_is_a_problem_not_a_runtime_error(tmp_path: Path) -> None:
+    """A certificate path ``~nosuchuser/…`` (expanduser raises) is reported with its file and field as not loadable."""
+    shutil.copytree(EXAMPLES / "certs", tmp_path / "certs")
+    document = yaml.safe_load((EXAMPLES / "pmodes.yaml").read_text())
+    party = next(iter(document["parties"]))
+    document["parties"][party]["signing_certificate"] = "~no-such-user-here/sign.pem"
+    path = tmp_path / "pmodes.yaml"
+    path.write_text(dump_yaml(document))
+    with pytest.raises(PModeError) as caught:
+        load_pmodes(path)
+    found = [(p.file, p.field, p.message) for p in caught.value.problems]
+    assert any(
+        (file, field) == (str(path), f"parties.{party}.signing_certificate") and "'~no-such-user-here/sign.pem'" in text
+        for file, field, text in found
+    ), found
+
+
 @pytest.mark.parametrize("regexp", ["!(.*)*1!https://smp.example!i", "!\\w*\\w*\\w*\\w*x!https://smp.example!"])
 def test_naptr_regexp_whose_matching_could_backtrack_without_bound_is_refused(regexp: str) -> None:
     """A NAPTR regexp repeating a group, or with many quantifiers, is BdxlError before it runs (it ran for minutes)."""

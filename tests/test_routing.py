@@ -51,7 +51,16 @@ from accesspoint.routing.outbound import (
 from accesspoint.routing.settings import NetworkDiscovery, parse_discovery, parse_routing
 from accesspoint.routing.shell import Routing
 from accesspoint.servicekit.settings import SettingsError
-from accesspoint.store import Database, Direction, EvidenceKind, MessageStore, NewEvidence, NewPayload, StoredMessage
+from accesspoint.store import (
+    Database,
+    Direction,
+    DuplicateMessage,
+    EvidenceKind,
+    MessageStore,
+    NewEvidence,
+    NewPayload,
+    StoredMessage,
+)
 from accesspoint.store import MessageInfo as StoreInfo
 from accesspoint.store.clock import ManualClock
 from accesspoint.store.hooks import TransactionHook
@@ -407,6 +416,60 @@ async def test_a_forwarded_message_goes_to_the_endpoint_its_route_record_names(t
         await resolver.resolve("fwd-1", header, routes["to-network"], at=datetime.now(UTC))
     with pytest.raises(EbmsError, match="no discovery settings"):  # no record: discovery, which is not set up
         await resolver.resolve("fwd-2", header, routes["to-network"], at=datetime.now(UTC))
+
+
+async def test_a_route_target_is_remembered_once_committed_and_a_duplicate_replaces_nothing(tmp_path: Path) -> None:
+    """A target committed with its message is read back without the database; a duplicate's is neither written nor
+    remembered; a new process reads the stored one."""
+    store = await MessageStore.open(f"sqlite:///{tmp_path / 'ap.db'}", tmp_path / "files")
+    records = RouteRecords(RouteTargets(store.db))
+    first = RouteTarget("fwd-1", "m1", OPERATOR.id, OPERATOR.name, "AP-OPERATOR-1", "https://op.example/as4")
+    other = replace(first, endpoint="https://elsewhere.example/as4")
+    now = datetime.now(UTC)
+    try:
+        await store.submit(StoreInfo("fwd-1"), [], now=now, hooks=[records.hook(first, now=now)])
+        with pytest.raises(DuplicateMessage):
+            await store.submit(StoreInfo("fwd-1"), [], now=now, hooks=[records.hook(other, now=now)])
+        read: list[str] = []
+        stored_get = records.targets.get
+
+        async def counted(message_id: str) -> Any:
+            read.append(message_id)
+            return await stored_get(message_id)
+
+        records.targets.get = counted  # type: ignore[method-assign]
+        assert await records.get("fwd-1") == first and read == []
+        restarted = RouteRecords(RouteTargets(store.db))
+        assert await restarted.get("fwd-1") == first and await restarted.get("fwd-2") is None
+    finally:
+        await store.close()
+
+
+async def test_far_questions_asked_meanwhile_go_in_one_request_each_answered_as_alone(tmp_path: Path) -> None:
+    """Letters asking FaR at once are answered from one routes request, each with its own recipient's answer."""
+    far_url, far = await _far_with_person(tmp_path)
+    await far.engine.dispose()
+    settings = parse_routing(tmp_path, {"far": {"database": far_url}}, "routing")
+    routing = Routing(None, _records(tmp_path), routing=settings)
+    assert routing.far is not None
+    nobody = "19" + with_check_digit("121212121")  # no mailbox in FaR
+    try:
+        alone = [await routing.far.is_reachable(SENDER, r) for r in (PERSON, nobody)]
+        lookup = routing.far._lookup
+        assert isinstance(lookup, FarService)
+        asked: list[Sequence[str]] = []
+        routes = lookup.routes
+
+        async def counted(sender: str, recipients: Sequence[str]) -> Routes:
+            asked.append(list(recipients))
+            return await routes(sender, recipients)
+
+        lookup.routes = counted  # type: ignore[method-assign]
+        together = await asyncio.gather(*(routing.far.is_reachable(SENDER, r) for r in [PERSON, nobody] * 5))
+        assert asked == [[PERSON, nobody] * 5]
+        assert together == alone * 5 and together[0] != together[1]
+    finally:
+        await routing.close()
 
 
 def test_an_sdk_message_is_forwarded_on_the_sdk_pmode_with_a_dynamic_partner() -> None:

@@ -21,6 +21,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -34,6 +36,9 @@ from accesspoint.routing.settings import NetworkDiscovery
 from accesspoint.security.revocation import RevocationSource
 from accesspoint.security.trust import CertificateUsage, TrustError, validate_certificate
 from accesspoint.servicekit.httpclient import AddressPolicy
+from accesspoint.store.hooks import TransactionHook
+from accesspoint.store.ops import Also
+from accesspoint.store.records import StoredMessage
 from accesspoint.store.routes import RouteHook, RouteTargets, StoredRoute
 from pmode import Route
 from pmode.model import Side
@@ -79,23 +84,36 @@ class RouteRecords:
     """Route targets of forwarded messages, kept in the message store (``accesspoint.store.routes``).
 
     A target is written in the transaction that stores the message it routes (``hook``), so every attempt, every
-    instance and a restart send it to the same place, and it is purged with its message.
+    instance and a restart send it to the same place, and it is purged with its message. A recorded target never
+    changes, so the targets this process wrote or read are also kept in memory (bounded): the checks before each
+    forwarding attempt do not read the database again.
     """
 
-    def __init__(self, targets: RouteTargets) -> None:
+    def __init__(self, targets: RouteTargets, *, remember: int = 20_000) -> None:
         self.targets = targets
+        self._remember = remember
+        self._known: OrderedDict[str, RouteTarget] = OrderedDict()
 
-    @staticmethod
-    def hook(target: RouteTarget, *, now: datetime) -> RouteHook:
-        """What records ``target`` in the transaction that stores its message."""
-        return RouteHook(_stored(target), now=now)
+    def hook(self, target: RouteTarget, *, now: datetime) -> TransactionHook:
+        """What records ``target`` in the transaction that stores its message (remembered once it committed)."""
+        return _Remembered(RouteHook(_stored(target), now=now), self, target)
+
+    def _keep(self, target: RouteTarget) -> None:
+        known = self._known
+        known[target.message_id] = target
+        known.move_to_end(target.message_id)
+        while len(known) > self._remember:
+            known.popitem(last=False)
 
     async def get(self, message_id: str) -> RouteTarget | None:
         """The target recorded for ``message_id``, or None."""
+        known = self._known.get(message_id)
+        if known is not None:
+            return known
         stored = await self.targets.get(message_id)
         if stored is None:
             return None
-        return RouteTarget(
+        target = RouteTarget(
             stored.message_id,
             stored.received_message_id,
             stored.operator_id,
@@ -103,6 +121,8 @@ class RouteRecords:
             stored.party_id,
             stored.endpoint,
         )
+        self._keep(target)
+        return target
 
     async def adopt_folder(self, folder: Path) -> int:
         """Take in the targets an earlier version kept as JSON files in ``folder`` (then delete them); how many."""
@@ -118,6 +138,25 @@ class RouteRecords:
         for path in paths:
             await asyncio.to_thread(path.unlink, missing_ok=True)
         return adopted
+
+
+class _Remembered:
+    """A RouteHook that, once its row committed with the message, keeps the target in ``RouteRecords``' memory
+    (never for a duplicate, whose stored target stands: the store neither writes nor commits its rows)."""
+
+    def __init__(self, hook: RouteHook, records: RouteRecords, target: RouteTarget) -> None:
+        self.hook, self.records, self.target = hook, records, target
+        self._written = False
+
+    def rows(self, message: StoredMessage) -> list[Also]:
+        rows = self.hook.rows(message)
+        self._written = True
+        return rows
+
+    def committed(self) -> None:
+        self.hook.committed()
+        if self._written:
+            self.records._keep(self.target)
 
 
 def _stored(target: RouteTarget) -> StoredRoute:
@@ -246,8 +285,13 @@ class PartnerResolver:
         for client in self._clients.values():
             await client.close()
 
-    async def resolve(self, message_id: str, user: UserMessage, route: Route, *, at: datetime) -> Route:
-        """The route with the partner filled in; EbmsError when the message cannot go, RouteUnavailable for now."""
+    async def resolve(
+        self, message_id: str, user: UserMessage | Callable[[], Awaitable[UserMessage]], route: Route, *, at: datetime
+    ) -> Route:
+        """The route with the partner filled in; EbmsError when the message cannot go, RouteUnavailable for now.
+
+        ``user`` is the stored header, or how to read it: it is read only when the participant must be discovered
+        (a route record naming the operator's endpoint needs no header)."""
         if not route.dynamic:
             return route
         target = await self.records.get(message_id)
@@ -267,7 +311,10 @@ class PartnerResolver:
                 encryption=partner.certificate_for_encryption,
                 party_ids=party_ids,
             )
-        participant = target.party_id if target is not None else participant_of(user)
+        if target is not None:
+            participant: str | None = target.party_id
+        else:
+            participant = participant_of(user if isinstance(user, UserMessage) else await user())
         if participant is None:
             missing = "no finalRecipient or To PartyId to discover the partner by"
             raise EbmsError(ErrorCode.VALUE_NOT_RECOGNIZED, missing)

@@ -20,6 +20,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, Protocol, TypeVar
 
 from opentelemetry.trace import Tracer
@@ -164,6 +165,39 @@ class FarLookupMetrics:
     tracer: Tracer
 
 
+# FaR is asked about every letter before its receipt. Under load the letters' questions are gathered: at most
+# _IN_FLIGHT requests are out at once, and the questions asked meanwhile go together in the next one (up to _BATCH),
+# so FaR and the router spend one HTTP request on many letters; a lone letter is asked about at once.
+_IN_FLIGHT = 2
+_BATCH = 500
+
+
+class _Questions:
+    """Recipients one sender's letters asked FaR about, sent together in one ``routes`` request."""
+
+    def __init__(self, sender: str) -> None:
+        self.sender = sender
+        self.recipients: list[str] = []
+        self.waiting: list[asyncio.Future[Reachability | FarFailure]] = []
+        self.sent = False
+
+    def add(self, recipient: str) -> asyncio.Future[Reachability | FarFailure]:
+        """Ask about ``recipient`` too: the future answer."""
+        waiting: asyncio.Future[Reachability | FarFailure] = asyncio.get_running_loop().create_future()
+        self.recipients.append(recipient)
+        self.waiting.append(waiting)
+        return waiting
+
+    def answer(self, answer: Routes | FarFailure) -> None:
+        """Give each question its answer (a failure of the request is every question's)."""
+        found: list[Reachability | FarFailure] = (
+            [answer] * len(self.recipients) if isinstance(answer, FarFailure) else [*answer.answers(self.recipients)]
+        )
+        for waiting, one in zip(self.waiting, found, strict=True):
+            if not waiting.done():
+                waiting.set_result(one)
+
+
 class _FarLookup:
     """FaR over HTTP (FarClient) or in this process (FarService on its own engine), opened on first use."""
 
@@ -179,6 +213,10 @@ class _FarLookup:
         self._known: dict[str, tuple[float, SenderView | None]] = {}
         # Operator records (their approval) likewise, for the check before each forwarding attempt.
         self._operators: dict[str, tuple[float, Operator | None]] = {}
+        # Questions about recipients gathering for FaR, by sender, while the requests in flight are answered.
+        self._questions: dict[str, _Questions] = {}
+        self._in_flight = asyncio.Semaphore(_IN_FLIGHT)
+        self._asking: set[asyncio.Task[None]] = set()
 
     async def _open(self) -> ReachabilityLookup:
         async with self._lock:
@@ -272,8 +310,29 @@ class _FarLookup:
         return answer
 
     async def _one(self, sender: str, recipient: str) -> Reachability | FarFailure:
-        answers = await self.routes(sender, [recipient])
-        return answers if isinstance(answers, FarFailure) else answers.answers([recipient])[0]
+        """FaR's answer about one recipient: asked with the others asked about meanwhile (see ``_Questions``)."""
+        questions = self._questions.get(sender)
+        if questions is None or questions.sent or len(questions.recipients) >= _BATCH:
+            questions = self._questions[sender] = _Questions(sender)
+            task = asyncio.create_task(self._ask(questions))
+            self._asking.add(task)
+            task.add_done_callback(self._asking.discard)
+        return await questions.add(recipient)
+
+    async def _ask(self, questions: _Questions) -> None:
+        """Send a batch once one of the ``_IN_FLIGHT`` requests is free (questions gather while none is), and answer
+        every question in it; whatever happens, none is left waiting."""
+        try:
+            async with self._in_flight:
+                questions.sent = True
+                if self._questions.get(questions.sender) is questions:
+                    del self._questions[questions.sender]
+                answer = await self.routes(questions.sender, questions.recipients)
+            questions.answer(answer)
+        except BaseException as exc:
+            questions.answer(FarFailure(unavailable=True, detail=f"FaR failed: {type(exc).__name__}"))
+            if not isinstance(exc, Exception):
+                raise
 
     async def routes(self, sender: str, recipients: Sequence[str]) -> Routes | FarFailure:
         """FaR's answers about up to 1,000 recipients, in order, or why there are none."""
@@ -357,8 +416,11 @@ class Routing:
             return route
         if sending:
             await self._check_operator(message.message_id)
-        user = await stored_header(store, message)
-        return await self.resolver.resolve(message.message_id, user, route, at=at)
+
+        async def header() -> UserMessage:
+            return await stored_header(store, message)
+
+        return await self.resolver.resolve(message.message_id, header, route, at=at)
 
     async def _check_operator(self, message_id: str) -> None:
         """EbmsError when the operator of this forward's route record is no longer approved (see ``resolve``)."""
@@ -462,15 +524,19 @@ class Routing:
                 LetterCheck()
             )
         refusal: RoutingDecision | None = None
+        read = [part async for part in parts]
+        check = partial(
+            check_letter,
+            read,
+            sender=sender,
+            recipient=facts.final_recipient,
+            signing_certificates=() if found is None else found.sender.signing_certificates,
+            seal=self.seal,
+            today=datetime.now(UTC).date(),
+        )
         try:
-            letter = check_letter(
-                [part async for part in parts],
-                sender=sender,
-                recipient=facts.final_recipient,
-                signing_certificates=() if found is None else found.sender.signing_certificates,
-                seal=self.seal,
-                today=datetime.now(UTC).date(),
-            )
+            # Parsing, verifying and sealing a letter is off the event loop; with nothing to read, nothing is.
+            letter = await asyncio.to_thread(check) if read else check()
         except LetterRefused as refused:
             letter, refusal = LetterCheck(), refuse(facts, facts.final_recipient, refused.reason, refused.detail)
         if not bound:
