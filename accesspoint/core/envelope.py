@@ -286,16 +286,6 @@ class _TextWriter:
             return None
         return "".join(self._out) + "".join(reversed(self._close))
 
-    def finish(self) -> etree._Element | None:
-        """The parsed tree, or None when a value is not plain (the caller then uses the tree writer)."""
-        text = self.text()
-        if text is None:
-            return None
-        try:
-            return etree.fromstring(text.encode(), _TEXT_PARSER)
-        except etree.XMLSyntaxError:  # pragma: no cover - plain values always parse; the API path decides
-            return None
-
 
 _Writer = _TreeWriter | _TextWriter
 
@@ -313,12 +303,13 @@ def build_envelope(
     The Body is empty unless ``body_payload`` is given (AS4 puts payloads in MIME parts).
     """
     soap = _SOAP_NAMES[soap_version]
-    text = _TextWriter(soap.text_start, soap.text_end)
-    try:
-        _write_envelope(text, header, soap, messaging_id, body_id)
-        envelope = text.finish()
-    except Exception:  # any surprise (a bad model, a naive timestamp) is the API path's to raise
-        envelope = None
+    text = _text_envelope(header, soap, messaging_id, body_id)
+    envelope = None
+    if text is not None:
+        try:
+            envelope = etree.fromstring(text.encode(), _TEXT_PARSER)
+        except etree.XMLSyntaxError:  # pragma: no cover - plain values always parse; the API path decides
+            envelope = None
     if envelope is None:
         tree = _TreeWriter(soap.envelope[0], soap.nsmap)
         _write_envelope(tree, header, soap, messaging_id, body_id)
@@ -342,16 +333,20 @@ def envelope_bytes(header: UserMessage, *, soap_version: SoapVersion = SoapVersi
     For an envelope that is kept rather than signed (a submission's header, kept to rebuild each attempt from).
     User messages only: a signal may hold an element without children, which lxml writes as ``<x/>``.
     """
-    soap = _SOAP_NAMES[soap_version]
-    writer = _TextWriter(soap.text_start, soap.text_end)
-    try:
-        _write_envelope(writer, header, soap, DEFAULT_MESSAGING_ID, DEFAULT_BODY_ID)
-        text = writer.text()
-    except Exception:  # any surprise (a bad model, a naive timestamp) is the API path's to raise
-        text = None
+    text = _text_envelope(header, _SOAP_NAMES[soap_version], DEFAULT_MESSAGING_ID, DEFAULT_BODY_ID)
     if text is None:
         return serialize(build_envelope(header, soap_version=soap_version))
     return (_XML_DECLARATION + text).encode()
+
+
+def _text_envelope(header: AS4Header, soap: _SoapNames, messaging_id: str, body_id: str) -> str | None:
+    """The envelope as the text writer writes it, or None when the tree writer must (a value not plain)."""
+    writer = _TextWriter(soap.text_start, soap.text_end)
+    try:
+        _write_envelope(writer, header, soap, messaging_id, body_id)
+        return writer.text()
+    except Exception:  # any surprise (a bad model, a naive timestamp) is the API path's to raise
+        return None
 
 
 def _write_envelope(writer: _Writer, header: AS4Header, soap: _SoapNames, messaging_id: str, body_id: str) -> None:
