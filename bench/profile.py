@@ -166,9 +166,9 @@ def main(argv: list[str] | None = None) -> None:
     sys.stdout.write(
         f"{result['profile']}, {result['payload_bytes']} B payloads, {result['messages']} messages in one process:"
         f" CPU {result['user_ms'] + result['system_ms']:.2f} ms per message (user {result['user_ms']:.2f}, system"
-        f" {result['system_ms']:.2f}; on the event loop's thread {result['loop_ms']:.2f}), {result['switches']:.1f} context switches per message,"
-        f" {result['msg_per_s']:.1f} msg/s{' (profiled)' if profiler else ''}; load average"
-        f" {result['load_average']:.1f}\n"
+        f" {result['system_ms']:.2f}; on the event loop's thread {result['loop_ms']:.2f}),"
+        f" {result['switches']:.1f} context switches per message, {result['msg_per_s']:.1f} msg/s"
+        f"{' (profiled)' if profiler else ''}; load average {result['load_average']:.1f}\n"
     )
     if profiler is not None and args.output is not None:
         profiler.dump_stats(args.output)
