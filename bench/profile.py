@@ -7,7 +7,8 @@ INFO into a file and the garbage collector set as ``accesspoint serve`` sets the
 one event loop, with a closed loop of ``window`` JSON submissions in flight through the sender's REST API, and reports:
 
 - CPU per delivered message of this process (user and system, every thread: both servers, their store writers
-  and the load's small client), with the context switches per message;
+  and the load's small client), the part of it spent on the event loop's thread (what one core bounds), with
+  the context switches per message;
 - with ``--top N``: the functions with the most own CPU time on the event-loop thread (cProfile timed by that
   thread's CPU clock, so time spent waiting for a core does not count; cProfile adds its own cost per Python call,
   so the Python share reads larger than it is). ``--output FILE`` keeps the pstats for ``python -m pstats``.
@@ -123,11 +124,13 @@ async def measure(
                     load = ClosedLoop(http, sender, ledger, PMODES[profile], size)
                     await load.run(WARM_UP, window, "warm")
                     before, started = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+                    loop_before = time.thread_time()
                     if profiler is not None:
                         profiler.enable()
                     await load.run(messages, window, "measured")
                     if profiler is not None:
                         profiler.disable()
+                    loop_ms = (time.thread_time() - loop_before) * 1000 / messages
                     after, ended = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
                 await ledger.close()
     finally:
@@ -138,6 +141,7 @@ async def measure(
         "payload_bytes": size,
         "user_ms": (after.ru_utime - before.ru_utime) * 1000 / messages,
         "system_ms": (after.ru_stime - before.ru_stime) * 1000 / messages,
+        "loop_ms": loop_ms,
         "switches": (after.ru_nvcsw - before.ru_nvcsw + after.ru_nivcsw - before.ru_nivcsw) / messages,
         "msg_per_s": messages / (ended - started),
         "load_average": os.getloadavg()[0],
@@ -162,9 +166,9 @@ def main(argv: list[str] | None = None) -> None:
     sys.stdout.write(
         f"{result['profile']}, {result['payload_bytes']} B payloads, {result['messages']} messages in one process:"
         f" CPU {result['user_ms'] + result['system_ms']:.2f} ms per message (user {result['user_ms']:.2f}, system"
-        f" {result['system_ms']:.2f}), {result['switches']:.1f} context switches per message,"
-        f" {result['msg_per_s']:.1f} msg/s{' (profiled)' if profiler else ''}; load average"
-        f" {result['load_average']:.1f}\n"
+        f" {result['system_ms']:.2f}; on the event loop's thread {result['loop_ms']:.2f}),"
+        f" {result['switches']:.1f} context switches per message, {result['msg_per_s']:.1f} msg/s"
+        f"{' (profiled)' if profiler else ''}; load average {result['load_average']:.1f}\n"
     )
     if profiler is not None and args.output is not None:
         profiler.dump_stats(args.output)

@@ -274,8 +274,8 @@ class _TextWriter:
                 text += f' {attribute}="{value}"'
         return text
 
-    def finish(self) -> etree._Element | None:
-        """The parsed tree, or None when a value is not plain (the caller then uses the tree writer)."""
+    def text(self) -> str | None:
+        """The document as text, or None when a value is not plain (the caller then uses the tree writer)."""
         if self._empty_text:
             return None
         try:
@@ -284,11 +284,7 @@ class _TextWriter:
             return None
         if not _plain_text(values):
             return None
-        self._out.extend(reversed(self._close))
-        try:
-            return etree.fromstring("".join(self._out).encode(), _TEXT_PARSER)
-        except etree.XMLSyntaxError:  # pragma: no cover - plain values always parse; the API path decides
-            return None
+        return "".join(self._out) + "".join(reversed(self._close))
 
 
 _Writer = _TreeWriter | _TextWriter
@@ -307,12 +303,13 @@ def build_envelope(
     The Body is empty unless ``body_payload`` is given (AS4 puts payloads in MIME parts).
     """
     soap = _SOAP_NAMES[soap_version]
-    text = _TextWriter(soap.text_start, soap.text_end)
-    try:
-        _write_envelope(text, header, soap, messaging_id, body_id)
-        envelope = text.finish()
-    except Exception:  # any surprise (a bad model, a naive timestamp) is the API path's to raise
-        envelope = None
+    text = _text_envelope(header, soap, messaging_id, body_id)
+    envelope = None
+    if text is not None:
+        try:
+            envelope = etree.fromstring(text.encode(), _TEXT_PARSER)
+        except etree.XMLSyntaxError:  # pragma: no cover - plain values always parse; the API path decides
+            envelope = None
     if envelope is None:
         tree = _TreeWriter(soap.envelope[0], soap.nsmap)
         _write_envelope(tree, header, soap, messaging_id, body_id)
@@ -325,6 +322,31 @@ def build_envelope(
 def serialize(envelope: etree._Element) -> bytes:
     """The envelope as UTF-8 bytes with an XML declaration."""
     return etree.tostring(envelope, xml_declaration=True, encoding="UTF-8")
+
+
+_XML_DECLARATION = "<?xml version='1.0' encoding='UTF-8'?>\n"
+
+
+def envelope_bytes(header: UserMessage, *, soap_version: SoapVersion = SoapVersion.V12) -> bytes:
+    """``serialize(build_envelope(header))``, the same bytes, without parsing the text into a tree to serialise it.
+
+    For an envelope that is kept rather than signed (a submission's header, kept to rebuild each attempt from).
+    User messages only: a signal may hold an element without children, which lxml writes as ``<x/>``.
+    """
+    text = _text_envelope(header, _SOAP_NAMES[soap_version], DEFAULT_MESSAGING_ID, DEFAULT_BODY_ID)
+    if text is None:
+        return serialize(build_envelope(header, soap_version=soap_version))
+    return (_XML_DECLARATION + text).encode()
+
+
+def _text_envelope(header: AS4Header, soap: _SoapNames, messaging_id: str, body_id: str) -> str | None:
+    """The envelope as the text writer writes it, or None when the tree writer must (a value not plain)."""
+    writer = _TextWriter(soap.text_start, soap.text_end)
+    try:
+        _write_envelope(writer, header, soap, messaging_id, body_id)
+        return writer.text()
+    except Exception:  # any surprise (a bad model, a naive timestamp) is the API path's to raise
+        return None
 
 
 def _write_envelope(writer: _Writer, header: AS4Header, soap: _SoapNames, messaging_id: str, body_id: str) -> None:

@@ -7,7 +7,6 @@ signed receipt; any EbmsError becomes a signed error signal through ``error_resp
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,7 +15,7 @@ from cryptography.hazmat.primitives import serialization
 
 from accesspoint.core.conformance import check_wire
 from accesspoint.core.errors import EbmsError, ErrorCode
-from accesspoint.core.ids import new_message_id
+from accesspoint.core.ids import new_message_id, new_xml_id
 from accesspoint.core.message import ReceivedMessage
 from accesspoint.core.model import MessageInfo, PullRequest, SignalMessage, UserMessage
 from accesspoint.core.namespaces import TEST_ACTION, TEST_SERVICE, SoapVersion
@@ -29,10 +28,6 @@ from accesspoint.security.receipts import sign_signal
 from accesspoint.security.revocation import RevocationSource
 from accesspoint.security.signing import TokenCache, TokenTemplates, VerifiedSignature
 from pmode import PModeSet, Route
-
-
-def _signal_id() -> str:
-    return f"_{uuid.uuid4().hex}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +166,7 @@ def signed_signal(
     templates: TokenTemplates | None = None,
 ) -> bytes:
     """A receipt or error as signed bare SOAP in the request's SOAP version."""
-    return sign_signal(signal, keys, policy, soap_version=soap_version, new_id=_signal_id, templates=templates)
+    return sign_signal(signal, keys, policy, soap_version=soap_version, new_id=new_xml_id, templates=templates)
 
 
 def policy_for_key(keys: KeyPair) -> SecurityPolicy:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from accesspoint.core.envelope import build_envelope, serialize
+from accesspoint.core.envelope import envelope_bytes
 from accesspoint.core.ids import new_message_id
 from accesspoint.core.model import CollaborationInfo, PartyInfo, Property, UserMessage
 from accesspoint.core.model import MessageInfo as HeaderInfo
@@ -233,7 +233,7 @@ class Submissions:
         if allowed is not None:
             allowed(route.pmode.id, info.from_party or "")
         # The header as submitted, kept with the message: what the sender rebuilds it from on every attempt.
-        header_bytes = serialize(build_envelope(header))
+        header_bytes = envelope_bytes(header)
         kept = NewEvidence(EvidenceKind.RAW_MESSAGE, once(header_bytes), ctx.agreements.evidence_retention(route))
         stored = await ctx.store.submit(info, list(submission.payloads), now=now, evidence=[kept], hooks=hooks)
         self.pipeline.remember(header, submission.payloads)

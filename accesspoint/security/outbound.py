@@ -8,7 +8,6 @@ partner's receipt must echo.
 from __future__ import annotations
 
 import dataclasses
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -16,6 +15,7 @@ from cryptography import x509
 
 from accesspoint.core.compression import compress_stream
 from accesspoint.core.envelope import build_envelope, serialize
+from accesspoint.core.ids import new_xml_id
 from accesspoint.core.message import Attachment, PackedMessage, pack_message, payload_part_info
 from accesspoint.core.model import Property, ReferenceEcho, UserMessage
 from accesspoint.core.namespaces import GZIP, SoapVersion
@@ -51,10 +51,6 @@ class SecuredMessage:
     user_message: UserMessage
     references: tuple[ReferenceEcho, ...]  # empty when the policy does not sign
     envelope: bytes = b""  # the signed SOAP envelope as it goes on the wire (non-repudiation evidence)
-
-
-def _new_id() -> str:
-    return f"_{uuid.uuid4().hex}"
 
 
 def _gzip(source: ChunkSource, spool: SpoolFactory | None) -> ChunkSource:
@@ -100,7 +96,7 @@ def secure_message(
     signing_key: KeyPair | None,
     recipient_certificate: x509.Certificate | None,
     soap_version: SoapVersion = SoapVersion.V12,
-    new_id: Callable[[], str] = _new_id,
+    new_id: Callable[[], str] = new_xml_id,
     templates: TokenTemplates | None = None,
     spool: SpoolFactory | None = None,
 ) -> SecuredMessage:

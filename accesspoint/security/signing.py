@@ -31,7 +31,7 @@ from accesspoint.core.namespaces import NS
 from accesspoint.core.xml import element_id, holds_elements, parse_xml, string_value
 from accesspoint.security.algorithms import C14N, DigestAlgorithm, SignatureAlgorithm, Transform
 from accesspoint.security.keys import KeyPair
-from accesspoint.security.policy import SecurityPolicy, TokenReference
+from accesspoint.security.policy import SecurityPolicy
 from accesspoint.security.tokens import (
     ResolvedToken,
     add_security_token,
@@ -227,60 +227,76 @@ def security_header(envelope: etree._Element, *, create: bool = True) -> etree._
     return security
 
 
-def _reference(parent: etree._Element, uri: str, transform: str, digest_method: str, digest: bytes) -> ReferenceEcho:
+def _reference(parent: etree._Element, transform: str, digest_method: str) -> None:
     reference = etree.SubElement(parent, f"{DS}Reference")
-    reference.set("URI", uri)
+    reference.set("URI", "#")
     transforms = etree.SubElement(reference, f"{DS}Transforms")
     etree.SubElement(transforms, f"{DS}Transform").set("Algorithm", transform)
     etree.SubElement(reference, f"{DS}DigestMethod").set("Algorithm", digest_method)
-    value = _b64(digest)
-    etree.SubElement(reference, f"{DS}DigestValue").text = value
-    # What read_reference would make of the element just written, without reading it back.
-    return ReferenceEcho(uri, str(digest_method), value, (ReferenceTransform(str(transform)),))
+    etree.SubElement(reference, f"{DS}DigestValue").text = ""
 
 
-_TEMPLATE_ID = "_token-template"
+_TEMPLATE_ID = "_template"
+
+
+def _security_template(keys: KeyPair, policy: SecurityPolicy, attachments: int) -> etree._Element:
+    """A wsse:Security header holding the signer's token and a ds:Signature with every value left to fill in.
+
+    The order of elements and of attributes is the one each message's header has: filling in changes values only.
+    """
+    security = etree.Element(f"{WSSE}Security", nsmap={"wsse": NS.WSSE.value, "wsu": NS.WSU.value})
+    signature = etree.SubElement(security, f"{DS}Signature", nsmap={"ds": NS.DS.value})
+    signature.set("Id", _TEMPLATE_ID)
+    signed_info = etree.SubElement(signature, f"{DS}SignedInfo")
+    etree.SubElement(signed_info, f"{DS}CanonicalizationMethod").set("Algorithm", C14N.EXCLUSIVE.value)
+    etree.SubElement(signed_info, f"{DS}SignatureMethod").set("Algorithm", policy.signature_algorithm.value)
+    digest_method = policy.digest_algorithm.value
+    for transform in [Transform.EXCLUSIVE_C14N] * 2 + [Transform.ATTACHMENT_CONTENT_SIGNATURE] * attachments:
+        _reference(signed_info, transform, digest_method)
+    etree.SubElement(signature, f"{DS}SignatureValue").text = ""
+    key_info = etree.SubElement(signature, f"{DS}KeyInfo")
+    key_info.set("Id", _TEMPLATE_ID)
+    token = add_security_token(security, keys.certificate, keys.chain, policy.token_reference, _TEMPLATE_ID)
+    token.set(WSU_ID, _TEMPLATE_ID)
+    key_info.append(token)
+    return security
 
 
 class TokenTemplates:
-    """The signer's token as ``add_security_token`` writes it, per key pair and reference kind, written once.
+    """The signer's wsse:Security header (token and signature skeleton) per key pair and policy, written once.
 
     Encoding the certificate (and for a PKIPath its chain) and base64 again for every message costs more than an
-    Ed25519 signature. One instance belongs to one signer (the access point's ``Signer``); entries are keyed by
-    the key pair's identity and hold the pair, so an id is never reused while its entry lives.
+    Ed25519 signature, and writing the two dozen elements of a signature one by one about as much again: each
+    message copies its header from the template in one call and fills in ids, digests and the signature value.
+    One instance belongs to one signer (the access point's ``Signer``); entries are keyed by the key pair's
+    identity and hold the pair, so an id is never reused while its entry lives.
     """
 
     def __init__(self, size: int = 32) -> None:
         self.size = size
-        self._entries: dict[tuple[int, str], tuple[KeyPair, etree._Element, etree._Element | None]] = {}
+        self._entries: dict[tuple[int, str, str, str, int], tuple[KeyPair, etree._Element]] = {}
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def token(
-        self, security: etree._Element, keys: KeyPair, reference: TokenReference, token_id: str
-    ) -> etree._Element:
-        """``add_security_token`` for a signing key pair, from its template."""
-        entry = self._entries.get((id(keys), reference.value))
+    def security(self, keys: KeyPair, policy: SecurityPolicy, attachments: int) -> etree._Element:
+        """A fresh copy of the header template for signing ``attachments`` parts with ``keys`` under ``policy``."""
+        key = (
+            id(keys),
+            policy.token_reference.value,
+            policy.signature_algorithm.value,
+            policy.digest_algorithm.value,
+            attachments,
+        )
+        entry = self._entries.get(key)
         if entry is None or entry[0] is not keys:
-            scratch = etree.Element(f"{WSSE}Security", nsmap={"wsse": NS.WSSE.value, "wsu": NS.WSU.value})
-            template = add_security_token(scratch, keys.certificate, keys.chain, reference, _TEMPLATE_ID)
-            entry = (keys, template, scratch[0] if len(scratch) else None)
+            entry = (keys, _security_template(keys, policy, attachments))
             with self._lock:
                 while len(self._entries) >= self.size:
                     del self._entries[next(iter(self._entries))]
-                self._entries[(id(keys), reference.value)] = entry
-        _keys, template, bst_template = entry
-        str_element = copy.deepcopy(template)
-        if bst_template is not None:
-            bst = copy.deepcopy(bst_template)
-            bst.set(WSU_ID, token_id)
-            security.insert(0, bst)
-            str_reference = str_element.find(f"{WSSE}Reference")
-            assert str_reference is not None
-            str_reference.set("URI", f"#{token_id}")
-        return str_element
+                self._entries[key] = entry
+        return copy.deepcopy(entry[1])
 
 
 def sign_envelope(
@@ -295,43 +311,54 @@ def sign_envelope(
     """Sign eb:Messaging, the Body and every attachment; return the references (to check the receipt with).
 
     The envelope must carry eb:Messaging and Body with wsu:Id (``build_envelope`` gives them). ``templates``:
-    the signer's token templates (each message writes its token afresh without them).
+    the signer's header templates (each message writes its header afresh without them).
     """
     namespace = etree.QName(envelope).namespace
-    messaging = envelope.find(f"{{{namespace}}}Header/{{{NS.EBMS}}}Messaging")
+    soap_header = envelope.find(f"{{{namespace}}}Header")
     body = envelope.find(f"{{{namespace}}}Body")
-    if messaging is None or body is None:
+    messaging = None if soap_header is None else soap_header.find(f"{{{NS.EBMS}}}Messaging")
+    if soap_header is None or messaging is None or body is None:
         raise ValueError("the envelope has no eb:Messaging or no Body")
-    security = security_header(envelope)
-    assert security is not None
     digest_method = policy.digest_algorithm.value
-    signature = etree.SubElement(security, f"{DS}Signature", nsmap={"ds": NS.DS.value})
-    signature.set("Id", new_id())
-    signed_info = etree.SubElement(signature, f"{DS}SignedInfo")
-    etree.SubElement(signed_info, f"{DS}CanonicalizationMethod").set("Algorithm", C14N.EXCLUSIVE.value)
-    etree.SubElement(signed_info, f"{DS}SignatureMethod").set("Algorithm", policy.signature_algorithm.value)
-    echoes = []
+    hash_of = _HASHES[digest_method]
+    signed: list[tuple[str, str, bytes]] = []  # (URI, transform, digest) in SignedInfo's order
     for element in (messaging, body):
         element_ref = element_id(element)
         if element_ref is None:
             raise ValueError(f"{element.tag} has no wsu:Id to reference")
-        digest = _HASHES[digest_method](exc_c14n(element)).digest()
-        echoes.append(_reference(signed_info, f"#{element_ref}", Transform.EXCLUSIVE_C14N, digest_method, digest))
+        signed.append((f"#{element_ref}", Transform.EXCLUSIVE_C14N, hash_of(exc_c14n(element)).digest()))
     for attachment in attachments:
         digest = attachment_digest(attachment, digest_method)
-        uri = f"cid:{attachment.content_id}"
-        echoes.append(_reference(signed_info, uri, Transform.ATTACHMENT_CONTENT_SIGNATURE, digest_method, digest))
-    value = sign_bytes(keys, policy.signature_algorithm, exc_c14n(signed_info))
-    etree.SubElement(signature, f"{DS}SignatureValue").text = _b64(value)
-    key_info = etree.SubElement(signature, f"{DS}KeyInfo")
+        signed.append((f"cid:{attachment.content_id}", Transform.ATTACHMENT_CONTENT_SIGNATURE, digest))
+    written = (TokenTemplates(size=1) if templates is None else templates).security(keys, policy, len(attachments))
+    signature = written[-1]
+    bst = written[0] if len(written) > 1 else None
+    security = security_header(envelope, create=False)
+    if security is None:
+        soap_header.insert(0, written)
+        written.set(f"{{{namespace}}}mustUnderstand", "true" if namespace == NS.SOAP12 else "1")
+    else:  # a header someone wrote before: the token goes first in it (WSS: tokens precede their use)
+        security.append(signature)
+        if bst is not None:
+            security.insert(0, bst)
+    signature.set("Id", new_id())
+    signed_info = signature[0]
+    echoes = []
+    for reference, (uri, transform, digest) in zip(list(signed_info)[2:], signed, strict=True):
+        value = _b64(digest)
+        reference.set("URI", uri)
+        reference[2].text = value
+        # What read_reference would make of the element just written, without reading it back.
+        echoes.append(ReferenceEcho(uri, str(digest_method), value, (ReferenceTransform(str(transform)),)))
+    signature[1].text = _b64(sign_bytes(keys, policy.signature_algorithm, exc_c14n(signed_info)))
+    key_info = signature[2]
     key_info.set("Id", new_id())
     token_id = new_id()
-    if templates is None:
-        token = add_security_token(security, keys.certificate, keys.chain, policy.token_reference, token_id)
-    else:
-        token = templates.token(security, keys, policy.token_reference, token_id)
+    token = key_info[0]
+    if bst is not None:  # a BinarySecurityToken, which the SecurityTokenReference points to
+        bst.set(WSU_ID, token_id)
+        token[0].set("URI", f"#{token_id}")
     token.set(WSU_ID, new_id())
-    key_info.append(token)
     return tuple(echoes)
 
 

@@ -70,6 +70,11 @@ def current_context() -> Mapping[str, str]:
     return _CONTEXT.get()
 
 
+_LOG_TYPES = frozenset(LogType)
+# json.dumps with any argument but the defaults makes an encoder per call; the formatter runs per log line.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, default=str)
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per record: the fixed fields, the log context and the current trace."""
 
@@ -79,7 +84,7 @@ class JsonFormatter(logging.Formatter):
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "log_type": str(kind) if kind in set(LogType) else str(LogType.BUSINESS),
+            "log_type": str(kind) if kind in _LOG_TYPES else str(LogType.BUSINESS),
             "message": record.getMessage(),
         }
         line.update(_CONTEXT.get())
@@ -89,7 +94,7 @@ class JsonFormatter(logging.Formatter):
             line["span_id"] = format(span.span_id, "016x")
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, ensure_ascii=False, default=str)
+        return _ENCODER.encode(line)
 
 
 def parse_level(text: str) -> int:

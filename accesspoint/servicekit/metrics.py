@@ -21,6 +21,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any, TypeVar
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -37,6 +38,46 @@ REFRESH_TIMEOUT = 5.0  # seconds a scrape waits for the refreshers before it ans
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 Refresher = Callable[[], Awaitable[None]]
+_Series = TypeVar("_Series", bound="_LabelCache")
+
+
+class _LabelCache:
+    """``labels(...)`` answered from a dict keyed by the values as given.
+
+    prometheus-client checks the label names, turns every value into a string and takes a lock on each call before
+    it finds the child; several series are counted per message, so the child is looked up once per label tuple.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._children: dict[tuple[tuple[object, ...], tuple[tuple[str, object], ...]], Any] = {}
+
+    def labels(self: _Series, *labelvalues: object, **labelkwargs: object) -> _Series:
+        key = (labelvalues, tuple(labelkwargs.items()))
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = super().labels(*labelvalues, **labelkwargs)  # type: ignore[misc]
+        return child  # type: ignore[no-any-return]
+
+    def remove(self, *labelvalues: object) -> None:
+        self._children.clear()
+        super().remove(*labelvalues)  # type: ignore[misc]
+
+    def clear(self) -> None:
+        self._children.clear()
+        super().clear()  # type: ignore[misc]
+
+
+class _Counter(_LabelCache, Counter):
+    pass
+
+
+class _Gauge(_LabelCache, Gauge):
+    pass
+
+
+class _Histogram(_LabelCache, Histogram):
+    pass
 
 
 class Metrics:
@@ -55,17 +96,17 @@ class Metrics:
 
     def counter(self, name: str, documentation: str, labels: Sequence[str] = ()) -> Counter:
         """A counter (``name`` ends in ``_total``, as Prometheus names counters)."""
-        return Counter(name.removesuffix("_total"), documentation, labels, registry=self.registry)
+        return _Counter(name.removesuffix("_total"), documentation, labels, registry=self.registry)
 
     def gauge(self, name: str, documentation: str, labels: Sequence[str] = (), *, combine: str = "max") -> Gauge:
         """A gauge; ``combine`` is how several processes' values add up (prometheus-client's multiprocess_mode)."""
-        return Gauge(name, documentation, labels, registry=self.registry, multiprocess_mode=combine)  # type: ignore[arg-type]
+        return _Gauge(name, documentation, labels, registry=self.registry, multiprocess_mode=combine)
 
     def histogram(
         self, name: str, documentation: str, labels: Sequence[str] = (), buckets: Sequence[float] = DURATION_BUCKETS
     ) -> Histogram:
         """A histogram of seconds (or of ``buckets`` given)."""
-        return Histogram(name, documentation, labels, registry=self.registry, buckets=buckets)
+        return _Histogram(name, documentation, labels, registry=self.registry, buckets=buckets)
 
     def refresh_with(self, refresher: Refresher) -> None:
         """Run ``refresher`` before each scrape (it sets gauges from where their values live)."""
