@@ -165,14 +165,17 @@ def test_ed25519_signature_checks_with_plain_cryptography() -> None:
 
 @pytest.mark.parametrize("reference", list(TokenReference))
 def test_every_token_reference_style_resolves_to_the_signer(rsa_keys: KeyPair, reference: TokenReference) -> None:
-    """BST X509v3, BST PKIPath, IssuerSerial and SKI each lead the verifier to the signing certificate."""
+    """BST X509v3, BST PKIPath, IssuerSerial and SKI each lead the verifier to the signing certificate, not to
+    another known certificate from an issuer of the same name listed before it."""
     policy = SecurityPolicy.edelivery_1_15(token_reference=reference)
     data = _signed(rsa_keys, policy)
+    decoy = issue(make_ca(), "PTE000002", "rsa").certificate
+    assert decoy.issuer == rsa_keys.certificate.issuer and decoy.serial_number != rsa_keys.certificate.serial_number
     result = verify_signature(
         parse_envelope(data),
         {s.content_id: s for s in _sources(ATTACHMENTS)},
         policy,
-        candidates=[rsa_keys.certificate],
+        candidates=[decoy, rsa_keys.certificate],
     )
     assert result.signer.certificate == rsa_keys.certificate
     assert result.signer.reference is reference
