@@ -282,6 +282,38 @@ def test_an_unreadable_or_untyped_signer_token_is_refused(side: Side, how: str, 
     _signature_failure(_refused(lambda: _open(side, wire, encrypt=False)), reason)
 
 
+def _messaging_id(wire: Wire) -> str:
+    return _one(wire.envelope, f".//{EB}Messaging").get(f"{{{NS.WSU}}}Id", "")
+
+
+LONG = "x" * 100  # longer than the 80 characters of a URI a refusal quotes
+REMOTE = f"https://attacker.example/{LONG}"
+
+
+@pytest.mark.parametrize(
+    ("uri", "reason"),
+    [
+        (None, "token reference '' is not local"),
+        (REMOTE, f"token reference {REMOTE[:80]!r} is not local"),
+        (f"#{LONG}", f"token reference {f'#{LONG}'[:80]!r} names no BinarySecurityToken"),
+        (_messaging_id, "names no BinarySecurityToken"),
+    ],
+    ids=["no URI", "not local", "no such id", "not a token"],
+)
+def test_a_signer_token_reference_to_anything_but_a_token_in_the_message_is_refused(
+    side: Side, uri: str | Callable[[Wire], str] | None, reason: str
+) -> None:
+    """The signature's wsse:Reference without a URI, to another document, to no element or to the signed
+    eb:Messaging instead of a BinarySecurityToken is EBMS:0101, generic on the wire, the log saying which."""
+    wire = _send(side, encrypt=False)
+    reference = _one(wire.envelope, f".//{DS}Signature/{DS}KeyInfo/{WSSE}SecurityTokenReference/{WSSE}Reference")
+    if uri is None:
+        del reference.attrib["URI"]
+    else:
+        reference.set("URI", uri if isinstance(uri, str) else f"#{uri(wire)}")
+    _signature_failure(_refused(lambda: _open(side, wire, encrypt=False)), reason)
+
+
 def test_a_signature_by_a_certificate_nobody_trusts_is_refused(side: Side) -> None:
     """A correct signature by a key of an untrusted CA: EBMS:0101 naming the untrusted issuer and no more, the log
     says which."""
