@@ -26,7 +26,7 @@ from accesspoint.security.trust import (
     load_truststore,
     validate_certificate,
 )
-from accesspoint.testing.pki import KeyType, issue
+from accesspoint.testing.pki import KeyType, issue, make_ca, new_key
 from tests.conftest import interop_path
 from tests.trustpki import (
     AGREEMENT_ONLY,
@@ -206,6 +206,25 @@ def test_same_name_other_key_ca_is_untrusted() -> None:
     error = _refused(sender, [], TrustSettings(anchors=impostor, revocation=OFF))
     assert error.failure is TrustFailure.UNTRUSTED_ISSUER
     assert error.code == "EBMS:0101"
+
+
+@pytest.mark.parametrize("change", ["key rolled over", "certificate renewed"])
+def test_a_certificate_is_trusted_through_the_anchor_that_issued_it_past_a_same_named_one_that_fails(
+    change: str,
+) -> None:
+    """Two anchors with one name, the first listed failing (another key, or the same key in an expired
+    certificate): the path search goes on to the second, which issued the certificate, and trusts it."""
+    if change == "key rolled over":
+        old, new = make_ca("Rollover CA", "p256"), make_ca("Rollover CA", "p256")
+        leaf = issue(new, "PTE000001", "p256").certificate  # no authorityKeyIdentifier: order decides
+    else:
+        key = new_key("p256")
+        old = root("Renewed CA", key=key, not_after=AT - timedelta(days=1))
+        new = root("Renewed CA", key=key, not_before=AT - timedelta(days=2))
+        leaf = certificate("PTE000001", issuer=new).certificate
+    trust = TrustSettings(anchors=(old.certificate, new.certificate), revocation=OFF)
+    result = validate_certificate(leaf, [], trust, at=AT, usage=SIGNATURE)
+    assert result.anchor == new.certificate
 
 
 def test_impostor_intermediate_in_message_is_untrusted(hierarchy: tuple[KeyPair, KeyPair, KeyPair]) -> None:
