@@ -227,6 +227,22 @@ def test_a_certificate_is_trusted_through_the_anchor_that_issued_it_past_a_same_
     assert result.anchor == new.certificate
 
 
+def test_a_path_of_more_than_eight_certificates_is_refused_and_one_of_eight_is_trusted() -> None:
+    """Leaf, six intermediates and the anchor (eight certificates) are trusted; one intermediate more and the
+    search stops before the anchor: INVALID_PATH, the reason naming the limit."""
+    top = root()
+    issuers = [top]
+    for level in range(7):
+        issuers.append(intermediate(issuers[-1], f"Level {level} CA"))
+    within = certificate("PTE000001", issuer=issuers[-2])
+    chain = [c.certificate for c in issuers[1:]]
+    result = validate_certificate(within.certificate, chain, _anchored(top), at=AT, usage=SIGNATURE)
+    assert len(result.path) == 8 and result.anchor == top.certificate
+    beyond = certificate("PTE000001", issuer=issuers[-1])
+    error = _refused(beyond.certificate, chain, _anchored(top))
+    assert (error.failure, error.reason) == (TrustFailure.INVALID_PATH, "no anchor within 8 certificates")
+
+
 def test_impostor_intermediate_in_message_is_untrusted(hierarchy: tuple[KeyPair, KeyPair, KeyPair]) -> None:
     """An intermediate the sender made up, with the real issuing CA's name, does not chain to the root."""
     top, issuing, _ = hierarchy
