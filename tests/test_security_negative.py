@@ -253,6 +253,67 @@ def test_a_swapped_token_is_refused(side: Side) -> None:
     _signature_failure(_refused(lambda: _open(side, wire)), "SignatureValue does not verify")
 
 
+def _spoil_token(token: etree._Element, how: str) -> None:
+    if how == "element inside":
+        etree.SubElement(token, f"{WSSE}Nested")
+    elif how == "not base64":
+        text = token.text or ""
+        token.text = text[:10] + "!" + text[10:]
+    elif how == "no ValueType":
+        del token.attrib["ValueType"]
+    else:
+        token.set("ValueType", "urn:example:token")
+
+
+@pytest.mark.parametrize(
+    ("how", "reason"),
+    [
+        ("element inside", "unreadable BinarySecurityToken: an element inside the token"),
+        ("not base64", "unreadable BinarySecurityToken: "),
+        ("no ValueType", "unsupported BinarySecurityToken type ''"),
+        ("other ValueType", "unsupported BinarySecurityToken type 'urn:example:token'"),
+    ],
+)
+def test_an_unreadable_or_untyped_signer_token_is_refused(side: Side, how: str, reason: str) -> None:
+    """A signer BinarySecurityToken with an element inside, a character outside base64, or no or another
+    ValueType is EBMS:0101, generic on the wire, the log saying which."""
+    wire = _send(side, encrypt=False)
+    _spoil_token(_signer_token(wire), how)
+    _signature_failure(_refused(lambda: _open(side, wire, encrypt=False)), reason)
+
+
+def _messaging_id(wire: Wire) -> str:
+    return _one(wire.envelope, f".//{EB}Messaging").get(f"{{{NS.WSU}}}Id", "")
+
+
+LONG = "x" * 100  # longer than the 80 characters of a URI a refusal quotes
+REMOTE = f"https://attacker.example/{LONG}"
+
+
+@pytest.mark.parametrize(
+    ("uri", "reason"),
+    [
+        (None, "token reference '' is not local"),
+        (REMOTE, f"token reference {REMOTE[:80]!r} is not local"),
+        (f"#{LONG}", f"token reference {f'#{LONG}'[:80]!r} names no BinarySecurityToken"),
+        (_messaging_id, "names no BinarySecurityToken"),
+    ],
+    ids=["no URI", "not local", "no such id", "not a token"],
+)
+def test_a_signer_token_reference_to_anything_but_a_token_in_the_message_is_refused(
+    side: Side, uri: str | Callable[[Wire], str] | None, reason: str
+) -> None:
+    """The signature's wsse:Reference without a URI, to another document, to no element or to the signed
+    eb:Messaging instead of a BinarySecurityToken is EBMS:0101, generic on the wire, the log saying which."""
+    wire = _send(side, encrypt=False)
+    reference = _one(wire.envelope, f".//{DS}Signature/{DS}KeyInfo/{WSSE}SecurityTokenReference/{WSSE}Reference")
+    if uri is None:
+        del reference.attrib["URI"]
+    else:
+        reference.set("URI", uri if isinstance(uri, str) else f"#{uri(wire)}")
+    _signature_failure(_refused(lambda: _open(side, wire, encrypt=False)), reason)
+
+
 def test_a_signature_by_a_certificate_nobody_trusts_is_refused(side: Side) -> None:
     """A correct signature by a key of an untrusted CA: EBMS:0101 naming the untrusted issuer and no more, the log
     says which."""
@@ -534,9 +595,11 @@ def _wrapped(text: str) -> str:
 
 
 def test_base64_values_wrapped_over_lines_verify_and_stay_what_was_signed(side: Side) -> None:
-    """DigestValues and the SignatureValue wrapped every 64 characters (as xmlsec and Java signers write) verify;
-    a flipped byte in the wrapped SignatureValue is still EBMS:0101."""
+    """DigestValues, the SignatureValue and the signer's BinarySecurityToken wrapped every 64 characters (as
+    xmlsec and Java signers write) verify; a flipped byte in the wrapped SignatureValue is still EBMS:0101."""
     wire = _send(side, encrypt=False)
+    token = _signer_token(wire)
+    token.text = _wrapped(token.text or "")
     for digest in wire.envelope.iter(f"{DS}DigestValue"):
         digest.text = _wrapped(digest.text or "")
     _resign(wire, side)

@@ -33,10 +33,11 @@ from accesspoint.core.model import (
 )
 from accesspoint.core.namespaces import NS, SoapVersion
 from accesspoint.core.signals import build_error_signal, build_receipt
-from accesspoint.security.algorithms import SignatureAlgorithm
+from accesspoint.security.algorithms import SignatureAlgorithm, TokenType
 from accesspoint.security.keys import KeyPair
 from accesspoint.security.policy import SecurityPolicy, TokenReference
 from accesspoint.security.signing import AttachmentSource, sign_envelope, verify_signature
+from accesspoint.security.tokens import resolve_token_reference, subject_key_identifier
 from accesspoint.testing.pki import KeyType, issue, make_ca
 from tests.conftest import interop_path
 
@@ -165,17 +166,84 @@ def test_ed25519_signature_checks_with_plain_cryptography() -> None:
 
 @pytest.mark.parametrize("reference", list(TokenReference))
 def test_every_token_reference_style_resolves_to_the_signer(rsa_keys: KeyPair, reference: TokenReference) -> None:
-    """BST X509v3, BST PKIPath, IssuerSerial and SKI each lead the verifier to the signing certificate."""
+    """BST X509v3, BST PKIPath, IssuerSerial and SKI each lead the verifier to the signing certificate, not to
+    another known certificate from an issuer of the same name listed before it."""
     policy = SecurityPolicy.edelivery_1_15(token_reference=reference)
     data = _signed(rsa_keys, policy)
+    decoy = issue(make_ca(), "PTE000002", "rsa").certificate
+    assert decoy.issuer == rsa_keys.certificate.issuer and decoy.serial_number != rsa_keys.certificate.serial_number
     result = verify_signature(
         parse_envelope(data),
         {s.content_id: s for s in _sources(ATTACHMENTS)},
         policy,
-        candidates=[rsa_keys.certificate],
+        candidates=[decoy, rsa_keys.certificate],
     )
     assert result.signer.certificate == rsa_keys.certificate
     assert result.signer.reference is reference
+
+
+def _reference(kind: str, value: str | None, text: str) -> etree._Element:
+    """A wsse:SecurityTokenReference holding a KeyIdentifier (``value``: its ValueType) or an X509IssuerSerial."""
+    reference = etree.Element(f"{{{NS.WSSE}}}SecurityTokenReference")
+    if kind == "KeyIdentifier":
+        key_identifier = etree.SubElement(reference, f"{{{NS.WSSE}}}KeyIdentifier")
+        if value is not None:
+            key_identifier.set("ValueType", value)
+        key_identifier.text = text
+    elif kind == "IssuerSerial":
+        issuer_serial = etree.SubElement(
+            etree.SubElement(reference, f"{{{NS.DS}}}X509Data"), f"{{{NS.DS}}}X509IssuerSerial"
+        )
+        etree.SubElement(issuer_serial, f"{{{NS.DS}}}X509IssuerName").text = value
+        etree.SubElement(issuer_serial, f"{{{NS.DS}}}X509SerialNumber").text = text
+    return reference
+
+
+def _wrap64(data: bytes) -> str:
+    text = base64.b64encode(data).decode()
+    return "\n" + "\n".join(text[i : i + 64] for i in range(0, len(text), 64)) + "\n"
+
+
+def test_a_key_identifier_carrying_the_certificate_or_its_ski_wrapped_over_lines_resolves_to_it(
+    rsa_keys: KeyPair,
+) -> None:
+    """A KeyIdentifier with the X509v3 certificate itself, or with its SKI, base64 wrapped over lines, resolves to
+    that certificate (the SKI only among the known ones)."""
+    certificate = rsa_keys.certificate
+    der = certificate.public_bytes(serialization.Encoding.DER)
+    embedded = resolve_token_reference(_reference("KeyIdentifier", TokenType.X509V3, _wrap64(der)), {})
+    assert (embedded.certificate, embedded.chain, embedded.reference) == (certificate, (), TokenReference.BST_X509V3)
+    by_ski = _reference("KeyIdentifier", TokenType.X509_SKI, _wrap64(subject_key_identifier(certificate)))
+    resolved = resolve_token_reference(by_ski, {}, [certificate])
+    assert (resolved.certificate, resolved.chain) == (certificate, ())
+
+
+UNKNOWN_TYPE = "urn:example:" + "t" * 120
+
+
+@pytest.mark.parametrize(
+    ("kind", "value", "text", "detail"),
+    [
+        ("KeyIdentifier", TokenType.X509_SKI, "abc", "unreadable KeyIdentifier: "),
+        ("KeyIdentifier", TokenType.X509_SKI, "AAAA", "no known certificate has the referenced SKI"),
+        ("KeyIdentifier", None, "AAAA", "unsupported KeyIdentifier type ''"),
+        ("KeyIdentifier", UNKNOWN_TYPE, "AAAA", f"unsupported KeyIdentifier type {UNKNOWN_TYPE[:100]!r}"),
+        ("IssuerSerial", "CN=Test CA", "12a", "X509SerialNumber is not a number"),
+        ("IssuerSerial", "CN=Test CA", "12", "no known certificate has the referenced issuer and serial"),
+        ("nothing", None, "", "unsupported SecurityTokenReference"),
+    ],
+    ids=["SKI not base64", "unknown SKI", "no ValueType", "other ValueType", "serial not a number",
+         "unknown serial", "empty reference"],
+)  # fmt: skip
+def test_a_token_reference_naming_no_known_certificate_or_unreadable_is_refused_with_its_reason(
+    rsa_keys: KeyPair, kind: str, value: str | None, text: str, detail: str
+) -> None:
+    """An unreadable KeyIdentifier, one of no or another type, a SKI or issuer and serial of no known certificate,
+    or a reference holding none of these is EBMS:0101 saying which."""
+    with pytest.raises(EbmsError) as caught:
+        resolve_token_reference(_reference(kind, value, text), {}, [rsa_keys.certificate])
+    assert caught.value.code == ErrorCode.FAILED_AUTHENTICATION.code
+    assert caught.value.detail == detail or (detail.endswith(": ") and caught.value.detail.startswith(detail))
 
 
 def test_more_than_thirty_attachments_sign_and_verify(rsa_keys: KeyPair) -> None:

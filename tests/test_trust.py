@@ -26,7 +26,7 @@ from accesspoint.security.trust import (
     load_truststore,
     validate_certificate,
 )
-from accesspoint.testing.pki import KeyType, issue
+from accesspoint.testing.pki import KeyType, issue, make_ca, new_key
 from tests.conftest import interop_path
 from tests.trustpki import (
     AGREEMENT_ONLY,
@@ -206,6 +206,41 @@ def test_same_name_other_key_ca_is_untrusted() -> None:
     error = _refused(sender, [], TrustSettings(anchors=impostor, revocation=OFF))
     assert error.failure is TrustFailure.UNTRUSTED_ISSUER
     assert error.code == "EBMS:0101"
+
+
+@pytest.mark.parametrize("change", ["key rolled over", "certificate renewed"])
+def test_a_certificate_is_trusted_through_the_anchor_that_issued_it_past_a_same_named_one_that_fails(
+    change: str,
+) -> None:
+    """Two anchors with one name, the first listed failing (another key, or the same key in an expired
+    certificate): the path search goes on to the second, which issued the certificate, and trusts it."""
+    if change == "key rolled over":
+        old, new = make_ca("Rollover CA", "p256"), make_ca("Rollover CA", "p256")
+        leaf = issue(new, "PTE000001", "p256").certificate  # no authorityKeyIdentifier: order decides
+    else:
+        key = new_key("p256")
+        old = root("Renewed CA", key=key, not_after=AT - timedelta(days=1))
+        new = root("Renewed CA", key=key, not_before=AT - timedelta(days=2))
+        leaf = certificate("PTE000001", issuer=new).certificate
+    trust = TrustSettings(anchors=(old.certificate, new.certificate), revocation=OFF)
+    result = validate_certificate(leaf, [], trust, at=AT, usage=SIGNATURE)
+    assert result.anchor == new.certificate
+
+
+def test_a_path_of_more_than_eight_certificates_is_refused_and_one_of_eight_is_trusted() -> None:
+    """Leaf, six intermediates and the anchor (eight certificates) are trusted; one intermediate more and the
+    search stops before the anchor: INVALID_PATH, the reason naming the limit."""
+    top = root()
+    issuers = [top]
+    for level in range(7):
+        issuers.append(intermediate(issuers[-1], f"Level {level} CA"))
+    within = certificate("PTE000001", issuer=issuers[-2])
+    chain = [c.certificate for c in issuers[1:]]
+    result = validate_certificate(within.certificate, chain, _anchored(top), at=AT, usage=SIGNATURE)
+    assert len(result.path) == 8 and result.anchor == top.certificate
+    beyond = certificate("PTE000001", issuer=issuers[-1])
+    error = _refused(beyond.certificate, chain, _anchored(top))
+    assert (error.failure, error.reason) == (TrustFailure.INVALID_PATH, "no anchor within 8 certificates")
 
 
 def test_impostor_intermediate_in_message_is_untrusted(hierarchy: tuple[KeyPair, KeyPair, KeyPair]) -> None:
