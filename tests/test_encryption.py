@@ -464,6 +464,28 @@ def test_a_part_past_the_one_shot_size_read_in_one_chunk_decrypts_and_its_tag_is
     assert "tag mismatch" in caught.value.log_detail
 
 
+@settings(max_examples=60)
+@given(
+    data=st.binary(max_size=600),
+    size=st.integers(min_value=1, max_value=80),
+    flip=st.integers(min_value=0),
+    bit=st.integers(min_value=0, max_value=7),
+)
+def test_a_part_streamed_in_chunks_with_any_bit_flipped_is_failed_decryption(
+    data: bytes, size: int, flip: int, bit: int
+) -> None:
+    """Cut into several chunks (the streaming path, not the one-piece AEAD call), a ciphertext part with any one bit
+    of its IV, ciphertext or tag flipped is EBMS:0102 by the end of its stream."""
+    key = bytes(range(16))
+    blob = bytearray(b"".join(encrypt_stream(key, [data])))
+    blob[flip % len(blob)] ^= 1 << bit
+    chunks = [bytes(blob[offset : offset + size]) for offset in range(0, len(blob), size)]
+    chunks = chunks if len(chunks) > 1 else [chunks[0][:IV_SIZE], chunks[0][IV_SIZE:]]
+    with pytest.raises(EbmsError) as caught:
+        b"".join(decrypt_stream(key, chunks))
+    assert caught.value.code == "EBMS:0102"
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     data=st.binary(max_size=3000),
