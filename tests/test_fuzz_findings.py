@@ -228,32 +228,31 @@ def test_domibus_payload_profile_whose_max_size_is_not_a_number_is_reported_not_
     assert "maxSize '12;7' is not a number" in [note.reason for note in imported.unmapped]
 
 
-def test_pmode_party_endpoint_with_an_unclosed_ipv6_host_is_a_problem_not_a_value_error(tmp_path: Path) -> None:
-    """An endpoint ``http://[abc`` (urlparse raises) is reported with its file and field like any bad endpoint."""
+def _first_party_problems(tmp_path: Path, key: str, value: str) -> tuple[str, str, list[tuple[str, str, str]]]:
+    """The example P-Modes with the first party's ``key`` set to ``value``, loaded: (file, party, problems as
+    (file, field, message)); the load must fail."""
     shutil.copytree(EXAMPLES / "certs", tmp_path / "certs")
     document = yaml.safe_load((EXAMPLES / "pmodes.yaml").read_text())
     party = next(iter(document["parties"]))
-    document["parties"][party]["endpoint"] = "http://[abc"
+    document["parties"][party][key] = value
     path = tmp_path / "pmodes.yaml"
     path.write_text(dump_yaml(document))
     with pytest.raises(PModeError) as caught:
         load_pmodes(path)
-    assert (str(path), f"parties.{party}.endpoint") in [(p.file, p.field) for p in caught.value.problems]
+    return str(path), party, [(p.file, p.field, p.message) for p in caught.value.problems]
+
+
+def test_pmode_party_endpoint_with_an_unclosed_ipv6_host_is_a_problem_not_a_value_error(tmp_path: Path) -> None:
+    """An endpoint ``http://[abc`` (urlparse raises) is reported with its file and field like any bad endpoint."""
+    path, party, found = _first_party_problems(tmp_path, "endpoint", "http://[abc")
+    assert (path, f"parties.{party}.endpoint") in [(file, field) for file, field, _ in found]
 
 
 def test_pmode_certificate_path_in_an_unknown_users_home_is_a_problem_not_a_runtime_error(tmp_path: Path) -> None:
     """A certificate path ``~nosuchuser/…`` (expanduser raises) is reported with its file and field as not loadable."""
-    shutil.copytree(EXAMPLES / "certs", tmp_path / "certs")
-    document = yaml.safe_load((EXAMPLES / "pmodes.yaml").read_text())
-    party = next(iter(document["parties"]))
-    document["parties"][party]["signing_certificate"] = "~no-such-user-here/sign.pem"
-    path = tmp_path / "pmodes.yaml"
-    path.write_text(dump_yaml(document))
-    with pytest.raises(PModeError) as caught:
-        load_pmodes(path)
-    found = [(p.file, p.field, p.message) for p in caught.value.problems]
+    path, party, found = _first_party_problems(tmp_path, "signing_certificate", "~no-such-user-here/sign.pem")
     assert any(
-        (file, field) == (str(path), f"parties.{party}.signing_certificate") and "'~no-such-user-here/sign.pem'" in text
+        (file, field) == (path, f"parties.{party}.signing_certificate") and "'~no-such-user-here/sign.pem'" in text
         for file, field, text in found
     ), found
 
