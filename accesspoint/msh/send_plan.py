@@ -41,7 +41,9 @@ class Load:
     backlog: int
     busy: int
     limits: Limits
-    waiting_since: float | None = None  # the clock's seconds when its oldest waiting message began to wait
+    # When its backlog last began to wait unserved, on any increasing scale (clock seconds, or the pool's turns:
+    # a worker taking one of its messages starts the rest's wait anew, so partners take turns).
+    waiting_since: float | None = None
 
     @property
     def usable(self) -> int:

@@ -24,6 +24,7 @@ claim, a compare-and-set, keeps every message sent at most once per lease.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -40,6 +41,7 @@ log = logging.getLogger("accesspoint.msh.send_pool")
 
 # Entries kept unclaimed for full lanes, at most (ids only): past it the intake waits for workers to catch up.
 DEFERRED_LIMIT = 100_000
+INTAKES = 4  # claims under way at once, at most (fewer with send.workers below 8)
 HINTS_LIMIT = 65_536  # MessageId -> lane of messages already seen (retries), so they need no look-up
 
 
@@ -55,7 +57,7 @@ class Lane:
     workers: int = 0
     busy: int = 0
     idle: int = 0
-    waiting_since: datetime | None = None
+    waiting_since: int | None = None  # the pool's turn when its backlog last began to wait unserved
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -70,8 +72,7 @@ class Lane:
 
     def load(self) -> Load:
         """What ``send_plan.plan`` knows of it."""
-        since = None if self.waiting_since is None else self.waiting_since.timestamp()
-        return Load(self.backlog, self.busy, self.limits, since)
+        return Load(self.backlog, self.busy, self.limits, self.waiting_since)
 
 
 class SendPool:
@@ -100,6 +101,10 @@ class SendPool:
         self._room = asyncio.Event()
         self._room.set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._turns = itertools.count()  # the order lanes began to wait unserved (a clock's readings could tie)
+        # A few intakes claim at once: a claim is a database write, and one at a time would bound the send rate by
+        # the commit's latency; each idle one only waits on the queue.
+        self.intakes = max(1, min(INTAKES, total // 2))
         if metrics is not None:
             metrics.refresh_with(self._report(metrics))
 
@@ -108,24 +113,27 @@ class SendPool:
     async def run(self) -> None:
         """Take due messages for the lanes, forever (a stop ends the workers too)."""
         try:
-            while True:
-                await self._room.wait()
-                try:
-                    claim = await self.sender.claims.next(self._admit)
-                except Exception:
-                    log.exception("taking the next message failed; trying again shortly")
-                    await asyncio.sleep(PAUSE_AFTER_FAULT)
-                    continue
-                lane = self._lane_of(claim.message)
-                lane.ready.append((claim, self.ctx.clock.now()))
-                self._ready += 1
-                self._arrived(lane)
+            await asyncio.gather(*(self._intake() for _ in range(self.intakes)))
         finally:
             tasks = list(self._tasks)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             self._reset()
+
+    async def _intake(self) -> None:
+        while True:
+            await self._room.wait()
+            try:
+                claim = await self.sender.claims.next(self._admit)
+            except Exception:
+                log.exception("taking the next message failed; trying again shortly")
+                await asyncio.sleep(PAUSE_AFTER_FAULT)
+                continue
+            lane = self._lane_of(claim.message)
+            lane.ready.append((claim, self.ctx.clock.now()))
+            self._ready += 1
+            self._arrived(lane)
 
     async def _admit(self, item: QueueItem) -> bool:
         """Claim this entry now (True), or keep it unclaimed in its lane because the lane is full (False)."""
@@ -140,7 +148,10 @@ class SendPool:
                 return True  # the claim decides (and acks it)
             lane = self._lane_of(found)
         else:
-            lane = self.lanes.get(key) or self._new_lane(key, None)
+            known = self.lanes.get(key)
+            if known is None:
+                return True  # its lane is gone (it was idle): the claim makes it again
+            lane = known
         if not lane.full:
             return True
         lane.deferred.append(item)
@@ -172,7 +183,7 @@ class SendPool:
     def _arrived(self, lane: Lane) -> None:
         """A message joined the lane: an idle worker takes it, or a new one, or the lane waits for its share."""
         if lane.waiting_since is None:
-            lane.waiting_since = self.ctx.clock.now()
+            lane.waiting_since = next(self._turns)
         self._update_room()
         if lane.idle:
             lane.wake.set()
@@ -245,8 +256,8 @@ class SendPool:
                 lane.idle -= 1
 
     def _taken(self, lane: Lane) -> None:
-        if not lane.backlog:
-            lane.waiting_since = None
+        """A worker took one of the lane's messages: what is left waits from now, behind the lanes not served."""
+        lane.waiting_since = next(self._turns) if lane.backlog else None
         self._update_room()
 
     def _over_share(self, lane: Lane) -> bool:
@@ -262,7 +273,7 @@ class SendPool:
         when a message is left there; an empty lane without workers is forgotten."""
         waiting = sorted(
             (self.lanes[key] for key in self._starved if key in self.lanes and self.lanes[key].backlog),
-            key=lambda other: (other.waiting_since or self.ctx.clock.now(), other.key),
+            key=lambda other: (other.waiting_since or 0, other.key),
         )
         for other in waiting:
             if self._start(other):
