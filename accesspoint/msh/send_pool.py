@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -97,7 +97,8 @@ class SendPool:
         self._ready = 0  # claimed messages waiting in lanes
         self._deferred = 0  # entries kept unclaimed in lanes
         self._starved: set[str] = set()  # lanes with a backlog that no worker could be started for
-        self._hints: dict[str, str] = {}
+        self._hints: OrderedDict[str, str] = OrderedDict()
+        self._stopping = False
         self._room = asyncio.Event()
         self._room.set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -112,9 +113,11 @@ class SendPool:
 
     async def run(self) -> None:
         """Take due messages for the lanes, forever (a stop ends the workers too)."""
+        self._stopping = False
         try:
             await asyncio.gather(*(self._intake() for _ in range(self.intakes)))
         finally:
+            self._stopping = True  # workers ending now start no others
             tasks = list(self._tasks)
             for task in tasks:
                 task.cancel()
@@ -175,7 +178,7 @@ class SendPool:
 
     def _hint(self, message_id: str, key: str) -> None:
         if len(self._hints) >= HINTS_LIMIT:
-            del self._hints[next(iter(self._hints))]  # the oldest: dicts keep insertion order
+            self._hints.popitem(last=False)
         self._hints[message_id] = key
 
     # --- the workers --------------------------------------------------------------------------------------------
@@ -191,7 +194,7 @@ class SendPool:
             self._starved.add(lane.key)
 
     def _start(self, lane: Lane) -> bool:
-        if self.running >= self.total or lane.workers >= lane.limits.maximum:
+        if self._stopping or self.running >= self.total or lane.workers >= lane.limits.maximum:
             return False
         lane.workers += 1
         self.running += 1
@@ -280,7 +283,7 @@ class SendPool:
                 self._starved.discard(other.key)
         if lane.backlog and not lane.workers and not self._start(lane):
             self._starved.add(lane.key)
-        if not lane.workers and not lane.backlog and lane.key in self.lanes:
+        if not lane.workers and not lane.backlog and self.lanes.get(lane.key) is lane:
             del self.lanes[lane.key]
 
     def _update_room(self) -> None:
