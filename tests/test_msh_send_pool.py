@@ -296,3 +296,25 @@ async def test_the_pool_grows_with_a_partners_backlog_to_its_maximum_and_falls_b
     assert held.most == 3 and list(pool.by_partner()) == []
     await sweden.app[METRICS].refresh()
     assert _gauges(sweden) == {}
+
+
+async def test_a_full_partners_further_messages_stay_unclaimed_while_others_go_past_them(
+    pair_factory: Callable[..., Pair], held: HeldPartner
+) -> None:
+    """A slow partner limited to one send, with one claimed message waiting behind it: its next message is kept
+    unclaimed (still submitted) and the fast partner's message queued after it is sent first."""
+    pair = pair_factory()
+    sweden = _with_slow_partner(pair, held, workers=2, partners={"slow-partner": 1})
+    await pair.be.start()
+    await sweden.start()
+    assert sweden.app is not None
+    pool = sweden.app[SEND_POOL]
+    await _submit(sweden, "se-to-slow", "slow-1@se", "slow-2@se", "slow-3@se")
+    await _submit(sweden, "se-to-be", "fast@se")
+    await eventually(lambda: _state(sweden, "fast@se"), lambda s: s == "delivered", "the fast partner's message")
+    assert list(pool.by_partner()) == [("slow-partner", 1, 2)]
+    # slow-3 at least (slow-2 too, had it come before the worker took slow-1) is kept unclaimed.
+    assert await _state(sweden, "slow-3@se") == "submitted"
+    held.released.set()
+    await eventually(lambda: asyncio.sleep(0, held.received), lambda n: n == 3, "every slow message attempted")
+    assert held.most == 1
