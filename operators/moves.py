@@ -398,8 +398,8 @@ class Mover:
                     record = manifest.two_way.get(letter.uid)
                     if delivery is not None:
                         # bare case events go to the timeline only, as at delivery
-                        ids = await insert_mail(
-                            conn, letter.origin, TwoWay.for_mailbox(delivery), received_at=letter.received_at
+                        ids = await conn.run_sync(
+                            insert_mail, letter.origin, TwoWay.for_mailbox(delivery), received_at=letter.received_at
                         )
                         if record is not None:
                             await restore(conn, letter, record, delivery, ids)

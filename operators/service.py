@@ -37,8 +37,7 @@ from urllib.parse import quote
 
 import aiohttp
 from aiohttp import web
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection, select
 
 from accesspoint.envelopes.schemas import load_minameddelanden_schema, load_xhe_schema
 from accesspoint.servicekit import server
@@ -242,7 +241,7 @@ class Operator:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.client is not None:
             await self.client.session.close()
-        await self.store.engine.dispose()
+        await self.store.dispose()
 
     def enqueue(self, message_id: str, attempt: int = 0) -> None:
         """Handle that received message (once, however often it is announced)."""
@@ -348,8 +347,8 @@ class Operator:
                 )
                 checked = outcome
 
-                async def two_way(conn: AsyncConnection, ids: list[int]) -> None:
-                    await self.twoway.delivered(conn, message_id, record, checked, ids, now)
+                def two_way(conn: Connection, ids: list[int]) -> None:
+                    self.twoway.delivered(conn, message_id, record, checked, ids, now)
 
                 stored = await self.store.deliver(
                     message_id,

@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection
 
 from accesspoint.envelopes._common import EnvelopeError
 from accesspoint.envelopes.broadcast import MAX_CONTENT, is_broadcast, verify_broadcast
@@ -238,9 +238,9 @@ class TwoWay:
         kept = tuple(item for item in outcome.items if not item.event_only)
         return outcome if len(kept) == len(outcome.items) else replace(outcome, items=kept)
 
-    async def delivered(
+    def delivered(
         self,
-        conn: AsyncConnection,
+        conn: Connection,
         message_id: str,
         record: dict[str, Any],
         outcome: CheckedDelivery,
@@ -250,7 +250,7 @@ class TwoWay:
         """Record the terms of the delivery's letters and its case events on ``conn``, in the transaction that
         stores the mail (``MailboxStore.deliver(also=…)``; safe to repeat)."""
         letters, events = delivery_records(outcome, message_id, record.get("conversation_id"), mail_ids, now)
-        await self.store.record(conn, letters, events)
+        self.store.record(conn, letters, events)
 
     # ---------------------------------------------------------------------------------- operator broadcasts
 
