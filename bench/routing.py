@@ -57,6 +57,15 @@ def per_letter(before: dict[str, float], after: dict[str, float], letters: int) 
     return {name: (spent - before.get(name, 0.0)) * 1000 / max(letters, 1) for name, spent in after.items()}
 
 
+def idle_cpu(children: list[Child], seconds: float) -> dict[str, float]:
+    """CPU ms per second of each process while the federation is up with nothing to do (pollers, timers, sweeps):
+    the fixed cost a letter's share of depends on the rate."""
+    before = process_cpu(children)
+    time.sleep(seconds)
+    after = process_cpu(children)
+    return {name: (spent - before.get(name, 0.0)) * 1000 / seconds for name, spent in after.items()}
+
+
 def say_split(split: dict[str, float], say: Callable[[str], None]) -> None:
     """The split by process, the largest first."""
     ordered = sorted(split.items(), key=lambda item: -item[1])
@@ -141,10 +150,13 @@ async def _drive(
     }
 
 
-def run(*, quick: bool = False, seconds: float | None = None, window: int = 16) -> dict[str, Any]:
-    """Start the federation, drive it, stop it; the figures."""
+def run(
+    *, quick: bool = False, seconds: float | None = None, window: int = 16, idle: float | None = None
+) -> dict[str, Any]:
+    """Start the federation, measure it idle, drive it, stop it; the figures."""
     seconds = seconds if seconds is not None else (5.0 if quick else 20.0)
     warmup = 2.0 if quick else 5.0
+    idle = idle if idle is not None else (2.0 if quick else 10.0)
     with tempfile.TemporaryDirectory(prefix="bench-routing-") as folder:
         pki = generate_keys(Path(folder) / "keys", fed.PARTY_IDS, days=1)
         port = free_port()
@@ -157,7 +169,10 @@ def run(*, quick: bool = False, seconds: float | None = None, window: int = 16) 
         federation = fed.build(Path(folder), pki, nordic_settings={"webhooks": [hook]})
         try:
             fed.start(federation, pki)
+            time.sleep(1.0)  # the start's own work (migrations, first rounds) is not idle cost
+            idle_by_process = idle_cpu(federation.all, idle) if idle > 0 else {}
             result = asyncio.run(_drive(federation, port, seconds=seconds, warmup=warmup, window=window))
+            result["idle_ms_per_s_by_process"] = idle_by_process
         finally:
             codes = fed.stop(federation)
     result["exit_codes"] = codes
@@ -182,6 +197,14 @@ def print_result(result: dict[str, Any], say: Callable[[str], None]) -> None:
         f" {result['load_average']:.1f} ({os.cpu_count()} CPUs; letters/s stretch with the load, CPU much less)"
     )
     say_split(result["cpu_ms_per_letter_by_process"], say)
+    idle = result.get("idle_ms_per_s_by_process") or {}
+    if idle:
+        total = sum(idle.values())
+        share = total / max(result["messages_per_s"], 1e-9)
+        say(
+            f"  idle (up, no letters): {total:.1f} ms CPU per second in all, {share:.1f} ms of each letter at this "
+            "rate: " + ", ".join(f"{name} {ms:.1f}" for name, ms in sorted(idle.items(), key=lambda i: -i[1]) if ms)
+        )
     checks = [
         (f">= {TARGET_LETTERS_S:.0f} letters/s", result["messages_per_s"] >= TARGET_LETTERS_S),
         (f"<= {TARGET_CPU_MS:.0f} ms CPU per letter", result["cpu_ms_per_letter"] <= TARGET_CPU_MS),
@@ -195,8 +218,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--seconds", type=float)
     parser.add_argument("--window", type=int, default=16)
+    parser.add_argument("--idle", type=float, help="seconds the federation is measured idle first (0: not at all)")
     args = parser.parse_args(argv)
-    result = run(quick=args.quick, seconds=args.seconds, window=args.window)
+    result = run(quick=args.quick, seconds=args.seconds, window=args.window, idle=args.idle)
     print_result(result, lambda text: sys.stdout.write(text + "\n"))
 
 

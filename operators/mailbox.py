@@ -1,5 +1,9 @@
 """The mailboxes: SQLAlchemy 2 Core over an async engine (SQLite through aiosqlite by default, PostgreSQL by URL).
 
+The delivery path (``handled``, ``state``, ``deliver``, ``reject``, ``replied``) runs each transaction as one
+synchronous function through ``accesspoint.store.db.Database``: one worker thread hop per transaction, where
+aiosqlite hops to its thread for every cursor, execute, fetch and commit (two thirds of a delivery's CPU).
+
 Tables: ``mailboxes`` (one row per recipient with a mailbox here), ``mail`` (one row per message in a mailbox,
 unique per AS4 MessageId and position, so a delivery handled twice is stored once), ``attachments``, and
 ``handled`` (per AS4 MessageId: the outcome, the reply sent back, so a restart neither loses nor repeats one).
@@ -7,16 +11,19 @@ unique per AS4 MessageId and position, so a delivery handled twice is stored onc
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
     Boolean,
     Column,
+    Connection,
     DateTime,
     ForeignKey,
     Integer,
@@ -36,6 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from accesspoint.servicekit.database import Migrations
 from accesspoint.servicekit.database import create_engine as servicekit_engine
+from accesspoint.store.db import Database, Durability
 from operators.deliveries import CheckedDelivery, MailAttachment, payload_sha256
 from operators.letters import FileStore, Letter, LetterPart
 
@@ -257,6 +265,14 @@ class MailboxStore:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        # The same database for the delivery path, one thread hop per transaction; WAL with synchronous=NORMAL as
+        # SQLITE_PRAGMAS (a commit survives the process dying).
+        self.database = Database(engine.url, durability=Durability.PROCESS_CRASH)
+
+    async def dispose(self) -> None:
+        """Close every pooled connection of both engines."""
+        await self.database.dispose()
+        await self.engine.dispose()
 
     async def create(self, recipients: Iterable[str] = (), *, now: datetime) -> None:
         """Bring the tables to the newest migration and open a mailbox for each recipient not yet known."""
@@ -273,14 +289,20 @@ class MailboxStore:
 
     async def state(self, recipient: str) -> str | None:
         """The mailbox's state (None: no mailbox here)."""
-        async with self.engine.connect() as conn:
-            return await conn.scalar(select(mailboxes.c.state).where(mailboxes.c.recipient == recipient))
+
+        def read(conn: Connection) -> str | None:
+            return conn.scalar(select(mailboxes.c.state).where(mailboxes.c.recipient == recipient))
+
+        return await self.database.run(read)
 
     async def handled(self, as4_message_id: str) -> Handled | None:
         """What was done with that AS4 message, if anything."""
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(select(handled).where(handled.c.as4_message_id == as4_message_id))).first()
-        return None if row is None else Handled(row.as4_message_id, row.outcome, row.detail, row.reply_message_id)
+
+        def read(conn: Connection) -> Handled | None:
+            row = conn.execute(select(handled).where(handled.c.as4_message_id == as4_message_id)).first()
+            return None if row is None else Handled(row.as4_message_id, row.outcome, row.detail, row.reply_message_id)
+
+        return await self.database.run(read)
 
     async def deliver(
         self,
@@ -291,34 +313,37 @@ class MailboxStore:
         letter: Letter | None = None,
         files: FileStore | None = None,
         staged: Path | None = None,
-        also: Callable[[AsyncConnection, list[int]], Awaitable[None]] | None = None,
+        also: Callable[[Connection, list[int]], None] | None = None,
     ) -> Delivered:
         """Put the delivery's messages in the recipient's mailbox and record it handled, in one transaction; with
         ``letter``, its files (``staged``) are moved into place and its row written in the same transaction;
         ``also`` writes what else goes with the new mail ids (the two-way records) in it too, so no reader sees
         the mail without them. A delivery already stored is not stored again (its mail ids are returned, not
         ``new``, the staged files left)."""
+
+        def store(conn: Connection) -> Delivered:
+            ids = insert_mail(conn, as4_message_id, delivery, received_at=now)
+            if also is not None:
+                also(conn, ids)
+            if letter is not None:
+                conn.execute(insert(letters).values(**letter.row()))
+            conn.execute(
+                insert(handled).values(as4_message_id=as4_message_id, outcome="delivered", detail=None, handled_at=now)
+            )
+            return Delivered(ids, new=True)
+
+        def stored(conn: Connection) -> Delivered:
+            rows = conn.execute(select(mail.c.id).where(mail.c.as4_message_id == as4_message_id))
+            return Delivered([int(i) for i in rows.scalars()], new=False)
+
         if letter is not None and files is not None and staged is not None:
             files.place(staged, letter.uid)
         try:
-            async with self.engine.begin() as conn:
-                ids = await insert_mail(conn, as4_message_id, delivery, received_at=now)
-                if also is not None:
-                    await also(conn, ids)
-                if letter is not None:
-                    await conn.execute(insert(letters).values(**letter.row()))
-                await conn.execute(
-                    insert(handled).values(
-                        as4_message_id=as4_message_id, outcome="delivered", detail=None, handled_at=now
-                    )
-                )
-                return Delivered(ids, new=True)
+            return await self.database.run(store)
         except IntegrityError:
             if letter is not None and files is not None:
                 files.remove([letter.uid])
-            async with self.engine.connect() as conn:
-                rows = await conn.execute(select(mail.c.id).where(mail.c.as4_message_id == as4_message_id))
-                return Delivered([int(i) for i in rows.scalars()], new=False)
+            return await self.database.run(stored)
         except BaseException:
             if letter is not None and files is not None:
                 files.remove([letter.uid])
@@ -412,24 +437,18 @@ class MailboxStore:
 
     async def reject(self, as4_message_id: str, detail: str, *, now: datetime) -> None:
         """Record a delivery that went into no mailbox (a second call keeps the first record)."""
-        try:
-            async with self.engine.begin() as conn:
-                await conn.execute(
-                    insert(handled).values(
-                        as4_message_id=as4_message_id, outcome="rejected", detail=detail[:2000], handled_at=now
-                    )
-                )
-        except IntegrityError:
-            pass
+        row = {"as4_message_id": as4_message_id, "outcome": "rejected", "detail": detail[:2000], "handled_at": now}
+        with contextlib.suppress(IntegrityError):
+            await self.database.run(partial(_execute, insert(handled).values(**row)))
 
     async def replied(self, as4_message_id: str, reply_message_id: str, answer: list[dict[str, str]]) -> None:
         """Record the reply sent back for a handled AS4 message."""
-        async with self.engine.begin() as conn:
-            await conn.execute(
-                update(handled)
-                .where(handled.c.as4_message_id == as4_message_id)
-                .values(reply_message_id=reply_message_id, answer=json.dumps(answer))
-            )
+        statement = (
+            update(handled)
+            .where(handled.c.as4_message_id == as4_message_id)
+            .values(reply_message_id=reply_message_id, answer=json.dumps(answer))
+        )
+        await self.database.run(partial(_execute, statement))
 
     async def list(self, recipient: str, *, limit: int = 100) -> list[StoredMail]:
         """The messages in a mailbox, newest first (without bodies)."""
@@ -478,14 +497,15 @@ def _mail(row: Any, files: tuple[MailAttachment, ...] = ()) -> StoredMail:
 RECEIVING = frozenset({"active", "moving-in", "moving-out", "moved"})
 
 
-async def insert_mail(
-    conn: AsyncConnection, as4_message_id: str, delivery: CheckedDelivery, *, received_at: datetime
+def insert_mail(
+    conn: Connection, as4_message_id: str, delivery: CheckedDelivery, *, received_at: datetime
 ) -> list[int]:
-    """The delivery's messages as mail rows (and their attachments); the mail ids."""
+    """The delivery's messages as mail rows (and their attachments); the mail ids. Synchronous: an async caller
+    runs it with ``AsyncConnection.run_sync``."""
     signed_by = None if delivery.sender_certificate is None else delivery.sender_certificate.subject.rfc4514_string()
     ids: list[int] = []
     for position, item in enumerate(delivery.items):
-        result = await conn.execute(
+        result = conn.execute(
             insert(mail).values(
                 recipient=delivery.recipient,
                 as4_message_id=as4_message_id,
@@ -504,17 +524,25 @@ async def insert_mail(
         )
         mail_id = int(result.inserted_primary_key[0])  # type: ignore[index]
         ids.append(mail_id)
-        for index, attachment in enumerate(item.attachments):
-            await conn.execute(
-                insert(attachments).values(
-                    mail_id=mail_id,
-                    position=index,
-                    filename=attachment.filename,
-                    content_type=attachment.content_type,
-                    body=attachment.body,
-                )
+        if item.attachments:
+            conn.execute(
+                insert(attachments),
+                [
+                    {
+                        "mail_id": mail_id,
+                        "position": index,
+                        "filename": attachment.filename,
+                        "content_type": attachment.content_type,
+                        "body": attachment.body,
+                    }
+                    for index, attachment in enumerate(item.attachments)
+                ],
             )
     return ids
+
+
+def _execute(statement: Any, conn: Connection) -> None:
+    conn.execute(statement)
 
 
 async def write_audit(

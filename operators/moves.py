@@ -34,13 +34,14 @@ import hashlib
 import json
 import logging
 import shutil
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from cryptography import x509
-from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy import Connection, Row, and_, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from operators.deliveries import CheckedDelivery, Refusal, check_delivery, mailbox_key
@@ -398,8 +399,8 @@ class Mover:
                     record = manifest.two_way.get(letter.uid)
                     if delivery is not None:
                         # bare case events go to the timeline only, as at delivery
-                        ids = await insert_mail(
-                            conn, letter.origin, TwoWay.for_mailbox(delivery), received_at=letter.received_at
+                        ids = await conn.run_sync(
+                            insert_mail, letter.origin, TwoWay.for_mailbox(delivery), received_at=letter.received_at
                         )
                         if record is not None:
                             await restore(conn, letter, record, delivery, ids)
@@ -536,17 +537,14 @@ class Mover:
 
     async def step(self) -> None:
         """One round over the moves from here."""
-        async with self.store.engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    select(moves).where(moves.c.role == "from", moves.c.state.in_(("requested", "switched", "done")))
-                )
-            ).all()
-            unasked = (
-                await conn.execute(
-                    select(moves).where(moves.c.role == "to", moves.c.state == "requested", moves.c.detail.is_(None))
-                )
-            ).all()
+
+        def unfinished(conn: Connection) -> tuple[Sequence[Row[Any]], Sequence[Row[Any]]]:
+            # One thread hop for both (it runs every ``retry``, mostly finding nothing).
+            mine = moves.c.role == "from", moves.c.state.in_(("requested", "switched", "done"))
+            theirs = moves.c.role == "to", moves.c.state == "requested", moves.c.detail.is_(None)
+            return conn.execute(select(moves).where(*mine)).all(), conn.execute(select(moves).where(*theirs)).all()
+
+        rows, unasked = await self.store.database.run(unfinished)
         for move in unasked:
             await self._ask_again(move)
         for move in rows:

@@ -30,15 +30,13 @@ import shutil
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 from aiohttp import web
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection, select
 
 from accesspoint.envelopes.schemas import load_minameddelanden_schema, load_xhe_schema
 from accesspoint.servicekit import server
@@ -68,7 +66,7 @@ from operators.retention import Retention
 from operators.settings import OperatorSettings
 from operators.soap import SoapBodyLimit, deliver_secure_handler
 from operators.status import operator_status
-from operators.twoway import TwoWay
+from operators.twoway import TwoWay, broadcast_document
 
 log = logging.getLogger("operators.service")
 
@@ -242,7 +240,7 @@ class Operator:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.client is not None:
             await self.client.session.close()
-        await self.store.engine.dispose()
+        await self.store.dispose()
 
     def enqueue(self, message_id: str, attempt: int = 0) -> None:
         """Handle that received message (once, however often it is announced)."""
@@ -290,9 +288,12 @@ class Operator:
         chosen, outcome = verdict(small, self.trust, at=self.clock())
         return (int(chosen) if chosen is not None else -1), outcome
 
-    def _examine(self, folder: Path, parts: list[LetterPart]) -> tuple[int, CheckedDelivery | Refusal]:
-        """The verdict on downloaded payloads, then the two-way screen of a delivery (blocking: one worker thread
-        for both)."""
+    def _examine(self, folder: Path, parts: list[LetterPart]) -> bytes | tuple[int, CheckedDelivery | Refusal]:
+        """A broadcast's document; else the verdict on downloaded payloads, then the two-way screen of a delivery
+        (blocking: one worker thread for all three)."""
+        found = broadcast_document(folder, parts)
+        if found is not None:
+            return found
         chosen, outcome = self._check_files(folder, parts)
         if isinstance(outcome, CheckedDelivery):
             outcome = self.twoway.screen(outcome, folder, parts)
@@ -319,9 +320,11 @@ class Operator:
         try:
             received = [await client.download_to(message_id, p, staged, i) for i, p in enumerate(record["payloads"])]
             now = self.clock()
-            if await self.twoway.broadcast(message_id, record, staged, received):
+            examined = await asyncio.to_thread(self._examine, staged, received)
+            if isinstance(examined, bytes):  # a broadcast from the infrastructure owner
+                await self.twoway.broadcast(message_id, record, examined)
                 return
-            chosen, outcome = await asyncio.to_thread(self._examine, staged, received)
+            chosen, outcome = examined
             if isinstance(outcome, CheckedDelivery) and not await self.store.has_mailbox(outcome.recipient):
                 outcome = unknown_recipient(outcome)
             letter = fresh = None
@@ -332,8 +335,10 @@ class Operator:
                     # A first delivery: its answer is signed now and filed with the letter, in the transaction that
                     # stores it, so the letter carries exactly the answer that is sent (handled again after a stop,
                     # the delivery is answered with what its letter kept).
-                    signed = await self._sign(outcome, message_id, received, now)
-                    parts_ += await asyncio.to_thread(_file_answer, staged, signed)
+                    signed, filed = await asyncio.to_thread(
+                        self._sign_and_file, outcome, message_id, received, now, staged
+                    )
+                    parts_ += filed
                 fresh = Letter(
                     new_uid(),
                     outcome.recipient,
@@ -348,8 +353,8 @@ class Operator:
                 )
                 checked = outcome
 
-                async def two_way(conn: AsyncConnection, ids: list[int]) -> None:
-                    await self.twoway.delivered(conn, message_id, record, checked, ids, now)
+                def two_way(conn: Connection, ids: list[int]) -> None:
+                    self.twoway.delivered(conn, message_id, record, checked, ids, now)
 
                 stored = await self.store.deliver(
                     message_id,
@@ -420,19 +425,34 @@ class Operator:
         self, outcome: CheckedDelivery | Refusal, message_id: str, received: list[LetterPart], now: datetime
     ) -> tuple[AnswerPart, ...]:
         """The signed answer to a delivery (built off the event loop: signing and schema checks)."""
-        return await asyncio.to_thread(
-            partial(
-                build_answer,
-                outcome,
-                message_id=message_id,
-                payloads=(),
-                digests=[(p.content_id, p.sha256) for p in received],
-                operator=self.settings.id,
-                keys=self.settings.keys,
-                at=now,
-                minameddelanden_schema=self.trust.minameddelanden_schema,
-                xhe_schema=self.trust.xhe_schema,
-            )
+        return await asyncio.to_thread(self._signed, outcome, message_id, received, now)
+
+    def _sign_and_file(
+        self,
+        outcome: CheckedDelivery | Refusal,
+        message_id: str,
+        received: list[LetterPart],
+        now: datetime,
+        folder: Path,
+    ) -> tuple[tuple[AnswerPart, ...], tuple[LetterPart, ...]]:
+        """The signed answer, written into the letter's ``folder``: its parts and the letter's parts that list them
+        (blocking: one worker thread for both)."""
+        signed = self._signed(outcome, message_id, received, now)
+        return signed, _file_answer(folder, signed)
+
+    def _signed(
+        self, outcome: CheckedDelivery | Refusal, message_id: str, received: list[LetterPart], now: datetime
+    ) -> tuple[AnswerPart, ...]:
+        return build_answer(
+            outcome,
+            message_id=message_id,
+            payloads=(),
+            digests=[(p.content_id, p.sha256) for p in received],
+            operator=self.settings.id,
+            keys=self.settings.keys,
+            at=now,
+            minameddelanden_schema=self.trust.minameddelanden_schema,
+            xhe_schema=self.trust.xhe_schema,
         )
 
     async def deliver_soap(self, delivery: CheckedDelivery, document: bytes) -> bool:

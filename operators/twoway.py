@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection
 
 from accesspoint.envelopes._common import EnvelopeError
 from accesspoint.envelopes.broadcast import MAX_CONTENT, is_broadcast, verify_broadcast
@@ -238,9 +238,9 @@ class TwoWay:
         kept = tuple(item for item in outcome.items if not item.event_only)
         return outcome if len(kept) == len(outcome.items) else replace(outcome, items=kept)
 
-    async def delivered(
+    def delivered(
         self,
-        conn: AsyncConnection,
+        conn: Connection,
         message_id: str,
         record: dict[str, Any],
         outcome: CheckedDelivery,
@@ -250,18 +250,14 @@ class TwoWay:
         """Record the terms of the delivery's letters and its case events on ``conn``, in the transaction that
         stores the mail (``MailboxStore.deliver(also=…)``; safe to repeat)."""
         letters, events = delivery_records(outcome, message_id, record.get("conversation_id"), mail_ids, now)
-        await self.store.record(conn, letters, events)
+        self.store.record(conn, letters, events)
 
     # ---------------------------------------------------------------------------------- operator broadcasts
 
-    async def broadcast(
-        self, message_id: str, record: dict[str, Any], staged: Path, received: Sequence[LetterPart]
-    ) -> bool:
-        """A broadcast from the infrastructure owner: into every mailbox of its group, answered with how many (a
-        signed ``broadcast`` event), acknowledged; False when the message is no broadcast (safe to repeat)."""
-        found = await asyncio.to_thread(_broadcast_document, staged, received)
-        if found is None:
-            return False
+    async def broadcast(self, message_id: str, record: dict[str, Any], found: bytes) -> None:
+        """A broadcast from the infrastructure owner (``found``: its document, see ``broadcast_document``): into
+        every mailbox of its group, answered with how many (a signed ``broadcast`` event), acknowledged (safe to
+        repeat)."""
         client = self.operator.client
         assert client is not None
         operator = self.operator.settings
@@ -321,7 +317,6 @@ class TwoWay:
             message_id, reply_id, [{"content_id": answer.content_id, "mime_type": answer.mime_type}]
         )
         await client.ack(message_id)
-        return True
 
     # ------------------------------------------------------------------------------------------ the holder
 
@@ -917,8 +912,9 @@ def delivery_records(
     return letters, events
 
 
-def _broadcast_document(staged: Path, received: Sequence[LetterPart]) -> bytes | None:
-    """The broadcast document among the payloads written to ``staged`` (only small XML parts are looked at)."""
+def broadcast_document(staged: Path, received: Sequence[LetterPart]) -> bytes | None:
+    """The broadcast document among the payloads written to ``staged`` (only small XML parts are looked at; None:
+    the message is no broadcast). Blocking: run it in a worker thread."""
     for part in received:
         if part.size <= MAX_BROADCAST and "xml" in part.mime_type:
             data = (staged / part.name).read_bytes()

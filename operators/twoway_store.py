@@ -28,6 +28,7 @@ from typing import Any
 from sqlalchemy import (
     Boolean,
     Column,
+    Connection,
     Date,
     DateTime,
     ForeignKey,
@@ -257,27 +258,22 @@ class TwoWayStore:
         self.engine = engine
 
     @staticmethod
-    async def record(conn: AsyncConnection, rows: Sequence[dict[str, Any]], events: Sequence[dict[str, Any]]) -> None:
+    def record(conn: Connection, rows: Sequence[dict[str, Any]], events: Sequence[dict[str, Any]]) -> None:
         """Letters' records and case events of one delivery, once, on ``conn`` (the delivery's transaction): what
-        is already there is left as it is."""
+        is already there is left as it is. Synchronous: an async caller runs it with ``AsyncConnection.run_sync``."""
         if rows:
-            found = await conn.execute(
-                select(letters.c.mail_id).where(letters.c.mail_id.in_([r["mail_id"] for r in rows]))
-            )
+            found = conn.execute(select(letters.c.mail_id).where(letters.c.mail_id.in_([r["mail_id"] for r in rows])))
             known = set(found.scalars())
             fresh = [r for r in rows if r["mail_id"] not in known]
             if fresh:
-                await conn.execute(insert(letters), fresh)
+                conn.execute(insert(letters), fresh)
         if events:
             ids = events[0]["as4_message_id"]
-            seen = set(
-                (
-                    await conn.execute(select(case_events.c.position).where(case_events.c.as4_message_id == ids))
-                ).scalars()
-            )
+            known_events = conn.execute(select(case_events.c.position).where(case_events.c.as4_message_id == ids))
+            seen = set(known_events.scalars())
             fresh = [e for e in events if e["position"] not in seen]
             if fresh:
-                await conn.execute(insert(case_events), fresh)
+                conn.execute(insert(case_events), fresh)
 
     async def letter(self, recipient: str, mail_id: int) -> LetterRow | None:
         """A letter's record, when it is in that mailbox."""

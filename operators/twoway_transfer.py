@@ -191,7 +191,7 @@ async def restore(
     listed = record.get("case_events")
     if not isinstance(listed, list) or _events(listed) != _events(events):
         raise TransferRefused(f"{what}: the case events of the two-way record differ from those its sender signed")
-    await TwoWayStore.record(conn, kept, events)
+    await conn.run_sync(TwoWayStore.record, kept, events)
     if answers:
         await conn.execute(insert(replies), answers)
     if paid:

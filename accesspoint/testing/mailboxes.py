@@ -13,7 +13,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection
 
 from accesspoint.envelopes.sbdh import DocumentIdentification, Partner, Sbdh, Scope, ScopeType, build_sbd
 from operators.deliveries import CheckedDelivery
@@ -103,8 +103,8 @@ async def deliver_letter(
     )
     checked = outcome
 
-    async def two_way(conn: AsyncConnection, ids: list[int]) -> None:
-        await operator.twoway.delivered(conn, origin, {}, checked, ids, now)
+    def two_way(conn: Connection, ids: list[int]) -> None:
+        operator.twoway.delivered(conn, origin, {}, checked, ids, now)
 
     delivery = operator.twoway.for_mailbox(outcome)
     await operator.store.deliver(
@@ -212,6 +212,6 @@ async def seed_letters(
     made = await asyncio.to_thread(prepare)
     async with operator.store.engine.begin() as conn:
         for letter, outcome in made:
-            await insert_mail(conn, letter.origin, outcome, received_at=now)
+            await conn.run_sync(insert_mail, letter.origin, outcome, received_at=now)
         await conn.execute(letter_table.insert(), [letter.row() for letter, _outcome in made])
     return [letter for letter, _outcome in made]
