@@ -606,6 +606,58 @@ def test_a_small_part_read_twice_is_decrypted_once_and_a_tampered_one_fails_ever
     assert opened.count("part-5@test") == 2
 
 
+class _MemorySpool:
+    """A plaintext spool in memory that remembers whether it was discarded."""
+
+    def __init__(self) -> None:
+        self.buffer = io.BytesIO()
+        self.discarded = False
+
+    def write(self, data: bytes, /) -> object:
+        return self.buffer.write(data)
+
+    def chunks(self) -> Iterable[bytes]:
+        return [self.buffer.getvalue()]
+
+    def discard(self) -> None:
+        self.discarded, self.buffer = True, io.BytesIO()
+
+
+def test_a_part_read_again_is_its_whole_verified_plaintext_from_memory_or_the_spool(rsa_recipient: KeyPair) -> None:
+    """A small part read in many chunks and a large one given a spool are decrypted once and read back whole;
+    a tampered large part fails every reading and its spool is discarded."""
+    policy = SecurityPolicy.edelivery_1_15()
+    # Read in 1000-byte pieces, 980 bytes decrypt as two chunks (972 + 8) and 6000 as seven.
+    payloads = {
+        "two@test": ("application/octet-stream", bytes(range(245)) * 4),
+        "many@test": ("application/octet-stream", bytes(range(200)) * 30),
+        "large@test": PAYLOADS["large@test"],
+    }
+    envelope, ciphertexts = _encrypt(policy, rsa_recipient, payloads)
+    received, tampered = _wire(envelope, ciphertexts), _wire(envelope, ciphertexts)
+    _tampered_part(tampered, "large@test", lambda b: b[:-1] + bytes([b[-1] ^ 0x80]))
+    opened: list[str] = []
+    spools: list[_MemorySpool] = []
+
+    def counting_open_part(part: ReceivedPart) -> Iterator[bytes]:
+        opened.append(str(part.content_id))
+        return _open_part(part)
+
+    def spool() -> _MemorySpool:
+        spools.append(_MemorySpool())
+        return spools[-1]
+
+    sources = decrypt_attachments(received, [rsa_recipient], policy, open_part=counting_open_part, spool=spool)
+    for cid, (_, plaintext) in payloads.items():  # the large part is past the keep limit
+        assert [b"".join(sources[cid].open()) for _ in range(3)] == [plaintext] * 3
+        assert opened.count(cid) == 1
+    assert len(spools) == 1 and not spools[0].discarded
+    forged = decrypt_attachments(tampered, [rsa_recipient], policy, open_part=counting_open_part, spool=spool)
+    for _ in range(2):
+        assert _code(lambda: b"".join(forged["large@test"].open())) == "EBMS:0102"
+    assert len(spools) == 3 and all(s.discarded for s in spools[1:])
+
+
 def _edit_envelope(envelope: bytes, edit: Callable[[etree._Element], None]) -> bytes:
     root = etree.fromstring(envelope)
     edit(root)
