@@ -756,19 +756,72 @@ def _duplicate_first_encrypted_data(root: etree._Element) -> None:
     first.addnext(twin)
 
 
+def _key_outside_security(root: etree._Element) -> None:
+    encrypted_key = root.find(f".//{XENC}EncryptedKey")
+    security = root.find(f".//{WSSE}Security")
+    assert encrypted_key is not None and security is not None
+    security.addnext(encrypted_key)
+
+
+def _key_reference_not_local(root: etree._Element) -> None:
+    for reference in root.iterfind(f".//{XENC}EncryptedData//{WSSE}Reference"):
+        reference.set("URI", "X" + reference.get("URI", "")[1:])
+
+
+def _key_by_reference_list(root: etree._Element) -> None:
+    _remove(f".//{XENC}EncryptedData/{DS}KeyInfo")(root)
+
+
+def _key_inline(root: etree._Element) -> None:
+    encrypted_key = root.find(f".//{XENC}EncryptedKey")
+    assert encrypted_key is not None
+    for key_info in root.iterfind(f".//{XENC}EncryptedData/{DS}KeyInfo"):
+        key_info[:] = [copy.deepcopy(encrypted_key)]
+        for element in key_info.iter():
+            element.attrib.pop("Id", None)
+            element.attrib.pop(WSU_ID, None)
+    parent = encrypted_key.getparent()
+    assert parent is not None
+    parent.remove(encrypted_key)
+
+
+@pytest.mark.parametrize("edit", [_key_by_reference_list, _key_inline], ids=["reference-list", "inline"])
+def test_an_encrypted_key_is_found_inline_or_by_the_reference_list_naming_its_data(
+    rsa_recipient: KeyPair, edit: Callable[[etree._Element], None]
+) -> None:
+    """An EncryptedData without a key reference finds its EncryptedKey inside its KeyInfo or through the
+    ReferenceList that names it, and decrypts."""
+    policy = SecurityPolicy.edelivery_1_15()
+    payloads = dict(list(PAYLOADS.items())[:2])
+    envelope, ciphertexts = _encrypt(policy, rsa_recipient, payloads)
+    received = _wire(_edit_envelope(envelope, edit), ciphertexts)
+    assert _decrypt(received, [rsa_recipient], policy) == payloads
+
+
 @pytest.mark.parametrize(
     "edit",
     [
         _set_attribute(f".//{XENC}CipherReference", "URI", "cid:absent@test"),
         _set_attribute(f".//{XENC}EncryptedData//{WSSE}Reference", "URI", "#nowhere"),
         _duplicate_first_encrypted_data,
+        _key_outside_security,
+        _key_reference_not_local,
+        lambda root: (_key_by_reference_list(root), _remove(f".//{XENC}ReferenceList")(root)),
     ],
-    ids=["absent-part", "dangling-key-reference", "two-for-one-part"],
+    ids=[
+        "absent-part",
+        "dangling-key-reference",
+        "two-for-one-part",
+        "key-outside-security",
+        "key-reference-not-local",
+        "no-key-names-the-data",
+    ],
 )
 def test_inconsistent_encryption_headers_are_failed_decryption(
     rsa_recipient: KeyPair, edit: Callable[[etree._Element], None]
 ) -> None:
-    """An EncryptedData naming no part, no EncryptedKey, or a part already named is EBMS:0102."""
+    """An EncryptedData naming no part, no EncryptedKey in wsse:Security (by a local reference or a ReferenceList),
+    or a part already named is EBMS:0102."""
     policy = SecurityPolicy.edelivery_1_15()
     envelope, ciphertexts = _encrypt(policy, rsa_recipient)
     received = _wire(_edit_envelope(envelope, edit), ciphertexts)
