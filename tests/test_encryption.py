@@ -606,6 +606,58 @@ def test_a_small_part_read_twice_is_decrypted_once_and_a_tampered_one_fails_ever
     assert opened.count("part-5@test") == 2
 
 
+class _MemorySpool:
+    """A plaintext spool in memory that remembers whether it was discarded."""
+
+    def __init__(self) -> None:
+        self.buffer = io.BytesIO()
+        self.discarded = False
+
+    def write(self, data: bytes, /) -> object:
+        return self.buffer.write(data)
+
+    def chunks(self) -> Iterable[bytes]:
+        return [self.buffer.getvalue()]
+
+    def discard(self) -> None:
+        self.discarded, self.buffer = True, io.BytesIO()
+
+
+def test_a_part_read_again_is_its_whole_verified_plaintext_from_memory_or_the_spool(rsa_recipient: KeyPair) -> None:
+    """A small part read in many chunks and a large one given a spool are decrypted once and read back whole;
+    a tampered large part fails every reading and its spool is discarded."""
+    policy = SecurityPolicy.edelivery_1_15()
+    # Read in 1000-byte pieces, 980 bytes decrypt as two chunks (972 + 8) and 6000 as seven.
+    payloads = {
+        "two@test": ("application/octet-stream", bytes(range(245)) * 4),
+        "many@test": ("application/octet-stream", bytes(range(200)) * 30),
+        "large@test": PAYLOADS["large@test"],
+    }
+    envelope, ciphertexts = _encrypt(policy, rsa_recipient, payloads)
+    received, tampered = _wire(envelope, ciphertexts), _wire(envelope, ciphertexts)
+    _tampered_part(tampered, "large@test", lambda b: b[:-1] + bytes([b[-1] ^ 0x80]))
+    opened: list[str] = []
+    spools: list[_MemorySpool] = []
+
+    def counting_open_part(part: ReceivedPart) -> Iterator[bytes]:
+        opened.append(str(part.content_id))
+        return _open_part(part)
+
+    def spool() -> _MemorySpool:
+        spools.append(_MemorySpool())
+        return spools[-1]
+
+    sources = decrypt_attachments(received, [rsa_recipient], policy, open_part=counting_open_part, spool=spool)
+    for cid, (_, plaintext) in payloads.items():  # the large part is past the keep limit
+        assert [b"".join(sources[cid].open()) for _ in range(3)] == [plaintext] * 3
+        assert opened.count(cid) == 1
+    assert len(spools) == 1 and not spools[0].discarded
+    forged = decrypt_attachments(tampered, [rsa_recipient], policy, open_part=counting_open_part, spool=spool)
+    for _ in range(2):
+        assert _code(lambda: b"".join(forged["large@test"].open())) == "EBMS:0102"
+    assert len(spools) == 3 and all(s.discarded for s in spools[1:])
+
+
 def _edit_envelope(envelope: bytes, edit: Callable[[etree._Element], None]) -> bytes:
     root = etree.fromstring(envelope)
     edit(root)
@@ -704,19 +756,77 @@ def _duplicate_first_encrypted_data(root: etree._Element) -> None:
     first.addnext(twin)
 
 
+def _key_outside_security(root: etree._Element) -> None:
+    encrypted_key = root.find(f".//{XENC}EncryptedKey")
+    security = root.find(f".//{WSSE}Security")
+    assert encrypted_key is not None and security is not None
+    security.addnext(encrypted_key)
+
+
+def _key_reference_not_local(root: etree._Element) -> None:
+    for reference in root.iterfind(f".//{XENC}EncryptedData//{WSSE}Reference"):
+        reference.set("URI", "X" + reference.get("URI", "")[1:])
+
+
+def _key_by_reference_list(root: etree._Element) -> None:
+    _remove(f".//{XENC}EncryptedData/{DS}KeyInfo")(root)
+
+
+def _key_named_nowhere(root: etree._Element) -> None:
+    _key_by_reference_list(root)
+    _remove(f".//{XENC}ReferenceList")(root)
+
+
+def _key_inline(root: etree._Element) -> None:
+    encrypted_key = root.find(f".//{XENC}EncryptedKey")
+    assert encrypted_key is not None
+    for key_info in root.iterfind(f".//{XENC}EncryptedData/{DS}KeyInfo"):
+        key_info[:] = [copy.deepcopy(encrypted_key)]
+        for element in key_info.iter():
+            element.attrib.pop("Id", None)
+            element.attrib.pop(WSU_ID, None)
+    parent = encrypted_key.getparent()
+    assert parent is not None
+    parent.remove(encrypted_key)
+
+
+@pytest.mark.parametrize("edit", [_key_by_reference_list, _key_inline], ids=["reference-list", "inline"])
+def test_an_encrypted_key_is_found_inline_or_by_the_reference_list_naming_its_data(
+    rsa_recipient: KeyPair, edit: Callable[[etree._Element], None]
+) -> None:
+    """An EncryptedData without a key reference finds its EncryptedKey inside its KeyInfo or through the
+    ReferenceList that names it, and decrypts."""
+    policy = SecurityPolicy.edelivery_1_15()
+    payloads = dict(list(PAYLOADS.items())[:2])
+    envelope, ciphertexts = _encrypt(policy, rsa_recipient, payloads)
+    received = _wire(_edit_envelope(envelope, edit), ciphertexts)
+    assert _decrypt(received, [rsa_recipient], policy) == payloads
+
+
 @pytest.mark.parametrize(
     "edit",
     [
         _set_attribute(f".//{XENC}CipherReference", "URI", "cid:absent@test"),
         _set_attribute(f".//{XENC}EncryptedData//{WSSE}Reference", "URI", "#nowhere"),
         _duplicate_first_encrypted_data,
+        _key_outside_security,
+        _key_reference_not_local,
+        _key_named_nowhere,
     ],
-    ids=["absent-part", "dangling-key-reference", "two-for-one-part"],
+    ids=[
+        "absent-part",
+        "dangling-key-reference",
+        "two-for-one-part",
+        "key-outside-security",
+        "key-reference-not-local",
+        "no-key-names-the-data",
+    ],
 )
 def test_inconsistent_encryption_headers_are_failed_decryption(
     rsa_recipient: KeyPair, edit: Callable[[etree._Element], None]
 ) -> None:
-    """An EncryptedData naming no part, no EncryptedKey, or a part already named is EBMS:0102."""
+    """An EncryptedData naming no part, no EncryptedKey in wsse:Security (by a local reference or a ReferenceList),
+    or a part already named is EBMS:0102."""
     policy = SecurityPolicy.edelivery_1_15()
     envelope, ciphertexts = _encrypt(policy, rsa_recipient)
     received = _wire(_edit_envelope(envelope, edit), ciphertexts)

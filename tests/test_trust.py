@@ -17,6 +17,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from accesspoint.core.errors import EbmsError, ErrorCode
 from accesspoint.security.keys import KeyLoadError, KeyPair
 from accesspoint.security.policy import RevocationMode, TrustSettings
+from accesspoint.security.revocation import describe
 from accesspoint.security.trust import (
     WIRE_DETAIL,
     CertificateUsage,
@@ -208,14 +209,16 @@ def test_same_name_other_key_ca_is_untrusted() -> None:
     assert error.code == "EBMS:0101"
 
 
-@pytest.mark.parametrize("change", ["key rolled over", "certificate renewed"])
+@pytest.mark.parametrize("change", ["key rolled over", "key type changed", "certificate renewed"])
 def test_a_certificate_is_trusted_through_the_anchor_that_issued_it_past_a_same_named_one_that_fails(
     change: str,
 ) -> None:
-    """Two anchors with one name, the first listed failing (another key, or the same key in an expired
-    certificate): the path search goes on to the second, which issued the certificate, and trusts it."""
-    if change == "key rolled over":
-        old, new = make_ca("Rollover CA", "p256"), make_ca("Rollover CA", "p256")
+    """Two anchors with one name, the first listed failing (another key, a key of another type, or the same key
+    in an expired certificate): the path search goes on to the second, which issued the certificate, and trusts
+    it."""
+    if change.startswith("key"):
+        old = make_ca("Rollover CA", "p256" if change == "key rolled over" else "ed25519")
+        new = make_ca("Rollover CA", "p256")
         leaf = issue(new, "PTE000001", "p256").certificate  # no authorityKeyIdentifier: order decides
     else:
         key = new_key("p256")
@@ -225,6 +228,19 @@ def test_a_certificate_is_trusted_through_the_anchor_that_issued_it_past_a_same_
     trust = TrustSettings(anchors=(old.certificate, new.certificate), revocation=OFF)
     result = validate_certificate(leaf, [], trust, at=AT, usage=SIGNATURE)
     assert result.anchor == new.certificate
+
+
+def test_a_certificate_whose_only_same_named_anchor_has_a_key_of_another_type_is_refused_as_an_invalid_path() -> None:
+    """An anchor whose key cannot check the certificate's signature at all (Ed25519 under an ECDSA signature)
+    is refused as INVALID_PATH, the reason naming both certificates and why the check could not run."""
+    impostor, issuer = make_ca("Rollover CA", "ed25519"), make_ca("Rollover CA", "p256")
+    leaf = issue(issuer, "PTE000001", "p256").certificate
+    error = _refused(leaf, [], _anchored(impostor))
+    assert (error.failure, error.code) == (TrustFailure.INVALID_PATH, "EBMS:0101")
+    assert error.reason == (
+        f"cannot check the signature on {describe(leaf)} by {describe(impostor.certificate)}: "
+        "Signature algorithm does not match issuer key type"
+    )
 
 
 def test_a_path_of_more_than_eight_certificates_is_refused_and_one_of_eight_is_trusted() -> None:
