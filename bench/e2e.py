@@ -96,6 +96,19 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU of a process, of its children that exited and were reaped, and of its live children (PostgreSQL's
+    postmaster and its backends: a backend's time moves to the postmaster's children fields when it ends)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    total = sum(int(v) for v in fields[11:15]) / _TICKS  # utime, stime, cutime, cstime
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            child = stat.read_text().rsplit(")", 1)[1].split()
+            if int(child[1]) == pid:
+                total += (int(child[11]) + int(child[12])) / _TICKS
+    return total
+
+
 def machine_busy() -> tuple[float, float]:
     """(busy, total) CPU seconds of the whole machine so far, from /proc/stat."""
     values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
@@ -104,6 +117,42 @@ def machine_busy() -> tuple[float, float]:
 
 
 # ------------------------------------------------------------------------------------------ servers
+
+
+@dataclass
+class DatabaseServer:
+    """The PostgreSQL cluster both access points use: its CPU and its transactions, which the servers' own
+    /proc figures do not include."""
+
+    postmaster: int
+    admin_dsn: str
+
+    def cpu_seconds(self) -> float:
+        """The postmaster's and every backend's CPU so far."""
+        return tree_cpu_seconds(self.postmaster)
+
+    def transactions(self) -> dict[str, int]:
+        """Committed + rolled back transactions so far, per database (the statistics lag up to about 1 s)."""
+        return asyncio.run(self._query(
+            "SELECT datname, xact_commit + xact_rollback FROM pg_stat_database WHERE datname LIKE 'test_%'"
+        ))  # fmt: skip
+
+    def last_statements(self) -> dict[str, int]:
+        """Each client connection's current or last statement (its first 80 characters), counted."""
+        return asyncio.run(self._query(
+            "SELECT left(regexp_replace(query, '\\s+', ' ', 'g'), 80), count(*) FROM pg_stat_activity"
+            " WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() GROUP BY 1"
+        ))  # fmt: skip
+
+    async def _query(self, sql: str) -> dict[str, int]:
+        import asyncpg  # type: ignore[import-untyped]  # an optional driver without type information
+
+        connection = await asyncpg.connect(self.admin_dsn)
+        try:
+            await connection.execute("SELECT pg_stat_clear_snapshot()")
+            return {str(name): int(value) for name, value in await connection.fetch(sql)}
+        finally:
+            await connection.close()
 
 
 class Server:
@@ -367,8 +416,9 @@ async def settled_rows(
         await ledger.close()
 
 
-def phase(sender: Server, receiver: Server, load: Load) -> dict[str, Any]:
+def phase(sender: Server, receiver: Server, load: Load, database: DatabaseServer | None = None) -> dict[str, Any]:
     """Run the generator, wait until its messages are settled, and measure: rates, latencies, CPU, memory."""
+    database_before = _database_use(database)
     cpu_before = cpu_seconds(sender.pid), cpu_seconds(receiver.pid)
     clock_before = time.monotonic()
     busy_before = machine_busy()
@@ -378,6 +428,7 @@ def phase(sender: Server, receiver: Server, load: Load) -> dict[str, Any]:
     rows = asyncio.run(settled_rows(load.ledger, generated["first_id"], len(submitted)))
     cpu_after = cpu_seconds(sender.pid), cpu_seconds(receiver.pid)
     cpu_window = time.monotonic() - clock_before
+    database_after = _database_use(database)
     busy_after = machine_busy()
     start, end = generated["started"], generated["ended"]
     delivered = {mid: at for mid, state, at in rows if state == "delivered" and mid in submitted}
@@ -417,14 +468,44 @@ def phase(sender: Server, receiver: Server, load: Load) -> dict[str, Any]:
         "machine_busy": busy * (os.cpu_count() or 1),  # cores busy on average (everyone's)
         "load_average": load_average,
         "rss_mib": [rss_mib(sender.pid), rss_mib(receiver.pid)],
+        **_database_figures(database_before, database_after, max(len(delivered), 1)),
     }
 
 
-def idle_cpu(sender: Server, receiver: Server, seconds: float) -> float:
-    """Both servers' CPU with nothing to do (timers, pollers, the P-Mode watcher), milliseconds per second."""
+def _database_use(database: DatabaseServer | None) -> tuple[float, int] | None:
+    if database is None:
+        return None
+    return database.cpu_seconds(), sum(database.transactions().values())
+
+
+def _database_figures(
+    before: tuple[float, int] | None, after: tuple[float, int] | None, delivered: int
+) -> dict[str, float]:
+    """PostgreSQL's own CPU and transactions (both access points' databases) per delivered message."""
+    if before is None or after is None:
+        return {}
+    return {
+        "database_cpu_ms_per_msg": (after[0] - before[0]) * 1000 / delivered,
+        "database_transactions_per_msg": (after[1] - before[1]) / delivered,
+    }
+
+
+def idle_cpu(
+    sender: Server, receiver: Server, seconds: float, database: DatabaseServer | None = None
+) -> dict[str, Any]:
+    """Both servers' CPU with nothing to do (timers, pollers, the P-Mode watcher), milliseconds per second; on
+    PostgreSQL also its CPU, transactions per second and what the connections ran last."""
+    database_before = _database_use(database)
     before, started = cpu_seconds(sender.pid) + cpu_seconds(receiver.pid), time.monotonic()
     time.sleep(seconds)
-    return (cpu_seconds(sender.pid) + cpu_seconds(receiver.pid) - before) * 1000 / (time.monotonic() - started)
+    elapsed = time.monotonic() - started
+    idle: dict[str, Any] = {"servers": (cpu_seconds(sender.pid) + cpu_seconds(receiver.pid) - before) * 1000 / elapsed}
+    database_after = _database_use(database)
+    if database is not None and database_before is not None and database_after is not None:
+        idle["database"] = (database_after[0] - database_before[0]) * 1000 / elapsed
+        idle["database_transactions_per_s"] = (database_after[1] - database_before[1]) / elapsed
+        idle["database_statements"] = database.last_statements()
+    return idle
 
 
 # ---------------------------------------------------------------------------------------- the whole
@@ -442,11 +523,11 @@ def ceiling(profile: Profile, *, quick: bool) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _databases(database: str) -> Iterator[dict[str, str] | None]:
+def _databases(database: str) -> Iterator[tuple[dict[str, str] | None, DatabaseServer | None]]:
     """Each party's database URL: None on SQLite (their default files); on PostgreSQL a database each on one
     throw-away server with fsync and synchronous commits on (what ``durability: power-loss`` promises)."""
     if database == "sqlite":
-        yield None
+        yield None, None
         return
     from accesspoint.testing import services  # PostgreSQL started the way the tests start it
 
@@ -455,7 +536,9 @@ def _databases(database: str) -> Iterator[dict[str, str] | None]:
         raise RuntimeError(f"PostgreSQL: {reason}")
     with services.postgres_server(durable=True) as server:
         names = {party: asyncio.run(services.create_postgres_database(server)) for party in PARTIES}
-        yield {party: server.dsn(name) for party, name in names.items()}
+        assert server.data is not None, "a server started here"
+        postmaster = int((server.data / "postmaster.pid").read_text().split()[0])
+        yield {party: server.dsn(name) for party, name in names.items()}, DatabaseServer(postmaster, server.dsn())
 
 
 def run(
@@ -490,7 +573,7 @@ def run(
     folder = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
     try:
         with (
-            _databases(database) as urls,
+            _databases(database) as (urls, database_server),
             access_points(folder, workers=workers, durability=durability, databases=urls) as (sender, receiver),
         ):
             url = f"http://127.0.0.1:{sender.port}/api/v1/messages"
@@ -502,25 +585,28 @@ def run(
 
             phases: list[dict[str, Any]] = []
             for profile in profiles:
-                phases.append(phase(sender, receiver, load(profile, "warm", 2.0 if quick else 5.0, window=window)))
+                warm = load(profile, "warm", 2.0 if quick else 5.0, window=window)
+                phases.append(phase(sender, receiver, warm, database_server))
             result["rss_warm_mib"] = [rss_mib(sender.pid), rss_mib(receiver.pid)]
             # On a loaded machine a run delivers few messages, and what the servers burn idle weighs on each.
-            result["idle_cpu_ms_per_s"] = idle_cpu(sender, receiver, 2.0 if quick else 5.0)
+            idle = idle_cpu(sender, receiver, 2.0 if quick else 5.0, database_server)
+            result["idle_cpu_ms_per_s"] = idle.pop("servers")
+            result["idle_database"] = idle
             for profile in profiles:
                 length = steady_seconds if profile is Profile.EDELIVERY_1_15 else other_seconds
                 if py_spy is not None and profile is profiles[0]:
                     py_spy.mkdir(parents=True, exist_ok=True)
                     for server in (sender, receiver):
                         server.record(py_spy / f"{server.name}-{LABELS[profile]}.txt", min(length, 30))
-                top = phase(sender, receiver, load(profile, "max", length, window=window))
+                top = phase(sender, receiver, load(profile, "max", length, window=window), database_server)
                 rate = LOAD_FRACTION * top["msg_per_s"]
-                at_70 = phase(sender, receiver, load(profile, "70", latency_seconds, rate=rate))
+                at_70 = phase(sender, receiver, load(profile, "70", latency_seconds, rate=rate), database_server)
                 result["profiles"][LABELS[profile]] = {"max": top, "load_70": at_70}
             for size in sizes:
                 # Fewer in flight as payloads grow: 64 messages of 2 MB are 128 MB in flight on each side.
                 fewer = max(4, min(window, window * PAYLOAD_BYTES * 16 // size))
                 sized = load(Profile.EDELIVERY_1_15, f"size{size}", other_seconds, window=fewer, payload_bytes=size)
-                result["sizes"][str(size)] = phase(sender, receiver, sized)
+                result["sizes"][str(size)] = phase(sender, receiver, sized, database_server)
             result["rss_end_mib"] = [rss_mib(sender.pid), rss_mib(receiver.pid)]
             phases += [run_ for runs in result["profiles"].values() for run_ in runs.values()]
             phases += list(result["sizes"].values())
@@ -596,6 +682,21 @@ def print_result(result: dict[str, Any], say: Callable[[str], None] = _say) -> N
             f"  idle: both servers use {idle:.1f} ms of CPU per second with nothing to do (timers, pollers); of the"
             f" CPU ms/msg above that is ({shares}) ms at this run's rates"
         )
+    database = result.get("idle_database") or {}
+    if database:
+        say(
+            f"  idle PostgreSQL: {database['database']:.1f} ms of CPU and"
+            f" {database['database_transactions_per_s']:.1f} transactions per second; connections last ran"
+            f" {json.dumps(database['database_statements'])}"
+        )
+    for label, runs in result["profiles"].items():
+        for name, run_ in runs.items():
+            if "database_cpu_ms_per_msg" in run_:
+                say(
+                    f"  PostgreSQL {label} {name}: {run_['database_cpu_ms_per_msg']:.2f} ms of its CPU and"
+                    f" {run_['database_transactions_per_msg']:.2f} transactions per delivered message (both"
+                    " databases; not in CPU ms/msg above)"
+                )
     for size, run_ in result.get("sizes", {}).items():
         megabytes = run_["msg_per_s"] * int(size) / 1e6
         say(
