@@ -241,5 +241,5 @@ async def test_a_message_reads_as_its_stored_rows_and_header_byte_for_byte_sent_
         assert [p["content_id"] for p in document["payloads"]] == ["letter@se", "annex@se"]
         assert document["payloads"][1]["properties"]["role"] == "annex"
         assert document["header"]["message_properties"][0]["value"] == "urn:se:s"
-        assert "raw-message" in {e["kind"] for e in document["evidence"]} and len(document["history"]) >= 2
+        assert "raw-message" in {e["kind"] for e in document["evidence"]} and document["history"]
     assert "partner-receipt" in {e["kind"] for e in sent["evidence"]}
