@@ -46,6 +46,7 @@ from sqlalchemy import (
     Connection,
     Executable,
     Row,
+    Select,
     and_,
     bindparam,
     case,
@@ -339,19 +340,20 @@ class MessageStore:
         or To, as stored) is among the values given for that kind; any one kind matching is enough, a kind the
         store does not know matches nothing, and an empty mapping nothing at all. None: no narrowing.
         """
-        conditions: list[ColumnElement[bool]] = [M.c.id > after_pk]
-        if only is not None:
-            conditions.append(_visible(only))
-        for column, value in (
-            (M.c.direction, direction),
-            (M.c.state, state),
-            (M.c.pmode_id, pmode_id),
-            (M.c.conversation_id, conversation_id),
-            (M.c.ref_to_message_id, ref_to_message_id),
-        ):
-            if value is not None:
-                conditions.append(column == value)
-        rows = await self._all(select(M).where(*conditions).order_by(M.c.id).limit(limit))
+        filters = {
+            "b_direction": direction,
+            "b_state": state,
+            "b_pmode_id": pmode_id,
+            "b_conversation_id": conversation_id,
+            "b_ref_to_message_id": ref_to_message_id,
+        }
+        given = {name: str(value) for name, value in filters.items() if value is not None}
+        kinds = None if only is None else tuple(sorted(only))
+        statement = _search_statement(frozenset(given), kinds)
+        parameters: dict[str, Any] = {**given, "b_after": after_pk, "b_limit": limit}
+        for kind in kinds or ():
+            parameters[f"b_only_{kind}"] = sorted(only[kind]) if only is not None else []
+        rows = await self._all(statement, parameters)
         return [_message(row) for row in rows]
 
     @_shielded
@@ -698,16 +700,37 @@ def _drop_evidence(connection: Connection, ids: list[int]) -> Sequence[str]:
     return [path for path in result.scalars() if path is not None]
 
 
-def _visible(only: Mapping[str, Collection[str]]) -> ColumnElement[bool]:
-    """Rows a caller limited to these resources (kind -> values) may see."""
+def _visible(kinds: Sequence[str]) -> ColumnElement[bool]:
+    """Rows a caller limited to resources of these kinds may see, the values bound as ``b_only_<kind>``; a kind the
+    store does not know matches nothing."""
     allowed: list[ColumnElement[bool]] = []
-    for kind, values in only.items():
-        wanted = sorted(values)
+    for kind in kinds:
+        wanted: BindParameter[str] = bindparam(f"b_only_{kind}", expanding=True)
         if kind == "pmode":
             allowed.append(M.c.pmode_id.in_(wanted))
         elif kind == "party":
             allowed.append(or_(M.c.from_party.in_(wanted), M.c.to_party.in_(wanted)))
     return or_(false(), *allowed)
+
+
+_SEARCH_COLUMNS = {
+    "b_direction": M.c.direction,
+    "b_state": M.c.state,
+    "b_pmode_id": M.c.pmode_id,
+    "b_conversation_id": M.c.conversation_id,
+    "b_ref_to_message_id": M.c.ref_to_message_id,
+}
+
+
+@functools.lru_cache(maxsize=256)
+def _search_statement(given: frozenset[str], kinds: tuple[str, ...] | None) -> Select[Any]:
+    """The search for the filters given and the kinds of a scoped caller's resources, with bound values: built
+    once per shape (a poll builds none), so a search costs what SQLite takes to run it."""
+    conditions: list[ColumnElement[bool]] = [M.c.id > bindparam("b_after")]
+    if kinds is not None:
+        conditions.append(_visible(kinds))
+    conditions += [column == bindparam(name) for name, column in _SEARCH_COLUMNS.items() if name in given]
+    return select(M).where(*conditions).order_by(M.c.id).limit(bindparam("b_limit"))
 
 
 def _unique_violation(failure: WriteFailed) -> bool:
