@@ -1,5 +1,4 @@
-"""Sends to one partner at once: send.per_partner, so a slow partner cannot hold every worker; a large message's
-attempt is given time by its size."""
+"""A large message's attempt is given time by its size (the pool's limits per partner: test_msh_send_pool)."""
 
 from __future__ import annotations
 
@@ -11,33 +10,8 @@ import pytest
 from aiohttp import web
 
 from accesspoint.msh import sending
-from accesspoint.msh.sending import PartnerLanes
 from tests.inmemory import Pair, eventually
 from tests.test_msh_support import submission
-
-
-async def _hold(lanes: PartnerLanes, partner: str, started: list[tuple[str, bool]], release: asyncio.Event) -> None:
-    async with lanes.slot(partner) as waited:
-        started.append((partner, waited))
-        await release.wait()
-
-
-async def _settle() -> None:
-    for _ in range(5):
-        await asyncio.sleep(0)
-
-
-async def test_a_partner_at_its_limit_waits_while_the_others_go_on() -> None:
-    """With one send per partner, a second send to a busy partner waits (and says so) while another partner's runs."""
-    lanes = PartnerLanes(1)
-    started: list[tuple[str, bool]] = []
-    release = asyncio.Event()
-    tasks = [asyncio.create_task(_hold(lanes, partner, started, release)) for partner in ("slow", "slow", "fast")]
-    await _settle()
-    assert started == [("slow", False), ("fast", False)]
-    release.set()
-    await asyncio.gather(*tasks)
-    assert started[2] == ("slow", True)
 
 
 async def test_a_large_messages_attempt_may_outlast_send_timeout_by_its_size(

@@ -85,7 +85,7 @@ async def test_a_send_worker_rides_out_database_errors_and_the_message_is_still_
     )
     assert len(failures) == 3
     assert pair.se.app is not None
-    workers = [s for s in pair.se.app[SUPERVISOR].status() if s.name.startswith("send worker")]
+    workers = [s for s in pair.se.app[SUPERVISOR].status() if s.name == "send pool"]
     assert workers and all(s.state is TaskState.RUNNING and s.restarts == 0 for s in workers)
 
 
@@ -101,7 +101,7 @@ async def test_healthz_says_the_loop_answers_and_readyz_names_what_is_not_ready(
     assert {k: ready["checks"][k] for k in ("database", "migrations", "keys")} == dict.fromkeys(
         ("database", "migrations", "keys"), "ok"
     )
-    assert ready["checks"]["tasks"]["send worker 0"] == "running"
+    assert ready["checks"]["tasks"]["send pool"] == "running"
 
     run = node.store.db.run
 

@@ -12,7 +12,8 @@ At the stop the tasks end first, then the context closes.
                   └── receipt / error ──► signals ──► next_step (the decision table) ──► store
     submit ──► api ──► submissions ──► store + queue ──► sending (workers) ──► send_pipeline ──► partner
                                                                      └──► signals ──► next_step ──► store
-    supervised: sending workers, pull.Puller, maintenance (recovery, purge), P-Mode watcher, webhooks
+    supervised: the send pool (workers per partner), pull.Puller, maintenance (recovery, purge), P-Mode watcher,
+    webhooks
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from accesspoint.msh.pull import Puller, PullServer
 from accesspoint.msh.receive_pipeline import ReceivePipeline
 from accesspoint.msh.replies import Replies
 from accesspoint.msh.send_pipeline import SendPipeline
+from accesspoint.msh.send_pool import SendPool
 from accesspoint.msh.sending import SendWorkers
 from accesspoint.msh.signals import Settlement, Signals
 from accesspoint.msh.status import Status
@@ -64,6 +66,7 @@ MAINTENANCE = web.AppKey("maintenance", Maintenance)
 SUPERVISOR = web.AppKey("supervisor", Supervisor)
 PULLER = web.AppKey("puller", Puller)
 METRICS = web.AppKey("metrics", MshMetrics)
+SEND_POOL = web.AppKey("send_pool", SendPool)  # the send workers per partner (its lanes, for tests and metrics)
 # What an operator does by hand (resend, park, ping): the console calls it, the access point never does.
 OPERATIONS = web.AppKey("operations", Operations)
 # The status document of the admin listener's /status and the console's status page.
@@ -157,8 +160,12 @@ def _compose(app: web.Application, ctx: Context, supervisor: Supervisor, mailing
     app[STATUS] = Status(ctx)
     ctx.metrics.watch(ctx.store, ctx.outbox, lambda: own_certificates(ctx.settings), lambda: ctx.agreements.current)
     supervisor.spawn("recovery", maintenance.recover)
-    for number in range(ctx.settings.send_workers):
-        supervisor.spawn(f"send worker {number}", functools.partial(workers.run, number))
+    pool = SendPool(
+        workers, total=ctx.settings.send_workers, limits=ctx.settings.send_per_partner,
+        partners=ctx.settings.send_partners, metrics=ctx.metrics,
+    )  # fmt: skip
+    app[SEND_POOL] = pool
+    supervisor.spawn("send pool", pool.run)
     supervisor.spawn("pull", puller.run)
     supervisor.spawn("purge", maintenance.purge_periodically)
     supervisor.spawn("P-Mode watcher", ctx.agreements.watch)

@@ -8,7 +8,8 @@ Paths are relative to the settings file. Everything but ``pmodes`` and ``keys`` 
     storage: data                      # database (SQLite by default), payload files, webhook outbox
     database: postgresql+asyncpg://... # optional; redis: redis://... shares the send queue (with database, instance)
     api_tokens: [a-secret-of-16-chars-or-more]
-    send: {workers: 16, per_partner: 16, timeout: 30s, lease: 2m}
+    send: {workers: 16, per_partner: 16, timeout: 30s, lease: 2m}  # per_partner: N or {min: 0, max: N}
+    #     partners: {partner-115: {min: 1, max: 4}}   # a P-Mode party's own limits (by its name in the P-Modes)
     replies: {workers: 8}              # received replies (operators' answers) checked and relayed at once
     pull: {interval: 5s}               # how often to pull from partners whose legs are pull
     retention: {interval: 1h}          # how often to purge; how long to keep is each P-Mode's retention
@@ -49,6 +50,7 @@ from sqlalchemy.exc import ArgumentError
 from accesspoint.msh.holder_encryption import HolderKeySource
 from accesspoint.msh.holder_encryption import parse_source as parse_holder_key_source
 from accesspoint.msh.limits import BodyLimits
+from accesspoint.msh.send_plan import Limits
 from accesspoint.routing.settings import RoutingSettings, parse_discovery, parse_routing
 from accesspoint.security.algorithms import SignatureAlgorithm
 from accesspoint.security.keys import KeyLoadError, KeyPair, load_key_pair
@@ -173,7 +175,9 @@ class ServerConfig:
     # Replies checked (and, at a router, relayed) at once: each job mostly waits on the database, one at a time
     # held a mass mailing's signed answers to a few a second.
     reply_workers: int = REPLY_WORKERS
-    send_per_partner: int = 16  # sends at once to one receiving party, at most
+    # Send workers of one receiving party: kept at least (once started) and at most; send.partners by party name.
+    send_per_partner: Limits = field(default_factory=lambda: Limits(0, SEND_WORKERS))
+    send_partners: dict[str, Limits] = field(default_factory=dict)
     send_timeout: timedelta = timedelta(seconds=30)
     lease: timedelta = timedelta(minutes=2)
     durability: Durability = Durability.POWER_LOSS  # what a committed message survives (store/db.py)
@@ -307,10 +311,15 @@ def load_config(path: str | Path) -> ServerConfig:
         lambda: tuple(_api_tokens(data.get("api_tokens", []), f"{at} api_tokens")), ()
     )
     send: dict[str, Any] = mistakes.read(
-        lambda: _fields(data.get("send"), f"{at} send", {"workers", "per_partner", "timeout", "lease"}), {}
+        lambda: _fields(data.get("send"), f"{at} send", {"workers", "per_partner", "partners", "timeout", "lease"}), {}
     )
     workers = mistakes.read(lambda: _positive(send.get("workers", SEND_WORKERS), f"{at} send.workers"), SEND_WORKERS)
-    per_partner = mistakes.read(lambda: _positive(send.get("per_partner", workers), f"{at} send.per_partner"), 1)
+    per_partner = mistakes.read(
+        lambda: _limits_of(send.get("per_partner", workers), f"{at} send.per_partner", workers), Limits(0, workers)
+    )
+    partners: dict[str, Limits] = mistakes.read(
+        lambda: _partners(send.get("partners"), f"{at} send.partners", workers), {}
+    )
     replies: dict[str, Any] = mistakes.read(lambda: _fields(data.get("replies"), f"{at} replies", {"workers"}), {})
     reply_workers = mistakes.read(
         lambda: _positive(replies.get("workers", REPLY_WORKERS), f"{at} replies.workers"), REPLY_WORKERS
@@ -344,6 +353,7 @@ def load_config(path: str | Path) -> ServerConfig:
         send_workers=workers,
         reply_workers=reply_workers,
         send_per_partner=per_partner,
+        send_partners=partners,
         durability=mistakes.read(
             lambda: _durability(data.get("durability", Durability.POWER_LOSS.value), f"{at} durability"),
             Durability.POWER_LOSS,
@@ -602,6 +612,32 @@ def _positive(value: object, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{where}: a positive integer")
     return value
+
+
+def _limits_of(value: object, where: str, workers: int) -> Limits:
+    """``N`` (at most N at once) or ``{min: M, max: N}``; a maximum above send.workers is held to it."""
+    given = {"max": value} if isinstance(value, int) and not isinstance(value, bool) else _fields(
+        value, where, {"min", "max"}
+    )  # fmt: skip
+    if not given:
+        raise ConfigError(f"{where}: a positive integer or {{min: M, max: N}}")
+    maximum = _positive(given.get("max", workers), f"{where}.max" if isinstance(value, dict) else where)
+    minimum = given.get("min", 0)
+    if isinstance(minimum, bool) or not isinstance(minimum, int) or minimum < 0:
+        raise ConfigError(f"{where}.min: a whole number, zero or more")
+    if minimum > maximum:
+        raise ConfigError(f"{where}.min: {minimum} is more than max ({maximum})")
+    return Limits(min(minimum, workers), min(maximum, workers))
+
+
+def _partners(value: object, where: str, workers: int) -> dict[str, Limits]:
+    """``{party name: N or {min, max}}``; the minimums together must fit in send.workers."""
+    given = _mapping(value, where)
+    limits = {str(name): _limits_of(entry, f"{where}.{name}", workers) for name, entry in given.items()}
+    kept = sum(entry.minimum for entry in limits.values())
+    if kept > workers:
+        raise ConfigError(f"{where}: the minimums add up to {kept}, more than send.workers ({workers})")
+    return limits
 
 
 def _flag(value: object, where: str) -> bool:

@@ -23,6 +23,9 @@ bounded by configuration or by the standard, never a message id, conversation id
 ``as4_last_delivery_timestamp_seconds``          last delivery to a ``partner`` by this instance since its start
 ``as4_certificate_not_after_timestamp_seconds`` not-after of our keys' and the partners' configured certificates,
                                                 by ``usage`` and ``name`` (the key's subject CN or the partner)
+``as4_send_workers``                            send workers running, by ``partner`` (at scrape time)
+``as4_send_backlog``                            due messages no worker has taken yet, by ``partner`` (at scrape
+                                                time; this instance's queue entries only)
 ``as4_far_lookups_total``                       the router's FaR questions by ``outcome`` (reachable,
                                                 not-reachable, refused, unavailable)
 ``as4_far_lookup_duration_seconds``             one FaR question, as the router waited for it
@@ -89,6 +92,10 @@ class MshMetrics(Metrics):
             ("usage", "name"),
             combine="min",
         )
+        self.send_workers = self.gauge("as4_send_workers", "Send workers running", ("partner",), combine="livesum")
+        self.send_backlog = self.gauge(
+            "as4_send_backlog", "Due messages no send worker has taken yet", ("partner",), combine="livesum"
+        )
         self.far_lookups = self.counter(
             "as4_far_lookups_total", "The router's FaR isReachable questions by outcome", ("outcome",)
         )
@@ -122,6 +129,14 @@ class MshMetrics(Metrics):
         self.not_after.clear()
         for usage, name, certificate in configured_certificates(own, pmodes):
             self.not_after.labels(usage=usage, name=name).set(certificate.not_valid_after_utc.timestamp())
+
+    def send_pool(self, partners: Iterable[tuple[str, int, int]]) -> None:
+        """Set the pool's gauges from (partner, workers, backlog); a partner no longer listed is dropped."""
+        self.send_workers.clear()
+        self.send_backlog.clear()
+        for partner, workers, backlog in partners:
+            self.send_workers.labels(partner=partner).set(workers)
+            self.send_backlog.labels(partner=partner).set(backlog)
 
     def delivered(self, partner: str, at: datetime) -> None:
         """A message to ``partner`` was delivered at ``at`` (for the status and the gauge)."""

@@ -10,9 +10,7 @@ an attempt led to is reported to ``Settlement`` as an ``Outcome``; the retry pol
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -57,24 +55,6 @@ def large_allowance(payload_bytes: int) -> timedelta:
     return timedelta(seconds=payload_bytes / LARGE_SEND_RATE) if payload_bytes > LARGE_MESSAGE else timedelta()
 
 
-class PartnerLanes:
-    """At most ``per_partner`` sends at once to one receiving party, so a slow partner cannot hold every worker."""
-
-    def __init__(self, per_partner: int) -> None:
-        self.per_partner = per_partner
-        self._lanes: dict[str | None, asyncio.Semaphore] = {}
-
-    @contextlib.asynccontextmanager
-    async def slot(self, partner: str | None) -> AsyncIterator[bool]:
-        """Hold one of the partner's slots; yields whether it had to wait for it."""
-        lane = self._lanes.get(partner)
-        if lane is None:
-            lane = self._lanes[partner] = asyncio.Semaphore(self.per_partner)
-        waited = lane.locked()
-        async with lane:
-            yield waited
-
-
 class NotForwardedJob(Protocol):
     """What the router writes with the failure of a forward it will not make (``Replies.not_forwarded_job``)."""
 
@@ -84,7 +64,7 @@ class NotForwardedJob(Protocol):
 
 
 class SendWorkers:
-    """The workers that push outgoing messages (``run`` is one worker; ``send.workers`` of them run)."""
+    """One attempt at an outgoing message (``attempt``); ``send_pool.SendPool`` decides which worker makes it."""
 
     def __init__(
         self,
@@ -98,7 +78,6 @@ class SendWorkers:
         self.pipeline = pipeline
         self.settlement = settlement
         self.not_forwarded = not_forwarded
-        self.lanes = PartnerLanes(ctx.settings.send_per_partner)
         # The queue wakes the workers and spreads the work; the database decides and, when the queue is away,
         # hands out what is due itself (pulled messages wait for their puller instead).
         self.claims = Claims(
@@ -110,44 +89,34 @@ class SendWorkers:
         route = self.ctx.agreements.route_of(message)
         return route is not None and route.pmode.binding is Binding.PULL
 
-    async def run(self, number: int) -> None:
-        """One worker: claim (``Claims``), send, settle, acknowledge; forever."""
-        while True:
-            try:
-                claim = await self.claims.next()
-            except Exception:
-                log.exception("worker %d: taking the next message failed; trying again shortly", number)
-                await asyncio.sleep(PAUSE_AFTER_FAULT)
-                continue
-            await self._attempt(number, claim)
-
-    async def _attempt(self, number: int, claim: Claim) -> None:
+    async def attempt(self, claim: Claim, *, renew: bool = False) -> None:
+        """One claimed message: send it, settle what came back, acknowledge its queue entry; never raises but for
+        cancellation. ``renew``: it waited after its claim (for a worker of its partner), so its lease is renewed
+        first, and it is not sent when another worker took it over meanwhile."""
         ctx, message = self.ctx, claim.message
-        renewed: StoredMessage | None = None
         try:
-            async with self.lanes.slot(message.to_party) as waited:
-                if waited:  # the wait ate into the claim's lease: renewed, unless another worker took it over
-                    renewed = await ctx.store.renew(message, now=ctx.clock.now(), lease=ctx.settings.lease)
-                    if renewed is None:
-                        log.info("worker %d: %s was taken over while it waited", number, message.message_id)
-                    message = renewed or message
-                if renewed is not None or not waited:
-                    await self.send(message)
+            renewed: StoredMessage | None = message
+            if renew:
+                renewed = await ctx.store.renew(message, now=ctx.clock.now(), lease=ctx.settings.lease)
+            if renewed is None:
+                log.info("%s was taken over while it waited", message.message_id)
+            else:
+                message = renewed
+                await self.send(message)
         except StoreUnavailable as exc:
             # The database went away mid-attempt: whatever was sent, the message stays claimed until its lease runs
             # out, then it is sent again and the partner's duplicate elimination answers with the same receipt.
             # Recording a failure now (should the database be back) would fail a message the partner may have.
-            log.warning("worker %d: %s: the database is unavailable (%s); retried after its lease",
-                        number, message.message_id, exc)  # fmt: skip
+            log.warning("%s: the database is unavailable (%s); retried after its lease", message.message_id, exc)
             await asyncio.sleep(PAUSE_AFTER_FAULT)
         except Exception as exc:
             # A bug or a broken stored message must not leave it in `sending` until its lease runs out.
-            log.exception("worker %d: sending %s failed unexpectedly", number, message.message_id)
+            log.exception("sending %s failed unexpectedly", message.message_id)
             error = EbmsError(ErrorCode.OTHER, f"internal error: {type(exc).__name__}: {exc}")
             try:
                 await self.settlement.failed(message, ctx.agreements.route_of(message), Outcome.UNSENDABLE, error)
             except Exception:  # the database itself: the lease runs out and the message is taken over
-                log.exception("worker %d: recording the failure of %s failed", number, message.message_id)
+                log.exception("recording the failure of %s failed", message.message_id)
         await self.claims.done(claim)
 
     async def send(self, message: StoredMessage) -> None:

@@ -13,7 +13,7 @@ import asyncio
 import heapq
 import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -161,14 +161,21 @@ class Claims:
         self._backoff_max = backoff_max
         self._skip = skip
 
-    async def next(self) -> Claim:
-        """Wait for a message this instance may send, and claim it."""
+    async def next(self, admit: Callable[[QueueItem], Awaitable[bool]] | None = None) -> Claim:
+        """Wait for a message this instance may send, and claim it.
+
+        ``admit``, asked of each entry before its claim, may keep the entry for later instead (it answers False
+        and ``take`` claims it then): the send pool defers a saturated partner's entries that way, unclaimed.
+        """
         failures = 0
         item: QueueItem | None = None
         while True:
             try:
                 if item is None:
                     item = await self.queue.get()
+                if admit is not None and not await admit(item):
+                    item, failures = None, 0
+                    continue
                 message = await self.store.claim(item.message_id, now=self._clock.now(), lease=self._lease)
             except QueueUnavailable as exc:
                 failures += 1
@@ -187,6 +194,17 @@ class Claims:
                 return Claim(item, message)
             await self._ack(item)
             item, failures = None, 0
+
+    async def take(self, item: QueueItem) -> Claim | None:
+        """Claim a kept entry's message; None (the entry acked) when it is no longer this instance's to send.
+
+        StoreUnavailable passes: the caller keeps the entry and tries again later.
+        """
+        message = await self.store.claim(item.message_id, now=self._clock.now(), lease=self._lease)
+        if message is None:
+            await self._ack(item)
+            return None
+        return Claim(item, message)
 
     async def done(self, claim: Claim) -> None:
         """Acknowledge the claim's queue entry, if any; a queue away leaves it to its redelivery (claimed or not)."""
