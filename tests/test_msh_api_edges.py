@@ -9,7 +9,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from accesspoint.store import Direction
+from accesspoint.core.envelope import parse_envelope
+from accesspoint.core.model import UserMessage
+from accesspoint.core.summary import header_json
+from accesspoint.msh import end_to_end
+from accesspoint.msh.views import message_json
+from accesspoint.store import Direction, EvidenceKind
 from tests.inmemory import AUTH, Node, Pair, database_away
 from tests.test_msh import UNREGISTERED
 from tests.test_msh_multipart import _multipart
@@ -179,3 +184,62 @@ async def test_a_token_scoped_to_a_pmode_or_party_sees_and_submits_only_those_me
     writer = {"Authorization": f"Bearer {READER}", "Content-Type": "application/json"}
     async with sweden.http.post(sweden.base + "/api/v1/messages", data=body, headers=writer) as response:
         assert response.status == 403, "a token without the submit scope"
+
+
+async def _composed(node: Node, message_id: str, direction: Direction) -> str:
+    """The message's answer composed from the store's separate reads and a parse of its raw message (the
+    reference ``GET /api/v1/messages/{id}`` must match byte for byte)."""
+    store = node.store
+    message = await store.get(direction, message_id)
+    assert message is not None
+    document = message_json(message)
+    answer = await store.end_to_end(message_id) if direction is Direction.OUT else None
+    if answer is not None:
+        document["end_to_end"] = end_to_end.to_json(answer)
+    raw = await store.evidence(direction, message_id, EvidenceKind.RAW_MESSAGE)
+    header = parse_envelope(b"".join([c async for c in store.read(raw[0])])).messaging.message if raw else None
+    document["header"] = header_json(header) if isinstance(header, UserMessage) else None
+    document["payloads"] = [
+        {"content_id": p.content_id, "mime_type": p.mime_type, "size": p.size, "sha256": p.sha256,
+         "properties": p.properties}
+        for p in await store.payloads(message)
+    ]  # fmt: skip
+    document["history"] = [
+        {"from": None if t.source is None else str(t.source), "to": str(t.target), "at": t.at.isoformat(),
+         "detail": t.detail}
+        for t in await store.history(message)
+    ]  # fmt: skip
+    evidence = await store.evidence(direction, message_id)
+    document["evidence"] = [{"kind": str(e.kind), "size": e.size, "sha256": e.sha256} for e in evidence]
+    return json.dumps(document)
+
+
+async def test_a_message_reads_as_its_stored_rows_and_header_byte_for_byte_sent_and_received(
+    pair_factory: Callable[..., Pair],
+) -> None:
+    """GET /api/v1/messages/{id} answers a sent and a received message with its payloads, history, evidence and
+    header exactly as the store's rows and the stored envelope give them."""
+    pair = pair_factory()
+    sweden, belgium = pair.se, pair.be
+    await belgium.start()
+    await sweden.start()
+    letter = submission("se-to-be", b"<letter/>", "pinned@se", properties={"originalSender": "urn:se:s"})
+    letter["payloads"].append({"content_id": "annex@se", "mime_type": "application/pdf", "data": "JVBERi0x",
+                               "properties": {"role": "annex"}})  # fmt: skip
+    assert (await sweden.api("POST", "/api/v1/messages", letter))[0] == 202
+    sent = await sweden.until("pinned@se", {"delivered", "failed"})
+    assert sent["state"] == "delivered", sent
+    await belgium.until("pinned@se", {"received"}, direction="in")
+    for node, direction in ((sweden, Direction.OUT), (belgium, Direction.IN)):
+        assert node.http is not None
+        path = f"/api/v1/messages/pinned@se?direction={direction}"
+        async with node.http.get(node.base + path, headers=AUTH) as response:
+            assert response.status == 200
+            text = await response.text()
+        assert text == await _composed(node, "pinned@se", direction)
+        document = json.loads(text)
+        assert [p["content_id"] for p in document["payloads"]] == ["letter@se", "annex@se"]
+        assert document["payloads"][1]["properties"]["role"] == "annex"
+        assert document["header"]["message_properties"][0]["value"] == "urn:se:s"
+        assert "raw-message" in {e["kind"] for e in document["evidence"]} and document["history"]
+    assert "partner-receipt" in {e["kind"] for e in sent["evidence"]}

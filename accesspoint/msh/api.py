@@ -28,7 +28,7 @@ from aiohttp import web
 
 from accesspoint.msh import broadcasts, end_to_end, mailings
 from accesspoint.msh.context import Context
-from accesspoint.msh.headers import stored_header
+from accesspoint.msh.headers import raw_header
 from accesspoint.msh.holder_encryption import HolderKeyUnavailable
 from accesspoint.msh.limits import Admission, BodyRefused, declared_length
 from accesspoint.msh.openapi import OPENAPI
@@ -75,7 +75,16 @@ class Api:
     ) -> StoredMessage:
         """The message the path names (``?direction=`` when the id exists both ways; else outgoing first), if the
         caller's token may ``action`` it: a message it may not see is not found, as one that does not exist."""
-        message_id = request.match_info["id"]
+        message = await self.ctx.store.visible(*self.wanted(request, direction, action))
+        if message is None:
+            raise _not_found(request)
+        return message
+
+    def wanted(
+        self, request: web.Request, direction: Direction | None = None, action: str = "read"
+    ) -> tuple[str, list[Direction], Callable[[StoredMessage], bool]]:
+        """What the store looks up for the path's message: its id, the directions in the order tried, and the
+        check of the caller's token (400 for a ``?direction=`` that is neither)."""
         wanted = request.query.get("direction")
         try:
             if direction is not None:
@@ -84,11 +93,8 @@ class Api:
                 directions = [Direction(wanted)] if wanted else [Direction.OUT, Direction.IN]
         except ValueError:
             raise Problem(400, kind="invalid-query", detail=f"direction {wanted!r} is neither in nor out") from None
-        for candidate in directions:
-            message = await self.ctx.store.get(candidate, message_id)
-            if message is not None and visible(request[CALLER], action, message):
-                return message
-        raise Problem(404, kind="not-found", detail=f"no message {message_id!r}")
+        token: BearerToken = request[CALLER]
+        return request.match_info["id"], directions, lambda message: visible(token, action, message)
 
     async def read_multipart(
         self, request: web.Request, spooled: list[Path], admission: Admission
@@ -282,26 +288,24 @@ async def read(request: web.Request) -> web.Response:
     """GET /api/v1/messages/{id}: a message's state, payloads, history and evidence."""
     api = _api(request)
     store = api.ctx.store
-    message = await api.find(request)
-    payloads = await store.payloads(message)
-    history = await store.history(message)
-    evidence = await store.evidence(message.direction, message.message_id)
-    answer = await store.end_to_end(message.message_id) if message.direction is Direction.OUT else None
-    document = message_json(message)
-    if answer is not None:
-        document["end_to_end"] = end_to_end.to_json(answer)
-    document["header"] = await stored_header(store, message)
+    details = await store.details(*api.wanted(request))  # one transaction
+    if details is None:
+        raise _not_found(request)
+    document = message_json(details.message)
+    if details.end_to_end is not None:
+        document["end_to_end"] = end_to_end.to_json(details.end_to_end)
+    document["header"] = await raw_header(store, details.raw_message, details.raw_inline)
     document["payloads"] = [
         {"content_id": p.content_id, "mime_type": p.mime_type, "size": p.size, "sha256": p.sha256,
          "properties": p.properties}
-        for p in payloads
+        for p in details.payloads
     ]  # fmt: skip
     document["history"] = [
         {"from": None if t.source is None else str(t.source), "to": str(t.target), "at": t.at.isoformat(),
          "detail": t.detail}
-        for t in history
+        for t in details.history
     ]  # fmt: skip
-    document["evidence"] = [{"kind": str(e.kind), "size": e.size, "sha256": e.sha256} for e in evidence]
+    document["evidence"] = [{"kind": str(e.kind), "size": e.size, "sha256": e.sha256} for e in details.evidence]
     return web.json_response(document)
 
 
@@ -309,9 +313,11 @@ async def download(request: web.Request) -> web.StreamResponse:
     """GET /api/v1/messages/{id}/payloads/{cid}: stream a payload; a received message is then delivered."""
     api = _api(request)
     store = api.ctx.store
-    message = await api.find(request)
     wanted = request.match_info["cid"]
-    payload = next((p for p in await store.payloads(message) if p.content_id == wanted), None)
+    found = await store.visible_payload(*api.wanted(request), wanted)  # one transaction, inline bytes included
+    if found is None:
+        raise _not_found(request)
+    message, payload = found
     if payload is None:
         raise Problem(404, kind="not-found", detail=f"message {message.message_id} has no payload {wanted!r}")
     response = web.StreamResponse(headers={"Content-Type": payload.mime_type})
@@ -323,6 +329,10 @@ async def download(request: web.Request) -> web.StreamResponse:
     if message.direction is Direction.IN and message.state is MessageState.RECEIVED:
         await store.transition(message, MessageState.DELIVERED_TO_BACKEND, now=api.ctx.clock.now())
     return response
+
+
+def _not_found(request: web.Request) -> Problem:
+    return Problem(404, kind="not-found", detail=f"no message {request.match_info['id']!r}")
 
 
 async def acknowledge(request: web.Request) -> web.Response:

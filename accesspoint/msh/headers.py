@@ -14,17 +14,18 @@ from accesspoint.core.envelope import parse_envelope
 from accesspoint.core.errors import EbmsError
 from accesspoint.core.model import UserMessage
 from accesspoint.core.summary import header_json
-from accesspoint.store import EvidenceKind, MessageStore, StoredMessage
+from accesspoint.store import Evidence, MessageStore
 from pmode import Route
 
 
-async def stored_header(store: MessageStore, message: StoredMessage) -> dict[str, Any] | None:
-    """The message's header as JSON, read from its first raw-message evidence (None once that is purged)."""
-    kept = await store.evidence(message.direction, message.message_id, EvidenceKind.RAW_MESSAGE)
-    if not kept:
+async def raw_header(store: MessageStore, raw: Evidence | None, inline: bytes | None = None) -> dict[str, Any] | None:
+    """The header as JSON of a raw-message evidence (its bytes given when already read), None without one.
+
+    Not validated again: it was when the message came in or was submitted, and only valid ones are kept."""
+    if raw is None:
         return None
-    envelope = b"".join([chunk async for chunk in store.read(kept[0])])
-    header = (await asyncio.to_thread(parse_envelope, envelope)).messaging.message
+    envelope = inline if inline is not None else b"".join([chunk async for chunk in store.read(raw)])
+    header = (await asyncio.to_thread(parse_envelope, envelope, validate=False)).messaging.message
     return header_json(header) if isinstance(header, UserMessage) else None
 
 

@@ -46,8 +46,10 @@ from sqlalchemy import (
     Connection,
     Executable,
     Row,
+    Select,
     and_,
     bindparam,
+    case,
     delete,
     false,
     func,
@@ -87,16 +89,28 @@ M = schema.messages
 
 
 @dataclass(frozen=True, slots=True)
+class MessageDetails:
+    """A message with everything a reader shows of it, read in one transaction."""
+
+    message: StoredMessage
+    payloads: list[StoredPayload]  # without inline bytes: read() fetches them
+    history: list[Transition]
+    evidence: list[Evidence]
+    end_to_end: EndToEnd | None
+    raw_message: Evidence | None  # the first raw-message evidence: the envelope received or the header submitted
+    raw_inline: bytes | None  # its bytes when kept in the database (else read() them from its file)
+
+
+@dataclass(frozen=True, slots=True)
 class Pending:
     """Messages waiting in one state: how many, and when the oldest of them was stored."""
 
     count: int
     oldest: datetime | None
 
+
 # Outgoing messages not yet delivered or failed, incoming ones not yet handed to the backend.
-PENDING_STATES = (
-    MessageState.SUBMITTED, MessageState.SENDING, MessageState.AWAITING_RECEIPT, MessageState.RECEIVED
-)
+PENDING_STATES = (MessageState.SUBMITTED, MessageState.SENDING, MessageState.AWAITING_RECEIPT, MessageState.RECEIVED)
 P = schema.payloads
 E = schema.evidence
 T = schema.transitions
@@ -326,19 +340,20 @@ class MessageStore:
         or To, as stored) is among the values given for that kind; any one kind matching is enough, a kind the
         store does not know matches nothing, and an empty mapping nothing at all. None: no narrowing.
         """
-        conditions: list[ColumnElement[bool]] = [M.c.id > after_pk]
-        if only is not None:
-            conditions.append(_visible(only))
-        for column, value in (
-            (M.c.direction, direction),
-            (M.c.state, state),
-            (M.c.pmode_id, pmode_id),
-            (M.c.conversation_id, conversation_id),
-            (M.c.ref_to_message_id, ref_to_message_id),
-        ):
-            if value is not None:
-                conditions.append(column == value)
-        rows = await self._all(select(M).where(*conditions).order_by(M.c.id).limit(limit))
+        filters = {
+            "b_direction": direction,
+            "b_state": state,
+            "b_pmode_id": pmode_id,
+            "b_conversation_id": conversation_id,
+            "b_ref_to_message_id": ref_to_message_id,
+        }
+        given = {name: str(value) for name, value in filters.items() if value is not None}
+        kinds = None if only is None else tuple(sorted(only))
+        statement = _search_statement(frozenset(given), kinds)
+        parameters: dict[str, Any] = {**given, "b_after": after_pk, "b_limit": limit}
+        for kind in kinds or ():
+            parameters[f"b_only_{kind}"] = sorted(only[kind]) if only is not None else []
+        rows = await self._all(statement, parameters)
         return [_message(row) for row in rows]
 
     @_shielded
@@ -357,20 +372,63 @@ class MessageStore:
     @_shielded
     async def payloads(self, message: StoredMessage) -> list[StoredPayload]:
         """The payloads of a message in the order they were submitted (empty once purged)."""
-        rows = await self._all(_PAYLOADS, {"b_message": message.pk})
-        return [
-            StoredPayload(
-                pk=row.id,
-                content_id=row.content_id,
-                mime_type=row.mime_type,
-                properties=dict(row.properties),
-                size=row.size,
-                sha256=row.sha256,
-                path=row.path,
-                data=row.data,
-            )
-            for row in rows
-        ]
+        return [_payload(row) for row in await self._all(_PAYLOADS, {"b_message": message.pk})]
+
+    @_shielded
+    async def visible(
+        self, message_id: str, directions: Sequence[Direction], visible: Callable[[StoredMessage], bool]
+    ) -> StoredMessage | None:
+        """The first message with that MessageId in these directions (in their order) that ``visible`` admits."""
+        return await self.db.run(lambda connection: _first_visible(connection, message_id, directions, visible))
+
+    @_shielded
+    async def visible_payload(
+        self,
+        message_id: str,
+        directions: Sequence[Direction],
+        visible: Callable[[StoredMessage], bool],
+        content_id: str,
+    ) -> tuple[StoredMessage, StoredPayload | None] | None:
+        """As ``visible``, with the message's payload of that Content-ID (inline bytes included), in one
+        transaction."""
+
+        def read(connection: Connection) -> tuple[StoredMessage, StoredPayload | None] | None:
+            message = _first_visible(connection, message_id, directions, visible)
+            if message is None:
+                return None
+            row = connection.execute(_PAYLOAD_BY_CID, {"b_message": message.pk, "b_content_id": content_id}).first()
+            return message, None if row is None else _payload(row)
+
+        return await self.db.run(read)
+
+    @_shielded
+    async def details(
+        self, message_id: str, directions: Sequence[Direction], visible: Callable[[StoredMessage], bool]
+    ) -> MessageDetails | None:
+        """The first message with that MessageId in these directions (in their order) that ``visible`` admits, with
+        its payloads, history, evidence, end-to-end answer and the inline bytes of its first raw message: one
+        transaction (``visible`` runs in it, so it must be quick and pure)."""
+
+        def read(connection: Connection) -> MessageDetails | None:
+            message = _first_visible(connection, message_id, directions, visible)
+            if message is None:
+                return None
+            keys = {"b_direction": message.direction.value, "b_message_id": message_id}
+            payloads = [_payload(row) for row in connection.execute(_PAYLOAD_LIST, {"b_message": message.pk})]
+            history = [_transition(row) for row in connection.execute(_HISTORY, {"b_message": message.pk})]
+            evidence: list[Evidence] = []
+            first_raw, raw = None, None
+            for row in connection.execute(_EVIDENCE_WITH_RAW, {**keys, "b_raw": EvidenceKind.RAW_MESSAGE.value}):
+                evidence.append(item := _evidence(row, "raw"))
+                if first_raw is None and item.kind is EvidenceKind.RAW_MESSAGE:
+                    first_raw, raw = item, row.raw
+            answer = None
+            if message.direction is Direction.OUT:
+                found_answer = connection.execute(_END_TO_END, {"b_message_id": message_id}).one_or_none()
+                answer = None if found_answer is None else _end_to_end(found_answer)
+            return MessageDetails(message, payloads, history, evidence, answer, first_raw, raw)
+
+        return await self.db.run(read)
 
     def read(self, item: StoredPayload | Evidence) -> AsyncIterator[bytes]:
         """The bytes of a payload or of evidence, in chunks (from its file, or the database where kept inline)."""
@@ -404,17 +462,7 @@ class MessageStore:
     @_shielded
     async def history(self, message: StoredMessage) -> list[Transition]:
         """The audit trail of a message, oldest first."""
-        rows = await self._all(select(T).where(T.c.message == message.pk).order_by(T.c.id))
-        return [
-            Transition(
-                source=None if row.from_state is None else MessageState(row.from_state),
-                target=MessageState(row.to_state),
-                at=row.at,
-                actor=row.actor,
-                detail=row.detail,
-            )
-            for row in rows
-        ]
+        return [_transition(row) for row in await self._all(_HISTORY, {"b_message": message.pk})]
 
     # --- moving ------------------------------------------------------------------------------------------
 
@@ -557,23 +605,10 @@ class MessageStore:
     @_shielded
     async def end_to_end(self, message_id: str) -> EndToEnd | None:
         """The operator's verified answer to the outgoing message, if one came."""
-        table = schema.end_to_end
-        query = select(table).where(table.c.message_id == message_id)
-        row = await self.db.run(lambda connection: connection.execute(query).one_or_none())
-        if row is None:
-            return None
-        return EndToEnd(
-            message_id=row.message_id,
-            status=row.status,
-            at=row.at,
-            operator=row.operator,
-            operator_subject=row.operator_subject,
-            operator_sha256=row.operator_sha256,
-            reply_message_id=row.reply_message_id,
-            recorded_at=row.recorded_at,
-            reasons=tuple((str(code), str(text)) for code, text in row.reasons),
-            recipient=row.recipient,
+        row = await self.db.run(
+            lambda connection: connection.execute(_END_TO_END, {"b_message_id": message_id}).one_or_none()
         )
+        return None if row is None else _end_to_end(row)
 
     # --- retention ---------------------------------------------------------------------------------------
 
@@ -665,16 +700,37 @@ def _drop_evidence(connection: Connection, ids: list[int]) -> Sequence[str]:
     return [path for path in result.scalars() if path is not None]
 
 
-def _visible(only: Mapping[str, Collection[str]]) -> ColumnElement[bool]:
-    """Rows a caller limited to these resources (kind -> values) may see."""
+def _visible(kinds: Sequence[str]) -> ColumnElement[bool]:
+    """Rows a caller limited to resources of these kinds may see, the values bound as ``b_only_<kind>``; a kind the
+    store does not know matches nothing."""
     allowed: list[ColumnElement[bool]] = []
-    for kind, values in only.items():
-        wanted = sorted(values)
+    for kind in kinds:
+        wanted: BindParameter[str] = bindparam(f"b_only_{kind}", expanding=True)
         if kind == "pmode":
             allowed.append(M.c.pmode_id.in_(wanted))
         elif kind == "party":
             allowed.append(or_(M.c.from_party.in_(wanted), M.c.to_party.in_(wanted)))
     return or_(false(), *allowed)
+
+
+_SEARCH_COLUMNS = {
+    "b_direction": M.c.direction,
+    "b_state": M.c.state,
+    "b_pmode_id": M.c.pmode_id,
+    "b_conversation_id": M.c.conversation_id,
+    "b_ref_to_message_id": M.c.ref_to_message_id,
+}
+
+
+@functools.lru_cache(maxsize=256)
+def _search_statement(given: frozenset[str], kinds: tuple[str, ...] | None) -> Select[Any]:
+    """The search for the filters given and the kinds of a scoped caller's resources, with bound values: built
+    once per shape (a poll builds none), so a search costs what SQLite takes to run it."""
+    conditions: list[ColumnElement[bool]] = [M.c.id > bindparam("b_after")]
+    if kinds is not None:
+        conditions.append(_visible(kinds))
+    conditions += [column == bindparam(name) for name, column in _SEARCH_COLUMNS.items() if name in given]
+    return select(M).where(*conditions).order_by(M.c.id).limit(bindparam("b_limit"))
 
 
 def _unique_violation(failure: WriteFailed) -> bool:
@@ -696,6 +752,16 @@ def _due_clause(now: datetime | BindParameter[datetime]) -> ColumnElement[bool]:
 # SQLite takes to run it.
 _BY_MESSAGE_ID = select(M).where(M.c.direction == bindparam("b_direction"), M.c.message_id == bindparam("b_message_id"))
 _PAYLOADS = select(P).where(P.c.message == bindparam("b_message")).order_by(P.c.id)
+_PAYLOAD_BY_CID = _PAYLOADS.where(P.c.content_id == bindparam("b_content_id")).limit(1)
+# Payloads listed without their inline bytes (read() fetches them).
+_PAYLOAD_LIST = (
+    select(*[column for column in P.c if column.name != "data"]).where(P.c.message == bindparam("b_message"))
+).order_by(P.c.id)
+_BY_MESSAGE_IDS = select(M).where(
+    M.c.message_id == bindparam("b_message_id"), M.c.direction.in_(bindparam("b_directions", expanding=True))
+)
+_HISTORY = select(T).where(T.c.message == bindparam("b_message")).order_by(T.c.id)
+_END_TO_END = select(schema.end_to_end).where(schema.end_to_end.c.message_id == bindparam("b_message_id"))
 # Evidence is listed without its inline bytes (read() fetches them).
 _EVIDENCE = (
     select(*[column for column in E.c if column.name != "data"]).where(
@@ -703,6 +769,8 @@ _EVIDENCE = (
     )
 ).order_by(E.c.id)
 _EVIDENCE_OF_KIND = _EVIDENCE.where(E.c.kind == bindparam("b_kind"))
+# The list, with the inline bytes of raw messages only (the header a reader shows is read from the first).
+_EVIDENCE_WITH_RAW = _EVIDENCE.add_columns(case((E.c.kind == bindparam("b_raw"), E.c.data), else_=None).label("raw"))
 
 
 def _message(row: Row[Any]) -> StoredMessage:
@@ -713,8 +781,66 @@ def _message(row: Row[Any]) -> StoredMessage:
     return StoredMessage(**values)
 
 
-def _evidence(row: Row[Any]) -> Evidence:
+def _first_visible(
+    connection: Connection,
+    message_id: str,
+    directions: Sequence[Direction],
+    visible: Callable[[StoredMessage], bool],
+) -> StoredMessage | None:
+    """The first message with that MessageId in these directions, in their order, that ``visible`` admits."""
+    rows = connection.execute(
+        _BY_MESSAGE_IDS, {"b_message_id": message_id, "b_directions": [d.value for d in directions]}
+    )
+    found = {Direction(row.direction): row for row in rows}
+    for direction in directions:
+        row = found.get(direction)
+        if row is not None and visible(message := _message(row)):
+            return message
+    return None
+
+
+def _payload(row: Row[Any]) -> StoredPayload:
+    return StoredPayload(
+        pk=row.id,
+        content_id=row.content_id,
+        mime_type=row.mime_type,
+        properties=dict(row.properties),
+        size=row.size,
+        sha256=row.sha256,
+        path=row.path,
+        data=row._mapping.get("data"),
+    )
+
+
+def _transition(row: Row[Any]) -> Transition:
+    return Transition(
+        source=None if row.from_state is None else MessageState(row.from_state),
+        target=MessageState(row.to_state),
+        at=row.at,
+        actor=row.actor,
+        detail=row.detail,
+    )
+
+
+def _end_to_end(row: Row[Any]) -> EndToEnd:
+    return EndToEnd(
+        message_id=row.message_id,
+        status=row.status,
+        at=row.at,
+        operator=row.operator,
+        operator_subject=row.operator_subject,
+        operator_sha256=row.operator_sha256,
+        reply_message_id=row.reply_message_id,
+        recorded_at=row.recorded_at,
+        reasons=tuple((str(code), str(text)) for code, text in row.reasons),
+        recipient=row.recipient,
+    )
+
+
+def _evidence(row: Row[Any], *extra: str) -> Evidence:
     values = dict(row._mapping)
+    for name in extra:
+        del values[name]
     values["pk"] = values.pop("id")
     values["direction"] = Direction(values["direction"])
     values["kind"] = EvidenceKind(values["kind"])
