@@ -271,6 +271,7 @@ def proxies() -> Any:
         proxy.stop()
 
 
+@pytest.mark.timeout(300)  # four kills and restarts of real processes: 50-110 s on a loaded 2-core machine
 def test_kill_9_of_receiver_and_sender_in_flight_leaves_every_message_delivered_exactly_once(
     tmp_path: Path, databases: Databases, proxies: Any
 ) -> None:
