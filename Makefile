@@ -23,11 +23,23 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# The suite runs on PYTEST_WORKERS pytest-xdist workers (0: in this one process). Many tests wait on servers and
+# child processes, so more workers than cores keep the CPU busy. Each module's tests (and the shared federation's)
+# stay on one worker, which builds their module-scoped fixtures once; modules go out in collection order, where
+# tests/conftest.py puts the slow ones first (xdist's default reorder would put the many-test modules first).
+PYTEST_WORKERS ?= 3
+PYTEST_DIST    ?= loadfile
+ifeq ($(PYTEST_WORKERS),0)
+PYTEST_PARALLEL :=
+else
+PYTEST_PARALLEL := -n $(PYTEST_WORKERS) --dist $(PYTEST_DIST) --no-loadscope-reorder
+endif
+
 unit: $(STAMP)
 	bash scripts/ensure-system-packages.sh
 	# Tests start many child processes; with PYTHONDONTWRITEBYTECODE set each would compile the sources again.
 	$(BIN)/python -m compileall -q accesspoint pmode smp far operators >/dev/null
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_PARALLEL)
 
 # mypy on a clean clone's cold cache takes ~30 s of CPU: it runs beside the suite (-j2), whose first minutes are
 # in-process tests that keep one core busy, instead of before it. Both always run; either failing fails the target.

@@ -180,12 +180,49 @@ class SharedFederation:
     receipts: WebhookListener
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+# The modules with tests on the shared federation: under parallel workers (``--dist loadfile``, the Makefile's) they
+# are one unit of work, so one worker starts the federation once for all of them.
+SHARED_FEDERATION_MODULES = frozenset({"tests/test_demo_end_to_end.py", "tests/test_twoway_e2e.py"})
+
+
+def _module(item: pytest.Item) -> str:
+    return item.nodeid.split("::")[0]
+
+
+def _slow(item: pytest.Item) -> bool:
+    """Whether the test allows itself more than the suite's timeout: the process-level ones that take minutes."""
+    mark = item.get_closest_marker("timeout")
+    return mark is not None and bool(mark.args) and float(mark.args[0]) > float(item.config.getini("timeout"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The tests on the shared federation run last, together: its processes start once, for the first of them,
-    and stop with the session instead of idling through the rest of it."""
+    and stop with the session instead of idling through the rest of it. Under parallel workers the modules with
+    slow tests go first instead, so that none of them starts last while the other workers have run out of work."""
     users = [item for item in items if SHARED_FEDERATION in getattr(item, "fixturenames", ())]
-    if users:
+    strays = {_module(item) for item in users} - SHARED_FEDERATION_MODULES
+    if strays:
+        raise pytest.UsageError(f"{sorted(strays)} use {SHARED_FEDERATION}: add them to SHARED_FEDERATION_MODULES")
+    if hasattr(config, "workerinput"):  # a pytest-xdist worker
+        slow = {_module(item) for item in items if _slow(item)}
+        items.sort(key=lambda item: _module(item) not in slow)
+    elif users:
         items[:] = [item for item in items if SHARED_FEDERATION not in getattr(item, "fixturenames", ())] + users
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadfile``, with the shared federation's modules as one unit of work."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class SharedFederationOnOneWorker(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = super()._split_scope(nodeid)
+            return SHARED_FEDERATION if module in SHARED_FEDERATION_MODULES else module
+
+    return SharedFederationOnOneWorker(config, log)
 
 
 @pytest.fixture(scope="session")

@@ -39,7 +39,7 @@ def _answered(federation: fed.Federation, message_id: str) -> dict[str, Any]:
     return federation.nordic.wait(message_id, lambda d: "end_to_end" in d, what="end-to-end receipt")
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(300)  # a hang guard: the first test also starts the shared federation
 def test_sender_status_shows_delivered_to_mailbox_by_the_operators_signature_and_keeps_it(
     running: tuple[fed.Federation, DevelopmentPki, WebhookListener],
 ) -> None:
@@ -89,7 +89,7 @@ def test_sender_status_shows_delivered_to_mailbox_by_the_operators_signature_and
     assert federation.nordic.status(letter.message_id)["end_to_end"] == answer
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(300)  # a hang guard: the first test also starts the shared federation
 def test_sender_status_shows_rejected_with_the_operators_reasons(
     running: tuple[fed.Federation, DevelopmentPki, WebhookListener],
 ) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from accesspoint.envelopes.sbdh import (
     sbdh_schema,
 )
 from tests.conftest import interop_path
+from tests.peers import as4_python
 
 HEADER = Sbdh(
     sender=(Partner("0192:810418052"),),
@@ -230,13 +230,12 @@ def test_jwt_business_message_payload_is_the_json(case: str) -> None:
 
 
 def _as4_sbdh_schema() -> etree.XMLSchema:
-    """The SBDH schema vendored by PyPI as4 0.2.0, if its test venv exists (tests/test_peer_as4.py makes it)."""
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "accesspoint-tests" / "as4-0.2.0"
+    """The SBDH schema vendored by PyPI as4 0.2.0, from its test venv (made once, shared with test_peer_as4)."""
+    venv = as4_python().parent.parent
     found = sorted(
-        cache.glob("lib/python3*/site-packages/as4/resources/schemas/vendor/sbdh/StandardBusinessDocumentHeader.xsd")
+        venv.glob("lib/python3*/site-packages/as4/resources/schemas/vendor/sbdh/StandardBusinessDocumentHeader.xsd")
     )
-    if not found:
-        pytest.skip("the as4 0.2.0 test venv is not there; tests/test_peer_as4.py creates it")
+    assert found, f"as4 0.2.0 in {venv} has no vendored SBDH schema"
     return etree.XMLSchema(etree.parse(str(found[0])))
 
 

@@ -46,6 +46,9 @@ from tests.conftest import REPO
 from tests.test_envelopes_payment import BANKGIRO
 from tests.test_operators_support import sealed, secure_delivery
 
+# The first test also pays for the module's federation (60-120 s on a loaded 2-core machine, 1,000 letters seeded).
+pytestmark = pytest.mark.timeout(300)
+
 OP1, OP2 = fed.OPERATORS
 ALICE = fed.ALICE  # at operator 1; moves to operator 2
 BERTIL = fed.BERTIL  # at operator 2

@@ -36,11 +36,10 @@ from accesspoint.core.namespaces import PartyIdType
 from accesspoint.security.keys import KeyPair
 from accesspoint.testing.services import free_port
 from tests.peers import HERE as PEERS
-from tests.peers import peer_python
+from tests.peers import as4_python as peer_as4_python
 from tests.test_msh import AccessPointProcess
 from tests.trustpki import CA_USAGE, SIGN_AND_ENCRYPT, certificate, crl
 
-AS4 = "as4==0.2.0"
 OUR_SEAT, PEER_SEAT = "POP000001", "POP000002"  # Peppol seat ids: the PartyIds and the certificates' CNs
 REVOKED_SEAT = "POP000003"  # an AP whose certificate the CA has revoked
 PEPPOL_AP = PartyIdType.PEPPOL_AP.value
@@ -57,7 +56,7 @@ C1, C4 = "0007:5567321707", "0088:7300010000001"  # end entities: a Swedish send
 @pytest.fixture(scope="session")
 def as4_python() -> Path:
     """The Python of the as4 venv (made once under ~/.cache/accesspoint-tests)."""
-    return peer_python("as4-0.2.0", AS4)
+    return peer_as4_python()
 
 
 # --- a small Peppol-like PKI: one CA, two AP certificates (CN = seat id), a CRL served over HTTP ----------------

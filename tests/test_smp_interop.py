@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from accesspoint.testing.dnsserver import DnsServer, dns_server
 from accesspoint.testing.smp import metadata, pki, publish, running_server
 from smp.identifiers import Identifier, peppol_naptr_name
 from smp.model import TransportProfile
+from tests.peers import peer_python
 
 PEPPOL_PY = "peppol-py==1.2.5"
 SML_TEST_ZONE = "participant.sml.test.tech.peppol.org"
@@ -55,31 +54,10 @@ print(json.dumps({"transport_profile": profile, "endpoint_url": url, "certificat
 """
 
 
-def _cache_root() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "accesspoint-tests"
-
-
 @pytest.fixture(scope="module")
 def peppol_py() -> Path:
-    """A venv with peppol-py from PyPI, kept in the user's cache directory between runs; skips if pip cannot."""
-    venv = _cache_root() / "peppol-py-1.2.5"
-    python = venv / "bin" / "python"
-    marker = venv / ".installed"
-    if marker.exists():
-        return python
-    try:
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True, capture_output=True)
-        subprocess.run(
-            [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", PEPPOL_PY],
-            check=True,
-            capture_output=True,
-            timeout=600,
-        )
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
-        output = getattr(exc, "stderr", b"") or b""
-        pytest.skip(f"cannot install {PEPPOL_PY} from PyPI: {output.decode(errors='replace')[-300:]}")
-    marker.write_text(PEPPOL_PY, encoding="utf-8")
-    return python
+    """A venv with peppol-py from PyPI, kept in the user's cache directory between runs (``tests.peers``)."""
+    return peer_python("peppol-py-1.2.5", PEPPOL_PY)
 
 
 @pytest.fixture

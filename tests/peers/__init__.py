@@ -5,18 +5,32 @@ The scripts here run with the peer's Python, never ours; ``peer_python`` makes (
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 HERE = Path(__file__).resolve().parent
+AS4 = "as4==0.2.0"
 
 
 def _cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "accesspoint-tests"
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path``: parallel test workers (and other checkouts sharing the cache) wait for
+    the one making a venv instead of clearing it under each other."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
+        yield
 
 
 def peer_python(folder: str, requirement: str) -> Path:
@@ -24,7 +38,11 @@ def peer_python(folder: str, requirement: str) -> Path:
 
     Skips where pip cannot install it; under CI=true fails instead, since CI reaches PyPI and must show the peer.
     """
-    venv = _cache_root() / folder
+    with _locked(_cache_root() / f"{folder}.lock"):
+        return _made_venv(_cache_root() / folder, requirement)
+
+
+def _made_venv(venv: Path, requirement: str) -> Path:
     python = venv / "bin" / "python"
     marker = venv / ".installed"
     if marker.exists() and marker.read_text(encoding="utf-8") == requirement:
@@ -45,3 +63,8 @@ def peer_python(folder: str, requirement: str) -> Path:
         pytest.skip(reason)
     marker.write_text(requirement, encoding="utf-8")
     return python
+
+
+def as4_python() -> Path:
+    """The Python of the venv with PyPI ``as4`` 0.2.0 (its AS4 peer, its vendored schemas)."""
+    return peer_python("as4-0.2.0", AS4)
