@@ -1,7 +1,7 @@
 """The mailboxes: SQLAlchemy 2 Core over an async engine (SQLite through aiosqlite by default, PostgreSQL by URL).
 
 The delivery path (``handled``, ``state``, ``deliver``, ``reject``, ``replied``) runs each transaction as one
-synchronous function through ``accesspoint.store.db.Database``: one worker thread hop per transaction, where
+synchronous function through ``servicekit.database.Database``: one worker thread hop per transaction, where
 aiosqlite hops to its thread for every cursor, execute, fetch and commit (two thirds of a delivery's CPU).
 
 Tables: ``mailboxes`` (one row per recipient with a mailbox here), ``mail`` (one row per message in a mailbox,
@@ -41,9 +41,8 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from accesspoint.servicekit.database import Migrations
+from accesspoint.servicekit.database import Database, Migrations
 from accesspoint.servicekit.database import create_engine as servicekit_engine
-from accesspoint.store.db import Database, Durability
 from operators.deliveries import CheckedDelivery, MailAttachment, payload_sha256
 from operators.letters import FileStore, Letter, LetterPart
 
@@ -265,9 +264,8 @@ class MailboxStore:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
-        # The same database for the delivery path, one thread hop per transaction; WAL with synchronous=NORMAL as
-        # SQLITE_PRAGMAS (a commit survives the process dying).
-        self.database = Database(engine.url, durability=Durability.PROCESS_CRASH)
+        # The same database for the delivery path, one thread hop per transaction, with the engine's SQLITE_PRAGMAS.
+        self.database = Database(engine.url, pragmas=SQLITE_PRAGMAS)
 
     async def dispose(self) -> None:
         """Close every pooled connection of both engines."""

@@ -10,16 +10,18 @@ version table) by recording the first revision as done instead of creating the t
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, MetaData, event, inspect, text
+from sqlalchemy import Connection, Engine, MetaData, event, inspect, text
+from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -56,6 +58,52 @@ def create_engine(url: str | URL, *, pragmas: Sequence[str] = SQLITE_PRAGMAS, **
     engine = create_async_engine(parsed, **options)
     event.listen(engine.sync_engine, "connect", partial(_pragmas, tuple(pragmas)))
     return engine
+
+
+_Result = TypeVar("_Result")
+
+
+class Database:
+    """Runs a function over a Connection in one transaction: in a thread on SQLite, via asyncpg elsewhere.
+
+    Why two ways: aiosqlite hops to its thread for every cursor, execute, fetch and commit, and under load
+    each hop costs a scheduling delay; one hop per transaction with the plain driver is five times faster.
+    The functions are the same SQLAlchemy Core code either way.
+    """
+
+    def __init__(self, url: str | URL, *, pragmas: Sequence[str] = SQLITE_PRAGMAS) -> None:
+        parsed = async_url(url)
+        self.backend = parsed.get_backend_name()
+        self._sync: Engine | None = None
+        self._async: AsyncEngine | None = None
+        if self.backend == "sqlite":
+            # Connections move between the threads of the executor, one thread at a time.
+            self._sync = create_sync_engine(
+                parsed.set(drivername="sqlite+pysqlite"), connect_args={"check_same_thread": False}
+            )
+            event.listen(self._sync, "connect", partial(_pragmas, tuple(pragmas)))
+        else:
+            self._async = create_engine(parsed, pragmas=pragmas)
+
+    async def run(self, work: Callable[[Connection], _Result]) -> _Result:
+        """Run work in a transaction that commits when it returns and rolls back when it raises."""
+        if self._sync is not None:
+            return await asyncio.to_thread(self._run_sync, self._sync, work)
+        assert self._async is not None
+        async with self._async.begin() as connection:
+            return await connection.run_sync(work)
+
+    @staticmethod
+    def _run_sync(engine: Engine, work: Callable[[Connection], _Result]) -> _Result:
+        with engine.begin() as connection:
+            return work(connection)
+
+    async def dispose(self) -> None:
+        """Close every pooled connection."""
+        if self._sync is not None:
+            await asyncio.to_thread(self._sync.dispose)
+        if self._async is not None:
+            await self._async.dispose()
 
 
 class Migrations:

@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from collections.abc import Callable
 from enum import StrEnum
-from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, event, text
-from sqlalchemy import create_engine as create_sync_engine
+from sqlalchemy import Connection, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from accesspoint.servicekit.database import async_url
+from accesspoint.servicekit import database as servicekit
 
 _Result = TypeVar("_Result")
 
@@ -100,35 +97,14 @@ def create_engine(url: str | URL, *, durability: Durability = Durability.POWER_L
 
     PostgreSQL keeps its own settings: it flushes each commit, batching concurrent ones into one flush.
     """
-    parsed = async_url(url)
-    if parsed.get_backend_name() != "sqlite":
-        return create_async_engine(parsed, pool_pre_ping=True, **options)
-    engine = create_async_engine(parsed, **options)
-    event.listen(engine.sync_engine, "connect", partial(_sqlite_pragmas, durability))
-    return engine
+    return servicekit.create_engine(url, pragmas=sqlite_pragmas(durability), **options)
 
 
-class Database:
-    """Runs a function over a Connection in one transaction: in a thread on SQLite, via asyncpg elsewhere.
-
-    Why two ways: aiosqlite hops to its thread for every cursor, execute, fetch and commit, and under load
-    each hop costs a scheduling delay; one hop per transaction with the plain driver is five times faster.
-    The functions are the same SQLAlchemy Core code either way.
-    """
+class Database(servicekit.Database):
+    """The toolkit's transaction runner with the store's durability and its StoreUnavailable for transient errors."""
 
     def __init__(self, url: str | URL, *, durability: Durability = Durability.POWER_LOSS) -> None:
-        parsed = async_url(url)
-        self.backend = parsed.get_backend_name()
-        self._sync: Engine | None = None
-        self._async: AsyncEngine | None = None
-        if self.backend == "sqlite":
-            # Connections move between the threads of the executor, one thread at a time.
-            self._sync = create_sync_engine(
-                parsed.set(drivername="sqlite+pysqlite"), connect_args={"check_same_thread": False}
-            )
-            event.listen(self._sync, "connect", partial(_sqlite_pragmas, durability))
-        else:
-            self._async = create_engine(parsed, durability=durability)
+        super().__init__(url, pragmas=sqlite_pragmas(durability))
 
     async def run(self, work: Callable[[Connection], _Result]) -> _Result:
         """Run work in a transaction that commits when it returns and rolls back when it raises.
@@ -136,11 +112,7 @@ class Database:
         StoreUnavailable when the database is away or busy (see ``transient``); other errors as raised.
         """
         try:
-            if self._sync is not None:
-                return await asyncio.to_thread(self._run_sync, self._sync, work)
-            assert self._async is not None
-            async with self._async.begin() as connection:
-                return await connection.run_sync(work)
+            return await super().run(work)
         except StoreUnavailable:
             raise
         except Exception as error:
@@ -148,31 +120,13 @@ class Database:
                 raise StoreUnavailable(f"{type(error).__name__}: {error}"[:500]) from error
             raise
 
-    @staticmethod
-    def _run_sync(engine: Engine, work: Callable[[Connection], _Result]) -> _Result:
-        with engine.begin() as connection:
-            return work(connection)
 
-    async def dispose(self) -> None:
-        """Close every pooled connection."""
-        if self._sync is not None:
-            await asyncio.to_thread(self._sync.dispose)
-        if self._async is not None:
-            await self._async.dispose()
-
-
-def _sqlite_pragmas(durability: Durability, dbapi_connection: Any, _record: Any) -> None:
-    # WAL lets readers go on while one writer commits; foreign keys are off in SQLite unless asked for.
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        # In WAL mode NORMAL loses no commit when the process dies; FULL also keeps them through a power cut.
-        synchronous = "FULL" if durability is Durability.POWER_LOSS else "NORMAL"
-        cursor.execute(f"PRAGMA synchronous={synchronous}")
-    finally:
-        cursor.close()
+def sqlite_pragmas(durability: Durability) -> tuple[str, ...]:
+    """The store's SQLite settings: WAL, foreign keys, a busy timeout and the sync its durability asks for."""
+    # In WAL mode NORMAL loses no commit when the process dies; FULL also keeps them through a power cut.
+    synchronous = "FULL" if durability is Durability.POWER_LOSS else "NORMAL"
+    busy = f"busy_timeout={SQLITE_BUSY_TIMEOUT_MS}"
+    return ("journal_mode=WAL", "foreign_keys=ON", busy, f"synchronous={synchronous}")
 
 
 def alembic_config() -> Config:
