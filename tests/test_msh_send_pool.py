@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -157,11 +158,14 @@ class HeldPartner:
         self.received = 0
         self.holding = 0
         self.most = 0  # the most requests it held at once
+        self.order: list[str] = []  # the MessageIds of the requests, as they came
         self.released = asyncio.Event()
         self._one = asyncio.Semaphore(0)
 
     async def handle(self, request: web.Request) -> web.Response:
-        await request.read()
+        body = await request.read()
+        found = re.search(rb"MessageId>([^<]+)<", body)
+        self.order.append(found.group(1).decode() if found else "?")
         self.received += 1
         self.holding += 1
         self.most = max(self.most, self.holding)
@@ -320,3 +324,32 @@ async def test_a_full_partners_further_messages_stay_unclaimed_while_others_go_p
     held.released.set()
     await eventually(lambda: asyncio.sleep(0, held.received), lambda n: n == 3, "every slow message attempted")
     assert held.most == 1
+
+
+async def test_a_message_kept_unclaimed_for_a_full_partner_is_sent_before_one_that_came_after_it(
+    pair_factory: Callable[..., Pair], held: HeldPartner
+) -> None:
+    """A slow partner limited to one send: a message kept unclaimed while its lane was full goes before a message
+    submitted later and claimed at once, so kept messages are not passed over and over under load."""
+    pair = pair_factory()
+    sweden = _with_slow_partner(pair, held, workers=2, partners={"slow-partner": 1})
+    await pair.be.start()
+    await sweden.start()
+    assert sweden.app is not None
+    pool = sweden.app[SEND_POOL]
+    await _submit(sweden, "se-to-slow", "slow-1@se", "slow-2@se", "slow-3@se")
+    await eventually(lambda: asyncio.sleep(0, held.holding), lambda n: n == 1, "the slow partner holding one")
+    await eventually(
+        lambda: asyncio.sleep(0, list(pool.by_partner())), lambda p: p == [("slow-partner", 1, 2)], "two waiting"
+    )
+    assert await _state(sweden, "slow-3@se") == "submitted"  # kept unclaimed: the lane was full
+    held.release_one()
+    await eventually(lambda: asyncio.sleep(0, held.order), lambda o: o[:2] == ["slow-1@se", "slow-2@se"], "slow-2")
+    await _submit(sweden, "se-to-slow", "slow-4@se")  # the lane has room now: claimed at once
+    await eventually(
+        lambda: asyncio.sleep(0, list(pool.by_partner())), lambda p: p == [("slow-partner", 1, 2)], "both waiting"
+    )
+    held.release_one()
+    await eventually(lambda: asyncio.sleep(0, held.received), lambda n: n >= 3, "the next slow message")
+    assert held.order[2] == "slow-3@se", held.order
+    held.released.set()

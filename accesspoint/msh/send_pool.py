@@ -52,8 +52,10 @@ class Lane:
     key: str  # the receiving party ("" for none)
     label: str  # the partner's name in the P-Mode file: its limits and its metrics label
     limits: Limits
-    ready: deque[tuple[Claim, datetime]] = field(default_factory=deque)  # claimed, with when, waiting for a worker
-    deferred: deque[QueueItem] = field(default_factory=deque)  # its entries, kept unclaimed while the lane is full
+    # Both hold the pool's arrival number, so a worker takes the lane's messages in the order they came: a message
+    # claimed after a full lane kept an older one unclaimed must not pass it (that starved kept ones under load).
+    ready: deque[tuple[Claim, datetime, int]] = field(default_factory=deque)  # claimed, with when, for a worker
+    deferred: deque[tuple[QueueItem, int]] = field(default_factory=deque)  # kept unclaimed while the lane is full
     workers: int = 0
     busy: int = 0
     idle: int = 0
@@ -96,6 +98,7 @@ class SendPool:
         self.running = 0  # workers in all lanes
         self._ready = 0  # claimed messages waiting in lanes
         self._deferred = 0  # entries kept unclaimed in lanes
+        self._arrivals = itertools.count()  # the order messages reach their lanes in
         self._starved: set[str] = set()  # lanes with a backlog that no worker could be started for
         self._hints: OrderedDict[str, str] = OrderedDict()
         self._stopping = False
@@ -134,7 +137,7 @@ class SendPool:
                 await asyncio.sleep(PAUSE_AFTER_FAULT)
                 continue
             lane = self._lane_of(claim.message)
-            lane.ready.append((claim, self.ctx.clock.now()))
+            lane.ready.append((claim, self.ctx.clock.now(), next(self._arrivals)))
             self._ready += 1
             self._arrived(lane)
 
@@ -157,7 +160,7 @@ class SendPool:
             lane = known
         if not lane.full:
             return True
-        lane.deferred.append(item)
+        lane.deferred.append((item, next(self._arrivals)))
         self._deferred += 1
         self._arrived(lane)
         return False
@@ -229,20 +232,20 @@ class SendPool:
     async def _next_job(self, lane: Lane) -> tuple[Claim, datetime] | None:
         """The lane's next claimed message; None when the worker should end (the lane is empty, above its minimum)."""
         while True:
-            if lane.ready:
-                job = lane.ready.popleft()
+            if lane.ready and not (lane.deferred and lane.deferred[0][1] < lane.ready[0][2]):
+                ready, claimed_at, _ = lane.ready.popleft()
                 self._ready -= 1
                 self._taken(lane)
-                return job
+                return ready, claimed_at
             if lane.deferred:
-                item = lane.deferred.popleft()
+                item, arrival = lane.deferred.popleft()
                 self._deferred -= 1
                 self._taken(lane)
                 try:
                     claim = await self.sender.claims.take(item)
                 except StoreUnavailable as exc:  # kept for the next try; the database decides when it is back
                     log.warning("claiming %s failed (%s); again shortly", item.message_id, exc)
-                    lane.deferred.appendleft(item)
+                    lane.deferred.appendleft((item, arrival))
                     self._deferred += 1
                     await asyncio.sleep(PAUSE_AFTER_FAULT)
                     continue
