@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from accesspoint.msh.app import METRICS, SEND_POOL
 from accesspoint.msh.config import ConfigError, load_config
 from accesspoint.msh.send_plan import Limits, Load, plan
+from accesspoint.msh.send_pool import SendPool
 from accesspoint.testing import services
 from tests.inmemory import Node, Pair, eventually
 from tests.test_msh import CERTS, SERVICE, _party
@@ -302,18 +303,22 @@ async def test_the_pool_grows_with_a_partners_backlog_to_its_maximum_and_falls_b
     assert _gauges(sweden) == {}
 
 
+async def _slow_partner_limited_to_one(pair: Pair, held: HeldPartner) -> tuple[Node, SendPool]:
+    """Sweden (two workers) running, the slow partner limited to one send, slow-1..3 submitted to it."""
+    sweden = _with_slow_partner(pair, held, workers=2, partners={"slow-partner": 1})
+    await pair.be.start()
+    await sweden.start()
+    assert sweden.app is not None
+    await _submit(sweden, "se-to-slow", "slow-1@se", "slow-2@se", "slow-3@se")
+    return sweden, sweden.app[SEND_POOL]
+
+
 async def test_a_full_partners_further_messages_stay_unclaimed_while_others_go_past_them(
     pair_factory: Callable[..., Pair], held: HeldPartner
 ) -> None:
     """A slow partner limited to one send, with one claimed message waiting behind it: its next message is kept
     unclaimed (still submitted) and the fast partner's message queued after it is sent first."""
-    pair = pair_factory()
-    sweden = _with_slow_partner(pair, held, workers=2, partners={"slow-partner": 1})
-    await pair.be.start()
-    await sweden.start()
-    assert sweden.app is not None
-    pool = sweden.app[SEND_POOL]
-    await _submit(sweden, "se-to-slow", "slow-1@se", "slow-2@se", "slow-3@se")
+    sweden, pool = await _slow_partner_limited_to_one(pair_factory(), held)
     await _submit(sweden, "se-to-be", "fast@se")
     await eventually(lambda: _state(sweden, "fast@se"), lambda s: s == "delivered", "the fast partner's message")
     # The slow worker may start after the fast message went (a loaded machine): the snapshot is taken once it holds.
@@ -331,13 +336,7 @@ async def test_a_message_kept_unclaimed_for_a_full_partner_is_sent_before_one_th
 ) -> None:
     """A slow partner limited to one send: a message kept unclaimed while its lane was full goes before a message
     submitted later and claimed at once, so kept messages are not passed over and over under load."""
-    pair = pair_factory()
-    sweden = _with_slow_partner(pair, held, workers=2, partners={"slow-partner": 1})
-    await pair.be.start()
-    await sweden.start()
-    assert sweden.app is not None
-    pool = sweden.app[SEND_POOL]
-    await _submit(sweden, "se-to-slow", "slow-1@se", "slow-2@se", "slow-3@se")
+    sweden, pool = await _slow_partner_limited_to_one(pair_factory(), held)
     await eventually(lambda: asyncio.sleep(0, held.holding), lambda n: n == 1, "the slow partner holding one")
     await eventually(
         lambda: asyncio.sleep(0, list(pool.by_partner())), lambda p: p == [("slow-partner", 1, 2)], "two waiting"
