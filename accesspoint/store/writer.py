@@ -45,7 +45,7 @@ from accesspoint.store.codec import (
     sqlite_datetime,
     utc,
 )
-from accesspoint.store.db import SQLITE_BUSY_TIMEOUT_MS, Durability, StoreUnavailable, transient
+from accesspoint.store.db import Durability, StoreUnavailable, sqlite_pragmas, transient
 from accesspoint.store.ops import (
     ALSO_COLUMNS,
     Also,
@@ -243,13 +243,7 @@ class SqliteWriter(Writer):
 
     def _open(self) -> sqlite3.Connection:
         connection = self._connect(str(self.path), isolation_level=None, check_same_thread=False)
-        synchronous = "FULL" if self.durability is Durability.POWER_LOSS else "NORMAL"
-        for pragma in (
-            "journal_mode=WAL",
-            "foreign_keys=ON",
-            f"busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
-            f"synchronous={synchronous}",
-        ):
+        for pragma in sqlite_pragmas(self.durability):
             connection.execute(f"PRAGMA {pragma}")
         return connection
 
